@@ -1,0 +1,5 @@
+import sys
+
+from cortexd.cli import main
+
+sys.exit(main())

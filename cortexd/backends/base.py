@@ -1,0 +1,59 @@
+"""The ReplicaBackend protocol: the seam between the daemon and whatever runs replicas.
+
+A backend starts and stops replicas and reports what runs; it keeps no state the
+daemon relies on that cannot be re-read (DESIGN.md section 4: replicas carry the
+spec hash, observed state is always re-read). Two implementations:
+backends/process.py (local child processes) and backends/docker.py (containers).
+Tests of the reconciler use a recording fake of this protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from cortexd.spec.model import APISpec
+
+ReplicaState = Literal["starting", "running", "exited"]
+
+
+@dataclass(frozen=True)
+class ReplicaInfo:
+    """What a backend observes about one replica (a value; re-read every time)."""
+
+    api: str
+    replica_id: str  # unique per backend, e.g. "iris-3f2a9c"
+    spec_hash: str
+    state: ReplicaState
+    host: str  # where the replica's HTTP server listens (loopback)
+    port: int
+    started_at: float  # wall-clock seconds
+    exit_code: int | None = None
+    oom_killed: bool = False
+    gpu_ids: tuple[int, ...] = ()
+    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+class ReplicaBackend(Protocol):
+    name: str
+
+    async def ensure_image(self, spec: APISpec) -> None:
+        """Make sure whatever the replica needs exists (a no-op for processes)."""
+
+    async def start(self, spec: APISpec, replica_id: str, gpu_ids: tuple[int, ...] = ()) -> ReplicaInfo:
+        """Start one replica of `spec`; returns as soon as it is launched (not ready)."""
+
+    async def stop(self, replica_id: str, timeout: float = 10.0) -> None:
+        """Stop a replica gracefully (SIGTERM, then kill after `timeout`) and forget it."""
+
+    async def list(self) -> list[ReplicaInfo]:
+        """Every replica this backend owns, including exited ones not yet removed."""
+
+    async def logs(self, replica_id: str, tail: int | None = None) -> list[str]:
+        """The replica's output lines (stdout and stderr together)."""
+
+    def log_path(self, replica_id: str) -> str | None:
+        """A file that holds the replica's output, where the backend keeps one."""
+
+    async def close(self) -> None:
+        """Release resources (not the replicas: the daemon stops those first)."""

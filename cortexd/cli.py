@@ -1,0 +1,478 @@
+"""The `cortexd` command line: the only place that prints for humans or exits.
+
+Exit codes (one table, EXIT_CODES): 0 ok, 1 user error (bad config, unknown API,
+failed request), 2 usage, 3 daemon unavailable. The CLI talks to a running
+daemon over its control socket (JSON over HTTP on a unix socket); `up` in the
+foreground runs the daemon in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from cortexd import __version__
+from cortexd.errors import (
+    BackendUnavailable,
+    ConfigError,
+    CortexdError,
+    DaemonAlreadyRunning,
+    DaemonUnavailable,
+    RequestError,
+    UnknownAPI,
+)
+from cortexd.settings import DaemonSettings
+
+EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_DAEMON = 0, 1, 2, 3
+EXIT_CODES: dict[type[CortexdError], int] = {
+    ConfigError: EXIT_USER,
+    UnknownAPI: EXIT_USER,
+    RequestError: EXIT_USER,
+    DaemonAlreadyRunning: EXIT_USER,
+    BackendUnavailable: EXIT_USER,
+    DaemonUnavailable: EXIT_DAEMON,
+}
+
+
+def exit_code_for(error: CortexdError) -> int:
+    for cls in type(error).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return EXIT_USER
+
+
+# -- control socket client ----------------------------------------------------------------
+
+
+class ConfigRejected(CortexdError):
+    """The daemon rejected a configuration (the text lists the problems)."""
+
+
+EXIT_CODES[ConfigRejected] = EXIT_USER
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("cortexd", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+class ControlClient:
+    def __init__(self, settings: DaemonSettings, timeout: float = 30.0):
+        self.path = str(settings.socket_path)
+        self.timeout = timeout
+
+    def _open(self, method: str, url: str, body: Any = None, timeout: float | None = None):
+        conn = _UnixConnection(self.path, timeout if timeout is not None else self.timeout)
+        try:
+            payload = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json"} if payload is not None else {}
+            conn.request(method, url, body=payload, headers=headers)
+            return conn, conn.getresponse()
+        except (FileNotFoundError, ConnectionRefusedError) as e:
+            conn.close()
+            raise DaemonUnavailable(
+                f"no cortexd daemon is running (control socket {self.path}: {e.strerror}); "
+                "start one with `cortexd up -d`"
+            ) from e
+        except OSError as e:
+            conn.close()
+            raise DaemonUnavailable(f"the cortexd daemon did not answer on {self.path}: {e}") from e
+
+    def call(self, method: str, url: str, body: Any = None) -> Any:
+        conn, resp = self._open(method, url, body)
+        try:
+            data = resp.read()
+        finally:
+            conn.close()
+        try:
+            doc = json.loads(data) if data else {}
+        except ValueError:
+            doc = {"error": data.decode("utf-8", "replace")}
+        if resp.status == 404:
+            raise UnknownAPI(doc.get("error", "not found"))
+        if resp.status == 422:
+            raise ConfigRejected(doc.get("error", "the configuration was rejected"))
+        if resp.status >= 400:
+            raise RequestError(doc.get("error", f"daemon answered HTTP {resp.status}"))
+        return doc
+
+    def stream(self, url: str):
+        conn, resp = self._open("GET", url, timeout=None)
+        try:
+            if resp.status == 404:
+                raise UnknownAPI(json.loads(resp.read() or b"{}").get("error", "not found"))
+            if resp.status >= 400:
+                raise RequestError(resp.read().decode("utf-8", "replace"))
+            while True:
+                line = resp.readline()
+                if not line:
+                    return
+                yield line.decode("utf-8", "replace").rstrip("\n")
+        finally:
+            conn.close()
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def _settings(args) -> DaemonSettings:
+    s = DaemonSettings()
+    if getattr(args, "host", None):
+        s = s.with_(host=args.host)
+    if getattr(args, "backend", None):
+        s = s.with_(backend=args.backend)
+    if getattr(args, "base_image", None):
+        s = s.with_(base_image=args.base_image)
+    return s
+
+
+def _paths(args) -> list[str]:
+    return [str(Path(p).resolve()) for p in (args.paths or ["."])]
+
+
+def cmd_validate(args) -> int:
+    from cortexd.spec import load_config
+
+    loaded = load_config(_paths(args))
+    for notice in loaded.notices:
+        print(f"notice: {notice}")
+    for api in loaded.apis:
+        print(f"ok: api {api.name!r} ({api.predictor.type}) at "
+              f"http://127.0.0.1:{api.networking.local_port}{api.networking.endpoint}  "
+              f"[{api.source_file}:{api.source_line}]")
+    print(f"{len(loaded.apis)} api(s) valid")
+    return EXIT_OK
+
+
+def cmd_up(args) -> int:
+    from cortexd.daemon.running import daemon_answers
+    from cortexd.spec import load_config
+
+    settings = _settings(args)
+    paths = _paths(args)
+    if asyncio.run(daemon_answers(settings.socket_path)):
+        raise DaemonAlreadyRunning(
+            f"a cortexd daemon is already running (control socket {settings.socket_path}); "
+            "use `cortexd deploy PATH` to change what it serves, or `cortexd down` first"
+        )
+    load_config(paths)  # report config errors here, before anything starts
+    if args.detach:
+        return _up_detached(args, settings, paths)
+    return _up_foreground(settings, paths)
+
+
+def _daemon_argv(settings: DaemonSettings, paths: list[str]) -> list[str]:
+    argv = [sys.executable, "-m", "cortexd", "_daemon", "--backend", settings.backend,
+            "--host", settings.host]
+    if settings.base_image:
+        argv += ["--base-image", settings.base_image]
+    return argv + paths
+
+
+def _up_detached(args, settings: DaemonSettings, paths: list[str]) -> int:
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log = open(settings.daemon_log, "ab")
+    proc = subprocess.Popen(
+        _daemon_argv(settings, paths), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        start_new_session=True, cwd="/",
+    )
+    log.close()
+    client = ControlClient(settings, timeout=5)
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            tail = _tail(settings.daemon_log, 20)
+            print(f"error: the daemon exited during start-up (code {proc.returncode}):\n{tail}",
+                  file=sys.stderr)
+            return EXIT_USER
+        try:
+            snap = client.call("GET", "/status")
+            break
+        except DaemonUnavailable:
+            if time.monotonic() > deadline:
+                print(f"error: the daemon did not answer within 60s; see {settings.daemon_log}",
+                      file=sys.stderr)
+                return EXIT_DAEMON
+            time.sleep(0.1)
+    print(f"cortexd is running (pid {snap['daemon']['pid']}, backend {snap['daemon']['backend']}); "
+          f"logs: {settings.daemon_log}")
+    if args.wait:
+        snap = _wait_settled(client, args.wait)
+    _print_table(snap)
+    return EXIT_OK
+
+
+def _wait_settled(client: ControlClient, seconds: float) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        snap = client.call("GET", "/status")
+        if all(a["status"] in ("live", "error") for a in snap["apis"]) or time.monotonic() > deadline:
+            return snap
+        time.sleep(0.2)
+
+
+def _up_foreground(settings: DaemonSettings, paths: list[str]) -> int:
+    from cortexd.daemon.running import run_daemon
+
+    _configure_logging(verbose=False)
+
+    def on_started(daemon) -> None:
+        print(f"cortexd {__version__} serving (backend {daemon.backend.name}); Ctrl-C to stop",
+              flush=True)
+
+    _run(run_daemon(settings, paths, on_started=on_started))
+    return EXIT_OK
+
+
+def _run(coro) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+def cmd_daemon(args) -> int:
+    """Hidden: the detached daemon's entry point (its output goes to daemon.log)."""
+    from cortexd.daemon.running import run_daemon
+
+    _configure_logging(verbose=True)
+    _run(run_daemon(_settings(args), _paths(args)))
+    return EXIT_OK
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s" if verbose else "%(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_down(args) -> int:
+    settings = _settings(args)
+    client = ControlClient(settings)
+    snap = client.call("GET", "/status")
+    pid = snap["daemon"]["pid"]
+    client.call("POST", "/shutdown")
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        if not _pid_alive(pid):
+            print("cortexd stopped")
+            return EXIT_OK
+        time.sleep(0.1)
+    print(f"error: the daemon (pid {pid}) is still stopping after {args.timeout}s", file=sys.stderr)
+    return EXIT_DAEMON
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours (tests) counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def cmd_deploy(args) -> int:
+    client = ControlClient(_settings(args))
+    result = client.call("POST", "/deploy", {"paths": _paths(args)})
+    for notice in result.get("notices", []):
+        print(f"notice: {notice}")
+    print("configuration applied")
+    return EXIT_OK
+
+
+def cmd_delete(args) -> int:
+    client = ControlClient(_settings(args))
+    client.call("DELETE", f"/apis/{args.api}")
+    print(f"api {args.api!r} deleted")
+    return EXIT_OK
+
+
+def cmd_get(args) -> int:
+    client = ControlClient(_settings(args))
+    snap = client.call("GET", "/status")
+    if args.api:
+        apis = [a for a in snap["apis"] if a["name"] == args.api]
+        if not apis:
+            names = ", ".join(a["name"] for a in snap["apis"]) or "none"
+            raise UnknownAPI(f"no api named {args.api!r} (apis: {names})")
+        if args.output == "json":
+            print(json.dumps(apis[0], indent=2))
+        else:
+            _print_api(apis[0])
+        return EXIT_OK
+    if args.output == "json":
+        print(json.dumps(snap, indent=2))
+    else:
+        _print_table(snap)
+    return EXIT_OK
+
+
+def _print_table(snap: dict) -> None:
+    from cortexd.ui.text import api_table
+
+    print(api_table(snap))
+
+
+def _print_api(api: dict) -> None:
+    from cortexd.ui.text import api_detail
+
+    print(api_detail(api))
+
+
+def cmd_logs(args) -> int:
+    client = ControlClient(_settings(args))
+    query = f"?tail={args.tail}" if args.tail is not None else "?"
+    if args.follow:
+        query += "&follow=1"
+    try:
+        for line in client.stream(f"/apis/{args.api}/logs{query}"):
+            print(line, flush=True)
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def cmd_predict(args) -> int:
+    client = ControlClient(_settings(args))
+    snap = client.call("GET", "/status")
+    api = next((a for a in snap["apis"] if a["name"] == args.api), None)
+    if api is None:
+        names = ", ".join(a["name"] for a in snap["apis"]) or "none"
+        raise UnknownAPI(f"no api named {args.api!r} (apis: {names})")
+    body = args.payload
+    if body.startswith("@"):
+        try:
+            body = Path(body[1:]).read_text()
+        except OSError as e:
+            raise RequestError(f"cannot read {body[1:]}: {e.strerror}") from e
+    try:
+        json.loads(body)
+    except ValueError as e:
+        raise RequestError(f"the payload is not valid JSON: {e}") from e
+    req = urllib.request.Request(
+        api["url"], data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=args.timeout) as resp:
+            print(resp.read().decode("utf-8", "replace"))
+            return EXIT_OK
+    except urllib.error.HTTPError as e:
+        print(f"error: HTTP {e.code}: {e.read().decode('utf-8', 'replace')}", file=sys.stderr)
+        return EXIT_USER
+    except (urllib.error.URLError, OSError) as e:
+        raise RequestError(f"could not reach {api['url']}: {e}") from e
+
+
+def cmd_version(args) -> int:
+    print(f"cortexd {__version__}")
+    return EXIT_OK
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cortexd", description="Serve Cortex projects on this machine.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, func, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        return sp
+
+    up = add("up", cmd_up, "start the daemon and serve the APIs in PATH... (default: .)")
+    up.add_argument("paths", nargs="*", metavar="PATH", help="folder with a cortex.yaml, or a yaml file")
+    up.add_argument("-d", "--detach", action="store_true", help="run the daemon in the background")
+    up.add_argument("--backend", choices=["auto", "process", "docker"], default="auto")
+    up.add_argument("--host", default="127.0.0.1", help="gateway bind address (default 127.0.0.1)")
+    up.add_argument("--base-image", help="base image for Docker replica images")
+    up.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                    help="with -d: wait until every API is live or in error")
+
+    d = sub.add_parser("_daemon")
+    d.set_defaults(func=cmd_daemon)
+    d.add_argument("paths", nargs="*")
+    d.add_argument("--backend", default="auto")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--base-image")
+
+    down = add("down", cmd_down, "stop the daemon and every replica it started")
+    down.add_argument("--timeout", type=float, default=60)
+
+    dep = add("deploy", cmd_deploy, "apply the configuration in PATH... to the running daemon")
+    dep.add_argument("paths", nargs="*", metavar="PATH")
+
+    dl = add("delete", cmd_delete, "remove an API from the running daemon")
+    dl.add_argument("api")
+
+    get = add("get", cmd_get, "show APIs, or one API in detail")
+    get.add_argument("api", nargs="?")
+    get.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+    lg = add("logs", cmd_logs, "show an API's replica output")
+    lg.add_argument("api")
+    lg.add_argument("-f", "--follow", action="store_true")
+    lg.add_argument("--tail", type=int, default=None, metavar="N", help="last N lines per replica")
+
+    pr = add("predict", cmd_predict, "send a JSON request to an API")
+    pr.add_argument("api")
+    pr.add_argument("payload", metavar="JSON|@FILE")
+    pr.add_argument("--timeout", type=float, default=60)
+
+    val = add("validate", cmd_validate, "check cortex.yaml files without starting anything")
+    val.add_argument("paths", nargs="*", metavar="PATH")
+
+    add("version", cmd_version, "print the version")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except CortexdError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return exit_code_for(e)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

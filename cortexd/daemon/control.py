@@ -1,0 +1,99 @@
+"""The control API: JSON over HTTP on a unix socket (mode 0600) for the CLI and the live view.
+
+    GET    /status                 the status snapshot (one model for get, status, -o json)
+    GET    /apis/{name}/logs       replica output; ?tail=N&follow=1 streams new lines
+    POST   /deploy                 {"paths": [...]}: load and apply a new configuration
+    DELETE /apis/{name}            remove one API (until the next deploy)
+    POST   /shutdown               graceful shutdown
+
+Errors are JSON {"error": "..."} with 4xx/5xx; the CLI turns them into messages
+and exit codes. The handlers only translate HTTP <-> Daemon method calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from aiohttp import web
+
+from cortexd.errors import ConfigError, CortexdError, UnknownAPI
+
+
+def _error(status: int, message: str, **extra) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+def build_app(daemon) -> web.Application:
+    routes = web.RouteTableDef()
+
+    @routes.get("/status")
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(daemon.snapshot())
+
+    @routes.get("/apis/{name}/logs")
+    async def logs(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        tail = request.query.get("tail")
+        follow = request.query.get("follow") in ("1", "true")
+        try:
+            tail_n = int(tail) if tail else None
+            sources = daemon.log_sources(name)
+        except ValueError:
+            return _error(400, f"tail must be an integer, got {tail!r}")
+        except UnknownAPI as e:
+            return _error(404, str(e))
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        await resp.prepare(request)
+        async for line in daemon.stream_logs(name, sources, tail_n, follow):
+            await resp.write(line.encode("utf-8", "replace") + b"\n")
+        await resp.write_eof()
+        return resp
+
+    @routes.post("/deploy")
+    async def deploy(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            paths = body["paths"]
+        except (ValueError, KeyError, TypeError):
+            return _error(400, 'expected a JSON body {"paths": [...]}')
+        try:
+            notices = await daemon.deploy(paths)
+        except ConfigError as e:
+            return _error(422, str(e), problems=[str(p) for p in e.problems])
+        except CortexdError as e:
+            return _error(409, str(e))
+        return web.json_response({"ok": True, "notices": notices})
+
+    @routes.delete("/apis/{name}")
+    async def delete(request: web.Request) -> web.Response:
+        try:
+            await daemon.delete_api(request.match_info["name"])
+        except UnknownAPI as e:
+            return _error(404, str(e))
+        return web.json_response({"ok": True})
+
+    @routes.post("/shutdown")
+    async def shutdown(request: web.Request) -> web.Response:
+        asyncio.get_running_loop().call_soon(daemon.request_shutdown)
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.add_routes(routes)
+    return app
+
+
+async def serve(daemon, socket_path: str) -> web.AppRunner:
+    app = build_app(daemon)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    if os.path.exists(socket_path):
+        os.unlink(socket_path)  # stale: the caller checked that no daemon answers on it
+    old = os.umask(0o177)  # the socket is created 0600: only this user controls the daemon
+    try:
+        site = web.UnixSite(runner, socket_path)
+        await site.start()
+    finally:
+        os.umask(old)
+    os.chmod(socket_path, 0o600)
+    return runner

@@ -1,0 +1,530 @@
+"""The reconciler: converges what runs (backend) to what is desired (APISpecs + replica counts).
+
+Every pass re-reads the backend (observed replicas carry their spec hash), probes
+the readiness of replicas not yet ready, lets core.rollout plan the starts and
+drains, and performs them. What cannot be read back from a backend lives here:
+which replicas passed their readiness probe, which are draining, crash counts and
+restart backoff per API. The gateway is told which replicas are routable; a
+draining replica is stopped once its in-flight requests reach 0 (or the drain
+deadline passes).
+
+Crashes: a replica that exits on its own is removed and replaced after an
+exponential backoff (settings.backoff_initial doubling up to backoff_max); after
+settings.crash_error_after crashes in a row the API shows `error` with the last
+log lines, and keeps retrying at the backoff pace. A replica of the current spec
+becoming ready resets the count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import aiohttp
+
+from cortexd.backends.base import ReplicaBackend, ReplicaInfo
+from cortexd.core import rollout
+from cortexd.daemon.events import EventLog
+from cortexd.errors import CortexdError
+from cortexd.settings import DaemonSettings
+from cortexd.spec.model import APISpec
+
+log = logging.getLogger("cortexd.reconciler")
+
+LOG_LINES_IN_ERROR = 15
+
+
+@dataclass
+class ReplicaRecord:
+    """Daemon-side facts about one replica that no backend can report."""
+
+    replica_id: str
+    spec_hash: str
+    launched_at: float  # monotonic
+    ready_at: float | None = None
+    draining_since: float | None = None
+    stopping: bool = False
+
+
+@dataclass
+class APIState:
+    spec: APISpec
+    desired: int
+    deployed_at: float  # monotonic; the autoscaler's stabilization starts here
+    status: str = "updating"  # updating | live | error
+    reason: str | None = None
+    consecutive_crashes: int = 0
+    restarts: int = 0
+    next_start_at: float = 0.0
+    image_ready_for: str | None = None  # spec hash whose image is built
+    image_task: asyncio.Task | None = None
+    pending_reason: str | None = None  # why desired replicas are not started (GPU, backoff...)
+    failing: bool = False  # in error until a replica of the current spec becomes ready
+    last_decision: str | None = None  # autoscaler, in words
+
+
+@dataclass
+class _Removed:
+    """An API removed from the config: its replicas drain, then it is forgotten."""
+
+    name: str
+    since: float
+
+
+class Reconciler:
+    def __init__(
+        self,
+        backend: ReplicaBackend,
+        gateway,
+        settings: DaemonSettings,
+        events: EventLog,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        placer=None,
+        probe: Callable[[ReplicaInfo], Awaitable[bool]] | None = None,
+    ):
+        self.backend = backend
+        self.gateway = gateway
+        self.settings = settings
+        self.events = events
+        self.clock = clock
+        self.placer = placer  # GPU placement (cortexd.daemon.gpus), None = no GPUs
+        self.apis: dict[str, APIState] = {}
+        self.records: dict[str, ReplicaRecord] = {}
+        self.observed: dict[str, ReplicaInfo] = {}
+        self._removed: dict[str, _Removed] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._wake = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._probe_one = probe or self._healthy
+        self._ids = itertools.count(1)
+
+    # -- desired state ----------------------------------------------------------
+
+    async def apply(self, specs: list[APISpec]) -> None:
+        """Make `specs` the desired set: new APIs deploy, changed ones roll, missing ones go."""
+        now = self.clock()
+        await self.gateway.configure(
+            [
+                (s.name, s.networking.endpoint, s.networking.local_port,
+                 s.autoscaling.max_replica_concurrency)
+                for s in specs
+            ]
+        )
+        wanted = {s.name: s for s in specs}
+        for name in list(self.apis):
+            if name not in wanted:
+                self.apis.pop(name)
+                self._removed[name] = _Removed(name, now)
+                self.events.add("api removed from the configuration; stopping its replicas", api=name)
+        for name, spec in wanted.items():
+            state = self.apis.get(name)
+            if state is None:
+                self.apis[name] = APIState(spec, spec.autoscaling.init_replicas, deployed_at=now)
+                self._removed.pop(name, None)
+                self.events.add(
+                    f"deploying {spec.autoscaling.init_replicas} replica(s) at {spec.networking.endpoint}",
+                    api=name,
+                )
+            elif state.spec.spec_hash != spec.spec_hash:
+                state.spec = spec
+                state.desired = max(spec.autoscaling.min_replicas,
+                                    min(state.desired, spec.autoscaling.max_replicas))
+                state.deployed_at = now
+                state.status, state.reason, state.failing = "updating", None, False
+                state.consecutive_crashes, state.next_start_at = 0, 0.0
+                self.events.add("configuration changed: rolling update", api=name)
+            else:
+                state.spec = spec  # same hash; keeps source lines current
+        self.wake()
+
+    def set_desired(self, api: str, count: int, decision: str | None = None) -> None:
+        state = self.apis.get(api)
+        if state is None:
+            return
+        if decision is not None:
+            state.last_decision = decision
+        if count != state.desired:
+            self.events.add(f"scaling from {state.desired} to {count} replica(s)"
+                            + (f": {decision}" if decision else ""), api=api)
+            state.desired = count
+            self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.reconcile_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad pass must not end the daemon
+                log.exception("reconcile pass failed")
+            starting = any(r.ready_at is None and not r.stopping for r in self.records.values())
+            interval = 0.1 if starting else self.settings.reconcile_interval
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+
+    async def reconcile_once(self) -> None:
+        now = self.clock()
+        observed = await self.backend.list()
+        self.observed = {r.replica_id: r for r in observed}
+        # forget records of replicas the backend no longer has
+        for rid in [rid for rid in self.records if rid not in self.observed]:
+            if not self.records[rid].stopping:
+                self.records.pop(rid)
+
+        by_api: dict[str, list[ReplicaInfo]] = {}
+        for info in observed:
+            by_api.setdefault(info.api, []).append(info)
+            if info.replica_id not in self.records:
+                # adopted (daemon restart, Docker) or started by a previous pass
+                self.records[info.replica_id] = ReplicaRecord(info.replica_id, info.spec_hash, now)
+
+        for name, infos in by_api.items():
+            if name not in self.apis:
+                for info in infos:
+                    self._drain(info.replica_id, now, why="its api is no longer configured")
+        for name in list(self._removed):
+            if name not in by_api:
+                self._removed.pop(name)
+                self.events.add("api deleted", api=name)
+
+        for name, state in self.apis.items():
+            await self._reconcile_api(state, by_api.get(name, []), now)
+
+        await self._finish_drains(now)
+
+    async def _reconcile_api(self, state: APIState, infos: list[ReplicaInfo], now: float) -> None:
+        spec = state.spec
+        live: list[ReplicaInfo] = []
+        for info in infos:
+            rec = self.records[info.replica_id]
+            if rec.stopping:
+                continue
+            if info.state == "exited":
+                if rec.draining_since is None:
+                    await self._on_crash(state, info, now)
+                else:
+                    self._stop_later(info.replica_id)
+                continue
+            live.append(info)
+
+        await self._probe([i for i in live if self.records[i.replica_id].ready_at is None], state, now)
+
+        # a replica that never became ready within the start timeout counts as failed
+        for info in live:
+            rec = self.records[info.replica_id]
+            if (rec.ready_at is None and rec.draining_since is None
+                    and now - rec.launched_at > self.settings.start_timeout):
+                await self._on_crash(state, info, now, timed_out=True)
+        live = [i for i in live if not self.records[i.replica_id].stopping]
+
+        observed = [
+            rollout.ObservedReplica(
+                replica_id=i.replica_id,
+                spec_hash=i.spec_hash,
+                ready=self.records[i.replica_id].ready_at is not None,
+                draining=self.records[i.replica_id].draining_since is not None,
+                failed=False,
+                started_at=self.records[i.replica_id].launched_at,
+            )
+            for i in live
+        ]
+        plan = rollout.plan(spec.spec_hash, state.desired, observed,
+                            spec.update_strategy.max_surge, spec.update_strategy.max_unavailable)
+        for rid in plan.drain:
+            self._drain(rid, now, why="rolling update / scale down")
+
+        state.pending_reason = None
+        if plan.start > 0:
+            await self._start_replicas(state, plan.start, now)
+
+        routable = [
+            (i.replica_id, i.host, i.port)
+            for i in live
+            if self.records[i.replica_id].ready_at is not None
+            and self.records[i.replica_id].draining_since is None
+        ]
+        self.gateway.set_replicas(spec.name, routable)
+        self._update_status(state, live, routable)
+        self.gateway.set_state(
+            spec.name,
+            starting=not routable and state.status != "error",
+            error=state.reason if (state.status == "error" and not routable) else None,
+        )
+
+    def _update_status(self, state: APIState, live: list[ReplicaInfo], routable: list) -> None:
+        current_ready = sum(
+            1 for i in live
+            if i.spec_hash == state.spec.spec_hash
+            and self.records[i.replica_id].ready_at is not None
+            and self.records[i.replica_id].draining_since is None
+        )
+        if state.failing:
+            state.status = "error"
+            return
+        stale = any(i.spec_hash != state.spec.spec_hash for i in live)
+        if current_ready >= state.desired and not stale and len(routable) == current_ready:
+            if state.status != "live":
+                self.events.add(f"live: {current_ready} replica(s) ready", api=state.spec.name)
+            state.status, state.reason = "live", None
+        else:
+            if state.status == "live":
+                self.events.add("updating", api=state.spec.name)
+            state.status = "updating"
+            if state.reason is None and state.pending_reason:
+                state.reason = state.pending_reason
+
+    # -- starting ------------------------------------------------------------------
+
+    async def _start_replicas(self, state: APIState, count: int, now: float) -> None:
+        spec = state.spec
+        if now < state.next_start_at:
+            state.pending_reason = f"restarting in {state.next_start_at - now:.0f}s (crash backoff)"
+            return
+        if state.image_ready_for != spec.spec_hash:
+            self._ensure_image(state)
+            state.pending_reason = "preparing the replica image"
+            return
+        for _ in range(count):
+            gpu_ids: tuple[int, ...] = ()
+            replica_id = f"{spec.name}-{spec.spec_hash[:6]}-{secrets.token_hex(3)}"
+            if spec.compute.gpu > 0:
+                gpu_ids, why = self._place(spec, replica_id)
+                if why:
+                    state.pending_reason = why
+                    return
+            try:
+                info = await self.backend.start(spec, replica_id, gpu_ids)
+            except CortexdError as e:
+                self._fail(state, f"could not start a replica: {e}", now, logs=[])
+                return
+            self.records[info.replica_id] = ReplicaRecord(info.replica_id, info.spec_hash, self.clock())
+            self.observed[info.replica_id] = info
+            self.events.add(f"replica {replica_id} started", api=spec.name)
+
+    def _ensure_image(self, state: APIState) -> None:
+        if state.image_task is not None and not state.image_task.done():
+            return
+        spec = state.spec
+
+        async def build() -> None:
+            try:
+                await self.backend.ensure_image(spec)
+            except CortexdError as e:
+                self._fail(state, f"could not prepare the replica image: {e}", self.clock(), logs=[])
+                return
+            if state.spec.spec_hash == spec.spec_hash:
+                state.image_ready_for = spec.spec_hash
+            self.wake()
+
+        state.image_task = asyncio.ensure_future(build())
+
+    def _place(self, spec: APISpec, replica_id: str) -> tuple[tuple[int, ...], str | None]:
+        if self.placer is None:
+            return (), (f"pending: api {spec.name!r} needs {spec.compute.gpu} GPU(s), "
+                        "but no NVIDIA GPU is available to this daemon")
+        return self.placer.assign(spec, replica_id, self.observed)
+
+    # -- readiness -------------------------------------------------------------------
+
+    async def _probe(self, infos: list[ReplicaInfo], state: APIState, now: float) -> None:
+        if not infos:
+            return
+        results = await asyncio.gather(*(self._probe_one(i) for i in infos))
+        for info, ok in zip(infos, results):
+            if not ok:
+                continue
+            rec = self.records[info.replica_id]
+            rec.ready_at = self.clock()
+            self.events.add(
+                f"replica {info.replica_id} ready in {rec.ready_at - rec.launched_at:.1f}s",
+                api=state.spec.name,
+            )
+            if info.spec_hash == state.spec.spec_hash:
+                state.consecutive_crashes = 0
+                if state.failing:
+                    state.failing, state.status, state.reason = False, "updating", None
+
+    async def _healthy(self, info: ReplicaInfo) -> bool:
+        """Default readiness probe: GET /healthz answers 200."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.settings.probe_timeout)
+            )
+        try:
+            async with self._session.get(f"http://{info.host}:{info.port}/healthz") as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            return False
+
+    # -- crashes ---------------------------------------------------------------------
+
+    async def _on_crash(self, state: APIState, info: ReplicaInfo, now: float, timed_out: bool = False) -> None:
+        try:
+            lines = await self.backend.logs(info.replica_id, tail=LOG_LINES_IN_ERROR)
+        except CortexdError:
+            lines = []
+        if timed_out:
+            what = f"did not become ready within {self.settings.start_timeout:.0f}s"
+        elif info.oom_killed:
+            what = "was killed: out of memory (raise compute.mem)"
+        else:
+            what = f"exited with code {info.exit_code}"
+        was_ready = self.records[info.replica_id].ready_at is not None
+        self.records[info.replica_id].stopping = True
+        self._stop_later(info.replica_id)
+        state.restarts += 1
+        if was_ready and not timed_out and info.exit_code in (0, None) and not info.oom_killed:
+            # a replica that served and then stopped cleanly is replaced without counting a crash
+            self.events.add(f"replica {info.replica_id} stopped; replacing it", api=state.spec.name)
+            return
+        self._fail(state, f"replica {info.replica_id} {what}", now, logs=lines)
+
+    def _fail(self, state: APIState, message: str, now: float, logs: list[str]) -> None:
+        state.consecutive_crashes += 1
+        n = state.consecutive_crashes
+        delay = min(self.settings.backoff_initial * 2 ** (n - 1), self.settings.backoff_max)
+        state.next_start_at = now + delay
+        tail = ("\n" + "\n".join(logs[-LOG_LINES_IN_ERROR:])) if logs else ""
+        oom = "out of memory" in message
+        if n >= self.settings.crash_error_after or oom:
+            state.failing, state.status = True, "error"
+            prefix = "error (out of memory): " if oom else ""
+            state.reason = f"{prefix}{message} ({n} failure(s) in a row; retrying in {delay:.0f}s){tail}"
+        self.events.add(f"{message}; restarting in {delay:.0f}s", api=state.spec.name, level="error")
+        if logs:
+            log.error("[%s] last log lines of the failed replica:\n%s", state.spec.name, "\n".join(logs))
+
+    # -- draining and stopping -------------------------------------------------------
+
+    def _drain(self, replica_id: str, now: float, why: str) -> None:
+        rec = self.records.get(replica_id)
+        if rec is None or rec.draining_since is not None:
+            return
+        rec.draining_since = now
+        info = self.observed.get(replica_id)
+        api = info.api if info else None
+        self.events.add(f"replica {replica_id} draining ({why})", api=api)
+
+    async def _finish_drains(self, now: float) -> None:
+        for rid, rec in list(self.records.items()):
+            if rec.draining_since is None or rec.stopping:
+                continue
+            info = self.observed.get(rid)
+            api = info.api if info else ""
+            in_flight = self.gateway.replica_in_flight(api, rid) if api in self.apis else 0
+            if in_flight == 0 or now - rec.draining_since > self.settings.drain_timeout:
+                rec.stopping = True
+                self._stop_later(rid)
+
+    def _stop_later(self, replica_id: str) -> None:
+        rec = self.records.get(replica_id)
+        if rec is not None:
+            rec.stopping = True
+
+        async def stop() -> None:
+            try:
+                await self.backend.stop(replica_id, timeout=self.settings.stop_timeout)
+            except CortexdError as e:
+                self.events.add(f"could not stop replica {replica_id}: {e}", level="warning")
+            finally:
+                self.records.pop(replica_id, None)
+                info = self.observed.pop(replica_id, None)
+                self.events.add(f"replica {replica_id} stopped", api=info.api if info else None)
+                self.wake()
+
+        task = asyncio.ensure_future(stop())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def shutdown(self) -> None:
+        """Drain every replica (deadline settings.drain_timeout), then stop them all."""
+        deadline = self.clock() + self.settings.drain_timeout
+        for name in self.apis:
+            self.gateway.set_replicas(name, [])
+        while self.clock() < deadline:
+            busy = sum(self.gateway.api_in_flight(n) for n in self.apis)
+            if busy == 0:
+                break
+            await asyncio.sleep(0.05)
+        for state in self.apis.values():
+            if state.image_task is not None:
+                state.image_task.cancel()
+        infos = await self.backend.list()
+        await asyncio.gather(
+            *(self.backend.stop(i.replica_id, timeout=self.settings.stop_timeout) for i in infos),
+            return_exceptions=True,
+        )
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    # -- status --------------------------------------------------------------------------
+
+    def api_snapshot(self, state: APIState, wall_now: float, mono_now: float) -> dict:
+        spec = state.spec
+        replicas = []
+        for info in self.observed.values():
+            if info.api != spec.name:
+                continue
+            rec = self.records.get(info.replica_id)
+            if rec is None:
+                continue
+            if rec.stopping:
+                rstate = "stopping"
+            elif rec.draining_since is not None:
+                rstate = "draining"
+            elif rec.ready_at is not None:
+                rstate = "ready"
+            else:
+                rstate = "starting"
+            replicas.append({
+                "id": info.replica_id,
+                "state": rstate,
+                "current": info.spec_hash == spec.spec_hash,
+                "address": f"{info.host}:{info.port}",
+                "age_s": round(max(0.0, wall_now - info.started_at), 1),
+                "in_flight": self.gateway.replica_in_flight(spec.name, info.replica_id),
+                "gpu_ids": list(info.gpu_ids),
+                "backend": dict(info.extra),  # pid (process) or container id (docker)
+            })
+        ready = sum(1 for r in replicas if r["state"] == "ready")
+        route = self.gateway.route(spec.name)
+        return {
+            "name": spec.name,
+            "kind": spec.kind,
+            "predictor_type": spec.predictor.type,
+            "status": state.status,
+            "reason": state.reason,
+            "endpoint": spec.networking.endpoint,
+            "local_port": spec.networking.local_port,
+            "spec_hash": spec.spec_hash,
+            "source": f"{spec.source_file}:{spec.source_line}",
+            "replicas": {
+                "requested": state.desired,
+                "ready": ready,
+                "starting": sum(1 for r in replicas if r["state"] == "starting"),
+                "pending_reason": state.pending_reason,
+                "restarts": state.restarts,
+                "min": spec.autoscaling.min_replicas,
+                "max": spec.autoscaling.max_replicas,
+            },
+            "replica_list": sorted(replicas, key=lambda r: r["id"]),
+            "in_flight": self.gateway.api_in_flight(spec.name),
+            "requests": route.counters_snapshot() if hasattr(route, "counters_snapshot") else {},
+            "last_decision": state.last_decision,
+        }

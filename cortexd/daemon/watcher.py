@@ -1,0 +1,168 @@
+"""Watches project folders (watchdog) and tells the daemon, debounced, that something changed.
+
+watchdog calls back on its own thread; events are handed to the asyncio loop with
+call_soon_threadsafe and coalesced: editors write temp files and rename them, so
+one save is several events, and the daemon reloads once `debounce` seconds after
+the last relevant one. Irrelevant paths are dropped here: dotfiles and dot
+folders, __pycache__ and bytecode, editor temp files, and the project's
+`.cortexignore` patterns.
+
+project_files() + api_digest() are the other half of hot reload: a digest of a
+project's files that the daemon folds into each API's spec hash, so an edit to
+predictor code rolls the APIs that use it, and only those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable, Iterable
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+EDITOR_TEMP = ("*~", "*.swp", "*.swx", "*.swo", "#*#", ".#*", "4913", "*.tmp", "*.part")
+SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", "node_modules", ".venv", "venv"}
+SMALL_FILE = 1 << 20  # hashed by content below this size, by size+mtime above
+
+
+def ignore_patterns(project_dir: Path) -> list[str]:
+    try:
+        text = (project_dir / ".cortexignore").read_text()
+    except OSError:
+        return []
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def is_ignored(rel: str, patterns: Iterable[str]) -> bool:
+    """Whether a path relative to the project folder is irrelevant to the APIs."""
+    parts = Path(rel).parts
+    if not parts:
+        return True
+    name = parts[-1]
+    if any(p.startswith(".") and p != ".cortexignore" for p in parts) or any(p in SKIP_DIRS for p in parts):
+        return True
+    if name.endswith((".pyc", ".pyo")) or any(fnmatch.fnmatch(name, pat) for pat in EDITOR_TEMP):
+        return True
+    for pat in patterns:
+        pat = pat.rstrip("/")
+        if fnmatch.fnmatch(rel, pat) or fnmatch.fnmatch(name, pat) or any(
+            fnmatch.fnmatch(p, pat) for p in parts[:-1]
+        ):
+            return True
+    return False
+
+
+def project_files(project_dir: str) -> dict[str, str]:
+    """{absolute path: digest} of a project's relevant files (content for small files,
+    size+mtime for big ones, so model weights are not read on every save)."""
+    root = Path(project_dir)
+    patterns = ignore_patterns(root)
+    files: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        dirnames[:] = [
+            d for d in dirnames
+            if not is_ignored(os.path.normpath(os.path.join(rel_dir, d, "x")), patterns)
+        ]
+        for name in filenames:
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            if is_ignored(rel, patterns):
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.stat(path)
+                if st.st_size < SMALL_FILE:
+                    with open(path, "rb") as f:
+                        files[path] = hashlib.sha256(f.read()).hexdigest()
+                else:
+                    files[path] = f"{st.st_size}:{st.st_mtime_ns}"
+            except OSError:
+                continue  # vanished while walking: the next event reloads again
+    return files
+
+
+def api_digest(files: dict[str, str], exclude: Iterable[str] = ()) -> str:
+    """Digest of a project's files less `exclude` (the other APIs' predictor files: an edit to
+    one API's predictor rolls that API only; an edit to anything shared rolls them all)."""
+    skip = set(exclude)
+    h = hashlib.sha256()
+    for path in sorted(files):
+        if path not in skip:
+            h.update(path.encode() + b"\0" + files[path].encode() + b"\0")
+    return h.hexdigest()[:12]
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, loop: asyncio.AbstractEventLoop, roots: list[Path], notify: Callable[[str], None]):
+        self._loop = loop
+        self._roots = roots
+        self._notify = notify
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        for path in (event.src_path, getattr(event, "dest_path", "") or ""):
+            if path and self._relevant(os.fsdecode(path)):
+                self._loop.call_soon_threadsafe(self._notify, os.fsdecode(path))
+                return
+
+    def _relevant(self, path: str) -> bool:
+        p = Path(path)
+        for root in self._roots:
+            try:
+                rel = p.relative_to(root)
+            except ValueError:
+                continue
+            return not is_ignored(str(rel), ignore_patterns(root))
+        return False
+
+
+class ProjectWatcher:
+    """Calls `on_change(paths)` (a coroutine function) once per burst of relevant edits."""
+
+    def __init__(self, roots: Iterable[str], on_change, debounce: float = 0.5):
+        self.roots = sorted({Path(r).resolve() for r in roots})
+        self._on_change = on_change
+        self._debounce = debounce
+        self._observer: Observer | None = None
+        self._pending: set[str] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._observer = Observer()
+        handler = _Handler(self._loop, self.roots, self._on_event)
+        for root in self.roots:
+            self._observer.schedule(handler, str(root), recursive=True)
+        self._observer.daemon = True
+        self._observer.start()
+
+    def _on_event(self, path: str) -> None:
+        self._pending.add(path)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(self._debounce, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        if self._task is not None and not self._task.done():
+            # a reload is running: fire again once it is done, so the last edit always wins
+            self._timer = self._loop.call_later(self._debounce, self._fire)
+            return
+        paths, self._pending = sorted(self._pending), set()
+        self._task = asyncio.ensure_future(self._on_change(paths))
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._observer is not None:
+            self._observer.stop()
+            await asyncio.to_thread(self._observer.join, 5)
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -1,0 +1,89 @@
+"""The error tree of cortexd. Every error a user can cause is one of these.
+
+    CortexdError                  base; str() is the sentence a user reads
+     +-- ConfigError              one or more problems in cortex.yaml files
+     |                            (each a ConfigProblem with file:line:column)
+     +-- BackendUnavailable       the chosen replica backend cannot run (no engine...)
+     +-- BackendError             a backend operation failed (build, start, ...)
+     +-- DaemonUnavailable        the CLI cannot reach a running daemon
+     +-- DaemonAlreadyRunning     `cortexd up` while a daemon answers
+     +-- UnknownAPI               a command named an API the daemon does not serve
+     +-- RequestError             a CLI request (predict) could not be made
+
+Third-party exceptions (docker-py, aiohttp, yaml) are translated into these
+once, at the module that talks to the library; the CLI maps classes to exit
+codes in one place (cli.EXIT_CODES).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class CortexdError(Exception):
+    """Base of every error cortexd reports to a user."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in a configuration file, located as precisely as known."""
+
+    file: str
+    line: int | None  # 1-based
+    column: int | None  # 1-based
+    api: str | None  # API name, when the problem lies inside one API
+    path: str  # field path, e.g. "predictor.models.paths[1].name" ("" for the document)
+    message: str  # what was expected and what was found
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        subject = []
+        if self.api:
+            subject.append(f"api {self.api!r}")
+        if self.path:
+            subject.append(self.path)
+        head = f"{where}: " + (": ".join(subject) + ": " if subject else "")
+        return head + self.message
+
+
+class ConfigError(CortexdError):
+    """All the problems found in one pass over one or more cortex.yaml files."""
+
+    def __init__(self, problems: list[ConfigProblem]):
+        self.problems = sorted(
+            problems, key=lambda p: (p.file, p.line or 0, p.column or 0, p.path)
+        )
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        n = len(self.problems)
+        head = f"{n} configuration error{'s' if n != 1 else ''}:"
+        return "\n".join([head] + [f"  {p}" for p in self.problems])
+
+
+class BackendUnavailable(CortexdError):
+    """The replica backend cannot run at all here (with the remedy in the text)."""
+
+
+class BackendError(CortexdError):
+    """A backend operation failed (image build, container start...)."""
+
+
+class DaemonUnavailable(CortexdError):
+    """No daemon answers on the control socket."""
+
+
+class DaemonAlreadyRunning(CortexdError):
+    """A daemon already answers on the control socket."""
+
+
+class UnknownAPI(CortexdError):
+    """A command named an API that the daemon does not serve."""
+
+
+class RequestError(CortexdError):
+    """A request sent by the CLI on the user's behalf failed."""

@@ -1,0 +1,71 @@
+"""DaemonSettings: where the daemon keeps its files and how fast its loops turn.
+
+One value built once (by the CLI, from flags and environment) and passed down;
+nothing else reads the environment for these. Tests build their own with a
+temporary home and short intervals.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+def default_home() -> Path:
+    env = os.environ.get("CORTEXD_HOME")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cortexd"
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    home: Path = field(default_factory=default_home)
+    host: str = "127.0.0.1"  # gateway bind address; --host opts in to others
+    backend: str = "auto"  # auto | process | docker
+    # readiness probing and reconciling
+    reconcile_interval: float = 1.0
+    probe_timeout: float = 2.0
+    start_timeout: float = 300.0  # a replica not ready by then counts as failed
+    # crash restarts: exponential backoff 1 s .. 5 min; `crash_error_after` crashes in a row -> error
+    backoff_initial: float = 1.0
+    backoff_max: float = 300.0
+    crash_error_after: int = 3
+    # gateway
+    max_body_size: int = 32 * 2**20
+    no_replica_wait: float = 30.0
+    upstream_timeout: float = 60.0
+    # shutdown
+    drain_timeout: float = 10.0
+    stop_timeout: float = 10.0
+    # autoscaler
+    sample_interval: float = 1.0
+    autoscale_tick: float = 10.0
+    # watcher
+    debounce: float = 0.5
+    # docker backend
+    base_image: str | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.home / "cortexd.sock"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.home / "cortexd.pid"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.home / "daemon.log"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    def with_(self, **changes) -> "DaemonSettings":
+        return replace(self, **changes)

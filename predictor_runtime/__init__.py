@@ -1,0 +1,28 @@
+"""predictor_runtime: the HTTP server that runs inside every replica.
+
+It never imports cortexd (it runs in containers that only carry this package).
+The daemon starts it as
+
+    python -m predictor_runtime --spec SPEC.json --host 127.0.0.1 --port PORT
+
+SPEC.json is cortexd's APISpec.runtime_spec():
+
+    {"name": "iris-classifier", "endpoint": "/iris-classifier",
+     "project_dir": "/abs/project",
+     "predictor": {"type": "python" | "tensorflow" | "onnx" | "legacy",
+                   "path": "/abs/project/predictor.py",
+                   "python_path": "/abs/project",
+                   "model_path": null | "/abs/model" | "s3://...",
+                   "signature_key": null,
+                   "models": null | {"paths": [{"name", "path", "signature_key"}],
+                                     "dir", "signature_key", "cache_size", "disk_cache_size"},
+                   "server_side_batching": null | {"max_batch_size": 8, "batch_interval": 0.1},
+                   "processes_per_replica": 1, "threads_per_process": 1,
+                   "config": {...}},            # legacy: the `metadata` dict
+     "monitoring": null | {"model_type": ..., "key": ...}}
+
+The replica's environment (the API's `env`, PYTHONPATH with python_path) is set
+by the backend. Readiness: the port accepts connections, and GET /healthz answers
+200, only after every worker process finished the predictor's __init__; a
+failing __init__ exits non-zero with the traceback on stderr.
+"""

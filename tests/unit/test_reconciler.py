@@ -1,0 +1,282 @@
+"""The reconciler against a recording fake backend and gateway, on a fake clock.
+
+These assert what a user would see: replica counts, which replicas are routable,
+the API's status and reason, restarts with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from cortexd.backends.base import ReplicaInfo
+from cortexd.daemon.events import EventLog
+from cortexd.daemon.reconciler import Reconciler
+from cortexd.settings import DaemonSettings
+from cortexd.spec.model import (
+    APISpec,
+    AutoscalingSpec,
+    ComputeSpec,
+    NetworkingSpec,
+    PredictorSpec,
+    UpdateStrategySpec,
+)
+
+
+def make_spec(name="api", replicas=1, config=None, max_surge="25%", max_unavailable="25%") -> APISpec:
+    raw = {"name": name, "config": config or {}, "replicas": replicas}
+    return APISpec(
+        name=name, kind="RealtimeAPI",
+        predictor=PredictorSpec(type="python", path="/p/predictor.py", python_path="/p",
+                                config=config or {}),
+        networking=NetworkingSpec(endpoint=f"/{name}"),
+        compute=ComputeSpec(),
+        autoscaling=AutoscalingSpec(min_replicas=1, init_replicas=replicas, max_replicas=10),
+        update_strategy=UpdateStrategySpec(max_surge=max_surge, max_unavailable=max_unavailable),
+        monitoring=None, project_dir="/p", source_file="/p/cortex.yaml", source_line=1, raw=raw,
+    )
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeBackend:
+    name = "fake"
+
+    def __init__(self):
+        self.replicas: dict[str, ReplicaInfo] = {}
+        self.actions: list[tuple[str, str]] = []
+        self.ports = iter(range(20000, 30000))
+
+    async def ensure_image(self, spec):
+        self.actions.append(("image", spec.name))
+
+    async def start(self, spec, replica_id, gpu_ids=()):
+        info = ReplicaInfo(api=spec.name, replica_id=replica_id, spec_hash=spec.spec_hash,
+                           state="running", host="127.0.0.1", port=next(self.ports), started_at=0.0)
+        self.replicas[replica_id] = info
+        self.actions.append(("start", replica_id))
+        return info
+
+    async def stop(self, replica_id, timeout=10.0):
+        self.replicas.pop(replica_id, None)
+        self.actions.append(("stop", replica_id))
+
+    async def list(self):
+        return list(self.replicas.values())
+
+    async def logs(self, replica_id, tail=None):
+        return ["Traceback (most recent call last):", "RuntimeError: model file missing"]
+
+    def log_path(self, replica_id):
+        return None
+
+    def crash(self, replica_id, code=1, oom=False):
+        self.replicas[replica_id] = dataclasses.replace(
+            self.replicas[replica_id], state="exited", exit_code=code, oom_killed=oom)
+
+    def of(self, spec):
+        return [r for r in self.replicas.values() if r.spec_hash == spec.spec_hash]
+
+
+class FakeGateway:
+    def __init__(self):
+        self.routable: dict[str, list[str]] = {}
+        self.states: dict[str, tuple[bool, str | None]] = {}
+        self.in_flight: dict[str, int] = {}
+        self.configured: list = []
+
+    async def configure(self, apis):
+        self.configured = apis
+
+    def set_replicas(self, api, replicas):
+        self.routable[api] = sorted(r[0] for r in replicas)
+
+    def set_state(self, api, *, starting, error=None):
+        self.states[api] = (starting, error)
+
+    def replica_in_flight(self, api, replica_id):
+        return self.in_flight.get(replica_id, 0)
+
+    def api_in_flight(self, api):
+        return 0
+
+    def route(self, api):
+        return object()
+
+
+@pytest.fixture
+def world():
+    clock = FakeClock()
+    backend, gateway = FakeBackend(), FakeGateway()
+    ready: set[str] = set()
+
+    async def probe(info):
+        return info.replica_id in ready
+
+    settings = DaemonSettings(backoff_initial=1.0, backoff_max=8.0, crash_error_after=3,
+                              drain_timeout=5.0, start_timeout=60.0)
+    rec = Reconciler(backend, gateway, settings, EventLog(clock), clock=clock, probe=probe)
+    return rec, backend, gateway, clock, ready
+
+
+async def settle(rec, passes=3):
+    for _ in range(passes):
+        await rec.reconcile_once()
+        await asyncio.sleep(0)  # let image and stop tasks run
+        await asyncio.sleep(0)
+
+
+async def test_deploy_starts_init_replicas_and_goes_live_when_ready(world):
+    rec, backend, gateway, clock, ready = world
+    spec = make_spec(replicas=2)
+    await rec.apply([spec])
+    await settle(rec)
+    assert len(backend.of(spec)) == 2
+    assert rec.apis["api"].status == "updating"
+    assert gateway.routable["api"] == []
+    assert gateway.states["api"] == (True, None)  # requests wait: the API is starting
+
+    ready.update(backend.replicas)
+    await settle(rec)
+    assert rec.apis["api"].status == "live"
+    assert gateway.routable["api"] == sorted(backend.replicas)
+    assert gateway.states["api"] == (False, None)
+
+
+async def test_crashed_replica_is_restarted_with_backoff_then_error_with_logs(world):
+    rec, backend, gateway, clock, ready = world
+    spec = make_spec()
+    await rec.apply([spec])
+    await settle(rec)
+    (first,) = backend.replicas
+    backend.crash(first)
+    await settle(rec)
+    assert ("stop", first) in backend.actions
+    assert backend.replicas == {}  # backoff: not restarted at once
+    clock.now += 1.1
+    await settle(rec)
+    assert len(backend.replicas) == 1
+
+    for _ in range(2):  # two more crashes: 3 in a row
+        (rid,) = backend.replicas
+        backend.crash(rid)
+        await settle(rec)
+        clock.now += 10
+        await settle(rec)
+    state = rec.apis["api"]
+    assert state.status == "error"
+    assert "exited with code 1" in state.reason
+    assert "RuntimeError: model file missing" in state.reason
+    # no replica is routable: requests are refused at once with the reason
+    starting, error = gateway.states["api"]
+    assert not starting and "exited with code 1" in error
+
+    # a replica of this spec becoming ready clears the error
+    (rid,) = backend.replicas
+    ready.add(rid)
+    await settle(rec)
+    assert rec.apis["api"].status == "live"
+    assert rec.apis["api"].reason is None
+
+
+async def test_oom_kill_shows_out_of_memory(world):
+    rec, backend, gateway, clock, ready = world
+    await rec.apply([make_spec()])
+    await settle(rec)
+    (rid,) = backend.replicas
+    backend.crash(rid, code=137, oom=True)
+    await settle(rec)
+    assert rec.apis["api"].status == "error"
+    assert rec.apis["api"].reason.startswith("error (out of memory)")
+
+
+async def test_changed_spec_rolls_without_losing_ready_capacity(world):
+    rec, backend, gateway, clock, ready = world
+    old = make_spec(replicas=2, max_surge=1, max_unavailable=0)
+    await rec.apply([old])
+    await settle(rec)
+    ready.update(backend.replicas)
+    await settle(rec)
+    old_ids = set(backend.replicas)
+
+    new = make_spec(replicas=2, config={"v": 2}, max_surge=1, max_unavailable=0)
+    await rec.apply([new])
+    for _ in range(20):
+        await settle(rec, passes=1)
+        # zero downtime: at least 2 routable replicas at every step
+        assert len(gateway.routable["api"]) >= 2
+        ready.update(backend.replicas)
+    assert set(backend.replicas).isdisjoint(old_ids)
+    assert len(backend.of(new)) == 2
+    assert rec.apis["api"].status == "live"
+
+
+async def test_new_version_that_never_gets_ready_keeps_old_serving(world):
+    rec, backend, gateway, clock, ready = world
+    old = make_spec(replicas=1, max_surge=1, max_unavailable=0)
+    await rec.apply([old])
+    await settle(rec)
+    ready.update(backend.replicas)
+    await settle(rec)
+    (old_id,) = backend.replicas
+
+    await rec.apply([make_spec(replicas=1, config={"broken": True}, max_surge=1, max_unavailable=0)])
+    for _ in range(8):  # each round: a new replica starts, then crashes
+        await settle(rec)
+        for rid in list(backend.replicas):
+            if rid != old_id and backend.replicas[rid].state == "running":
+                backend.crash(rid)
+        clock.now += 10
+    assert gateway.routable["api"] == [old_id]
+    assert rec.apis["api"].status == "error"
+
+
+async def test_draining_replica_stops_only_when_idle(world):
+    rec, backend, gateway, clock, ready = world
+    spec = make_spec(replicas=2)
+    await rec.apply([spec])
+    await settle(rec)
+    ready.update(backend.replicas)
+    await settle(rec)
+    victim = sorted(backend.replicas)[0]
+    gateway.in_flight = {rid: 1 for rid in backend.replicas}
+    rec.set_desired("api", 1)
+    await settle(rec)
+    assert len(gateway.routable["api"]) == 1  # one is draining: no new requests
+    assert len(backend.replicas) == 2  # but not stopped while it has a request in flight
+    gateway.in_flight = {}
+    await settle(rec)
+    assert len(backend.replicas) == 1
+    assert victim in backend.replicas or len(gateway.routable["api"]) == 1
+
+
+async def test_removed_api_is_stopped_and_other_api_untouched(world):
+    rec, backend, gateway, clock, ready = world
+    a, b = make_spec("a"), make_spec("b")
+    await rec.apply([a, b])
+    await settle(rec)
+    ready.update(backend.replicas)
+    await settle(rec)
+    b_ids = {r.replica_id for r in backend.replicas.values() if r.api == "b"}
+    await rec.apply([b])
+    await settle(rec)
+    assert {r.api for r in backend.replicas.values()} == {"b"}
+    assert {r.replica_id for r in backend.replicas.values()} == b_ids
+    assert "a" not in rec.apis
+
+
+async def test_gpu_api_without_gpus_stays_pending_with_reason(world):
+    rec, backend, gateway, clock, ready = world
+    spec = dataclasses.replace(make_spec(), compute=ComputeSpec(gpu=1))
+    await rec.apply([spec])
+    await settle(rec)
+    assert backend.replicas == {}
+    assert "needs 1 GPU" in rec.apis["api"].pending_reason
