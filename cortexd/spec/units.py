@@ -1,0 +1,127 @@
+"""Quantities of cortex.yaml: CPU, memory, durations, surge/unavailable counts.
+
+Pure parsing, used twice: as jsonschema format checkers (config_schema.json says
+`"format": "duration"`...; a ValueError's text becomes the user's message) and by
+the spec builder to turn validated strings into the units APISpec carries
+(cores, bytes, seconds). The syntax follows what Cortex 0.23 accepted: Kubernetes
+quantities for cpu/mem, Go's time.ParseDuration for durations.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+CPU_EXAMPLE = 'a CPU quantity such as 1, 0.5 or "200m" (200 millicores = 0.2 cores)'
+MEMORY_EXAMPLE = 'a memory quantity such as "512Mi", "1Gi", "500M", "1G" or a number of bytes'
+DURATION_EXAMPLE = 'a duration such as "10s", "5m", "1h", "1m30s" or "100ms"'
+SURGE_EXAMPLE = 'a number of replicas such as 1, or a percentage of the desired replicas such as "25%"'
+
+_MEMORY_SUFFIXES = {
+    "": 1,
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}
+_MEMORY_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_CPU_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m?)$")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
+_PERCENT_RE = re.compile(r"^([0-9]+)%$")
+
+
+def describe_value(value: Any) -> str:
+    """How a YAML value reads in a message: "the string 'abc'", "the integer 3"..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"the integer {value}"
+    if isinstance(value, float):
+        return f"the number {value:g}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        return f"the string {shown!r}"
+    if isinstance(value, list):
+        return f"a list of {len(value)} item{'s' if len(value) != 1 else ''}"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def parse_cpu(value: Any) -> float:
+    """CPU cores from 1, 0.5, "1", "0.5" or "200m"; raises ValueError with an example."""
+    if _is_number(value):
+        if value < 0:
+            raise ValueError(f"expected {CPU_EXAMPLE}, not negative; found {describe_value(value)}")
+        return float(value)
+    if isinstance(value, str):
+        m = _CPU_RE.match(value.strip())
+        if m:
+            number = float(m.group(1))
+            return number / 1000.0 if m.group(2) else number
+    raise ValueError(f"expected {CPU_EXAMPLE}; found {describe_value(value)}")
+
+
+def parse_memory(value: Any) -> int:
+    """Bytes from "200Mi", "1Gi", "500M", "1G" or a plain number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"expected {MEMORY_EXAMPLE}, not negative; found {describe_value(value)}")
+        return value
+    if isinstance(value, str):
+        m = _MEMORY_RE.match(value.strip())
+        if m:
+            return int(float(m.group(1)) * _MEMORY_SUFFIXES[m.group(2) or ""])
+        if re.match(r"^[0-9.]+(kb|KB|Kb|K|mb|MB|m|gb|GB|g|Gb)$", value.strip()):
+            unit = re.sub(r"^[0-9.]+", "", value.strip())
+            raise ValueError(
+                f"expected {MEMORY_EXAMPLE}; found {describe_value(value)} "
+                f"(unit {unit!r} is not a Kubernetes quantity suffix: use Ki/Mi/Gi or k/M/G)"
+            )
+    raise ValueError(f"expected {MEMORY_EXAMPLE}; found {describe_value(value)}")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a Go duration string ("10s", "5m", "1h", "1m30s", "100ms"; "0")."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "0":
+            return 0.0
+        pos, total = 0, 0.0
+        for m in _DURATION_PART.finditer(text):
+            if m.start() != pos:
+                break
+            total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+            pos = m.end()
+        else:
+            if text and pos == len(text):
+                return total
+    hint = " (a number needs a unit, e.g. \"60s\")" if _is_number(value) else ""
+    raise ValueError(f"expected {DURATION_EXAMPLE}; found {describe_value(value)}{hint}")
+
+
+def parse_surge(value: Any) -> int | str:
+    """max_surge / max_unavailable: an int >= 0 (also "5") or a percentage "0%".."100%"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value >= 0:
+            return value
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return int(text)
+        m = _PERCENT_RE.match(text)
+        if m and int(m.group(1)) <= 100:
+            return f"{int(m.group(1))}%"
+        if m:
+            raise ValueError(f"expected a percentage between 0% and 100%; found {describe_value(value)}")
+    raise ValueError(f"expected {SURGE_EXAMPLE}; found {describe_value(value)}")
+
+
+def surge_is_zero(value: int | str) -> bool:
+    """True for 0 and "0%" (the value parse_surge returned)."""
+    return value == 0 or value == "0%"
