@@ -25,4 +25,11 @@ The replica's environment (the API's `env`, PYTHONPATH with python_path) is set
 by the backend. Readiness: the port accepts connections, and GET /healthz answers
 200, only after every worker process finished the predictor's __init__; a
 failing __init__ exits non-zero with the traceback on stderr.
+
+Modules: server.py (entry point, one worker's request path, shutdown),
+supervisor.py (processes_per_replica > 1: workers, readiness barrier),
+predictors.py (loading user code, binding by parameter name), payload.py
+(request parsing, response encoding), clients/python.py (python_client).
+Exit codes: 0 after SIGTERM/SIGINT (in-flight requests drained), 1 on any
+start-up failure or when a worker dies.
 """

@@ -1,0 +1,383 @@
+"""The replica's HTTP server: one worker's request path, its lifecycle, and the entry point.
+
+`main()` (run by `python -m predictor_runtime`) reads the spec and either serves
+in this process (processes_per_replica == 1) or hands over to supervisor.py,
+which starts `processes_per_replica` workers (`--worker N --control-fd FD`,
+entering `run_worker` below) sharing the port with SO_REUSEPORT.
+
+Readiness rule (the daemon relies on it): a worker binds its socket early but
+only LISTENS after the predictor's __init__ finished in every worker, so "the
+port accepts connections" means "ready", and GET /healthz answers 200.
+
+Request path (kept lean, it is benchmarked): aiohttp's low-level `web.Server`
+with one handler, no router and no access log. POST to any path predicts;
+GET /healthz is the health check; any other GET returns a usage message. A
+sync `predict` runs in a pool of `threads_per_process` threads; an
+`async def predict` is awaited on the loop. `post_predict` runs after the
+response was written, in the same pool, and cannot affect the response.
+
+Shutdown (SIGTERM/SIGINT, or the supervisor gone): stop listening, let
+in-flight requests finish for up to DRAIN_SECONDS, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiohttp import web
+
+from predictor_runtime.payload import (
+    NotSerializable,
+    PayloadError,
+    encode_response,
+    read_payload,
+)
+from predictor_runtime.predictors import (
+    LoadedPredictor,
+    StartupError,
+    check_supported,
+    display_path,
+    load_predictor,
+)
+
+DRAIN_SECONDS = 10.0
+DEBUG_TRUNCATE = 1000
+ERROR_TRUNCATE = 300
+# The gateway enforces the user-facing body limit (413); the replica only needs a sane bound.
+CLIENT_MAX_SIZE = 2**31
+
+log = logging.getLogger("predictor_runtime")
+
+_JSON = "application/json"
+
+
+def setup_logging(prefix: str) -> None:
+    """Line-buffered stdout (user prints) and runtime log lines on stderr, prefixed per worker."""
+    try:
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        pass
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"[{prefix}] %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def json_response(status: int, value: Any) -> web.Response:
+    return web.Response(status=status, body=json.dumps(value).encode(), content_type=_JSON)
+
+
+class PredictionHandler:
+    """The request handler of one worker: predict, usage message, health."""
+
+    def __init__(self, spec: dict[str, Any], predictor: LoadedPredictor, threads: int):
+        self.predictor = predictor
+        self._predict = predictor.predict
+        self._is_async = predictor.is_async
+        self._post_predict = predictor.post_predict
+        self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="predict")
+        self.ready = False
+        self.in_pool = 0  # sync predictions running in threads (exit cannot wait for them forever)
+        self._post_tasks: set[asyncio.Future[Any]] = set()
+        endpoint = spec.get("endpoint") or "/"
+        usage = {
+            "api": spec.get("name"),
+            "endpoint": endpoint,
+            "predictor_type": predictor.type,
+            "usage": f"POST a request body to {endpoint} (JSON with Content-Type: application/json, "
+                     "form data, or any bytes) to get a prediction",
+            **predictor.metadata,
+        }
+        self._usage_body = json.dumps(usage).encode()
+        self._healthy = b'{"ok":true}'
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        method = request.method
+        if method == "POST":
+            return await self.predict(request)
+        if method == "GET" or method == "HEAD":
+            if request.path == "/healthz":
+                if self.ready:
+                    return web.Response(body=self._healthy, content_type=_JSON)
+                return json_response(503, {"ok": False, "reason": "shutting down"})
+            return web.Response(body=self._usage_body, content_type=_JSON)
+        return web.Response(status=405, headers={"Allow": "GET, POST"},
+                            body=json.dumps({"error": f"method {method} not allowed; "
+                                                      "POST a request body to get a prediction"}).encode(),
+                            content_type=_JSON)
+
+    async def predict(self, request: web.BaseRequest) -> web.StreamResponse:
+        query = request.query
+        debug = bool(request.query_string) and query.get("debug", "").lower() == "true"
+        try:
+            payload = await read_payload(request)
+        except PayloadError as e:
+            return json_response(400, {"error": str(e)})
+        headers = request.headers
+        if debug:
+            log.info("debug: payload: %s", truncate(repr(payload), DEBUG_TRUNCATE))
+
+        try:
+            if self._is_async:
+                prediction = await self._predict(payload, query, headers)
+            else:
+                self.in_pool += 1
+                try:
+                    prediction = await asyncio.get_running_loop().run_in_executor(
+                        self.pool, self._predict, payload, query, headers)
+                finally:
+                    self.in_pool -= 1
+        except web.HTTPException as e:  # a predictor may answer 4xx itself, aiohttp style
+            return e
+        except Exception as e:  # noqa: BLE001 - any user error is this request's 500, never the worker's
+            log.error("error: predict raised an exception (the client got 500):\n%s",
+                      traceback.format_exc().rstrip())
+            return json_response(500, {"error": truncate(f"predict raised {type(e).__name__}: {e}",
+                                                         ERROR_TRUNCATE)})
+        if debug:
+            log.info("debug: prediction: %s", truncate(repr(prediction), DEBUG_TRUNCATE))
+
+        try:
+            response = encode_response(prediction)
+        except NotSerializable as e:
+            log.error("error: %s", e)
+            return json_response(500, {"error": "the prediction could not be encoded as a response; "
+                                                "see the API's logs"})
+        if self._post_predict is not None:
+            # send the response first: post_predict must not delay or alter it
+            await response.prepare(request)
+            await response.write_eof()
+            self._start_post_predict(prediction, payload, query, headers)
+        return response
+
+    def _start_post_predict(self, prediction: Any, payload: Any, query: Any, headers: Any) -> None:
+        post = self._post_predict
+        assert post is not None
+        loop = asyncio.get_running_loop()
+        if self.predictor.post_predict_is_async:
+            fut: asyncio.Future[Any] = asyncio.ensure_future(post(prediction, payload, query, headers))
+        else:
+            fut = loop.run_in_executor(self.pool, post, prediction, payload, query, headers)
+        self._post_tasks.add(fut)
+        fut.add_done_callback(self._post_predict_done)
+
+    def _post_predict_done(self, fut: asyncio.Future[Any]) -> None:
+        self._post_tasks.discard(fut)
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            log.error("error: post_predict raised an exception (the response was already sent):\n%s",
+                      "".join(traceback.format_exception(exc)).rstrip())
+
+    async def drain_post_predict(self, timeout: float) -> None:
+        if self._post_tasks:
+            await asyncio.wait(list(self._post_tasks), timeout=timeout)
+
+
+# ---- sockets and serving ---------------------------------------------------------
+
+def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A bound socket that does NOT listen yet (connections are refused until serve())."""
+    family, kind, proto, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def ignore_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """Once stopping, ignore further SIGTERM/SIGINT for good.
+
+    Under the process backend SIGTERM reaches the whole process group, and the
+    supervisor forwards its own: the loop's handler would be reset to the
+    default (die) when the loop closes, and a late duplicate would then kill a
+    process that is exiting cleanly.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def run_on_new_loop(coro: Any) -> None:
+    """asyncio.run on uvloop when available (asyncio.Runner is 3.11+, the package allows 3.10)."""
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(coro)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+async def serve(sock: socket.socket, handler: PredictionHandler,
+                control: socket.socket | None = None) -> None:
+    """Listen on `sock` and serve until SIGTERM/SIGINT (or the supervisor closes `control`)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if control is not None:
+        control.setblocking(False)
+
+        def on_control() -> None:
+            try:
+                data = control.recv(64)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:  # the supervisor is gone: do not outlive it
+                loop.remove_reader(control.fileno())
+                stop.set()
+        loop.add_reader(control.fileno(), on_control)
+
+    def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
+        return web.BaseRequest(message, payload, protocol, writer, task, loop,
+                               client_max_size=CLIENT_MAX_SIZE)
+
+    server = web.Server(handler, request_factory=make_request, access_log=None)
+    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=DRAIN_SECONDS)
+    await runner.setup()
+    site = web.SockSite(runner, sock, backlog=1024)
+    await site.start()  # listen() happens here
+    handler.ready = True
+    host, port = sock.getsockname()[:2]
+    log.info("serving on http://%s:%s", host, port)
+
+    await stop.wait()
+    ignore_stop_signals(loop)
+    handler.ready = False
+    log.info("stopping: no new connections; finishing in-flight requests (up to %gs)", DRAIN_SECONDS)
+    deadline = loop.time() + DRAIN_SECONDS
+    await runner.cleanup()
+    await handler.drain_post_predict(max(0.0, deadline - loop.time()))
+    handler.pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ---- start-up -------------------------------------------------------------------
+
+def read_spec(path: str) -> dict[str, Any]:
+    with open(path) as f:
+        return json.load(f)
+
+
+def prepare_process(spec: dict[str, Any]) -> None:
+    """cwd = project_dir, so user code opens relative paths as it did under Cortex."""
+    project_dir = spec.get("project_dir")
+    if project_dir:
+        os.chdir(project_dir)
+
+
+def load_or_report(spec: dict[str, Any]) -> LoadedPredictor | None:
+    """The constructed predictor, or None after logging why it could not start."""
+    predictor = spec["predictor"]
+    where = display_path(predictor["path"], spec.get("project_dir"))
+    try:
+        return load_predictor(spec)
+    except StartupError as e:
+        log.error("error: %s", e)
+    except (Exception, SystemExit):  # noqa: BLE001 - user code: import errors, __init__ failures, sys.exit()
+        log.error("error: the predictor in %s failed to start; the API cannot serve until it is fixed:\n%s",
+                  where, traceback.format_exc().rstrip())
+    return None
+
+
+def run_worker(spec: dict[str, Any], host: str, port: int, index: int,
+               control: socket.socket | None, reuse_port: bool) -> int:
+    """Load the predictor, report to the supervisor (if any), then serve. Returns the exit code."""
+    setup_logging(f"worker {index}")
+    prepare_process(spec)
+    try:
+        sock = bind_socket(host, port, reuse_port)
+    except OSError as e:
+        log.error("error: cannot bind %s:%s: %s", host, port, e)
+        return 1
+    predictor = load_or_report(spec)
+    if predictor is None:
+        return 1
+    threads = int(spec["predictor"].get("threads_per_process") or 1)
+    handler = PredictionHandler(spec, predictor, threads)
+    if control is not None:
+        # readiness barrier: say "initialised", then wait for "go" (every worker initialised)
+        try:
+            control.sendall(b"R")
+            go = control.recv(1)
+        except OSError:
+            go = b""
+        if go != b"G":
+            return 1  # the supervisor stopped (another worker failed, or SIGTERM)
+    run_on_new_loop(serve(sock, handler, control))
+    if handler.in_pool:
+        # a prediction thread outlived the drain deadline: do not wait for it at exit
+        log.info("exiting with %d prediction(s) still running", handler.in_pool)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m predictor_runtime",
+                                     description="Serve a Cortex predictor over HTTP.")
+    parser.add_argument("--spec", required=True, help="runtime spec JSON (see predictor_runtime's docstring)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--control-fd", type=int, default=-1, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = parse_args(argv)
+    try:
+        spec = read_spec(args.spec)
+    except (OSError, ValueError) as e:
+        print(f"[runtime] error: cannot read the runtime spec {args.spec}: {e}", file=sys.stderr)
+        return 1
+    try:
+        check_supported(spec["predictor"]["type"])
+    except StartupError as e:
+        print(f"[runtime] error: {e}", file=sys.stderr)
+        return 1
+    if args.worker:
+        control = socket.socket(fileno=args.control_fd) if args.control_fd >= 0 else None
+        return run_worker(spec, args.host, args.port, args.worker, control, reuse_port=True)
+    processes = int(spec["predictor"].get("processes_per_replica") or 1)
+    if processes == 1:
+        return run_worker(spec, args.host, args.port, 1, None, reuse_port=False)
+    from predictor_runtime.supervisor import supervise
+    return supervise(args.spec, spec, args.host, args.port, processes)

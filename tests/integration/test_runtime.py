@@ -1,0 +1,404 @@
+"""predictor_runtime as the daemon runs it: a real subprocess on a loopback port, real HTTP.
+
+Each test writes a predictor and a runtime spec to tmp_path, starts
+`python -m predictor_runtime`, waits for the port (the readiness signal), and
+checks what a client and the replica's log would show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import REPO, free_port, http, pid_alive, post_json
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Runtime:
+    """One `python -m predictor_runtime` process with its logs captured in files."""
+
+    def __init__(self, tmp_path: Path, code: str, kind: str = "python", processes: int = 1,
+                 threads: int = 1, config: dict | None = None):
+        self.tmp = tmp_path
+        (tmp_path / "predictor.py").write_text(textwrap.dedent(code))
+        spec = {
+            "name": "test-api", "endpoint": "/test-api", "project_dir": str(tmp_path),
+            "predictor": {"type": kind, "path": str(tmp_path / "predictor.py"),
+                          "python_path": str(tmp_path), "model_path": None, "signature_key": None,
+                          "models": None, "server_side_batching": None,
+                          "processes_per_replica": processes, "threads_per_process": threads,
+                          "config": config or {}},
+            "monitoring": None,
+        }
+        (tmp_path / "spec.json").write_text(json.dumps(spec))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        # closed in close(): they outlive __init__ as the child's stdout/stderr
+        self.out = open(tmp_path / "stdout.log", "wb")  # noqa: SIM115
+        self.err = open(tmp_path / "stderr.log", "wb")  # noqa: SIM115
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "predictor_runtime", "--spec", str(tmp_path / "spec.json"),
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=str(tmp_path), env=env, stdout=self.out, stderr=self.err, start_new_session=True)
+
+    def stderr(self) -> str:
+        self.err.flush()
+        return (self.tmp / "stderr.log").read_text()
+
+    def wait_ready(self, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"runtime exited {self.proc.returncode}:\n{self.stderr()}")
+            if accepts(self.port):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"runtime not accepting connections after {timeout}s:\n{self.stderr()}")
+
+    def wait_exit(self, timeout: float = 15) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"runtime still running after {timeout}s:\n{self.stderr()}") from None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+        self.out.close()
+        self.err.close()
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    started: list[Runtime] = []
+
+    def start(code: str, **kw) -> Runtime:
+        rt = Runtime(tmp_path, code, **kw)
+        started.append(rt)
+        return rt
+
+    yield start
+    for rt in started:
+        rt.close()
+
+
+SERVING = """
+    import os
+    import time
+
+    class PythonPredictor:
+        def __init__(self, config):
+            self.config = config
+            self.posted = []
+
+        def predict(self, payload, query_params, headers):
+            kind = query_params.get("kind", "echo")
+            if kind == "echo":
+                return {"payload": payload, "config": self.config, "header": headers.get("X-Test")}
+            if kind == "text":
+                return "plain text"
+            if kind == "bytes":
+                return b"\\x00\\x01bytes"
+            if kind == "raise":
+                raise ValueError("the model is unhappy")
+            if kind == "set":
+                return {1, 2}
+            if kind == "posted":
+                time.sleep(0.2)  # post_predict runs after the previous response
+                return [p for p in self.posted if isinstance(p, dict)]
+            return payload
+
+        def post_predict(self, response, payload):
+            self.posted.append(payload)
+            raise RuntimeError("post_predict failure must not reach the client")
+"""
+
+
+def test_serves_predictions_errors_health_and_usage(runtime):
+    rt = runtime(SERVING, config={"answer": 42})
+    rt.wait_ready()
+
+    status, headers, body = post_json(f"{rt.url}/test-api", {"x": [1, 2]})
+    assert status == 200 and headers["Content-Type"].startswith("application/json")
+    assert json.loads(body) == {"payload": {"x": [1, 2]}, "config": {"answer": 42}, "header": None}
+
+    # any POST path predicts (the gateway forwards the original path); headers reach predict
+    status, _, body = http("POST", f"{rt.url}/any/path?kind=echo", b'"s"',
+                           {"Content-Type": "application/json", "X-Test": "yes"})
+    assert (status, json.loads(body)["header"]) == (200, "yes")
+
+    status, headers, body = http("POST", f"{rt.url}/?kind=text", b"")
+    assert (status, body) == (200, b"plain text") and headers["Content-Type"].startswith("text/plain")
+
+    status, headers, body = http("POST", f"{rt.url}/?kind=bytes", b"")
+    assert (status, body) == (200, b"\x00\x01bytes")
+    assert headers["Content-Type"] == "application/octet-stream"
+
+    # raw bytes in, raw bytes out (no Content-Type -> bytes payload)
+    status, _, body = http("POST", f"{rt.url}/?kind=raw", b"\xffraw", {"Content-Type": "image/png"})
+    assert (status, body) == (200, b"\xffraw")
+
+    status, _, body = http("POST", f"{rt.url}/", b"{bad", {"Content-Type": "application/json"})
+    assert status == 400
+    assert json.loads(body) == {"error": "invalid JSON body: Expecting property name enclosed in "
+                                         "double quotes: line 1 column 2 (char 1)"}
+
+    status, _, body = http("POST", f"{rt.url}/?kind=raise", b"")
+    assert status == 500
+    assert json.loads(body) == {"error": "predict raised ValueError: the model is unhappy"}
+    assert b"Traceback" not in body
+
+    status, _, body = http("POST", f"{rt.url}/?kind=set", b"")
+    assert status == 500 and "see the API's logs" in json.loads(body)["error"]
+
+    status, _, body = http("GET", f"{rt.url}/healthz")
+    assert (status, json.loads(body)) == (200, {"ok": True})
+
+    for path in ("/", "/test-api"):
+        status, _, body = http("GET", rt.url + path)
+        usage = json.loads(body)
+        assert status == 200
+        assert usage["api"] == "test-api" and usage["predictor_type"] == "python"
+        assert usage["usage"].startswith("POST a request body to /test-api")
+
+    # post_predict ran for earlier requests; its exceptions never changed a response
+    status, _, body = http("POST", f"{rt.url}/?kind=posted", b"")
+    assert status == 200 and {"x": [1, 2]} in json.loads(body)
+
+    status, _, _ = post_json(f"{rt.url}/?debug=true&kind=echo", {"secret": "visible-in-debug"})
+    assert status == 200
+
+    time.sleep(0.2)  # let the last log lines land
+    log = rt.stderr()
+    assert "Traceback (most recent call last)" in log
+    assert "ValueError: the model is unhappy" in log
+    assert "prediction of type set is not JSON serializable" in log
+    assert "RuntimeError: post_predict failure must not reach the client" in log
+    assert "[worker 1] debug: payload: {'secret': 'visible-in-debug'}" in log
+    assert "[worker 1] debug: prediction: " in log
+
+
+def test_form_payload(runtime):
+    rt = runtime("""
+        class PythonPredictor:
+            def predict(self, payload):
+                return {k: payload.getall(k) for k in payload.keys()}
+    """)
+    rt.wait_ready()
+    status, _, body = http("POST", rt.url, b"a=1&b=2&a=3",
+                           {"Content-Type": "application/x-www-form-urlencoded"})
+    assert (status, json.loads(body)) == (200, {"a": ["1", "3"], "b": ["2"]})
+    multipart = (b"--XX\r\nContent-Disposition: form-data; name=\"field\"\r\n\r\nvalue\r\n--XX--\r\n")
+    status, _, body = http("POST", rt.url, multipart, {"Content-Type": "multipart/form-data; boundary=XX"})
+    assert (status, json.loads(body)) == (200, {"field": ["value"]})
+
+
+SLOW = """
+    import os
+    import time
+
+    class PythonPredictor:
+        def predict(self, payload):
+            time.sleep(payload.get("sleep", 0))
+            return {"pid": os.getpid()}
+"""
+
+
+def timed_parallel(url: str, bodies: list[dict]) -> tuple[float, list]:
+    results: list = [None] * len(bodies)
+
+    def call(i: int) -> None:
+        results[i] = post_json(url, bodies[i])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(bodies))]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    return time.monotonic() - start, results
+
+
+def test_threads_per_process_runs_requests_concurrently(runtime):
+    rt = runtime(SLOW, threads=2)
+    rt.wait_ready()
+    elapsed, results = timed_parallel(rt.url, [{"sleep": 0.8}, {"sleep": 0.8}])
+    assert [r[0] for r in results] == [200, 200]
+    assert elapsed < 1.5, f"two 0.8 s requests took {elapsed:.2f}s with threads_per_process=2"
+
+
+def test_one_thread_serialises_requests(runtime):
+    # the control for the test above: with one thread the same requests queue up
+    rt = runtime(SLOW, threads=1)
+    rt.wait_ready()
+    elapsed, _ = timed_parallel(rt.url, [{"sleep": 0.5}, {"sleep": 0.5}])
+    assert elapsed >= 1.0
+
+
+def test_processes_share_the_port_and_all_serve(runtime):
+    rt = runtime(SLOW, processes=2)
+    rt.wait_ready()
+    pids = set()
+    for _ in range(6):  # concurrent connections spread over both SO_REUSEPORT sockets
+        _, results = timed_parallel(rt.url, [{"sleep": 0.05}] * 4)
+        pids |= {json.loads(r[2])["pid"] for r in results}
+        if len(pids) == 2:
+            break
+    assert len(pids) == 2
+    assert rt.proc.pid not in pids  # the supervisor itself does not serve
+
+
+def test_no_connection_is_accepted_before_every_worker_finished_init(runtime, tmp_path):
+    # the first worker to start sleeps in __init__; the port must stay closed until it is done
+    rt = runtime(f"""
+        import os
+        import time
+
+        class PythonPredictor:
+            def __init__(self):
+                try:
+                    os.mkdir({str(tmp_path / "slow")!r})
+                    time.sleep(1.5)
+                except FileExistsError:
+                    pass
+                open(os.path.join({str(tmp_path)!r}, "done-%d" % os.getpid()), "w").close()
+
+            def predict(self):
+                return os.getpid()
+    """, processes=2)
+    rt.wait_ready()
+    assert len(list(tmp_path.glob("done-*"))) == 2
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_failing_init_exits_nonzero_with_traceback_and_never_listens(runtime, tmp_path, processes):
+    rt = runtime(f"""
+        import os
+        import time
+
+        class PythonPredictor:
+            def __init__(self, config):
+                try:
+                    os.mkdir({str(tmp_path / "first")!r})
+                except FileExistsError:
+                    time.sleep(5)  # the healthy worker: must be stopped by the supervisor
+                    return
+                raise RuntimeError("cannot load the weights")
+
+            def predict(self):
+                return 1
+    """, processes=processes)
+    deadline = time.monotonic() + 15
+    while rt.proc.poll() is None and time.monotonic() < deadline:
+        assert not accepts(rt.port), "a connection was accepted although __init__ failed"
+        time.sleep(0.05)
+    assert rt.wait_exit() == 1
+    err = rt.stderr()
+    assert "Traceback (most recent call last)" in err
+    assert "RuntimeError: cannot load the weights" in err
+    assert "predictor.py failed to start" in err
+    assert not accepts(rt.port)
+
+
+def test_signature_mistake_is_reported_without_traceback(runtime):
+    rt = runtime("""
+        class PythonPredictor:
+            def __init__(self, cfg):
+                pass
+            def predict(self, payload):
+                return payload
+    """)
+    assert rt.wait_exit() == 1
+    err = rt.stderr()
+    assert ("predictor.py: class PythonPredictor: __init__ takes an unknown parameter 'cfg'; "
+            "expected any of (self, config, python_client)") in err
+    assert "Traceback" not in err
+
+
+def test_tensorflow_type_is_refused_at_start_up(runtime):
+    rt = runtime("", kind="tensorflow", processes=2)
+    assert rt.wait_exit() == 1
+    assert "predictor type 'tensorflow' (TensorFlowPredictor) is not supported yet by this runtime" in rt.stderr()
+
+
+def test_legacy_module_predictor(runtime):
+    rt = runtime("""
+        labels = []
+
+        def init(metadata):
+            labels.extend(metadata["labels"])
+
+        def predict(sample, metadata):
+            return {"label": labels[sample["index"]], "metadata": metadata}
+    """, kind="legacy", config={"labels": ["setosa", "versicolor"]})
+    rt.wait_ready()
+    status, _, body = post_json(rt.url + "/iris/classifier", {"index": 1})
+    assert (status, json.loads(body)) == (200, {"label": "versicolor",
+                                                "metadata": {"labels": ["setosa", "versicolor"]}})
+    _, _, body = http("GET", rt.url + "/")
+    assert json.loads(body)["predictor_type"] == "legacy"
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigterm_finishes_in_flight_requests_and_exits_zero(runtime, processes):
+    rt = runtime(SLOW, processes=processes)
+    rt.wait_ready()
+    result: list = []
+    request = threading.Thread(target=lambda: result.append(post_json(rt.url, {"sleep": 1.0})))
+    request.start()
+    time.sleep(0.4)  # the request is inside predict now
+    os.killpg(rt.proc.pid, signal.SIGTERM)  # as the process backend stops a replica
+    request.join(15)
+    assert result and result[0][0] == 200
+    assert rt.wait_exit() == 0, rt.stderr()
+    assert not accepts(rt.port)
+
+
+def test_a_worker_dying_later_stops_the_replica_nonzero(runtime):
+    rt = runtime("""
+        import os
+
+        class PythonPredictor:
+            def predict(self, payload):
+                if payload == b"die":
+                    os._exit(3)
+                return os.getpid()
+    """, processes=2)
+    rt.wait_ready()
+    status, _, body = http("POST", rt.url, b"ok")
+    worker_pids = {int(body)} if status == 200 else set()
+    try:
+        http("POST", rt.url, b"die", {"Content-Type": "application/octet-stream"}, timeout=5)
+    except OSError:
+        pass  # the connection dies with the worker
+    assert rt.wait_exit() == 1
+    assert "exited unexpectedly (exit code 3)" in rt.stderr()
+    for pid in worker_pids:
+        deadline = time.monotonic() + 5
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pid_alive(pid), "a worker outlived its supervisor"
