@@ -1,0 +1,275 @@
+"""Gateway overhead: the same load straight to a no-op replica and through the Gateway.
+
+Run by hand (never a test):
+
+    python bench/gateway.py                      # 5 s per run, concurrency 1 and 32
+    python bench/gateway.py --duration 10 --concurrency 1,8,32 --upstream raw
+
+Three processes: the replica (`--upstream runtime`: the real predictor_runtime with
+a no-op PythonPredictor; `raw`: a minimal aiohttp low-level server; `auto`, the
+default, picks runtime when predictor_runtime's server is importable), the
+Gateway on uvloop as the daemon runs it, and the load generator (wrk when
+installed, a static-request POST without per-request Lua; otherwise an asyncio
+generator in its own process). Reports req/s both ways, the ratio, and the
+p50/p99 latency the gateway adds. Targets (DESIGN.md section 15): ratio >= 0.9
+at concurrency 32, added p50 <= 0.1 ms at concurrency 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PAYLOAD = b'{"x": 1}'
+
+NOOP_PREDICTOR = '''
+class PythonPredictor:
+    def __init__(self, config):
+        pass
+
+    def predict(self, payload):
+        return {"ok": True}
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- the processes ---------------------------------------------------------------------
+
+
+def serve_raw_upstream(port: int) -> None:
+    """A no-op replica: aiohttp's low-level server answering every request with a small JSON."""
+    import uvloop
+    from aiohttp import web
+
+    async def handler(request):
+        await request.read()
+        return web.Response(body=b'{"ok": true}', content_type="application/json")
+
+    async def main():
+        server = web.Server(handler, access_log=None)
+        await asyncio.get_running_loop().create_server(server, "127.0.0.1", port, backlog=1024)
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+def serve_gateway(port: int, upstream_port: int) -> None:
+    """The Gateway as the daemon runs it (uvloop), routing /bench to the replica."""
+    sys.path.insert(0, str(REPO))
+    import uvloop
+
+    from cortexd.gateway.proxy import Gateway
+
+    async def main():
+        gw = Gateway("127.0.0.1")
+        await gw.configure([("bench", "/bench", port, 30000)])
+        gw.set_replicas("bench", [("r1", "127.0.0.1", upstream_port)])
+        gw.set_state("bench", starting=False)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await gw.close(drain_timeout=1)
+
+    uvloop.run(main())
+
+
+def start_runtime(port: int, workdir: Path) -> subprocess.Popen:
+    (workdir / "predictor.py").write_text(NOOP_PREDICTOR)
+    spec = {
+        "name": "bench", "endpoint": "/bench", "project_dir": str(workdir),
+        "predictor": {"type": "python", "path": str(workdir / "predictor.py"),
+                      "python_path": str(workdir), "model_path": None, "signature_key": None,
+                      "models": None, "server_side_batching": None,
+                      "processes_per_replica": 1, "threads_per_process": 1, "config": {}},
+        "monitoring": None,
+    }
+    (workdir / "spec.json").write_text(json.dumps(spec))
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{workdir}"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "predictor_runtime", "--spec", str(workdir / "spec.json"),
+         "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=str(workdir))
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{proc.args} exited with {proc.returncode} before serving {url}")
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, data=PAYLOAD), timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer 200 within {timeout:g} s")
+
+
+# -- load generation -------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def run_wrk(url: str, concurrency: int, duration: float, script: Path) -> dict:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    count = int(re.search(r"(\d+) requests in", out).group(1))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.MULTILINE))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "count": count, "p50": _ms(lat["50"]), "p99": _ms(lat["99"]),
+            "errors": int(errors.group(1)) if errors else 0}
+
+
+def asyncio_load(url: str, concurrency: int, duration: float) -> None:
+    """Fallback generator (its own process): keep-alive POSTs over raw sockets; JSON to stdout."""
+    import uvloop
+
+    host, port, path = re.fullmatch(r"http://([^:/]+):(\d+)(/.*)", url).groups()
+    request = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(PAYLOAD)}\r\n\r\n").encode() + PAYLOAD
+
+    async def worker(latencies: list[float], stop_at: float, errors: list[int]):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        clock = time.perf_counter
+        while clock() < stop_at:
+            t0 = clock()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
+            await reader.readexactly(length)
+            latencies.append(clock() - t0)
+            if not head.startswith(b"HTTP/1.1 2"):
+                errors.append(1)
+        writer.close()
+
+    async def main():
+        latencies: list[float] = []
+        errors: list[int] = []
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(latencies, t0 + duration, errors) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+        q = statistics.quantiles(latencies, n=100)
+        print(json.dumps({"rps": len(latencies) / elapsed, "count": len(latencies), "p50": q[49] * 1e3, "p99": q[98] * 1e3,
+                          "errors": len(errors)}))
+
+    uvloop.run(main())
+
+
+def run_load(url: str, concurrency: int, duration: float, script: Path | None) -> dict:
+    if script is not None:
+        return run_wrk(url, concurrency, duration, script)
+    out = subprocess.run([sys.executable, __file__, "--load", url, "--concurrency", str(concurrency),
+                          "--duration", str(duration)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--upstream", choices=["auto", "runtime", "raw"], default="auto")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per run (default 5)")
+    p.add_argument("--concurrency", default="1,32", help="comma-separated (default 1,32)")
+    p.add_argument("--loadgen", choices=["auto", "wrk", "asyncio"], default="auto")
+    p.add_argument("--serve-raw-upstream", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--serve-gateway", nargs=2, type=int, help=argparse.SUPPRESS)
+    p.add_argument("--load", help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    if args.serve_raw_upstream:
+        return serve_raw_upstream(args.serve_raw_upstream)
+    if args.serve_gateway:
+        return serve_gateway(*args.serve_gateway)
+    if args.load:
+        return asyncio_load(args.load, int(args.concurrency), args.duration)
+
+    upstream = args.upstream
+    if upstream == "auto":
+        upstream = "runtime" if (REPO / "predictor_runtime" / "server.py").exists() else "raw"
+    use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk"))
+    levels = [int(c) for c in args.concurrency.split(",")]
+
+    tmp = Path(tempfile.mkdtemp(prefix="cortexd-bench-"))
+    procs: list[subprocess.Popen] = []
+    try:
+        up_port, gw_port = free_port(), free_port()
+        if upstream == "runtime":
+            procs.append(start_runtime(up_port, tmp))
+        else:
+            procs.append(subprocess.Popen([sys.executable, __file__, "--serve-raw-upstream", str(up_port)]))
+        direct = f"http://127.0.0.1:{up_port}/"
+        wait_http(direct, procs[-1])
+        procs.append(subprocess.Popen([sys.executable, __file__, "--serve-gateway", str(gw_port), str(up_port)]))
+        gateway = f"http://127.0.0.1:{gw_port}/bench"
+        wait_http(gateway, procs[-1])
+
+        script = None
+        if use_wrk:
+            script = tmp / "post.lua"  # static request: wrk builds it once, no per-request Lua
+            script.write_text(f'wrk.method = "POST"\nwrk.body = \'{PAYLOAD.decode()}\'\n'
+                              'wrk.headers["Content-Type"] = "application/json"\n')
+        print(f"upstream: {upstream}; load: {'wrk' if use_wrk else 'asyncio'}; "
+              f"{args.duration:g} s per run; {os.cpu_count()} CPUs")
+        print(f"{'conc':>4} {'direct req/s':>13} {'gateway req/s':>14} {'ratio':>6} "
+              f"{'p50 added ms':>13} {'p99 added ms':>13} {'gw CPU us/req':>14}  errors")
+        gw_pid = procs[-1].pid
+        for c in levels:
+            run_load(direct, c, min(1.0, args.duration), script)  # warm-up: connections, caches
+            d = run_load(direct, c, args.duration, script)
+            run_load(gateway, c, min(1.0, args.duration), script)
+            cpu0 = cpu_seconds(gw_pid)
+            g = run_load(gateway, c, args.duration, script)
+            gw_cpu = (cpu_seconds(gw_pid) - cpu0) / max(1, g["count"]) * 1e6
+            print(f"{c:>4} {d['rps']:>13.0f} {g['rps']:>14.0f} {g['rps'] / d['rps']:>6.2f} "
+                  f"{g['p50'] - d['p50']:>13.3f} {g['p99'] - d['p99']:>13.3f} {gw_cpu:>14.0f}  "
+                  f"{d['errors']}/{g['errors']}")
+            print(f"     direct p50/p99 {d['p50']:.3f}/{d['p99']:.3f} ms; "
+                  f"gateway p50/p99 {g['p50']:.3f}/{g['p99']:.3f} ms")
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in reversed(procs):
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

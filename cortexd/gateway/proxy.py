@@ -1,0 +1,656 @@
+"""The gateway: the request path from a client to a replica (DESIGN.md section 8).
+
+    client --HTTP--> aiohttp web.Server (one per local_port)
+                       | path -> APIRoute          (routes.port_table, one dict lookup)
+                       | replica = least in-flight (core.routing.pick_replica)
+                       v
+                     UpstreamPool of the replica   (upstream.py: raw bytes out, httptools in)
+                       v
+                     predictor runtime (python -m predictor_runtime) on 127.0.0.1:PORT
+
+The daemon (cortexd/daemon) drives it: `configure()` with the desired APIs and
+ports, `set_replicas()` with each API's ready replicas, `set_state()` while an
+API is starting or in error, and reads the in-flight counts for autoscaling,
+draining and status.
+
+Why aiohttp's low-level `web.Server` and not `web.Application`: no router, no
+middleware chain, no match-info objects per request; the route table is a dict
+built on configure. Why not aiohttp.ClientSession upstream: measured at 0.34x of
+direct throughput (see upstream.py).
+
+Rules kept here: a request that reached a predictor is never retried (only a
+failure to connect is, once, elsewhere); bodies are never parsed; every answer,
+proxied or not, carries X-Request-Id; error answers are JSON {"error": ...}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import itertools
+import json
+import logging
+import secrets
+from http import HTTPStatus
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
+from aiohttp.web_request import BaseRequest
+
+from cortexd.core.routing import pick_replica
+from cortexd.errors import CortexdError, UnknownAPI
+from cortexd.gateway.routes import APIRoute, ReplicaTarget, endpoint_clashes, port_table
+from cortexd.gateway.upstream import (
+    UpstreamConnectError,
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamTimeout,
+)
+
+log = logging.getLogger(__name__)
+
+# The runtime serves predictions at "/" (and at its endpoint); "/" is the one that
+# does not depend on the endpoint, so a rename never needs the replica to know.
+UPSTREAM_PATH = "/"
+# Responses with a Content-Length up to this are buffered whole before answering:
+# a replica dying mid-body then yields a clean 502 instead of a truncated 200.
+# Larger and chunked responses stream.
+BUFFER_LIMIT = 1024 * 1024
+CLIENT_KEEPALIVE = 75.0  # seconds an idle client connection stays open (nginx's default)
+
+# hop-by-hop headers (RFC 9110 7.6.1) plus those the gateway sets itself
+_REQUEST_DROP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te",
+    b"trailer", b"upgrade", b"proxy-authorization", b"content-length", b"expect",
+    b"x-request-id",
+})
+_RESPONSE_DROP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te",
+    b"trailer", b"upgrade", b"proxy-authenticate", b"content-length", b"x-request-id",
+})
+
+
+_STATUS_LINES = {s.value: b"%d %s" % (s.value, s.phrase.encode()) for s in HTTPStatus}
+
+
+def _encode(text: str) -> bytes:
+    # aiohttp decodes request lines and headers as UTF-8 with surrogateescape
+    return text.encode("utf-8", "surrogateescape")
+
+
+class _Listener:
+    """One listening port: its aiohttp server and the route table it serves."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.table: dict[str, APIRoute] = {}
+        self.endpoints: list[str] = []
+        self.web_server: web.Server | None = None
+        self.server: asyncio.AbstractServer | None = None
+
+    async def stop(self, timeout: float) -> None:
+        """Stop accepting, let running requests finish (up to `timeout`), close connections."""
+        if self.server is not None:
+            self.server.close()
+        if self.web_server is not None:
+            self.web_server.pre_shutdown()
+            await self.web_server.shutdown(timeout)
+
+
+class _BufferedResponse(web.StreamResponse):
+    """A complete proxied response, written in one piece from the replica's raw header bytes.
+
+    web.Response would decode every header into a CIMultiDict, add Date and Server
+    and encode them all again; the replica already sent Date and Server, so its
+    end-to-end header bytes pass through untouched and only the framing
+    (Content-Length, Connection) and X-Request-Id are the gateway's.
+    """
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], rid: str, body: bytes,
+                 head_only: bool = False, head_length: bytes | None = None):
+        super().__init__(status=status)
+        self._raw_headers = headers
+        self._rid = rid
+        self._raw_body = body
+        self._head_only = head_only  # answering HEAD: no body, the replica's Content-Length
+        self._head_length = head_length
+        self._written = False
+
+    async def prepare(self, request: BaseRequest):
+        writer = request.writer
+        if self._written:
+            return writer
+        self._written = True
+        status = self.status
+        keep_alive = request.keep_alive
+        self._keep_alive = keep_alive
+        version = request.version
+        lines = [_STATUS_LINES.get(status) or b"%d Unknown" % status]
+        lines[0] = b"HTTP/%d.%d " % (version.major, version.minor) + lines[0]
+        for name, value in self._raw_headers:
+            lines.append(name + b": " + value)
+        lines.append(b"X-Request-Id: " + _encode(self._rid))
+        body = self._raw_body
+        if self._head_only:
+            if self._head_length is not None:
+                lines.append(b"Content-Length: " + self._head_length)
+            body = b""
+        elif status >= 200 and status != 204 and status != 304:
+            lines.append(b"Content-Length: %d" % len(body))
+        if not keep_alive:
+            lines.append(b"Connection: close")
+        elif version < (1, 1):
+            lines.append(b"Connection: keep-alive")
+        lines.append(b"\r\n")
+        await writer.write(b"\r\n".join(lines) + body if len(body) < 65536 else b"\r\n".join(lines))
+        if len(body) >= 65536:
+            await writer.write(body)
+        return writer
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        pass  # everything went out in prepare()
+
+
+class Gateway:
+    """Listens on every configured local_port and proxies requests to ready replicas."""
+
+    def __init__(self, host: str = "127.0.0.1", *, max_body_size: int = 32 * 2**20,
+                 no_replica_wait: float = 30.0, upstream_timeout: float = 60.0):
+        self.host = host
+        self.max_body_size = max_body_size
+        self.no_replica_wait = no_replica_wait
+        self.upstream_timeout = upstream_timeout
+        self._routes: dict[str, APIRoute] = {}
+        self._retired: dict[str, APIRoute] = {}  # deleted APIs whose requests still run
+        self._listeners: dict[int, _Listener] = {}
+        self._in_flight = 0
+        self._idle: asyncio.Event | None = None  # set when in-flight drops to 0 during close()
+        self._closing = False
+        self._background: set[asyncio.Task] = set()
+        self._id_prefix = secrets.token_hex(4) + "-"
+        self._ids = itertools.count(1)
+        self.unrouted = 0  # requests answered 404 (no API at that path)
+
+    # -- the daemon's interface -------------------------------------------------------
+
+    async def configure(self, apis: list[tuple[str, str, int, int]]) -> None:
+        """Desired API set: (name, endpoint, local_port, max_replica_concurrency) each.
+
+        Opens a listener for every new port and closes ports no longer used; routes
+        of APIs that stay keep their replicas and counters. Raises CortexdError
+        (and changes nothing) when a port cannot be bound or two APIs clash.
+        """
+        desired = {name: (endpoint, int(port), int(maxc)) for name, endpoint, port, maxc in apis}
+        problems = endpoint_clashes([(n, e, p) for n, (e, p, _) in desired.items()])
+        if problems:
+            raise CortexdError("\n".join(problems))
+        ports = {port for _, port, _ in desired.values()}
+
+        opened: dict[int, _Listener] = {}
+        try:
+            for port in sorted(ports - self._listeners.keys()):
+                opened[port] = await self._listen(port)
+        except CortexdError:
+            for listener in opened.values():
+                await listener.stop(0)
+            raise
+        self._listeners.update(opened)
+
+        for name, (endpoint, port, maxc) in desired.items():
+            route = self._routes.get(name)
+            if route is None:
+                self._routes[name] = APIRoute(name, endpoint, port, maxc)
+            else:
+                route.endpoint, route.port, route.max_replica_concurrency = endpoint, port, maxc
+        self._retired = {n: r for n, r in self._retired.items() if r.in_flight and n not in desired}
+        for name in [n for n in self._routes if n not in desired]:
+            self._retire_api(self._routes.pop(name))
+
+        for port, listener in self._listeners.items():
+            served = [r for r in self._routes.values() if r.port == port]
+            listener.table = port_table(served)
+            listener.endpoints = sorted("/" + r.endpoint.strip("/") for r in served)
+        for port in [p for p in self._listeners if p not in ports]:
+            listener = self._listeners.pop(port)
+            listener.server.close()  # no new connections from now on
+            self._spawn(listener.stop(self.upstream_timeout))  # running requests finish
+
+    def set_replicas(self, api: str, replicas: list[tuple[str, str, int]]) -> None:
+        """The ready, routable replicas of `api`: (replica_id, host, port) each.
+
+        Replicas left out get no new requests; their in-flight requests finish
+        (draining). Replicas that stay keep their in-flight counts and connections.
+        """
+        route = self._routes.get(api)
+        if route is None:
+            return  # not configured (or deleted): nothing routes to it
+        current = {t.replica_id: t for t in route.replicas}
+        targets = []
+        for replica_id, host, port in replicas:
+            target = current.pop(replica_id, None)
+            if target is not None and (target.host, target.port) != (host, port):
+                self._retire_replica(route, target)
+                target = None
+            if target is None:
+                back = route.draining.get(replica_id)
+                if back is not None and (back.host, back.port) == (host, port):
+                    del route.draining[replica_id]  # routable again before it drained
+                    back.removed = False
+                    target = back
+                else:
+                    target = ReplicaTarget(replica_id, host, port, pool=UpstreamPool(host, port))
+            targets.append(target)
+        for target in current.values():
+            self._retire_replica(route, target)
+        route.replicas = targets
+        route.notify_changed()
+
+    def set_state(self, api: str, *, starting: bool, error: str | None = None) -> None:
+        """While `starting`, requests without a ready replica wait; with `error` they get 503 at once."""
+        route = self._routes.get(api)
+        if route is None:
+            return
+        route.starting = starting
+        route.error = error
+        route.notify_changed()
+
+    def replica_in_flight(self, api: str, replica_id: str) -> int:
+        """Requests in progress on a replica, including one removed but still draining."""
+        route = self._routes.get(api) or self._retired.get(api)
+        if route is None:
+            return 0
+        for target in route.replicas:
+            if target.replica_id == replica_id:
+                return target.in_flight
+        target = route.draining.get(replica_id)
+        return target.in_flight if target is not None else 0
+
+    def api_in_flight(self, api: str) -> int:
+        """Requests in progress for an API, including those waiting for a replica."""
+        route = self._routes.get(api) or self._retired.get(api)
+        return route.in_flight if route is not None else 0
+
+    def route(self, api: str) -> APIRoute:
+        try:
+            return self._routes[api]
+        except KeyError:
+            raise UnknownAPI(f"the gateway serves no api named {api!r}") from None
+
+    @property
+    def ports(self) -> list[int]:
+        """The ports listened on."""
+        return sorted(self._listeners)
+
+    async def close(self, drain_timeout: float = 10.0) -> None:
+        """Stop accepting, let in-flight requests finish (up to `drain_timeout`), close pools."""
+        self._closing = True
+        for listener in self._listeners.values():
+            if listener.server is not None:
+                listener.server.close()
+        for route in self._routes.values():
+            # requests waiting for a replica will not get one now
+            route.error = "the gateway is shutting down"
+            route.notify_changed()
+        if self._in_flight:
+            self._idle = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._idle.wait(), drain_timeout)
+            except TimeoutError:
+                log.warning("%d request(s) still in flight after %g s; closing anyway",
+                            self._in_flight, drain_timeout)
+        listeners, self._listeners = list(self._listeners.values()), {}
+        await asyncio.gather(*(listener.stop(0) for listener in listeners))
+        for route in [*self._routes.values(), *self._retired.values()]:
+            for target in [*route.replicas, *route.draining.values()]:
+                target.pool.close()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    # -- listeners ------------------------------------------------------------------
+
+    async def _listen(self, port: int) -> _Listener:
+        listener = _Listener(port)
+        listener.web_server = web.Server(
+            functools.partial(self._serve, listener),
+            access_log=None,  # the gateway keeps counters; a log line per request is too slow
+            auto_decompress=False,  # forward bodies exactly as sent (Content-Encoding included)
+            keepalive_timeout=CLIENT_KEEPALIVE,
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            listener.server = await loop.create_server(
+                listener.web_server, self.host, port, reuse_address=True, backlog=1024)
+        except OSError as e:
+            raise CortexdError(self._bind_problem(port, e)) from e
+        return listener
+
+    def _bind_problem(self, port: int, e: OSError) -> str:
+        if e.errno == errno.EADDRINUSE:
+            return (f"port {port} is already in use on {self.host}; "
+                    "set networking.local_port or stop the other program")
+        if e.errno == errno.EACCES:
+            return (f"no permission to listen on port {port} on {self.host}; "
+                    "use a port above 1023 in networking.local_port")
+        if e.errno == errno.EADDRNOTAVAIL:
+            return f"address {self.host} does not belong to this machine; check --host"
+        return f"cannot listen on {self.host}:{port} ({e.strerror or e}); check --host and networking.local_port"
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- the request path -------------------------------------------------------------
+
+    async def _serve(self, listener: _Listener, request: BaseRequest) -> web.StreamResponse:
+        rid = request.headers.get("X-Request-Id") or f"{self._id_prefix}{next(self._ids):x}"
+        path = request.raw_path
+        query = ""
+        q = path.find("?")
+        if q >= 0:
+            path, query = path[:q], path[q:]
+        route = listener.table.get(path)
+        if route is None:
+            self.unrouted += 1
+            return self._not_found(listener, path, rid)
+        route.in_flight += 1
+        self._in_flight += 1
+        status = 500
+        try:
+            resp, status = await self._forward(request, route, query, rid)
+            return resp
+        finally:
+            route.in_flight -= 1
+            route.count(status)
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._idle is not None:
+                self._idle.set()
+
+    async def _forward(self, request: BaseRequest, route: APIRoute, query: str,
+                       rid: str) -> tuple[web.StreamResponse, int]:
+        length = request.content_length
+        if length is not None and length > self.max_body_size:
+            return self._too_large(rid), 413
+
+        replicas = route.replicas
+        if replicas:
+            i = pick_replica([t.in_flight for t in replicas], route.max_replica_concurrency, route.rr)
+            if i is None:
+                return self._at_limit(route, rid), 503
+            route.rr += 1
+            target = replicas[i]
+        else:
+            picked = await self._wait_for_replica(route, rid)
+            if isinstance(picked, web.StreamResponse):
+                return picked, picked.status
+            target = picked
+
+        target.in_flight += 1
+        try:
+            conn = target.pool.take_idle() or await target.pool.connect()
+        except UpstreamConnectError as first:
+            # nothing was sent: retry once, elsewhere if possible, on a fresh connection
+            self._release_target(route, target)
+            target = self._pick_other(route, target)
+            target.in_flight += 1
+            try:
+                conn = await target.pool.connect()
+            except UpstreamConnectError as second:
+                self._release_target(route, target)
+                log.warning("api %r: %s; retry: %s", route.name, first, second)
+                return self._error(
+                    502, f"api {route.name!r}: replica {target.replica_id} is unreachable: {second}",
+                    rid), 502
+        try:
+            return await self._exchange(request, route, target, conn, query, rid, length)
+        except BaseException:
+            if conn.active:  # not handed back to the pool: its state is unknown
+                conn.close()
+            raise
+        finally:
+            self._release_target(route, target)
+
+    async def _wait_for_replica(self, route: APIRoute, rid: str) -> ReplicaTarget | web.Response:
+        """Wait (bounded by no_replica_wait) until the API has a ready replica with room."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.no_replica_wait
+        while True:
+            replicas = route.replicas
+            if replicas:
+                i = pick_replica([t.in_flight for t in replicas], route.max_replica_concurrency, route.rr)
+                if i is None:
+                    return self._at_limit(route, rid)
+                route.rr += 1
+                return replicas[i]
+            if route.error is not None:
+                return self._error(503, route.error, rid, retry_after=not self._closing)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                if route.starting:
+                    message = f"api {route.name!r} is starting: no replica is ready yet"
+                else:
+                    message = f"api {route.name!r} has no ready replica"
+                return self._error(503, message, rid, retry_after=True)
+            try:
+                await asyncio.wait_for(route.changed_event().wait(), remaining)
+            except TimeoutError:
+                pass
+
+    def _pick_other(self, route: APIRoute, failed: ReplicaTarget) -> ReplicaTarget:
+        others = [t for t in route.replicas if t is not failed]
+        i = pick_replica([t.in_flight for t in others], route.max_replica_concurrency, route.rr)
+        return others[i] if i is not None else failed
+
+    def _release_target(self, route: APIRoute, target: ReplicaTarget) -> None:
+        target.in_flight -= 1
+        if target.removed and target.in_flight == 0:
+            if route.draining.get(target.replica_id) is target:
+                del route.draining[target.replica_id]
+            target.pool.close()
+
+    async def _exchange(self, request: BaseRequest, route: APIRoute, target: ReplicaTarget,
+                        conn: UpstreamConnection, query: str, rid: str,
+                        length: int | None) -> tuple[web.StreamResponse, int]:
+        """Send the request on `conn` and relay the response; never retried from here on."""
+        method = request.method
+        conn.begin(head_only=method == "HEAD")
+        pool = target.pool
+        timeout = self.upstream_timeout
+
+        # -- request head: the client's end-to-end headers, our framing and request id
+        headers = request.headers
+        drop = _REQUEST_DROP
+        connection = headers.get("Connection")
+        if connection:  # headers the client named as hop-by-hop
+            named = {_encode(t.strip().lower()) for t in connection.split(",")} - {b"close", b"keep-alive"}
+            if named:
+                drop = drop | named
+        lines = [_encode(f"{method} {UPSTREAM_PATH}{query} HTTP/1.1")]
+        for name, value in request.raw_headers:
+            if name.lower() not in drop:
+                lines.append(name + b": " + value)
+        lines.append(b"X-Request-Id: " + _encode(rid))
+        chunked = length is None and request.body_exists
+        if length is not None:
+            lines.append(b"Content-Length: %d" % length)
+        elif chunked:
+            lines.append(b"Transfer-Encoding: chunked")
+        lines.append(b"\r\n")
+        head = b"\r\n".join(lines)
+
+        # -- request body: streamed through, counted against max_body_size
+        try:
+            if (length or chunked) and request.version >= (1, 1) and \
+                    headers.get("Expect", "").lower() == "100-continue":
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if length:
+                content = request.content
+                data = await content.readany()
+                sent = len(data)
+                if sent < 65536:  # the usual small body: one write, one segment
+                    conn.write(head + data)
+                else:
+                    conn.write(head)
+                    conn.write(data)
+                while sent < length and not conn.head_done:  # stop early if the replica answered
+                    await conn.drain(timeout)
+                    data = await content.readany()
+                    if not data:
+                        raise ConnectionError("the request body ended early")
+                    sent += len(data)
+                    conn.write(data)
+            elif chunked:
+                content = request.content
+                conn.write(head)
+                sent = 0
+                while not conn.head_done:
+                    data = await content.readany()
+                    if not data:
+                        conn.write(b"0\r\n\r\n")
+                        break
+                    sent += len(data)
+                    if sent > self.max_body_size:
+                        conn.close()  # the replica sees an unfinished request and drops it
+                        return self._too_large(rid), 413
+                    conn.write(b"%x\r\n%b\r\n" % (len(data), data))
+                    await conn.drain(timeout)
+            else:
+                conn.write(head)
+        except UpstreamError as e:
+            return self._upstream_failed(route, target, conn, e, rid)
+        except (OSError, RequestPayloadError, HttpProcessingError) as e:  # the client's body broke off
+            conn.close()
+            return self._error(400, f"the request body could not be read: {e}", rid), 400
+
+        # -- response head
+        try:
+            await conn.wait_head(timeout)
+        except UpstreamError as e:
+            return self._upstream_failed(route, target, conn, e, rid)
+
+        status = conn.status
+        kept: list[tuple[bytes, bytes]] = []
+        resp_length: bytes | None = None
+        for name, value in conn.headers:
+            lname = name.lower()
+            if lname in _RESPONSE_DROP:
+                if lname == b"content-length":
+                    resp_length = value
+                continue
+            kept.append((name, value))
+
+        # -- response body: whole when already here or small, else streamed
+        if conn.complete:
+            body = conn.take_body()
+            pool.release(conn)
+            return _BufferedResponse(status, kept, rid, body, conn.head_only, resp_length), status
+        if resp_length is not None and int(resp_length) <= BUFFER_LIMIT:
+            chunks = [conn.take_body()]
+            try:
+                while data := await conn.read_body(timeout):
+                    chunks.append(data)
+            except UpstreamError as e:
+                return self._upstream_failed(route, target, conn, e, rid)
+            pool.release(conn)
+            return _BufferedResponse(status, kept, rid, b"".join(chunks)), status
+        out = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in kept]
+        out.append(("X-Request-Id", rid))
+        return await self._stream(request, route, target, conn, status, out, resp_length)
+
+    async def _stream(self, request: BaseRequest, route: APIRoute, target: ReplicaTarget,
+                      conn: UpstreamConnection, status: int, headers: list[tuple[str, str]],
+                      length: bytes | None) -> tuple[web.StreamResponse, int]:
+        """Relay a chunked or large response piece by piece, as the replica sends it."""
+        resp = web.StreamResponse(status=status, headers=headers)
+        if length is not None:
+            resp.content_length = int(length)
+        try:
+            await resp.prepare(request)
+            while data := await conn.read_body(self.upstream_timeout):
+                await resp.write(data)
+        except UpstreamError as e:
+            # the status line is out: the only honest signal left is an incomplete response
+            log.warning("api %r: replica %s failed mid-response: %s", route.name, target.replica_id, e)
+            conn.close()
+            transport = request.transport
+            if transport is not None:
+                transport.abort()
+            return resp, 502
+        except ConnectionError:  # the client went away; the rest of the response has no reader
+            conn.close()
+            return resp, status
+        target.pool.release(conn)
+        return resp, status
+
+    # -- answers the gateway gives itself -----------------------------------------------
+
+    def _upstream_failed(self, route: APIRoute, target: ReplicaTarget, conn: UpstreamConnection,
+                         e: UpstreamError, rid: str) -> tuple[web.Response, int]:
+        """502 (or 504 for a timeout) for an exchange that failed before anything was relayed."""
+        conn.close()
+        if isinstance(e, UpstreamTimeout):
+            status, hint = 504, " (the gateway's upstream timeout)"
+        else:
+            status, hint = 502, ""
+        return self._error(status, f"api {route.name!r}: replica {target.replica_id}: {e}{hint}", rid), status
+
+    @staticmethod
+    def _error(status: int, message: str, rid: str, *, retry_after: bool = False,
+               extra: dict | None = None) -> web.Response:
+        headers = {"X-Request-Id": rid}
+        if retry_after:
+            headers["Retry-After"] = "1"
+        body = {"error": message}
+        if extra:
+            body.update(extra)
+        return web.Response(status=status, text=json.dumps(body), content_type="application/json",
+                            headers=headers)
+
+    def _not_found(self, listener: _Listener, path: str, rid: str) -> web.Response:
+        endpoints = listener.endpoints
+        served = ", ".join(endpoints) if endpoints else "none"
+        return self._error(
+            404, f"no api is served at {path} on port {listener.port}; endpoints here: {served}",
+            rid, extra={"endpoints": endpoints})
+
+    def _too_large(self, rid: str) -> web.Response:
+        return self._error(
+            413, f"the request body is larger than the gateway's limit of {_size(self.max_body_size)}; "
+                 "send a smaller payload", rid)
+
+    def _at_limit(self, route: APIRoute, rid: str) -> web.Response:
+        n = len(route.replicas)
+        return self._error(
+            503, f"api {route.name!r} is at its concurrency limit (max_replica_concurrency="
+                 f"{route.max_replica_concurrency} per replica, {n} replica{'s' if n != 1 else ''})",
+            rid, retry_after=True)
+
+    # -- route bookkeeping ----------------------------------------------------------------
+
+    def _retire_replica(self, route: APIRoute, target: ReplicaTarget) -> None:
+        target.removed = True
+        if target.in_flight:
+            route.draining[target.replica_id] = target
+        else:
+            target.pool.close()
+
+    def _retire_api(self, route: APIRoute) -> None:
+        for target in route.replicas:
+            self._retire_replica(route, target)
+        route.replicas = []
+        route.starting = False
+        route.error = f"api {route.name!r} was deleted"
+        route.notify_changed()
+        if route.in_flight:
+            self._retired[route.name] = route
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} bytes"
+

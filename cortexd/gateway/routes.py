@@ -1,0 +1,138 @@
+"""The gateway's route table: APIs, their routable replicas, and per-API counters.
+
+The proxy (cortexd/gateway/proxy.py) owns one APIRoute per API and, for every
+listening port, a plain dict from request path to APIRoute built once by
+`port_table()` whenever the configuration changes, so the request path does a
+single dict lookup (no regexes, no per-request parsing of the endpoint).
+
+The daemon reads these objects for status (`counters_snapshot()`, in-flight
+counts); only the proxy mutates them. Counters are plain ints: the gateway runs
+on one event loop thread, so no locks are needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(eq=False)
+class ReplicaTarget:
+    """One routable replica of an API. Mutable: the gateway updates `in_flight`."""
+
+    replica_id: str
+    host: str
+    port: int
+    in_flight: int = 0
+    # the keep-alive connection pool to this replica (cortexd.gateway.upstream.UpstreamPool)
+    pool: Any = field(default=None, repr=False)
+    # True once set_replicas() dropped it: no new requests, in-flight ones finish
+    removed: bool = False
+
+
+class APIRoute:
+    """One API as the gateway sees it: where it is served, where it goes, what happened."""
+
+    __slots__ = (
+        "_changed",
+        "draining",
+        "endpoint",
+        "error",
+        "in_flight",
+        "max_replica_concurrency",
+        "name",
+        "port",
+        "replicas",
+        "rr",
+        "s2xx",
+        "s4xx",
+        "s5xx",
+        "starting",
+        "total",
+    )
+
+    def __init__(self, name: str, endpoint: str, port: int, max_replica_concurrency: int):
+        self.name = name
+        self.endpoint = endpoint
+        self.port = port
+        self.max_replica_concurrency = max_replica_concurrency
+        self.replicas: list[ReplicaTarget] = []  # ready, routable ones only
+        # removed replicas that still hold in-flight requests, by replica id
+        self.draining: dict[str, ReplicaTarget] = {}
+        self.in_flight = 0  # API-wide
+        self.total = 0
+        self.s2xx = 0
+        self.s4xx = 0
+        self.s5xx = 0
+        self.starting = True  # no replica yet, one is expected: requests wait
+        self.error: str | None = None
+        self.rr = 0  # round-robin start for ties in core.routing.pick_replica
+        self._changed: asyncio.Event | None = None
+
+    def count(self, status: int) -> None:
+        """Record a finished request by status class (3xx counts only in the total)."""
+        self.total += 1
+        if status < 300:
+            self.s2xx += 1
+        elif status >= 500:
+            self.s5xx += 1
+        elif status >= 400:
+            self.s4xx += 1
+
+    def counters_snapshot(self) -> dict[str, int]:
+        """Counters for status views: total, 2xx, 4xx, 5xx and in-flight."""
+        return {
+            "total": self.total, "2xx": self.s2xx, "4xx": self.s4xx, "5xx": self.s5xx,
+            "in_flight": self.in_flight,
+        }
+
+    # -- waiting for a replica (no polling: set_replicas/set_state wake waiters) --
+
+    def changed_event(self) -> asyncio.Event:
+        """An event set at the next change of replicas or state (one per change)."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
+
+    def notify_changed(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None  # the next waiter gets a fresh event
+
+    def __repr__(self) -> str:
+        return (f"APIRoute({self.name!r}, endpoint={self.endpoint!r}, port={self.port}, "
+                f"replicas={[r.replica_id for r in self.replicas]}, in_flight={self.in_flight})")
+
+
+def port_table(routes: list[APIRoute]) -> dict[str, APIRoute]:
+    """Request path -> APIRoute for the APIs served on one port.
+
+    `/<endpoint>` and `/<endpoint>/` route to the API; an API alone on its port
+    is also served at `/` (Cortex local-mode compatibility).
+    """
+    table: dict[str, APIRoute] = {}
+    for route in routes:
+        path = "/" + route.endpoint.strip("/")
+        table[path] = route
+        if path != "/":
+            table[path + "/"] = route
+    if len(routes) == 1:
+        table.setdefault("/", routes[0])
+    return table
+
+
+def endpoint_clashes(apis: list[tuple[str, str, int]]) -> list[str]:
+    """Sentences for APIs that claim the same endpoint on one port: (name, endpoint, port) each."""
+    seen: dict[tuple[int, str], str] = {}
+    problems = []
+    for name, endpoint, port in sorted(apis):
+        key = (port, "/" + endpoint.strip("/"))
+        if key in seen:
+            problems.append(
+                f"apis {seen[key]!r} and {name!r} both use endpoint {key[1]} on port {port}; "
+                "give one of them a different networking.endpoint or networking.local_port"
+            )
+        else:
+            seen[key] = name
+    return problems

@@ -1,0 +1,590 @@
+"""The gateway against real upstream servers on loopback, seen through a real HTTP client.
+
+Upstreams are small aiohttp apps (echo, slow, chunked) and raw asyncio servers
+that misbehave (close mid-response); the Gateway listens on a free port and is
+configured the way the daemon configures it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+import time
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from cortexd.errors import CortexdError
+from cortexd.gateway.proxy import Gateway
+from tests.integration.conftest import free_port
+
+pytestmark = pytest.mark.timeout(30)
+
+
+# -- upstreams ---------------------------------------------------------------------------
+
+
+class Upstream:
+    """An aiohttp app standing in for a replica; the query string steers its behaviour.
+
+    ?sleep=S waits S seconds first; ?chunks=N answers with N chunks (chunked encoding),
+    waiting for `self.release` before the last; otherwise it echoes the body back with
+    what it saw in X-Seen-* headers.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self.release = asyncio.Event()
+        self.requests = 0
+        self.bodies = 0  # requests whose body arrived complete
+        self.seen_headers: list[dict] = []
+        self.peers: set = set()  # client (gateway) addresses: one per upstream connection
+        self.client_max_size = 64 * 2**20
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        self.seen_headers.append(dict(request.headers))
+        self.peers.add(request.transport.get_extra_info("peername"))
+        body = await request.read()
+        self.bodies += 1
+        if "sleep" in request.query:
+            await asyncio.sleep(float(request.query["sleep"]))
+        headers = {
+            "X-Replica": self.name,
+            "X-Seen-Path": request.path_qs,
+            "X-Seen-Request-Id": request.headers.get("X-Request-Id", ""),
+            "X-Seen-Transfer-Encoding": request.headers.get("Transfer-Encoding", ""),
+        }
+        if "chunks" in request.query:
+            resp = web.StreamResponse(headers=headers)
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            n = int(request.query["chunks"])
+            for i in range(n):
+                if i == n - 1:
+                    await self.release.wait()
+                await resp.write(f"chunk{i};".encode())
+            await resp.write_eof()
+            return resp
+        if request.method == "GET":
+            return web.Response(text=f"usage: POST to {self.name}", headers=headers)
+        return web.Response(body=body, headers=headers,
+                            content_type=request.content_type or "application/octet-stream")
+
+    async def start(self) -> Upstream:
+        app = web.Application(client_max_size=self.client_max_size)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5,
+                                    access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+        return self
+
+    @property
+    def replica(self) -> tuple[str, str, int]:
+        return (self.name, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        self.release.set()
+        await self.runner.cleanup()
+
+
+class RawUpstream:
+    """A raw asyncio server that reads a request head and answers with `reply` bytes, then breaks."""
+
+    def __init__(self, reply: bytes, *, then_wait: float = 0.0):
+        self.reply = reply
+        self.then_wait = then_wait  # how long the connection stays open after the reply
+        self.connections = 0
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(self.reply)
+            await writer.drain()
+            await asyncio.sleep(self.then_wait)
+        finally:
+            writer.transport.abort()  # a reset, as when a replica process dies
+
+    async def start(self) -> RawUpstream:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+async def upstreams():
+    started: list = []
+
+    async def start(name: str) -> Upstream:
+        up = await Upstream(name).start()
+        started.append(up)
+        return up
+
+    yield start
+    for up in started:
+        await up.stop()
+
+
+@pytest.fixture
+async def gateways():
+    made: list[Gateway] = []
+
+    def make(**kwargs) -> Gateway:
+        gw = Gateway("127.0.0.1", **kwargs)
+        made.append(gw)
+        return gw
+
+    yield make
+    for gw in made:
+        await gw.close(drain_timeout=1)
+
+
+@pytest.fixture
+async def client():
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def one_api(make, up_replicas, *, max_concurrency: int = 100, endpoint: str = "/api",
+                  **kwargs) -> tuple[Gateway, str]:
+    """A gateway serving api 'api' at `endpoint` on a free port, with the given replicas."""
+    gw = make(**kwargs)
+    port = free_port()
+    await gw.configure([("api", endpoint, port, max_concurrency)])
+    gw.set_replicas("api", up_replicas)
+    gw.set_state("api", starting=False)
+    return gw, f"http://127.0.0.1:{port}"
+
+
+# -- proxying ----------------------------------------------------------------------------
+
+
+async def test_json_and_binary_bodies_pass_through_both_ways(upstreams, gateways, client):
+    up = await upstreams("r1")
+    gw, base = await one_api(gateways, [up.replica])
+
+    async with client.post(base + "/api", json={"x": [1, 2.5, "é"]}) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("application/json")
+        assert await r.json() == {"x": [1, 2.5, "é"]}
+
+    blob = bytes(range(256)) * 4000  # ~1 MB, every byte value
+    async with client.post(base + "/api", data=blob,
+                           headers={"Content-Type": "application/octet-stream"}) as r:
+        assert r.status == 200
+        assert await r.read() == blob
+        assert r.headers["X-Replica"] == "r1"
+
+    async with client.get(base + "/api") as r:  # GET reaches the runtime's usage message
+        assert (r.status, await r.text()) == (200, "usage: POST to r1")
+
+    route = gw.route("api").counters_snapshot()
+    assert (route["total"], route["2xx"], route["4xx"], route["5xx"]) == (3, 3, 0, 0)
+
+
+async def test_query_string_and_trailing_slash(upstreams, gateways, client):
+    up = await upstreams("r1")
+    _, base = await one_api(gateways, [up.replica])
+    async with client.get(base + "/api/?x=1&y=a%20b&x=2") as r:
+        assert r.status == 200
+        assert r.headers["X-Seen-Path"] == "/?x=1&y=a%20b&x=2"
+
+
+async def test_chunked_request_body_is_streamed_to_the_replica(upstreams, gateways, client):
+    up = await upstreams("r1")
+    _, base = await one_api(gateways, [up.replica])
+
+    async def body():
+        for i in range(5):
+            yield f"part{i}-".encode() * 1000
+            await asyncio.sleep(0.01)
+
+    async with client.post(base + "/api", data=body()) as r:
+        assert r.status == 200
+        assert r.headers["X-Seen-Transfer-Encoding"] == "chunked"
+        assert await r.read() == b"".join(f"part{i}-".encode() * 1000 for i in range(5))
+
+
+async def test_chunked_response_streams_before_it_is_complete(upstreams, gateways, client):
+    up = await upstreams("r1")
+    _, base = await one_api(gateways, [up.replica])
+    async with client.get(base + "/api?chunks=3") as r:
+        assert r.status == 200
+        assert r.headers.get("Transfer-Encoding") == "chunked"
+        first = await r.content.readexactly(len(b"chunk0;chunk1;"))
+        # the replica has not sent its last chunk yet: it waits for us
+        assert first == b"chunk0;chunk1;" and not up.release.is_set()
+        up.release.set()
+        assert await r.read() == b"chunk2;"
+
+
+async def test_request_id_generated_and_propagated(upstreams, gateways, client):
+    up = await upstreams("r1")
+    _, base = await one_api(gateways, [up.replica])
+    async with client.post(base + "/api", data=b"x", headers={"X-Request-Id": "abc-123"}) as r:
+        assert r.headers["X-Request-Id"] == "abc-123"
+        assert r.headers["X-Seen-Request-Id"] == "abc-123"
+        assert r.headers.getall("X-Request-Id") == ["abc-123"]
+    ids = set()
+    for _ in range(2):
+        async with client.post(base + "/api", data=b"x") as r:
+            rid = r.headers["X-Request-Id"]
+            assert rid and r.headers["X-Seen-Request-Id"] == rid
+            ids.add(rid)
+    assert len(ids) == 2
+    async with client.get(base + "/nowhere") as r:  # answers the gateway gives itself too
+        assert r.status == 404 and r.headers["X-Request-Id"]
+
+
+async def test_hop_by_hop_headers_are_not_forwarded(upstreams, gateways, client):
+    up = await upstreams("r1")
+    _, base = await one_api(gateways, [up.replica])
+    async with client.post(base + "/api", data=b"x",
+                           headers={"Connection": "keep-alive, X-Private", "X-Private": "1",
+                                    "X-Kept": "2"}) as r:
+        assert r.status == 200
+        assert "Keep-Alive" not in r.headers
+    seen = up.seen_headers[-1]
+    assert seen.get("X-Kept") == "2" and "X-Private" not in seen
+
+
+async def test_head_request(upstreams, gateways, client):
+    up = await upstreams("r1")
+    _, base = await one_api(gateways, [up.replica])
+    async with client.head(base + "/api") as r:
+        assert r.status == 200 and await r.read() == b""
+    async with client.get(base + "/api") as r:  # the connection after a HEAD is not confused
+        assert await r.text() == "usage: POST to r1"
+
+
+async def test_connections_to_a_replica_are_kept_alive(upstreams, gateways, client):
+    up = await upstreams("r1")
+    _, base = await one_api(gateways, [up.replica])
+    for _ in range(5):
+        async with client.post(base + "/api", data=b"x") as r:
+            assert r.status == 200
+    assert up.requests == 5 and len(up.peers) == 1
+
+
+async def test_connection_close_from_the_replica_is_honoured(gateways, client):
+    # the replica says "Connection: close" but leaves the socket open: reusing it would hang
+    raw = await RawUpstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                            then_wait=5).start()
+    try:
+        _, base = await one_api(gateways, [("r1", "127.0.0.1", raw.port)], upstream_timeout=1)
+        for _ in range(3):
+            async with client.post(base + "/api", data=b"x") as r:
+                assert (r.status, await r.read()) == (200, b"ok")
+        assert raw.connections == 3
+    finally:
+        await raw.stop()
+
+
+async def test_replica_answering_before_the_whole_body_is_relayed(upstreams, gateways, client):
+    up = Upstream("small")
+    up.client_max_size = 1024  # aiohttp answers 413 as soon as the body passes this
+    await up.start()
+    try:
+        _, base = await one_api(gateways, [up.replica])
+        async with client.post(base + "/api", data=io.BytesIO(b"x" * (8 * 2**20))) as r:
+            assert r.status == 413  # the replica's own answer, not a gateway 502
+        async with client.post(base + "/api", data=b"y" * 100) as r:
+            assert (r.status, await r.read()) == (200, b"y" * 100)
+    finally:
+        await up.stop()
+
+
+# -- the gateway's own answers -------------------------------------------------------------
+
+
+async def test_unknown_path_lists_the_endpoints(upstreams, gateways, client):
+    up = await upstreams("r1")
+    gw = gateways()
+    port = free_port()
+    await gw.configure([("a", "/a", port, 10), ("b", "/deploy/b", port, 10)])
+    gw.set_replicas("a", [up.replica])
+    async with client.get(f"http://127.0.0.1:{port}/nope") as r:
+        assert r.status == 404
+        body = await r.json()
+        assert body["endpoints"] == ["/a", "/deploy/b"]
+        assert "/nope" in body["error"] and "/a, /deploy/b" in body["error"]
+
+
+async def test_body_over_the_limit_is_413(upstreams, gateways, client):
+    up = await upstreams("r1")
+    gw, base = await one_api(gateways, [up.replica], max_body_size=1000)
+    async with client.post(base + "/api", data=b"x" * 2000) as r:
+        assert r.status == 413
+        assert "1000 bytes" in (await r.json())["error"]
+
+    async def body():
+        for _ in range(4):
+            yield b"y" * 600
+
+    async with client.post(base + "/api", data=body()) as r:  # chunked: counted as it streams
+        assert r.status == 413
+    async with client.post(base + "/api", data=b"z" * 1000) as r:  # at the limit is fine
+        assert r.status == 200
+    assert up.bodies == 1  # no oversized body reached the replica whole
+    assert gw.route("api").counters_snapshot()["4xx"] == 2
+
+
+async def test_concurrency_limit_answers_503_with_retry_after(upstreams, gateways, client):
+    up = await upstreams("r1")
+    gw, base = await one_api(gateways, [up.replica], max_concurrency=1)
+
+    async def call(path):
+        async with client.post(base + path, data=b"x") as r:
+            return r.status, dict(r.headers), await r.text()
+
+    slow = asyncio.ensure_future(call("/api?sleep=0.5"))
+    while gw.replica_in_flight("api", "r1") < 1:
+        await asyncio.sleep(0.01)
+    status, headers, text = await call("/api")
+    assert status == 503 and headers["Retry-After"] == "1"
+    assert json.loads(text)["error"] == (
+        "api 'api' is at its concurrency limit (max_replica_concurrency=1 per replica, 1 replica)")
+    assert (await slow)[0] == 200
+    assert (await call("/api"))[0] == 200  # room again
+
+
+# -- no replica: wait, serve or give up ------------------------------------------------------
+
+
+async def test_no_replica_waits_then_503(gateways, client):
+    gw = gateways(no_replica_wait=0.3)
+    port = free_port()
+    await gw.configure([("api", "/api", port, 10)])
+    gw.set_state("api", starting=True)
+    t0 = time.monotonic()
+    async with client.post(f"http://127.0.0.1:{port}/api", data=b"x") as r:
+        waited = time.monotonic() - t0
+        assert r.status == 503 and r.headers["Retry-After"]
+        assert (await r.json())["error"] == "api 'api' is starting: no replica is ready yet"
+    assert 0.25 <= waited < 2
+
+
+async def test_waiting_request_is_served_when_a_replica_appears(upstreams, gateways, client):
+    up = await upstreams("r1")
+    gw = gateways(no_replica_wait=5)
+    port = free_port()
+    await gw.configure([("api", "/api", port, 10)])
+    gw.set_state("api", starting=True)
+
+    async def call():
+        async with client.post(f"http://127.0.0.1:{port}/api", data=b"hello") as r:
+            return r.status, await r.read()
+
+    pending = asyncio.ensure_future(call())
+    while gw.api_in_flight("api") < 1:  # the request is waiting inside the gateway
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert not pending.done()
+    gw.set_replicas("api", [up.replica])
+    gw.set_state("api", starting=False)
+    assert await asyncio.wait_for(pending, 2) == (200, b"hello")
+
+
+async def test_api_in_error_answers_503_at_once(gateways, client):
+    gw = gateways(no_replica_wait=10)
+    port = free_port()
+    await gw.configure([("api", "/api", port, 10)])
+    gw.set_state("api", starting=False, error="predictor __init__ failed: ZeroDivisionError")
+    t0 = time.monotonic()
+    async with client.post(f"http://127.0.0.1:{port}/api", data=b"x") as r:
+        assert r.status == 503
+        assert (await r.json())["error"] == "predictor __init__ failed: ZeroDivisionError"
+    assert time.monotonic() - t0 < 1
+
+
+# -- upstream failures -----------------------------------------------------------------------
+
+
+async def test_refused_connection_is_retried_on_another_replica(upstreams, gateways, client):
+    up = await upstreams("live")
+    dead = ("dead", "127.0.0.1", free_port())  # nothing listens there
+    gw, base = await one_api(gateways, [dead, up.replica])
+    for _ in range(4):  # round-robin: at least two of these try "dead" first
+        async with client.post(base + "/api", data=b"x") as r:
+            assert r.status == 200 and r.headers["X-Replica"] == "live"
+    assert up.requests == 4
+    assert gw.replica_in_flight("api", "dead") == 0 and gw.replica_in_flight("api", "live") == 0
+
+
+async def test_only_replica_refusing_gives_502(gateways, client):
+    dead_port = free_port()
+    _, base = await one_api(gateways, [("dead", "127.0.0.1", dead_port)])
+    async with client.post(base + "/api", data=b"x") as r:
+        assert r.status == 502
+        error = (await r.json())["error"]
+        assert "unreachable" in error and f"127.0.0.1:{dead_port}" in error
+
+
+async def test_disconnect_mid_response_is_502(gateways, client):
+    raw = await RawUpstream(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial").start()
+    try:
+        gw, base = await one_api(gateways, [("r1", "127.0.0.1", raw.port)])
+        async with client.post(base + "/api", data=b"x") as r:
+            assert r.status == 502
+            error = (await r.json())["error"]
+            assert error.startswith("api 'api': replica r1: ")
+            assert "before the response was complete" in error or "broke" in error
+        assert gw.route("api").counters_snapshot()["5xx"] == 1
+        assert gw.replica_in_flight("api", "r1") == 0
+    finally:
+        await raw.stop()
+
+
+async def test_disconnect_mid_stream_truncates_the_response(gateways, client):
+    raw = await RawUpstream(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+                            then_wait=0.1).start()
+    try:
+        _, base = await one_api(gateways, [("r1", "127.0.0.1", raw.port)])
+        async with client.post(base + "/api", data=b"x") as r:
+            assert r.status == 200  # already sent when the replica broke
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await r.read()  # ...but the client can tell the body is incomplete
+    finally:
+        await raw.stop()
+
+
+async def test_upstream_timeout_is_504(upstreams, gateways, client):
+    up = await upstreams("r1")
+    gw, base = await one_api(gateways, [up.replica], upstream_timeout=0.3)
+    t0 = time.monotonic()
+    async with client.post(base + "/api?sleep=5", data=b"x") as r:
+        assert r.status == 504
+        assert "did not answer within 0.3 s" in (await r.json())["error"]
+    assert time.monotonic() - t0 < 2
+    assert gw.replica_in_flight("api", "r1") == 0
+    async with client.post(base + "/api", data=b"ok") as r:  # the replica still serves
+        assert r.status == 200
+
+
+# -- routing across replicas ---------------------------------------------------------------
+
+
+async def test_least_in_flight_spreads_across_replicas(upstreams, gateways, client):
+    a, b = await upstreams("a"), await upstreams("b")
+    gw, base = await one_api(gateways, [a.replica, b.replica])
+
+    async def call(path):
+        async with client.post(base + path, data=b"x") as r:
+            return r.headers["X-Replica"]
+
+    calls = [asyncio.ensure_future(call("/api?sleep=0.4")) for _ in range(4)]
+    while gw.api_in_flight("api") < 4:
+        await asyncio.sleep(0.01)
+    assert (gw.replica_in_flight("api", "a"), gw.replica_in_flight("api", "b")) == (2, 2)
+    assert sorted(await asyncio.gather(*calls)) == ["a", "a", "b", "b"]
+
+    # idle replicas: ties go round-robin
+    sequential = [await call("/api") for _ in range(4)]
+    assert sorted(sequential) == ["a", "a", "b", "b"]
+
+
+async def test_removed_replica_drains(upstreams, gateways, client):
+    a, b = await upstreams("a"), await upstreams("b")
+    gw, base = await one_api(gateways, [a.replica])
+
+    async def call(path):
+        async with client.post(base + path, data=b"x") as r:
+            return r.status, r.headers["X-Replica"]
+
+    slow = asyncio.ensure_future(call("/api?sleep=0.5"))
+    while gw.replica_in_flight("api", "a") < 1:
+        await asyncio.sleep(0.01)
+    gw.set_replicas("api", [b.replica])
+    assert gw.replica_in_flight("api", "a") == 1  # draining, still counted
+    assert await call("/api") == (200, "b")  # new requests go elsewhere
+    assert await slow == (200, "a")  # the in-flight one completes on the old replica
+    assert gw.replica_in_flight("api", "a") == 0
+
+
+# -- ports ---------------------------------------------------------------------------------
+
+
+async def test_two_apis_on_one_port(upstreams, gateways, client):
+    a, b = await upstreams("a"), await upstreams("b")
+    gw = gateways()
+    port = free_port()
+    await gw.configure([("a", "/a", port, 10), ("b", "/deploy/b", port, 10)])
+    gw.set_replicas("a", [a.replica])
+    gw.set_replicas("b", [b.replica])
+    base = f"http://127.0.0.1:{port}"
+    async with client.post(base + "/a", data=b"1") as r:
+        assert r.headers["X-Replica"] == "a"
+    async with client.post(base + "/deploy/b/?q=1", data=b"2") as r:
+        assert r.headers["X-Replica"] == "b" and r.headers["X-Seen-Path"] == "/?q=1"
+    async with client.post(base + "/", data=b"3") as r:  # "/" is only for an API alone on its port
+        assert r.status == 404
+    assert gw.ports == [port]
+
+
+async def test_api_alone_on_its_port_is_also_served_at_root(upstreams, gateways, client):
+    up = await upstreams("r1")
+    _, base = await one_api(gateways, [up.replica], endpoint="/iris-classifier")
+    for path in ("/", "/iris-classifier", "/?a=b"):
+        async with client.post(base + path, data=b"x") as r:
+            assert r.status == 200, path
+
+
+async def test_configure_moves_an_api_to_another_port(upstreams, gateways, client):
+    up = await upstreams("r1")
+    gw, base = await one_api(gateways, [up.replica])
+    async with client.post(base + "/api", data=b"x") as r:
+        assert r.status == 200
+    route = gw.route("api")
+    new_port = free_port()
+    await gw.configure([("api", "/api", new_port, 10)])
+    assert gw.ports == [new_port]
+    async with client.post(f"http://127.0.0.1:{new_port}/api", data=b"x") as r:
+        assert r.status == 200  # replicas were kept across configure()
+    assert gw.route("api") is route and route.counters_snapshot()["total"] == 2  # counters kept
+    async with aiohttp.ClientSession() as fresh:  # a new connection to the old port is refused
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with fresh.post(base + "/api", data=b"x"):
+                pass
+
+
+async def test_port_in_use_is_a_clear_error(gateways):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        gw = gateways()
+        with pytest.raises(CortexdError) as e:
+            await gw.configure([("api", "/api", port, 10)])
+        assert str(e.value) == (f"port {port} is already in use on 127.0.0.1; "
+                                "set networking.local_port or stop the other program")
+        assert gw.ports == []
+
+
+async def test_close_drains_in_flight_requests(upstreams, gateways, client):
+    up = await upstreams("r1")
+    gw, base = await one_api(gateways, [up.replica])
+
+    async def call():
+        async with client.post(base + "/api?sleep=0.3", data=b"x") as r:
+            return r.status
+
+    pending = asyncio.ensure_future(call())
+    while gw.api_in_flight("api") < 1:
+        await asyncio.sleep(0.01)
+    await gw.close(drain_timeout=5)
+    assert await pending == 200
+    assert gw.api_in_flight("api") == 0
