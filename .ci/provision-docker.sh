@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Provision a Docker engine and cortexd's offline base image for the docker test tier.
+# Idempotent: does nothing that is already done. Called by .ci/run (DESIGN.md section 14).
+#
+#   1. `docker info` fails -> install docker.io (and debootstrap) from Debian if missing,
+#      start dockerd in the background (log: $CORTEXD_DOCKERD_LOG), wait for it (<= 60 s);
+#   2. build the offline base image (docker/make-offline-base.sh) if it is absent;
+#   3. print the CORTEXD_BASE_IMAGE hint (tests/docker/conftest.py also finds it by name).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BASE="${CORTEXD_OFFLINE_BASE:-cortexd/base:bookworm}"
+LOG="${CORTEXD_DOCKERD_LOG:-/var/log/cortexd-ci-dockerd.log}"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_install() {
+    echo "provision-docker: installing $* ..."
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+}
+
+if ! docker info >/dev/null 2>&1; then
+    command -v dockerd >/dev/null 2>&1 || apt_install docker.io
+    echo "provision-docker: starting dockerd (log: $LOG) ..."
+    as_root sh -c "nohup dockerd >>'$LOG' 2>&1 &"
+    for _ in $(seq 60); do
+        docker info >/dev/null 2>&1 && break
+        sleep 1
+    done
+    if ! docker info >/dev/null 2>&1; then
+        echo "provision-docker: dockerd did not answer within 60 s; last lines of $LOG:" >&2
+        tail -n 30 "$LOG" >&2 || true
+        exit 1
+    fi
+fi
+echo "provision-docker: engine up ($(docker version --format '{{.Server.Version}}'))"
+
+if docker image inspect "$BASE" >/dev/null 2>&1; then
+    echo "provision-docker: offline base image $BASE present"
+else
+    command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
+    echo "provision-docker: building offline base image $BASE ..."
+    as_root bash docker/make-offline-base.sh "$BASE"
+fi
+echo "export CORTEXD_BASE_IMAGE=$BASE"

@@ -1,0 +1,570 @@
+"""The Docker backend: each replica is a container of a cortexd predictor image (docker-py).
+
+Chosen with `--backend docker` (and by `--backend auto` when probe() finds an
+engine). What runs is re-read from the engine every time: containers carry
+the labels `cortexd.managed=true`, `cortexd.instance` (which daemon owns them),
+`cortexd.api`, `cortexd.replica`, `cortexd.spec-hash` and `cortexd.gpus`, so
+a restarted daemon finds its replicas through list() (DESIGN.md section 4).
+
+The decisions are pure functions tested without an engine:
+container_create_args() (spec -> docker-py create kwargs: mounts, limits,
+GPUs, hardening) and replica_from_attrs() (inspect data -> ReplicaInfo). The
+class around them does the I/O; docker-py blocks, so every call runs in a
+thread, and its exceptions are translated once, in docker_errors().
+
+Containers see the project directory (and model directories and python_path
+outside it) read-only at the SAME absolute paths as on the host, so the
+runtime spec needs no rewriting and tracebacks name the user's real files.
+The runtime spec is copied into the created container (/etc/cortexd/spec.json)
+before it starts, so no host file has to outlive the daemon or be readable
+by the container's user. Ports are published on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import json
+import os
+import socket
+import tarfile
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cortexd.backends.base import ReplicaInfo, ReplicaState
+from cortexd.backends.images import ImageBuilder, Progress, variant_of
+from cortexd.errors import BackendError, BackendUnavailable, CortexdError
+from cortexd.spec.model import APISpec
+
+CONTAINER_PORT = 8888
+IMAGE_USER = "10001:10001"  # the image's `cortexd` user, used when the daemon runs as root
+SPEC_IN_CONTAINER = "/etc/cortexd/spec.json"
+LABEL_MANAGED = "cortexd.managed"
+LABEL_INSTANCE = "cortexd.instance"
+LABEL_API = "cortexd.api"
+LABEL_REPLICA = "cortexd.replica"
+LABEL_SPEC_HASH = "cortexd.spec-hash"
+LABEL_GPUS = "cortexd.gpus"
+
+NVIDIA_REMEDY = (
+    "Docker cannot give containers GPUs on this host (no NVIDIA runtime in the engine: {detail}). "
+    "Install the NVIDIA Container Toolkit (package nvidia-container-toolkit), run "
+    "`nvidia-ctk runtime configure --runtime=docker`, and restart dockerd; or set compute.gpu: 0."
+)
+
+
+def instance_for_home(home: Path | str) -> str:
+    """The instance label of the daemon whose home is `home`: two daemons never adopt each other's."""
+    return hashlib.sha256(str(Path(home).expanduser()).encode()).hexdigest()[:12]
+
+
+def container_name(instance: str, replica_id: str) -> str:
+    return f"cortexd-{instance}-{replica_id}"
+
+
+# -- pure decisions -------------------------------------------------------------------------
+
+
+def parse_dotenv(text: str) -> dict[str, str]:
+    """A project's `.env` file: KEY=VALUE lines; `export`, comments and quotes as shells write them."""
+    out: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        key, _, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        if key:
+            out[key] = value
+    return out
+
+
+def _local(path: str | None) -> str | None:
+    if not path or "://" in path or not os.path.isabs(path):
+        return None
+    return os.path.normpath(path)
+
+
+def bind_paths(spec: APISpec) -> list[str]:
+    """Host paths a replica needs, each mounted read-only at the same path (nested ones folded)."""
+    p = spec.predictor
+    wanted = [spec.project_dir, p.python_path, p.model_path]
+    if p.models is not None:
+        wanted.append(p.models.dir)
+        wanted.extend(m.path for m in p.models.paths)
+    roots: list[str] = []
+    for path in sorted({q for q in map(_local, wanted) if q}, key=lambda s: (len(s), s)):
+        if not any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots):
+            roots.append(path)
+    return roots
+
+
+def container_user(host_uid: int, host_gid: int) -> str:
+    """The replica's user: the daemon's own uid:gid, or the image's unprivileged user for root.
+
+    Running as the invoking user lets the container read a project in a private
+    home directory (0750 on Ubuntu) exactly as its owner can; root is never
+    passed through: a root daemon's replicas run as uid 10001.
+    """
+    return IMAGE_USER if host_uid == 0 else f"{host_uid}:{host_gid}"
+
+
+def replica_environment(
+    spec: APISpec, dotenv: Mapping[str, str] | None = None, user: str = IMAGE_USER
+) -> dict[str, str]:
+    """The container's environment: `.env` < the API's `env` < what the runtime needs."""
+    env = dict(dotenv or {})
+    # a host uid has no home in the image; /tmp is writable by every user
+    env.setdefault("HOME", "/home/cortexd" if user == IMAGE_USER else "/tmp")
+    env.update(spec.predictor.env)
+    paths = [spec.predictor.python_path, spec.project_dir]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def container_create_args(
+    spec: APISpec,
+    replica_id: str,
+    gpu_ids: tuple[int, ...],
+    image: str,
+    *,
+    instance: str,
+    dotenv: Mapping[str, str] | None = None,
+    user: str = IMAGE_USER,
+    container_port: int = CONTAINER_PORT,
+) -> dict[str, Any]:
+    """docker-py `containers.create(**kwargs)` arguments for one replica (pure).
+
+    user: container_user() of the daemon's uid/gid; dotenv: the project's .env.
+    """
+    from docker.types import DeviceRequest, LogConfig, Mount
+
+    labels = {
+        LABEL_MANAGED: "true",
+        LABEL_INSTANCE: instance,
+        LABEL_API: spec.name,
+        LABEL_REPLICA: replica_id,
+        LABEL_SPEC_HASH: spec.spec_hash,
+        LABEL_GPUS: ",".join(str(i) for i in gpu_ids),
+    }
+    args: dict[str, Any] = {
+        "image": image,
+        "name": container_name(instance, replica_id),
+        # explicit, so a custom predictor.image's own entrypoint cannot get in the way
+        "entrypoint": ["python", "-m", "predictor_runtime"],
+        "command": ["--spec", SPEC_IN_CONTAINER, "--host", "0.0.0.0", "--port", str(container_port)],
+        "environment": replica_environment(spec, dotenv, user),
+        "working_dir": spec.project_dir,
+        "labels": labels,
+        # loopback only, ephemeral host port (read back after start)
+        "ports": {f"{container_port}/tcp": ("127.0.0.1", None)},
+        "mounts": [Mount(target=p, source=p, type="bind", read_only=True) for p in bind_paths(spec)],
+        "user": user,
+        "security_opt": ["no-new-privileges"],
+        "cap_drop": ["ALL"],
+        # tini as PID 1: forwards SIGTERM to the runtime and reaps its worker processes
+        "init": True,
+        "nano_cpus": round(spec.compute.cpu * 1e9),
+        "log_config": LogConfig(type="json-file", config={"max-size": "20m", "max-file": "2"}),
+        "stop_signal": "SIGTERM",
+        "detach": True,
+    }
+    if spec.compute.mem:
+        args["mem_limit"] = int(spec.compute.mem)
+    if gpu_ids:
+        args["device_requests"] = [
+            DeviceRequest(driver="nvidia", device_ids=[str(i) for i in gpu_ids], capabilities=[["gpu"]])
+        ]
+    return args
+
+
+def spec_archive(spec: APISpec) -> bytes:
+    """A tar holding the runtime spec at SPEC_IN_CONTAINER, for put_archive('/') (pure)."""
+    data = json.dumps(spec.runtime_spec(), indent=1).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        parts = SPEC_IN_CONTAINER.strip("/").split("/")
+        for i in range(1, len(parts)):
+            d = tarfile.TarInfo("/".join(parts[:i]))
+            d.type, d.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(d)
+        f = tarfile.TarInfo("/".join(parts))
+        f.size, f.mode = len(data), 0o444
+        tar.addfile(f, io.BytesIO(data))
+    return buf.getvalue()
+
+
+_STATES: dict[str, ReplicaState] = {
+    "created": "starting",
+    "restarting": "starting",
+    "running": "running",
+    "paused": "running",
+    "exited": "exited",
+    "dead": "exited",
+    "removing": "exited",
+}
+
+
+def parse_docker_time(text: str | None) -> float | None:
+    """Docker's RFC 3339 timestamps (nanoseconds, 'Z') -> epoch seconds; zero time -> None."""
+    if not text or text.startswith("0001-01-01"):
+        return None
+    head, _, frac = text.rstrip("Z").partition(".")
+    tz = "+00:00"
+    for sign in ("+", "-"):
+        if sign in frac:
+            frac, _, off = frac.partition(sign)
+            tz = sign + off
+    try:
+        base = datetime.fromisoformat(head + tz)
+    except ValueError:
+        return None
+    digits = "".join(c for c in frac if c.isdigit())
+    return base.timestamp() + (int(digits) / 10 ** len(digits) if digits else 0.0)
+
+
+def published_port(attrs: Mapping[str, Any], container_port: int = CONTAINER_PORT) -> int | None:
+    """The loopback host port Docker published for `container_port` (None when not running)."""
+    ports = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
+    for binding in ports.get(f"{container_port}/tcp") or []:
+        if binding.get("HostIp") in ("127.0.0.1", "") and binding.get("HostPort"):
+            return int(binding["HostPort"])
+    return None
+
+
+def replica_from_attrs(attrs: Mapping[str, Any], container_port: int = CONTAINER_PORT) -> ReplicaInfo:
+    """What `docker inspect` says about one of our containers, as a ReplicaInfo (pure)."""
+    labels = (attrs.get("Config") or {}).get("Labels") or {}
+    state = attrs.get("State") or {}
+    status = _STATES.get(state.get("Status", ""), "exited")
+    gpus = tuple(int(i) for i in (labels.get(LABEL_GPUS) or "").split(",") if i.strip().isdigit())
+    started = parse_docker_time(state.get("StartedAt")) or parse_docker_time(attrs.get("Created")) or 0.0
+    extra = {
+        "container": str(attrs.get("Id", ""))[:12],
+        "name": str(attrs.get("Name", "")).lstrip("/"),
+        "image": str((attrs.get("Config") or {}).get("Image", "")),
+    }
+    if state.get("Error"):
+        extra["error"] = str(state["Error"])
+    return ReplicaInfo(
+        api=labels.get(LABEL_API, ""),
+        replica_id=labels.get(LABEL_REPLICA, ""),
+        spec_hash=labels.get(LABEL_SPEC_HASH, ""),
+        state=status,
+        host="127.0.0.1",
+        port=published_port(attrs, container_port) or 0,
+        started_at=started,
+        exit_code=int(state.get("ExitCode", 0)) if status == "exited" else None,
+        oom_killed=bool(state.get("OOMKilled", False)),
+        gpu_ids=gpus,
+        extra=extra,
+    )
+
+
+def _others_lack(path: str, bits: int) -> bool:
+    try:
+        return (os.stat(path).st_mode & bits) != bits
+    except OSError:
+        return False  # missing paths are the runtime's to report, with its own message
+
+
+def unreadable_by_others(paths: list[str], predictor_file: str) -> str | None:
+    """The first path an unrelated uid cannot reach (I/O: stat), or None.
+
+    A root daemon's replicas run as uid 10001, which reads the project only
+    through the "other" permission bits; without this check the replica
+    would fail later with a PermissionError deep in the runtime.
+    """
+    for root in paths:
+        parts = Path(root).parts
+        for i in range(2, len(parts)):
+            parent = str(Path(*parts[:i]))
+            if _others_lack(parent, 0o001):
+                return parent
+        if os.path.isdir(root) and _others_lack(root, 0o005):
+            return root
+    if _others_lack(predictor_file, 0o004):
+        return predictor_file
+    return None
+
+
+# -- error translation (the one place docker-py exceptions become ours) ------------------------------
+
+
+def engine_address(base_url: str | None = None) -> str:
+    return base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def unix_socket_problem(base_url: str | None, timeout: float = 3.0) -> str | None:
+    """Why the engine's unix socket does not accept a connection (None if it does, or not unix).
+
+    Checked before docker-py connects: on a missing or dead socket docker-py
+    leaks the socket object it opened, and the error it raises says less.
+    """
+    address = engine_address(base_url)
+    if not address.startswith(("unix://", "/")):
+        return None
+    path = address.removeprefix("unix://")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except OSError as e:
+            return f"{e.strerror or e}: {path}"
+    return None
+
+
+def unavailable(base_url: str | None, detail: str) -> BackendUnavailable:
+    address = engine_address(base_url)
+    if "Permission denied" in detail or "PermissionError" in detail:
+        return BackendUnavailable(
+            f"Couldn't connect to the Docker engine at {address}: permission denied. Add your user to "
+            "the `docker` group (then log in again), or use --backend process."
+        )
+    return BackendUnavailable(
+        f"Couldn't connect to the Docker engine at {address}. Is it running? Start it with `dockerd` "
+        f"(or `systemctl start docker`), or use --backend process. ({detail})"
+    )
+
+
+def translate(error: Exception, action: str, base_url: str | None = None) -> CortexdError:
+    """docker-py / requests exception -> the CortexdError a user reads."""
+    import docker.errors
+    import requests.exceptions
+
+    if isinstance(error, CortexdError):
+        return error
+    if isinstance(error, requests.exceptions.ConnectionError | FileNotFoundError | ConnectionError):
+        return unavailable(base_url, str(error))
+    if isinstance(error, docker.errors.APIError):
+        detail = str(error.explanation or error)
+        if "could not select device driver" in detail:
+            return BackendError(f"{action}: " + NVIDIA_REMEDY.format(detail=detail))
+        return BackendError(f"{action}: {detail}")
+    if isinstance(error, docker.errors.DockerException):
+        text = str(error)
+        if "Error while fetching server API version" in text or "Connection" in text:
+            return unavailable(base_url, text)
+        return BackendError(f"{action}: {text}")
+    if isinstance(error, requests.exceptions.RequestException):
+        return BackendError(f"{action}: the Docker engine did not answer ({error})")
+    raise error
+
+
+@contextlib.contextmanager
+def docker_errors(action: str, base_url: str | None = None) -> Iterator[None]:
+    import docker.errors
+    import requests.exceptions
+
+    try:
+        yield
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as e:
+        raise translate(e, action, base_url) from e
+
+
+# -- the backend (I/O) -------------------------------------------------------------------------------
+
+
+class DockerBackend:
+    """ReplicaBackend running replicas as containers on the local Docker engine.
+
+    instance: this daemon's label value (instance_for_home(settings.home));
+    base_image: predictor images' base (else env CORTEXD_BASE_IMAGE, else
+    python:3.11-slim, else the offline base if only that is present);
+    progress: receives build output lines, always called on the event loop.
+    """
+
+    name = "docker"
+
+    def __init__(
+        self,
+        *,
+        instance: str,
+        base_image: str | None = None,
+        progress: Progress | None = None,
+        base_url: str | None = None,
+        client: Any = None,
+    ):
+        self.instance = instance
+        self._base_image = base_image
+        self._progress = progress
+        self._base_url = base_url
+        self._client_obj = client
+        self._builder: ImageBuilder | None = None
+        self._build_locks: dict[object, asyncio.Lock] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- engine -----------------------------------------------------------------------------------
+    @staticmethod
+    def probe(base_url: str | None = None, timeout: float = 3.0) -> str | None:
+        """None when an engine answers here; else why not (for `--backend auto`). Blocking, quick."""
+        import docker
+
+        problem = unix_socket_problem(base_url, timeout)
+        if problem:
+            return str(unavailable(base_url, problem))
+        try:
+            with docker_errors("probing the Docker engine", base_url):
+                client = (
+                    docker.DockerClient(base_url=base_url, timeout=timeout)
+                    if base_url
+                    else docker.from_env(timeout=int(max(1, timeout)))
+                )
+                try:
+                    client.ping()
+                finally:
+                    client.close()
+        except CortexdError as e:
+            return str(e)
+        return None
+
+    def _client(self) -> Any:
+        if self._client_obj is None:
+            import docker
+
+            problem = unix_socket_problem(self._base_url)
+            if problem:
+                raise unavailable(self._base_url, problem)
+            with docker_errors("connecting to the Docker engine", self._base_url):
+                self._client_obj = (
+                    docker.DockerClient(base_url=self._base_url) if self._base_url else docker.from_env()
+                )
+        return self._client_obj
+
+    async def _call(self, action: str, fn: Any, *args: Any) -> Any:
+        def run() -> Any:
+            with docker_errors(action, self._base_url):
+                return fn(*args)
+
+        return await asyncio.to_thread(run)
+
+    # -- images -----------------------------------------------------------------------------------
+    def _emit(self, line: str) -> None:
+        # called on the building thread; the daemon's callback runs on its loop
+        if self._progress is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._progress, line)
+
+    def _get_builder(self) -> ImageBuilder:
+        if self._builder is None:
+            self._builder = ImageBuilder(self._client(), self._base_image, self._emit)
+        return self._builder
+
+    async def image_for(self, spec: APISpec) -> str:
+        """The image a replica of `spec` runs on, building what is missing.
+
+        Builds of the same predictor image wait for each other (the second then
+        finds the image built); APIs on different images build in parallel.
+        """
+        self._loop = asyncio.get_running_loop()
+        key = spec.predictor.image or variant_of(spec)
+        async with self._build_locks.setdefault(key, asyncio.Lock()):
+            return await self._call(
+                f"preparing the image of api {spec.name!r}",
+                lambda: self._get_builder().ensure(spec),
+            )
+
+    async def ensure_image(self, spec: APISpec) -> None:
+        await self.image_for(spec)
+
+    # -- replicas ---------------------------------------------------------------------------------
+    async def start(self, spec: APISpec, replica_id: str, gpu_ids: tuple[int, ...] = ()) -> ReplicaInfo:
+        image = await self.image_for(spec)
+        dotenv_file = Path(spec.project_dir) / ".env"
+        try:
+            dotenv = parse_dotenv(dotenv_file.read_text()) if dotenv_file.is_file() else {}
+        except (OSError, UnicodeDecodeError) as e:
+            raise BackendError(f"api {spec.name!r}: cannot read {dotenv_file}: {e}") from None
+        user = container_user(os.getuid(), os.getgid())
+        if user == IMAGE_USER:
+            blocked = unreadable_by_others(bind_paths(spec), spec.predictor.path)
+            if blocked:
+                raise BackendError(
+                    f"api {spec.name!r}: the replica's container runs as uid 10001 (cortexd runs as "
+                    f"root) and cannot read {blocked}. Make the project readable "
+                    f"(`chmod o+rX` on it and o+x on its parent folders), or run cortexd as a "
+                    "non-root user in the docker group (replicas then run as that user)."
+                )
+        kwargs = container_create_args(
+            spec, replica_id, tuple(gpu_ids), image, instance=self.instance, dotenv=dotenv, user=user
+        )
+        archive = spec_archive(spec)
+
+        def run() -> dict[str, Any]:
+            client = self._client()
+            container = client.containers.create(**kwargs)
+            try:
+                container.put_archive("/", archive)
+                container.start()
+                container.reload()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    container.remove(force=True)
+                raise
+            return container.attrs
+
+        attrs = await self._call(f"starting a replica of api {spec.name!r}", run)
+        return replica_from_attrs(attrs)
+
+    def _find(self, replica_id: str) -> Any | None:
+        import docker.errors
+
+        try:
+            return self._client().containers.get(container_name(self.instance, replica_id))
+        except docker.errors.NotFound:
+            return None
+
+    async def stop(self, replica_id: str, timeout: float = 10.0) -> None:
+        import docker.errors
+
+        def run() -> None:
+            container = self._find(replica_id)
+            if container is None:
+                return
+            with contextlib.suppress(docker.errors.NotFound):
+                if container.status in ("running", "restarting", "paused"):
+                    container.stop(timeout=max(0, round(timeout)))
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+
+        await self._call(f"stopping replica {replica_id}", run)
+
+    async def list(self) -> list[ReplicaInfo]:
+        filters = {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={self.instance}"]}
+
+        def run() -> list[dict[str, Any]]:
+            found = self._client().containers.list(all=True, filters=filters, ignore_removed=True)
+            return [c.attrs for c in found]
+
+        attrs = await self._call("listing replicas", run)
+        return [replica_from_attrs(a) for a in attrs]
+
+    async def logs(self, replica_id: str, tail: int | None = None) -> list[str]:
+        def run() -> bytes:
+            container = self._find(replica_id)
+            if container is None:
+                return b""
+            return container.logs(stdout=True, stderr=True, tail="all" if tail is None else tail)
+
+        data = await self._call(f"reading the logs of replica {replica_id}", run)
+        return data.decode("utf-8", "replace").splitlines()
+
+    def log_path(self, replica_id: str) -> str | None:
+        return None  # the engine keeps the logs; read them with logs()
+
+    async def close(self) -> None:
+        if self._client_obj is not None:
+            client, self._client_obj = self._client_obj, None
+            await asyncio.to_thread(client.close)

@@ -1,0 +1,183 @@
+"""The Docker backend against the real engine: images, a serving replica, its lockdown, exits.
+
+What a user sees: a prediction answered from a container that can only be
+reached on loopback, runs unprivileged on a read-only project, reports kills
+and OOM kills; a second deploy with the same requirements builds nothing;
+failures say what failed and what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+import aiohttp
+import pytest
+
+from cortexd.backends.docker import DockerBackend, container_name
+from cortexd.errors import BackendError
+from tests.docker.conftest import make_spec, write_project
+
+pytestmark = pytest.mark.timeout(600)
+
+
+async def wait_ready(backend: DockerBackend, replica_id: str, port: int, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if any(r.replica_id == replica_id and r.state == "exited" for r in await backend.list()):
+                logs = "\n".join(await backend.logs(replica_id, tail=30))
+                raise AssertionError(f"replica {replica_id} exited before it was ready:\n{logs}")
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.25)
+    raise AssertionError(f"replica on port {port} not ready within {timeout} s")
+
+
+async def post(port: int, path: str, payload: dict) -> tuple[int, dict]:
+    async with aiohttp.ClientSession() as session, session.post(f"http://127.0.0.1:{port}{path}", json=payload) as r:
+        return r.status, json.loads(await r.text())
+
+
+async def wait_state(backend: DockerBackend, replica_id: str, state: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for info in await backend.list():
+            if info.replica_id == replica_id and info.state == state:
+                return info
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"replica {replica_id} never reached state {state!r}")
+
+
+async def test_replica_serves_from_a_locked_down_container_and_reports_its_exit(built, backend, docker_client):
+    spec = make_spec(built.project, cpu=0.5, mem=256 * 2**20, env={"FROM_SPEC": "from env"})
+    info = await backend.start(spec, "echo-r1")
+    assert info.host == "127.0.0.1" and info.port > 0
+    assert (info.api, info.replica_id, info.spec_hash) == ("echo", "echo-r1", spec.spec_hash)
+
+    await wait_ready(backend, info.replica_id, info.port)
+    status, body = await post(info.port, "/echo", {"a": 1})
+    assert status == 200
+    assert body["greeting"] == "hi" and body["echo"] == {"a": 1}
+    assert body["from_env"] == "from env" and body["from_dotenv"] == "from .env"
+    assert body["uid"] != 0
+    assert body["project_writable"] is False  # the project is mounted read-only
+
+    c = docker_client.containers.get(container_name(backend.instance, "echo-r1"))
+    attrs = c.attrs
+    assert attrs["Config"]["Labels"]["cortexd.api"] == "echo"
+    assert attrs["Config"]["Labels"]["cortexd.replica"] == "echo-r1"
+    assert attrs["Config"]["Labels"]["cortexd.spec-hash"] == spec.spec_hash
+    assert attrs["Config"]["Labels"]["cortexd.managed"] == "true"
+    assert attrs["Config"]["Labels"]["cortexd.instance"] == backend.instance
+    bindings = attrs["NetworkSettings"]["Ports"]["8888/tcp"]
+    assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings)
+    assert int(bindings[0]["HostPort"]) == info.port
+    mount = next(m for m in attrs["Mounts"] if m["Destination"] == str(built.project))
+    assert mount["Source"] == str(built.project) and mount["RW"] is False
+    assert attrs["Config"]["User"] not in ("", "0", "root")
+    assert "no-new-privileges" in attrs["HostConfig"]["SecurityOpt"]
+    assert attrs["HostConfig"]["CapDrop"] == ["ALL"]
+    assert attrs["HostConfig"]["NanoCpus"] == 500_000_000
+    assert attrs["HostConfig"]["Memory"] == 256 * 2**20
+
+    # a kill from outside shows up as an exited replica with its exit code
+    c.kill()
+    exited = await wait_state(backend, "echo-r1", "exited")
+    assert exited.exit_code == 137 and exited.oom_killed is False
+    assert "echo predictor loaded" in await backend.logs("echo-r1")
+
+    await backend.stop("echo-r1", timeout=2)
+    assert [r for r in await backend.list() if r.replica_id == "echo-r1"] == []
+    await backend.stop("echo-r1")  # stopping what is gone is not an error
+
+
+async def test_oom_kill_is_reported(built, backend):
+    spec = make_spec(built.project, name="hog", mem=96 * 2**20)
+    info = await backend.start(spec, "hog-r1")
+    await wait_ready(backend, info.replica_id, info.port)
+    with pytest.raises(aiohttp.ClientError):
+        await post(info.port, "/hog", {"allocate_mb": 400})
+    exited = await wait_state(backend, "hog-r1", "exited")
+    assert exited.oom_killed is True
+
+
+async def test_stop_is_graceful_and_logs_are_readable(built, backend):
+    info = await backend.start(make_spec(built.project), "echo-r2")
+    await wait_ready(backend, info.replica_id, info.port)
+    assert "echo predictor loaded" in await backend.logs("echo-r2")
+    assert len(await backend.logs("echo-r2", tail=1)) == 1
+    assert backend.log_path("echo-r2") is None
+    t0 = time.monotonic()
+    await backend.stop("echo-r2", timeout=10)
+    assert time.monotonic() - t0 < 10  # the runtime stopped on SIGTERM, it was not killed at the deadline
+    assert await backend.list() == []
+
+
+async def test_second_ensure_image_with_same_requirements_builds_nothing(built, base_image, docker_client):
+    lines: list[str] = []
+    fresh = DockerBackend(instance="tests-rebuild", base_image=base_image, progress=lines.append)
+    try:
+        t0 = time.monotonic()
+        await fresh.ensure_image(make_spec(built.project))
+        tag = await fresh.image_for(make_spec(built.project))
+        seconds = time.monotonic() - t0
+    finally:
+        await fresh.close()
+    assert tag == built.tag and tag.startswith("cortexd-python-cpu-deps:")
+    assert docker_client.images.get(tag).id == built.image_id
+    assert not [line for line in lines if line.startswith("building")]
+    assert seconds < 15, f"a cached ensure_image took {seconds:.1f} s"
+
+
+async def test_changed_requirements_get_their_own_layer(built, backend, shared_dir, docker_client):
+    project = write_project(shared_dir / "other-reqs", requirements="numpy>=1.20\n")
+    tag = await backend.image_for(make_spec(project, name="other"))
+    assert tag.startswith("cortexd-python-cpu-deps:") and tag != built.tag
+    # both layers sit on the same predictor image
+    history = {h["Id"] for h in docker_client.api.history(tag)}
+    base_layers = {h["Id"] for h in docker_client.api.history(built.tag)} - {"<missing>"}
+    assert (base_layers - {built.image_id}) & history
+
+
+async def test_build_failure_names_the_failing_step_and_pip_error(backend, shared_dir):
+    project = write_project(shared_dir / "broken", requirements="cortexd-no-such-package-xyz==0.0.1\n")
+    with pytest.raises(BackendError) as e:
+        await backend.ensure_image(make_spec(project, name="broken"))
+    msg = str(e.value)
+    first_line = msg.splitlines()[0]
+    assert first_line.startswith("building the image of api 'broken' failed")
+    assert " at Step " in first_line and ": RUN " in first_line
+    assert "No matching distribution found for cortexd-no-such-package-xyz==0.0.1" in msg
+
+
+async def test_custom_image_without_the_runtime_is_refused(backend, base_image, shared_dir):
+    project = write_project(shared_dir / "custom", requirements=None)
+    with pytest.raises(BackendError) as e:
+        await backend.ensure_image(make_spec(project, name="custom", image=base_image))
+    assert f"predictor.image {base_image}" in str(e.value)
+    assert "predictor runtime" in str(e.value)
+
+
+async def test_gpu_request_without_nvidia_runtime_says_how_to_fix_it(built, backend, docker_client):
+    if "nvidia" in (docker_client.info().get("Runtimes") or {}):
+        pytest.skip("this engine has the NVIDIA runtime")
+    with pytest.raises(BackendError) as e:
+        await backend.start(make_spec(built.project, name="gpu", gpu=1), "gpu-r1", gpu_ids=(0,))
+    assert "nvidia-container-toolkit" in str(e.value) and "restart dockerd" in str(e.value)
+    assert await backend.list() == []  # the half-created container was removed
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="replicas run as the daemon's own user when it is not root")
+async def test_project_unreadable_by_the_replica_user_is_refused_with_the_fix(built, backend, tmp_path):
+    project = write_project(tmp_path / "private", requirements=None)
+    (tmp_path).chmod(0o700)
+    with pytest.raises(BackendError) as e:
+        await backend.start(make_spec(project, name="private"), "private-r1")
+    assert "cannot read" in str(e.value) and "chmod o+rX" in str(e.value)
