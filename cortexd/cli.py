@@ -392,6 +392,18 @@ def cmd_predict(args) -> int:
         raise RequestError(f"could not reach {api['url']}: {e}") from e
 
 
+def cmd_make_base_image(args) -> int:
+    from cortexd.backends.images import OFFLINE_BASE_IMAGE
+    from cortexd.backends.images import main as images_main
+
+    name = args.name or OFFLINE_BASE_IMAGE
+    code = images_main(["make-offline-base", name])
+    if code == 0:
+        print(f"made {name}; serve on it with `cortexd up --base-image {name}` "
+              f"(or CORTEXD_BASE_IMAGE={name})")
+    return EXIT_OK if code == 0 else EXIT_USER
+
+
 def cmd_version(args) -> int:
     print(f"cortexd {__version__}")
     return EXIT_OK
@@ -454,6 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     val = add("validate", cmd_validate, "check cortex.yaml files without starting anything")
     val.add_argument("paths", nargs="*", metavar="PATH")
+
+    mb = add("make-base-image", cmd_make_base_image,
+             "make a Docker base image from Debian packages (debootstrap), for hosts without a registry")
+    mb.add_argument("name", nargs="?", default=None, metavar="NAME",
+                    help="image name (default cortexd/base:bookworm); then `cortexd up --base-image NAME`")
 
     add("version", cmd_version, "print the version")
     return p

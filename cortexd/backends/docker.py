@@ -27,9 +27,11 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import socket
 import tarfile
+import threading
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +41,8 @@ from cortexd.backends.base import ReplicaInfo, ReplicaState
 from cortexd.backends.images import ImageBuilder, Progress, variant_of
 from cortexd.errors import BackendError, BackendUnavailable, CortexdError
 from cortexd.spec.model import APISpec
+
+log = logging.getLogger("cortexd.docker")
 
 CONTAINER_PORT = 8888
 IMAGE_USER = "10001:10001"  # the image's `cortexd` user, used when the daemon runs as root
@@ -384,7 +388,11 @@ class DockerBackend:
     instance: this daemon's label value (instance_for_home(settings.home));
     base_image: predictor images' base (else env CORTEXD_BASE_IMAGE, else
     python:3.11-slim, else the offline base if only that is present);
-    progress: receives build output lines, always called on the event loop.
+    progress: receives build output lines, always called on the event loop;
+    log_dir: where each replica's output is copied (log_dir/<api>/<replica>.log),
+    so logs outlive the container (a crashed replica's traceback stays
+    readable) and are followed like the process backend's. One thread per
+    running container copies its log stream; it ends when the container does.
     """
 
     name = "docker"
@@ -397,8 +405,13 @@ class DockerBackend:
         progress: Progress | None = None,
         base_url: str | None = None,
         client: Any = None,
+        log_dir: Path | str | None = None,
     ):
         self.instance = instance
+        self._log_dir = Path(log_dir) if log_dir is not None else None
+        self._pumps: dict[str, threading.Thread] = {}
+        self._pumps_lock = threading.Lock()
+        self._replica_api: dict[str, str] = {}  # replica id -> api, for log_path()
         self._base_image = base_image
         self._progress = progress
         self._base_url = base_url
@@ -516,7 +529,53 @@ class DockerBackend:
             return container.attrs
 
         attrs = await self._call(f"starting a replica of api {spec.name!r}", run)
-        return replica_from_attrs(attrs)
+        info = replica_from_attrs(attrs)
+        self._ensure_pump(info, attrs.get("Id", ""))
+        return info
+
+    # -- logs: copied from the engine into files ------------------------------------------------
+    def _log_file(self, api: str, replica_id: str) -> Path | None:
+        if self._log_dir is None:
+            return None
+        return self._log_dir / api / f"{replica_id}.log"
+
+    def _ensure_pump(self, info: ReplicaInfo, container_id: str) -> None:
+        self._replica_api[info.replica_id] = info.api
+        path = self._log_file(info.api, info.replica_id)
+        if path is None or info.state == "exited" or not container_id:
+            return
+        with self._pumps_lock:
+            pump = self._pumps.get(info.replica_id)
+            if pump is not None and pump.is_alive():
+                return
+            pump = threading.Thread(target=self._pump, args=(container_id, path),
+                                    name=f"logs-{info.replica_id}", daemon=True)
+            self._pumps[info.replica_id] = pump
+            pump.start()
+
+    def _pump(self, container_id: str, path: Path) -> None:
+        """Append the container's output to `path` until the container ends (own client)."""
+        import docker
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # an adopted replica's file already holds its output up to the file's mtime
+        since = path.stat().st_mtime if path.exists() and path.stat().st_size else None
+        try:
+            client = docker.DockerClient(base_url=self._base_url) if self._base_url else docker.from_env()
+        except Exception:  # noqa: BLE001 - no engine: list()/start() report that
+            return
+        try:
+            container = client.containers.get(container_id)
+            kwargs: dict[str, Any] = {"stdout": True, "stderr": True, "stream": True, "follow": True}
+            if since is not None:
+                kwargs["since"] = since
+            with open(path, "ab", buffering=0) as out:
+                for chunk in container.logs(**kwargs):
+                    out.write(chunk)
+        except Exception as e:  # noqa: BLE001 - removed container, engine gone: the copy just ends
+            log.debug("log copy of %s ended: %s", container_id[:12], e)
+        finally:
+            client.close()
 
     def _find(self, replica_id: str) -> Any | None:
         import docker.errors
@@ -549,7 +608,10 @@ class DockerBackend:
             return [c.attrs for c in found]
 
         attrs = await self._call("listing replicas", run)
-        return [replica_from_attrs(a) for a in attrs]
+        infos = [replica_from_attrs(a) for a in attrs]
+        for info, a in zip(infos, attrs):
+            self._ensure_pump(info, a.get("Id", ""))  # adopted replicas (daemon restart)
+        return infos
 
     async def logs(self, replica_id: str, tail: int | None = None) -> list[str]:
         def run() -> bytes:
@@ -562,7 +624,11 @@ class DockerBackend:
         return data.decode("utf-8", "replace").splitlines()
 
     def log_path(self, replica_id: str) -> str | None:
-        return None  # the engine keeps the logs; read them with logs()
+        if self._log_dir is None:
+            return None  # the engine keeps the logs; read them with logs()
+        api = self._replica_api.get(replica_id)
+        path = self._log_file(api, replica_id) if api else None
+        return str(path) if path is not None else None
 
     async def close(self) -> None:
         if self._client_obj is not None:

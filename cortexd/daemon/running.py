@@ -27,6 +27,7 @@ from cortexd.backends.process import ProcessBackend, read_log_tail
 from cortexd.daemon import control
 from cortexd.daemon.autoscaler import Autoscaler
 from cortexd.daemon.events import EventLog
+from cortexd.daemon.gpus import GPUPlacer
 from cortexd.daemon.reconciler import Reconciler
 from cortexd.daemon.watcher import ProjectWatcher, api_digest, project_files
 from cortexd.errors import (
@@ -56,25 +57,37 @@ async def daemon_answers(socket_path: Path, timeout: float = 1.0) -> bool:
         return False
 
 
-def choose_backend(settings: DaemonSettings, events: EventLog):
+def _build_progress(events: EventLog):
+    """Image build output: every line to the daemon log, the milestones to the event log."""
+
+    def progress(line: str) -> None:
+        text = line.split("] ", 1)[1] if line.startswith("[") and "] " in line else line
+        if text.startswith(("building ", "built ", "pulling ", "notice: ", "Step ")):
+            events.add(text if len(text) <= 160 else text[:157] + "...",
+                       level="warning" if text.startswith("notice: ") else "info")
+        else:
+            log.info("build: %s", line)
+
+    return progress
+
+
+async def choose_backend(settings: DaemonSettings, events: EventLog):
     """The replica backend for settings.backend (auto: Docker when an engine answers)."""
     wanted = settings.backend
-    if wanted in ("docker", "auto"):
-        try:
-            from cortexd.backends.docker import DockerBackend
-        except ImportError as e:  # docker-py missing or the backend not shipped
-            if wanted == "docker":
-                raise BackendUnavailable(f"the Docker backend is not available: {e}") from e
-            DockerBackend = None
-        if DockerBackend is not None:
-            problem = DockerBackend.probe()
-            if problem is None:
-                return DockerBackend(settings)
-            if wanted == "docker":
-                raise BackendUnavailable(problem)
-            events.add(f"{problem.splitlines()[0]} -- using the process backend", level="warning")
-    elif wanted != "process":
+    if wanted not in ("auto", "process", "docker"):
         raise BackendUnavailable(f"unknown backend {wanted!r}; choose auto, process or docker")
+    if wanted in ("docker", "auto"):
+        from cortexd.backends.docker import DockerBackend, instance_for_home
+
+        problem = await asyncio.to_thread(DockerBackend.probe)
+        if problem is None:
+            return DockerBackend(
+                instance=instance_for_home(settings.home), base_image=settings.base_image,
+                progress=_build_progress(events), log_dir=settings.log_dir,
+            )
+        if wanted == "docker":
+            raise BackendUnavailable(problem)
+        events.add(f"{problem.splitlines()[0]} -- using the process backend", level="warning")
     return ProcessBackend(settings.run_dir, settings.log_dir, host="127.0.0.1")
 
 
@@ -98,6 +111,7 @@ class Daemon:
         self.backend = backend
         self.gateway: Gateway | None = None
         self.reconciler: Reconciler | None = None
+        self.placer: GPUPlacer | None = None
         self.started_at = time.time()
         self.config_files: list[str] = []
         self.config_error: str | None = None
@@ -121,7 +135,7 @@ class Daemon:
             )
         loaded = load_config(self.paths)  # ConfigError aborts the start
         if self.backend is None:
-            self.backend = choose_backend(s, self.events)
+            self.backend = await choose_backend(s, self.events)
         if isinstance(self.backend, ProcessBackend):
             shutil.rmtree(s.log_dir, ignore_errors=True)  # logs of a previous run's replicas
             shutil.rmtree(s.run_dir, ignore_errors=True)
@@ -129,7 +143,8 @@ class Daemon:
             s.host, max_body_size=s.max_body_size, no_replica_wait=s.no_replica_wait,
             upstream_timeout=s.upstream_timeout,
         )
-        self.reconciler = Reconciler(self.backend, self.gateway, s, self.events)
+        self.placer = GPUPlacer()
+        self.reconciler = Reconciler(self.backend, self.gateway, s, self.events, placer=self.placer)
         self._record_config(loaded)
         await self.reconciler.apply(await asyncio.to_thread(with_project_digests, loaded.apis))
         self._control = await control.serve(self, str(s.socket_path))
@@ -207,6 +222,8 @@ class Daemon:
                 await self.reconciler.shutdown()
             if self.backend is not None:
                 await self.backend.close()
+            if self.placer is not None:
+                self.placer.close()
             if self._control is not None:
                 # only the daemon that owns the socket removes it (not one refused at start)
                 await self._control.cleanup()
