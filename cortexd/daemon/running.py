@@ -38,6 +38,7 @@ from cortexd.errors import (
     UnknownAPI,
 )
 from cortexd.gateway.proxy import Gateway
+from cortexd.gpu import inventory_json
 from cortexd.settings import DaemonSettings
 from cortexd.spec import APISpec, load_config
 
@@ -91,14 +92,19 @@ async def choose_backend(settings: DaemonSettings, events: EventLog):
     return ProcessBackend(settings.run_dir, settings.log_dir, host="127.0.0.1")
 
 
-def with_project_digests(specs: Sequence[APISpec]) -> list[APISpec]:
-    """Fold each API's project-file digest into its spec hash: a code edit rolls that API."""
+def with_project_digests(specs: Sequence[APISpec], config_files: Sequence[str] = ()) -> list[APISpec]:
+    """Fold each API's project-file digest into its spec hash: a code edit rolls that API.
+
+    The configuration files themselves are left out: what they say about an API is
+    already in its spec, so an edit to one API's entry rolls that API only.
+    """
     files = {d: project_files(d) for d in {s.project_dir for s in specs}}
+    configs = {str(Path(f).resolve()) for f in config_files}
     out = []
     for spec in specs:
         others = {o.predictor.path for o in specs
                   if o.project_dir == spec.project_dir and o.predictor.path != spec.predictor.path}
-        digest = api_digest(files[spec.project_dir], exclude=others)
+        digest = api_digest(files[spec.project_dir], exclude=others | configs)
         out.append(replace(spec, raw={**spec.raw, "_project_digest": digest}))
     return out
 
@@ -117,6 +123,7 @@ class Daemon:
         self.config_error: str | None = None
         self.notices: list[str] = []
         self._control: aiohttp.web.AppRunner | None = None
+        self._metrics: aiohttp.web.AppRunner | None = None  # the admin port (Prometheus)
         self.watcher: ProjectWatcher | None = None
         self.autoscaler: Autoscaler | None = None
         self._tasks: list[asyncio.Task] = []
@@ -146,8 +153,9 @@ class Daemon:
         self.placer = GPUPlacer()
         self.reconciler = Reconciler(self.backend, self.gateway, s, self.events, placer=self.placer)
         self._record_config(loaded)
-        await self.reconciler.apply(await asyncio.to_thread(with_project_digests, loaded.apis))
+        await self.reconciler.apply(await asyncio.to_thread(with_project_digests, loaded.apis, loaded.files))
         self._control = await control.serve(self, str(s.socket_path))
+        self._metrics = await control.serve_metrics(self, s.metrics_port)
         self._start_watcher()
         s.pid_path.write_text(str(os.getpid()))
         self.autoscaler = Autoscaler(self.reconciler, self.gateway, sample_interval=s.sample_interval,
@@ -183,7 +191,7 @@ class Daemon:
                             level="error")
             return
         self._record_config(loaded)
-        await self.reconciler.apply(await asyncio.to_thread(with_project_digests, loaded.apis))
+        await self.reconciler.apply(await asyncio.to_thread(with_project_digests, loaded.apis, loaded.files))
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -224,6 +232,8 @@ class Daemon:
                 await self.backend.close()
             if self.placer is not None:
                 self.placer.close()
+            if self._metrics is not None:
+                await self._metrics.cleanup()
             if self._control is not None:
                 # only the daemon that owns the socket removes it (not one refused at start)
                 await self._control.cleanup()
@@ -242,7 +252,7 @@ class Daemon:
         loaded = load_config([str(Path(p).resolve()) for p in paths])
         self.paths = [str(Path(p).resolve()) for p in paths]
         self._record_config(loaded)
-        await self.reconciler.apply(await asyncio.to_thread(with_project_digests, loaded.apis))
+        await self.reconciler.apply(await asyncio.to_thread(with_project_digests, loaded.apis, loaded.files))
         self._start_watcher()
         self.events.add(f"configuration applied: {len(loaded.apis)} api(s)")
         return list(loaded.notices)
@@ -270,6 +280,8 @@ class Daemon:
                 "config_files": self.config_files,
                 "config_error": self.config_error,
                 "notices": self.notices,
+                "metrics_url": (f"http://127.0.0.1:{self.settings.metrics_port}/metrics"
+                                if self._metrics is not None else None),
             },
             "apis": [
                 {**rec.api_snapshot(state, wall, mono),
@@ -277,6 +289,7 @@ class Daemon:
                 for state in sorted(rec.apis.values(), key=lambda s: s.spec.name)
             ],
             "events": [e.to_json() for e in self.events.recent(50)],
+            "gpus": inventory_json(self.placer.inventory()) if self.placer else None,
         }
 
     def _url(self, port: int, endpoint: str) -> str:

@@ -1,0 +1,250 @@
+"""Autoscaling, rolling updates and hot reload on real processes (issue: autoscaling/rollouts/reload).
+
+Each test runs the real daemon (`cortexd up -d --backend process`), drives load with
+real HTTP on loopback and edits the project's files as an editor would; the daemon's
+file watcher picks the edits up (no `cortexd deploy`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from tests.integration.conftest import free_port, post_json, write_project
+
+VERSIONED = """
+import os, time
+
+class PythonPredictor:
+    def __init__(self, config):
+        self.version = config["version"]
+        time.sleep(config.get("init_s", 0))
+
+    def predict(self, payload):
+        time.sleep(payload.get("sleep", 0) if isinstance(payload, dict) else 0)
+        return {{"version": self.version, "pid": os.getpid(), "code": {code!r}}}
+"""
+
+
+def api_yaml(name: str, port: int, version: str, extra: str = "", path: str | None = None) -> str:
+    return f"""
+- name: {name}
+  kind: RealtimeAPI
+  predictor:
+    type: python
+    path: {path or name + '.py'}
+    config:
+      version: {version}
+  networking:
+    local_port: {port}
+{extra}"""
+
+
+class Load:
+    """Closed-loop load: `workers` threads each POST as fast as answers come back."""
+
+    def __init__(self, url: str, workers: int, payload=None):
+        self.url, self.workers, self.payload = url, workers, payload or {}
+        self.statuses: Counter = Counter()
+        self.bodies: list = []
+        self.failures: list = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
+        self._lock = threading.Lock()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status, _, body = post_json(self.url, self.payload, timeout=60)
+            except OSError as e:  # connection refused / reset: a failed request
+                status, body = 0, str(e).encode()
+            with self._lock:
+                self.statuses[status] += 1
+                if status == 200:
+                    self.bodies.append((time.monotonic(), json.loads(body)))
+                else:
+                    self.failures.append((status, body[:300]))
+
+    def __enter__(self) -> "Load":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=90)
+
+    def latest(self) -> dict | None:
+        with self._lock:
+            return self.bodies[-1][1] if self.bodies else None
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def edit(path: Path, text: str) -> None:
+    """Save as editors do: write a temp file, then rename it over the original."""
+    tmp = path.with_name(f".{path.name}.swp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def replica_ids(snap: dict, api: str) -> set[str]:
+    (a,) = [a for a in snap["apis"] if a["name"] == api]
+    return {r["id"] for r in a["replica_list"]}
+
+
+def test_load_step_scales_up_then_back_down(cli, tmp_path):
+    port = free_port()
+    extra = """  autoscaling:
+    min_replicas: 1
+    max_replicas: 3
+    target_replica_concurrency: 1
+    window: 10s
+    upscale_stabilization_period: 0s
+    downscale_stabilization_period: 0s
+"""
+    project = write_project(tmp_path / "scale", api_yaml("busy", port, "v1", extra),
+                            {"busy.py": VERSIONED.format(code="busy")})
+    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+    url = f"http://127.0.0.1:{port}/busy"
+
+    t0 = time.monotonic()
+    with Load(url, workers=4, payload={"sleep": 0.2}) as load:
+        # 4 requests in flight against a target of 1 per replica: the autoscaler asks for more
+        wait_until(lambda: cli.api("busy")["replicas"]["ready"] >= 2, 60, "a second ready replica")
+        scaled_at = time.monotonic() - t0
+        wait_until(lambda: len({b["pid"] for _, b in load.bodies[-20:]}) >= 2, 30,
+                   "answers from two replicas")
+    assert set(load.statuses) == {200}, load.failures[:5]
+    api = cli.api("busy")
+    assert api["replicas"]["requested"] <= 3
+    assert "busy" in api["last_decision"] or api["last_decision"], api
+    print(f"load step -> second replica serving in {scaled_at:.1f}s")
+
+    # idle: back to min_replicas
+    wait_until(lambda: cli.api("busy")["replicas"]["requested"] == 1
+               and len(cli.api("busy")["replica_list"]) == 1, 90, "scale down to 1")
+
+
+def test_rolling_update_under_load_has_no_failed_request_and_spares_other_apis(cli, tmp_path):
+    port = free_port()
+    rolled = """  autoscaling:
+    min_replicas: 2
+    max_replicas: 2
+  update_strategy:
+    max_surge: 1
+    max_unavailable: 0
+"""
+    other = """  autoscaling:
+    min_replicas: 1
+    max_replicas: 1
+"""
+    text = api_yaml("rolled", port, "v1", rolled) + api_yaml("other", port, "v1", other)
+    project = write_project(tmp_path / "roll", text, {
+        "rolled.py": VERSIONED.format(code="rolled"), "other.py": VERSIONED.format(code="other")})
+    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+    before = cli.status()
+    other_ids = replica_ids(before, "other")
+
+    url = f"http://127.0.0.1:{port}/rolled"
+    with Load(url, workers=3, payload={"sleep": 0.02}) as load:
+        wait_until(lambda: load.latest(), 10, "first answers")
+        saved = time.monotonic()
+        edit(project / "cortex.yaml", text.replace("version: v1", "version: v2", 1))
+        wait_until(lambda: (load.latest() or {}).get("version") == "v2", 60, "v2 answering")
+        first_v2 = time.monotonic() - saved
+        snap = cli.wait_for(
+            lambda s: all(a["status"] == "live" for a in s["apis"])
+            and len(replica_ids(s, "rolled")) == 2
+            and not (replica_ids(s, "rolled") & replica_ids(before, "rolled")),
+            timeout=60, what="the rollout to finish")
+        done = time.monotonic() - saved
+        time.sleep(0.5)
+    assert load.statuses[200] > 50
+    assert set(load.statuses) == {200}, (load.statuses, load.failures[:5])
+    # once the first v2 answer came, only v2 answered after the old replicas drained
+    assert all(b["version"] == "v2" for at, b in load.bodies if at > saved + done)
+    assert replica_ids(snap, "other") == other_ids, "an unchanged API was restarted"
+    print(f"save -> first v2 answer {first_v2:.1f}s, rollout finished {done:.1f}s, "
+          f"{load.statuses[200]} requests, 0 failed")
+
+
+def test_broken_edits_keep_the_old_version_serving_and_fixing_resumes(cli, tmp_path):
+    port = free_port()
+    text = api_yaml("steady", port, "v1")
+    project = write_project(tmp_path / "broken", text, {"steady.py": VERSIONED.format(code="steady")})
+    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+    url = f"http://127.0.0.1:{port}/steady"
+    cfg = project / "cortex.yaml"
+
+    # 1. YAML syntax error: rejected with file:line, old version serves
+    edit(cfg, text + "  compute: [unclosed\n")
+    snap = cli.wait_for(lambda s: s["daemon"]["config_error"], timeout=20, what="the config error")
+    assert f"{cfg}:" in snap["daemon"]["config_error"]
+    assert snap["apis"][0]["status"] == "live"
+    status, _, body = post_json(url, {})
+    assert status == 200 and json.loads(body)["version"] == "v1"
+    assert "configuration rejected" in cli("get", check=True).out + json.dumps(snap["events"])
+
+    # 2. schema error: the field path and line
+    edit(cfg, text.replace("local_port: ", "local_port: not-a-port #"))
+    snap = cli.wait_for(lambda s: "local_port" in (s["daemon"]["config_error"] or ""), timeout=20,
+                        what="the schema error")
+    assert f"{cfg}:" in snap["daemon"]["config_error"]
+    assert post_json(url, {})[0] == 200
+
+    # 3. predictor that raises in __init__: the new replica fails, the old one keeps serving
+    bad_init = VERSIONED.format(code="steady").replace(
+        'self.version = config["version"]', 'raise RuntimeError("cannot load weights v2")')
+    edit(cfg, text)  # a valid config again
+    edit(project / "steady.py", bad_init)
+    snap = cli.wait_for(lambda s: "cannot load weights v2" in (s["apis"][0]["reason"] or ""),
+                        timeout=60, what="the __init__ failure to be reported")
+    assert snap["daemon"]["config_error"] is None
+    assert f"{project / 'steady.py'}\", line" in snap["apis"][0]["reason"]
+    for _ in range(5):
+        status, _, body = post_json(url, {})
+        assert status == 200 and json.loads(body)["version"] == "v1"
+
+    # 4. a syntax error in the predictor file: same, with the file and line
+    edit(project / "steady.py", "class PythonPredictor:\n    def __init__(self, config)\n        pass\n")
+    snap = cli.wait_for(lambda s: "SyntaxError" in (s["apis"][0]["reason"] or ""),
+                        timeout=60, what="the syntax error to be reported")
+    assert "steady.py" in snap["apis"][0]["reason"] and "line 2" in snap["apis"][0]["reason"]
+    assert post_json(url, {})[0] == 200
+
+    # 5. fixed: the rollout resumes and the new code serves
+    edit(project / "steady.py", VERSIONED.format(code="fixed"))
+    wait_until(lambda: json.loads(post_json(url, {})[2]).get("code") == "fixed", 60, "the fixed code")
+    cli.wait_for(lambda s: s["apis"][0]["status"] == "live" and s["apis"][0]["reason"] is None,
+                 timeout=60, what="live again")
+
+
+def test_editing_one_predictor_rolls_only_that_api(cli, tmp_path):
+    port = free_port()
+    text = api_yaml("first", port, "v1") + api_yaml("second", port, "v1")
+    project = write_project(tmp_path / "two", text, {
+        "first.py": VERSIONED.format(code="first-1"), "second.py": VERSIONED.format(code="second-1")})
+    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+    before = cli.status()
+    edit(project / "first.py", VERSIONED.format(code="first-2"))
+    wait_until(lambda: json.loads(post_json(f"http://127.0.0.1:{port}/first", {})[2])["code"] == "first-2",
+               60, "the edited predictor to serve")
+    after = cli.wait_for(lambda s: all(a["status"] == "live" for a in s["apis"]), 60, what="live")
+    assert replica_ids(after, "second") == replica_ids(before, "second")
+    assert replica_ids(after, "first") != replica_ids(before, "first")
+    status, _, body = post_json(f"http://127.0.0.1:{port}/second", {})
+    assert json.loads(body)["code"] == "second-1"
