@@ -49,6 +49,9 @@ class ReplicaBackend(Protocol):
     async def list(self) -> list[ReplicaInfo]:
         """Every replica this backend owns, including exited ones not yet removed."""
 
+    async def cpu_seconds(self, replica_ids: list[str]) -> dict[str, float]:
+        """CPU time used so far by each running replica (for CPU-based autoscaling)."""
+
     async def logs(self, replica_id: str, tail: int | None = None) -> list[str]:
         """The replica's output lines (stdout and stderr together)."""
 

@@ -613,6 +613,26 @@ class DockerBackend:
             self._ensure_pump(info, a.get("Id", ""))  # adopted replicas (daemon restart)
         return infos
 
+    async def cpu_seconds(self, replica_ids: list[str]) -> dict[str, float]:
+        """CPU time (seconds) each replica's container used so far (cgroup usage, one-shot stats)."""
+
+        def one(replica_id: str) -> float | None:
+            container = self._find(replica_id)
+            if container is None or container.status != "running":
+                return None
+            stats = container.stats(stream=False, one_shot=True)
+            usage = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
+            return usage / 1e9 if usage is not None else None
+
+        async def safe(replica_id: str) -> float | None:
+            try:
+                return await self._call(f"reading the CPU use of replica {replica_id}", one, replica_id)
+            except CortexdError:
+                return None
+
+        values = await asyncio.gather(*(safe(r) for r in replica_ids))
+        return {r: v for r, v in zip(replica_ids, values) if v is not None}
+
     async def logs(self, replica_id: str, tail: int | None = None) -> list[str]:
         def run() -> bytes:
             container = self._find(replica_id)

@@ -139,6 +139,13 @@ class ProcessBackend:
                 out.append(replace(child.info, state="exited", exit_code=code))
         return out
 
+    async def cpu_seconds(self, replica_ids: list[str]) -> dict[str, float]:
+        """CPU time (user + system, seconds) used so far by each replica's live processes."""
+        sids = {int(c.info.extra["pid"]): rid for rid, c in self._children.items()
+                if rid in replica_ids and c.process.returncode is None}
+        by_sid = cpu_seconds_by_session(set(sids))
+        return {rid: by_sid.get(sid, 0.0) for sid, rid in sids.items()}
+
     async def logs(self, replica_id: str, tail: int | None = None) -> list[str]:
         child = self._children.get(replica_id)
         if child is None:
@@ -151,6 +158,34 @@ class ProcessBackend:
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(rid) for rid in list(self._children)))
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds_by_session(sids: set[int], proc: str = "/proc") -> dict[int, float]:
+    """{session id: utime+stime seconds of its live processes} (a replica is one session:
+    its supervisor and the workers it forked). One pass over /proc."""
+    out: dict[int, float] = {}
+    if not sids:
+        return out
+    try:
+        entries = os.listdir(proc)
+    except OSError:
+        return out
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # exited while we looked
+        # after "comm)": state ppid pgrp session ... utime(12) stime(13)
+        sid = int(fields[3])
+        if sid in sids:
+            out[sid] = out.get(sid, 0.0) + (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return out
 
 
 def read_log_tail(path: Path, tail: int | None) -> list[str]:

@@ -6,8 +6,11 @@ it calls core.autoscale.decide and writes the request as the API's desired
 replica count, which the reconciler converges to. The decision's reason is kept
 on the API (shown by `cortexd get`) and logged when the count changes.
 
-Legacy `kind: api` APIs declare target_cpu_utilization; their CPU is not sampled
-yet, so they keep their replica count (said once in the events).
+Legacy `kind: api` APIs declare target_cpu_utilization and scale on CPU instead
+(the Kubernetes HPA rule, core.autoscale.cpu_decide): every sample reads the CPU
+time each ready replica used since the previous sample (backend.cpu_seconds:
+/proc for processes, cgroup stats for containers) and records the replicas' mean
+use in percent of `compute.cpu`, as HPA's utilization is relative to the request.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ class Autoscaler:
         self._samples: dict[str, deque[autoscale.Sample]] = {}
         self._states: dict[str, autoscale.AutoscalerState] = {}
         self._deployed: dict[str, float] = {}
-        self._cpu_noted: set[str] = set()
+        self._cpu_samples: dict[str, deque[autoscale.CpuSample]] = {}
+        self._cpu_last: dict[str, tuple[float, float]] = {}  # replica id -> (at, cpu seconds)
 
     def sample(self, now: float) -> None:
         for name, api in self.reconciler.apis.items():
@@ -45,24 +49,54 @@ class Autoscaler:
                 self._states[name] = autoscale.AutoscalerState()
                 self._samples[name] = deque(
                     maxlen=autoscale.samples_to_keep(api.spec.autoscaling, self.sample_interval))
+                self._cpu_samples[name] = deque(maxlen=self._samples[name].maxlen)
             self._samples[name].append(autoscale.Sample(now, self.gateway.api_in_flight(name)))
         for name in list(self._samples):
             if name not in self.reconciler.apis:
-                for table in (self._samples, self._states, self._deployed):
+                for table in (self._samples, self._states, self._deployed, self._cpu_samples):
                     table.pop(name, None)
+
+    async def sample_cpu(self, now: float) -> None:
+        """One CPU sample for each API that scales on target_cpu_utilization."""
+        apis = {name: api for name, api in self.reconciler.apis.items()
+                if api.spec.autoscaling.target_cpu_utilization is not None and api.spec.compute.cpu > 0}
+        ready = {rid: info.api for rid, info in self.reconciler.observed.items()
+                 if info.api in apis and info.state == "running"
+                 and (rec := self.reconciler.records.get(rid)) is not None
+                 and rec.ready_at is not None and rec.draining_since is None}
+        if not ready:
+            self._cpu_last.clear()
+            return
+        used = await self.reconciler.backend.cpu_seconds(list(ready))
+        per_api: dict[str, list[float]] = {}
+        for rid, seconds in used.items():
+            last = self._cpu_last.get(rid)
+            self._cpu_last[rid] = (now, seconds)
+            if last is None or now <= last[0]:
+                continue  # first sight of this replica: a rate needs two readings
+            rate = max(0.0, seconds - last[1]) / (now - last[0])
+            request = apis[ready[rid]].spec.compute.cpu
+            per_api.setdefault(ready[rid], []).append(100.0 * rate / request)
+        for rid in [r for r in self._cpu_last if r not in ready]:
+            self._cpu_last.pop(rid)
+        for name, values in per_api.items():
+            if name in self._cpu_samples:
+                self._cpu_samples[name].append(autoscale.CpuSample(now, sum(values) / len(values)))
 
     def decide(self, now: float) -> None:
         for name, api in self.reconciler.apis.items():
             spec = api.spec.autoscaling
+            state = self._states.get(name, autoscale.AutoscalerState())
             if spec.target_cpu_utilization is not None:
-                if name not in self._cpu_noted:
-                    self._cpu_noted.add(name)
-                    api.last_decision = ("CPU-based autoscaling (target_cpu_utilization) is not "
-                                         f"measured yet; keeping {api.desired} replica(s)")
-                continue
-            decision, self._states[name] = autoscale.decide(
-                spec, self._samples.get(name, ()), self._states.get(name, autoscale.AutoscalerState()),
-                api.desired, api.deployed_at, now)
+                if api.spec.compute.cpu <= 0:
+                    api.last_decision = ("target_cpu_utilization needs compute.cpu (the request "
+                                         f"utilization is relative to); keeping {api.desired} replica(s)")
+                    continue
+                decision, self._states[name] = autoscale.cpu_decide(
+                    spec, self._cpu_samples.get(name, ()), state, api.desired, api.deployed_at, now)
+            else:
+                decision, self._states[name] = autoscale.decide(
+                    spec, self._samples.get(name, ()), state, api.desired, api.deployed_at, now)
             if decision.changed:
                 log.info("[%s] autoscaler: %s", name, decision.reason)
             self.reconciler.set_desired(name, decision.request, decision.reason)
@@ -73,6 +107,7 @@ class Autoscaler:
             now = self.clock()
             try:
                 self.sample(now)
+                await self.sample_cpu(now)
                 if now >= next_tick:
                     next_tick = now + self.tick
                     self.decide(now)

@@ -392,6 +392,9 @@ def _translate_legacy(doc: dict[str, Any], deployment: str | None
         "autoscaling": {k: compute[k] for k in ("min_replicas", "max_replicas", "init_replicas",
                                                  "target_cpu_utilization") if k in compute},
     }
+    # legacy APIs scaled with a Kubernetes HPA on CPU, which scales up without a stabilization
+    # period (its 5-minute downscale window is Cortex's default downscale period)
+    out["autoscaling"]["upscale_stabilization_period"] = "0s"
     paths[("compute",)] = ("compute",)
     paths[("autoscaling",)] = ("compute",)
     if "tracker" in doc:

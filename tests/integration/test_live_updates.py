@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 from collections import Counter
 from pathlib import Path
+
+import pytest
 
 from tests.integration.conftest import free_port, post_json, write_project
 
@@ -248,3 +251,42 @@ def test_editing_one_predictor_rolls_only_that_api(cli, tmp_path):
     assert replica_ids(after, "first") != replica_ids(before, "first")
     status, _, body = post_json(f"http://127.0.0.1:{port}/second", {})
     assert json.loads(body)["code"] == "second-1"
+
+
+LEGACY_BURN = """
+import os, time
+
+def predict(sample, metadata):
+    end = time.process_time() + 0.02  # 20 ms of CPU per request
+    while time.process_time() < end:
+        pass
+    return {"pid": os.getpid()}
+"""
+
+
+def test_legacy_api_scales_up_on_cpu_utilization(cli, tmp_path):
+    project = write_project(tmp_path / "legacy-cpu", f"""
+- kind: api
+  name: burner
+  endpoint: /burner
+  python:
+    predictor: burner.py
+  compute:
+    cpu: 100m
+    min_replicas: 1
+    max_replicas: 2
+    target_cpu_utilization: 50
+""", {"burner.py": LEGACY_BURN})
+    # the legacy format has no local_port; the daemon's default port is the gateway's
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", 8888)) == 0:
+            pytest.skip("port 8888 is in use on this machine")
+    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+    t0 = time.monotonic()
+    with Load("http://127.0.0.1:8888/burner", workers=2) as load:
+        # one replica busy all the time uses ~1 CPU = ~1000% of its 100m request
+        wait_until(lambda: cli.api("burner")["replicas"]["ready"] == 2, 60, "a second replica")
+    assert set(load.statuses) == {200}, load.failures[:5]
+    api = cli.api("burner")
+    assert "cpu" in api["last_decision"].lower(), api["last_decision"]
+    print(f"legacy CPU scale-up in {time.monotonic() - t0:.1f}s: {api['last_decision']}")
