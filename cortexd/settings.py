@@ -44,6 +44,8 @@ class DaemonSettings:
     autoscale_tick: float = 10.0
     # watcher
     debounce: float = 0.5
+    # Prometheus metrics: GET /metrics on 127.0.0.1:metrics_port (0 = only on the control socket)
+    metrics_port: int = 8889
     # docker backend
     base_image: str | None = None
 

@@ -1,7 +1,8 @@
 """The control API: JSON over HTTP on a unix socket (mode 0600) for the CLI and the live view.
 
     GET    /status                 the status snapshot (one model for get, status, -o json)
-    GET    /apis/{name}/logs       replica output; ?tail=N&follow=1 streams new lines
+    GET    /metrics                Prometheus text format (also on 127.0.0.1:metrics_port)
+    GET    /apis/{name}/logs       replica output; ?tail=N&follow=1&since=EPOCH streams new lines
     POST   /deploy                 {"paths": [...]}: load and apply a new configuration
     DELETE /apis/{name}            remove one API (until the next deploy)
     POST   /shutdown               graceful shutdown
@@ -13,11 +14,13 @@ and exit codes. The handlers only translate HTTP <-> Daemon method calls.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 
 from aiohttp import web
 
 from cortexd.errors import ConfigError, CortexdError, UnknownAPI
+from cortexd.gateway.metrics import MetricsCollector, build_registry, exposition
 
 
 def _error(status: int, message: str, **extra) -> web.Response:
@@ -30,6 +33,8 @@ def build_app(daemon) -> web.Application:
     @routes.get("/status")
     async def status(request: web.Request) -> web.Response:
         return web.json_response(daemon.snapshot())
+
+    routes.get("/metrics")(metrics_handler(daemon))
 
     @routes.get("/apis/{name}/logs")
     async def logs(request: web.Request) -> web.StreamResponse:
@@ -96,4 +101,47 @@ async def serve(daemon, socket_path: str) -> web.AppRunner:
     finally:
         os.umask(old)
     os.chmod(socket_path, 0o600)
+    return runner
+
+
+def metrics_handler(daemon):
+    """GET /metrics: the daemon's Prometheus metrics, from a private CollectorRegistry."""
+    registry = None
+
+    async def metrics(request: web.Request) -> web.Response:
+        nonlocal registry
+        if registry is None:
+            gateway = daemon.gateway
+            registry = build_registry(MetricsCollector(
+                daemon.snapshot,
+                lambda: [(r.name, r.metrics, r.monitor) for r in gateway.routes()],
+                lambda: gateway.unrouted,
+            ))
+        body, content_type = exposition(registry)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    return metrics
+
+
+async def serve_metrics(daemon, port: int) -> web.AppRunner | None:
+    """The admin HTTP port: GET /metrics on 127.0.0.1 only. None when disabled or taken.
+
+    A taken port is not fatal (another daemon, a Prometheus exporter): the metrics
+    stay available on the control socket, and an event says so.
+    """
+    if not port:
+        return None
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler(daemon))
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+    except OSError as e:
+        await runner.cleanup()
+        why = "is in use" if e.errno == errno.EADDRINUSE else f"cannot be bound ({e.strerror})"
+        daemon.events.add(
+            f"metrics port 127.0.0.1:{port} {why}; Prometheus metrics stay available at /metrics "
+            "on the control socket (choose another port with --metrics-port)", level="warning")
+        return None
     return runner

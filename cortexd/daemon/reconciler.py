@@ -112,7 +112,8 @@ class Reconciler:
         await self.gateway.configure(
             [
                 (s.name, s.networking.endpoint, s.networking.local_port,
-                 s.autoscaling.max_replica_concurrency)
+                 s.autoscaling.max_replica_concurrency,
+                 (s.monitoring.model_type, s.monitoring.key) if s.monitoring else None)
                 for s in specs
             ]
         )
@@ -425,7 +426,9 @@ class Reconciler:
                 continue
             info = self.observed.get(rid)
             api = info.api if info else ""
-            in_flight = self.gateway.replica_in_flight(api, rid) if api in self.apis else 0
+            # the gateway keeps counting a removed API's in-flight requests, so its replicas
+            # drain like any other
+            in_flight = self.gateway.replica_in_flight(api, rid) if api else 0
             if in_flight == 0 or now - rec.draining_since > self.settings.drain_timeout:
                 rec.stopping = True
                 self._stop_later(rid)

@@ -33,6 +33,7 @@ import json
 import logging
 import secrets
 from http import HTTPStatus
+from time import monotonic
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -176,14 +177,18 @@ class Gateway:
 
     # -- the daemon's interface -------------------------------------------------------
 
-    async def configure(self, apis: list[tuple[str, str, int, int]]) -> None:
-        """Desired API set: (name, endpoint, local_port, max_replica_concurrency) each.
+    async def configure(self, apis: list[tuple]) -> None:
+        """Desired API set: (name, endpoint, local_port, max_replica_concurrency[, monitoring]) each.
+
+        `monitoring` is None or (model_type, key): the API's predictions are aggregated
+        (cortexd.gateway.metrics.Monitor).
 
         Opens a listener for every new port and closes ports no longer used; routes
         of APIs that stay keep their replicas and counters. Raises CortexdError
         (and changes nothing) when a port cannot be bound or two APIs clash.
         """
-        desired = {name: (endpoint, int(port), int(maxc)) for name, endpoint, port, maxc in apis}
+        desired = {api[0]: (api[1], int(api[2]), int(api[3])) for api in apis}
+        monitoring = {api[0]: api[4] if len(api) > 4 else None for api in apis}
         problems = endpoint_clashes([(n, e, p) for n, (e, p, _) in desired.items()])
         if problems:
             raise CortexdError("\n".join(problems))
@@ -202,9 +207,10 @@ class Gateway:
         for name, (endpoint, port, maxc) in desired.items():
             route = self._routes.get(name)
             if route is None:
-                self._routes[name] = APIRoute(name, endpoint, port, maxc)
+                route = self._routes[name] = APIRoute(name, endpoint, port, maxc)
             else:
                 route.endpoint, route.port, route.max_replica_concurrency = endpoint, port, maxc
+            route.set_monitoring(*(monitoring[name] or (None, None)))
         self._retired = {n: r for n, r in self._retired.items() if r.in_flight and n not in desired}
         for name in [n for n in self._routes if n not in desired]:
             self._retire_api(self._routes.pop(name))
@@ -278,6 +284,10 @@ class Gateway:
             return self._routes[api]
         except KeyError:
             raise UnknownAPI(f"the gateway serves no api named {api!r}") from None
+
+    def routes(self) -> list[APIRoute]:
+        """The configured APIs' routes, by name (metrics and monitoring read from them)."""
+        return [self._routes[name] for name in sorted(self._routes)]
 
     @property
     def ports(self) -> list[int]:
@@ -359,12 +369,19 @@ class Gateway:
         route.in_flight += 1
         self._in_flight += 1
         status = 500
+        resp = None
+        started = monotonic()
         try:
             resp, status = await self._forward(request, route, query, rid)
             return resp
         finally:
             route.in_flight -= 1
-            route.count(status)
+            now = monotonic()
+            route.metrics.record(status, now - started, now)
+            monitor = route.monitor
+            if monitor is not None and 200 <= status < 300 and type(resp) is _BufferedResponse \
+                    and not resp._head_only:
+                monitor.offer(resp._raw_body)  # parsed when read, not now
             self._in_flight -= 1
             if self._in_flight == 0 and self._idle is not None:
                 self._idle.set()

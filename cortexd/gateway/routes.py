@@ -6,15 +6,19 @@ listening port, a plain dict from request path to APIRoute built once by
 single dict lookup (no regexes, no per-request parsing of the endpoint).
 
 The daemon reads these objects for status (`counters_snapshot()`, in-flight
-counts); only the proxy mutates them. Counters are plain ints: the gateway runs
-on one event loop thread, so no locks are needed.
+counts); only the proxy mutates them. Counters (APIMetrics, Monitor in
+metrics.py) are plain ints: the gateway runs on one event loop thread, so no
+locks are needed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from cortexd.gateway.metrics import APIMetrics, Monitor
 
 
 @dataclass(eq=False)
@@ -41,15 +45,13 @@ class APIRoute:
         "error",
         "in_flight",
         "max_replica_concurrency",
+        "metrics",
+        "monitor",
         "name",
         "port",
         "replicas",
         "rr",
-        "s2xx",
-        "s4xx",
-        "s5xx",
         "starting",
-        "total",
     )
 
     def __init__(self, name: str, endpoint: str, port: int, max_replica_concurrency: int):
@@ -61,31 +63,30 @@ class APIRoute:
         # removed replicas that still hold in-flight requests, by replica id
         self.draining: dict[str, ReplicaTarget] = {}
         self.in_flight = 0  # API-wide
-        self.total = 0
-        self.s2xx = 0
-        self.s4xx = 0
-        self.s5xx = 0
+        self.metrics = APIMetrics()  # counts, latency, req/s (cortexd.gateway.metrics)
+        self.monitor: Monitor | None = None  # set for APIs with `monitoring`
         self.starting = True  # no replica yet, one is expected: requests wait
         self.error: str | None = None
         self.rr = 0  # round-robin start for ties in core.routing.pick_replica
         self._changed: asyncio.Event | None = None
 
-    def count(self, status: int) -> None:
-        """Record a finished request by status class (3xx counts only in the total)."""
-        self.total += 1
-        if status < 300:
-            self.s2xx += 1
-        elif status >= 500:
-            self.s5xx += 1
-        elif status >= 400:
-            self.s4xx += 1
+    def count(self, status: int, seconds: float = 0.0, now: float | None = None) -> None:
+        """Record a finished request: status, duration, monotonic end time (3xx counts only in the total)."""
+        self.metrics.record(status, seconds, time.monotonic() if now is None else now)
 
-    def counters_snapshot(self) -> dict[str, int]:
-        """Counters for status views: total, 2xx, 4xx, 5xx and in-flight."""
-        return {
-            "total": self.total, "2xx": self.s2xx, "4xx": self.s4xx, "5xx": self.s5xx,
-            "in_flight": self.in_flight,
-        }
+    def set_monitoring(self, model_type: str | None, key: str | None) -> None:
+        """Start (or stop, with None) aggregating predictions; a changed setting starts over."""
+        if model_type is None:
+            self.monitor = None
+        elif self.monitor is None or (self.monitor.model_type, self.monitor.key) != (model_type, key):
+            self.monitor = Monitor(model_type, key)
+
+    def counters_snapshot(self, now: float | None = None) -> dict[str, Any]:
+        """Counters for status views: total, 2xx, 4xx, 5xx, in-flight, req/s, p50/p99, monitoring."""
+        now = time.monotonic() if now is None else now
+        out = {**self.metrics.summary(now), "in_flight": self.in_flight}
+        out["monitoring"] = self.monitor.summary() if self.monitor is not None else None
+        return out
 
     # -- waiting for a replica (no polling: set_replicas/set_state wake waiters) --
 
