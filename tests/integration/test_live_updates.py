@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import free_port, post_json, write_project
+from tests.integration.conftest import free_port, pid_alive, post_json, write_project
 
 VERSIONED = """
 import os, time
@@ -290,3 +290,25 @@ def test_legacy_api_scales_up_on_cpu_utilization(cli, tmp_path):
     api = cli.api("burner")
     assert "cpu" in api["last_decision"].lower(), api["last_decision"]
     print(f"legacy CPU scale-up in {time.monotonic() - t0:.1f}s: {api['last_decision']}")
+
+
+def test_removed_api_drains_its_in_flight_request_then_goes(cli, tmp_path):
+    port = free_port()
+    text = api_yaml("kept", port, "v1") + api_yaml("dropped", port, "v1")
+    project = write_project(tmp_path / "drop", text, {
+        "kept.py": VERSIONED.format(code="kept"), "dropped.py": VERSIONED.format(code="dropped")})
+    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+    pids = [int(r["backend"]["pid"]) for r in cli.api("dropped")["replica_list"]]
+    results = []
+    slow = threading.Thread(target=lambda: results.append(
+        post_json(f"http://127.0.0.1:{port}/dropped", {"sleep": 3})))
+    slow.start()
+    time.sleep(0.5)
+    edit(project / "cortex.yaml", api_yaml("kept", port, "v1"))
+    cli.wait_for(lambda s: [a["name"] for a in s["apis"]] == ["kept"], 20, what="the API removed")
+    slow.join()
+    assert results[0][0] == 200, results  # the request in flight finished on the draining replica
+    wait_until(lambda: not any(pid_alive(p) for p in pids), 30, "the removed API's replica to stop")
+    status, _, body = post_json(f"http://127.0.0.1:{port}/dropped", {})
+    assert status == 404 and "/kept" in body.decode()
+    assert post_json(f"http://127.0.0.1:{port}/kept", {})[0] == 200
