@@ -29,7 +29,9 @@ failing __init__ exits non-zero with the traceback on stderr.
 Modules: server.py (entry point, one worker's request path, shutdown),
 supervisor.py (processes_per_replica > 1: workers, readiness barrier),
 predictors.py (loading user code, binding by parameter name), payload.py
-(request parsing, response encoding), clients/python.py (python_client).
+(request parsing, response encoding), clients/ (python_client, onnx_client,
+tensorflow_client), models.py (model sources, versions, LRU caches, live
+reload) and batching.py (server_side_batching).
 Exit codes: 0 after SIGTERM/SIGINT (in-flight requests drained), 1 on any
 start-up failure or when a worker dies.
 """

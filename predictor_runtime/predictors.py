@@ -7,10 +7,13 @@ the constructor (or the legacy `init`), and returns a `LoadedPredictor` whose
 `predict` / `post_predict` take (payload, query_params, headers) and pass on
 only what the user's functions declare. server.py calls nothing else here.
 
-Supported: the python predictor type (`class PythonPredictor`) and the legacy
-module predictor (`init(metadata)` / `init(model_path, metadata)`, and
-`predict(sample, metadata)`). TensorFlow and ONNX predictors are refused with
-`UnsupportedPredictor` for now.
+Supported: the three Cortex predictor types (`class PythonPredictor`,
+`TensorFlowPredictor`, `ONNXPredictor`, whose constructors receive `config` and
+`python_client` / `tensorflow_client` / `onnx_client`) and the legacy module
+predictor (`init(metadata)` / `init(model_path, metadata)`, and
+`predict(sample, metadata)`). A tensorflow or onnx predictor in a replica
+without TensorFlow / onnxruntime is refused with `UnsupportedPredictor`, naming
+the extra to install.
 
 Signature mistakes raise `PredictorSignatureError` with a message that names the
 file, the class and function, what was found and the expected signature.
@@ -31,10 +34,18 @@ from types import ModuleType
 from typing import Any
 
 from predictor_runtime.clients.python import PythonClient
+from predictor_runtime.models import ModelSourceError
 
 PREDICT_PARAMS = ("payload", "query_params", "headers")
 POST_PREDICT_PARAMS = ("response", "payload", "query_params", "headers")
 INIT_PARAMS = ("config", "python_client")
+INIT_PARAMS_BY_TYPE = {
+    "python": INIT_PARAMS,
+    "tensorflow": ("config", "tensorflow_client"),
+    "onnx": ("config", "onnx_client"),
+}
+# the module each model type needs, and the cortexd extra that installs it
+RUNTIME_PACKAGES = {"tensorflow": ("tensorflow", "tensorflow"), "onnx": ("onnxruntime", "onnx")}
 LEGACY_INIT_PARAMS = ("model_path", "metadata")
 LEGACY_PREDICT_PARAMS = ("sample", "metadata")
 
@@ -60,7 +71,9 @@ class LoadedPredictor:
     `predict(payload, query_params, headers)` calls the user's function with the
     parameters it declares; `is_async` says whether the result must be awaited.
     `post_predict(response, payload, query_params, headers)` likewise, or None.
-    `metadata` is shown by GET / (model paths and versions when known).
+    `metadata` is shown by GET / (model paths and versions when known);
+    `describe`, when set, is called on each GET instead (live model versions,
+    caches, batching counters).
     """
 
     type: str
@@ -69,6 +82,7 @@ class LoadedPredictor:
     post_predict: Callable[[Any, Any, Any, Any], Any] | None = None
     post_predict_is_async: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
+    describe: Callable[[], dict[str, Any]] | None = None
 
 
 def display_path(path: str, project_dir: str | None) -> str:
@@ -188,10 +202,14 @@ class ClassBinding:
 
 
 def check_predictor_class(module: ModuleType, where: str, has_models: bool,
-                          class_name: str = "PythonPredictor") -> ClassBinding:
-    """Check the predictor class's shape without constructing it."""
+                          class_name: str = "PythonPredictor",
+                          init_params: tuple[str, ...] = INIT_PARAMS) -> ClassBinding:
+    """Check the predictor class's shape without constructing it.
+
+    `has_models` asks for `load_model` (python predictors with models only).
+    """
     cls = getattr(module, class_name, None)
-    expected_class = (f"class {class_name} with def __init__{_fmt(INIT_PARAMS)} and "
+    expected_class = (f"class {class_name} with def __init__{_fmt(init_params)} and "
                       f"def predict{_fmt(PREDICT_PARAMS)} (each parameter optional)")
     if cls is None:
         hint = ""
@@ -204,8 +222,8 @@ def check_predictor_class(module: ModuleType, where: str, has_models: bool,
             f"{where}: {class_name} is a {type(cls).__name__}, not a class; expected {expected_class}")
     here = f"{where}: class {class_name}:"
 
-    init_params = _parameters(cls, drop_first=False)  # signature(cls) already drops self
-    init_names = accepted_names(init_params, INIT_PARAMS, f"{here} __init__", _fmt(INIT_PARAMS))
+    init_names = accepted_names(_parameters(cls, drop_first=False),  # signature(cls) already drops self
+                                init_params, f"{here} __init__", _fmt(init_params))
 
     if not callable(getattr(cls, "predict", None)):
         raise PredictorSignatureError(
@@ -253,7 +271,7 @@ def load_python_predictor(module: ModuleType, predictor: dict[str, Any], where: 
 
     try:
         client = PythonClient.from_spec(predictor) if has_models else None
-    except ValueError as e:
+    except (ValueError, ModelSourceError) as e:
         raise StartupError(f"{where}: {e}") from None
     values = {"config": copy.deepcopy(predictor.get("config") or {}), "python_client": client}
     kwargs = {n: values[n] for n in binding.init_names}
@@ -267,7 +285,10 @@ def load_python_predictor(module: ModuleType, predictor: dict[str, Any], where: 
         if client is not None:
             client.set_loader(instance.load_model)
     if client is not None:
-        client.preload()  # model load failures surface at start-up, before readiness
+        try:
+            client.preload()  # model load failures surface at start-up, before readiness
+        except ModelSourceError as e:
+            raise StartupError(f"{where}: {e}") from None
 
     post = None
     if binding.post_predict_names is not None:
@@ -279,7 +300,41 @@ def load_python_predictor(module: ModuleType, predictor: dict[str, Any], where: 
         is_async=binding.is_async,
         post_predict=post,
         post_predict_is_async=post_is_async,
-        metadata=client.metadata() if client is not None else {},
+        describe=client.metadata if client is not None else None,
+    )
+
+
+# ---- tensorflow and onnx predictors ----------------------------------------------
+
+def load_model_predictor(module: ModuleType, predictor: dict[str, Any], where: str) -> LoadedPredictor:
+    """Construct `TensorFlowPredictor` / `ONNXPredictor` with its client (models loaded first)."""
+    kind = predictor["type"]
+    class_name = CLASS_NAMES[kind]
+    init_params = INIT_PARAMS_BY_TYPE[kind]
+    binding = check_predictor_class(module, where, False, class_name, init_params)
+    cls = getattr(module, class_name)
+    if kind == "onnx":
+        from predictor_runtime.clients.onnx import ONNXClient as Client
+    else:
+        from predictor_runtime.clients.tensorflow import TensorFlowClient as Client  # type: ignore[assignment]
+    try:
+        client = Client.from_spec(predictor)
+        client.start()  # models discovered and (without cache_size) loaded before __init__
+    except ModelSourceError as e:
+        raise StartupError(f"{where}: {e}") from None
+    values = {"config": copy.deepcopy(predictor.get("config") or {}), init_params[1]: client}
+    instance = cls(**{n: values[n] for n in binding.init_names})
+
+    post = None
+    if binding.post_predict_names is not None:
+        post = bind(instance.post_predict, binding.post_predict_names, POST_PREDICT_PARAMS)
+    return LoadedPredictor(
+        type=kind,
+        predict=bind(instance.predict, binding.predict_names, PREDICT_PARAMS),
+        is_async=binding.is_async,
+        post_predict=post,
+        post_predict_is_async=post is not None and _is_coroutine_function(instance.post_predict),
+        describe=client.describe,
     )
 
 
@@ -333,10 +388,14 @@ def load_legacy_predictor(module: ModuleType, predictor: dict[str, Any], where: 
 
 def check_supported(kind: str) -> None:
     """UnsupportedPredictor unless this runtime can serve predictor type `kind`."""
-    if kind in ("tensorflow", "onnx"):
-        raise UnsupportedPredictor(
-            f"predictor type {kind!r} ({CLASS_NAMES[kind]}) is not supported yet by this runtime; "
-            "only `type: python` and legacy `kind: api` module predictors run for now")
+    if kind in RUNTIME_PACKAGES:
+        module, extra = RUNTIME_PACKAGES[kind]
+        if importlib.util.find_spec(module) is None:
+            raise UnsupportedPredictor(
+                f"predictor type {kind!r} ({CLASS_NAMES[kind]}) needs the {module} package, which is not "
+                f"installed in this replica; install cortexd with the {extra} extra "
+                f"(pip install 'cortexd[{extra}]'){' or the onnx-gpu extra for GPUs' if kind == 'onnx' else ''}")
+        return
     if kind not in ("python", "legacy"):
         raise UnsupportedPredictor(
             f"unknown predictor type {kind!r}; expected python, tensorflow, onnx or legacy")
@@ -356,4 +415,6 @@ def load_predictor(spec: dict[str, Any]) -> LoadedPredictor:
     module = import_predictor_module(predictor["path"], predictor.get("python_path"), project_dir)
     if kind == "python":
         return load_python_predictor(module, predictor, where)
+    if kind in ("tensorflow", "onnx"):
+        return load_model_predictor(module, predictor, where)
     return load_legacy_predictor(module, predictor, where)

@@ -95,7 +95,7 @@ class PredictionHandler:
         self.in_pool = 0  # sync predictions running in threads (exit cannot wait for them forever)
         self._post_tasks: set[asyncio.Future[Any]] = set()
         endpoint = spec.get("endpoint") or "/"
-        usage = {
+        self._usage = {
             "api": spec.get("name"),
             "endpoint": endpoint,
             "predictor_type": predictor.type,
@@ -103,7 +103,8 @@ class PredictionHandler:
                      "form data, or any bytes) to get a prediction",
             **predictor.metadata,
         }
-        self._usage_body = json.dumps(usage).encode()
+        self._usage_body = json.dumps(self._usage).encode()
+        self._describe = predictor.describe
         self._healthy = b'{"ok":true}'
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -115,11 +116,22 @@ class PredictionHandler:
                 if self.ready:
                     return web.Response(body=self._healthy, content_type=_JSON)
                 return json_response(503, {"ok": False, "reason": "shutting down"})
-            return web.Response(body=self._usage_body, content_type=_JSON)
+            return web.Response(body=self.usage_body(), content_type=_JSON)
         return web.Response(status=405, headers={"Allow": "GET, POST"},
                             body=json.dumps({"error": f"method {method} not allowed; "
                                                       "POST a request body to get a prediction"}).encode(),
                             content_type=_JSON)
+
+    def usage_body(self) -> bytes:
+        """The GET answer: usage, plus live model metadata (versions, signatures, caches) when there is any."""
+        if self._describe is None:
+            return self._usage_body
+        try:
+            live = self._describe()
+        except Exception:
+            log.exception("error: describing the models failed")
+            return self._usage_body
+        return json.dumps({**self._usage, **live}, default=str).encode()
 
     async def predict(self, request: web.BaseRequest) -> web.StreamResponse:
         query = request.query

@@ -339,10 +339,12 @@ def test_signature_mistake_is_reported_without_traceback(runtime):
     assert "Traceback" not in err
 
 
-def test_tensorflow_type_is_refused_at_start_up(runtime):
+def test_tensorflow_predictor_without_its_class_fails_start_up(runtime):
     rt = runtime("", kind="tensorflow", processes=2)
     assert rt.wait_exit() == 1
-    assert "predictor type 'tensorflow' (TensorFlowPredictor) is not supported yet by this runtime" in rt.stderr()
+    # without TensorFlow installed the replica says which extra to install; with it, what the file lacks
+    assert ("no class TensorFlowPredictor defined" in rt.stderr()
+            or "pip install 'cortexd[tensorflow]'" in rt.stderr())
 
 
 def test_legacy_module_predictor(runtime):

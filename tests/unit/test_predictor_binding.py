@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from predictor_runtime.predictors import (
+    RUNTIME_PACKAGES,
     PredictorSignatureError,
     StartupError,
     UnsupportedPredictor,
@@ -263,14 +264,19 @@ def test_errors_in_user_code_propagate_unchanged(tmp_path):
         """)
 
 
-@pytest.mark.parametrize("kind, cls", [("tensorflow", "TensorFlowPredictor"), ("onnx", "ONNXPredictor")])
-def test_tensorflow_and_onnx_are_refused_clearly(tmp_path, kind, cls):
+@pytest.mark.parametrize("kind, cls, module", [("tensorflow", "TensorFlowPredictor", "tensorflow"),
+                                               ("onnx", "ONNXPredictor", "onnxruntime")])
+def test_tensorflow_and_onnx_without_their_package_are_refused_clearly(tmp_path, monkeypatch, kind, cls, module):
+    monkeypatch.setitem(RUNTIME_PACKAGES, kind, ("no_such_package_for_cortexd", kind))
     with pytest.raises(UnsupportedPredictor) as info:
         load(tmp_path, "", kind=kind)
-    assert str(info.value).startswith(f"predictor type '{kind}' ({cls}) is not supported yet by this runtime")
+    assert str(info.value).startswith(f"predictor type '{kind}' ({cls}) needs the no_such_package_for_cortexd "
+                                      "package, which is not installed in this replica")
+    assert f"pip install 'cortexd[{kind}]'" in str(info.value)
 
 
-def test_remote_model_paths_are_refused_at_start_up(tmp_path):
+def test_s3_model_paths_without_boto3_are_refused_at_start_up(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "boto3", None)  # import boto3 -> ImportError
     with pytest.raises(StartupError) as info:
         load(tmp_path, """
             class PythonPredictor:
@@ -281,7 +287,7 @@ def test_remote_model_paths_are_refused_at_start_up(tmp_path):
                 def predict(self):
                     pass
         """, model_path="s3://bucket/model")
-    assert "remote (s3://) models are not supported yet by this runtime" in str(info.value)
+    assert "s3:// model paths need boto3" in str(info.value)
 
 
 # ---- python_client with a local model_path ------------------------------------------
@@ -305,7 +311,8 @@ def test_python_client_loads_the_latest_version_with_load_model(tmp_path):
     at_init, latest, v1, loads = p.predict(None, {}, {})
     assert (at_init, latest, v1) == ("model@2", "model@2", "model@1")
     assert loads == [str(model / "2"), str(model / "1")]  # each version loaded once
-    assert p.metadata == {"model": {"path": str(model), "versions": [1, 2]}}
+    described = p.describe()["model"]
+    assert (described["path"], described["versions"], described["loaded_versions"]) == (str(model), [1, 2], [1, 2])
 
 
 # ---- legacy module predictors -----------------------------------------------------------
