@@ -17,11 +17,15 @@ from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
 from sklearn.tree import DecisionTreeClassifier
 
 MODELS = {
     "logreg": lambda: LogisticRegression(max_iter=1000),
     "tree": lambda: DecisionTreeClassifier(max_depth=4, random_state=0),
+    # a heavier model of the same interface (two 256-unit layers), for benchmarks
+    "mlp": lambda: MLPClassifier(hidden_layer_sizes=(256, 256), max_iter=300, random_state=0),
+    "mlp-large": lambda: MLPClassifier(hidden_layer_sizes=(1024, 1024, 1024), max_iter=50, random_state=0),
 }
 
 
