@@ -63,6 +63,13 @@ class ConfigRejected(CortexdError):
 EXIT_CODES[ConfigRejected] = EXIT_USER
 
 
+class UsageError(CortexdError):
+    """A command-line value argparse cannot check (e.g. a --since time)."""
+
+
+EXIT_CODES[UsageError] = EXIT_USAGE
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float):
         super().__init__("cortexd", timeout=timeout)
@@ -142,6 +149,8 @@ def _settings(args) -> DaemonSettings:
         s = s.with_(backend=args.backend)
     if getattr(args, "base_image", None):
         s = s.with_(base_image=args.base_image)
+    if getattr(args, "metrics_port", None) is not None:
+        s = s.with_(metrics_port=args.metrics_port)
     return s
 
 
@@ -182,7 +191,7 @@ def cmd_up(args) -> int:
 
 def _daemon_argv(settings: DaemonSettings, paths: list[str]) -> list[str]:
     argv = [sys.executable, "-m", "cortexd", "_daemon", "--backend", settings.backend,
-            "--host", settings.host]
+            "--host", settings.host, "--metrics-port", str(settings.metrics_port)]
     if settings.base_image:
         argv += ["--base-image", settings.base_image]
     return argv + paths
@@ -233,13 +242,25 @@ def _wait_settled(client: ControlClient, seconds: float) -> dict:
 def _up_foreground(settings: DaemonSettings, paths: list[str]) -> int:
     from cortexd.daemon.running import run_daemon
 
-    _configure_logging(verbose=False)
+    live = sys.stdout.isatty()  # the live view takes the terminal; logs go to daemon.log
+    if live:
+        settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _configure_logging(verbose=live, path=settings.daemon_log if live else None)
 
     def on_started(daemon) -> None:
         print(f"cortexd {__version__} serving (backend {daemon.backend.name}); Ctrl-C to stop",
               flush=True)
+        if live:
+            from rich.console import Console
+
+            from cortexd.ui.live import live_task
+
+            # cancelled with the other tasks when run_daemon returns
+            asyncio.ensure_future(live_task(daemon.snapshot, Console()))
 
     _run(run_daemon(settings, paths, on_started=on_started))
+    if live:
+        print("cortexd stopped", flush=True)
     return EXIT_OK
 
 
@@ -261,11 +282,11 @@ def cmd_daemon(args) -> int:
     return EXIT_OK
 
 
-def _configure_logging(verbose: bool) -> None:
+def _configure_logging(verbose: bool, path: Path | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s" if verbose else "%(message)s",
-        stream=sys.stderr,
+        **({"filename": str(path)} if path is not None else {"stream": sys.stderr}),
     )
 
 
@@ -353,11 +374,59 @@ def cmd_logs(args) -> int:
     query = f"?tail={args.tail}" if args.tail is not None else "?"
     if args.follow:
         query += "&follow=1"
+    if args.since:
+        query += f"&since={_parse_since(args.since, time.time())}"
+    console = None
+    if sys.stdout.isatty():
+        from rich.console import Console
+
+        from cortexd.ui.logs import log_line
+        console = Console(highlight=False, soft_wrap=True)
     try:
         for line in client.stream(f"/apis/{args.api}/logs{query}"):
-            print(line, flush=True)
+            if console is not None:
+                console.print(log_line(line))
+            else:
+                print(line, flush=True)
     except KeyboardInterrupt:
         pass
+    return EXIT_OK
+
+
+def _parse_since(text: str, now: float) -> float:
+    """`--since`: a duration back from now (90s, 10m, 2h, 1d) or a local time (ISO 8601, HH:MM)."""
+    import datetime as dt
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
+    if m:
+        return now - float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            clock = dt.time.fromisoformat(text)
+        except ValueError:
+            raise UsageError(f"--since {text!r}: expected a duration (90s, 10m, 2h, 1d) or a time "
+                             "(2026-11-23T08:30, 08:30)") from None
+        when = dt.datetime.combine(dt.date.fromtimestamp(now), clock)
+    return when.timestamp()
+
+
+def cmd_status(args) -> int:
+    from rich.console import Console
+
+    from cortexd.ui.live import print_once, run_live
+
+    client = ControlClient(_settings(args), timeout=10)
+    console = Console()
+    if args.once or not console.is_terminal:
+        print_once(client.call("GET", "/status"), console)
+        return EXIT_OK
+    try:
+        run_live(lambda: client.call("GET", "/status"), console, interval=args.interval)
+    except KeyboardInterrupt:
+        pass  # the daemon keeps running
     return EXIT_OK
 
 
@@ -431,6 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--backend", choices=["auto", "process", "docker"], default="auto")
     up.add_argument("--host", default="127.0.0.1", help="gateway bind address (default 127.0.0.1)")
     up.add_argument("--base-image", help="base image for Docker replica images")
+    up.add_argument("--metrics-port", type=int, metavar="PORT",
+                    help="Prometheus metrics at http://127.0.0.1:PORT/metrics (default 8889; 0: off, "
+                         "they stay at /metrics on the control socket)")
     up.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                     help="with -d: wait until every API is live or in error")
 
@@ -440,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--backend", default="auto")
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--base-image")
+    d.add_argument("--metrics-port", type=int)
 
     down = add("down", cmd_down, "stop the daemon and every replica it started")
     down.add_argument("--timeout", type=float, default=60)
@@ -458,6 +531,13 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("api")
     lg.add_argument("-f", "--follow", action="store_true")
     lg.add_argument("--tail", type=int, default=None, metavar="N", help="last N lines per replica")
+    lg.add_argument("--since", metavar="WHEN",
+                    help="only output written after WHEN: a duration back (90s, 10m, 2h) or a time")
+
+    st = add("status", cmd_status, "live view of the running daemon (Ctrl-C leaves it running)")
+    st.add_argument("--once", action="store_true", help="print one view and exit (the default "
+                    "when stdout is not a terminal)")
+    st.add_argument("--interval", type=float, default=1.0, metavar="SECONDS")
 
     pr = add("predict", cmd_predict, "send a JSON request to an API")
     pr.add_argument("api")

@@ -19,6 +19,7 @@ import os
 
 from aiohttp import web
 
+from cortexd.daemon.logclock import LogClock, read_from
 from cortexd.errors import ConfigError, CortexdError, UnknownAPI
 from cortexd.gateway.metrics import MetricsCollector, build_registry, exposition
 
@@ -40,16 +41,33 @@ def build_app(daemon) -> web.Application:
     async def logs(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         tail = request.query.get("tail")
+        since = request.query.get("since")
         follow = request.query.get("follow") in ("1", "true")
         try:
             tail_n = int(tail) if tail else None
+            since_t = float(since) if since else None
             sources = daemon.log_sources(name)
         except ValueError:
-            return _error(400, f"tail must be an integer, got {tail!r}")
+            return _error(400, f"tail must be an integer and since epoch seconds, got {tail!r}, {since!r}")
         except UnknownAPI as e:
             return _error(404, str(e))
         resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await resp.prepare(request)
+        if since_t is not None:
+            # what was written after `since` (LogClock), then only new lines
+            clock = getattr(daemon, "log_clock", None) or LogClock(daemon.settings.log_dir)
+            picked = []
+            for rid, path in sources:
+                lines = read_from(path, clock.offset_since(path, since_t)) if path else []
+                picked.extend(f"{rid} | {line}" for line in lines)
+            if tail_n is not None:
+                picked = picked[-tail_n:] if tail_n else []
+            for line in picked:
+                await resp.write(line.encode("utf-8", "replace") + b"\n")
+            tail_n = 0
+            if not follow:
+                await resp.write_eof()
+                return resp
         async for line in daemon.stream_logs(name, sources, tail_n, follow):
             await resp.write(line.encode("utf-8", "replace") + b"\n")
         await resp.write_eof()

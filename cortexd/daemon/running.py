@@ -27,6 +27,7 @@ from cortexd.backends.process import ProcessBackend, read_log_tail
 from cortexd.daemon import control
 from cortexd.daemon.autoscaler import Autoscaler
 from cortexd.daemon.events import EventLog
+from cortexd.daemon.logclock import LogClock
 from cortexd.daemon.gpus import GPUPlacer
 from cortexd.daemon.reconciler import Reconciler
 from cortexd.daemon.watcher import ProjectWatcher, api_digest, project_files
@@ -126,6 +127,7 @@ class Daemon:
         self._metrics: aiohttp.web.AppRunner | None = None  # the admin port (Prometheus)
         self.watcher: ProjectWatcher | None = None
         self.autoscaler: Autoscaler | None = None
+        self.log_clock = LogClock(settings.log_dir)  # for `logs --since`
         self._tasks: list[asyncio.Task] = []
         self._stop = asyncio.Event()
         self._signals = 0
@@ -162,6 +164,7 @@ class Daemon:
                                      tick=s.autoscale_tick)
         self._tasks.append(asyncio.ensure_future(self.reconciler.run()))
         self._tasks.append(asyncio.ensure_future(self.autoscaler.run()))
+        self._tasks.append(asyncio.ensure_future(self.log_clock.run()))
         self.events.add(
             f"cortexd {__version__} started (backend: {self.backend.name}, pid {os.getpid()})"
         )
@@ -319,7 +322,7 @@ class Daemon:
     async def stream_logs(
         self, name: str, sources: list[tuple[str, str | None]], tail: int | None, follow: bool
     ) -> AsyncIterator[str]:
-        many = len(sources) > 1
+        many = len(sources) > 1 or follow  # followed lines are prefixed: keep the history alike
         offsets: dict[str, int] = {}
         for rid, path in sources:
             if path is not None:

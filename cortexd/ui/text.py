@@ -6,6 +6,8 @@ logs); the live rich view renders the same snapshot.
 
 from __future__ import annotations
 
+from cortexd.ui.view import fmt_age, fmt_ms, fmt_number
+
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
@@ -30,15 +32,48 @@ def _requests(api: dict) -> str:
     return f"{c.get('2xx', 0)}/{c.get('4xx', 0)}/{c.get('5xx', 0)}"
 
 
+def _rate(api: dict) -> str:
+    rate = (api.get("requests") or {}).get("requests_per_s")
+    return "-" if rate is None else f"{rate:.1f}"
+
+
+def _latency(api: dict) -> str:
+    c = api.get("requests") or {}
+    if c.get("p50_ms") is None:
+        return "-"
+    return f"{fmt_ms(c['p50_ms'])}/{fmt_ms(c['p99_ms'])}"
+
+
+def monitoring_table(mon: dict) -> str:
+    """Classification: CLASS | COUNT (the 20 most frequent, then "and N more");
+    regression: MIN | MAX | AVG | P50 | P99 of the monitored value."""
+    key = f", key {mon['key']!r}" if mon.get("key") else ""
+    head = (f"monitoring ({mon['model_type']}{key}): {mon['predictions']} predictions, "
+            f"{mon['unreadable']} unreadable")
+    if not mon["predictions"]:
+        return head
+    if mon["model_type"] == "classification":
+        table = _table(["CLASS", "COUNT"], [[c["class"], str(c["count"])] for c in mon["classes"]])
+        if mon.get("more_classes"):
+            table += (f"\nand {mon['more_classes']} more "
+                      f"({mon.get('other_predictions', 0)} predictions)")
+        return f"{head}\n{table}"
+    row = [fmt_number(mon[k]) for k in ("min", "max", "avg", "p50", "p99")]
+    return (f"{head} (p50/p99 of the last {mon.get('recent', 0)})\n"
+            + _table(["MIN", "MAX", "AVG", "P50", "P99"], [row]))
+
+
 def api_table(snap: dict) -> str:
     apis = snap.get("apis", [])
     if not apis:
         return "no apis deployed"
     rows = [
-        [a["name"], a["status"], _replicas(a), str(a.get("in_flight", 0)), _requests(a), a["url"]]
+        [a["name"], a["status"], _replicas(a), str(a.get("in_flight", 0)), _rate(a),
+         _latency(a), _requests(a), a["url"]]
         for a in apis
     ]
-    out = [_table(["API", "STATUS", "READY/REQUESTED", "IN-FLIGHT", "2XX/4XX/5XX", "URL"], rows)]
+    out = [_table(["API", "STATUS", "READY/REQUESTED", "IN-FLIGHT", "REQ/S", "P50/P99",
+                   "2XX/4XX/5XX", "URL"], rows)]
     for a in apis:
         if a.get("reason"):
             first, *rest = a["reason"].splitlines()
@@ -61,7 +96,8 @@ def api_detail(api: dict) -> str:
         f"replicas:   {r['ready']} ready / {r['requested']} requested "
         f"(min {r['min']}, max {r['max']}, restarts {r['restarts']})",
         f"in-flight:  {api.get('in_flight', 0)}",
-        f"requests:   2xx/4xx/5xx {_requests(api)}",
+        f"requests:   2xx/4xx/5xx {_requests(api)}{_codes(api)}",
+        f"latency:    {_latency_line(api)}",
         f"source:     {api['source']}",
     ]
     if api.get("last_decision"):
@@ -73,10 +109,34 @@ def api_detail(api: dict) -> str:
         lines.extend(f"  {line}" for line in api["reason"].splitlines())
     if api.get("replica_list"):
         lines.append("")
+        # a crashed replica is replaced under a new id, so restarts are counted per API
+        # (the replicas line above); a backend that restarts in place reports them per replica
+        per_replica = any("restarts" in rep for rep in api["replica_list"])
         rows = [
             [rep["id"], rep["state"] + ("" if rep["current"] else " (old)"), rep["address"],
-             f"{rep['age_s']:.0f}s", str(rep["in_flight"])]
+             fmt_age(rep["age_s"]), *([str(rep.get("restarts", 0))] if per_replica else []),
+             str(rep["in_flight"]), ",".join(map(str, rep.get("gpu_ids") or [])) or "-"]
             for rep in api["replica_list"]
         ]
-        lines.append(_table(["REPLICA", "STATE", "ADDRESS", "AGE", "IN-FLIGHT"], rows))
+        lines.append(_table(["REPLICA", "STATE", "ADDRESS", "AGE",
+                             *(["RESTARTS"] if per_replica else []), "IN-FLIGHT", "GPUS"], rows))
+    mon = (api.get("requests") or {}).get("monitoring")
+    if mon:
+        lines.append("")
+        lines.append(monitoring_table(mon))
     return "\n".join(lines)
+
+
+def _codes(api: dict) -> str:
+    codes = (api.get("requests") or {}).get("codes") or {}
+    if not codes:
+        return ""
+    return " (" + ", ".join(f"{c}: {n}" for c, n in codes.items()) + ")"
+
+
+def _latency_line(api: dict) -> str:
+    c = api.get("requests") or {}
+    if c.get("p50_ms") is None:
+        return f"no requests in the last {c.get('latency_window_s', 60)}s"
+    return (f"p50 {fmt_ms(c['p50_ms'])}, p99 {fmt_ms(c['p99_ms'])} (last {c.get('latency_window_s', 60)}s); "
+            f"{c.get('requests_per_s', 0):.1f} req/s")

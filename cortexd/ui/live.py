@@ -1,0 +1,54 @@
+"""The live status view: rich's Live refreshing ui.view.status_view about once a second.
+
+Two drivers of the same view:
+- `run_live(fetch, console)`: blocking, for `cortexd status` (fetch = GET /status on
+  the control socket); Ctrl-C (KeyboardInterrupt) reaches the caller, which exits 0.
+- `live_task(snapshot, console)`: a coroutine for foreground `cortexd up`, where the
+  daemon runs in the same event loop: the snapshot is taken on the loop (it reads
+  daemon state), the rendering happens in a worker thread so the gateway is not
+  held up while rich lays out tables.
+
+`print_once` is the plain-text fallback when stdout is not a terminal: one frame,
+no cursor movement, no colour (rich drops styles on non-terminals).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Callable
+
+from rich.console import Console
+from rich.live import Live
+
+from cortexd.ui.view import status_view
+
+
+def print_once(snap: dict, console: Console, now: float | None = None) -> None:
+    console.print(status_view(snap, time.time() if now is None else now))
+
+
+def run_live(fetch: Callable[[], dict], console: Console, *, interval: float = 1.0,
+             clock: Callable[[], float] = time.time) -> None:
+    """Refresh until interrupted; exceptions from `fetch` (daemon gone) end the view and propagate."""
+    with Live(console=console, auto_refresh=False, redirect_stdout=False,
+              redirect_stderr=False, vertical_overflow="visible") as live:
+        while True:
+            snap = fetch()
+            live.update(status_view(snap, clock()), refresh=True)
+            time.sleep(interval)
+
+
+async def live_task(snapshot: Callable[[], dict], console: Console, *, interval: float = 1.0,
+                    clock: Callable[[], float] = time.time) -> None:
+    """Refresh until cancelled (the foreground daemon's shutdown cancels it)."""
+    live = Live(console=console, auto_refresh=False, redirect_stdout=False,
+                redirect_stderr=False, vertical_overflow="visible")
+    live.start()
+    try:
+        while True:
+            view = status_view(snapshot(), clock())
+            await asyncio.to_thread(live.update, view, refresh=True)
+            await asyncio.sleep(interval)
+    finally:
+        live.stop()

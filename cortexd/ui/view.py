@@ -1,0 +1,221 @@
+"""Rich renderers of the status snapshot (control API GET /status) for the live view.
+
+Pure functions: snapshot dict (and `now`, wall-clock seconds) in, a rich
+renderable out; no I/O, no clock reads. `cortexd status` and foreground
+`cortexd up` refresh them through ui/live.py; tests render them to a
+fixed-width `Console(file=StringIO(), width=80)` and assert the text.
+
+Layout (fits 80 columns; wider terminals give the API column more room):
+
+    cortexd 0.4.0 · backend process · pid 41 · up 3m12s · metrics 127.0.0.1:8889/metrics
+     API        STATUS    READY  IN-FL  REQ/S     P50     P99  2XX/4XX/5XX
+     iris       live        1/1      0   12.3   1.2ms   4.5ms     120/0/1
+    iris · http://127.0.0.1:8888/iris
+      autoscaler  keeping 1 replica(s): ...
+      monitoring  classification: setosa 50 · versicolor 30
+    GPUs  no GPU (...)
+    events
+      3s  iris  replica r-1 ready
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+STATUS_STYLE = {"live": "green", "updating": "yellow", "error": "bold red"}
+LEVEL_STYLE = {"info": "", "warning": "yellow", "error": "red"}
+EVENTS_SHOWN = 8
+CLASSES_INLINE = 5  # classes listed in the live view's one-line monitoring summary
+
+
+# -- small formatters (also used by the plain-text renderers) ---------------------------
+
+
+def fmt_ms(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    if ms < 1:
+        return f"{ms:.2f}ms"
+    if ms < 10:
+        return f"{ms:.1f}ms"
+    if ms < 1000:
+        return f"{ms:.0f}ms"
+    return f"{ms / 1000:.1f}s"
+
+
+def fmt_age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 2**30:.1f}GiB" if n >= 2**30 else f"{n / 2**20:.0f}MiB"
+
+
+def fmt_number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}"
+
+
+def fmt_replicas(api: dict) -> str:
+    r = api["replicas"]
+    text = f"{r['ready']}/{r['requested']}"
+    if r.get("starting"):
+        text += f"+{r['starting']}"
+    return text
+
+
+def fmt_codes(req: dict) -> str:
+    if not req:
+        return "-"
+    return f"{req.get('2xx', 0)}/{req.get('4xx', 0)}/{req.get('5xx', 0)}"
+
+
+def monitoring_line(mon: dict | None, classes: int = CLASSES_INLINE) -> str | None:
+    """One-line summary: class counts (most frequent first) or the regression value's spread."""
+    if not mon:
+        return None
+    unreadable = f" · {mon['unreadable']} unreadable" if mon.get("unreadable") else ""
+    key = f" [{mon['key']}]" if mon.get("key") else ""
+    if not mon.get("predictions"):
+        return f"{mon['model_type']}{key}: no predictions yet{unreadable}"
+    if mon["model_type"] == "classification":
+        shown = mon["classes"][:classes]
+        parts = [f"{c['class']} {c['count']}" for c in shown]
+        more = len(mon["classes"]) - len(shown) + mon.get("more_classes", 0)
+        if more:
+            parts.append(f"and {more} more")
+        return f"classification{key}: " + " · ".join(parts) + unreadable
+    return (f"regression{key}: min {fmt_number(mon['min'])} · max {fmt_number(mon['max'])} · "
+            f"avg {fmt_number(mon['avg'])} · p50 {fmt_number(mon['p50'])} · "
+            f"p99 {fmt_number(mon['p99'])}{unreadable}")
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text and text.strip() else ""
+
+
+# -- the live view -------------------------------------------------------------------
+
+
+def header(snap: dict, now: float) -> Text:
+    d = snap.get("daemon", {})
+    parts = [f"cortexd {d.get('version', '?')}", f"backend {d.get('backend') or '?'}",
+             f"pid {d.get('pid', '?')}", f"up {fmt_age(d.get('uptime_s', 0))}"]
+    if d.get("metrics_url"):
+        parts.append("metrics " + d["metrics_url"].removeprefix("http://"))
+    text = Text(" · ".join(parts), style="bold")
+    return text
+
+
+def apis_table(snap: dict) -> RenderableType:
+    apis = snap.get("apis", [])
+    if not apis:
+        return Text("no apis deployed", style="dim")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), show_edge=False,
+                  header_style="bold", expand=False)
+    table.add_column("API", no_wrap=True, overflow="ellipsis", min_width=8, max_width=32)
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("READY", justify="right", no_wrap=True)
+    table.add_column("IN-FL", justify="right", no_wrap=True)
+    table.add_column("REQ/S", justify="right", no_wrap=True)
+    table.add_column("P50", justify="right", no_wrap=True)
+    table.add_column("P99", justify="right", no_wrap=True)
+    table.add_column("2XX/4XX/5XX", justify="right", no_wrap=True)
+    for api in apis:
+        req = api.get("requests") or {}
+        rate = req.get("requests_per_s")
+        table.add_row(
+            Text(api["name"]),
+            Text(api["status"], style=STATUS_STYLE.get(api["status"], "")),
+            fmt_replicas(api),
+            str(api.get("in_flight", 0)),
+            "-" if rate is None else f"{rate:.1f}",
+            fmt_ms(req.get("p50_ms")),
+            fmt_ms(req.get("p99_ms")),
+            fmt_codes(req),
+        )
+    return table
+
+
+def api_notes(api: dict) -> RenderableType:
+    """Under the table, per API: its URL, why replicas are pending or it is in error,
+    the autoscaler's last decision and the monitoring summary."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="dim", no_wrap=True, min_width=12)
+    grid.add_column(overflow="fold")
+    r = api["replicas"]
+    if api.get("reason"):
+        lines = api["reason"].strip().splitlines()
+        shown = "\n".join(lines[-6:]) if len(lines) > 1 else lines[0]
+        grid.add_row("  error", Text(shown, style="red"))
+    if r.get("pending_reason"):
+        grid.add_row("  pending", Text(r["pending_reason"], style="yellow"))
+    if api.get("last_decision"):
+        grid.add_row("  autoscaler", Text(api["last_decision"]))
+    mon = monitoring_line((api.get("requests") or {}).get("monitoring"))
+    if mon:
+        grid.add_row("  monitoring", Text(mon))
+    title = Text.assemble((api["name"], "bold"), " · ", (api.get("url", ""), "cyan"))
+    return Group(title, grid)
+
+
+def gpus_view(gpus: dict | None) -> RenderableType:
+    if gpus is None:
+        return Text("GPUs  not read", style="dim")
+    devices = gpus.get("devices") or []
+    if not devices:
+        reason = gpus.get("reason")
+        return Text.assemble(("GPUs  ", "bold"), "no GPU", (f" ({reason})" if reason else "", "dim"))
+    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), show_header=True,
+                  header_style="bold", title=None)
+    table.add_column("GPU", no_wrap=True)
+    table.add_column("NAME", no_wrap=True, overflow="ellipsis", max_width=28)
+    table.add_column("UTIL", justify="right", no_wrap=True)
+    table.add_column("MEMORY", justify="right", no_wrap=True)
+    for d in devices:
+        util = "-" if d.get("utilization") is None else f"{d['utilization']}%"
+        used, total = d.get("memory_used"), d.get("memory_total")
+        pct = f" {100 * used / total:.0f}%" if used is not None and total else ""
+        table.add_row(str(d["index"]), Text(d.get("name", "")), util,
+                      f"{fmt_bytes(used)}/{fmt_bytes(total)}{pct}")
+    return table
+
+
+def events_view(events: list[dict], now: float, n: int = EVENTS_SHOWN) -> RenderableType:
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(justify="right", style="dim", no_wrap=True)
+    grid.add_column(no_wrap=True, style="bold")
+    grid.add_column(overflow="fold")
+    for e in events[-n:]:
+        grid.add_row(fmt_age(now - e["at"]), Text(e.get("api") or ""),
+                     Text(first_line(e["message"]), style=LEVEL_STYLE.get(e.get("level", "info"), "")))
+    return Group(Text("events", style="bold"), grid) if events else Text("events  none yet", style="dim")
+
+
+def status_view(snap: dict, now: float) -> RenderableType:
+    """The whole live view of one snapshot."""
+    parts: list[Any] = [header(snap, now), apis_table(snap)]
+    parts.extend(api_notes(api) for api in snap.get("apis", []))
+    error = (snap.get("daemon") or {}).get("config_error")
+    if error:
+        parts.append(Text("configuration rejected (the previous one keeps serving): "
+                          + first_line(error), style="red"))
+    parts.append(Text(""))
+    parts.append(gpus_view(snap.get("gpus")))
+    parts.append(events_view(snap.get("events", []), now))
+    return Group(*parts)
