@@ -227,6 +227,17 @@ def _up_detached(args, settings: DaemonSettings, paths: list[str]) -> int:
     if args.wait:
         snap = _wait_settled(client, args.wait)
     _print_table(snap)
+    if args.wait:
+        failed = [a["name"] for a in snap["apis"] if a["status"] == "error"]
+        waiting = [a["name"] for a in snap["apis"] if a["status"] not in ("live", "error")]
+        if failed:
+            print(f"error: not serving: {', '.join(failed)} (the daemon keeps running; "
+                  "`cortexd get API` and `cortexd logs API` say why)", file=sys.stderr)
+            return EXIT_USER
+        if waiting:
+            print(f"error: not live within {args.wait:g}s: {', '.join(waiting)} (the daemon keeps "
+                  "running; `cortexd get` shows progress)", file=sys.stderr)
+            return EXIT_USER
     return EXIT_OK
 
 
@@ -504,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Prometheus metrics at http://127.0.0.1:PORT/metrics (default 8889; 0: off, "
                          "they stay at /metrics on the control socket)")
     up.add_argument("--wait", type=float, default=0, metavar="SECONDS",
-                    help="with -d: wait until every API is live or in error")
+                    help="with -d: wait until every API is live; exit 1 if one is in error or not live by then")
 
     d = sub.add_parser("_daemon")
     d.set_defaults(func=cmd_daemon)

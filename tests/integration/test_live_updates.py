@@ -20,7 +20,7 @@ import pytest
 from tests.integration.conftest import free_port, pid_alive, post_json, write_project
 
 VERSIONED = """
-import os, time
+import os, socket, time
 
 class PythonPredictor:
     def __init__(self, config):
@@ -29,7 +29,9 @@ class PythonPredictor:
 
     def predict(self, payload):
         time.sleep(payload.get("sleep", 0) if isinstance(payload, dict) else 0)
-        return {{"version": self.version, "pid": os.getpid(), "code": {code!r}}}
+        # host + pid names the replica on both backends (containers have their own pid space)
+        return {{"version": self.version, "pid": f"{{socket.gethostname()}}:{{os.getpid()}}",
+                 "code": {code!r}}}
 """
 
 

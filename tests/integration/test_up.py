@@ -264,7 +264,8 @@ def test_predictor_failing_in_init_shows_error_with_traceback(cli, tmp_path):
 """, {"bad.py": "class PythonPredictor:\n    def __init__(self, config):\n"
                 "        raise RuntimeError('weights not found at /models/x')\n"
                 "    def predict(self, payload):\n        return 1\n"})
-    cli("up", "-d", "--backend", "process", str(project), check=True)
+    up = cli("up", "-d", "--backend", "process", "--wait", "60", str(project))
+    assert up.code == 1 and "not serving: bad-init" in up.err, up
     snap = cli.wait_for(lambda s: s["apis"][0]["status"] == "error", timeout=60, what="error status")
     reason = snap["apis"][0]["reason"]
     assert "weights not found at /models/x" in reason
