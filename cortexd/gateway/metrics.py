@@ -353,6 +353,9 @@ class MetricsCollector:
             "Replica count the autoscaler requests (the desired count)", labels=["api"])
         bounds = GaugeMetricFamily("cortexd_replicas_bound", "min_replicas and max_replicas",
                                    labels=["api", "bound"])
+        replica_in_flight = GaugeMetricFamily(
+            "cortexd_replica_in_flight_requests", "Requests in progress per replica",
+            labels=["api", "replica"])
         for api in snap.get("apis", []):
             name = api["name"]
             in_flight.add_metric([name], api.get("in_flight", 0))
@@ -360,13 +363,28 @@ class MetricsCollector:
             states = {"ready": 0, "starting": 0, "draining": 0, "stopping": 0}
             for rep in api.get("replica_list", []):
                 states[rep["state"]] = states.get(rep["state"], 0) + 1
+                if "id" in rep:
+                    replica_in_flight.add_metric([name, rep["id"]], rep.get("in_flight", 0))
             states["pending"] = max(0, r["requested"] - r["ready"] - r.get("starting", 0))
             for state, n in sorted(states.items()):
                 replicas.add_metric([name, state], n)
             recommended.add_metric([name], r["requested"])
             bounds.add_metric([name, "min"], r["min"])
             bounds.add_metric([name, "max"], r["max"])
-        yield from (in_flight, replicas, recommended, bounds)
+        yield from (in_flight, replica_in_flight, replicas, recommended, bounds)
+
+        gpu_util = GaugeMetricFamily("cortexd_gpu_utilization_percent",
+                                     "GPU utilization over NVML's last sample period", labels=["gpu"])
+        gpu_used = GaugeMetricFamily("cortexd_gpu_memory_used_bytes", "GPU memory in use",
+                                     labels=["gpu"])
+        gpu_total = GaugeMetricFamily("cortexd_gpu_memory_total_bytes", "GPU memory", labels=["gpu"])
+        for d in (snap.get("gpus") or {}).get("devices", []):
+            gpu = str(d["index"])
+            if d.get("utilization") is not None:
+                gpu_util.add_metric([gpu], d["utilization"])
+            gpu_used.add_metric([gpu], d["memory_used"])
+            gpu_total.add_metric([gpu], d["memory_total"])
+        yield from (gpu_util, gpu_used, gpu_total)
         yield CounterMetricFamily("cortexd_unrouted_requests",
                                   "Requests for a path no API serves (404)", value=self._unrouted())
 

@@ -21,6 +21,9 @@ direct throughput (see upstream.py).
 Rules kept here: a request that reached a predictor is never retried (only a
 failure to connect is, once, elsewhere); bodies are never parsed; every answer,
 proxied or not, carries X-Request-Id; error answers are JSON {"error": ...}.
+Every finished request is counted in its route's APIMetrics (status, latency;
+metrics.py), and the bodies of monitored APIs' 2xx answers are queued for the
+route's Monitor, parsed later, never on the way out.
 """
 
 from __future__ import annotations

@@ -70,10 +70,6 @@ class APIRoute:
         self.rr = 0  # round-robin start for ties in core.routing.pick_replica
         self._changed: asyncio.Event | None = None
 
-    def count(self, status: int, seconds: float = 0.0, now: float | None = None) -> None:
-        """Record a finished request: status, duration, monotonic end time (3xx counts only in the total)."""
-        self.metrics.record(status, seconds, time.monotonic() if now is None else now)
-
     def set_monitoring(self, model_type: str | None, key: str | None) -> None:
         """Start (or stop, with None) aggregating predictions; a changed setting starts over."""
         if model_type is None:

@@ -15,6 +15,7 @@ no cursor movement, no colour (rich drops styles on non-terminals).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Callable
 
@@ -22,6 +23,8 @@ from rich.console import Console
 from rich.live import Live
 
 from cortexd.ui.view import status_view
+
+log = logging.getLogger("cortexd")
 
 
 def print_once(snap: dict, console: Console, now: float | None = None) -> None:
@@ -47,8 +50,11 @@ async def live_task(snapshot: Callable[[], dict], console: Console, *, interval:
     live.start()
     try:
         while True:
-            view = status_view(snapshot(), clock())
-            await asyncio.to_thread(live.update, view, refresh=True)
+            try:
+                view = status_view(snapshot(), clock())
+                await asyncio.to_thread(live.update, view, refresh=True)
+            except Exception:  # a frame that fails must not end the view (or the daemon)
+                log.exception("live view refresh failed")
             await asyncio.sleep(interval)
     finally:
         live.stop()

@@ -7,7 +7,7 @@ fixed-width `Console(file=StringIO(), width=80)` and assert the text.
 
 Layout (fits 80 columns; wider terminals give the API column more room):
 
-    cortexd 0.4.0 · backend process · pid 41 · up 3m12s · metrics 127.0.0.1:8889/metrics
+    cortexd 0.4.0 · backend process · pid 41 · up 3m12s · metrics 127.0.0.1:8889
      API        STATUS    READY  IN-FL  REQ/S     P50     P99  2XX/4XX/5XX
      iris       live        1/1      0   12.3   1.2ms   4.5ms     120/0/1
     iris · http://127.0.0.1:8888/iris
@@ -117,7 +117,7 @@ def header(snap: dict, now: float) -> Text:
     parts = [f"cortexd {d.get('version', '?')}", f"backend {d.get('backend') or '?'}",
              f"pid {d.get('pid', '?')}", f"up {fmt_age(d.get('uptime_s', 0))}"]
     if d.get("metrics_url"):
-        parts.append("metrics " + d["metrics_url"].removeprefix("http://"))
+        parts.append("metrics " + d["metrics_url"].removeprefix("http://").removesuffix("/metrics"))
     text = Text(" · ".join(parts), style="bold")
     return text
 

@@ -92,8 +92,11 @@ def test_exposition_parses_with_prometheus_client():
         m.record(code, 0.003, 5.0)
     mon = Monitor("classification")
     mon.offer(b'"cat"')
-    snap = {"apis": [{"name": "api", "in_flight": 2, "replica_list": [{"state": "ready"}],
-                      "replicas": {"requested": 3, "ready": 1, "starting": 1, "min": 1, "max": 5}}]}
+    snap = {"apis": [{"name": "api", "in_flight": 2, "replica_list": [{"id": "r1", "state": "ready",
+                                                                        "in_flight": 2}],
+                      "replicas": {"requested": 3, "ready": 1, "starting": 1, "min": 1, "max": 5}}],
+            "gpus": {"devices": [{"index": 0, "utilization": 40, "memory_used": 2**30,
+                                  "memory_total": 2**34}]}}
     registry = build_registry(MetricsCollector(lambda: snap, lambda: [("api", m, mon)], lambda: 7))
     body, content_type = exposition(registry)
     assert content_type.startswith("text/plain")
@@ -111,3 +114,6 @@ def test_exposition_parses_with_prometheus_client():
     assert samples[("cortexd_autoscaler_recommended_replicas", (("api", "api"),))] == 3
     assert samples[("cortexd_monitoring_class_total", (("api", "api"), ("class", "cat")))] == 1
     assert samples[("cortexd_unrouted_requests_total", ())] == 7
+    assert samples[("cortexd_replica_in_flight_requests", (("api", "api"), ("replica", "r1")))] == 2
+    assert samples[("cortexd_gpu_utilization_percent", (("gpu", "0"),))] == 40
+    assert samples[("cortexd_gpu_memory_used_bytes", (("gpu", "0"),))] == 2**30
