@@ -17,8 +17,8 @@ import os
 import time
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger("cortexd")
 

@@ -29,7 +29,8 @@ import json
 import math
 from bisect import bisect_left
 from collections import deque
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 # latency bucket upper bounds in seconds: 1, 1.5, 2, 3, 5, 7 x 10^k from 0.1 ms to 7 s, then to 60 s
 BOUNDS: tuple[float, ...] = tuple(
@@ -68,7 +69,7 @@ def quantile(counts: list[int] | tuple[int, ...], q: float) -> float | None:
 class APIMetrics:
     """Request counters of one API: cumulative (Prometheus) and rolling (live view)."""
 
-    __slots__ = ("buckets", "codes", "sum_s", "_sec", "_slot_hist", "_slot_count", "_slot_sec")
+    __slots__ = ("_sec", "_slot_count", "_slot_hist", "_slot_sec", "buckets", "codes", "sum_s")
 
     def __init__(self) -> None:
         self.codes: dict[int, int] = {}  # status code -> requests, since the daemon started

@@ -127,7 +127,7 @@ def test_metrics_and_monitoring_after_requests(cli, project):
     assert mon["classes"] == [{"class": "cat", "count": 3}, {"class": "dog", "count": 1}]
     detail = cli("get", "labels", check=True).out
     assert "monitoring (classification, key 'label'): 4 predictions, 1 unreadable" in detail
-    assert re.search(r"^cat\s+3$", detail, re.M) and re.search(r"^dog\s+1$", detail, re.M)
+    assert re.search(r"^cat\s+3$", detail, re.MULTILINE) and re.search(r"^dog\s+1$", detail, re.MULTILINE)
     assert "(200: 5, 400: 1)" in detail and "latency:    p50 " in detail
     prices = cli("get", "prices", check=True).out
     assert prices.splitlines()[-1].split() == ["2", "20", "8", "4", "20"]
@@ -141,10 +141,10 @@ def test_metrics_and_monitoring_after_requests(cli, project):
     # logs: every line carries its replica; --since leaves out what came before
     logs = cli("logs", "labels", "--since", "10m", check=True).out
     assert "labelling {'label': 'dog'}" in logs and " | " in logs.splitlines()[0]
-    time.sleep(2.5)  # the log clock samples once a second
+    time.sleep(4)  # the log clock samples once a second: 'dog' is over a second older than --since
     assert post_json(f"{base}/labels", {"label": "fresh"})[0] == 200
     time.sleep(0.2)
-    recent = cli("logs", "labels", "--since", "2s", check=True).out
+    recent = cli("logs", "labels", "--since", "3s", check=True).out
     assert "labelling {'label': 'fresh'}" in recent and "'dog'" not in recent
 
 
@@ -195,9 +195,9 @@ def test_foreground_up_shows_the_live_view_in_a_terminal(cli, project):
     root, base = project
     proc, master = _spawn_in_pty(["up", "--backend", "process", "--metrics-port", "0", str(root)], cli.env)
     try:
-        screen = _read_until(master, proc, lambda s: re.search(r"labels\s+live", s)
-                             and re.search(r"prices\s+live", s), timeout=90)
-        assert "IN-FL" in screen and "P99" in screen and "GPU" in screen
+        _read_until(master, proc, lambda s: re.search(r"labels\s+live", s)
+                    and re.search(r"prices\s+live", s) and "IN-FL" in s and "P99" in s
+                    and "GPU" in s, timeout=90)
         assert post_json(f"{base}/labels", {"label": "cat"})[0] == 200
         _read_until(master, proc, lambda s: "classification [label]: cat 1" in s, timeout=10)
         # Ctrl-C as the terminal sends it: a graceful shutdown, exit 0
@@ -219,8 +219,9 @@ def test_status_live_view_against_a_running_daemon(cli, project):
     cli("up", "-d", "--backend", "process", "--metrics-port", "0", "--wait", "90", str(root), check=True)
     proc, master = _spawn_in_pty(["status", "--interval", "0.3"], cli.env)
     try:
-        screen = _read_until(master, proc, lambda s: re.search(r"labels\s+live", s), timeout=30)
-        assert "prices" in screen and "events" in screen
+        # the whole frame: both APIs, then the events below them
+        _read_until(master, proc, lambda s: re.search(r"labels\s+live", s)
+                    and re.search(r"prices\s+live", s) and "events" in s, timeout=30)
         os.killpg(proc.pid, signal.SIGINT)
         _drain(master, proc, 10)
         assert proc.wait(timeout=10) == 0
