@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -350,17 +351,14 @@ def cmd_delete(args) -> int:
 
 def cmd_get(args) -> int:
     client = ControlClient(_settings(args))
-    snap = client.call("GET", "/status")
     if args.api:
-        apis = [a for a in snap["apis"] if a["name"] == args.api]
-        if not apis:
-            names = ", ".join(a["name"] for a in snap["apis"]) or "none"
-            raise UnknownAPI(f"no api named {args.api!r} (apis: {names})")
+        api = client.call("GET", f"/apis/{urllib.parse.quote(args.api, safe='')}")
         if args.output == "json":
-            print(json.dumps(apis[0], indent=2))
+            print(json.dumps(api, indent=2))
         else:
-            _print_api(apis[0])
+            _print_api(api)
         return EXIT_OK
+    snap = client.call("GET", "/status")
     if args.output == "json":
         print(json.dumps(snap, indent=2))
     else:

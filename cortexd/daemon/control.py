@@ -37,6 +37,17 @@ def build_app(daemon) -> web.Application:
 
     routes.get("/metrics")(metrics_handler(daemon))
 
+    @routes.get("/apis/{name}")
+    async def api_detail(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        snap = daemon.snapshot()
+        api = next((a for a in snap["apis"] if a["name"] == name), None)
+        if api is None:
+            names = ", ".join(a["name"] for a in snap["apis"]) or "none"
+            return _error(404, f"no api named {name!r} (apis: {names})")
+        api["models"] = await daemon.reconciler.replica_models(name)
+        return web.json_response(api)
+
     @routes.get("/apis/{name}/logs")
     async def logs(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]

@@ -371,6 +371,36 @@ class Reconciler:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
             return False
 
+    async def replica_models(self, api: str, timeout: float = 2.0) -> dict[str, dict]:
+        """{replica id: the models it serves and holds in memory} from each ready replica's GET.
+
+        Only replicas that serve models answer with model metadata; a replica that cannot
+        answer within `timeout` gets {"error": ...} (it may be busy: never fatal).
+        """
+        ready = [info for rid, info in self.observed.items()
+                 if info.api == api and (rec := self.records.get(rid)) is not None
+                 and rec.ready_at is not None and not rec.stopping]
+        if not ready:
+            return {}
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.settings.probe_timeout))
+
+        async def one(info: ReplicaInfo) -> dict:
+            try:
+                async with self._session.get(f"http://{info.host}:{info.port}/",
+                                             timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                    body = await resp.json(content_type=None)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
+                return {"error": f"no answer ({type(e).__name__})"}
+            if not isinstance(body, dict):
+                return {}
+            keep = ("model", "models", "model_cache")
+            return {k: body[k] for k in keep if k in body}
+
+        answers = await asyncio.gather(*(one(i) for i in ready))
+        return {i.replica_id: a for i, a in zip(ready, answers) if a}
+
     # -- crashes ---------------------------------------------------------------------
 
     async def _on_crash(self, state: APIState, info: ReplicaInfo, now: float, timed_out: bool = False) -> None:

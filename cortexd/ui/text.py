@@ -124,7 +124,35 @@ def api_detail(api: dict) -> str:
     if mon:
         lines.append("")
         lines.append(monitoring_table(mon))
+    models = models_table(api.get("models") or {})
+    if models:
+        lines.append("")
+        lines.append(models)
     return "\n".join(lines)
+
+
+def models_table(per_replica: dict) -> str:
+    """Models each replica serves: versions available, versions loaded in memory, cache limits."""
+    rows = []
+    notes = []
+    for rid, info in sorted(per_replica.items()):
+        if "error" in info:
+            notes.append(f"{rid}: {info['error']}")
+            continue
+        models = info.get("models") or ({"(model)": info["model"]} if "model" in info else {})
+        cache = info.get("model_cache") or {}
+        for name, m in sorted(models.items()):
+            rows.append([rid, name, ",".join(map(str, m.get("versions") or [])) or "-",
+                         ",".join(map(str, m.get("loaded_versions") or [])) or "-"])
+        if cache.get("cache_size") is not None or cache.get("disk_cache_size") is not None:
+            notes.append(f"{rid}: {len(cache.get('in_memory') or [])} of cache_size "
+                         f"{cache.get('cache_size', '-')} in memory"
+                         + (f", {len(cache.get('on_disk') or [])} of disk_cache_size "
+                            f"{cache['disk_cache_size']} on disk" if cache.get("disk_cache_size") else ""))
+    if not rows and not notes:
+        return ""
+    out = [_table(["REPLICA", "MODEL", "VERSIONS", "IN MEMORY"], rows)] if rows else []
+    return "\n".join(out + notes)
 
 
 def _codes(api: dict) -> str:

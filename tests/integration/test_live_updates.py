@@ -314,3 +314,56 @@ def test_removed_api_drains_its_in_flight_request_then_goes(cli, tmp_path):
     status, _, body = post_json(f"http://127.0.0.1:{port}/dropped", {})
     assert status == 404 and "/kept" in body.decode()
     assert post_json(f"http://127.0.0.1:{port}/kept", {})[0] == 200
+
+
+MODELS_PREDICTOR = """
+class PythonPredictor:
+    def __init__(self, config, python_client):
+        self.client = python_client
+
+    def load_model(self, model_path):
+        with open(model_path + "/weights.txt") as f:
+            return f.read().strip()
+
+    def predict(self, payload):
+        return {"weights": self.client.get_model(payload["model"], payload.get("version", "latest"))}
+"""
+
+
+def test_get_api_shows_the_models_each_replica_holds(cli, tmp_path):
+    port = free_port()
+    root = tmp_path / "models"
+    for name, version in (("small", 1), ("small", 2), ("large", 1)):
+        d = root / "store" / name / str(version)
+        d.mkdir(parents=True)
+        (d / "weights.txt").write_text(f"{name}-v{version}")
+    project = write_project(root, f"""
+- name: zoo
+  kind: RealtimeAPI
+  predictor:
+    type: python
+    path: zoo.py
+    models:
+      dir: store
+      cache_size: 1
+      disk_cache_size: 2
+  networking:
+    local_port: {port}
+""", {"zoo.py": MODELS_PREDICTOR})
+    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+    status, _, body = post_json(f"http://127.0.0.1:{port}/zoo", {"model": "small"})
+    assert (status, json.loads(body)) == (200, {"weights": "small-v2"})
+    api = cli.api("zoo")
+    ((rid, info),) = api["models"].items()
+    assert info["models"]["small"]["versions"] == [1, 2]
+    assert info["models"]["small"]["loaded_versions"] == [2]
+    assert info["model_cache"]["in_memory"] == [["small", 2]]
+    post_json(f"http://127.0.0.1:{port}/zoo", {"model": "large"})
+    table = cli("get", "zoo", check=True).out
+    assert "MODEL" in table and "IN MEMORY" in table
+    large_row = next(line for line in table.splitlines() if " large " in line)
+    small_row = next(line for line in table.splitlines() if " small " in line)
+    assert large_row.split()[-1] == "1" and small_row.split()[-1] == "-", table  # LRU: small evicted
+    assert "1 of cache_size 1 in memory" in table
+    unknown = cli("get", "nope")
+    assert unknown.code == 1 and "no api named 'nope'" in unknown.err
