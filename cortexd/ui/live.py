@@ -9,7 +9,9 @@ Two drivers of the same view:
   held up while rich lays out tables.
 
 `print_once` is the plain-text fallback when stdout is not a terminal: one frame,
-no cursor movement, no colour (rich drops styles on non-terminals).
+no cursor movement, no colour (rich drops styles on non-terminals). A view taller
+than the terminal is cut at the bottom (the oldest events go first), never scrolled:
+a Live region that scrolls cannot be redrawn in place.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def run_live(fetch: Callable[[], dict], console: Console, *, interval: float = 1
              clock: Callable[[], float] = time.time) -> None:
     """Refresh until interrupted; exceptions from `fetch` (daemon gone) end the view and propagate."""
     with Live(console=console, auto_refresh=False, redirect_stdout=False,
-              redirect_stderr=False, vertical_overflow="visible") as live:
+              redirect_stderr=False, vertical_overflow="ellipsis") as live:
         while True:
             snap = fetch()
             live.update(status_view(snap, clock()), refresh=True)
@@ -46,7 +48,7 @@ async def live_task(snapshot: Callable[[], dict], console: Console, *, interval:
                     clock: Callable[[], float] = time.time) -> None:
     """Refresh until cancelled (the foreground daemon's shutdown cancels it)."""
     live = Live(console=console, auto_refresh=False, redirect_stdout=False,
-                redirect_stderr=False, vertical_overflow="visible")
+                redirect_stderr=False, vertical_overflow="ellipsis")
     live.start()
     try:
         while True:

@@ -14,7 +14,7 @@ Layout (fits 80 columns; wider terminals give the API column more room):
       autoscaler  keeping 1 replica(s): ...
       monitoring  classification: setosa 50 · versicolor 30
     GPUs  no GPU (...)
-    events
+    events (newest first)
       3s  iris  replica r-1 ready
 """
 
@@ -201,7 +201,7 @@ def events_view(events: list[dict], now: float, n: int = EVENTS_SHOWN) -> Render
     grid.add_column(justify="right", style="dim", no_wrap=True)
     grid.add_column(no_wrap=True, style="bold")
     grid.add_column(overflow="fold")
-    for e in events[-n:]:
+    for e in reversed(events[-n:]):  # newest first: a short terminal cuts the oldest
         grid.add_row(fmt_age(now - e["at"]), Text(e.get("api") or ""),
                      Text(first_line(e["message"]), style=LEVEL_STYLE.get(e.get("level", "info"), "")))
     return Group(Text("events", style="bold"), grid) if events else Text("events  none yet", style="dim")
