@@ -342,9 +342,14 @@ def cmd_deploy(args) -> int:
     return EXIT_OK
 
 
+def _quoted(name: str) -> str:
+    """An API name as one URL path segment ('a?x=1' must not become api 'a' with a query)."""
+    return urllib.parse.quote(name, safe="")
+
+
 def cmd_delete(args) -> int:
     client = ControlClient(_settings(args))
-    client.call("DELETE", f"/apis/{args.api}")
+    client.call("DELETE", f"/apis/{_quoted(args.api)}")
     print(f"api {args.api!r} deleted")
     return EXIT_OK
 
@@ -352,7 +357,7 @@ def cmd_delete(args) -> int:
 def cmd_get(args) -> int:
     client = ControlClient(_settings(args))
     if args.api:
-        api = client.call("GET", f"/apis/{urllib.parse.quote(args.api, safe='')}")
+        api = client.call("GET", f"/apis/{_quoted(args.api)}")
         if args.output == "json":
             print(json.dumps(api, indent=2))
         else:
@@ -392,7 +397,7 @@ def cmd_logs(args) -> int:
         from cortexd.ui.logs import log_line
         console = Console(highlight=False, soft_wrap=True)
     try:
-        for line in client.stream(f"/apis/{args.api}/logs{query}"):
+        for line in client.stream(f"/apis/{_quoted(args.api)}/logs{query}"):
             if console is not None:
                 console.print(log_line(line))
             else:
