@@ -8,7 +8,8 @@ recorded with each child, so the reconciler re-reads observed state from here
 like it does from Docker labels. Replicas die with the daemon.
 
 compute.cpu and compute.mem are not enforced here (best effort: stated in the
-README); compute.gpu maps to CUDA_VISIBLE_DEVICES from placement.
+README); compute.gpu maps to CUDA_VISIBLE_DEVICES from placement, with
+CUDA_DEVICE_ORDER=PCI_BUS_ID so CUDA numbers the GPUs as NVML (placement) does.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def replica_environment(spec: APISpec, gpu_ids: tuple[int, ...], base: dict[str,
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["PYTHONUNBUFFERED"] = "1"
+    # placement numbers GPUs as NVML does (PCI bus order); CUDA's default order is fastest first
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids) if gpu_ids else ""
     return env
 
