@@ -77,15 +77,22 @@ class ProcessBackend:
         return None
 
     async def start(self, spec: APISpec, replica_id: str, gpu_ids: tuple[int, ...] = ()) -> ReplicaInfo:
-        self._run_dir.mkdir(parents=True, exist_ok=True)
         log_dir = self._log_dir / spec.name
-        log_dir.mkdir(parents=True, exist_ok=True)
         spec_file = self._run_dir / f"{replica_id}.json"
-        spec_file.write_text(json.dumps(spec.runtime_spec()))
         log_path = log_dir / f"{replica_id}.log"
+        try:  # a full disk or a read-only home: a clear error, not a traceback
+            self._run_dir.mkdir(parents=True, exist_ok=True)
+            log_dir.mkdir(parents=True, exist_ok=True)
+            spec_file.write_text(json.dumps(spec.runtime_spec()))
+            log = open(log_path, "ab", buffering=0)
+        except OSError as e:
+            raise BackendError(
+                f"could not start a replica of api {spec.name!r}: cannot write its files "
+                f"({e.strerror or e}: {e.filename or self._run_dir})"
+            ) from e
         port = free_loopback_port(self._host)
         env = replica_environment(spec, gpu_ids, dict(os.environ))
-        with open(log_path, "ab", buffering=0) as log:
+        with log:
             try:
                 process = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "predictor_runtime",
