@@ -102,12 +102,19 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._probe_one = probe or self._healthy
+        # apply() and a reconcile pass never interleave: a pass iterates the APIs across awaits
+        self._lock = asyncio.Lock()
+        self.forced = False  # a forced shutdown: stop draining, stop replicas at once
         self._ids = itertools.count(1)
 
     # -- desired state ----------------------------------------------------------
 
     async def apply(self, specs: list[APISpec]) -> None:
         """Make `specs` the desired set: new APIs deploy, changed ones roll, missing ones go."""
+        async with self._lock:
+            await self._apply(specs)
+
+    async def _apply(self, specs: list[APISpec]) -> None:
         now = self.clock()
         await self.gateway.configure(
             [
@@ -178,6 +185,10 @@ class Reconciler:
                 pass
 
     async def reconcile_once(self) -> None:
+        async with self._lock:
+            await self._reconcile_once()
+
+    async def _reconcile_once(self) -> None:
         now = self.clock()
         observed = await self.backend.list()
         self.observed = {r.replica_id: r for r in observed}
@@ -202,8 +213,14 @@ class Reconciler:
                 self._removed.pop(name)
                 self.events.add("api deleted", api=name)
 
-        for name, state in self.apis.items():
-            await self._reconcile_api(state, by_api.get(name, []), now)
+        for name, state in list(self.apis.items()):
+            try:
+                await self._reconcile_api(state, by_api.get(name, []), now)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # one API's failure must not stall the others
+                log.exception("reconciling api %s failed", name)
+                self._fail(state, f"internal error while reconciling: {type(e).__name__}: {e}", now, logs=[])
 
         await self._finish_drains(now)
 
@@ -250,7 +267,9 @@ class Reconciler:
 
         state.pending_reason = None
         if plan.start > 0:
-            await self._start_replicas(state, plan.start, now)
+            gpu_blocked = await self._start_replicas(state, plan.start, now)
+            if gpu_blocked:
+                self._make_room_for_update(state, live, now)
 
         routable = [
             (i.replica_id, i.host, i.port)
@@ -290,15 +309,16 @@ class Reconciler:
 
     # -- starting ------------------------------------------------------------------
 
-    async def _start_replicas(self, state: APIState, count: int, now: float) -> None:
+    async def _start_replicas(self, state: APIState, count: int, now: float) -> bool:
+        """Start up to `count` replicas; True when GPU placement held one back."""
         spec = state.spec
         if now < state.next_start_at:
             state.pending_reason = f"restarting in {state.next_start_at - now:.0f}s (crash backoff)"
-            return
+            return False
         if state.image_ready_for != spec.spec_hash:
             self._ensure_image(state)
             state.pending_reason = "preparing the replica image"
-            return
+            return False
         for _ in range(count):
             gpu_ids: tuple[int, ...] = ()
             replica_id = f"{spec.name}-{spec.spec_hash[:6]}-{secrets.token_hex(3)}"
@@ -306,15 +326,34 @@ class Reconciler:
                 gpu_ids, why = self._place(spec, replica_id)
                 if why:
                     state.pending_reason = why
-                    return
+                    return True
             try:
                 info = await self.backend.start(spec, replica_id, gpu_ids)
             except CortexdError as e:
                 self._fail(state, f"could not start a replica: {e}", now, logs=[])
-                return
+                return False
+            except OSError as e:
+                self._fail(state, f"could not start a replica: {e}", now, logs=[])
+                return False
             self.records[info.replica_id] = ReplicaRecord(info.replica_id, info.spec_hash, self.clock())
             self.observed[info.replica_id] = info
             self.events.add(f"replica {replica_id} started", api=spec.name)
+
+    def _make_room_for_update(self, state: APIState, live: list[ReplicaInfo], now: float) -> None:
+        """A rolling update cannot surge when the old version holds every GPU it needs: drain
+        one old replica first (as max_surge: 0 would), rather than wait forever."""
+        spec = state.spec
+        if any(self.records[i.replica_id].draining_since is not None for i in live):
+            return  # one is already on its way out; its GPUs free up when it stops
+        stale = [i for i in live if i.spec_hash != spec.spec_hash and i.gpu_ids]
+        if not stale:
+            return
+        oldest = min(stale, key=lambda i: self.records[i.replica_id].launched_at)
+        self._drain(oldest.replica_id, now,
+                    why="no free GPU for the new version's replica: freeing this one's first "
+                        "(surging needs spare GPUs; max_surge: 0 makes this the plan)")
+        state.pending_reason = (f"{state.pending_reason}; draining old replica "
+                                f"{oldest.replica_id} to free its GPU(s)")
 
     def _ensure_image(self, state: APIState) -> None:
         if state.image_task is not None and not state.image_task.done():
@@ -324,8 +363,11 @@ class Reconciler:
         async def build() -> None:
             try:
                 await self.backend.ensure_image(spec)
-            except CortexdError as e:
-                self._fail(state, f"could not prepare the replica image: {e}", self.clock(), logs=[])
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # CortexdError says what to do; anything else is shown as it is
+                detail = str(e) if isinstance(e, CortexdError) else f"{type(e).__name__}: {e}"
+                self._fail(state, f"could not prepare the replica image: {detail}", self.clock(), logs=[])
                 return
             if state.spec.spec_hash == spec.spec_hash:
                 state.image_ready_for = spec.spec_hash
@@ -459,7 +501,10 @@ class Reconciler:
             # the gateway keeps counting a removed API's in-flight requests, so its replicas
             # drain like any other
             in_flight = self.gateway.replica_in_flight(api, rid) if api else 0
-            if in_flight == 0 or now - rec.draining_since > self.settings.drain_timeout:
+            # a rollout or scale-down waits as long as the gateway lets a request run, so no
+            # request is cut; drain_timeout bounds only the daemon's own shutdown
+            limit = max(self.settings.drain_timeout, self.settings.upstream_timeout)
+            if in_flight == 0 or now - rec.draining_since > limit:
                 rec.stopping = True
                 self._stop_later(rid)
 
@@ -488,7 +533,7 @@ class Reconciler:
         deadline = self.clock() + self.settings.drain_timeout
         for name in self.apis:
             self.gateway.set_replicas(name, [])
-        while self.clock() < deadline:
+        while self.clock() < deadline and not self.forced:
             busy = sum(self.gateway.api_in_flight(n) for n in self.apis)
             if busy == 0:
                 break

@@ -130,6 +130,8 @@ class Daemon:
         self.log_clock = LogClock(settings.log_dir)  # for `logs --since`
         self._tasks: list[asyncio.Task] = []
         self._stop = asyncio.Event()
+        self._config_lock = asyncio.Lock()  # reload, deploy and delete apply one at a time
+        self._deleted: set[str] = set()  # `cortexd delete`d; file saves do not bring them back
         self._signals = 0
 
     # -- lifecycle ----------------------------------------------------------------
@@ -186,15 +188,23 @@ class Daemon:
 
     async def reload(self, changed: Sequence[str] = ()) -> None:
         """A watched file changed: load and validate, then apply; a broken edit keeps the old state."""
-        try:
-            loaded = load_config(self.paths)
-        except ConfigError as e:
-            self.config_error = str(e)
-            self.events.add(f"configuration rejected; the previous version keeps serving. {e}",
-                            level="error")
-            return
-        self._record_config(loaded)
-        await self.reconciler.apply(await asyncio.to_thread(with_project_digests, loaded.apis, loaded.files))
+        async with self._config_lock:
+            try:
+                loaded = load_config(self.paths)
+                specs = await asyncio.to_thread(with_project_digests, loaded.apis, loaded.files)
+                # APIs deleted with `cortexd delete` stay deleted until the next deploy
+                await self.reconciler.apply([s for s in specs if s.name not in self._deleted])
+            except CortexdError as e:  # ConfigError, or e.g. a new local_port that is taken
+                self.config_error = str(e)
+                self.events.add(f"configuration rejected; the previous version keeps serving. {e}",
+                                level="error")
+                return
+            except Exception as e:  # never silent: the watcher task would swallow it
+                log.exception("reloading the configuration failed")
+                self.config_error = f"reloading failed: {type(e).__name__}: {e}"
+                self.events.add(f"{self.config_error}; the previous version keeps serving", level="error")
+                return
+            self._record_config(loaded)
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -211,6 +221,9 @@ class Daemon:
             self.settings = self.settings.with_(drain_timeout=0.0, stop_timeout=0.5)
             if self.reconciler is not None:
                 self.reconciler.settings = self.settings
+                self.reconciler.forced = True
+            if self.gateway is not None:
+                self.gateway.force_close()
 
     def request_shutdown(self) -> None:
         self._stop.set()
@@ -252,19 +265,26 @@ class Daemon:
     # -- control API methods ---------------------------------------------------------
 
     async def deploy(self, paths: Sequence[str]) -> list[str]:
-        loaded = load_config([str(Path(p).resolve()) for p in paths])
-        self.paths = [str(Path(p).resolve()) for p in paths]
-        self._record_config(loaded)
-        await self.reconciler.apply(await asyncio.to_thread(with_project_digests, loaded.apis, loaded.files))
-        self._start_watcher()
+        resolved = [str(Path(p).resolve()) for p in paths]
+        async with self._config_lock:
+            loaded = load_config(resolved)
+            await self.reconciler.apply(
+                await asyncio.to_thread(with_project_digests, loaded.apis, loaded.files))
+            # only an applied configuration replaces what is watched and shown
+            self.paths = resolved
+            self._deleted.clear()
+            self._record_config(loaded)
+            self._start_watcher()
         self.events.add(f"configuration applied: {len(loaded.apis)} api(s)")
         return list(loaded.notices)
 
     async def delete_api(self, name: str) -> None:
-        if name not in self.reconciler.apis:
-            raise UnknownAPI(self._unknown(name))
-        specs = [s.spec for n, s in self.reconciler.apis.items() if n != name]
-        await self.reconciler.apply(specs)
+        async with self._config_lock:
+            if name not in self.reconciler.apis:
+                raise UnknownAPI(self._unknown(name))
+            specs = [s.spec for n, s in self.reconciler.apis.items() if n != name]
+            await self.reconciler.apply(specs)
+            self._deleted.add(name)
 
     def _unknown(self, name: str) -> str:
         names = ", ".join(sorted(self.reconciler.apis)) or "none"
@@ -326,7 +346,8 @@ class Daemon:
         offsets: dict[str, int] = {}
         for rid, path in sources:
             if path is not None:
-                lines = read_log_tail(Path(path), tail)
+                # off the loop: a long log must not stall the gateway
+                lines = await asyncio.to_thread(read_history, Path(path), tail)
                 try:
                     offsets[rid] = os.path.getsize(path)
                 except OSError:
@@ -348,7 +369,7 @@ class Daemon:
                 try:
                     with open(path, "rb") as f:
                         f.seek(offsets.get(rid, 0))
-                        data = f.read()
+                        data = f.read(FOLLOW_CHUNK)  # bounded: the rest comes next round
                 except OSError:
                     continue
                 if not data:
@@ -358,6 +379,31 @@ class Daemon:
                 offsets[rid] = offsets.get(rid, 0) + cut
                 for line in data[:cut].decode("utf-8", "replace").splitlines():
                     yield f"{rid} | {line}"
+
+
+HISTORY_CAP = 16 * 2**20  # `cortexd logs API` without --tail shows at most this much per replica
+FOLLOW_CHUNK = 2**20
+
+
+def read_history(path: Path, tail: int | None) -> list[str]:
+    """A replica's log for `cortexd logs`: the last `tail` lines, or all of it up to HISTORY_CAP
+    (then the start is cut, and a first line says where the whole file is)."""
+    if tail is not None:
+        return read_log_tail(path, tail)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            if size > HISTORY_CAP:
+                f.seek(size - HISTORY_CAP)
+                f.readline()  # start on a whole line
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    lines = data.decode("utf-8", "replace").splitlines()
+    if size > HISTORY_CAP:
+        lines.insert(0, f"[cortexd: showing the last {HISTORY_CAP >> 20} MiB of {size >> 20} MiB; "
+                        f"the whole log is {path}]")
+    return lines
 
 
 async def run_daemon(settings: DaemonSettings, paths: Sequence[str], *, on_started=None) -> None:

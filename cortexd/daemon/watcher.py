@@ -4,8 +4,10 @@ watchdog calls back on its own thread; events are handed to the asyncio loop wit
 call_soon_threadsafe and coalesced: editors write temp files and rename them, so
 one save is several events, and the daemon reloads once `debounce` seconds after
 the last relevant one. Irrelevant paths are dropped here: dotfiles and dot
-folders, __pycache__ and bytecode, editor temp files, and the project's
-`.cortexignore` patterns.
+folders (but `.env`, which replicas read), __pycache__ and bytecode, editor temp
+files, what a running predictor typically writes next to its code (logs, sqlite
+databases, pid and lock files: a predictor logging into its own folder must not
+roll itself forever), and the project's `.cortexignore` patterns.
 
 project_files() + api_digest() are the other half of hot reload: a digest of a
 project's files that the daemon folds into each API's spec hash, so an edit to
@@ -25,6 +27,9 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 EDITOR_TEMP = ("*~", "*.swp", "*.swx", "*.swo", "#*#", ".#*", "4913", "*.tmp", "*.part")
+RUNTIME_OUTPUT = ("*.log", "*.log.[0-9]*", "*.db", "*.db-journal", "*.db-wal", "*.db-shm",
+                  "*.sqlite", "*.sqlite3", "*.sqlite-journal", "*.pid", "*.lock")
+KEPT_DOTFILES = {".cortexignore", ".env"}
 SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", "node_modules", ".venv", "venv"}
 SMALL_FILE = 1 << 20  # hashed by content below this size, by size+mtime above
 
@@ -43,9 +48,9 @@ def is_ignored(rel: str, patterns: Iterable[str]) -> bool:
     if not parts:
         return True
     name = parts[-1]
-    if any(p.startswith(".") and p != ".cortexignore" for p in parts) or any(p in SKIP_DIRS for p in parts):
+    if any(p.startswith(".") and p not in KEPT_DOTFILES for p in parts) or any(p in SKIP_DIRS for p in parts):
         return True
-    if name.endswith((".pyc", ".pyo")) or any(fnmatch.fnmatch(name, pat) for pat in EDITOR_TEMP):
+    if name.endswith((".pyc", ".pyo")) or any(fnmatch.fnmatch(name, pat) for pat in EDITOR_TEMP + RUNTIME_OUTPUT):
         return True
     for pat in patterns:
         pat = pat.rstrip("/")

@@ -308,19 +308,27 @@ class Gateway:
             route.error = "the gateway is shutting down"
             route.notify_changed()
         if self._in_flight:
-            self._idle = asyncio.Event()
+            self._idle = self._idle or asyncio.Event()
             try:
                 await asyncio.wait_for(self._idle.wait(), drain_timeout)
             except TimeoutError:
                 log.warning("%d request(s) still in flight after %g s; closing anyway",
                             self._in_flight, drain_timeout)
         listeners, self._listeners = list(self._listeners.values()), {}
-        await asyncio.gather(*(listener.stop(0) for listener in listeners))
+        # a tiny positive timeout: aiohttp reads 0 as "no timeout" and would wait for every
+        # request still running; past the drain deadline they are cancelled instead
+        await asyncio.gather(*(listener.stop(0.01) for listener in listeners))
         for route in [*self._routes.values(), *self._retired.values()]:
             for target in [*route.replicas, *route.draining.values()]:
                 target.pool.close()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+    def force_close(self) -> None:
+        """Stop waiting for in-flight requests (a second Ctrl-C): close() goes on at once."""
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        self._idle.set()
 
     # -- listeners ------------------------------------------------------------------
 

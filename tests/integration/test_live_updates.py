@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -367,3 +368,63 @@ def test_get_api_shows_the_models_each_replica_holds(cli, tmp_path):
     assert "1 of cache_size 1 in memory" in table
     unknown = cli("get", "nope")
     assert unknown.code == 1 and "no api named 'nope'" in unknown.err
+
+
+def test_an_edit_to_a_taken_port_is_rejected_visibly_and_the_old_port_keeps_serving(cli, tmp_path):
+    port = free_port()
+    text = api_yaml("mover", port, "v1")
+    project = write_project(tmp_path / "mover", text, {"mover.py": VERSIONED.format(code="m")})
+    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        edit(project / "cortex.yaml", text.replace(f"local_port: {port}", f"local_port: {taken}"))
+        snap = cli.wait_for(lambda s: s["daemon"]["config_error"], timeout=20, what="the rejection")
+    assert f"port {taken} is already in use" in snap["daemon"]["config_error"]
+    assert any("configuration rejected" in e["message"] for e in snap["events"])
+    assert post_json(f"http://127.0.0.1:{port}/mover", {})[0] == 200
+
+
+def test_a_deleted_api_stays_deleted_when_a_file_is_saved(cli, tmp_path):
+    port = free_port()
+    text = api_yaml("stays", port, "v1") + api_yaml("goes", port, "v1")
+    project = write_project(tmp_path / "del", text, {
+        "stays.py": VERSIONED.format(code="s1"), "goes.py": VERSIONED.format(code="g")})
+    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+    cli("delete", "goes", check=True)
+    edit(project / "stays.py", VERSIONED.format(code="s2"))
+    wait_until(lambda: json.loads(post_json(f"http://127.0.0.1:{port}/stays", {})[2])["code"] == "s2",
+               60, "the edit to roll")
+    assert [a["name"] for a in cli.status()["apis"]] == ["stays"]
+    cli("deploy", str(project), check=True)  # an explicit deploy brings it back
+    cli.wait_for(lambda s: [a["name"] for a in s["apis"]] == ["goes", "stays"], 30, what="redeploy")
+
+
+def test_a_second_signal_forces_shutdown_past_a_long_request(cli, tmp_path):
+    port = free_port()
+    project = write_project(tmp_path / "long", api_yaml("long", port, "v1"),
+                            {"long.py": VERSIONED.format(code="l")})
+    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+    snap = cli.status()
+    daemon_pid = snap["daemon"]["pid"]
+    replica = int(snap["apis"][0]["replica_list"][0]["backend"]["pid"])
+    outcome = []
+
+    def long_request():
+        try:
+            outcome.append(post_json(f"http://127.0.0.1:{port}/long", {"sleep": 50}, timeout=90)[0])
+        except OSError as e:  # the forced shutdown cuts it: that is the point
+            outcome.append(e)
+
+    slow = threading.Thread(target=long_request, daemon=True)
+    slow.start()
+    time.sleep(0.5)
+    os.kill(daemon_pid, signal.SIGTERM)
+    time.sleep(0.5)
+    os.kill(daemon_pid, signal.SIGTERM)
+    # forced: no waiting for the 50 s request (nor the 10 s drain) before replicas are killed
+    wait_until(lambda: not pid_alive(daemon_pid), 8, "the daemon to exit")
+    assert not pid_alive(replica)
+    slow.join(timeout=10)
+    assert outcome and outcome[0] != 200

@@ -280,3 +280,105 @@ async def test_gpu_api_without_gpus_stays_pending_with_reason(world):
     await settle(rec)
     assert backend.replicas == {}
     assert "needs 1 GPU" in rec.apis["api"].pending_reason
+
+
+class OneGPU:
+    """A placer for a host with one GPU: a replica gets it when no live replica holds it."""
+
+    def assign(self, spec, replica_id, observed):
+        held = {i for info in observed.values() if info.state != "exited" for i in info.gpu_ids}
+        if 0 in held:
+            return (), f"pending: insufficient GPU (api {spec.name!r} needs 1, 0 free of 1)"
+        return (0,), None
+
+
+class GPUBackend(FakeBackend):
+    async def start(self, spec, replica_id, gpu_ids=()):
+        info = await super().start(spec, replica_id, gpu_ids)
+        info = dataclasses.replace(info, gpu_ids=tuple(gpu_ids))
+        self.replicas[replica_id] = info
+        return info
+
+
+def gpu_spec(config=None) -> APISpec:
+    spec = make_spec(replicas=1, config=config)  # default update strategy: surge 25% -> 1
+    return dataclasses.replace(spec, compute=ComputeSpec(gpu=1),
+                               raw={**spec.raw, "gpu": 1})
+
+
+async def test_update_on_a_host_whose_gpus_are_all_held_drains_an_old_replica_first():
+    clock, gateway, backend = FakeClock(), FakeGateway(), GPUBackend()
+    ready: set[str] = set()
+
+    async def probe(info):
+        return info.replica_id in ready
+
+    rec = Reconciler(backend, gateway, DaemonSettings(drain_timeout=5.0), EventLog(clock),
+                     clock=clock, probe=probe, placer=OneGPU())
+    old = gpu_spec()
+    await rec.apply([old])
+    await settle(rec)
+    ready.update(backend.replicas)
+    await settle(rec)
+    (old_id,) = backend.replicas
+    assert backend.replicas[old_id].gpu_ids == (0,)
+
+    new = gpu_spec(config={"v": 2})
+    await rec.apply([new])
+    for _ in range(6):
+        await settle(rec)
+        ready.update(backend.replicas)
+    # the old replica gave its GPU up; the new version holds it and serves
+    assert old_id not in backend.replicas
+    (new_id,) = backend.replicas
+    assert backend.replicas[new_id].spec_hash == new.spec_hash
+    assert backend.replicas[new_id].gpu_ids == (0,)
+    assert rec.apis["api"].status == "live"
+
+
+async def test_scale_up_without_free_gpu_waits_and_drains_nothing():
+    clock, gateway, backend = FakeClock(), FakeGateway(), GPUBackend()
+    rec = Reconciler(backend, gateway, DaemonSettings(), EventLog(clock), clock=clock,
+                     probe=lambda info: asyncio.sleep(0, True), placer=OneGPU())
+    await rec.apply([gpu_spec()])
+    await settle(rec)
+    rec.set_desired("api", 2)
+    await settle(rec)
+    assert len(backend.replicas) == 1
+    assert not any(r.draining_since for r in rec.records.values())
+    assert "insufficient GPU" in rec.apis["api"].pending_reason
+
+
+async def test_a_rollout_drain_waits_as_long_as_the_gateway_lets_a_request_run(world):
+    rec, backend, gateway, clock, ready = world  # drain_timeout 5 s, upstream_timeout 60 s
+    await rec.apply([make_spec(replicas=2)])
+    await settle(rec)
+    ready.update(backend.replicas)
+    await settle(rec)
+    gateway.in_flight = {rid: 1 for rid in backend.replicas}  # a long request on each
+    rec.set_desired("api", 1)
+    await settle(rec)
+    clock.now += 30  # past drain_timeout, within upstream_timeout: still draining
+    await settle(rec)
+    assert len(backend.replicas) == 2
+    clock.now += 31
+    await settle(rec)
+    assert len(backend.replicas) == 1
+
+
+async def test_one_api_failing_to_start_does_not_stall_the_others(world):
+    rec, backend, gateway, clock, ready = world
+    original = backend.start
+
+    async def start(spec, replica_id, gpu_ids=()):
+        if spec.name == "broken":
+            raise OSError(28, "No space left on device")
+        return await original(spec, replica_id, gpu_ids)
+
+    backend.start = start
+    await rec.apply([make_spec(name="broken"), make_spec(name="fine")])
+    await settle(rec)
+    ready.update(backend.replicas)
+    await settle(rec)
+    assert rec.apis["fine"].status == "live"
+    assert [e.message for e in rec.events.recent() if e.api == "broken" and "No space" in e.message]

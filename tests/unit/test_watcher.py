@@ -11,8 +11,15 @@ def test_editor_temp_files_bytecode_and_dotfiles_are_ignored():
     for rel in ["predictor.py~", ".predictor.py.swp", "4913", "#predictor.py#", "__pycache__/p.cpython-311.pyc",
                 "p.pyc", ".git/index", "sub/.hidden", ".venv/lib/x.py"]:
         assert is_ignored(rel, []), rel
-    for rel in ["predictor.py", "cortex.yaml", "models/1/model.onnx", ".cortexignore"]:
+    for rel in ["predictor.py", "cortex.yaml", "models/1/model.onnx", ".cortexignore", ".env"]:
         assert not is_ignored(rel, []), rel
+
+
+def test_what_a_running_predictor_writes_beside_its_code_is_ignored():
+    # a predictor logging into its own folder would otherwise roll itself forever
+    for rel in ["predictor.log", "logs/app.log.1", "cache.db", "cache.db-journal", "state.sqlite3",
+                "server.pid", "model.lock"]:
+        assert is_ignored(rel, []), rel
 
 
 def test_cortexignore_patterns():
