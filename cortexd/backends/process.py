@@ -5,7 +5,10 @@ without Docker. A replica is `python -m predictor_runtime --spec F --port P` on
 an ephemeral loopback port, in its own process group (so its worker processes
 stop with it), its output appended to a per-replica log file. The spec hash is
 recorded with each child, so the reconciler re-reads observed state from here
-like it does from Docker labels. Replicas die with the daemon.
+like it does from Docker labels. Replicas die with the daemon: on Linux each
+one gets SIGTERM when the daemon dies, even by SIGKILL (PR_SET_PDEATHSIG), and
+run_dir/<replica>.pid lets the next daemon SIGKILL what is left anyway
+(reap_leftovers(), called before it clears run_dir).
 
 compute.cpu and compute.mem are not enforced here (best effort: stated in the
 README); compute.gpu maps to CUDA_VISIBLE_DEVICES from placement, with
@@ -15,13 +18,17 @@ CUDA_DEVICE_ORDER=PCI_BUS_ID so CUDA numbers the GPUs as NVML (placement) does.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
+import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,7 +36,10 @@ from cortexd.backends.base import ReplicaInfo
 from cortexd.errors import BackendError
 from cortexd.spec.model import APISpec
 
+log = logging.getLogger("cortexd.process")
+
 LOG_TAIL_BYTES = 256 * 1024
+RUNTIME_MODULE = "predictor_runtime"
 
 
 def free_loopback_port(host: str = "127.0.0.1") -> int:
@@ -54,6 +64,36 @@ def replica_environment(spec: APISpec, gpu_ids: tuple[int, ...], base: dict[str,
     return env
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def parent_death_signal(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A preexec_fn that has the child receive `sig` when this process dies (Linux), else None.
+
+    prctl(PR_SET_PDEATHSIG) survives exec and setsid, so it reaches the replica's
+    supervisor even after a SIGKILL of the daemon. It fires when the *thread* that
+    forked the child ends, so spawn from the event loop's thread (as start() does),
+    never from a worker thread. Everything the child runs is prepared here: between
+    fork and exec only the prctl call and getppid happen.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    signum, parent = int(sig), os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)  # the daemon died before prctl: the signal will never come
+
+    return preexec
+
+
 @dataclass
 class _Child:
     info: ReplicaInfo
@@ -68,8 +108,9 @@ class ProcessBackend:
     name = "process"
 
     def __init__(self, run_dir: Path, log_dir: Path, host: str = "127.0.0.1"):
-        self._run_dir = Path(run_dir)
-        self._log_dir = Path(log_dir)
+        # absolute: the --spec argument is what reap_leftovers() recognises a replica by
+        self._run_dir = Path(os.path.abspath(run_dir))
+        self._log_dir = Path(os.path.abspath(log_dir))
         self._host = host
         self._children: dict[str, _Child] = {}
 
@@ -84,7 +125,7 @@ class ProcessBackend:
             self._run_dir.mkdir(parents=True, exist_ok=True)
             log_dir.mkdir(parents=True, exist_ok=True)
             spec_file.write_text(json.dumps(spec.runtime_spec()))
-            log = open(log_path, "ab", buffering=0)
+            log_file = open(log_path, "ab", buffering=0)  # noqa: SIM115 - closed once the child has it
         except OSError as e:
             raise BackendError(
                 f"could not start a replica of api {spec.name!r}: cannot write its files "
@@ -92,17 +133,27 @@ class ProcessBackend:
             ) from e
         port = free_loopback_port(self._host)
         env = replica_environment(spec, gpu_ids, dict(os.environ))
-        with log:
+        with log_file:
             try:
                 process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "predictor_runtime",
+                    sys.executable, "-m", RUNTIME_MODULE,
                     "--spec", str(spec_file), "--host", self._host, "--port", str(port),
                     cwd=spec.project_dir, env=env,
-                    stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-                    start_new_session=True,  # own process group: workers stop with it
+                    stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                    start_new_session=True,  # own session and process group: workers stop with it
+                    preexec_fn=parent_death_signal(signal.SIGTERM),  # and it stops with the daemon
                 )
-            except OSError as e:
+            except (OSError, subprocess.SubprocessError) as e:
                 raise BackendError(f"could not start a replica of api {spec.name!r}: {e}") from e
+        try:
+            self._pid_file(replica_id).write_text(f"{process.pid}\n")
+        except OSError as e:
+            self._signal_group(process.pid, signal.SIGKILL)
+            await process.wait()
+            raise BackendError(
+                f"could not start a replica of api {spec.name!r}: cannot write its files "
+                f"({e.strerror or e}: {e.filename})"
+            ) from e
         info = ReplicaInfo(
             api=spec.name, replica_id=replica_id, spec_hash=spec.spec_hash, state="running",
             host=self._host, port=port, started_at=time.time(), gpu_ids=tuple(gpu_ids),
@@ -127,10 +178,57 @@ class ProcessBackend:
         # workers that outlived their supervisor still belong to the group
         self._signal_group(proc.pid, signal.SIGKILL)
         self._children.pop(replica_id, None)
+        for path in (self._run_dir / f"{replica_id}.json", self._pid_file(replica_id)):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+
+    def _pid_file(self, replica_id: str) -> Path:
+        return self._run_dir / f"{replica_id}.pid"
+
+    def reap_leftovers(self, wait: float = 5.0, proc: str = "/proc") -> list[int]:
+        """SIGKILL the replicas a previous daemon on this run_dir left running; the pids killed.
+
+        For a daemon that was SIGKILLed (or crashed) before stopping its replicas:
+        call at start, before run_dir is cleared. Each run_dir/<replica>.pid names
+        a replica's session; its processes are killed only when one of them is
+        provably that replica (`python -m predictor_runtime --spec run_dir/<replica>.json`),
+        so a pid the system has since given to something else is never touched.
+        Waits up to `wait` seconds for them to be gone (ports and GPU memory freed).
+        """
         try:
-            (self._run_dir / f"{replica_id}.json").unlink()
-        except FileNotFoundError:
-            pass
+            pid_files = sorted(self._run_dir.glob("*.pid"))
+        except OSError:
+            return []
+        sids: dict[int, str] = {}
+        for path in pid_files:
+            try:
+                sid = int(path.read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if sid > 1:
+                sids[sid] = str(path.with_suffix(".json"))
+        members = session_members(set(sids), proc)
+        killed: list[int] = []
+        killed_sids: set[int] = set()
+        for sid, pids in members.items():
+            if not any(is_replica_process(pid, sids[sid], proc) for pid in pids):
+                continue  # the session id now belongs to something else
+            log.warning("killing replica processes %s left by a previous daemon (%s)",
+                        ", ".join(map(str, sorted(pids))), sids[sid])
+            self._signal_group(sid, signal.SIGKILL)
+            for pid in pids:  # members that left the group
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            killed.extend(pids)
+            killed_sids.add(sid)
+        deadline = time.monotonic() + wait
+        while killed_sids and session_members(killed_sids, proc) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return sorted(killed)
 
     @staticmethod
     def _signal_group(pid: int, sig: int) -> None:
@@ -196,6 +294,43 @@ def cpu_seconds_by_session(sids: set[int], proc: str = "/proc") -> dict[int, flo
         if sid in sids:
             out[sid] = out.get(sid, 0.0) + (int(fields[11]) + int(fields[12])) / _CLK_TCK
     return out
+
+
+def session_members(sids: set[int], proc: str = "/proc") -> dict[int, list[int]]:
+    """{session id: pids of its live (not zombie) processes}, for the sessions that have any."""
+    out: dict[int, list[int]] = {}
+    if not sids:
+        return out
+    try:
+        entries = os.listdir(proc)
+    except OSError:
+        return out
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        sid = int(fields[3])
+        if sid in sids and fields[0] not in (b"Z", b"X"):
+            out.setdefault(sid, []).append(int(entry))
+    return out
+
+
+def is_replica_process(pid: int, spec_file: str, proc: str = "/proc") -> bool:
+    """Whether `pid` runs predictor_runtime on `spec_file` (a replica's supervisor or worker)."""
+    try:
+        with open(f"{proc}/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except OSError:
+        return False
+    try:
+        i = args.index(b"--spec")
+    except ValueError:
+        return False
+    return RUNTIME_MODULE.encode() in args and args[i + 1:i + 2] == [os.fsencode(spec_file)]
 
 
 def read_log_tail(path: Path, tail: int | None) -> list[str]:
