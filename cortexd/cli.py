@@ -34,7 +34,7 @@ from cortexd.errors import (
     RequestError,
     UnknownAPI,
 )
-from cortexd.settings import DaemonSettings
+from cortexd.settings import DaemonSettings, SocketPathTooLong
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_DAEMON = 0, 1, 2, 3
 EXIT_CODES: dict[type[CortexdError], int] = {
@@ -44,6 +44,7 @@ EXIT_CODES: dict[type[CortexdError], int] = {
     DaemonAlreadyRunning: EXIT_USER,
     BackendUnavailable: EXIT_USER,
     DaemonUnavailable: EXIT_DAEMON,
+    SocketPathTooLong: EXIT_USER,
 }
 
 
@@ -152,6 +153,7 @@ def _settings(args) -> DaemonSettings:
         s = s.with_(base_image=args.base_image)
     if getattr(args, "metrics_port", None) is not None:
         s = s.with_(metrics_port=args.metrics_port)
+    s.check_socket_path()  # every command binds or connects it: say so before a raw OSError
     return s
 
 
@@ -204,6 +206,8 @@ def _up_detached(args, settings: DaemonSettings, paths: list[str]) -> int:
     proc = subprocess.Popen(
         _daemon_argv(settings, paths), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         start_new_session=True, cwd="/",
+        # absolute: a relative CORTEXD_HOME would mean another folder from the daemon's cwd
+        env={**os.environ, "CORTEXD_HOME": str(settings.home)},
     )
     log.close()
     client = ControlClient(settings, timeout=5)

@@ -8,15 +8,38 @@ temporary home and short intervals.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from cortexd.errors import CortexdError
+
+# sun_path holds 108 bytes on Linux, 104 on macOS and the BSDs, with the terminating NUL
+UNIX_SOCKET_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
+
+
+class SocketPathTooLong(CortexdError):
+    """The control socket's path does not fit in a unix socket address."""
+
 
 def default_home() -> Path:
+    """CORTEXD_HOME, made absolute (the detached daemon runs in /), else ~/.cortexd."""
     env = os.environ.get("CORTEXD_HOME")
     if env:
-        return Path(env).expanduser()
+        # abspath, not resolve(): an absolute home keeps its spelling (symlinks too),
+        # so the Docker backend's instance label (a hash of it) stays what it was
+        return Path(os.path.abspath(Path(env).expanduser()))
     return Path.home() / ".cortexd"
+
+
+def check_socket_path(path: Path | str) -> None:
+    """Raise SocketPathTooLong when `path` cannot be bound or connected as a unix socket."""
+    size = len(os.fsencode(str(path)))
+    if size > UNIX_SOCKET_PATH_MAX:
+        raise SocketPathTooLong(
+            f"the control socket path {path} is {size} bytes, longer than the {UNIX_SOCKET_PATH_MAX} "
+            "a unix socket allows; set CORTEXD_HOME to a shorter folder (e.g. CORTEXD_HOME=~/.cortexd)"
+        )
 
 
 @dataclass(frozen=True)
@@ -52,6 +75,9 @@ class DaemonSettings:
     @property
     def socket_path(self) -> Path:
         return self.home / "cortexd.sock"
+
+    def check_socket_path(self) -> None:
+        check_socket_path(self.socket_path)
 
     @property
     def pid_path(self) -> Path:

@@ -22,6 +22,7 @@ from aiohttp import web
 from cortexd.daemon.logclock import LogClock, read_from
 from cortexd.errors import ConfigError, CortexdError, UnknownAPI
 from cortexd.gateway.metrics import MetricsCollector, build_registry, exposition
+from cortexd.settings import check_socket_path
 
 
 def _error(status: int, message: str, **extra) -> web.Response:
@@ -118,6 +119,7 @@ def build_app(daemon) -> web.Application:
 
 
 async def serve(daemon, socket_path: str) -> web.AppRunner:
+    check_socket_path(socket_path)  # SocketPathTooLong names the path, not "AF_UNIX path too long"
     app = build_app(daemon)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
