@@ -418,6 +418,8 @@ class DockerBackend:
         self._client_obj = client
         self._builder: ImageBuilder | None = None
         self._build_locks: dict[object, asyncio.Lock] = {}
+        # spec hash -> the image tag image_for() returned: start() needs no build lock for these
+        self._images: dict[str, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- engine -----------------------------------------------------------------------------------
@@ -484,17 +486,30 @@ class DockerBackend:
         self._loop = asyncio.get_running_loop()
         key = spec.predictor.image or variant_of(spec)
         async with self._build_locks.setdefault(key, asyncio.Lock()):
-            return await self._call(
+            tag = await self._call(
                 f"preparing the image of api {spec.name!r}",
                 lambda: self._get_builder().ensure(spec),
             )
+        self._images[spec.spec_hash] = tag
+        return tag
+
+    async def _image_to_start(self, spec: APISpec) -> str:
+        """The image of `spec`, without waiting on a build lock when it is already known.
+
+        Another API's long build holds the variant's lock; a replica of an API whose
+        image is known (ensure_image ran, or an earlier start) starts meanwhile.
+        """
+        return self._images.get(spec.spec_hash) or await self.image_for(spec)
 
     async def ensure_image(self, spec: APISpec) -> None:
         await self.image_for(spec)
 
     # -- replicas ---------------------------------------------------------------------------------
     async def start(self, spec: APISpec, replica_id: str, gpu_ids: tuple[int, ...] = ()) -> ReplicaInfo:
-        image = await self.image_for(spec)
+        import docker.errors
+
+        known = spec.spec_hash in self._images
+        image = await self._image_to_start(spec)
         dotenv_file = Path(spec.project_dir) / ".env"
         try:
             dotenv = parse_dotenv(dotenv_file.read_text()) if dotenv_file.is_file() else {}
@@ -510,12 +525,12 @@ class DockerBackend:
                     f"(`chmod o+rX` on it and o+x on its parent folders), or run cortexd as a "
                     "non-root user in the docker group (replicas then run as that user)."
                 )
-        kwargs = container_create_args(
-            spec, replica_id, tuple(gpu_ids), image, instance=self.instance, dotenv=dotenv, user=user
-        )
         archive = spec_archive(spec)
 
-        def run() -> dict[str, Any]:
+        def run(image: str) -> dict[str, Any]:
+            kwargs = container_create_args(
+                spec, replica_id, tuple(gpu_ids), image, instance=self.instance, dotenv=dotenv, user=user
+            )
             client = self._client()
             container = client.containers.create(**kwargs)
             try:
@@ -528,7 +543,15 @@ class DockerBackend:
                 raise
             return container.attrs
 
-        attrs = await self._call(f"starting a replica of api {spec.name!r}", run)
+        action = f"starting a replica of api {spec.name!r}"
+        try:
+            attrs = await self._call(action, run, image)
+        except CortexdError as e:
+            if not (known and isinstance(e.__cause__, docker.errors.ImageNotFound)):
+                raise
+            # the remembered image was removed since (docker rmi, prune): prepare it again
+            self._images.pop(spec.spec_hash, None)
+            attrs = await self._call(action, run, await self.image_for(spec))
         info = replica_from_attrs(attrs)
         self._ensure_pump(info, attrs.get("Id", ""))
         return info
@@ -599,6 +622,22 @@ class DockerBackend:
                 container.remove(force=True)
 
         await self._call(f"stopping replica {replica_id}", run)
+        self._forget(replica_id)
+
+    def _forget(self, replica_id: str) -> None:
+        """Drop the bookkeeping of a replica that is gone (its log copy ends with its container)."""
+        self._replica_api.pop(replica_id, None)
+        with self._pumps_lock:
+            self._pumps.pop(replica_id, None)
+
+    def _prune(self, listed: set[str]) -> None:
+        """Forget replicas the engine no longer lists (removed outside cortexd) whose log copy
+        ended; a live copy means a container that start() created after the listing was read."""
+        with self._pumps_lock:
+            gone = [rid for rid in set(self._replica_api) | set(self._pumps) if rid not in listed
+                    and not (rid in self._pumps and self._pumps[rid].is_alive())]
+        for rid in gone:
+            self._forget(rid)
 
     async def list(self) -> list[ReplicaInfo]:
         filters = {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={self.instance}"]}
@@ -611,6 +650,7 @@ class DockerBackend:
         infos = [replica_from_attrs(a) for a in attrs]
         for info, a in zip(infos, attrs):
             self._ensure_pump(info, a.get("Id", ""))  # adopted replicas (daemon restart)
+        self._prune({info.replica_id for info in infos})
         return infos
 
     async def cpu_seconds(self, replica_ids: list[str]) -> dict[str, float]:
