@@ -12,10 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cortexd.backends.process import (
-    ProcessBackend,
-    replica_environment,
-)
+from cortexd.backends.process import ProcessBackend, replica_environment
 from cortexd.errors import BackendError
 from tests.docker.conftest import make_spec
 

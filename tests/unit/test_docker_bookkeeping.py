@@ -8,7 +8,7 @@ import threading
 import docker.errors
 import pytest
 
-from cortexd.backends.docker import LABEL_API, LABEL_REPLICA, LABEL_SPEC_HASH, DockerBackend
+from cortexd.backends.docker import LABEL_REPLICA, DockerBackend
 from tests.docker.conftest import make_spec
 
 
@@ -138,7 +138,7 @@ async def test_a_remembered_image_that_was_removed_is_prepared_again(tmp_path):
 
 
 async def test_stopped_and_vanished_replicas_are_forgotten(tmp_path):
-    backend, engine, builder = backend_with_fakes(log_dir=tmp_path / "logs")
+    backend, engine, _ = backend_with_fakes(log_dir=tmp_path / "logs")
     backend._ensure_pump = lambda info, cid: backend._replica_api.__setitem__(info.replica_id, info.api)
     spec = make_spec(tmp_path, "fast")
     for rid in ("fast-1", "fast-2", "fast-3"):
@@ -155,7 +155,7 @@ async def test_stopped_and_vanished_replicas_are_forgotten(tmp_path):
 
 
 async def test_pumps_of_gone_replicas_are_dropped(tmp_path):
-    backend, engine, builder = backend_with_fakes(log_dir=tmp_path / "logs")
+    backend, _, _ = backend_with_fakes(log_dir=tmp_path / "logs")
     finished = threading.Thread(target=lambda: None)
     finished.start()
     finished.join()
