@@ -148,6 +148,11 @@ class Daemon:
         if self.backend is None:
             self.backend = await choose_backend(s, self.events)
         if isinstance(self.backend, ProcessBackend):
+            # replicas a killed daemon left behind hold ports and GPUs: end them first
+            reaped = await asyncio.to_thread(self.backend.reap_leftovers)
+            if reaped:
+                self.events.add(f"stopped {len(reaped)} replica process(es) left by a previous daemon "
+                                f"(pids {', '.join(map(str, reaped))})", level="warning")
             shutil.rmtree(s.log_dir, ignore_errors=True)  # logs of a previous run's replicas
             shutil.rmtree(s.run_dir, ignore_errors=True)
         self.gateway = Gateway(
