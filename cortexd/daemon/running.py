@@ -138,6 +138,7 @@ class Daemon:
 
     async def start(self) -> None:
         s = self.settings
+        s.check_socket_path()  # before anything starts: the control socket must be bindable
         s.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         if await daemon_answers(s.socket_path):
             raise DaemonAlreadyRunning(
@@ -147,12 +148,14 @@ class Daemon:
         loaded = load_config(self.paths)  # ConfigError aborts the start
         if self.backend is None:
             self.backend = await choose_backend(s, self.events)
+        # replica processes a killed daemon left behind hold ports and GPUs: end them first
+        # (whatever backend serves now: the previous daemon may have run processes)
+        reaper = self.backend if isinstance(self.backend, ProcessBackend) else ProcessBackend(s.run_dir, s.log_dir)
+        reaped = await asyncio.to_thread(reaper.reap_leftovers)
+        if reaped:
+            self.events.add(f"stopped {len(reaped)} replica process(es) left by a previous daemon "
+                            f"(pids {', '.join(map(str, reaped))})", level="warning")
         if isinstance(self.backend, ProcessBackend):
-            # replicas a killed daemon left behind hold ports and GPUs: end them first
-            reaped = await asyncio.to_thread(self.backend.reap_leftovers)
-            if reaped:
-                self.events.add(f"stopped {len(reaped)} replica process(es) left by a previous daemon "
-                                f"(pids {', '.join(map(str, reaped))})", level="warning")
             shutil.rmtree(s.log_dir, ignore_errors=True)  # logs of a previous run's replicas
             shutil.rmtree(s.run_dir, ignore_errors=True)
         self.gateway = Gateway(
