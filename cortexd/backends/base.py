@@ -58,5 +58,8 @@ class ReplicaBackend(Protocol):
     def log_path(self, replica_id: str) -> str | None:
         """A file that holds the replica's output, where the backend keeps one."""
 
+    async def settle(self) -> None:
+        """Wait for replica starts in progress, so that a final list() sees every replica."""
+
     async def close(self) -> None:
         """Release resources (not the replicas: the daemon stops those first)."""

@@ -411,6 +411,7 @@ class DockerBackend:
         self._log_dir = Path(log_dir) if log_dir is not None else None
         self._pumps: dict[str, threading.Thread] = {}
         self._pumps_lock = threading.Lock()
+        self._starting: set[asyncio.Task] = set()  # container starts in progress (settle())
         self._replica_api: dict[str, str] = {}  # replica id -> api, for log_path()
         self._base_image = base_image
         self._progress = progress
@@ -466,6 +467,45 @@ class DockerBackend:
 
         return await asyncio.to_thread(run)
 
+    async def _call_detached(self, action: str, fn: Any) -> Any:
+        """_call on a daemon thread: for image builds, which can take minutes. The default
+        executor is joined when the event loop closes, so a build running there would keep a
+        daemon that was told to stop alive until the build ends."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+
+        def deliver(ok: bool, value: Any) -> None:
+            if not fut.done():
+                (fut.set_result if ok else fut.set_exception)(value)
+
+        def run() -> None:
+            try:
+                with docker_errors(action, self._base_url):
+                    result = fn()
+            except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+                outcome = (False, e)
+            else:
+                outcome = (True, result)
+            if not loop.is_closed():
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(deliver, *outcome)
+
+        threading.Thread(target=run, name=f"build-{action[:40]}", daemon=True).start()
+        return await fut
+
+    async def _start_call(self, action: str, fn: Any, *args: Any) -> Any:
+        """A container start that finishes even if the awaiting task is cancelled, so settle()
+        can wait for it and the daemon's final list() sees the container (and stops it)."""
+        task = asyncio.ensure_future(self._call(action, fn, *args))
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+        return await asyncio.shield(task)
+
+    async def settle(self) -> None:
+        """Wait for container starts in progress (the daemon calls this before its last list())."""
+        if self._starting:
+            await asyncio.gather(*list(self._starting), return_exceptions=True)
+
     # -- images -----------------------------------------------------------------------------------
     def _emit(self, line: str) -> None:
         # called on the building thread; the daemon's callback runs on its loop
@@ -486,7 +526,7 @@ class DockerBackend:
         self._loop = asyncio.get_running_loop()
         key = spec.predictor.image or variant_of(spec)
         async with self._build_locks.setdefault(key, asyncio.Lock()):
-            tag = await self._call(
+            tag = await self._call_detached(
                 f"preparing the image of api {spec.name!r}",
                 lambda: self._get_builder().ensure(spec),
             )
@@ -545,13 +585,13 @@ class DockerBackend:
 
         action = f"starting a replica of api {spec.name!r}"
         try:
-            attrs = await self._call(action, run, image)
+            attrs = await self._start_call(action, run, image)
         except CortexdError as e:
             if not (known and isinstance(e.__cause__, docker.errors.ImageNotFound)):
                 raise
             # the remembered image was removed since (docker rmi, prune): prepare it again
             self._images.pop(spec.spec_hash, None)
-            attrs = await self._call(action, run, await self.image_for(spec))
+            attrs = await self._start_call(action, run, await self.image_for(spec))
         info = replica_from_attrs(attrs)
         self._ensure_pump(info, attrs.get("Id", ""))
         return info

@@ -254,6 +254,9 @@ class ProcessBackend:
         by_sid = cpu_seconds_by_session(set(sids))
         return {rid: by_sid.get(sid, 0.0) for sid, rid in sids.items()}
 
+    async def settle(self) -> None:
+        """Nothing to wait for: start() registers a child before it returns to the loop."""
+
     async def logs(self, replica_id: str, tail: int | None = None) -> list[str]:
         child = self._children.get(replica_id)
         if child is None:

@@ -541,6 +541,9 @@ class Reconciler:
         for state in self.apis.values():
             if state.image_task is not None:
                 state.image_task.cancel()
+        settle = getattr(self.backend, "settle", None)
+        if settle is not None:
+            await settle()  # a start cancelled with the reconcile task still creates its replica
         infos = await self.backend.list()
         await asyncio.gather(
             *(self.backend.stop(i.replica_id, timeout=self.settings.stop_timeout) for i in infos),

@@ -163,3 +163,44 @@ async def test_pumps_of_gone_replicas_are_dropped(tmp_path):
     backend._replica_api["old-1"] = "old"
     await backend.list()
     assert backend._pumps == {} and backend._replica_api == {}
+
+
+async def test_a_cancelled_start_still_finishes_and_settle_waits_for_it():
+    backend = DockerBackend(instance="t", client=object())
+    release = threading.Event()
+    created = []
+
+    def slow_create():
+        release.wait(5)
+        created.append("container")
+        return {"Id": "x"}
+
+    task = asyncio.ensure_future(backend._start_call("starting a replica", slow_create))
+    await asyncio.sleep(0.05)
+    task.cancel()  # the daemon shutting down cancels the reconcile pass mid-start
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    settling = asyncio.ensure_future(backend.settle())
+    await asyncio.sleep(0.05)
+    assert not settling.done()  # the container is still being created
+    release.set()
+    await asyncio.wait_for(settling, 5)
+    assert created == ["container"]  # so the final list() sees it, and stops it
+
+
+async def test_builds_run_on_daemon_threads_so_shutdown_does_not_wait_for_them():
+    backend = DockerBackend(instance="t", client=object())
+    seen = []
+
+    def build():
+        seen.append(threading.current_thread().daemon)
+        return "tag"
+
+    assert await backend._call_detached("preparing", build) == "tag"
+    assert seen == [True]
+
+    def failing():
+        raise docker.errors.APIError("boom")
+
+    with pytest.raises(Exception, match="boom"):
+        await backend._call_detached("preparing", failing)
