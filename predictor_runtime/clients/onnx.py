@@ -36,6 +36,7 @@ from typing import Any
 from aiohttp import web
 
 from predictor_runtime.batching import BatcherSet, split, stack
+from predictor_runtime.clients.base import ModelClient, batchers_from_spec
 from predictor_runtime.models import (
     DEFAULT_MODEL,
     ModelEntry,
@@ -174,12 +175,11 @@ def convert_input(model_input: Any, inputs: tuple[TensorInfo, ...]) -> dict[str,
     return {names[0]: to_array(model_input, inputs[0])}
 
 
-class ONNXClient:
+class ONNXClient(ModelClient):
     """predict() and get_model() for an ONNXPredictor (see the module docstring)."""
 
     def __init__(self, store: ModelStore, batchers: BatcherSet | None = None):
-        self.store = store
-        self.batchers = batchers
+        super().__init__(store, batchers)
         self._warned_unbatchable: set[str] = set()
 
     @classmethod
@@ -192,20 +192,7 @@ class ONNXClient:
             return load_onnx(path, providers)
 
         store = store_from_spec("onnx", predictor, loader=loader, describe_model=describe_onnx)
-        batching = predictor.get("server_side_batching")
-        batchers = BatcherSet(int(batching["max_batch_size"]), float(batching["batch_interval"])) \
-            if batching else None
-        return cls(store, batchers)
-
-    def start(self) -> None:
-        self.store.start()
-        self.store.start_polling()
-
-    def describe(self) -> dict[str, Any]:
-        out = self.store.describe()
-        if self.batchers is not None:
-            out["server_side_batching"] = self.batchers.stats()
-        return out
+        return cls(store, batchers_from_spec(predictor))
 
     def get_model(self, model_name: str | None = None, model_version: str = "latest") -> dict[str, Any]:
         model: OnnxModel = self.store.get(model_name, model_version)

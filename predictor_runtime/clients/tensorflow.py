@@ -33,12 +33,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from predictor_runtime.batching import BatcherSet, split, stack
+from predictor_runtime.batching import split, stack
+from predictor_runtime.clients.base import ModelClient, batchers_from_spec
 from predictor_runtime.clients.onnx import ModelInputError
 from predictor_runtime.models import (
     ModelEntry,
     ModelSourceError,
-    ModelStore,
     store_from_spec,
 )
 
@@ -157,12 +157,8 @@ def flatten(value: Any) -> list[Any]:
     return [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in items]
 
 
-class TensorFlowClient:
+class TensorFlowClient(ModelClient):
     """predict() and get_model() for a TensorFlowPredictor (see the module docstring)."""
-
-    def __init__(self, store: ModelStore, batchers: BatcherSet | None = None):
-        self.store = store
-        self.batchers = batchers
 
     @classmethod
     def from_spec(cls, predictor: dict[str, Any]) -> TensorFlowClient:
@@ -172,20 +168,7 @@ class TensorFlowClient:
             return load_saved_model(path, entry.signature_key or default_key)
 
         store = store_from_spec("tensorflow", predictor, loader=loader, describe_model=describe_tf)
-        batching = predictor.get("server_side_batching")
-        batchers = BatcherSet(int(batching["max_batch_size"]), float(batching["batch_interval"])) \
-            if batching else None
-        return cls(store, batchers)
-
-    def start(self) -> None:
-        self.store.start()
-        self.store.start_polling()
-
-    def describe(self) -> dict[str, Any]:
-        out = self.store.describe()
-        if self.batchers is not None:
-            out["server_side_batching"] = self.batchers.stats()
-        return out
+        return cls(store, batchers_from_spec(predictor))
 
     def get_model(self, model_name: str | None = None, model_version: str = "latest") -> dict[str, Any]:
         model: TFModel = self.store.get(model_name, model_version)
