@@ -274,25 +274,31 @@ class ProcessBackend:
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def cpu_seconds_by_session(sids: set[int], proc: str = "/proc") -> dict[int, float]:
-    """{session id: utime+stime seconds of its live processes} (a replica is one session:
-    its supervisor and the workers it forked). One pass over /proc."""
-    out: dict[int, float] = {}
-    if not sids:
-        return out
+def _proc_stats(proc: str = "/proc"):
+    """(pid, fields after "comm)") of every process in /proc; one pass, vanished ones skipped.
+    Fields: state(0) ppid(1) pgrp(2) session(3) ... utime(11) stime(12)."""
     try:
         entries = os.listdir(proc)
     except OSError:
-        return out
+        return
     for entry in entries:
         if not entry.isdigit():
             continue
         try:
             with open(f"{proc}/{entry}/stat", "rb") as f:
                 fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
+        except (OSError, IndexError):
             continue  # exited while we looked
-        # after "comm)": state ppid pgrp session ... utime(12) stime(13)
+        yield int(entry), fields
+
+
+def cpu_seconds_by_session(sids: set[int], proc: str = "/proc") -> dict[int, float]:
+    """{session id: utime+stime seconds of its live processes} (a replica is one session:
+    its supervisor and the workers it forked)."""
+    out: dict[int, float] = {}
+    if not sids:
+        return out
+    for _, fields in _proc_stats(proc):
         sid = int(fields[3])
         if sid in sids:
             out[sid] = out.get(sid, 0.0) + (int(fields[11]) + int(fields[12])) / _CLK_TCK
@@ -304,21 +310,10 @@ def session_members(sids: set[int], proc: str = "/proc") -> dict[int, list[int]]
     out: dict[int, list[int]] = {}
     if not sids:
         return out
-    try:
-        entries = os.listdir(proc)
-    except OSError:
-        return out
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"{proc}/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
+    for pid, fields in _proc_stats(proc):
         sid = int(fields[3])
         if sid in sids and fields[0] not in (b"Z", b"X"):
-            out.setdefault(sid, []).append(int(entry))
+            out.setdefault(sid, []).append(pid)
     return out
 
 
