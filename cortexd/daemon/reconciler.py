@@ -22,7 +22,7 @@ import itertools
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import aiohttp

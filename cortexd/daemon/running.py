@@ -33,7 +33,6 @@ from cortexd.daemon.reconciler import Reconciler
 from cortexd.daemon.watcher import ProjectWatcher, api_digest, project_files
 from cortexd.errors import (
     BackendUnavailable,
-    ConfigError,
     CortexdError,
     DaemonAlreadyRunning,
     UnknownAPI,

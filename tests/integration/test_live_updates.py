@@ -268,7 +268,7 @@ def predict(sample, metadata):
 
 
 def test_legacy_api_scales_up_on_cpu_utilization(cli, tmp_path):
-    project = write_project(tmp_path / "legacy-cpu", f"""
+    project = write_project(tmp_path / "legacy-cpu", """
 - kind: api
   name: burner
   endpoint: /burner
