@@ -27,16 +27,14 @@ inputs stacked along the batch dimension, and each caller gets its own rows.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
 
 from predictor_runtime.batching import BatcherSet, split, stack
-from predictor_runtime.clients.base import ModelClient, batchers_from_spec
+from predictor_runtime.clients.base import ModelClient, ModelInputError, batchers_from_spec, convert_input, fit_shape
 from predictor_runtime.models import (
     DEFAULT_MODEL,
     ModelEntry,
@@ -53,17 +51,6 @@ ONNX_DTYPES = {
     "tensor(uint64)": "uint64", "tensor(uint32)": "uint32", "tensor(uint16)": "uint16",
     "tensor(uint8)": "uint8", "tensor(bool)": "bool", "tensor(string)": "object",
 }
-
-
-class ModelInputError(web.HTTPBadRequest, ValueError):
-    """A model input that does not fit the model's signature: the request gets 400 with this message."""
-
-    def __init__(self, message: str):
-        super().__init__(text=json.dumps({"error": message}), content_type="application/json")
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @dataclass(frozen=True)
@@ -147,32 +134,12 @@ def to_array(value: Any, info: TensorInfo) -> Any:
     except (TypeError, ValueError) as e:
         raise ModelInputError(f"input {info.name!r}: cannot convert the value to {dtype} ({e}); "
                               f"expected {info.type} with shape {list(info.shape)}") from None
-    rank = len(info.shape)
-    if arr.ndim == rank - 1:
-        arr = arr.reshape((1, *arr.shape))
-    if arr.ndim != rank:
-        raise ModelInputError(f"input {info.name!r}: expected shape {list(info.shape)} (or one sample of it, "
-                              f"without the first dimension); found shape {list(arr.shape)}")
-    for i, (want, got) in enumerate(zip(info.shape, arr.shape)):
-        if isinstance(want, int) and want >= 0 and want != got:
-            raise ModelInputError(f"input {info.name!r}: expected shape {list(info.shape)}; found shape "
-                                  f"{list(arr.shape)} (dimension {i} is {got}, not {want})")
-    return arr
+    return fit_shape(arr, info.name, info.shape)
 
 
-def convert_input(model_input: Any, inputs: tuple[TensorInfo, ...]) -> dict[str, Any]:
+def feed_for(model_input: Any, inputs: tuple[TensorInfo, ...]) -> dict[str, Any]:
     """The session feed for a plain value (single-input models) or a dict keyed by input name."""
-    names = [i.name for i in inputs]
-    if isinstance(model_input, dict) and (len(inputs) > 1 or names[0] in model_input):
-        missing = [n for n in names if n not in model_input]
-        if missing:
-            raise ModelInputError(f"model input is missing {', '.join(map(repr, missing))}; the model takes "
-                                  f"{_signature_text(inputs)}; found keys {sorted(map(str, model_input))}")
-        return {i.name: to_array(model_input[i.name], i) for i in inputs}
-    if len(inputs) != 1:
-        raise ModelInputError(f"the model has {len(inputs)} inputs ({_signature_text(inputs)}); pass a dict "
-                              "keyed by input name")
-    return {names[0]: to_array(model_input, inputs[0])}
+    return convert_input(model_input, inputs, to_array, _signature_text(inputs))
 
 
 class ONNXClient(ModelClient):
@@ -202,7 +169,7 @@ class ONNXClient(ModelClient):
 
     def predict(self, model_input: Any, model_name: str | None = None, model_version: str = "latest") -> Any:
         key, model = self.store.get_with_key(model_name, model_version)
-        feed = convert_input(model_input, model.inputs)
+        feed = feed_for(model_input, model.inputs)
         if self.batchers is None:
             return model.session.run(None, feed)
         if not model.batchable:

@@ -34,8 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from predictor_runtime.batching import split, stack
-from predictor_runtime.clients.base import ModelClient, batchers_from_spec
-from predictor_runtime.clients.onnx import ModelInputError
+from predictor_runtime.clients.base import ModelClient, ModelInputError, batchers_from_spec, convert_input, fit_shape
 from predictor_runtime.models import (
     ModelEntry,
     ModelSourceError,
@@ -118,31 +117,11 @@ def to_array(value: Any, t: TFTensor) -> Any:
     except (TypeError, ValueError) as e:
         raise ModelInputError(f"input {t.name!r}: cannot convert the value to {t.dtype.name} ({e}); "
                               f"expected shape {list(t.shape)}") from None
-    rank = len(t.shape)
-    if arr.ndim == rank - 1:
-        arr = arr.reshape((1, *arr.shape))
-    if arr.ndim != rank:
-        raise ModelInputError(f"input {t.name!r}: expected shape {list(t.shape)} (or one sample of it, without "
-                              f"the first dimension); found shape {list(arr.shape)}")
-    for i, (want, got) in enumerate(zip(t.shape, arr.shape)):
-        if want is not None and want != got:
-            raise ModelInputError(f"input {t.name!r}: expected shape {list(t.shape)}; found shape "
-                                  f"{list(arr.shape)} (dimension {i} is {got}, not {want})")
-    return arr
+    return fit_shape(arr, t.name, t.shape)
 
 
-def convert_input(model_input: Any, inputs: tuple[TFTensor, ...]) -> dict[str, Any]:
-    names = [i.name for i in inputs]
-    if isinstance(model_input, dict) and (len(inputs) > 1 or names[0] in model_input):
-        missing = [n for n in names if n not in model_input]
-        if missing:
-            raise ModelInputError(f"model input is missing {', '.join(map(repr, missing))}; the signature takes "
-                                  f"{_signature_text(inputs)}; found keys {sorted(map(str, model_input))}")
-        return {i.name: to_array(model_input[i.name], i) for i in inputs}
-    if len(inputs) != 1:
-        raise ModelInputError(f"the signature has {len(inputs)} inputs ({_signature_text(inputs)}); pass a "
-                              "dict keyed by input name")
-    return {names[0]: to_array(model_input, inputs[0])}
+def feed_for(model_input: Any, inputs: tuple[TFTensor, ...]) -> dict[str, Any]:
+    return convert_input(model_input, inputs, to_array, _signature_text(inputs), what="signature")
 
 
 def _run(model: TFModel, feed: dict[str, Any]) -> dict[str, Any]:
@@ -179,7 +158,7 @@ class TensorFlowClient(ModelClient):
 
     def predict(self, model_input: Any, model_name: str | None = None, model_version: str = "latest") -> Any:
         key, model = self.store.get_with_key(model_name, model_version)
-        feed = convert_input(model_input, model.inputs)
+        feed = feed_for(model_input, model.inputs)
         if self.batchers is None or not model.batchable:
             outputs = _run(model, feed)
         else:
