@@ -27,6 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.docker.conftest import iris_project  # noqa: E402
+
 SAMPLE = {"sepal_length": 5.2, "sepal_width": 3.6, "petal_length": 1.4, "petal_width": 0.3}
 
 
@@ -71,14 +73,8 @@ def one_run(base_image: str, cached: bool) -> float:
         remove_predictor_images()
     work = Path(tempfile.mkdtemp(prefix="cxd-bench-"))
     work.chmod(0o755)
-    project = work / "iris"
-    shutil.copytree(REPO / "examples" / "iris-classifier", project)
     port = free_port()
-    text = (project / "cortex.yaml").read_text().replace(
-        "  compute:", f"  networking:\n    local_port: {port}\n  compute:")
-    (project / "cortex.yaml").write_text(text)
-    for p in [project, *project.rglob("*")]:
-        p.chmod(0o755 if p.is_dir() else 0o644)
+    project = iris_project(work / "iris", port)
     home = work / "home"
     t0 = time.monotonic()
     try:

@@ -103,6 +103,18 @@ def write_project(root: Path, requirements: str | None = "numpy>=1.24\n") -> Pat
     return root
 
 
+def iris_project(dest: Path, port: int) -> Path:
+    """A copy of examples/iris-classifier served on `port`, readable by a container's user."""
+    repo = Path(__file__).resolve().parents[2]
+    shutil.copytree(repo / "examples" / "iris-classifier", dest)
+    text = (dest / "cortex.yaml").read_text().replace(
+        "  compute:", f"  networking:\n    local_port: {port}\n  compute:")
+    (dest / "cortex.yaml").write_text(text)
+    for p in [dest, *dest.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return dest
+
+
 def _engine_or_skip() -> None:
     reason = DockerBackend.probe()
     if reason is None:

@@ -9,12 +9,12 @@ and `cortexd down` leaves no container of its own behind.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 
 from cortexd.backends.docker import LABEL_INSTANCE, instance_for_home
-from tests.integration.conftest import REPO, cli, free_port, pid_alive, post_json  # noqa: F401 - cli is a fixture
+from tests.docker.conftest import iris_project
+from tests.integration.conftest import cli, free_port, pid_alive, post_json  # noqa: F401 - cli is a fixture
 
 SAMPLE = {"sepal_length": 5.2, "sepal_width": 3.6, "petal_length": 1.4, "petal_width": 0.3}
 
@@ -25,14 +25,8 @@ def ours(docker_client, home) -> list:
 
 
 def test_up_serves_replaces_adopts_and_down_removes(cli, docker_client, base_image, shared_dir):
-    project = shared_dir / "iris-up"
-    shutil.copytree(REPO / "examples" / "iris-classifier", project)
     port = free_port()
-    text = (project / "cortex.yaml").read_text().replace(
-        "  compute:", f"  networking:\n    local_port: {port}\n  compute:")
-    (project / "cortex.yaml").write_text(text)
-    for p in [project, *project.rglob("*")]:
-        p.chmod(0o755 if p.is_dir() else 0o644)
+    project = iris_project(shared_dir / "iris-up", port)
     url = f"http://127.0.0.1:{port}/iris-classifier"
 
     up = cli("up", "-d", "--backend", "docker", "--base-image", base_image, "--wait", "600", str(project),
