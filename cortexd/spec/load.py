@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,13 @@ UNSUPPORTED_KINDS = {
 }
 # Aliases can make a small file expand into a huge tree; refuse past this many values.
 MAX_VALUES_PER_FILE = 200_000
+# Deeper nesting than this is refused where it starts (the composer recurses per level).
+MAX_NESTING = 100
+# Integers longer than this are refused where they are written (no field takes one; Python
+# refuses to convert integers of 4,300+ digits, and such values break JSON and float()).
+MAX_INTEGER_DIGITS = 100
+# Paths whose contents are free-form (handed to the predictor): non-finite floats allowed there.
+FREE_FORM = (("predictor", "config"), ("predictor", "metadata"), ("metadata",))
 
 Pos = tuple[int, int]  # 1-based line, column
 Marks = dict[Path_, tuple[Pos | None, Pos]]  # path -> (key position, value position)
@@ -85,8 +93,35 @@ class _Seq(list):
     item_marks: list[yaml.Mark]
 
 
+class _TooDeep(yaml.MarkedYAMLError):
+    pass
+
+
+class _HugeInteger:
+    """An integer too long to be any field's value (kept as its digit count, never converted)."""
+
+    def __init__(self, digits: int):
+        self.digits = digits
+
+
 class _MarkingLoader(yaml.SafeLoader):
-    """SafeLoader whose mappings and sequences keep the marks of their keys and items."""
+    """SafeLoader whose mappings and sequences keep the marks of their keys and items.
+
+    It also refuses what would make the parse itself fail without a location: nesting
+    deeper than MAX_NESTING (RecursionError) and integers too long for int().
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                raise _TooDeep(None, None, f"nesting deeper than {MAX_NESTING} levels; a cortex.yaml "
+                               "needs a few levels (flatten predictor.config)", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _construct_map(loader: _MarkingLoader, node: yaml.MappingNode) -> _Map:
@@ -118,8 +153,24 @@ def _construct_seq(loader: _MarkingLoader, node: yaml.SequenceNode) -> _Seq:
     return out
 
 
+def _construct_int(loader: _MarkingLoader, node: yaml.ScalarNode) -> int | _HugeInteger:
+    digits = sum(c.isalnum() for c in str(node.value))  # hex digits too: 0xfff... grows as fast
+    if digits > MAX_INTEGER_DIGITS:
+        return _HugeInteger(digits)
+    return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+
+def _construct_timestamp(loader: _MarkingLoader, node: yaml.ScalarNode) -> Any:
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except (ValueError, OverflowError):  # looks like a date, is none ("2020-13-45"): keep the text
+        return str(node.value)
+
+
 _MarkingLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 _MarkingLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
+_MarkingLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_MarkingLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 
 
 def _pos(mark: yaml.Mark | None) -> Pos | None:
@@ -135,6 +186,11 @@ def _parse_yaml(text: str) -> list[tuple[Any, yaml.Mark]]:
             node = loader.get_node()
             docs.append((loader.construct_document(node), node.start_mark))
         return docs
+    except (RecursionError, ValueError, OverflowError, TypeError) as e:
+        # a value the YAML library could not construct: located where the reader stopped
+        raise yaml.constructor.ConstructorError(
+            None, None, f"a value could not be read ({type(e).__name__}: {str(e)[:200]})",
+            loader.get_mark()) from None
     finally:
         loader.dispose()
 
@@ -180,11 +236,35 @@ class _Plain:
             return out_list
         if isinstance(value, (datetime.date, datetime.datetime)):
             return value.isoformat()  # YAML timestamps: keep them as the text the user meant
+        if isinstance(value, _HugeInteger):
+            self.findings.append(Finding(path, f"expected a number of at most {MAX_INTEGER_DIGITS} digits; "
+                                         f"found an integer of {value.digits} digits"))
+            return None
+        if isinstance(value, float) and not math.isfinite(value) and not _free_form(path):
+            self.findings.append(Finding(path, f"expected a finite number; found {_float_text(value)}"))
+            return None
         if value is None or isinstance(value, (str, int, float, bool)):
             return value
         self.findings.append(Finding(path, f"unsupported YAML value ({type(value).__name__}); "
                                      "use strings, numbers, booleans, lists and mappings"))
         return None
+
+
+def _free_form(path: Path_) -> bool:
+    return any(path[:len(prefix)] == prefix for prefix in FREE_FORM)
+
+
+def _float_text(value: float) -> str:
+    if math.isnan(value):
+        return ".nan (not a number)"
+    return ".inf (infinity)" if value > 0 else "-.inf (minus infinity)"
+
+
+def _line_column(text: str, position: int) -> Pos:
+    """1-based line and column of a character offset (yaml's ReaderError gives only the offset)."""
+    position = max(0, min(position, len(text)))
+    line = text.count("\n", 0, position) + 1
+    return line, position - (text.rfind("\n", 0, position) + 1) + 1
 
 
 # -- one file ------------------------------------------------------------------------
@@ -263,8 +343,14 @@ def _read_entries(text: str, file: str, project_dir: str) -> _FileResult:
                                              mark.column + 1 if mark else None, None, "",
                                              f"invalid YAML: {what}"))
         return result
+    except yaml.reader.ReaderError as e:  # a control character: located by offset only
+        line, column = _line_column(text, e.position)
+        what = (f"unacceptable character #x{e.character:04x}: control characters are not allowed"
+                if isinstance(e.character, int) else e.reason)
+        result.problems.append(ConfigProblem(file, line, column, None, "", f"invalid YAML: {what}"))
+        return result
     except yaml.YAMLError as e:
-        result.problems.append(ConfigProblem(file, None, None, None, "", f"invalid YAML: {e}"))
+        result.problems.append(ConfigProblem(file, 1, None, None, "", f"invalid YAML: {e}"))
         return result
 
     items: list[tuple[Any, Pos]] = []
@@ -560,11 +646,18 @@ def load_config(paths: Sequence[str]) -> LoadedConfig:
             continue
         files.append(file)
         try:
-            with open(file, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as e:
-            reason = e.strerror if isinstance(e, OSError) else f"not UTF-8 text ({e.reason})"
-            problems.append(ConfigProblem(file, None, None, None, "", f"cannot read the file: {reason}"))
+            with open(file, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            problems.append(ConfigProblem(file, None, None, None, "", f"cannot read the file: {e.strerror}"))
+            continue
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+            problems.append(ConfigProblem(file, line, column, None, "", f"cannot read the file: not UTF-8 "
+                                          f"text ({e.reason} at byte {e.start})"))
             continue
         results.append(_read_text(text, file, os.path.dirname(file)))
     if not paths:

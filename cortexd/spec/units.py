@@ -9,6 +9,7 @@ quantities for cpu/mem, Go's time.ParseDuration for durations.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -28,6 +29,15 @@ _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3,
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
 _PERCENT_RE = re.compile(r"^([0-9]+)%$")
 
+# Upper bounds where Kubernetes, which ran Cortex, would have refused the value: quantities
+# are int64 (bytes, millicores), durations Go's int64 nanoseconds, replica counts int32.
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+MAX_MEMORY = INT64_MAX  # bytes (8Ei)
+MAX_CPU = INT64_MAX // 1000  # cores (int64 millicores)
+MAX_DURATION = INT64_MAX / 1e9  # seconds (Go's time.Duration, about 292 years)
+MAX_DURATION_TEXT = "2562047h"
+
 
 def describe_value(value: Any) -> str:
     """How a YAML value reads in a message: "the string 'abc'", "the integer 3"..."""
@@ -36,7 +46,8 @@ def describe_value(value: Any) -> str:
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
     if isinstance(value, int):
-        return f"the integer {value}"
+        text = str(value)
+        return f"the integer {text}" if len(text) <= 30 else f"an integer of {len(text.lstrip('-'))} digits"
     if isinstance(value, float):
         return f"the number {value:g}"
     if isinstance(value, str):
@@ -53,30 +64,51 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _check_finite(value: Any, example: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"expected {example}; found {describe_value(value)} (a finite number is needed)")
+
+
+def _cpu_in_range(cores: float, value: Any) -> float:
+    if not math.isfinite(cores) or cores > MAX_CPU:
+        raise ValueError(f"expected a CPU quantity of at most {MAX_CPU} cores (Kubernetes' limit); "
+                         f"found {describe_value(value)}")
+    return cores
+
+
 def parse_cpu(value: Any) -> float:
     """CPU cores from 1, 0.5, "1", "0.5" or "200m"; raises ValueError with an example."""
     if _is_number(value):
+        _check_finite(value, CPU_EXAMPLE)
         if value < 0:
             raise ValueError(f"expected {CPU_EXAMPLE}, not negative; found {describe_value(value)}")
-        return float(value)
+        if value > MAX_CPU:
+            return _cpu_in_range(math.inf, value)
+        return _cpu_in_range(float(value), value)
     if isinstance(value, str):
         m = _CPU_RE.match(value.strip())
         if m:
             number = float(m.group(1))
-            return number / 1000.0 if m.group(2) else number
+            return _cpu_in_range(number / 1000.0 if m.group(2) else number, value)
     raise ValueError(f"expected {CPU_EXAMPLE}; found {describe_value(value)}")
 
 
 def parse_memory(value: Any) -> int:
     """Bytes from "200Mi", "1Gi", "500M", "1G" or a plain number of bytes."""
+    too_large = f"expected a memory quantity of at most 8Ei ({MAX_MEMORY} bytes, Kubernetes' limit)"
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
             raise ValueError(f"expected {MEMORY_EXAMPLE}, not negative; found {describe_value(value)}")
+        if value > MAX_MEMORY:
+            raise ValueError(f"{too_large}; found {describe_value(value)}")
         return value
     if isinstance(value, str):
         m = _MEMORY_RE.match(value.strip())
         if m:
-            return int(float(m.group(1)) * _MEMORY_SUFFIXES[m.group(2) or ""])
+            number = float(m.group(1)) * _MEMORY_SUFFIXES[m.group(2) or ""]
+            if not math.isfinite(number) or number > MAX_MEMORY:
+                raise ValueError(f"{too_large}; found {describe_value(value)}")
+            return int(number)
         if re.match(r"^[0-9.]+(kb|KB|Kb|K|mb|MB|m|gb|GB|g|Gb)$", value.strip()):
             unit = re.sub(r"^[0-9.]+", "", value.strip())
             raise ValueError(
@@ -100,6 +132,9 @@ def parse_duration(value: Any) -> float:
             pos = m.end()
         else:
             if text and pos == len(text):
+                if not total <= MAX_DURATION:  # also catches inf and nan
+                    raise ValueError(f"expected a duration of at most {MAX_DURATION_TEXT} (Go's "
+                                     f"time.Duration limit); found {describe_value(value)}")
                 return total
     hint = " (a number needs a unit, e.g. \"60s\")" if _is_number(value) else ""
     raise ValueError(f"expected {DURATION_EXAMPLE}; found {describe_value(value)}{hint}")
@@ -107,15 +142,20 @@ def parse_duration(value: Any) -> float:
 
 def parse_surge(value: Any) -> int | str:
     """max_surge / max_unavailable: an int >= 0 (also "5") or a percentage "0%".."100%"."""
+    too_large = f"expected at most {INT32_MAX} replicas (an int32, as Kubernetes has it)"
     if isinstance(value, int) and not isinstance(value, bool):
+        if value > INT32_MAX:
+            raise ValueError(f"{too_large}; found {describe_value(value)}")
         if value >= 0:
             return value
     elif isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
+            if len(text) > 10 or int(text) > INT32_MAX:
+                raise ValueError(f"{too_large}; found {describe_value(value)}")
             return int(text)
         m = _PERCENT_RE.match(text)
-        if m and int(m.group(1)) <= 100:
+        if m and len(m.group(1)) <= 3 and int(m.group(1)) <= 100:
             return f"{int(m.group(1))}%"
         if m:
             raise ValueError(f"expected a percentage between 0% and 100%; found {describe_value(value)}")

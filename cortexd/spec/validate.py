@@ -169,6 +169,13 @@ _TYPE_NAMES = {
 }
 
 
+# why an upper bound is what it is (the schema's maxima beyond Cortex's own)
+BOUND_REASONS = {
+    ("maximum", 1000): " (a sane bound for one host)",
+    ("maximum", units.INT32_MAX): " (an int32, as Kubernetes has it)",
+}
+
+
 def schema_findings(doc: Any, def_name: str = "realtime_api") -> list[Finding]:
     """All schema errors of `doc` against $defs/<def_name>, rewritten as sentences."""
     errors = list(_validator(def_name).iter_errors(doc))
@@ -268,7 +275,9 @@ def _rewrite(error: ValidationError, doc: Any) -> list[Finding]:
         return [Finding(path, f"expected {value!r}; found {found}")]
     bounds = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
     if v in bounds:
-        return [Finding(path, f"expected a value {bounds[v]} {value}; found {inst}")]
+        shown = inst if len(str(inst)) <= 30 else found
+        why = BOUND_REASONS.get((v, value), "")
+        return [Finding(path, f"expected a value {bounds[v]} {value}{why}; found {shown}")]
     if v == "minLength" and value == 1:
         return [Finding(path, "expected a non-empty string; found an empty string")]
     if v in ("minLength", "maxLength"):
