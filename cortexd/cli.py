@@ -491,6 +491,18 @@ def cmd_make_base_image(args) -> int:
     return EXIT_OK if code == 0 else EXIT_USER
 
 
+def cmd_export_kubernetes(args) -> int:
+    from cortexd.kube.export import export_kubernetes
+    from cortexd.kube.manifests import ExportOptions
+    from cortexd.spec import load_config
+
+    loaded = load_config(_paths(args))
+    options = ExportOptions(flavor=args.flavor, namespace=args.namespace, ingress_class=args.ingress_class)
+    for line in export_kubernetes(list(loaded.apis), args.registry, options, Path(args.output)):
+        print(line)
+    return EXIT_OK
+
+
 def cmd_version(args) -> int:
     print(f"cortexd {__version__}")
     return EXIT_OK
@@ -569,6 +581,21 @@ def build_parser() -> argparse.ArgumentParser:
              "make a Docker base image from Debian packages (debootstrap), for hosts without a registry")
     mb.add_argument("name", nargs="?", default=None, metavar="NAME",
                     help="image name (default cortexd/base:bookworm); then `cortexd up --base-image NAME`")
+
+    ex = sub.add_parser("export", help="write what runs the project elsewhere (kubernetes)",
+                        description="write what runs the project elsewhere")
+    ex_sub = ex.add_subparsers(dest="target", metavar="TARGET", required=True)
+    k8s = ex_sub.add_parser("kubernetes", help="one manifest file per API, for `kubectl apply -f DIR`",
+                            description="one manifest file per API, for `kubectl apply -f DIR`, and a report")
+    k8s.set_defaults(func=cmd_export_kubernetes)
+    k8s.add_argument("paths", nargs="*", metavar="PATH")
+    k8s.add_argument("--registry", metavar="REG", help="where `cortexd build --push` put the images")
+    k8s.add_argument("--flavor", default="deployment", metavar="deployment|knative",
+                     help="Deployment + Service + Ingress + HPA (default), or a Knative Service")
+    k8s.add_argument("-o", "--output", default="k8s", metavar="DIR", help="folder to write (default ./k8s)")
+    k8s.add_argument("--namespace", metavar="NS", help="metadata.namespace of every object")
+    k8s.add_argument("--ingress-class", metavar="CLASS",
+                     help="ingressClassName of the Ingress (default: the cluster's default class)")
 
     add("version", cmd_version, "print the version")
     return p

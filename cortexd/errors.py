@@ -9,6 +9,7 @@
      +-- DaemonAlreadyRunning     `cortexd up` while a daemon answers
      +-- UnknownAPI               a command named an API the daemon does not serve
      +-- RequestError             a CLI request (predict) could not be made
+     +-- ExportError              `cortexd build` / `export kubernetes` cannot make what was asked
 
 Third-party exceptions (docker-py, aiohttp, yaml) are translated into these
 once, at the module that talks to the library; the CLI maps classes to exit
@@ -87,3 +88,7 @@ class UnknownAPI(CortexdError):
 
 class RequestError(CortexdError):
     """A request sent by the CLI on the user's behalf failed."""
+
+
+class ExportError(CortexdError):
+    """`cortexd build` or `cortexd export kubernetes` cannot make the image or manifests asked for."""

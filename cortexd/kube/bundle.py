@@ -1,0 +1,121 @@
+"""Reads what goes into an API's image from disk: project files, local models, `.env` (I/O).
+
+The rules are layout.is_project_file() (Cortex's: dot files, *.pyc, cortex.yaml
+out; `.cortexignore` matched with gitignore semantics through pathspec, as
+Cortex's CLI did). Local model folders always go in, even inside an ignored
+path, since the API cannot start without them; their sizes are reported.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pathspec
+
+from cortexd.errors import ExportError
+from cortexd.kube import layout
+from cortexd.spec.model import APISpec
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    path: str  # host path
+    in_image: str
+    files: int
+    size: int  # bytes
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    files: dict[str, bytes]  # host absolute path -> content
+    models: tuple[ModelFolder, ...]
+    dotenv: dict[str, str]
+
+    @property
+    def project_size(self) -> int:
+        return sum(len(v) for v in self.files.values())
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _cortexignore(root: Path) -> pathspec.PathSpec | None:
+    try:
+        text = (root / ".cortexignore").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ExportError(f"cannot read {root / '.cortexignore'}: {e}") from None
+    return pathspec.GitIgnoreSpec.from_lines(text.splitlines())
+
+
+def _walk(root: Path, keep) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+        dirnames[:] = sorted(d for d in dirnames if keep(rel_dir + d + "/", True))
+        for name in sorted(filenames):
+            rel = rel_dir + name
+            path = Path(dirpath) / name
+            if not keep(rel, False) or not path.is_file():
+                continue
+            try:
+                out[str(path)] = path.read_bytes()
+            except OSError as e:
+                raise ExportError(f"cannot read {path}: {e}") from None
+    return out
+
+
+def read_image_files(spec: APISpec) -> ImageFiles:
+    """Everything of `spec` that its image carries; ExportError names what is missing."""
+    from cortexd.backends.docker import parse_dotenv
+
+    root = Path(spec.project_dir)
+    ignored = _cortexignore(root)
+    yamls = {os.path.relpath(spec.source_file, root).replace(os.sep, "/")}
+
+    def keep_project(rel: str, is_dir: bool) -> bool:
+        name = rel.rstrip("/")
+        if is_dir:
+            return layout.is_project_file(name, set(), None) and not (
+                ignored is not None and ignored.match_file(rel))
+        return layout.is_project_file(name, yamls, ignored)
+
+    files = _walk(root, keep_project)
+    mapping = layout.image_paths(spec)
+    python_path = Path(spec.predictor.python_path)
+    if str(python_path) in mapping and str(python_path) != str(root):
+        files.update(_walk(python_path, lambda rel, is_dir: layout.is_project_file(rel.rstrip("/"), set())))
+
+    models = []
+    for model in layout.local_model_paths(spec):
+        p = Path(model)
+        if p.is_file():
+            found = {str(p): p.read_bytes()}
+        elif p.is_dir():
+            found = _walk(p, lambda rel, is_dir: not any(
+                part.startswith(".") for part in rel.rstrip("/").split("/")))
+        else:
+            raise ExportError(
+                f"{spec.source_file}:{spec.source_line}: api {spec.name!r}: the model folder {model} "
+                "is missing; create it (or point the model path at an s3:// URL) before building"
+            )
+        files.update(found)
+        models.append(ModelFolder(model, layout.to_image_path(model, mapping) or model,
+                                  len(found), sum(len(v) for v in found.values())))
+
+    dotenv_file = root / ".env"
+    try:
+        dotenv = parse_dotenv(dotenv_file.read_text()) if dotenv_file.is_file() else {}
+    except OSError as e:
+        raise ExportError(f"api {spec.name!r}: cannot read {dotenv_file}: {e}") from None
+    return ImageFiles(files=files, models=tuple(models), dotenv=dotenv)

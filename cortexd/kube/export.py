@@ -1,0 +1,128 @@
+"""`cortexd export kubernetes`: the manifests of a project's APIs written to a folder (I/O shell).
+
+Everything is decided before anything is written: the configuration loads and
+validates, every API's files are read (a missing model folder stops here),
+every manifest is rendered. Then the files are written into a temporary
+folder beside DIR and moved in (a rename when DIR does not exist yet, one
+os.replace per file otherwise), so an error never leaves DIR half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from cortexd.errors import ExportError
+from cortexd.kube import layout
+from cortexd.kube.bundle import ImageFiles, human_size, read_image_files
+from cortexd.kube.manifests import FLAVORS, ExportOptions, manifests
+from cortexd.kube.report import notes_for, report_lines, targets_line
+from cortexd.spec.model import APISpec
+
+REPORT_FILE = "cortexd-report.txt"  # kubectl apply -f DIR reads only .yaml/.yml/.json
+
+
+@dataclass(frozen=True)
+class Rendered:
+    spec: APISpec
+    image: str
+    filename: str
+    text: str
+    report: list[str]
+
+
+def check_request(registry: str | None, flavor: str) -> str:
+    """The registry to use, or ExportError: an unknown flavor, no registry, a malformed one."""
+    if flavor not in FLAVORS:
+        raise ExportError(f"unknown flavor {flavor!r}: choose one of {', '.join(FLAVORS)}")
+    if not registry:
+        raise ExportError(
+            "--registry is required: the project's files (predictor code, local models) run in the "
+            "cluster from an image that `cortexd build --registry REG --push` makes, and the manifests "
+            "name it REG/<api>:<hash>; e.g. --registry ghcr.io/my-team")
+    problem = layout.registry_problem(registry)
+    if problem:
+        raise ExportError(problem)
+    return registry.rstrip("/")
+
+
+def image_files_for(spec: APISpec, files: ImageFiles) -> dict[str, bytes]:
+    """The build-context files of the API's last image layer (they name its tag)."""
+    import json
+
+    spec_json = json.dumps(layout.image_runtime_spec(spec), indent=1, sort_keys=True).encode()
+    return layout.bundle_files(spec, files.files, spec_json)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """No &anchors / *aliases for repeated values: the files are for people and kubectl."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
+def dump_yaml(objects: list[dict]) -> str:
+    return "---\n".join(yaml.dump(o, Dumper=_PlainDumper, sort_keys=False, default_flow_style=False)
+                         for o in objects)
+
+
+def render(spec: APISpec, registry: str, options: ExportOptions) -> Rendered:
+    files = read_image_files(spec)
+    image = layout.image_name(registry, spec, image_files_for(spec, files))
+    env = layout.container_env(spec, files.dotenv)
+    objects = manifests(spec, image, env, options)
+    filename = f"{spec.name}.yaml"
+    header = (f"# cortexd export kubernetes --flavor {options.flavor}: api {spec.name!r} from "
+              f"{spec.source_file}:{spec.source_line}\n# {targets_line()}\n")
+    sizes = [f"model {m.path}: {m.files} file(s), {human_size(m.size)}, in the image at {m.in_image}"
+             for m in files.models]
+    notes = notes_for(spec, options.flavor, sorted(files.dotenv), image, sizes)
+    kinds = [f"{o['kind']} {o['metadata']['name']}" for o in objects]
+    report = report_lines(spec, options.flavor, filename, kinds, notes)
+    return Rendered(spec, image, filename, header + dump_yaml(objects), report)
+
+
+def write_atomically(out_dir: Path, files: dict[str, str]) -> None:
+    """Write `files` (name -> text) into out_dir so that a failure leaves out_dir as it was."""
+    out_dir = out_dir.absolute()
+    parent = out_dir.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
+    except OSError as e:
+        raise ExportError(f"cannot write into {parent}: {e.strerror or e}") from None
+    try:
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ExportError(f"{out_dir} exists and is not a folder")
+        if not out_dir.exists():
+            tmp.rename(out_dir)
+            return
+        for name in files:
+            os.replace(tmp / name, out_dir / name)
+    except OSError as e:
+        raise ExportError(f"cannot write the manifests into {out_dir}: {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def export_kubernetes(apis: list[APISpec], registry: str | None, options: ExportOptions,
+                      out_dir: Path) -> list[str]:
+    """Render and write every API's manifests; returns the report's lines."""
+    registry = check_request(registry, options.flavor)
+    rendered = [render(spec, registry, options) for spec in apis]
+    report = [targets_line()]
+    for r in rendered:
+        report.extend(r.report)
+    files = {r.filename: r.text for r in rendered}
+    files[REPORT_FILE] = "\n".join(report) + "\n"
+    write_atomically(out_dir, files)
+    done = (f"wrote {len(rendered)} manifest file(s) and {REPORT_FILE} to {out_dir}; "
+            f"apply with `kubectl apply -f {out_dir}`")
+    return [*report, done]
