@@ -153,8 +153,39 @@ def _settings(args) -> DaemonSettings:
         s = s.with_(base_image=args.base_image)
     if getattr(args, "metrics_port", None) is not None:
         s = s.with_(metrics_port=args.metrics_port)
+    s = _with_log_rotation(s, args, os.environ)
     s.check_socket_path()  # every command binds or connects it: say so before a raw OSError
     return s
+
+
+def _with_log_rotation(s: DaemonSettings, args, env) -> DaemonSettings:
+    """--log-max-size / --log-files, else CORTEXD_LOG_MAX_SIZE / CORTEXD_LOG_FILES, else the defaults."""
+    size = getattr(args, "log_max_size", None)
+    size = env.get("CORTEXD_LOG_MAX_SIZE") if size is None else size
+    files = getattr(args, "log_files", None)
+    files = env.get("CORTEXD_LOG_FILES") if files is None else files
+    if size is not None:
+        s = s.with_(log_max_bytes=_parse_size(str(size)))
+    if files is not None:
+        try:
+            count = int(files)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise UsageError(f"log files {files!r}: expected a whole number of files, at least 1")
+        s = s.with_(log_files=count)
+    return s
+
+
+def _parse_size(text: str) -> int:
+    """A log size: bytes, or with a unit (500K, 10M, 10MiB, 1G; powers of 1024)."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*", text, re.IGNORECASE)
+    value = float(m.group(1)) * 1024 ** " kmg".index(m.group(2).lower() or " ") if m else 0
+    if value < 1 or value > 2**50:
+        raise UsageError(f"log size {text!r}: expected a size such as 10M, 500K or 1048576 (bytes)")
+    return int(value)
 
 
 def _paths(args) -> list[str]:
@@ -197,6 +228,7 @@ def _daemon_argv(settings: DaemonSettings, paths: list[str]) -> list[str]:
             "--host", settings.host, "--metrics-port", str(settings.metrics_port)]
     if settings.base_image:
         argv += ["--base-image", settings.base_image]
+    argv += ["--log-max-size", str(settings.log_max_bytes), "--log-files", str(settings.log_files)]
     return argv + paths
 
 
@@ -261,7 +293,7 @@ def _up_foreground(settings: DaemonSettings, paths: list[str]) -> int:
     live = sys.stdout.isatty()  # the live view takes the terminal; logs go to daemon.log
     if live:
         settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _configure_logging(verbose=live, path=settings.daemon_log if live else None)
+    _configure_logging(verbose=live, path=settings.daemon_log if live else None, settings=settings)
 
     def on_started(daemon) -> None:
         print(f"cortexd {__version__} serving (backend {daemon.backend.name}); Ctrl-C to stop",
@@ -293,17 +325,27 @@ def cmd_daemon(args) -> int:
     """Hidden: the detached daemon's entry point (its output goes to daemon.log)."""
     from cortexd.daemon.running import run_daemon
 
-    _configure_logging(verbose=True)
-    _run(run_daemon(_settings(args), _paths(args)))
+    settings = _settings(args)
+    # its stdout and stderr (daemon.log, from `up -d`) follow daemon.log's rotation
+    _configure_logging(verbose=True, path=settings.daemon_log, settings=settings, capture_std=True)
+    _run(run_daemon(settings, _paths(args)))
     return EXIT_OK
 
 
-def _configure_logging(verbose: bool, path: Path | None = None) -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s" if verbose else "%(message)s",
-        **({"filename": str(path)} if path is not None else {"stream": sys.stderr}),
-    )
+def _configure_logging(verbose: bool, path: Path | None = None, settings: DaemonSettings | None = None,
+                       capture_std: bool = False) -> None:
+    """Log to stderr, or to `path` (daemon.log) rotated by size as settings say."""
+    if path is None:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    else:
+        from cortexd.logfiles import DaemonLogHandler
+
+        s = settings or DaemonSettings()
+        handler = DaemonLogHandler(path, s.log_max_bytes, s.log_files, capture_std=capture_std)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s" if verbose
+                                           else "%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
 
 
 def cmd_down(args) -> int:
@@ -533,6 +575,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--metrics-port", type=int, metavar="PORT",
                     help="Prometheus metrics at http://127.0.0.1:PORT/metrics (default 8889; 0: off, "
                          "they stay at /metrics on the control socket)")
+    up.add_argument("--log-max-size", metavar="SIZE",
+                    help="rotate daemon.log and each replica's log at SIZE (default 10M; env "
+                         "CORTEXD_LOG_MAX_SIZE)")
+    up.add_argument("--log-files", type=int, metavar="N",
+                    help="files kept per log, the current one included (default 5; env CORTEXD_LOG_FILES)")
     up.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                     help="with -d: wait until every API is live; exit 1 if one is in error or not live by then")
 
@@ -543,6 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--base-image")
     d.add_argument("--metrics-port", type=int)
+    d.add_argument("--log-max-size")
+    d.add_argument("--log-files", type=int)
 
     down = add("down", cmd_down, "stop the daemon and every replica it started")
     down.add_argument("--timeout", type=float, default=60)

@@ -71,6 +71,10 @@ class DaemonSettings:
     metrics_port: int = 8889
     # docker backend
     base_image: str | None = None
+    # logs: daemon.log and each replica's log rotate at log_max_bytes, keeping log_files files
+    # (so at most log_max_bytes x log_files each); env CORTEXD_LOG_MAX_SIZE / CORTEXD_LOG_FILES
+    log_max_bytes: int = 10 * 2**20
+    log_files: int = 5
 
     @property
     def socket_path(self) -> Path:

@@ -40,6 +40,7 @@ from typing import Any
 from cortexd.backends.base import ReplicaInfo, ReplicaState
 from cortexd.backends.images import ImageBuilder, Progress, variant_of
 from cortexd.errors import BackendError, BackendUnavailable, CortexdError
+from cortexd.logfiles import DEFAULT_FILES, DEFAULT_MAX_BYTES, RotatingLogWriter
 from cortexd.spec.model import APISpec
 
 log = logging.getLogger("cortexd.docker")
@@ -391,8 +392,9 @@ class DockerBackend:
     progress: receives build output lines, always called on the event loop;
     log_dir: where each replica's output is copied (log_dir/<api>/<replica>.log),
     so logs outlive the container (a crashed replica's traceback stays
-    readable) and are followed like the process backend's. One thread per
-    running container copies its log stream; it ends when the container does.
+    readable) and are followed like the process backend's, rotated by size
+    (log_max_bytes x log_files, cortexd/logfiles.py). One thread per running
+    container copies its log stream; it ends when the container does.
     """
 
     name = "docker"
@@ -406,9 +408,12 @@ class DockerBackend:
         base_url: str | None = None,
         client: Any = None,
         log_dir: Path | str | None = None,
+        log_max_bytes: int = DEFAULT_MAX_BYTES,
+        log_files: int = DEFAULT_FILES,
     ):
         self.instance = instance
         self._log_dir = Path(log_dir) if log_dir is not None else None
+        self._log_rotation = (log_max_bytes, log_files)
         self._pumps: dict[str, threading.Thread] = {}
         self._pumps_lock = threading.Lock()
         self._starting: set[asyncio.Task] = set()  # container starts in progress (settle())
@@ -632,9 +637,12 @@ class DockerBackend:
             kwargs: dict[str, Any] = {"stdout": True, "stderr": True, "stream": True, "follow": True}
             if since is not None:
                 kwargs["since"] = since
-            with open(path, "ab", buffering=0) as out:
+            out = RotatingLogWriter(path, *self._log_rotation)  # at most size x files on disk
+            try:
                 for chunk in container.logs(**kwargs):
                     out.write(chunk)
+            finally:
+                out.close()
         except Exception as e:  # noqa: BLE001 - removed container, engine gone: the copy just ends
             log.debug("log copy of %s ended: %s", container_id[:12], e)
         finally:

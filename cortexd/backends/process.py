@@ -3,9 +3,13 @@
 The embedded default when no Docker engine answers, so a fresh machine serves
 without Docker. A replica is `python -m predictor_runtime --spec F --port P` on
 an ephemeral loopback port, in its own process group (so its worker processes
-stop with it), its output appended to a per-replica log file. The spec hash is
-recorded with each child, so the reconciler re-reads observed state from here
-like it does from Docker labels. Replicas die with the daemon: on Linux each
+stop with it). Its stdout and stderr are one pipe that a thread of the daemon
+(LogPump) copies into the replica's log, rotated by size (cortexd/logfiles.py):
+a child writing straight into the file could not be rotated, and would fill the
+disk. The pump reads a bounded chunk at a time and never touches the event loop;
+a predictor that prints faster than the disk takes it waits on the pipe.
+The spec hash is recorded with each child, so the reconciler re-reads observed
+state from here like it does from Docker labels. Replicas die with the daemon: on Linux each
 one gets SIGTERM when the daemon dies, even by SIGKILL (PR_SET_PDEATHSIG), and
 run_dir/<replica>.pid lets the next daemon SIGKILL what is left anyway
 (reap_leftovers(), called before it clears run_dir).
@@ -26,19 +30,25 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cortexd.backends.base import ReplicaInfo
 from cortexd.errors import BackendError
+from cortexd.logfiles import (
+    DEFAULT_FILES,
+    DEFAULT_MAX_BYTES,
+    RotatingLogWriter,
+    read_tail,
+)
 from cortexd.spec.model import APISpec
 
 log = logging.getLogger("cortexd.process")
 
-LOG_TAIL_BYTES = 256 * 1024
+PUMP_CHUNK = 256 * 1024
 RUNTIME_MODULE = "predictor_runtime"
 
 
@@ -94,11 +104,49 @@ def parent_death_signal(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
     return preexec
 
 
+class LogPump:
+    """Copies what a replica writes to its stdout/stderr pipe into its rotated log, on a thread.
+
+    Ends when every process holding the pipe's write end has exited (end of file).
+    A write that fails (disk full) drops that chunk, says so once in the daemon log,
+    and goes on reading, so the replica never blocks on a full pipe.
+    """
+
+    def __init__(self, read_fd: int, writer: RotatingLogWriter, name: str):
+        self._fd = read_fd
+        self._writer = writer
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        failed = False
+        try:
+            while True:
+                data = os.read(self._fd, PUMP_CHUNK)
+                if not data:
+                    return
+                try:
+                    self._writer.write(data)
+                except OSError as e:
+                    if not failed:
+                        log.error("replica output to %s is lost: %s", self._writer.path, e)
+                    failed = True
+        finally:
+            os.close(self._fd)
+            self._writer.close()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
 @dataclass
 class _Child:
     info: ReplicaInfo
     process: asyncio.subprocess.Process
     log_path: Path
+    pump: LogPump | None = None
     stopping: bool = False
 
 
@@ -107,11 +155,13 @@ class ProcessBackend:
 
     name = "process"
 
-    def __init__(self, run_dir: Path, log_dir: Path, host: str = "127.0.0.1"):
+    def __init__(self, run_dir: Path, log_dir: Path, host: str = "127.0.0.1", *,
+                 log_max_bytes: int = DEFAULT_MAX_BYTES, log_files: int = DEFAULT_FILES):
         # absolute: the --spec argument is what reap_leftovers() recognises a replica by
         self._run_dir = Path(os.path.abspath(run_dir))
         self._log_dir = Path(os.path.abspath(log_dir))
         self._host = host
+        self._log_rotation = (log_max_bytes, log_files)  # per replica: at most size x files on disk
         self._children: dict[str, _Child] = {}
 
     async def ensure_image(self, spec: APISpec) -> None:
@@ -125,7 +175,7 @@ class ProcessBackend:
             self._run_dir.mkdir(parents=True, exist_ok=True)
             log_dir.mkdir(parents=True, exist_ok=True)
             spec_file.write_text(json.dumps(spec.runtime_spec()))
-            log_file = open(log_path, "ab", buffering=0)  # noqa: SIM115 - closed once the child has it
+            writer = RotatingLogWriter(log_path, *self._log_rotation)
         except OSError as e:
             raise BackendError(
                 f"could not start a replica of api {spec.name!r}: cannot write its files "
@@ -133,18 +183,24 @@ class ProcessBackend:
             ) from e
         port = free_loopback_port(self._host)
         env = replica_environment(spec, gpu_ids, dict(os.environ))
-        with log_file:
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", RUNTIME_MODULE,
-                    "--spec", str(spec_file), "--host", self._host, "--port", str(port),
-                    cwd=spec.project_dir, env=env,
-                    stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                    start_new_session=True,  # own session and process group: workers stop with it
-                    preexec_fn=parent_death_signal(signal.SIGTERM),  # and it stops with the daemon
-                )
-            except (OSError, subprocess.SubprocessError) as e:
-                raise BackendError(f"could not start a replica of api {spec.name!r}: {e}") from e
+        read_fd, write_fd = os.pipe()  # the child's stdout and stderr; LogPump reads it
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", RUNTIME_MODULE,
+                "--spec", str(spec_file), "--host", self._host, "--port", str(port),
+                cwd=spec.project_dir, env=env,
+                stdin=asyncio.subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
+                start_new_session=True,  # own session and process group: workers stop with it
+                preexec_fn=parent_death_signal(signal.SIGTERM),  # and it stops with the daemon
+            )
+        except (OSError, subprocess.SubprocessError) as e:
+            os.close(read_fd)
+            writer.close()
+            raise BackendError(f"could not start a replica of api {spec.name!r}: {e}") from e
+        finally:
+            os.close(write_fd)  # the child has it; end of file comes when the replica is gone
+        pump = LogPump(read_fd, writer, name=f"logs-{replica_id}")
+        pump.start()
         try:
             self._pid_file(replica_id).write_text(f"{process.pid}\n")
         except OSError as e:
@@ -159,7 +215,7 @@ class ProcessBackend:
             host=self._host, port=port, started_at=time.time(), gpu_ids=tuple(gpu_ids),
             extra={"pid": str(process.pid)},
         )
-        self._children[replica_id] = _Child(info, process, log_path)
+        self._children[replica_id] = _Child(info, process, log_path, pump)
         return info
 
     async def stop(self, replica_id: str, timeout: float = 10.0) -> None:
@@ -261,7 +317,10 @@ class ProcessBackend:
         child = self._children.get(replica_id)
         if child is None:
             return []
-        return read_log_tail(child.log_path, tail)
+        if child.process.returncode is not None and child.pump is not None:
+            # an exited replica's last words (its traceback) may still be in the pipe
+            await asyncio.to_thread(child.pump.join, 2.0)
+        return await asyncio.to_thread(read_tail, child.log_path, tail)
 
     def log_path(self, replica_id: str) -> str | None:
         child = self._children.get(replica_id)
@@ -329,19 +388,3 @@ def is_replica_process(pid: int, spec_file: str, proc: str = "/proc") -> bool:
     except ValueError:
         return False
     return RUNTIME_MODULE.encode() in args and args[i + 1:i + 2] == [os.fsencode(spec_file)]
-
-
-def read_log_tail(path: Path, tail: int | None) -> list[str]:
-    """The last `tail` lines of a log file (all when None), reading at most the end of it."""
-    try:
-        with open(path, "rb") as f:
-            if tail is not None:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
-            data = f.read()
-    except FileNotFoundError:
-        return []
-    lines = data.decode("utf-8", "replace").splitlines()
-    if tail is None:
-        return lines
-    return list(deque(lines, maxlen=tail))

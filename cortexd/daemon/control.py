@@ -19,7 +19,6 @@ import os
 
 from aiohttp import web
 
-from cortexd.daemon.logclock import LogClock, read_from
 from cortexd.errors import ConfigError, CortexdError, UnknownAPI
 from cortexd.gateway.metrics import MetricsCollector, build_registry, exposition
 from cortexd.settings import check_socket_path
@@ -65,22 +64,8 @@ def build_app(daemon) -> web.Application:
             return _error(404, str(e))
         resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await resp.prepare(request)
-        if since_t is not None:
-            # what was written after `since` (LogClock), then only new lines
-            clock = getattr(daemon, "log_clock", None) or LogClock(daemon.settings.log_dir)
-            picked = []
-            for rid, path in sources:
-                lines = read_from(path, clock.offset_since(path, since_t)) if path else []
-                picked.extend(f"{rid} | {line}" for line in lines)
-            if tail_n is not None:
-                picked = picked[-tail_n:] if tail_n else []
-            for line in picked:
-                await resp.write(line.encode("utf-8", "replace") + b"\n")
-            tail_n = 0
-            if not follow:
-                await resp.write_eof()
-                return resp
-        async for line in daemon.stream_logs(name, sources, tail_n, follow):
+        # since: what was written after it (LogClock), across rotations; then new lines
+        async for line in daemon.stream_logs(name, sources, tail_n, follow, since=since_t):
             await resp.write(line.encode("utf-8", "replace") + b"\n")
         await resp.write_eof()
         return resp

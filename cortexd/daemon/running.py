@@ -23,7 +23,7 @@ from typing import AsyncIterator, Sequence
 import aiohttp
 
 from cortexd import __version__
-from cortexd.backends.process import ProcessBackend, read_log_tail
+from cortexd.backends.process import ProcessBackend
 from cortexd.daemon import control
 from cortexd.daemon.autoscaler import Autoscaler
 from cortexd.daemon.events import EventLog
@@ -39,6 +39,7 @@ from cortexd.errors import (
 )
 from cortexd.gateway.proxy import Gateway
 from cortexd.gpu import inventory_json
+from cortexd.logfiles import START, Position, read_history, read_new, read_since
 from cortexd.settings import DaemonSettings
 from cortexd.spec import APISpec, load_config
 
@@ -85,11 +86,13 @@ async def choose_backend(settings: DaemonSettings, events: EventLog):
             return DockerBackend(
                 instance=instance_for_home(settings.home), base_image=settings.base_image,
                 progress=_build_progress(events), log_dir=settings.log_dir,
+                log_max_bytes=settings.log_max_bytes, log_files=settings.log_files,
             )
         if wanted == "docker":
             raise BackendUnavailable(problem)
         events.add(f"{problem.splitlines()[0]} -- using the process backend", level="warning")
-    return ProcessBackend(settings.run_dir, settings.log_dir, host="127.0.0.1")
+    return ProcessBackend(settings.run_dir, settings.log_dir, host="127.0.0.1",
+                          log_max_bytes=settings.log_max_bytes, log_files=settings.log_files)
 
 
 def with_project_digests(specs: Sequence[APISpec], config_files: Sequence[str] = ()) -> list[APISpec]:
@@ -347,70 +350,58 @@ class Daemon:
         return list(sources.items())
 
     async def stream_logs(
-        self, name: str, sources: list[tuple[str, str | None]], tail: int | None, follow: bool
+        self, name: str, sources: list[tuple[str, str | None]], tail: int | None, follow: bool,
+        since: float | None = None,
     ) -> AsyncIterator[str]:
-        many = len(sources) > 1 or follow  # followed lines are prefixed: keep the history alike
-        offsets: dict[str, int] = {}
+        """The history (the last `tail` lines per replica, or every line written after `since`,
+        then the last `tail` of those), then with `follow` new lines as they come. Each log is
+        read across its rotations by position (cortexd/logfiles.py): none lost or repeated."""
+        many = len(sources) > 1 or follow or since is not None  # keep followed lines' prefix alike
+        positions: dict[str, Position] = {}
+        picked: list[str] = []
         for rid, path in sources:
             if path is not None:
+                start = self.log_clock.position_since(path, since) if since is not None else None
                 # off the loop: a long log must not stall the gateway
-                lines = await asyncio.to_thread(read_history, Path(path), tail)
-                try:
-                    offsets[rid] = os.path.getsize(path)
-                except OSError:
-                    offsets[rid] = 0
+                lines, positions[rid] = await asyncio.to_thread(_history, path, tail, start)
             else:
                 lines = await self.backend.logs(rid, tail=tail)
-            for line in lines:
-                yield f"{rid} | {line}" if many else line
+            lines = [f"{rid} | {line}" if many else line for line in lines]
+            if since is None:
+                for line in lines:
+                    yield line
+            else:
+                picked.extend(lines)
+        if since is not None:
+            if tail is not None:
+                picked = picked[-tail:] if tail > 0 else []
+            for line in picked:
+                yield line
+        busy = False
         while follow and not self._stop.is_set():
-            await asyncio.sleep(0.25)
+            if not busy:  # a log that grows fast is read on at once, so -f keeps up with it
+                await asyncio.sleep(0.25)
             # pick up replicas started since (restarts, scale-ups)
             for rid, path in self.log_sources(name) if name in self.reconciler.apis else []:
-                if path is not None and rid not in offsets:
-                    offsets[rid] = 0
+                if path is not None and rid not in positions:
+                    positions[rid] = START
                     sources.append((rid, path))
-            for rid, path in sources:
-                if path is None:
-                    continue
-                try:
-                    with open(path, "rb") as f:
-                        f.seek(offsets.get(rid, 0))
-                        data = f.read(FOLLOW_CHUNK)  # bounded: the rest comes next round
-                except OSError:
-                    continue
-                if not data:
-                    continue
-                # only whole lines; a partial line waits for its newline
-                cut = data.rfind(b"\n") + 1
-                offsets[rid] = offsets.get(rid, 0) + cut
-                for line in data[:cut].decode("utf-8", "replace").splitlines():
+            followed = [(rid, path, positions[rid]) for rid, path in sources if path is not None]
+            busy = False
+            for rid, lines, positions[rid] in await asyncio.to_thread(_read_new_all, followed):
+                busy = busy or bool(lines)
+                for line in lines:
                     yield f"{rid} | {line}"
 
 
-HISTORY_CAP = 16 * 2**20  # `cortexd logs API` without --tail shows at most this much per replica
-FOLLOW_CHUNK = 2**20
+def _history(path: str, tail: int | None, since: Position | None) -> tuple[list[str], Position]:
+    if since is not None:
+        return read_since(path, since)
+    return read_history(path, tail)
 
 
-def read_history(path: Path, tail: int | None) -> list[str]:
-    """A replica's log for `cortexd logs`: the last `tail` lines, or all of it up to HISTORY_CAP
-    (then the start is cut, and a first line says where the whole file is)."""
-    if tail is not None:
-        return read_log_tail(path, tail)
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            if size > HISTORY_CAP:
-                f.seek(size - HISTORY_CAP)
-                f.readline()  # start on a whole line
-            data = f.read()
-    except FileNotFoundError:
-        return []
-    lines = data.decode("utf-8", "replace").splitlines()
-    if size > HISTORY_CAP:
-        lines.insert(0, f"[cortexd: showing the last {HISTORY_CAP >> 20} MiB of {size >> 20} MiB; "
-                        f"the whole log is {path}]")
-    return lines
+def _read_new_all(followed: list[tuple[str, str, Position]]) -> list[tuple[str, list[str], Position]]:
+    return [(rid, *read_new(path, at)) for rid, path, at in followed]
 
 
 async def run_daemon(settings: DaemonSettings, paths: Sequence[str], *, on_started=None) -> None:

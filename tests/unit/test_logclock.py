@@ -1,4 +1,4 @@
-"""logs --since: LogClock maps a time to the byte offset written after it; the CLI parses WHEN."""
+"""logs --since: LogClock maps a time to the place in a (rotated) log written after it; the CLI parses WHEN."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 
 from cortexd.cli import UsageError, _parse_since
 from cortexd.daemon.logclock import LogClock, read_from
+from cortexd.logfiles import START, RotatingLogWriter, log_files
 
 
-def test_offset_since_follows_the_sampled_sizes(tmp_path):
+def test_position_since_follows_the_sampled_sizes(tmp_path):
     now = [1000.0]
     log = tmp_path / "api" / "r1.log"
     log.parent.mkdir()
@@ -28,13 +29,41 @@ def test_offset_since_follows_the_sampled_sizes(tmp_path):
     clock.sample()
     os.utime(log, (1020.0, 1020.0))
     path = str(log)
-    assert read_from(path, clock.offset_since(path, 999.0)) == ["old", "new 1", "new 2"]  # before any mark
-    assert read_from(path, clock.offset_since(path, 1005.0)) == ["new 1", "new 2"]
-    assert read_from(path, clock.offset_since(path, 1015.0)) == ["new 2"]
-    assert clock.offset_since(path, 1030.0) == log.stat().st_size  # nothing written since
+    assert read_from(path, clock.position_since(path, 999.0)) == ["old", "new 1", "new 2"]  # before any mark
+    assert read_from(path, clock.position_since(path, 1005.0)) == ["new 1", "new 2"]
+    assert read_from(path, clock.position_since(path, 1015.0)) == ["new 2"]
+    assert clock.position_since(path, 1030.0).offset == log.stat().st_size  # nothing written since
+    assert read_from(path, clock.position_since(path, 1030.0)) == []
     log.unlink()
     clock.sample()
-    assert clock.offset_since(path, 1005.0) == 0
+    assert clock.position_since(path, 1005.0) == START
+
+
+def _write_lines(writer, now, clock, first, count, t0):
+    """Write lines `first`..`first+count-1`, one per second from t0, sampling after each."""
+    for i in range(first, first + count):
+        now[0] = t0 + (i - first)
+        writer.write(f"line {i:04d}\n".encode())
+        os.utime(writer.path, (now[0], now[0]))
+        clock.sample()
+
+
+def test_since_reads_back_through_rotated_files_without_loss_or_repeat(tmp_path):
+    now = [0.0]
+    path = tmp_path / "api" / "r1.log"
+    writer = RotatingLogWriter(path, max_bytes=50, files=4)  # 10-byte lines: 5 per file
+    clock = LogClock(tmp_path, clock=lambda: now[0])
+    _write_lines(writer, now, clock, 0, 23, t0=1000.0)  # t=1000..1022, lines 0..22
+    assert len(log_files(path)) == 4  # .log.3 .log.2 .log.1 .log
+    kept = [f"line {i:04d}" for i in range(5, 23)]  # lines 0..4 (the first file) rotated out
+    # every `since` inside the kept window gives exactly the lines written after it
+    for since, first in [(1005.5, 6), (1009.5, 10), (1010.0, 11), (1014.2, 15), (1021.5, 22)]:
+        assert read_from(str(path), clock.position_since(str(path), since)) == \
+            [f"line {i:04d}" for i in range(first, 23)], since
+    # a mark whose file was rotated out: from the oldest kept, none repeated
+    assert read_from(str(path), clock.position_since(str(path), 1001.5)) == kept
+    assert read_from(str(path), clock.position_since(str(path), 2000.0)) == []
+    writer.close()
 
 
 def test_since_accepts_durations_and_times():
