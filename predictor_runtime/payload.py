@@ -1,44 +1,96 @@
 """Request bodies in, predictions out: Cortex's payload and response rules.
 
-Pure functions (no sockets, no logging) that server.py applies on the request
+Functions (no sockets, no logging) that server.py applies on the request
 path, so they stay cheap: the Content-Type classification is cached per header
 value, and numpy is never imported here (numpy values are recognised by their
 module name and converted with `.tolist()`).
 
-Request body by Content-Type:
+Body size. The limit (`max_body_size`, 32 MiB unless the daemon sets
+CORTEXD_MAX_BODY_SIZE) holds for the DECODED body: a `Content-Encoding: gzip`
+(or `x-gzip`, `deflate`) body is inflated as a stream, in bounded steps, and
+reading stops as soon as the inflated size passes the limit (PayloadTooLarge,
+413), so a small compression bomb never grows past the limit in memory. Invalid
+compressed data is a PayloadError (400); other content codings are refused with
+UnsupportedEncoding (415).
+
+Request body by Content-Type (what Cortex 0.23's starlette server passed):
   application/json, */*+json                  -> the parsed JSON value (PayloadError -> 400)
   application/x-www-form-urlencoded,
-  multipart/form-data                         -> form data (a read-only MultiDict)
+  multipart/form-data                         -> starlette FormData (parsed by starlette's own
+                                                 FormParser / MultiPartParser; files are
+                                                 starlette UploadFile: .filename, .content_type,
+                                                 .file, await .read()); malformed -> 400
   anything else, or no Content-Type           -> the raw bytes
+
+Query parameters are starlette QueryParams (a repeated key: `[key]` and `.get`
+give the last value, `.getlist` all of them), as Cortex passed them.
 
 Prediction to response:
   dict, list, tuple, number, bool, None       -> JSON
   str                                         -> text/plain; charset=utf-8
   bytes, bytearray, memoryview                -> application/octet-stream
+  starlette.responses.Response (any subclass) -> sent as it is: status, headers, media type,
+                                                 body (a StreamingResponse streams; background
+                                                 tasks run after the body), via its ASGI call
   aiohttp.web.StreamResponse (e.g. Response)  -> passed through untouched
   numpy scalars and arrays                    -> JSON (via tolist())
   anything else                               -> NotSerializable (server: 500 + hint in the log)
+Legacy `kind: api` predictions are always JSON (`encode_legacy_response`), as
+Cortex's Flask server answered.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import sys
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qsl
 
 from aiohttp import web
-from multidict import MultiDict, MultiDictProxy
+from starlette.datastructures import FormData, QueryParams
 
 JSON, FORM, MULTIPART, BYTES = "json", "form", "multipart", "bytes"
+DEFAULT_MAX_BODY_SIZE = 32 * 2**20
+EMPTY_QUERY = QueryParams()
+
+log = logging.getLogger("predictor_runtime")
 
 
 class PayloadError(Exception):
-    """The request body does not match its Content-Type (the client gets 400 and this message)."""
+    """The request body does not match its Content-Type (the client gets `status` and this message)."""
+
+    status = 400
+
+
+class PayloadTooLarge(PayloadError):
+    """The (decoded) body is larger than the replica's body limit."""
+
+    status = 413
+
+
+class UnsupportedEncoding(PayloadError):
+    """A Content-Encoding this runtime does not decode."""
+
+    status = 415
 
 
 class NotSerializable(Exception):
     """The predictor returned something that cannot become an HTTP response."""
+
+
+def size_text(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n} bytes"
+
+
+def too_large(limit: int, decoded: bool = False) -> PayloadTooLarge:
+    what = "the decoded request body" if decoded else "the request body"
+    return PayloadTooLarge(f"{what} is larger than the limit of {size_text(limit)}")
 
 
 @lru_cache(maxsize=64)
@@ -56,14 +108,9 @@ def body_kind(content_type: str | None) -> str:
     return BYTES
 
 
-def charset_of(content_type: str | None, default: str = "utf-8") -> str:
-    """The charset parameter of a Content-Type header, or `default`."""
-    if content_type:
-        for param in content_type.split(";")[1:]:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "charset" and value.strip():
-                return value.strip().strip('"')
-    return default
+def query_params(raw_query_string: str) -> QueryParams:
+    """Starlette QueryParams of a raw (still percent-encoded) query string."""
+    return QueryParams(raw_query_string) if raw_query_string else EMPTY_QUERY
 
 
 def parse_json(body: bytes) -> Any:
@@ -76,38 +123,175 @@ def parse_json(body: bytes) -> Any:
         raise PayloadError(f"invalid JSON body: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except ValueError as e:
         raise PayloadError(f"invalid JSON body: {e}") from None
-
-
-def parse_urlencoded(body: bytes, charset: str = "utf-8") -> MultiDictProxy[str]:
-    """Form fields of an application/x-www-form-urlencoded body (repeated keys kept)."""
-    try:
-        text = body.decode(charset)
-    except (UnicodeDecodeError, LookupError) as e:
-        raise PayloadError(f"invalid form body: cannot decode it as {charset} ({e})") from None
-    return MultiDictProxy(MultiDict(parse_qsl(text, keep_blank_values=True)))
+    except RecursionError:
+        raise PayloadError("invalid JSON body: nested too deeply") from None
 
 
 def parse_body(content_type: str | None, body: bytes) -> Any:
-    """The payload for a fully read body (multipart bodies need `read_payload`)."""
+    """The payload of a fully read JSON or bytes body (form bodies need `parse_form`)."""
     kind = body_kind(content_type)
     if kind is BYTES:
         return body
     if kind is JSON:
         return parse_json(body)
-    if kind is FORM:
-        return parse_urlencoded(body, charset_of(content_type))
-    raise ValueError("multipart bodies are parsed from the request stream; use read_payload")
+    raise ValueError("form bodies are parsed by parse_form (starlette's parsers are async)")
 
 
-async def read_payload(request: web.BaseRequest) -> Any:
-    """Read and parse a request's body by its Content-Type (PayloadError -> 400)."""
-    content_type = request.headers.get("Content-Type")
-    if body_kind(content_type) is MULTIPART:
+# ---- decoding Content-Encoding -------------------------------------------------
+
+DECODED_CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
+
+
+class Inflater:
+    """Inflate a gzip or deflate body fed in pieces, never producing more than `limit` bytes.
+
+    Each zlib step is bounded by what is left of the limit (`max_length`), so the
+    memory an input can claim is the limit, whatever its compression ratio; the
+    compressed input is bounded by the limit too (streams of empty blocks).
+    gzip allows several members one after the other; deflate is zlib-wrapped
+    (RFC 1950), or raw deflate as some clients send it.
+    """
+
+    def __init__(self, coding: str, limit: int):
+        self.coding = coding  # "gzip" or "deflate"
+        self.limit = limit
+        self.out = bytearray()
+        self.consumed = 0
+        self._d: Any = None
+
+    def _new(self, first: bytes) -> Any:
+        if self.coding == "gzip":
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        zlib_header = len(first) >= 2 and first[0] & 0x0F == 8 and (first[0] << 8 | first[1]) % 31 == 0
+        return zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)
+
+    def _invalid(self, why: str) -> PayloadError:
+        return PayloadError(f"invalid {self.coding} body (Content-Encoding: {self.coding}): {why}")
+
+    def feed(self, data: bytes) -> None:
+        self.consumed += len(data)
+        if self.consumed > self.limit:
+            raise too_large(self.limit, decoded=True)
+        while data:
+            if self._d is None:
+                self._d = self._new(data)
+            elif self._d.eof:
+                if self.coding != "gzip":
+                    raise self._invalid("data after the end of the compressed stream")
+                self._d = self._new(data)  # the next gzip member
+            try:
+                chunk = self._d.decompress(data, self.limit + 1 - len(self.out))
+            except zlib.error as e:
+                raise self._invalid(str(e)) from None
+            self.out += chunk
+            if len(self.out) > self.limit:
+                raise too_large(self.limit, decoded=True)
+            data = self._d.unconsumed_tail or (self._d.unused_data if self._d.eof else b"")
+
+    def finish(self) -> bytes:
+        if self._d is not None and not self._d.eof:
+            raise self._invalid("the compressed data ends early (truncated)")
+        return bytes(self.out)
+
+
+def coding_of(request: web.BaseRequest) -> str | None:
+    """The body's content coding to decode (None: identity); UnsupportedEncoding for others."""
+    raw = request.headers.get("Content-Encoding")
+    if raw is None:
+        return None
+    value = raw.strip().lower()
+    if value in ("", "identity"):
+        return None
+    coding = DECODED_CODINGS.get(value)
+    if coding is None:
+        raise UnsupportedEncoding(f"Content-Encoding {raw.strip()!r} is not supported; "
+                                  "send the body unencoded, gzip or deflate")
+    return coding
+
+
+async def read_body(request: web.BaseRequest, limit: int) -> bytes:
+    """The whole body, decoded, at most `limit` bytes (PayloadTooLarge, PayloadError otherwise)."""
+    coding = coding_of(request)
+    length = request.content_length
+    if coding is None:
+        if length is not None and length > limit:
+            raise too_large(limit)
         try:
-            return await request.post()
-        except ValueError as e:  # aiohttp's multipart reader reports malformed bodies so
-            raise PayloadError(f"invalid multipart/form-data body: {e}") from None
-    return parse_body(content_type, await request.read())
+            return await request.read()  # the request was made with client_max_size=limit
+        except web.HTTPRequestEntityTooLarge:
+            raise too_large(limit) from None
+    inflater = Inflater(coding, limit)
+    async for chunk in request.content.iter_any():
+        inflater.feed(chunk)
+    return inflater.finish()
+
+
+async def _body_stream(request: web.BaseRequest, limit: int) -> AsyncIterator[bytes]:
+    """The raw body in chunks, PayloadTooLarge once past `limit` (identity coding only)."""
+    seen = 0
+    async for chunk in request.content.iter_any():
+        seen += len(chunk)
+        if seen > limit:
+            raise too_large(limit)
+        yield chunk
+
+
+async def _one_chunk(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+class CortexFormData(FormData):
+    """starlette's FormData (what Cortex passed), with aiohttp's `getall` kept for earlier cortexd code."""
+
+    def getall(self, key: Any) -> list[Any]:
+        return self.getlist(key)
+
+    def has_files(self) -> bool:
+        return any(not isinstance(v, str) for _, v in self.multi_items())
+
+
+async def parse_form(request: web.BaseRequest, limit: int, multipart: bool) -> CortexFormData:
+    """A request's form body (at most `limit` bytes after decoding), parsed by starlette."""
+    coding = coding_of(request)
+    if coding is None:
+        length = request.content_length
+        if length is not None and length > limit:
+            raise too_large(limit)
+        stream = _body_stream(request, limit)
+    else:
+        stream = _one_chunk(await read_body(request, limit))
+    return await form_from_stream(request.headers.get("Content-Type", ""), stream, multipart)
+
+
+async def form_from_stream(content_type: str, stream: AsyncIterator[bytes], multipart: bool) -> CortexFormData:
+    """A form body parsed by starlette's own FormParser / MultiPartParser; PayloadError when malformed."""
+    from starlette.datastructures import Headers
+    from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
+
+    headers = Headers(headers={"content-type": content_type})
+    parser = MultiPartParser(headers, stream) if multipart else FormParser(headers, stream)
+    what = "multipart/form-data" if multipart else "form"
+    try:
+        form = await parser.parse()
+    except MultiPartException as e:
+        raise PayloadError(f"invalid {what} body: {e.message}") from None
+    except (ValueError, UnicodeDecodeError) as e:  # python-multipart's own parse errors
+        raise PayloadError(f"invalid {what} body: {one_line(str(e))}") from None
+    return CortexFormData(form.multi_items())
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "..."
+
+
+async def read_payload(request: web.BaseRequest, limit: int = DEFAULT_MAX_BODY_SIZE) -> Any:
+    """Read and parse a request's body by its Content-Type (PayloadError -> its status)."""
+    content_type = request.headers.get("Content-Type")
+    kind = body_kind(content_type)
+    if kind is FORM or kind is MULTIPART:
+        return await parse_form(request, limit, kind is MULTIPART)
+    return parse_body(content_type, await read_body(request, limit))
 
 
 # ---- responses --------------------------------------------------------------
@@ -131,15 +315,125 @@ def encode_json(value: Any) -> bytes:
     except (TypeError, ValueError, RecursionError) as e:
         raise NotSerializable(
             f"prediction of type {type(value).__name__} is not JSON serializable ({e}); "
-            "return a dict/list/str/bytes or an aiohttp Response") from None
+            "return a dict/list/str/bytes, a starlette Response or an aiohttp Response") from None
+
+
+def starlette_response_class() -> type | None:
+    """starlette.responses.Response when the predictor's code imported it (it must have, to return one)."""
+    module = sys.modules.get("starlette.responses")
+    return getattr(module, "Response", None) if module is not None else None
 
 
 def encode_response(value: Any) -> web.StreamResponse:
     """The HTTP response for a prediction (see the module docstring for the rules)."""
-    if isinstance(value, str):
+    cls = type(value)
+    if cls is dict or cls is list:
+        return web.Response(body=encode_json(value), content_type="application/json")
+    if cls is str or isinstance(value, str):
         return web.Response(text=value, content_type="text/plain")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return web.Response(body=bytes(value), content_type="application/octet-stream")
     if isinstance(value, web.StreamResponse):
         return value
+    starlette_response = starlette_response_class()
+    if starlette_response is not None and isinstance(value, starlette_response):
+        return ASGIResponse(value)
     return web.Response(body=encode_json(value), content_type="application/json")
+
+
+def encode_legacy_response(value: Any) -> web.StreamResponse:
+    """Legacy `kind: api`: every prediction is JSON (Flask's jsonify), a str as a JSON string."""
+    return web.Response(body=encode_json(value), content_type="application/json")
+
+
+# ---- starlette responses ------------------------------------------------------
+
+def asgi_scope(request: web.BaseRequest) -> dict[str, Any]:
+    """The ASGI HTTP scope a starlette Response sees (spec 2.4: no disconnect listener task)."""
+    version = request.version
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": f"{version.major}.{version.minor}",
+        "method": request.method,
+        "scheme": "http",
+        "path": request.path,
+        "raw_path": request.raw_path.split("?", 1)[0].encode("latin-1", "replace"),
+        "query_string": request.rel_url.raw_query_string.encode("latin-1", "replace"),
+        "root_path": "",
+        "headers": [(k.lower().encode("latin-1", "replace"), v.encode("latin-1", "replace"))
+                    for k, v in request.headers.items()],
+        "client": None,
+        "server": None,
+        "extensions": {},
+    }
+
+
+class ASGIResponse(web.StreamResponse):
+    """A starlette Response sent through aiohttp by calling it as the ASGI app it is.
+
+    Its `http.response.start` sets the status and headers (repeated ones kept),
+    each `http.response.body` is written as it comes (a StreamingResponse
+    streams, chunked unless it set Content-Length), and the end of the body is
+    sent before the response's background tasks run, as uvicorn does. A
+    response that fails before its headers went out becomes a 500; one that
+    fails mid-stream has its connection closed, so the client sees a cut body
+    rather than a complete-looking one.
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]]):
+        super().__init__()
+        self._app = app
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        if self.prepared:
+            return await super().prepare(request)
+        started = finished = False
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal started, finished
+            kind = message["type"]
+            if kind == "http.response.start":
+                self.set_status(message["status"])
+                for name, value in message.get("headers", ()):
+                    self.headers.add(name.decode("latin-1"), value.decode("latin-1"))
+                started = True
+                await web.StreamResponse.prepare(self, request)
+            elif kind == "http.response.body":
+                body = message.get("body", b"")
+                if body:
+                    await self.write(body)
+                if not message.get("more_body", False):
+                    await self.write_eof()
+                    finished = True
+
+        # already loaded: the predictor returned a starlette Response
+        from starlette.requests import ClientDisconnect
+
+        try:
+            await self._app(asgi_scope(request), receive, send)
+        except (ClientDisconnect, ConnectionError):
+            raise ConnectionResetError("the client went away during a streamed response") from None
+        except Exception:  # user code: a body iterator, a background task
+            if finished:
+                log.exception("error: a background task of the starlette response returned by predict "
+                              "failed (the response was already sent)")
+                return None
+            if not started:
+                log.exception("error: the starlette response returned by predict failed before its "
+                              "headers were sent (the client got 500)")
+                self.set_status(500)
+                self.headers.clear()
+                self.content_type = "application/json"
+                await web.StreamResponse.prepare(self, request)
+                await self.write_eof(b'{"error":"the prediction\'s response failed; see the API\'s logs"}')
+                return None
+            log.exception("error: the starlette response returned by predict failed while sending its body "
+                          "(the connection was closed)")
+            raise ConnectionResetError("the streamed response failed") from None
+        if not started:
+            raise ConnectionResetError("the starlette response sent nothing")
+        return None

@@ -16,6 +16,25 @@ sync `predict` runs in a pool of `threads_per_process` threads; an
 `async def predict` is awaited on the loop. `post_predict` runs after the
 response was written, in the same pool, and cannot affect the response.
 
+The predictor's constructor runs on the request thread pool (as Cortex did), so
+with threads_per_process: 1 `__init__` and `predict` share one thread and
+thread-bound handles (sqlite3 connections, TF1 sessions) made in __init__ work.
+
+Health: GET /healthz answers 503 with a reason while every predictor thread has
+been running one call (predict or post_predict) for longer than the request
+timeout (env CORTEXD_REQUEST_TIMEOUT, seconds, default 60, the gateway's
+upstream timeout): a hung predictor then reads as unhealthy, and the daemon
+replaces the replica.
+
+Limits: request bodies are bounded after decoding (env CORTEXD_MAX_BODY_SIZE,
+bytes, default 32 MiB; see payload.py). Bad client input answers 4xx with a
+one-line reason; aiohttp's own reports of malformed requests go through
+log_limits.py (one line per kind per interval).
+
+Legacy `kind: api` (predictor type "legacy") answers as Cortex's Flask server
+did: predictions always JSON, an exception in predict -> 406
+`prediction failed: ...`, CORS headers on every answer (OPTIONS too).
+
 Shutdown (SIGTERM/SIGINT, or the supervisor gone): stop listening, let
 in-flight requests finish for up to DRAIN_SECONDS, exit 0.
 """
@@ -30,16 +49,23 @@ import os
 import signal
 import socket
 import sys
+import threading
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
 
+from predictor_runtime import log_limits
 from predictor_runtime.payload import (
+    DEFAULT_MAX_BODY_SIZE,
+    CortexFormData,
     NotSerializable,
     PayloadError,
+    encode_legacy_response,
     encode_response,
+    query_params,
     read_payload,
 )
 from predictor_runtime.predictors import (
@@ -53,8 +79,10 @@ from predictor_runtime.predictors import (
 DRAIN_SECONDS = 10.0
 DEBUG_TRUNCATE = 1000
 ERROR_TRUNCATE = 300
-# The gateway enforces the user-facing body limit (413); the replica only needs a sane bound.
-CLIENT_MAX_SIZE = 2**31
+MAX_BODY_SIZE_ENV = "CORTEXD_MAX_BODY_SIZE"
+REQUEST_TIMEOUT_ENV = "CORTEXD_REQUEST_TIMEOUT"
+DEFAULT_REQUEST_TIMEOUT = 60.0
+LEGACY_ALLOW = "GET, HEAD, OPTIONS, POST"
 
 log = logging.getLogger("predictor_runtime")
 
@@ -82,17 +110,55 @@ def json_response(status: int, value: Any) -> web.Response:
     return web.Response(status=status, body=json.dumps(value).encode(), content_type=_JSON)
 
 
+def safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except RecursionError:
+        return f"<{type(value).__name__} nested too deeply to show>"
+
+
+def env_number(name: str, default: float, cast: Any = float) -> Any:
+    """A positive number from the environment; a bad value is logged and the default used."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = cast(float(raw)) if cast is int else cast(raw)
+    except ValueError:
+        value = None
+    if value is None or value <= 0:
+        log.error("error: %s=%r is not a positive number; using %s", name, raw, default)
+        return default
+    return value
+
+
+def stuck_reason(busy_since: list[float], threads: int, timeout: float, now: float) -> str | None:
+    """Why the replica is unhealthy, or None: every predictor thread busy on one call past `timeout`."""
+    stuck = sum(1 for started in busy_since if now - started > timeout)
+    if stuck < threads:
+        return None
+    which = "the predictor thread has" if threads == 1 else f"all {threads} predictor threads have"
+    return (f"{which} been running one request for more than {timeout:g}s (the request timeout); "
+            "the predictor looks hung")
+
+
 class PredictionHandler:
     """The request handler of one worker: predict, usage message, health."""
 
-    def __init__(self, spec: dict[str, Any], predictor: LoadedPredictor, threads: int):
+    def __init__(self, spec: dict[str, Any], predictor: LoadedPredictor, pool: ThreadPoolExecutor,
+                 threads: int, max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT):
         self.predictor = predictor
         self._predict = predictor.predict
         self._is_async = predictor.is_async
         self._post_predict = predictor.post_predict
-        self.pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="predict")
+        self.pool = pool
+        self.threads = max(1, threads)
+        self.max_body_size = max_body_size
+        self.request_timeout = request_timeout
         self.ready = False
         self.in_pool = 0  # sync predictions running in threads (exit cannot wait for them forever)
+        self._busy: dict[int, float] = {}  # pool thread -> monotonic start of the call it runs
         self._post_tasks: set[asyncio.Future[Any]] = set()
         endpoint = spec.get("endpoint") or "/"
         self._usage = {
@@ -113,14 +179,22 @@ class PredictionHandler:
             return await self.predict(request)
         if method == "GET" or method == "HEAD":
             if request.path == "/healthz":
-                if self.ready:
-                    return web.Response(body=self._healthy, content_type=_JSON)
-                return json_response(503, {"ok": False, "reason": "shutting down"})
+                return self.health()
             return web.Response(body=self.usage_body(), content_type=_JSON)
         return web.Response(status=405, headers={"Allow": "GET, POST"},
                             body=json.dumps({"error": f"method {method} not allowed; "
                                                       "POST a request body to get a prediction"}).encode(),
                             content_type=_JSON)
+
+    def health(self) -> web.Response:
+        if not self.ready:
+            return json_response(503, {"ok": False, "reason": "shutting down"})
+        if self._busy:
+            reason = stuck_reason(list(self._busy.values()), self.threads, self.request_timeout,
+                                  time.monotonic())
+            if reason is not None:
+                return json_response(503, {"ok": False, "reason": reason})
+        return web.Response(body=self._healthy, content_type=_JSON)
 
     def usage_body(self) -> bytes:
         """The GET answer: usage, plus live model metadata (versions, signatures, caches) when there is any."""
@@ -133,16 +207,39 @@ class PredictionHandler:
             return self._usage_body
         return json.dumps({**self._usage, **live}, default=str).encode()
 
-    async def predict(self, request: web.BaseRequest) -> web.StreamResponse:
-        query = request.query
-        debug = bool(request.query_string) and query.get("debug", "").lower() == "true"
+    def _in_thread(self, fn: Any, *args: Any) -> Any:
+        """Run fn in a pool thread, recording since when that thread is busy (the health rule)."""
+        ident = threading.get_ident()
+        busy = self._busy
+        busy[ident] = time.monotonic()
         try:
-            payload = await read_payload(request)
+            return fn(*args)
+        finally:
+            busy.pop(ident, None)
+
+    # hooks the legacy handler replaces
+    encode = staticmethod(encode_response)
+
+    def prediction_failed(self, e: Exception) -> web.StreamResponse:
+        log.error("error: predict raised an exception (the client got 500):\n%s",
+                  traceback.format_exc().rstrip())
+        return json_response(500, {"error": truncate(f"predict raised {type(e).__name__}: {e}",
+                                                     ERROR_TRUNCATE)})
+
+    async def predict(self, request: web.BaseRequest) -> web.StreamResponse:
+        raw_query = request.rel_url.raw_query_string
+        query = query_params(raw_query)
+        debug = bool(raw_query) and query.get("debug", "").lower() == "true"
+        try:
+            payload = await read_payload(request, self.max_body_size)
         except PayloadError as e:
-            return json_response(400, {"error": str(e)})
+            response = json_response(e.status, {"error": str(e)})
+            if e.status == 413:
+                response.force_close()  # do not read (or inflate) the rest of the body
+            return response
         headers = request.headers
         if debug:
-            log.info("debug: payload: %s", truncate(repr(payload), DEBUG_TRUNCATE))
+            log.info("debug: payload: %s", truncate(safe_repr(payload), DEBUG_TRUNCATE))
 
         try:
             if self._is_async:
@@ -151,42 +248,49 @@ class PredictionHandler:
                 self.in_pool += 1
                 try:
                     prediction = await asyncio.get_running_loop().run_in_executor(
-                        self.pool, self._predict, payload, query, headers)
+                        self.pool, self._in_thread, self._predict, payload, query, headers)
                 finally:
                     self.in_pool -= 1
         except web.HTTPException as e:  # a predictor may answer 4xx itself, aiohttp style
             return e
         except Exception as e:  # noqa: BLE001 - any user error is this request's 500, never the worker's
-            log.error("error: predict raised an exception (the client got 500):\n%s",
-                      traceback.format_exc().rstrip())
-            return json_response(500, {"error": truncate(f"predict raised {type(e).__name__}: {e}",
-                                                         ERROR_TRUNCATE)})
+            return self.prediction_failed(e)
         if debug:
-            log.info("debug: prediction: %s", truncate(repr(prediction), DEBUG_TRUNCATE))
+            log.info("debug: prediction: %s", truncate(safe_repr(prediction), DEBUG_TRUNCATE))
 
         try:
-            response = encode_response(prediction)
+            response = self.encode(prediction)
         except NotSerializable as e:
             log.error("error: %s", e)
             return json_response(500, {"error": "the prediction could not be encoded as a response; "
                                                 "see the API's logs"})
-        if self._post_predict is not None:
-            # send the response first: post_predict must not delay or alter it
-            await response.prepare(request)
-            await response.write_eof()
-            self._start_post_predict(prediction, payload, query, headers)
+        uploads = payload if isinstance(payload, CortexFormData) and payload.has_files() else None
+        if self._post_predict is not None or uploads is not None:
+            # send the response first: post_predict must not delay or alter it, and uploaded
+            # files stay open until the response (which may stream them) is sent
+            try:
+                await response.prepare(request)
+                await response.write_eof()
+            finally:
+                if self._post_predict is not None:
+                    self._start_post_predict(prediction, payload, query, headers, uploads)
+                elif uploads is not None:
+                    await uploads.close()
         return response
 
-    def _start_post_predict(self, prediction: Any, payload: Any, query: Any, headers: Any) -> None:
+    def _start_post_predict(self, prediction: Any, payload: Any, query: Any, headers: Any,
+                            uploads: CortexFormData | None) -> None:
         post = self._post_predict
         assert post is not None
         loop = asyncio.get_running_loop()
         if self.predictor.post_predict_is_async:
             fut: asyncio.Future[Any] = asyncio.ensure_future(post(prediction, payload, query, headers))
         else:
-            fut = loop.run_in_executor(self.pool, post, prediction, payload, query, headers)
+            fut = loop.run_in_executor(self.pool, self._in_thread, post, prediction, payload, query, headers)
         self._post_tasks.add(fut)
         fut.add_done_callback(self._post_predict_done)
+        if uploads is not None:
+            fut.add_done_callback(lambda _: asyncio.ensure_future(uploads.close()))
 
     def _post_predict_done(self, fut: asyncio.Future[Any]) -> None:
         self._post_tasks.discard(fut)
@@ -200,6 +304,39 @@ class PredictionHandler:
     async def drain_post_predict(self, timeout: float) -> None:
         if self._post_tasks:
             await asyncio.wait(list(self._post_tasks), timeout=timeout)
+
+
+class LegacyHandler(PredictionHandler):
+    """`kind: api` answers as Cortex's Flask server (v0.8-0.12) did.
+
+    Every prediction is JSON (a str becomes a JSON string), an exception in
+    predict is a 406 `prediction failed: error: <path>: predict: <reason>:
+    runtime exception` (Cortex's UserRuntimeException text), and every answer,
+    an OPTIONS preflight included, carries `Access-Control-Allow-Origin: *` and
+    `Access-Control-Allow-Headers` (the preflight's requested headers, else `*`).
+    """
+
+    encode = staticmethod(encode_legacy_response)
+
+    def __init__(self, spec: dict[str, Any], *args: Any, **kw: Any):
+        super().__init__(spec, *args, **kw)
+        self._where = display_path(spec["predictor"]["path"], spec.get("project_dir"))
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.method == "OPTIONS":
+            response: web.StreamResponse = web.Response(status=200, headers={"Allow": LEGACY_ALLOW})
+        else:
+            response = await super().__call__(request)
+        if not response.prepared:
+            response.headers["Access-Control-Allow-Origin"] = "*"
+            response.headers["Access-Control-Allow-Headers"] = request.headers.get(
+                "Access-Control-Request-Headers", "*")
+        return response
+
+    def prediction_failed(self, e: Exception) -> web.StreamResponse:
+        message = f"prediction failed: error: {self._where}: predict: {e}: runtime exception"
+        log.error("error: %s (the client got 406):\n%s", message, traceback.format_exc().rstrip())
+        return web.Response(status=406, text=message, content_type="text/html")
 
 
 # ---- sockets and serving ---------------------------------------------------------
@@ -276,11 +413,14 @@ async def serve(sock: socket.socket, handler: PredictionHandler,
                 stop.set()
         loop.add_reader(control.fileno(), on_control)
 
+    client_max_size = handler.max_body_size
+
     def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
         return web.BaseRequest(message, payload, protocol, writer, task, loop,
-                               client_max_size=CLIENT_MAX_SIZE)
+                               client_max_size=client_max_size)
 
-    server = web.Server(handler, request_factory=make_request, access_log=None)
+    # bodies are decoded by payload.py (bounded, streamed), not by aiohttp's parser
+    server = web.Server(handler, request_factory=make_request, access_log=None, auto_decompress=False)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=DRAIN_SECONDS)
     await runner.setup()
     site = web.SockSite(runner, sock, backlog=1024)
@@ -331,17 +471,24 @@ def run_worker(spec: dict[str, Any], host: str, port: int, index: int,
                control: socket.socket | None, reuse_port: bool) -> int:
     """Load the predictor, report to the supervisor (if any), then serve. Returns the exit code."""
     setup_logging(f"worker {index}")
+    log_limits.install(log)
     prepare_process(spec)
     try:
         sock = bind_socket(host, port, reuse_port)
     except OSError as e:
         log.error("error: cannot bind %s:%s: %s", host, port, e)
         return 1
-    predictor = load_or_report(spec)
+    threads = max(1, int(spec["predictor"].get("threads_per_process") or 1))
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")
+    # __init__ on the request pool, as Cortex did: with one thread it shares predict's thread
+    predictor = pool.submit(load_or_report, spec).result()
     if predictor is None:
+        pool.shutdown(wait=False)
         return 1
-    threads = int(spec["predictor"].get("threads_per_process") or 1)
-    handler = PredictionHandler(spec, predictor, threads)
+    handler_class = LegacyHandler if predictor.type == "legacy" else PredictionHandler
+    handler = handler_class(spec, predictor, pool, threads,
+                            max_body_size=env_number(MAX_BODY_SIZE_ENV, DEFAULT_MAX_BODY_SIZE, int),
+                            request_timeout=env_number(REQUEST_TIMEOUT_ENV, DEFAULT_REQUEST_TIMEOUT))
     if control is not None:
         # readiness barrier: say "initialised", then wait for "go" (every worker initialised)
         try:

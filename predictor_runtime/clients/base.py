@@ -66,10 +66,20 @@ def batchers_from_spec(predictor: dict[str, Any]) -> BatcherSet | None:
     return BatcherSet(int(batching["max_batch_size"]), float(batching["batch_interval"]))
 
 
+def is_single_model(predictor: dict[str, Any]) -> bool:
+    """A `model_path` API: Cortex's clients then ignore any model_name they are given."""
+    return bool(predictor.get("model_path"))
+
+
 class ModelClient:
-    def __init__(self, store: ModelStore, batchers: BatcherSet | None = None):
+    def __init__(self, store: ModelStore, batchers: BatcherSet | None = None, single_model: bool = False):
         self.store = store
         self.batchers = batchers
+        self.single_model = single_model
+
+    def model_name(self, model_name: str | None) -> str | None:
+        """The name to look up: None for a single-model API, whatever was asked (as Cortex 0.23 did)."""
+        return None if self.single_model else model_name
 
     def start(self) -> None:
         self.store.start()

@@ -5,8 +5,12 @@ Cortex 0.23's interface:
     onnx_client.predict(model_input, model_name=None, model_version="latest")
         -> the session's outputs, a list in the model's output order
     onnx_client.get_model(model_name=None, model_version="latest")
-        -> {"session": InferenceSession, "signatures": {input: {"shape", "type"}},
-            "input_signatures": (same), "output_signatures": {...}}
+        -> {"session": InferenceSession,
+            "signatures": session.get_inputs() (onnxruntime NodeArgs),
+            "input_signatures": {input: {"shape": [...], "type": numpy dtype name, e.g. "float32"}},
+            "output_signatures": (the same for outputs; a cortexd addition)}
+       the shape Cortex 0.23's client returned. A single-model API (model_path)
+       ignores model_name, as Cortex's client did.
 
 `model_input` may be a plain value for a single-input model (a list such as
 [5.1, 3.5, 1.4, 0.2] works), or a dict keyed by input name; each value becomes
@@ -32,9 +36,15 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-
 from predictor_runtime.batching import BatcherSet, split, stack
-from predictor_runtime.clients.base import ModelClient, ModelInputError, batchers_from_spec, convert_input, fit_shape
+from predictor_runtime.clients.base import (
+    ModelClient,
+    ModelInputError,
+    batchers_from_spec,
+    convert_input,
+    fit_shape,
+    is_single_model,
+)
 from predictor_runtime.models import (
     DEFAULT_MODEL,
     ModelEntry,
@@ -117,6 +127,11 @@ def describe_onnx(model: OnnxModel) -> dict[str, Any]:
             "outputs": {o.name: o.describe() for o in model.outputs}}
 
 
+def numpy_signature(info: TensorInfo) -> dict[str, Any]:
+    """Cortex 0.23's signature entry: onnxruntime's shape, the numpy dtype name (else the ONNX type)."""
+    return {"shape": list(info.shape), "type": ONNX_DTYPES.get(info.type, info.type)}
+
+
 def _signature_text(inputs: tuple[TensorInfo, ...]) -> str:
     return ", ".join(f"{i.name}: {i.type} {list(i.shape)}" for i in inputs)
 
@@ -145,8 +160,8 @@ def feed_for(model_input: Any, inputs: tuple[TensorInfo, ...]) -> dict[str, Any]
 class ONNXClient(ModelClient):
     """predict() and get_model() for an ONNXPredictor (see the module docstring)."""
 
-    def __init__(self, store: ModelStore, batchers: BatcherSet | None = None):
-        super().__init__(store, batchers)
+    def __init__(self, store: ModelStore, batchers: BatcherSet | None = None, single_model: bool = False):
+        super().__init__(store, batchers, single_model)
         self._warned_unbatchable: set[str] = set()
 
     @classmethod
@@ -159,16 +174,16 @@ class ONNXClient(ModelClient):
             return load_onnx(path, providers)
 
         store = store_from_spec("onnx", predictor, loader=loader, describe_model=describe_onnx)
-        return cls(store, batchers_from_spec(predictor))
+        return cls(store, batchers_from_spec(predictor), is_single_model(predictor))
 
     def get_model(self, model_name: str | None = None, model_version: str = "latest") -> dict[str, Any]:
-        model: OnnxModel = self.store.get(model_name, model_version)
-        sigs = {i.name: i.describe() for i in model.inputs}
-        return {"session": model.session, "signatures": sigs, "input_signatures": sigs,
-                "output_signatures": {o.name: o.describe() for o in model.outputs}}
+        model: OnnxModel = self.store.get(self.model_name(model_name), model_version)
+        return {"session": model.session, "signatures": model.session.get_inputs(),
+                "input_signatures": {i.name: numpy_signature(i) for i in model.inputs},
+                "output_signatures": {o.name: numpy_signature(o) for o in model.outputs}}
 
     def predict(self, model_input: Any, model_name: str | None = None, model_version: str = "latest") -> Any:
-        key, model = self.store.get_with_key(model_name, model_version)
+        key, model = self.store.get_with_key(self.model_name(model_name), model_version)
         feed = feed_for(model_input, model.inputs)
         if self.batchers is None:
             return model.session.run(None, feed)

@@ -3,7 +3,8 @@
 Cortex 0.23's interface: `python_client.get_model(model_name=None,
 model_version="latest")` returns the object the predictor's own
 `load_model(model_path)` built from the model's local directory (for S3 models,
-the downloaded copy in the disk cache).
+the downloaded copy in the disk cache). A single-model API (model_path) ignores
+model_name, as Cortex's client did.
 
 Everything about where models are, their versions, the LRU caches and live
 reload is models.py's ModelStore; this client only plugs the predictor's
@@ -29,15 +30,16 @@ __all__ = ["DEFAULT_MODEL", "PythonClient"]
 class PythonClient:
     """get_model() for a PythonPredictor; the loader is the predictor's load_model."""
 
-    def __init__(self, store: ModelStore):
+    def __init__(self, store: ModelStore, single_model: bool = False):
         self.store = store
+        self.single_model = single_model
         self._load_model: Callable[[str], Any] | None = None
         store.loader = self._load
 
     @classmethod
     def from_spec(cls, predictor: dict[str, Any]) -> PythonClient:
         """The client for a runtime spec's `predictor` section (see predictor_runtime's docstring)."""
-        client = cls(store_from_spec("python", predictor))
+        client = cls(store_from_spec("python", predictor), single_model=bool(predictor.get("model_path")))
         client.store.discover()  # so that __init__ may already call get_model()
         return client
 
@@ -58,5 +60,5 @@ class PythonClient:
         return self.store.describe()
 
     def get_model(self, model_name: str | None = None, model_version: str = "latest") -> Any:
-        """The loaded model `model_name` (None: the single model of `model_path`) at a version."""
-        return self.store.get(model_name, model_version)
+        """The loaded model `model_name` (the single model of `model_path`, whatever the name) at a version."""
+        return self.store.get(None if self.single_model else model_name, model_version)

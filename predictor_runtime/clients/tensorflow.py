@@ -34,7 +34,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from predictor_runtime.batching import split, stack
-from predictor_runtime.clients.base import ModelClient, ModelInputError, batchers_from_spec, convert_input, fit_shape
+from predictor_runtime.clients.base import (
+    ModelClient,
+    ModelInputError,
+    batchers_from_spec,
+    convert_input,
+    fit_shape,
+    is_single_model,
+)
 from predictor_runtime.models import (
     ModelEntry,
     ModelSourceError,
@@ -147,17 +154,17 @@ class TensorFlowClient(ModelClient):
             return load_saved_model(path, entry.signature_key or default_key)
 
         store = store_from_spec("tensorflow", predictor, loader=loader, describe_model=describe_tf)
-        return cls(store, batchers_from_spec(predictor))
+        return cls(store, batchers_from_spec(predictor), is_single_model(predictor))
 
     def get_model(self, model_name: str | None = None, model_version: str = "latest") -> dict[str, Any]:
-        model: TFModel = self.store.get(model_name, model_version)
+        model: TFModel = self.store.get(self.model_name(model_name), model_version)
         sigs = {i.name: i.describe() for i in model.inputs}
         return {"model": model.saved, "function": model.function, "signature_key": model.signature_key,
                 "signatures": sigs, "input_signatures": sigs,
                 "output_signatures": {o.name: o.describe() for o in model.outputs}}
 
     def predict(self, model_input: Any, model_name: str | None = None, model_version: str = "latest") -> Any:
-        key, model = self.store.get_with_key(model_name, model_version)
+        key, model = self.store.get_with_key(self.model_name(model_name), model_version)
         feed = feed_for(model_input, model.inputs)
         if self.batchers is None or not model.batchable:
             outputs = _run(model, feed)

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 
 import numpy as np
 import pytest
 from aiohttp import web
+from starlette.datastructures import FormData, QueryParams, UploadFile
 
 from predictor_runtime.payload import (
+    ASGIResponse,
+    Inflater,
     NotSerializable,
     PayloadError,
+    PayloadTooLarge,
     encode_json,
+    encode_legacy_response,
     encode_response,
+    form_from_stream,
     parse_body,
+    query_params,
 )
 
 # ---- request bodies ---------------------------------------------------------------
@@ -49,18 +58,140 @@ def test_non_utf8_json_is_a_payload_error():
     assert str(info.value).startswith("invalid JSON body:")
 
 
-def test_urlencoded_form_keeps_repeated_keys_and_blanks():
-    form = parse_body("application/x-www-form-urlencoded", b"a=1&b=hello+world&a=2&empty=")
-    assert form["a"] == "1"
-    assert form.getall("a") == ["1", "2"]
-    assert form["b"] == "hello world"
-    assert form["empty"] == ""
-    assert dict(form) == {"a": "1", "b": "hello world", "empty": ""}  # first value per key
+async def chunks(*parts: bytes):
+    for part in parts:
+        yield part
 
 
-def test_urlencoded_form_honours_charset():
-    form = parse_body("application/x-www-form-urlencoded; charset=latin-1", "n=\xe9".encode("latin-1"))
-    assert form["n"] == "\xe9"
+async def form(content_type: str, *parts: bytes) -> FormData:
+    return await form_from_stream(content_type, chunks(*parts), content_type.startswith("multipart/"))
+
+
+async def test_urlencoded_form_is_starlette_formdata_with_repeated_keys_and_blanks():
+    data = await form("application/x-www-form-urlencoded", b"a=1&b=hello+world&a=2&empty=")
+    assert isinstance(data, FormData)
+    assert data["a"] == "2"  # starlette (Cortex): the last value
+    assert data.getlist("a") == ["1", "2"]
+    assert data.getall("a") == ["1", "2"]  # aiohttp's name, kept for earlier cortexd predictors
+    assert data["b"] == "hello world"
+    assert data["empty"] == ""
+    assert dict(data) == {"a": "2", "b": "hello world", "empty": ""}
+
+
+async def test_urlencoded_form_latin1_bytes():
+    data = await form("application/x-www-form-urlencoded; charset=latin-1", "n=\xe9".encode("latin-1"))
+    assert data["n"] == "\xe9"
+
+
+MULTIPART = (b"--XX\r\nContent-Disposition: form-data; name=\"field\"\r\n\r\nvalue\r\n"
+             b"--XX\r\nContent-Disposition: form-data; name=\"upload\"; filename=\"a.txt\"\r\n"
+             b"Content-Type: text/plain\r\n\r\nfile body\r\n--XX--\r\n")
+
+
+async def test_multipart_gives_starlette_upload_files_across_chunk_boundaries():
+    data = await form("multipart/form-data; boundary=XX", MULTIPART[:50], MULTIPART[50:90], MULTIPART[90:])
+    assert data["field"] == "value"
+    upload = data["upload"]
+    assert isinstance(upload, UploadFile)
+    assert (upload.filename, upload.content_type) == ("a.txt", "text/plain")
+    assert await upload.read() == b"file body"
+    await upload.seek(0)
+    assert upload.file.read() == b"file body"
+    assert data.has_files()
+    await data.close()
+
+
+@pytest.mark.parametrize(("content_type", "body", "reason"), [
+    ("multipart/form-data", MULTIPART, "invalid multipart/form-data body: Missing boundary in multipart."),
+    ("multipart/form-data; boundary=XX", b"--XX\r\nno headers end",
+     "invalid multipart/form-data body: Invalid multipart data."),
+    ("multipart/form-data; boundary=XX", b"--XX\r\nContent-Disposition: form-data\r\n\r\nv\r\n--XX--\r\n",
+     'invalid multipart/form-data body: The Content-Disposition header field "name" must be provided.'),
+    ("multipart/form-data; boundary=XX", b"garbage that is not multipart at all" * 3,
+     "invalid multipart/form-data body: Invalid multipart data."),
+])
+async def test_malformed_multipart_is_a_payload_error(content_type, body, reason):
+    with pytest.raises(PayloadError) as info:
+        await form(content_type, body)
+    assert (info.value.status, str(info.value)) == (400, reason)
+
+
+def test_query_params_are_starlette_and_a_repeated_key_gives_the_last_value():
+    query = query_params("k=1&k=2&x=a%26b&sp=a+b&blank=")
+    assert isinstance(query, QueryParams)
+    assert (query["k"], query.get("k"), query.getlist("k")) == ("2", "2", ["1", "2"])
+    assert dict(query) == {"k": "2", "x": "a&b", "sp": "a b", "blank": ""}
+    assert dict(query_params("")) == {}
+
+
+def test_deeply_nested_json_is_a_payload_error():
+    with pytest.raises(PayloadError) as info:
+        parse_body("application/json", b"[" * 100_000 + b"]" * 100_000)
+    assert str(info.value) == "invalid JSON body: nested too deeply"
+
+
+# ---- Content-Encoding -------------------------------------------------------------
+
+
+def inflate(coding: str, limit: int, *pieces: bytes) -> bytes:
+    inflater = Inflater(coding, limit)
+    for piece in pieces:
+        inflater.feed(piece)
+    return inflater.finish()
+
+
+def test_gzip_body_is_inflated_in_pieces():
+    body = json.dumps({"x": list(range(1000))}).encode()
+    packed = gzip.compress(body)
+    assert inflate("gzip", 2**20, packed[:10], packed[10:100], packed[100:]) == body
+
+
+def test_gzip_members_one_after_the_other():
+    assert inflate("gzip", 100, gzip.compress(b"ab") + gzip.compress(b"cd")) == b"abcd"
+
+
+@pytest.mark.parametrize("wbits", [zlib.MAX_WBITS, -zlib.MAX_WBITS])
+def test_deflate_zlib_wrapped_or_raw(wbits):
+    c = zlib.compressobj(wbits=wbits)
+    packed = c.compress(b"hello deflate" * 10) + c.flush()
+    assert inflate("deflate", 1000, packed) == b"hello deflate" * 10
+
+
+def test_a_compression_bomb_stops_at_the_limit_without_inflating_the_rest():
+    limit = 2**20
+    bomb = gzip.compress(b"\0" * (64 * 2**20))  # 64 MiB of zeros in ~64 KiB
+    inflater = Inflater("gzip", limit)
+    with pytest.raises(PayloadTooLarge) as info:
+        for i in range(0, len(bomb), 8192):
+            inflater.feed(bomb[i:i + 8192])
+    assert info.value.status == 413
+    assert str(info.value) == "the decoded request body is larger than the limit of 1 MiB"
+    assert len(inflater.out) <= limit + 1  # memory never held more than the limit
+
+
+def test_exactly_the_limit_is_allowed():
+    assert inflate("gzip", 1000, gzip.compress(b"a" * 1000)) == b"a" * 1000
+    with pytest.raises(PayloadTooLarge):
+        inflate("gzip", 999, gzip.compress(b"a" * 1000))
+
+
+def test_compressed_input_is_bounded_too():
+    empty_members = gzip.compress(b"") * 2000  # no output at all, ~40 KB of input
+    with pytest.raises(PayloadTooLarge):
+        inflate("gzip", 10_000, empty_members)
+
+
+@pytest.mark.parametrize(("pieces", "why"), [
+    ((b"this is not gzip at all",), "invalid gzip body (Content-Encoding: gzip): Error -3 while "
+                                    "decompressing data: incorrect header check"),
+    ((gzip.compress(b"x" * 100)[:-6],), "invalid gzip body (Content-Encoding: gzip): the compressed "
+                                        "data ends early (truncated)"),
+])
+def test_invalid_gzip_is_a_payload_error(pieces, why):
+    with pytest.raises(PayloadError) as info:
+        inflate("gzip", 2**20, *pieces)
+    assert info.value.status == 400
+    assert str(info.value) == why
 
 
 @pytest.mark.parametrize("content_type", [None, "", "text/plain", "application/octet-stream", "image/png"])
@@ -106,6 +237,22 @@ def test_bytes_are_octet_stream(value):
     assert body_of(response) == b"\x00bin"
 
 
+def test_starlette_responses_are_sent_through_their_asgi_call():
+    from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+    for value in (Response(b"x", status_code=201), JSONResponse({"a": 1}), PlainTextResponse("t"),
+                  StreamingResponse(iter([b"a"]))):
+        assert isinstance(encode_response(value), ASGIResponse)
+
+
+def test_legacy_predictions_are_always_json():
+    for value, body in (("text", b'"text"'), ({"a": 1}, b'{"a":1}'), (3, b"3"), (None, b"null")):
+        response = encode_legacy_response(value)
+        assert (response.content_type, body_of(response)) == ("application/json", body)
+    with pytest.raises(NotSerializable):
+        encode_legacy_response(b"raw bytes")
+
+
 def test_aiohttp_response_passes_through():
     original = web.Response(status=201, text="made", headers={"X-Custom": "1"})
     assert encode_response(original) is original
@@ -122,7 +269,7 @@ def test_unserializable_value_names_its_type_and_the_fix():
     with pytest.raises(NotSerializable) as info:
         encode_response({1, 2})
     assert str(info.value).startswith("prediction of type set is not JSON serializable")
-    assert str(info.value).endswith("return a dict/list/str/bytes or an aiohttp Response")
+    assert str(info.value).endswith("return a dict/list/str/bytes, a starlette Response or an aiohttp Response")
 
 
 def test_unserializable_nested_value():

@@ -1,0 +1,112 @@
+"""aiohttp's server log inside a replica, bounded: one line per kind of error per interval.
+
+aiohttp reports every malformed request (bad request line, bad header, a
+broken chunked body) through the `aiohttp.server` logger at ERROR, with a
+traceback and the offending bytes; a client sending garbage in a loop would
+fill the replica's log (and the disk) as fast as it sends. `ServerLogLimiter`
+replaces that logger's output:
+
+- client errors (aiohttp's HttpProcessingError family) become ONE warning
+  line without a traceback, their text (which quotes the raw bytes) collapsed
+  to one line and cut to MESSAGE_LIMIT characters;
+- anything else the logger reports (a bug, not the client's doing) keeps its
+  traceback;
+- of each kind (the exception's class, or the message) at most one line is
+  written per interval (env CORTEXD_CLIENT_ERROR_LOG_INTERVAL, seconds,
+  default 10); the next line that is written says how many were suppressed.
+
+`RateLimit` is the pure part (a clock value in, a decision out).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+
+INTERVAL_ENV = "CORTEXD_CLIENT_ERROR_LOG_INTERVAL"
+DEFAULT_INTERVAL = 10.0
+MESSAGE_LIMIT = 200
+
+
+class RateLimit:
+    """At most one admitted event per kind per `interval`; counts what it turned away."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def admit(self, kind: str, now: float) -> int | None:
+        """None: drop this event. Else: admitted, with the number dropped since the last admitted one."""
+        last = self._last.get(kind)
+        if last is not None and now - last < self.interval:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return None
+        self._last[kind] = now
+        return self._suppressed.pop(kind, 0)
+
+
+def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """Whitespace (newlines too) collapsed, cut to `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else f"{flat[:limit]}... ({len(flat)} characters)"
+
+
+def interval_from_env() -> float:
+    raw = os.environ.get(INTERVAL_ENV, "")
+    try:
+        value = float(raw) if raw else DEFAULT_INTERVAL
+    except ValueError:
+        return DEFAULT_INTERVAL
+    return value if value >= 0 else DEFAULT_INTERVAL
+
+
+def _is_client_error(exc: BaseException | None) -> bool:
+    if exc is None:
+        return False
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    return isinstance(exc, HttpProcessingError)
+
+
+class ServerLogLimiter(logging.Handler):
+    """A handler for `aiohttp.server` that writes bounded lines to `target` (see the module docstring)."""
+
+    def __init__(self, target: logging.Logger, interval: float,
+                 clock: Callable[[], float] = time.monotonic):
+        super().__init__(logging.INFO)
+        self.target = target
+        self.limit = RateLimit(interval)
+        self.clock = clock
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        client_error = _is_client_error(exc)
+        kind = type(exc).__name__ if exc is not None else one_line(record.getMessage(), 60)
+        suppressed = self.limit.admit(kind, self.clock())
+        if suppressed is None:
+            return
+        more = (f" ({suppressed} more like it in the last {self.limit.interval:g}s not logged)"
+                if suppressed else "")
+        if client_error:
+            assert exc is not None
+            self.target.warning("client error (answered %s): %s: %s%s", getattr(exc, "code", 400), kind,
+                                one_line(str(exc)), more)
+        else:
+            self.target.error("%s%s", one_line(record.getMessage()), more,
+                              exc_info=record.exc_info if exc is not None else None)
+
+
+def install(target: logging.Logger) -> ServerLogLimiter:
+    """Route aiohttp's server logger through a ServerLogLimiter writing to `target`."""
+    handler = ServerLogLimiter(target, interval_from_env())
+    server_log = logging.getLogger("aiohttp.server")
+    server_log.handlers[:] = [handler]
+    server_log.setLevel(logging.INFO)  # aiohttp's debug chatter stays out
+    server_log.propagate = False
+    # python-multipart warns about every malformed body it sees; the client got 400 already
+    for name in ("python_multipart", "multipart"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return handler
