@@ -1,0 +1,141 @@
+"""`cortexd export kubernetes` from the command line: what it writes, and bad input.
+
+Bad input (an unknown flavor, no registry, a model folder that is missing) is
+a clear message on stderr and exit 1, and DIR is left exactly as it was: no
+half-written manifests, no temporary folder beside it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+
+from cortexd.errors import ExportError
+from cortexd.kube.export import export_kubernetes
+from cortexd.kube.manifests import ExportOptions
+from cortexd.spec import load_config
+from tests.integration.conftest import write_project
+
+PREDICTOR = """\
+class PythonPredictor:
+    def __init__(self, config):
+        pass
+
+    def predict(self, payload):
+        return 1
+"""
+ONNX_PREDICTOR = """\
+class ONNXPredictor:
+    def __init__(self, onnx_client, config):
+        pass
+
+    def predict(self, payload):
+        return 1
+"""
+TWO_APIS = """\
+- name: first
+  kind: RealtimeAPI
+  predictor:
+    type: python
+    path: predictor.py
+- name: second
+  kind: RealtimeAPI
+  predictor:
+    type: onnx
+    path: onnx_predictor.py
+    model_path: model/
+"""
+
+
+def two_api_project(root: Path) -> Path:
+    project = write_project(root, TWO_APIS, {"predictor.py": PREDICTOR, "onnx_predictor.py": ONNX_PREDICTOR})
+    (project / "model").mkdir()
+    (project / "model" / "net.onnx").write_bytes(b"\0" * 3000)
+    return project
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_export_writes_one_file_per_api_and_a_report(cli, tmp_path):
+    project = two_api_project(tmp_path / "proj")
+    out = tmp_path / "k8s"
+    r = cli("export", "kubernetes", str(project), "--registry", "127.0.0.1:5000", "-o", str(out))
+    assert r.code == 0, r.err
+    assert sorted(p.name for p in out.iterdir()) == ["cortexd-report.txt", "first.yaml", "second.yaml"]
+    kinds = [d["kind"] for d in yaml.safe_load_all((out / "second.yaml").read_text())]
+    assert kinds == ["Deployment", "Service", "Ingress", "HorizontalPodAutoscaler"]
+    assert "api 'second': wrote second.yaml" in r.out
+    assert "model " in r.out and "2.9 KiB" in r.out  # the local model folder and its size
+    assert "upscale_tolerance" in r.out and "Prometheus adapter" in r.out
+    assert f"kubectl apply -f {out}" in r.out
+    assert (out / "cortexd-report.txt").read_text().count("api '") == 2
+
+
+def test_unknown_flavor_is_exit_1_and_writes_nothing(cli, tmp_path):
+    project = two_api_project(tmp_path / "proj")
+    out = tmp_path / "k8s"
+    r = cli("export", "kubernetes", str(project), "--registry", "r.example", "--flavor", "helm", "-o", str(out))
+    assert r.code == 1
+    assert "unknown flavor 'helm': choose one of deployment, knative" in r.err
+    assert "Traceback" not in r.err
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proj"]
+
+
+def test_missing_registry_says_why_it_is_needed(cli, tmp_path):
+    project = two_api_project(tmp_path / "proj")
+    r = cli("export", "kubernetes", str(project), "-o", str(tmp_path / "k8s"))
+    assert r.code == 1
+    assert "--registry is required" in r.err and "cortexd build --registry REG --push" in r.err
+    assert not (tmp_path / "k8s").exists()
+
+
+def test_malformed_registry_is_exit_1(cli, tmp_path):
+    project = two_api_project(tmp_path / "proj")
+    r = cli("export", "kubernetes", str(project), "--registry", "My Registry", "-o", str(tmp_path / "k8s"))
+    assert r.code == 1 and "is not a registry name" in r.err
+
+
+def test_missing_model_folder_leaves_an_existing_dir_as_it_was(cli, tmp_path):
+    project = two_api_project(tmp_path / "proj")
+    out = tmp_path / "k8s"
+    assert cli("export", "kubernetes", str(project), "--registry", "r.example", "-o", str(out)).code == 0
+    (out / "mine.txt").write_text("the user's own file")
+    before = snapshot(out)
+    shutil.rmtree(project / "model")
+    (project / "predictor.py").write_text(PREDICTOR + "# changed\n")  # first.yaml would change
+    r = cli("export", "kubernetes", str(project), "--registry", "r.example", "-o", str(out))
+    assert r.code == 1
+    assert "model_path" in r.err and str(project / "model") in r.err
+    assert snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k8s", "proj"]
+
+
+def test_model_folder_gone_after_validation_is_an_export_error(tmp_path):
+    """The folder vanishes between loading the config and reading the files: same rule, nothing written."""
+    project = two_api_project(tmp_path / "proj")
+    apis = list(load_config([str(project)]).apis)
+    shutil.rmtree(project / "model")
+    out = tmp_path / "k8s"
+    try:
+        export_kubernetes(apis, "r.example", ExportOptions(), out)
+    except ExportError as e:
+        message = str(e)
+    else:
+        raise AssertionError("export succeeded without the model folder")
+    assert "api 'second': the model folder" in message and "is missing" in message
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proj"]
+
+
+def test_output_path_that_is_a_file_is_exit_1(cli, tmp_path):
+    project = two_api_project(tmp_path / "proj")
+    (tmp_path / "k8s").write_text("not a folder")
+    r = cli("export", "kubernetes", str(project), "--registry", "r.example", "-o", str(tmp_path / "k8s"))
+    assert r.code == 1 and "is not a folder" in r.err
+    assert (tmp_path / "k8s").read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k8s", "proj"]
