@@ -37,13 +37,15 @@ class Runtime:
     """One `python -m predictor_runtime` process with its logs captured in files."""
 
     def __init__(self, tmp_path: Path, code: str, kind: str = "python", processes: int = 1,
-                 threads: int = 1, config: dict | None = None):
+                 threads: int = 1, config: dict | None = None, env: dict | None = None,
+                 model_path: str | None = None):
         self.tmp = tmp_path
+        self.closing: list = []  # client connections a test opened, closed with the runtime
         (tmp_path / "predictor.py").write_text(textwrap.dedent(code))
         spec = {
             "name": "test-api", "endpoint": "/test-api", "project_dir": str(tmp_path),
             "predictor": {"type": kind, "path": str(tmp_path / "predictor.py"),
-                          "python_path": str(tmp_path), "model_path": None, "signature_key": None,
+                          "python_path": str(tmp_path), "model_path": model_path, "signature_key": None,
                           "models": None, "server_side_batching": None,
                           "processes_per_replica": processes, "threads_per_process": threads,
                           "config": config or {}},
@@ -55,7 +57,7 @@ class Runtime:
         # closed in close(): they outlive __init__ as the child's stdout/stderr
         self.out = open(tmp_path / "stdout.log", "wb")  # noqa: SIM115
         self.err = open(tmp_path / "stderr.log", "wb")  # noqa: SIM115
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "predictor_runtime", "--spec", str(tmp_path / "spec.json"),
              "--host", "127.0.0.1", "--port", str(self.port)],
@@ -82,6 +84,8 @@ class Runtime:
             raise AssertionError(f"runtime still running after {timeout}s:\n{self.stderr()}") from None
 
     def close(self) -> None:
+        for conn in self.closing:
+            conn.close()
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
