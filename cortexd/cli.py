@@ -153,6 +153,10 @@ def _settings(args) -> DaemonSettings:
         s = s.with_(base_image=args.base_image)
     if getattr(args, "metrics_port", None) is not None:
         s = s.with_(metrics_port=args.metrics_port)
+    if getattr(args, "port", None) is not None:
+        if not 1 <= args.port <= 65535:
+            raise UsageError(f"--port {args.port}: expected a port number between 1 and 65535")
+        s = s.with_(default_local_port=args.port)
     s = _with_log_rotation(s, args, os.environ)
     s.check_socket_path()  # every command binds or connects it: say so before a raw OSError
     return s
@@ -213,11 +217,13 @@ def cmd_up(args) -> int:
     settings = _settings(args)
     paths = _paths(args)
     if asyncio.run(daemon_answers(settings.socket_path)):
+        named = " ".join(args.paths) if args.paths else "."
         raise DaemonAlreadyRunning(
             f"a cortexd daemon is already running (control socket {settings.socket_path}); "
-            "use `cortexd deploy PATH` to change what it serves, or `cortexd down` first"
+            f"to add or update these APIs on it, run `cortexd deploy {named}` (the APIs of other "
+            "projects keep serving), or stop it first with `cortexd down`"
         )
-    load_config(paths)  # report config errors here, before anything starts
+    load_config(paths, default_port=settings.default_local_port)  # config errors here, before anything starts
     if args.detach:
         return _up_detached(args, settings, paths)
     return _up_foreground(settings, paths)
@@ -229,6 +235,8 @@ def _daemon_argv(settings: DaemonSettings, paths: list[str]) -> list[str]:
     if settings.base_image:
         argv += ["--base-image", settings.base_image]
     argv += ["--log-max-size", str(settings.log_max_bytes), "--log-files", str(settings.log_files)]
+    if settings.default_local_port is not None:
+        argv += ["--port", str(settings.default_local_port)]
     return argv + paths
 
 
@@ -384,7 +392,13 @@ def cmd_deploy(args) -> int:
     result = client.call("POST", "/deploy", {"paths": _paths(args)})
     for notice in result.get("notices", []):
         print(f"notice: {notice}")
-    print("configuration applied")
+    for key, what in (("created", "created"), ("updated", "updated (rolling update)"),
+                      ("removed", "removed (no longer in its cortex.yaml)"),
+                      ("unchanged", "unchanged"), ("left_alone", "left alone (other projects)")):
+        for name in result.get(key, []):
+            print(f"{what}: api {name!r}")
+    if not any(result.get(k) for k in ("created", "updated", "removed", "unchanged", "left_alone")):
+        print("deployed: no apis")
     return EXIT_OK
 
 
@@ -580,6 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "CORTEXD_LOG_MAX_SIZE)")
     up.add_argument("--log-files", type=int, metavar="N",
                     help="files kept per log, the current one included (default 5; env CORTEXD_LOG_FILES)")
+    up.add_argument("--port", type=int, metavar="PORT",
+                    help="the local_port of every API that sets none (default 8888; legacy kind: api "
+                         "APIs have no local_port field); `deploy` uses it too")
     up.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                     help="with -d: wait until every API is live; exit 1 if one is in error or not live by then")
 
@@ -590,13 +607,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--base-image")
     d.add_argument("--metrics-port", type=int)
+    d.add_argument("--port", type=int)
     d.add_argument("--log-max-size")
     d.add_argument("--log-files", type=int)
 
     down = add("down", cmd_down, "stop the daemon and every replica it started")
     down.add_argument("--timeout", type=float, default=60)
 
-    dep = add("deploy", cmd_deploy, "apply the configuration in PATH... to the running daemon")
+    dep = add("deploy", cmd_deploy, "add or update the APIs of PATH... on the running daemon (other "
+              "projects' APIs keep serving; an API removed from PATH's cortex.yaml is removed)")
     dep.add_argument("paths", nargs="*", metavar="PATH")
 
     dl = add("delete", cmd_delete, "remove an API from the running daemon")

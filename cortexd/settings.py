@@ -71,6 +71,8 @@ class DaemonSettings:
     metrics_port: int = 8889
     # docker backend
     base_image: str | None = None
+    # the local_port of every API that sets none (`cortexd up --port`; None: the schema's 8888)
+    default_local_port: int | None = None
     # logs: daemon.log and each replica's log rotate at log_max_bytes, keeping log_files files
     # (so at most log_max_bytes x log_files each); env CORTEXD_LOG_MAX_SIZE / CORTEXD_LOG_FILES
     log_max_bytes: int = 10 * 2**20

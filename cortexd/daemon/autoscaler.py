@@ -11,6 +11,11 @@ Legacy `kind: api` APIs declare target_cpu_utilization and scale on CPU instead
 time each ready replica used since the previous sample (backend.cpu_seconds:
 /proc for processes, cgroup stats for containers) and records the replicas' mean
 use in percent of `compute.cpu`, as HPA's utilization is relative to the request.
+
+Each API is sampled and decided on its own: an API whose decision raises (a
+configuration the arithmetic cannot take, such as an infinite max_upscale_factor)
+keeps its replica count and shows the error as its last decision, logged once per
+distinct error, while the other APIs go on scaling.
 """
 
 from __future__ import annotations
@@ -40,21 +45,30 @@ class Autoscaler:
         self._deployed: dict[str, float] = {}
         self._cpu_samples: dict[str, deque[autoscale.CpuSample]] = {}
         self._cpu_last: dict[str, tuple[float, float]] = {}  # replica id -> (at, cpu seconds)
+        # (api, "sample" or "decide") -> the error last logged, so each is logged once
+        self._errors: dict[tuple[str, str], str] = {}
 
     def sample(self, now: float) -> None:
         for name, api in self.reconciler.apis.items():
-            if self._deployed.get(name) != api.deployed_at:
-                # (re)deployed: history starts over, as Cortex's does
-                self._deployed[name] = api.deployed_at
-                self._states[name] = autoscale.AutoscalerState()
-                self._samples[name] = deque(
-                    maxlen=autoscale.samples_to_keep(api.spec.autoscaling, self.sample_interval))
-                self._cpu_samples[name] = deque(maxlen=self._samples[name].maxlen)
-            self._samples[name].append(autoscale.Sample(now, self.gateway.api_in_flight(name)))
-        for name in list(self._samples):
+            try:
+                if self._deployed.get(name) != api.deployed_at:
+                    # (re)deployed: history starts over, as Cortex's does
+                    self._states[name] = autoscale.AutoscalerState()
+                    self._samples[name] = deque(
+                        maxlen=autoscale.samples_to_keep(api.spec.autoscaling, self.sample_interval))
+                    self._cpu_samples[name] = deque(maxlen=self._samples[name].maxlen)
+                    self._deployed[name] = api.deployed_at
+                self._samples[name].append(autoscale.Sample(now, self.gateway.api_in_flight(name)))
+            except Exception as e:  # this API's configuration; the others are sampled
+                self._failed(name, api, "sample", e)
+            else:
+                self._errors.pop((name, "sample"), None)
+        for name in list(self._deployed):
             if name not in self.reconciler.apis:
                 for table in (self._samples, self._states, self._deployed, self._cpu_samples):
                     table.pop(name, None)
+                for phase in ("sample", "decide"):
+                    self._errors.pop((name, phase), None)
 
     async def sample_cpu(self, now: float) -> None:
         """One CPU sample for each API that scales on target_cpu_utilization."""
@@ -84,22 +98,41 @@ class Autoscaler:
                 self._cpu_samples[name].append(autoscale.CpuSample(now, sum(values) / len(values)))
 
     def decide(self, now: float) -> None:
-        for name, api in self.reconciler.apis.items():
-            spec = api.spec.autoscaling
-            state = self._states.get(name, autoscale.AutoscalerState())
-            if spec.target_cpu_utilization is not None:
-                if api.spec.compute.cpu <= 0:
-                    api.last_decision = ("target_cpu_utilization needs compute.cpu (the request "
-                                         f"utilization is relative to); keeping {api.desired} replica(s)")
-                    continue
-                decision, self._states[name] = autoscale.cpu_decide(
-                    spec, self._cpu_samples.get(name, ()), state, api.desired, api.deployed_at, now)
+        for name, api in list(self.reconciler.apis.items()):
+            try:
+                self._decide_api(name, api, now)
+            except Exception as e:  # this API keeps its count; the others go on
+                self._failed(name, api, "decide", e)
             else:
-                decision, self._states[name] = autoscale.decide(
-                    spec, self._samples.get(name, ()), state, api.desired, api.deployed_at, now)
-            if decision.changed:
-                log.info("[%s] autoscaler: %s", name, decision.reason)
-            self.reconciler.set_desired(name, decision.request, decision.reason)
+                self._errors.pop((name, "decide"), None)
+
+    def _decide_api(self, name: str, api, now: float) -> None:
+        spec = api.spec.autoscaling
+        state = self._states.get(name, autoscale.AutoscalerState())
+        if spec.target_cpu_utilization is not None:
+            if api.spec.compute.cpu <= 0:
+                api.last_decision = ("target_cpu_utilization needs compute.cpu (the request "
+                                     f"utilization is relative to); keeping {api.desired} replica(s)")
+                return
+            decision, new_state = autoscale.cpu_decide(
+                spec, self._cpu_samples.get(name, ()), state, api.desired, api.deployed_at, now)
+        else:
+            decision, new_state = autoscale.decide(
+                spec, self._samples.get(name, ()), state, api.desired, api.deployed_at, now)
+        self._states[name] = new_state
+        if decision.changed:
+            log.info("[%s] autoscaler: %s", name, decision.reason)
+        self.reconciler.set_desired(name, decision.request, decision.reason)
+
+    def _failed(self, name: str, api, phase: str, e: Exception) -> None:
+        """One API's autoscaling failed: it keeps its count, the error shows, logged once."""
+        what = f"{type(e).__name__}: {e}"
+        api.last_decision = (f"autoscaling failed ({what}); keeping {api.desired} replica(s) "
+                             "until the configuration is fixed")
+        if self._errors.get((name, phase)) != what:
+            self._errors[(name, phase)] = what
+            log.error("[%s] autoscaler: %s; this api keeps %d replica(s), the others go on",
+                      name, what, api.desired)
 
     async def run(self) -> None:
         next_tick = self.clock() + self.tick

@@ -3,7 +3,7 @@
     GET    /status                 the status snapshot (one model for get, status, -o json)
     GET    /metrics                Prometheus text format (also on 127.0.0.1:metrics_port)
     GET    /apis/{name}/logs       replica output; ?tail=N&follow=1&since=EPOCH streams new lines
-    POST   /deploy                 {"paths": [...]}: load and apply a new configuration
+    POST   /deploy                 {"paths": [...]}: add or update those projects' APIs (others stay)
     DELETE /apis/{name}            remove one API (until the next deploy)
     POST   /shutdown               graceful shutdown
 
@@ -77,13 +77,16 @@ def build_app(daemon) -> web.Application:
             paths = body["paths"]
         except (ValueError, KeyError, TypeError):
             return _error(400, 'expected a JSON body {"paths": [...]}')
+        if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+            return _error(400, 'expected a JSON body {"paths": [...]} with at least one path')
         try:
-            notices = await daemon.deploy(paths)
+            result = await daemon.deploy(paths)
         except ConfigError as e:
             return _error(422, str(e), problems=[str(p) for p in e.problems])
         except CortexdError as e:
             return _error(409, str(e))
-        return web.json_response({"ok": True, "notices": notices})
+        # created / updated / removed / unchanged / left_alone api names, and the notices
+        return web.json_response({"ok": True, **result})
 
     @routes.delete("/apis/{name}")
     async def delete(request: web.Request) -> web.Response:

@@ -109,12 +109,14 @@ class Reconciler:
 
     # -- desired state ----------------------------------------------------------
 
-    async def apply(self, specs: list[APISpec]) -> None:
-        """Make `specs` the desired set: new APIs deploy, changed ones roll, missing ones go."""
+    async def apply(self, specs: list[APISpec], reasons: dict[str, str] | None = None) -> None:
+        """Make `specs` the desired set: new APIs deploy, changed ones roll, missing ones go.
+        reasons: per API, what changed ("predictor.py changed"), for the roll's event."""
         async with self._lock:
-            await self._apply(specs)
+            await self._apply(specs, reasons or {})
 
-    async def _apply(self, specs: list[APISpec]) -> None:
+    async def _apply(self, specs: list[APISpec], reasons: dict[str, str] | None = None) -> None:
+        reasons = reasons or {}
         now = self.clock()
         await self.gateway.configure(
             [
@@ -146,7 +148,7 @@ class Reconciler:
                 state.deployed_at = now
                 state.status, state.reason, state.failing = "updating", None, False
                 state.consecutive_crashes, state.next_start_at = 0, 0.0
-                self.events.add("configuration changed: rolling update", api=name)
+                self.events.add(f"rolling api {name}: {reasons.get(name, 'configuration changed')}", api=name)
             else:
                 state.spec = spec  # same hash; keeps source lines current
         self.wake()

@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import AsyncIterator, Sequence
 
@@ -29,10 +28,19 @@ from cortexd.daemon.autoscaler import Autoscaler
 from cortexd.daemon.events import EventLog
 from cortexd.daemon.logclock import LogClock
 from cortexd.daemon.gpus import GPUPlacer
+from cortexd.daemon.projects import (
+    Project,
+    conflicts,
+    deploy_summary,
+    load_project,
+    merged,
+    roll_reasons,
+)
 from cortexd.daemon.reconciler import Reconciler
-from cortexd.daemon.watcher import ProjectWatcher, api_digest, project_files
+from cortexd.daemon.watcher import ProjectWatcher, is_source
 from cortexd.errors import (
     BackendUnavailable,
+    ConfigError,
     CortexdError,
     DaemonAlreadyRunning,
     UnknownAPI,
@@ -41,7 +49,7 @@ from cortexd.gateway.proxy import Gateway
 from cortexd.gpu import inventory_json
 from cortexd.logfiles import START, Position, read_history, read_new, read_since
 from cortexd.settings import DaemonSettings
-from cortexd.spec import APISpec, load_config
+from cortexd.spec import APISpec
 
 log = logging.getLogger("cortexd")
 
@@ -95,21 +103,40 @@ async def choose_backend(settings: DaemonSettings, events: EventLog):
                           log_max_bytes=settings.log_max_bytes, log_files=settings.log_files)
 
 
-def with_project_digests(specs: Sequence[APISpec], config_files: Sequence[str] = ()) -> list[APISpec]:
-    """Fold each API's project-file digest into its spec hash: a code edit rolls that API.
+def load_projects(paths: Sequence[str], default_port: int | None = None) -> list[Project]:
+    """Each path loaded as its own project (blocking: run it in a thread); all problems of all
+    of them, and names or routes used twice across them, raised as one ConfigError."""
+    projects: list[Project] = []
+    problems = []
+    for path in paths:
+        try:
+            project = load_project(path, default_port=default_port)
+        except ConfigError as e:
+            problems += e.problems
+            continue
+        if not any(set(project.files) & set(p.files) for p in projects):  # `up A A`
+            projects.append(project)
+    problems += conflicts(projects)
+    if problems:
+        raise ConfigError(problems)
+    return projects
 
-    The configuration files themselves are left out: what they say about an API is
-    already in its spec, so an edit to one API's entry rolls that API only.
-    """
-    files = {d: project_files(d) for d in {s.project_dir for s in specs}}
-    configs = {str(Path(f).resolve()) for f in config_files}
-    out = []
-    for spec in specs:
-        others = {o.predictor.path for o in specs
-                  if o.project_dir == spec.project_dir and o.predictor.path != spec.predictor.path}
-        digest = api_digest(files[spec.project_dir], exclude=others | configs)
-        out.append(replace(spec, raw={**spec.raw, "_project_digest": digest}))
-    return out
+
+def reload_projects(projects: Sequence[Project], default_port: int | None = None
+                    ) -> tuple[list[Project], list]:
+    """Every project loaded again with the files its version shipped with (blocking); a project
+    that fails keeps its last good version. Returns (projects, problems)."""
+    out, problems = [], []
+    for project in projects:
+        try:
+            out.append(load_project(project.path, shipped=project.shipped, default_port=default_port))
+        except ConfigError as e:
+            out.append(project)
+            problems += e.problems
+    clashes = conflicts(out)
+    if clashes:
+        return list(projects), problems + clashes
+    return out, problems
 
 
 class Daemon:
@@ -135,6 +162,9 @@ class Daemon:
         self._config_lock = asyncio.Lock()  # reload, deploy and delete apply one at a time
         self._deleted: set[str] = set()  # `cortexd delete`d; file saves do not bring them back
         self._signals = 0
+        self.projects: list[Project] = []  # what is deployed, one entry per cortex.yaml
+        self._image_noticed: set[str] = set()  # APIs told that predictor.image does nothing here
+
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -147,7 +177,8 @@ class Daemon:
                 f"a cortexd daemon is already running (control socket {s.socket_path}); "
                 "use `cortexd deploy PATH` to change what it serves, or `cortexd down` first"
             )
-        loaded = load_config(self.paths)  # ConfigError aborts the start
+        # each project on its own, off the loop; a ConfigError aborts the start
+        projects = await asyncio.to_thread(load_projects, self.paths, s.default_local_port)
         if self.backend is None:
             self.backend = await choose_backend(s, self.events)
         # replica processes a killed daemon left behind hold ports and GPUs: end them first
@@ -166,8 +197,8 @@ class Daemon:
         )
         self.placer = GPUPlacer()
         self.reconciler = Reconciler(self.backend, self.gateway, s, self.events, placer=self.placer)
-        self._record_config(loaded)
-        await self.reconciler.apply(await asyncio.to_thread(with_project_digests, loaded.apis, loaded.files))
+        self._record_config(projects)
+        await self.reconciler.apply(self._desired())
         self._control = await control.serve(self, str(s.socket_path))
         self._metrics = await control.serve_metrics(self, s.metrics_port)
         self._start_watcher()
@@ -181,30 +212,51 @@ class Daemon:
             f"cortexd {__version__} started (backend: {self.backend.name}, pid {os.getpid()})"
         )
 
-    def _record_config(self, loaded) -> None:
-        self.config_files = list(loaded.files)
-        self.config_error = None
-        self.notices = list(loaded.notices)
-        for notice in loaded.notices:
+    def _desired(self, projects: Sequence[Project] | None = None) -> list[APISpec]:
+        # APIs deleted with `cortexd delete` stay deleted until they are deployed again
+        return [s for p in (self.projects if projects is None else projects) for s in p.specs
+                if s.name not in self._deleted]
+
+    def _record_config(self, projects: Sequence[Project], error: str | None = None) -> None:
+        self.projects = list(projects)
+        self.paths = [p.path for p in projects]
+        self.config_files = [f for p in projects for f in p.files]
+        self.config_error = error
+        self.notices = [n for p in projects for n in p.notices]
+        for notice in self.notices:
             self.events.add(notice, level="warning")
+        if isinstance(self.backend, ProcessBackend):
+            for spec in (s for p in projects for s in p.specs):
+                if spec.predictor.image and spec.name not in self._image_noticed:
+                    self._image_noticed.add(spec.name)
+                    self.events.add(f"{spec.source_file}:{spec.source_line}: api {spec.name!r}: "
+                                    f"predictor.image ({spec.predictor.image}) is ignored on the process "
+                                    "backend: replicas run the cortexd runtime in local processes (the "
+                                    "docker backend runs the image)", api=spec.name, level="warning")
+
+    def _counts(self, path: str) -> bool:
+        """Whether a changed file can change a version (watchdog's thread): sources always,
+        other files only if the version shipped with them (not what a predictor creates)."""
+        return is_source(path) or path in self.config_files or any(path in p.shipped for p in self.projects)
 
     def _start_watcher(self) -> None:
         if self.watcher is not None:
             asyncio.ensure_future(self.watcher.stop())
         roots = {str(Path(p) if Path(p).is_dir() else Path(p).parent) for p in self.paths}
         roots |= {str(Path(f).parent) for f in self.config_files}
-        self.watcher = ProjectWatcher(roots, self.reload, debounce=self.settings.debounce)
+        self.watcher = ProjectWatcher(roots, self.reload, debounce=self.settings.debounce, counts=self._counts)
         self.watcher.start()
 
     async def reload(self, changed: Sequence[str] = ()) -> None:
-        """A watched file changed: load and validate, then apply; a broken edit keeps the old state."""
+        """A watched file changed: load and validate (off the loop: a hostile file must not stall
+        the gateway), then apply; a project whose edit is broken keeps its last good version."""
         async with self._config_lock:
             try:
-                loaded = load_config(self.paths)
-                specs = await asyncio.to_thread(with_project_digests, loaded.apis, loaded.files)
-                # APIs deleted with `cortexd delete` stay deleted until the next deploy
-                await self.reconciler.apply([s for s in specs if s.name not in self._deleted])
-            except CortexdError as e:  # ConfigError, or e.g. a new local_port that is taken
+                projects, problems = await asyncio.to_thread(
+                    reload_projects, self.projects, self.settings.default_local_port)
+                reasons = roll_reasons(self.projects, projects)
+                await self.reconciler.apply(self._desired(projects), reasons=reasons)
+            except CortexdError as e:  # e.g. a new local_port that is taken
                 self.config_error = str(e)
                 self.events.add(f"configuration rejected; the previous version keeps serving. {e}",
                                 level="error")
@@ -214,7 +266,11 @@ class Daemon:
                 self.config_error = f"reloading failed: {type(e).__name__}: {e}"
                 self.events.add(f"{self.config_error}; the previous version keeps serving", level="error")
                 return
-            self._record_config(loaded)
+            error = str(ConfigError(problems)) if problems else None
+            self._record_config(projects, error)
+            if error:
+                self.events.add(f"configuration rejected; the previous version keeps serving. {error}",
+                                level="error")
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -274,19 +330,31 @@ class Daemon:
 
     # -- control API methods ---------------------------------------------------------
 
-    async def deploy(self, paths: Sequence[str]) -> list[str]:
+    async def deploy(self, paths: Sequence[str]) -> dict:
+        """Add or update the APIs of `paths`, leaving other projects' APIs serving (as Cortex's
+        `deploy` does); an API no longer in a deployed cortex.yaml is removed. Returns what was
+        created, updated, removed, unchanged and left alone, and the notices."""
         resolved = [str(Path(p).resolve()) for p in paths]
         async with self._config_lock:
-            loaded = load_config(resolved)
+            incoming = await asyncio.to_thread(load_projects, resolved, self.settings.default_local_port)
+            after = merged(self.projects, incoming)
+            problems = conflicts(after)
+            if problems:
+                raise ConfigError(problems)
+            summary = deploy_summary(self.projects, after, incoming, self._deleted)
+            deleted = self._deleted - {n for p in incoming for n in p.names}  # deployed again: back
             await self.reconciler.apply(
-                await asyncio.to_thread(with_project_digests, loaded.apis, loaded.files))
+                [s for p in after for s in p.specs if s.name not in deleted],
+                reasons=roll_reasons(self.projects, after))
             # only an applied configuration replaces what is watched and shown
-            self.paths = resolved
-            self._deleted.clear()
-            self._record_config(loaded)
+            self._deleted = deleted
+            self._record_config(after)
             self._start_watcher()
-        self.events.add(f"configuration applied: {len(loaded.apis)} api(s)")
-        return list(loaded.notices)
+        said = [f"{len(names)} {what}" for what, names in (
+            ("created", summary.created), ("updated", summary.updated), ("removed", summary.removed),
+            ("unchanged", summary.unchanged), ("left alone", summary.left_alone)) if names]
+        self.events.add(f"deployed {', '.join(resolved)}: {', '.join(said) or 'no apis'}")
+        return {**summary.to_json(), "notices": [n for p in incoming for n in p.notices]}
 
     async def delete_api(self, name: str) -> None:
         async with self._config_lock:

@@ -489,12 +489,12 @@ def _translate_legacy(doc: dict[str, Any], deployment: str | None
     return out, paths, []
 
 
-def _check_entries(result: _FileResult, deployment: str | None) -> None:
+def _check_entries(result: _FileResult, deployment: str | None, default_port: int | None) -> None:
     for entry in result.entries:
         if entry.problems:  # refused kind
             continue
         if entry.kind == "RealtimeAPI":
-            entry.checked = check_api(entry.doc, entry.project_dir)
+            entry.checked = check_api(entry.doc, entry.project_dir, default_port=default_port)
         elif entry.kind == "api":
             findings = schema_findings(entry.doc, "legacy_api")
             if not findings:
@@ -504,7 +504,7 @@ def _check_entries(result: _FileResult, deployment: str | None) -> None:
                 entry.legacy_paths = None
                 entry.problems += _merge(entry, findings)
                 continue
-            entry.checked = check_api(translated, entry.project_dir, legacy=True)
+            entry.checked = check_api(translated, entry.project_dir, legacy=True, default_port=default_port)
         else:
             entry.problems += _merge(entry, [])
             continue
@@ -522,10 +522,10 @@ def _merge(entry: _Entry, findings: list[Finding]) -> list[ConfigProblem]:
     return problems
 
 
-def _read_text(text: str, file: str, project_dir: str) -> _FileResult:
+def _read_text(text: str, file: str, project_dir: str, default_port: int | None = None) -> _FileResult:
     result = _read_entries(text, file, project_dir)
     deployment = _check_kinds(result)
-    _check_entries(result, deployment)
+    _check_entries(result, deployment, default_port)
     return result
 
 
@@ -615,9 +615,9 @@ def _finish(results: Sequence[_FileResult], problems: list[ConfigProblem], files
     return LoadedConfig(apis, notices, tuple(files))
 
 
-def load_documents(text: str, file: str, project_dir: str) -> LoadedConfig:
+def load_documents(text: str, file: str, project_dir: str, *, default_port: int | None = None) -> LoadedConfig:
     """Validate the text of one cortex.yaml; `file` names it in messages, paths resolve from `project_dir`."""
-    return _finish([_read_text(text, file, os.path.abspath(project_dir))], [], [file])
+    return _finish([_read_text(text, file, os.path.abspath(project_dir), default_port)], [], [file])
 
 
 def _config_file(path: str) -> tuple[str | None, ConfigProblem | None]:
@@ -632,8 +632,11 @@ def _config_file(path: str) -> tuple[str | None, ConfigProblem | None]:
     return None, ConfigProblem(path, None, None, None, "", "no such file or folder")
 
 
-def load_config(paths: Sequence[str]) -> LoadedConfig:
-    """Load, validate and default every API of the given folders / yaml files; raises ConfigError."""
+def load_config(paths: Sequence[str], *, default_port: int | None = None) -> LoadedConfig:
+    """Load, validate and default every API of the given folders / yaml files; raises ConfigError.
+
+    default_port: the local_port of every API that sets none (`cortexd up --port`; else 8888).
+    """
     problems: list[ConfigProblem] = []
     results: list[_FileResult] = []
     files: list[str] = []
@@ -659,7 +662,7 @@ def load_config(paths: Sequence[str]) -> LoadedConfig:
             problems.append(ConfigProblem(file, line, column, None, "", f"cannot read the file: not UTF-8 "
                                           f"text ({e.reason} at byte {e.start})"))
             continue
-        results.append(_read_text(text, file, os.path.dirname(file)))
+        results.append(_read_text(text, file, os.path.dirname(file), default_port))
     if not paths:
         problems.append(ConfigProblem("<arguments>", None, None, None, "", "no configuration path given"))
     return _finish(results, problems, files)

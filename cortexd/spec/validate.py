@@ -759,12 +759,15 @@ def notices_for(given: dict[str, Any]) -> list[Finding]:
 # -- entry points -------------------------------------------------------------------
 
 
-def check_api(doc: dict[str, Any], project_dir: str, *, legacy: bool = False) -> CheckedAPI:
+def check_api(doc: dict[str, Any], project_dir: str, *, legacy: bool = False,
+              default_port: int | None = None) -> CheckedAPI:
     """Validate and complete one RealtimeAPI-shaped document.
 
     legacy=True: `doc` is a translated legacy `kind: api` document that already
     passed the legacy schema; it gets the RealtimeAPI defaults and rules, and its
     predictor type becomes "legacy".
+    default_port: the local_port of an API that sets none (`cortexd up --port`),
+    instead of the schema's 8888.
     """
     findings = [] if legacy else schema_findings(doc)
     bad = {f.path for f in findings}
@@ -773,6 +776,9 @@ def check_api(doc: dict[str, Any], project_dir: str, *, legacy: bool = False) ->
     completed = apply_defaults(doc)
     if legacy:
         completed["predictor"]["type"] = "legacy"
+    if default_port is not None and isinstance(completed.get("networking"), dict) \
+            and not _given(RuleContext(project_dir, doc), "networking", "local_port"):
+        completed["networking"]["local_port"] = default_port
     complete(completed, project_dir, bad)
     findings += run_rules(completed, RuleContext(project_dir, doc), bad)
     return CheckedAPI(completed, findings, notices_for(doc))

@@ -1,0 +1,153 @@
+"""The projects a daemon serves: one entry per deployed cortex.yaml, each loaded on its own.
+
+`cortexd deploy PATH` adds or updates the APIs of PATH and leaves the other projects'
+APIs serving, as Cortex does (an API removed from PATH's cortex.yaml is removed); a
+broken save in one project keeps that project's last good version and never touches
+the others. A project remembers the files its version shipped with (so files a
+running predictor creates afterwards never roll it), and each API the files that made
+its version (so a roll says which file triggered it).
+
+load_project() reads files (it runs off the event loop, in a thread); the rest is pure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from cortexd.daemon.watcher import (
+    api_digest,
+    api_files,
+    changed_files,
+    describe_change,
+    project_files,
+)
+from cortexd.errors import ConfigProblem
+from cortexd.spec import APISpec, load_config
+from cortexd.spec.validate import cross_api_findings, format_path
+
+DIGEST_KEY = "_project_digest"
+
+
+@dataclass(frozen=True)
+class Project:
+    path: str  # as deployed (absolute): a folder holding a cortex.yaml, or a yaml file
+    files: tuple[str, ...]  # the configuration files read
+    specs: tuple[APISpec, ...]  # project digests folded into their spec hashes
+    notices: tuple[str, ...]
+    shipped: frozenset[str] = frozenset()  # the project's files when it was deployed
+    api_files: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # api -> {path: digest}
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+
+def model_locations(specs: Sequence[APISpec]) -> set[str]:
+    """Local model folders and files of the specs (the runtime polls them: they never roll)."""
+    out: set[str] = set()
+    for spec in specs:
+        p = spec.predictor
+        locations = [p.model_path] + ([p.models.dir] + [m.path for m in p.models.paths] if p.models else [])
+        out |= {os.path.normpath(loc) for loc in locations if loc and not loc.startswith("s3://")}
+    return out
+
+
+def load_project(path: str, *, shipped: frozenset[str] | None = None,
+                 default_port: int | None = None) -> Project:
+    """Load and validate one project, folding into each API's spec hash the digest of the files
+    that make its version (raises ConfigError). `shipped`: the files the running version shipped
+    with (None: a deploy, which ships whatever is there now)."""
+    loaded = load_config([path], default_port=default_port)
+    configs = {os.path.realpath(f) for f in loaded.files} | set(loaded.files)
+    models = model_locations(loaded.apis)
+    files_by_dir: dict[str, dict[str, str]] = {}
+    for folder in {s.project_dir for s in loaded.apis}:
+        files_by_dir[folder] = project_files(folder, shipped=shipped, model_dirs=models)
+    if shipped is None:
+        shipped = frozenset(p for files in files_by_dir.values() for p in files)
+    specs, per_api = [], {}
+    for spec in loaded.apis:
+        others = {o.predictor.path for o in loaded.apis
+                  if o.project_dir == spec.project_dir and o.predictor.path != spec.predictor.path}
+        exclude = others | configs  # what a config says about an API is in its spec already
+        per_api[spec.name] = api_files(files_by_dir[spec.project_dir], exclude)
+        digest = api_digest(files_by_dir[spec.project_dir], exclude)
+        specs.append(replace(spec, raw={**spec.raw, DIGEST_KEY: digest}))
+    return Project(path, tuple(loaded.files), tuple(specs), tuple(loaded.notices), shipped, per_api)
+
+
+def conflicts(projects: Sequence[Project]) -> list[ConfigProblem]:
+    """API names and routes used twice across projects (each project was checked on its own)."""
+    specs = [s for p in projects for s in p.specs]
+    found = cross_api_findings([(f"{s.source_file}:{s.source_line}", s.raw) for s in specs])
+    return [ConfigProblem(specs[i].source_file, specs[i].source_line, None, specs[i].name,
+                          format_path(f.path), f.message) for i, f in found]
+
+
+def merged(current: Sequence[Project], incoming: Sequence[Project]) -> list[Project]:
+    """The projects after deploying `incoming`: a project deployed again (same configuration
+    file) is replaced in place, new ones come last, the others stay."""
+    by_file = {f: p for p in incoming for f in p.files}
+    out, placed = [], set()
+    for project in current:
+        replacement = next((by_file[f] for f in project.files if f in by_file), None)
+        if replacement is None:
+            out.append(project)
+        elif replacement.path not in placed:
+            out.append(replacement)
+            placed.add(replacement.path)
+    out += [p for p in incoming if p.path not in placed]
+    return out
+
+
+def _without_digest(spec: APISpec) -> dict:
+    return {k: v for k, v in spec.raw.items() if k != DIGEST_KEY}
+
+
+def roll_reasons(before: Sequence[Project], after: Sequence[Project]) -> dict[str, str]:
+    """For each API whose version changes: which files did it ("predictor.py changed")."""
+    old = {s.name: (s, p) for p in before for s in p.specs}
+    reasons = {}
+    for project in after:
+        for spec in project.specs:
+            if spec.name not in old or old[spec.name][0].spec_hash == spec.spec_hash:
+                continue
+            prev_spec, prev_project = old[spec.name]
+            config = (os.path.basename(spec.source_file)
+                      if _without_digest(prev_spec) != _without_digest(spec) else None)
+            files = changed_files(prev_project.api_files.get(spec.name, {}),
+                                  project.api_files.get(spec.name, {}), spec.project_dir)
+            reasons[spec.name] = describe_change(files, config)
+    return reasons
+
+
+@dataclass(frozen=True)
+class DeploySummary:
+    created: list[str]
+    updated: list[str]
+    removed: list[str]
+    unchanged: list[str]  # deployed again, the same version
+    left_alone: list[str]  # other projects' APIs, still serving
+
+    def to_json(self) -> dict:
+        return {"created": self.created, "updated": self.updated, "removed": self.removed,
+                "unchanged": self.unchanged, "left_alone": self.left_alone}
+
+
+def deploy_summary(before: Sequence[Project], after: Sequence[Project], incoming: Sequence[Project],
+                   deleted: Collection[str] = ()) -> DeploySummary:
+    old = {s.name: s.spec_hash for p in before for s in p.specs if s.name not in deleted}
+    new_names = [n for p in incoming for n in p.names]
+    incoming_files = {f for p in incoming for f in p.files}
+    from_incoming_before = {s.name for p in before if set(p.files) & incoming_files for s in p.specs}
+    new_hash = {s.name: s.spec_hash for p in incoming for s in p.specs}
+    return DeploySummary(
+        created=[n for n in new_names if n not in old],
+        updated=[n for n in new_names if n in old and old[n] != new_hash[n]],
+        removed=sorted(n for n in from_incoming_before if n not in new_hash and n in old),
+        unchanged=[n for n in new_names if n in old and old[n] == new_hash[n]],
+        left_alone=sorted(n for p in after if all(p is not q for q in incoming)
+                          for n in p.names if n not in deleted),
+    )
