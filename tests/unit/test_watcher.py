@@ -76,3 +76,72 @@ async def test_a_burst_of_events_reloads_once(tmp_path):
     assert len(calls) == 1
     assert any(p.endswith("predictor.py") for p in calls[0])
     assert not any(p.endswith(".tmp") for p in calls[0])
+
+
+def test_cortexignore_is_gitignore_syntax():
+    patterns = ["data/", "*.csv", "!keep.csv", "/scratch.py", "docs/**/*.md"]
+    assert is_ignored("data/big.csv", patterns) and is_ignored("sub/data/x", patterns)
+    assert is_ignored("other.csv", patterns) and not is_ignored("keep.csv", patterns)  # negation, as in git
+    assert is_ignored("scratch.py", patterns) and not is_ignored("sub/scratch.py", patterns)  # anchored
+    assert is_ignored("docs/a/b/readme.md", patterns) and not is_ignored("readme.md", patterns)
+
+
+def test_files_created_after_the_version_started_do_not_change_its_digest(tmp_path):
+    (tmp_path / "predictor.py").write_text("A = 1\n")
+    (tmp_path / "labels.txt").write_text("a\n")
+    shipped = frozenset(project_files(str(tmp_path)))
+    before = api_digest(project_files(str(tmp_path), shipped=shipped))
+    (tmp_path / "cache.json").write_text("{}")  # what a running predictor writes
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x.bin").write_bytes(b"x")
+    assert api_digest(project_files(str(tmp_path), shipped=shipped)) == before
+    (tmp_path / "labels.txt").write_text("a\nb\n")  # a file the version shipped with
+    after_labels = api_digest(project_files(str(tmp_path), shipped=shipped))
+    assert after_labels != before
+    for source in ("utils.py", "requirements.txt", ".env", "dependencies.sh", "conda-packages.txt"):
+        (tmp_path / source).write_text("new\n")  # sources count even when new
+        assert api_digest(project_files(str(tmp_path), shipped=shipped)) != after_labels, source
+        after_labels = api_digest(project_files(str(tmp_path), shipped=shipped))
+
+
+def test_model_folders_inside_the_project_are_left_out(tmp_path):
+    (tmp_path / "predictor.py").write_text("A = 1\n")
+    (tmp_path / "models" / "1").mkdir(parents=True)
+    (tmp_path / "models" / "1" / "model.onnx").write_bytes(b"1")
+    models = [str(tmp_path / "models")]
+    before = api_digest(project_files(str(tmp_path), model_dirs=models))
+    (tmp_path / "models" / "2").mkdir()
+    (tmp_path / "models" / "2" / "model.onnx").write_bytes(b"2")  # a new version: live-reloaded
+    assert api_digest(project_files(str(tmp_path), model_dirs=models)) == before
+
+
+def test_a_change_is_described_by_the_files_that_made_it():
+    from cortexd.daemon.watcher import changed_files, describe_change
+
+    before = {"/p/predictor.py": "1", "/p/a.txt": "1"}
+    after = {"/p/predictor.py": "2", "/p/a.txt": "1", "/p/b.py": "1"}
+    assert changed_files(before, after, "/p") == ["b.py", "predictor.py"]
+    assert describe_change(["predictor.py"], None) == "predictor.py changed"
+    assert describe_change(["a", "b", "c", "d"], "cortex.yaml") == "cortex.yaml, a, b and 2 more files changed"
+    assert describe_change([], None) == "configuration changed"
+
+
+async def test_paths_that_do_not_count_never_reload(tmp_path):
+    calls = []
+
+    async def on_change(paths):
+        calls.append(paths)
+
+    watcher = ProjectWatcher([str(tmp_path)], on_change, debounce=0.2, counts=lambda p: p.endswith(".py"))
+    watcher.start()
+    try:
+        (tmp_path / "cache.json").write_text("{}")
+        await asyncio.sleep(0.6)
+        assert calls == []
+        (tmp_path / "predictor.py").write_text("A = 2\n")
+        deadline = asyncio.get_running_loop().time() + 5
+        while not calls and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        await watcher.stop()
+    assert calls and all(p.endswith("predictor.py") for p in calls[0])
