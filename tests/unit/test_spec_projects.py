@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cortexd.daemon.projects import conflicts, deploy_summary, load_project, merged, roll_reasons
+from cortexd.daemon.projects import (
+    conflicts,
+    deploy_summary,
+    load_project,
+    merged,
+    roll_reasons,
+)
 
 PREDICTOR = "class PythonPredictor:\n    def __init__(self, config): pass\n    def predict(self, payload): return 1\n"
 
