@@ -42,6 +42,20 @@ def check_socket_path(path: Path | str) -> None:
         )
 
 
+def _env_seconds(name: str, default: float) -> float:
+    """A positive, finite number of seconds from the environment variable `name`, else `default`."""
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise CortexdError(f"{name}={text!r}: expected a positive number of seconds, e.g. {name}=60")
+    return value
+
+
 @dataclass(frozen=True)
 class DaemonSettings:
     home: Path = field(default_factory=default_home)
@@ -58,7 +72,25 @@ class DaemonSettings:
     # gateway
     max_body_size: int = 32 * 2**20
     no_replica_wait: float = 30.0
-    upstream_timeout: float = 60.0
+    # seconds a replica may take to answer (504 after); env CORTEXD_UPSTREAM_TIMEOUT
+    upstream_timeout: float = field(default_factory=lambda: _env_seconds("CORTEXD_UPSTREAM_TIMEOUT", 60.0))
+    # slow clients (nginx's client_header_timeout / client_body_timeout): a request head must
+    # arrive within the first, a body may pause no longer than the second; 408 after.
+    # env CORTEXD_CLIENT_HEADER_TIMEOUT / CORTEXD_CLIENT_BODY_TIMEOUT
+    client_header_timeout: float = field(
+        default_factory=lambda: _env_seconds("CORTEXD_CLIENT_HEADER_TIMEOUT", 60.0))
+    client_body_timeout: float = field(
+        default_factory=lambda: _env_seconds("CORTEXD_CLIENT_BODY_TIMEOUT", 60.0))
+    # passive health (cortexd.core.health): `eject_after_failures` connection failures in a
+    # row take a replica out of rotation for `ejection_time` (longer each time); a replica
+    # whose `unhealthy_after_timeouts` requests in a row timed out is hung, and replaced
+    eject_after_failures: int = 3
+    ejection_time: float = 10.0
+    unhealthy_after_timeouts: int = 3
+    # liveness: a ready replica's /healthz is checked every `liveness_interval` seconds;
+    # `liveness_failures` failed checks in a row (not 200, or no answer) and it is replaced
+    liveness_interval: float = 5.0
+    liveness_failures: int = 3
     # shutdown
     drain_timeout: float = 10.0
     stop_timeout: float = 10.0

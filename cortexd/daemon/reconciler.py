@@ -13,6 +13,14 @@ exponential backoff (settings.backoff_initial doubling up to backoff_max); after
 settings.crash_error_after crashes in a row the API shows `error` with the last
 log lines, and keeps retrying at the backoff pace. A replica of the current spec
 becoming ready resets the count.
+
+Unhealthy replicas are replaced the same way (drained, a new one started under the
+same backoff): one the gateway found hung (its requests time out in a row; passive
+health, cortexd.core.health; the gateway calls `replica_out_of_rotation`), and one
+whose /healthz stops answering 200 after it was ready (settings.liveness_failures
+checks in a row, every settings.liveness_interval; the checks run beside the pass,
+so a hung replica never slows it). A replica the gateway merely ejected for a while
+(connection failures) is reported, not replaced: if it died, the backend says so.
 """
 
 from __future__ import annotations
@@ -49,6 +57,13 @@ class ReplicaRecord:
     ready_at: float | None = None
     draining_since: float | None = None
     stopping: bool = False
+    unhealthy: str | None = None  # why it must be replaced (hung, failing liveness checks)
+    replacing: bool = False  # its replacement was set in motion
+    out_of_rotation: str | None = None  # why the gateway ejected it, until `ejected_until`
+    ejected_until: float | None = None
+    liveness_failures: int = 0  # /healthz checks failed in a row since it was ready
+    next_liveness_at: float = 0.0
+    checking: bool = False  # a liveness check is running
 
 
 @dataclass
@@ -242,6 +257,7 @@ class Reconciler:
             live.append(info)
 
         await self._probe([i for i in live if self.records[i.replica_id].ready_at is None], state, now)
+        self._check_liveness(live, now)
 
         # a replica that never became ready within the start timeout counts as failed
         for info in live:
@@ -249,6 +265,8 @@ class Reconciler:
             if (rec.ready_at is None and rec.draining_since is None
                     and now - rec.launched_at > self.settings.start_timeout):
                 await self._on_crash(state, info, now, timed_out=True)
+            elif rec.unhealthy is not None and not rec.replacing:
+                await self._on_unhealthy(state, info, now)
         live = [i for i in live if not self.records[i.replica_id].stopping]
 
         observed = [
@@ -394,6 +412,7 @@ class Reconciler:
                 continue
             rec = self.records[info.replica_id]
             rec.ready_at = self.clock()
+            rec.next_liveness_at = rec.ready_at + self.settings.liveness_interval
             self.events.add(
                 f"replica {info.replica_id} ready in {rec.ready_at - rec.launched_at:.1f}s",
                 api=state.spec.name,
@@ -402,6 +421,68 @@ class Reconciler:
                 state.consecutive_crashes = 0
                 if state.failing:
                     state.failing, state.status, state.reason = False, "updating", None
+
+    def _check_liveness(self, live: list[ReplicaInfo], now: float) -> None:
+        """Start a /healthz check of each ready replica that is due one (beside the pass)."""
+        for info in live:
+            rec = self.records[info.replica_id]
+            if (rec.ready_at is None or rec.draining_since is not None or rec.unhealthy is not None
+                    or rec.checking or now < rec.next_liveness_at):
+                continue
+            rec.checking = True
+
+            async def check(info: ReplicaInfo = info, rec: ReplicaRecord = rec) -> None:
+                try:
+                    ok = await self._probe_one(info)
+                finally:
+                    rec.checking = False
+                    rec.next_liveness_at = self.clock() + self.settings.liveness_interval
+                if ok:
+                    rec.liveness_failures = 0
+                    return
+                rec.liveness_failures += 1
+                n = rec.liveness_failures
+                if n >= self.settings.liveness_failures and rec.unhealthy is None:
+                    rec.unhealthy = f"/healthz failed {n} checks in a row"
+                    self.wake()
+
+            self._spawn(check())
+
+    def replica_out_of_rotation(self, api: str, replica_id: str, reason: str | None, *,
+                                replace: bool, until: float | None = None) -> None:
+        """The gateway took a replica out of rotation (cortexd.core.health): report it, and
+        when `replace` (it is hung) replace it; else it is back in rotation at `until`."""
+        rec = self.records.get(replica_id)
+        if rec is None or rec.stopping:
+            return
+        if replace:
+            if rec.unhealthy is None:
+                rec.unhealthy = reason or "the gateway found it unhealthy"
+            self.wake()
+            return
+        rec.out_of_rotation, rec.ejected_until = reason, until
+        self.events.add(f"replica {replica_id} out of rotation: {reason}", api=api, level="warning")
+
+    async def _on_unhealthy(self, state: APIState, info: ReplicaInfo, now: float) -> None:
+        """Replace an unhealthy replica: drain it (out of routing now, stopped once its
+        requests end or time out) and let the plan start another, under the crash backoff."""
+        rec = self.records[info.replica_id]
+        rec.replacing = True
+        message = f"replica {info.replica_id} unhealthy: {rec.unhealthy}"
+        try:
+            lines = await self.backend.logs(info.replica_id, tail=LOG_LINES_IN_ERROR)
+        except CortexdError:
+            lines = []
+        self._drain(info.replica_id, now, why=f"unhealthy: {rec.unhealthy}; replacing it")
+        state.restarts += 1
+        self._fail(state, message, now, logs=lines)
+        if not state.failing:
+            state.status, state.reason = "updating", f"{message}; replacing it"
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _healthy(self, info: ReplicaInfo) -> bool:
         """Default readiness probe: GET /healthz answers 200."""
@@ -575,6 +656,13 @@ class Reconciler:
                 rstate = "ready"
             else:
                 rstate = "starting"
+            if rec.unhealthy is not None:
+                health = f"unhealthy: {rec.unhealthy}"
+            elif rec.out_of_rotation is not None and (rec.ejected_until is None
+                                                      or mono_now < rec.ejected_until):
+                health = f"out of rotation: {rec.out_of_rotation}"
+            else:
+                health = None
             replicas.append({
                 "id": info.replica_id,
                 "state": rstate,
@@ -583,6 +671,7 @@ class Reconciler:
                 "age_s": round(max(0.0, wall_now - info.started_at), 1),
                 "in_flight": self.gateway.replica_in_flight(spec.name, info.replica_id),
                 "gpu_ids": list(info.gpu_ids),
+                "health": health,  # None while healthy
                 "backend": dict(info.extra),  # pid (process) or container id (docker)
             })
         ready = sum(1 for r in replicas if r["state"] == "ready")

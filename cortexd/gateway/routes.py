@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from cortexd.core.health import HEALTHY, ReplicaHealth
 from cortexd.gateway.metrics import APIMetrics, Monitor
 
 
@@ -33,6 +34,10 @@ class ReplicaTarget:
     pool: Any = field(default=None, repr=False)
     # True once set_replicas() dropped it: no new requests, in-flight ones finish
     removed: bool = False
+    # passive health (cortexd.core.health): failure streaks, ejection from rotation
+    health: ReplicaHealth = HEALTHY
+    # while ejected: the timer that puts it back into rotation (asyncio.TimerHandle)
+    readmit: Any = field(default=None, repr=False)
 
 
 class APIRoute:
@@ -41,6 +46,7 @@ class APIRoute:
     __slots__ = (
         "_changed",
         "draining",
+        "ejected",
         "endpoint",
         "error",
         "in_flight",
@@ -62,6 +68,8 @@ class APIRoute:
         self.replicas: list[ReplicaTarget] = []  # ready, routable ones only
         # removed replicas that still hold in-flight requests, by replica id
         self.draining: dict[str, ReplicaTarget] = {}
+        # configured replicas out of rotation (passive health: ejected or hung), by replica id
+        self.ejected: dict[str, ReplicaTarget] = {}
         self.in_flight = 0  # API-wide
         self.metrics = APIMetrics()  # counts, latency, req/s (cortexd.gateway.metrics)
         self.monitor: Monitor | None = None  # set for APIs with `monitoring`

@@ -15,14 +15,16 @@ once when it is already complete (`take_body`, the common small-response case)
 or piece by piece (`read_body`). Reading pauses when more than HIGH_WATER bytes
 are buffered, so a fast replica cannot fill memory behind a slow client.
 
-Failures are reported as three exception classes the proxy maps to statuses:
+Failures are reported as exception classes the proxy maps to statuses:
 UpstreamConnectError (nothing was sent: safe to retry elsewhere),
-UpstreamDisconnected (502) and UpstreamTimeout (504).
+UpstreamDisconnected (502; its subclass UpstreamNotDelivered: the replica provably
+never read the request, safe to retry elsewhere too) and UpstreamTimeout (504).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import httptools
 
@@ -43,6 +45,19 @@ class UpstreamDisconnected(UpstreamError):
     """The replica closed or broke the connection before the response was complete."""
 
 
+class UpstreamNotDelivered(UpstreamDisconnected):
+    """The connection closed before any response byte, and provably before the replica read
+    the whole request: retrying it elsewhere cannot run a prediction twice.
+
+    What proves it (TCP on Linux): the peer had closed the connection before the request
+    was written (its FIN was seen first), or it reset the connection (RST) rather than
+    closing it, which a peer does when it closes with request bytes it never read, or when
+    the bytes reach a socket already closed. A replica killed while it ran our request had
+    read it all and closes with a FIN: that one is not retried. docker-proxy accepting for
+    a container that is gone closes without reading: a reset.
+    """
+
+
 class UpstreamTimeout(UpstreamError):
     """The replica did not answer within the upstream timeout."""
 
@@ -55,6 +70,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.loop = pool.loop
         self.transport: asyncio.Transport | None = None
         self.open = False
+        self.peer_closed = False  # the replica's end of the connection closed (EOF seen)
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._write_paused = False
@@ -69,6 +85,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_done = False
         self.complete = False
+        self.answered = False  # a byte of the response arrived
         self.keep_alive = True
         self.error: UpstreamError | None = None
         self._informational = False
@@ -99,7 +116,14 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.close()
 
     def eof_received(self) -> bool:
-        if self.active and self.head_done and not self.complete and not self._framed():
+        self.peer_closed = True
+        if not self.active:
+            self.pool.forget(self)  # idle: never handed out again (connection_lost comes later)
+        elif not self.answered and self._reset_by_peer():
+            # our request reached a socket the replica had closed: it was never read
+            self._fail(UpstreamNotDelivered(
+                "the replica had closed the connection; the request was not delivered"))
+        elif self.head_done and not self.complete and not self._framed():
             self.on_message_complete()  # a body delimited by the end of the connection
         self.keep_alive = False
         return False  # close the transport
@@ -109,7 +133,12 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep_alive = False
         self.pool.forget(self)
         if self.active and not self.complete:
-            if exc is None:
+            if (not self.answered and not self.peer_closed
+                    and isinstance(exc, (ConnectionResetError, BrokenPipeError))):
+                # a reset, not a close: the replica's end closed with our request unread
+                self._fail(UpstreamNotDelivered(
+                    f"the replica reset the connection before reading the request ({exc})"))
+            elif exc is None:
                 self._fail(UpstreamDisconnected("the replica closed the connection before the response was complete"))
             else:
                 self._fail(UpstreamDisconnected(f"the connection to the replica broke ({exc})"))
@@ -129,6 +158,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.answered = True
         if self.complete:
             self.keep_alive = False  # a second response nobody asked for: never reuse
 
@@ -194,7 +224,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.keep_alive = False
             if not self.open:
                 return
-        elif not self.open:
+        elif not self.open or self.peer_closed:
+            if self.error is None and self.peer_closed and not self.answered:
+                # the replica's end closed first: whatever it read, it never got this request
+                self.error = UpstreamNotDelivered(
+                    "the replica had closed the connection; the request was not delivered")
             raise self.error or UpstreamDisconnected(
                 "the connection to the replica closed while the request was sent")
         self.transport.write(data)
@@ -280,6 +314,17 @@ class UpstreamConnection(asyncio.Protocol):
         fut = self._waiter
         if fut is not None and not fut.done():
             fut.set_exception(error)
+
+    def _reset_by_peer(self) -> bool:
+        """Whether the replica's end answered our bytes with a reset (SO_ERROR set): they
+        reached a socket it had already closed. Asked only when a connection failed."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return False
+        try:
+            return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
+        except OSError:
+            return False
 
     def _framed(self) -> bool:
         """Whether the response declared its length (Content-Length or chunked)."""
