@@ -14,6 +14,7 @@ import http.client
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -241,7 +242,10 @@ def _daemon_argv(settings: DaemonSettings, paths: list[str]) -> list[str]:
 
 
 def _up_detached(args, settings: DaemonSettings, paths: list[str]) -> int:
+    from cortexd.logfiles import end_position, read_since
+
     settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    start = end_position(settings.daemon_log)  # a failed start shows only what it wrote itself
     log = open(settings.daemon_log, "ab")
     proc = subprocess.Popen(
         _daemon_argv(settings, paths), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -254,7 +258,7 @@ def _up_detached(args, settings: DaemonSettings, paths: list[str]) -> int:
     deadline = time.monotonic() + 60
     while True:
         if proc.poll() is not None:
-            tail = _tail(settings.daemon_log, 20)
+            tail = "\n".join(read_since(settings.daemon_log, start)[0][-20:])
             print(f"error: the daemon exited during start-up (code {proc.returncode}):\n{tail}",
                   file=sys.stderr)
             return EXIT_USER
@@ -269,6 +273,9 @@ def _up_detached(args, settings: DaemonSettings, paths: list[str]) -> int:
             time.sleep(0.1)
     print(f"cortexd is running (pid {snap['daemon']['pid']}, backend {snap['daemon']['backend']}); "
           f"logs: {settings.daemon_log}")
+    why = snap["daemon"].get("backend_reason")
+    if why:
+        print(f"backend {snap['daemon']['backend']}: {why}")
     if args.wait:
         snap = _wait_settled(client, args.wait)
     _print_table(snap)
@@ -452,10 +459,9 @@ def cmd_logs(args) -> int:
         query += f"&since={_parse_since(args.since, time.time())}"
     console = None
     if sys.stdout.isatty():
-        from rich.console import Console
-
+        from cortexd.ui.live import CLIConsole
         from cortexd.ui.logs import log_line
-        console = Console(highlight=False, soft_wrap=True)
+        console = CLIConsole(highlight=False, soft_wrap=True)
     try:
         for line in client.stream(f"/apis/{_quoted(args.api)}/logs{query}"):
             if console is not None:
@@ -488,12 +494,10 @@ def _parse_since(text: str, now: float) -> float:
 
 
 def cmd_status(args) -> int:
-    from rich.console import Console
-
-    from cortexd.ui.live import print_once, run_live
+    from cortexd.ui.live import CLIConsole, print_once, run_live
 
     client = ControlClient(_settings(args), timeout=10)
-    console = Console()
+    console = CLIConsole()
     if args.once or not console.is_terminal:
         print_once(client.call("GET", "/status"), console)
         return EXIT_OK
@@ -511,6 +515,9 @@ def cmd_predict(args) -> int:
     if api is None:
         names = ", ".join(a["name"] for a in snap["apis"]) or "none"
         raise UnknownAPI(f"no api named {args.api!r} (apis: {names})")
+    waiting = _not_serving(api)
+    if waiting:
+        raise RequestError(waiting)
     body = args.payload
     if body.startswith("@"):
         try:
@@ -533,6 +540,20 @@ def cmd_predict(args) -> int:
         return EXIT_USER
     except (urllib.error.URLError, OSError) as e:
         raise RequestError(f"could not reach {api['url']}: {e}") from e
+
+
+def _not_serving(api: dict) -> str | None:
+    """Why a request to `api` cannot be served now, when nothing is on its way to serve it
+    (no replica ready or starting: pending for a GPU, in crash backoff, installing requirements)."""
+    replicas = api.get("replicas") or {}
+    reason = replicas.get("pending_reason")
+    if replicas.get("ready") or replicas.get("starting") or api.get("status") == "error" or not reason:
+        return None
+    name = api["name"]
+    if reason.startswith("pending: "):
+        return (f"api {name!r} is pending, no replica can start: {reason.removeprefix('pending: ')} "
+                f"(`cortexd get {name}` shows it)")
+    return f"api {name!r} is not serving yet: {reason}"
 
 
 def cmd_make_base_image(args) -> int:
@@ -562,13 +583,6 @@ def cmd_export_kubernetes(args) -> int:
 def cmd_version(args) -> int:
     print(f"cortexd {__version__}")
     return EXIT_OK
-
-
-def _tail(path: Path, n: int) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -676,12 +690,27 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed stdout shows here, not at exit as "Exception ignored"
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except CortexdError as e:
         print(f"error: {e}", file=sys.stderr)
         return exit_code_for(e)
     except KeyboardInterrupt:
         return 130
+
+
+def _stdout_closed() -> int:
+    """Its reader closed stdout (`cortexd get | head`): end quietly, with the status of a command
+    that SIGPIPE ended (128 + 13), as `cat` and `grep` do."""
+    try:  # the interpreter's last flush at exit would fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 128 + signal.SIGPIPE
+
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
      |                            (each a ConfigProblem with file:line:column)
      +-- BackendUnavailable       the chosen replica backend cannot run (no engine...)
      +-- BackendError             a backend operation failed (build, start, ...)
+     |    +-- DependencyError     a project's dependencies cannot be installed (pip's answer)
      +-- DaemonUnavailable        the CLI cannot reach a running daemon
      +-- DaemonAlreadyRunning     `cortexd up` while a daemon answers
      +-- UnknownAPI               a command named an API the daemon does not serve
@@ -72,6 +73,21 @@ class BackendUnavailable(CortexdError):
 
 class BackendError(CortexdError):
     """A backend operation failed (image build, container start...)."""
+
+
+class DependencyError(BackendError):
+    """A project's environment cannot be made (requirements.txt, conda-packages.txt...).
+
+    str() is the one-line summary (which requirement, which line, why); `detail` holds
+    the installer's last lines; `deterministic` says that the same inputs fail again
+    (not a network error), so the API shows `error` at once.
+    """
+
+    def __init__(self, summary: str, detail: str = "", deterministic: bool = False):
+        super().__init__(summary)
+        self.summary = summary
+        self.detail = detail
+        self.deterministic = deterministic
 
 
 class DaemonUnavailable(CortexdError):

@@ -103,6 +103,15 @@ class DaemonSettings:
     metrics_port: int = 8889
     # docker backend
     base_image: str | None = None
+    # process backend: project environments (backends/environments.py) live in env_cache
+    # (None: home/envs; env CORTEXD_ENV_CACHE shares one cache between homes); a project's
+    # dependencies.sh runs on this host only when opted in (--run-dependencies-sh,
+    # CORTEXD_RUN_DEPENDENCIES_SH=1)
+    env_cache: Path | None = field(
+        default_factory=lambda: Path(os.path.abspath(os.environ["CORTEXD_ENV_CACHE"]))
+        if os.environ.get("CORTEXD_ENV_CACHE") else None)
+    run_dependencies_sh: bool = field(
+        default_factory=lambda: os.environ.get("CORTEXD_RUN_DEPENDENCIES_SH", "").lower() in ("1", "true", "yes"))
     # the local_port of every API that sets none (`cortexd up --port`; None: the schema's 8888)
     default_local_port: int | None = None
     # logs: daemon.log and each replica's log rotate at log_max_bytes, keeping log_files files
@@ -132,6 +141,10 @@ class DaemonSettings:
     @property
     def run_dir(self) -> Path:
         return self.home / "run"
+
+    @property
+    def environments_dir(self) -> Path:
+        return self.env_cache or self.home / "envs"
 
     def with_(self, **changes) -> "DaemonSettings":
         return replace(self, **changes)

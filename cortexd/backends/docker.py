@@ -124,6 +124,13 @@ def container_user(host_uid: int, host_gid: int) -> str:
     return IMAGE_USER if host_uid == 0 else f"{host_uid}:{host_gid}"
 
 
+def published_note(info: ReplicaInfo) -> str:
+    """The first line of a container's log: its port and where the host reaches it."""
+    return (f"[cortexd] replica {info.replica_id}: port {CONTAINER_PORT} below is the container's own; "
+            f"it is published on the host at http://{info.host}:{info.port} (clients use the gateway's "
+            "URL, `cortexd get`)\n")
+
+
 def replica_environment(
     spec: APISpec, dotenv: Mapping[str, str] | None = None, user: str = IMAGE_USER
 ) -> dict[str, str]:
@@ -616,13 +623,17 @@ class DockerBackend:
             pump = self._pumps.get(info.replica_id)
             if pump is not None and pump.is_alive():
                 return
-            pump = threading.Thread(target=self._pump, args=(container_id, path),
+            pump = threading.Thread(target=self._pump, args=(container_id, path, info),
                                     name=f"logs-{info.replica_id}", daemon=True)
             self._pumps[info.replica_id] = pump
             pump.start()
 
-    def _pump(self, container_id: str, path: Path) -> None:
-        """Append the container's output to `path` until the container ends (own client)."""
+    def _pump(self, container_id: str, path: Path, info: ReplicaInfo | None = None) -> None:
+        """Append the container's output to `path` until the container ends (own client).
+
+        A new log opens with where the container's port is published: the runtime inside says
+        `serving on http://0.0.0.0:8888`, an address that is the container's own, not the host's
+        (where 8888 is the gateway's)."""
         import docker
 
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -639,6 +650,8 @@ class DockerBackend:
                 kwargs["since"] = since
             out = RotatingLogWriter(path, *self._log_rotation)  # at most size x files on disk
             try:
+                if since is None and info is not None and info.port:
+                    out.write(published_note(info).encode())
                 for chunk in container.logs(**kwargs):
                     out.write(chunk)
             finally:

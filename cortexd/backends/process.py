@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cortexd.backends.base import ReplicaInfo
 from cortexd.errors import BackendError
@@ -45,6 +46,9 @@ from cortexd.logfiles import (
     read_tail,
 )
 from cortexd.spec.model import APISpec
+
+if TYPE_CHECKING:
+    from cortexd.backends.environments import ProjectEnvironments
 
 log = logging.getLogger("cortexd.process")
 
@@ -156,18 +160,31 @@ class ProcessBackend:
     name = "process"
 
     def __init__(self, run_dir: Path, log_dir: Path, host: str = "127.0.0.1", *,
-                 log_max_bytes: int = DEFAULT_MAX_BYTES, log_files: int = DEFAULT_FILES):
+                 log_max_bytes: int = DEFAULT_MAX_BYTES, log_files: int = DEFAULT_FILES,
+                 environments: ProjectEnvironments | None = None):
         # absolute: the --spec argument is what reap_leftovers() recognises a replica by
         self._run_dir = Path(os.path.abspath(run_dir))
         self._log_dir = Path(os.path.abspath(log_dir))
         self._host = host
         self._log_rotation = (log_max_bytes, log_files)  # per replica: at most size x files on disk
         self._children: dict[str, _Child] = {}
+        # per-project Python environments (requirements.txt ...); None: every replica runs on
+        # the daemon's interpreter
+        self._environments = environments
 
     async def ensure_image(self, spec: APISpec) -> None:
-        return None
+        """Build the project's environment (environments.py) if it needs one and has none yet."""
+        if self._environments is not None:
+            await self._environments.interpreter_for(spec)
+
+    def preparing(self, api: str) -> tuple[str, str] | None:
+        """(phase, detail) of what an API's replicas wait for, e.g. ("installing requirements",
+        "collecting six==1.16.0 (requirements.txt line 2)"); None when nothing is in progress."""
+        return self._environments.activity(api) if self._environments is not None else None
 
     async def start(self, spec: APISpec, replica_id: str, gpu_ids: tuple[int, ...] = ()) -> ReplicaInfo:
+        interpreter = (await self._environments.interpreter_for(spec)
+                       if self._environments is not None else sys.executable)
         log_dir = self._log_dir / spec.name
         spec_file = self._run_dir / f"{replica_id}.json"
         log_path = log_dir / f"{replica_id}.log"
@@ -186,7 +203,7 @@ class ProcessBackend:
         read_fd, write_fd = os.pipe()  # the child's stdout and stderr; LogPump reads it
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", RUNTIME_MODULE,
+                interpreter, "-m", RUNTIME_MODULE,
                 "--spec", str(spec_file), "--host", self._host, "--port", str(port),
                 cwd=spec.project_dir, env=env,
                 stdin=asyncio.subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
@@ -328,6 +345,8 @@ class ProcessBackend:
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(rid) for rid in list(self._children)))
+        if self._environments is not None:
+            await self._environments.close()  # builds in progress: their pip is stopped
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

@@ -337,7 +337,10 @@ class Reconciler:
             return False
         if state.image_ready_for != spec.spec_hash:
             self._ensure_image(state)
-            state.pending_reason = "preparing the replica image"
+            # the process backend has no image: what it prepares (an environment) it says itself
+            # through preparing(), and when there is nothing to prepare it must say nothing
+            if getattr(self.backend, "preparing", None) is None:
+                state.pending_reason = "preparing the replica image"
             return False
         for _ in range(count):
             gpu_ids: tuple[int, ...] = ()

@@ -81,8 +81,9 @@ def _build_progress(events: EventLog):
     return progress
 
 
-async def choose_backend(settings: DaemonSettings, events: EventLog):
-    """The replica backend for settings.backend (auto: Docker when an engine answers)."""
+async def choose_backend(settings: DaemonSettings, events: EventLog, why: list[str] | None = None):
+    """The replica backend for settings.backend (auto: Docker when an engine answers); when
+    auto falls back to the process backend, `why` gets one line: the reason and the remedy."""
     wanted = settings.backend
     if wanted not in ("auto", "process", "docker"):
         raise BackendUnavailable(f"unknown backend {wanted!r}; choose auto, process or docker")
@@ -99,6 +100,10 @@ async def choose_backend(settings: DaemonSettings, events: EventLog):
         if wanted == "docker":
             raise BackendUnavailable(problem)
         events.add(f"{problem.splitlines()[0]} -- using the process backend", level="warning")
+        if why is not None:
+            reason = problem.splitlines()[0].replace(", or use --backend process", "")
+            why.append(f"Docker was not used: {reason} Once it answers, `cortexd down` and "
+                       "`cortexd up -d` serve on Docker (`--backend process` chooses this one).")
     return ProcessBackend(settings.run_dir, settings.log_dir, host="127.0.0.1",
                           log_max_bytes=settings.log_max_bytes, log_files=settings.log_files)
 
@@ -162,6 +167,7 @@ class Daemon:
         self._config_lock = asyncio.Lock()  # reload, deploy and delete apply one at a time
         self._deleted: set[str] = set()  # `cortexd delete`d; file saves do not bring them back
         self._signals = 0
+        self.backend_reason: str | None = None  # why auto did not choose Docker, for `up -d`
         self.projects: list[Project] = []  # what is deployed, one entry per cortex.yaml
         self._image_noticed: set[str] = set()  # APIs told that predictor.image does nothing here
 
@@ -180,7 +186,9 @@ class Daemon:
         # each project on its own, off the loop; a ConfigError aborts the start
         projects = await asyncio.to_thread(load_projects, self.paths, s.default_local_port)
         if self.backend is None:
-            self.backend = await choose_backend(s, self.events)
+            why: list[str] = []
+            self.backend = await choose_backend(s, self.events, why)
+            self.backend_reason = why[0] if why else None
         # replica processes a killed daemon left behind hold ports and GPUs: end them first
         # (whatever backend serves now: the previous daemon may have run processes)
         reaper = self.backend if isinstance(self.backend, ProcessBackend) else ProcessBackend(s.run_dir, s.log_dir)
@@ -376,6 +384,7 @@ class Daemon:
                 "version": __version__,
                 "pid": os.getpid(),
                 "backend": self.backend.name if self.backend else None,
+                "backend_reason": self.backend_reason,
                 "host": self.settings.host,
                 "uptime_s": round(wall - self.started_at, 1),
                 "config_files": self.config_files,

@@ -29,6 +29,14 @@ from cortexd.ui.view import status_view
 log = logging.getLogger("cortexd")
 
 
+class CLIConsole(Console):
+    """A Console for the CLI: a closed stdout (`cortexd status | head`) raises BrokenPipeError,
+    which the CLI ends quietly like every command's, not rich's own SystemExit(1)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
+
+
 def print_once(snap: dict, console: Console, now: float | None = None) -> None:
     console.print(status_view(snap, time.time() if now is None else now))
 

@@ -13,7 +13,7 @@ Layout (fits 80 columns; wider terminals give the API column more room):
     iris · http://127.0.0.1:8888/iris
       autoscaler  keeping 1 replica(s): ...
       monitoring  classification: setosa 50 · versicolor 30
-    GPUs  no GPU (...)
+    GPUs  no GPU: ...
     events (newest first)
       3s  iris  replica r-1 ready
 """
@@ -180,7 +180,8 @@ def gpus_view(gpus: dict | None) -> RenderableType:
     devices = gpus.get("devices") or []
     if not devices:
         reason = gpus.get("reason")
-        return Text.assemble(("GPUs  ", "bold"), "no GPU", (f" ({reason})" if reason else "", "dim"))
+        # the reason often carries parentheses of its own (NVML's error): no second pair around it
+        return Text.assemble(("GPUs  ", "bold"), "no GPU", (f": {reason}" if reason else "", "dim"))
     table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), show_header=True,
                   header_style="bold", title=None)
     table.add_column("GPU", no_wrap=True)

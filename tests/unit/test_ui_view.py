@@ -46,7 +46,7 @@ def test_live_api(width):
     assert "autoscaler keeping 1 replica(s): avg in-flight 0.20 / target 1" in f
     assert "monitoring classification: setosa 600 · versicolor 400 · virginica 200 · 3 unreadable" in f
     assert "cortexd 0.1.0 · backend process · pid 4242 · up 3m12s" in f
-    assert "no GPU (no NVIDIA driver found)" in f
+    assert "no GPU: no NVIDIA driver found" in f
     assert "3s iris replica iris-r0 ready" in f and "30s iris deploying 1 replica(s) at /iris" in f
 
 
@@ -93,8 +93,16 @@ def test_gpus_absent_and_no_apis(width):
                               "driver_version": None}, events=[])
     f = flat(render(snap, width))
     assert "no apis deployed" in f
-    assert "GPUs no GPU (nvidia-ml-py is not installed)" in f
+    assert "GPUs no GPU: nvidia-ml-py is not installed" in f
     assert "events none yet" in f
+
+
+def test_gpu_reason_with_its_own_parentheses_is_not_wrapped_in_more():
+    snap = snapshot([], gpus={"devices": [], "driver_version": None,
+                              "reason": "no NVIDIA driver found (NVML: NVML Shared Library Not Found)"})
+    f = flat(render(snap, 100))
+    assert "GPUs no GPU: no NVIDIA driver found (NVML: NVML Shared Library Not Found)" in f
+    assert "))" not in f
 
 
 def test_long_api_names_still_fit_80_columns():

@@ -1,0 +1,522 @@
+"""Per-project Python environments for the process backend (I/O).
+
+A project's requirements.txt, the Cortex 0.23 pre-installed packages its code
+imports without listing them (core/preinstalled.py), conda-packages.txt and, when
+opted in, dependencies.sh become one environment, made once per digest of its
+inputs (those files, the project's pip.conf, the Python, cortexd and the runtime's
+installed packages) and cached under the daemon's home (settings.environments_dir):
+all replicas of every API of the project share it, and the next `up` with unchanged
+inputs finds it and runs no pip at all. A project that needs nothing runs on the
+daemon's interpreter as before.
+
+The layering: an environment is a venv (made without pip: fast) whose
+site-packages holds only what the project needs, with a .pth that appends the
+runtime's own site-packages after it. A replica runs on the venv's python, so the
+project's pins come first on sys.path and win over the runtime's copies, and
+everything else (aiohttp, numpy, the predictor runtime's dependencies) is the
+runtime's own. pip installs with `pip --python <venv python>`: it sees the
+runtime's packages as installed, reuses those that satisfy the requirements and
+puts into the venv only what differs (a pinned six==1.16.0 beside the runtime's
+1.17.0; "Not uninstalling six ... outside environment"), so the runtime's
+packages are not needlessly shadowed. uv was measured (notes: ~7x faster), but
+`uv pip install` ignores packages outside the target environment and re-resolves
+the whole closure into the venv (python-dateutil 4.0.0 over the runtime's
+2.9.0.post0, which botocore needs <3): not as correct here, so pip installs.
+
+pip runs on this host as the daemon's user with the daemon's environment, so the
+host's pip settings (pip.conf files, PIP_* variables, cert, trusted hosts, proxy)
+apply as they do to any pip run here; images.py carries the same settings into
+Docker builds, which cannot read them. A project `pip.conf` (Cortex's way to a
+private index) is layered on top as PIP_* variables, which pip ranks above its
+configuration files.
+
+Builds are safe against each other: one task per digest in a daemon, an flock per
+digest across daemons sharing a cache, and the environment is built in a folder of
+its own and published by atomically renaming a symlink onto `<digest>`, so a
+half-built environment is never used; a failed or interrupted build leaves only a
+folder that the next build of that digest removes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import configparser
+import contextlib
+import fcntl
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import platform
+import secrets
+import shutil
+import signal
+import sys
+import time
+import venv
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cortexd import __version__
+from cortexd.backends.process import parent_death_signal
+from cortexd.core.preinstalled import Addition, imported_modules, preinstalled_additions
+from cortexd.core.requirements import (
+    PREINSTALLED_FILE,
+    RequirementLine,
+    environment_digest,
+    install_failure,
+    pip_activity,
+    requirement_lines,
+    requirement_names,
+)
+from cortexd.errors import DependencyError
+from cortexd.spec.model import APISpec
+
+log = logging.getLogger("cortexd.environments")
+
+LAYOUT = "1"  # bump when the layout of an environment changes: old ones are not reused
+RUNTIME_PTH = "_cortexd_runtime.pth"
+DONE_FILE = "cortexd-environment.json"
+MAX_SCANNED_FILES = 5000
+MAX_SCANNED_BYTES = 2 * 2**20
+SKIPPED_DIRS = {"__pycache__", "node_modules", "site-packages", "dist-packages"}
+# pip options that would send the install somewhere else than the environment
+_PIP_VARS_DROPPED = ("PIP_TARGET", "PIP_PREFIX", "PIP_ROOT", "PIP_USER", "PIP_PYTHON", "PIP_REQUIRE_VIRTUALENV")
+# pip.conf keys naming local files: relative to the project folder
+_PATH_KEYS = ("cert", "client-cert", "find-links", "constraint", "requirement")
+
+Notify = Callable[[str, str], None]  # (message, api)
+
+
+@dataclass(frozen=True)
+class EnvironmentPlan:
+    """Everything that goes into one project's environment (read from its folder)."""
+
+    project_dir: str
+    digest: str
+    requirements: bytes | None  # requirements.txt
+    lines: tuple[RequirementLine, ...]
+    additions: tuple[Addition, ...]
+    conda_packages: bytes | None
+    dependencies_sh: bytes | None  # only when running it is opted in
+    pip_env: dict[str, str] = field(default_factory=dict)  # the project pip.conf as PIP_* variables
+    notices: tuple[str, ...] = ()
+
+    @property
+    def needed(self) -> bool:
+        return bool(self.requirements and self.lines) or bool(self.additions) or \
+            self.conda_packages is not None or self.dependencies_sh is not None
+
+
+@dataclass(frozen=True)
+class Environment:
+    path: Path  # the environment's real folder
+    python: str  # its interpreter
+
+
+# -- reading a project (blocking; run in a thread) ------------------------------------------
+
+
+def python_sources(root: Path) -> dict[str, str]:
+    """{relative path: text} of the project's .py files (no venvs, caches or hidden folders)."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if not d.startswith(".") and d not in SKIPPED_DIRS
+            and not os.path.exists(os.path.join(dirpath, d, "pyvenv.cfg"))
+        )
+        for name in sorted(filenames):
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                if os.path.getsize(path) > MAX_SCANNED_BYTES:
+                    continue
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    out[os.path.relpath(path, root)] = f.read()
+            except OSError:
+                continue
+            if len(out) >= MAX_SCANNED_FILES:
+                return out
+    return out
+
+
+def own_modules(relative_paths: list[str]) -> set[str]:
+    """Top-level names a project defines: each .py file's name and each folder above one."""
+    names: set[str] = set()
+    for rel in relative_paths:
+        parts = Path(rel).parts
+        names.update(parts[:-1])
+        names.add(Path(parts[-1]).stem)
+    return names
+
+
+def runtime_has(module: str) -> bool:
+    """Whether the runtime's environment (this interpreter's) provides a top-level module."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError, AttributeError):
+        return False
+
+
+def runtime_site_dirs() -> list[str]:
+    """The runtime's site-packages folders, in sys.path order."""
+    return [p for p in dict.fromkeys(sys.path)
+            if os.path.basename(p) in ("site-packages", "dist-packages") and os.path.isdir(p)]
+
+
+def runtime_identity() -> str:
+    """cortexd, the Python and every installed distribution of the runtime's environment."""
+    dists = sorted({f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()
+                    if d.metadata and d.metadata["Name"]}, key=str.lower)
+    return "\n".join([
+        f"cortexd {__version__}", f"layout {LAYOUT}", sys.version, sys.implementation.cache_tag or "",
+        platform.machine(), os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
+        *runtime_site_dirs(), *dists,
+    ])
+
+
+def project_pip_env(path: Path) -> tuple[dict[str, str], str | None]:
+    """A project pip.conf's [global] and [install] settings as PIP_* variables, or a problem."""
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read_string(path.read_text())
+    except (OSError, UnicodeDecodeError, configparser.Error) as e:
+        return {}, f"{path} cannot be read as a pip configuration file ({e}); pip runs without it"
+    env: dict[str, str] = {}
+    for section in ("global", "install"):
+        if not parser.has_section(section):
+            continue
+        for key, value in parser.items(section):
+            values = value.split()
+            if key in _PATH_KEYS:
+                values = [v if "://" in v or os.path.isabs(v) else str(path.parent / v) for v in values]
+            env["PIP_" + key.upper().replace("-", "_")] = " ".join(values)
+    return env, None
+
+
+def _included_files(text: str, project: Path) -> dict[str, bytes]:
+    """Files a requirements.txt includes with -r / -c (their content is part of the digest)."""
+    out = {}
+    for line in requirement_lines(text):
+        parts = line.text.split(None, 1)
+        if len(parts) == 2 and parts[0] in ("-r", "--requirement", "-c", "--constraint"):
+            p = project / parts[1]
+            with contextlib.suppress(OSError):
+                out[f"included:{parts[1]}"] = p.read_bytes()
+    return out
+
+
+class ProjectEnvironments:
+    """Plans, builds and hands out project environments; one per process backend.
+
+    cache_dir: where environments live (settings.environments_dir); run_dependencies_sh:
+    run a project's dependencies.sh on this host (opt-in); notify(message, api): notices
+    for the user (pre-installed packages added, dependencies.sh skipped...).
+    """
+
+    def __init__(self, cache_dir: Path | str, *, run_dependencies_sh: bool = False,
+                 notify: Notify | None = None, python: str = sys.executable):
+        self.cache_dir = Path(os.path.abspath(cache_dir))
+        self.run_dependencies_sh = run_dependencies_sh
+        self._notify = notify or (lambda message, api: log.warning("[%s] %s", api, message))
+        self._python = python
+        self._runtime: str | None = None
+        self._builds: dict[str, asyncio.Task] = {}
+        self._ready: dict[str, Environment] = {}
+        self._failed: dict[str, DependencyError] = {}  # digests whose install fails as it is
+        self._activity: dict[str, tuple[str, str]] = {}  # api -> (phase, detail)
+        self._noticed: set[tuple[str, str]] = set()
+        self._by_spec: dict[str, str] = {}  # spec hash -> interpreter
+        self._waiting: dict[str, set[str]] = {}  # digest -> apis waiting for its build
+
+    # -- planning -----------------------------------------------------------------------------
+    def plan(self, spec: APISpec) -> EnvironmentPlan:
+        """What the project of `spec` needs (blocking: reads the project's files)."""
+        project = Path(spec.project_dir)
+        notices: list[str] = []
+        req_path = project / "requirements.txt"
+        requirements = req_path.read_bytes() if req_path.is_file() else None
+        req_text = requirements.decode("utf-8", "replace") if requirements else ""
+        lines = tuple(requirement_lines(req_text))
+
+        sources = python_sources(project)
+        python_path = Path(spec.predictor.python_path)
+        if python_path != project and python_path.is_dir() and project not in python_path.parents:
+            sources.update({f"{python_path.name}/{k}": v for k, v in python_sources(python_path).items()})
+            own = own_modules(list(python_sources(python_path))) | own_modules(list(sources))
+        else:
+            own = own_modules(list(sources))
+        additions = tuple(preinstalled_additions(
+            {f: imported_modules(text) for f, text in sources.items()},
+            spec.predictor.type, requirement_names(lines), runtime_has, own,
+        ))
+        notices.extend(a.notice for a in additions)
+
+        conda_path = project / "conda-packages.txt"
+        conda = conda_path.read_bytes() if conda_path.is_file() else None
+        deps_path = project / "dependencies.sh"
+        deps = None
+        if deps_path.is_file():
+            if self.run_dependencies_sh:
+                deps = deps_path.read_bytes()
+            else:
+                notices.append(
+                    f"dependencies.sh ({deps_path}) is not run on the process backend: it would change "
+                    "this host (apt-get ...). Run it yourself, or opt in with `cortexd up "
+                    "--run-dependencies-sh` (CORTEXD_RUN_DEPENDENCIES_SH=1); the Docker backend runs it "
+                    "in the image"
+                )
+        pip_env: dict[str, str] = {}
+        pip_conf = project / "pip.conf"
+        pip_conf_bytes = b""
+        if pip_conf.is_file():
+            pip_env, problem = project_pip_env(pip_conf)
+            if problem:
+                notices.append(problem)
+            else:
+                pip_conf_bytes = pip_conf.read_bytes()
+        if self._runtime is None:
+            self._runtime = runtime_identity()
+        parts: dict[str, bytes | str] = {
+            "requirements.txt": requirements or b"",
+            **_included_files(req_text, project),
+            "preinstalled": "\n".join(a.distribution for a in additions),
+            "conda-packages.txt": conda or b"",
+            "dependencies.sh": deps or b"",
+            "pip.conf": pip_conf_bytes,
+            "runtime": self._runtime,
+        }
+        return EnvironmentPlan(
+            project_dir=str(project), digest=environment_digest(parts), requirements=requirements,
+            lines=lines, additions=additions, conda_packages=conda, dependencies_sh=deps,
+            pip_env=pip_env, notices=tuple(notices),
+        )
+
+    # -- the entry points ------------------------------------------------------------------------
+    def activity(self, api: str) -> tuple[str, str] | None:
+        """(phase, detail) of the environment build an API waits for, e.g.
+        ("installing requirements", "collecting six==1.16.0 (requirements.txt line 2)")."""
+        return self._activity.get(api)
+
+    async def interpreter_for(self, spec: APISpec) -> str:
+        """The Python a replica of `spec` runs on, building its project's environment if needed.
+
+        Raises DependencyError (the API shows `error`) when the environment cannot be made.
+        """
+        known = self._by_spec.get(spec.spec_hash)
+        if known is not None:
+            return known
+        plan = await asyncio.to_thread(self.plan, spec)
+        for notice in plan.notices:
+            if (plan.project_dir + spec.name, notice) not in self._noticed:
+                self._noticed.add((plan.project_dir + spec.name, notice))
+                self._notify(notice, spec.name)
+        if not plan.needed:
+            python = self._python
+        else:
+            env = await self.ensure(plan, spec.name)
+            python = env.python
+        self._by_spec[spec.spec_hash] = python
+        return python
+
+    async def ensure(self, plan: EnvironmentPlan, api: str) -> Environment:
+        if plan.digest in self._ready:
+            return self._ready[plan.digest]
+        if plan.digest in self._failed:
+            raise self._failed[plan.digest]
+        task = self._builds.get(plan.digest)
+        if task is None or task.done():
+            task = asyncio.ensure_future(self._build(plan))
+            self._builds[plan.digest] = task
+        self._watchers(plan.digest).add(api)
+        try:
+            env = await asyncio.shield(task)
+        except DependencyError as e:
+            if getattr(e, "deterministic", False):
+                self._failed[plan.digest] = e
+            raise
+        finally:
+            self._watchers(plan.digest).discard(api)
+            self._activity.pop(api, None)
+        self._ready[plan.digest] = env
+        return env
+
+    async def close(self) -> None:
+        """Stop builds in progress (their pip is killed; their folders are left for cleanup)."""
+        for task in self._builds.values():
+            task.cancel()
+        if self._builds:
+            await asyncio.gather(*self._builds.values(), return_exceptions=True)
+
+    # -- building --------------------------------------------------------------------------------
+    def _watchers(self, digest: str) -> set[str]:
+        return self._waiting.setdefault(digest, set())
+
+    def _say(self, digest: str, phase: str, detail: str = "") -> None:
+        for api in self._watchers(digest):
+            self._activity[api] = (phase, detail)
+
+    async def _build(self, plan: EnvironmentPlan) -> Environment:
+        link = self.cache_dir / plan.digest
+        existing = self._published(link)
+        if existing is not None:
+            return existing
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DependencyError(f"cannot create the environment cache {self.cache_dir}: {e}") from None
+        with open(self.cache_dir / f"{plan.digest}.lock", "w") as lock:  # noqa: ASYNC230 - tiny, local
+            waited = False
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not waited:
+                        self._say(plan.digest, "installing requirements",
+                                  "waiting for another build of the same environment")
+                        waited = True
+                    await asyncio.sleep(0.2)
+            try:
+                existing = self._published(link)  # built by whoever held the lock
+                if existing is not None:
+                    return existing
+                self._remove_leftovers(plan.digest, link)
+                folder = self.cache_dir / f"{plan.digest}-{secrets.token_hex(4)}"
+                try:
+                    env = await self._make(plan, folder)
+                except BaseException:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    raise
+                tmp_link = self.cache_dir / f".{plan.digest}.{secrets.token_hex(4)}.link"
+                os.symlink(folder.name, tmp_link)
+                os.replace(tmp_link, link)  # atomic: the environment appears complete or not at all
+                return env
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _published(link: Path) -> Environment | None:
+        if not link.is_symlink():
+            return None
+        real = link.resolve()
+        python = real / "bin" / "python"
+        if not (real / DONE_FILE).is_file() or not python.exists():
+            return None
+        return Environment(real, str(python))
+
+    def _remove_leftovers(self, digest: str, link: Path) -> None:
+        current = link.resolve().name if link.is_symlink() else None
+        for path in self.cache_dir.glob(f"{digest}-*"):
+            if path.name != current:
+                shutil.rmtree(path, ignore_errors=True)
+
+    async def _make(self, plan: EnvironmentPlan, folder: Path) -> Environment:
+        started = time.monotonic()
+        self._say(plan.digest, "installing requirements", "creating the environment")
+        await asyncio.to_thread(self._create_venv, folder)
+        python = str(folder / "bin" / "python")
+        build_log = folder / "cortexd-install.log"
+        if plan.dependencies_sh is not None:
+            self._say(plan.digest, "running dependencies.sh", "")
+            await self._run(plan, ["bash", str(Path(plan.project_dir) / "dependencies.sh")], build_log,
+                            "dependencies.sh", os.environ.copy())
+        if plan.conda_packages is not None:
+            await self._conda(plan, folder, build_log)
+        pip_files = []
+        if plan.requirements and plan.lines:
+            pip_files += ["-r", str(Path(plan.project_dir) / "requirements.txt")]
+        if plan.additions:
+            added = folder / PREINSTALLED_FILE
+            added.write_text("".join(f"{a.distribution}\n" for a in plan.additions))
+            pip_files += ["-r", str(added)]
+        if pip_files:
+            env = {k: v for k, v in os.environ.items() if k not in _PIP_VARS_DROPPED}
+            env.update(plan.pip_env)
+            env.update({"PYTHONUNBUFFERED": "1", "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+            cmd = [self._python, "-m", "pip", "--python", python, "install", "--progress-bar", "off",
+                   "--no-warn-script-location", *pip_files]
+            self._say(plan.digest, "installing requirements", "starting pip")
+            await self._run(plan, cmd, build_log, "requirements.txt", env)
+        (folder / DONE_FILE).write_text(json.dumps({
+            "digest": plan.digest, "project": plan.project_dir,
+            "added": [a.distribution for a in plan.additions],
+            "seconds": round(time.monotonic() - started, 1), "created": time.time(),
+        }, indent=1))
+        log.info("environment %s for %s ready in %.1fs", plan.digest, plan.project_dir,
+                 time.monotonic() - started)
+        return Environment(folder, python)
+
+    def _create_venv(self, folder: Path) -> None:
+        try:
+            venv.EnvBuilder(with_pip=False, symlinks=True, clear=True).create(folder)
+            site = folder / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+            # the runtime's packages come after the project's (site.addsitedir also runs their .pth files)
+            lines = [f"import site; site.addsitedir({d!r})" for d in runtime_site_dirs()]
+            (site / RUNTIME_PTH).write_text("\n".join(lines) + "\n")
+        except OSError as e:
+            raise DependencyError(f"cannot create a Python environment in {folder}: {e}") from None
+
+    async def _conda(self, plan: EnvironmentPlan, folder: Path, build_log: Path) -> None:
+        tool = next((t for t in ("micromamba", "mamba", "conda") if shutil.which(t)), None)
+        conda_file = Path(plan.project_dir) / "conda-packages.txt"
+        if tool is None:
+            raise DependencyError(
+                f"{conda_file} lists conda packages, but neither conda nor micromamba is on PATH "
+                "(install micromamba or conda, or move the packages to requirements.txt)",
+                deterministic=True,
+            )
+        self._say(plan.digest, "installing conda packages", f"{tool} install --file conda-packages.txt")
+        prefix = folder / "conda"
+        version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        await self._run(plan, [shutil.which(tool) or tool, "create", "-y", "-p", str(prefix),
+                               f"python={version}", "--file", str(conda_file)],
+                        build_log, "conda-packages.txt", os.environ.copy())
+        site = prefix / "lib" / f"python{version}" / "site-packages"
+        venv_site = folder / "lib" / f"python{version}" / "site-packages"
+        # conda's packages: above the runtime's, below requirements.txt's (Cortex's order)
+        (venv_site / "_cortexd_conda.pth").write_text(f"{site}\n")
+        pth = venv_site / RUNTIME_PTH
+        pth.write_text(f"import site; site.addsitedir({str(site)!r})\n" + pth.read_text())
+
+    async def _run(self, plan: EnvironmentPlan, cmd: list[str], build_log: Path, what: str,
+                   env: dict[str, str]) -> None:
+        tail: deque[str] = deque(maxlen=400)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, cwd=plan.project_dir, env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True, preexec_fn=parent_death_signal(signal.SIGTERM),
+            )
+        except OSError as e:
+            raise DependencyError(f"cannot run {cmd[0]} to install {what}: {e}") from None
+        try:
+            with open(build_log, "a", encoding="utf-8") as out:  # noqa: ASYNC230 - a local log file
+                out.write(f"$ {' '.join(cmd)}\n")
+                assert proc.stdout is not None
+                async for raw in proc.stdout:
+                    line = raw.decode("utf-8", "replace").rstrip()
+                    tail.append(line)
+                    out.write(line + "\n")
+                    activity = pip_activity(line) if what == "requirements.txt" else None
+                    if activity:
+                        self._say(plan.digest, "installing requirements", activity)
+            code = await proc.wait()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            raise
+        if code == 0:
+            return
+        if what == "requirements.txt":
+            failure = install_failure(list(tail), plan.lines, f"{sys.version_info[0]}.{sys.version_info[1]}")
+            raise DependencyError(failure.summary, detail=failure.detail, deterministic=failure.deterministic)
+        last = "\n".join(line for line in list(tail)[-12:] if line.strip())
+        raise DependencyError(f"{what} failed (exit code {code}) in {plan.project_dir}", detail=last,
+                              deterministic=True)

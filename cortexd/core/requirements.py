@@ -1,0 +1,258 @@
+"""A project's requirements and pip's answers to them, in words a user acts on.
+
+What backends/environments.py needs decided about installing a project's
+dependencies, as pure functions of text:
+- requirement_lines(): requirements.txt -> the requirements with their line numbers;
+- environment_digest(): the key of a cached environment (same inputs, same environment);
+- pip_activity(): pip's `Collecting X (from -r requirements.txt (line N))` lines ->
+  "six==1.16.0 (requirements.txt line 2)", for `get` while the install runs;
+- install_failure(): pip's output of a failed install -> which requirement failed,
+  on which line, and why, e.g. "scikit-learn==0.21.3 (requirements.txt line 2) cannot
+  be installed on Python 3.11: ..." followed by pip's last lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+PREINSTALLED_FILE = "cortex-preinstalled.txt"  # the added packages, as a requirements file
+
+
+@dataclass(frozen=True)
+class RequirementLine:
+    line: int  # 1-based, the first physical line of a continued requirement
+    text: str  # as written, comments and continuations removed
+    name: str | None  # canonical distribution name; None for options, paths and URLs
+
+
+def requirement_lines(text: str) -> list[RequirementLine]:
+    """The requirements of a requirements.txt, each with its line number and name."""
+    out: list[RequirementLine] = []
+    pending, start = "", 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = re.sub(r"(^|\s)#.*$", "", raw).rstrip()
+        if not pending:
+            start = number
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = (pending + line).strip(), ""
+        if not line:
+            continue
+        out.append(RequirementLine(start, line, _name_of(line)))
+    return out
+
+
+def _name_of(line: str) -> str | None:
+    if line.startswith("-"):
+        return None  # -r, -c, -e, --index-url ...: options, not requirements
+    try:
+        return canonicalize_name(Requirement(line.split(" --", 1)[0].strip()).name)
+    except InvalidRequirement:
+        return None
+
+
+def requirement_names(lines: Iterable[RequirementLine]) -> set[str]:
+    return {r.name for r in lines if r.name}
+
+
+def environment_digest(parts: Mapping[str, bytes | str]) -> str:
+    """A stable key of everything that goes into an environment (order-independent)."""
+    h = hashlib.sha256()
+    for key in sorted(parts):
+        value = parts[key]
+        data = value.encode() if isinstance(value, str) else value
+        h.update(key.encode() + b"\0" + hashlib.sha256(data).digest())
+    return h.hexdigest()[:16]
+
+
+# -- pip's output ----------------------------------------------------------------------
+
+_COLLECTING = re.compile(r"^\s*Collecting (?P<req>\S+)(?: \(from (?P<from>.*)\))?\s*$")
+_FROM_LINE = re.compile(r"-r (?P<file>\S+?) \(line (?P<line>\d+)\)")
+_PROCESSING = re.compile(r"^\s*Processing (?P<path>\S+)")
+_NO_MATCH = re.compile(r"No matching distribution found for (?P<req>.+?)\s*$")
+_NO_VERSION = re.compile(
+    r"Could not find a version that satisfies the requirement (?P<req>\S+)(?: \(from versions: (?P<versions>[^)]*)\))?"
+)
+_OTHER_PYTHON = re.compile(
+    r"Ignored the following versions that require a different python version: (?P<what>.+)$", re.M)
+_INVALID = re.compile(r"Invalid requirement: (?P<req>.+?)(?: \(from line (?P<line>\d+) of (?P<file>\S+)\))?\s*$")
+_BUILD_FAILED = re.compile(
+    r"(Failed building wheel for (?P<wheel>\S+)|Could not build wheels for (?P<wheels>\S+?),"
+    r"|error: metadata-generation-failed|Getting requirements to build wheel did not run successfully"
+    r"|did not run successfully)"
+)
+_CONFLICT = re.compile(r"(Cannot install .+? because these package versions have conflicting dependencies"
+                       r"|ResolutionImpossible)")
+_NETWORK = re.compile(r"(Max retries exceeded|NewConnectionError|Temporary failure in name resolution"
+                      r"|SSLError|ProxyError|ConnectTimeoutError|ReadTimeoutError|Connection refused)")
+
+
+def _origin(source: str | None) -> tuple[str, int] | None:
+    """`-r /p/requirements.txt (line 2)` (maybe after `pandas->`) -> ("requirements.txt", 2)."""
+    if not source:
+        return None
+    found = _FROM_LINE.findall(source)
+    if not found:
+        return None
+    file, line = found[-1]
+    return file.rsplit("/", 1)[-1], int(line)
+
+
+def _where(origin: tuple[str, int] | None) -> str:
+    if origin is None:
+        return ""
+    file, line = origin
+    if file == PREINSTALLED_FILE:
+        return " (pre-installed on Cortex 0.23, added by cortexd)"
+    return f" ({file} line {line})"
+
+
+def pip_activity(line: str) -> str | None:
+    """What pip is doing, from one line of its output, when the line says (else None)."""
+    m = _COLLECTING.match(line)
+    if m:
+        source = m.group("from") or ""
+        origin = _origin(source)
+        if origin and "->" in source and origin[0] != PREINSTALLED_FILE:
+            return f"collecting {m.group('req')} (needed by {origin[0]} line {origin[1]})"
+        return f"collecting {m.group('req')}{_where(origin)}"
+    m = _PROCESSING.match(line)
+    if m:
+        return f"processing {m.group('path')}"
+    if line.startswith("Installing collected packages: "):
+        names = line.split(": ", 1)[1].strip()
+        return f"installing {names if len(names) <= 80 else names[:77] + '...'}"
+    return None
+
+
+@dataclass(frozen=True)
+class InstallFailure:
+    """What a failed install was about: a sentence, and pip's last lines to show under it."""
+
+    summary: str
+    detail: str
+    requirement: str | None  # the failing requirement as written, when known
+    line: int | None  # its line in requirements.txt, when known
+    deterministic: bool  # the same inputs would fail again (not a network error)
+
+    def __str__(self) -> str:
+        return f"{self.summary}\n{self.detail}" if self.detail else self.summary
+
+
+def _find_line(req: str, requirements: Sequence[RequirementLine]) -> RequirementLine | None:
+    name = _name_of(req.strip("'\""))
+    if name is None:
+        return None
+    return next((r for r in requirements if r.name == name), None)
+
+
+def install_failure(
+    output: Sequence[str],
+    requirements: Sequence[RequirementLine],
+    python_version: str,
+    file_name: str = "requirements.txt",
+    tail: int = 12,
+) -> InstallFailure:
+    """Read pip's output of a failed `pip install -r requirements.txt` (pure).
+
+    Names the requirement that failed and its line (from pip's own `(line N)` notes,
+    else by matching names against `requirements`), and says why in one sentence:
+    no release for this Python, a build from source that failed, an invalid line,
+    conflicting pins, or the index unreachable.
+    """
+    lines = [line.rstrip() for line in output]
+    last = "\n".join(deque((ln for ln in lines if ln.strip()), maxlen=tail))
+    collected: list[tuple[str, tuple[str, int] | None]] = []
+    for ln in lines:
+        m = _COLLECTING.match(ln)
+        if m:
+            collected.append((m.group("req"), _origin(m.group("from"))))
+        m = _PROCESSING.match(ln)
+        if m:
+            collected.append((m.group("path"), None))
+    text = "\n".join(lines)
+    py = f"Python {python_version}"
+
+    def located(req: str, origin: tuple[str, int] | None = None) -> tuple[str, int | None, str]:
+        if origin is None:
+            for seen, seen_origin in reversed(collected):
+                if canonical(seen) == canonical(req):
+                    origin = seen_origin
+                    break
+        if origin is None:
+            found = _find_line(req, requirements)
+            if found is not None:
+                return found.text, found.line, f" ({file_name} line {found.line})"
+            return req, None, ""
+        if origin[0] != PREINSTALLED_FILE:
+            found = next((r for r in requirements if r.line == origin[1]), None)
+            if found is not None and found.name and found.name != canonical(req):
+                # a dependency of that line failed
+                return req, found.line, f" (needed by {found.text}, {file_name} line {found.line})"
+        return req, (origin[1] if origin[0] != PREINSTALLED_FILE else None), _where(origin)
+
+    m = _INVALID.search(text)
+    if m:
+        req = m.group("req").strip("'\"")
+        line = int(m.group("line")) if m.group("line") else None
+        where = f" ({file_name} line {line})" if line else ""
+        return InstallFailure(f"{file_name}: invalid requirement {req!r}{where}", last, req, line, True)
+
+    m = _NO_MATCH.search(text)
+    if m:
+        req, line, where = located(m.group("req"))
+        other = _OTHER_PYTHON.search(text)
+        versions = _NO_VERSION.search(text)
+        if other:
+            why = f"its releases that match require another Python ({other.group('what').strip()})"
+        elif versions and versions.group("versions") and versions.group("versions") != "none":
+            known = versions.group("versions").split(", ")
+            shown = ", ".join(known[-8:]) + (" ..." if len(known) > 8 else "")
+            why = f"no release of it matches that pin for this Python (releases for this Python: {shown})"
+        else:
+            why = "no release of it is available for this Python and platform from the configured indexes"
+        return InstallFailure(f"{req}{where} cannot be installed on {py}: {why}", last, req, line, True)
+
+    m = _CONFLICT.search(text)
+    if m:
+        head = next((ln.removeprefix("ERROR: ") for ln in lines if "Cannot install" in ln), None)
+        summary = f"the requirements in {file_name} conflict: " + (head or "pip found no set of versions that fits them all")
+        return InstallFailure(summary, last, None, None, True)
+
+    m = _BUILD_FAILED.search(text)
+    if m:
+        name = m.group("wheel") or m.group("wheels")
+        if name:
+            req, line, where = located(name)
+        elif collected:
+            req, origin = collected[-1]
+            req, line, where = located(req, origin)
+        else:
+            req, line, where = "a requirement", None, ""
+        return InstallFailure(
+            f"{req}{where} cannot be installed on {py}: pip found no wheel of it for this Python and "
+            "building it from source failed (old pins often predate this Python: pin a newer version)",
+            last, req, line, True,
+        )
+
+    if _NETWORK.search(text):
+        return InstallFailure(
+            f"installing the packages of {file_name} failed: the package index could not be reached "
+            "(check pip's index and proxy settings: `pip config list`, PIP_INDEX_URL, HTTPS_PROXY)",
+            last, None, None, False,
+        )
+    return InstallFailure(f"installing the packages of {file_name} failed", last, None, None, False)
+
+
+def canonical(req: str) -> str:
+    """The canonical distribution name a requirement (or a bare name) is about."""
+    return _name_of(req.strip("'\"")) or req

@@ -1,0 +1,177 @@
+"""Project environments on the process backend, through the real CLI and daemon.
+
+The environments are built once per test session in a shared cache (CORTEXD_ENV_CACHE),
+so the suite pays for each pip run once. The packages come from the host's index (PyPI
+through this host's pip settings): six (the runtime has 1.17; the project pins 1.16),
+tomli-w and dill (a Cortex 0.23 pre-installed package), all tiny and pure Python.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import free_port, post_json, write_project
+
+PREDICTOR = """\
+import six
+import tomli_w
+
+
+class PythonPredictor:
+    def __init__(self, config):
+        import dill  # pre-installed on Cortex 0.23: not in requirements.txt
+        self.dill = dill.__name__
+
+    def predict(self, payload):
+        return {"six": six.__version__, "six_file": six.__file__,
+                "toml": tomli_w.dumps({"a": 1}), "dill": self.dill}
+"""
+
+PLAIN = """\
+class PythonPredictor:
+    def __init__(self, config):
+        pass
+
+    def predict(self, payload):
+        return {"ok": True}
+"""
+
+
+def yaml_for(name: str) -> str:
+    return f"- name: {name}\n  kind: RealtimeAPI\n  predictor:\n    type: python\n    path: predictor.py\n"
+
+
+@pytest.fixture(scope="session")
+def env_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("envs")
+
+
+@pytest.fixture
+def env_cli(cli, env_cache):
+    cli.env["CORTEXD_ENV_CACHE"] = str(env_cache)
+    if os.getuid() == 0:
+        # a root daemon runs replicas as `nobody`, who cannot enter pytest's private tmp
+        # folders; isolation has its own tests
+        cli.env["CORTEXD_REPLICA_USER"] = "root"
+    return cli
+
+
+def _api(snap: dict, name: str) -> dict:
+    return next(a for a in snap["apis"] if a["name"] == name)
+
+
+def _notices(snap: dict, api: str) -> list[str]:
+    return [e["message"] for e in snap["events"] if e.get("api") == api and e["level"] == "warning"]
+
+
+def _wait_for_api(cli, name: str, statuses: tuple[str, ...], timeout: float = 240):
+    seen: list[tuple[str, str | None]] = []
+
+    def settled(snap):
+        a = _api(snap, name)
+        seen.append((a["status"], a["replicas"].get("pending_reason")))
+        return a["status"] in statuses
+
+    snap = cli.wait_for(settled, timeout=timeout, what=f"api {name} {statuses}")
+    return snap, seen
+
+
+def test_requirements_pin_wins_and_the_environment_is_reused(env_cli, tmp_path, env_cache):
+    for module in ("tomli_w", "dill"):
+        if importlib.util.find_spec(module) is not None:
+            pytest.skip(f"this test needs a Python without {module} (the project installs it)")
+    port = free_port()
+    project = write_project(tmp_path / "proj", yaml_for("pinned"), {
+        "predictor.py": PREDICTOR,
+        "requirements.txt": "# six: the runtime has 1.17\nsix==1.16.0\ntomli-w\n",
+    })
+    env_cli("up", "-d", "--backend", "process", "--port", str(port), "--metrics-port", "0",
+            str(project), check=True)
+    snap, seen = _wait_for_api(env_cli, "pinned", ("live", "error"))
+    assert _api(snap, "pinned")["status"] == "live", _api(snap, "pinned")["reason"]
+    # the install showed in `get` while it ran, with the package pip was on
+    installing = [p for s, p in seen if s == "updating (installing requirements)"]
+    assert installing, seen
+    assert any(p and p.startswith("installing requirements: ") for p in installing), installing
+    assert "dill: pre-installed on Cortex 0.23, added" in _notices(snap, "pinned")
+
+    code, _, body = post_json(f"http://127.0.0.1:{port}/pinned", {})
+    assert code == 200, body
+    answer = json.loads(body)
+    assert answer["six"] == "1.16.0"  # the project's pin, not the runtime's 1.17
+    assert answer["six_file"].startswith(str(env_cache))
+    assert answer["toml"] == "a = 1\n" and answer["dill"] == "dill"
+
+    # a second `up` with the same requirements: the same environment, no pip run
+    built = {p.name: p.stat().st_mtime_ns for p in env_cache.iterdir()}
+    env_cli("down", check=True, timeout=90)
+    started = time.monotonic()
+    env_cli("up", "-d", "--backend", "process", "--port", str(port), "--metrics-port", "0",
+            str(project), check=True)
+    snap, seen = _wait_for_api(env_cli, "pinned", ("live", "error"), timeout=60)
+    took = time.monotonic() - started
+    assert _api(snap, "pinned")["status"] == "live"
+    assert not [s for s, _ in seen if s == "updating (installing requirements)"], seen
+    assert {p.name: p.stat().st_mtime_ns for p in env_cache.iterdir()} == built
+    assert took < 20, f"second up took {took:.1f}s"
+    code, _, body = post_json(f"http://127.0.0.1:{port}/pinned", {})
+    assert code == 200 and json.loads(body)["six"] == "1.16.0"
+
+
+def test_a_failing_requirement_errors_its_api_and_the_others_keep_serving(env_cli, tmp_path):
+    port = free_port()
+    good = write_project(tmp_path / "good", yaml_for("good"), {"predictor.py": PLAIN})
+    bad = write_project(tmp_path / "bad", yaml_for("badpin"), {
+        "predictor.py": PLAIN,
+        "requirements.txt": "tomli-w\nsix==0.0.999\n",
+    })
+    conda = write_project(tmp_path / "conda", yaml_for("condaapi"), {
+        "predictor.py": PLAIN, "conda-packages.txt": "libgomp\n",
+    })
+    no_conda = not any(shutil.which(t) for t in ("conda", "micromamba", "mamba"))
+    env_cli("up", "-d", "--backend", "process", "--port", str(port), "--metrics-port", "0",
+            str(good), str(bad), str(conda), check=True)
+    snap = env_cli.wait_for(
+        lambda s: _api(s, "good")["status"] == "live" and _api(s, "badpin")["status"] == "error"
+        and (not no_conda or _api(s, "condaapi")["status"] == "error"),
+        timeout=180, what="good live, badpin and condaapi in error")
+    reason = _api(snap, "badpin")["reason"]
+    first = reason.splitlines()[0]
+    assert first.startswith("six==0.0.999 (requirements.txt line 2) cannot be installed on Python 3."), reason
+    assert "No matching distribution found for six==0.0.999" in reason  # pip's own last lines
+    if no_conda:
+        conda_reason = _api(snap, "condaapi")["reason"]
+        assert "conda-packages.txt" in conda_reason and "neither conda nor micromamba" in conda_reason
+    code, _, body = post_json(f"http://127.0.0.1:{port}/good", {})
+    assert code == 200 and json.loads(body) == {"ok": True}
+    # `get API` says the same, in words
+    detail = env_cli("get", "badpin")
+    assert "six==0.0.999 (requirements.txt line 2) cannot be installed" in detail.out
+
+
+def test_dependencies_sh_runs_only_when_opted_in(env_cli, tmp_path):
+    port = free_port()
+    marker = tmp_path / "dependencies-ran"
+    project = write_project(tmp_path / "deps", yaml_for("deps"), {
+        "predictor.py": PLAIN, "dependencies.sh": f"echo ran > {marker}\n",
+    })
+    env_cli("up", "-d", "--backend", "process", "--port", str(port), "--metrics-port", "0",
+            str(project), check=True)
+    snap, _ = _wait_for_api(env_cli, "deps", ("live", "error"), timeout=60)
+    assert _api(snap, "deps")["status"] == "live"
+    assert not marker.exists()
+    assert any("dependencies.sh" in n and "--run-dependencies-sh" in n for n in _notices(snap, "deps"))
+    env_cli("down", check=True, timeout=90)
+
+    env_cli("up", "-d", "--backend", "process", "--port", str(port), "--metrics-port", "0",
+            "--run-dependencies-sh", str(project), check=True)
+    snap, _ = _wait_for_api(env_cli, "deps", ("live", "error"), timeout=60)
+    assert _api(snap, "deps")["status"] == "live", _api(snap, "deps")["reason"]
+    assert marker.read_text() == "ran\n"
