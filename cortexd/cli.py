@@ -568,6 +568,19 @@ def cmd_make_base_image(args) -> int:
     return EXIT_OK if code == 0 else EXIT_USER
 
 
+def cmd_build(args) -> int:
+    from cortexd.kube.build import build_images
+    from cortexd.spec import load_config
+
+    loaded = load_config(_paths(args))
+    built = build_images(list(loaded.apis), args.registry, args.push, print, base_image=args.base_image)
+    for b in built:
+        print(f"{'pushed' if b.pushed else 'built'} {b.image}")
+    if not args.push:
+        print("push with --push; then `cortexd export kubernetes --registry ...` writes the manifests")
+    return EXIT_OK
+
+
 def cmd_export_kubernetes(args) -> int:
     from cortexd.kube.export import export_kubernetes
     from cortexd.kube.manifests import ExportOptions
@@ -663,6 +676,12 @@ def build_parser() -> argparse.ArgumentParser:
              "make a Docker base image from Debian packages (debootstrap), for hosts without a registry")
     mb.add_argument("name", nargs="?", default=None, metavar="NAME",
                     help="image name (default cortexd/base:bookworm); then `cortexd up --base-image NAME`")
+
+    bd = add("build", cmd_build, "build one self-contained image per API (REG/<api>:<hash>), for a cluster")
+    bd.add_argument("paths", nargs="*", metavar="PATH")
+    bd.add_argument("--registry", metavar="REG", help="registry (and path) the images are named for")
+    bd.add_argument("--push", action="store_true", help="push the images (credentials from the Docker config)")
+    bd.add_argument("--base-image", help="base image of the predictor images (as for `up`)")
 
     ex = sub.add_parser("export", help="write what runs the project elsewhere (kubernetes)",
                         description="write what runs the project elsewhere")

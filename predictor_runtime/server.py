@@ -58,6 +58,7 @@ from typing import Any
 from aiohttp import web
 
 from predictor_runtime import log_limits
+from predictor_runtime.inflight import PROMETHEUS_CONTENT_TYPE, InFlight, gauge_for
 from predictor_runtime.payload import (
     DEFAULT_MAX_BODY_SIZE,
     CortexFormData,
@@ -132,6 +133,10 @@ def env_number(name: str, default: float, cast: Any = float) -> Any:
     return value
 
 
+# cortexd build's images drain for the request timeout (the pod's grace period covers it)
+DRAIN_SECONDS = env_number("CORTEXD_DRAIN_SECONDS", DRAIN_SECONDS)
+
+
 def stuck_reason(busy_since: list[float], threads: int, timeout: float, now: float) -> str | None:
     """Why the replica is unhealthy, or None: every predictor thread busy on one call past `timeout`."""
     stuck = sum(1 for started in busy_since if now - started > timeout)
@@ -157,6 +162,7 @@ class PredictionHandler:
         self.max_body_size = max_body_size
         self.request_timeout = request_timeout
         self.ready = False
+        self.in_flight = InFlight()  # exported at GET /metrics (the pods' autoscaling signal)
         self.in_pool = 0  # sync predictions running in threads (exit cannot wait for them forever)
         self._busy: dict[int, float] = {}  # pool thread -> monotonic start of the call it runs
         self._post_tasks: set[asyncio.Future[Any]] = set()
@@ -176,8 +182,15 @@ class PredictionHandler:
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         method = request.method
         if method == "POST":
-            return await self.predict(request)
+            self.in_flight.enter()
+            try:
+                return await self.predict(request)
+            finally:
+                self.in_flight.leave()
         if method == "GET" or method == "HEAD":
+            if request.path == "/metrics":
+                return web.Response(body=self.in_flight.exposition(),
+                                    headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
             if request.path == "/healthz":
                 return self.health()
             return web.Response(body=self.usage_body(), content_type=_JSON)
@@ -489,6 +502,7 @@ def run_worker(spec: dict[str, Any], host: str, port: int, index: int,
     handler = handler_class(spec, predictor, pool, threads,
                             max_body_size=env_number(MAX_BODY_SIZE_ENV, DEFAULT_MAX_BODY_SIZE, int),
                             request_timeout=env_number(REQUEST_TIMEOUT_ENV, DEFAULT_REQUEST_TIMEOUT))
+    handler.in_flight = gauge_for(spec, index)
     if control is not None:
         # readiness barrier: say "initialised", then wait for "go" (every worker initialised)
         try:

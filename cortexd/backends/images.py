@@ -310,7 +310,9 @@ def tar_context(files: Mapping[str, bytes]) -> io.BytesIO:
 def docker_dir() -> Path:
     """Where the Dockerfiles are: a packaged copy (cortexd/docker) or the source tree's docker/."""
     here = Path(__file__).resolve().parent.parent  # the cortexd package
-    for candidate in (here / "docker", here.parent / "docker"):
+    # the source tree's first: the packaged copy is refreshed only by `pip install`, so in an
+    # editable install it can lag behind docker/ (a stale requirements list builds a broken image)
+    for candidate in (here.parent / "docker", here / "docker"):
         if (candidate / "Dockerfile").is_file():
             return candidate
     raise BackendError(
@@ -475,6 +477,13 @@ class ImageBuilder:
         )
         assert plan is not None
         return self._ensure_plan(plan, spec.name)
+
+    def build(self, plan: BuildPlan, api: str) -> str:
+        """Build `plan` even if its tag exists (`cortexd build`'s last layer: the engine's layer
+        cache makes an unchanged one instant, and a changed base is picked up). Returns the tag."""
+        self._build(plan, api)
+        self._present.add(plan.tag)
+        return plan.tag
 
     def _ensure_plan(self, plan: BuildPlan, api: str) -> str:
         if self._has_image(plan.tag):

@@ -1,0 +1,83 @@
+"""The replica's in-flight request count, and its Prometheus exposition at GET /metrics.
+
+On Kubernetes the pods themselves are the only place that knows how many
+requests they hold (cortexd's gateway counts them on one host): an HPA reads
+`cortexd_in_flight_requests` through a Prometheus adapter and scales on it,
+as Cortex's autoscaler did on its queue length.
+
+With processes_per_replica > 1 the workers share the port (SO_REUSEPORT), so
+a scrape lands on any one of them: each worker keeps its count in its own
+8-byte slot of a small shared file in the temp dir (a tmpfs /tmp in the
+image), and /metrics sums the slots. One worker: a plain integer.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import tempfile
+
+METRIC = "cortexd_in_flight_requests"
+_SLOT = struct.Struct("q")
+
+
+class InFlight:
+    """enter()/leave() around each prediction; total() is the replica-wide count."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._shared: mmap.mmap | None = None
+        self._offset = 0
+
+    @classmethod
+    def shared(cls, group: str, index: int, slots: int, folder: str | None = None) -> InFlight:
+        """Worker `index` (1..slots) of a replica; falls back to a local count if the file fails."""
+        gauge = cls()
+        path = os.path.join(folder or tempfile.gettempdir(), f"cortexd-inflight-{group}")
+        size = _SLOT.size * slots
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                if os.fstat(fd).st_size < size:
+                    os.ftruncate(fd, size)
+                gauge._shared = mmap.mmap(fd, size)
+            finally:
+                os.close(fd)
+        except (OSError, ValueError):
+            return gauge
+        gauge._offset = _SLOT.size * (index - 1)
+        _SLOT.pack_into(gauge._shared, gauge._offset, 0)
+        return gauge
+
+    def enter(self) -> None:
+        self.count += 1
+        if self._shared is not None:
+            _SLOT.pack_into(self._shared, self._offset, self.count)
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self._shared is not None:
+            _SLOT.pack_into(self._shared, self._offset, self.count)
+
+    def total(self) -> int:
+        if self._shared is None:
+            return self.count
+        n = len(self._shared) // _SLOT.size
+        return sum(max(0, _SLOT.unpack_from(self._shared, i * _SLOT.size)[0]) for i in range(n))
+
+    def exposition(self) -> bytes:
+        """Prometheus text format (version 0.0.4)."""
+        return (f"# HELP {METRIC} Requests this replica has received and not answered yet (all workers).\n"
+                f"# TYPE {METRIC} gauge\n{METRIC} {self.total()}\n").encode()
+
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def gauge_for(spec: dict, index: int) -> InFlight:
+    """The gauge of worker `index` under the replica's supervisor (or alone)."""
+    processes = int(spec.get("predictor", {}).get("processes_per_replica") or 1)
+    if processes <= 1:
+        return InFlight()
+    return InFlight.shared(str(os.getppid()), index, processes)
