@@ -50,6 +50,7 @@ from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from starlette.datastructures import FormData, QueryParams
 
 JSON, FORM, MULTIPART, BYTES = "json", "form", "multipart", "bytes"
@@ -209,8 +210,27 @@ def coding_of(request: web.BaseRequest) -> str | None:
     return coding
 
 
+def gone() -> PayloadError:
+    """The client closed the connection before its body arrived (nobody reads the answer)."""
+    return PayloadError("the connection closed before the request body arrived")
+
+
+def broken_framing(e: HttpProcessingError) -> PayloadError:
+    """The body's framing broke while it was read (e.g. a bad chunk): the client's fault, 400."""
+    return PayloadError(f"invalid request body: {one_line(e.message or type(e).__name__)}")
+
+
 async def read_body(request: web.BaseRequest, limit: int) -> bytes:
     """The whole body, decoded, at most `limit` bytes (PayloadTooLarge, PayloadError otherwise)."""
+    try:
+        return await _read_body(request, limit)
+    except HttpProcessingError as e:
+        raise broken_framing(e) from None
+    except ConnectionResetError:
+        raise gone() from None
+
+
+async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
     coding = coding_of(request)
     length = request.content_length
     if coding is None:
@@ -229,11 +249,16 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
 async def _body_stream(request: web.BaseRequest, limit: int) -> AsyncIterator[bytes]:
     """The raw body in chunks, PayloadTooLarge once past `limit` (identity coding only)."""
     seen = 0
-    async for chunk in request.content.iter_any():
-        seen += len(chunk)
-        if seen > limit:
-            raise too_large(limit)
-        yield chunk
+    try:
+        async for chunk in request.content.iter_any():
+            seen += len(chunk)
+            if seen > limit:
+                raise too_large(limit)
+            yield chunk
+    except HttpProcessingError as e:
+        raise broken_framing(e) from None
+    except ConnectionResetError:
+        raise gone() from None
 
 
 async def _one_chunk(body: bytes) -> AsyncIterator[bytes]:
