@@ -6,8 +6,8 @@ traceback and the offending bytes; a client sending garbage in a loop would
 fill the replica's log (and the disk) as fast as it sends. `ServerLogLimiter`
 replaces that logger's output:
 
-- client errors (aiohttp's HttpProcessingError family) become ONE warning
-  line without a traceback, their text (which quotes the raw bytes) collapsed
+- client errors (aiohttp's HttpProcessingError family, a connection the
+  client dropped) become ONE warning line without a traceback, their text (which quotes the raw bytes) collapsed
   to one line and cut to MESSAGE_LIMIT characters;
 - anything else the logger reports (a bug, not the client's doing) keeps its
   traceback;
@@ -63,12 +63,15 @@ def interval_from_env() -> float:
     return value if value >= 0 else DEFAULT_INTERVAL
 
 
-def _is_client_error(exc: BaseException | None) -> bool:
-    if exc is None:
-        return False
+def client_error_summary(exc: BaseException | None) -> str | None:
+    """What a client-caused error was (None: not the client's doing)."""
     from aiohttp.http_exceptions import HttpProcessingError
 
-    return isinstance(exc, HttpProcessingError)
+    if isinstance(exc, HttpProcessingError):
+        return f"client error (answered {exc.code})"
+    if isinstance(exc, ConnectionError):
+        return "client connection lost"
+    return None
 
 
 class ServerLogLimiter(logging.Handler):
@@ -83,17 +86,15 @@ class ServerLogLimiter(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         exc = record.exc_info[1] if record.exc_info else None
-        client_error = _is_client_error(exc)
+        client_error = client_error_summary(exc)
         kind = type(exc).__name__ if exc is not None else one_line(record.getMessage(), 60)
         suppressed = self.limit.admit(kind, self.clock())
         if suppressed is None:
             return
         more = (f" ({suppressed} more like it in the last {self.limit.interval:g}s not logged)"
                 if suppressed else "")
-        if client_error:
-            assert exc is not None
-            self.target.warning("client error (answered %s): %s: %s%s", getattr(exc, "code", 400), kind,
-                                one_line(str(exc)), more)
+        if client_error is not None:
+            self.target.warning("%s: %s: %s%s", client_error, kind, one_line(str(exc)), more)
         else:
             self.target.error("%s%s", one_line(record.getMessage()), more,
                               exc_info=record.exc_info if exc is not None else None)
