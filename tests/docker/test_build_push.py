@@ -152,7 +152,7 @@ def in_flight(port: int) -> int:
     return int(float(line.split()[1]))
 
 
-def test_build_push_pull_and_run_as_the_deployment_says(cli, docker_client, base_image, shared_dir):
+def test_build_push_pull_and_run_as_the_deployment_says(cli, docker_client, base_image, shared_dir):  # noqa: F811
     registry_or_skip(REGISTRY)
     import docker.errors
 
@@ -255,8 +255,8 @@ def refusing_registry():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_a_refused_push_is_exit_1_with_the_registrys_answer(cli, docker_client, base_image, shared_dir,
-                                                             refusing_registry):
+def test_a_refused_push_is_exit_1_with_the_registrys_answer(cli, docker_client, base_image,  # noqa: F811
+                                                             shared_dir, refusing_registry):
     project = make_project(shared_dir / "refused-push")
     r = cli("build", str(project), "--registry", refusing_registry, "--push", "--base-image", base_image,
             timeout=600)
