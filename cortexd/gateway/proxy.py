@@ -34,27 +34,46 @@ import functools
 import itertools
 import json
 import logging
+import re
 import secrets
 from http import HTTPStatus
 from time import monotonic
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 
+from cortexd.core.health import (
+    FAILURE,
+    TIMEOUT,
+    HealthPolicy,
+    after_answer,
+    after_failure,
+    readmitted,
+)
 from cortexd.core.routing import pick_replica
 from cortexd.errors import CortexdError, UnknownAPI
+from cortexd.gateway.client_errors import ClientErrorLog, shown
 from cortexd.gateway.routes import APIRoute, ReplicaTarget, endpoint_clashes, port_table
 from cortexd.gateway.upstream import (
     UpstreamConnectError,
     UpstreamConnection,
     UpstreamError,
+    UpstreamNotDelivered,
     UpstreamPool,
     UpstreamTimeout,
 )
 
 log = logging.getLogger(__name__)
+
+
+class _RetryElsewhere(Exception):
+    """An exchange failed in a way that provably never reached a predictor, and may be retried."""
+
+    def __init__(self, error: UpstreamError):
+        super().__init__(str(error))
+        self.error = error
 
 # The runtime serves predictions at "/" (and at its endpoint); "/" is the one that
 # does not depend on the endpoint, so a rename never needs the replica to know.
@@ -63,13 +82,25 @@ UPSTREAM_PATH = "/"
 # a replica dying mid-body then yields a clean 502 instead of a truncated 200.
 # Larger and chunked responses stream.
 BUFFER_LIMIT = 1024 * 1024
+# Request bodies up to this are read whole before a replica is chosen (nginx's
+# proxy_request_buffering): a slow client then holds no replica slot, no in-flight count
+# and drives no autoscaling while it uploads. Larger bodies stream through.
+REQUEST_BUFFER_LIMIT = 1024 * 1024
 CLIENT_KEEPALIVE = 75.0  # seconds an idle client connection stays open (nginx's default)
+CLOSE_GRACE = 0.5  # seconds kept-alive connections get, at close(), to be told to close
+# nginx's client_header_timeout and client_body_timeout: the whole request head must
+# arrive within the first, and the body may pause no longer than the second between reads
+CLIENT_HEADER_TIMEOUT = 60.0
+CLIENT_BODY_TIMEOUT = 60.0
+# a client's X-Request-Id is kept when it is this short and made of these characters;
+# anything else (log-line forging, megabyte ids) is replaced by one the gateway makes
+_WELL_FORMED_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}").fullmatch
 
 # hop-by-hop headers (RFC 9110 7.6.1) plus those the gateway sets itself
 _REQUEST_DROP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te",
     b"trailer", b"upgrade", b"proxy-authorization", b"content-length", b"expect",
-    b"x-request-id",
+    b"x-request-id", b"x-forwarded-for", b"x-real-ip",
 })
 _RESPONSE_DROP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te",
@@ -129,7 +160,8 @@ class _BufferedResponse(web.StreamResponse):
             return writer
         self._written = True
         status = self.status
-        keep_alive = request.keep_alive
+        # force_close() (the gateway is shutting down, a timeout) wins over the client's wish
+        keep_alive = request.keep_alive and self._keep_alive is not False
         self._keep_alive = keep_alive
         version = request.version
         lines = [_STATUS_LINES.get(status) or b"%d Unknown" % status]
@@ -158,15 +190,165 @@ class _BufferedResponse(web.StreamResponse):
         pass  # everything went out in prepare()
 
 
+class _ClientConnection(RequestHandler):
+    """One client connection: aiohttp's handler plus a request-head timeout and quiet client errors.
+
+    aiohttp's low-level server times out idle keep-alive connections but not a request
+    head that trickles in (slowloris): this class arms one timer per connection when it
+    opens, and again only when a later head does not arrive in one piece, so the usual
+    keep-alive request costs no timer. Malformed requests are answered here as JSON without
+    echoing the client's bytes, and logged through the gateway's ClientErrorLog instead of
+    aiohttp's ERROR line with a traceback and the raw bytes.
+    """
+
+    __slots__ = ("_gateway", "_head_timer", "_newest_body", "peer")
+
+    def __init__(self, manager: web.Server, gateway: Gateway, **kwargs):
+        super().__init__(manager, **kwargs)
+        self._gateway = gateway
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._newest_body = None  # the payload of the newest request head parsed
+        self.peer = b"unknown"  # the client's address, as X-Forwarded-For and X-Real-IP say it
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = _encode(str(peer[0]))
+        self._head_timer = self._loop.call_later(self._gateway.client_header_timeout, self._head_timed_out)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        self._newest_body = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        count = self._request_count
+        body = self._newest_body
+        body_done = body is None or body.is_eof()
+        super().data_received(data)
+        if self._request_count != count:  # a request head arrived whole
+            messages = self._messages
+            self._newest_body = messages[-1][1] if messages else None
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+        elif data and body_done and self._head_timer is None and not (self._close or self._force_close):
+            # the start of a request head that is not complete yet (body bytes never get here)
+            self._head_timer = self._loop.call_later(self._gateway.client_header_timeout,
+                                                     self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._force_close or self.transport is None:
+            return
+        if self._request_in_progress or self._messages:
+            # a pipelined head trickles in behind a request being answered: no more after that one
+            self.close()
+            return
+        gateway = self._gateway
+        timeout = gateway.client_header_timeout
+        gateway._client_error("request head timeout", f"from {self.peer.decode(errors='replace')}: "
+                              f"the request head did not arrive within {timeout:g} s")
+        self.transport.write(_raw_answer(
+            408, f"the request head did not arrive within {timeout:g} s (the gateway's client "
+                 "header timeout)", gateway._new_request_id()))
+        self.force_close()
+
+    def close_after_answer(self) -> None:
+        """Close once the current answer is out, without first reading the rest of the body."""
+        self._lingering_time = 0.0  # aiohttp reads (and drops) an unread body for this long
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """A request aiohttp could not parse (400), or a gateway bug (500): a JSON answer, one quiet log line."""
+        gateway = self._gateway
+        if status < 500:
+            detail = exc.message if isinstance(exc, HttpProcessingError) else (message or str(exc or ""))
+            kind = type(exc).__name__ if exc is not None else "bad request"
+            gateway._client_error(kind, f"from {request.remote}: {shown(detail)}")
+            text = f"the request is not valid HTTP: {shown(detail, 100)}"
+        else:
+            kind = f"internal error ({type(exc).__name__})"
+            suppressed = gateway._client_errors.admit(kind, monotonic())
+            if suppressed is not None:
+                log.error("error handling a request from %s%s", request.remote,
+                          f" ({suppressed} more since the last such line)" if suppressed else "",
+                          exc_info=exc)
+            text = "internal error in the gateway; the daemon log has the details"
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response is already started: no error answer can be sent")
+        resp = gateway._error(status, text, gateway._new_request_id())
+        resp.force_close()
+        return resp
+
+
+class _GatewayServer(web.Server):
+    """aiohttp's low-level server, making _ClientConnection protocols."""
+
+    def __init__(self, handler, gateway: Gateway, **kwargs):
+        super().__init__(handler, **kwargs)
+        self._gateway = gateway
+
+    def __call__(self) -> _ClientConnection:
+        return _ClientConnection(self, self._gateway, loop=self._loop, **self._kwargs)
+
+
+def _raw_answer(status: int, message: str, rid: str) -> bytes:
+    """A complete JSON error answer that closes the connection, as bytes (no request object exists)."""
+    body = json.dumps({"error": message, "request_id": rid}).encode()
+    return (b"HTTP/1.1 " + _STATUS_LINES[status] + b"\r\nContent-Type: application/json; charset=utf-8"
+            b"\r\nContent-Length: %d\r\nX-Request-Id: %b\r\nConnection: close\r\n\r\n%b"
+            % (len(body), _encode(rid), body))
+
+
+def client_reason(api: str, detail: str) -> str:
+    """What a client is told about an API in error; `detail` (log lines, tracebacks) stays in `cortexd get`.
+
+    The daemon's reason holds the replica's last log lines, which may hold anything the
+    predictor printed (a password, a database URL): none of it reaches an HTTP client.
+    """
+    lowered = detail.lower()
+    if "out of memory" in lowered:
+        why = "its predictor ran out of memory"
+    elif "did not become ready" in lowered:
+        why = "its predictor did not become ready in time"
+    elif "replica image" in lowered:
+        why = "its replica image could not be prepared"
+    elif "could not start a replica" in lowered:
+        why = "its replicas could not be started"
+    elif "internal error" in lowered:
+        why = "the daemon could not reconcile it"
+    else:
+        why = "its predictor failed to start"
+    return f"the API is not ready: {why}; see `cortexd get {api}`"
+
+
 class Gateway:
     """Listens on every configured local_port and proxies requests to ready replicas."""
 
     def __init__(self, host: str = "127.0.0.1", *, max_body_size: int = 32 * 2**20,
-                 no_replica_wait: float = 30.0, upstream_timeout: float = 60.0):
+                 no_replica_wait: float = 30.0, upstream_timeout: float = 60.0,
+                 client_header_timeout: float = CLIENT_HEADER_TIMEOUT,
+                 client_body_timeout: float = CLIENT_BODY_TIMEOUT,
+                 request_buffer_size: int = REQUEST_BUFFER_LIMIT,
+                 health: HealthPolicy | None = None):
         self.host = host
         self.max_body_size = max_body_size
         self.no_replica_wait = no_replica_wait
         self.upstream_timeout = upstream_timeout
+        self.client_header_timeout = client_header_timeout
+        self.client_body_timeout = client_body_timeout
+        self.request_buffer_size = request_buffer_size
+        self.health = health or HealthPolicy()  # passive health checks (cortexd.core.health)
+        # called (api, replica id, reason, replace=, until=) when a replica leaves rotation:
+        # the reconciler reports it, and replaces it when `replace` (hung, not just ejected
+        # until the monotonic time `until`)
+        self.on_replica_health = None
+        self._client_errors = ClientErrorLog()
+        self._forced = False
         self._routes: dict[str, APIRoute] = {}
         self._retired: dict[str, APIRoute] = {}  # deleted APIs whose requests still run
         self._listeners: dict[int, _Listener] = {}
@@ -236,7 +418,9 @@ class Gateway:
         route = self._routes.get(api)
         if route is None:
             return  # not configured (or deleted): nothing routes to it
+        ejected = route.ejected  # out of rotation by passive health: they stay out
         current = {t.replica_id: t for t in route.replicas}
+        current.update(ejected)
         targets = []
         for replica_id, host, port in replicas:
             target = current.pop(replica_id, None)
@@ -254,16 +438,19 @@ class Gateway:
             targets.append(target)
         for target in current.values():
             self._retire_replica(route, target)
-        route.replicas = targets
+        route.replicas = [t for t in targets if ejected.get(t.replica_id) is not t]
         route.notify_changed()
 
     def set_state(self, api: str, *, starting: bool, error: str | None = None) -> None:
-        """While `starting`, requests without a ready replica wait; with `error` they get 503 at once."""
+        """While `starting`, requests without a ready replica wait; with `error` they get 503 at once.
+
+        `error` is the daemon's detailed reason; clients get only its category (client_reason()).
+        """
         route = self._routes.get(api)
         if route is None:
             return
         route.starting = starting
-        route.error = error
+        route.error = None if error is None else client_reason(api, error)
         route.notify_changed()
 
     def replica_in_flight(self, api: str, replica_id: str) -> int:
@@ -274,7 +461,7 @@ class Gateway:
         for target in route.replicas:
             if target.replica_id == replica_id:
                 return target.in_flight
-        target = route.draining.get(replica_id)
+        target = route.draining.get(replica_id) or route.ejected.get(replica_id)
         return target.in_flight if target is not None else 0
 
     def api_in_flight(self, api: str) -> int:
@@ -298,8 +485,15 @@ class Gateway:
         return sorted(self._listeners)
 
     async def close(self, drain_timeout: float = 10.0) -> None:
-        """Stop accepting, let in-flight requests finish (up to `drain_timeout`), close pools."""
+        """Stop accepting, let in-flight requests finish (up to `drain_timeout`), close pools.
+
+        From the first moment every answer carries `Connection: close`, and a request that
+        comes on a kept-alive connection gets 503 + `Connection: close` without reaching a
+        replica: keep-alive clients cannot feed the drain, and none has a request cut.
+        """
         self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout
         for listener in self._listeners.values():
             if listener.server is not None:
                 listener.server.close()
@@ -314,18 +508,28 @@ class Gateway:
             except TimeoutError:
                 log.warning("%d request(s) still in flight after %g s; closing anyway",
                             self._in_flight, drain_timeout)
+        # a kept-alive client may have a request on the wire right now: closing its connection
+        # would cut it, so connections get a moment to bring it and be answered (503, close)
+        grace_end = min(deadline, loop.time() + CLOSE_GRACE)
+        while not self._forced and loop.time() < grace_end and any(
+                listener.web_server is not None and listener.web_server.connections
+                for listener in self._listeners.values()):
+            await asyncio.sleep(0.02)
         listeners, self._listeners = list(self._listeners.values()), {}
         # a tiny positive timeout: aiohttp reads 0 as "no timeout" and would wait for every
         # request still running; past the drain deadline they are cancelled instead
         await asyncio.gather(*(listener.stop(0.01) for listener in listeners))
         for route in [*self._routes.values(), *self._retired.values()]:
-            for target in [*route.replicas, *route.draining.values()]:
+            for target in [*route.replicas, *route.draining.values(), *route.ejected.values()]:
                 target.pool.close()
+                if target.readmit is not None:
+                    target.readmit.cancel()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     def force_close(self) -> None:
         """Stop waiting for in-flight requests (a second Ctrl-C): close() goes on at once."""
+        self._forced = True
         if self._idle is None:
             self._idle = asyncio.Event()
         self._idle.set()
@@ -334,8 +538,8 @@ class Gateway:
 
     async def _listen(self, port: int) -> _Listener:
         listener = _Listener(port)
-        listener.web_server = web.Server(
-            functools.partial(self._serve, listener),
+        listener.web_server = _GatewayServer(
+            functools.partial(self._serve, listener), self,
             access_log=None,  # the gateway keeps counters; a log line per request is too slow
             auto_decompress=False,  # forward bodies exactly as sent (Content-Encoding included)
             keepalive_timeout=CLIENT_KEEPALIVE,
@@ -366,8 +570,19 @@ class Gateway:
 
     # -- the request path -------------------------------------------------------------
 
+    def _new_request_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):x}"
+
+    def _client_error(self, kind: str, detail: str) -> None:
+        """Log a client's mistake: one line per kind per interval, with a count of those left out."""
+        suppressed = self._client_errors.admit(kind, monotonic())
+        if suppressed is not None:
+            log.warning(ClientErrorLog.line(kind, detail, suppressed))
+
     async def _serve(self, listener: _Listener, request: BaseRequest) -> web.StreamResponse:
-        rid = request.headers.get("X-Request-Id") or f"{self._id_prefix}{next(self._ids):x}"
+        rid = request.headers.get("X-Request-Id")
+        if rid is None or not _WELL_FORMED_ID(rid):
+            rid = f"{self._id_prefix}{next(self._ids):x}"
         path = request.raw_path
         query = ""
         q = path.find("?")
@@ -376,17 +591,55 @@ class Gateway:
         route = listener.table.get(path)
         if route is None:
             self.unrouted += 1
-            return self._not_found(listener, path, rid)
-        route.in_flight += 1
+            resp = self._not_found(listener, path, rid)
+            if self._closing:
+                resp.force_close()
+            return resp
         self._in_flight += 1
         status = 500
         resp = None
+        counted = False
         started = monotonic()
         try:
-            resp, status = await self._forward(request, route, query, rid)
+            if self._closing:
+                resp, status = self._error(503, "the gateway is shutting down", rid), 503
+                return resp
+            length = request.content_length
+            if length is not None and length > self.max_body_size:
+                resp, status = self._too_large(rid), 413
+                return resp
+            # the body first: a request takes a replica slot (in-flight, max_replica_concurrency,
+            # autoscaling) only once it is here, unless it is too large to buffer
+            body = None if length is None else b""
+            streamed = False
+            if request.body_exists:
+                content = request.content
+                if content.is_eof():  # the usual small request: its body came with its head
+                    body = content.read_nowait(-1)
+                    if length is None and len(body) > self.max_body_size:
+                        resp, status = self._too_large(rid), 413
+                        return resp
+                else:
+                    if request.version >= (1, 1) and \
+                            request.headers.get("Expect", "").lower() == "100-continue":
+                        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    if length is not None and length > self.request_buffer_size:
+                        streamed = True
+                    else:
+                        answer, body, complete = await self._buffer_body(request, length, rid)
+                        if answer is not None:
+                            resp, status = answer, answer.status
+                            return resp
+                        streamed = not complete
+            route.in_flight += 1
+            counted = True
+            resp, status = await self._forward(request, route, query, rid, body, streamed)
             return resp
         finally:
-            route.in_flight -= 1
+            if counted:
+                route.in_flight -= 1
+            if self._closing and resp is not None:
+                resp.force_close()
             now = monotonic()
             route.metrics.record(status, now - started, now)
             monitor = route.monitor
@@ -397,12 +650,35 @@ class Gateway:
             if self._in_flight == 0 and self._idle is not None:
                 self._idle.set()
 
-    async def _forward(self, request: BaseRequest, route: APIRoute, query: str,
-                       rid: str) -> tuple[web.StreamResponse, int]:
-        length = request.content_length
-        if length is not None and length > self.max_body_size:
-            return self._too_large(rid), 413
+    async def _buffer_body(self, request: BaseRequest, length: int | None,
+                           rid: str) -> tuple[web.Response | None, bytes, bool]:
+        """Read a body that did not come with its head: (answer, body, complete).
 
+        At most request_buffer_size bytes (a chunked body can be longer: the rest streams),
+        each read waiting at most client_body_timeout; `answer` is set (408, 413, 400) when
+        the body cannot be had.
+        """
+        content = request.content
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while size < self.request_buffer_size:
+                async with asyncio.timeout(self.client_body_timeout):
+                    data = await content.readany()
+                if not data:
+                    return None, b"".join(chunks), True
+                chunks.append(data)
+                size += len(data)
+                if size > self.max_body_size:
+                    return self._too_large(rid), b"", False
+        except TimeoutError:
+            return self._body_timed_out(request, rid), b"", False
+        except (OSError, RequestPayloadError, HttpProcessingError) as e:  # the client's body broke off
+            return self._error(400, f"the request body could not be read: {e}", rid), b"", False
+        return None, b"".join(chunks), content.at_eof()
+
+    async def _forward(self, request: BaseRequest, route: APIRoute, query: str, rid: str,
+                       body: bytes | None, streamed: bool) -> tuple[web.StreamResponse, int]:
         replicas = route.replicas
         if replicas:
             i = pick_replica([t.in_flight for t in replicas], route.max_replica_concurrency, route.rr)
@@ -416,30 +692,64 @@ class Gateway:
                 return picked, picked.status
             target = picked
 
+        # A request that provably never reached a predictor is retried once, elsewhere if
+        # possible, on a fresh connection: one whose connection could not be opened, and one
+        # whose connection closed or reset before the replica read it (UpstreamNotDelivered;
+        # only with its body buffered, so it can be sent again). Never one that reached it.
         target.in_flight += 1
         try:
-            conn = target.pool.take_idle() or await target.pool.connect()
-        except UpstreamConnectError as first:
-            # nothing was sent: retry once, elsewhere if possible, on a fresh connection
-            self._release_target(route, target)
-            target = self._pick_other(route, target)
-            target.in_flight += 1
+            try:
+                conn = target.pool.take_idle() or await target.pool.connect()
+            except UpstreamConnectError as first:
+                self._note_failure(route, target, first)
+                target = self._switch_target(route, target)
+                try:
+                    conn = await target.pool.connect()
+                except UpstreamConnectError as second:
+                    self._note_failure(route, target, second)
+                    log.warning("api %r: %s; retry: %s", route.name, first, second)
+                    return self._error(
+                        502, f"api {route.name!r}: replica {target.replica_id} is unreachable: {second}",
+                        rid), 502
+                return await self._exchange_once(request, route, target, conn, query, rid, body,
+                                                 streamed, retry=False)
+            return await self._exchange_once(request, route, target, conn, query, rid, body,
+                                             streamed, retry=not streamed)
+        except _RetryElsewhere:
+            target = self._switch_target(route, target)
             try:
                 conn = await target.pool.connect()
             except UpstreamConnectError as second:
-                self._release_target(route, target)
-                log.warning("api %r: %s; retry: %s", route.name, first, second)
+                self._note_failure(route, target, second)
                 return self._error(
                     502, f"api {route.name!r}: replica {target.replica_id} is unreachable: {second}",
                     rid), 502
+            return await self._exchange_once(request, route, target, conn, query, rid, body,
+                                             streamed, retry=False)
+        finally:
+            self._release_target(route, target)
+
+    async def _exchange_once(self, request: BaseRequest, route: APIRoute, target: ReplicaTarget,
+                             conn: UpstreamConnection, query: str, rid: str, body: bytes | None,
+                             streamed: bool, *, retry: bool) -> tuple[web.StreamResponse, int]:
+        """_exchange on `conn`; _RetryElsewhere only when `retry` allows one more attempt."""
         try:
-            return await self._exchange(request, route, target, conn, query, rid, length)
+            return await self._exchange(request, route, target, conn, query, rid, body, streamed)
+        except _RetryElsewhere as undelivered:
+            if retry:
+                raise
+            return self._failure_answer(route, target, undelivered.error, rid)
         except BaseException:
             if conn.active:  # not handed back to the pool: its state is unknown
                 conn.close()
             raise
-        finally:
-            self._release_target(route, target)
+
+    def _switch_target(self, route: APIRoute, failed: ReplicaTarget) -> ReplicaTarget:
+        """Give up `failed` for this request and take another replica (the same if none)."""
+        self._release_target(route, failed)
+        target = self._pick_other(route, failed)
+        target.in_flight += 1
+        return target
 
     async def _wait_for_replica(self, route: APIRoute, rid: str) -> ReplicaTarget | web.Response:
         """Wait (bounded by no_replica_wait) until the API has a ready replica with room."""
@@ -480,9 +790,13 @@ class Gateway:
             target.pool.close()
 
     async def _exchange(self, request: BaseRequest, route: APIRoute, target: ReplicaTarget,
-                        conn: UpstreamConnection, query: str, rid: str,
-                        length: int | None) -> tuple[web.StreamResponse, int]:
-        """Send the request on `conn` and relay the response; never retried from here on."""
+                        conn: UpstreamConnection, query: str, rid: str, request_body: bytes | None,
+                        streamed: bool) -> tuple[web.StreamResponse, int]:
+        """Send the request on `conn` and relay the response; never retried from here on.
+
+        `request_body` is the whole body (None: the request has none) or, when `streamed`,
+        what was read of it so far; the rest then streams from the client.
+        """
         method = request.method
         conn.begin(head_only=method == "HEAD")
         pool = target.pool
@@ -501,41 +815,57 @@ class Gateway:
             if name.lower() not in drop:
                 lines.append(name + b": " + value)
         lines.append(b"X-Request-Id: " + _encode(rid))
-        chunked = length is None and request.body_exists
-        if length is not None:
-            lines.append(b"Content-Length: %d" % length)
-        elif chunked:
-            lines.append(b"Transfer-Encoding: chunked")
+        # the client's address: appended to X-Forwarded-For (nginx's $proxy_add_x_forwarded_for)
+        # and as X-Real-IP, replacing what the client claimed; Forwarded passes as sent
+        peer = request.protocol.peer
+        forwarded_for = headers.getall("X-Forwarded-For", None)
+        if forwarded_for:
+            lines.append(b"X-Forwarded-For: " + _encode(", ".join(forwarded_for)) + b", " + peer)
+        else:
+            lines.append(b"X-Forwarded-For: " + peer)
+        lines.append(b"X-Real-IP: " + peer)
+        if request.version < (1, 1) and "Host" not in headers:
+            # HTTP/1.0 needs no Host; the HTTP/1.1 the replica is spoken to does
+            lines.append(b"Host: %b:%d" % (_encode(target.host), target.port))
+        length = request.content_length
+        if streamed:
+            if length is not None:
+                lines.append(b"Content-Length: %d" % length)
+            else:
+                lines.append(b"Transfer-Encoding: chunked")
+        elif request_body is not None:
+            lines.append(b"Content-Length: %d" % len(request_body))
         lines.append(b"\r\n")
         head = b"\r\n".join(lines)
 
-        # -- request body: streamed through, counted against max_body_size
+        # -- request body: whole (the usual case), or streamed through from the client
         try:
-            if (length or chunked) and request.version >= (1, 1) and \
-                    headers.get("Expect", "").lower() == "100-continue":
-                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            if length:
-                content = request.content
-                data = await content.readany()
-                sent = len(data)
-                if sent < 65536:  # the usual small body: one write, one segment
-                    conn.write(head + data)
-                else:
+            if not streamed:
+                if request_body and len(request_body) >= 65536:
                     conn.write(head)
-                    conn.write(data)
+                    conn.write(request_body)
+                else:  # one write, one segment
+                    conn.write(head + request_body if request_body else head)
+            elif length is not None:
+                content = request.content
+                conn.write(head)
+                sent = 0
                 while sent < length and not conn.head_done:  # stop early if the replica answered
                     await conn.drain(timeout)
-                    data = await content.readany()
+                    async with asyncio.timeout(self.client_body_timeout):
+                        data = await content.readany()
                     if not data:
                         raise ConnectionError("the request body ended early")
                     sent += len(data)
                     conn.write(data)
-            elif chunked:
+            else:  # chunked and longer than the buffer: what was buffered goes first
                 content = request.content
-                conn.write(head)
-                sent = 0
+                sent = len(request_body)
+                conn.write(head + b"%x\r\n%b\r\n" % (sent, request_body))
                 while not conn.head_done:
-                    data = await content.readany()
+                    await conn.drain(timeout)
+                    async with asyncio.timeout(self.client_body_timeout):
+                        data = await content.readany()
                     if not data:
                         conn.write(b"0\r\n\r\n")
                         break
@@ -544,11 +874,11 @@ class Gateway:
                         conn.close()  # the replica sees an unfinished request and drops it
                         return self._too_large(rid), 413
                     conn.write(b"%x\r\n%b\r\n" % (len(data), data))
-                    await conn.drain(timeout)
-            else:
-                conn.write(head)
         except UpstreamError as e:
             return self._upstream_failed(route, target, conn, e, rid)
+        except TimeoutError:  # before OSError: TimeoutError is one
+            conn.close()
+            return self._body_timed_out(request, rid), 408
         except (OSError, RequestPayloadError, HttpProcessingError) as e:  # the client's body broke off
             conn.close()
             return self._error(400, f"the request body could not be read: {e}", rid), 400
@@ -558,6 +888,8 @@ class Gateway:
             await conn.wait_head(timeout)
         except UpstreamError as e:
             return self._upstream_failed(route, target, conn, e, rid)
+        if target.health.streak:  # it answered: its failure streak ends
+            target.health = after_answer(target.health)
 
         status = conn.status
         kept: list[tuple[bytes, bytes]] = []
@@ -617,13 +949,69 @@ class Gateway:
 
     def _upstream_failed(self, route: APIRoute, target: ReplicaTarget, conn: UpstreamConnection,
                          e: UpstreamError, rid: str) -> tuple[web.Response, int]:
-        """502 (or 504 for a timeout) for an exchange that failed before anything was relayed."""
+        """502 (or 504 for a timeout) for an exchange that failed before anything was relayed.
+
+        Raises _RetryElsewhere instead when the replica provably never read the request
+        (_forward decides whether it can be sent again). Either way the failure counts
+        toward the replica's passive health.
+        """
         conn.close()
+        self._note_failure(route, target, e)
+        if isinstance(e, UpstreamNotDelivered):
+            raise _RetryElsewhere(e)
+        return self._failure_answer(route, target, e, rid)
+
+    def _failure_answer(self, route: APIRoute, target: ReplicaTarget, e: UpstreamError,
+                        rid: str) -> tuple[web.Response, int]:
         if isinstance(e, UpstreamTimeout):
             status, hint = 504, " (the gateway's upstream timeout)"
         else:
             status, hint = 502, ""
         return self._error(status, f"api {route.name!r}: replica {target.replica_id}: {e}{hint}", rid), status
+
+    # -- passive health: failure streaks eject a replica from rotation (cortexd.core.health) --
+
+    def _note_failure(self, route: APIRoute, target: ReplicaTarget, e: UpstreamError) -> None:
+        before = target.health
+        others = sum(1 for t in route.replicas if t is not target)
+        after = after_failure(before, TIMEOUT if isinstance(e, UpstreamTimeout) else FAILURE,
+                              monotonic(), self.health, others_in_rotation=others)
+        target.health = after
+        if target.removed:
+            return  # already out of rotation (draining)
+        if (after.unhealthy is not None and before.unhealthy is None) or \
+                (after.ejected_until is not None and after.ejected_until != before.ejected_until):
+            self._eject(route, target, e)
+
+    def _eject(self, route: APIRoute, target: ReplicaTarget, e: UpstreamError) -> None:
+        health = target.health
+        route.replicas = [t for t in route.replicas if t is not target]
+        route.ejected[target.replica_id] = target
+        target.pool.close()  # its pooled connections are as suspect as the one that failed
+        if target.readmit is not None:
+            target.readmit.cancel()
+            target.readmit = None
+        if health.unhealthy is None and health.ejected_until is not None:
+            delay = max(0.0, health.ejected_until - monotonic())
+            target.readmit = asyncio.get_running_loop().call_later(delay, self._readmit, route, target)
+        log.warning("api %r: replica %s out of rotation: %s (last: %s)",
+                    route.name, target.replica_id, health.reason, e)
+        route.notify_changed()
+        listener = self.on_replica_health
+        if listener is not None:
+            listener(route.name, target.replica_id, health.reason,
+                     replace=health.unhealthy is not None, until=health.ejected_until)
+
+    def _readmit(self, route: APIRoute, target: ReplicaTarget) -> None:
+        target.readmit = None
+        if target.removed or route.ejected.get(target.replica_id) is not target:
+            return
+        del route.ejected[target.replica_id]
+        target.health = readmitted(target.health)
+        target.pool = UpstreamPool(target.host, target.port)
+        route.replicas = [*route.replicas, target]
+        log.info("api %r: replica %s back in rotation", route.name, target.replica_id)
+        route.notify_changed()
 
     @staticmethod
     def _error(status: int, message: str, rid: str, *, retry_after: bool = False,
@@ -631,7 +1019,7 @@ class Gateway:
         headers = {"X-Request-Id": rid}
         if retry_after:
             headers["Retry-After"] = "1"
-        body = {"error": message}
+        body = {"error": message, "request_id": rid}
         if extra:
             body.update(extra)
         return web.Response(status=status, text=json.dumps(body), content_type="application/json",
@@ -643,6 +1031,16 @@ class Gateway:
         return self._error(
             404, f"no api is served at {path} on port {listener.port}; endpoints here: {served}",
             rid, extra={"endpoints": endpoints})
+
+    def _body_timed_out(self, request: BaseRequest, rid: str) -> web.Response:
+        """408 and close: the client paused its body longer than client_body_timeout."""
+        timeout = self.client_body_timeout
+        self._client_error("request body timeout", f"from {request.remote}: no body bytes for {timeout:g} s")
+        resp = self._error(408, f"the request body paused for more than {timeout:g} s (the gateway's "
+                                "client body timeout)", rid)
+        resp.force_close()
+        request.protocol.close_after_answer()
+        return resp
 
     def _too_large(self, rid: str) -> web.Response:
         return self._error(
@@ -660,13 +1058,18 @@ class Gateway:
 
     def _retire_replica(self, route: APIRoute, target: ReplicaTarget) -> None:
         target.removed = True
+        if route.ejected.get(target.replica_id) is target:
+            del route.ejected[target.replica_id]
+        if target.readmit is not None:
+            target.readmit.cancel()
+            target.readmit = None
         if target.in_flight:
             route.draining[target.replica_id] = target
         else:
             target.pool.close()
 
     def _retire_api(self, route: APIRoute) -> None:
-        for target in route.replicas:
+        for target in [*route.replicas, *route.ejected.values()]:
             self._retire_replica(route, target)
         route.replicas = []
         route.starting = False

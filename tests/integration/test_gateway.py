@@ -204,19 +204,25 @@ async def test_query_string_and_trailing_slash(upstreams, gateways, client):
         assert r.headers["X-Seen-Path"] == "/?x=1&y=a%20b&x=2"
 
 
-async def test_chunked_request_body_is_streamed_to_the_replica(upstreams, gateways, client):
+async def test_chunked_request_body_is_buffered_then_streamed_past_the_buffer(upstreams, gateways, client):
     up = await upstreams("r1")
-    _, base = await one_api(gateways, [up.replica])
+    _, base = await one_api(gateways, [up.replica], request_buffer_size=64 * 1024)
 
-    async def body():
-        for i in range(5):
-            yield f"part{i}-".encode() * 1000
+    async def body(parts: int, size: int):
+        for i in range(parts):
+            yield f"part{i}-".encode() * size
             await asyncio.sleep(0.01)
 
-    async with client.post(base + "/api", data=body()) as r:
+    # within the buffer: read whole, then sent with a Content-Length (nginx's request buffering)
+    async with client.post(base + "/api", data=body(5, 1000)) as r:
+        assert r.status == 200
+        assert r.headers["X-Seen-Transfer-Encoding"] == ""
+        assert await r.read() == b"".join(f"part{i}-".encode() * 1000 for i in range(5))
+    # past it: streamed to the replica as it comes, still chunked
+    async with client.post(base + "/api", data=body(5, 4000)) as r:
         assert r.status == 200
         assert r.headers["X-Seen-Transfer-Encoding"] == "chunked"
-        assert await r.read() == b"".join(f"part{i}-".encode() * 1000 for i in range(5))
+        assert await r.read() == b"".join(f"part{i}-".encode() * 4000 for i in range(5))
 
 
 async def test_chunked_response_streams_before_it_is_complete(upstreams, gateways, client):
@@ -403,12 +409,23 @@ async def test_api_in_error_answers_503_at_once(gateways, client):
     gw = gateways(no_replica_wait=10)
     port = free_port()
     await gw.configure([("api", "/api", port, 10)])
-    gw.set_state("api", starting=False, error="predictor __init__ failed: ZeroDivisionError")
+    # the daemon's reason carries the replica's last log lines: anything the predictor printed
+    detail = ("replica api-1 exited with code 1 (3 failure(s) in a row; retrying in 4s)\n"
+              "connecting with password=hunter2\nTraceback (most recent call last):\n"
+              "  File \"predictor.py\", line 3, in __init__\nOperationalError: postgres://u:hunter2@db")
+    gw.set_state("api", starting=False, error=detail)
     t0 = time.monotonic()
     async with client.post(f"http://127.0.0.1:{port}/api", data=b"x") as r:
         assert r.status == 503
-        assert (await r.json())["error"] == "predictor __init__ failed: ZeroDivisionError"
+        body = await r.json()
+        assert body == {"error": "the API is not ready: its predictor failed to start; see `cortexd get api`",
+                        "request_id": r.headers["X-Request-Id"]}
     assert time.monotonic() - t0 < 1
+    gw.set_state("api", starting=False, error="error (out of memory): replica api-2 was killed: out of "
+                                              "memory (raise compute.mem) (1 failure(s) in a row)\nsecret")
+    async with client.post(f"http://127.0.0.1:{port}/api", data=b"x") as r:
+        assert (await r.json())["error"] == ("the API is not ready: its predictor ran out of memory; "
+                                             "see `cortexd get api`")
 
 
 # -- upstream failures -----------------------------------------------------------------------
@@ -588,3 +605,215 @@ async def test_close_drains_in_flight_requests(upstreams, gateways, client):
     await gw.close(drain_timeout=5)
     assert await pending == 200
     assert gw.api_in_flight("api") == 0
+
+
+# -- request ids and forwarding headers (issue 9.14) ----------------------------------------
+
+
+async def test_malformed_client_request_ids_are_replaced(upstreams, gateways, client):
+    up = await upstreams("r1")
+    _, base = await one_api(gateways, [up.replica])
+    kept = "req-1.2:abc_DEF"
+    async with client.post(base + "/api", data=b"x", headers={"X-Request-Id": kept}) as r:
+        assert r.headers["X-Request-Id"] == kept == r.headers["X-Seen-Request-Id"]
+    for bad in ("x" * 129, "a b", "evil\tline", "<script>", "a,b"):
+        async with client.post(base + "/api", data=b"x", headers={"X-Request-Id": bad}) as r:
+            rid = r.headers["X-Request-Id"]
+            assert rid != bad and rid == r.headers["X-Seen-Request-Id"]
+            assert r.headers.getall("X-Request-Id") == [rid]
+    async with client.get(base + "/nowhere", headers={"X-Request-Id": "y" * 500}) as r:
+        body = await r.json()
+        assert r.status == 404 and body["request_id"] == r.headers["X-Request-Id"] != "y" * 500
+
+
+async def test_forwarding_headers_name_the_client(upstreams, gateways, client):
+    up = await upstreams("r1")
+    _, base = await one_api(gateways, [up.replica])
+    async with client.post(base + "/api", data=b"x") as r:
+        assert r.status == 200
+    seen = up.seen_headers[-1]
+    assert seen["X-Forwarded-For"] == "127.0.0.1" and seen["X-Real-IP"] == "127.0.0.1"
+    # a client's claims: X-Forwarded-For is appended to, X-Real-IP replaced, Forwarded kept
+    async with client.post(base + "/api", data=b"x", headers={
+            "X-Forwarded-For": "203.0.113.7, 10.0.0.1", "X-Real-IP": "1.2.3.4",
+            "Forwarded": "for=203.0.113.7;proto=https"}) as r:
+        assert r.status == 200
+    seen = up.seen_headers[-1]
+    assert seen["X-Forwarded-For"] == "203.0.113.7, 10.0.0.1, 127.0.0.1"
+    assert seen["X-Real-IP"] == "127.0.0.1"
+    assert seen["Forwarded"] == "for=203.0.113.7;proto=https"
+
+
+# -- raw clients: HTTP/1.0, malformed requests, slow clients ----------------------------------
+
+
+async def raw_request(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
+    """Send `data` on a new connection and read until the gateway closes it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
+async def test_http10_without_host_is_served(upstreams, gateways):
+    up = await upstreams("r1")
+    gw, _ = await one_api(gateways, [up.replica])
+    port = gw.ports[0]
+    answer = await raw_request(port, b"POST /api HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello")
+    assert answer.startswith(b"HTTP/1.0 200 "), answer[:200]
+    assert answer.endswith(b"\r\n\r\nhello")
+    assert up.seen_headers[-1]["Host"] == f"127.0.0.1:{up.port}"  # the replica needs one on 1.1
+
+
+async def test_malformed_requests_get_json_400_and_few_log_lines(upstreams, gateways, caplog):
+    up = await upstreams("r1")
+    gw, _ = await one_api(gateways, [up.replica])
+    port = gw.ports[0]
+    caplog.set_level("DEBUG")
+    junk = b"GARBAGE" + b"\x00\xff" * 2000 + b"\r\n\r\n"
+    answers = [await raw_request(port, junk) for _ in range(50)]
+    answers += [await raw_request(port, b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n")
+                for _ in range(50)]
+    for answer in answers:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.split(b"\r\n")[0] in (b"HTTP/1.0 400 Bad Request", b"HTTP/1.1 400 Bad Request"), answer[:200]
+        assert b"Connection: close" in head or head.startswith(b"HTTP/1.0")
+        error = json.loads(body)
+        assert error["error"].startswith("the request is not valid HTTP") and error["request_id"]
+        assert len(body) < 400  # the client's bytes are not echoed back whole
+    records = [r for r in caplog.records if r.levelno >= 20]
+    assert not [r for r in records if r.name.startswith("aiohttp")]  # aiohttp's traceback lines
+    # one line per kind (the first of each), no traceback, the raw bytes cut short
+    assert 1 <= len(records) <= 2, [r.getMessage()[:100] for r in records]
+    for r in records:
+        assert r.exc_info is None and len(r.getMessage()) < 400
+    async with aiohttp.ClientSession() as session, \
+            session.post(f"http://127.0.0.1:{port}/api", data=b"ok") as r:  # the port still serves
+        assert (r.status, await r.read()) == (200, b"ok")
+
+
+async def test_slow_request_head_gets_408_and_is_closed(upstreams, gateways):
+    up = await upstreams("r1")
+    gw, _ = await one_api(gateways, [up.replica], client_header_timeout=0.5)
+    port = gw.ports[0]
+    t0 = time.monotonic()
+    answer = await raw_request(port, b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Le")
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in answer
+    assert "client header timeout" in json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+    assert 0.4 < time.monotonic() - t0 < 3
+    answer = await raw_request(port, b"")  # a connection that never sends anything: the same
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert up.requests == 0
+
+
+async def test_kept_alive_connection_outlives_the_header_timeout(upstreams, gateways):
+    up = await upstreams("r1")
+    gw, _ = await one_api(gateways, [up.replica], client_header_timeout=0.3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.ports[0])
+    try:
+        for i in range(3):  # idle between requests for longer than the header timeout: kept
+            body = b"hello%d" % i
+            # head and body in separate segments, as many clients send them
+            writer.write(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(body)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            assert await reader.readexactly(length) == body
+            await asyncio.sleep(0.5)
+    finally:
+        writer.close()
+
+
+async def test_slow_bodies_get_408_and_hold_no_replica_slot(upstreams, gateways, client):
+    up = await upstreams("r1")
+    gw, base = await one_api(gateways, [up.replica], max_concurrency=1, client_body_timeout=1.0)
+    port = gw.ports[0]
+
+    async def slow_client():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        await writer.drain()
+        try:
+            return await asyncio.wait_for(reader.read(), 5)
+        finally:
+            writer.close()
+
+    t0 = time.monotonic()
+    slow = [asyncio.ensure_future(slow_client()) for _ in range(8)]
+    await asyncio.sleep(0.3)
+    assert gw.api_in_flight("api") == 0  # bodies still on their way hold nothing
+    for _ in range(5):  # max_replica_concurrency=1, yet real clients are served
+        async with client.post(base + "/api", data=b"real") as r:
+            assert (r.status, await r.read()) == (200, b"real")
+    for answer in await asyncio.gather(*slow):
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in answer
+        assert "client body timeout" in json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+    assert 0.9 < time.monotonic() - t0 < 4
+    assert up.requests == 5
+
+
+async def test_slow_streamed_body_gets_408(upstreams, gateways):
+    up = await upstreams("r1")
+    gw, _ = await one_api(gateways, [up.replica], client_body_timeout=0.5, request_buffer_size=1024)
+    answer = await raw_request(
+        gw.ports[0], b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + b"x" * 5000)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert gw.api_in_flight("api") == 0 and gw.replica_in_flight("api", "r1") == 0
+    assert up.bodies == 0  # the replica never got a whole (made-up) body
+
+
+# -- closing under keep-alive load (issue 9.8) ------------------------------------------------
+
+
+async def keep_alive_client(port: int, stop: asyncio.Event, outcomes: list) -> None:
+    """Send requests on one kept-alive connection until told to stop or told to close.
+
+    Appends one outcome per request sent: 200, 503-close, or "cut" (no complete answer).
+    A connection refused before anything was sent is not a request.
+    """
+    while not stop.is_set():
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return  # not accepting any more: nothing was sent
+        try:
+            while not stop.is_set():
+                writer.write(b"POST /api?sleep=0.02 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                    await asyncio.wait_for(reader.readexactly(length), 10)
+                except (TimeoutError, OSError, asyncio.IncompleteReadError):
+                    outcomes.append("cut")
+                    return
+                status = int(head.split(b" ")[1])
+                closing = b"connection: close" in head.lower()
+                outcomes.append(f"{status}{'-close' if closing else ''}")
+                if closing:
+                    break
+        finally:
+            writer.close()
+
+
+async def test_close_under_keep_alive_load_cuts_nothing(upstreams, gateways):
+    up = await upstreams("r1")
+    gw, _ = await one_api(gateways, [up.replica])
+    port = gw.ports[0]
+    stop = asyncio.Event()
+    outcomes: list[str] = []
+    clients = [asyncio.ensure_future(keep_alive_client(port, stop, outcomes)) for _ in range(8)]
+    await asyncio.sleep(0.5)
+    assert gw.api_in_flight("api") > 0
+    await gw.close(drain_timeout=5)
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*clients), 10)
+    assert "cut" not in outcomes, outcomes
+    assert outcomes.count("200") > 8
+    assert set(outcomes) <= {"200", "200-close", "503-close"}, set(outcomes)
+    assert outcomes.count("200-close") + outcomes.count("503-close") >= 8  # every client was told
