@@ -122,10 +122,9 @@ def image_env(spec: APISpec) -> dict[str, str]:
 
 
 def container_env(spec: APISpec, dotenv: Mapping[str, str]) -> dict[str, str]:
-    """The container's env in the manifests: the project's `.env` < the API's `env` (as locally)."""
-    env = dict(dotenv)
-    env.update(spec.predictor.env)
-    return env
+    """The container's env in the manifests: the API's `env`, then the project's `.env` over it
+    (as the backends layer them: Cortex sourced `.env` after `env`)."""
+    return {**spec.predictor.env, **dotenv}
 
 
 def is_project_file(rel: str, cortex_yamls: set[str], ignored: Any = None) -> bool:

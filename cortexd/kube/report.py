@@ -79,7 +79,7 @@ FIELDS: tuple[Field, ...] = (
     Field("predictor.config", *both(I, SPEC)),
     Field("predictor.python_path", *both(I, "PYTHONPATH in the image (ENV)")),
     Field("predictor.image", *both(I, "the image `cortexd build` builds on (FROM)")),
-    Field("predictor.env", *both(M, "containers[0].env (after the project's .env)")),
+    Field("predictor.env", *both(M, "containers[0].env (the project's .env over it, as on one host)")),
     Field("predictor.signature_key", *both(I, SPEC)),
     Field("predictor.server_side_batching", *both(S, "")),
     Field("predictor.tensorflow_serving_image", *both(
