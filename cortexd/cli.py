@@ -154,6 +154,8 @@ def _settings(args) -> DaemonSettings:
         s = s.with_(base_image=args.base_image)
     if getattr(args, "metrics_port", None) is not None:
         s = s.with_(metrics_port=args.metrics_port)
+    if getattr(args, "replica_user", None) is not None:
+        s = s.with_(replica_user=args.replica_user)
     if getattr(args, "port", None) is not None:
         if not 1 <= args.port <= 65535:
             raise UsageError(f"--port {args.port}: expected a port number between 1 and 65535")
@@ -236,6 +238,7 @@ def _daemon_argv(settings: DaemonSettings, paths: list[str]) -> list[str]:
     if settings.base_image:
         argv += ["--base-image", settings.base_image]
     argv += ["--log-max-size", str(settings.log_max_bytes), "--log-files", str(settings.log_files)]
+    argv += ["--replica-user", settings.replica_user]
     if settings.default_local_port is not None:
         argv += ["--port", str(settings.default_local_port)]
     return argv + paths
@@ -621,6 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "CORTEXD_LOG_MAX_SIZE)")
     up.add_argument("--log-files", type=int, metavar="N",
                     help="files kept per log, the current one included (default 5; env CORTEXD_LOG_FILES)")
+    up.add_argument("--replica-user", metavar="USER",
+                    help="process backend, daemon run as root: the user replicas run as (default "
+                         "`cortexd` if it exists, else `nobody`; `root` opts out; env CORTEXD_REPLICA_USER)")
     up.add_argument("--port", type=int, metavar="PORT",
                     help="the local_port of every API that sets none (default 8888; legacy kind: api "
                          "APIs have no local_port field); `deploy` uses it too")
@@ -637,6 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int)
     d.add_argument("--log-max-size")
     d.add_argument("--log-files", type=int)
+    d.add_argument("--replica-user")
 
     down = add("down", cmd_down, "stop the daemon and every replica it started")
     down.add_argument("--timeout", type=float, default=60)

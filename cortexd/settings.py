@@ -118,6 +118,9 @@ class DaemonSettings:
     # (so at most log_max_bytes x log_files each); env CORTEXD_LOG_MAX_SIZE / CORTEXD_LOG_FILES
     log_max_bytes: int = 10 * 2**20
     log_files: int = 5
+    # process backend: the user a root daemon runs replicas as ("" = `cortexd` if that user
+    # exists, else `nobody`; "root" opts out); env CORTEXD_REPLICA_USER, flag --replica-user
+    replica_user: str = field(default_factory=lambda: os.environ.get("CORTEXD_REPLICA_USER", ""))
 
     @property
     def socket_path(self) -> Path:

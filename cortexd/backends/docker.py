@@ -29,7 +29,9 @@ import io
 import json
 import logging
 import os
+import posixpath
 import socket
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -39,6 +41,13 @@ from typing import Any
 
 from cortexd.backends.base import ReplicaInfo, ReplicaState
 from cortexd.backends.images import ImageBuilder, Progress, variant_of
+from cortexd.backends.isolation import (  # parse_dotenv: re-exported for kube bundles
+    layered_environment,
+    parse_dotenv,  # noqa: F401
+    read_dotenv,
+    replica_paths,
+    unreadable_by,
+)
 from cortexd.errors import BackendError, BackendUnavailable, CortexdError
 from cortexd.logfiles import DEFAULT_FILES, DEFAULT_MAX_BYTES, RotatingLogWriter
 from cortexd.spec.model import APISpec
@@ -47,7 +56,14 @@ log = logging.getLogger("cortexd.docker")
 
 CONTAINER_PORT = 8888
 IMAGE_USER = "10001:10001"  # the image's `cortexd` user, used when the daemon runs as root
-SPEC_IN_CONTAINER = "/etc/cortexd/spec.json"
+SPEC_DIR = "/etc/cortexd"  # an anonymous volume: the root filesystem is read-only
+SPEC_IN_CONTAINER = f"{SPEC_DIR}/spec.json"
+IMAGE_HOME = "/home/cortexd"
+# the bridge network replicas join: no traffic between containers (a replica cannot call another
+# API's container directly), the host still reaches each one
+NETWORK = "cortexd"
+NETWORK_OPTIONS = {"com.docker.network.bridge.enable_icc": "false"}
+PIDS_LIMIT = 512  # per container, threads included; raised for many processes x threads
 LABEL_MANAGED = "cortexd.managed"
 LABEL_INSTANCE = "cortexd.instance"
 LABEL_API = "cortexd.api"
@@ -74,44 +90,7 @@ def container_name(instance: str, replica_id: str) -> str:
 # -- pure decisions -------------------------------------------------------------------------
 
 
-def parse_dotenv(text: str) -> dict[str, str]:
-    """A project's `.env` file: KEY=VALUE lines; `export`, comments and quotes as shells write them."""
-    out: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        if line.startswith("export "):
-            line = line[len("export "):].lstrip()
-        key, _, value = line.partition("=")
-        key, value = key.strip(), value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        if key:
-            out[key] = value
-    return out
-
-
-def _local(path: str | None) -> str | None:
-    if not path or "://" in path or not os.path.isabs(path):
-        return None
-    return os.path.normpath(path)
-
-
-def bind_paths(spec: APISpec) -> list[str]:
-    """Host paths a replica needs, each mounted read-only at the same path (nested ones folded)."""
-    p = spec.predictor
-    wanted = [spec.project_dir, p.python_path, p.model_path]
-    if p.models is not None:
-        wanted.append(p.models.dir)
-        wanted.extend(m.path for m in p.models.paths)
-    roots: list[str] = []
-    for path in sorted({q for q in map(_local, wanted) if q}, key=lambda s: (len(s), s)):
-        if not any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots):
-            roots.append(path)
-    return roots
+bind_paths = replica_paths  # each mounted read-only at the same path
 
 
 def container_user(host_uid: int, host_gid: int) -> str:
@@ -134,11 +113,11 @@ def published_note(info: ReplicaInfo) -> str:
 def replica_environment(
     spec: APISpec, dotenv: Mapping[str, str] | None = None, user: str = IMAGE_USER
 ) -> dict[str, str]:
-    """The container's environment: `.env` < the API's `env` < what the runtime needs."""
-    env = dict(dotenv or {})
-    # a host uid has no home in the image; /tmp is writable by every user
-    env.setdefault("HOME", "/home/cortexd" if user == IMAGE_USER else "/tmp")
-    env.update(spec.predictor.env)
+    """The container's environment: the API's `env` < `.env` (Cortex sourced it after `env`)
+    < what the runtime needs. HOME is a tmpfs (IMAGE_HOME) for the image's user; a host uid
+    has no home in the image and gets /tmp, writable by every user."""
+    env = {"HOME": IMAGE_HOME if user == IMAGE_USER else "/tmp"}
+    env.update(layered_environment(spec.predictor.env, dotenv or {}, {}))
     paths = [spec.predictor.python_path, spec.project_dir]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
@@ -161,6 +140,9 @@ def container_create_args(
     """docker-py `containers.create(**kwargs)` arguments for one replica (pure).
 
     user: container_user() of the daemon's uid/gid; dotenv: the project's .env.
+    Hardening: unprivileged, no capabilities, read-only root filesystem (tmpfs /tmp and HOME,
+    the spec on its own volume), a pids limit, and the cortexd network (no inter-container
+    traffic). No memory limit unless compute.mem sets one (as in Cortex).
     """
     from docker.types import DeviceRequest, LogConfig, Mount
 
@@ -183,10 +165,16 @@ def container_create_args(
         "labels": labels,
         # loopback only, ephemeral host port (read back after start)
         "ports": {f"{container_port}/tcp": ("127.0.0.1", None)},
-        "mounts": [Mount(target=p, source=p, type="bind", read_only=True) for p in bind_paths(spec)],
+        "mounts": [Mount(target=p, source=p, type="bind", read_only=True) for p in bind_paths(spec)]
+        # the runtime spec, copied in before start (put_archive cannot write a read-only root)
+        + [Mount(target=SPEC_DIR, source=None, type="volume")],
         "user": user,
         "security_opt": ["no-new-privileges"],
         "cap_drop": ["ALL"],
+        "read_only": True,
+        "tmpfs": tmpfs_mounts(user),
+        "pids_limit": pids_limit(spec),
+        "network": NETWORK,
         # tini as PID 1: forwards SIGTERM to the runtime and reaps its worker processes
         "init": True,
         "nano_cpus": round(spec.compute.cpu * 1e9),
@@ -203,17 +191,30 @@ def container_create_args(
     return args
 
 
+def tmpfs_mounts(user: str) -> dict[str, str]:
+    """The only writable places of a replica's container (memory-backed, gone with it): /tmp
+    (the runtime's model disk cache, tempfile) and, for the image's user, its HOME (~/.cache)."""
+    mounts = {"/tmp": "rw,nosuid,nodev,mode=1777"}
+    if user == IMAGE_USER:
+        uid, gid = IMAGE_USER.split(":")
+        mounts[IMAGE_HOME] = f"rw,nosuid,nodev,uid={uid},gid={gid},mode=0700"
+    return mounts
+
+
+def pids_limit(spec: APISpec) -> int:
+    """PIDS_LIMIT, or more when the predictor's processes x threads need it (threads count)."""
+    p = spec.predictor
+    processes = int(getattr(p, "processes_per_replica", 1) or 1)
+    threads = int(getattr(p, "threads_per_process", 1) or 1)
+    return max(PIDS_LIMIT, processes * (threads + 64) + 64)
+
+
 def spec_archive(spec: APISpec) -> bytes:
-    """A tar holding the runtime spec at SPEC_IN_CONTAINER, for put_archive('/') (pure)."""
+    """A tar holding the runtime spec as spec.json, for put_archive(SPEC_DIR) (pure)."""
     data = json.dumps(spec.runtime_spec(), indent=1).encode()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        parts = SPEC_IN_CONTAINER.strip("/").split("/")
-        for i in range(1, len(parts)):
-            d = tarfile.TarInfo("/".join(parts[:i]))
-            d.type, d.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(d)
-        f = tarfile.TarInfo("/".join(parts))
+        f = tarfile.TarInfo(posixpath.basename(SPEC_IN_CONTAINER))
         f.size, f.mode = len(data), 0o444
         tar.addfile(f, io.BytesIO(data))
     return buf.getvalue()
@@ -257,8 +258,30 @@ def published_port(attrs: Mapping[str, Any], container_port: int = CONTAINER_POR
     return None
 
 
-def replica_from_attrs(attrs: Mapping[str, Any], container_port: int = CONTAINER_PORT) -> ReplicaInfo:
-    """What `docker inspect` says about one of our containers, as a ReplicaInfo (pure)."""
+def network_address(attrs: Mapping[str, Any], network: str = NETWORK) -> str | None:
+    """The container's IP address on the cortexd network (None when it is not on it or stopped)."""
+    networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    return (networks.get(network) or {}).get("IPAddress") or None
+
+
+def engine_reaches_containers(engine_info: Mapping[str, Any], platform: str) -> bool:
+    """Whether this host can connect to containers' bridge addresses (pure, from `docker info`):
+    a Linux engine on this host, neither rootless (its bridge lives in another network namespace)
+    nor Docker Desktop (a VM)."""
+    security = " ".join(engine_info.get("SecurityOptions") or [])
+    return (platform.startswith("linux") and "rootless" not in security
+            and "Docker Desktop" not in str(engine_info.get("OperatingSystem", "")))
+
+
+def replica_from_attrs(attrs: Mapping[str, Any], container_port: int = CONTAINER_PORT,
+                       direct: bool = False) -> ReplicaInfo:
+    """What `docker inspect` says about one of our containers, as a ReplicaInfo (pure).
+
+    direct: address a running replica at its IP on the cortexd network (the host reaches it with
+    inter-container traffic off), so a dead container refuses connections cleanly; through the
+    published loopback port docker-proxy accepts, then resets, and a failure looks like a request
+    that was sent. Otherwise (or for a container not on that network) the published port.
+    """
     labels = (attrs.get("Config") or {}).get("Labels") or {}
     state = attrs.get("State") or {}
     status = _STATES.get(state.get("Status", ""), "exited")
@@ -271,13 +294,17 @@ def replica_from_attrs(attrs: Mapping[str, Any], container_port: int = CONTAINER
     }
     if state.get("Error"):
         extra["error"] = str(state["Error"])
+    host, port = "127.0.0.1", published_port(attrs, container_port) or 0
+    address = network_address(attrs) if direct and status == "running" else None
+    if address:
+        host, port = address, container_port
     return ReplicaInfo(
         api=labels.get(LABEL_API, ""),
         replica_id=labels.get(LABEL_REPLICA, ""),
         spec_hash=labels.get(LABEL_SPEC_HASH, ""),
         state=status,
-        host="127.0.0.1",
-        port=published_port(attrs, container_port) or 0,
+        host=host,
+        port=port,
         started_at=started,
         exit_code=int(state.get("ExitCode", 0)) if status == "exited" else None,
         oom_killed=bool(state.get("OOMKilled", False)),
@@ -286,31 +313,11 @@ def replica_from_attrs(attrs: Mapping[str, Any], container_port: int = CONTAINER
     )
 
 
-def _others_lack(path: str, bits: int) -> bool:
-    try:
-        return (os.stat(path).st_mode & bits) != bits
-    except OSError:
-        return False  # missing paths are the runtime's to report, with its own message
-
-
 def unreadable_by_others(paths: list[str], predictor_file: str) -> str | None:
-    """The first path an unrelated uid cannot reach (I/O: stat), or None.
-
-    A root daemon's replicas run as uid 10001, which reads the project only
-    through the "other" permission bits; without this check the replica
-    would fail later with a PermissionError deep in the runtime.
-    """
-    for root in paths:
-        parts = Path(root).parts
-        for i in range(2, len(parts)):
-            parent = str(Path(*parts[:i]))
-            if _others_lack(parent, 0o001):
-                return parent
-        if os.path.isdir(root) and _others_lack(root, 0o005):
-            return root
-    if _others_lack(predictor_file, 0o004):
-        return predictor_file
-    return None
+    """The first path the image's user (uid 10001, a stranger to the host's files) cannot reach,
+    or None: without this check the replica would fail with a PermissionError deep in the runtime."""
+    uid, gid = (int(x) for x in IMAGE_USER.split(":"))
+    return unreadable_by(uid, (gid,), paths, [predictor_file])
 
 
 # -- error translation (the one place docker-py exceptions become ours) ------------------------------
@@ -434,6 +441,8 @@ class DockerBackend:
         # spec hash -> the image tag image_for() returned: start() needs no build lock for these
         self._images: dict[str, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._network_ready = False
+        self._direct: bool | None = None  # engine_reaches_containers(), asked once
 
     # -- engine -----------------------------------------------------------------------------------
     @staticmethod
@@ -505,6 +514,46 @@ class DockerBackend:
         threading.Thread(target=run, name=f"build-{action[:40]}", daemon=True).start()
         return await fut
 
+    async def _reaches_containers(self) -> bool:
+        """Whether replicas are addressed at their cortexd-network IP (replica_from_attrs)."""
+        if self._direct is None:
+            info = await self._call("reading the Docker engine's info", lambda: self._client().info())
+            local = engine_address(self._base_url).startswith(("unix://", "/"))
+            self._direct = local and engine_reaches_containers(info, sys.platform)
+        return self._direct
+
+    async def _ensure_network(self) -> None:
+        """Create the cortexd network (a bridge without inter-container traffic) once; an existing
+        one that lets containers talk to each other is refused with the fix."""
+        if self._network_ready:
+            return
+        import docker.errors
+
+        def run() -> None:
+            client = self._client()
+            try:
+                network = client.networks.get(NETWORK)
+            except docker.errors.NotFound:
+                try:
+                    client.networks.create(NETWORK, driver="bridge", options=NETWORK_OPTIONS,
+                                           labels={LABEL_MANAGED: "true"})
+                    return
+                except docker.errors.APIError as e:
+                    if e.status_code != 409:  # 409: another daemon created it meanwhile
+                        raise
+                network = client.networks.get(NETWORK)
+            options = network.attrs.get("Options") or {}
+            if network.attrs.get("Driver") != "bridge" or any(
+                    options.get(k) != v for k, v in NETWORK_OPTIONS.items()):
+                raise BackendError(
+                    f"the Docker network {NETWORK!r} exists but lets containers reach each other "
+                    f"(driver {network.attrs.get('Driver')}, options {options}); cortexd's replicas "
+                    f"need a bridge with enable_icc false. Remove it (`docker network rm {NETWORK}`) "
+                    "and cortexd creates its own.")
+
+        await self._call(f"preparing the Docker network {NETWORK!r}", run)
+        self._network_ready = True
+
     async def _start_call(self, action: str, fn: Any, *args: Any) -> Any:
         """A container start that finishes even if the awaiting task is cancelled, so settle()
         can wait for it and the daemon's final list() sees the container (and stops it)."""
@@ -562,11 +611,8 @@ class DockerBackend:
 
         known = spec.spec_hash in self._images
         image = await self._image_to_start(spec)
-        dotenv_file = Path(spec.project_dir) / ".env"
-        try:
-            dotenv = parse_dotenv(dotenv_file.read_text()) if dotenv_file.is_file() else {}
-        except (OSError, UnicodeDecodeError) as e:
-            raise BackendError(f"api {spec.name!r}: cannot read {dotenv_file}: {e}") from None
+        dotenv = read_dotenv(spec.project_dir, spec.name)
+        await self._ensure_network()
         user = container_user(os.getuid(), os.getgid())
         if user == IMAGE_USER:
             blocked = unreadable_by_others(bind_paths(spec), spec.predictor.path)
@@ -586,12 +632,12 @@ class DockerBackend:
             client = self._client()
             container = client.containers.create(**kwargs)
             try:
-                container.put_archive("/", archive)
+                container.put_archive(SPEC_DIR, archive)
                 container.start()
                 container.reload()
             except BaseException:
                 with contextlib.suppress(Exception):
-                    container.remove(force=True)
+                    container.remove(force=True, v=True)  # v: its spec volume too
                 raise
             return container.attrs
 
@@ -604,7 +650,7 @@ class DockerBackend:
             # the remembered image was removed since (docker rmi, prune): prepare it again
             self._images.pop(spec.spec_hash, None)
             attrs = await self._start_call(action, run, await self.image_for(spec))
-        info = replica_from_attrs(attrs)
+        info = replica_from_attrs(attrs, direct=await self._reaches_containers())
         self._ensure_pump(info, attrs.get("Id", ""))
         return info
 
@@ -680,7 +726,7 @@ class DockerBackend:
                 if container.status in ("running", "restarting", "paused"):
                     container.stop(timeout=max(0, round(timeout)))
             with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True)
+                container.remove(force=True, v=True)  # v: its spec volume too
 
         await self._call(f"stopping replica {replica_id}", run)
         self._forget(replica_id)
@@ -708,7 +754,8 @@ class DockerBackend:
             return [c.attrs for c in found]
 
         attrs = await self._call("listing replicas", run)
-        infos = [replica_from_attrs(a) for a in attrs]
+        direct = await self._reaches_containers()
+        infos = [replica_from_attrs(a, direct=direct) for a in attrs]
         for info, a in zip(infos, attrs):
             self._ensure_pump(info, a.get("Id", ""))  # adopted replicas (daemon restart)
         self._prune({info.replica_id for info in infos})

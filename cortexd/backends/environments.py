@@ -52,6 +52,7 @@ import platform
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import venv
@@ -61,16 +62,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cortexd import __version__
+from cortexd.backends.images import merged_pip_settings
 from cortexd.backends.process import parent_death_signal
 from cortexd.core.preinstalled import Addition, imported_modules, preinstalled_additions
 from cortexd.core.requirements import (
     PREINSTALLED_FILE,
     RequirementLine,
+    canonical,
     environment_digest,
     install_failure,
     pip_activity,
     requirement_lines,
     requirement_names,
+    uv_activity,
+    uv_options,
 )
 from cortexd.errors import DependencyError
 from cortexd.spec.model import APISpec
@@ -180,6 +185,28 @@ def runtime_identity() -> str:
     ])
 
 
+def runtime_pins() -> list[tuple[str, str]]:
+    """(canonical name, "name==version") of the runtime's distributions that an index can serve
+    (editable and local installs, cortexd's own among them, are left out)."""
+    out = {}
+    for d in importlib.metadata.distributions():
+        name = d.metadata["Name"] if d.metadata else None
+        if not name or d.read_text("direct_url.json"):
+            continue
+        out.setdefault(canonical(name), f"{name}=={d.version}")
+    return sorted(out.items())
+
+
+def uv_binary() -> str | None:
+    """uv's executable: the `uv` wheel's (a dependency of cortexd), else one on PATH, else None."""
+    try:
+        from uv import find_uv_bin
+
+        return find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        return shutil.which("uv")
+
+
 def project_pip_env(path: Path) -> tuple[dict[str, str], str | None]:
     """A project pip.conf's [global] and [install] settings as PIP_* variables, or a problem."""
     parser = configparser.RawConfigParser()
@@ -220,7 +247,7 @@ class ProjectEnvironments:
     """
 
     def __init__(self, cache_dir: Path | str, *, run_dependencies_sh: bool = False,
-                 notify: Notify | None = None, python: str = sys.executable):
+                 notify: Notify | None = None, python: str = sys.executable, use_uv: bool = True):
         self.cache_dir = Path(os.path.abspath(cache_dir))
         self.run_dependencies_sh = run_dependencies_sh
         self._notify = notify or (lambda message, api: log.warning("[%s] %s", api, message))
@@ -233,6 +260,8 @@ class ProjectEnvironments:
         self._noticed: set[tuple[str, str]] = set()
         self._by_spec: dict[str, str] = {}  # spec hash -> interpreter
         self._waiting: dict[str, set[str]] = {}  # digest -> apis waiting for its build
+        self._pip_config: str | None = None
+        self.use_uv = use_uv
 
     # -- planning -----------------------------------------------------------------------------
     def plan(self, spec: APISpec) -> EnvironmentPlan:
@@ -435,22 +464,73 @@ class ProjectEnvironments:
             added = folder / PREINSTALLED_FILE
             added.write_text("".join(f"{a.distribution}\n" for a in plan.additions))
             pip_files += ["-r", str(added)]
+        installer = None
         if pip_files:
             env = {k: v for k, v in os.environ.items() if k not in _PIP_VARS_DROPPED}
             env.update(plan.pip_env)
+            installer = "uv" if await self._install_with_uv(plan, folder, pip_files, env, build_log) else "pip"
+        if installer == "pip":
             env.update({"PYTHONUNBUFFERED": "1", "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
             cmd = [self._python, "-m", "pip", "--python", python, "install", "--progress-bar", "off",
                    "--no-warn-script-location", *pip_files]
             self._say(plan.digest, "installing requirements", "starting pip")
             await self._run(plan, cmd, build_log, "requirements.txt", env)
         (folder / DONE_FILE).write_text(json.dumps({
-            "digest": plan.digest, "project": plan.project_dir,
+            "digest": plan.digest, "project": plan.project_dir, "installer": installer,
             "added": [a.distribution for a in plan.additions],
             "seconds": round(time.monotonic() - started, 1), "created": time.time(),
         }, indent=1))
         log.info("environment %s for %s ready in %.1fs", plan.digest, plan.project_dir,
                  time.monotonic() - started)
         return Environment(folder, python)
+
+    async def _install_with_uv(self, plan: EnvironmentPlan, folder: Path, pip_files: list[str],
+                               env: dict[str, str], build_log: Path) -> bool:
+        """Install with uv when it can do what pip would (True: done); else leave it to pip.
+
+        uv does not see the runtime's packages as installed, so it is given their versions
+        as constraints (for every package the project does not name itself): it then picks
+        what pip would have reused, and the copies it puts in the venv are the same versions.
+        When that cannot resolve (the project needs a newer version of a runtime package),
+        or uv fails in any way, pip installs instead and its answer is the one reported.
+        """
+        uv = uv_binary()
+        if uv is None or not self.use_uv:
+            return False
+        options = uv_options(merged_pip_settings(await self._host_pip_config(), env))
+        if options is None:
+            return False  # a pip setting uv cannot honour
+        args, uv_env = options
+        constraints = folder / "cortexd-runtime-constraints.txt"
+        named = requirement_names(plan.lines) | {canonical(a.distribution) for a in plan.additions}
+        constraints.write_text("".join(f"{pin}\n" for name, pin in runtime_pins() if name not in named))
+        cmd = [uv, "pip", "install", "--python", str(folder / "bin" / "python"), "--color", "never",
+               *pip_files, "--constraint", str(constraints), *args]
+        self._say(plan.digest, "installing requirements", "resolving with uv")
+        try:
+            await self._run(plan, cmd, build_log, "uv", {**env, **uv_env})
+        except DependencyError as e:
+            log.info("uv could not install %s (%s); pip installs instead", plan.project_dir, e)
+            with open(build_log, "a", encoding="utf-8") as out:  # noqa: ASYNC230 - a local log file
+                out.write("uv failed; installing with pip instead\n")
+            # a fresh venv: nothing uv may have left behind
+            keep = build_log.read_bytes()
+            await asyncio.to_thread(self._create_venv, folder)
+            build_log.write_bytes(keep)
+            return False
+        return True
+
+    async def _host_pip_config(self) -> str:
+        """`pip config list` of this host (once): the settings pip would read, for uv."""
+        if self._pip_config is None:
+            def read() -> str:
+                try:
+                    return subprocess.run([self._python, "-m", "pip", "config", "list"], capture_output=True,
+                                          text=True, timeout=60, check=False).stdout
+                except (OSError, subprocess.SubprocessError):
+                    return ""
+            self._pip_config = await asyncio.to_thread(read)
+        return self._pip_config
 
     def _create_venv(self, folder: Path) -> None:
         try:
@@ -503,7 +583,8 @@ class ProjectEnvironments:
                     line = raw.decode("utf-8", "replace").rstrip()
                     tail.append(line)
                     out.write(line + "\n")
-                    activity = pip_activity(line) if what == "requirements.txt" else None
+                    activity = (pip_activity(line) if what == "requirements.txt"
+                                else uv_activity(line) if what == "uv" else None)
                     if activity:
                         self._say(plan.digest, "installing requirements", activity)
             code = await proc.wait()

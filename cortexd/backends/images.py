@@ -103,6 +103,18 @@ def _is_loopback_url(url: str) -> bool:
     return host in ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
+def merged_pip_settings(config_list: str, env: Mapping[str, str]) -> dict[str, str]:
+    """pip's effective settings for `pip install` on this host ({option: value}, config-file
+    names): [global] < [install] < PIP_* variables, as pip ranks them. Used for Docker builds
+    (below) and to hand the same settings to uv on the process backend (environments.py)."""
+    sections = parse_pip_config_list(config_list)
+    merged: dict[str, str] = {}
+    for section in ("global", "install", ":env:"):
+        merged.update(sections.get(section, {}))
+    merged.update(_env_settings(env))
+    return merged
+
+
 def pip_settings_for_build(config_list: str, env: Mapping[str, str]) -> PipSettings:
     """Turn the host's pip configuration into what a `docker build` needs.
 
@@ -111,11 +123,7 @@ def pip_settings_for_build(config_list: str, env: Mapping[str, str]) -> PipSetti
     Local paths (file:// indexes, local find-links) do not exist inside the build:
     they are dropped with a notice. The cert bundle is copied and pointed to.
     """
-    sections = parse_pip_config_list(config_list)
-    merged: dict[str, str] = {}
-    for section in ("global", "install", ":env:"):
-        merged.update(sections.get(section, {}))
-    merged.update(_env_settings(env))
+    merged = merged_pip_settings(config_list, env)
 
     notices: list[str] = []
     lines: list[str] = []

@@ -14,6 +14,11 @@ one gets SIGTERM when the daemon dies, even by SIGKILL (PR_SET_PDEATHSIG), and
 run_dir/<replica>.pid lets the next daemon SIGKILL what is left anyway
 (reap_leftovers(), called before it clears run_dir).
 
+A replica gets none of the daemon's environment but what the runtime needs (INHERITED),
+a private folder outside the daemon's home (its spec and HOME, private_dir()), and, when
+the daemon runs as root, an unprivileged user (isolation.py); replica_of_peer() tells the
+control API which connecting processes are a replica's, to refuse them.
+
 compute.cpu and compute.mem are not enforced here (best effort: stated in the
 README); compute.gpu maps to CUDA_VISIBLE_DEVICES from placement, with
 CUDA_DEVICE_ORDER=PCI_BUS_ID so CUDA numbers the GPUs as NVML (placement) does.
@@ -26,18 +31,28 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cortexd.backends.base import ReplicaInfo
+from cortexd.backends.isolation import (
+    ReplicaUser,
+    layered_environment,
+    read_dotenv,
+    replica_paths,
+    resolve_replica_user,
+    unreadable_by,
+)
 from cortexd.errors import BackendError
 from cortexd.logfiles import (
     DEFAULT_FILES,
@@ -56,19 +71,62 @@ PUMP_CHUNK = 256 * 1024
 RUNTIME_MODULE = "predictor_runtime"
 
 
+PRIVATE_PREFIX = "cortexd-replica-"
+
+
+def private_dir(replica_id: str, user: ReplicaUser) -> Path:
+    """A new folder of the replica's own, in the system's temporary folder: its runtime spec
+    (read-only) and its HOME (writable by the replica's user only). Mode 0711: the replica's
+    user can reach both without listing it; nobody else can enter its HOME."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{replica_id}-"))
+    folder.chmod(0o711)
+    home = folder / "home"
+    home.mkdir(mode=0o700)
+    if user.drops(os.getuid()):
+        os.chown(home, user.uid, user.gid)
+    return folder
+
+
+def remove_private_dir(folder: Path | None) -> None:
+    if folder is not None and folder.name.startswith(PRIVATE_PREFIX):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def free_loopback_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
 
-def replica_environment(spec: APISpec, gpu_ids: tuple[int, ...], base: dict[str, str]) -> dict[str, str]:
-    """The environment of a replica process: the daemon's, the API's `env`, PYTHONPATH, GPUs."""
-    env = dict(base)
-    env.update(spec.predictor.env)
-    runtime_root = str(Path(__file__).resolve().parents[2])
-    paths = [spec.predictor.python_path, spec.project_dir, runtime_root]
-    if env.get("PYTHONPATH"):
+# the only variables a replica takes from the daemon's environment: where programs and
+# libraries are, locale, time zone, CA bundles and CUDA's settings. Never CORTEXD_HOME,
+# credentials or anything else the daemon was started with (isolation.py).
+INHERITED = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "LD_LIBRARY_PATH",
+                       "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"})
+INHERITED_PREFIXES = ("LC_", "CUDA_")
+RUNTIME_ROOT = str(Path(__file__).resolve().parents[2])  # where predictor_runtime is imported from
+
+
+def inherited_environment(base: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in base.items() if k in INHERITED or k.startswith(INHERITED_PREFIXES)}
+
+
+def replica_environment(
+    spec: APISpec, gpu_ids: tuple[int, ...], base: Mapping[str, str], *,
+    dotenv: Mapping[str, str] | None = None, home: str | None = None, user: str | None = None,
+) -> dict[str, str]:
+    """The environment of a replica process, from nothing but: the few variables of the daemon's
+    environment `base` that the runtime needs (INHERITED), HOME (the replica's private folder)
+    and USER, then the API's `env` < the project's `.env`, then PYTHONPATH and the GPUs."""
+    env = inherited_environment(base)
+    env.setdefault("PATH", os.defpath)
+    if home:
+        env["HOME"] = home
+    if user:
+        env["USER"] = env["LOGNAME"] = user
+    env.update(layered_environment(spec.predictor.env, dotenv or {}, {}))
+    paths = [spec.predictor.python_path, spec.project_dir, RUNTIME_ROOT]
+    if env.get("PYTHONPATH"):  # the API's own (env or .env), after the project and the runtime
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["PYTHONUNBUFFERED"] = "1"
@@ -152,6 +210,7 @@ class _Child:
     log_path: Path
     pump: LogPump | None = None
     stopping: bool = False
+    private_dir: Path | None = None  # the replica's spec and HOME (private_dir())
 
 
 class ProcessBackend:
@@ -161,6 +220,7 @@ class ProcessBackend:
 
     def __init__(self, run_dir: Path, log_dir: Path, host: str = "127.0.0.1", *,
                  log_max_bytes: int = DEFAULT_MAX_BYTES, log_files: int = DEFAULT_FILES,
+                 replica_user: str | None = None, interpreter: str | None = None,
                  environments: ProjectEnvironments | None = None):
         # absolute: the --spec argument is what reap_leftovers() recognises a replica by
         self._run_dir = Path(os.path.abspath(run_dir))
@@ -168,8 +228,13 @@ class ProcessBackend:
         self._host = host
         self._log_rotation = (log_max_bytes, log_files)  # per replica: at most size x files on disk
         self._children: dict[str, _Child] = {}
+        # who replicas run as (isolation.resolve_replica_user; resolved at the first start, so a
+        # user that does not exist is that API's error, not the daemon's)
+        self._replica_user_setting = replica_user
+        self._replica_user: ReplicaUser | None = None
+        self._interpreter = interpreter or sys.executable
         # per-project Python environments (requirements.txt ...); None: every replica runs on
-        # the daemon's interpreter
+        # self._interpreter
         self._environments = environments
 
     async def ensure_image(self, spec: APISpec) -> None:
@@ -184,22 +249,39 @@ class ProcessBackend:
 
     async def start(self, spec: APISpec, replica_id: str, gpu_ids: tuple[int, ...] = ()) -> ReplicaInfo:
         interpreter = (await self._environments.interpreter_for(spec)
-                       if self._environments is not None else sys.executable)
+                       if self._environments is not None else self._interpreter)
         log_dir = self._log_dir / spec.name
-        spec_file = self._run_dir / f"{replica_id}.json"
         log_path = log_dir / f"{replica_id}.log"
+        user = self.replica_user()
+        dotenv = read_dotenv(spec.project_dir, spec.name)
+        private: Path | None = None
         try:  # a full disk or a read-only home: a clear error, not a traceback
             self._run_dir.mkdir(parents=True, exist_ok=True)
             log_dir.mkdir(parents=True, exist_ok=True)
+            # outside the daemon's home (0700), which a replica of another user could not enter
+            private = private_dir(replica_id, user)
+            spec_file = private / f"{replica_id}.json"
             spec_file.write_text(json.dumps(spec.runtime_spec()))
+            spec_file.chmod(0o444)
             writer = RotatingLogWriter(log_path, *self._log_rotation)
         except OSError as e:
+            remove_private_dir(private)
             raise BackendError(
                 f"could not start a replica of api {spec.name!r}: cannot write its files "
                 f"({e.strerror or e}: {e.filename or self._run_dir})"
             ) from e
+        drops = user.drops(os.getuid())
+        if drops:
+            try:
+                self._check_readable(spec, user, interpreter)
+            except BackendError:
+                writer.close()
+                remove_private_dir(private)
+                raise
         port = free_loopback_port(self._host)
-        env = replica_environment(spec, gpu_ids, dict(os.environ))
+        env = replica_environment(spec, gpu_ids, os.environ, dotenv=dotenv,
+                                  home=str(private / "home"), user=user.name)
+        as_user = {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups)} if drops else {}
         read_fd, write_fd = os.pipe()  # the child's stdout and stderr; LogPump reads it
         try:
             process = await asyncio.create_subprocess_exec(
@@ -209,20 +291,24 @@ class ProcessBackend:
                 stdin=asyncio.subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
                 start_new_session=True,  # own session and process group: workers stop with it
                 preexec_fn=parent_death_signal(signal.SIGTERM),  # and it stops with the daemon
+                **as_user,  # a root daemon's replicas run unprivileged (isolation.py)
             )
         except (OSError, subprocess.SubprocessError) as e:
             os.close(read_fd)
             writer.close()
+            remove_private_dir(private)
             raise BackendError(f"could not start a replica of api {spec.name!r}: {e}") from e
         finally:
             os.close(write_fd)  # the child has it; end of file comes when the replica is gone
         pump = LogPump(read_fd, writer, name=f"logs-{replica_id}")
         pump.start()
         try:
-            self._pid_file(replica_id).write_text(f"{process.pid}\n")
+            # the private folder's path: the next daemon recognises the replica by its --spec
+            self._pid_file(replica_id).write_text(f"{process.pid}\n{private}\n")
         except OSError as e:
             self._signal_group(process.pid, signal.SIGKILL)
             await process.wait()
+            remove_private_dir(private)
             raise BackendError(
                 f"could not start a replica of api {spec.name!r}: cannot write its files "
                 f"({e.strerror or e}: {e.filename})"
@@ -230,10 +316,37 @@ class ProcessBackend:
         info = ReplicaInfo(
             api=spec.name, replica_id=replica_id, spec_hash=spec.spec_hash, state="running",
             host=self._host, port=port, started_at=time.time(), gpu_ids=tuple(gpu_ids),
-            extra={"pid": str(process.pid)},
+            extra={"pid": str(process.pid), "user": user.name},
         )
-        self._children[replica_id] = _Child(info, process, log_path, pump)
+        self._children[replica_id] = _Child(info, process, log_path, pump, private_dir=private)
         return info
+
+    def replica_user(self) -> ReplicaUser:
+        """Who replicas run as (isolation.resolve_replica_user of the replica_user setting)."""
+        if self._replica_user is None:
+            self._replica_user = resolve_replica_user(self._replica_user_setting)
+        return self._replica_user
+
+    def _check_readable(self, spec: APISpec, user: ReplicaUser, interpreter: str | None = None) -> None:
+        """A BackendError naming the first path a dropped replica's user cannot reach, and the fix."""
+        interpreter = os.path.abspath(interpreter or self._interpreter)
+        blocked = unreadable_by(user.uid, user.groups or (user.gid,),
+                                [*replica_paths(spec), RUNTIME_ROOT, interpreter], [spec.predictor.path])
+        if blocked is None:
+            return
+        if interpreter == blocked or interpreter.startswith(blocked.rstrip("/") + "/"):
+            what = (f" on the way to the Python interpreter {interpreter}; install cortexd in a Python "
+                    "every user can run (under /usr/local or /opt, for example), or make the path "
+                    f"traversable (`chmod o+x {blocked}`)")
+        else:
+            what = ("; make the project readable by that user (`chmod -R o+rX` on it and o+x on its "
+                    "parent folders)")
+        raise BackendError(
+            f"api {spec.name!r}: its replicas run as user {user.name!r} (uid {user.uid}: cortexd runs "
+            f"as root, and runs replicas unprivileged) and that user cannot read {blocked}{what}. "
+            "Or choose the replicas' user with --replica-user (CORTEXD_REPLICA_USER); `root` runs "
+            "them as root, without this isolation."
+        )
 
     async def stop(self, replica_id: str, timeout: float = 10.0) -> None:
         child = self._children.get(replica_id)
@@ -245,17 +358,17 @@ class ProcessBackend:
             self._signal_group(proc.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._signal_group(proc.pid, signal.SIGKILL)
                 await proc.wait()
         # workers that outlived their supervisor still belong to the group
         self._signal_group(proc.pid, signal.SIGKILL)
         self._children.pop(replica_id, None)
-        for path in (self._run_dir / f"{replica_id}.json", self._pid_file(replica_id)):
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
+        remove_private_dir(child.private_dir)
+        try:
+            self._pid_file(replica_id).unlink()
+        except FileNotFoundError:
+            pass
 
     def _pid_file(self, replica_id: str) -> Path:
         return self._run_dir / f"{replica_id}.pid"
@@ -275,13 +388,22 @@ class ProcessBackend:
         except OSError:
             return []
         sids: dict[int, str] = {}
+        privates: list[Path] = []
         for path in pid_files:
             try:
-                sid = int(path.read_text().strip())
+                # "<session id>\n<private folder>\n"; the folder holds <replica>.json
+                sid_line, _, private = path.read_text().partition("\n")
+                sid = int(sid_line.strip())
             except (OSError, ValueError):
                 continue
+            private = private.strip()
+            if private and Path(private).name.startswith(PRIVATE_PREFIX):
+                privates.append(Path(private))
+                spec_file = str(Path(private) / f"{path.stem}.json")
+            else:
+                spec_file = str(path.with_suffix(".json"))
             if sid > 1:
-                sids[sid] = str(path.with_suffix(".json"))
+                sids[sid] = spec_file
         members = session_members(set(sids), proc)
         killed: list[int] = []
         killed_sids: set[int] = set()
@@ -301,6 +423,8 @@ class ProcessBackend:
         deadline = time.monotonic() + wait
         while killed_sids and session_members(killed_sids, proc) and time.monotonic() < deadline:
             time.sleep(0.05)
+        for private in privates:
+            remove_private_dir(private)
         return sorted(killed)
 
     @staticmethod
@@ -309,6 +433,30 @@ class ProcessBackend:
             os.killpg(pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+    def replica_of_peer(self, pid: int, uid: int, proc: str = "/proc") -> str | None:
+        """The replica a control-socket peer (SO_PEERCRED pid and uid) belongs to, else None.
+
+        A peer is a replica's when it runs as the replicas' own user (a root daemon's replicas
+        run as another user than the daemon), or when it is in a replica's session or
+        descends from a replica's session leader (a predictor's subprocesses and workers).
+        """
+        user = self._replica_user
+        leaders = {int(c.info.extra["pid"]): rid for rid, c in self._children.items()}
+        if user is not None and user.drops(os.getuid()) and uid == user.uid and leaders:
+            return next(iter(leaders.values()))
+        for _ in range(256):  # a bounded walk up the parent chain
+            if pid <= 1:
+                return None
+            if pid in leaders and self._children[leaders[pid]].process.returncode is None:
+                return leaders[pid]  # (a gone leader's pid may have been reused)
+            fields = _stat_fields(pid, proc)
+            if fields is None:
+                return None
+            if int(fields[3]) in leaders:
+                return leaders[int(fields[3])]
+            pid = int(fields[1])
+        return None
 
     async def list(self) -> list[ReplicaInfo]:
         out = []
@@ -368,6 +516,15 @@ def _proc_stats(proc: str = "/proc"):
         except (OSError, IndexError):
             continue  # exited while we looked
         yield int(entry), fields
+
+
+def _stat_fields(pid: int, proc: str = "/proc") -> list[bytes] | None:
+    """One process's /proc stat fields after "comm)" (as _proc_stats), None when it is gone."""
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
 
 
 def cpu_seconds_by_session(sids: set[int], proc: str = "/proc") -> dict[int, float]:

@@ -83,7 +83,7 @@ _NO_VERSION = re.compile(
     r"Could not find a version that satisfies the requirement (?P<req>\S+)(?: \(from versions: (?P<versions>[^)]*)\))?"
 )
 _OTHER_PYTHON = re.compile(
-    r"Ignored the following versions that require a different python version: (?P<what>.+)$", re.M)
+    r"Ignored the following versions that require a different python version: (?P<what>.+)$", re.MULTILINE)
 _INVALID = re.compile(r"Invalid requirement: (?P<req>.+?)(?: \(from line (?P<line>\d+) of (?P<file>\S+)\))?\s*$")
 _BUILD_FAILED = re.compile(
     r"(Failed building wheel for (?P<wheel>\S+)|Could not build wheels for (?P<wheels>\S+?),"
@@ -256,3 +256,70 @@ def install_failure(
 def canonical(req: str) -> str:
     """The canonical distribution name a requirement (or a bare name) is about."""
     return _name_of(req.strip("'\"")) or req
+
+
+# -- pip's settings for uv -------------------------------------------------------------------
+
+# pip options that change nothing uv would do differently here (uv has its own cache and output)
+_UV_IGNORED = frozenset({
+    "disable-pip-version-check", "no-input", "progress-bar", "no-warn-script-location",
+    "root-user-action", "cache-dir", "no-cache-dir", "require-virtualenv", "quiet", "verbose",
+    "retries", "no-color", "prefer-binary", "break-system-packages", "log", "no-python-version-warning",
+})
+
+
+def uv_options(settings: Mapping[str, str]) -> tuple[list[str], dict[str, str]] | None:
+    """pip's effective settings ({option: value}, pip.conf names) as uv arguments and variables.
+
+    None when a setting has no uv equivalent (client certificates, keyring...): then pip
+    installs, so every pip setting is honoured. Indexes are searched as pip does (the best
+    version across all of them: uv's unsafe-best-match), not first-index-wins.
+    """
+    args = ["--index-strategy", "unsafe-best-match"]
+    env: dict[str, str] = {}
+    for key, value in settings.items():
+        values = value.split()
+        if key in _UV_IGNORED or not values:
+            continue
+        if key == "index-url":
+            args += ["--index-url", values[0]]
+        elif key in ("extra-index-url", "find-links", "constraint"):
+            flag = {"extra-index-url": "--extra-index-url", "find-links": "--find-links",
+                    "constraint": "--constraint"}[key]
+            for v in values:
+                args += [flag, v]
+        elif key == "trusted-host":
+            for v in values:
+                args += ["--allow-insecure-host", v]
+        elif key == "no-index":
+            if value.lower() in ("1", "true", "yes", "on"):
+                args.append("--no-index")
+        elif key == "cert":
+            env["SSL_CERT_FILE"] = value
+        elif key == "timeout":
+            env["UV_HTTP_TIMEOUT"] = value
+        elif key == "proxy":
+            env["HTTPS_PROXY"] = env["HTTP_PROXY"] = value
+        elif key in ("only-binary", "no-binary"):
+            args += [f"--{key}", value]
+        elif key == "pre":
+            if value.lower() in ("1", "true", "yes", "on"):
+                args += ["--prerelease", "allow"]
+        else:
+            return None
+    return args, env
+
+
+_UV_RESOLVED = re.compile(r"^Resolved (\d+) packages?")
+_UV_DOWNLOADING = re.compile(r"^\s*Downloading (\S+)")
+_UV_INSTALLED = re.compile(r"^ \+ (\S+)")
+
+
+def uv_activity(line: str) -> str | None:
+    """What uv is doing, from one line of its output, when the line says (else None)."""
+    for pattern, words in ((_UV_RESOLVED, "resolved {} packages (uv)"), (_UV_DOWNLOADING, "downloading {}"),
+                           (_UV_INSTALLED, "installed {}")):
+        m = pattern.match(line)
+        if m:
+            return words.format(m.group(1))
+    return None

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import socket
+import struct
 
 from aiohttp import web
 
@@ -28,8 +30,43 @@ def _error(status: int, message: str, **extra) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
+def peer_credentials(transport) -> tuple[int, int] | None:
+    """(pid, uid) of the process at the other end of a unix-socket connection (SO_PEERCRED,
+    Linux), None elsewhere."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family != socket.AF_UNIX or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    try:
+        pid, uid, _gid = struct.unpack("3i", sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    except OSError:
+        return None
+    return pid, uid
+
+
+def replica_peer_refusal(daemon, transport) -> str | None:
+    """Why this connection is refused, when it comes from a replica's process (predictor code
+    must not drive the daemon: DESIGN.md section 11), else None."""
+    creds = peer_credentials(transport)
+    owner = getattr(getattr(daemon, "backend", None), "replica_of_peer", None)
+    if creds is None or owner is None:
+        return None
+    replica = owner(*creds)
+    if replica is None:
+        return None
+    return (f"the control API does not serve replicas: the connecting process (pid {creds[0]}, "
+            f"uid {creds[1]}) belongs to replica {replica}; predictor code cannot drive cortexd")
+
+
 def build_app(daemon) -> web.Application:
     routes = web.RouteTableDef()
+
+    @web.middleware
+    async def refuse_replicas(request: web.Request, handler):
+        refusal = replica_peer_refusal(daemon, request.transport)
+        if refusal is not None:
+            return _error(403, refusal)
+        return await handler(request)
 
     @routes.get("/status")
     async def status(request: web.Request) -> web.Response:
@@ -101,7 +138,7 @@ def build_app(daemon) -> web.Application:
         asyncio.get_running_loop().call_soon(daemon.request_shutdown)
         return web.json_response({"ok": True})
 
-    app = web.Application()
+    app = web.Application(middlewares=[refuse_replicas])
     app.add_routes(routes)
     return app
 

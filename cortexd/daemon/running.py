@@ -105,7 +105,8 @@ async def choose_backend(settings: DaemonSettings, events: EventLog, why: list[s
             why.append(f"Docker was not used: {reason} Once it answers, `cortexd down` and "
                        "`cortexd up -d` serve on Docker (`--backend process` chooses this one).")
     return ProcessBackend(settings.run_dir, settings.log_dir, host="127.0.0.1",
-                          log_max_bytes=settings.log_max_bytes, log_files=settings.log_files)
+                          log_max_bytes=settings.log_max_bytes, log_files=settings.log_files,
+                          replica_user=settings.replica_user)
 
 
 def load_projects(paths: Sequence[str], default_port: int | None = None) -> list[Project]:

@@ -197,4 +197,4 @@ async def backend(docker_client, base_image):
     yield b
     await b.close()
     for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={instance}"}):
-        c.remove(force=True)
+        c.remove(force=True, v=True)  # v: the replica's spec volume too

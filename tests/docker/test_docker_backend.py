@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import textwrap
 import time
 
 import aiohttp
 import pytest
 
+from cortexd.backends.base import ReplicaInfo
 from cortexd.backends.docker import DockerBackend, container_name
 from cortexd.errors import BackendError
 from tests.docker.conftest import make_spec, write_project
@@ -23,7 +25,7 @@ from tests.docker.conftest import make_spec, write_project
 pytestmark = pytest.mark.timeout(600)
 
 
-async def wait_ready(backend: DockerBackend, replica_id: str, port: int, timeout: float = 90.0) -> None:
+async def wait_ready(backend: DockerBackend, replica_id: str, info: ReplicaInfo, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
@@ -31,17 +33,18 @@ async def wait_ready(backend: DockerBackend, replica_id: str, port: int, timeout
                 logs = "\n".join(await backend.logs(replica_id, tail=30))
                 raise AssertionError(f"replica {replica_id} exited before it was ready:\n{logs}")
             try:
-                async with session.get(f"http://127.0.0.1:{port}/healthz") as r:
+                async with session.get(f"http://{info.host}:{info.port}/healthz") as r:
                     if r.status == 200:
                         return
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.25)
-    raise AssertionError(f"replica on port {port} not ready within {timeout} s")
+    raise AssertionError(f"replica at {info.host}:{info.port} not ready within {timeout} s")
 
 
-async def post(port: int, path: str, payload: dict) -> tuple[int, dict]:
-    async with aiohttp.ClientSession() as session, session.post(f"http://127.0.0.1:{port}{path}", json=payload) as r:
+async def post(info: ReplicaInfo, path: str, payload: dict) -> tuple[int, dict]:
+    url = f"http://{info.host}:{info.port}{path}"
+    async with aiohttp.ClientSession() as session, session.post(url, json=payload) as r:
         return r.status, json.loads(await r.text())
 
 
@@ -58,11 +61,15 @@ async def wait_state(backend: DockerBackend, replica_id: str, state: str, timeou
 async def test_replica_serves_from_a_locked_down_container_and_reports_its_exit(built, backend, docker_client):
     spec = make_spec(built.project, cpu=0.5, mem=256 * 2**20, env={"FROM_SPEC": "from env"})
     info = await backend.start(spec, "echo-r1")
-    assert info.host == "127.0.0.1" and info.port > 0
+    # addressed on the cortexd network (the host reaches containers there; a dead one refuses
+    # connections instead of docker-proxy's accept-then-reset); also published on loopback only
+    ip = docker_client.containers.get(container_name(backend.instance, "echo-r1")).attrs[
+        "NetworkSettings"]["Networks"]["cortexd"]["IPAddress"]
+    assert (info.host, info.port) == (ip, 8888)
     assert (info.api, info.replica_id, info.spec_hash) == ("echo", "echo-r1", spec.spec_hash)
 
-    await wait_ready(backend, info.replica_id, info.port)
-    status, body = await post(info.port, "/echo", {"a": 1})
+    await wait_ready(backend, info.replica_id, info)
+    status, body = await post(info, "/echo", {"a": 1})
     assert status == 200
     assert body["greeting"] == "hi" and body["echo"] == {"a": 1}
     assert body["from_env"] == "from env" and body["from_dotenv"] == "from .env"
@@ -78,7 +85,7 @@ async def test_replica_serves_from_a_locked_down_container_and_reports_its_exit(
     assert attrs["Config"]["Labels"]["cortexd.instance"] == backend.instance
     bindings = attrs["NetworkSettings"]["Ports"]["8888/tcp"]
     assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings)
-    assert int(bindings[0]["HostPort"]) == info.port
+    assert int(bindings[0]["HostPort"]) > 0
     mount = next(m for m in attrs["Mounts"] if m["Destination"] == str(built.project))
     assert mount["Source"] == str(built.project) and mount["RW"] is False
     assert attrs["Config"]["User"] not in ("", "0", "root")
@@ -101,16 +108,16 @@ async def test_replica_serves_from_a_locked_down_container_and_reports_its_exit(
 async def test_oom_kill_is_reported(built, backend):
     spec = make_spec(built.project, name="hog", mem=96 * 2**20)
     info = await backend.start(spec, "hog-r1")
-    await wait_ready(backend, info.replica_id, info.port)
+    await wait_ready(backend, info.replica_id, info)
     with pytest.raises(aiohttp.ClientError):
-        await post(info.port, "/hog", {"allocate_mb": 400})
+        await post(info, "/hog", {"allocate_mb": 400})
     exited = await wait_state(backend, "hog-r1", "exited")
     assert exited.oom_killed is True
 
 
 async def test_stop_is_graceful_and_logs_are_readable(built, backend):
     info = await backend.start(make_spec(built.project), "echo-r2")
-    await wait_ready(backend, info.replica_id, info.port)
+    await wait_ready(backend, info.replica_id, info)
     assert "echo predictor loaded" in await backend.logs("echo-r2")
     assert len(await backend.logs("echo-r2", tail=1)) == 1
     assert backend.log_path("echo-r2") is None
@@ -181,3 +188,61 @@ async def test_project_unreadable_by_the_replica_user_is_refused_with_the_fix(bu
     with pytest.raises(BackendError) as e:
         await backend.start(make_spec(project, name="private"), "private-r1")
     assert "cannot read" in str(e.value) and "chmod o+rX" in str(e.value)
+
+
+def run_as_replica(container, code: str) -> tuple[int, str]:
+    """Run Python in the replica's container as its user: what predictor code could do there."""
+    code_out = container.exec_run(["python", "-c", code], demux=False)
+    return code_out.exit_code, code_out.output.decode("utf-8", "replace")
+
+
+async def test_replicas_are_confined_pids_read_only_root_and_no_container_to_container_traffic(
+        built, backend, docker_client):
+    a = await backend.start(make_spec(built.project, name="conf-a"), "conf-a-r1")
+    b = await backend.start(make_spec(built.project, name="conf-b"), "conf-b-r1")
+    await wait_ready(backend, a.replica_id, a)
+    await wait_ready(backend, b.replica_id, b)
+    ca = docker_client.containers.get(container_name(backend.instance, "conf-a-r1"))
+    cb = docker_client.containers.get(container_name(backend.instance, "conf-b-r1"))
+
+    host = ca.attrs["HostConfig"]
+    assert host["PidsLimit"] == 512
+    assert host["ReadonlyRootfs"] is True
+    assert set(ca.attrs["NetworkSettings"]["Networks"]) == {"cortexd"}
+    network = docker_client.networks.get("cortexd")
+    assert network.attrs["Options"]["com.docker.network.bridge.enable_icc"] == "false"
+
+    # the root filesystem is read-only; /tmp and HOME are writable (tmpfs)
+    code, out = run_as_replica(ca, "open('/written-by-predictor', 'w')")
+    assert code != 0 and "Read-only file system" in out
+    code, out = run_as_replica(ca, "import os; open('/tmp/x', 'w').write('x');"
+                                   "open(os.path.expanduser('~/y'), 'w').write('y'); print('ok')")
+    assert code == 0 and "ok" in out, out
+    # a fork bomb stops at the pids limit instead of taking the host's pids
+    code, out = run_as_replica(ca, textwrap.dedent("""
+        import threading, time
+        n = 0
+        try:
+            for _ in range(2000):
+                threading.Thread(target=time.sleep, args=(5,), daemon=True).start()
+                n += 1
+        except RuntimeError:
+            pass
+        print(n)
+    """))
+    assert code == 0 and 0 < int(out.split()[-1]) < 512, out
+
+    # replica a cannot call replica b's container directly (bypassing the gateway)
+    ip_b = cb.attrs["NetworkSettings"]["Networks"]["cortexd"]["IPAddress"]
+    code, out = run_as_replica(ca, textwrap.dedent(f"""
+        import socket
+        s = socket.socket(); s.settimeout(3)
+        try:
+            s.connect(({ip_b!r}, 8888)); print("reached")
+        except OSError as e:
+            print("refused", type(e).__name__)
+    """))
+    assert "refused" in out and "reached" not in out, out
+    # while the host reaches both (the gateway's path)
+    status, body = await post(b, "/conf-b", {"x": 1})
+    assert status == 200 and body["echo"] == {"x": 1}

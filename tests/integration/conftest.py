@@ -39,6 +39,11 @@ class CLI:
     def __init__(self, home: Path):
         self.home = home
         self.env = {**os.environ, "CORTEXD_HOME": str(home), "PYTHONPATH": str(REPO)}
+        if os.geteuid() == 0:
+            # a root daemon runs process replicas as `nobody` by default, which cannot read the
+            # tests' private tmp folders (nor a Python under /root): these tiers run them as root;
+            # tests/faults/test_isolation.py covers the default
+            self.env.setdefault("CORTEXD_REPLICA_USER", "root")
 
     def __call__(self, *args: str, timeout: float = 120, check: bool = False) -> Result:
         p = subprocess.run([sys.executable, "-m", "cortexd", *args], env=self.env, cwd=str(REPO),

@@ -175,3 +175,44 @@ def test_dependencies_sh_runs_only_when_opted_in(env_cli, tmp_path):
     snap, _ = _wait_for_api(env_cli, "deps", ("live", "error"), timeout=60)
     assert _api(snap, "deps")["status"] == "live", _api(snap, "deps")["reason"]
     assert marker.read_text() == "ran\n"
+
+
+def test_pip_builds_it_without_uv_and_concurrent_builds_share_one(tmp_path):
+    """Two daemons (two ProjectEnvironments on one cache) building one digest at once: one build,
+    one environment; a half-built leftover is removed, never used; the runtime still imports."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from cortexd.backends.environments import DONE_FILE, ProjectEnvironments
+    from cortexd.spec import load_config
+    from tests.integration.conftest import REPO
+
+    counter = tmp_path / "builds"
+    project = write_project(tmp_path / "proj", yaml_for("shared"), {
+        "predictor.py": PLAIN, "requirements.txt": "six==1.16.0\n",
+        "dependencies.sh": f"echo built >> {counter}\n",
+    })
+    spec = load_config([str(project)]).apis[0]
+    cache = tmp_path / "envs"
+    first = ProjectEnvironments(cache, run_dependencies_sh=True, use_uv=False)
+    second = ProjectEnvironments(cache, run_dependencies_sh=True, use_uv=False)
+    plan = first.plan(spec)
+    leftover = cache / f"{plan.digest}-deadbeef"  # a build that was killed half-way
+    (leftover / "lib").mkdir(parents=True)
+
+    async def both():
+        return await asyncio.gather(first.ensure(plan, "shared"), second.ensure(second.plan(spec), "shared"))
+
+    a, b = asyncio.run(both())
+    assert a.path == b.path and (a.path / DONE_FILE).is_file()
+    assert counter.read_text() == "built\n"  # dependencies.sh (and pip) ran once
+    assert not leftover.exists()
+    assert json.loads((a.path / DONE_FILE).read_text())["installer"] == "pip"
+    check = subprocess.run(
+        [a.python, "-c", "import six, aiohttp, predictor_runtime; print(six.__version__, six.__file__)"],
+        capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"]}, timeout=60)
+    assert check.returncode == 0, check.stderr
+    version, where = check.stdout.split()
+    assert version == "1.16.0" and where.startswith(str(a.path))
+    assert sys.executable != a.python

@@ -15,11 +15,13 @@ import pytest
 
 from cortexd.backends.docker import (
     IMAGE_USER,
+    NETWORK_OPTIONS,
     SPEC_IN_CONTAINER,
     DockerBackend,
     bind_paths,
     container_create_args,
     container_user,
+    engine_reaches_containers,
     instance_for_home,
     parse_docker_time,
     parse_dotenv,
@@ -27,6 +29,7 @@ from cortexd.backends.docker import (
     spec_archive,
     translate,
 )
+from cortexd.backends.isolation import read_dotenv
 from cortexd.errors import BackendError, BackendUnavailable
 from cortexd.spec.model import (
     APISpec,
@@ -111,18 +114,19 @@ def test_project_and_outside_paths_are_mounted_read_only_at_the_same_path():
         models=ModelsSpec(paths=(ModelSpec("a", "/models/a"), ModelSpec("b", "s3://bucket/b"),
                                  ModelSpec("c", "/models/a/v2"))),
     )
-    mounts = args_for(spec)["mounts"]
+    mounts = [m for m in args_for(spec)["mounts"] if m["Type"] == "bind"]
     assert sorted((m["Source"], m["Target"]) for m in mounts) == [
         ("/libs/shared", "/libs/shared"), ("/models/a", "/models/a"), ("/proj", "/proj"),
     ]
-    assert all(m["Type"] == "bind" and m["ReadOnly"] is True for m in mounts)
+    assert all(m["ReadOnly"] is True for m in mounts)
     assert bind_paths(make_spec(python_path="/proj/src")) == ["/proj"]
 
 
-def test_environment_layers_dotenv_then_api_env_then_runtime_needs():
-    spec = make_spec(python_path="/proj/src", env={"MODE": "api", "PYTHONPATH": "/extra"})
+def test_environment_layers_api_env_then_dotenv_then_runtime_needs():
+    # Cortex sourced .env after the API's env: .env wins
+    spec = make_spec(python_path="/proj/src", env={"MODE": "api", "PYTHONPATH": "/extra", "KEEP": "k"})
     env = args_for(spec, dotenv={"MODE": "dotenv", "TOKEN": "t"})["environment"]
-    assert env["MODE"] == "api" and env["TOKEN"] == "t"
+    assert env["MODE"] == "dotenv" and env["TOKEN"] == "t" and env["KEEP"] == "k"
     assert env["PYTHONPATH"] == "/proj/src:/proj:/extra"
     assert env["PYTHONUNBUFFERED"] == "1"
     assert env["HOME"] == "/home/cortexd"
@@ -131,20 +135,57 @@ def test_environment_layers_dotenv_then_api_env_then_runtime_needs():
 
 
 def test_dotenv_parsing():
-    text = "# comment\n\nexport A=1\nB = 'two words'\nC=\"x=y\"\nD=plain # trailing\nnot a pair\n"
-    assert parse_dotenv(text) == {"A": "1", "B": "two words", "C": "x=y", "D": "plain"}
+    text = ("# comment\n\nexport A=1\nB = 'two words'\nC=\"x=y\"\nD=plain # trailing\nNOVALUE\n"
+            "E=${HOME}\nF=\"two\nlines\"\n")
+    # python-dotenv's syntax; ${VAR} is kept literally: the daemon's environment never leaks in
+    assert parse_dotenv(text) == {"A": "1", "B": "two words", "C": "x=y", "D": "plain",
+                                  "E": "${HOME}", "F": "two\nlines"}
+
+
+def test_dotenv_file_overrides_api_env_in_the_container_args(tmp_path):
+    (tmp_path / ".env").write_text("MODE=from-dotenv\n")
+    spec = make_spec(env={"MODE": "from-env", "OTHER": "o"})
+    env = args_for(spec, dotenv=read_dotenv(tmp_path, "iris"))["environment"]
+    assert env["MODE"] == "from-dotenv" and env["OTHER"] == "o"
+    assert read_dotenv(tmp_path / "missing", "iris") == {}
+
+
+def test_unreadable_dotenv_is_a_backend_error_naming_it(tmp_path):
+    (tmp_path / ".env").write_bytes(b"A=\xff\xfe\n")
+    with pytest.raises(BackendError, match=r"api 'iris': cannot read .*\.env"):
+        read_dotenv(tmp_path, "iris")
+
+
+def test_root_filesystem_is_read_only_with_tmpfs_for_what_the_runtime_writes():
+    a = args_for(make_spec())
+    assert a["read_only"] is True
+    assert set(a["tmpfs"]) == {"/tmp", "/home/cortexd"}
+    assert "mode=1777" in a["tmpfs"]["/tmp"]
+    assert "uid=10001" in a["tmpfs"]["/home/cortexd"] and a["environment"]["HOME"] == "/home/cortexd"
+    # a host uid's HOME is /tmp, already writable
+    assert set(args_for(make_spec(), user="1000:1000")["tmpfs"]) == {"/tmp"}
+    [spec_volume] = [m for m in a["mounts"] if m["Type"] == "volume"]
+    assert spec_volume["Target"] == "/etc/cortexd" and SPEC_IN_CONTAINER.startswith("/etc/cortexd/")
+
+
+def test_pids_limit_and_the_network_without_inter_container_traffic():
+    a = args_for(make_spec())
+    assert a["pids_limit"] == 512
+    assert a["network"] == "cortexd"
+    assert NETWORK_OPTIONS == {"com.docker.network.bridge.enable_icc": "false"}
+    assert "mem_limit" not in a  # no compute.mem: no memory limit, as in Cortex (README)
 
 
 def test_runtime_spec_travels_inside_the_container():
     spec = make_spec()
-    with tarfile.open(fileobj=io.BytesIO(spec_archive(spec))) as tar:
-        member = tar.getmember(SPEC_IN_CONTAINER.lstrip("/"))
+    with tarfile.open(fileobj=io.BytesIO(spec_archive(spec))) as tar:  # extracted in /etc/cortexd
+        member = tar.getmember("spec.json")
         assert member.mode == 0o444
         assert json.load(tar.extractfile(member)) == spec.runtime_spec()
     assert args_for(spec)["command"][:2] == ["--spec", SPEC_IN_CONTAINER]
 
 
-def inspect_attrs(status="running", exit_code=0, oom=False, ports=True) -> dict:
+def inspect_attrs(status="running", exit_code=0, oom=False, ports=True, network_ip=None) -> dict:
     return {
         "Id": "0123456789abcdef", "Name": "/cortexd-inst-iris-1a2b", "Created": "2024-05-01T10:00:00.5Z",
         "Config": {"Image": "cortexd-python-cpu:abc", "Labels": {
@@ -152,8 +193,32 @@ def inspect_attrs(status="running", exit_code=0, oom=False, ports=True) -> dict:
             "cortexd.gpus": "0,2", "cortexd.managed": "true", "cortexd.instance": "inst"}},
         "State": {"Status": status, "ExitCode": exit_code, "OOMKilled": oom, "Error": "",
                   "StartedAt": "2024-05-01T10:00:01.250000000Z"},
-        "NetworkSettings": {"Ports": {"8888/tcp": [{"HostIp": "127.0.0.1", "HostPort": "49153"}]} if ports else {}},
+        "NetworkSettings": {
+            "Ports": {"8888/tcp": [{"HostIp": "127.0.0.1", "HostPort": "49153"}]} if ports else {},
+            "Networks": {"cortexd": {"IPAddress": network_ip}} if network_ip else {},
+        },
     }
+
+
+def test_a_running_replica_is_addressed_on_the_cortexd_network_where_the_host_reaches_it():
+    # a dead container then refuses connections; docker-proxy's published port accepts and resets
+    info = replica_from_attrs(inspect_attrs(network_ip="172.30.0.5"), direct=True)
+    assert (info.host, info.port) == ("172.30.0.5", 8888)
+    # adopted after a daemon restart: the same attrs give the same address
+    assert replica_from_attrs(inspect_attrs(network_ip="172.30.0.5"), direct=True) == info
+    # not on the network (made by an older cortexd), or not direct: the published loopback port
+    legacy = replica_from_attrs(inspect_attrs(), direct=True)
+    assert (legacy.host, legacy.port) == ("127.0.0.1", 49153)
+    assert replica_from_attrs(inspect_attrs(network_ip="172.30.0.5")).port == 49153
+    assert replica_from_attrs(inspect_attrs("exited", network_ip="172.30.0.5", ports=False), direct=True).port == 0
+
+
+def test_direct_addressing_only_where_the_host_reaches_container_addresses():
+    linux = {"OperatingSystem": "Debian GNU/Linux 12", "SecurityOptions": ["name=seccomp,profile=default"]}
+    assert engine_reaches_containers(linux, "linux") is True
+    assert engine_reaches_containers({**linux, "SecurityOptions": ["name=rootless"]}, "linux") is False
+    assert engine_reaches_containers({"OperatingSystem": "Docker Desktop"}, "linux") is False
+    assert engine_reaches_containers(linux, "darwin") is False
 
 
 def test_running_container_reads_back_as_a_running_replica():

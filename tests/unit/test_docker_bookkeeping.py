@@ -42,7 +42,7 @@ class FakeContainer:
     def stop(self, timeout=10):
         self.status = "exited"
 
-    def remove(self, force=False):
+    def remove(self, force=False, v=False):
         self.engine.containers.by_name.pop(self.name, None)
 
 
@@ -69,9 +69,33 @@ class FakeContainers:
         return list(self.by_name.values())
 
 
+class FakeNetwork:
+    def __init__(self, name, options):
+        self.attrs = {"Name": name, "Driver": "bridge", "Options": dict(options or {})}
+
+
+class FakeNetworks:
+    def __init__(self):
+        self.by_name: dict[str, FakeNetwork] = {}
+
+    def get(self, name):
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise docker.errors.NotFound(name) from None
+
+    def create(self, name, driver="bridge", options=None, labels=None):
+        self.by_name[name] = FakeNetwork(name, options)
+        return self.by_name[name]
+
+
 class FakeEngine:
     def __init__(self):
         self.containers = FakeContainers(self)
+        self.networks = FakeNetworks()
+
+    def info(self):
+        return {"OperatingSystem": "Debian GNU/Linux 12 (bookworm)", "SecurityOptions": []}
 
     def close(self):
         pass

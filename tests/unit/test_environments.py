@@ -329,3 +329,37 @@ def test_plan_digest_follows_requirements_txt(tmp_path):
     assert envs.plan(_spec(tmp_path)).digest == first.digest
     (tmp_path / "requirements.txt").write_text("six==1.17.0\n")
     assert envs.plan(_spec(tmp_path)).digest != first.digest
+
+
+# -- uv ------------------------------------------------------------------------------------------
+
+
+def test_pip_settings_become_uv_options():
+    from cortexd.core.requirements import uv_options
+
+    args, env = uv_options({
+        "index-url": "https://mirror/simple", "extra-index-url": "file:///opt/a https://b/simple",
+        "find-links": "/opt/wheels", "trusted-host": "mirror b", "cert": "/etc/ca.pem",
+        "constraint": "/etc/pip/constraints.txt", "timeout": "180", "disable-pip-version-check": "1",
+    })
+    assert args == ["--index-strategy", "unsafe-best-match", "--index-url", "https://mirror/simple",
+                    "--extra-index-url", "file:///opt/a", "--extra-index-url", "https://b/simple",
+                    "--find-links", "/opt/wheels", "--allow-insecure-host", "mirror",
+                    "--allow-insecure-host", "b", "--constraint", "/etc/pip/constraints.txt"]
+    assert env == {"SSL_CERT_FILE": "/etc/ca.pem", "UV_HTTP_TIMEOUT": "180"}
+
+
+def test_a_pip_setting_uv_cannot_honour_leaves_the_install_to_pip():
+    from cortexd.core.requirements import uv_options
+
+    assert uv_options({"client-cert": "/etc/me.pem"}) is None
+    assert uv_options({"keyring-provider": "subprocess"}) is None
+
+
+def test_uv_progress():
+    from cortexd.core.requirements import uv_activity
+
+    assert uv_activity("Resolved 3 packages in 156ms") == "resolved 3 packages (uv)"
+    assert uv_activity("Downloading pandas (11.8MiB)") == "downloading pandas"
+    assert uv_activity(" + six==1.16.0") == "installed six==1.16.0"
+    assert uv_activity("Using Python 3.11.7 environment at: /x") is None

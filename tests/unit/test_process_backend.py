@@ -29,6 +29,23 @@ def test_replica_environment_numbers_gpus_in_pci_bus_order_like_nvml(tmp_path):
     assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
 
 
+def test_replica_environment_takes_nothing_of_the_daemons_but_what_the_runtime_needs(tmp_path):
+    daemon = {"PATH": "/usr/bin", "LANG": "C.UTF-8", "LC_ALL": "C", "TZ": "UTC", "CUDA_HOME": "/cuda",
+              "CORTEXD_HOME": "/root/.cortexd", "AWS_SECRET_ACCESS_KEY": "s", "PYTHONPATH": "/daemon",
+              "HOME": "/root", "PIP_INDEX_URL": "https://idx", "VIRTUAL_ENV": "/venv"}
+    spec = make_spec(tmp_path, env={"MODE": "env", "ONLY_ENV": "1"})
+    env = replica_environment(spec, (), daemon, dotenv={"MODE": "dotenv", "TOKEN": "t"},
+                              home="/tmp/private/home", user="nobody")
+    assert {k: env[k] for k in ("PATH", "LANG", "LC_ALL", "TZ", "CUDA_HOME")} == {
+        "PATH": "/usr/bin", "LANG": "C.UTF-8", "LC_ALL": "C", "TZ": "UTC", "CUDA_HOME": "/cuda"}
+    for leaked in ("CORTEXD_HOME", "AWS_SECRET_ACCESS_KEY", "PIP_INDEX_URL", "VIRTUAL_ENV"):
+        assert leaked not in env
+    assert env["HOME"] == "/tmp/private/home" and env["USER"] == "nobody"
+    assert (env["MODE"], env["ONLY_ENV"], env["TOKEN"]) == ("dotenv", "1", "t")  # .env wins, as in Cortex
+    assert "/daemon" not in env["PYTHONPATH"].split(os.pathsep)
+    assert replica_environment(spec, (), {})["PATH"] == os.defpath
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 async def test_start_with_unwritable_run_dir_is_a_backend_error(tmp_path):
     readonly = tmp_path / "ro"

@@ -1,0 +1,304 @@
+"""Predictor code cannot drive the daemon (issue 9 item 7) and sees `.env` over `env` (issue 10.5).
+
+A predictor that tries what an attacker would: read CORTEXD_HOME and the daemon's other
+variables from its environment, find the control socket (the environment, ~/.cortexd, or the
+list of bound unix sockets in /proc/net/unix), connect, and ask GET /status, from its own
+process and from a child that left the replica's session (setsid). It returns what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.faults.conftest import CLI, free_port, post_json, write_project
+
+PROBE = textwrap.dedent('''
+    import json, os, pwd, socket, subprocess, sys
+
+    PROBE_CHILD = """
+    import json, os, socket, sys
+    os.setsid()  # leave the replica's session
+    out = {}
+    for path in json.loads(sys.argv[1]):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(5)
+        try:
+            s.connect(path)
+            s.sendall(b"GET /status HTTP/1.0\\\\r\\\\nHost: x\\\\r\\\\n\\\\r\\\\n")
+            out[path] = s.recv(200).decode("latin-1").split("\\\\r\\\\n")[0]
+        except OSError as e:
+            out[path] = type(e).__name__
+        finally:
+            s.close()
+    print(json.dumps(out))
+    """
+
+
+    def sockets():
+        found = set()
+        if os.environ.get("CORTEXD_HOME"):
+            found.add(os.path.join(os.environ["CORTEXD_HOME"], "cortexd.sock"))
+        found.add(os.path.join(pwd.getpwuid(os.getuid()).pw_dir, ".cortexd", "cortexd.sock"))
+        with open("/proc/net/unix") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 8 and parts[-1].endswith("cortexd.sock"):
+                    found.add(parts[-1])
+        return sorted(found)
+
+
+    def ask(path):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(5)
+        try:
+            s.connect(path)
+            s.sendall(b"GET /status HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            head, _, body = data.decode("utf-8", "replace").partition("\\r\\n\\r\\n")
+            return {"status": head.split("\\r\\n")[0], "body": body[:300]}
+        except OSError as e:
+            return {"error": type(e).__name__}
+        finally:
+            s.close()
+
+
+    class PythonPredictor:
+        def __init__(self, config):
+            pass
+
+        def predict(self, payload):
+            paths = sockets()
+            home = os.environ.get("HOME", "")
+            try:
+                with open(os.path.join(home, "probe"), "w") as f:
+                    f.write("x")
+                home_writable = True
+            except OSError:
+                home_writable = False
+            child = subprocess.run([sys.executable, "-c", PROBE_CHILD, json.dumps(paths)],
+                                   capture_output=True, text=True, timeout=20)
+            return {
+                "uid": os.getuid(),
+                "env_keys": sorted(os.environ),
+                "cortexd_home": os.environ.get("CORTEXD_HOME"),
+                "planted": os.environ.get("DAEMON_ONLY_SECRET"),
+                "mode": os.environ.get("MODE"),
+                "only_env": os.environ.get("ONLY_ENV"),
+                "home": home,
+                "home_writable": home_writable,
+                "sockets": paths,
+                "asked": {p: ask(p) for p in paths},
+                "escaped_child": json.loads(child.stdout or "{}") if child.returncode == 0 else child.stderr[-300:],
+            }
+''')
+
+YAML = """
+- name: probe
+  kind: RealtimeAPI
+  predictor:
+    type: python
+    path: probe.py
+    env:
+      MODE: from-env
+      ONLY_ENV: kept
+  networking:
+    local_port: {port}
+"""
+
+
+def deploy(cli: CLI, root: Path) -> tuple[int, Path]:
+    port = free_port()
+    project = write_project(root, YAML.format(port=port), {
+        "probe.py": PROBE,
+        ".env": "# Cortex sourced .env after the API's env: it wins\nMODE=from-dotenv\n",
+    })
+    cli.env["DAEMON_ONLY_SECRET"] = "daemon-secret"  # in the daemon's environment only
+    return port, project
+
+
+def probe(port: int) -> dict:
+    status, _, body = post_json(f"http://127.0.0.1:{port}/probe", {}, timeout=60)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def test_a_predictor_gets_none_of_the_daemons_environment_and_is_refused_by_the_control_api(cli, tmp_path):
+    # under root the faults tier runs replicas as the daemon's own user (CORTEXD_REPLICA_USER=root,
+    # conftest), so only the peer check stands between the predictor and the control socket
+    port, project = deploy(cli, tmp_path / "p")
+    cli("up", "-d", "--backend", "process", "--wait", "90", str(project), check=True)
+    seen = probe(port)
+
+    assert seen["cortexd_home"] is None and seen["planted"] is None
+    assert not [k for k in seen["env_keys"] if k.startswith(("CORTEXD_", "PYTEST"))]
+    assert (seen["mode"], seen["only_env"]) == ("from-dotenv", "kept")  # .env over env (10.5)
+    assert seen["home_writable"] and seen["home"] != os.environ.get("HOME")
+    assert not seen["home"].startswith(str(cli.home))
+
+    socket_path = str(cli.home / "cortexd.sock")
+    assert socket_path in seen["sockets"]  # found through /proc/net/unix
+    answer = seen["asked"][socket_path]
+    assert answer["status"].split()[1] == "403", answer
+    assert "does not serve replicas" in answer["body"]
+    # a child that left the replica's session is still the replica's
+    assert seen["escaped_child"][socket_path].split()[1] == "403", seen["escaped_child"]
+    # the CLI itself still drives the daemon
+    assert cli("get", "-o", "json", check=True).code == 0
+
+
+def _python_reachable_by(user: str) -> bool:
+    try:
+        subprocess.run(["su", "-s", "/bin/sh", user, "-c", f"{sys.executable} -c pass"],
+                       check=True, capture_output=True, timeout=30)
+        return True
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root daemon runs replicas as another user")
+def test_a_root_daemon_runs_process_replicas_unprivileged(cli, tmp_path):
+    cli.env.pop("CORTEXD_REPLICA_USER", None)  # the default: `cortexd` if it exists, else `nobody`
+    shared = Path(tempfile.mkdtemp(prefix="cxd-iso-"))  # tmp_path's parents are 0700
+    try:
+        shared.chmod(0o755)
+        port, project = deploy(cli, shared / "p")
+        for p in [project, *project.iterdir()]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        result = cli("up", "-d", "--backend", "process", "--wait", "90", str(project))
+        if not _python_reachable_by("nobody"):
+            # this host's Python lives where other users cannot go (e.g. /root/.pyenv): the API
+            # is in error with the path and the remedies, instead of a PermissionError
+            assert result.code == 1
+            api = cli.api("probe")
+            text = json.dumps(api)
+            assert api["status"] == "error", api
+            assert "run as user 'nobody'" in text and "cannot read" in text, text
+            assert "Python interpreter" in text and "--replica-user" in text, text
+            return
+        assert result.code == 0, result.err
+        seen = probe(port)
+        assert seen["uid"] not in (0, os.getuid())
+        assert seen["cortexd_home"] is None
+        socket_path = str(cli.home / "cortexd.sock")
+        # the socket is the daemon's (0600, in a 0700 home): the replica's user cannot connect
+        assert all("error" in a for a in seen["asked"].values()), seen["asked"]
+        assert seen["home_writable"]
+        assert socket_path not in seen["escaped_child"] or "Error" in seen["escaped_child"][socket_path]
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+# -- the process backend's privilege drop, with a stand-in runtime on the system Python --------
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+STAND_IN_RUNTIME = textwrap.dedent('''
+    import json, os, socket, stat, sys
+    spec = sys.argv[sys.argv.index("--spec") + 1]
+    home = os.environ["HOME"]
+    st = os.stat(home)
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(os.environ["PROBE_SOCKET"])
+        connected = "connected"
+    except OSError as e:
+        connected = type(e).__name__
+    try:
+        os.listdir(os.environ["PROBE_PRIVATE"])
+        private = "listed"
+    except OSError as e:
+        private = type(e).__name__
+    print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "spec_readable": os.access(spec, os.R_OK),
+                      "home_owner": st.st_uid, "home_mode": stat.S_IMODE(st.st_mode),
+                      "connected": connected, "private": private, "env": sorted(os.environ)}), flush=True)
+''')
+
+
+def _stand_in_available() -> bool:
+    return os.geteuid() == 0 and os.path.exists(SYSTEM_PYTHON) and _python_reachable_by_path("nobody")
+
+
+def _python_reachable_by_path(user: str) -> bool:
+    try:
+        subprocess.run(["su", "-s", "/bin/sh", user, "-c", f"{SYSTEM_PYTHON} -c pass"],
+                       check=True, capture_output=True, timeout=30)
+        return True
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not _stand_in_available(), reason="needs root and a system Python `nobody` can run")
+async def test_process_replicas_of_a_root_daemon_run_as_nobody_and_cannot_reach_its_files(tmp_path):
+    import asyncio
+    import socket
+
+    from cortexd.backends.process import ProcessBackend
+    from tests.docker.conftest import make_spec
+
+    shared = Path(tempfile.mkdtemp(prefix="cxd-iso-"))
+    private = tmp_path / "home"  # like the daemon's home: 0700, with a 0600 socket in it
+    private.mkdir(mode=0o700)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(private / "cortexd.sock"))
+    os.chmod(private / "cortexd.sock", 0o600)
+    server.listen()
+    try:
+        shared.chmod(0o755)
+        project = shared / "p"
+        (project / "predictor_runtime").mkdir(parents=True)
+        (project / "predictor_runtime" / "__init__.py").write_text("")  # found before cortexd's
+        (project / "predictor_runtime" / "__main__.py").write_text(STAND_IN_RUNTIME)
+        (project / "predictor.py").write_text("")
+        for p in [project, *project.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        spec = make_spec(project, env={"PROBE_SOCKET": str(private / "cortexd.sock"),
+                                       "PROBE_PRIVATE": str(private)})
+        backend = ProcessBackend(private / "run", private / "logs", interpreter=SYSTEM_PYTHON)
+        info = await backend.start(spec, "echo-r1")
+        try:
+            child = backend._children["echo-r1"].process
+            assert await asyncio.wait_for(child.wait(), 30) == 0, await backend.logs("echo-r1")
+            seen = json.loads((await backend.logs("echo-r1"))[-1])
+            assert backend.replica_of_peer(int(info.extra["pid"]), 65534) == "echo-r1"
+        finally:
+            await backend.stop("echo-r1")
+        assert info.extra["user"] == "nobody"
+        assert seen["uid"] == 65534 and seen["gid"] == 65534
+        assert seen["spec_readable"] and seen["home_owner"] == 65534 and seen["home_mode"] == 0o700
+        assert seen["connected"] == "PermissionError" and seen["private"] == "PermissionError"
+        assert not [k for k in seen["env"] if k.startswith(("CORTEXD_", "PYTEST"))]
+        assert backend.replica_of_peer(os.getpid(), 0) is None  # the CLI (not a replica) is served
+    finally:
+        server.close()
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root daemon runs replicas as another user")
+async def test_a_project_the_replica_user_cannot_read_is_refused_with_the_path_and_the_fix(tmp_path):
+    from cortexd.backends.process import ProcessBackend
+    from cortexd.errors import BackendError
+    from tests.docker.conftest import make_spec
+
+    project = tmp_path / "private-project"  # pytest's tmp folders are 0700
+    project.mkdir()
+    (project / "predictor.py").write_text("")
+    backend = ProcessBackend(tmp_path / "run", tmp_path / "logs", replica_user="nobody",
+                             interpreter=SYSTEM_PYTHON)
+    with pytest.raises(BackendError) as e:
+        await backend.start(make_spec(project), "echo-r1")
+    msg = str(e.value)
+    assert "run as user 'nobody'" in msg and "cannot read" in msg and "chmod" in msg
+    assert "--replica-user" in msg
+    assert await backend.list() == []
+    assert not list(Path(tempfile.gettempdir()).glob("cortexd-replica-echo-r1-*"))  # cleaned up
