@@ -1,0 +1,103 @@
+"""Replica logs rotate by size and `cortexd logs` (--tail, -f, --since) reads across the rotation.
+
+A predictor that prints a lot, with small limits (CORTEXD_LOG_MAX_SIZE / CORTEXD_LOG_FILES):
+every line is seen once by `logs -f` though the files rotate under it, `--tail` and `--since`
+read back through the rotated files, and the files never hold more than size x count.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import threading
+import time
+
+from tests.integration.conftest import REPO, free_port, post_json, write_project
+
+MAX_BYTES = 64 * 1024
+FILES = 3
+LINES_PER_REQUEST = 500  # about 50 KB: most requests cross a rotation
+
+PREDICTOR = """
+class PythonPredictor:
+    def __init__(self, config):
+        pass
+
+    def predict(self, payload):
+        r = payload["request"]
+        for i in range(payload["lines"]):
+            print(f"req {r:03d} line {i:04d} " + "x" * 80)
+        return {"printed": payload["lines"]}
+"""
+
+
+def expected(first: int, last: int) -> list[str]:
+    return [f"req {r:03d} line {i:04d} " + "x" * 80 for r in range(first, last) for i in range(LINES_PER_REQUEST)]
+
+
+def printed(lines: list[str]) -> list[str]:
+    """The predictor's lines, without the `replica | ` prefix (the runtime's own lines left out)."""
+    out = []
+    for line in lines:
+        text = line.rstrip("\n").split(" | ", 1)[-1]
+        if text.startswith("req "):
+            out.append(text)
+    return out
+
+
+def test_logs_tail_follow_and_since_across_rotations(cli, tmp_path):
+    port = free_port()
+    write_project(tmp_path / "chatty", f"- name: chatty\n  kind: RealtimeAPI\n  predictor:\n    type: python\n"
+                  f"    path: predictor.py\n  networking:\n    local_port: {port}\n", {"predictor.py": PREDICTOR})
+    cli.env.update(CORTEXD_LOG_MAX_SIZE=str(MAX_BYTES), CORTEXD_LOG_FILES=str(FILES))
+    cli("up", "-d", "--backend", "process", "--wait", "60", str(tmp_path / "chatty"), check=True)
+    url = f"http://127.0.0.1:{port}/chatty"
+
+    follower = subprocess.Popen([sys.executable, "-m", "cortexd", "logs", "chatty", "-f"], env=cli.env,
+                                cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    followed: list[str] = []
+    reader = threading.Thread(target=lambda: followed.extend(follower.stdout), daemon=True)
+    reader.start()
+    since = None
+    try:
+        time.sleep(1.0)  # the follower has read the history and follows
+        for r in range(8):
+            if r == 6:  # --since: what was written from here on, once the log clock sampled before
+                time.sleep(1.5)
+                since = time.time()
+                time.sleep(1.5)
+            status, _, body = post_json(url, {"request": r, "lines": LINES_PER_REQUEST})
+            assert status == 200, body
+            deadline = time.monotonic() + 20
+            last = expected(r, r + 1)[-1]
+            while last not in printed(list(followed)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)
+        reader.join(timeout=10)
+        follower.stdout.close()
+        follower.stderr.close()
+
+    # -f: every line once, in order, though the file it read was rotated under it
+    assert printed(followed) == expected(0, 8)
+
+    files = sorted((cli.home / "logs" / "chatty").iterdir())
+    sizes = {f.name: f.stat().st_size for f in files}
+    assert all(size <= MAX_BYTES for size in sizes.values()), sizes
+    assert len(files) <= FILES and sum(sizes.values()) <= MAX_BYTES * FILES, sizes
+    assert any(f.name.endswith(".log.2") for f in files), sizes  # it did rotate, twice or more
+
+    # --tail reads back through the rotated files
+    tail = printed(cli("logs", "chatty", "--tail", "900", check=True).out.splitlines())
+    assert tail == expected(0, 8)[-900:]
+
+    # --since: exactly what was written after it, across the rotations since
+    when = dt.datetime.fromtimestamp(since).isoformat(timespec="milliseconds")
+    after = printed(cli("logs", "chatty", "--since", when, check=True).out.splitlines())
+    assert after == expected(6, 8)
+
+    # everything kept: the oldest lines were rotated out, none repeated, the newest all there
+    whole = printed(cli("logs", "chatty", check=True).out.splitlines())
+    assert whole == expected(0, 8)[-len(whole):] and len(whole) < len(expected(0, 8))
