@@ -201,7 +201,7 @@ class _ClientConnection(RequestHandler):
     aiohttp's ERROR line with a traceback and the raw bytes.
     """
 
-    __slots__ = ("_gateway", "_head_timer", "_newest_body", "peer")
+    __slots__ = ("_gateway", "_head_timer", "_newest_body", "peer", "peer_headers")
 
     def __init__(self, manager: web.Server, gateway: Gateway, **kwargs):
         super().__init__(manager, **kwargs)
@@ -209,12 +209,14 @@ class _ClientConnection(RequestHandler):
         self._head_timer: asyncio.TimerHandle | None = None
         self._newest_body = None  # the payload of the newest request head parsed
         self.peer = b"unknown"  # the client's address, as X-Forwarded-For and X-Real-IP say it
+        self.peer_headers = b"X-Forwarded-For: unknown\r\nX-Real-IP: unknown"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
         if peer:
-            self.peer = _encode(str(peer[0]))
+            self.peer = address = _encode(str(peer[0]))
+            self.peer_headers = b"X-Forwarded-For: " + address + b"\r\nX-Real-IP: " + address
         self._head_timer = self._loop.call_later(self._gateway.client_header_timeout, self._head_timed_out)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -817,17 +819,17 @@ class Gateway:
         lines.append(b"X-Request-Id: " + _encode(rid))
         # the client's address: appended to X-Forwarded-For (nginx's $proxy_add_x_forwarded_for)
         # and as X-Real-IP, replacing what the client claimed; Forwarded passes as sent
-        peer = request.protocol.peer
         forwarded_for = headers.getall("X-Forwarded-For", None)
         if forwarded_for:
+            peer = request.protocol.peer
             lines.append(b"X-Forwarded-For: " + _encode(", ".join(forwarded_for)) + b", " + peer)
+            lines.append(b"X-Real-IP: " + peer)
         else:
-            lines.append(b"X-Forwarded-For: " + peer)
-        lines.append(b"X-Real-IP: " + peer)
+            lines.append(request.protocol.peer_headers)  # both, made once per connection
         if request.version < (1, 1) and "Host" not in headers:
             # HTTP/1.0 needs no Host; the HTTP/1.1 the replica is spoken to does
             lines.append(b"Host: %b:%d" % (_encode(target.host), target.port))
-        length = request.content_length
+        length = request.content_length if streamed else None
         if streamed:
             if length is not None:
                 lines.append(b"Content-Length: %d" % length)
