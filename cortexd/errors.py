@@ -61,6 +61,9 @@ class ConfigError(CortexdError):
         )
         super().__init__(str(self))
 
+    def __reduce__(self):  # pickled from the daemon's loader process with its problems
+        return (type(self), (self.problems,))
+
     def __str__(self) -> str:
         n = len(self.problems)
         head = f"{n} configuration error{'s' if n != 1 else ''}:"

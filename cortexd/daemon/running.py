@@ -11,7 +11,9 @@ signal forces: replicas are killed at once.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -171,6 +173,7 @@ class Daemon:
         self.backend_reason: str | None = None  # why auto did not choose Docker, for `up -d`
         self.projects: list[Project] = []  # what is deployed, one entry per cortex.yaml
         self._image_noticed: set[str] = set()  # APIs told that predictor.image does nothing here
+        self._loader: concurrent.futures.ProcessPoolExecutor | None = None  # see _load_off_loop
 
 
     # -- lifecycle ----------------------------------------------------------------
@@ -243,6 +246,21 @@ class Daemon:
                                     "backend: replicas run the cortexd runtime in local processes (the "
                                     "docker backend runs the image)", api=spec.name, level="warning")
 
+    async def _load_off_loop(self, load, *args):
+        """Run a configuration load in a separate loader process while the daemon serves: a hostile
+        file (200,000 values, deep nesting) costs seconds of CPU and a large heap, and in a thread
+        its GIL holds and garbage collections would stall the gateway's loop."""
+        if self._loader is None:
+            self._loader = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._loader, load, *args)
+        except concurrent.futures.process.BrokenProcessPool:
+            # the loader died (killed, out of memory): say so; the next load starts a new one
+            self._loader = None
+            raise CortexdError("loading the configuration failed: the loader process died (out of "
+                               "memory?); the previous version keeps serving") from None
+
     def _counts(self, path: str) -> bool:
         """Whether a changed file can change a version (watchdog's thread): sources always,
         other files only if the version shipped with them (not what a predictor creates)."""
@@ -261,7 +279,7 @@ class Daemon:
         the gateway), then apply; a project whose edit is broken keeps its last good version."""
         async with self._config_lock:
             try:
-                projects, problems = await asyncio.to_thread(
+                projects, problems = await self._load_off_loop(
                     reload_projects, self.projects, self.settings.default_local_port)
                 reasons = roll_reasons(self.projects, projects)
                 await self.reconciler.apply(self._desired(projects), reasons=reasons)
@@ -309,6 +327,8 @@ class Daemon:
     async def shutdown(self) -> None:
         if self.watcher is not None:
             await self.watcher.stop()
+        if self._loader is not None:
+            self._loader.shutdown(wait=False, cancel_futures=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -345,7 +365,7 @@ class Daemon:
         created, updated, removed, unchanged and left alone, and the notices."""
         resolved = [str(Path(p).resolve()) for p in paths]
         async with self._config_lock:
-            incoming = await asyncio.to_thread(load_projects, resolved, self.settings.default_local_port)
+            incoming = await self._load_off_loop(load_projects, resolved, self.settings.default_local_port)
             after = merged(self.projects, incoming)
             problems = conflicts(after)
             if problems:
