@@ -206,6 +206,7 @@ class Daemon:
         self.gateway = Gateway(
             s.host, max_body_size=s.max_body_size, no_replica_wait=s.no_replica_wait,
             upstream_timeout=s.upstream_timeout,
+            client_header_timeout=s.client_header_timeout, client_body_timeout=s.client_body_timeout,
         )
         self.placer = GPUPlacer()
         self.reconciler = Reconciler(self.backend, self.gateway, s, self.events, placer=self.placer)
