@@ -109,6 +109,8 @@ def build_images(apis: list[APISpec], registry: str | None, do_push: bool, say: 
             f" from {spec.project_dir}")
         for m in files.models:
             say(f"  model {m.path}: {m.files} file(s), {human_size(m.size)} -> {m.in_image}")
+        for warning in files.warnings:
+            say(f"  warning: {warning}")
         with docker_errors(f"building the image of api {spec.name!r}"):
             from_image = builder.ensure(spec)
             builder.build(bundle_plan(spec, from_image, image, context), spec.name)

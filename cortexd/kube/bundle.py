@@ -32,6 +32,7 @@ class ImageFiles:
     files: dict[str, bytes]  # host absolute path -> content
     models: tuple[ModelFolder, ...]
     dotenv: dict[str, str]
+    warnings: tuple[str, ...] = ()  # e.g. a config value naming a file the image does not carry
 
     @property
     def project_size(self) -> int:
@@ -118,4 +119,42 @@ def read_image_files(spec: APISpec) -> ImageFiles:
         dotenv = parse_dotenv(dotenv_file.read_text()) if dotenv_file.is_file() else {}
     except OSError as e:
         raise ExportError(f"api {spec.name!r}: cannot read {dotenv_file}: {e}") from None
-    return ImageFiles(files=files, models=tuple(models), dotenv=dotenv)
+    return ImageFiles(files=files, models=tuple(models), dotenv=dotenv,
+                      warnings=tuple(outside_references(spec, files)))
+
+
+def _strings(value, path: str, depth: int = 0):
+    if depth > 20:
+        return
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, f"{path}.{k}", depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{path}[{i}]", depth + 1)
+
+
+def outside_references(spec: APISpec, files: dict[str, bytes]) -> list[str]:
+    """predictor.config values naming an existing file or folder that the image will not carry.
+
+    Locally a predictor can open `../shared/model.json` next to its project; in the image only
+    the project (and the model folders) exist, so such a path fails at start-up in the cluster.
+    """
+    root = Path(spec.project_dir)
+    field = "metadata" if spec.kind == "api" else "predictor.config"
+    out = []
+    for where, value in _strings(spec.predictor.config, field):
+        if not value or "://" in value or "\n" in value or len(value) > 4096:
+            continue
+        target = Path(os.path.normpath(root / value))
+        try:
+            exists = target.exists()
+        except OSError:
+            continue
+        carried = str(target) in files or any(k.startswith(str(target) + os.sep) for k in files)
+        if exists and not carried:
+            out.append(f"{where} = {value!r} names {target}, which the image does not carry (it is "
+                       "outside the project, or excluded): move it into the project folder")
+    return out

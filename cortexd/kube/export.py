@@ -81,7 +81,7 @@ def render(spec: APISpec, registry: str, options: ExportOptions) -> Rendered:
               f"{spec.source_file}:{spec.source_line}\n# {targets_line()}\n")
     sizes = [f"model {m.path}: {m.files} file(s), {human_size(m.size)}, in the image at {m.in_image}"
              for m in files.models]
-    notes = notes_for(spec, options.flavor, sorted(files.dotenv), image, sizes)
+    notes = [*files.warnings, *notes_for(spec, options.flavor, sorted(files.dotenv), image, sizes)]
     kinds = [f"{o['kind']} {o['metadata']['name']}" for o in objects]
     report = report_lines(spec, options.flavor, filename, kinds, notes)
     return Rendered(spec, image, filename, header + dump_yaml(objects), report)

@@ -139,3 +139,22 @@ def test_output_path_that_is_a_file_is_exit_1(cli, tmp_path):
     assert r.code == 1 and "is not a folder" in r.err
     assert (tmp_path / "k8s").read_text() == "not a folder"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k8s", "proj"]
+
+
+def test_a_config_path_outside_the_project_is_reported(cli, tmp_path):
+    """Locally `../shared/labels.json` opens; in the image it does not exist: the report says so."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "labels.json").write_text("[]")
+    config = ("- name: api\n  kind: RealtimeAPI\n  predictor:\n    type: python\n    path: predictor.py\n"
+              "    config:\n      labels: ../shared/labels.json\n      local: here.json\n"
+              "      ignored: data/big.csv\n      text: not a path\n")
+    project = write_project(tmp_path / "proj", config, {"predictor.py": PREDICTOR, "here.json": "[]",
+                                                        ".cortexignore": "data/\n"})
+    (project / "data").mkdir()
+    (project / "data" / "big.csv").write_text("1,2\n")
+    r = cli("export", "kubernetes", str(project), "--registry", "r.example", "-o", str(tmp_path / "k8s"))
+    assert r.code == 0, r.err
+    notes = [ln for ln in r.out.splitlines() if "which the image does not carry" in ln]
+    assert len(notes) == 2, r.out
+    assert "predictor.config.labels = '../shared/labels.json'" in notes[0]
+    assert "predictor.config.ignored = 'data/big.csv'" in notes[1]
