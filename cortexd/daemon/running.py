@@ -25,6 +25,7 @@ import aiohttp
 
 from cortexd import __version__
 from cortexd.backends.process import ProcessBackend
+from cortexd.core.health import HealthPolicy
 from cortexd.daemon import control
 from cortexd.daemon.autoscaler import Autoscaler
 from cortexd.daemon.events import EventLog
@@ -207,9 +208,14 @@ class Daemon:
             s.host, max_body_size=s.max_body_size, no_replica_wait=s.no_replica_wait,
             upstream_timeout=s.upstream_timeout,
             client_header_timeout=s.client_header_timeout, client_body_timeout=s.client_body_timeout,
+            health=HealthPolicy(eject_after_failures=s.eject_after_failures,
+                                ejection_time=s.ejection_time,
+                                unhealthy_after_timeouts=s.unhealthy_after_timeouts),
         )
         self.placer = GPUPlacer()
         self.reconciler = Reconciler(self.backend, self.gateway, s, self.events, placer=self.placer)
+        # replicas the gateway takes out of rotation are reported, and replaced when hung
+        self.gateway.on_replica_health = self.reconciler.replica_out_of_rotation
         self._record_config(projects)
         await self.reconciler.apply(self._desired())
         self._control = await control.serve(self, str(s.socket_path))
