@@ -101,3 +101,31 @@ def test_logs_tail_follow_and_since_across_rotations(cli, tmp_path):
     # everything kept: the oldest lines were rotated out, none repeated, the newest all there
     whole = printed(cli("logs", "chatty", check=True).out.splitlines())
     assert whole == expected(0, 8)[-len(whole):] and len(whole) < len(expected(0, 8))
+
+
+DAEMON_LOGGING = r"""
+import logging, os, sys
+from cortexd.logfiles import DaemonLogHandler
+
+handler = DaemonLogHandler(sys.argv[1], max_bytes=2000, files=3, capture_std=True)
+handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+logging.basicConfig(level=logging.INFO, handlers=[handler])
+for i in range(300):
+    logging.info("record %03d %s", i, "z" * 40)
+    if i % 50 == 0:
+        print(f"printed {i}", flush=True)  # bypasses logging, as a detached daemon's prints do
+raise RuntimeError("a traceback printed at exit")
+"""
+
+
+def test_daemon_log_rotates_and_takes_stdout_and_stderr_with_it(tmp_path):
+    log = tmp_path / "daemon.log"
+    p = subprocess.run([sys.executable, "-c", DAEMON_LOGGING, str(log)], cwd=str(REPO),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and p.stdout == "" and p.stderr == ""  # all of it went to daemon.log
+    parts = sorted(tmp_path.glob("daemon.log*"))
+    assert [x.name for x in parts] == ["daemon.log", "daemon.log.1", "daemon.log.2"]
+    assert all(x.stat().st_size <= 2000 + 200 for x in parts), [x.stat().st_size for x in parts]
+    newest = log.read_text()
+    assert "record 299" in newest and "RuntimeError: a traceback printed at exit" in newest
+    assert "printed 250" in "".join(x.read_text() for x in parts)  # in order, in the kept files
