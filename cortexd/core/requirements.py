@@ -323,3 +323,36 @@ def uv_activity(line: str) -> str | None:
         if m:
             return words.format(m.group(1))
     return None
+
+
+def unsatisfied(lines: Sequence[RequirementLine], installed: Mapping[str, str], project_dir: str) -> list[str]:
+    """The requirements.txt lines to hand to uv: those the runtime does not already satisfy.
+
+    uv installs into the project's venv without seeing the runtime's packages, so a line the
+    runtime satisfies (a name and version range it has, without extras) would be downloaded and
+    copied again: it is left out, as pip leaves it ("Requirement already satisfied").
+    installed: {canonical name: version} of the runtime. `-r` / `-c` paths are made absolute
+    (the lines are written to another folder); options and URLs are kept as they are.
+    """
+    from packaging.version import InvalidVersion, Version
+
+    out = []
+    for r in lines:
+        parts = r.text.split(None, 1)
+        if len(parts) == 2 and parts[0] in ("-r", "--requirement", "-c", "--constraint"):
+            path = parts[1] if parts[1].startswith("/") or "://" in parts[1] else f"{project_dir}/{parts[1]}"
+            out.append(f"{parts[0]} {path}")
+            continue
+        if r.name and r.name in installed:
+            try:
+                req = Requirement(r.text)
+                have = Version(installed[r.name])
+            except (InvalidRequirement, InvalidVersion):
+                out.append(r.text)
+                continue
+            applies = req.marker is None or req.marker.evaluate()
+            if not applies or (not req.extras and req.url is None
+                               and req.specifier.contains(have, prereleases=True)):
+                continue
+        out.append(r.text)
+    return out

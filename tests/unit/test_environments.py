@@ -363,3 +363,14 @@ def test_uv_progress():
     assert uv_activity("Downloading pandas (11.8MiB)") == "downloading pandas"
     assert uv_activity(" + six==1.16.0") == "installed six==1.16.0"
     assert uv_activity("Using Python 3.11.7 environment at: /x") is None
+
+
+def test_uv_gets_only_the_lines_the_runtime_does_not_satisfy():
+    from cortexd.core.requirements import unsatisfied
+
+    lines = requirement_lines(
+        "numpy>=1.20\nsix==1.16.0\nrequests[socks]\ntomli-w\n-r more.txt\nboto3; python_version < '3'\n"
+        "./localpkg\n")
+    installed = {"numpy": "2.4.6", "six": "1.17.0", "requests": "2.34.2", "boto3": "1.43.0"}
+    assert unsatisfied(lines, installed, "/p") == [
+        "six==1.16.0", "requests[socks]", "tomli-w", "-r /p/more.txt", "./localpkg"]
