@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cortexd.backends.docker import DockerBackend, docker_errors, unavailable
+from cortexd.backends.docker import DockerBackend, docker_errors
 from cortexd.backends.images import BuildPlan, ImageBuilder
-from cortexd.errors import ExportError
+from cortexd.errors import BackendUnavailable, ExportError
 from cortexd.kube import layout
 from cortexd.kube.bundle import human_size, read_image_files
 from cortexd.kube.export import check_request, image_files_for
@@ -95,7 +95,9 @@ def build_images(apis: list[APISpec], registry: str | None, do_push: bool, say: 
     if client is None:
         problem = DockerBackend.probe()
         if problem is not None:
-            raise unavailable(None, problem)
+            # probe() words it for `cortexd up`, whose process backend is no remedy here
+            raise BackendUnavailable("cortexd build needs the Docker engine: "
+                                     + problem.replace(", or use --backend process", ""))
         import docker
 
         with docker_errors("connecting to the Docker engine"):

@@ -1,4 +1,4 @@
-"""`cortexd export kubernetes` from the command line: what it writes, and bad input.
+"""`cortexd export kubernetes` and `cortexd build` from the command line: what they write, bad input.
 
 Bad input (an unknown flavor, no registry, a model folder that is missing) is
 a clear message on stderr and exit 1, and DIR is left exactly as it was: no
@@ -158,3 +158,22 @@ def test_a_config_path_outside_the_project_is_reported(cli, tmp_path):
     assert len(notes) == 2, r.out
     assert "predictor.config.labels = '../shared/labels.json'" in notes[0]
     assert "predictor.config.ignored = 'data/big.csv'" in notes[1]
+
+
+def test_build_without_a_docker_engine_is_exit_1_with_the_remedy(cli, tmp_path):
+    project = two_api_project(tmp_path / "proj")
+    cli.env["DOCKER_HOST"] = f"unix://{tmp_path}/no-engine.sock"
+    r = cli("build", str(project), "--registry", "r.example")
+    assert r.code == 1
+    assert "cortexd build needs the Docker engine" in r.err and "dockerd" in r.err
+    assert "--backend process" not in r.err and "Traceback" not in r.err
+
+
+def test_build_without_registry_or_with_a_missing_model_is_exit_1(cli, tmp_path):
+    project = two_api_project(tmp_path / "proj")
+    r = cli("build", str(project))
+    assert r.code == 1 and "--registry is required" in r.err
+    apis_dir = project / "model"
+    shutil.rmtree(apis_dir)
+    r = cli("build", str(project), "--registry", "r.example")
+    assert r.code == 1 and str(apis_dir) in r.err
