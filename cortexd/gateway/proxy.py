@@ -698,53 +698,46 @@ class Gateway:
         # possible, on a fresh connection: one whose connection could not be opened, and one
         # whose connection closed or reset before the replica read it (UpstreamNotDelivered;
         # only with its body buffered, so it can be sent again). Never one that reached it.
+        # (no coroutine besides _exchange's on the way: the loop turns again only to retry)
         target.in_flight += 1
+        retry = not streamed
         try:
             try:
                 conn = target.pool.take_idle() or await target.pool.connect()
             except UpstreamConnectError as first:
                 self._note_failure(route, target, first)
                 target = self._switch_target(route, target)
+                retry = False
                 try:
                     conn = await target.pool.connect()
                 except UpstreamConnectError as second:
                     self._note_failure(route, target, second)
                     log.warning("api %r: %s; retry: %s", route.name, first, second)
-                    return self._error(
-                        502, f"api {route.name!r}: replica {target.replica_id} is unreachable: {second}",
-                        rid), 502
-                return await self._exchange_once(request, route, target, conn, query, rid, body,
-                                                 streamed, retry=False)
-            return await self._exchange_once(request, route, target, conn, query, rid, body,
-                                             streamed, retry=not streamed)
-        except _RetryElsewhere:
-            target = self._switch_target(route, target)
-            try:
-                conn = await target.pool.connect()
-            except UpstreamConnectError as second:
-                self._note_failure(route, target, second)
-                return self._error(
-                    502, f"api {route.name!r}: replica {target.replica_id} is unreachable: {second}",
-                    rid), 502
-            return await self._exchange_once(request, route, target, conn, query, rid, body,
-                                             streamed, retry=False)
+                    return self._unreachable(route, target, second, rid)
+            while True:
+                try:
+                    return await self._exchange(request, route, target, conn, query, rid, body, streamed)
+                except _RetryElsewhere as undelivered:
+                    if not retry:
+                        return self._failure_answer(route, target, undelivered.error, rid)
+                    retry = False
+                    target = self._switch_target(route, target)
+                    try:
+                        conn = await target.pool.connect()
+                    except UpstreamConnectError as second:
+                        self._note_failure(route, target, second)
+                        return self._unreachable(route, target, second, rid)
+                except BaseException:
+                    if conn.active:  # not handed back to the pool: its state is unknown
+                        conn.close()
+                    raise
         finally:
             self._release_target(route, target)
 
-    async def _exchange_once(self, request: BaseRequest, route: APIRoute, target: ReplicaTarget,
-                             conn: UpstreamConnection, query: str, rid: str, body: bytes | None,
-                             streamed: bool, *, retry: bool) -> tuple[web.StreamResponse, int]:
-        """_exchange on `conn`; _RetryElsewhere only when `retry` allows one more attempt."""
-        try:
-            return await self._exchange(request, route, target, conn, query, rid, body, streamed)
-        except _RetryElsewhere as undelivered:
-            if retry:
-                raise
-            return self._failure_answer(route, target, undelivered.error, rid)
-        except BaseException:
-            if conn.active:  # not handed back to the pool: its state is unknown
-                conn.close()
-            raise
+    def _unreachable(self, route: APIRoute, target: ReplicaTarget, e: UpstreamConnectError,
+                     rid: str) -> tuple[web.Response, int]:
+        return self._error(
+            502, f"api {route.name!r}: replica {target.replica_id} is unreachable: {e}", rid), 502
 
     def _switch_target(self, route: APIRoute, failed: ReplicaTarget) -> ReplicaTarget:
         """Give up `failed` for this request and take another replica (the same if none)."""
