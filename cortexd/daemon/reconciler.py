@@ -265,7 +265,7 @@ class Reconciler:
             if (rec.ready_at is None and rec.draining_since is None
                     and now - rec.launched_at > self.settings.start_timeout):
                 await self._on_crash(state, info, now, timed_out=True)
-            elif rec.unhealthy is not None and not rec.replacing:
+            elif rec.unhealthy is not None and not rec.replacing and rec.draining_since is None:
                 await self._on_unhealthy(state, info, now)
         live = [i for i in live if not self.records[i.replica_id].stopping]
 
