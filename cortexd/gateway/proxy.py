@@ -20,10 +20,19 @@ direct throughput (see upstream.py).
 
 Rules kept here: a request that reached a predictor is never retried (only a
 failure to connect is, once, elsewhere); bodies are never parsed; every answer,
-proxied or not, carries X-Request-Id; error answers are JSON {"error": ...}.
+proxied or not, carries X-Request-Id; error answers are JSON {"error": ...,
+"request_id": ...} and never carry a replica's log lines (client_reason()).
 Every finished request is counted in its route's APIMetrics (status, latency;
 metrics.py), and the bodies of monitored APIs' 2xx answers are queued for the
 route's Monitor, parsed later, never on the way out.
+
+Clients are not trusted to be quick or well-formed (nginx is the model): a body
+up to REQUEST_BUFFER_LIMIT is read before the request takes a replica slot
+(proxy_request_buffering), a request head and each body read are bounded by the
+client header and body timeouts (408), bodies are forwarded still encoded (the
+runtime enforces the body limit on the decoded size), malformed requests are
+answered and logged quietly (_ClientConnection, client_errors.py), and close()
+drains with `Connection: close` so kept-alive clients are told, never cut.
 """
 
 from __future__ import annotations
