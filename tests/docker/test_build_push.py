@@ -74,7 +74,8 @@ CONFIG = """\
       weights: weights/
     env:
       GREETING: hello
-    threads_per_process: 4
+    processes_per_replica: 2  # /metrics sums both workers; SIGTERM drains through the supervisor
+    threads_per_process: 2
 """
 
 
@@ -206,6 +207,8 @@ def test_build_push_pull_and_run_as_the_deployment_says(cli, docker_client, base
         while in_flight(port) < 1:
             assert time.monotonic() < deadline, "the slow request never showed in /metrics"
             time.sleep(0.05)
+        # whichever worker answers the scrape (SO_REUSEPORT spreads connections), it counts both
+        assert [in_flight(port) for _ in range(8)] == [1] * 8
         container.kill(signal="SIGTERM")
         t.join(timeout=30)
         assert result["answer"][0] == 200, result
