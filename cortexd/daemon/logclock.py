@@ -9,6 +9,11 @@ is renamed by a rotation. `--since T` reads from the last mark at or before T,
 through the rotated files into the newest, so it shows what was written after T,
 to the sampling resolution (about a second). Output older than the first mark (a
 log the daemon found already written) counts as recent: shown rather than lost.
+
+Each replica's log is bounded by rotation, and the number of logs too: every restart
+and scale-up makes a replica (and a log) of its own, so the sampler also removes the
+logs of replicas that are gone beyond the newest KEEP_GONE of each API (what
+`cortexd logs` shows of dead replicas), never the log of a replica that runs.
 """
 
 from __future__ import annotations
@@ -22,22 +27,25 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from cortexd.logfiles import HISTORY_CAP, START, Position, log_files, read_since
+from cortexd.logfiles import HISTORY_CAP, START, LogFile, Position, log_files, read_since
 
 log = logging.getLogger("cortexd")
 
 MAX_MARKS = 20_000  # per log: over five hours of a replica that prints every second
-ROTATED_OUT = Position(-1, 0)  # a mark whose file is gone: read from the oldest file kept
+KEEP_GONE = 8  # per API: logs of replicas that are gone, newest first
 
 
 class LogClock:
-    def __init__(self, log_dir: Path, clock: Callable[[], float] = time.time):
+    def __init__(self, log_dir: Path, clock: Callable[[], float] = time.time,
+                 live: Callable[[], set[str] | None] | None = None):
         self.log_dir = Path(log_dir)
         self.clock = clock
+        self.live = live  # the log paths of running replicas (read on the loop); None: remove none
         self._marks: dict[str, deque[tuple[float, Position]]] = {}
 
-    def sample(self) -> None:
-        """Record where every replica log ends, for those that grew (or appeared) since the last sample."""
+    def sample(self, live: set[str] | None = None) -> None:
+        """Record where every replica log ends, for those that grew (or appeared) since the last
+        sample; with `live`, remove the logs of gone replicas beyond the newest KEEP_GONE per API."""
         now = self.clock()
         seen = set()
         try:
@@ -51,6 +59,7 @@ class LogClock:
                 entries = list(os.scandir(api_dir.path))
             except OSError:
                 continue
+            gone: list[tuple[float, str]] = []
             for entry in entries:
                 if not entry.name.endswith(".log"):
                     continue  # the rotated parts (.log.N) belong to their .log
@@ -59,18 +68,21 @@ class LogClock:
                 except OSError:
                     continue
                 seen.add(entry.path)
-                end = Position(st.st_ino, st.st_size)
+                if live is not None and os.path.abspath(entry.path) not in live:
+                    gone.append((st.st_mtime, entry.path))
                 marks = self._marks.get(entry.path)
                 if marks is None:
                     marks = self._marks[entry.path] = deque(maxlen=MAX_MARKS)
-                if marks and marks[-1][1].file_id != end.file_id:
-                    # rotated: a file system reuses the inodes of removed files, so marks naming
-                    # this inode from an earlier time are of a file since rotated out
-                    for i, (t, pos) in enumerate(marks):
-                        if pos.file_id == end.file_id:
-                            marks[i] = (t, ROTATED_OUT)
-                if not marks or marks[-1][1] != end:
-                    marks.append((now, end))
+                last = marks[-1][1] if marks else None
+                if last is not None and (last.file_id, last.offset) == (st.st_ino, st.st_size):
+                    continue
+                # the head with the inode: a file system reuses a removed file's inode for the
+                # next new file, and a mark must not be taken for a place in that one
+                f = LogFile(Path(entry.path), st.st_ino, st.st_size, st.st_mtime)
+                marks.append((now, f.position(st.st_size, known=last)))
+            for _, path in sorted(gone, reverse=True)[KEEP_GONE:]:
+                remove_log(path)
+                seen.discard(path)
         for path in [p for p in self._marks if p not in seen]:
             del self._marks[path]  # removed with its API's logs
 
@@ -81,7 +93,7 @@ class LogClock:
             return START
         newest = files[-1]
         if newest.mtime < since:
-            return Position(newest.file_id, newest.size)  # nothing written since
+            return newest.position(newest.size)  # nothing written since
         marks = self._marks.get(path)
         if not marks:
             return START
@@ -91,10 +103,20 @@ class LogClock:
     async def run(self, interval: float = 1.0) -> None:
         while True:
             try:
-                await asyncio.to_thread(self.sample)
+                live = self.live() if self.live is not None else None  # on the loop: daemon state
+                await asyncio.to_thread(self.sample, live)
             except Exception:  # a failed sample must not end the daemon
                 log.exception("log clock sample failed")
             await asyncio.sleep(interval)
+
+
+def remove_log(path: str) -> None:
+    """Remove a log and its rotated parts."""
+    for f in log_files(path):
+        try:
+            os.unlink(f.path)
+        except OSError:
+            pass
 
 
 def read_from(path: str, position: Position, cap: int = HISTORY_CAP) -> list[str]:

@@ -165,7 +165,8 @@ class Daemon:
         self._metrics: aiohttp.web.AppRunner | None = None  # the admin port (Prometheus)
         self.watcher: ProjectWatcher | None = None
         self.autoscaler: Autoscaler | None = None
-        self.log_clock = LogClock(settings.log_dir)  # for `logs --since`
+        # for `logs --since`; it also removes the logs of replicas long gone
+        self.log_clock = LogClock(settings.log_dir, live=self.live_log_paths)
         self._tasks: list[asyncio.Task] = []
         self._stop = asyncio.Event()
         self._config_lock = asyncio.Lock()  # reload, deploy and delete apply one at a time
@@ -437,6 +438,14 @@ class Daemon:
         return f"http://{host}:{port}{endpoint}"
 
     # -- logs -------------------------------------------------------------------------------
+
+    def live_log_paths(self) -> set[str] | None:
+        """The log files of the replicas the backend runs now (kept, whatever their age); None
+        before the daemon knows them (nothing is removed then)."""
+        if self.reconciler is None or self.backend is None:
+            return None
+        paths = (self.backend.log_path(rid) for rid in self.reconciler.observed)
+        return {os.path.abspath(p) for p in paths if p}
 
     def log_sources(self, name: str) -> list[tuple[str, str | None]]:
         """(replica_id, log file or None) for the API's current replicas and the most recent

@@ -75,3 +75,25 @@ def test_since_accepts_durations_and_times():
     assert _parse_since("2026-11-22T23:00", now) == dt.datetime(2026, 11, 22, 23, 0).timestamp()
     with pytest.raises(UsageError, match="expected a duration"):
         _parse_since("yesterday", now)
+
+
+def test_logs_of_gone_replicas_are_removed_beyond_the_newest_few_never_a_live_one(tmp_path):
+    from cortexd.daemon.logclock import KEEP_GONE
+
+    api = tmp_path / "api"
+    api.mkdir()
+    paths = []
+    for i in range(KEEP_GONE + 4):  # a crash loop: a replica, and a log, per restart
+        log = api / f"api-r{i:02d}.log"
+        log.write_text(f"replica {i}\n")
+        (api / f"api-r{i:02d}.log.1").write_text("older part\n")
+        os.utime(log, (1000.0 + i, 1000.0 + i))
+        paths.append(log)
+    live = {str(paths[0])}  # the oldest still runs (idle): never removed
+    clock = LogClock(tmp_path, clock=lambda: 2000.0)
+    clock.sample()  # without knowing what runs, nothing goes
+    assert len(list(api.glob("*.log"))) == KEEP_GONE + 4
+    clock.sample(live)
+    kept = sorted(p.name for p in api.glob("*.log"))
+    assert kept == sorted([paths[0].name] + [p.name for p in paths[-KEEP_GONE:]])
+    assert not (api / "api-r01.log.1").exists() and (api / "api-r00.log.1").exists()
