@@ -222,3 +222,37 @@ def test_children_get_sigterm_when_their_parent_is_killed(tmp_path):
         assert wait_gone([child]), "the child outlived its SIGKILLed parent"
     finally:
         kill_all([child], [parent])
+
+
+@linux_only
+def test_reap_leftovers_finds_replicas_by_their_private_folder_and_removes_it(tmp_path, popens):
+    import tempfile
+
+    run = tmp_path / "run"
+    run.mkdir()
+    private = Path(tempfile.mkdtemp(prefix="cortexd-replica-r1-"))
+    started = []
+    try:
+        leader, workers = fake_replica("-m", "predictor_runtime", "--spec", str(private / "r1.json"),
+                                       worker=True)
+        started += [leader, *workers]
+        (run / "r1.pid").write_text(f"{leader}\n{private}\n")
+        assert sorted(ProcessBackend(run, tmp_path / "logs").reap_leftovers()) == sorted(started)
+        assert not private.exists()
+    finally:
+        kill_all(started)
+
+
+def test_replica_user_setting(monkeypatch):
+    from cortexd.backends.isolation import resolve_replica_user
+
+    root_default = resolve_replica_user("", daemon_uid=0)
+    assert root_default.name in ("cortexd", "nobody") and root_default.uid != 0
+    assert resolve_replica_user("root", daemon_uid=0).uid == 0  # the explicit opt-out
+    assert resolve_replica_user("nobody", daemon_uid=0).drops(0)
+    with pytest.raises(BackendError, match=r"replica user 'no-such-user-x' does not exist.*--replica-user"):
+        resolve_replica_user("no-such-user-x", daemon_uid=0)
+    with pytest.raises(BackendError, match=r"only a root daemon can run replicas as another user"):
+        resolve_replica_user("nobody", daemon_uid=1234)
+    if os.getuid() != 0:  # a non-root daemon's replicas run as its own user
+        assert resolve_replica_user("", daemon_uid=os.getuid()).uid == os.getuid()
