@@ -685,7 +685,7 @@ class Gateway:
         except TimeoutError:
             return self._body_timed_out(request, rid), b"", False
         except (OSError, RequestPayloadError, HttpProcessingError) as e:  # the client's body broke off
-            return self._error(400, f"the request body could not be read: {e}", rid), b"", False
+            return self._error(400, f"the request body could not be read: {shown(str(e), 100)}", rid), b"", False
         return None, b"".join(chunks), content.at_eof()
 
     async def _forward(self, request: BaseRequest, route: APIRoute, query: str, rid: str,
@@ -885,7 +885,7 @@ class Gateway:
             return self._body_timed_out(request, rid), 408
         except (OSError, RequestPayloadError, HttpProcessingError) as e:  # the client's body broke off
             conn.close()
-            return self._error(400, f"the request body could not be read: {e}", rid), 400
+            return self._error(400, f"the request body could not be read: {shown(str(e), 100)}", rid), 400
 
         # -- response head
         try:
