@@ -50,7 +50,7 @@ def build(work: Path, use_uv: bool, n: int, requirements: list[str]) -> tuple[fl
     site = next((env.path / "lib").glob("python*/site-packages"))
     held = sorted("==".join(p.name.removesuffix(".dist-info").rsplit("-", 1)) for p in site.glob("*.dist-info"))
     check = subprocess.run([env.python, "-c", "import aiohttp, numpy; print('runtime ok')"],
-                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
     return took, {"venv": held, "runtime": check.stdout.strip() or check.stderr.strip()[-200:],
                   "installer": json.loads((env.path / "cortexd-environment.json").read_text())["installer"]}
 
