@@ -141,7 +141,8 @@ def apis_table(snap: dict) -> RenderableType:
         rate = req.get("requests_per_s")
         table.add_row(
             Text(api["name"]),
-            Text(api["status"], style=STATUS_STYLE.get(api["status"], "")),
+            # "updating (installing requirements)" is styled as "updating"
+            Text(api["status"], style=STATUS_STYLE.get(api["status"].split(" (", 1)[0], "")),
             fmt_replicas(api),
             str(api.get("in_flight", 0)),
             "-" if rate is None else f"{rate:.1f}",
