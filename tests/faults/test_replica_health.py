@@ -318,13 +318,13 @@ def kill_one_of_two_under_load(cli, url: str, kill) -> tuple[list, tuple[float, 
     """8 clients on 2 replicas; `kill(replica)` one of them; (records, (kill began, returned))."""
     api = wait_for_api(cli, "pids", lambda a: len(ready_replicas(a)) == 2, 60, "2 ready replicas")
     with Clients(url, 8) as clients:
-        time.sleep(1.5)
+        time.sleep(1.0)
         who = {r[3] for r in clients.records if r[3] is not None}
         assert len(who) == 2, f"the load reaches both replicas: {who}"
         began = time.monotonic()
         kill(ready_replicas(api)[0])  # the replica dies somewhere in [began, returned]
         returned = time.monotonic()
-        time.sleep(2.5)
+        time.sleep(2.0)
     return clients.records, (began, returned)
 
 
