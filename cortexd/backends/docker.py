@@ -278,9 +278,10 @@ def replica_from_attrs(attrs: Mapping[str, Any], container_port: int = CONTAINER
     """What `docker inspect` says about one of our containers, as a ReplicaInfo (pure).
 
     direct: address a running replica at its IP on the cortexd network (the host reaches it with
-    inter-container traffic off), so a dead container refuses connections cleanly; through the
-    published loopback port docker-proxy accepts, then resets, and a failure looks like a request
-    that was sent. Otherwise (or for a container not on that network) the published port.
+    inter-container traffic off), so connecting to a dead container fails (refused, or no route
+    after a few seconds once its address is gone): the request provably never reached it. Through
+    the published loopback port docker-proxy accepts, then resets, and a failure looks like a
+    request that was sent. Otherwise (or for a container not on that network) the published port.
     """
     labels = (attrs.get("Config") or {}).get("Labels") or {}
     state = attrs.get("State") or {}
