@@ -302,3 +302,43 @@ async def test_a_project_the_replica_user_cannot_read_is_refused_with_the_path_a
     assert "--replica-user" in msg
     assert await backend.list() == []
     assert not list(Path(tempfile.gettempdir()).glob("cortexd-replica-echo-r1-*"))  # cleaned up
+
+
+def test_the_control_api_reads_the_peer_of_its_unix_socket_and_asks_the_backend():
+    import socket
+
+    from cortexd.daemon.control import peer_credentials, replica_peer_refusal
+
+    class Transport:
+        def __init__(self, sock):
+            self.sock = sock
+
+        def get_extra_info(self, name):
+            return self.sock if name == "socket" else None
+
+    class Backend:
+        def __init__(self, answer):
+            self.answer, self.asked = answer, []
+
+        def replica_of_peer(self, pid, uid):
+            self.asked.append((pid, uid))
+            return self.answer
+
+    class Daemon:
+        def __init__(self, backend):
+            self.backend = backend
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX)
+    try:
+        assert peer_credentials(Transport(ours)) == (os.getpid(), os.getuid())
+        replica = Backend("echo-r1")
+        refusal = replica_peer_refusal(Daemon(replica), Transport(ours))
+        assert replica.asked == [(os.getpid(), os.getuid())]
+        assert "belongs to replica echo-r1" in refusal and "cannot drive cortexd" in refusal
+        assert replica_peer_refusal(Daemon(Backend(None)), Transport(ours)) is None
+        assert replica_peer_refusal(Daemon(object()), Transport(ours)) is None  # Docker: no such check
+    finally:
+        ours.close()
+        theirs.close()
+    with socket.socket() as tcp:  # not a unix socket: no peer credentials
+        assert peer_credentials(Transport(tcp)) is None
