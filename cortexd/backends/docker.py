@@ -104,10 +104,10 @@ def container_user(host_uid: int, host_gid: int) -> str:
 
 
 def published_note(info: ReplicaInfo) -> str:
-    """The first line of a container's log: its port and where the host reaches it."""
+    """The first line of a container's log: its port is its own; where the daemon reaches it."""
     return (f"[cortexd] replica {info.replica_id}: port {CONTAINER_PORT} below is the container's own; "
-            f"it is published on the host at http://{info.host}:{info.port} (clients use the gateway's "
-            "URL, `cortexd get`)\n")
+            f"cortexd reaches this replica at http://{info.host}:{info.port} (clients use the "
+            "gateway's URL, `cortexd get`)\n")
 
 
 def replica_environment(
@@ -678,7 +678,7 @@ class DockerBackend:
     def _pump(self, container_id: str, path: Path, info: ReplicaInfo | None = None) -> None:
         """Append the container's output to `path` until the container ends (own client).
 
-        A new log opens with where the container's port is published: the runtime inside says
+        A new log opens with where the daemon reaches the container: the runtime inside says
         `serving on http://0.0.0.0:8888`, an address that is the container's own, not the host's
         (where 8888 is the gateway's)."""
         import docker
