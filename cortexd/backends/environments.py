@@ -257,6 +257,7 @@ class ProjectEnvironments:
 
     def __init__(self, cache_dir: Path | str, *, run_dependencies_sh: bool = False,
                  notify: Notify | None = None, python: str = sys.executable, use_uv: bool = True):
+        # python: runs pip and makes the venvs (the runtime's interpreter)
         self.cache_dir = Path(os.path.abspath(cache_dir))
         self.run_dependencies_sh = run_dependencies_sh
         self._notify = notify or (lambda message, api: log.warning("[%s] %s", api, message))
@@ -267,7 +268,7 @@ class ProjectEnvironments:
         self._failed: dict[str, DependencyError] = {}  # digests whose install fails as it is
         self._activity: dict[str, tuple[str, str]] = {}  # api -> (phase, detail)
         self._noticed: set[tuple[str, str]] = set()
-        self._by_spec: dict[str, str] = {}  # spec hash -> interpreter
+        self._by_spec: dict[str, str | None] = {}  # spec hash -> interpreter (None: the runtime's)
         self._waiting: dict[str, set[str]] = {}  # digest -> apis waiting for its build
         self._pip_config: str | None = None
         self.use_uv = use_uv
@@ -341,24 +342,20 @@ class ProjectEnvironments:
         ("installing requirements", "collecting six==1.16.0 (requirements.txt line 2)")."""
         return self._activity.get(api)
 
-    async def interpreter_for(self, spec: APISpec) -> str:
-        """The Python a replica of `spec` runs on, building its project's environment if needed.
+    async def interpreter_for(self, spec: APISpec) -> str | None:
+        """The Python a replica of `spec` runs on, building its project's environment if needed;
+        None when the project needs none (the backend's own interpreter then).
 
         Raises DependencyError (the API shows `error`) when the environment cannot be made.
         """
-        known = self._by_spec.get(spec.spec_hash)
-        if known is not None:
-            return known
+        if spec.spec_hash in self._by_spec:
+            return self._by_spec[spec.spec_hash]
         plan = await asyncio.to_thread(self.plan, spec)
         for notice in plan.notices:
             if (plan.project_dir + spec.name, notice) not in self._noticed:
                 self._noticed.add((plan.project_dir + spec.name, notice))
                 self._notify(notice, spec.name)
-        if not plan.needed:
-            python = self._python
-        else:
-            env = await self.ensure(plan, spec.name)
-            python = env.python
+        python = (await self.ensure(plan, spec.name)).python if plan.needed else None
         self._by_spec[spec.spec_hash] = python
         return python
 

@@ -249,7 +249,7 @@ class ProcessBackend:
 
     async def start(self, spec: APISpec, replica_id: str, gpu_ids: tuple[int, ...] = ()) -> ReplicaInfo:
         interpreter = (await self._environments.interpreter_for(spec)
-                       if self._environments is not None else self._interpreter)
+                       if self._environments is not None else None) or self._interpreter
         log_dir = self._log_dir / spec.name
         log_path = log_dir / f"{replica_id}.log"
         user = self.replica_user()
