@@ -578,7 +578,7 @@ def cmd_build(args) -> int:
     loaded = load_config(_paths(args))
     built = build_images(list(loaded.apis), args.registry, args.push, print, base_image=args.base_image)
     for b in built:
-        print(f"{'pushed' if b.pushed else 'built'} {b.image}")
+        print(f"api {b.api!r}: {b.image}{' (pushed)' if b.pushed else ''}")
     if not args.push:
         print("push with --push; then `cortexd export kubernetes --registry ...` writes the manifests")
     return EXIT_OK
