@@ -6,11 +6,13 @@ Deployment: its env, its port, its user, a read-only root filesystem with an
 emptyDir /tmp (a tmpfs here), all capabilities dropped, no privilege escalation,
 no init process. It must serve a prediction, count it at /metrics, and on
 SIGTERM finish the request it holds before exiting 0. A registry that asks for
-credentials refuses the push: exit 1 with the registry's answer.
+credentials refuses a push without them (exit 1 with its answer) and takes one with the
+credentials of the Docker config.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -224,16 +226,22 @@ def test_build_push_pull_and_run_as_the_deployment_says(cli, docker_client, base
             pass
 
 
+USER, PASSWORD = "tester", "s3cret-for-tests"
+
+
 @pytest.fixture
-def refusing_registry():
-    """A second docker-registry that asks for credentials (Debian's stock auth section), on a free port."""
+def auth_registry():
+    """A second docker-registry that wants credentials (htpasswd: one user), on a free port."""
     binary = shutil.which("docker-registry")
     if binary is None:
         registry_or_skip(REGISTRY)  # the same requirement: fails under CORTEXD_REQUIRE_DOCKER, else skips
         pytest.skip("docker-registry is not installed")
+    import bcrypt
+
     port = free_port()
-    root = Path(tempfile.mkdtemp(prefix="cortexd-refusing-registry-"))
-    (root / "htpasswd").write_text("")  # no user can log in
+    root = Path(tempfile.mkdtemp(prefix="cortexd-auth-registry-"))
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()
+    (root / "htpasswd").write_text(f"{USER}:{hashed}\n")
     (root / "config.yml").write_text(yaml.safe_dump({
         "version": 0.1,
         "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
@@ -249,7 +257,7 @@ def refusing_registry():
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "the refusing registry did not start"
+                assert proc.poll() is None and time.monotonic() < deadline, "the auth registry did not start"
                 time.sleep(0.1)
         yield f"127.0.0.1:{port}"
     finally:
@@ -258,14 +266,38 @@ def refusing_registry():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_a_refused_push_is_exit_1_with_the_registrys_answer(cli, docker_client, base_image,  # noqa: F811
-                                                             shared_dir, refusing_registry):
-    project = make_project(shared_dir / "refused-push")
-    r = cli("build", str(project), "--registry", refusing_registry, "--push", "--base-image", base_image,
-            timeout=600)
-    assert r.code == 1, r.out[-2000:] + r.err
-    assert f"the registry {refusing_registry} answered:" in r.err
-    assert any(s in r.err.lower() for s in ("unauthorized", "auth")), r.err
-    assert "Traceback" not in r.err
-    for img in docker_client.images.list(name=f"{refusing_registry}/labeller"):
+def remove_images(docker_client, repository: str) -> None:
+    for img in docker_client.images.list(name=repository):
         docker_client.images.remove(img.id, force=True)
+
+
+def test_push_without_credentials_is_refused_and_with_the_docker_config_succeeds(
+        cli, docker_client, base_image, shared_dir, auth_registry, tmp_path):  # noqa: F811
+    project = make_project(shared_dir / "auth-push")
+    try:
+        # no credentials: the registry refuses; exit 1 with its answer
+        cli.env["DOCKER_CONFIG"] = str(tmp_path / "empty-docker-config")
+        r = cli("build", str(project), "--registry", auth_registry, "--push", "--base-image", base_image,
+                timeout=600)
+        assert r.code == 1, r.out[-2000:] + r.err
+        assert f"the registry {auth_registry} answered:" in r.err
+        assert any(s in r.err.lower() for s in ("unauthorized", "auth")), r.err
+        assert "Traceback" not in r.err
+
+        # credentials in the Docker config, where `docker login` writes them: the push goes through
+        config = tmp_path / "docker-config"
+        config.mkdir()
+        token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        (config / "config.json").write_text(json.dumps({"auths": {auth_registry: {"auth": token}}}))
+        cli.env["DOCKER_CONFIG"] = str(config)
+        r = cli("build", str(project), "--registry", auth_registry, "--push", "--base-image", base_image,
+                timeout=600)
+        assert r.code == 0, r.out[-2000:] + r.err
+        (pushed,) = [ln.split()[1] for ln in r.out.splitlines() if ln.startswith("pushed ")]
+        tag = pushed.rpartition(":")[2]
+        with urllib.request.urlopen(urllib.request.Request(
+                f"http://{auth_registry}/v2/labeller/tags/list",
+                headers={"Authorization": f"Basic {token}"}), timeout=10) as resp:
+            assert tag in json.loads(resp.read())["tags"]
+    finally:
+        remove_images(docker_client, f"{auth_registry}/labeller")
