@@ -12,7 +12,10 @@ load_project() reads files (it runs off the event loop, in a thread); the rest i
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -151,3 +154,15 @@ def deploy_summary(before: Sequence[Project], after: Sequence[Project], incoming
         left_alone=sorted(n for p in after if all(p is not q for q in incoming)
                           for n in p.names if n not in deleted),
     )
+
+
+def die_with(parent: int) -> None:
+    """Initializer of the daemon's loader process: it ends when the daemon does, even by SIGKILL
+    (PR_SET_PDEATHSIG, Linux), instead of lingering as an orphan."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:
+        os._exit(1)  # the daemon died before prctl

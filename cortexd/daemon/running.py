@@ -35,6 +35,7 @@ from cortexd.daemon.projects import (
     Project,
     conflicts,
     deploy_summary,
+    die_with,
     load_project,
     merged,
     roll_reasons,
@@ -260,7 +261,8 @@ class Daemon:
         its GIL holds and garbage collections would stall the gateway's loop."""
         if self._loader is None:
             self._loader = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=die_with, initargs=(os.getpid(),))
         try:
             return await asyncio.get_running_loop().run_in_executor(self._loader, load, *args)
         except concurrent.futures.process.BrokenProcessPool:
