@@ -27,7 +27,14 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from cortexd.logfiles import HISTORY_CAP, START, LogFile, Position, log_files, read_since
+from cortexd.logfiles import (
+    HISTORY_CAP,
+    START,
+    LogFile,
+    Position,
+    log_files,
+    read_since,
+)
 
 log = logging.getLogger("cortexd")
 

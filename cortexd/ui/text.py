@@ -93,8 +93,8 @@ def api_detail(api: dict) -> str:
         f"api:        {api['name']} ({api['predictor_type']}, {api['kind']})",
         f"status:     {api['status']}",
         f"url:        {api['url']}",
-        f"replicas:   {r['ready']} ready / {r['requested']} requested "
-        f"(min {r['min']}, max {r['max']}, restarts {r['restarts']})",
+        (f"replicas:   {r['ready']} ready / {r['requested']} requested "
+         f"(min {r['min']}, max {r['max']}, restarts {r['restarts']})"),
         f"in-flight:  {api.get('in_flight', 0)}",
         f"requests:   2xx/4xx/5xx {_requests(api)}{_codes(api)}",
         f"latency:    {_latency_line(api)}",

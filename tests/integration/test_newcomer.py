@@ -34,7 +34,7 @@ def into_closed_pipe(cli, *args: str) -> tuple[int, str]:
     read_end, write_end = socket.socketpair()  # like a pipe; closed before the command writes
     read_end.close()
     p = subprocess.run([sys.executable, "-m", "cortexd", *args], env=cli.env, cwd=str(REPO),
-                       stdout=write_end.fileno(), stderr=subprocess.PIPE, text=True, timeout=60)
+                       stdout=write_end.fileno(), stderr=subprocess.PIPE, text=True, timeout=60, check=False)
     write_end.close()
     return p.returncode, p.stderr
 

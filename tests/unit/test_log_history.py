@@ -4,7 +4,14 @@ none lost or repeated at a rotation, at most max_bytes x files on disk."""
 from __future__ import annotations
 
 from cortexd import logfiles
-from cortexd.logfiles import START, RotatingLogWriter, log_files, read_history, read_new, total_size
+from cortexd.logfiles import (
+    START,
+    RotatingLogWriter,
+    log_files,
+    read_history,
+    read_new,
+    total_size,
+)
 
 
 def lines_of(first: int, last: int) -> list[str]:
