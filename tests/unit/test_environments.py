@@ -374,3 +374,30 @@ def test_uv_gets_only_the_lines_the_runtime_does_not_satisfy():
     installed = {"numpy": "2.4.6", "six": "1.17.0", "requests": "2.34.2", "boto3": "1.43.0"}
     assert unsatisfied(lines, installed, "/p") == [
         "six==1.16.0", "requests[socks]", "tomli-w", "-r /p/more.txt", "./localpkg"]
+
+
+def test_only_what_the_predictor_can_import_is_scanned():
+    from cortexd.core.preinstalled import reachable_files
+
+    sources = {
+        "predictor.py": "import numpy\nfrom lib.features import f\nimport helpers\n",
+        "helpers.py": "from . import nothing\nimport boto3\n",
+        "lib/__init__.py": "",
+        "lib/features.py": "from .scaling import s\nimport cv2\n",
+        "lib/scaling.py": "import sklearn\n",
+        "train.py": "import torch\n",  # the training script: never imported by the predictor
+        "src/extra.py": "import dill\n",
+    }
+    assert reachable_files("predictor.py", sources) == {
+        "predictor.py", "helpers.py", "lib/__init__.py", "lib/features.py", "lib/scaling.py"}
+    # python_path (here src/) is searched first, as PYTHONPATH does for the replica
+    sources["predictor.py"] += "import extra\n"
+    assert "src/extra.py" in reachable_files("predictor.py", sources, ["src", ""])
+    assert "src/extra.py" not in reachable_files("predictor.py", sources, [""])
+
+
+def test_a_training_script_does_not_put_its_imports_into_the_environment(tmp_path):
+    (tmp_path / "predictor.py").write_text("class PythonPredictor:\n    pass\n")
+    (tmp_path / "train.py").write_text("import dill\n")
+    plan = ProjectEnvironments(tmp_path / "envs").plan(_spec(tmp_path))
+    assert plan.additions == () and not plan.needed
