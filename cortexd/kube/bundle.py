@@ -59,8 +59,16 @@ def _cortexignore(root: Path) -> pathspec.PathSpec | None:
 
 
 def _walk(root: Path, keep) -> dict[str, bytes]:
+    """{host path: content} of the files under root that `keep` accepts; symlinked folders are
+    followed (a model folder linked into the project is part of it), each real folder once."""
     out: dict[str, bytes] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a link loop, or the same folder linked twice
+            dirnames[:] = []
+            continue
+        seen.add(real)
         rel_dir = os.path.relpath(dirpath, root)
         rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
         dirnames[:] = sorted(d for d in dirnames if keep(rel_dir + d + "/", True))

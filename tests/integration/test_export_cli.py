@@ -177,3 +177,18 @@ def test_build_without_registry_or_with_a_missing_model_is_exit_1(cli, tmp_path)
     shutil.rmtree(apis_dir)
     r = cli("build", str(project), "--registry", "r.example")
     assert r.code == 1 and str(apis_dir) in r.err
+
+
+def test_a_symlinked_folder_in_the_project_goes_into_the_image_and_a_link_loop_ends(tmp_path):
+    from cortexd.kube.bundle import read_image_files
+
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "vocab.txt").write_text("a b c")
+    project = write_project(tmp_path / "proj", TWO_APIS.split("- name: second")[0],
+                            {"predictor.py": PREDICTOR})
+    (project / "vocab").symlink_to(tmp_path / "elsewhere")
+    (project / "vocab" / "loop").symlink_to(project)  # a loop back to the project
+    (spec,) = load_config([str(project)]).apis
+    files = read_image_files(spec).files
+    assert str(project / "vocab" / "vocab.txt") in files
+    assert sum(1 for p in files if p.endswith("predictor.py")) == 1
