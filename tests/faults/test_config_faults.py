@@ -182,3 +182,39 @@ def test_a_hostile_save_over_a_live_config_is_rejected_and_the_api_keeps_serving
         cli.wait_for(lambda s: not s["daemon"]["config_error"], timeout=30, what="the good file back")
     status, _, _ = http("GET", url)
     assert status == 200
+
+
+def children(pid: int) -> dict[int, str]:
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[1]) == pid and stat[0] != "Z":
+                out[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def test_the_loader_process_dies_with_a_killed_daemon(cli, tmp_path):
+    import os
+    import signal
+
+    from tests.faults.conftest import pid_alive
+
+    port = free_port()
+    yaml_text = (f"- name: loaded\n  kind: RealtimeAPI\n  predictor:\n    type: python\n    path: predictor.py\n"
+                 f"  networking:\n    local_port: {port}\n")
+    project = write_project(tmp_path / "l", yaml_text, {"predictor.py": PREDICTOR})
+    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+    daemon = cli.status()["daemon"]["pid"]
+    (project / "cortex.yaml").write_text(yaml_text + "  compute:\n    cpu: .nan\n")  # a reload: the loader starts
+    cli.wait_for(lambda s: s["daemon"]["config_error"], timeout=30, what="the save rejected")
+    [loader] = [pid for pid, cmd in children(daemon).items() if "multiprocessing.spawn" in cmd]
+    os.kill(daemon, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(loader) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(loader)
