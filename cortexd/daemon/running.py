@@ -480,8 +480,10 @@ class Daemon:
                 start = self.log_clock.position_since(path, since) if since is not None else None
                 # off the loop: a long log must not stall the gateway
                 lines, positions[rid] = await asyncio.to_thread(_history, path, tail, start)
-            else:
+            elif since is None:
                 lines = await self.backend.logs(rid, tail=tail)
+            else:
+                lines = []  # the engine keeps this log, unsampled: nothing to say of its times
             lines = [f"{rid} | {line}" if many else line for line in lines]
             if since is None:
                 for line in lines:
