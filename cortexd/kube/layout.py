@@ -173,6 +173,9 @@ def bundle_dockerfile(spec: APISpec, has_models: bool, has_paths: bool) -> str:
         lines.append(f"COPY paths/ {PATHS_IN_IMAGE}/")
     lines += [
         f"COPY spec.json {SPEC_IN_IMAGE}",
+        # a predictor.image made from an older cortexd image lacks the standalone entry point:
+        # fail the build here rather than every pod in the cluster
+        'RUN python -c "import predictor_runtime.standalone"',
         f"ENV {env}",
         f'LABEL cortexd.api="{spec.name}" cortexd.spec-hash="{spec.spec_hash}"',
         f"USER {UID}:{UID}",
