@@ -111,3 +111,25 @@ def test_follow_behind_a_whole_retention_resumes_at_the_oldest_file_kept(tmp_pat
     got, _ = read_new(path, at)
     assert got == lines_of(20, 40)
     writer.close()
+
+
+def test_rotation_limits_come_from_flags_then_environment_with_clear_errors():
+    import argparse
+
+    import pytest
+
+    from cortexd.cli import UsageError, _with_log_rotation
+    from cortexd.settings import DaemonSettings
+
+    base = DaemonSettings()
+    assert (base.log_max_bytes, base.log_files) == (10 * 2**20, 5)
+    none = argparse.Namespace()
+    s = _with_log_rotation(base, none, {"CORTEXD_LOG_MAX_SIZE": "512K", "CORTEXD_LOG_FILES": "3"})
+    assert (s.log_max_bytes, s.log_files) == (512 * 1024, 3)
+    flags = argparse.Namespace(log_max_size="2M", log_files=2)
+    s = _with_log_rotation(base, flags, {"CORTEXD_LOG_MAX_SIZE": "512K", "CORTEXD_LOG_FILES": "3"})
+    assert (s.log_max_bytes, s.log_files) == (2 * 2**20, 2)
+    with pytest.raises(UsageError, match="expected a size such as 10M"):
+        _with_log_rotation(base, none, {"CORTEXD_LOG_MAX_SIZE": "lots"})
+    with pytest.raises(UsageError, match="at least 1"):
+        _with_log_rotation(base, argparse.Namespace(log_files=0), {})
