@@ -72,12 +72,7 @@ from pathlib import Path
 from cortexd import __version__
 from cortexd.backends.images import merged_pip_settings
 from cortexd.backends.process import parent_death_signal
-from cortexd.core.preinstalled import (
-    Addition,
-    imported_modules,
-    preinstalled_additions,
-    reachable_files,
-)
+from cortexd.core.preinstalled import Addition, imported_modules, preinstalled_additions
 from cortexd.core.requirements import (
     PREINSTALLED_FILE,
     RequirementLine,
@@ -240,18 +235,6 @@ def project_pip_env(path: Path) -> tuple[dict[str, str], str | None]:
     return env, None
 
 
-def _relative(path: str, project: Path, python_path: Path) -> str:
-    """A path as python_sources() keys it: relative to the project, or under python_path's name
-    when python_path lies outside the project."""
-    p = Path(path)
-    if p == project or project in p.parents:
-        return p.relative_to(project).as_posix() if p != project else ""
-    if p == python_path or python_path in p.parents:
-        rel = p.relative_to(python_path).as_posix() if p != python_path else ""
-        return f"{python_path.name}/{rel}".rstrip("/")
-    return p.name
-
-
 def _included_files(text: str, project: Path) -> dict[str, bytes]:
     """Files a requirements.txt includes with -r / -c (their content is part of the digest)."""
     out = {}
@@ -307,12 +290,8 @@ class ProjectEnvironments:
             own = own_modules(list(python_sources(python_path))) | own_modules(list(sources))
         else:
             own = own_modules(list(sources))
-        entry, roots = _relative(spec.predictor.path, project, python_path), [""]
-        if python_path != project:
-            roots.insert(0, _relative(str(python_path), project, python_path))
-        served = reachable_files(entry, sources, roots)
         additions = tuple(preinstalled_additions(
-            {f: imported_modules(sources[f]) for f in sorted(served)},
+            {f: imported_modules(text) for f, text in sources.items()},
             spec.predictor.type, requirement_names(lines), runtime_has, own,
         ))
         notices.extend(a.notice for a in additions)

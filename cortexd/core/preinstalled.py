@@ -112,54 +112,6 @@ def imported_modules(source: str) -> set[str]:
     return names
 
 
-def reachable_files(entry: str, sources: Mapping[str, str], roots: Iterable[str] = ("",)) -> set[str]:
-    """The project files the predictor `entry` can import (itself included), transitively.
-
-    sources: {relative path: text} of the project's .py files; roots: folders (relative,
-    "" = the project) that module names resolve from, as PYTHONPATH does for the replica.
-    A package found this way counts whole (its modules import each other relatively). A
-    training script or a notebook export that the predictor never imports is not scanned:
-    its torch import must not put torch into the serving environment.
-    """
-    prefixes = [r.strip("/") + "/" if r.strip("/") else "" for r in roots]
-
-    def resolve(name: str, near: str) -> set[str]:
-        for prefix in [near, *prefixes]:
-            module = f"{prefix}{name}.py"
-            if module in sources:
-                return {module}
-            package = f"{prefix}{name}/"
-            members = {f for f in sources if f.startswith(package)}
-            if members:
-                return members
-        return set()
-
-    seen: set[str] = set()
-    todo = [entry] if entry in sources else []
-    while todo:
-        file = todo.pop()
-        if file in seen:
-            continue
-        seen.add(file)
-        near = file.rsplit("/", 1)[0] + "/" if "/" in file else ""
-        try:
-            tree = ast.parse(sources[file])
-        except (SyntaxError, ValueError):
-            continue
-        for node in ast.walk(tree):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [a.name.split(".", 1)[0] for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:  # relative: a sibling module, or the names imported from "."
-                    names = [node.module.split(".", 1)[0]] if node.module else [a.name for a in node.names]
-                    todo.extend(f for n in names for f in resolve(n, near) if f not in seen)
-                    continue
-                names = [node.module.split(".", 1)[0]] if node.module else []
-            todo.extend(f for n in names for f in resolve(n, near) if f not in seen)
-    return seen
-
-
 def stdlib_modules() -> frozenset[str]:
     return frozenset(sys.stdlib_module_names) | frozenset(sys.builtin_module_names)
 

@@ -211,7 +211,8 @@ def test_pip_builds_it_without_uv_and_concurrent_builds_share_one(tmp_path):
     assert json.loads((a.path / DONE_FILE).read_text())["installer"] == "pip"
     check = subprocess.run(
         [a.python, "-c", "import six, aiohttp, predictor_runtime; print(six.__version__, six.__file__)"],
-        capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"]}, timeout=60)
+        capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"]}, timeout=60,
+        check=False)
     assert check.returncode == 0, check.stderr
     version, where = check.stdout.split()
     assert version == "1.16.0" and where.startswith(str(a.path))

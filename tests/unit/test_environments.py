@@ -9,8 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from cortexd.backends.environments import ProjectEnvironments, own_modules, project_pip_env, python_sources
-from cortexd.core.preinstalled import distribution_for_import, imported_modules, preinstalled_additions
+from cortexd.backends.environments import (
+    ProjectEnvironments,
+    own_modules,
+    project_pip_env,
+    python_sources,
+)
+from cortexd.core.preinstalled import (
+    distribution_for_import,
+    imported_modules,
+    preinstalled_additions,
+)
 from cortexd.core.requirements import (
     PREINSTALLED_FILE,
     environment_digest,
@@ -248,8 +257,8 @@ def test_an_invalid_line_and_conflicting_pins():
                               [], "3.11")
     assert invalid.summary == "requirements.txt: invalid requirement 'six=>1' (requirements.txt line 2)"
     conflict = install_failure([
-        "ERROR: Cannot install six==1.16.0 and six==1.17.0 because these package versions have "
-        "conflicting dependencies.", "ERROR: ResolutionImpossible: for help visit https://pip.pypa.io"], [], "3.11")
+        ("ERROR: Cannot install six==1.16.0 and six==1.17.0 because these package versions have "
+         "conflicting dependencies."), "ERROR: ResolutionImpossible: for help visit https://pip.pypa.io"], [], "3.11")
     assert conflict.summary.startswith("the requirements in requirements.txt conflict: Cannot install six==1.16.0")
 
 
@@ -376,28 +385,15 @@ def test_uv_gets_only_the_lines_the_runtime_does_not_satisfy():
         "six==1.16.0", "requests[socks]", "tomli-w", "-r /p/more.txt", "./localpkg"]
 
 
-def test_only_what_the_predictor_can_import_is_scanned():
-    from cortexd.core.preinstalled import reachable_files
-
-    sources = {
-        "predictor.py": "import numpy\nfrom lib.features import f\nimport helpers\n",
-        "helpers.py": "from . import nothing\nimport boto3\n",
-        "lib/__init__.py": "",
-        "lib/features.py": "from .scaling import s\nimport cv2\n",
-        "lib/scaling.py": "import sklearn\n",
-        "train.py": "import torch\n",  # the training script: never imported by the predictor
-        "src/extra.py": "import dill\n",
-    }
-    assert reachable_files("predictor.py", sources) == {
-        "predictor.py", "helpers.py", "lib/__init__.py", "lib/features.py", "lib/scaling.py"}
-    # python_path (here src/) is searched first, as PYTHONPATH does for the replica
-    sources["predictor.py"] += "import extra\n"
-    assert "src/extra.py" in reachable_files("predictor.py", sources, ["src", ""])
-    assert "src/extra.py" not in reachable_files("predictor.py", sources, [""])
-
-
-def test_a_training_script_does_not_put_its_imports_into_the_environment(tmp_path):
-    (tmp_path / "predictor.py").write_text("class PythonPredictor:\n    pass\n")
+def test_every_project_file_is_scanned_not_only_the_predictor(tmp_path):
+    # a predictor that unpickles a scikit-learn model never imports sklearn itself; the training
+    # script beside it does, and Cortex's image had it: so the whole project counts
+    (tmp_path / "predictor.py").write_text(
+        "import pickle\nclass PythonPredictor:\n    def __init__(self, config):\n"
+        "        self.model = pickle.load(open('model.pkl', 'rb'))\n")
     (tmp_path / "train.py").write_text("import dill\n")
     plan = ProjectEnvironments(tmp_path / "envs").plan(_spec(tmp_path))
-    assert plan.additions == () and not plan.needed
+    if importlib.util.find_spec("dill") is None:
+        assert [(a.distribution, a.files) for a in plan.additions] == [("dill", ("train.py",))]
+    else:
+        assert plan.additions == ()
