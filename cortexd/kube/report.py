@@ -262,6 +262,8 @@ def notes_for(spec: APISpec, flavor: Flavor, dotenv_keys: list[str], image: str,
         notes.append("the Deployment's replicas is init_replicas: once the HPA runs, remove it from the "
                      "file before re-applying, or each apply resets the replica count")
     else:
+        notes.append("Knative allows no startupProbe or preStop hook: the liveness probe tolerates 5 "
+                     "minutes of start-up, and Knative's queue-proxy drains requests before a pod stops")
         if knative_container_concurrency(spec) < a.max_replica_concurrency:
             notes.append(
                 f"max_replica_concurrency {a.max_replica_concurrency} is above Knative's default "
