@@ -103,6 +103,9 @@ class _HugeInteger:
     def __init__(self, digits: int):
         self.digits = digits
 
+    def __repr__(self) -> str:
+        return f"<an integer of {self.digits} digits>"
+
 
 class _MarkingLoader(yaml.SafeLoader):
     """SafeLoader whose mappings and sequences keep the marks of their keys and items.
@@ -217,7 +220,10 @@ class _Plain:
                 key_mark = getattr(value, "key_marks", {}).get(key)
                 value_mark = getattr(value, "value_marks", {}).get(key)
                 marks[path + (part,)] = (_pos(key_mark) or _pos(value_mark), _pos(value_mark))
-                if not isinstance(key, str):
+                if isinstance(key, _HugeInteger):
+                    self.findings.append(Finding(path + (part,), "keys must be strings; found an integer of "
+                                                 f"{key.digits} digits", on_key=True))
+                elif not isinstance(key, str):
                     self.findings.append(Finding(path + (part,), f"keys must be strings; found "
                                                  f"{units.describe_value(key)} (quote it: \"{key}\")", on_key=True))
                 out[part] = self.convert(item, path + (part,), marks)

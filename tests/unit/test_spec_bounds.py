@@ -160,3 +160,9 @@ def test_units_refuse_non_finite_and_huge_values_themselves():
         with pytest.raises(ValueError):
             parse(value)
     assert units.parse_duration("2562047h") == 2562047 * 3600
+
+
+def test_a_key_of_thousands_of_digits_is_refused_at_its_line(project):
+    [problem] = problems(project, HEAD + "    config:\n      ? " + "9" * 5000 + "\n      : 1\n")
+    assert problem.startswith("cortex.yaml:7:9: api 'iris': predictor.config.")
+    assert problem.endswith("keys must be strings; found an integer of 5000 digits")
