@@ -14,6 +14,8 @@ from pathlib import Path
 
 from cortexd.errors import CortexdError
 
+SHARED_ENV_CACHE = Path("/var/cache/cortexd/envs")  # a root daemon's project environments
+
 # sun_path holds 108 bytes on Linux, 104 on macOS and the BSDs, with the terminating NUL
 UNIX_SOCKET_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
 
@@ -103,15 +105,6 @@ class DaemonSettings:
     metrics_port: int = 8889
     # docker backend
     base_image: str | None = None
-    # process backend: project environments (backends/environments.py) live in env_cache
-    # (None: home/envs; env CORTEXD_ENV_CACHE shares one cache between homes); a project's
-    # dependencies.sh runs on this host only when opted in (--run-dependencies-sh,
-    # CORTEXD_RUN_DEPENDENCIES_SH=1)
-    env_cache: Path | None = field(
-        default_factory=lambda: Path(os.path.abspath(os.environ["CORTEXD_ENV_CACHE"]))
-        if os.environ.get("CORTEXD_ENV_CACHE") else None)
-    run_dependencies_sh: bool = field(
-        default_factory=lambda: os.environ.get("CORTEXD_RUN_DEPENDENCIES_SH", "").lower() in ("1", "true", "yes"))
     # the local_port of every API that sets none (`cortexd up --port`; None: the schema's 8888)
     default_local_port: int | None = None
     # logs: daemon.log and each replica's log rotate at log_max_bytes, keeping log_files files
@@ -121,6 +114,15 @@ class DaemonSettings:
     # process backend: the user a root daemon runs replicas as ("" = `cortexd` if that user
     # exists, else `nobody`; "root" opts out); env CORTEXD_REPLICA_USER, flag --replica-user
     replica_user: str = field(default_factory=lambda: os.environ.get("CORTEXD_REPLICA_USER", ""))
+    # process backend: project environments (backends/environments.py) live in env_cache
+    # (None: home/envs; env CORTEXD_ENV_CACHE shares one cache between homes); a project's
+    # dependencies.sh runs on this host only when opted in (--run-dependencies-sh,
+    # CORTEXD_RUN_DEPENDENCIES_SH=1)
+    env_cache: Path | None = field(
+        default_factory=lambda: Path(os.path.abspath(os.environ["CORTEXD_ENV_CACHE"]))
+        if os.environ.get("CORTEXD_ENV_CACHE") else None)
+    run_dependencies_sh: bool = field(
+        default_factory=lambda: os.environ.get("CORTEXD_RUN_DEPENDENCIES_SH", "").lower() in ("1", "true", "yes"))
 
     @property
     def socket_path(self) -> Path:
@@ -147,7 +149,13 @@ class DaemonSettings:
 
     @property
     def environments_dir(self) -> Path:
-        return self.env_cache or self.home / "envs"
+        """env_cache, else home/envs; but a root daemon whose replicas run unprivileged keeps
+        them in /var/cache/cortexd/envs: its home (0700) is closed to the replicas' user."""
+        if self.env_cache is not None:
+            return self.env_cache
+        if hasattr(os, "geteuid") and os.geteuid() == 0 and self.replica_user.strip() not in ("root", "0"):
+            return SHARED_ENV_CACHE
+        return self.home / "envs"
 
     def with_(self, **changes) -> "DaemonSettings":
         return replace(self, **changes)

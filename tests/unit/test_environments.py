@@ -397,3 +397,15 @@ def test_every_project_file_is_scanned_not_only_the_predictor(tmp_path):
         assert [(a.distribution, a.files) for a in plan.additions] == [("dill", ("train.py",))]
     else:
         assert plan.additions == ()
+
+
+def test_where_environments_are_cached(tmp_path, monkeypatch):
+    from cortexd.settings import SHARED_ENV_CACHE, DaemonSettings
+
+    assert DaemonSettings(home=tmp_path, env_cache=tmp_path / "shared").environments_dir == tmp_path / "shared"
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    assert DaemonSettings(home=tmp_path).environments_dir == tmp_path / "envs"
+    # a root daemon's replicas run as another user, who cannot enter its 0700 home
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    assert DaemonSettings(home=tmp_path).environments_dir == SHARED_ENV_CACHE
+    assert DaemonSettings(home=tmp_path, replica_user="root").environments_dir == tmp_path / "envs"
