@@ -188,3 +188,11 @@ def test_up_port_sets_the_default_local_port_and_predictor_image_is_noticed(cli,
     (imaged / "predictor.py").write_text(PREDICTOR + "\n# edited\n")
     cli.wait_for(lambda s: any("rolling api imaged" in e["message"] for e in s["events"]), what="imaged rolled")
     assert len([m for m in events(cli) if "predictor.image" in m]) == 1
+
+
+def test_up_port_out_of_range_is_a_usage_error(cli, tmp_path):
+    project = write_project(tmp_path / "p", LEGACY, {"predictor.py": LEGACY_PREDICTOR})
+    result = cli("up", "-d", "--backend", "process", "--port", "70000", str(project))
+    assert result.code == 2
+    assert "--port 70000: expected a port number between 1 and 65535" in result.err
+    assert "Traceback" not in result.err
