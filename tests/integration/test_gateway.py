@@ -809,7 +809,11 @@ async def test_close_under_keep_alive_load_cuts_nothing(upstreams, gateways):
     outcomes: list[str] = []
     clients = [asyncio.ensure_future(keep_alive_client(port, stop, outcomes)) for _ in range(8)]
     await asyncio.sleep(0.5)
-    assert gw.api_in_flight("api") > 0
+    for _ in range(200):  # close while requests are in flight
+        if gw.api_in_flight("api"):
+            break
+        await asyncio.sleep(0.005)
+    assert gw.api_in_flight("api") > 0, outcomes
     await gw.close(drain_timeout=5)
     stop.set()
     await asyncio.wait_for(asyncio.gather(*clients), 10)
