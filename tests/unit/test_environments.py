@@ -3,6 +3,7 @@ requirements.txt lines, the digest, and pip's output turned into progress and fa
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 from pathlib import Path
@@ -409,3 +410,62 @@ def test_where_environments_are_cached(tmp_path, monkeypatch):
     monkeypatch.setattr("os.geteuid", lambda: 0)
     assert DaemonSettings(home=tmp_path).environments_dir == SHARED_ENV_CACHE
     assert DaemonSettings(home=tmp_path, replica_user="root").environments_dir == tmp_path / "envs"
+
+
+# -- what `get` shows (the reconciler's snapshot, with a fake backend) ---------------------------
+
+
+async def test_get_shows_the_install_in_progress_and_a_failed_install_at_once():
+    from cortexd.daemon.events import EventLog
+    from cortexd.daemon.reconciler import Reconciler
+    from cortexd.errors import DependencyError
+    from cortexd.settings import DaemonSettings
+    from tests.unit.test_reconciler import (
+        FakeBackend,
+        FakeClock,
+        FakeGateway,
+        make_spec,
+    )
+
+    gate = asyncio.Event()
+
+    class InstallingBackend(FakeBackend):
+        activity: tuple[str, str] | None = None
+        failure: DependencyError | None = None
+
+        async def ensure_image(self, spec):
+            self.activity = ("installing requirements", "collecting six==1.16.0 (requirements.txt line 2)")
+            await gate.wait()
+            self.activity = None
+            if self.failure:
+                raise self.failure
+
+        def preparing(self, api):
+            return self.activity
+
+    clock, backend = FakeClock(), InstallingBackend()
+    rec = Reconciler(backend, FakeGateway(), DaemonSettings(crash_error_after=3), EventLog(clock),
+                     clock=clock, probe=lambda info: asyncio.sleep(0, result=False))
+    spec = make_spec()
+    await rec.apply([spec])
+    for _ in range(3):
+        await rec.reconcile_once()
+        await asyncio.sleep(0)
+    snap = rec.api_snapshot(rec.apis["api"], 0.0, clock())
+    assert snap["status"] == "updating (installing requirements)"
+    assert snap["replicas"]["pending_reason"] == \
+        "installing requirements: collecting six==1.16.0 (requirements.txt line 2)"
+
+    backend.failure = DependencyError(
+        "six==0.0.999 (requirements.txt line 2) cannot be installed on Python 3.11: no release of it matches",
+        detail="ERROR: No matching distribution found for six==0.0.999", deterministic=True)
+    gate.set()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    await rec.reconcile_once()
+    snap = rec.api_snapshot(rec.apis["api"], 0.0, clock())
+    assert snap["status"] == "error"  # at the first failure: the same files fail again
+    first, *rest = snap["reason"].splitlines()
+    assert first.startswith("six==0.0.999 (requirements.txt line 2) cannot be installed on Python 3.11")
+    assert rest == ["ERROR: No matching distribution found for six==0.0.999"]
+    assert not backend.replicas
