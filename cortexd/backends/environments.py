@@ -350,7 +350,11 @@ class ProjectEnvironments:
         """
         if spec.spec_hash in self._by_spec:
             return self._by_spec[spec.spec_hash]
-        plan = await asyncio.to_thread(self.plan, spec)
+        try:
+            plan = await asyncio.to_thread(self.plan, spec)
+        except OSError as e:  # an unreadable requirements.txt, pip.conf ...
+            raise DependencyError(f"cannot read the dependency files of {spec.project_dir}: "
+                                  f"{e.strerror or e}: {e.filename}") from None
         for notice in plan.notices:
             if (plan.project_dir + spec.name, notice) not in self._noticed:
                 self._noticed.add((plan.project_dir + spec.name, notice))
@@ -527,10 +531,11 @@ class ProjectEnvironments:
             log.info("uv could not install %s (%s); pip installs instead", plan.project_dir, e)
             with open(build_log, "a", encoding="utf-8") as out:  # noqa: ASYNC230 - a local log file
                 out.write("uv failed; installing with pip instead\n")
-            # a fresh venv: nothing uv may have left behind
-            keep = build_log.read_bytes()
+            # a fresh venv (nothing uv may have left behind), keeping this build's own files
+            keep = {p: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != "pyvenv.cfg"}
             await asyncio.to_thread(self._create_venv, folder)
-            build_log.write_bytes(keep)
+            for path, data in keep.items():
+                path.write_bytes(data)
             return False
         return True
 

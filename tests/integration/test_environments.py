@@ -129,7 +129,7 @@ def test_a_failing_requirement_errors_its_api_and_the_others_keep_serving(env_cl
     port = free_port()
     good = write_project(tmp_path / "good", yaml_for("good"), {"predictor.py": PLAIN})
     bad = write_project(tmp_path / "bad", yaml_for("badpin"), {
-        "predictor.py": PLAIN,
+        "predictor.py": "import dill  # added as pre-installed: pip gets it too when uv gives up\n" + PLAIN,
         "requirements.txt": "tomli-w\nsix==0.0.999\n",
     })
     conda = write_project(tmp_path / "conda", yaml_for("condaapi"), {
