@@ -217,3 +217,51 @@ def test_pip_builds_it_without_uv_and_concurrent_builds_share_one(tmp_path):
     version, where = check.stdout.split()
     assert version == "1.16.0" and where.startswith(str(a.path))
     assert sys.executable != a.python
+
+
+def _wheel(folder: Path, name: str, version: str, source: str) -> Path:
+    """A minimal pure-Python wheel (what a private index would serve), made without build tools."""
+    import base64
+    import hashlib
+    import zipfile
+
+    module, dist = name.replace("-", "_"), f"{name.replace('-', '_')}-{version}.dist-info"
+    files = {
+        f"{module}/__init__.py": source.encode(),
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: cortexd-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(
+        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"
+        for path, data in files.items()) + f"{dist}/RECORD,,\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"{module}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for path, data in files.items():
+            z.writestr(path, data)
+        z.writestr(f"{dist}/RECORD", record)
+    return wheel
+
+
+@pytest.mark.parametrize("use_uv", [True, False], ids=["uv", "pip"])
+def test_a_project_pip_conf_is_honoured(tmp_path, use_uv):
+    """Cortex's way to a private index: pip.conf in the project folder. Here it points pip at the
+    project's own wheels folder, the only place that has this package."""
+    import asyncio
+    import subprocess
+
+    from cortexd.backends.environments import DONE_FILE, ProjectEnvironments
+    from cortexd.spec import load_config
+
+    project = write_project(tmp_path / "proj", yaml_for("private"), {
+        "predictor.py": PLAIN, "requirements.txt": "cortexd-private-probe==1.0\n",
+        "pip.conf": "[global]\nfind-links = wheels\n",
+    })
+    _wheel(project / "wheels", "cortexd-private-probe", "1.0", "WHERE = 'the project pip.conf'\n")
+    spec = load_config([str(project)]).apis[0]
+    envs = ProjectEnvironments(tmp_path / "envs", use_uv=use_uv)
+    env = asyncio.run(envs.ensure(envs.plan(spec), "private"))
+    assert json.loads((env.path / DONE_FILE).read_text())["installer"] == ("uv" if use_uv else "pip")
+    out = subprocess.run([env.python, "-c", "import cortexd_private_probe as p; print(p.WHERE)"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.stdout.strip() == "the project pip.conf", out.stderr
