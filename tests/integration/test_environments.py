@@ -265,3 +265,27 @@ def test_a_project_pip_conf_is_honoured(tmp_path, use_uv):
     out = subprocess.run([env.python, "-c", "import cortexd_private_probe as p; print(p.WHERE)"],
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.stdout.strip() == "the project pip.conf", out.stderr
+
+
+@pytest.mark.parametrize("use_uv", [True, False], ids=["uv", "pip"])
+def test_the_hosts_pip_settings_are_honoured(tmp_path, monkeypatch, use_uv):
+    """The daemon's PIP_* settings reach the installer (uv reads none of pip's: they are
+    translated); here PIP_FIND_LINKS names the only folder that has the package."""
+    import asyncio
+    import subprocess
+
+    from cortexd.backends.environments import DONE_FILE, ProjectEnvironments
+    from cortexd.spec import load_config
+
+    wheels = tmp_path / "host-wheels"
+    _wheel(wheels, "cortexd-host-probe", "2.0", "WHERE = 'the host settings'\n")
+    monkeypatch.setenv("PIP_FIND_LINKS", f"{os.environ.get('PIP_FIND_LINKS', '')} {wheels}".strip())
+    project = write_project(tmp_path / "proj", yaml_for("hostpip"), {
+        "predictor.py": PLAIN, "requirements.txt": "cortexd-host-probe==2.0\n"})
+    spec = load_config([str(project)]).apis[0]
+    envs = ProjectEnvironments(tmp_path / "envs", use_uv=use_uv)
+    env = asyncio.run(envs.ensure(envs.plan(spec), "hostpip"))
+    assert json.loads((env.path / DONE_FILE).read_text())["installer"] == ("uv" if use_uv else "pip")
+    out = subprocess.run([env.python, "-c", "import cortexd_host_probe as p; print(p.WHERE)"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.stdout.strip() == "the host settings", out.stderr
