@@ -208,6 +208,7 @@ class _Plain:
     def __init__(self) -> None:
         self.values = 0
         self.findings: list[Finding] = []
+        self.non_finite: list[tuple[Path_, float]] = []  # .inf / .nan outside free-form mappings
 
     def convert(self, value: Any, path: Path_, marks: Marks) -> Any:
         self.values += 1
@@ -247,8 +248,7 @@ class _Plain:
                                          f"found an integer of {value.digits} digits"))
             return None
         if isinstance(value, float) and not math.isfinite(value) and not _free_form(path):
-            self.findings.append(Finding(path, f"expected a finite number; found {_float_text(value)}"))
-            return None
+            self.non_finite.append((path, value))  # _merge says what was expected there
         if value is None or isinstance(value, (str, int, float, bool)):
             return value
         self.findings.append(Finding(path, f"unsupported YAML value ({type(value).__name__}); "
@@ -287,6 +287,7 @@ class _Entry:
     marks: Marks
     kind: str
     yaml_findings: list[Finding] = field(default_factory=list)  # duplicate keys, non-string keys...
+    non_finite: list[tuple[Path_, float]] = field(default_factory=list)  # (path as written, value)
     legacy_paths: dict[Path_, Path_] | None = None  # RealtimeAPI path prefix -> legacy path prefix
     checked: CheckedAPI | None = None
     problems: list[ConfigProblem] = field(default_factory=list)
@@ -299,10 +300,11 @@ class _Entry:
     def where(self) -> str:
         return f"{self.file}:{self.pos[0]}"
 
-    def locate(self, finding: Finding) -> tuple[Pos, str]:
-        """Position and printable field path of a finding (legacy field names for legacy entries)."""
+    def locate(self, finding: Finding, *, as_written: bool = False) -> tuple[Pos, str]:
+        """Position and printable field path of a finding (legacy field names for legacy entries;
+        as_written: the finding's path already names the fields as the file does)."""
         path = finding.path
-        if self.legacy_paths is not None:
+        if self.legacy_paths is not None and not as_written:
             path = _to_legacy(path, self.legacy_paths)
         for n in range(len(path), -1, -1):
             if path[:n] in self.marks:
@@ -314,8 +316,8 @@ class _Entry:
                 return pos or self.pos, format_path(path)
         return self.pos, format_path(path)
 
-    def problem(self, finding: Finding) -> ConfigProblem:
-        (line, column), path = self.locate(finding)
+    def problem(self, finding: Finding, *, as_written: bool = False) -> ConfigProblem:
+        (line, column), path = self.locate(finding, as_written=as_written)
         return ConfigProblem(self.file, line, column, self.name, path, finding.message)
 
     def notice(self, finding: Finding) -> str:
@@ -383,7 +385,7 @@ def _read_entries(text: str, file: str, project_dir: str) -> _FileResult:
                 f"expected an API (a mapping with name, kind, predictor...); found {units.describe_value(item)}"))
             continue
         marks: Marks = {(): (None, pos)}
-        plain.findings = []
+        plain.findings, plain.non_finite = [], []
         try:
             doc = plain.convert(item, (), marks)
         except _TooLarge:
@@ -393,7 +395,7 @@ def _read_entries(text: str, file: str, project_dir: str) -> _FileResult:
             return result
         kind = doc.get("kind")
         entry = _Entry(file, project_dir, pos, doc, marks, kind if isinstance(kind, str) else "",
-                       yaml_findings=plain.findings)
+                       yaml_findings=plain.findings, non_finite=plain.non_finite)
         result.entries.append(entry)
     return result
 
@@ -518,8 +520,20 @@ def _check_entries(result: _FileResult, deployment: str | None, default_port: in
 
 
 def _merge(entry: _Entry, findings: list[Finding]) -> list[ConfigProblem]:
-    """YAML-level findings first; a validation finding at the same place adds nothing."""
+    """YAML-level findings first; a validation finding at the same place adds nothing.
+
+    A non-finite number (.inf, .nan) is refused wherever it is written: where a field takes
+    numbers, as "expected a finite number" (ahead of any bound it breaks); where it takes
+    something else, the schema's type error (with its hint to quote) says more.
+    """
     problems = [entry.problem(f) for f in entry.yaml_findings]
+    mistyped: dict[str, str] = {}
+    for f in findings:
+        if "found the number" in f.message:
+            mistyped.setdefault(entry.locate(f)[1], f.message)
+    for path, value in entry.non_finite:
+        message = mistyped.get(format_path(path), f"expected a finite number; found {_float_text(value)}")
+        problems.append(entry.problem(Finding(path, message), as_written=True))  # one problem per place
     seen = {(p.line, p.path) for p in problems}
     for finding in findings:
         problem = entry.problem(finding)

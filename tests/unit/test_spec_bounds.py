@@ -32,17 +32,38 @@ def problems(project: Path, text: str) -> list[str]:
 
 
 @pytest.mark.parametrize("section, field, written, shown", [
-    ("compute", "cpu", ".nan", ".nan (not a number)"),
     ("autoscaling", "max_upscale_factor", ".inf", ".inf (infinity)"),
     ("autoscaling", "max_downscale_factor", "-.inf", "-.inf (minus infinity)"),
     ("autoscaling", "target_replica_concurrency", ".nan", ".nan (not a number)"),
     ("autoscaling", "upscale_tolerance", ".inf", ".inf (infinity)"),
     ("autoscaling", "downscale_tolerance", ".NaN", ".nan (not a number)"),
-    ("autoscaling", "min_replicas", "1.0e+400", ".inf (infinity)"),
 ])
 def test_non_finite_numbers_are_refused_in_every_numeric_field(project, section, field, written, shown):
     assert problems(project, HEAD + f"  {section}:\n    {field}: {written}\n") == [
         f"cortex.yaml:7:{len(field) + 7}: api 'iris': {section}.{field}: expected a finite number; found {shown}"]
+
+
+def test_a_non_finite_integer_is_one_type_error(project):
+    assert problems(project, HEAD + "  autoscaling:\n    min_replicas: 1.0e+400\n") == [
+        "cortex.yaml:7:19: api 'iris': autoscaling.min_replicas: expected an integer; found the number inf"]
+
+
+def test_a_non_finite_cpu_says_what_a_cpu_quantity_is(project):
+    assert problems(project, HEAD + "  compute:\n    cpu: .nan\n") == [
+        ("cortex.yaml:7:10: api 'iris': compute.cpu: expected a CPU quantity such as 1, 0.5 or \"200m\" (200 "
+        "millicores = 0.2 cores); found the number nan (a finite number is needed)")]
+
+
+def test_a_non_finite_number_where_text_is_expected_is_a_type_error(project):
+    [problem] = problems(project, HEAD + "    env:\n      LEVEL: .inf\n")
+    assert problem == ("cortex.yaml:7:14: api 'iris': predictor.env.LEVEL: expected a string; found the number inf "
+                       "(quote it: \"inf\")")
+
+
+def test_legacy_fields_refuse_non_finite_numbers_too(project):
+    text = "- kind: api\n  name: legacy\n  python:\n    predictor: predictor.py\n  compute:\n    cpu: .inf\n"
+    [problem] = problems(project, text)
+    assert problem.startswith("cortex.yaml:6:10: api 'legacy': compute.cpu: ") and "finite" in problem
 
 
 def test_non_finite_numbers_in_several_fields_are_reported_together(project):
