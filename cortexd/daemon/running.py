@@ -274,7 +274,9 @@ class Daemon:
     def _counts(self, path: str) -> bool:
         """Whether a changed file can change a version (watchdog's thread): sources always,
         other files only if the version shipped with them (not what a predictor creates)."""
-        return is_source(path) or path in self.config_files or any(path in p.shipped for p in self.projects)
+        inside = path.rstrip(os.sep) + os.sep  # a folder moved or removed at once
+        return is_source(path) or path in self.config_files or any(
+            path in p.shipped or any(f.startswith(inside) for f in p.shipped) for p in self.projects)
 
     def _start_watcher(self) -> None:
         if self.watcher is not None:
