@@ -220,7 +220,10 @@ def install_failure(
             why = f"no release of it matches that pin for this Python (releases for this Python: {shown})"
         else:
             why = "no release of it is available for this Python and platform from the configured indexes"
-        return InstallFailure(f"{req}{where} cannot be installed on {py}: {why}", last, req, line, True)
+        # "from versions: none": the index may be down or refusing: worth another try later
+        found_some = bool(versions and versions.group("versions") and versions.group("versions") != "none")
+        return InstallFailure(f"{req}{where} cannot be installed on {py}: {why}", last, req, line,
+                              bool(other) or found_some)
 
     m = _CONFLICT.search(text)
     if m:

@@ -270,6 +270,7 @@ def test_an_unreachable_index_is_not_remembered_as_a_failure():
         "ERROR: No matching distribution found for six"], requirement_lines("six\n"), "3.11")
     # pip words it like a missing release; "from versions: none" after connection errors is the index
     assert "six (requirements.txt line 1) cannot be installed" in failure.summary
+    assert not failure.deterministic  # retried at the crash backoff's pace, not remembered
     offline = install_failure(["ERROR: Exception: Max retries exceeded with url: /simple/six/"], [], "3.11")
     assert "could not be reached" in offline.summary and not offline.deterministic
 
