@@ -156,6 +156,8 @@ def _settings(args) -> DaemonSettings:
         s = s.with_(metrics_port=args.metrics_port)
     if getattr(args, "replica_user", None) is not None:
         s = s.with_(replica_user=args.replica_user)
+    if getattr(args, "run_dependencies_sh", False):
+        s = s.with_(run_dependencies_sh=True)
     if getattr(args, "port", None) is not None:
         if not 1 <= args.port <= 65535:
             raise UsageError(f"--port {args.port}: expected a port number between 1 and 65535")
@@ -239,6 +241,8 @@ def _daemon_argv(settings: DaemonSettings, paths: list[str]) -> list[str]:
         argv += ["--base-image", settings.base_image]
     argv += ["--log-max-size", str(settings.log_max_bytes), "--log-files", str(settings.log_files)]
     argv += ["--replica-user", settings.replica_user]
+    if settings.run_dependencies_sh:
+        argv += ["--run-dependencies-sh"]
     if settings.default_local_port is not None:
         argv += ["--port", str(settings.default_local_port)]
     return argv + paths
@@ -363,7 +367,6 @@ def _configure_logging(verbose: bool, path: Path | None = None, settings: Daemon
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s" if verbose
                                            else "%(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
-
 
 
 def cmd_down(args) -> int:
@@ -627,6 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--replica-user", metavar="USER",
                     help="process backend, daemon run as root: the user replicas run as (default "
                          "`cortexd` if it exists, else `nobody`; `root` opts out; env CORTEXD_REPLICA_USER)")
+    up.add_argument("--run-dependencies-sh", action="store_true",
+                    help="process backend: run each project's dependencies.sh on this host before "
+                         "its requirements (off: it is skipped with a notice; env CORTEXD_RUN_DEPENDENCIES_SH=1)")
     up.add_argument("--port", type=int, metavar="PORT",
                     help="the local_port of every API that sets none (default 8888; legacy kind: api "
                          "APIs have no local_port field); `deploy` uses it too")
@@ -644,6 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--log-max-size")
     d.add_argument("--log-files", type=int)
     d.add_argument("--replica-user")
+    d.add_argument("--run-dependencies-sh", action="store_true")
 
     down = add("down", cmd_down, "stop the daemon and every replica it started")
     down.add_argument("--timeout", type=float, default=60)
@@ -736,7 +743,6 @@ def _stdout_closed() -> int:
     except (OSError, ValueError):
         pass
     return 128 + signal.SIGPIPE
-
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import aiohttp
 from cortexd.backends.base import ReplicaBackend, ReplicaInfo
 from cortexd.core import rollout
 from cortexd.daemon.events import EventLog
-from cortexd.errors import CortexdError
+from cortexd.errors import CortexdError, DependencyError
 from cortexd.settings import DaemonSettings
 from cortexd.spec.model import APISpec
 
@@ -388,6 +388,9 @@ class Reconciler:
                 await self.backend.ensure_image(spec)
             except asyncio.CancelledError:
                 raise
+            except DependencyError as e:  # pip's answer: the same files fail again, so `error` at once
+                self._fail(state, str(e), self.clock(), logs=e.detail.splitlines(), at_once=e.deterministic)
+                return
             except Exception as e:  # CortexdError says what to do; anything else is shown as it is
                 detail = str(e) if isinstance(e, CortexdError) else f"{type(e).__name__}: {e}"
                 self._fail(state, f"could not prepare the replica image: {detail}", self.clock(), logs=[])
@@ -552,14 +555,15 @@ class Reconciler:
             return
         self._fail(state, f"replica {info.replica_id} {what}", now, logs=lines)
 
-    def _fail(self, state: APIState, message: str, now: float, logs: list[str]) -> None:
+    def _fail(self, state: APIState, message: str, now: float, logs: list[str],
+              at_once: bool = False) -> None:
         state.consecutive_crashes += 1
         n = state.consecutive_crashes
         delay = min(self.settings.backoff_initial * 2 ** (n - 1), self.settings.backoff_max)
         state.next_start_at = now + delay
         tail = ("\n" + "\n".join(logs[-LOG_LINES_IN_ERROR:])) if logs else ""
         oom = "out of memory" in message
-        if n >= self.settings.crash_error_after or oom:
+        if n >= self.settings.crash_error_after or oom or at_once:
             state.failing, state.status = True, "error"
             prefix = "error (out of memory): " if oom else ""
             state.reason = f"{prefix}{message} ({n} failure(s) in a row; retrying in {delay:.0f}s){tail}"
@@ -679,12 +683,18 @@ class Reconciler:
             })
         ready = sum(1 for r in replicas if r["state"] == "ready")
         route = self.gateway.route(spec.name)
+        status, pending, reason = state.status, state.pending_reason, state.reason
+        preparing = getattr(self.backend, "preparing", None)  # the process backend's environments
+        activity = preparing(spec.name) if preparing is not None and status == "updating" else None
+        if activity:  # e.g. `updating (installing requirements)`, and the package pip is on
+            status = f"updating ({activity[0]})"
+            pending = reason = f"{activity[0]}: {activity[1]}" if activity[1] else activity[0]
         return {
             "name": spec.name,
             "kind": spec.kind,
             "predictor_type": spec.predictor.type,
-            "status": state.status,
-            "reason": state.reason,
+            "status": status,
+            "reason": reason,
             "endpoint": spec.networking.endpoint,
             "local_port": spec.networking.local_port,
             "spec_hash": spec.spec_hash,
@@ -693,7 +703,7 @@ class Reconciler:
                 "requested": state.desired,
                 "ready": ready,
                 "starting": sum(1 for r in replicas if r["state"] == "starting"),
-                "pending_reason": state.pending_reason,
+                "pending_reason": pending,
                 "restarts": state.restarts,
                 "min": spec.autoscaling.min_replicas,
                 "max": spec.autoscaling.max_replicas,

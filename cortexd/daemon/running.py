@@ -108,9 +108,15 @@ async def choose_backend(settings: DaemonSettings, events: EventLog, why: list[s
             reason = problem.splitlines()[0].replace(", or use --backend process", "")
             why.append(f"Docker was not used: {reason} Once it answers, `cortexd down` and "
                        "`cortexd up -d` serve on Docker (`--backend process` chooses this one).")
+    from cortexd.backends.environments import ProjectEnvironments
+
+    environments = ProjectEnvironments(
+        settings.environments_dir, run_dependencies_sh=settings.run_dependencies_sh,
+        notify=lambda message, api: events.add(message, api=api, level="warning"),
+    )
     return ProcessBackend(settings.run_dir, settings.log_dir, host="127.0.0.1",
                           log_max_bytes=settings.log_max_bytes, log_files=settings.log_files,
-                          replica_user=settings.replica_user)
+                          replica_user=settings.replica_user, environments=environments)
 
 
 def load_projects(paths: Sequence[str], default_port: int | None = None) -> list[Project]:
@@ -177,7 +183,6 @@ class Daemon:
         self.projects: list[Project] = []  # what is deployed, one entry per cortex.yaml
         self._image_noticed: set[str] = set()  # APIs told that predictor.image does nothing here
         self._loader: concurrent.futures.ProcessPoolExecutor | None = None  # see _load_off_loop
-
 
     # -- lifecycle ----------------------------------------------------------------
 
