@@ -93,9 +93,13 @@ def test_two_projects_deployed_one_after_the_other_both_serve(cli, tmp_path):
     assert cli("deploy", str(second), check=True).out.splitlines() == [
         "unchanged: api 'beta'", "left alone (other projects): api 'alpha'"]
     (second / "cortex.yaml").write_text(api_yaml("beta", port, "second-v2"))
-    time.sleep(0.2)
     out = cli("deploy", str(second), check=True).out
-    assert "updated (rolling update): api 'beta'" in out
+    # the deploy rolls it, unless the watcher saw the save first (then the deploy finds it current)
+    rolled = [m for m in events(cli) if m == "rolling api beta: cortex.yaml changed"]
+    assert len(rolled) == 1
+    assert "updated (rolling update): api 'beta'" in out or "unchanged: api 'beta'" in out
+    cli.wait_for(lambda s: post_json(f"http://127.0.0.1:{port}/beta", {})[2] == b'{"from":"second-v2"}',
+                 what="beta v2 serving")
     # both projects are watched: an edit to the first still rolls alpha
     (first / "cortex.yaml").write_text(api_yaml("alpha", port, "first-v2"))
     cli.wait_for(lambda s: any("rolling api alpha: cortex.yaml changed" in e["message"] for e in s["events"]),
