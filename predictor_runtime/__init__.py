@@ -22,12 +22,20 @@ SPEC.json is cortexd's APISpec.runtime_spec():
      "monitoring": null | {"model_type": ..., "key": ...}}
 
 The replica's environment (the API's `env`, PYTHONPATH with python_path) is set
-by the backend. Readiness: the port accepts connections, and GET /healthz answers
+by the backend. The runtime's own settings, all optional:
+  CORTEXD_MAX_BODY_SIZE              bytes, default 32 MiB: the limit on DECODED request bodies (413)
+  CORTEXD_REQUEST_TIMEOUT            seconds, default 60 (the gateway's upstream timeout): /healthz
+                                     answers 503 once every predictor thread has been on one
+                                     request longer than this
+  CORTEXD_CLIENT_ERROR_LOG_INTERVAL  seconds, default 10: malformed requests logged once per kind
+  CORTEXD_MODEL_POLL_INTERVAL, CORTEXD_MODEL_SETTLE, CORTEXD_MODEL_DISK_CACHE: see models.py
+Predictor type "legacy" (a translated `kind: api`) selects Cortex's Flask-era answers (server.py). Readiness: the port accepts connections, and GET /healthz answers
 200, only after every worker process finished the predictor's __init__; a
 failing __init__ exits non-zero with the traceback on stderr.
 
 Modules: server.py (entry point, one worker's request path, shutdown),
 supervisor.py (processes_per_replica > 1: workers, readiness barrier),
+log_limits.py (aiohttp's server log, one line per kind of client error per interval),
 predictors.py (loading user code, binding by parameter name), payload.py
 (request parsing, response encoding), clients/ (python_client, onnx_client,
 tensorflow_client), models.py (model sources, versions, LRU caches, live

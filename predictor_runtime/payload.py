@@ -223,27 +223,23 @@ def broken_framing(e: HttpProcessingError) -> PayloadError:
 async def read_body(request: web.BaseRequest, limit: int) -> bytes:
     """The whole body, decoded, at most `limit` bytes (PayloadTooLarge, PayloadError otherwise)."""
     try:
-        return await _read_body(request, limit)
+        coding = coding_of(request)
+        if coding is None:
+            length = request.content_length
+            if length is not None and length > limit:
+                raise too_large(limit)
+            try:
+                return await request.read()  # the request was made with client_max_size=limit
+            except web.HTTPRequestEntityTooLarge:
+                raise too_large(limit) from None
+        inflater = Inflater(coding, limit)
+        async for chunk in request.content.iter_any():
+            inflater.feed(chunk)
+        return inflater.finish()
     except HttpProcessingError as e:
         raise broken_framing(e) from None
     except ConnectionResetError:
         raise gone() from None
-
-
-async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
-    coding = coding_of(request)
-    length = request.content_length
-    if coding is None:
-        if length is not None and length > limit:
-            raise too_large(limit)
-        try:
-            return await request.read()  # the request was made with client_max_size=limit
-        except web.HTTPRequestEntityTooLarge:
-            raise too_large(limit) from None
-    inflater = Inflater(coding, limit)
-    async for chunk in request.content.iter_any():
-        inflater.feed(chunk)
-    return inflater.finish()
 
 
 async def _body_stream(request: web.BaseRequest, limit: int) -> AsyncIterator[bytes]:

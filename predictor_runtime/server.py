@@ -88,6 +88,8 @@ LEGACY_ALLOW = "GET, HEAD, OPTIONS, POST"
 log = logging.getLogger("predictor_runtime")
 
 _JSON = "application/json"
+_get_ident = threading.get_ident
+_monotonic = time.monotonic
 
 
 def setup_logging(prefix: str) -> None:
@@ -222,9 +224,9 @@ class PredictionHandler:
 
     def _in_thread(self, fn: Any, *args: Any) -> Any:
         """Run fn in a pool thread, recording since when that thread is busy (the health rule)."""
-        ident = threading.get_ident()
+        ident = _get_ident()
         busy = self._busy
-        busy[ident] = time.monotonic()
+        busy[ident] = _monotonic()
         try:
             return fn(*args)
         finally:
