@@ -6,14 +6,20 @@ request that failed on the way to or from the replica, and acts on the value it 
 the reconciler (cortexd/daemon/reconciler.py) is told when a replica turns unhealthy and
 replaces it.
 
-Two kinds of failure, two outcomes (Envoy's outlier detection is the model):
+Kinds of failure and their outcomes (Envoy's outlier detection is the model):
 
 - Gateway failures (the connection could not be opened, or was closed or reset before the
-  replica answered): `eject_after_failures` in a row eject the replica from rotation for a
-  while. The first ejection lasts `ejection_time`, each further one that much longer, up to
-  `max_ejection_time`; afterwards the replica is tried again. The last replica in rotation
-  is not ejected for these (Envoy's panic routing): with nowhere else to go, trying it is
-  no worse than refusing, and the reconciler replaces a replica that died.
+  replica read the request): `eject_after_failures` in a row eject the replica from rotation
+  for a while. The first ejection lasts `ejection_time`, each further one that much longer,
+  up to `max_ejection_time`; afterwards the replica is tried again. The last replica in
+  rotation is not ejected for these (Envoy's panic routing): with nowhere else to go, trying
+  it is no worse than refusing, and the reconciler replaces a replica that died.
+- A dropped request (the replica had the request and closed the connection without a
+  complete answer): the runtime never does that while it lives, so the replica is taken out
+  of rotation at once, on the same terms. This matters when a replica is killed: its
+  connections fail one by one as the gateway notices, and a request written on one in the
+  meantime cannot be retried (nothing proves the replica did not read it); out of rotation
+  at the first, no new request goes there.
 - Upstream timeouts (the replica took the request and never answered): a replica whose
   `unhealthy_after_timeouts` requests in a row timed out is hung (its /healthz, answered by
   the runtime's event loop, may well stay 200). It leaves rotation for good, even if it is
@@ -49,7 +55,8 @@ class ReplicaHealth:
 
 HEALTHY = ReplicaHealth()
 
-FAILURE = "failure"  # connect failure, or closed/reset before an answer
+FAILURE = "failure"  # connect failure, or closed/reset before the replica read the request
+DROPPED = "dropped"  # the replica had the request and closed without a complete answer
 TIMEOUT = "timeout"  # no answer within the upstream timeout
 
 
@@ -62,7 +69,7 @@ def after_answer(health: ReplicaHealth) -> ReplicaHealth:
 
 def after_failure(health: ReplicaHealth, kind: str, now: float, policy: HealthPolicy, *,
                   others_in_rotation: int) -> ReplicaHealth:
-    """The health after one more failure of `kind` (FAILURE or TIMEOUT) at `now`.
+    """The health after one more failure of `kind` (FAILURE, DROPPED or TIMEOUT) at `now`.
 
     `others_in_rotation`: how many other replicas of the API would still take requests;
     with none, gateway failures do not eject (timeouts still do).
@@ -78,13 +85,17 @@ def after_failure(health: ReplicaHealth, kind: str, now: float, policy: HealthPo
         return health
     failures = health.failures + 1
     health = replace(health, failures=failures, streak=failures + health.timeouts)
-    if (failures >= policy.eject_after_failures and others_in_rotation > 0
-            and not is_ejected(health, now)):
+    if kind == DROPPED:
+        why = "it dropped a request without answering"
+    elif failures >= policy.eject_after_failures:
+        why = f"{failures} connection failures in a row"
+    else:
+        return health
+    if others_in_rotation > 0 and not is_ejected(health, now):
         ejections = health.ejections + 1
         seconds = min(policy.ejection_time * ejections, policy.max_ejection_time)
         return replace(health, ejections=ejections, ejected_until=now + seconds,
-                       reason=f"{failures} connection failures in a row; "
-                              f"out of rotation for {seconds:g}s")
+                       reason=f"{why}; out of rotation for {seconds:g}s")
     return health
 
 

@@ -54,6 +54,7 @@ from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 
 from cortexd.core.health import (
+    DROPPED,
     FAILURE,
     TIMEOUT,
     HealthPolicy,
@@ -68,6 +69,7 @@ from cortexd.gateway.routes import APIRoute, ReplicaTarget, endpoint_clashes, po
 from cortexd.gateway.upstream import (
     UpstreamConnectError,
     UpstreamConnection,
+    UpstreamDisconnected,
     UpstreamError,
     UpstreamNotDelivered,
     UpstreamPool,
@@ -978,8 +980,13 @@ class Gateway:
     def _note_failure(self, route: APIRoute, target: ReplicaTarget, e: UpstreamError) -> None:
         before = target.health
         others = sum(1 for t in route.replicas if t is not target)
-        after = after_failure(before, TIMEOUT if isinstance(e, UpstreamTimeout) else FAILURE,
-                              monotonic(), self.health, others_in_rotation=others)
+        if isinstance(e, UpstreamTimeout):
+            kind = TIMEOUT
+        elif type(e) is UpstreamDisconnected:  # it had the request and closed without an answer
+            kind = DROPPED
+        else:  # could not connect, or provably never read the request
+            kind = FAILURE
+        after = after_failure(before, kind, monotonic(), self.health, others_in_rotation=others)
         target.health = after
         if target.removed:
             return  # already out of rotation (draining)

@@ -117,8 +117,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.peer_closed = True
+        if not self.active or not self.answered:
+            # the replica closed without answering (idle, or died mid-request): its other idle
+            # connections are suspect too (UpstreamPool.drop_idle); this one is never handed out
+            self.pool.forget(self)
+            self.pool.drop_idle()
         if not self.active:
-            self.pool.forget(self)  # idle: never handed out again (connection_lost comes later)
+            pass
         elif not self.answered and self._reset_by_peer():
             # our request reached a socket the replica had closed: it was never read
             self._fail(UpstreamNotDelivered(
@@ -133,6 +138,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep_alive = False
         self.pool.forget(self)
         if self.active and not self.complete:
+            if not self.answered:
+                self.pool.drop_idle()  # as in eof_received: the others may be dead too
             if (not self.answered and not self.peer_closed
                     and isinstance(exc, (ConnectionResetError, BrokenPipeError))):
                 # a reset, not a close: the replica's end closed with our request unread
@@ -393,6 +400,15 @@ class UpstreamPool:
             self._idle.remove(conn)
         except ValueError:
             pass
+
+    def drop_idle(self) -> None:
+        """Close the idle connections, keep pooling: after a connection to the replica broke
+        with no answer, the others may be dead too without our knowing yet, and a request
+        written on one of those could not be told apart from one the replica read. A fresh
+        connection fails provably (refused, or reset unread) if the replica is gone."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     def close(self) -> None:
         """Close the idle connections; busy ones close when their exchange ends."""

@@ -220,6 +220,98 @@ async def test_the_only_replica_hung_makes_requests_wait_for_its_replacement():
         hung.server.close()
 
 
+CONTAINER_SERVER = textwrap.dedent('''\
+    import http.server, socketserver, time
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            time.sleep(0.02)
+            self.send_response(200)
+            self.send_header("Content-Length", "9")
+            self.send_header("X-Replica", "container")
+            self.end_headers()
+            self.wfile.write(b"container")
+        def log_message(self, *args):
+            pass
+    class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        daemon_threads = True
+    Server(("0.0.0.0", 8080), Handler).serve_forever()
+    ''')
+
+
+async def test_through_docker_proxy_a_killed_container_costs_only_its_in_flight_requests():
+    """The gateway in front of a real docker-proxy (a container's published loopback port) and a
+    local replica: `docker kill` under 8 clients fails only what the container was running."""
+    from tests.docker.conftest import _engine_or_skip
+
+    _engine_or_skip()  # skips without an engine, unless CORTEXD_REQUIRE_DOCKER=1
+    import docker
+    import docker.errors
+
+    from cortexd.backends.images import DEFAULT_BASE_IMAGE, OFFLINE_BASE_IMAGE
+
+    client = docker.from_env()
+    image = next((i for i in (OFFLINE_BASE_IMAGE, DEFAULT_BASE_IMAGE)
+                  if client.images.list(name=i)), None)
+    if image is None:
+        client.close()
+        pytest.skip("no python base image here (cortexd make-base-image builds one)")
+    host_port = free_port()
+    container = client.containers.run(image, ["python3", "-c", CONTAINER_SERVER], detach=True,
+                                      ports={"8080/tcp": ("127.0.0.1", host_port)})
+    local = await Upstream("local").start()
+    gw = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):  # up within 10 s
+                try:
+                    async with session.post(f"http://127.0.0.1:{host_port}/", data=b"x") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        gw, url, reports = await gateway_for(
+            [("container", "127.0.0.1", host_port), local.replica])
+        records: list[tuple[float, float, int, str | None]] = []
+        stop_at = time.monotonic() + 3.0
+        async with aiohttp.ClientSession() as session:
+            async def one_client() -> None:
+                while time.monotonic() < stop_at:
+                    started = time.monotonic()
+                    # ?sleep: the local replica is as slow as the container, so both get work
+                    async with session.post(url + "?sleep=0.02", data=b"x") as r:
+                        await r.read()
+                        records.append((started, time.monotonic(), r.status, r.headers.get("X-Replica")))
+
+            clients = [asyncio.ensure_future(one_client()) for _ in range(8)]
+            await asyncio.sleep(1.0)
+            began = time.monotonic()
+            await asyncio.to_thread(container.kill)
+            returned = time.monotonic()
+            await asyncio.wait_for(asyncio.gather(*clients), 20)
+        assert any(r[3] == "container" for r in records if r[1] < began)
+        failed = [r for r in records if r[2] != 200]
+        on_container = [r for r in records if r[0] < returned and r[1] > began and r[3] != "local"]
+        assert len(failed) <= min(len(on_container), 8), failed  # 8 clients: 8 in flight at most
+        after = [r for r in records if r[0] > returned]
+        assert after and all(r[2] == 200 for r in after), [r for r in after if r[2] != 200]
+        if failed:  # all were underway when the container died (before the first was seen)
+            first_seen = min(r[1] for r in failed)
+            assert all(r[0] < first_seen for r in failed), [(r[0] - first_seen, r) for r in failed]
+        assert [rid for rid, _, _ in reports] == ["container"]
+    finally:
+        if gw is not None:
+            await gw.close(drain_timeout=1)
+        await local.stop()
+        try:
+            container.remove(force=True)
+        except docker.errors.DockerException:
+            pass
+        client.close()
+
+
 # -- real replicas of a real daemon ------------------------------------------------------------
 
 PREDICTOR = textwrap.dedent('''\

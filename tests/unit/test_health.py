@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cortexd.core.health import (
+    DROPPED,
     FAILURE,
     HEALTHY,
     TIMEOUT,
@@ -72,3 +73,10 @@ def test_a_timeout_between_answers_is_only_a_slow_request():
     for t in range(10):
         h = after_answer(fail(h, TIMEOUT, float(t)))
     assert h.unhealthy is None and not is_ejected(h, 10.0)
+
+
+def test_a_dropped_request_ejects_at_once_but_never_the_last_replica():
+    h = fail(HEALTHY, DROPPED, 5.0)
+    assert is_ejected(h, 5.0) and h.ejected_until == 15.0
+    assert h.reason == "it dropped a request without answering; out of rotation for 10s"
+    assert not is_ejected(fail(HEALTHY, DROPPED, 5.0, others=0), 5.0)
