@@ -53,6 +53,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from starlette.datastructures import FormData, QueryParams
 
+from predictor_runtime.log_limits import one_line
+
 JSON, FORM, MULTIPART, BYTES = "json", "form", "multipart", "bytes"
 DEFAULT_MAX_BODY_SIZE = 32 * 2**20
 EMPTY_QUERY = QueryParams()
@@ -299,11 +301,6 @@ async def form_from_stream(content_type: str, stream: AsyncIterator[bytes], mult
     except (ValueError, UnicodeDecodeError) as e:  # python-multipart's own parse errors
         raise PayloadError(f"invalid {what} body: {one_line(str(e))}") from None
     return CortexFormData(form.multi_items())
-
-
-def one_line(text: str, limit: int = 200) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[:limit] + "..."
 
 
 async def read_payload(request: web.BaseRequest, limit: int = DEFAULT_MAX_BODY_SIZE) -> Any:
