@@ -10,6 +10,12 @@ import numpy as np
 import pytest
 from aiohttp import web
 from starlette.datastructures import FormData, QueryParams, UploadFile
+from starlette.responses import (
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 
 from predictor_runtime.payload import (
     ASGIResponse,
@@ -182,10 +188,10 @@ def test_compressed_input_is_bounded_too():
 
 
 @pytest.mark.parametrize(("pieces", "why"), [
-    ((b"this is not gzip at all",), "invalid gzip body (Content-Encoding: gzip): Error -3 while "
-                                    "decompressing data: incorrect header check"),
-    ((gzip.compress(b"x" * 100)[:-6],), "invalid gzip body (Content-Encoding: gzip): the compressed "
-                                        "data ends early (truncated)"),
+    ((b"this is not gzip at all",), ("invalid gzip body (Content-Encoding: gzip): Error -3 while "
+                                     "decompressing data: incorrect header check")),
+    ((gzip.compress(b"x" * 100)[:-6],), ("invalid gzip body (Content-Encoding: gzip): the compressed "
+                                         "data ends early (truncated)")),
 ])
 def test_invalid_gzip_is_a_payload_error(pieces, why):
     with pytest.raises(PayloadError) as info:
@@ -238,8 +244,6 @@ def test_bytes_are_octet_stream(value):
 
 
 def test_starlette_responses_are_sent_through_their_asgi_call():
-    from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-
     for value in (Response(b"x", status_code=201), JSONResponse({"a": 1}), PlainTextResponse("t"),
                   StreamingResponse(iter([b"a"]))):
         assert isinstance(encode_response(value), ASGIResponse)
