@@ -196,10 +196,14 @@ class Reconciler:
             starting = any(r.ready_at is None and not r.stopping for r in self.records.values())
             interval = 0.1 if starting else self.settings.reconcile_interval
             self._wake.clear()
+            # asyncio.wait, not wait_for: Python 3.11's wait_for returns instead of raising when it
+            # is cancelled just as the wake-up arrives (a reload applied during shutdown), and the
+            # loop would then outlive its cancellation, hanging `cortexd down`
+            waiter = asyncio.ensure_future(self._wake.wait())
             try:
-                await asyncio.wait_for(self._wake.wait(), interval)
-            except asyncio.TimeoutError:
-                pass
+                await asyncio.wait({waiter}, timeout=interval)
+            finally:
+                waiter.cancel()
 
     async def reconcile_once(self) -> None:
         async with self._lock:
