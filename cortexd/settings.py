@@ -143,6 +143,12 @@ class DaemonSettings:
     def daemon_log(self) -> Path:
         return self.home / "daemon.log"
 
+
+    def replica_limits(self) -> dict[str, str]:
+        """What each replica's runtime enforces as the gateway does (predictor_runtime reads these):
+        the decoded-body limit and the request timeout behind its stuck-thread health rule."""
+        return {"CORTEXD_MAX_BODY_SIZE": str(self.max_body_size),
+                "CORTEXD_REQUEST_TIMEOUT": f"{self.upstream_timeout:g}"}
     @property
     def run_dir(self) -> Path:
         return self.home / "run"

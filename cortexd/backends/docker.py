@@ -111,10 +111,11 @@ def published_note(info: ReplicaInfo) -> str:
 
 
 def replica_environment(
-    spec: APISpec, dotenv: Mapping[str, str] | None = None, user: str = IMAGE_USER
+    spec: APISpec, dotenv: Mapping[str, str] | None = None, user: str = IMAGE_USER,
+    limits: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The container's environment: the API's `env` < `.env` (Cortex sourced it after `env`)
-    < what the runtime needs. HOME is a tmpfs (IMAGE_HOME) for the image's user; a host uid
+    < what the runtime needs (and the daemon's `limits`, DaemonSettings.replica_limits). HOME is a tmpfs (IMAGE_HOME) for the image's user; a host uid
     has no home in the image and gets /tmp, writable by every user."""
     env = {"HOME": IMAGE_HOME if user == IMAGE_USER else "/tmp"}
     env.update(layered_environment(spec.predictor.env, dotenv or {}, {}))
@@ -123,6 +124,7 @@ def replica_environment(
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(limits or {})
     return env
 
 
@@ -136,6 +138,7 @@ def container_create_args(
     dotenv: Mapping[str, str] | None = None,
     user: str = IMAGE_USER,
     container_port: int = CONTAINER_PORT,
+    limits: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """docker-py `containers.create(**kwargs)` arguments for one replica (pure).
 
@@ -160,7 +163,7 @@ def container_create_args(
         # explicit, so a custom predictor.image's own entrypoint cannot get in the way
         "entrypoint": ["python", "-m", "predictor_runtime"],
         "command": ["--spec", SPEC_IN_CONTAINER, "--host", "0.0.0.0", "--port", str(container_port)],
-        "environment": replica_environment(spec, dotenv, user),
+        "environment": replica_environment(spec, dotenv, user, limits),
         "working_dir": spec.project_dir,
         "labels": labels,
         # loopback only, ephemeral host port (read back after start)
@@ -425,8 +428,10 @@ class DockerBackend:
         log_dir: Path | str | None = None,
         log_max_bytes: int = DEFAULT_MAX_BYTES,
         log_files: int = DEFAULT_FILES,
+        limits: Mapping[str, str] | None = None,
     ):
         self.instance = instance
+        self._limits = dict(limits or {})  # DaemonSettings.replica_limits(), into every container
         self._log_dir = Path(log_dir) if log_dir is not None else None
         self._log_rotation = (log_max_bytes, log_files)
         self._pumps: dict[str, threading.Thread] = {}
@@ -628,7 +633,8 @@ class DockerBackend:
 
         def run(image: str) -> dict[str, Any]:
             kwargs = container_create_args(
-                spec, replica_id, tuple(gpu_ids), image, instance=self.instance, dotenv=dotenv, user=user
+                spec, replica_id, tuple(gpu_ids), image, instance=self.instance, dotenv=dotenv, user=user,
+                limits=self._limits,
             )
             client = self._client()
             container = client.containers.create(**kwargs)

@@ -114,10 +114,12 @@ def inherited_environment(base: Mapping[str, str]) -> dict[str, str]:
 def replica_environment(
     spec: APISpec, gpu_ids: tuple[int, ...], base: Mapping[str, str], *,
     dotenv: Mapping[str, str] | None = None, home: str | None = None, user: str | None = None,
+    limits: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of a replica process, from nothing but: the few variables of the daemon's
     environment `base` that the runtime needs (INHERITED), HOME (the replica's private folder)
-    and USER, then the API's `env` < the project's `.env`, then PYTHONPATH and the GPUs."""
+    and USER, then the API's `env` < the project's `.env`, then PYTHONPATH, the GPUs and the
+    daemon's `limits` (DaemonSettings.replica_limits: the runtime enforces what the gateway does)."""
     env = inherited_environment(base)
     env.setdefault("PATH", os.defpath)
     if home:
@@ -133,6 +135,7 @@ def replica_environment(
     # placement numbers GPUs as NVML does (PCI bus order); CUDA's default order is fastest first
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids) if gpu_ids else ""
+    env.update(limits or {})
     return env
 
 
@@ -221,7 +224,8 @@ class ProcessBackend:
     def __init__(self, run_dir: Path, log_dir: Path, host: str = "127.0.0.1", *,
                  log_max_bytes: int = DEFAULT_MAX_BYTES, log_files: int = DEFAULT_FILES,
                  replica_user: str | None = None, interpreter: str | None = None,
-                 environments: ProjectEnvironments | None = None):
+                 environments: ProjectEnvironments | None = None,
+                 limits: Mapping[str, str] | None = None):
         # absolute: the --spec argument is what reap_leftovers() recognises a replica by
         self._run_dir = Path(os.path.abspath(run_dir))
         self._log_dir = Path(os.path.abspath(log_dir))
@@ -236,6 +240,7 @@ class ProcessBackend:
         # per-project Python environments (requirements.txt ...); None: every replica runs on
         # self._interpreter
         self._environments = environments
+        self._limits = dict(limits or {})  # DaemonSettings.replica_limits(), into every replica
 
     async def ensure_image(self, spec: APISpec) -> None:
         """Build the project's environment (environments.py) if it needs one and has none yet."""
@@ -280,7 +285,7 @@ class ProcessBackend:
                 raise
         port = free_loopback_port(self._host)
         env = replica_environment(spec, gpu_ids, os.environ, dotenv=dotenv,
-                                  home=str(private / "home"), user=user.name)
+                                  home=str(private / "home"), user=user.name, limits=self._limits)
         as_user = {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups)} if drops else {}
         read_fd, write_fd = os.pipe()  # the child's stdout and stderr; LogPump reads it
         try:

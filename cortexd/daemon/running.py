@@ -100,6 +100,7 @@ async def choose_backend(settings: DaemonSettings, events: EventLog, why: list[s
                 instance=instance_for_home(settings.home), base_image=settings.base_image,
                 progress=_build_progress(events), log_dir=settings.log_dir,
                 log_max_bytes=settings.log_max_bytes, log_files=settings.log_files,
+                limits=settings.replica_limits(),
             )
         if wanted == "docker":
             raise BackendUnavailable(problem)
@@ -116,7 +117,8 @@ async def choose_backend(settings: DaemonSettings, events: EventLog, why: list[s
     )
     return ProcessBackend(settings.run_dir, settings.log_dir, host="127.0.0.1",
                           log_max_bytes=settings.log_max_bytes, log_files=settings.log_files,
-                          replica_user=settings.replica_user, environments=environments)
+                          replica_user=settings.replica_user, environments=environments,
+                          limits=settings.replica_limits())
 
 
 def load_projects(paths: Sequence[str], default_port: int | None = None) -> list[Project]:
