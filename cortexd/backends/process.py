@@ -361,8 +361,9 @@ class ProcessBackend:
         proc = child.process
         if proc.returncode is None:
             self._signal_group(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), timeout)
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                async with asyncio.timeout(timeout):
+                    await proc.wait()
             except TimeoutError:
                 self._signal_group(proc.pid, signal.SIGKILL)
                 await proc.wait()

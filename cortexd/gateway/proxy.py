@@ -516,8 +516,9 @@ class Gateway:
             route.notify_changed()
         if self._in_flight:
             self._idle = self._idle or asyncio.Event()
-            try:
-                await asyncio.wait_for(self._idle.wait(), drain_timeout)
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                async with asyncio.timeout(drain_timeout):
+                    await self._idle.wait()
             except TimeoutError:
                 log.warning("%d request(s) still in flight after %g s; closing anyway",
                             self._in_flight, drain_timeout)
@@ -779,7 +780,8 @@ class Gateway:
                     message = f"api {route.name!r} has no ready replica"
                 return self._error(503, message, rid, retry_after=True)
             try:
-                await asyncio.wait_for(route.changed_event().wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await route.changed_event().wait()
             except TimeoutError:
                 pass
 

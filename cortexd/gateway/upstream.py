@@ -373,10 +373,8 @@ class UpstreamPool:
     async def connect(self) -> UpstreamConnection:
         """A new connection, bypassing the pool."""
         try:
-            _, conn = await asyncio.wait_for(
-                self.loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port),
-                self.connect_timeout,
-            )
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await self.loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port)
         except TimeoutError as e:  # before OSError: TimeoutError is one
             raise UpstreamConnectError(f"could not connect to {self.host}:{self.port} "
                                        f"(no answer within {self.connect_timeout:g} s)") from e
