@@ -793,7 +793,7 @@ def fig_fuzz(backend: str, total: int, seed: int) -> None:
         f"daemon alive: {alive}; a plain POST after: {probe}")
     upstream0 = sum(n for t, n in fd_targets0.items() if t.startswith("upstream to "))
     upstream1 = sum(n for t, n in fd_targets1.items() if t.startswith("upstream to "))
-    say(f"  of those, pooled upstream connections to replicas (at most 64 idle per replica, closed after "
+    say(f"  of those, pooled upstream connections to replicas (at most 64 idle per replica, not reused after "
         f"30 s idle): {upstream0} -> {upstream1}; the others {fd0 - upstream0} -> {fd1 - upstream1} "
         f"[{'ok' if fd1 - upstream1 <= fd0 - upstream0 else 'MISSED'}]")
     if fd1 > fd0:
