@@ -29,13 +29,16 @@ from cortexd import __version__
 from cortexd.errors import (
     BackendUnavailable,
     ConfigError,
+    ConfigRejected,
     CortexdError,
     DaemonAlreadyRunning,
     DaemonUnavailable,
     RequestError,
+    SocketPathTooLong,
     UnknownAPI,
+    UsageError,
 )
-from cortexd.settings import DaemonSettings, SocketPathTooLong
+from cortexd.settings import DaemonSettings
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_DAEMON = 0, 1, 2, 3
 EXIT_CODES: dict[type[CortexdError], int] = {
@@ -46,6 +49,8 @@ EXIT_CODES: dict[type[CortexdError], int] = {
     BackendUnavailable: EXIT_USER,
     DaemonUnavailable: EXIT_DAEMON,
     SocketPathTooLong: EXIT_USER,
+    ConfigRejected: EXIT_USER,
+    UsageError: EXIT_USAGE,
 }
 
 
@@ -57,20 +62,6 @@ def exit_code_for(error: CortexdError) -> int:
 
 
 # -- control socket client ----------------------------------------------------------------
-
-
-class ConfigRejected(CortexdError):
-    """The daemon rejected a configuration (the text lists the problems)."""
-
-
-EXIT_CODES[ConfigRejected] = EXIT_USER
-
-
-class UsageError(CortexdError):
-    """A command-line value argparse cannot check (e.g. a --since time)."""
-
-
-EXIT_CODES[UsageError] = EXIT_USAGE
 
 
 class _UnixConnection(http.client.HTTPConnection):

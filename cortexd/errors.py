@@ -3,6 +3,9 @@
     CortexdError                  base; str() is the sentence a user reads
      +-- ConfigError              one or more problems in cortex.yaml files
      |                            (each a ConfigProblem with file:line:column)
+     +-- ConfigRejected           the daemon refused a configuration the CLI sent (text lists why)
+     +-- UsageError               a command-line value argparse cannot check (e.g. --since)
+     +-- SocketPathTooLong        the control socket's path does not fit a unix socket address
      +-- BackendUnavailable       the chosen replica backend cannot run (no engine...)
      +-- BackendError             a backend operation failed (build, start, ...)
      |    +-- DependencyError     a project's dependencies cannot be installed (pip's answer)
@@ -68,6 +71,18 @@ class ConfigError(CortexdError):
         n = len(self.problems)
         head = f"{n} configuration error{'s' if n != 1 else ''}:"
         return "\n".join([head] + [f"  {p}" for p in self.problems])
+
+
+class ConfigRejected(CortexdError):
+    """The daemon rejected a configuration (the text lists the problems)."""
+
+
+class UsageError(CortexdError):
+    """A command-line value argparse cannot check (e.g. a --since time)."""
+
+
+class SocketPathTooLong(CortexdError):
+    """The control socket's path does not fit in a unix socket address."""
 
 
 class BackendUnavailable(CortexdError):

@@ -12,16 +12,12 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from cortexd.errors import CortexdError
+from cortexd.errors import CortexdError, SocketPathTooLong
 
 SHARED_ENV_CACHE = Path("/var/cache/cortexd/envs")  # a root daemon's project environments
 
 # sun_path holds 108 bytes on Linux, 104 on macOS and the BSDs, with the terminating NUL
 UNIX_SOCKET_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
-
-
-class SocketPathTooLong(CortexdError):
-    """The control socket's path does not fit in a unix socket address."""
 
 
 def default_home() -> Path:
