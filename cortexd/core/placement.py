@@ -1,7 +1,7 @@
 """GPU placement: which devices a new replica gets, or why it must wait (pure).
 
 The reconciler asks before starting a replica that requests `compute.gpu: N`:
-given the host's GPU ids (from cortexd.gpu), the ids already held by running
+given the host's GPU ids (from cortexd.nvml), the ids already held by running
 replicas, and the request, `place` returns explicit device ids, which the
 backends turn into a Docker DeviceRequest or CUDA_VISIBLE_DEVICES.
 
@@ -54,7 +54,7 @@ def place(
 
     inventory: the host's GPU ids (empty when NVML finds none);
     assignments: {replica_id: ids it holds}; ids not in the inventory are ignored;
-    no_gpu_reason: cortexd.gpu's explanation for an empty inventory, appended if given.
+    no_gpu_reason: cortexd.nvml's explanation for an empty inventory, appended if given.
     """
     if count <= 0:
         return Placement()

@@ -108,7 +108,7 @@ class Reconciler:
         self.settings = settings
         self.events = events
         self.clock = clock
-        self.placer = placer  # GPU placement (cortexd.daemon.gpus), None = no GPUs
+        self.placer = placer  # GPU placement (cortexd.daemon.gpu_placer), None = no GPUs
         self.apis: dict[str, APIState] = {}
         self.records: dict[str, ReplicaRecord] = {}
         self.observed: dict[str, ReplicaInfo] = {}

@@ -30,7 +30,7 @@ from cortexd.daemon import control
 from cortexd.daemon.autoscaler import Autoscaler
 from cortexd.daemon.events import EventLog
 from cortexd.daemon.logclock import LogClock
-from cortexd.daemon.gpus import GPUPlacer
+from cortexd.daemon.gpu_placer import GPUPlacer
 from cortexd.daemon.projects import (
     Project,
     conflicts,
@@ -50,7 +50,7 @@ from cortexd.errors import (
     UnknownAPI,
 )
 from cortexd.gateway.proxy import Gateway
-from cortexd.gpu import inventory_json
+from cortexd.nvml import inventory_json
 from cortexd.logfiles import START, Position, read_history, read_new, read_since
 from cortexd.settings import DaemonSettings
 from cortexd.spec import APISpec

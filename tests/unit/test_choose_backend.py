@@ -7,10 +7,10 @@ import pytest
 from cortexd.backends.base import ReplicaInfo
 from cortexd.backends.process import ProcessBackend
 from cortexd.daemon.events import EventLog
-from cortexd.daemon.gpus import GPUPlacer
+from cortexd.daemon.gpu_placer import GPUPlacer
 from cortexd.daemon.running import choose_backend
 from cortexd.errors import BackendUnavailable
-from cortexd.gpu import GPUDevice, GPUInventory
+from cortexd.nvml import GPUDevice, GPUInventory
 from cortexd.settings import DaemonSettings
 from tests.docker.conftest import make_spec
 

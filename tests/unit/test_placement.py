@@ -10,7 +10,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from cortexd.core.placement import GPURequest, Placement, place, place_many
-from cortexd.gpu import GPUMonitor, read_inventory
+from cortexd.nvml import GPUMonitor, read_inventory
 
 
 def test_enough_free_gpus_get_the_lowest_free_ids():

@@ -1,4 +1,4 @@
-"""The reconciler's GPU placer: NVML inventory (cortexd.gpu) + pure placement (cortexd.core.placement).
+"""The reconciler's GPU placer: NVML inventory (cortexd.nvml) + pure placement (cortexd.core.placement).
 
 The reconciler calls assign() right before it starts a replica that requests
 `compute.gpu: N`. The ids held by replicas come from what the backend observes
@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 
 from cortexd.backends.base import ReplicaInfo
 from cortexd.core.placement import place
-from cortexd.gpu import GPUInventory, GPUMonitor
+from cortexd.nvml import GPUInventory, GPUMonitor
 from cortexd.spec.model import APISpec
 
 
