@@ -30,8 +30,6 @@ from cortexd.errors import ConfigProblem
 from cortexd.spec import APISpec, load_config
 from cortexd.spec.validate import cross_api_findings, format_path
 
-DIGEST_KEY = "_project_digest"
-
 
 @dataclass(frozen=True)
 class Project:
@@ -77,7 +75,7 @@ def load_project(path: str, *, shipped: frozenset[str] | None = None,
         exclude = others | configs  # what a config says about an API is in its spec already
         per_api[spec.name] = api_files(files_by_dir[spec.project_dir], exclude)
         digest = api_digest(files_by_dir[spec.project_dir], exclude)
-        specs.append(replace(spec, raw={**spec.raw, DIGEST_KEY: digest}))
+        specs.append(replace(spec, project_digest=digest))  # a new spec: its hash includes the digest
     return Project(path, tuple(loaded.files), tuple(specs), tuple(loaded.notices), shipped, per_api)
 
 
@@ -105,10 +103,6 @@ def merged(current: Sequence[Project], incoming: Sequence[Project]) -> list[Proj
     return out
 
 
-def _without_digest(spec: APISpec) -> dict:
-    return {k: v for k, v in spec.raw.items() if k != DIGEST_KEY}
-
-
 def roll_reasons(before: Sequence[Project], after: Sequence[Project]) -> dict[str, str]:
     """For each API whose version changes: which files did it ("predictor.py changed")."""
     old = {s.name: (s, p) for p in before for s in p.specs}
@@ -119,7 +113,7 @@ def roll_reasons(before: Sequence[Project], after: Sequence[Project]) -> dict[st
                 continue
             prev_spec, prev_project = old[spec.name]
             config = (os.path.basename(spec.source_file)
-                      if _without_digest(prev_spec) != _without_digest(spec) else None)
+                      if prev_spec.raw != spec.raw else None)
             files = changed_files(prev_project.api_files.get(spec.name, {}),
                                   project.api_files.get(spec.name, {}), spec.project_dir)
             reasons[spec.name] = describe_change(files, config)

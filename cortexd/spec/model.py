@@ -3,8 +3,13 @@
 spec.load + spec.validate turn cortex.yaml documents into APISpec values; nothing
 downstream reads YAML or re-applies defaults. Units are normalised here:
 durations are seconds (float), CPU is cores (float), memory is bytes (int),
-local paths are absolute. `raw` keeps the defaulted document (relative paths
-resolved), from which the spec hash and the runtime spec are derived.
+local paths are absolute; max_surge/max_unavailable are a count or a Percent.
+`raw` keeps the defaulted document (relative paths resolved); the spec hash is
+computed once, when an APISpec is made, from that document and `project_digest`
+(the digest of the project files that make the API's version, set by
+daemon/projects.py with dataclasses.replace, which makes a new spec and so a new
+hash). Replicas are stamped with that hash (Docker labels), so for the same
+inputs it must never change: spec_hash_of() keeps the original algorithm.
 """
 
 from __future__ import annotations
@@ -105,6 +110,18 @@ class UpdateStrategySpec:
     max_unavailable: int | str = "25%"
 
 
+# the key under which the project digest entered the hashed document: persisted hashes
+# (Docker labels of running replicas, adopted after a restart) depend on it
+_DIGEST_KEY = "_project_digest"
+
+
+def spec_hash_of(document: dict[str, Any], project_digest: str | None = None) -> str:
+    """Short content hash of a defaulted document and the project digest (12 hex digits)."""
+    hashed = document if project_digest is None else {**document, _DIGEST_KEY: project_digest}
+    blob = json.dumps(hashed, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class APISpec:
     name: str
@@ -119,12 +136,14 @@ class APISpec:
     source_file: str  # the cortex.yaml it came from
     source_line: int  # line of the API's entry in that file
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # digest of the project files that make this API's version (None: not folded in yet);
+    # like `raw`, outside equality: versions are told apart by spec_hash
+    project_digest: str | None = field(default=None, compare=False)
+    # short content hash of `raw` and `project_digest`; replicas are stamped with it
+    spec_hash: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def spec_hash(self) -> str:
-        """Short content hash of the defaulted spec; replicas are stamped with it."""
-        blob = json.dumps(self.raw, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "spec_hash", spec_hash_of(self.raw, self.project_digest))
 
     def runtime_spec(self) -> dict[str, Any]:
         """The JSON document handed to predictor_runtime (see its package docstring)."""
