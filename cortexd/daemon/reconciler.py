@@ -41,6 +41,7 @@ from cortexd.daemon.events import EventLog
 from cortexd.errors import CortexdError, DependencyError
 from cortexd.settings import DaemonSettings
 from cortexd.spec.model import APISpec
+from cortexd.status import APIStatus, APITraffic, build_api_status
 
 log = logging.getLogger("cortexd.reconciler")
 
@@ -649,6 +650,25 @@ class Reconciler:
             await self._session.close()
 
     # -- status --------------------------------------------------------------------------
+
+    def traffic(self, api: str) -> APITraffic:
+        """What the gateway counts for `api` now (an input of cortexd.status.build_status)."""
+        route = self.gateway.route(api)
+        return APITraffic(
+            self.gateway.api_in_flight(api),
+            {rid: self.gateway.replica_in_flight(api, rid) for rid, info in self.observed.items()
+             if info.api == api},
+            route.counters_snapshot())
+
+    def preparing(self, api: str) -> tuple[str, str | None] | None:
+        """What the backend prepares for `api` (the process backend's environments), or None."""
+        preparing = getattr(self.backend, "preparing", None)  # only the process backend prepares
+        return preparing(api) if preparing is not None else None
+
+    def api_status(self, state: APIState, wall_now: float, mono_now: float, url: str = "") -> APIStatus:
+        name = state.spec.name
+        return build_api_status(state, self.records, self.observed.values(), self.traffic(name), url=url,
+                                preparing=self.preparing(name), wall_now=wall_now, mono_now=mono_now)
 
     def api_snapshot(self, state: APIState, wall_now: float, mono_now: float) -> dict:
         spec = state.spec

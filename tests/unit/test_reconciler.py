@@ -86,7 +86,19 @@ class FakeBackend:
         return [r for r in self.replicas.values() if r.spec_hash == spec.spec_hash]
 
 
+class FakeRoute:
+    def __init__(self, counters):
+        self.counters = counters
+
+    def counters_snapshot(self):
+        return dict(self.counters)
+
+
 class FakeGateway:
+    """What the reconciler needs from the gateway (cortexd.daemon.seams.ReplicaRouter), recorded."""
+
+    COUNTERS = {"total": 3, "2xx": 2, "4xx": 1, "5xx": 0, "in_flight": 0, "monitoring": None}
+
     def __init__(self):
         self.routable: dict[str, list[str]] = {}
         self.states: dict[str, tuple[bool, str | None]] = {}
@@ -109,7 +121,7 @@ class FakeGateway:
         return 0
 
     def route(self, api):
-        return object()
+        return FakeRoute(self.COUNTERS)
 
 
 @pytest.fixture
