@@ -4,6 +4,9 @@
 in this process (processes_per_replica == 1) or hands over to supervisor.py,
 which starts `processes_per_replica` workers (`--worker N --control-fd FD`,
 entering `run_worker` below) sharing the port with SO_REUSEPORT.
+What the supervisor shares with each worker (log setup, the bound socket,
+stop signals, the drain deadline) lives in process_setup.py, so supervisor.py
+never imports this module.
 
 Readiness rule (the daemon relies on it): a worker binds its socket early but
 only LISTENS after the predictor's __init__ finished in every worker, so "the
@@ -76,8 +79,14 @@ from predictor_runtime.predictors import (
     display_path,
     load_predictor,
 )
+from predictor_runtime.process_setup import (
+    DRAIN_SECONDS,
+    bind_socket,
+    env_number,
+    ignore_stop_signals,
+    setup_logging,
+)
 
-DRAIN_SECONDS = 10.0
 DEBUG_TRUNCATE = 1000
 ERROR_TRUNCATE = 300
 MAX_BODY_SIZE_ENV = "CORTEXD_MAX_BODY_SIZE"
@@ -90,19 +99,6 @@ log = logging.getLogger("predictor_runtime")
 _JSON = "application/json"
 _get_ident = threading.get_ident
 _monotonic = time.monotonic
-
-
-def setup_logging(prefix: str) -> None:
-    """Line-buffered stdout (user prints) and runtime log lines on stderr, prefixed per worker."""
-    try:
-        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    except (AttributeError, ValueError):
-        pass
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"[{prefix}] %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
-    log.propagate = False
 
 
 def truncate(text: str, limit: int) -> str:
@@ -118,25 +114,6 @@ def safe_repr(value: Any) -> str:
         return repr(value)
     except RecursionError:
         return f"<{type(value).__name__} nested too deeply to show>"
-
-
-def env_number(name: str, default: float, cast: Any = float) -> Any:
-    """A positive number from the environment; a bad value is logged and the default used."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = cast(float(raw)) if cast is int else cast(raw)
-    except ValueError:
-        value = None
-    if value is None or value <= 0:
-        log.error("error: %s=%r is not a positive number; using %s", name, raw, default)
-        return default
-    return value
-
-
-# cortexd build's images drain for the request timeout (the pod's grace period covers it)
-DRAIN_SECONDS = env_number("CORTEXD_DRAIN_SECONDS", DRAIN_SECONDS)
 
 
 def stuck_reason(busy_since: list[float], threads: int, timeout: float, now: float) -> str | None:
@@ -356,42 +333,12 @@ class LegacyHandler(PredictionHandler):
 
 # ---- sockets and serving ---------------------------------------------------------
 
-def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
-    """A bound socket that does NOT listen yet (connections are refused until serve())."""
-    family, kind, proto, _, addr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(addr)
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
-
-
 def new_event_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
-
-
-def ignore_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
-    """Once stopping, ignore further SIGTERM/SIGINT for good.
-
-    Under the process backend SIGTERM reaches the whole process group, and the
-    supervisor forwards its own: the loop's handler would be reset to the
-    default (die) when the loop closes, and a late duplicate would then kill a
-    process that is exiting cleanly.
-    """
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.remove_signal_handler(sig)
-        signal.signal(sig, signal.SIG_IGN)
 
 
 def run_on_new_loop(coro: Any) -> None:

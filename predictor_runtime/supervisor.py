@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from predictor_runtime.server import (
+from predictor_runtime.process_setup import (
     DRAIN_SECONDS,
     bind_socket,
     ignore_stop_signals,

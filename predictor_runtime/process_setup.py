@@ -1,0 +1,83 @@
+"""What every process of a replica sets up, the supervisor and each worker alike.
+
+server.py (a worker's request path) and supervisor.py (processes_per_replica > 1)
+both need: runtime log lines on stderr with a per-process prefix, the port bound
+without listening (the readiness rule of server.py's docstring), SIGTERM/SIGINT
+ignored once stopping, numbers from the environment, and the drain deadline
+(DRAIN_SECONDS, env CORTEXD_DRAIN_SECONDS, default 10). Keeping them here lets
+the two modules depend on this one instead of on each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+log = logging.getLogger("predictor_runtime")
+
+
+def setup_logging(prefix: str) -> None:
+    """Line-buffered stdout (user prints) and runtime log lines on stderr, prefixed per worker."""
+    try:
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        pass
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"[{prefix}] %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def env_number(name: str, default: float, cast: Any = float) -> Any:
+    """A positive number from the environment; a bad value is logged and the default used."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = cast(float(raw)) if cast is int else cast(raw)
+    except ValueError:
+        value = None
+    if value is None or value <= 0:
+        log.error("error: %s=%r is not a positive number; using %s", name, raw, default)
+        return default
+    return value
+
+
+# cortexd build's images drain for the request timeout (the pod's grace period covers it)
+DRAIN_SECONDS = env_number("CORTEXD_DRAIN_SECONDS", 10.0)
+
+
+def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A bound socket that does NOT listen yet (connections are refused until serve())."""
+    family, kind, proto, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def ignore_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """Once stopping, ignore further SIGTERM/SIGINT for good.
+
+    Under the process backend SIGTERM reaches the whole process group, and the
+    supervisor forwards its own: the loop's handler would be reset to the
+    default (die) when the loop closes, and a late duplicate would then kill a
+    process that is exiting cleanly.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
