@@ -35,11 +35,14 @@ failing __init__ exits non-zero with the traceback on stderr.
 
 Modules: server.py (entry point, one worker's request path, shutdown),
 supervisor.py (processes_per_replica > 1: workers, readiness barrier),
+process_setup.py (what both set up: log lines, the bound socket, stop signals),
 log_limits.py (aiohttp's server log, one line per kind of client error per interval),
 predictors.py (loading user code, binding by parameter name), payload.py
 (request parsing, response encoding), clients/ (python_client, onnx_client,
-tensorflow_client), models.py (model sources, versions, LRU caches, live
-reload) and batching.py (server_side_batching).
+tensorflow_client), models.py (the model store: versions, memory LRU, live
+reload) over model_layout.py (which files form a model, also used by
+`cortexd validate`), model_sources.py (local and s3:// locations) and
+model_disk_cache.py (S3 downloads on disk), and batching.py (server_side_batching).
 Exit codes: 0 after SIGTERM/SIGINT (in-flight requests drained), 1 on any
 start-up failure or when a worker dies.
 """

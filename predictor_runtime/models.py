@@ -1,11 +1,13 @@
-"""Model sources, versions, LRU caches and live reload: what every model client sits on.
+"""The model store: versions, the memory LRU and live reload, what every model client sits on.
 
 A `ModelStore` holds the models of one predictor (a single `model_path`, the
 named `models.paths`, or every folder of `models.dir`) and answers
 `get(name, version)` with a loaded model, loading it with the client's loader
 on first use. The clients (clients/python.py, onnx.py, tensorflow.py) only
 convert inputs and outputs; everything about where models are and which of
-them are in memory is decided here.
+them are in memory is decided here, on top of model_layout.py (which files
+form a model), model_sources.py (local folders and s3:// prefixes) and
+model_disk_cache.py (S3 downloads on disk).
 
 Sources. A model location is a local path (folder, or a single .onnx file) or
 an `s3://bucket/prefix` URL (boto3, the `s3` extra; without it start-up fails
@@ -42,16 +44,25 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from predictor_runtime.model_disk_cache import DiskCache, Key
+from predictor_runtime.model_layout import describe_files, onnx_files
+from predictor_runtime.model_sources import (
+    Listing,
+    LocalSource,
+    ModelSourceError,
+    S3Source,
+    make_source,
+)
 
 log = logging.getLogger("predictor_runtime")
 
@@ -61,8 +72,6 @@ SETTLE_ENV = "CORTEXD_MODEL_SETTLE"
 DISK_CACHE_ENV = "CORTEXD_MODEL_DISK_CACHE"
 DEFAULT_POLL_INTERVAL = 10.0
 DEFAULT_SETTLE = 0.5
-
-Key = tuple[str, int]  # (model name, version)
 
 
 class ModelNotFound(web.HTTPNotFound):
@@ -76,10 +85,6 @@ class ModelNotFound(web.HTTPNotFound):
         return self.message
 
 
-class ModelSourceError(Exception):
-    """A model location cannot be used (user-fixable; reported at start-up)."""
-
-
 def env_seconds(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if not raw:
@@ -91,247 +96,6 @@ def env_seconds(name: str, default: float) -> float:
     if value <= 0:
         raise ModelSourceError(f"environment variable {name}={raw!r}: expected a number of seconds > 0")
     return value
-
-
-# ---- layouts ----------------------------------------------------------------------
-
-def layout_problem(kind: str, files: Iterable[str]) -> str | None:
-    """What keeps these files (paths relative to a version's root) from being a `kind` model.
-
-    None when they form one. Pure: local folders and S3 prefixes are listed
-    into relative paths first.
-    """
-    files = set(files)
-    top = {f for f in files if "/" not in f}
-    if kind == "onnx":
-        onnx = sorted(f for f in top if f.endswith(".onnx"))
-        if len(onnx) == 1:
-            return None
-        found = f"{len(onnx)} .onnx files ({', '.join(onnx)})" if onnx else describe_files(files)
-        return f"expected exactly one .onnx file; found {found}"
-    if kind == "tensorflow":
-        if not top & {"saved_model.pb", "saved_model.pbtxt"}:
-            return f"expected a TensorFlow SavedModel (saved_model.pb); found {describe_files(files)}"
-        if any(f.startswith("variables/") for f in files) and "variables/variables.index" not in files:
-            return "expected variables/variables.index next to saved_model.pb (the SavedModel is incomplete)"
-        return None
-    return None  # python predictors load whatever their load_model() understands
-
-
-def describe_files(files: Iterable[str], limit: int = 8) -> str:
-    names = sorted(files)
-    if not names:
-        return "nothing"
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
-# ---- sources ----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Listing:
-    """A source's current content: version -> (relative files, fingerprint of their state)."""
-
-    versions: dict[int, tuple[frozenset[str], tuple[Any, ...]]]
-    versioned: bool
-    problems: dict[str, str] = field(default_factory=dict)  # version folder -> layout problem
-
-
-class LocalSource:
-    """A model on the local filesystem: a folder (versioned or not) or a single .onnx file."""
-
-    remote = False
-
-    def __init__(self, location: str):
-        self.location = location
-
-    def __repr__(self) -> str:
-        return self.location
-
-    def check(self) -> None:
-        if not os.path.exists(self.location):
-            raise ModelSourceError(f"model path {self.location} does not exist")
-
-    @staticmethod
-    def _walk(root: str) -> tuple[frozenset[str], tuple[Any, ...]]:
-        files, marks = [], []
-        for folder, dirs, names in os.walk(root):
-            dirs.sort()
-            for n in sorted(names):
-                full = os.path.join(folder, n)
-                rel = os.path.relpath(full, root).replace(os.sep, "/")
-                try:
-                    st = os.stat(full)
-                except OSError:  # removed while listing: the next poll sees the truth
-                    continue
-                files.append(rel)
-                marks.append((rel, st.st_size, st.st_mtime_ns))
-        return frozenset(files), tuple(marks)
-
-    def listing(self, kind: str) -> Listing:
-        loc = self.location
-        if os.path.isfile(loc):
-            st = os.stat(loc)
-            name = os.path.basename(loc)
-            return Listing({1: (frozenset([name]), ((name, st.st_size, st.st_mtime_ns),))}, versioned=False)
-        if not os.path.isdir(loc):
-            return Listing({}, versioned=False)
-        entries = os.listdir(loc)
-        top_files = [e for e in entries if os.path.isfile(os.path.join(loc, e))]
-        version_dirs = sorted((e for e in entries if e.isdigit() and os.path.isdir(os.path.join(loc, e))), key=int)
-        if not version_dirs or (top_files and layout_problem(kind, top_files) is None):
-            files, marks = self._walk(loc)
-            problem = layout_problem(kind, files)
-            return Listing({} if problem else {1: (files, marks)}, False, {".": problem} if problem else {})
-        versions, problems = {}, {}
-        for v in version_dirs:
-            files, marks = self._walk(os.path.join(loc, v))
-            problem = layout_problem(kind, files)
-            if problem:
-                problems[v] = problem
-            else:
-                versions[int(v)] = (files, marks)
-        return Listing(versions, True, problems)
-
-    def local_path(self, version: int, versioned: bool) -> str:
-        if not versioned:
-            return self.location
-        return os.path.join(self.location, str(version))
-
-
-class S3Source:
-    """A model under an s3://bucket/prefix URL, listed and downloaded with boto3."""
-
-    remote = True
-
-    def __init__(self, location: str, client: Any = None):
-        self.location = location
-        rest = location[len("s3://"):]
-        self.bucket, _, prefix = rest.partition("/")
-        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self._client = client
-
-    def __repr__(self) -> str:
-        return self.location
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = s3_client()
-        return self._client
-
-    def check(self) -> None:
-        self.client  # noqa: B018 - fail at start-up when boto3 is missing
-
-    def _objects(self) -> list[tuple[str, int, str]]:
-        out = []
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
-            for obj in page.get("Contents") or ():
-                rel = obj["Key"][len(self.prefix):]
-                if rel and not rel.endswith("/"):
-                    out.append((rel, obj.get("Size", 0), str(obj.get("ETag", ""))))
-        return out
-
-    def listing(self, kind: str) -> Listing:
-        try:
-            objects = self._objects()
-        except Exception as e:  # noqa: BLE001 - botocore's many error types: keep serving, say why
-            log.error("error: cannot list %s: %s", self.location, e)
-            raise ModelSourceError(f"cannot list {self.location}: {e}") from None
-        top = [(r, s, t) for r, s, t in objects if "/" not in r]
-        by_version: dict[str, list[tuple[str, int, str]]] = {}
-        for rel, size, tag in objects:
-            head, _, tail = rel.partition("/")
-            if head.isdigit() and tail:
-                by_version.setdefault(head, []).append((tail, size, tag))
-        if not by_version or (top and layout_problem(kind, [r for r, _, _ in top]) is None):
-            files = frozenset(r for r, _, _ in objects)
-            problem = layout_problem(kind, files)
-            return Listing({} if problem else {1: (files, tuple(sorted(objects)))}, False,
-                           {".": problem} if problem else {})
-        versions, problems = {}, {}
-        for v, objs in by_version.items():
-            files = frozenset(r for r, _, _ in objs)
-            problem = layout_problem(kind, files)
-            if problem:
-                problems[v] = problem
-            else:
-                versions[int(v)] = (files, tuple(sorted(objs)))
-        return Listing(versions, True, problems)
-
-    def download(self, version: int, versioned: bool, files: Iterable[str], dest: str) -> None:
-        base = self.prefix + (f"{version}/" if versioned else "")
-        for rel in files:
-            target = os.path.join(dest, *rel.split("/"))
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            self.client.download_file(self.bucket, base + rel, target)
-
-
-def s3_client() -> Any:
-    try:
-        import boto3  # optional: the `s3` extra
-    except ImportError:
-        raise ModelSourceError("s3:// model paths need boto3, which is not installed in this replica; "
-                               "install cortexd with the s3 extra (pip install 'cortexd[s3]') "
-                               "or add boto3 to the project's requirements.txt") from None
-    return boto3.client("s3")
-
-
-def make_source(location: str) -> LocalSource | S3Source:
-    if location.startswith("s3://"):
-        return S3Source(location)
-    if "://" in location:
-        raise ModelSourceError(f"model path {location!r}: only local paths and s3:// URLs are supported")
-    return LocalSource(location)
-
-
-# ---- caches -----------------------------------------------------------------------
-
-class DiskCache:
-    """LRU of downloaded model versions under `root`; evicts before a download, never above `capacity`."""
-
-    def __init__(self, root: str, capacity: int | None):
-        self.root = root
-        self.capacity = capacity
-        self._dirs: OrderedDict[Key, str] = OrderedDict()
-        self._lock = threading.Lock()  # only guards the dict; callers serialise put()
-
-    def cached(self) -> list[Key]:
-        with self._lock:
-            return list(self._dirs)
-
-    def get(self, key: Key) -> str | None:
-        with self._lock:
-            path = self._dirs.get(key)
-            if path is not None:
-                self._dirs.move_to_end(key)
-            return path
-
-    def put(self, key: Key, fill: Callable[[str], None]) -> str:
-        """Make room, then fill a fresh folder for `key` (removed again if `fill` fails)."""
-        if self.capacity is not None:
-            while len(self._dirs) >= self.capacity:
-                with self._lock:
-                    old, path = self._dirs.popitem(last=False)
-                log.info("disk cache full (%d): removing %s version %d", self.capacity, *old)
-                shutil.rmtree(path, ignore_errors=True)
-        os.makedirs(self.root, exist_ok=True)
-        path = tempfile.mkdtemp(prefix=f"{key[0]}-{key[1]}-", dir=self.root)
-        try:
-            fill(path)
-        except BaseException:
-            shutil.rmtree(path, ignore_errors=True)
-            raise
-        with self._lock:
-            self._dirs[key] = path
-        return path
-
-    def discard(self, key: Key) -> None:
-        with self._lock:
-            path = self._dirs.pop(key, None)
-        if path is not None:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 # ---- the store --------------------------------------------------------------------
@@ -629,7 +393,7 @@ class ModelStore:
                 wanted = files
                 path = self.disk.put(key, lambda dest: source.download(version, entry.versioned, wanted, dest))
         if self.kind == "onnx" and os.path.isdir(path):
-            onnx = sorted(n for n in os.listdir(path) if n.endswith(".onnx"))
+            onnx = onnx_files(os.listdir(path))
             if len(onnx) != 1:
                 raise ModelSourceError(f"{path}: expected exactly one .onnx file; found {describe_files(onnx)}")
             path = os.path.join(path, onnx[0])

@@ -34,7 +34,7 @@ from types import ModuleType
 from typing import Any
 
 from predictor_runtime.clients.python import PythonClient
-from predictor_runtime.models import ModelSourceError
+from predictor_runtime.model_sources import ModelSourceError
 
 PREDICT_PARAMS = ("payload", "query_params", "headers")
 POST_PREDICT_PARAMS = ("response", "payload", "query_params", "headers")

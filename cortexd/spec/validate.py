@@ -38,6 +38,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
 from cortexd.spec import units
+from predictor_runtime.model_layout import describe_folder, local_model_problem
 
 Path_ = tuple[str | int, ...]
 
@@ -595,68 +596,6 @@ def no_inferentia(doc: dict[str, Any], ctx: RuleContext) -> Iterator[Finding]:
 _S3_URL = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
 
 
-def _listing(folder: str) -> str:
-    try:
-        names = sorted(os.listdir(folder))
-    except OSError as e:
-        return f"an unreadable folder ({e.strerror})"
-    if not names:
-        return "an empty folder"
-    shown = [n + ("/" if os.path.isdir(os.path.join(folder, n)) else "") for n in names[:8]]
-    more = f" and {len(names) - 8} more" if len(names) > 8 else ""
-    return ", ".join(shown) + more
-
-
-def _version_dirs(folder: str) -> list[str]:
-    return sorted((n for n in os.listdir(folder) if n.isdigit() and os.path.isdir(os.path.join(folder, n))),
-                  key=int)
-
-
-def _onnx_files(folder: str) -> list[str]:
-    return sorted(n for n in os.listdir(folder) if n.endswith(".onnx") and os.path.isfile(os.path.join(folder, n)))
-
-
-def model_layout_problem(ptype: str, location: str) -> str | None:
-    """What is wrong with a local model for a predictor type (None when it is fine)."""
-    if not os.path.exists(location):
-        return f"not found: {location}"
-    if ptype == "tensorflow":
-        expected = ("expected a TensorFlow SavedModel folder (saved_model.pb, or integer version folders "
-                    "such as 1/saved_model.pb)")
-        if not os.path.isdir(location):
-            return f"{expected}; found a file: {location}"
-        if {"saved_model.pb", "saved_model.pbtxt"} & set(os.listdir(location)):
-            return None
-        versions = _version_dirs(location)
-        if not versions:
-            return f"{expected}; found {_listing(location)} in {location}"
-        for v in versions:
-            vdir = os.path.join(location, v)
-            if not {"saved_model.pb", "saved_model.pbtxt"} & set(os.listdir(vdir)):
-                return f"{expected}; version folder {v}/ holds {_listing(vdir)}"
-        return None
-    if ptype == "onnx":
-        expected = ("expected a .onnx file, a folder with exactly one .onnx file, or integer version "
-                    "folders each holding exactly one .onnx file")
-        if os.path.isfile(location):
-            return None if location.endswith(".onnx") else f"{expected}; found the file {location}"
-        top = _onnx_files(location)
-        if len(top) == 1:
-            return None
-        if len(top) > 1:
-            return f"{expected}; found {len(top)} .onnx files in {location}: {', '.join(top)}"
-        versions = _version_dirs(location)
-        if not versions:
-            return f"{expected}; found {_listing(location)} in {location}"
-        for v in versions:
-            files = _onnx_files(os.path.join(location, v))
-            if len(files) != 1:
-                return (f"{expected}; version folder {v}/ holds {len(files)} .onnx files"
-                        + (f": {', '.join(files)}" if files else ""))
-        return None
-    return None  # python / legacy predictors load whatever they like
-
-
 def _location_problem(ptype: str, location: str, project_dir: str) -> str | None:
     if is_s3(location):
         if not _S3_URL.match(location):
@@ -664,7 +603,7 @@ def _location_problem(ptype: str, location: str, project_dir: str) -> str | None
         return None
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", location):
         return f"only local paths and s3:// URLs are supported; found {location!r}"
-    problem = model_layout_problem(ptype, location)
+    problem = local_model_problem(ptype, location)
     if problem and problem.startswith("not found"):
         return f"{problem} (relative paths start at the cortex.yaml folder, {project_dir})"
     return problem
@@ -727,9 +666,9 @@ def models_usable(doc: dict[str, Any], ctx: RuleContext) -> Iterator[Finding]:
                      if not n.startswith(".") and os.path.isdir(os.path.join(folder, n)))
     if not subdirs:
         yield Finding(("predictor", "models", "dir"), f"expected one folder per model; found "
-                      f"{_listing(folder)} in {folder}")
+                      f"{describe_folder(folder)} in {folder}")
     for name in subdirs:
-        problem = model_layout_problem(p["type"], os.path.join(folder, name))
+        problem = local_model_problem(p["type"], os.path.join(folder, name))
         if problem:
             yield Finding(("predictor", "models", "dir"), f"model {name!r}: {problem}")
 

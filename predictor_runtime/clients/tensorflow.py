@@ -42,11 +42,8 @@ from predictor_runtime.clients.base import (
     fit_shape,
     is_single_model,
 )
-from predictor_runtime.models import (
-    ModelEntry,
-    ModelSourceError,
-    store_from_spec,
-)
+from predictor_runtime.model_sources import ModelSourceError
+from predictor_runtime.models import ModelEntry, store_from_spec
 
 log = logging.getLogger("predictor_runtime")
 

@@ -8,15 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from predictor_runtime.model_layout import layout_problem
+from predictor_runtime.model_sources import (
+    LocalSource,
+    ModelSourceError,
+    S3Source,
+    make_source,
+)
 from predictor_runtime.models import (
     DEFAULT_MODEL,
-    LocalSource,
     ModelNotFound,
-    ModelSourceError,
     ModelStore,
-    S3Source,
-    layout_problem,
-    make_source,
     store_from_spec,
 )
 
@@ -320,3 +322,41 @@ def test_s3_without_boto3_says_what_to_install(monkeypatch):
         store.start()
     assert "s3:// model paths need boto3" in str(info.value)
     assert "pip install 'cortexd[s3]'" in str(info.value)
+
+
+def incomplete_saved_model(root: Path) -> Path:
+    """A SavedModel whose variables were copied without their index (TensorFlow cannot restore it)."""
+    (root / "variables").mkdir(parents=True)
+    (root / "saved_model.pb").write_bytes(b"")
+    (root / "variables" / "variables.data-00000-of-00001").write_bytes(b"")
+    return root
+
+
+def test_validate_and_the_runtime_refuse_the_same_incomplete_saved_model(tmp_path):
+    from cortexd.errors import ConfigError
+    from cortexd.spec.load import load_documents
+
+    (tmp_path / "predictor.py").write_text("class TensorFlowPredictor:\n    pass\n")
+    incomplete_saved_model(tmp_path / "flat")
+    incomplete_saved_model(tmp_path / "versioned" / "1")
+    text = ("- name: flat\n  kind: RealtimeAPI\n  predictor:\n    type: tensorflow\n    path: predictor.py\n"
+            "    model_path: flat\n"
+            "- name: versioned\n  kind: RealtimeAPI\n  predictor:\n    type: tensorflow\n    path: predictor.py\n"
+            "    model_path: versioned\n")
+    with pytest.raises(ConfigError) as info:
+        load_documents(text, "cortex.yaml", str(tmp_path))
+    why = "expected variables/variables.index next to saved_model.pb (the SavedModel is incomplete)"
+    assert [str(p) for p in info.value.problems] == [
+        f"cortex.yaml:6:17: api 'flat': predictor.model_path: {why}; found variables.data-00000-of-00001 in "
+        f"{tmp_path / 'flat' / 'variables'}",
+        f"cortex.yaml:12:17: api 'versioned': predictor.model_path: {why}; version folder 1/variables/ holds "
+        "variables.data-00000-of-00001",
+    ]
+    for name in ("flat", "versioned"):
+        store = ModelStore("tensorflow", {DEFAULT_MODEL: (str(tmp_path / name), None)}, loader=lambda *a: "m",
+                           poll_interval=60, settle=0.01, disk_root=str(tmp_path / "cache"))
+        with pytest.raises(ModelSourceError, match="has no usable version .*variables/variables.index"):
+            store.start()
+    (tmp_path / "flat" / "variables" / "variables.index").write_bytes(b"")  # as tf.saved_model.save writes it
+    (tmp_path / "versioned" / "1" / "variables" / "variables.index").write_bytes(b"")
+    assert len(load_documents(text, "cortex.yaml", str(tmp_path)).apis) == 2
