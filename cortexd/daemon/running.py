@@ -92,7 +92,8 @@ async def choose_backend(settings: DaemonSettings, events: EventLog, why: list[s
     if wanted not in ("auto", "process", "docker"):
         raise BackendUnavailable(f"unknown backend {wanted!r}; choose auto, process or docker")
     if wanted in ("docker", "auto"):
-        from cortexd.backends.docker import DockerBackend, instance_for_home
+        from cortexd.backends.container_args import instance_for_home
+        from cortexd.backends.docker import DockerBackend
 
         problem = await asyncio.to_thread(DockerBackend.probe)
         if problem is None:

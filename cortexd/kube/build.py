@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cortexd.backends.docker import DockerBackend, docker_errors
+from cortexd.backends.docker import DockerBackend
+from cortexd.backends.docker_engine import docker_errors
 from cortexd.backends.images import BuildPlan, ImageBuilder
 from cortexd.errors import BackendUnavailable, ExportError
 from cortexd.kube import layout

@@ -86,7 +86,7 @@ def _walk(root: Path, keep) -> dict[str, bytes]:
 
 def read_image_files(spec: APISpec) -> ImageFiles:
     """Everything of `spec` that its image carries; ExportError names what is missing."""
-    from cortexd.backends.docker import parse_dotenv
+    from cortexd.backends.isolation import parse_dotenv
 
     root = Path(spec.project_dir)
     ignored = _cortexignore(root)

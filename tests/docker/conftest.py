@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from cortexd.backends.docker import LABEL_INSTANCE, DockerBackend
+from cortexd.backends.container_args import LABEL_INSTANCE
+from cortexd.backends.docker import DockerBackend
 from cortexd.backends.images import DEFAULT_BASE_IMAGE, OFFLINE_BASE_IMAGE
 from cortexd.spec.model import (
     APISpec,

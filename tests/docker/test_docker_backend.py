@@ -18,7 +18,8 @@ import aiohttp
 import pytest
 
 from cortexd.backends.base import ReplicaInfo
-from cortexd.backends.docker import DockerBackend, container_name
+from cortexd.backends.container_args import container_name
+from cortexd.backends.docker import DockerBackend
 from cortexd.errors import BackendError
 from tests.docker.conftest import make_spec, write_project
 

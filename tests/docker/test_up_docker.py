@@ -12,7 +12,7 @@ import os
 import signal
 import time
 
-from cortexd.backends.docker import LABEL_INSTANCE, instance_for_home
+from cortexd.backends.container_args import LABEL_INSTANCE, instance_for_home
 from tests.docker.conftest import iris_project
 from tests.integration.conftest import cli, free_port, pid_alive, post_json  # noqa: F401 - cli is a fixture
 

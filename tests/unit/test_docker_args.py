@@ -13,23 +13,24 @@ import tarfile
 import docker.errors
 import pytest
 
-from cortexd.backends.docker import (
+from cortexd.backends.container_args import (
     IMAGE_USER,
     NETWORK_OPTIONS,
     SPEC_IN_CONTAINER,
-    DockerBackend,
     bind_paths,
     container_create_args,
     container_user,
-    engine_reaches_containers,
     instance_for_home,
-    parse_docker_time,
-    parse_dotenv,
-    replica_from_attrs,
     spec_archive,
-    translate,
 )
-from cortexd.backends.isolation import read_dotenv
+from cortexd.backends.container_state import (
+    engine_reaches_containers,
+    parse_docker_time,
+    replica_from_attrs,
+)
+from cortexd.backends.docker import DockerBackend
+from cortexd.backends.docker_engine import translate
+from cortexd.backends.isolation import parse_dotenv, read_dotenv
 from cortexd.errors import BackendError, BackendUnavailable
 from cortexd.spec.model import (
     APISpec,

@@ -1,0 +1,194 @@
+"""What a replica's container is, as docker-py create() arguments: the pure half of the Docker backend.
+
+Everything the backend asks the engine for is decided here from values, without
+an engine: the labels that record what runs (`cortexd.managed`, `cortexd.instance`,
+`cortexd.api`, `cortexd.replica`, `cortexd.spec-hash`, `cortexd.gpus`; DESIGN.md
+section 4), mounts, limits, GPUs and hardening (container_create_args()), the
+runtime spec archive copied in before start, and the user the container runs as.
+container_state.py reads the engine's answers back; docker_engine.py makes the
+calls; docker.py (DockerBackend) puts them together.
+
+Containers see the project directory (and model directories and python_path
+outside it) read-only at the SAME absolute paths as on the host, so the
+runtime spec needs no rewriting and tracebacks name the user's real files.
+Ports are published on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import posixpath
+import tarfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cortexd.backends.isolation import layered_environment, replica_paths, unreadable_by
+from cortexd.spec.model import APISpec
+
+CONTAINER_PORT = 8888
+IMAGE_USER = "10001:10001"  # the image's `cortexd` user, used when the daemon runs as root
+SPEC_DIR = "/etc/cortexd"  # an anonymous volume: the root filesystem is read-only
+SPEC_IN_CONTAINER = f"{SPEC_DIR}/spec.json"
+IMAGE_HOME = "/home/cortexd"
+# the bridge network replicas join: no traffic between containers (a replica cannot call another
+# API's container directly), the host still reaches each one
+NETWORK = "cortexd"
+NETWORK_OPTIONS = {"com.docker.network.bridge.enable_icc": "false"}
+PIDS_LIMIT = 512  # per container, threads included; raised for many processes x threads
+LABEL_MANAGED = "cortexd.managed"
+LABEL_INSTANCE = "cortexd.instance"
+LABEL_API = "cortexd.api"
+LABEL_REPLICA = "cortexd.replica"
+LABEL_SPEC_HASH = "cortexd.spec-hash"
+LABEL_GPUS = "cortexd.gpus"
+
+
+def instance_for_home(home: Path | str) -> str:
+    """The instance label of the daemon whose home is `home`: two daemons never adopt each other's."""
+    return hashlib.sha256(str(Path(home).expanduser()).encode()).hexdigest()[:12]
+
+
+def container_name(instance: str, replica_id: str) -> str:
+    return f"cortexd-{instance}-{replica_id}"
+
+
+bind_paths = replica_paths  # each mounted read-only at the same path
+
+
+def container_user(host_uid: int, host_gid: int) -> str:
+    """The replica's user: the daemon's own uid:gid, or the image's unprivileged user for root.
+
+    Running as the invoking user lets the container read a project in a private
+    home directory (0750 on Ubuntu) exactly as its owner can; root is never
+    passed through: a root daemon's replicas run as uid 10001.
+    """
+    return IMAGE_USER if host_uid == 0 else f"{host_uid}:{host_gid}"
+
+
+def replica_environment(
+    spec: APISpec, dotenv: Mapping[str, str] | None = None, user: str = IMAGE_USER,
+    limits: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The container's environment: the API's `env` < `.env` (Cortex sourced it after `env`)
+    < what the runtime needs (and the daemon's `limits`, DaemonSettings.replica_limits). HOME is a tmpfs (IMAGE_HOME) for the image's user; a host uid
+    has no home in the image and gets /tmp, writable by every user."""
+    env = {"HOME": IMAGE_HOME if user == IMAGE_USER else "/tmp"}
+    env.update(layered_environment(spec.predictor.env, dotenv or {}, {}))
+    paths = [spec.predictor.python_path, spec.project_dir]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(limits or {})
+    return env
+
+
+def container_create_args(
+    spec: APISpec,
+    replica_id: str,
+    gpu_ids: tuple[int, ...],
+    image: str,
+    *,
+    instance: str,
+    dotenv: Mapping[str, str] | None = None,
+    user: str = IMAGE_USER,
+    container_port: int = CONTAINER_PORT,
+    limits: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """docker-py `containers.create(**kwargs)` arguments for one replica (pure).
+
+    user: container_user() of the daemon's uid/gid; dotenv: the project's .env.
+    Hardening: unprivileged, no capabilities, read-only root filesystem (tmpfs /tmp and HOME,
+    the spec on its own volume), a pids limit, and the cortexd network (no inter-container
+    traffic). No memory limit unless compute.mem sets one (as in Cortex).
+    """
+    from docker.types import DeviceRequest, LogConfig, Mount
+
+    labels = {
+        LABEL_MANAGED: "true",
+        LABEL_INSTANCE: instance,
+        LABEL_API: spec.name,
+        LABEL_REPLICA: replica_id,
+        LABEL_SPEC_HASH: spec.spec_hash,
+        LABEL_GPUS: ",".join(str(i) for i in gpu_ids),
+    }
+    args: dict[str, Any] = {
+        "image": image,
+        "name": container_name(instance, replica_id),
+        # explicit, so a custom predictor.image's own entrypoint cannot get in the way
+        "entrypoint": ["python", "-m", "predictor_runtime"],
+        "command": ["--spec", SPEC_IN_CONTAINER, "--host", "0.0.0.0", "--port", str(container_port)],
+        "environment": replica_environment(spec, dotenv, user, limits),
+        "working_dir": spec.project_dir,
+        "labels": labels,
+        # loopback only, ephemeral host port (read back after start)
+        "ports": {f"{container_port}/tcp": ("127.0.0.1", None)},
+        "mounts": [Mount(target=p, source=p, type="bind", read_only=True) for p in bind_paths(spec)]
+        # the runtime spec, copied in before start (put_archive cannot write a read-only root)
+        + [Mount(target=SPEC_DIR, source=None, type="volume")],
+        "user": user,
+        "security_opt": ["no-new-privileges"],
+        "cap_drop": ["ALL"],
+        "read_only": True,
+        "tmpfs": tmpfs_mounts(user),
+        "pids_limit": pids_limit(spec),
+        "network": NETWORK,
+        # tini as PID 1: forwards SIGTERM to the runtime and reaps its worker processes
+        "init": True,
+        "nano_cpus": round(spec.compute.cpu * 1e9),
+        "log_config": LogConfig(type="json-file", config={"max-size": "20m", "max-file": "2"}),
+        "stop_signal": "SIGTERM",
+        "detach": True,
+    }
+    if spec.compute.mem:
+        args["mem_limit"] = int(spec.compute.mem)
+    if gpu_ids:
+        args["device_requests"] = [
+            DeviceRequest(driver="nvidia", device_ids=[str(i) for i in gpu_ids], capabilities=[["gpu"]])
+        ]
+    return args
+
+
+def tmpfs_mounts(user: str) -> dict[str, str]:
+    """The only writable places of a replica's container (memory-backed, gone with it): /tmp
+    (the runtime's model disk cache, tempfile) and, for the image's user, its HOME (~/.cache)."""
+    mounts = {"/tmp": "rw,nosuid,nodev,mode=1777"}
+    if user == IMAGE_USER:
+        uid, gid = IMAGE_USER.split(":")
+        mounts[IMAGE_HOME] = f"rw,nosuid,nodev,uid={uid},gid={gid},mode=0700"
+    return mounts
+
+
+def pids_limit(spec: APISpec) -> int:
+    """PIDS_LIMIT, or more when the predictor's processes x threads need it (threads count)."""
+    p = spec.predictor
+    processes = int(getattr(p, "processes_per_replica", 1) or 1)
+    threads = int(getattr(p, "threads_per_process", 1) or 1)
+    return max(PIDS_LIMIT, processes * (threads + 64) + 64)
+
+
+def spec_archive(spec: APISpec) -> bytes:
+    """A tar holding the runtime spec as spec.json, for put_archive(SPEC_DIR) (pure)."""
+    data = json.dumps(spec.runtime_spec(), indent=1).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        f = tarfile.TarInfo(posixpath.basename(SPEC_IN_CONTAINER))
+        f.size, f.mode = len(data), 0o444
+        tar.addfile(f, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def unreadable_by_others(paths: list[str], predictor_file: str) -> str | None:
+    """The first path the image's user (uid 10001, a stranger to the host's files) cannot reach,
+    or None: without this check the replica would fail with a PermissionError deep in the runtime."""
+    uid, gid = (int(x) for x in IMAGE_USER.split(":"))
+    return unreadable_by(uid, (gid,), paths, [predictor_file])
+
+
+def managed_filters(instance: str) -> dict[str, list[str]]:
+    """docker-py `containers.list(filters=...)` for the replicas of the daemon labelled `instance`."""
+    return {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={instance}"]}
