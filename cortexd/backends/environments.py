@@ -169,6 +169,21 @@ def own_modules(relative_paths: list[str]) -> set[str]:
     return names
 
 
+def project_imports(spec: APISpec) -> tuple[dict[str, set[str]], set[str]]:
+    """({project file: modules it imports}, the project's own top-level names) for the
+    pre-installed scan; the python_path folder counts when it lies outside the project.
+    Shared by both backends (images.py: the Docker requirements layer)."""
+    project = Path(spec.project_dir)
+    sources = python_sources(project)
+    python_path = Path(spec.predictor.python_path)
+    if python_path != project and python_path.is_dir() and project not in python_path.parents:
+        sources.update({f"{python_path.name}/{k}": v for k, v in python_sources(python_path).items()})
+        own = own_modules(list(python_sources(python_path))) | own_modules(list(sources))
+    else:
+        own = own_modules(list(sources))
+    return {f: imported_modules(text) for f, text in sources.items()}, own
+
+
 def runtime_has(module: str) -> bool:
     """Whether the runtime's environment (this interpreter's) provides a top-level module."""
     try:
@@ -283,16 +298,9 @@ class ProjectEnvironments:
         req_text = requirements.decode("utf-8", "replace") if requirements else ""
         lines = tuple(requirement_lines(req_text))
 
-        sources = python_sources(project)
-        python_path = Path(spec.predictor.python_path)
-        if python_path != project and python_path.is_dir() and project not in python_path.parents:
-            sources.update({f"{python_path.name}/{k}": v for k, v in python_sources(python_path).items()})
-            own = own_modules(list(python_sources(python_path))) | own_modules(list(sources))
-        else:
-            own = own_modules(list(sources))
+        imports, own = project_imports(spec)
         additions = tuple(preinstalled_additions(
-            {f: imported_modules(text) for f, text in sources.items()},
-            spec.predictor.type, requirement_names(lines), runtime_has, own,
+            imports, spec.predictor.type, requirement_names(lines), runtime_has, own,
         ))
         notices.extend(a.notice for a in additions)
 

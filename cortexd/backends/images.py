@@ -3,7 +3,10 @@
 Every API runs on one image per predictor family and compute variant
 (`cortexd-python-cpu:<hash>`, `cortexd-onnx-gpu:<hash>`...) built from
 docker/Dockerfile on a configurable base; a project's requirements.txt and
-dependencies.sh become one more image (`cortexd-python-cpu-deps:<hash>`) on top.
+dependencies.sh, plus the Cortex 0.23 pre-installed packages its code imports that
+neither its requirements nor the image provide (core/preinstalled.py, the same scan
+as the process backend's), become one more image (`cortexd-python-cpu-deps:<hash>`)
+on top. conda-packages.txt is refused there: the images have no conda.
 Tags are content hashes of everything that goes into the build, so an image
 that exists is up to date and is never rebuilt: ensure() checks the engine
 (images.get) before building anything.
@@ -11,7 +14,11 @@ that exists is up to date and is never rebuilt: ensure() checks the engine
 The host's pip settings (index URLs, trusted hosts, the CA bundle of a proxy)
 are carried into the builds: pip_settings_for_build() turns `pip config list`
 output and PIP_* variables into a pip.conf for the build context (pure, tested
-in tests/unit/test_pip_settings.py); the cert bundle itself is copied in.
+in tests/unit/test_pip_settings.py); the cert bundle itself is copied in. A
+project's pip.conf (Cortex's way to a private index) is layered over them for
+its requirements layer, ranked as the process backend ranks it (as PIP_*
+variables over the host's files); a find-links folder inside the project is
+copied into the build.
 
 Also a command: `python -m cortexd.backends.images make-offline-base [NAME]`
 runs docker/make-offline-base.sh (a base image made from Debian packages, for
@@ -21,8 +28,10 @@ hosts that cannot pull python:3.11-slim).
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import io
+import json
 import os
 import re
 import subprocess
@@ -35,7 +44,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cortexd.errors import BackendError
+from cortexd.core.preinstalled import Addition, preinstalled_additions
+from cortexd.core.requirements import (
+    PREINSTALLED_FILE,
+    requirement_lines,
+    requirement_names,
+)
+from cortexd.errors import BackendError, DependencyError
 from cortexd.spec.model import APISpec
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
@@ -44,6 +59,8 @@ BASE_IMAGE_ENV = "CORTEXD_BASE_IMAGE"
 
 PIP_DIR_IN_IMAGE = "/etc/cortexd/pip"
 CERT_IN_IMAGE = f"{PIP_DIR_IN_IMAGE}/cert.pem"
+FIND_LINKS_IN_IMAGE = f"{PIP_DIR_IN_IMAGE}/find-links"
+_TRUE = ("1", "true", "yes", "on")
 
 # predictor type -> image family (legacy `kind: api` predictors are python modules)
 FAMILIES = {"python": "python", "legacy": "python", "onnx": "onnx", "tensorflow": "tensorflow"}
@@ -68,6 +85,8 @@ class PipSettings:
     cert_file: str | None = None  # host file to copy into the context as pip/cert.pem
     build_args: dict[str, str] = field(default_factory=dict)  # proxy variables
     notices: tuple[str, ...] = ()  # settings dropped or changed, said to the user
+    # (host path, archive folder) of a project's find-links, copied into the context
+    find_links: tuple[tuple[str, str], ...] = ()
 
 
 def parse_pip_config_list(text: str) -> dict[str, dict[str, str]]:
@@ -115,15 +134,30 @@ def merged_pip_settings(config_list: str, env: Mapping[str, str]) -> dict[str, s
     return merged
 
 
-def pip_settings_for_build(config_list: str, env: Mapping[str, str]) -> PipSettings:
+def pip_settings_for_build(
+    config_list: str,
+    env: Mapping[str, str],
+    project: Mapping[str, str] | None = None,
+    project_dir: str | None = None,
+) -> PipSettings:
     """Turn the host's pip configuration into what a `docker build` needs.
 
     config_list: output of `pip config list`; env: the process environment.
     Precedence as in pip for `pip install`: [global] < [install] < PIP_* variables.
+    project: a project pip.conf as PIP_* variables (environments.project_pip_env, paths
+    made absolute), ranked above the host's as on the process backend.
     Local paths (file:// indexes, local find-links) do not exist inside the build:
-    they are dropped with a notice. The cert bundle is copied and pointed to.
+    they are dropped with a notice, except find-links inside project_dir, which are
+    copied into the context (a folder; a path ending in .html is one file). The
+    cert bundle is copied and pointed to. no-index counts when the project sets it.
     """
-    merged = merged_pip_settings(config_list, env)
+    project = dict(project or {})
+    merged = merged_pip_settings(config_list, {**env, **project})
+    root = os.path.join(os.path.abspath(project_dir), "") if project_dir else None
+    find_links: list[tuple[str, str]] = []
+
+    def in_project(path: str) -> bool:
+        return root is not None and os.path.join(os.path.abspath(path), "").startswith(root)
 
     notices: list[str] = []
     lines: list[str] = []
@@ -140,7 +174,15 @@ def pip_settings_for_build(config_list: str, env: Mapping[str, str]) -> PipSetti
         kept = []
         for v in values:
             local = v.startswith("file:") or (key == "find-links" and "://" not in v)
-            if local:
+            path = v.removeprefix("file://") if v.startswith("file://") else v
+            if key == "find-links" and local and in_project(path):
+                folder = f"pip/find-links/{len(find_links)}"
+                in_image = f"{FIND_LINKS_IN_IMAGE}/{len(find_links)}"
+                if path.endswith((".html", ".htm")):
+                    in_image += "/" + os.path.basename(path)
+                find_links.append((path, folder))
+                kept.append(in_image)
+            elif local:
                 notices.append(
                     f"pip {key} {v} is a path on this host that does not exist inside image "
                     "builds; builds do without it"
@@ -159,9 +201,10 @@ def pip_settings_for_build(config_list: str, env: Mapping[str, str]) -> PipSetti
         if key == "index-url":
             kept = kept[:1]
         lines.append(f"{key} = " + "\n    ".join(kept))
-    for name, value in merged.items():
-        if name == "no-index" and value.lower() in ("1", "true", "yes", "on"):
-            notices.append("pip no-index is set on this host; image builds use an index anyway")
+    if project.get("PIP_NO_INDEX", "").lower() in _TRUE:
+        lines.append("no-index = true")  # the project's own choice (its find-links only)
+    elif merged.get("no-index", "").lower() in _TRUE:
+        notices.append("pip no-index is set on this host; image builds use an index anyway")
 
     build_args = {}
     for var in _PROXY_VARS:
@@ -174,20 +217,25 @@ def pip_settings_for_build(config_list: str, env: Mapping[str, str]) -> PipSetti
                         "container cannot reach (use the host's address or run a proxy on the bridge)"
                     )
     conf = "[global]\n" + "".join(line + "\n" for line in lines)
-    return PipSettings(conf=conf, cert_file=cert_file, build_args=build_args, notices=tuple(notices))
+    return PipSettings(conf=conf, cert_file=cert_file, build_args=build_args, notices=tuple(notices),
+                       find_links=tuple(find_links))
+
+
+def host_pip_config_list(env: Mapping[str, str]) -> str:
+    """`pip config list` of this host ("" without pip: PIP_* variables still count)."""
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "pip", "config", "list"],
+            capture_output=True, text=True, timeout=60, env=dict(env), check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def host_pip_settings(env: Mapping[str, str] | None = None) -> PipSettings:
     """pip_settings_for_build() of this host (runs `pip config list`)."""
     env = dict(os.environ if env is None else env)
-    try:
-        out = subprocess.run(
-            [sys.executable, "-m", "pip", "config", "list"],
-            capture_output=True, text=True, timeout=60, env=env, check=False,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        out = ""  # no pip: PIP_* variables still count
-    return pip_settings_for_build(out, env)
+    return pip_settings_for_build(host_pip_config_list(env), env)
 
 
 # -- what to build (pure) -----------------------------------------------------------------
@@ -268,20 +316,43 @@ def deps_plan(
     project_files: Mapping[str, bytes],
     pip_files: Mapping[str, bytes],
     pip_build_args: Mapping[str, str],
+    additions: Iterable[Addition] = (),
 ) -> BuildPlan | None:
-    """The layer of a project's requirements.txt / dependencies.sh on `image` (None if neither)."""
+    """The layer of a project's requirements.txt / dependencies.sh and the pre-installed
+    packages added for it (deps/cortex-preinstalled.txt) on `image`; None if nothing.
+
+    The tag is the hash of every file that goes in, the added list and the pip settings
+    (the host's and the project pip.conf's) among them: an unchanged project finds its
+    layer built; a project that adds nothing keeps the tag it had before additions existed.
+    """
     deps = {f"deps/{k}": v for k, v in project_files.items()}
+    added = sorted({a.distribution for a in additions}, key=str.lower)
+    if added:
+        deps[f"deps/{PREINSTALLED_FILE}"] = "".join(f"{d}\n" for d in added).encode()
     if not deps:
         return None
     files = {"Dockerfile": dockerfile, **deps, **pip_files}
     args = {"RUNTIME_IMAGE": image}
     digest = content_hash(files, [f"RUNTIME_IMAGE={image}"])
+    what = sorted(project_files) + ([f"pre-installed: {', '.join(added)}"] if added else [])
     return BuildPlan(
         tag=f"{repository}-deps:{digest}",
         dockerfile="Dockerfile",
         buildargs={**args, **pip_build_args},
         files=files,
-        description=f"dependencies ({', '.join(sorted(project_files))}) on {image}",
+        description=f"dependencies ({', '.join(what)}) on {image}",
+    )
+
+
+def conda_refusal(project_dir: str) -> DependencyError:
+    """conda-packages.txt on the Docker backend: the images have no conda."""
+    path = os.path.join(project_dir, "conda-packages.txt")
+    return DependencyError(
+        f"{path} lists conda packages, but cortexd's Docker images have no conda (Cortex's did): "
+        "move the packages to requirements.txt (most are on PyPI), install them in dependencies.sh, "
+        "or serve on the process backend (`--backend process`), which installs them when conda or "
+        "micromamba is on PATH",
+        deterministic=True,
     )
 
 
@@ -345,9 +416,34 @@ def project_dependency_files(project_dir: str) -> dict[str, bytes]:
     out = {}
     for name in ("requirements.txt", "dependencies.sh"):
         p = Path(project_dir) / name
-        if p.is_file():
-            out[name] = p.read_bytes()
+        try:
+            if p.is_file():
+                out[name] = p.read_bytes()
+        except OSError as e:
+            raise DependencyError(f"cannot read {p}: {e.strerror or e}", deterministic=True) from None
     return out
+
+
+def find_links_files(settings: PipSettings) -> dict[str, bytes]:
+    """The files of a project's find-links (a folder's files, not its subfolders; or one file)."""
+    out = {}
+    for host_path, folder in settings.find_links:
+        p = Path(host_path)
+        try:
+            if p.is_dir():
+                for f in sorted(p.iterdir()):
+                    if f.is_file():
+                        out[f"{folder}/{f.name}"] = f.read_bytes()
+            elif p.is_file():
+                out[f"{folder}/{p.name}"] = p.read_bytes()
+        except OSError as e:
+            raise DependencyError(f"cannot read pip find-links {host_path}: {e.strerror or e}",
+                                  deterministic=True) from None
+    return out
+
+
+# a replica image's python says which of these modules it can import (nothing is imported)
+_PROBE = "import importlib.util as u, json, sys; print(json.dumps([m for m in sys.argv[1:] if u.find_spec(m)]))"
 
 
 # -- building (docker-py) ------------------------------------------------------------------
@@ -381,6 +477,10 @@ class ImageBuilder:
 
     client: a docker.DockerClient. progress: called with each line of build
     output (from the building thread; the backend hands it over to the loop).
+    notify(message, api): notices about an API's dependencies (a pre-installed
+    package added...), as the process backend's environments give them; without
+    it they go to progress as `notice: ...` lines. pip / pip_config_list: the host's
+    pip settings, or `pip config list` output (else asked from pip once).
     """
 
     def __init__(
@@ -389,13 +489,19 @@ class ImageBuilder:
         base_image: str | None = None,
         progress: Progress | None = None,
         pip: PipSettings | None = None,
+        notify: Callable[[str, str], None] | None = None,
+        pip_config_list: str | None = None,
     ):
         self._client = client
         self._explicit_base = base_image or os.environ.get(BASE_IMAGE_ENV) or None
         self._base: str | None = None
         self._progress = progress or (lambda line: None)
+        self._notify = notify or (lambda message, api: self._say(f"notice: {message} (api {api!r})"))
+        self._noticed: set[tuple[str, str, str]] = set()
         self._pip = pip
+        self._pip_config = pip_config_list  # the host's `pip config list`, read once
         self._pip_files: dict[str, bytes] | None = None
+        self._modules: dict[tuple[str, str], bool] = {}  # (image, module) -> the image has it
         self._present: set[str] = set()  # tags seen in the engine during this run
         self._checked_custom: set[str] = set()
         self._inputs_lock = threading.Lock()  # builds of different images run in parallel threads
@@ -410,7 +516,7 @@ class ImageBuilder:
 
     def _pip_files_locked(self) -> tuple[dict[str, bytes], dict[str, str]]:
         if self._pip is None:
-            self._pip = host_pip_settings()
+            self._pip = pip_settings_for_build(self._host_pip_config_locked(), os.environ)
         if self._pip_files is None:
             for notice in self._pip.notices:
                 self._say(f"notice: {notice}")
@@ -422,6 +528,106 @@ class ImageBuilder:
                     self._say(f"notice: pip cert {self._pip.cert_file} cannot be read ({e}); builds do without it")
             self._pip_files = pip_context_files(self._pip, cert)
         return self._pip_files, dict(self._pip.build_args)
+
+    def _host_pip_config_locked(self) -> str:
+        if self._pip_config is None:
+            self._pip_config = host_pip_config_list(os.environ)
+        return self._pip_config
+
+    def project_pip_files(self, spec: APISpec) -> tuple[dict[str, bytes], dict[str, str]]:
+        """The pip settings of a project's requirements layer: the host's, with the project
+        pip.conf (if any) over them, read as the process backend reads it."""
+        # imported here: environments imports this module
+        from cortexd.backends.environments import project_pip_env
+
+        conf = Path(spec.project_dir) / "pip.conf"
+        if not conf.is_file():
+            return self.pip_files()
+        project_env, problem = project_pip_env(conf)
+        if problem:
+            self._notice(spec, problem)
+            return self.pip_files()
+        with self._inputs_lock:
+            config_list = self._host_pip_config_locked()
+        settings = pip_settings_for_build(config_list, os.environ, project_env, spec.project_dir)
+        host_notices = set(self._pip.notices) if self._pip is not None else set()
+        for notice in settings.notices:
+            if notice not in host_notices:
+                self._notice(spec, f"{conf}: {notice}")
+        cert = None
+        if settings.cert_file:
+            try:
+                cert = Path(settings.cert_file).read_bytes()
+            except OSError as e:
+                self._notice(spec, f"pip cert {settings.cert_file} cannot be read ({e}); the build does without it")
+        files = {**pip_context_files(settings, cert), **find_links_files(settings)}
+        return files, dict(settings.build_args)
+
+    def _notice(self, spec: APISpec, message: str) -> None:
+        key = (spec.project_dir, spec.name, message)
+        if key not in self._noticed:  # once per API and daemon, as on the process backend
+            self._noticed.add(key)
+            self._notify(message, spec.name)
+
+    def preinstalled(self, spec: APISpec, image: str, requirements: bytes | None) -> list[Addition]:
+        """Cortex 0.23's pre-installed packages that the project imports and that neither its
+        requirements nor `image` provide (the image is asked once per module it may lack)."""
+        # imported here: environments imports this module
+        from cortexd.backends.environments import project_imports
+
+        imports, own = project_imports(spec)
+        names = requirement_names(requirement_lines((requirements or b"").decode("utf-8", "replace")))
+        candidates = preinstalled_additions(imports, spec.predictor.type, names, lambda m: False, own)
+        if not candidates:
+            return []
+        present = self._image_modules(image, sorted({a.import_name for a in candidates}))
+        return preinstalled_additions(imports, spec.predictor.type, names, present.__contains__, own)
+
+    def _image_modules(self, image: str, modules: list[str]) -> set[str]:
+        """Which of `modules` the image's python finds (one short container, none per cached answer)."""
+        import docker.errors
+
+        unknown = [m for m in modules if (image, m) not in self._modules]
+        if unknown:
+            found: list[str] | None = None
+            try:
+                container = self._client.containers.create(
+                    image, entrypoint=["python", "-c", _PROBE, *unknown],
+                    network_disabled=True, user="10001:10001",
+                )
+                try:
+                    container.start()
+                    if container.wait(timeout=120).get("StatusCode", 1) == 0:
+                        out = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
+                        found = json.loads(out.strip().splitlines()[-1])
+                finally:
+                    with contextlib.suppress(docker.errors.APIError):
+                        container.remove(force=True)
+            except (docker.errors.APIError, ValueError, IndexError) as e:
+                self._say(f"notice: could not ask {image} which packages it has ({e}); "
+                          "the pre-installed packages its project imports are added")
+            if found is not None:  # unanswered: ask again next time, add them meanwhile
+                for m in unknown:
+                    self._modules[(image, m)] = m in found
+            else:
+                return {m for m in modules if self._modules.get((image, m))}
+        return {m for m in modules if self._modules[(image, m)]}
+
+    def plan_deps(self, spec: APISpec, image: str) -> BuildPlan | None:
+        """The requirements layer of `spec`'s project on `image` (None: the project needs none)."""
+        if (Path(spec.project_dir) / "conda-packages.txt").is_file():
+            raise conda_refusal(spec.project_dir)
+        project = project_dependency_files(spec.project_dir)
+        additions = self.preinstalled(spec, image, project.get("requirements.txt"))
+        for a in additions:
+            self._notice(spec, a.notice)
+        if not project and not additions:
+            return None
+        pip_files, pip_args = self.project_pip_files(spec)
+        return deps_plan(
+            image, deps_repository(image), (docker_dir() / "Dockerfile.deps").read_bytes(),
+            project, pip_files, pip_args, additions,
+        )
 
     def base_image(self) -> str:
         """The base: explicit (argument / CORTEXD_BASE_IMAGE), else python:3.11-slim, else offline.
@@ -475,16 +681,8 @@ class ImageBuilder:
         else:
             family, compute = variant_of(spec)
             image = self._ensure_plan(self.plan_runtime(family, compute), spec.name)
-        project = project_dependency_files(spec.project_dir)
-        if not project:
-            return image
-        pip_files, pip_args = self.pip_files()
-        plan = deps_plan(
-            image, deps_repository(image), (docker_dir() / "Dockerfile.deps").read_bytes(),
-            project, pip_files, pip_args,
-        )
-        assert plan is not None
-        return self._ensure_plan(plan, spec.name)
+        plan = self.plan_deps(spec, image)
+        return image if plan is None else self._ensure_plan(plan, spec.name)
 
     def build(self, plan: BuildPlan, api: str) -> str:
         """Build `plan` even if its tag exists (`cortexd build`'s last layer: the engine's layer
