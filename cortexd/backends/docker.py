@@ -27,7 +27,7 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,8 @@ class DockerBackend:
     base_image: predictor images' base (else env CORTEXD_BASE_IMAGE, else
     python:3.11-slim, else the offline base if only that is present);
     progress: receives build output lines, always called on the event loop;
+    notify(message, api): notices about an API's dependencies (pre-installed packages
+    added...), on the event loop, as the process backend's environments give them;
     engine: the DockerEngine to use (else one for base_url; tests pass a fake);
     log_dir: where each replica's output is copied (log_dir/<api>/<replica>.log,
     container_logs.py), rotated by size (log_max_bytes x log_files);
@@ -85,6 +87,7 @@ class DockerBackend:
         instance: str,
         base_image: str | None = None,
         progress: Progress | None = None,
+        notify: Callable[[str, str], None] | None = None,
         base_url: str | None = None,
         engine: DockerEngine | None = None,
         log_dir: Path | str | None = None,
@@ -99,6 +102,7 @@ class DockerBackend:
         self._starting: set[asyncio.Task] = set()  # container starts in progress (settle())
         self._base_image = base_image
         self._progress = progress
+        self._notify = notify
         self._builder: ImageBuilder | None = None
         self._build_locks: dict[object, asyncio.Lock] = {}
         # spec hash -> the image tag image_for() returned: start() needs no build lock for these
@@ -196,9 +200,15 @@ class DockerBackend:
         if self._progress is not None and self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._progress, line)
 
+    def _emit_notice(self, message: str, api: str) -> None:
+        if self._notify is None:
+            self._emit(f"notice: {message} (api {api!r})")
+        elif self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._notify, message, api)
+
     def _get_builder(self) -> ImageBuilder:
         if self._builder is None:
-            self._builder = self._engine.image_builder(self._base_image, self._emit)
+            self._builder = self._engine.image_builder(self._base_image, self._emit, notify=self._emit_notice)
         return self._builder
 
     async def image_for(self, spec: APISpec) -> str:

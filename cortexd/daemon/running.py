@@ -100,6 +100,7 @@ async def choose_backend(settings: DaemonSettings, events: EventLog, why: list[s
             return DockerBackend(
                 instance=instance_for_home(settings.home), base_image=settings.base_image,
                 progress=_build_progress(events), log_dir=settings.log_dir,
+                notify=lambda message, api: events.add(message, api=api, level="warning"),
                 log_max_bytes=settings.log_max_bytes, log_files=settings.log_files,
                 limits=settings.replica_limits(),
             )
