@@ -1,0 +1,56 @@
+"""The project watcher on a real folder: real watchdog events, the real debounce.
+
+An editor's burst of writes reloads once; files that do not count never reload.
+What counts as an edit (pure rules): tests/unit/test_watcher.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from cortexd.daemon.watcher import ProjectWatcher
+
+
+async def test_a_burst_of_events_reloads_once(tmp_path):
+    calls = []
+
+    async def on_change(paths):
+        calls.append(paths)
+
+    watcher = ProjectWatcher([str(tmp_path)], on_change, debounce=0.3)
+    watcher.start()
+    try:
+        for i in range(5):  # an editor's save: temp file, write, rename
+            (tmp_path / "predictor.py.tmp").write_text(str(i))
+            (tmp_path / "predictor.py").write_text(str(i))
+            await asyncio.sleep(0.02)
+        deadline = asyncio.get_running_loop().time() + 5
+        while not calls and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.6)
+    finally:
+        await watcher.stop()
+    assert len(calls) == 1
+    assert any(p.endswith("predictor.py") for p in calls[0])
+    assert not any(p.endswith(".tmp") for p in calls[0])
+
+
+async def test_paths_that_do_not_count_never_reload(tmp_path):
+    calls = []
+
+    async def on_change(paths):
+        calls.append(paths)
+
+    watcher = ProjectWatcher([str(tmp_path)], on_change, debounce=0.2, counts=lambda p: p.endswith(".py"))
+    watcher.start()
+    try:
+        (tmp_path / "cache.json").write_text("{}")
+        await asyncio.sleep(0.6)
+        assert calls == []
+        (tmp_path / "predictor.py").write_text("A = 2\n")
+        deadline = asyncio.get_running_loop().time() + 5
+        while not calls and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        await watcher.stop()
+    assert calls and all(p.endswith("predictor.py") for p in calls[0])
