@@ -1,4 +1,6 @@
-"""The reconciler's loop ends when cancelled, even when a wake-up arrives at the same moment."""
+"""The reconciler's loop ends when cancelled, even when a wake-up arrives at the same moment.
+
+On the real event loop clock (it waits for the loop to block): integration tier."""
 
 from __future__ import annotations
 
