@@ -540,17 +540,18 @@ class ImageBuilder:
         # imported here: environments imports this module
         from cortexd.backends.environments import project_pip_env
 
+        host = self.pip_files()  # also says the host's own notices, once
         conf = Path(spec.project_dir) / "pip.conf"
         if not conf.is_file():
-            return self.pip_files()
+            return host
         project_env, problem = project_pip_env(conf)
         if problem:
             self._notice(spec, problem)
-            return self.pip_files()
+            return host
         with self._inputs_lock:
             config_list = self._host_pip_config_locked()
         settings = pip_settings_for_build(config_list, os.environ, project_env, spec.project_dir)
-        host_notices = set(self._pip.notices) if self._pip is not None else set()
+        host_notices = set(self._pip.notices if self._pip is not None else ())
         for notice in settings.notices:
             if notice not in host_notices:
                 self._notice(spec, f"{conf}: {notice}")

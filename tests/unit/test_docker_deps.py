@@ -246,3 +246,21 @@ def test_without_notify_the_notice_goes_to_the_build_progress(tmp_path):
                      pip=PipSettings(conf="[global]\n"), pip_config_list="")
     b.plan_deps(spec_of(project(tmp_path, {})), IMAGE)
     assert "notice: dill: pre-installed on Cortex 0.23, added (api 'deps')" in lines
+
+
+def test_an_image_that_cannot_be_asked_gets_the_packages_added_and_is_asked_again(tmp_path):
+    import docker.errors
+
+    class Refusing(FakeEngine):
+        def create(self, image, entrypoint, **kwargs):
+            self.probes.append((image, entrypoint[3:]))
+            raise docker.errors.APIError("engine busy")
+
+    engine, lines = Refusing(), []
+    b = ImageBuilder(engine, base_image="base:1", progress=lines.append, pip_config_list="", notify=lambda m, a: None)
+    spec = spec_of(project(tmp_path, {}))
+    plan = b.plan_deps(spec, IMAGE)
+    assert plan.files["deps/cortex-preinstalled.txt"] == b"dill\nnumpy\n"  # unknown: added (pip skips what is there)
+    assert any(line.startswith(f"notice: could not ask {IMAGE}") for line in lines)
+    b.plan_deps(spec, IMAGE)
+    assert len(engine.probes) == 2  # no answer was remembered
