@@ -78,10 +78,11 @@ def serve_gateway(port: int, upstream_port: int) -> None:
     import uvloop
 
     from cortexd.gateway.proxy import Gateway
+    from cortexd.gateway.routes import RouteConfig
 
     async def main():
         gw = Gateway("127.0.0.1")
-        await gw.configure([("bench", "/bench", port, 30000)])
+        await gw.configure([RouteConfig("bench", "/bench", port, 30000)])
         gw.set_replicas("bench", [("r1", "127.0.0.1", upstream_port)])
         gw.set_state("bench", starting=False)
         stop = asyncio.Event()

@@ -39,6 +39,7 @@ from cortexd.backends.base import ReplicaBackend, ReplicaInfo
 from cortexd.core import rollout
 from cortexd.daemon.events import EventLog
 from cortexd.errors import CortexdError, DependencyError
+from cortexd.gateway.routes import RouteConfig
 from cortexd.settings import DaemonSettings
 from cortexd.spec.model import APISpec
 from cortexd.status import APIStatus, APITraffic, build_api_status
@@ -134,14 +135,7 @@ class Reconciler:
     async def _apply(self, specs: list[APISpec], reasons: dict[str, str] | None = None) -> None:
         reasons = reasons or {}
         now = self.clock()
-        await self.gateway.configure(
-            [
-                (s.name, s.networking.endpoint, s.networking.local_port,
-                 s.autoscaling.max_replica_concurrency,
-                 (s.monitoring.model_type, s.monitoring.key) if s.monitoring else None)
-                for s in specs
-            ]
-        )
+        await self.gateway.configure([RouteConfig.of(s) for s in specs])
         wanted = {s.name: s for s in specs}
         for name in list(self.apis):
             if name not in wanted:

@@ -45,6 +45,7 @@ import json
 import logging
 import re
 import secrets
+from collections.abc import Sequence
 from http import HTTPStatus
 from time import monotonic
 
@@ -65,7 +66,13 @@ from cortexd.core.health import (
 from cortexd.core.routing import pick_replica
 from cortexd.errors import CortexdError, UnknownAPI
 from cortexd.gateway.client_errors import ClientErrorLog, shown
-from cortexd.gateway.routes import APIRoute, ReplicaTarget, endpoint_clashes, port_table
+from cortexd.gateway.routes import (
+    APIRoute,
+    ReplicaTarget,
+    RouteConfig,
+    endpoint_clashes,
+    port_table,
+)
 from cortexd.gateway.upstream import (
     UpstreamConnectError,
     UpstreamConnection,
@@ -375,22 +382,18 @@ class Gateway:
 
     # -- the daemon's interface -------------------------------------------------------
 
-    async def configure(self, apis: list[tuple]) -> None:
-        """Desired API set: (name, endpoint, local_port, max_replica_concurrency[, monitoring]) each.
-
-        `monitoring` is None or (model_type, key): the API's predictions are aggregated
-        (cortexd.gateway.metrics.Monitor).
+    async def configure(self, apis: Sequence[RouteConfig]) -> None:
+        """Desired API set, one RouteConfig each.
 
         Opens a listener for every new port and closes ports no longer used; routes
         of APIs that stay keep their replicas and counters. Raises CortexdError
         (and changes nothing) when a port cannot be bound or two APIs clash.
         """
-        desired = {api[0]: (api[1], int(api[2]), int(api[3])) for api in apis}
-        monitoring = {api[0]: api[4] if len(api) > 4 else None for api in apis}
-        problems = endpoint_clashes([(n, e, p) for n, (e, p, _) in desired.items()])
+        desired = {api.name: api for api in apis}
+        problems = endpoint_clashes([(api.name, api.endpoint, api.port) for api in desired.values()])
         if problems:
             raise CortexdError("\n".join(problems))
-        ports = {port for _, port, _ in desired.values()}
+        ports = {api.port for api in desired.values()}
 
         opened: dict[int, _Listener] = {}
         try:
@@ -402,13 +405,18 @@ class Gateway:
             raise
         self._listeners.update(opened)
 
-        for name, (endpoint, port, maxc) in desired.items():
+        for name, api in desired.items():
             route = self._routes.get(name)
             if route is None:
-                route = self._routes[name] = APIRoute(name, endpoint, port, maxc)
+                route = self._routes[name] = APIRoute(name, api.endpoint, api.port, api.max_replica_concurrency)
             else:
-                route.endpoint, route.port, route.max_replica_concurrency = endpoint, port, maxc
-            route.set_monitoring(*(monitoring[name] or (None, None)))
+                route.endpoint, route.port = api.endpoint, api.port
+                route.max_replica_concurrency = api.max_replica_concurrency
+            monitoring = api.monitoring
+            if monitoring is None:
+                route.set_monitoring(None, None)
+            else:
+                route.set_monitoring(monitoring.model_type, monitoring.key)
         self._retired = {n: r for n, r in self._retired.items() if r.in_flight and n not in desired}
         for name in [n for n in self._routes if n not in desired]:
             self._retire_api(self._routes.pop(name))

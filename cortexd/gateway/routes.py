@@ -1,5 +1,6 @@
 """The gateway's route table: APIs, their routable replicas, and per-API counters.
 
+The daemon describes each API it wants served with a RouteConfig (Gateway.configure).
 The proxy (cortexd/gateway/proxy.py) owns one APIRoute per API and, for every
 listening port, a plain dict from request path to APIRoute built once by
 `port_table()` whenever the configuration changes, so the request path does a
@@ -20,6 +21,23 @@ from typing import Any
 
 from cortexd.core.health import HEALTHY, ReplicaHealth
 from cortexd.gateway.metrics import APIMetrics, Monitor
+from cortexd.spec.model import APISpec, MonitoringSpec
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """One API as the daemon wants it served: Gateway.configure() takes one per API."""
+
+    name: str
+    endpoint: str
+    port: int  # the local_port it is served on
+    max_replica_concurrency: int
+    monitoring: MonitoringSpec | None = None  # set: its predictions are aggregated (metrics.Monitor)
+
+    @classmethod
+    def of(cls, spec: APISpec) -> RouteConfig:
+        return cls(spec.name, spec.networking.endpoint, spec.networking.local_port,
+                   spec.autoscaling.max_replica_concurrency, spec.monitoring)
 
 
 @dataclass(eq=False)

@@ -31,6 +31,7 @@ import aiohttp
 import pytest
 
 from cortexd.gateway.proxy import Gateway
+from cortexd.gateway.routes import RouteConfig
 from tests.faults.conftest import free_port, write_project
 from tests.integration.test_gateway import Upstream
 
@@ -134,7 +135,7 @@ async def gateway_for(replicas, **kwargs):
     reports: list[tuple] = []
     gw.on_replica_health = lambda api, rid, reason, replace, until: reports.append((rid, reason, replace))
     port = free_port()
-    await gw.configure([("api", "/api", port, 100)])
+    await gw.configure([RouteConfig("api", "/api", port, 100)])
     gw.set_replicas("api", replicas)
     gw.set_state("api", starting=False)
     return gw, f"http://127.0.0.1:{port}/api", reports

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from cortexd.errors import CortexdError
 from cortexd.gateway.proxy import Gateway
+from cortexd.gateway.routes import RouteConfig
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.timeout(30)
@@ -164,7 +165,7 @@ async def one_api(make, up_replicas, *, max_concurrency: int = 100, endpoint: st
     """A gateway serving api 'api' at `endpoint` on a free port, with the given replicas."""
     gw = make(**kwargs)
     port = free_port()
-    await gw.configure([("api", endpoint, port, max_concurrency)])
+    await gw.configure([RouteConfig("api", endpoint, port, max_concurrency)])
     gw.set_replicas("api", up_replicas)
     gw.set_state("api", starting=False)
     return gw, f"http://127.0.0.1:{port}"
@@ -321,7 +322,7 @@ async def test_unknown_path_lists_the_endpoints(upstreams, gateways, client):
     up = await upstreams("r1")
     gw = gateways()
     port = free_port()
-    await gw.configure([("a", "/a", port, 10), ("b", "/deploy/b", port, 10)])
+    await gw.configure([RouteConfig("a", "/a", port, 10), RouteConfig("b", "/deploy/b", port, 10)])
     gw.set_replicas("a", [up.replica])
     async with client.get(f"http://127.0.0.1:{port}/nope") as r:
         assert r.status == 404
@@ -374,7 +375,7 @@ async def test_concurrency_limit_answers_503_with_retry_after(upstreams, gateway
 async def test_no_replica_waits_then_503(gateways, client):
     gw = gateways(no_replica_wait=0.3)
     port = free_port()
-    await gw.configure([("api", "/api", port, 10)])
+    await gw.configure([RouteConfig("api", "/api", port, 10)])
     gw.set_state("api", starting=True)
     t0 = time.monotonic()
     async with client.post(f"http://127.0.0.1:{port}/api", data=b"x") as r:
@@ -388,7 +389,7 @@ async def test_waiting_request_is_served_when_a_replica_appears(upstreams, gatew
     up = await upstreams("r1")
     gw = gateways(no_replica_wait=5)
     port = free_port()
-    await gw.configure([("api", "/api", port, 10)])
+    await gw.configure([RouteConfig("api", "/api", port, 10)])
     gw.set_state("api", starting=True)
 
     async def call():
@@ -408,7 +409,7 @@ async def test_waiting_request_is_served_when_a_replica_appears(upstreams, gatew
 async def test_api_in_error_answers_503_at_once(gateways, client):
     gw = gateways(no_replica_wait=10)
     port = free_port()
-    await gw.configure([("api", "/api", port, 10)])
+    await gw.configure([RouteConfig("api", "/api", port, 10)])
     # the daemon's reason carries the replica's last log lines: anything the predictor printed
     detail = ("replica api-1 exited with code 1 (3 failure(s) in a row; retrying in 4s)\n"
               "connecting with password=hunter2\nTraceback (most recent call last):\n"
@@ -539,7 +540,7 @@ async def test_two_apis_on_one_port(upstreams, gateways, client):
     a, b = await upstreams("a"), await upstreams("b")
     gw = gateways()
     port = free_port()
-    await gw.configure([("a", "/a", port, 10), ("b", "/deploy/b", port, 10)])
+    await gw.configure([RouteConfig("a", "/a", port, 10), RouteConfig("b", "/deploy/b", port, 10)])
     gw.set_replicas("a", [a.replica])
     gw.set_replicas("b", [b.replica])
     base = f"http://127.0.0.1:{port}"
@@ -567,7 +568,7 @@ async def test_configure_moves_an_api_to_another_port(upstreams, gateways, clien
         assert r.status == 200
     route = gw.route("api")
     new_port = free_port()
-    await gw.configure([("api", "/api", new_port, 10)])
+    await gw.configure([RouteConfig("api", "/api", new_port, 10)])
     assert gw.ports == [new_port]
     async with client.post(f"http://127.0.0.1:{new_port}/api", data=b"x") as r:
         assert r.status == 200  # replicas were kept across configure()
@@ -585,7 +586,7 @@ async def test_port_in_use_is_a_clear_error(gateways):
         port = s.getsockname()[1]
         gw = gateways()
         with pytest.raises(CortexdError) as e:
-            await gw.configure([("api", "/api", port, 10)])
+            await gw.configure([RouteConfig("api", "/api", port, 10)])
         assert str(e.value) == (f"port {port} is already in use on 127.0.0.1; "
                                 "set networking.local_port or stop the other program")
         assert gw.ports == []
