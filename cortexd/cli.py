@@ -39,6 +39,7 @@ from cortexd.errors import (
     UsageError,
 )
 from cortexd.settings import DaemonSettings
+from cortexd.status import APIStatus, Status
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_DAEMON = 0, 1, 2, 3
 EXIT_CODES: dict[type[CortexdError], int] = {
@@ -261,7 +262,7 @@ def _up_detached(args, settings: DaemonSettings, paths: list[str]) -> int:
                   file=sys.stderr)
             return EXIT_USER
         try:
-            snap = client.call("GET", "/status")
+            snap = Status.from_json(client.call("GET", "/status"))
             break
         except DaemonUnavailable:
             if time.monotonic() > deadline:
@@ -269,17 +270,17 @@ def _up_detached(args, settings: DaemonSettings, paths: list[str]) -> int:
                       file=sys.stderr)
                 return EXIT_DAEMON
             time.sleep(0.1)
-    print(f"cortexd is running (pid {snap['daemon']['pid']}, backend {snap['daemon']['backend']}); "
+    print(f"cortexd is running (pid {snap.daemon.pid}, backend {snap.daemon.backend}); "
           f"logs: {settings.daemon_log}")
-    why = snap["daemon"].get("backend_reason")
+    why = snap.daemon.backend_reason
     if why:
-        print(f"backend {snap['daemon']['backend']}: {why}")
+        print(f"backend {snap.daemon.backend}: {why}")
     if args.wait:
         snap = _wait_settled(client, args.wait)
     _print_table(snap)
     if args.wait:
-        failed = [a["name"] for a in snap["apis"] if a["status"] == "error"]
-        waiting = [a["name"] for a in snap["apis"] if a["status"] not in ("live", "error")]
+        failed = [a.name for a in snap.apis if a.status == "error"]
+        waiting = [a.name for a in snap.apis if a.status not in ("live", "error")]
         if failed:
             print(f"error: not serving: {', '.join(failed)} (the daemon keeps running; "
                   "`cortexd get API` and `cortexd logs API` say why)", file=sys.stderr)
@@ -291,11 +292,11 @@ def _up_detached(args, settings: DaemonSettings, paths: list[str]) -> int:
     return EXIT_OK
 
 
-def _wait_settled(client: ControlClient, seconds: float) -> dict:
+def _wait_settled(client: ControlClient, seconds: float) -> Status:
     deadline = time.monotonic() + seconds
     while True:
-        snap = client.call("GET", "/status")
-        if all(a["status"] in ("live", "error") for a in snap["apis"]) or time.monotonic() > deadline:
+        snap = Status.from_json(client.call("GET", "/status"))
+        if all(a.status in ("live", "error") for a in snap.apis) or time.monotonic() > deadline:
             return snap
         time.sleep(0.2)
 
@@ -317,7 +318,7 @@ def _up_foreground(settings: DaemonSettings, paths: list[str]) -> int:
             from cortexd.ui.live import live_task
 
             # cancelled with the other tasks when run_daemon returns
-            asyncio.ensure_future(live_task(daemon.snapshot, Console()))
+            asyncio.ensure_future(live_task(daemon.status, Console()))
 
     _run(run_daemon(settings, paths, on_started=on_started))
     if live:
@@ -363,8 +364,7 @@ def _configure_logging(verbose: bool, path: Path | None = None, settings: Daemon
 def cmd_down(args) -> int:
     settings = _settings(args)
     client = ControlClient(settings)
-    snap = client.call("GET", "/status")
-    pid = snap["daemon"]["pid"]
+    pid = Status.from_json(client.call("GET", "/status")).daemon.pid
     client.call("POST", "/shutdown")
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
@@ -429,22 +429,23 @@ def cmd_get(args) -> int:
         return EXIT_OK
     snap = client.call("GET", "/status")
     if args.output == "json":
-        print(json.dumps(snap, indent=2))
+        print(json.dumps(snap, indent=2))  # as the daemon serialised it (Status.to_json)
     else:
-        _print_table(snap)
+        _print_table(Status.from_json(snap))
     return EXIT_OK
 
 
-def _print_table(snap: dict) -> None:
+def _print_table(snap: Status) -> None:
     from cortexd.ui.text import api_table
 
     print(api_table(snap))
 
 
 def _print_api(api: dict) -> None:
+    """The control API's /apis/{name}: the API's status and what its replicas serve."""
     from cortexd.ui.text import api_detail
 
-    print(api_detail(api))
+    print(api_detail(APIStatus.from_json(api), api.get("models")))
 
 
 def cmd_logs(args) -> int:
@@ -496,10 +497,10 @@ def cmd_status(args) -> int:
     client = ControlClient(_settings(args), timeout=10)
     console = CLIConsole()
     if args.once or not console.is_terminal:
-        print_once(client.call("GET", "/status"), console)
+        print_once(Status.from_json(client.call("GET", "/status")), console)
         return EXIT_OK
     try:
-        run_live(lambda: client.call("GET", "/status"), console, interval=args.interval)
+        run_live(lambda: Status.from_json(client.call("GET", "/status")), console, interval=args.interval)
     except KeyboardInterrupt:
         pass  # the daemon keeps running
     return EXIT_OK
@@ -507,10 +508,10 @@ def cmd_status(args) -> int:
 
 def cmd_predict(args) -> int:
     client = ControlClient(_settings(args))
-    snap = client.call("GET", "/status")
-    api = next((a for a in snap["apis"] if a["name"] == args.api), None)
+    snap = Status.from_json(client.call("GET", "/status"))
+    api = snap.api(args.api)
     if api is None:
-        names = ", ".join(a["name"] for a in snap["apis"]) or "none"
+        names = ", ".join(a.name for a in snap.apis) or "none"
         raise UnknownAPI(f"no api named {args.api!r} (apis: {names})")
     waiting = _not_serving(api)
     if waiting:
@@ -526,7 +527,7 @@ def cmd_predict(args) -> int:
     except ValueError as e:
         raise RequestError(f"the payload is not valid JSON: {e}") from e
     req = urllib.request.Request(
-        api["url"], data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"
+        api.url, data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"
     )
     try:
         with urllib.request.urlopen(req, timeout=args.timeout) as resp:
@@ -536,17 +537,17 @@ def cmd_predict(args) -> int:
         print(f"error: HTTP {e.code}: {e.read().decode('utf-8', 'replace')}", file=sys.stderr)
         return EXIT_USER
     except (urllib.error.URLError, OSError) as e:
-        raise RequestError(f"could not reach {api['url']}: {e}") from e
+        raise RequestError(f"could not reach {api.url}: {e}") from e
 
 
-def _not_serving(api: dict) -> str | None:
+def _not_serving(api: APIStatus) -> str | None:
     """Why a request to `api` cannot be served now, when nothing is on its way to serve it
     (no replica ready or starting: pending for a GPU, in crash backoff, installing requirements)."""
-    replicas = api.get("replicas") or {}
-    reason = replicas.get("pending_reason")
-    if replicas.get("ready") or replicas.get("starting") or api.get("status") == "error" or not reason:
+    replicas = api.replicas
+    reason = replicas.pending_reason
+    if replicas.ready or replicas.starting or api.status == "error" or not reason:
         return None
-    name = api["name"]
+    name = api.name
     if reason.startswith("pending: "):
         return (f"api {name!r} is pending, no replica can start: {reason.removeprefix('pending: ')} "
                 f"(`cortexd get {name}` shows it)")

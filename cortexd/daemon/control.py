@@ -70,20 +70,19 @@ def build_app(daemon) -> web.Application:
 
     @routes.get("/status")
     async def status(request: web.Request) -> web.Response:
-        return web.json_response(daemon.snapshot())
+        return web.json_response(daemon.status().to_json())
 
     routes.get("/metrics")(metrics_handler(daemon))
 
     @routes.get("/apis/{name}")
     async def api_detail(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        snap = daemon.snapshot()
-        api = next((a for a in snap["apis"] if a["name"] == name), None)
+        status = daemon.status()
+        api = status.api(name)
         if api is None:
-            names = ", ".join(a["name"] for a in snap["apis"]) or "none"
+            names = ", ".join(a.name for a in status.apis) or "none"
             return _error(404, f"no api named {name!r} (apis: {names})")
-        api["models"] = await daemon.reconciler.replica_models(name)
-        return web.json_response(api)
+        return web.json_response({**api.to_json(), "models": await daemon.replica_models(name)})
 
     @routes.get("/apis/{name}/logs")
     async def logs(request: web.Request) -> web.StreamResponse:
@@ -169,7 +168,7 @@ def metrics_handler(daemon):
         if registry is None:
             gateway = daemon.gateway
             registry = build_registry(MetricsCollector(
-                daemon.snapshot,
+                daemon.status,
                 lambda: [(r.name, r.metrics, r.monitor) for r in gateway.routes()],
                 lambda: gateway.unrouted,
             ))

@@ -50,10 +50,10 @@ from cortexd.errors import (
     UnknownAPI,
 )
 from cortexd.gateway.proxy import Gateway
-from cortexd.nvml import inventory_json
 from cortexd.logfiles import START, Position, read_history, read_new, read_since
 from cortexd.settings import DaemonSettings
 from cortexd.spec import APISpec
+from cortexd.status import DaemonStatus, GPUStatus, Status, build_status
 
 log = logging.getLogger("cortexd")
 
@@ -418,31 +418,25 @@ class Daemon:
         names = ", ".join(sorted(self.reconciler.apis)) or "none"
         return f"no api named {name!r} (apis: {names})"
 
-    def snapshot(self) -> dict:
+    def status(self) -> Status:
+        """The status snapshot (cortexd/status.py): control API /status, the live view, /metrics."""
         wall, mono = time.time(), time.monotonic()
         rec = self.reconciler
-        return {
-            "daemon": {
-                "version": __version__,
-                "pid": os.getpid(),
-                "backend": self.backend.name if self.backend else None,
-                "backend_reason": self.backend_reason,
-                "host": self.settings.host,
-                "uptime_s": round(wall - self.started_at, 1),
-                "config_files": self.config_files,
-                "config_error": self.config_error,
-                "notices": self.notices,
-                "metrics_url": (f"http://127.0.0.1:{self.settings.metrics_port}/metrics"
-                                if self._metrics is not None else None),
-            },
-            "apis": [
-                {**rec.api_snapshot(state, wall, mono),
-                 "url": self._url(state.spec.networking.local_port, state.spec.networking.endpoint)}
-                for state in sorted(rec.apis.values(), key=lambda s: s.spec.name)
-            ],
-            "events": [e.to_json() for e in self.events.recent(50)],
-            "gpus": inventory_json(self.placer.inventory()) if self.placer else None,
-        }
+        daemon = DaemonStatus(
+            __version__, os.getpid(), self.backend.name if self.backend else None, self.backend_reason,
+            self.settings.host, round(wall - self.started_at, 1), tuple(self.config_files),
+            self.config_error, tuple(self.notices),
+            f"http://127.0.0.1:{self.settings.metrics_port}/metrics" if self._metrics is not None else None)
+        return build_status(
+            daemon, rec.apis.values(), rec.records, rec.observed, {n: rec.traffic(n) for n in rec.apis},
+            self.events.recent(50), GPUStatus.of(self.placer.inventory()) if self.placer else None,
+            urls={n: self._url(s.spec.networking.local_port, s.spec.networking.endpoint)
+                  for n, s in rec.apis.items()},
+            preparing={n: rec.preparing(n) for n in rec.apis}, wall_now=wall, mono_now=mono)
+
+    async def replica_models(self, name: str) -> dict[str, dict]:
+        """{replica id: the models it serves} for `cortexd get API` (control API /apis/{name})."""
+        return await self.reconciler.replica_models(name)
 
     def _url(self, port: int, endpoint: str) -> str:
         host = self.settings.host

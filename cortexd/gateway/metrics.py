@@ -32,6 +32,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from cortexd.status import Status
+
 # latency bucket upper bounds in seconds: 1, 1.5, 2, 3, 5, 7 x 10^k from 0.1 ms to 7 s, then to 60 s
 BOUNDS: tuple[float, ...] = tuple(
     round(m * 10.0**e, 6)
@@ -285,12 +287,12 @@ def _exact_quantile(ordered: list[float], q: float) -> float | None:
 class MetricsCollector:
     """A prometheus-client collector reading the daemon's state at scrape time.
 
-    `snapshot()` returns the status snapshot (the control API's /status model);
+    `snapshot()` returns the status snapshot (cortexd.status.Status, the control API's /status);
     `api_metrics()` returns each API's (APIMetrics, Monitor | None) for the
     cumulative histograms and codes the snapshot summarises away.
     """
 
-    def __init__(self, snapshot: Callable[[], dict],
+    def __init__(self, snapshot: Callable[[], Status],
                  api_metrics: Callable[[], Iterable[tuple[str, APIMetrics, Monitor | None]]],
                  unrouted: Callable[[], int] = lambda: 0):
         self._snapshot = snapshot
@@ -357,21 +359,20 @@ class MetricsCollector:
         replica_in_flight = GaugeMetricFamily(
             "cortexd_replica_in_flight_requests", "Requests in progress per replica",
             labels=["api", "replica"])
-        for api in snap.get("apis", []):
-            name = api["name"]
-            in_flight.add_metric([name], api.get("in_flight", 0))
-            r = api["replicas"]
+        for api in snap.apis:
+            name = api.name
+            in_flight.add_metric([name], api.in_flight)
+            r = api.replicas
             states = {"ready": 0, "starting": 0, "draining": 0, "stopping": 0}
-            for rep in api.get("replica_list", []):
-                states[rep["state"]] = states.get(rep["state"], 0) + 1
-                if "id" in rep:
-                    replica_in_flight.add_metric([name, rep["id"]], rep.get("in_flight", 0))
-            states["pending"] = max(0, r["requested"] - r["ready"] - r.get("starting", 0))
+            for rep in api.replica_list:
+                states[rep.state] = states.get(rep.state, 0) + 1
+                replica_in_flight.add_metric([name, rep.id], rep.in_flight)
+            states["pending"] = max(0, r.requested - r.ready - r.starting)
             for state, n in sorted(states.items()):
                 replicas.add_metric([name, state], n)
-            recommended.add_metric([name], r["requested"])
-            bounds.add_metric([name, "min"], r["min"])
-            bounds.add_metric([name, "max"], r["max"])
+            recommended.add_metric([name], r.requested)
+            bounds.add_metric([name, "min"], r.min)
+            bounds.add_metric([name, "max"], r.max)
         yield from (in_flight, replica_in_flight, replicas, recommended, bounds)
 
         gpu_util = GaugeMetricFamily("cortexd_gpu_utilization_percent",
@@ -379,12 +380,12 @@ class MetricsCollector:
         gpu_used = GaugeMetricFamily("cortexd_gpu_memory_used_bytes", "GPU memory in use",
                                      labels=["gpu"])
         gpu_total = GaugeMetricFamily("cortexd_gpu_memory_total_bytes", "GPU memory", labels=["gpu"])
-        for d in (snap.get("gpus") or {}).get("devices", []):
-            gpu = str(d["index"])
-            if d.get("utilization") is not None:
-                gpu_util.add_metric([gpu], d["utilization"])
-            gpu_used.add_metric([gpu], d["memory_used"])
-            gpu_total.add_metric([gpu], d["memory_total"])
+        for d in snap.gpus.devices if snap.gpus is not None else ():
+            gpu = str(d.index)
+            if d.utilization is not None:
+                gpu_util.add_metric([gpu], d.utilization)
+            gpu_used.add_metric([gpu], d.memory_used)
+            gpu_total.add_metric([gpu], d.memory_total)
         yield from (gpu_util, gpu_used, gpu_total)
         yield CounterMetricFamily("cortexd_unrouted_requests",
                                   "Requests for a path no API serves (404)", value=self._unrouted())

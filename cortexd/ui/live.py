@@ -2,7 +2,7 @@
 
 Two drivers of the same view:
 - `run_live(fetch, console)`: blocking, for `cortexd status` (fetch = GET /status on
-  the control socket); Ctrl-C (KeyboardInterrupt) reaches the caller, which exits 0.
+  the control socket, read back with Status.from_json); Ctrl-C (KeyboardInterrupt) reaches the caller, which exits 0.
 - `live_task(snapshot, console)`: a coroutine for foreground `cortexd up`, where the
   daemon runs in the same event loop: the snapshot is taken on the loop (it reads
   daemon state), the rendering happens in a worker thread so the gateway is not
@@ -24,6 +24,7 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.live import Live
 
+from cortexd.status import Status
 from cortexd.ui.view import status_view
 
 log = logging.getLogger("cortexd")
@@ -37,11 +38,11 @@ class CLIConsole(Console):
         raise BrokenPipeError
 
 
-def print_once(snap: dict, console: Console, now: float | None = None) -> None:
+def print_once(snap: Status, console: Console, now: float | None = None) -> None:
     console.print(status_view(snap, time.time() if now is None else now))
 
 
-def run_live(fetch: Callable[[], dict], console: Console, *, interval: float = 1.0,
+def run_live(fetch: Callable[[], Status], console: Console, *, interval: float = 1.0,
              clock: Callable[[], float] = time.time) -> None:
     """Refresh until interrupted; exceptions from `fetch` (daemon gone) end the view and propagate."""
     with Live(console=console, auto_refresh=False, redirect_stdout=False,
@@ -52,7 +53,7 @@ def run_live(fetch: Callable[[], dict], console: Console, *, interval: float = 1
             time.sleep(interval)
 
 
-async def live_task(snapshot: Callable[[], dict], console: Console, *, interval: float = 1.0,
+async def live_task(snapshot: Callable[[], Status], console: Console, *, interval: float = 1.0,
                     clock: Callable[[], float] = time.time) -> None:
     """Refresh until cancelled (the foreground daemon's shutdown cancels it)."""
     live = Live(console=console, auto_refresh=False, redirect_stdout=False,

@@ -1,11 +1,12 @@
 """Plain-text renderers of the status snapshot (control API /status) for `cortexd get`.
 
-Pure functions: snapshot dict in, text out. They work on any stdout (pipes,
+Pure functions: a cortexd.status.Status (or one APIStatus) in, text out. They work on any stdout (pipes,
 logs); the live rich view renders the same snapshot.
 """
 
 from __future__ import annotations
 
+from cortexd.status import APIStatus, Status
 from cortexd.ui.view import fmt_age, fmt_ms, fmt_number
 
 
@@ -17,28 +18,28 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _replicas(api: dict) -> str:
-    r = api["replicas"]
-    text = f"{r['ready']}/{r['requested']}"
-    if r.get("starting"):
-        text += f" (+{r['starting']} starting)"
+def _replicas(api: APIStatus) -> str:
+    r = api.replicas
+    text = f"{r.ready}/{r.requested}"
+    if r.starting:
+        text += f" (+{r.starting} starting)"
     return text
 
 
-def _requests(api: dict) -> str:
-    c = api.get("requests") or {}
+def _requests(api: APIStatus) -> str:
+    c = api.requests
     if not c:
         return "-"
     return f"{c.get('2xx', 0)}/{c.get('4xx', 0)}/{c.get('5xx', 0)}"
 
 
-def _rate(api: dict) -> str:
-    rate = (api.get("requests") or {}).get("requests_per_s")
+def _rate(api: APIStatus) -> str:
+    rate = api.requests.get("requests_per_s")
     return "-" if rate is None else f"{rate:.1f}"
 
 
-def _latency(api: dict) -> str:
-    c = api.get("requests") or {}
+def _latency(api: APIStatus) -> str:
+    c = api.requests
     if c.get("p50_ms") is None:
         return "-"
     return f"{fmt_ms(c['p50_ms'])}/{fmt_ms(c['p99_ms'])}"
@@ -63,68 +64,65 @@ def monitoring_table(mon: dict) -> str:
             + _table(["MIN", "MAX", "AVG", "P50", "P99"], [row]))
 
 
-def api_table(snap: dict) -> str:
-    apis = snap.get("apis", [])
+def api_table(snap: Status) -> str:
+    apis = snap.apis
     if not apis:
         return "no apis deployed"
     rows = [
-        [a["name"], a["status"], _replicas(a), str(a.get("in_flight", 0)), _rate(a),
-         _latency(a), _requests(a), a["url"]]
+        [a.name, a.status, _replicas(a), str(a.in_flight), _rate(a), _latency(a), _requests(a), a.url]
         for a in apis
     ]
     out = [_table(["API", "STATUS", "READY/REQUESTED", "IN-FLIGHT", "REQ/S", "P50/P99",
                    "2XX/4XX/5XX", "URL"], rows)]
     for a in apis:
-        if a.get("reason"):
-            first, *rest = a["reason"].splitlines()
-            out.append(f"\n{a['name']}: {first}")
+        if a.reason:
+            first, *rest = a.reason.splitlines()
+            out.append(f"\n{a.name}: {first}")
             out.extend(f"  {line}" for line in rest)
-        elif a["replicas"].get("pending_reason"):
-            out.append(f"\n{a['name']}: {a['replicas']['pending_reason']}")
-    error = snap.get("daemon", {}).get("config_error")
+        elif a.replicas.pending_reason:
+            out.append(f"\n{a.name}: {a.replicas.pending_reason}")
+    error = snap.daemon.config_error
     if error:
         out.append(f"\nconfiguration error (the previous configuration keeps serving):\n{error}")
     return "\n".join(out)
 
 
-def api_detail(api: dict) -> str:
-    r = api["replicas"]
+def api_detail(api: APIStatus, models: dict | None = None) -> str:
+    """`cortexd get API`; models: {replica id: what it serves} (control API /apis/{name})."""
+    r = api.replicas
     lines = [
-        f"api:        {api['name']} ({api['predictor_type']}, {api['kind']})",
-        f"status:     {api['status']}",
-        f"url:        {api['url']}",
-        (f"replicas:   {r['ready']} ready / {r['requested']} requested "
-         f"(min {r['min']}, max {r['max']}, restarts {r['restarts']})"),
-        f"in-flight:  {api.get('in_flight', 0)}",
+        f"api:        {api.name} ({api.predictor_type}, {api.kind})",
+        f"status:     {api.status}",
+        f"url:        {api.url}",
+        (f"replicas:   {r.ready} ready / {r.requested} requested "
+         f"(min {r.min}, max {r.max}, restarts {r.restarts})"),
+        f"in-flight:  {api.in_flight}",
         f"requests:   2xx/4xx/5xx {_requests(api)}{_codes(api)}",
         f"latency:    {_latency_line(api)}",
-        f"source:     {api['source']}",
+        f"source:     {api.source}",
     ]
-    if api.get("last_decision"):
-        lines.append(f"autoscaler: {api['last_decision']}")
-    if r.get("pending_reason"):
-        lines.append(f"pending:    {r['pending_reason']}")
-    if api.get("reason"):
+    if api.last_decision:
+        lines.append(f"autoscaler: {api.last_decision}")
+    if r.pending_reason:
+        lines.append(f"pending:    {r.pending_reason}")
+    if api.reason:
         lines.append("reason:")
-        lines.extend(f"  {line}" for line in api["reason"].splitlines())
-    if api.get("replica_list"):
+        lines.extend(f"  {line}" for line in api.reason.splitlines())
+    if api.replica_list:
         lines.append("")
         # a crashed replica is replaced under a new id, so restarts are counted per API
-        # (the replicas line above); a backend that restarts in place reports them per replica
-        per_replica = any("restarts" in rep for rep in api["replica_list"])
+        # (the replicas line above)
         rows = [
-            [rep["id"], rep["state"] + ("" if rep["current"] else " (old)"), rep["address"],
-             fmt_age(rep["age_s"]), *([str(rep.get("restarts", 0))] if per_replica else []),
-             str(rep["in_flight"]), ",".join(map(str, rep.get("gpu_ids") or [])) or "-"]
-            for rep in api["replica_list"]
+            [rep.id, rep.state + ("" if rep.current else " (old)"), rep.address, fmt_age(rep.age_s),
+             str(rep.in_flight), ",".join(map(str, rep.gpu_ids)) or "-"]
+            for rep in api.replica_list
         ]
-        lines.append(_table(["REPLICA", "STATE", "ADDRESS", "AGE",
-                             *(["RESTARTS"] if per_replica else []), "IN-FLIGHT", "GPUS"], rows))
-    mon = (api.get("requests") or {}).get("monitoring")
+        lines.append(_table(["REPLICA", "STATE", "ADDRESS", "AGE", "IN-FLIGHT", "GPUS"], rows))
+    mon = api.requests.get("monitoring")
     if mon:
         lines.append("")
         lines.append(monitoring_table(mon))
-    models = models_table(api.get("models") or {})
+    models = models_table(models or {})
     if models:
         lines.append("")
         lines.append(models)
@@ -155,15 +153,15 @@ def models_table(per_replica: dict) -> str:
     return "\n".join(out + notes)
 
 
-def _codes(api: dict) -> str:
-    codes = (api.get("requests") or {}).get("codes") or {}
+def _codes(api: APIStatus) -> str:
+    codes = api.requests.get("codes") or {}
     if not codes:
         return ""
     return " (" + ", ".join(f"{c}: {n}" for c, n in codes.items()) + ")"
 
 
-def _latency_line(api: dict) -> str:
-    c = api.get("requests") or {}
+def _latency_line(api: APIStatus) -> str:
+    c = api.requests
     if c.get("p50_ms") is None:
         return f"no requests in the last {c.get('latency_window_s', 60)}s"
     return (f"p50 {fmt_ms(c['p50_ms'])}, p99 {fmt_ms(c['p99_ms'])} (last {c.get('latency_window_s', 60)}s); "

@@ -1,6 +1,6 @@
 """Rich renderers of the status snapshot (control API GET /status) for the live view.
 
-Pure functions: snapshot dict (and `now`, wall-clock seconds) in, a rich
+Pure functions: a cortexd.status.Status (and `now`, wall-clock seconds) in, a rich
 renderable out; no I/O, no clock reads. `cortexd status` and foreground
 `cortexd up` refresh them through ui/live.py; tests render them to a
 fixed-width `Console(file=StringIO(), width=80)` and assert the text.
@@ -20,12 +20,15 @@ Layout (fits 80 columns; wider terminals give the API column more room):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+
+from cortexd.status import APIStatus, EventStatus, GPUStatus, Status
 
 STATUS_STYLE = {"live": "green", "updating": "yellow", "error": "bold red"}
 LEVEL_STYLE = {"info": "", "warning": "yellow", "error": "red"}
@@ -71,11 +74,11 @@ def fmt_number(value: float | None) -> str:
     return f"{value:.4g}"
 
 
-def fmt_replicas(api: dict) -> str:
-    r = api["replicas"]
-    text = f"{r['ready']}/{r['requested']}"
-    if r.get("starting"):
-        text += f"+{r['starting']}"
+def fmt_replicas(api: APIStatus) -> str:
+    r = api.replicas
+    text = f"{r.ready}/{r.requested}"
+    if r.starting:
+        text += f"+{r.starting}"
     return text
 
 
@@ -112,18 +115,18 @@ def first_line(text: str) -> str:
 # -- the live view -------------------------------------------------------------------
 
 
-def header(snap: dict, now: float) -> Text:
-    d = snap.get("daemon", {})
-    parts = [f"cortexd {d.get('version', '?')}", f"backend {d.get('backend') or '?'}",
-             f"pid {d.get('pid', '?')}", f"up {fmt_age(d.get('uptime_s', 0))}"]
-    if d.get("metrics_url"):
-        parts.append("metrics " + d["metrics_url"].removeprefix("http://").removesuffix("/metrics"))
+def header(snap: Status, now: float) -> Text:
+    d = snap.daemon
+    parts = [f"cortexd {d.version}", f"backend {d.backend or '?'}", f"pid {d.pid}",
+             f"up {fmt_age(d.uptime_s)}"]
+    if d.metrics_url:
+        parts.append("metrics " + d.metrics_url.removeprefix("http://").removesuffix("/metrics"))
     text = Text(" · ".join(parts), style="bold")
     return text
 
 
-def apis_table(snap: dict) -> RenderableType:
-    apis = snap.get("apis", [])
+def apis_table(snap: Status) -> RenderableType:
+    apis = snap.apis
     if not apis:
         return Text("no apis deployed", style="dim")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), show_edge=False,
@@ -137,14 +140,14 @@ def apis_table(snap: dict) -> RenderableType:
     table.add_column("P99", justify="right", no_wrap=True)
     table.add_column("2XX/4XX/5XX", justify="right", no_wrap=True)
     for api in apis:
-        req = api.get("requests") or {}
+        req = api.requests
         rate = req.get("requests_per_s")
         table.add_row(
-            Text(api["name"]),
+            Text(api.name),
             # "updating (installing requirements)" is styled as "updating"
-            Text(api["status"], style=STATUS_STYLE.get(api["status"].split(" (", 1)[0], "")),
+            Text(api.status, style=STATUS_STYLE.get(api.status.split(" (", 1)[0], "")),
             fmt_replicas(api),
-            str(api.get("in_flight", 0)),
+            str(api.in_flight),
             "-" if rate is None else f"{rate:.1f}",
             fmt_ms(req.get("p50_ms")),
             fmt_ms(req.get("p99_ms")),
@@ -153,34 +156,33 @@ def apis_table(snap: dict) -> RenderableType:
     return table
 
 
-def api_notes(api: dict) -> RenderableType:
+def api_notes(api: APIStatus) -> RenderableType:
     """Under the table, per API: its URL, why replicas are pending or it is in error,
     the autoscaler's last decision and the monitoring summary."""
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="dim", no_wrap=True, min_width=12)
     grid.add_column(overflow="fold")
-    r = api["replicas"]
-    if api.get("reason"):
-        lines = api["reason"].strip().splitlines()
+    if api.reason:
+        lines = api.reason.strip().splitlines()
         shown = "\n".join(lines[-6:]) if len(lines) > 1 else lines[0]
         grid.add_row("  error", Text(shown, style="red"))
-    if r.get("pending_reason"):
-        grid.add_row("  pending", Text(r["pending_reason"], style="yellow"))
-    if api.get("last_decision"):
-        grid.add_row("  autoscaler", Text(api["last_decision"]))
-    mon = monitoring_line((api.get("requests") or {}).get("monitoring"))
+    if api.replicas.pending_reason:
+        grid.add_row("  pending", Text(api.replicas.pending_reason, style="yellow"))
+    if api.last_decision:
+        grid.add_row("  autoscaler", Text(api.last_decision))
+    mon = monitoring_line(api.requests.get("monitoring"))
     if mon:
         grid.add_row("  monitoring", Text(mon))
-    title = Text.assemble((api["name"], "bold"), " · ", (api.get("url", ""), "cyan"))
+    title = Text.assemble((api.name, "bold"), " · ", (api.url, "cyan"))
     return Group(title, grid)
 
 
-def gpus_view(gpus: dict | None) -> RenderableType:
+def gpus_view(gpus: GPUStatus | None) -> RenderableType:
     if gpus is None:
         return Text("GPUs  not read", style="dim")
-    devices = gpus.get("devices") or []
+    devices = gpus.devices
     if not devices:
-        reason = gpus.get("reason")
+        reason = gpus.reason
         # the reason often carries parentheses of its own (NVML's error): no second pair around it
         return Text.assemble(("GPUs  ", "bold"), "no GPU", (f": {reason}" if reason else "", "dim"))
     table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), show_header=True,
@@ -190,34 +192,34 @@ def gpus_view(gpus: dict | None) -> RenderableType:
     table.add_column("UTIL", justify="right", no_wrap=True)
     table.add_column("MEMORY", justify="right", no_wrap=True)
     for d in devices:
-        util = "-" if d.get("utilization") is None else f"{d['utilization']}%"
-        used, total = d.get("memory_used"), d.get("memory_total")
+        util = "-" if d.utilization is None else f"{d.utilization}%"
+        used, total = d.memory_used, d.memory_total
         pct = f" {100 * used / total:.0f}%" if used is not None and total else ""
-        table.add_row(str(d["index"]), Text(d.get("name", "")), util,
+        table.add_row(str(d.index), Text(d.name), util,
                       f"{fmt_bytes(used)}/{fmt_bytes(total)}{pct}")
     return table
 
 
-def events_view(events: list[dict], now: float, n: int = EVENTS_SHOWN) -> RenderableType:
+def events_view(events: Sequence[EventStatus], now: float, n: int = EVENTS_SHOWN) -> RenderableType:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(justify="right", style="dim", no_wrap=True)
     grid.add_column(no_wrap=True, style="bold")
     grid.add_column(overflow="fold")
     for e in reversed(events[-n:]):  # newest first: a short terminal cuts the oldest
-        grid.add_row(fmt_age(now - e["at"]), Text(e.get("api") or ""),
-                     Text(first_line(e["message"]), style=LEVEL_STYLE.get(e.get("level", "info"), "")))
+        grid.add_row(fmt_age(now - e.at), Text(e.api or ""),
+                     Text(first_line(e.message), style=LEVEL_STYLE.get(e.level, "")))
     return Group(Text("events", style="bold"), grid) if events else Text("events  none yet", style="dim")
 
 
-def status_view(snap: dict, now: float) -> RenderableType:
+def status_view(snap: Status, now: float) -> RenderableType:
     """The whole live view of one snapshot."""
     parts: list[Any] = [header(snap, now), apis_table(snap)]
-    parts.extend(api_notes(api) for api in snap.get("apis", []))
-    error = (snap.get("daemon") or {}).get("config_error")
+    parts.extend(api_notes(api) for api in snap.apis)
+    error = snap.daemon.config_error
     if error:
         parts.append(Text("configuration rejected (the previous one keeps serving): "
                           + first_line(error), style="red"))
     parts.append(Text(""))
-    parts.append(gpus_view(snap.get("gpus")))
-    parts.append(events_view(snap.get("events", []), now))
+    parts.append(gpus_view(snap.gpus))
+    parts.append(events_view(snap.events, now))
     return Group(*parts)

@@ -452,7 +452,7 @@ async def test_get_shows_the_install_in_progress_and_a_failed_install_at_once():
     for _ in range(3):
         await rec.reconcile_once()
         await asyncio.sleep(0)
-    snap = rec.api_snapshot(rec.apis["api"], 0.0, clock())
+    snap = rec.api_status(rec.apis["api"], 0.0, clock()).to_json()
     assert snap["status"] == "updating (installing requirements)"
     assert snap["replicas"]["pending_reason"] == \
         "installing requirements: collecting six==1.16.0 (requirements.txt line 2)"
@@ -464,7 +464,7 @@ async def test_get_shows_the_install_in_progress_and_a_failed_install_at_once():
     for _ in range(3):
         await asyncio.sleep(0)
     await rec.reconcile_once()
-    snap = rec.api_snapshot(rec.apis["api"], 0.0, clock())
+    snap = rec.api_status(rec.apis["api"], 0.0, clock()).to_json()
     assert snap["status"] == "error"  # at the first failure: the same files fail again
     first, *rest = snap["reason"].splitlines()
     assert first.startswith("six==0.0.999 (requirements.txt line 2) cannot be installed on Python 3.11")

@@ -14,6 +14,7 @@ from cortexd.gateway.metrics import (
     exposition,
     quantile,
 )
+from cortexd.status import Status
 
 
 def test_codes_classes_and_rate_over_whole_seconds():
@@ -92,11 +93,11 @@ def test_exposition_parses_with_prometheus_client():
         m.record(code, 0.003, 5.0)
     mon = Monitor("classification")
     mon.offer(b'"cat"')
-    snap = {"apis": [{"name": "api", "in_flight": 2, "replica_list": [{"id": "r1", "state": "ready",
+    snap = Status.from_json({"apis": [{"name": "api", "status": "live", "in_flight": 2, "replica_list": [{"id": "r1", "state": "ready",
                                                                         "in_flight": 2}],
                       "replicas": {"requested": 3, "ready": 1, "starting": 1, "min": 1, "max": 5}}],
             "gpus": {"devices": [{"index": 0, "utilization": 40, "memory_used": 2**30,
-                                  "memory_total": 2**34}]}}
+                                  "memory_total": 2**34}]}})
     registry = build_registry(MetricsCollector(lambda: snap, lambda: [("api", m, mon)], lambda: 7))
     body, content_type = exposition(registry)
     assert content_type.startswith("text/plain")

@@ -37,7 +37,7 @@ def reasons_until_live(backend) -> list[str]:
         seen = []
         for _ in range(6):
             await rec.reconcile_once()
-            snap = rec.api_snapshot(rec.apis["api"], clock(), clock())
+            snap = rec.api_status(rec.apis["api"], clock(), clock()).to_json()
             seen.append(f"{snap['status']} | {snap['reason']} | {snap['replicas']['pending_reason']}")
             ready.update(backend.replicas)
             await asyncio.sleep(0)

@@ -11,6 +11,7 @@ from io import StringIO
 import pytest
 from rich.console import Console
 
+from cortexd.status import APIStatus, Status
 from cortexd.ui.logs import log_line, replica_colour
 from cortexd.ui.text import api_detail, api_table
 from cortexd.ui.view import status_view
@@ -21,7 +22,7 @@ WIDTHS = [80, 120]
 
 def render(snap: dict, width: int) -> str:
     console = Console(file=StringIO(), width=width, color_system=None, legacy_windows=False)
-    console.print(status_view(snap, NOW))
+    console.print(status_view(Status.from_json(snap), NOW))
     text = console.file.getvalue()
     assert max(len(line) for line in text.splitlines()) <= width
     return text
@@ -124,20 +125,20 @@ def test_config_error_and_event_levels():
 def test_get_detail_has_replicas_latency_codes_and_monitoring():
     many = dict(CLASSES, classes=[{"class": f"c{i}", "count": 100 - i} for i in range(20)],
                 more_classes=7, other_predictions=12)
-    text = api_detail(snapshot([api("iris", monitoring=many, ready=2, requested=2)])["apis"][0])
+    text = api_detail(APIStatus.from_json(api("iris", monitoring=many, ready=2, requested=2)))
     assert "replicas:   2 ready / 2 requested (min 1, max 4, restarts 2)" in text
     assert "requests:   2xx/4xx/5xx 1200/30/10 (200: 1200, 404: 30, 500: 10)" in text
     assert "latency:    p50 1.2ms, p99 46ms (last 60s); 12.5 req/s" in text
     replica_rows = [line.split() for line in text.splitlines() if line.startswith("iris-r")]
     assert replica_rows[0][:4] == ["iris-r0", "ready", "127.0.0.1:40000", "1m15s"]
     assert "CLASS" in text and "c19" in text and "and 7 more (12 predictions)" in text
-    regression = api_detail(snapshot([api("price", monitoring=REGRESSION)])["apis"][0])
+    regression = api_detail(APIStatus.from_json(api("price", monitoring=REGRESSION)))
     assert regression.splitlines()[-2].split() == ["MIN", "MAX", "AVG", "P50", "P99"]
     assert regression.splitlines()[-1].split() == ["1.5", "99.25", "20.12", "18", "97"]
 
 
 def test_get_table_has_rate_and_latency():
-    table = api_table(snapshot([api("iris")]))
+    table = api_table(Status.from_json(snapshot([api("iris")])))
     assert table.splitlines()[1].split()[:7] == ["iris", "live", "1/1", "3", "12.5", "1.2ms/46ms", "1200/30/10"]
 
 
