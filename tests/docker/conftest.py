@@ -1,9 +1,10 @@
 """Fixtures for the Docker tier: a real engine, a predictor image built once per session.
 
 Without an engine these tests skip, unless CORTEXD_REQUIRE_DOCKER=1 (set by
-.ci/run), where a missing engine is a failure. Images are built on
+.ci/run), where a missing engine is a failure (tests/docker_engine.py). Images are built on
 CORTEXD_BASE_IMAGE, else on the offline base (docker/make-offline-base.sh)
-when it is present, else on python:3.11-slim.
+when it is present, else on python:3.11-slim. The specs and projects the tests
+build are in tests/builders.py.
 """
 
 from __future__ import annotations
@@ -22,116 +23,15 @@ import pytest
 from cortexd.backends.container_args import LABEL_INSTANCE
 from cortexd.backends.docker import DockerBackend
 from cortexd.backends.images import DEFAULT_BASE_IMAGE, OFFLINE_BASE_IMAGE
-from cortexd.spec.model import (
-    APISpec,
-    AutoscalingSpec,
-    ComputeSpec,
-    NetworkingSpec,
-    PredictorSpec,
-    UpdateStrategySpec,
-)
+from tests.builders import echo_project, make_spec
+from tests.docker_engine import engine_or_skip
 
-PREDICTOR = '''\
-import os
-
-
-class PythonPredictor:
-    def __init__(self, config):
-        self.greeting = config.get("greeting", "hello")
-        print("echo predictor loaded", flush=True)
-
-    def predict(self, payload):
-        if payload.get("allocate_mb"):
-            hog = bytearray(payload["allocate_mb"] * 2**20)
-            for i in range(0, len(hog), 4096):
-                hog[i] = 1  # touch every page so the memory is really used
-        try:
-            with open(os.path.join(os.path.dirname(__file__), "written.txt"), "w") as f:
-                f.write("x")
-            project_writable = True
-        except OSError:
-            project_writable = False
-        return {
-            "greeting": self.greeting,
-            "echo": payload,
-            "uid": os.getuid(),
-            "project_writable": project_writable,
-            "from_env": os.environ.get("FROM_SPEC"),
-            "from_dotenv": os.environ.get("FROM_DOTENV"),
-        }
-'''
-
-
-def make_spec(
-    project: Path,
-    name: str = "echo",
-    *,
-    cpu: float = 1.0,
-    mem: int | None = None,
-    gpu: int = 0,
-    image: str | None = None,
-    env: dict[str, str] | None = None,
-) -> APISpec:
-    raw = {"name": name, "project": str(project), "cpu": cpu, "mem": mem, "gpu": gpu, "image": image}
-    return APISpec(
-        name=name,
-        kind="RealtimeAPI",
-        predictor=PredictorSpec(
-            type="python", path=str(project / "predictor.py"), python_path=str(project),
-            config={"greeting": "hi"}, image=image, env=env or {},
-        ),
-        networking=NetworkingSpec(endpoint=f"/{name}"),
-        compute=ComputeSpec(cpu=cpu, gpu=gpu, mem=mem),
-        autoscaling=AutoscalingSpec(),
-        update_strategy=UpdateStrategySpec(),
-        monitoring=None,
-        project_dir=str(project),
-        source_file=str(project / "cortex.yaml"),
-        source_line=1,
-        raw=raw,
-    )
-
-
-def write_project(root: Path, requirements: str | None = "numpy>=1.24\n") -> Path:
-    """A tiny python project that the container's unprivileged user can read."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "predictor.py").write_text(PREDICTOR)
-    (root / ".env").write_text("# read by the backend\nexport FROM_DOTENV='from .env'\n")
-    if requirements is not None:
-        (root / "requirements.txt").write_text(requirements)
-    for p in [root, *root.rglob("*")]:
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    return root
-
-
-def iris_project(dest: Path, port: int) -> Path:
-    """A copy of examples/iris-classifier served on `port`, readable by a container's user."""
-    repo = Path(__file__).resolve().parents[2]
-    shutil.copytree(repo / "examples" / "iris-classifier", dest)
-    text = (dest / "cortex.yaml").read_text().replace(
-        "  compute:", f"  networking:\n    local_port: {port}\n  compute:")
-    (dest / "cortex.yaml").write_text(text)
-    for p in [dest, *dest.rglob("*")]:
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    return dest
-
-
-def _engine_or_skip() -> None:
-    reason = DockerBackend.probe()
-    if reason is None:
-        return
-    if os.environ.get("CORTEXD_REQUIRE_DOCKER") == "1":
-        pytest.fail(
-            f"CORTEXD_REQUIRE_DOCKER=1 but no Docker engine answers: {reason}\n"
-            "Provision one with .ci/provision-docker.sh.",
-            pytrace=False,
-        )
-    pytest.skip(f"no Docker engine ({reason}); set CORTEXD_REQUIRE_DOCKER=1 to make this a failure")
+_engine_or_skip = engine_or_skip  # tests/faults/test_replica_health.py imports it here, until that import moves
 
 
 @pytest.fixture(scope="session")
 def docker_client():
-    _engine_or_skip()
+    engine_or_skip()
     import docker
 
     client = docker.from_env()
@@ -174,7 +74,7 @@ class BuiltImage:
 @pytest.fixture(scope="session")
 def built(docker_client, base_image, shared_dir) -> BuiltImage:
     """The python predictor image + the project's requirements layer, built once per session."""
-    project = write_project(shared_dir / "echo")
+    project = echo_project(shared_dir / "echo")
     lines: list[str] = []
 
     async def build() -> str:

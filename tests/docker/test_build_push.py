@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.conftest import cli, free_port, http, post_json  # noqa: F401 - cli is a fixture
+from tests.real_daemon import free_port, http, post_json
 
 REGISTRY = os.environ.get("CORTEXD_TEST_REGISTRY", "127.0.0.1:5000")
 
@@ -155,7 +155,7 @@ def in_flight(port: int) -> int:
     return int(float(line.split()[1]))
 
 
-def test_build_push_pull_and_run_as_the_deployment_says(cli, docker_client, base_image, shared_dir):  # noqa: F811
+def test_build_push_pull_and_run_as_the_deployment_says(cli, docker_client, base_image, shared_dir):
     registry_or_skip(REGISTRY)
     import docker.errors
 
@@ -272,7 +272,7 @@ def remove_images(docker_client, repository: str) -> None:
 
 
 def test_push_without_credentials_is_refused_and_with_the_docker_config_succeeds(
-        cli, docker_client, base_image, shared_dir, auth_registry, tmp_path):  # noqa: F811
+        cli, docker_client, base_image, shared_dir, auth_registry, tmp_path):
     project = make_project(shared_dir / "auth-push")
     try:
         # no credentials: the registry refuses; exit 1 with its answer

@@ -21,7 +21,7 @@ from cortexd.backends.base import ReplicaInfo
 from cortexd.backends.container_args import container_name
 from cortexd.backends.docker import DockerBackend
 from cortexd.errors import BackendError
-from tests.docker.conftest import make_spec, write_project
+from tests.builders import echo_project, make_spec
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -145,7 +145,7 @@ async def test_second_ensure_image_with_same_requirements_builds_nothing(built, 
 
 
 async def test_changed_requirements_get_their_own_layer(built, backend, shared_dir, docker_client):
-    project = write_project(shared_dir / "other-reqs", requirements="numpy>=1.20\n")
+    project = echo_project(shared_dir / "other-reqs", requirements="numpy>=1.20\n")
     tag = await backend.image_for(make_spec(project, name="other"))
     assert tag.startswith("cortexd-python-cpu-deps:") and tag != built.tag
     # both layers sit on the same predictor image
@@ -155,7 +155,7 @@ async def test_changed_requirements_get_their_own_layer(built, backend, shared_d
 
 
 async def test_build_failure_names_the_failing_step_and_pip_error(backend, shared_dir):
-    project = write_project(shared_dir / "broken", requirements="cortexd-no-such-package-xyz==0.0.1\n")
+    project = echo_project(shared_dir / "broken", requirements="cortexd-no-such-package-xyz==0.0.1\n")
     with pytest.raises(BackendError) as e:
         await backend.ensure_image(make_spec(project, name="broken"))
     msg = str(e.value)
@@ -166,7 +166,7 @@ async def test_build_failure_names_the_failing_step_and_pip_error(backend, share
 
 
 async def test_custom_image_without_the_runtime_is_refused(backend, base_image, shared_dir):
-    project = write_project(shared_dir / "custom", requirements=None)
+    project = echo_project(shared_dir / "custom", requirements=None)
     with pytest.raises(BackendError) as e:
         await backend.ensure_image(make_spec(project, name="custom", image=base_image))
     assert f"predictor.image {base_image}" in str(e.value)
@@ -184,7 +184,7 @@ async def test_gpu_request_without_nvidia_runtime_says_how_to_fix_it(built, back
 
 @pytest.mark.skipif(os.getuid() != 0, reason="replicas run as the daemon's own user when it is not root")
 async def test_project_unreadable_by_the_replica_user_is_refused_with_the_fix(built, backend, tmp_path):
-    project = write_project(tmp_path / "private", requirements=None)
+    project = echo_project(tmp_path / "private", requirements=None)
     (tmp_path).chmod(0o700)
     with pytest.raises(BackendError) as e:
         await backend.start(make_spec(project, name="private"), "private-r1")

@@ -22,7 +22,7 @@ import pytest
 from cortexd.backends.container_args import LABEL_INSTANCE
 from cortexd.backends.docker import DockerBackend
 from cortexd.backends.images import ImageBuilder
-from tests.docker.conftest import make_spec
+from tests.builders import make_spec
 from tests.docker.test_docker_backend import post, wait_ready
 
 pytestmark = pytest.mark.timeout(600)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
-from tests.docker.conftest import iris_project
-from tests.integration.conftest import cli, free_port, http, post_json  # noqa: F401 - cli is a fixture
+from tests.builders import iris_project
+from tests.real_daemon import free_port, http, post_json
 
 SAMPLE = {"sepal_length": 5.2, "sepal_width": 3.6, "petal_length": 1.4, "petal_width": 0.3}
 

@@ -13,8 +13,8 @@ import signal
 import time
 
 from cortexd.backends.container_args import LABEL_INSTANCE, instance_for_home
-from tests.docker.conftest import iris_project
-from tests.integration.conftest import cli, free_port, pid_alive, post_json  # noqa: F401 - cli is a fixture
+from tests.builders import iris_project
+from tests.real_daemon import free_port, pid_alive, post_json
 
 SAMPLE = {"sepal_length": 5.2, "sepal_width": 3.6, "petal_length": 1.4, "petal_width": 0.3}
 

@@ -2,15 +2,9 @@
 
 Real processes (and, where the engine answers, real containers) on loopback only; every
 loop in this tier is bounded in count and in time, and stops by itself. The CLI, HTTP and
-project helpers are the integration tier's (tests/integration/conftest.py).
+project helpers are tests/real_daemon.py and tests/builders.py; the `cli` fixture is in
+tests/conftest.py.
 """
 
-from tests.integration.conftest import (  # noqa: F401  (fixtures and helpers re-exported)
-    CLI,
-    cli,
-    free_port,
-    http,
-    pid_alive,
-    post_json,
-    write_project,
-)
+from tests.builders import write_project  # noqa: F401  (tests/faults/test_replica_health.py, until its import moves)
+from tests.real_daemon import free_port  # noqa: F401  (the same)

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from cortexd import cli as cortexd_cli
-from tests.faults.conftest import free_port, http, post_json, write_project
+from tests.builders import write_project
+from tests.real_daemon import free_port, http, post_json
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -202,7 +203,7 @@ def test_the_loader_process_dies_with_a_killed_daemon(cli, tmp_path):
     import os
     import signal
 
-    from tests.faults.conftest import pid_alive
+    from tests.real_daemon import pid_alive
 
     port = free_port()
     yaml_text = (f"- name: loaded\n  kind: RealtimeAPI\n  predictor:\n    type: python\n    path: predictor.py\n"

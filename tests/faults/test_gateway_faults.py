@@ -22,7 +22,8 @@ from typing import Self
 
 import pytest
 
-from tests.faults.conftest import CLI, free_port, http, post_json, write_project
+from tests.builders import write_project
+from tests.real_daemon import CLI, free_port, http, post_json
 
 pytestmark = pytest.mark.timeout(120)
 

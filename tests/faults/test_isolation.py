@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import CLI, free_port, post_json, write_project
+from tests.builders import write_project
+from tests.real_daemon import CLI, free_port, post_json
 
 PROBE = textwrap.dedent('''
     import json, os, pwd, socket, subprocess, sys
@@ -244,7 +245,7 @@ async def test_process_replicas_of_a_root_daemon_run_as_nobody_and_cannot_reach_
     import socket
 
     from cortexd.backends.process import ProcessBackend
-    from tests.docker.conftest import make_spec
+    from tests.builders import make_spec
 
     shared = Path(tempfile.mkdtemp(prefix="cxd-iso-"))
     private = tmp_path / "home"  # like the daemon's home: 0700, with a 0600 socket in it
@@ -288,7 +289,7 @@ async def test_process_replicas_of_a_root_daemon_run_as_nobody_and_cannot_reach_
 async def test_a_project_the_replica_user_cannot_read_is_refused_with_the_path_and_the_fix(tmp_path):
     from cortexd.backends.process import ProcessBackend
     from cortexd.errors import BackendError
-    from tests.docker.conftest import make_spec
+    from tests.builders import make_spec
 
     project = tmp_path / "private-project"  # pytest's tmp folders are 0700
     project.mkdir()

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from tests.faults.conftest import free_port, post_json, write_project
+from tests.builders import write_project
+from tests.real_daemon import free_port, post_json
 
 pytestmark = pytest.mark.timeout(120)
 

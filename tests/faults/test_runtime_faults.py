@@ -19,8 +19,8 @@ import zlib
 
 import pytest
 
-from tests.faults.conftest import http
 from tests.integration.test_runtime import runtime  # noqa: F401  (the fixture)
+from tests.real_daemon import http
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import free_port, write_project
+from tests.builders import write_project
+from tests.real_daemon import free_port
 
 ECHO = """
 class PythonPredictor:

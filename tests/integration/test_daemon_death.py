@@ -6,8 +6,9 @@ import os
 import signal
 import time
 
-from tests.integration.conftest import free_port, pid_alive, write_project
+from tests.builders import write_project
 from tests.integration.test_up import ECHO, replica_pids, session_members
+from tests.real_daemon import free_port, pid_alive
 
 YAML = """
 - name: one

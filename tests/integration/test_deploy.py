@@ -9,7 +9,8 @@ import json
 import threading
 import time
 
-from tests.integration.conftest import free_port, post_json, write_project
+from tests.builders import write_project
+from tests.real_daemon import free_port, post_json
 
 PREDICTOR = """
 class PythonPredictor:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import free_port, post_json, write_project
+from tests.builders import write_project
+from tests.real_daemon import free_port, post_json
 
 PREDICTOR = """\
 import six
@@ -186,7 +187,7 @@ def test_pip_builds_it_without_uv_and_concurrent_builds_share_one(tmp_path):
 
     from cortexd.backends.environments import DONE_FILE, ProjectEnvironments
     from cortexd.spec import load_config
-    from tests.integration.conftest import REPO
+    from tests.real_daemon import REPO
 
     counter = tmp_path / "builds"
     project = write_project(tmp_path / "proj", yaml_for("shared"), {

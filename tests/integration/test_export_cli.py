@@ -16,7 +16,7 @@ from cortexd.errors import ExportError
 from cortexd.kube.export import export_kubernetes
 from cortexd.kube.manifests import ExportOptions
 from cortexd.spec import load_config
-from tests.integration.conftest import write_project
+from tests.builders import write_project
 
 PREDICTOR = """\
 class PythonPredictor:

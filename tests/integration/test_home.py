@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.integration.conftest import REPO
+from tests.real_daemon import REPO
 
 
 def test_up_detached_with_a_relative_home(cli):

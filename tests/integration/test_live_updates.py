@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import free_port, pid_alive, post_json, write_project
+from tests.builders import write_project
+from tests.real_daemon import free_port, pid_alive, post_json
 
 VERSIONED = """
 import os, socket, time

@@ -13,7 +13,8 @@ import sys
 import threading
 import time
 
-from tests.integration.conftest import REPO, free_port, post_json, write_project
+from tests.builders import write_project
+from tests.real_daemon import REPO, free_port, post_json
 
 MAX_BYTES = 64 * 1024
 FILES = 3

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from tests.integration.conftest import REPO, free_port, write_project
+from tests.builders import write_project
+from tests.real_daemon import REPO, free_port
 
 PREDICTOR = """
 class PythonPredictor:

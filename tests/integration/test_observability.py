@@ -23,7 +23,8 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import REPO, free_port, http, post_json, write_project
+from tests.builders import write_project
+from tests.real_daemon import REPO, free_port, http, post_json
 
 YAML = """
 - name: labels

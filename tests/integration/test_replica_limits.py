@@ -6,7 +6,8 @@ from __future__ import annotations
 import gzip
 import json
 
-from tests.integration.conftest import free_port, http, post_json, write_project
+from tests.builders import write_project
+from tests.real_daemon import free_port, http, post_json
 
 ENV_PREDICTOR = '''
 import os

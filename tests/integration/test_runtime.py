@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO, free_port, http, pid_alive, post_json
+from tests.real_daemon import REPO, free_port, http, pid_alive, post_json
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from tests.integration.conftest import http, post_json
 from tests.integration.test_onnx_tf import onnx_files, replica  # noqa: F401  (fixtures)
 from tests.integration.test_runtime import runtime  # noqa: F401  (the fixture)
+from tests.real_daemon import http, post_json
 
 pytestmark = pytest.mark.timeout(60)
 

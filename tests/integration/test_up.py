@@ -11,9 +11,11 @@ import shutil
 import socket
 import threading
 import time
+
 import pytest
 
-from tests.integration.conftest import REPO, free_port, http, pid_alive, post_json, write_project
+from tests.builders import write_project
+from tests.real_daemon import REPO, free_port, http, pid_alive, post_json
 
 SAMPLE = {"sepal_length": 5.2, "sepal_width": 3.6, "petal_length": 1.4, "petal_width": 0.3}
 

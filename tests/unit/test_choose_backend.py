@@ -12,7 +12,7 @@ from cortexd.daemon.running import choose_backend
 from cortexd.errors import BackendUnavailable
 from cortexd.nvml import GPUDevice, GPUInventory
 from cortexd.settings import DaemonSettings
-from tests.docker.conftest import make_spec
+from tests.builders import make_spec
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 from cortexd.backends.container_args import LABEL_REPLICA
 from cortexd.backends.docker import DockerBackend
 from cortexd.backends.docker_engine import DockerEngine
-from tests.docker.conftest import make_spec
+from tests.builders import make_spec
 
 
 @pytest.fixture(autouse=True)

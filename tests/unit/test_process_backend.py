@@ -10,7 +10,7 @@ import pytest
 
 from cortexd.backends.process import ProcessBackend, replica_environment
 from cortexd.errors import BackendError
-from tests.docker.conftest import make_spec
+from tests.builders import make_spec
 
 
 def test_replica_environment_numbers_gpus_in_pci_bus_order_like_nvml(tmp_path):

@@ -1,0 +1,118 @@
+"""Specs and projects that tests of every tier build: one place, so a new spec field changes one builder.
+
+`make_spec` builds an `APISpec` by hand (no cortex.yaml) for tests of the backends;
+`echo_project` writes the python project it points at (a predictor that echoes what
+it gets and reports what it can see); `write_project` writes any cortex.yaml with
+its files; `iris_project` copies the iris example to serve on a given port. The
+helpers that drive a real daemon (CLI, HTTP, ports) are in tests/real_daemon.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from cortexd.spec.model import (
+    APISpec,
+    AutoscalingSpec,
+    ComputeSpec,
+    NetworkingSpec,
+    PredictorSpec,
+    UpdateStrategySpec,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+ECHO_PREDICTOR = '''\
+import os
+
+
+class PythonPredictor:
+    def __init__(self, config):
+        self.greeting = config.get("greeting", "hello")
+        print("echo predictor loaded", flush=True)
+
+    def predict(self, payload):
+        if payload.get("allocate_mb"):
+            hog = bytearray(payload["allocate_mb"] * 2**20)
+            for i in range(0, len(hog), 4096):
+                hog[i] = 1  # touch every page so the memory is really used
+        try:
+            with open(os.path.join(os.path.dirname(__file__), "written.txt"), "w") as f:
+                f.write("x")
+            project_writable = True
+        except OSError:
+            project_writable = False
+        return {
+            "greeting": self.greeting,
+            "echo": payload,
+            "uid": os.getuid(),
+            "project_writable": project_writable,
+            "from_env": os.environ.get("FROM_SPEC"),
+            "from_dotenv": os.environ.get("FROM_DOTENV"),
+        }
+'''
+
+
+def make_spec(
+    project: Path,
+    name: str = "echo",
+    *,
+    cpu: float = 1.0,
+    mem: int | None = None,
+    gpu: int = 0,
+    image: str | None = None,
+    env: dict[str, str] | None = None,
+) -> APISpec:
+    """A python API served from `project` (see `echo_project`), as the spec loader would make it."""
+    raw = {"name": name, "project": str(project), "cpu": cpu, "mem": mem, "gpu": gpu, "image": image}
+    return APISpec(
+        name=name,
+        kind="RealtimeAPI",
+        predictor=PredictorSpec(
+            type="python", path=str(project / "predictor.py"), python_path=str(project),
+            config={"greeting": "hi"}, image=image, env=env or {},
+        ),
+        networking=NetworkingSpec(endpoint=f"/{name}"),
+        compute=ComputeSpec(cpu=cpu, gpu=gpu, mem=mem),
+        autoscaling=AutoscalingSpec(),
+        update_strategy=UpdateStrategySpec(),
+        monitoring=None,
+        project_dir=str(project),
+        source_file=str(project / "cortex.yaml"),
+        source_line=1,
+        raw=raw,
+    )
+
+
+def echo_project(root: Path, requirements: str | None = "numpy>=1.24\n") -> Path:
+    """The echo predictor's project (no cortex.yaml), readable by a container's unprivileged user."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "predictor.py").write_text(ECHO_PREDICTOR)
+    (root / ".env").write_text("# read by the backend\nexport FROM_DOTENV='from .env'\n")
+    if requirements is not None:
+        (root / "requirements.txt").write_text(requirements)
+    for p in [root, *root.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return root
+
+
+def write_project(root: Path, yaml_text: str, files: dict[str, str]) -> Path:
+    """A project folder: `cortex.yaml` with `yaml_text`, and each of `files` (name: text)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "cortex.yaml").write_text(yaml_text)
+    for name, text in files.items():
+        (root / name).write_text(text)
+    return root
+
+
+def iris_project(dest: Path, port: int) -> Path:
+    """A copy of examples/iris-classifier served on `port`, readable by a container's user."""
+    shutil.copytree(EXAMPLES / "iris-classifier", dest)
+    text = (dest / "cortex.yaml").read_text().replace(
+        "  compute:", f"  networking:\n    local_port: {port}\n  compute:")
+    (dest / "cortex.yaml").write_text(text)
+    for p in [dest, *dest.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return dest
