@@ -8,23 +8,27 @@ starts `Plan.start` replicas of the desired spec and drains `Plan.drain`
 The reconciler calls again after anything changes, so a plan is one step, not
 the whole rollout.
 
-One function covers plain scaling, replacing failed replicas and rolling
-updates, alone or at once, with Kubernetes Deployment arithmetic for
+One function covers plain scaling and rolling updates, alone or at once, with Kubernetes Deployment arithmetic for
 `update_strategy`: percentages are of the desired count, surge rounds up,
 unavailable rounds down, and both resolving to 0 makes unavailable 1. A plan
 never starts a replica that would take the non-draining total above
 desired + max_surge, and never drains a ready replica that would take the
 ready count below desired - max_unavailable. Choices are deterministic
 (ordered by started_at, then replica_id), so equal inputs give equal plans.
+
+A replica that crashed or did not become ready in time never reaches the plan:
+the reconciler stops it, counts the failure (core/api_status.py: restart delay,
+when the API shows `error`) and the plan starts its replacement as a missing one.
+update_strategy values are parsed by spec/units.py (`parse_surge`), the one parser
+of "25%".
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-_PERCENT = re.compile(r"^\s*(\d+)\s*%\s*$")
+from cortexd.spec.units import parse_surge
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,6 @@ class ObservedReplica:
     spec_hash: str
     ready: bool  # passed its readiness probe; can take requests
     draining: bool  # already leaving: out of routing, stopping once idle
-    failed: bool  # crashed or timed out starting; needs replacing
     started_at: float
 
 
@@ -41,10 +44,8 @@ class ObservedReplica:
 class Plan:
     start: int  # new replicas of the desired spec to start
     drain: tuple[str, ...]  # replica ids to take out of routing and stop once idle
-    reason: str  # one line for logs and the status view
     max_surge: int  # update_strategy resolved against the desired count
     max_unavailable: int
-    converged: bool  # exactly desired_count ready replicas of the desired spec, nothing to do
 
 
 def resolve_update_strategy(
@@ -74,16 +75,12 @@ def plan(
     by_age = sorted(
         (r for r in observed if not r.draining), key=lambda r: (r.started_at, r.replica_id)
     )
-    failed = [r for r in by_age if r.failed]
-    live = [r for r in by_age if not r.failed]
-    new = [r for r in live if r.spec_hash == desired_hash]
-    old = [r for r in live if r.spec_hash != desired_hash]
+    new = [r for r in by_age if r.spec_hash == desired_hash]
+    old = [r for r in by_age if r.spec_hash != desired_hash]
 
-    # a failed replica serves nothing: drain it now, and it no longer counts
-    drain = [r.replica_id for r in failed]
-    # an old replica that is not ready serves nothing either: removing it never
-    # lowers availability and frees surge room for a new one
-    drain += [r.replica_id for r in old if not r.ready]
+    # an old replica that is not ready serves nothing: removing it never lowers
+    # availability and frees surge room for a new one
+    drain = [r.replica_id for r in old if not r.ready]
     old_ready = [r for r in old if r.ready]
 
     # more current replicas than desired (scale down): keep the ready and the
@@ -102,56 +99,16 @@ def plan(
 
     remaining = len(keep_new) + len(old_ready) - len(drained_old)
     start = max(0, min(desired_count - len(keep_new), max_total - remaining))
-
-    ready_new = sum(r.ready for r in keep_new)
-    converged = (
-        not drain and start == 0 and not old_ready
-        and len(keep_new) == desired_count and ready_new == desired_count
-    )
-    reason = _describe(
-        desired_hash, desired_count, len(new), ready_new, len(old), len(failed),
-        start, len(drain), surge, unavailable, converged,
-    )
-    return Plan(start, tuple(drain), reason, surge, unavailable, converged)
+    return Plan(start, tuple(drain), surge, unavailable)
 
 
 def _resolve(field: str, value: int | str, desired_count: int, round_up: bool) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        count = value
-    elif isinstance(value, str) and (m := _PERCENT.match(value)):
-        share = int(m.group(1)) * desired_count  # integer maths: no float rounding surprises
-        count = -(-share // 100) if round_up else share // 100
-    elif isinstance(value, str) and value.strip().isdigit():
-        count = int(value)
-    else:
-        raise ValueError(
-            f"update_strategy.{field} must be a number or a percentage like '25%', got {value!r}"
-        )
-    if count < 0:
-        raise ValueError(f"update_strategy.{field} must not be negative, got {value!r}")
-    return count
+    try:
+        count = parse_surge(value)  # an int, or "N%" with 0 <= N <= 100
+    except ValueError as e:
+        raise ValueError(f"update_strategy.{field}: {e}") from None
+    if isinstance(count, int):
+        return count
+    share = int(count.removesuffix("%")) * desired_count  # integer maths: no float rounding surprises
+    return -(-share // 100) if round_up else share // 100
 
-
-def _describe(
-    desired_hash: str, desired: int, new: int, ready_new: int, old: int, failed: int,
-    start: int, drained: int, surge: int, unavailable: int, converged: bool,
-) -> str:
-    if converged:
-        return f"steady: {ready_new}/{desired} ready"
-    if old:
-        head = (f"rolling update to {desired_hash}: {ready_new}/{desired} new ready, "
-                f"{old} old (surge {surge}, unavailable {unavailable})")
-    elif new < desired:
-        head = f"scaling up: {new} -> {desired}"
-    elif new > desired:
-        head = f"scaling down: {new} -> {desired}"
-    else:
-        head = f"waiting for readiness: {ready_new}/{desired} ready"
-    parts = [head]
-    if failed:
-        parts.append(f"replacing {failed} failed")
-    if start:
-        parts.append(f"start {start}")
-    if drained:
-        parts.append(f"drain {drained}")
-    return "; ".join(parts)

@@ -274,7 +274,6 @@ class Reconciler:
                 spec_hash=i.spec_hash,
                 ready=self.records[i.replica_id].ready_at is not None,
                 draining=self.records[i.replica_id].draining_since is not None,
-                failed=False,
                 started_at=self.records[i.replica_id].launched_at,
             )
             for i in live
