@@ -1,10 +1,10 @@
 """Specs and projects that tests of every tier build: one place, so a new spec field changes one builder.
 
-`make_spec` builds an `APISpec` by hand (no cortex.yaml) for tests of the backends;
-`echo_project` writes the python project it points at (a predictor that echoes what
-it gets and reports what it can see); `write_project` writes any cortex.yaml with
-its files; `iris_project` copies the iris example to serve on a given port. The
-helpers that drive a real daemon (CLI, HTTP, ports) are in tests/real_daemon.py.
+`api_spec` builds an `APISpec` by hand (no cortex.yaml); `make_spec` is the echo API
+of the backend tests and `echo_project` writes the project it points at (a predictor
+that echoes what it gets and reports what it can see); `write_project` writes any
+cortex.yaml with its files; `iris_project` copies the iris example to serve on a given
+port. The helpers that drive a real daemon (CLI, HTTP, ports): tests/real_daemon.py.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from cortexd.spec.model import (
     APISpec,
     AutoscalingSpec,
     ComputeSpec,
+    ModelsSpec,
     NetworkingSpec,
     PredictorSpec,
     UpdateStrategySpec,
@@ -55,6 +56,48 @@ class PythonPredictor:
 '''
 
 
+def api_spec(
+    name: str = "api",
+    project: str | Path = "/p",
+    *,
+    raw: dict | None = None,
+    project_digest: str | None = None,
+    config: dict | None = None,
+    env: dict[str, str] | None = None,
+    image: str | None = None,
+    python_path: str | None = None,
+    model_path: str | None = None,
+    models: ModelsSpec | None = None,
+    compute: ComputeSpec | None = None,
+    autoscaling: AutoscalingSpec | None = None,
+    update_strategy: UpdateStrategySpec | None = None,
+) -> APISpec:
+    """A python RealtimeAPI at /`name` whose predictor is `project`/predictor.py, built by hand.
+
+    `raw` is the document the spec hash is computed from: tests that compare hashes pass
+    the fields they vary.
+    """
+    project = str(project)
+    return APISpec(
+        name=name,
+        kind="RealtimeAPI",
+        predictor=PredictorSpec(
+            type="python", path=f"{project}/predictor.py", python_path=python_path or project,
+            model_path=model_path, models=models, config=config or {}, image=image, env=env or {},
+        ),
+        networking=NetworkingSpec(endpoint=f"/{name}"),
+        compute=compute or ComputeSpec(),
+        autoscaling=autoscaling or AutoscalingSpec(),
+        update_strategy=update_strategy or UpdateStrategySpec(),
+        monitoring=None,
+        project_dir=project,
+        source_file=f"{project}/cortex.yaml",
+        source_line=1,
+        raw=raw if raw is not None else {"name": name},
+        project_digest=project_digest,
+    )
+
+
 def make_spec(
     project: Path,
     name: str = "echo",
@@ -65,25 +108,10 @@ def make_spec(
     image: str | None = None,
     env: dict[str, str] | None = None,
 ) -> APISpec:
-    """A python API served from `project` (see `echo_project`), as the spec loader would make it."""
+    """The echo API served from `project` (see `echo_project`), for tests of the backends."""
     raw = {"name": name, "project": str(project), "cpu": cpu, "mem": mem, "gpu": gpu, "image": image}
-    return APISpec(
-        name=name,
-        kind="RealtimeAPI",
-        predictor=PredictorSpec(
-            type="python", path=str(project / "predictor.py"), python_path=str(project),
-            config={"greeting": "hi"}, image=image, env=env or {},
-        ),
-        networking=NetworkingSpec(endpoint=f"/{name}"),
-        compute=ComputeSpec(cpu=cpu, gpu=gpu, mem=mem),
-        autoscaling=AutoscalingSpec(),
-        update_strategy=UpdateStrategySpec(),
-        monitoring=None,
-        project_dir=str(project),
-        source_file=str(project / "cortex.yaml"),
-        source_line=1,
-        raw=raw,
-    )
+    return api_spec(name, project, raw=raw, config={"greeting": "hi"}, image=image, env=env,
+                    compute=ComputeSpec(cpu=cpu, gpu=gpu, mem=mem))
 
 
 def echo_project(root: Path, requirements: str | None = "numpy>=1.24\n") -> Path:

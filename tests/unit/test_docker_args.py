@@ -34,30 +34,20 @@ from cortexd.backends.isolation import parse_dotenv, read_dotenv
 from cortexd.errors import BackendError, BackendUnavailable
 from cortexd.spec.model import (
     APISpec,
-    AutoscalingSpec,
     ComputeSpec,
     ModelSpec,
     ModelsSpec,
-    NetworkingSpec,
-    PredictorSpec,
-    UpdateStrategySpec,
 )
+from tests.builders import api_spec
 
 
 def make_spec(
     *, cpu: float = 0.5, mem: int | None = None, gpu: int = 0, env=None, python_path="/proj",
     model_path=None, models=None,
 ) -> APISpec:
-    return APISpec(
-        name="iris", kind="RealtimeAPI",
-        predictor=PredictorSpec(type="python", path="/proj/predictor.py", python_path=python_path,
-                                model_path=model_path, models=models, env=env or {}),
-        networking=NetworkingSpec(endpoint="/iris"),
-        compute=ComputeSpec(cpu=cpu, gpu=gpu, mem=mem),
-        autoscaling=AutoscalingSpec(), update_strategy=UpdateStrategySpec(), monitoring=None,
-        project_dir="/proj", source_file="/proj/cortex.yaml", source_line=1,
-        raw={"name": "iris", "cpu": cpu, "mem": mem, "gpu": gpu},
-    )
+    return api_spec("iris", "/proj", raw={"name": "iris", "cpu": cpu, "mem": mem, "gpu": gpu},
+                    python_path=python_path, model_path=model_path, models=models, env=env,
+                    compute=ComputeSpec(cpu=cpu, gpu=gpu, mem=mem))
 
 
 def args_for(spec: APISpec, gpu_ids=(), **kw) -> dict:

@@ -19,23 +19,17 @@ from cortexd.spec.model import (
     APISpec,
     AutoscalingSpec,
     ComputeSpec,
-    NetworkingSpec,
-    PredictorSpec,
     UpdateStrategySpec,
 )
+from tests.builders import api_spec
 
 
 def make_spec(name="api", replicas=1, config=None, max_surge="25%", max_unavailable="25%") -> APISpec:
     raw = {"name": name, "config": config or {}, "replicas": replicas}
-    return APISpec(
-        name=name, kind="RealtimeAPI",
-        predictor=PredictorSpec(type="python", path="/p/predictor.py", python_path="/p",
-                                config=config or {}),
-        networking=NetworkingSpec(endpoint=f"/{name}"),
-        compute=ComputeSpec(),
+    return api_spec(
+        name, "/p", raw=raw, config=config,
         autoscaling=AutoscalingSpec(min_replicas=1, init_replicas=replicas, max_replicas=10),
         update_strategy=UpdateStrategySpec(max_surge=max_surge, max_unavailable=max_unavailable),
-        monitoring=None, project_dir="/p", source_file="/p/cortex.yaml", source_line=1, raw=raw,
     )
 
 

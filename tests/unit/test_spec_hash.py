@@ -17,13 +17,9 @@ from pathlib import Path
 from cortexd.daemon.projects import load_project
 from cortexd.spec.model import (
     APISpec,
-    AutoscalingSpec,
-    ComputeSpec,
-    NetworkingSpec,
-    PredictorSpec,
-    UpdateStrategySpec,
     spec_hash_of,
 )
+from tests.builders import api_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DOC = {
@@ -41,13 +37,7 @@ def old_hash(document: dict) -> str:
 
 
 def spec(raw: dict, digest: str | None = None) -> APISpec:
-    return APISpec(
-        name="iris", kind="RealtimeAPI",
-        predictor=PredictorSpec(type="python", path="/srv/iris/predictor.py", python_path="/srv/iris"),
-        networking=NetworkingSpec("/iris"), compute=ComputeSpec(), autoscaling=AutoscalingSpec(),
-        update_strategy=UpdateStrategySpec(), monitoring=None, project_dir="/srv/iris",
-        source_file="/srv/iris/cortex.yaml", source_line=1, raw=raw, project_digest=digest,
-    )
+    return api_spec("iris", "/srv/iris", raw=raw, project_digest=digest)
 
 
 def test_the_hash_of_a_document_is_the_value_earlier_versions_stamped_on_replicas():
