@@ -474,11 +474,13 @@ def cmd_logs(args) -> int:
 def _parse_since(text: str, now: float) -> float:
     """`--since`: a duration back from now (90s, 10m, 2h, 1d) or a local time (ISO 8601, HH:MM)."""
     import datetime as dt
-    import re
 
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
-    if m:
-        return now - float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    from cortexd.spec.units import parse_age
+
+    try:
+        return now - parse_age(text)
+    except ValueError:
+        pass  # not a duration: a time
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
@@ -555,11 +557,10 @@ def _not_serving(api: APIStatus) -> str | None:
 
 
 def cmd_make_base_image(args) -> int:
-    from cortexd.backends.images import OFFLINE_BASE_IMAGE
-    from cortexd.backends.images import main as images_main
+    from cortexd.backends.images import OFFLINE_BASE_IMAGE, make_offline_base
 
     name = args.name or OFFLINE_BASE_IMAGE
-    code = images_main(["make-offline-base", name])
+    code = make_offline_base(name)
     if code == 0:
         print(f"made {name}; serve on it with `cortexd up --base-image {name}` "
               f"(or CORTEXD_BASE_IMAGE={name})")

@@ -37,6 +37,7 @@ import aiohttp
 
 from cortexd.backends.base import ReplicaBackend, ReplicaInfo
 from cortexd.core import rollout
+from cortexd.core.api_status import api_status, restart_delay, shows_error
 from cortexd.daemon.events import EventLog
 from cortexd.errors import CortexdError, DependencyError
 from cortexd.gateway.routes import RouteConfig
@@ -310,11 +311,13 @@ class Reconciler:
             and self.records[i.replica_id].ready_at is not None
             and self.records[i.replica_id].draining_since is None
         )
-        if state.failing:
+        stale = any(i.spec_hash != state.spec.spec_hash for i in live)
+        status = api_status(failing=state.failing, desired=state.desired, current_ready=current_ready,
+                            stale=stale, routable=len(routable))
+        if status == "error":
             state.status = "error"
             return
-        stale = any(i.spec_hash != state.spec.spec_hash for i in live)
-        if current_ready >= state.desired and not stale and len(routable) == current_ready:
+        if status == "live":
             if state.status != "live":
                 self.events.add(f"live: {current_ready} replica(s) ready", api=state.spec.name)
             state.status, state.reason = "live", None
@@ -557,11 +560,11 @@ class Reconciler:
               at_once: bool = False) -> None:
         state.consecutive_crashes += 1
         n = state.consecutive_crashes
-        delay = min(self.settings.backoff_initial * 2 ** (n - 1), self.settings.backoff_max)
+        delay = restart_delay(n, self.settings.backoff_initial, self.settings.backoff_max)
         state.next_start_at = now + delay
         tail = ("\n" + "\n".join(logs[-LOG_LINES_IN_ERROR:])) if logs else ""
         oom = "out of memory" in message
-        if n >= self.settings.crash_error_after or oom or at_once:
+        if shows_error(n, self.settings.crash_error_after, oom=oom, at_once=at_once):
             state.failing, state.status = True, "error"
             prefix = "error (out of memory): " if oom else ""
             state.reason = f"{prefix}{message} ({n} failure(s) in a row; retrying in {delay:.0f}s){tail}"

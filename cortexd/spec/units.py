@@ -28,6 +28,7 @@ _CPU_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m?)$")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
 _PERCENT_RE = re.compile(r"^([0-9]+)%$")
+_DAYS_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 # Upper bounds where Kubernetes, which ran Cortex, would have refused the value: quantities
 # are int64 (bytes, millicores), durations Go's int64 nanoseconds, replica counts int32.
@@ -138,6 +139,15 @@ def parse_duration(value: Any) -> float:
                 return total
     hint = " (a number needs a unit, e.g. \"60s\")" if _is_number(value) else ""
     raise ValueError(f"expected {DURATION_EXAMPLE}; found {describe_value(value)}{hint}")
+
+
+def parse_age(value: str) -> float:
+    """Seconds back in time (`cortexd logs --since`): a duration as parse_duration reads it
+    ("90s", "10m", "1h30m"), or days ("1d", "1.5d"), which Go's syntax lacks."""
+    text = value.strip()
+    if text.endswith("d") and _DAYS_RE.fullmatch(text[:-1]):
+        return float(text[:-1]) * 86400.0
+    return parse_duration(text)
 
 
 def parse_surge(value: Any) -> int | str:

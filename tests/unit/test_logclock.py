@@ -71,6 +71,8 @@ def test_since_accepts_durations_and_times():
     assert _parse_since("90s", now) == now - 90
     assert _parse_since("10m", now) == now - 600
     assert _parse_since("2h", now) == now - 7200
+    assert _parse_since("1d", now) == now - 86400
+    assert _parse_since("1h30m", now) == now - 5400  # spec/units.py reads it: Go's syntax
     assert _parse_since("08:30", now) == dt.datetime(2026, 11, 23, 8, 30).timestamp()
     assert _parse_since("2026-11-22T23:00", now) == dt.datetime(2026, 11, 22, 23, 0).timestamp()
     with pytest.raises(UsageError, match="expected a duration"):
