@@ -3,7 +3,7 @@
 # python:3.11-slim from a registry (air-gapped machines, CI without registry access).
 #
 #   docker/make-offline-base.sh [NAME]        default NAME: cortexd/base:bookworm
-#   (also: python -m cortexd.backends.images make-offline-base [NAME])
+#   (also: cortexd make-base-image [NAME])
 #
 # debootstrap needs only a Debian mirror (or apt proxy); the result is a minimal bookworm
 # with python3 (3.11), venv and pip, imported as a single-layer image. Use it with

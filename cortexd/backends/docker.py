@@ -57,7 +57,8 @@ from cortexd.backends.docker_engine import (
     image_missing,
     probe,
 )
-from cortexd.backends.images import ImageBuilder, Progress, variant_of
+from cortexd.backends.image_plans import variant_of
+from cortexd.backends.images import ImageBuilder, Progress
 from cortexd.backends.isolation import read_dotenv
 from cortexd.errors import BackendError, CortexdError
 from cortexd.logfiles import DEFAULT_FILES, DEFAULT_MAX_BYTES

@@ -35,7 +35,7 @@ host's pip settings (pip.conf files, PIP_* variables, cert, trusted hosts, proxy
 apply as they do to any pip run here. A project `pip.conf` (Cortex's way to a
 private index) is layered on top as PIP_* variables, which pip ranks above its
 configuration files. uv reads none of these: it gets the same merged settings
-(images.merged_pip_settings, which also carries them into Docker builds) as
+(pip_settings.merged_pip_settings, which also carries them into Docker builds) as
 options (core/requirements.uv_options).
 
 Builds are safe against each other: one task per digest in a daemon, an flock per
@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cortexd import __version__
-from cortexd.backends.images import merged_pip_settings
+from cortexd.backends.pip_settings import merged_pip_settings
 from cortexd.backends.process import parent_death_signal
 from cortexd.core.preinstalled import Addition, imported_modules, preinstalled_additions
 from cortexd.core.requirements import (

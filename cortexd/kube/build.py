@@ -22,7 +22,8 @@ from typing import Any
 
 from cortexd.backends.docker import DockerBackend
 from cortexd.backends.docker_engine import docker_errors
-from cortexd.backends.images import BuildPlan, ImageBuilder
+from cortexd.backends.image_plans import BuildPlan
+from cortexd.backends.images import ImageBuilder
 from cortexd.errors import BackendUnavailable, ExportError
 from cortexd.kube import layout
 from cortexd.kube.bundle import human_size, read_image_files

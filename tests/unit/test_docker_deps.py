@@ -14,11 +14,11 @@ import json
 
 import pytest
 
-from cortexd.backends.images import (
+from cortexd.backends.image_plans import deps_plan
+from cortexd.backends.images import ImageBuilder
+from cortexd.backends.pip_settings import (
     FIND_LINKS_IN_IMAGE,
-    ImageBuilder,
     PipSettings,
-    deps_plan,
     pip_settings_for_build,
 )
 from cortexd.core.preinstalled import Addition

@@ -10,17 +10,19 @@ from __future__ import annotations
 import io
 import tarfile
 
-from cortexd.backends.images import (
-    CERT_IN_IMAGE,
+from cortexd.backends.image_plans import (
     BuildPlan,
     build_failure,
     deps_plan,
     deps_repository,
+    runtime_plan,
+    tar_context,
+)
+from cortexd.backends.pip_settings import (
+    CERT_IN_IMAGE,
     parse_pip_config_list,
     pip_context_files,
     pip_settings_for_build,
-    runtime_plan,
-    tar_context,
 )
 
 # what `pip config list` prints on this project's CI machine

@@ -1,0 +1,222 @@
+"""What to build for an API's image: build plans (pure) and the files that go into them.
+
+A BuildPlan is one image: tag, Dockerfile, build args and the context's files.
+runtime_plan() is the predictor image of a family and compute variant
+(`cortexd-python-cpu:<hash>`...) on a base; deps_plan() is the layer of a
+project's requirements.txt / dependencies.sh and the Cortex pre-installed
+packages added for it (`cortexd-python-cpu-deps:<hash>`). Tags are content
+hashes of everything that goes in, so an image that exists is up to date.
+The readers below collect those files (the shipped docker/ folder, the
+predictor_runtime package, the project's dependency files); build_failure()
+words a failed build. images.py (ImageBuilder) builds the plans.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tarfile
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cortexd.core.preinstalled import Addition
+from cortexd.core.requirements import PREINSTALLED_FILE
+from cortexd.errors import BackendError, DependencyError
+from cortexd.spec.model import APISpec
+
+# predictor type -> image family (legacy `kind: api` predictors are python modules)
+FAMILIES = {"python": "python", "legacy": "python", "onnx": "onnx", "tensorflow": "tensorflow"}
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """One image: its tag, Dockerfile, build args and context files (archive path -> bytes)."""
+
+    tag: str
+    dockerfile: str  # archive path of the Dockerfile inside the context
+    buildargs: dict[str, str]
+    files: dict[str, bytes]
+    description: str  # for progress and errors, e.g. "python cpu image on python:3.11-slim"
+
+
+def content_hash(files: Mapping[str, bytes], extra: Iterable[str] = ()) -> str:
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    for item in extra:
+        h.update(b"\1" + item.encode())
+    return h.hexdigest()[:16]
+
+
+def variant_of(spec: APISpec) -> tuple[str, str]:
+    """(family, compute) of the image an API runs on: ("onnx", "gpu")..."""
+    return FAMILIES[spec.predictor.type], ("gpu" if spec.compute.gpu > 0 else "cpu")
+
+
+def runtime_plan(
+    family: str,
+    compute: str,
+    base_image: str,
+    dockerfile: bytes,
+    requirements: Mapping[str, bytes],
+    runtime_files: Mapping[str, bytes],
+    pip_files: Mapping[str, bytes],
+    pip_build_args: Mapping[str, str],
+) -> BuildPlan:
+    """The predictor image of a family/variant: tag = hash of everything that goes in."""
+    flavour = f"{family}-{compute}.txt"
+    files = {
+        "Dockerfile": dockerfile,
+        "requirements/runtime.txt": requirements["runtime.txt"],
+        f"requirements/{flavour}": requirements[flavour],
+        **{f"predictor_runtime/{k}": v for k, v in runtime_files.items()},
+        **pip_files,
+    }
+    args = {"BASE_IMAGE": base_image, "PREDICTOR_TYPE": family, "COMPUTE": compute}
+    digest = content_hash(files, [f"{k}={v}" for k, v in sorted(args.items())])
+    return BuildPlan(
+        tag=f"cortexd-{family}-{compute}:{digest}",
+        dockerfile="Dockerfile",
+        buildargs={**args, **pip_build_args},
+        files=files,
+        description=f"{family} {compute} predictor image on {base_image}",
+    )
+
+
+def deps_plan(
+    image: str,
+    repository: str,
+    dockerfile: bytes,
+    project_files: Mapping[str, bytes],
+    pip_files: Mapping[str, bytes],
+    pip_build_args: Mapping[str, str],
+    additions: Iterable[Addition] = (),
+) -> BuildPlan | None:
+    """The layer of a project's requirements.txt / dependencies.sh and the pre-installed
+    packages added for it (deps/cortex-preinstalled.txt) on `image`; None if nothing.
+
+    The tag is the hash of every file that goes in, the added list and the pip settings
+    (the host's and the project pip.conf's) among them: an unchanged project finds its
+    layer built; a project that adds nothing keeps the tag it had before additions existed.
+    """
+    deps = {f"deps/{k}": v for k, v in project_files.items()}
+    added = sorted({a.distribution for a in additions}, key=str.lower)
+    if added:
+        deps[f"deps/{PREINSTALLED_FILE}"] = "".join(f"{d}\n" for d in added).encode()
+    if not deps:
+        return None
+    files = {"Dockerfile": dockerfile, **deps, **pip_files}
+    args = {"RUNTIME_IMAGE": image}
+    digest = content_hash(files, [f"RUNTIME_IMAGE={image}"])
+    what = sorted(project_files) + ([f"pre-installed: {', '.join(added)}"] if added else [])
+    return BuildPlan(
+        tag=f"{repository}-deps:{digest}",
+        dockerfile="Dockerfile",
+        buildargs={**args, **pip_build_args},
+        files=files,
+        description=f"dependencies ({', '.join(what)}) on {image}",
+    )
+
+
+def conda_refusal(project_dir: str) -> DependencyError:
+    """conda-packages.txt on the Docker backend: the images have no conda."""
+    path = os.path.join(project_dir, "conda-packages.txt")
+    return DependencyError(
+        f"{path} lists conda packages, but cortexd's Docker images have no conda (Cortex's did): "
+        "move the packages to requirements.txt (most are on PyPI), install them in dependencies.sh, "
+        "or serve on the process backend (`--backend process`), which installs them when conda or "
+        "micromamba is on PATH",
+        deterministic=True,
+    )
+
+
+def deps_repository(image: str) -> str:
+    """`cortexd-python-cpu:abc` -> `cortexd-python-cpu`; a custom image -> a cortexd name for it."""
+    name = image.rsplit("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name = name[: len(name) - len(last)] + last.rsplit(":", 1)[0]
+    if name.startswith("cortexd-"):
+        return name
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name.lower())
+    return f"cortexd-custom-{safe.strip('-_.')}"
+
+
+def tar_context(files: Mapping[str, bytes]) -> io.BytesIO:
+    """A build context archive; files world-readable so the image's non-root user reads them."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in sorted(files):
+            data = files[name]
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755 if name.endswith(".sh") else 0o644
+            info.mtime = 0  # reproducible context
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf
+
+
+def docker_dir() -> Path:
+    """Where the Dockerfiles are: a packaged copy (cortexd/docker) or the source tree's docker/."""
+    here = Path(__file__).resolve().parent.parent  # the cortexd package
+    # the source tree's first: the packaged copy is refreshed only by `pip install`, so in an
+    # editable install it can lag behind docker/ (a stale requirements list builds a broken image)
+    for candidate in (here.parent / "docker", here / "docker"):
+        if (candidate / "Dockerfile").is_file():
+            return candidate
+    raise BackendError(
+        f"cortexd's Dockerfiles are missing (looked in {here / 'docker'} and {here.parent / 'docker'}); "
+        "reinstall cortexd"
+    )
+
+
+def runtime_files() -> dict[str, bytes]:
+    """predictor_runtime's source files, found through the installed package."""
+    import predictor_runtime
+
+    root = Path(predictor_runtime.__file__).resolve().parent
+    files = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo"):
+            files[path.relative_to(root).as_posix()] = path.read_bytes()
+    return files
+
+
+def project_dependency_files(project_dir: str) -> dict[str, bytes]:
+    out = {}
+    for name in ("requirements.txt", "dependencies.sh"):
+        p = Path(project_dir) / name
+        try:
+            if p.is_file():
+                out[name] = p.read_bytes()
+        except OSError as e:
+            raise DependencyError(f"cannot read {p}: {e.strerror or e}", deterministic=True) from None
+    return out
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def last_lines(lines: Iterable[str], n: int = 25) -> str:
+    clean = (_ANSI.sub("", line).rstrip() for line in lines)
+    return "\n".join(deque((line for line in clean if line.strip()), maxlen=n))
+
+
+def build_failure(plan: BuildPlan, api: str, log: list[str], error: str) -> str:
+    """The message of a failed build: which image, which step, and that step's output (pure)."""
+    starts = [i for i, line in enumerate(log) if line.startswith("Step ")]
+    step_output = log[starts[-1]:] if starts else log
+    step = step_output[0] if starts else None
+    head = f"building the image of api {api!r} failed ({plan.description}, {plan.tag})"
+    if step:
+        head += f" at {step if len(step) <= 100 else step[:97] + '...'}"
+    body = last_lines(step_output[1:] if starts else step_output)
+    error = _ANSI.sub("", error).strip()
+    if len(error) > 300:
+        error = error[:297] + "..."
+    return f"{head}\n{body}\n{error}" if body else f"{head}\n{error}"
