@@ -27,13 +27,13 @@ from collections import deque
 from typing import Callable
 
 from cortexd.core import autoscale
-from cortexd.daemon.reconciler import Reconciler
+from cortexd.daemon.seams import InFlight, ScaledAPI, ScalingTarget
 
 log = logging.getLogger("cortexd.autoscaler")
 
 
 class Autoscaler:
-    def __init__(self, reconciler: Reconciler, gateway, *, sample_interval: float = 1.0,
+    def __init__(self, reconciler: ScalingTarget, gateway: InFlight, *, sample_interval: float = 1.0,
                  tick: float = 10.0, clock: Callable[[], float] = time.monotonic):
         self.reconciler = reconciler
         self.gateway = gateway
@@ -49,7 +49,8 @@ class Autoscaler:
         self._errors: dict[tuple[str, str], str] = {}
 
     def sample(self, now: float) -> None:
-        for name, api in self.reconciler.apis.items():
+        apis = self.reconciler.scaled_apis()
+        for name, api in apis.items():
             try:
                 if self._deployed.get(name) != api.deployed_at:
                     # (re)deployed: history starts over, as Cortex's does
@@ -64,7 +65,7 @@ class Autoscaler:
             else:
                 self._errors.pop((name, "sample"), None)
         for name in list(self._deployed):
-            if name not in self.reconciler.apis:
+            if name not in apis:
                 for table in (self._samples, self._states, self._deployed, self._cpu_samples):
                     table.pop(name, None)
                 for phase in ("sample", "decide"):
@@ -72,16 +73,13 @@ class Autoscaler:
 
     async def sample_cpu(self, now: float) -> None:
         """One CPU sample for each API that scales on target_cpu_utilization."""
-        apis = {name: api for name, api in self.reconciler.apis.items()
+        apis = {name: api for name, api in self.reconciler.scaled_apis().items()
                 if api.spec.autoscaling.target_cpu_utilization is not None and api.spec.compute.cpu > 0}
-        ready = {rid: info.api for rid, info in self.reconciler.observed.items()
-                 if info.api in apis and info.state == "running"
-                 and (rec := self.reconciler.records.get(rid)) is not None
-                 and rec.ready_at is not None and rec.draining_since is None}
+        ready = self.reconciler.ready_replicas(apis)
         if not ready:
             self._cpu_last.clear()
             return
-        used = await self.reconciler.backend.cpu_seconds(list(ready))
+        used = await self.reconciler.cpu_seconds(list(ready))
         per_api: dict[str, list[float]] = {}
         for rid, seconds in used.items():
             last = self._cpu_last.get(rid)
@@ -98,7 +96,7 @@ class Autoscaler:
                 self._cpu_samples[name].append(autoscale.CpuSample(now, sum(values) / len(values)))
 
     def decide(self, now: float) -> None:
-        for name, api in list(self.reconciler.apis.items()):
+        for name, api in self.reconciler.scaled_apis().items():
             try:
                 self._decide_api(name, api, now)
             except Exception as e:  # this API keeps its count; the others go on
@@ -106,13 +104,14 @@ class Autoscaler:
             else:
                 self._errors.pop((name, "decide"), None)
 
-    def _decide_api(self, name: str, api, now: float) -> None:
+    def _decide_api(self, name: str, api: ScaledAPI, now: float) -> None:
         spec = api.spec.autoscaling
         state = self._states.get(name, autoscale.AutoscalerState())
         if spec.target_cpu_utilization is not None:
             if api.spec.compute.cpu <= 0:
-                api.last_decision = ("target_cpu_utilization needs compute.cpu (the request "
-                                     f"utilization is relative to); keeping {api.desired} replica(s)")
+                self.reconciler.note_decision(
+                    name, "target_cpu_utilization needs compute.cpu (the request utilization is "
+                          f"relative to); keeping {api.desired} replica(s)")
                 return
             decision, new_state = autoscale.cpu_decide(
                 spec, self._cpu_samples.get(name, ()), state, api.desired, api.deployed_at, now)
@@ -124,11 +123,11 @@ class Autoscaler:
             log.info("[%s] autoscaler: %s", name, decision.reason)
         self.reconciler.set_desired(name, decision.request, decision.reason)
 
-    def _failed(self, name: str, api, phase: str, e: Exception) -> None:
+    def _failed(self, name: str, api: ScaledAPI, phase: str, e: Exception) -> None:
         """One API's autoscaling failed: it keeps its count, the error shows, logged once."""
         what = f"{type(e).__name__}: {e}"
-        api.last_decision = (f"autoscaling failed ({what}); keeping {api.desired} replica(s) "
-                             "until the configuration is fixed")
+        self.reconciler.note_decision(name, f"autoscaling failed ({what}); keeping {api.desired} "
+                                            "replica(s) until the configuration is fixed")
         if self._errors.get((name, phase)) != what:
             self._errors[(name, phase)] = what
             log.error("[%s] autoscaler: %s; this api keeps %d replica(s), the others go on",

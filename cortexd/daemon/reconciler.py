@@ -30,8 +30,8 @@ import itertools
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 import aiohttp
 
@@ -39,6 +39,7 @@ from cortexd.backends.base import ReplicaBackend, ReplicaInfo
 from cortexd.core import rollout
 from cortexd.core.api_status import api_status, restart_delay, shows_error
 from cortexd.daemon.events import EventLog
+from cortexd.daemon.seams import GPUPlacement, ReplicaRouter, ScaledAPI
 from cortexd.errors import CortexdError, DependencyError
 from cortexd.gateway.routes import RouteConfig
 from cortexd.settings import DaemonSettings
@@ -98,12 +99,12 @@ class Reconciler:
     def __init__(
         self,
         backend: ReplicaBackend,
-        gateway,
+        gateway: ReplicaRouter,
         settings: DaemonSettings,
         events: EventLog,
         *,
         clock: Callable[[], float] = time.monotonic,
-        placer=None,
+        placer: GPUPlacement | None = None,
         probe: Callable[[ReplicaInfo], Awaitable[bool]] | None = None,
     ):
         self.backend = backend
@@ -176,8 +177,32 @@ class Reconciler:
             state.desired = count
             self.wake()
 
+    def note_decision(self, api: str, decision: str) -> None:
+        state = self.apis.get(api)
+        if state is not None:
+            state.last_decision = decision
+
     def wake(self) -> None:
         self._wake.set()
+
+    def force(self, stop_timeout: float = 0.5) -> None:
+        """A forced shutdown (a second signal): stop draining, stop replicas within `stop_timeout`."""
+        self.settings = self.settings.with_(drain_timeout=0.0, stop_timeout=stop_timeout)
+        self.forced = True
+
+    # -- what the autoscaler reads (cortexd.daemon.seams.ScalingTarget) ---------------
+
+    def scaled_apis(self) -> dict[str, ScaledAPI]:
+        return {name: ScaledAPI(s.spec, s.desired, s.deployed_at) for name, s in self.apis.items()}
+
+    def ready_replicas(self, apis: Collection[str]) -> dict[str, str]:
+        return {rid: info.api for rid, info in self.observed.items()
+                if info.api in apis and info.state == "running"
+                and (rec := self.records.get(rid)) is not None
+                and rec.ready_at is not None and rec.draining_since is None}
+
+    async def cpu_seconds(self, replica_ids: list[str]) -> dict[str, float]:
+        return await self.backend.cpu_seconds(replica_ids)
 
     # -- the loop ------------------------------------------------------------------
 
@@ -632,9 +657,7 @@ class Reconciler:
         for state in self.apis.values():
             if state.image_task is not None:
                 state.image_task.cancel()
-        settle = getattr(self.backend, "settle", None)
-        if settle is not None:
-            await settle()  # a start cancelled with the reconcile task still creates its replica
+        await self.backend.settle()  # a start cancelled with the reconcile task still creates its replica
         infos = await self.backend.list()
         await asyncio.gather(
             *(self.backend.stop(i.replica_id, timeout=self.settings.stop_timeout) for i in infos),

@@ -8,6 +8,7 @@ import dataclasses
 import logging
 
 from cortexd.daemon.autoscaler import Autoscaler
+from cortexd.daemon.seams import ScaledAPI
 
 from tests.unit.test_reconciler import make_spec
 
@@ -23,12 +24,25 @@ class API:
 
 
 class Reconciler:
+    """The autoscaler's whole view of the reconciler (cortexd.daemon.seams.ScalingTarget)."""
+
     def __init__(self, apis):
         self.apis = apis
-        self.observed, self.records = {}, {}
+
+    def scaled_apis(self):
+        return {n: ScaledAPI(a.spec, a.desired, a.deployed_at) for n, a in self.apis.items()}
+
+    def ready_replicas(self, apis):
+        return {}  # these APIs scale on in-flight requests: no CPU readings
+
+    async def cpu_seconds(self, replica_ids):
+        return {}
 
     def set_desired(self, api, count, decision=None):
         self.apis[api].desired = count
+        self.apis[api].last_decision = decision
+
+    def note_decision(self, api, decision):
         self.apis[api].last_decision = decision
 
 

@@ -72,6 +72,15 @@ class FakeBackend:
     def log_path(self, replica_id):
         return None
 
+    async def cpu_seconds(self, replica_ids):
+        return {rid: 0.0 for rid in replica_ids if rid in self.replicas}
+
+    async def settle(self):
+        self.actions.append(("settle", ""))
+
+    async def close(self):
+        self.actions.append(("close", ""))
+
     def crash(self, replica_id, code=1, oom=False):
         self.replicas[replica_id] = dataclasses.replace(
             self.replicas[replica_id], state="exited", exit_code=code, oom_killed=oom)

@@ -1,0 +1,89 @@
+"""What each part of the daemon needs from the others, as Protocols (typing.Protocol).
+
+The daemon (running.py) wires the real parts; tests fake them at these seams with
+recording fakes that implement a whole Protocol, so no part probes another with
+hasattr/getattr:
+
+- the reconciler drives the gateway through `ReplicaRouter` and asks `GPUPlacement`
+  (daemon/gpu_placer.py) for GPUs; the backend seam is backends/base.py's
+  `ReplicaBackend`;
+- the autoscaler (daemon/autoscaler.py) reads and sets replica counts through
+  `ScalingTarget` (the reconciler) and reads in-flight counts through `InFlight`
+  (the gateway), instead of the reconciler's records and backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from cortexd.backends.base import ReplicaInfo
+    from cortexd.gateway.routes import RouteConfig
+    from cortexd.spec.model import APISpec
+
+
+class CountedRoute(Protocol):
+    def counters_snapshot(self) -> dict[str, Any]:
+        """The API's request counters for status views (cortexd/gateway/routes.py)."""
+
+
+class InFlight(Protocol):
+    def api_in_flight(self, api: str) -> int:
+        """Requests of `api` in progress at the gateway."""
+
+
+class ReplicaRouter(InFlight, Protocol):
+    """The gateway, as the reconciler drives it (cortexd/gateway/proxy.py Gateway)."""
+
+    async def configure(self, routes: Sequence[RouteConfig]) -> None:
+        """Serve exactly these APIs (listeners per local_port, routes per endpoint)."""
+
+    def set_replicas(self, api: str, replicas: Sequence[tuple[str, str, int]]) -> None:
+        """The (replica id, host, port) that take `api`'s requests now."""
+
+    def set_state(self, api: str, *, starting: bool, error: str | None = None) -> None:
+        """What a request that finds no routable replica is told (wait while starting; the error)."""
+
+    def replica_in_flight(self, api: str, replica_id: str) -> int:
+        """Requests in progress on one replica (a draining replica stops at 0)."""
+
+    def route(self, api: str) -> CountedRoute:
+        """The configured route of `api` (its request counters)."""
+
+
+class GPUPlacement(Protocol):
+    """GPU assignment for replicas that ask for compute.gpu (cortexd/daemon/gpu_placer.py)."""
+
+    def assign(self, spec: APISpec, replica_id: str,
+               observed: Mapping[str, ReplicaInfo]) -> tuple[tuple[int, ...], str | None]:
+        """(GPU indices, None) for the new replica, or ((), why it must wait)."""
+
+
+@dataclass(frozen=True)
+class ScaledAPI:
+    """One API as the autoscaler sees it: its spec, its replica count, when it was (re)deployed."""
+
+    spec: APISpec
+    desired: int
+    deployed_at: float  # monotonic; stabilization and sample history start here
+
+
+class ScalingTarget(Protocol):
+    """The reconciler, as the autoscaler reads and sets replica counts."""
+
+    def scaled_apis(self) -> dict[str, ScaledAPI]:
+        """Every configured API, by name."""
+
+    def ready_replicas(self, apis: Collection[str]) -> dict[str, str]:
+        """{replica id: api} of the running, ready, not draining replicas of `apis`."""
+
+    async def cpu_seconds(self, replica_ids: list[str]) -> dict[str, float]:
+        """CPU time used so far by each replica (the backend's reading)."""
+
+    def set_desired(self, api: str, count: int, decision: str | None = None) -> None:
+        """Converge `api` to `count` replicas; `decision` (in words) shows in `cortexd get`."""
+
+    def note_decision(self, api: str, decision: str) -> None:
+        """Show `decision` as the API's last autoscaler decision, leaving its count."""
