@@ -58,7 +58,8 @@ from typing import Self
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.integration.conftest import CLI, free_port, write_project
+from tests.builders import write_project
+from tests.real_daemon import CLI, free_port
 
 SEED = 20261201
 FIGURES = ("kill", "rollout", "scale", "down", "fuzz", "configs", "flood")

@@ -26,8 +26,6 @@ from cortexd.backends.images import DEFAULT_BASE_IMAGE, OFFLINE_BASE_IMAGE
 from tests.builders import echo_project, make_spec
 from tests.docker_engine import engine_or_skip
 
-_engine_or_skip = engine_or_skip  # tests/faults/test_replica_health.py imports it here, until that import moves
-
 
 @pytest.fixture(scope="session")
 def docker_client():

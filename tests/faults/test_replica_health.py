@@ -32,8 +32,9 @@ import pytest
 
 from cortexd.gateway.proxy import Gateway
 from cortexd.gateway.routes import RouteConfig
-from tests.faults.conftest import free_port, write_project
+from tests.builders import write_project
 from tests.integration.test_gateway import Upstream
+from tests.real_daemon import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -244,9 +245,9 @@ CONTAINER_SERVER = textwrap.dedent('''\
 async def test_through_docker_proxy_a_killed_container_costs_only_its_in_flight_requests():
     """The gateway in front of a real docker-proxy (a container's published loopback port) and a
     local replica: `docker kill` under 8 clients fails only what the container was running."""
-    from tests.docker.conftest import _engine_or_skip
+    from tests.docker_engine import engine_or_skip
 
-    _engine_or_skip()  # skips without an engine, unless CORTEXD_REQUIRE_DOCKER=1
+    engine_or_skip()  # skips without an engine, unless CORTEXD_REQUIRE_DOCKER=1
     import docker
     import docker.errors
 
@@ -496,9 +497,9 @@ def test_a_hung_predictor_is_replaced(cli, tmp_path):
 
 
 def test_docker_kill_of_one_of_two_replicas_fails_at_most_its_in_flight_requests(cli):
-    from tests.docker.conftest import _engine_or_skip
+    from tests.docker_engine import engine_or_skip
 
-    _engine_or_skip()  # skips without an engine, unless CORTEXD_REQUIRE_DOCKER=1
+    engine_or_skip()  # skips without an engine, unless CORTEXD_REQUIRE_DOCKER=1
     import docker
     import docker.errors
 

@@ -20,7 +20,7 @@ from aiohttp import web
 from cortexd.errors import CortexdError
 from cortexd.gateway.proxy import Gateway
 from cortexd.gateway.routes import RouteConfig
-from tests.integration.conftest import free_port
+from tests.real_daemon import free_port
 
 pytestmark = pytest.mark.timeout(30)
 
