@@ -33,12 +33,11 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
-import aiohttp
-
 from cortexd.backends.base import ReplicaBackend, ReplicaInfo
 from cortexd.core import rollout
 from cortexd.core.api_status import api_status, restart_delay, shows_error
 from cortexd.daemon.events import EventLog
+from cortexd.daemon.probe import ReplicaProbe
 from cortexd.daemon.seams import GPUPlacement, ReplicaRouter, ScaledAPI
 from cortexd.errors import CortexdError, DependencyError
 from cortexd.gateway.routes import RouteConfig
@@ -119,8 +118,8 @@ class Reconciler:
         self._removed: dict[str, _Removed] = {}
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
-        self._session: aiohttp.ClientSession | None = None
-        self._probe_one = probe or self._healthy
+        self._http = ReplicaProbe(settings.probe_timeout)  # daemon/probe.py
+        self._probe_one = probe or self._http.healthy
         # apply() and a reconcile pass never interleave: a pass iterates the APIs across awaits
         self._lock = asyncio.Lock()
         self.forced = False  # a forced shutdown: stop draining, stop replicas at once
@@ -516,18 +515,6 @@ class Reconciler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _healthy(self, info: ReplicaInfo) -> bool:
-        """Default readiness probe: GET /healthz answers 200."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.settings.probe_timeout)
-            )
-        try:
-            async with self._session.get(f"http://{info.host}:{info.port}/healthz") as resp:
-                return resp.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
-            return False
-
     async def replica_models(self, api: str, timeout: float = 2.0) -> dict[str, dict]:
         """{replica id: the models it serves and holds in memory} from each ready replica's GET.
 
@@ -539,23 +526,7 @@ class Reconciler:
                  and rec.ready_at is not None and not rec.stopping]
         if not ready:
             return {}
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.settings.probe_timeout))
-
-        async def one(info: ReplicaInfo) -> dict:
-            try:
-                async with self._session.get(f"http://{info.host}:{info.port}/",
-                                             timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-                    body = await resp.json(content_type=None)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
-                return {"error": f"no answer ({type(e).__name__})"}
-            if not isinstance(body, dict):
-                return {}
-            keep = ("model", "models", "model_cache")
-            return {k: body[k] for k in keep if k in body}
-
-        answers = await asyncio.gather(*(one(i) for i in ready))
+        answers = await asyncio.gather(*(self._http.models(i, timeout) for i in ready))
         return {i.replica_id: a for i, a in zip(ready, answers) if a}
 
     # -- crashes ---------------------------------------------------------------------
@@ -665,8 +636,7 @@ class Reconciler:
         )
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
+        await self._http.close()
 
     # -- status --------------------------------------------------------------------------
 
