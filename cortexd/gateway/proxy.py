@@ -3,6 +3,7 @@
     client --HTTP--> aiohttp web.Server (one per local_port)
                        | path -> APIRoute          (routes.port_table, one dict lookup)
                        | replica = least in-flight (core.routing.pick_replica)
+                       | request head, body, answer (relay.py: bytes through, never parsed)
                        v
                      UpstreamPool of the replica   (upstream.py: raw bytes out, httptools in)
                        v
@@ -15,8 +16,9 @@ draining and status.
 
 Why aiohttp's low-level `web.Server` and not `web.Application`: no router, no
 middleware chain, no match-info objects per request; the route table is a dict
-built on configure. Why not aiohttp.ClientSession upstream: measured at 0.34x of
-direct throughput (see upstream.py).
+built on configure; each client connection is a client_connection.ClientConnection
+(request-head timeout, quiet answers to malformed requests). Why not
+aiohttp.ClientSession upstream: measured at 0.34x of direct throughput (see upstream.py).
 
 Rules kept here: a request that reached a predictor is never retried (only a
 failure to connect is, once, elsewhere); bodies are never parsed; every answer,
@@ -31,7 +33,7 @@ up to REQUEST_BUFFER_LIMIT is read before the request takes a replica slot
 (proxy_request_buffering), a request head and each body read are bounded by the
 client header and body timeouts (408), bodies are forwarded still encoded (the
 runtime enforces the body limit on the decoded size), malformed requests are
-answered and logged quietly (_ClientConnection, client_errors.py), and close()
+answered and logged quietly (client_connection.py, client_errors.py), and close()
 drains with `Connection: close` so kept-alive clients are told, never cut.
 """
 
@@ -46,12 +48,11 @@ import logging
 import re
 import secrets
 from collections.abc import Sequence
-from http import HTTPStatus
 from time import monotonic
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+from aiohttp.web_protocol import RequestPayloadError
 from aiohttp.web_request import BaseRequest
 
 from cortexd.core.health import (
@@ -65,7 +66,18 @@ from cortexd.core.health import (
 )
 from cortexd.core.routing import pick_replica
 from cortexd.errors import CortexdError, UnknownAPI
+from cortexd.gateway.client_connection import GatewayServer
 from cortexd.gateway.client_errors import ClientErrorLog, shown
+from cortexd.gateway.relay import (
+    BUFFER_LIMIT,
+    BodyTooLarge,
+    BufferedResponse,
+    read_rest,
+    request_head,
+    response_headers,
+    send_streamed_body,
+    send_whole_body,
+)
 from cortexd.gateway.routes import (
     APIRoute,
     ReplicaTarget,
@@ -93,13 +105,7 @@ class _RetryElsewhere(Exception):
         super().__init__(str(error))
         self.error = error
 
-# The runtime serves predictions at "/" (and at its endpoint); "/" is the one that
-# does not depend on the endpoint, so a rename never needs the replica to know.
-UPSTREAM_PATH = "/"
-# Responses with a Content-Length up to this are buffered whole before answering:
-# a replica dying mid-body then yields a clean 502 instead of a truncated 200.
-# Larger and chunked responses stream.
-BUFFER_LIMIT = 1024 * 1024
+
 # Request bodies up to this are read whole before a replica is chosen (nginx's
 # proxy_request_buffering): a slow client then holds no replica slot, no in-flight count
 # and drives no autoscaling while it uploads. Larger bodies stream through.
@@ -113,25 +119,6 @@ CLIENT_BODY_TIMEOUT = 60.0
 # a client's X-Request-Id is kept when it is this short and made of these characters;
 # anything else (log-line forging, megabyte ids) is replaced by one the gateway makes
 _WELL_FORMED_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}").fullmatch
-
-# hop-by-hop headers (RFC 9110 7.6.1) plus those the gateway sets itself
-_REQUEST_DROP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te",
-    b"trailer", b"upgrade", b"proxy-authorization", b"content-length", b"expect",
-    b"x-request-id", b"x-forwarded-for", b"x-real-ip",
-})
-_RESPONSE_DROP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te",
-    b"trailer", b"upgrade", b"proxy-authenticate", b"content-length", b"x-request-id",
-})
-
-
-_STATUS_LINES = {s.value: b"%d %s" % (s.value, s.phrase.encode()) for s in HTTPStatus}
-
-
-def _encode(text: str) -> bytes:
-    # aiohttp decodes request lines and headers as UTF-8 with surrogateescape
-    return text.encode("utf-8", "surrogateescape")
 
 
 class _Listener:
@@ -151,177 +138,6 @@ class _Listener:
         if self.web_server is not None:
             self.web_server.pre_shutdown()
             await self.web_server.shutdown(timeout)
-
-
-class _BufferedResponse(web.StreamResponse):
-    """A complete proxied response, written in one piece from the replica's raw header bytes.
-
-    web.Response would decode every header into a CIMultiDict, add Date and Server
-    and encode them all again; the replica already sent Date and Server, so its
-    end-to-end header bytes pass through untouched and only the framing
-    (Content-Length, Connection) and X-Request-Id are the gateway's.
-    """
-
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], rid: str, body: bytes,
-                 head_only: bool = False, head_length: bytes | None = None):
-        super().__init__(status=status)
-        self._raw_headers = headers
-        self._rid = rid
-        self._raw_body = body
-        self._head_only = head_only  # answering HEAD: no body, the replica's Content-Length
-        self._head_length = head_length
-        self._written = False
-
-    async def prepare(self, request: BaseRequest):
-        writer = request.writer
-        if self._written:
-            return writer
-        self._written = True
-        status = self.status
-        # force_close() (the gateway is shutting down, a timeout) wins over the client's wish
-        keep_alive = request.keep_alive and self._keep_alive is not False
-        self._keep_alive = keep_alive
-        version = request.version
-        lines = [_STATUS_LINES.get(status) or b"%d Unknown" % status]
-        lines[0] = b"HTTP/%d.%d " % (version.major, version.minor) + lines[0]
-        for name, value in self._raw_headers:
-            lines.append(name + b": " + value)
-        lines.append(b"X-Request-Id: " + _encode(self._rid))
-        body = self._raw_body
-        if self._head_only:
-            if self._head_length is not None:
-                lines.append(b"Content-Length: " + self._head_length)
-            body = b""
-        elif status >= 200 and status != 204 and status != 304:
-            lines.append(b"Content-Length: %d" % len(body))
-        if not keep_alive:
-            lines.append(b"Connection: close")
-        elif version < (1, 1):
-            lines.append(b"Connection: keep-alive")
-        lines.append(b"\r\n")
-        await writer.write(b"\r\n".join(lines) + body if len(body) < 65536 else b"\r\n".join(lines))
-        if len(body) >= 65536:
-            await writer.write(body)
-        return writer
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        pass  # everything went out in prepare()
-
-
-class _ClientConnection(RequestHandler):
-    """One client connection: aiohttp's handler plus a request-head timeout and quiet client errors.
-
-    aiohttp's low-level server times out idle keep-alive connections but not a request
-    head that trickles in (slowloris): this class arms one timer per connection when it
-    opens, and again only when a later head does not arrive in one piece, so the usual
-    keep-alive request costs no timer. Malformed requests are answered here as JSON without
-    echoing the client's bytes, and logged through the gateway's ClientErrorLog instead of
-    aiohttp's ERROR line with a traceback and the raw bytes.
-    """
-
-    __slots__ = ("_gateway", "_head_timer", "_newest_body", "peer", "peer_headers")
-
-    def __init__(self, manager: web.Server, gateway: Gateway, **kwargs):
-        super().__init__(manager, **kwargs)
-        self._gateway = gateway
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._newest_body = None  # the payload of the newest request head parsed
-        self.peer = b"unknown"  # the client's address, as X-Forwarded-For and X-Real-IP say it
-        self.peer_headers = b"X-Forwarded-For: unknown\r\nX-Real-IP: unknown"
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.peer = address = _encode(str(peer[0]))
-            self.peer_headers = b"X-Forwarded-For: " + address + b"\r\nX-Real-IP: " + address
-        self._head_timer = self._loop.call_later(self._gateway.client_header_timeout, self._head_timed_out)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-        self._newest_body = None
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        count = self._request_count
-        body = self._newest_body
-        body_done = body is None or body.is_eof()
-        super().data_received(data)
-        if self._request_count != count:  # a request head arrived whole
-            messages = self._messages
-            self._newest_body = messages[-1][1] if messages else None
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-        elif data and body_done and self._head_timer is None and not (self._close or self._force_close):
-            # the start of a request head that is not complete yet (body bytes never get here)
-            self._head_timer = self._loop.call_later(self._gateway.client_header_timeout,
-                                                     self._head_timed_out)
-
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if self._force_close or self.transport is None:
-            return
-        if self._request_in_progress or self._messages:
-            # a pipelined head trickles in behind a request being answered: no more after that one
-            self.close()
-            return
-        gateway = self._gateway
-        timeout = gateway.client_header_timeout
-        gateway._client_error("request head timeout", f"from {self.peer.decode(errors='replace')}: "
-                              f"the request head did not arrive within {timeout:g} s")
-        self.transport.write(_raw_answer(
-            408, f"the request head did not arrive within {timeout:g} s (the gateway's client "
-                 "header timeout)", gateway._new_request_id()))
-        self.force_close()
-
-    def close_after_answer(self) -> None:
-        """Close once the current answer is out, without first reading the rest of the body."""
-        self._lingering_time = 0.0  # aiohttp reads (and drops) an unread body for this long
-
-    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
-        """A request aiohttp could not parse (400), or a gateway bug (500): a JSON answer, one quiet log line."""
-        gateway = self._gateway
-        if status < 500:
-            detail = exc.message if isinstance(exc, HttpProcessingError) else (message or str(exc or ""))
-            kind = type(exc).__name__ if exc is not None else "bad request"
-            gateway._client_error(kind, f"from {request.remote}: {shown(detail)}")
-            text = f"the request is not valid HTTP: {shown(detail, 100)}"
-        else:
-            kind = f"internal error ({type(exc).__name__})"
-            suppressed = gateway._client_errors.admit(kind, monotonic())
-            if suppressed is not None:
-                log.error("error handling a request from %s%s", request.remote,
-                          f" ({suppressed} more since the last such line)" if suppressed else "",
-                          exc_info=exc)
-            text = "internal error in the gateway; the daemon log has the details"
-        if request.writer.output_size > 0:
-            raise ConnectionError("the response is already started: no error answer can be sent")
-        resp = gateway._error(status, text, gateway._new_request_id())
-        resp.force_close()
-        return resp
-
-
-class _GatewayServer(web.Server):
-    """aiohttp's low-level server, making _ClientConnection protocols."""
-
-    def __init__(self, handler, gateway: Gateway, **kwargs):
-        super().__init__(handler, **kwargs)
-        self._gateway = gateway
-
-    def __call__(self) -> _ClientConnection:
-        return _ClientConnection(self, self._gateway, loop=self._loop, **self._kwargs)
-
-
-def _raw_answer(status: int, message: str, rid: str) -> bytes:
-    """A complete JSON error answer that closes the connection, as bytes (no request object exists)."""
-    body = json.dumps({"error": message, "request_id": rid}).encode()
-    return (b"HTTP/1.1 " + _STATUS_LINES[status] + b"\r\nContent-Type: application/json; charset=utf-8"
-            b"\r\nContent-Length: %d\r\nX-Request-Id: %b\r\nConnection: close\r\n\r\n%b"
-            % (len(body), _encode(rid), body))
 
 
 def client_reason(api: str, detail: str) -> str:
@@ -560,7 +376,7 @@ class Gateway:
 
     async def _listen(self, port: int) -> _Listener:
         listener = _Listener(port)
-        listener.web_server = _GatewayServer(
+        listener.web_server = GatewayServer(
             functools.partial(self._serve, listener), self,
             access_log=None,  # the gateway keeps counters; a log line per request is too slow
             auto_decompress=False,  # forward bodies exactly as sent (Content-Encoding included)
@@ -641,18 +457,11 @@ class Gateway:
                     if length is None and len(body) > self.max_body_size:
                         resp, status = self._too_large(rid), 413
                         return resp
-                else:
-                    if request.version >= (1, 1) and \
-                            request.headers.get("Expect", "").lower() == "100-continue":
-                        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    if length is not None and length > self.request_buffer_size:
-                        streamed = True
-                    else:
-                        answer, body, complete = await self._buffer_body(request, length, rid)
-                        if answer is not None:
-                            resp, status = answer, answer.status
-                            return resp
-                        streamed = not complete
+                else:  # it did not come with its head
+                    answer, body, streamed = await self._late_body(request, length, rid)
+                    if answer is not None:
+                        resp, status = answer, answer.status
+                        return resp
             route.in_flight += 1
             counted = True
             resp, status = await self._forward(request, route, query, rid, body, streamed)
@@ -665,12 +474,26 @@ class Gateway:
             now = monotonic()
             route.metrics.record(status, now - started, now)
             monitor = route.monitor
-            if monitor is not None and 200 <= status < 300 and type(resp) is _BufferedResponse \
-                    and not resp._head_only:
-                monitor.offer(resp._raw_body)  # parsed when read, not now
+            if monitor is not None and 200 <= status < 300 and type(resp) is BufferedResponse \
+                    and not resp.head_only:
+                monitor.offer(resp.raw_body)  # parsed when read, not now
             self._in_flight -= 1
             if self._in_flight == 0 and self._idle is not None:
                 self._idle.set()
+
+    async def _late_body(self, request: BaseRequest, length: int | None,
+                         rid: str) -> tuple[web.Response | None, bytes | None, bool]:
+        """A body that did not come with its head: (answer, what is buffered, whether the rest streams).
+
+        Says `100 Continue` to a client that waits for it. A body larger than the request
+        buffer streams from the start; `answer` is set (408, 413, 400) when the body cannot be had.
+        """
+        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if length is not None and length > self.request_buffer_size:
+            return None, b"", True
+        answer, body, complete = await self._buffer_body(request, length, rid)
+        return answer, body, not complete
 
     async def _buffer_body(self, request: BaseRequest, length: int | None,
                            rid: str) -> tuple[web.Response | None, bytes, bool]:
@@ -811,87 +634,23 @@ class Gateway:
         """Send the request on `conn` and relay the response; never retried from here on.
 
         `request_body` is the whole body (None: the request has none) or, when `streamed`,
-        what was read of it so far; the rest then streams from the client.
+        what was read of it so far; the rest then streams from the client. The steps are
+        relay.py's; the usual request awaits only the response head.
         """
-        method = request.method
-        conn.begin(head_only=method == "HEAD")
-        pool = target.pool
-        timeout = self.upstream_timeout
-
-        # -- request head: the client's end-to-end headers, our framing and request id
-        headers = request.headers
-        drop = _REQUEST_DROP
-        connection = headers.get("Connection")
-        if connection:  # headers the client named as hop-by-hop
-            named = {_encode(t.strip().lower()) for t in connection.split(",")} - {b"close", b"keep-alive"}
-            if named:
-                drop = drop | named
-        lines = [_encode(f"{method} {UPSTREAM_PATH}{query} HTTP/1.1")]
-        for name, value in request.raw_headers:
-            if name.lower() not in drop:
-                lines.append(name + b": " + value)
-        lines.append(b"X-Request-Id: " + _encode(rid))
-        # the client's address: appended to X-Forwarded-For (nginx's $proxy_add_x_forwarded_for)
-        # and as X-Real-IP, replacing what the client claimed; Forwarded passes as sent
-        forwarded_for = headers.getall("X-Forwarded-For", None)
-        if forwarded_for:
-            peer = request.protocol.peer
-            lines.append(b"X-Forwarded-For: " + _encode(", ".join(forwarded_for)) + b", " + peer)
-            lines.append(b"X-Real-IP: " + peer)
-        else:
-            lines.append(request.protocol.peer_headers)  # both, made once per connection
-        if request.version < (1, 1) and "Host" not in headers:
-            # HTTP/1.0 needs no Host; the HTTP/1.1 the replica is spoken to does
-            lines.append(b"Host: %b:%d" % (_encode(target.host), target.port))
-        length = request.content_length if streamed else None
-        if streamed:
-            if length is not None:
-                lines.append(b"Content-Length: %d" % length)
-            else:
-                lines.append(b"Transfer-Encoding: chunked")
-        elif request_body is not None:
-            lines.append(b"Content-Length: %d" % len(request_body))
-        lines.append(b"\r\n")
-        head = b"\r\n".join(lines)
-
-        # -- request body: whole (the usual case), or streamed through from the client
+        conn.begin(head_only=request.method == "HEAD")
+        pool = target.pool  # the one `conn` came from (an ejected replica gets a new one)
+        head = request_head(request, target.host, target.port, query, rid, request_body, streamed)
         try:
             if not streamed:
-                if request_body and len(request_body) >= 65536:
-                    conn.write(head)
-                    conn.write(request_body)
-                else:  # one write, one segment
-                    conn.write(head + request_body if request_body else head)
-            elif length is not None:
-                content = request.content
-                conn.write(head)
-                sent = 0
-                while sent < length and not conn.head_done:  # stop early if the replica answered
-                    await conn.drain(timeout)
-                    async with asyncio.timeout(self.client_body_timeout):
-                        data = await content.readany()
-                    if not data:
-                        raise ConnectionError("the request body ended early")
-                    sent += len(data)
-                    conn.write(data)
-            else:  # chunked and longer than the buffer: what was buffered goes first
-                content = request.content
-                sent = len(request_body)
-                conn.write(head + b"%x\r\n%b\r\n" % (sent, request_body))
-                while not conn.head_done:
-                    await conn.drain(timeout)
-                    async with asyncio.timeout(self.client_body_timeout):
-                        data = await content.readany()
-                    if not data:
-                        conn.write(b"0\r\n\r\n")
-                        break
-                    sent += len(data)
-                    if sent > self.max_body_size:
-                        conn.close()  # the replica sees an unfinished request and drops it
-                        return self._too_large(rid), 413
-                    conn.write(b"%x\r\n%b\r\n" % (len(data), data))
+                send_whole_body(conn, head, request_body)
+            else:
+                await send_streamed_body(conn, request, head, request_body, upstream_timeout=self.upstream_timeout,
+                                         body_timeout=self.client_body_timeout, max_body_size=self.max_body_size)
         except UpstreamError as e:
             return self._upstream_failed(route, target, conn, e, rid)
+        except BodyTooLarge:
+            conn.close()  # the replica sees an unfinished request and drops it
+            return self._too_large(rid), 413
         except TimeoutError:  # before OSError: TimeoutError is one
             conn.close()
             return self._body_timed_out(request, rid), 408
@@ -899,42 +658,34 @@ class Gateway:
             conn.close()
             return self._error(400, f"the request body could not be read: {shown(str(e), 100)}", rid), 400
 
-        # -- response head
         try:
-            await conn.wait_head(timeout)
+            await conn.wait_head(self.upstream_timeout)
         except UpstreamError as e:
             return self._upstream_failed(route, target, conn, e, rid)
         if target.health.streak:  # it answered: its failure streak ends
             target.health = after_answer(target.health)
-
         status = conn.status
-        kept: list[tuple[bytes, bytes]] = []
-        resp_length: bytes | None = None
-        for name, value in conn.headers:
-            lname = name.lower()
-            if lname in _RESPONSE_DROP:
-                if lname == b"content-length":
-                    resp_length = value
-                continue
-            kept.append((name, value))
-
-        # -- response body: whole when already here or small, else streamed
-        if conn.complete:
+        headers, length = response_headers(conn.headers)
+        if conn.complete:  # the usual answer: all of it came with its head
             body = conn.take_body()
             pool.release(conn)
-            return _BufferedResponse(status, kept, rid, body, conn.head_only, resp_length), status
-        if resp_length is not None and int(resp_length) <= BUFFER_LIMIT:
-            chunks = [conn.take_body()]
+            return BufferedResponse(status, headers, rid, body, conn.head_only, length), status
+        return await self._relay_rest(request, route, target, pool, conn, status, headers, length, rid)
+
+    async def _relay_rest(self, request: BaseRequest, route: APIRoute, target: ReplicaTarget,
+                          pool: UpstreamPool, conn: UpstreamConnection, status: int, headers: list[tuple[bytes, bytes]],
+                          length: bytes | None, rid: str) -> tuple[web.StreamResponse, int]:
+        """Relay a response whose body is still coming: whole when small, else streamed."""
+        if length is not None and int(length) <= BUFFER_LIMIT:
             try:
-                while data := await conn.read_body(timeout):
-                    chunks.append(data)
+                body = await read_rest(conn, self.upstream_timeout)
             except UpstreamError as e:
                 return self._upstream_failed(route, target, conn, e, rid)
             pool.release(conn)
-            return _BufferedResponse(status, kept, rid, b"".join(chunks)), status
-        out = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in kept]
+            return BufferedResponse(status, headers, rid, body), status
+        out = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
         out.append(("X-Request-Id", rid))
-        return await self._stream(request, route, target, conn, status, out, resp_length)
+        return await self._stream(request, route, target, conn, status, out, length)
 
     async def _stream(self, request: BaseRequest, route: APIRoute, target: ReplicaTarget,
                       conn: UpstreamConnection, status: int, headers: list[tuple[str, str]],
