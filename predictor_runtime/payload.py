@@ -266,6 +266,8 @@ async def _one_chunk(body: bytes) -> AsyncIterator[bytes]:
 class CortexFormData(FormData):
     """starlette's FormData (what Cortex passed), with aiohttp's `getall` kept for earlier cortexd code."""
 
+    handed_to_post_predict = False  # then post_predict's task closes the uploads, not the request
+
     def getall(self, key: Any) -> list[Any]:
         return self.getlist(key)
 
@@ -286,13 +288,44 @@ async def parse_form(request: web.BaseRequest, limit: int, multipart: bool) -> C
     return await form_from_stream(request.headers.get("Content-Type", ""), stream, multipart)
 
 
+TRUNCATED_MULTIPART = "the body ends before its closing boundary (truncated)"
+
+
+def _multipart_parser_class() -> type:
+    """starlette's MultiPartParser, refusing a body that ends before its closing boundary."""
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    class CompleteMultiPartParser(MultiPartParser):
+        # starlette ignores python-multipart's on_end, so a body cut before `--BOUNDARY--`
+        # parses as a partial (or empty) form. The end of the stream is checked inside
+        # starlette's parse loop, so its error path closes the files already spooled.
+        reached_end = False
+
+        def __init__(self, headers: Any, stream: AsyncIterator[bytes], **kw: Any):
+            super().__init__(headers, self._checked(stream), **kw)
+
+        async def _checked(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+            async for chunk in stream:
+                yield chunk
+            if not self.reached_end:
+                raise MultiPartException(TRUNCATED_MULTIPART)
+
+        def on_end(self) -> None:
+            self.reached_end = True
+
+    return CompleteMultiPartParser
+
+
 async def form_from_stream(content_type: str, stream: AsyncIterator[bytes], multipart: bool) -> CortexFormData:
-    """A form body parsed by starlette's own FormParser / MultiPartParser; PayloadError when malformed."""
+    """A form body parsed by starlette's own FormParser / MultiPartParser; PayloadError when malformed.
+
+    A multipart body without its closing boundary (`--BOUNDARY--`) is truncated: 400.
+    """
     from starlette.datastructures import Headers
-    from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
+    from starlette.formparsers import FormParser, MultiPartException
 
     headers = Headers(headers={"content-type": content_type})
-    parser = MultiPartParser(headers, stream) if multipart else FormParser(headers, stream)
+    parser = _multipart_parser_class()(headers, stream) if multipart else FormParser(headers, stream)
     what = "multipart/form-data" if multipart else "form"
     try:
         form = await parser.parse()

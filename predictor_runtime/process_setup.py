@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import socket
@@ -34,19 +35,23 @@ def setup_logging(prefix: str) -> None:
     log.propagate = False
 
 
-def env_number(name: str, default: float, cast: Any = float) -> Any:
-    """A positive number from the environment; a bad value is logged and the default used."""
+def env_number(name: str, default: float, cast: Any = float, maximum: float = 2.0**53) -> Any:
+    """A positive, finite number up to `maximum` from the environment.
+
+    A bad value (not a number, NaN, infinite, out of range) is reported in one start-up line
+    and the default used: a setting never crashes the replica.
+    """
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = cast(float(raw)) if cast is int else cast(raw)
+        number = float(raw)
     except ValueError:
-        value = None
-    if value is None or value <= 0:
-        log.error("error: %s=%r is not a positive number; using %s", name, raw, default)
+        number = math.nan
+    if not (math.isfinite(number) and 0 < number <= maximum and (cast is not int or number >= 1)):
+        log.error("error: %s=%r is not a positive number up to %g; using %s", name, raw, maximum, default)
         return default
-    return value
+    return int(number) if cast is int else cast(number)
 
 
 # cortexd build's images drain for the request timeout (the pod's grace period covers it)

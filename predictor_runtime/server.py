@@ -212,6 +212,9 @@ class PredictionHandler:
     # hooks the legacy handler replaces
     encode = staticmethod(encode_response)
 
+    def before_prepare(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
+        """Headers every answer gets; called on each response right before its headers are sent."""
+
     def prediction_failed(self, e: Exception) -> web.StreamResponse:
         log.error("error: predict raised an exception (the client got 500):\n%s",
                   traceback.format_exc().rstrip())
@@ -232,7 +235,17 @@ class PredictionHandler:
         headers = request.headers
         if debug:
             log.info("debug: payload: %s", truncate(safe_repr(payload), DEBUG_TRUNCATE))
+        uploads = payload if isinstance(payload, CortexFormData) and payload.has_files() else None
+        try:
+            return await self._predict_and_answer(request, payload, query, headers, debug, uploads)
+        finally:
+            # uploaded files are closed once the answer is sent, whatever it was; post_predict
+            # closes them itself when it is done with them
+            if uploads is not None and not uploads.handed_to_post_predict:
+                await uploads.close()
 
+    async def _predict_and_answer(self, request: web.BaseRequest, payload: Any, query: Any, headers: Any,
+                                  debug: bool, uploads: CortexFormData | None) -> web.StreamResponse:
         try:
             if self._is_async:
                 prediction = await self._predict(payload, query, headers)
@@ -256,42 +269,43 @@ class PredictionHandler:
             log.error("error: %s", e)
             return json_response(500, {"error": "the prediction could not be encoded as a response; "
                                                 "see the API's logs"})
-        uploads = payload if isinstance(payload, CortexFormData) and payload.has_files() else None
         if self._post_predict is not None or uploads is not None:
             # send the response first: post_predict must not delay or alter it, and uploaded
             # files stay open until the response (which may stream them) is sent
+            self.before_prepare(request, response)
             try:
                 await response.prepare(request)
                 await response.write_eof()
             finally:
                 if self._post_predict is not None:
                     self._start_post_predict(prediction, payload, query, headers, uploads)
-                elif uploads is not None:
-                    await uploads.close()
         return response
 
     def _start_post_predict(self, prediction: Any, payload: Any, query: Any, headers: Any,
                             uploads: CortexFormData | None) -> None:
+        if uploads is not None:
+            uploads.handed_to_post_predict = True
+        # the task is kept in _post_tasks until done: the loop holds only a weak reference
+        task = asyncio.ensure_future(self._run_post_predict(prediction, payload, query, headers, uploads))
+        self._post_tasks.add(task)
+        task.add_done_callback(self._post_tasks.discard)
+
+    async def _run_post_predict(self, prediction: Any, payload: Any, query: Any, headers: Any,
+                                uploads: CortexFormData | None) -> None:
         post = self._post_predict
         assert post is not None
-        loop = asyncio.get_running_loop()
-        if self.predictor.post_predict_is_async:
-            fut: asyncio.Future[Any] = asyncio.ensure_future(post(prediction, payload, query, headers))
-        else:
-            fut = loop.run_in_executor(self.pool, self._in_thread, post, prediction, payload, query, headers)
-        self._post_tasks.add(fut)
-        fut.add_done_callback(self._post_predict_done)
-        if uploads is not None:
-            fut.add_done_callback(lambda _: asyncio.ensure_future(uploads.close()))
-
-    def _post_predict_done(self, fut: asyncio.Future[Any]) -> None:
-        self._post_tasks.discard(fut)
-        if fut.cancelled():
-            return
-        exc = fut.exception()
-        if exc is not None:
+        try:
+            if self.predictor.post_predict_is_async:
+                await post(prediction, payload, query, headers)
+            else:
+                await asyncio.get_running_loop().run_in_executor(
+                    self.pool, self._in_thread, post, prediction, payload, query, headers)
+        except Exception:  # noqa: BLE001 - user code; the response is already sent
             log.error("error: post_predict raised an exception (the response was already sent):\n%s",
-                      "".join(traceback.format_exception(exc)).rstrip())
+                      traceback.format_exc().rstrip())
+        finally:
+            if uploads is not None:
+                await uploads.close()
 
     async def drain_post_predict(self, timeout: float) -> None:
         if self._post_tasks:
@@ -319,11 +333,14 @@ class LegacyHandler(PredictionHandler):
             response: web.StreamResponse = web.Response(status=200, headers={"Allow": LEGACY_ALLOW})
         else:
             response = await super().__call__(request)
-        if not response.prepared:
-            response.headers["Access-Control-Allow-Origin"] = "*"
-            response.headers["Access-Control-Allow-Headers"] = request.headers.get(
-                "Access-Control-Request-Headers", "*")
+        if not response.prepared:  # the predict path prepares some answers itself, calling the hook
+            self.before_prepare(request, response)
         return response
+
+    def before_prepare(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Access-Control-Allow-Headers"] = request.headers.get(
+            "Access-Control-Request-Headers", "*")
 
     def prediction_failed(self, e: Exception) -> web.StreamResponse:
         message = f"prediction failed: error: {self._where}: predict: {e}: runtime exception"

@@ -122,6 +122,26 @@ async def test_malformed_multipart_is_a_payload_error(content_type, body, reason
     assert (info.value.status, str(info.value)) == (400, reason)
 
 
+@pytest.mark.parametrize("body", [
+    MULTIPART[:-len(b"--XX--\r\n")],  # cut right before the closing boundary
+    MULTIPART[:-len(b"\r\n--XX--\r\n")],  # cut inside the upload's data
+    MULTIPART[:30],  # cut inside the first part's headers
+    b"",
+], ids=["before-closing-boundary", "inside-a-file", "inside-headers", "empty"])
+async def test_a_truncated_multipart_body_is_a_payload_error_not_an_empty_form(body):
+    with pytest.raises(PayloadError) as info:
+        await form("multipart/form-data; boundary=XX", body)
+    assert (info.value.status, str(info.value)) == (
+        400, "invalid multipart/form-data body: the body ends before its closing boundary (truncated)")
+
+
+async def test_a_multipart_body_with_an_epilogue_or_no_parts_is_complete():
+    data = await form("multipart/form-data; boundary=XX", MULTIPART + b"epilogue text")
+    assert data["field"] == "value"
+    await data.close()
+    assert list((await form("multipart/form-data; boundary=XX", b"--XX--\r\n")).multi_items()) == []
+
+
 def test_query_params_are_starlette_and_a_repeated_key_gives_the_last_value():
     query = query_params("k=1&k=2&x=a%26b&sp=a+b&blank=")
     assert isinstance(query, QueryParams)
