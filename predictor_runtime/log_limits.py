@@ -15,12 +15,17 @@ replaces that logger's output:
   written per interval (env CORTEXD_CLIENT_ERROR_LOG_INTERVAL, seconds,
   default 10); the next line that is written says how many were suppressed.
 
-`RateLimit` is the pure part (a clock value in, a decision out).
+`RateLimit` is the pure part (a clock value in, a decision out); it is also
+the gateway's client-error limit (cortexd/gateway/client_errors.py imports it:
+cortexd may import the runtime, never the other way round). `one_line` and
+`printable` make client-sent text safe for a log line: control characters
+(an ESC that would drive the reader's terminal, NUL) are written as escapes.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -35,11 +40,13 @@ class RateLimit:
 
     def __init__(self, interval: float):
         self.interval = interval
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+        self._last: dict[str, float] = {}  # kind -> when its last event was admitted
+        self._suppressed: dict[str, int] = {}  # kind -> events dropped since then
+        self.total = 0  # events seen, admitted or not
 
     def admit(self, kind: str, now: float) -> int | None:
         """None: drop this event. Else: admitted, with the number dropped since the last admitted one."""
+        self.total += 1
         last = self._last.get(kind)
         if last is not None and now - last < self.interval:
             self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
@@ -48,9 +55,16 @@ class RateLimit:
         return self._suppressed.pop(kind, 0)
 
 
+def printable(text: str) -> str:
+    """`text` with every unprintable character (controls, lone surrogates) as its Python escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
-    """Whitespace (newlines too) collapsed, cut to `limit` characters."""
-    flat = " ".join(text.split())
+    """Whitespace (newlines too) collapsed, control characters escaped, cut to `limit` characters."""
+    flat = printable(" ".join(text.split()))
     return flat if len(flat) <= limit else f"{flat[:limit]}... ({len(flat)} characters)"
 
 
@@ -60,7 +74,7 @@ def interval_from_env() -> float:
         value = float(raw) if raw else DEFAULT_INTERVAL
     except ValueError:
         return DEFAULT_INTERVAL
-    return value if value >= 0 else DEFAULT_INTERVAL
+    return value if math.isfinite(value) and value >= 0 else DEFAULT_INTERVAL
 
 
 def client_error_summary(exc: BaseException | None) -> str | None:

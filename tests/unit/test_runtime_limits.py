@@ -98,3 +98,31 @@ def test_other_server_errors_keep_their_traceback_but_are_limited_too(caplog):
     records = [r for r in caplog.records if r.name == "test.runtime2"]
     assert len(records) == 1
     assert records[0].levelno == logging.ERROR and records[0].exc_info is not None
+
+
+def test_client_bytes_reach_the_replica_log_with_control_characters_escaped(caplog):
+    # a client's ESC sequence must not drive the terminal of whoever reads `cortexd logs`
+    clock = Clock()
+    target = logging.getLogger("test.runtime3")
+    logger = server_logger(target, clock)
+    with caplog.at_level(logging.INFO, logger="test.runtime3"):
+        try:
+            raise BadHttpMessage("Invalid header token: b'\x1b[2J\x1b]0;pwned\x07\x00'")
+        except BadHttpMessage:
+            logger.exception("Error handling request from %s", "127.0.0.1")
+    (record,) = [r for r in caplog.records if r.name == "test.runtime3"]
+    line = record.getMessage()
+    assert "\x1b" not in line and "\x07" not in line and "\x00" not in line
+    assert "\\x1b[2J\\x1b]0;pwned\\x07\\x00" in line
+
+
+def test_one_line_escapes_control_characters_and_keeps_printable_text():
+    assert one_line("caf\u00e9 \x1b[31mred\x7f \udcff") == "caf\u00e9 \\x1b[31mred\\x7f \\udcff"
+
+
+def test_the_gateway_limits_client_errors_with_the_runtime_rate_limit():
+    # one implementation: the gateway's ClientErrorLog is the replica's RateLimit
+    from cortexd.gateway.client_errors import ClientErrorLog
+
+    assert issubclass(ClientErrorLog, RateLimit)
+    assert ClientErrorLog.admit is RateLimit.admit
