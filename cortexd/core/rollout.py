@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cortexd.spec.units import parse_surge
+from cortexd.spec.units import Percent, parse_surge
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Plan:
 
 
 def resolve_update_strategy(
-    max_surge: int | str, max_unavailable: int | str, desired_count: int
+    max_surge: int | Percent | str, max_unavailable: int | Percent | str, desired_count: int
 ) -> tuple[int, int]:
     """(surge, unavailable) as replica counts, the way Kubernetes resolves them."""
     surge = _resolve("max_surge", max_surge, desired_count, round_up=True)
@@ -64,8 +64,8 @@ def plan(
     desired_hash: str,
     desired_count: int,
     observed: Sequence[ObservedReplica],
-    max_surge: int | str,
-    max_unavailable: int | str,
+    max_surge: int | Percent | str,
+    max_unavailable: int | Percent | str,
 ) -> Plan:
     """Next step from `observed` towards `desired_count` ready replicas of `desired_hash`."""
     surge, unavailable = resolve_update_strategy(max_surge, max_unavailable, desired_count)
@@ -102,13 +102,12 @@ def plan(
     return Plan(start, tuple(drain), surge, unavailable)
 
 
-def _resolve(field: str, value: int | str, desired_count: int, round_up: bool) -> int:
+def _resolve(field: str, value: int | Percent | str, desired_count: int, round_up: bool) -> int:
     try:
-        count = parse_surge(value)  # an int, or "N%" with 0 <= N <= 100
+        count = parse_surge(value)  # the spec's values pass as they are; "N%" as written becomes a Percent
     except ValueError as e:
         raise ValueError(f"update_strategy.{field}: {e}") from None
     if isinstance(count, int):
         return count
-    share = int(count.removesuffix("%")) * desired_count  # integer maths: no float rounding surprises
-    return -(-share // 100) if round_up else share // 100
+    return count.of(desired_count, round_up=round_up)  # a Percent
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from cortexd.kube import layout
 from cortexd.spec.model import APISpec
+from cortexd.spec.units import surge_as_written
 
 TARGET_KUBERNETES = "1.30"
 TARGET_KNATIVE = "1.15"
@@ -161,7 +162,8 @@ def deployment(spec: APISpec, image: str, env: dict[str, str], options: ExportOp
             "selector": {"matchLabels": {"app.kubernetes.io/name": spec.name}},
             "strategy": {
                 "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": u.max_surge, "maxUnavailable": u.max_unavailable},
+                "rollingUpdate": {"maxSurge": surge_as_written(u.max_surge),
+                                  "maxUnavailable": surge_as_written(u.max_unavailable)},
             },
             "template": {
                 "metadata": {"labels": labels(spec), "annotations": pod_annotations()},

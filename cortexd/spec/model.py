@@ -19,6 +19,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cortexd.spec.units import Percent, parse_surge
+
 PredictorType = Literal["python", "tensorflow", "onnx", "legacy"]
 
 
@@ -104,10 +106,18 @@ class AutoscalingSpec:
     target_cpu_utilization: int | None = None
 
 
+_CORTEX_DEFAULT_SHARE = Percent(25)  # Cortex's default max_surge and max_unavailable
+
+
 @dataclass(frozen=True)
 class UpdateStrategySpec:
-    max_surge: int | str = "25%"  # absolute number or "N%"
-    max_unavailable: int | str = "25%"
+    max_surge: int | Percent = _CORTEX_DEFAULT_SHARE  # a replica count or a share of the desired count
+    max_unavailable: int | Percent = _CORTEX_DEFAULT_SHARE
+
+    def __post_init__(self) -> None:
+        # the loader passes parsed values; a spec made by hand may say "25%" or "1"
+        object.__setattr__(self, "max_surge", parse_surge(self.max_surge))
+        object.__setattr__(self, "max_unavailable", parse_surge(self.max_unavailable))
 
 
 # the key under which the project digest entered the hashed document: persisted hashes

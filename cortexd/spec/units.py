@@ -3,7 +3,7 @@
 Pure parsing, used twice: as jsonschema format checkers (config_schema.json says
 `"format": "duration"`...; a ValueError's text becomes the user's message) and by
 the spec builder to turn validated strings into the units APISpec carries
-(cores, bytes, seconds). The syntax follows what Cortex 0.23 accepted: Kubernetes
+(cores, bytes, seconds, replica counts or a Percent). The syntax follows what Cortex 0.23 accepted: Kubernetes
 quantities for cpu/mem, Go's time.ParseDuration for durations.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 CPU_EXAMPLE = 'a CPU quantity such as 1, 0.5 or "200m" (200 millicores = 0.2 cores)'
@@ -150,8 +151,25 @@ def parse_age(value: str) -> float:
     return parse_duration(text)
 
 
-def parse_surge(value: Any) -> int | str:
-    """max_surge / max_unavailable: an int >= 0 (also "5") or a percentage "0%".."100%"."""
+@dataclass(frozen=True)
+class Percent:
+    """A share of the desired replica count: max_surge / max_unavailable written as "25%" (0..100)."""
+
+    value: int
+
+    def __str__(self) -> str:
+        return f"{self.value}%"
+
+    def of(self, count: int, *, round_up: bool) -> int:
+        """This share of `count` replicas, rounded up or down (integer maths: no float surprises)."""
+        share = self.value * count
+        return -(-share // 100) if round_up else share // 100
+
+
+def parse_surge(value: Any) -> int | Percent:
+    """max_surge / max_unavailable: an int >= 0 (also "5") or a percentage "0%".."100%" (a Percent)."""
+    if isinstance(value, Percent):
+        return value
     too_large = f"expected at most {INT32_MAX} replicas (an int32, as Kubernetes has it)"
     if isinstance(value, int) and not isinstance(value, bool):
         if value > INT32_MAX:
@@ -166,12 +184,17 @@ def parse_surge(value: Any) -> int | str:
             return int(text)
         m = _PERCENT_RE.match(text)
         if m and len(m.group(1)) <= 3 and int(m.group(1)) <= 100:
-            return f"{int(m.group(1))}%"
+            return Percent(int(m.group(1)))
         if m:
             raise ValueError(f"expected a percentage between 0% and 100%; found {describe_value(value)}")
     raise ValueError(f"expected {SURGE_EXAMPLE}; found {describe_value(value)}")
 
 
-def surge_is_zero(value: int | str) -> bool:
+def surge_is_zero(value: int | Percent) -> bool:
     """True for 0 and "0%" (the value parse_surge returned)."""
-    return value == 0 or value == "0%"
+    return value == 0 or value == Percent(0)
+
+
+def surge_as_written(value: int | Percent) -> int | str:
+    """A parsed max_surge / max_unavailable as cortex.yaml (and Kubernetes' IntOrString) write it."""
+    return str(value) if isinstance(value, Percent) else value

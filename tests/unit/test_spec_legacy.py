@@ -8,6 +8,7 @@ import pytest
 
 from cortexd.errors import ConfigError
 from cortexd.spec.load import load_documents
+from cortexd.spec.units import Percent
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ def test_seed_shape_translates_to_a_legacy_apispec(project):
     assert a.target_cpu_utilization == 80
     # everything else: the RealtimeAPI defaults
     assert (a.target_replica_concurrency, a.max_replica_concurrency, a.window) == (1.0, 1024, 60.0)
-    assert (api.update_strategy.max_surge, api.update_strategy.max_unavailable) == ("25%", "25%")
+    assert (api.update_strategy.max_surge, api.update_strategy.max_unavailable) == (Percent(25), Percent(25))
     assert (api.monitoring.model_type, api.monitoring.key) == ("classification", "label")
     assert api.raw["kind"] == "api" and api.raw["predictor"]["type"] == "legacy"
     assert api.runtime_spec()["predictor"]["type"] == "legacy"

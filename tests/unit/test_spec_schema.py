@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cortexd.core import rollout
 from cortexd.errors import ConfigError
 from cortexd.spec import units
 from cortexd.spec.load import load_documents
@@ -79,7 +80,7 @@ def test_minimal_python_api_gets_every_documented_default(project):
     assert (a.max_downscale_factor, a.max_upscale_factor) == (0.75, 1.5)
     assert (a.downscale_tolerance, a.upscale_tolerance) == (0.05, 0.05)
     assert a.target_cpu_utilization is None
-    assert (api.update_strategy.max_surge, api.update_strategy.max_unavailable) == ("25%", "25%")
+    assert (api.update_strategy.max_surge, api.update_strategy.max_unavailable) == (units.Percent(25),) * 2
     assert api.monitoring is None
     assert api.project_dir == str(project) and api.source_file == "cortex.yaml" and api.source_line == 1
 
@@ -195,7 +196,7 @@ def test_every_field_of_the_reference_parses(project):
     assert (a.window, a.downscale_stabilization_period, a.upscale_stabilization_period) == (90.0, 0.0, 10.0)
     assert (a.max_downscale_factor, a.max_upscale_factor, a.downscale_tolerance, a.upscale_tolerance) == (
         0.5, 2.0, 0.1, 0.2)
-    assert (api.update_strategy.max_surge, api.update_strategy.max_unavailable) == (1, "0%")
+    assert (api.update_strategy.max_surge, api.update_strategy.max_unavailable) == (1, units.Percent(0))
     assert loaded.notices == (
         "cortex.yaml:24: api 'full': predictor.tensorflow_serving_image is ignored: cortexd runs "
         "TensorFlow models in the predictor process",
@@ -450,6 +451,17 @@ def test_surge_values(project):
     assert (api.update_strategy.max_surge, api.update_strategy.max_unavailable) == (3, 0)
 
 
+def test_a_percentage_is_parsed_once_and_resolved_like_kubernetes(project):
+    (api,) = load(project, MINIMAL + "  update_strategy:\n    max_surge: 10%\n    max_unavailable: '40%'\n").apis
+    u = api.update_strategy
+    assert (u.max_surge, u.max_unavailable) == (units.Percent(10), units.Percent(40))
+    # of 3 replicas: surge rounds up (0.3 -> 1), unavailable down (1.2 -> 1)
+    assert rollout.resolve_update_strategy(u.max_surge, u.max_unavailable, 3) == (1, 1)
+    assert rollout.plan("h", 3, [], u.max_surge, u.max_unavailable).start == 3
+    # written back as cortex.yaml and Kubernetes write it (cortexd export kubernetes)
+    assert (units.surge_as_written(u.max_surge), units.surge_as_written(u.max_unavailable)) == ("10%", "40%")
+
+
 def test_cpu_null_means_no_limit_and_mem_in_bytes(project):
     (api,) = load(project, MINIMAL + "  compute:\n    cpu: null\n    mem: 500M\n").apis
     assert api.compute.cpu == 0.0 and api.compute.mem == 500_000_000
@@ -571,8 +583,9 @@ def test_parse_duration_refuses_with_an_example(value):
         units.parse_duration(value)
 
 
-@pytest.mark.parametrize("value, parsed", [(0, 0), (5, 5), ("5", 5), ("25%", "25%"), ("0%", "0%"),
-                                           ("100%", "100%")])
+@pytest.mark.parametrize("value, parsed", [(0, 0), (5, 5), ("5", 5), ("25%", units.Percent(25)),
+                                           ("0%", units.Percent(0)), ("100%", units.Percent(100)),
+                                           (units.Percent(5), units.Percent(5))])
 def test_parse_surge(value, parsed):
     assert units.parse_surge(value) == parsed
 
