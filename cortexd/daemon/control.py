@@ -21,6 +21,7 @@ import struct
 
 from aiohttp import web
 
+from cortexd.daemon.process_guard import descends_from
 from cortexd.errors import ConfigError, CortexdError, UnknownAPI
 from cortexd.gateway.metrics import MetricsCollector, build_registry, exposition
 from cortexd.settings import check_socket_path
@@ -46,10 +47,21 @@ def peer_credentials(transport) -> tuple[int, int] | None:
 
 def replica_peer_refusal(daemon, transport) -> str | None:
     """Why this connection is refused, when it comes from a replica's process (predictor code
-    must not drive the daemon: DESIGN.md section 11), else None."""
+    must not drive the daemon: DESIGN.md section 11), else None.
+
+    In the real daemon (a child subreaper: process_guard.py) every process it started,
+    their children and their orphans descend from it: replicas, pip and dependencies.sh,
+    the config loader. None of them is served; a CLI never descends from the daemon."""
     creds = peer_credentials(transport)
+    if creds is None:
+        return None
+    guarded = getattr(daemon, "guarded_pid", None)
+    if guarded and creds[0] != guarded and descends_from(creds[0], guarded):
+        return (f"the control API does not serve replicas or anything else cortexd started: the "
+                f"connecting process (pid {creds[0]}, uid {creds[1]}) descends from the daemon "
+                f"(pid {guarded}); predictor code cannot drive cortexd")
     owner = getattr(getattr(daemon, "backend", None), "replica_of_peer", None)
-    if creds is None or owner is None:
+    if owner is None:
         return None
     replica = owner(*creds)
     if replica is None:

@@ -30,6 +30,7 @@ from cortexd.daemon import control
 from cortexd.daemon.autoscaler import Autoscaler
 from cortexd.daemon.events import EventLog
 from cortexd.daemon.logclock import LogClock
+from cortexd.daemon.process_guard import OrphanReaper, guard_daemon_process
 from cortexd.daemon.gpu_placer import GPUPlacer
 from cortexd.daemon.projects import (
     Project,
@@ -179,6 +180,8 @@ class Daemon:
         # for `logs --since`; it also removes the logs of replicas long gone
         self.log_clock = LogClock(settings.log_dir, live=self.live_log_paths)
         self._tasks: list[asyncio.Task] = []
+        # run_daemon's process (a child subreaper): its descendants are refused by the control API
+        self.guarded_pid: int | None = None
         self._stop = asyncio.Event()
         self._config_lock = asyncio.Lock()  # reload, deploy and delete apply one at a time
         self._deleted: set[str] = set()  # `cortexd delete`d; file saves do not bring them back
@@ -530,6 +533,11 @@ def _read_new_all(followed: list[tuple[str, str, Position]]) -> list[tuple[str, 
 async def run_daemon(settings: DaemonSettings, paths: Sequence[str], *, on_started=None) -> None:
     """Run a daemon until it is asked to stop (used by the CLI, foreground and detached)."""
     daemon = Daemon(settings, paths)
+    # a subreaper that is not dumpable: what it starts cannot use the control API nor read
+    # its environment (process_guard.py); the orphans it adopts are reaped
+    if guard_daemon_process():
+        daemon.guarded_pid = os.getpid()
+        daemon._tasks.append(asyncio.ensure_future(OrphanReaper().run()))
     try:
         await daemon.start()
     except BaseException:

@@ -44,6 +44,62 @@ PROBE = textwrap.dedent('''
     """
 
 
+    PROBE_ORPHAN = """
+    import json, os, socket, sys, time
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: a new session, then it leaves its own child an orphan
+        os.close(read_end)
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        for _ in range(100):  # the grandchild: wait until it is re-parented
+            if os.getppid() != child:
+                break
+            time.sleep(0.02)
+        out = {"ppid": os.getppid(), "sid": os.getsid(0)}
+        for path in json.loads(sys.argv[1]):
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(5)
+            try:
+                s.connect(path)
+                s.sendall(b"GET /status HTTP/1.0\\\\r\\\\nHost: x\\\\r\\\\n\\\\r\\\\n")
+                out[path] = s.recv(200).decode("latin-1").split("\\\\r\\\\n")[0]
+            except OSError as e:
+                out[path] = type(e).__name__
+            finally:
+                s.close()
+        os.write(write_end, json.dumps(out).encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(child, 0)
+    data = b""
+    while chunk := os.read(read_end, 65536):
+        data += chunk
+    print(data.decode())
+    """
+
+
+    def daemon_environ(paths):
+        """What reading /proc/<daemon pid>/environ gives, as a same-uid user without
+        capabilities would (a root predictor drops them first: root reads anything)."""
+        out = {}
+        for path in paths:
+            try:
+                with open(os.path.join(os.path.dirname(path), "cortexd.pid")) as f:
+                    pid = int(f.read().strip())
+            except (OSError, ValueError) as e:
+                out[path] = type(e).__name__
+                continue
+            cmd = ["cat", f"/proc/{pid}/environ"]
+            if os.getuid() == 0:
+                cmd = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", *cmd]
+            r = subprocess.run(cmd, capture_output=True, timeout=20)
+            out[path] = ("read: secret" if b"DAEMON_ONLY_SECRET" in r.stdout
+                         else "read" if r.returncode == 0 else "refused: " + r.stderr.decode()[-200:])
+        return out
+
+
     def sockets():
         found = set()
         if os.environ.get("CORTEXD_HOME"):
@@ -89,6 +145,8 @@ PROBE = textwrap.dedent('''
                 home_writable = False
             child = subprocess.run([sys.executable, "-c", PROBE_CHILD, json.dumps(paths)],
                                    capture_output=True, text=True, timeout=20)
+            orphan = subprocess.run([sys.executable, "-c", PROBE_ORPHAN, json.dumps(paths)],
+                                    capture_output=True, text=True, timeout=20)
             return {
                 "uid": os.getuid(),
                 "env_keys": sorted(os.environ),
@@ -101,6 +159,8 @@ PROBE = textwrap.dedent('''
                 "sockets": paths,
                 "asked": {p: ask(p) for p in paths},
                 "escaped_child": json.loads(child.stdout or "{}") if child.returncode == 0 else child.stderr[-300:],
+                "orphan": json.loads(orphan.stdout or "{}") if orphan.returncode == 0 else orphan.stderr[-300:],
+                "daemon_environ": daemon_environ(paths),
             }
 ''')
 
@@ -142,7 +202,9 @@ def test_a_predictor_gets_none_of_the_daemons_environment_and_is_refused_by_the_
     seen = probe(port)
 
     assert seen["cortexd_home"] is None and seen["planted"] is None
-    assert not [k for k in seen["env_keys"] if k.startswith(("CORTEXD_", "PYTEST"))]
+    # only the runtime's own limits (DaemonSettings.replica_limits), nothing of the daemon's
+    assert not [k for k in seen["env_keys"] if k.startswith(("CORTEXD_", "PYTEST"))
+                and k not in ("CORTEXD_MAX_BODY_SIZE", "CORTEXD_REQUEST_TIMEOUT")]
     assert (seen["mode"], seen["only_env"]) == ("from-dotenv", "kept")  # .env over env (10.5)
     assert seen["home_writable"] and seen["home"] != os.environ.get("HOME")
     assert not seen["home"].startswith(str(cli.home))
@@ -154,6 +216,11 @@ def test_a_predictor_gets_none_of_the_daemons_environment_and_is_refused_by_the_
     assert "does not serve replicas" in answer["body"]
     # a child that left the replica's session is still the replica's
     assert seen["escaped_child"][socket_path].split()[1] == "403", seen["escaped_child"]
+    # so is a grandchild that double-forked into a new session: the daemon adopts orphans
+    assert isinstance(seen["orphan"], dict), seen["orphan"]
+    assert seen["orphan"][socket_path].split()[1] == "403", seen["orphan"]
+    # and nothing it runs reads the daemon's environment in /proc
+    assert seen["daemon_environ"][socket_path].startswith("refused"), seen["daemon_environ"]
     # the CLI itself still drives the daemon
     assert cli("get", "-o", "json", check=True).code == 0
 
@@ -338,6 +405,10 @@ def test_the_control_api_reads_the_peer_of_its_unix_socket_and_asks_the_backend(
         assert "belongs to replica echo-r1" in refusal and "cannot drive cortexd" in refusal
         assert replica_peer_refusal(Daemon(Backend(None)), Transport(ours)) is None
         assert replica_peer_refusal(Daemon(object()), Transport(ours)) is None  # Docker: no such check
+        # a daemon that is a subreaper refuses its descendants, whatever the backend
+        guarded = Daemon(object())
+        guarded.guarded_pid = os.getppid()
+        assert "descends from the daemon" in replica_peer_refusal(guarded, Transport(ours))
     finally:
         ours.close()
         theirs.close()
