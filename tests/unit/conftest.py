@@ -1,0 +1,49 @@
+"""The unit tier is pure: a unit test that starts a process fails, saying where such a test goes.
+
+Tests with real processes, sockets, watchers or clocks belong in tests/integration.
+The check covers the ways Python starts a process: `subprocess.Popen` (asyncio's
+subprocesses too), `_posixsubprocess.fork_exec` (multiprocessing's spawn), `os.fork`
+(multiprocessing's fork, `os.spawn*`), `os.posix_spawn*` and `os.system`.
+"""
+
+from __future__ import annotations
+
+import _posixsubprocess
+import os
+import subprocess
+
+import pytest
+
+MOVE = "unit tests start no processes: {what} was started; move this test to tests/integration"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.stash[CALL_FAILED] = report.failed
+    return report
+
+
+CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture(autouse=True)
+def no_processes(monkeypatch, request):
+    started: list[str] = []
+
+    def refuse(what: str):
+        def refused(*args, **kwargs):
+            started.append(what)
+            # pytest.fail raises a BaseException: code under test that catches Exception cannot hide it
+            pytest.fail(MOVE.format(what=what), pytrace=False)
+        return refused
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse("a subprocess"))
+    monkeypatch.setattr(_posixsubprocess, "fork_exec", refuse("a process (fork_exec)"))
+    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, refuse(f"a process (os.{name})"))
+    yield
+    if started and not request.node.stash.get(CALL_FAILED, False):  # the test swallowed the failure above
+        pytest.fail(MOVE.format(what=started[0]), pytrace=False)
