@@ -9,19 +9,24 @@ hasattr/getattr:
   `ReplicaBackend`;
 - the autoscaler (daemon/autoscaler.py) reads and sets replica counts through
   `ScalingTarget` (the reconciler) and reads in-flight counts through `InFlight`
-  (the gateway), instead of the reconciler's records and backend.
+  (the gateway), instead of the reconciler's records and backend;
+- the control API (daemon/control.py) serves a `ControlledDaemon`, never its
+  reconciler, gateway or backend.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from cortexd.backends.base import ReplicaInfo
+    from cortexd.daemon.events import EventLog
+    from cortexd.gateway.metrics import APIMetrics, Monitor
     from cortexd.gateway.routes import RouteConfig
     from cortexd.spec.model import APISpec
+    from cortexd.status import Status
 
 
 class CountedRoute(Protocol):
@@ -87,3 +92,37 @@ class ScalingTarget(Protocol):
 
     def note_decision(self, api: str, decision: str) -> None:
         """Show `decision` as the API's last autoscaler decision, leaving its count."""
+
+
+class ControlledDaemon(Protocol):
+    """The daemon, as the control API (daemon/control.py) serves it: each handler is one call."""
+
+    events: EventLog
+
+    def status(self) -> Status:
+        """The status snapshot (GET /status, /metrics)."""
+
+    async def replica_models(self, name: str) -> dict[str, dict]:
+        """{replica id: what it serves} (GET /apis/{name})."""
+
+    def log_sources(self, name: str) -> list[tuple[str, str | None]]:
+        """(replica id, log file) of the API's replicas; raises UnknownAPI."""
+
+    def stream_logs(self, name: str, sources: list[tuple[str, str | None]], tail: int | None,
+                    follow: bool, since: float | None = None) -> AsyncIterator[str]:
+        """The log lines (GET /apis/{name}/logs)."""
+
+    async def deploy(self, paths: Sequence[str]) -> dict:
+        """POST /deploy; raises ConfigError or CortexdError."""
+
+    async def delete_api(self, name: str) -> None:
+        """DELETE /apis/{name}; raises UnknownAPI."""
+
+    def request_shutdown(self) -> None:
+        """POST /shutdown: start a graceful shutdown."""
+
+    def route_metrics(self) -> list[tuple[str, APIMetrics, Monitor | None]]:
+        """Each API's cumulative request metrics and monitor (Prometheus)."""
+
+    def unrouted_requests(self) -> int:
+        """Requests for a path no API serves."""
