@@ -347,10 +347,10 @@ def test_validate_and_the_runtime_refuse_the_same_incomplete_saved_model(tmp_pat
         load_documents(text, "cortex.yaml", str(tmp_path))
     why = "expected variables/variables.index next to saved_model.pb (the SavedModel is incomplete)"
     assert [str(p) for p in info.value.problems] == [
-        f"cortex.yaml:6:17: api 'flat': predictor.model_path: {why}; found variables.data-00000-of-00001 in "
-        f"{tmp_path / 'flat' / 'variables'}",
-        f"cortex.yaml:12:17: api 'versioned': predictor.model_path: {why}; version folder 1/variables/ holds "
-        "variables.data-00000-of-00001",
+        (f"cortex.yaml:6:17: api 'flat': predictor.model_path: {why}; found variables.data-00000-of-00001 in "
+         f"{tmp_path / 'flat' / 'variables'}"),
+        (f"cortex.yaml:12:17: api 'versioned': predictor.model_path: {why}; version folder 1/variables/ holds "
+         "variables.data-00000-of-00001"),
     ]
     for name in ("flat", "versioned"):
         store = ModelStore("tensorflow", {DEFAULT_MODEL: (str(tmp_path / name), None)}, loader=lambda *a: "m",
