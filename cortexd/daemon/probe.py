@@ -8,8 +8,6 @@ replica that does not answer is not ready (or says "no answer"), never an error.
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 
 from cortexd.backends.base import ReplicaInfo
@@ -32,7 +30,7 @@ class ReplicaProbe:
         try:
             async with self._client().get(f"http://{info.host}:{info.port}/healthz") as resp:
                 return resp.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (aiohttp.ClientError, TimeoutError, OSError):
             return False
 
     async def models(self, info: ReplicaInfo, timeout: float) -> dict:
@@ -42,7 +40,7 @@ class ReplicaProbe:
             async with self._client().get(f"http://{info.host}:{info.port}/",
                                           timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 body = await resp.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
             return {"error": f"no answer ({type(e).__name__})"}
         if not isinstance(body, dict):
             return {}

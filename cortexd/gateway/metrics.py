@@ -300,13 +300,23 @@ class MetricsCollector:
         self._unrouted = unrouted
 
     def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        snap = self._snapshot()
+        yield from self._request_families()
+        yield from _replica_families(snap)
+        yield from _gpu_families(snap)
+        yield CounterMetricFamily("cortexd_unrouted_requests",
+                                  "Requests for a path no API serves (404)", value=self._unrouted())
+
+    def _request_families(self):
+        """Cumulative request codes, latency histograms and monitoring, from the gateway's counters."""
         from prometheus_client.core import (
             CounterMetricFamily,
             GaugeMetricFamily,
             HistogramMetricFamily,
         )
 
-        snap = self._snapshot()
         requests = CounterMetricFamily(
             "cortexd_requests", "Requests answered by the gateway, by API and HTTP status code",
             labels=["api", "code"])
@@ -348,47 +358,54 @@ class MetricsCollector:
                         values.add_metric([name, stat], summary[stat])
         yield from (requests, latency, predictions, unreadable, classes, values)
 
-        in_flight = GaugeMetricFamily("cortexd_in_flight_requests",
-                                      "Requests in progress at the gateway", labels=["api"])
-        replicas = GaugeMetricFamily("cortexd_replicas", "Replicas by state", labels=["api", "state"])
-        recommended = GaugeMetricFamily(
-            "cortexd_autoscaler_recommended_replicas",
-            "Replica count the autoscaler requests (the desired count)", labels=["api"])
-        bounds = GaugeMetricFamily("cortexd_replicas_bound", "min_replicas and max_replicas",
-                                   labels=["api", "bound"])
-        replica_in_flight = GaugeMetricFamily(
-            "cortexd_replica_in_flight_requests", "Requests in progress per replica",
-            labels=["api", "replica"])
-        for api in snap.apis:
-            name = api.name
-            in_flight.add_metric([name], api.in_flight)
-            r = api.replicas
-            states = {"ready": 0, "starting": 0, "draining": 0, "stopping": 0}
-            for rep in api.replica_list:
-                states[rep.state] = states.get(rep.state, 0) + 1
-                replica_in_flight.add_metric([name, rep.id], rep.in_flight)
-            states["pending"] = max(0, r.requested - r.ready - r.starting)
-            for state, n in sorted(states.items()):
-                replicas.add_metric([name, state], n)
-            recommended.add_metric([name], r.requested)
-            bounds.add_metric([name, "min"], r.min)
-            bounds.add_metric([name, "max"], r.max)
-        yield from (in_flight, replica_in_flight, replicas, recommended, bounds)
 
-        gpu_util = GaugeMetricFamily("cortexd_gpu_utilization_percent",
-                                     "GPU utilization over NVML's last sample period", labels=["gpu"])
-        gpu_used = GaugeMetricFamily("cortexd_gpu_memory_used_bytes", "GPU memory in use",
-                                     labels=["gpu"])
-        gpu_total = GaugeMetricFamily("cortexd_gpu_memory_total_bytes", "GPU memory", labels=["gpu"])
-        for d in snap.gpus.devices if snap.gpus is not None else ():
-            gpu = str(d.index)
-            if d.utilization is not None:
-                gpu_util.add_metric([gpu], d.utilization)
-            gpu_used.add_metric([gpu], d.memory_used)
-            gpu_total.add_metric([gpu], d.memory_total)
-        yield from (gpu_util, gpu_used, gpu_total)
-        yield CounterMetricFamily("cortexd_unrouted_requests",
-                                  "Requests for a path no API serves (404)", value=self._unrouted())
+def _replica_families(snap: Status):
+    """In-flight requests, replicas by state, the autoscaler's count and bounds, per API."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    in_flight = GaugeMetricFamily("cortexd_in_flight_requests",
+                                  "Requests in progress at the gateway", labels=["api"])
+    replicas = GaugeMetricFamily("cortexd_replicas", "Replicas by state", labels=["api", "state"])
+    recommended = GaugeMetricFamily(
+        "cortexd_autoscaler_recommended_replicas",
+        "Replica count the autoscaler requests (the desired count)", labels=["api"])
+    bounds = GaugeMetricFamily("cortexd_replicas_bound", "min_replicas and max_replicas",
+                               labels=["api", "bound"])
+    replica_in_flight = GaugeMetricFamily(
+        "cortexd_replica_in_flight_requests", "Requests in progress per replica",
+        labels=["api", "replica"])
+    for api in snap.apis:
+        name = api.name
+        in_flight.add_metric([name], api.in_flight)
+        r = api.replicas
+        states = {"ready": 0, "starting": 0, "draining": 0, "stopping": 0}
+        for rep in api.replica_list:
+            states[rep.state] = states.get(rep.state, 0) + 1
+            replica_in_flight.add_metric([name, rep.id], rep.in_flight)
+        states["pending"] = max(0, r.requested - r.ready - r.starting)
+        for state, n in sorted(states.items()):
+            replicas.add_metric([name, state], n)
+        recommended.add_metric([name], r.requested)
+        bounds.add_metric([name, "min"], r.min)
+        bounds.add_metric([name, "max"], r.max)
+    yield from (in_flight, replica_in_flight, replicas, recommended, bounds)
+
+
+def _gpu_families(snap: Status):
+    from prometheus_client.core import GaugeMetricFamily
+
+    gpu_util = GaugeMetricFamily("cortexd_gpu_utilization_percent",
+                                 "GPU utilization over NVML's last sample period", labels=["gpu"])
+    gpu_used = GaugeMetricFamily("cortexd_gpu_memory_used_bytes", "GPU memory in use",
+                                 labels=["gpu"])
+    gpu_total = GaugeMetricFamily("cortexd_gpu_memory_total_bytes", "GPU memory", labels=["gpu"])
+    for d in snap.gpus.devices if snap.gpus is not None else ():
+        gpu = str(d.index)
+        if d.utilization is not None:
+            gpu_util.add_metric([gpu], d.utilization)
+        gpu_used.add_metric([gpu], d.memory_used)
+        gpu_total.add_metric([gpu], d.memory_total)
+    yield from (gpu_util, gpu_used, gpu_total)
 
 
 def build_registry(collector: MetricsCollector):
