@@ -22,6 +22,7 @@ import struct
 from aiohttp import web
 
 from cortexd.daemon.process_guard import descends_from
+from cortexd.daemon.seams import ControlledDaemon
 from cortexd.errors import ConfigError, CortexdError, UnknownAPI
 from cortexd.gateway.metrics import MetricsCollector, build_registry, exposition
 from cortexd.settings import check_socket_path
@@ -70,7 +71,7 @@ def replica_peer_refusal(daemon, transport) -> str | None:
             f"uid {creds[1]}) belongs to replica {replica}; predictor code cannot drive cortexd")
 
 
-def build_app(daemon) -> web.Application:
+def build_app(daemon: ControlledDaemon) -> web.Application:
     routes = web.RouteTableDef()
 
     @web.middleware
@@ -154,7 +155,7 @@ def build_app(daemon) -> web.Application:
     return app
 
 
-async def serve(daemon, socket_path: str) -> web.AppRunner:
+async def serve(daemon: ControlledDaemon, socket_path: str) -> web.AppRunner:
     check_socket_path(socket_path)  # SocketPathTooLong names the path, not "AF_UNIX path too long"
     app = build_app(daemon)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -171,26 +172,22 @@ async def serve(daemon, socket_path: str) -> web.AppRunner:
     return runner
 
 
-def metrics_handler(daemon):
+def metrics_handler(daemon: ControlledDaemon):
     """GET /metrics: the daemon's Prometheus metrics, from a private CollectorRegistry."""
     registry = None
 
     async def metrics(request: web.Request) -> web.Response:
         nonlocal registry
         if registry is None:
-            gateway = daemon.gateway
-            registry = build_registry(MetricsCollector(
-                daemon.status,
-                lambda: [(r.name, r.metrics, r.monitor) for r in gateway.routes()],
-                lambda: gateway.unrouted,
-            ))
+            registry = build_registry(MetricsCollector(daemon.status, daemon.route_metrics,
+                                                       daemon.unrouted_requests))
         body, content_type = exposition(registry)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     return metrics
 
 
-async def serve_metrics(daemon, port: int) -> web.AppRunner | None:
+async def serve_metrics(daemon: ControlledDaemon, port: int) -> web.AppRunner | None:
     """The admin HTTP port: GET /metrics on 127.0.0.1 only. None when disabled or taken.
 
     A taken port is not fatal (another daemon, a Prometheus exporter): the metrics

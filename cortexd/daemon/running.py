@@ -337,8 +337,7 @@ class Daemon:
             self.events.add("forced shutdown: killing replicas", level="warning")
             self.settings = self.settings.with_(drain_timeout=0.0, stop_timeout=0.5)
             if self.reconciler is not None:
-                self.reconciler.settings = self.settings
-                self.reconciler.forced = True
+                self.reconciler.force(stop_timeout=self.settings.stop_timeout)
             if self.gateway is not None:
                 self.gateway.force_close()
 
@@ -436,6 +435,13 @@ class Daemon:
             urls={n: self._url(s.spec.networking.local_port, s.spec.networking.endpoint)
                   for n, s in rec.apis.items()},
             preparing={n: rec.preparing(n) for n in rec.apis}, wall_now=wall, mono_now=mono)
+
+    def route_metrics(self) -> list:
+        """(api, APIMetrics, Monitor | None) per API, for the Prometheus collector."""
+        return [(r.name, r.metrics, r.monitor) for r in self.gateway.routes()] if self.gateway else []
+
+    def unrouted_requests(self) -> int:
+        return self.gateway.unrouted if self.gateway is not None else 0
 
     async def replica_models(self, name: str) -> dict[str, dict]:
         """{replica id: the models it serves} for `cortexd get API` (control API /apis/{name})."""
