@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tests.builders import REPO
 
-__all__ = ["CLI", "REPO", "Result", "free_port", "http", "pid_alive", "post_json"]
+__all__ = ["CLI", "REPO", "Result", "free_port", "http", "pid_alive", "post_json", "server_has_read"]
 
 
 def free_port() -> int:
@@ -104,3 +104,29 @@ def pid_alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+def server_has_read(pid: int, port: int, client_ports: set[int]) -> bool:
+    """Whether process `pid` accepted each connection from `client_ports` to `port` and read all it was sent.
+
+    Linux's /proc: a connection still in the listen backlog is no file of the process, and
+    a socket's receive queue holds what its process has not read yet. Tests wait on this
+    instead of sleeping to let a server take slow clients in.
+    """
+    owned = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            owned.add(target[len("socket:["):-1])
+    read = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()  # sl local remote st tx:rx tr:when retrnsmt uid timeout inode
+            local, remote = int(fields[1].rpartition(":")[2], 16), int(fields[2].rpartition(":")[2], 16)
+            unread = int(fields[4].partition(":")[2], 16)
+            if local == port and remote in client_ports and fields[9] in owned and unread == 0:
+                read.add(remote)
+    return read == client_ports

@@ -136,6 +136,20 @@ def send_raw(port: int, *pieces: bytes, pause: float = 0.0) -> bytes:
     return b"".join(chunks)
 
 
+def in_flight(rt) -> int:
+    """The replica's own count of POSTs received and not answered (its GET /metrics gauge)."""
+    status, _, text = http("GET", rt.url + "/metrics")
+    assert status == 200, text
+    return int(float(text.decode().rpartition("cortexd_in_flight_requests ")[2]))
+
+
+def wait_in_flight(rt, count: int, what: str) -> None:
+    deadline = time.monotonic() + 20
+    while (now := in_flight(rt)) != count:
+        assert time.monotonic() < deadline, f"{what}: {now} request(s) in flight, not {count}"
+        time.sleep(0.02)
+
+
 def test_a_client_that_breaks_its_body_midway_leaves_no_traceback(runtime, tmp_path):  # noqa: F811
     rt = runtime(RECORDER)
     rt.wait_ready()
@@ -143,14 +157,14 @@ def test_a_client_that_breaks_its_body_midway_leaves_no_traceback(runtime, tmp_p
             b"Transfer-Encoding: chunked\r\n\r\n4\r\n[1, \r\n")
     with socket.create_connection(("127.0.0.1", rt.port), timeout=5) as s:
         s.sendall(head)
-        time.sleep(0.3)  # the handler is reading the body by now
+        wait_in_flight(rt, 1, "the handler reading the chunked body")  # the break lands mid-body
         s.sendall(b"ZZ\r\nnot a chunk\r\n")
-        time.sleep(0.3)
+    wait_in_flight(rt, 0, "the handler ending after the broken chunk")
     # and one that goes away in the middle of a Content-Length body
     with socket.create_connection(("127.0.0.1", rt.port), timeout=5) as s:
         s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part")
-        time.sleep(0.3)
-    time.sleep(0.3)
+        wait_in_flight(rt, 1, "the handler reading the Content-Length body")
+    wait_in_flight(rt, 0, "the handler ending when its client went away")
     status, _, _ = http("POST", rt.url, b"{}", {"Content-Type": "application/json"})
     assert status == 200  # still serving
     assert (tmp_path / "seen").read_text() == "called\n"  # only the good request reached predict

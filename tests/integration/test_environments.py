@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -113,15 +112,13 @@ def test_requirements_pin_wins_and_the_environment_is_reused(env_cli, tmp_path, 
     # a second `up` with the same requirements: the same environment, no pip run
     built = {p.name: p.stat().st_mtime_ns for p in env_cache.iterdir()}
     env_cli("down", check=True, timeout=90)
-    started = time.monotonic()
     env_cli("up", "-d", "--backend", "process", "--port", str(port), "--metrics-port", "0",
             str(project), check=True)
     snap, seen = _wait_for_api(env_cli, "pinned", ("live", "error"), timeout=60)
-    took = time.monotonic() - started
     assert _api(snap, "pinned")["status"] == "live"
+    # no install showed and the cache was not touched: no pip run (outcomes, not a timing)
     assert not [s for s, _ in seen if s == "updating (installing requirements)"], seen
     assert {p.name: p.stat().st_mtime_ns for p in env_cache.iterdir()} == built
-    assert took < 20, f"second up took {took:.1f}s"
     code, _, body = post_json(f"http://127.0.0.1:{port}/pinned", {})
     assert code == 200 and json.loads(body)["six"] == "1.16.0"
 
