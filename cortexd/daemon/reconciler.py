@@ -267,31 +267,7 @@ class Reconciler:
 
     async def _reconcile_api(self, state: APIState, infos: list[ReplicaInfo], now: float) -> None:
         spec = state.spec
-        live: list[ReplicaInfo] = []
-        for info in infos:
-            rec = self.records[info.replica_id]
-            if rec.stopping:
-                continue
-            if info.state == "exited":
-                if rec.draining_since is None:
-                    await self._on_crash(state, info, now)
-                else:
-                    self._stop_later(info.replica_id)
-                continue
-            live.append(info)
-
-        await self._probe([i for i in live if self.records[i.replica_id].ready_at is None], state, now)
-        self._check_liveness(live, now)
-
-        # a replica that never became ready within the start timeout counts as failed
-        for info in live:
-            rec = self.records[info.replica_id]
-            if (rec.ready_at is None and rec.draining_since is None
-                    and now - rec.launched_at > self.settings.start_timeout):
-                await self._on_crash(state, info, now, timed_out=True)
-            elif rec.unhealthy is not None and not rec.replacing and rec.draining_since is None:
-                await self._on_unhealthy(state, info, now)
-        live = [i for i in live if not self.records[i.replica_id].stopping]
+        live = await self._live_replicas(state, infos, now)
 
         observed = [
             rollout.ObservedReplica(
@@ -327,6 +303,37 @@ class Reconciler:
             starting=not routable and state.status != "error",
             error=state.reason if (state.status == "error" and not routable) else None,
         )
+
+    async def _live_replicas(self, state: APIState, infos: list[ReplicaInfo],
+                             now: float) -> list[ReplicaInfo]:
+        """The API's replicas that go on running, after probing readiness and liveness. One that
+        exited, one not ready within the start timeout and an unhealthy one are stopped or
+        replaced here (the failure counted: core.api_status), so the plan sees them missing."""
+        live: list[ReplicaInfo] = []
+        for info in infos:
+            rec = self.records[info.replica_id]
+            if rec.stopping:
+                continue
+            if info.state == "exited":
+                if rec.draining_since is None:
+                    await self._on_crash(state, info, now)
+                else:
+                    self._stop_later(info.replica_id)
+                continue
+            live.append(info)
+
+        await self._probe([i for i in live if self.records[i.replica_id].ready_at is None], state, now)
+        self._check_liveness(live, now)
+
+        # a replica that never became ready within the start timeout counts as failed
+        for info in live:
+            rec = self.records[info.replica_id]
+            if (rec.ready_at is None and rec.draining_since is None
+                    and now - rec.launched_at > self.settings.start_timeout):
+                await self._on_crash(state, info, now, timed_out=True)
+            elif rec.unhealthy is not None and not rec.replacing and rec.draining_since is None:
+                await self._on_unhealthy(state, info, now)
+        return [i for i in live if not self.records[i.replica_id].stopping]
 
     def _update_status(self, state: APIState, live: list[ReplicaInfo], routable: list) -> None:
         current_ready = sum(
