@@ -8,6 +8,12 @@ restart backoff per API. The gateway is told which replicas are routable; a
 draining replica is stopped once its in-flight requests reach 0 (or the drain
 deadline passes).
 
+Collaborators: the gateway and the GPU placer through daemon/seams.py's
+ReplicaRouter and GPUPlacement; replicas' HTTP (GET /healthz, GET /) in
+daemon/probe.py; the restart delay and the status an API shows in
+core/api_status.py; the status snapshot is built from its records by
+cortexd/status.py (`traffic`, `preparing` and `api_status` give its inputs).
+
 Crashes: a replica that exits on its own is removed and replaced after an
 exponential backoff (settings.backoff_initial doubling up to backoff_max); after
 settings.crash_error_after crashes in a row the API shows `error` with the last
