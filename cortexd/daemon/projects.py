@@ -23,6 +23,7 @@ from cortexd.daemon.watcher import (
     api_digest,
     api_files,
     changed_files,
+    cortexignore_warning,
     describe_change,
     project_files,
 )
@@ -64,8 +65,12 @@ def load_project(path: str, *, shipped: frozenset[str] | None = None,
     configs = {os.path.realpath(f) for f in loaded.files} | set(loaded.files)
     models = model_locations(loaded.apis)
     files_by_dir: dict[str, dict[str, str]] = {}
-    for folder in {s.project_dir for s in loaded.apis}:
+    notices = list(loaded.notices)
+    for folder in sorted({s.project_dir for s in loaded.apis}):
         files_by_dir[folder] = project_files(folder, shipped=shipped, model_dirs=models)
+        warning = cortexignore_warning(folder)  # said as a warning event, the project still loads
+        if warning is not None:
+            notices.append(warning)
     if shipped is None:
         shipped = frozenset(p for files in files_by_dir.values() for p in files)
     specs, per_api = [], {}
@@ -76,7 +81,7 @@ def load_project(path: str, *, shipped: frozenset[str] | None = None,
         per_api[spec.name] = api_files(files_by_dir[spec.project_dir], exclude)
         digest = api_digest(files_by_dir[spec.project_dir], exclude)
         specs.append(replace(spec, project_digest=digest))  # a new spec: its hash includes the digest
-    return Project(path, tuple(loaded.files), tuple(specs), tuple(loaded.notices), shipped, per_api)
+    return Project(path, tuple(loaded.files), tuple(specs), tuple(notices), shipped, per_api)
 
 
 def conflicts(projects: Sequence[Project]) -> list[ConfigProblem]:

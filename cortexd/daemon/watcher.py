@@ -3,27 +3,28 @@
 watchdog calls back on its own thread; events are handed to the asyncio loop with
 call_soon_threadsafe and coalesced: editors write temp files and rename them, so
 one save is several events, and the daemon reloads once `debounce` seconds after
-the last relevant one. Irrelevant paths are dropped here: dotfiles and dot
-folders (but `.env`, which replicas read), __pycache__ and bytecode, editor temp
-files, what a running predictor typically writes next to its code (logs, sqlite
-databases, pid and lock files: a predictor logging into its own folder must not
-roll itself forever), and the project's `.cortexignore` patterns.
+the last relevant one. Irrelevant paths are dropped here by the project-file rules
+that `cortexd build` uses too (cortexd/project_files.py: dot files and dot folders,
+__pycache__ and bytecode, the project's `.cortexignore`), kept dot files aside
+(`.env`, which replicas read, and `.cortexignore`, which decides what counts), plus
+the watcher's own extra: editor temp files.
 
 project_files() + api_files() + api_digest() are the other half of hot reload: a
 digest of a project's files that the daemon folds into each API's spec hash, so an
 edit to predictor code rolls the APIs that use it, and only those. What counts:
-the sources (cortex.yaml, .env, dependency files, Python files) always, other files
-only when the version shipped with them (`shipped`: the project's files when it was
-deployed), so what a running predictor creates later (a cache, an output file)
-never rolls it; model folders inside the project are left out (the runtime polls
-them for new versions, as it does folders outside). `.cortexignore` is read with
-.gitignore syntax (pathspec), as Cortex documents.
+the sources (cortex.yaml, .env, .cortexignore, dependency files, Python files)
+always, other files exactly when the version shipped with them (`shipped`: the
+project's files when it was deployed), whatever their name: a shipped `lookup.db`
+rolls the API when it changes, and what a running predictor creates later (a log,
+a sqlite database, a cache) never does. Model folders inside the project are left
+out (the runtime polls them for new versions, as it does folders outside).
+`.cortexignore` is read again on each look, so one written after the deploy applies;
+one that cannot be read is said as a warning (cortexignore_warning) and not applied.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import functools
 import hashlib
 import os
@@ -34,16 +35,21 @@ import pathspec
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-EDITOR_TEMP = ("*~", "*.swp", "*.swx", "*.swo", "#*#", ".#*", "4913", "*.tmp", "*.part")
-RUNTIME_OUTPUT = ("*.log", "*.log.[0-9]*", "*.db", "*.db-journal", "*.db-wal", "*.db-shm",
-                  "*.sqlite", "*.sqlite3", "*.sqlite-journal", "*.pid", "*.lock")
-KEPT_DOTFILES = {".cortexignore", ".env"}
-SKIP_DIRS = {"__pycache__", ".git", ".hg", ".svn", "node_modules", ".venv", "venv"}
+from cortexd.project_files import (
+    CORTEXIGNORE,
+    EDITOR_TEMP_PATTERNS,
+    CortexIgnoreUnreadable,
+    ProjectFilter,
+    read_cortexignore,
+)
+
+KEPT_DOTFILES = frozenset({CORTEXIGNORE, ".env"})
 SMALL_FILE = 1 << 20  # hashed by content below this size, by size+mtime above
 # files that always count, new or not: what defines a version (Cortex's project files)
-SOURCE_NAMES = {"cortex.yaml", "cortex.yml", ".env", "requirements.txt", "dependencies.sh",
+SOURCE_NAMES = {"cortex.yaml", "cortex.yml", ".env", CORTEXIGNORE, "requirements.txt", "dependencies.sh",
                 "conda-packages.txt"}
 SOURCE_SUFFIXES = (".py",)
+_EDITOR_TEMP = pathspec.GitIgnoreSpec.from_lines(EDITOR_TEMP_PATTERNS)
 
 
 def is_source(rel: str) -> bool:
@@ -52,31 +58,45 @@ def is_source(rel: str) -> bool:
     return name in SOURCE_NAMES or name.endswith(SOURCE_SUFFIXES)
 
 
+def watch_rules(ignored: pathspec.PathSpec | None) -> ProjectFilter:
+    """The project-file rules as the watcher applies them (cortex.yaml and .env count here)."""
+    return ProjectFilter(ignored=ignored, keep_dotfiles=KEPT_DOTFILES, extra=_EDITOR_TEMP)
+
+
+def read_watch_rules(project_dir: str | Path) -> ProjectFilter:
+    """watch_rules() with the project's .cortexignore; an unreadable one is not applied (the
+    daemon says so through cortexignore_warning)."""
+    try:
+        return watch_rules(read_cortexignore(project_dir))
+    except CortexIgnoreUnreadable:
+        return watch_rules(None)
+
+
+def cortexignore_warning(project_dir: str | Path) -> str | None:
+    """What to tell the user when the project's .cortexignore cannot be read (None: it can)."""
+    try:
+        read_cortexignore(project_dir)
+    except CortexIgnoreUnreadable as e:
+        return (f"{e}; its patterns are not applied, so every file of the project counts for "
+                "hot reload (fix the file's permissions or encoding)")
+    return None
+
+
 @functools.lru_cache(maxsize=64)
 def _gitignore(patterns: tuple[str, ...]) -> pathspec.PathSpec:
     return pathspec.GitIgnoreSpec.from_lines(patterns)
 
 
-def ignore_patterns(project_dir: Path) -> list[str]:
-    try:
-        text = (project_dir / ".cortexignore").read_text()
-    except OSError:
-        return []
-    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-
-
-def is_ignored(rel: str, patterns: Iterable[str]) -> bool:
-    """Whether a path relative to the project folder is irrelevant to the APIs."""
-    parts = Path(rel).parts
-    if not parts:
-        return True
-    name = parts[-1]
-    if any(p.startswith(".") and p not in KEPT_DOTFILES for p in parts) or any(p in SKIP_DIRS for p in parts):
-        return True
-    if name.endswith((".pyc", ".pyo")) or any(fnmatch.fnmatch(name, pat) for pat in EDITOR_TEMP + RUNTIME_OUTPUT):
-        return True
-    patterns = tuple(patterns)
-    return bool(patterns) and _gitignore(patterns).match_file(Path(rel).as_posix())
+def is_ignored(rel: str, patterns: Iterable[str] | ProjectFilter = ()) -> bool:
+    """Whether a path relative to the project folder is irrelevant to the APIs (`patterns`:
+    the lines of a .cortexignore, or the rules already read)."""
+    if isinstance(patterns, ProjectFilter):
+        rules = patterns
+    else:
+        lines = tuple(patterns)
+        rules = watch_rules(_gitignore(lines) if lines else None)
+    rel = Path(rel).as_posix()
+    return rel in ("", ".") or rules.excludes(rel)
 
 
 def _inside(path: str, folders: Collection[str]) -> bool:
@@ -88,22 +108,24 @@ def project_files(project_dir: str, *, shipped: Collection[str] | None = None,
     """{absolute path: digest} of a project's relevant files (content for small files,
     size+mtime for big ones, so model weights are not read on every save).
 
-    shipped: when given, files outside it count only if they are sources (is_source);
+    shipped: when given, files outside it count only if they are sources (is_source), and
+    every file in it counts (whatever its name: the version shipped with it);
     model_dirs: absolute model folders (or files) inside the project, left out.
     """
     root = Path(project_dir)
-    patterns = ignore_patterns(root)
+    rules = read_watch_rules(root)
     files: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = "" if rel_dir == "." else Path(rel_dir).as_posix() + "/"
         dirnames[:] = [
             d for d in dirnames
-            if not is_ignored(os.path.normpath(os.path.join(rel_dir, d, "x")), patterns)
+            if not rules.excludes(rel_dir + d, is_dir=True)
             and not _inside(os.path.join(dirpath, d), model_dirs)
         ]
         for name in filenames:
-            rel = os.path.normpath(os.path.join(rel_dir, name))
-            if is_ignored(rel, patterns):
+            rel = rel_dir + name
+            if rules.excludes(rel):
                 continue
             path = os.path.join(dirpath, name)
             if _inside(path, model_dirs) or (shipped is not None and path not in shipped
@@ -179,7 +201,7 @@ class _Handler(FileSystemEventHandler):
                 rel = p.relative_to(root)
             except ValueError:
                 continue
-            if is_ignored(str(rel), ignore_patterns(root)):
+            if is_ignored(str(rel), read_watch_rules(root)):
                 return False
             return self._counts is None or self._counts(path)
         return False

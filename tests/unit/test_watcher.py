@@ -4,7 +4,15 @@ The watcher on a real folder (watchdog, debounce): tests/integration/test_watche
 
 from __future__ import annotations
 
-from cortexd.daemon.watcher import api_digest, is_ignored, project_files
+from pathlib import Path
+
+from cortexd.daemon.watcher import (
+    api_digest,
+    cortexignore_warning,
+    is_ignored,
+    is_source,
+    project_files,
+)
 
 
 def test_editor_temp_files_bytecode_and_dotfiles_are_ignored():
@@ -15,11 +23,47 @@ def test_editor_temp_files_bytecode_and_dotfiles_are_ignored():
         assert not is_ignored(rel, []), rel
 
 
-def test_what_a_running_predictor_writes_beside_its_code_is_ignored():
-    # a predictor logging into its own folder would otherwise roll itself forever
-    for rel in ["predictor.log", "logs/app.log.1", "cache.db", "cache.db-journal", "state.sqlite3",
-                "server.pid", "model.lock"]:
-        assert is_ignored(rel, []), rel
+def test_shipped_files_count_whatever_their_name_and_unshipped_ones_never_do(tmp_path):
+    # issue 10.7: roll on the files the version shipped with, never on what the predictor creates;
+    # a name (*.db, *.log, *.lock) decides nothing
+    for name, text in (("p.py", "A = 1\n"), ("labels.txt", "a\n"), ("lookup.db", "v1"), ("table.lock", "x")):
+        (tmp_path / name).write_text(text)
+    shipped = frozenset(project_files(str(tmp_path)))
+    assert {Path(p).name for p in shipped} == {"p.py", "labels.txt", "lookup.db", "table.lock"}
+    before = api_digest(project_files(str(tmp_path), shipped=shipped))
+    for name in ("predictor.log", "cache.db", "state.sqlite3", "cache.bin"):  # created by the predictor
+        (tmp_path / name).write_text("written at run time")
+    assert api_digest(project_files(str(tmp_path), shipped=shipped)) == before
+    (tmp_path / "lookup.db").write_text("v2")  # shipped: its change rolls the version
+    assert api_digest(project_files(str(tmp_path), shipped=shipped)) != before
+
+
+def test_a_cortexignore_written_after_the_deploy_applies_and_counts(tmp_path):
+    (tmp_path / "p.py").write_text("A = 1\n")
+    (tmp_path / "labels.txt").write_text("a\n")
+    shipped = frozenset(project_files(str(tmp_path)))
+    before = project_files(str(tmp_path), shipped=shipped)
+    (tmp_path / ".cortexignore").write_text("labels.txt\n")
+    after = project_files(str(tmp_path), shipped=shipped)
+    assert str(tmp_path / "labels.txt") not in after  # its patterns apply at once
+    assert str(tmp_path / ".cortexignore") in after and is_source(".cortexignore")  # and it is a source
+    assert api_digest(after) != api_digest(before)
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    assert project_files(str(tmp_path), shipped=shipped) == after
+
+
+def test_an_unreadable_cortexignore_is_a_warning_not_silence(tmp_path):
+    (tmp_path / "p.py").write_text("A = 1\n")
+    (tmp_path / ".cortexignore").write_bytes(b"\xff\xfe not utf-8 \x80")
+    assert cortexignore_warning(str(tmp_path)).startswith(f"cannot read {tmp_path / '.cortexignore'}:")
+    assert str(tmp_path / "p.py") in project_files(str(tmp_path))  # the project still loads
+    (tmp_path / ".cortexignore").write_text("data/\n")
+    assert cortexignore_warning(str(tmp_path)) is None
+
+
+def test_folder_patterns_match_folders_as_git_does():
+    assert is_ignored("data", ["data/"]) is False  # a file named data is not the folder data/
+    assert is_ignored("data/x.csv", ["data/"]) and is_ignored("sub/data/x.csv", ["data/"])
 
 
 def test_cortexignore_patterns():

@@ -1,0 +1,83 @@
+"""Which files of a project folder belong to the project: one rule for the daemon and the images.
+
+Two readers need it and must agree: the daemon's watcher (cortexd/daemon/watcher.py:
+which edits can change a version) and `cortexd build` / `cortexd export`
+(cortexd/kube/bundle.py: which files go into an API's image). Cortex's rules are the
+base of both: dot files and dot folders, `__pycache__`, `*.pyc` / `*.pyo` and the
+project's cortex.yaml stay out, and `.cortexignore` is read with .gitignore syntax
+(pathspec), a folder matched as `dir/` as git does. Each reader adds its own extras
+(the watcher: editor temp files; both may keep some dot files, the watcher `.env` and
+`.cortexignore`, which define a version).
+
+`project_filter(root)` reads `.cortexignore` (the I/O); an unreadable one raises
+CortexIgnoreUnreadable, which `cortexd build`/`export` turn into an error and the
+watcher into a warning. `ProjectFilter.excludes()` is pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pathspec
+
+from cortexd.errors import CortexdError
+
+CORTEXIGNORE = ".cortexignore"
+BYTECODE_DIR = "__pycache__"
+BYTECODE_SUFFIXES = (".pyc", ".pyo")
+# what an editor writes while saving (the watcher's extra rule: never a version's file);
+# gitignore syntax, where `\#` is a literal `#` (a leading `#` starts a comment)
+EDITOR_TEMP_PATTERNS = ("*~", "*.swp", "*.swx", "*.swo", r"\#*#", ".#*", "4913", "*.tmp", "*.part")
+
+
+class CortexIgnoreUnreadable(CortexdError):
+    """The project's .cortexignore exists but cannot be read."""
+
+
+@dataclass(frozen=True)
+class ProjectFilter:
+    """Cortex's project-file rules for one folder (paths relative to it, '/'-separated)."""
+
+    ignored: pathspec.PathSpec | None = None  # the project's .cortexignore
+    config_files: frozenset[str] = frozenset()  # relative paths of the cortex.yaml files left out
+    keep_dotfiles: frozenset[str] = frozenset()  # dot files kept anyway (by name)
+    extra: pathspec.PathSpec | None = None  # the reader's own patterns
+
+    def excludes(self, rel: str, is_dir: bool = False) -> bool:
+        """Whether `rel` (a file, or a folder when is_dir) is not one of the project's files."""
+        rel = rel.strip("/")
+        parts = rel.split("/")
+        if not rel or rel == ".":
+            return False
+        if any(p.startswith(".") and p not in self.keep_dotfiles for p in parts) or BYTECODE_DIR in parts:
+            return True
+        if not is_dir and (parts[-1].endswith(BYTECODE_SUFFIXES) or rel in self.config_files):
+            return True
+        candidate = rel + "/" if is_dir else rel  # gitignore's `dir/` patterns match folders only
+        return any(spec is not None and spec.match_file(candidate) for spec in (self.ignored, self.extra))
+
+
+def read_cortexignore(root: str | Path) -> pathspec.PathSpec | None:
+    """The project's .cortexignore as a PathSpec (None: there is none); CortexIgnoreUnreadable."""
+    path = Path(root) / CORTEXIGNORE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CortexIgnoreUnreadable(f"cannot read {path}: {e}") from None
+    return pathspec.GitIgnoreSpec.from_lines(text.splitlines())
+
+
+def project_filter(root: str | Path, *, config_files: Iterable[str] = (), keep_dotfiles: Iterable[str] = (),
+                   extra_patterns: Iterable[str] = ()) -> ProjectFilter:
+    """The rules for `root`: Cortex's base rules, its .cortexignore, and the reader's extras."""
+    extra = tuple(extra_patterns)
+    return ProjectFilter(
+        ignored=read_cortexignore(root),
+        config_files=frozenset(config_files),
+        keep_dotfiles=frozenset(keep_dotfiles),
+        extra=pathspec.GitIgnoreSpec.from_lines(extra) if extra else None,
+    )
