@@ -21,7 +21,8 @@ class PythonPredictor:
         return {"from": self.name}
 """
 
-# writes beside its code on every request: an output file, a cache, a sqlite db
+# writes beside its code on every request: an output file, a cache, a sqlite db; every name is
+# neutral (no *.db, *.log), so only the shipped rule keeps them from rolling the API
 WRITER = """
 import os, sqlite3
 
@@ -41,7 +42,7 @@ class PythonPredictor:
         os.makedirs(os.path.join(HERE, "cache"), exist_ok=True)
         with open(os.path.join(HERE, "cache", f"{self.n % 3}.bin"), "wb") as f:
             f.write(b"x" * self.n)
-        db = sqlite3.connect(os.path.join(HERE, "state.db"))
+        db = sqlite3.connect(os.path.join(HERE, "store.bin"))
         db.execute("create table if not exists t (n int)")
         db.execute("insert into t values (?)", (self.n,))
         db.commit()
@@ -123,7 +124,8 @@ def test_files_a_predictor_writes_never_roll_it_and_a_code_edit_rolls_once(cli, 
     port = free_port()
     yaml_text = ("- name: writer\n  kind: RealtimeAPI\n  predictor:\n    type: python\n    path: predictor.py\n"
                  f"  networking:\n    local_port: {port}\n")
-    project = write_project(tmp_path / "w", yaml_text, {"predictor.py": WRITER, "labels.txt": "a\n"})
+    project = write_project(tmp_path / "w", yaml_text, {"predictor.py": WRITER, "labels.txt": "a\n",
+                                                        "lookup.db": "v1"})
     cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
     url = f"http://127.0.0.1:{port}/writer"
 
@@ -142,7 +144,7 @@ def test_files_a_predictor_writes_never_roll_it_and_a_code_edit_rolls_once(cli, 
     for t in threads:
         t.join(30)
     assert not failures and len(answers) > 20
-    for name in ("predictions.out", "cache.json", "cache", "state.db"):
+    for name in ("predictions.out", "cache.json", "cache", "store.bin"):
         assert (project / name).exists(), name
     time.sleep(1)
     assert not any("rolling" in m for m in events(cli)), events(cli)
@@ -158,6 +160,10 @@ def test_files_a_predictor_writes_never_roll_it_and_a_code_edit_rolls_once(cli, 
     (project / "labels.txt").write_text("a\nb\n")
     cli.wait_for(lambda s: any("rolling api writer: labels.txt changed" == e["message"] for e in s["events"]),
                  what="labels.txt roll")
+    # whatever its name: a shipped *.db is the version's file too (issue 10.7)
+    (project / "lookup.db").write_text("v2")
+    cli.wait_for(lambda s: any("rolling api writer: lookup.db changed" == e["message"] for e in s["events"]),
+                 what="lookup.db roll")
 
 
 LEGACY = """\
