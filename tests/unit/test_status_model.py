@@ -101,3 +101,14 @@ def test_status_json_is_the_json_status_served_before_the_model():
 def test_status_reads_back_from_its_json_unchanged():
     status = _status(asyncio.run(_two_apis()))
     assert Status.from_json(json.loads(json.dumps(status.to_json()))) == status
+
+
+def test_gpu_status_is_the_inventory_json_served_before():
+    from cortexd.nvml import GPUDevice as Device
+    from cortexd.nvml import GPUInventory, inventory_json
+
+    inventory = GPUInventory((Device(0, "GPU-1", "H200", 141 * 2**30, 2**30, 12),
+                              Device(1, "GPU-2", "H200", 141 * 2**30, 0, None)), None, "560.35")
+    assert json.dumps(GPUStatus.of(inventory).to_json()) == json.dumps(inventory_json(inventory))
+    none = GPUInventory((), "no NVIDIA driver found", None)
+    assert GPUStatus.of(none).to_json() == inventory_json(none)
