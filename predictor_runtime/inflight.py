@@ -7,19 +7,43 @@ as Cortex's autoscaler did on its queue length.
 
 With processes_per_replica > 1 the workers share the port (SO_REUSEPORT), so
 a scrape lands on any one of them: each worker keeps its count in its own
-8-byte slot of a small shared file in the temp dir (a tmpfs /tmp in the
-image), and /metrics sums the slots. One worker: a plain integer.
+8-byte slot of a small shared file, and /metrics sums the slots. One worker: a
+plain integer. The supervisor makes the file (shared_gauge_file) in a folder of
+its own under the replica's TMPDIR (private to the replica; a tmpfs /tmp in the
+image), created exclusively, never through a symlink; it names it to the workers
+in INFLIGHT_FILE_ENV and removes the folder when it exits.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import shutil
 import struct
 import tempfile
 
 METRIC = "cortexd_in_flight_requests"
+INFLIGHT_FILE_ENV = "PREDICTOR_RUNTIME_INFLIGHT_FILE"  # supervisor -> workers
 _SLOT = struct.Struct("q")
+
+
+def shared_gauge_file(slots: int) -> str:
+    """(supervisor) A new gauge file of `slots` slots in a new private folder of the temp dir;
+    its path. remove_shared_gauge_file() removes both."""
+    folder = tempfile.mkdtemp(prefix="cortexd-inflight-")
+    path = os.path.join(folder, "in-flight")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.ftruncate(fd, _SLOT.size * slots)
+    finally:
+        os.close(fd)
+    return path
+
+
+def remove_shared_gauge_file(path: str) -> None:
+    folder = os.path.dirname(path)
+    if os.path.basename(folder).startswith("cortexd-inflight-"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class InFlight:
@@ -31,16 +55,16 @@ class InFlight:
         self._offset = 0
 
     @classmethod
-    def shared(cls, group: str, index: int, slots: int, folder: str | None = None) -> InFlight:
-        """Worker `index` (1..slots) of a replica; falls back to a local count if the file fails."""
+    def shared(cls, path: str, index: int, slots: int) -> InFlight:
+        """Worker `index` (1..slots) of a replica, on the supervisor's gauge file (opened, never
+        created, never through a symlink); a local count if the file fails."""
         gauge = cls()
-        path = os.path.join(folder or tempfile.gettempdir(), f"cortexd-inflight-{group}")
         size = _SLOT.size * slots
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
             try:
                 if os.fstat(fd).st_size < size:
-                    os.ftruncate(fd, size)
+                    return gauge
                 gauge._shared = mmap.mmap(fd, size)
             finally:
                 os.close(fd)
@@ -78,6 +102,7 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 def gauge_for(spec: dict, index: int) -> InFlight:
     """The gauge of worker `index` under the replica's supervisor (or alone)."""
     processes = int(spec.get("predictor", {}).get("processes_per_replica") or 1)
-    if processes <= 1:
+    path = os.environ.get(INFLIGHT_FILE_ENV)
+    if processes <= 1 or not path:
         return InFlight()
-    return InFlight.shared(str(os.getppid()), index, processes)
+    return InFlight.shared(path, index, processes)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from predictor_runtime.inflight import INFLIGHT_FILE_ENV, remove_shared_gauge_file, shared_gauge_file
 from predictor_runtime.process_setup import (
     DRAIN_SECONDS,
     bind_socket,
@@ -55,10 +56,18 @@ def supervise(spec_path: str, spec: dict[str, Any], host: str, port: int, proces
     except OSError as e:
         log.error("error: cannot bind %s:%s: %s", host, port, e)
         return 1
+    try:  # the workers' shared in-flight gauge, in a private folder removed when we exit
+        gauge = shared_gauge_file(processes)
+        os.environ[INFLIGHT_FILE_ENV] = gauge  # into every worker's environment (_worker_env)
+    except OSError as e:
+        log.warning("the in-flight gauge is per worker: cannot create its file (%s)", e)
+        gauge = None
     try:
         return asyncio.run(_supervise(os.path.abspath(spec_path), host, port, processes))
     finally:
         holder.close()
+        if gauge is not None:
+            remove_shared_gauge_file(gauge)
 
 
 def _worker_env() -> dict[str, str]:

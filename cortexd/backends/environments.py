@@ -30,9 +30,13 @@ installs instead when uv is absent, when a pip setting has no uv equivalent, or
 when uv fails (a pin that needs a newer runtime package, a bad line): pip's
 answer is the one reported.
 
-pip runs on this host as the daemon's user with the daemon's environment, so the
-host's pip settings (pip.conf files, PIP_* variables, cert, trusted hosts, proxy)
-apply as they do to any pip run here. A project `pip.conf` (Cortex's way to a
+A build runs project code (a setup.py of an sdist, a local `./pkg`, dependencies.sh),
+so pip, uv, conda and dependencies.sh run under the replicas' rules: as the replicas'
+user (a root daemon's run unprivileged, in a cache that user owns) and with
+installer_environment(): what replicas get plus the installers' own settings of the
+daemon's environment (PIP_*, proxies, HOME and so the user's pip.conf), never
+CORTEXD_* or the rest of what the daemon holds. They descend from the daemon, so the
+control API refuses them (daemon/process_guard.py). A project `pip.conf` (Cortex's way to a
 private index) is layered on top as PIP_* variables, which pip ranks above its
 configuration files. uv reads none of these: it gets the same merged settings
 (pip_settings.merged_pip_settings, which also carries them into Docker builds) as
@@ -42,7 +46,9 @@ Builds are safe against each other: one task per digest in a daemon, an flock pe
 digest across daemons sharing a cache, and the environment is built in a folder of
 its own and published by atomically renaming a symlink onto `<digest>`, so a
 half-built environment is never used; a failed or interrupted build leaves only a
-folder that the next build of that digest removes.
+folder that the next build of that digest removes. The cache keeps the environments
+the deployed APIs use and the KEEP_UNUSED newest others (by last use): the rest are
+removed at start and after each build (collect_garbage).
 """
 
 from __future__ import annotations
@@ -71,7 +77,8 @@ from pathlib import Path
 
 from cortexd import __version__
 from cortexd.backends.pip_settings import merged_pip_settings
-from cortexd.backends.process import parent_death_signal
+from cortexd.backends.isolation import ReplicaUser
+from cortexd.backends.process import inherited_environment, parent_death_signal
 from cortexd.core.preinstalled import Addition, imported_modules, preinstalled_additions
 from cortexd.core.requirements import (
     PREINSTALLED_FILE,
@@ -99,6 +106,11 @@ MAX_SCANNED_BYTES = 2 * 2**20
 SKIPPED_DIRS = {"__pycache__", "node_modules", "site-packages", "dist-packages"}
 # pip options that would send the install somewhere else than the environment
 _PIP_VARS_DROPPED = ("PIP_TARGET", "PIP_PREFIX", "PIP_ROOT", "PIP_USER", "PIP_PYTHON", "PIP_REQUIRE_VIRTUALENV")
+# what installers read from the environment besides what replicas get (installer_environment)
+_INSTALLER_PREFIXES = ("PIP_", "UV_", "CONDA", "MAMBA", "PYTHONHTTPSVERIFY")
+_INSTALLER_VARS = frozenset({"HOME", "USER", "LOGNAME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME",
+                             "XDG_CONFIG_DIRS", "CURL_CA_BUNDLE", "NETRC"})
+_PROXY_VARS = frozenset({"http_proxy", "https_proxy", "no_proxy", "all_proxy"})
 # pip.conf keys naming local files: relative to the project folder
 _PATH_KEYS = ("cert", "client-cert", "find-links", "constraint", "requirement")
 
@@ -250,6 +262,44 @@ def project_pip_env(path: Path) -> tuple[dict[str, str], str | None]:
     return env, None
 
 
+def installer_environment(base: dict[str, str] | os._Environ, home: str | None = None) -> dict[str, str]:
+    """The environment pip, uv, conda and dependencies.sh run with: a build runs project code
+    (a setup.py, a local `-e ./pkg`), so it gets the replica's rules (process.py
+    inherited_environment) plus the installers' own settings of the daemon's environment
+    (PIP_*, UV_*, conda's, proxies, where the user's pip.conf is), never CORTEXD_* or anything
+    else the daemon holds. `home`: HOME for an installer that runs as another user. Pure."""
+    env = inherited_environment(base)
+    env.setdefault("PATH", os.defpath)
+    for key, value in base.items():
+        if key.startswith("CORTEXD_") or key in _PIP_VARS_DROPPED:
+            continue
+        if key.startswith(_INSTALLER_PREFIXES) or key in _INSTALLER_VARS or key.lower() in _PROXY_VARS:
+            env[key] = value
+    if home is not None:
+        env["HOME"] = home
+        for key in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME"):
+            env.pop(key, None)
+    return env
+
+
+def installer_process_options(user: ReplicaUser | None, daemon_uid: int) -> dict:
+    """create_subprocess_exec's keywords that run an installer as the replicas' user (a root
+    daemon's replicas run unprivileged, and so do the builds of their environments). Pure."""
+    if user is None or not user.drops(daemon_uid):
+        return {}
+    return {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups)}
+
+
+KEEP_UNUSED = 3  # environments no deployed API uses that the cache keeps (the newest by last use)
+
+
+def environments_to_evict(last_used: dict[str, float], in_use: set[str], keep: int = KEEP_UNUSED) -> list[str]:
+    """The digests to remove from the cache: those no deployed API uses (nor a build in
+    progress), but the `keep` most recently used of them. Pure."""
+    unused = sorted((d for d in last_used if d not in in_use), key=lambda d: last_used[d], reverse=True)
+    return sorted(unused[keep:])
+
+
 def _included_files(text: str, project: Path) -> dict[str, bytes]:
     """Files a requirements.txt includes with -r / -c (their content is part of the digest)."""
     out = {}
@@ -283,7 +333,13 @@ class ProjectEnvironments:
         self._failed: dict[str, DependencyError] = {}  # digests whose install fails as it is
         self._activity: dict[str, tuple[str, str]] = {}  # api -> (phase, detail)
         self._noticed: set[tuple[str, str]] = set()
-        self._by_spec: dict[str, str | None] = {}  # spec hash -> interpreter (None: the runtime's)
+        # api -> (spec hash, plan digest, interpreter (None: the runtime's)): one entry per API,
+        # however many versions of it were saved
+        self._by_api: dict[str, tuple[str, str, str | None]] = {}
+        # who installs run as (the backend's replica user: ProcessBackend sets it); None: the daemon
+        self.installs_as: Callable[[], ReplicaUser] | None = None
+        self._fresh: set[str] = set()  # digests built (not found in the cache) by this daemon
+        self._collecting: asyncio.Future | None = None
         self._waiting: dict[str, set[str]] = {}  # digest -> apis waiting for its build
         self._pip_config: str | None = None
         self.use_uv = use_uv
@@ -356,23 +412,85 @@ class ProjectEnvironments:
 
         Raises DependencyError (the API shows `error`) when the environment cannot be made.
         """
-        if spec.spec_hash in self._by_spec:
-            return self._by_spec[spec.spec_hash]
-        try:
-            plan = await asyncio.to_thread(self.plan, spec)
-        except OSError as e:  # an unreadable requirements.txt, pip.conf ...
-            raise DependencyError(f"cannot read the dependency files of {spec.project_dir}: "
-                                  f"{e.strerror or e}: {e.filename}") from None
+        known = self._by_api.get(spec.name)
+        if known is not None and known[0] == spec.spec_hash:
+            return known[2]
+        plan = await self._plan_off_loop(spec)
         for notice in plan.notices:
             if (plan.project_dir + spec.name, notice) not in self._noticed:
                 self._noticed.add((plan.project_dir + spec.name, notice))
                 self._notify(notice, spec.name)
         python = (await self.ensure(plan, spec.name)).python if plan.needed else None
-        self._by_spec[spec.spec_hash] = python
+        self._by_api[spec.name] = (spec.spec_hash, plan.digest if plan.needed else "", python)
+        if plan.digest in self._fresh:  # a build: what it replaced may be garbage now
+            self._fresh.discard(plan.digest)
+            self._collecting = asyncio.ensure_future(self.collect_garbage())
         return python
+
+    async def _plan_off_loop(self, spec: APISpec) -> EnvironmentPlan:
+        try:
+            return await asyncio.to_thread(self.plan, spec)
+        except OSError as e:  # an unreadable requirements.txt, pip.conf ...
+            raise DependencyError(f"cannot read the dependency files of {spec.project_dir}: "
+                                  f"{e.strerror or e}: {e.filename}") from None
+
+    async def collect_garbage(self, deployed: list[APISpec] | None = None) -> list[str]:
+        """Remove the environments no deployed API uses but the KEEP_UNUSED newest by last use
+        (environments_to_evict); the digests removed. `deployed`: the daemon's APIs at start
+        (planned here); after that, what interpreter_for resolved per API is what is in use."""
+        for spec in deployed or ():
+            with contextlib.suppress(DependencyError):
+                plan = await self._plan_off_loop(spec)
+                if plan.needed:
+                    known = self._by_api.get(spec.name)
+                    if known is None or known[1] != plan.digest:
+                        self._by_api[spec.name] = ("", plan.digest, None)  # to resolve later
+        in_use = {digest for _, digest, _ in self._by_api.values() if digest}
+        in_use |= {d for d, task in self._builds.items() if not task.done()}
+        removed = await asyncio.to_thread(self._evict, in_use)
+        for digest in removed:
+            self._ready.pop(digest, None)
+            self._builds.pop(digest, None)
+            self._waiting.pop(digest, None)
+        return removed
+
+    def _evict(self, in_use: set[str]) -> list[str]:
+        """(blocking) environments_to_evict over the cache folder; each removed under its build
+        lock, so a build of it by another daemon sharing the cache is never cut."""
+        last_used: dict[str, float] = {}
+        try:
+            entries = list(self.cache_dir.iterdir())
+        except OSError:
+            return []
+        for path in entries:
+            if path.is_symlink() and not path.name.startswith("."):
+                with contextlib.suppress(OSError):
+                    last_used[path.name] = path.lstat().st_mtime
+        removed = []
+        for digest in environments_to_evict(last_used, in_use):
+            try:
+                with open(self.cache_dir / f"{digest}.lock", "w") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    (self.cache_dir / digest).unlink()
+                    for folder in self.cache_dir.glob(f"{digest}-*"):
+                        shutil.rmtree(folder, ignore_errors=True)
+                    (self.cache_dir / f"{digest}.lock").unlink(missing_ok=True)
+            except OSError:  # BlockingIOError: being built; anything else: left for next time
+                continue
+            removed.append(digest)
+        if removed:
+            log.info("removed %d unused environment(s) from %s", len(removed), self.cache_dir)
+        return removed
+
+    @staticmethod
+    def _touch(link: Path) -> None:
+        """Record a use of an environment (the last-use time the garbage collection sorts by)."""
+        with contextlib.suppress(OSError):
+            os.utime(link, follow_symlinks=False)
 
     async def ensure(self, plan: EnvironmentPlan, api: str) -> Environment:
         if plan.digest in self._ready:
+            self._touch(self.cache_dir / plan.digest)
             return self._ready[plan.digest]
         if plan.digest in self._failed:
             raise self._failed[plan.digest]
@@ -391,6 +509,7 @@ class ProjectEnvironments:
             self._watchers(plan.digest).discard(api)
             self._activity.pop(api, None)
         self._ready[plan.digest] = env
+        self._touch(self.cache_dir / plan.digest)
         return env
 
     async def close(self) -> None:
@@ -399,6 +518,9 @@ class ProjectEnvironments:
             task.cancel()
         if self._builds:
             await asyncio.gather(*self._builds.values(), return_exceptions=True)
+        if self._collecting is not None:
+            self._collecting.cancel()
+            await asyncio.gather(self._collecting, return_exceptions=True)
 
     # -- building --------------------------------------------------------------------------------
     def _watchers(self, digest: str) -> set[str]:
@@ -413,8 +535,11 @@ class ProjectEnvironments:
         existing = self._published(link)
         if existing is not None:
             return existing
+        user = self._installer_user()
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
+            if installer_process_options(user, os.getuid()):  # the replicas' user builds in it
+                os.chown(self.cache_dir, user.uid, user.gid)
         except OSError as e:
             raise DependencyError(f"cannot create the environment cache {self.cache_dir}: {e}") from None
         with open(self.cache_dir / f"{plan.digest}.lock", "w") as lock:  # noqa: ASYNC230 - tiny, local
@@ -433,16 +558,19 @@ class ProjectEnvironments:
                 existing = self._published(link)  # built by whoever held the lock
                 if existing is not None:
                     return existing
-                self._remove_leftovers(plan.digest, link)
+                await asyncio.to_thread(self._remove_leftovers, plan.digest, link)
                 folder = self.cache_dir / f"{plan.digest}-{secrets.token_hex(4)}"
                 try:
                     env = await self._make(plan, folder)
                 except BaseException:
-                    shutil.rmtree(folder, ignore_errors=True)
+                    # off the loop (a half-built venv can be large); shielded, so a cancelled
+                    # build still removes its folder
+                    await asyncio.shield(asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True))
                     raise
                 tmp_link = self.cache_dir / f".{plan.digest}.{secrets.token_hex(4)}.link"
                 os.symlink(folder.name, tmp_link)
                 os.replace(tmp_link, link)  # atomic: the environment appears complete or not at all
+                self._fresh.add(plan.digest)
                 return env
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
@@ -472,7 +600,7 @@ class ProjectEnvironments:
         if plan.dependencies_sh is not None:
             self._say(plan.digest, "running dependencies.sh", "")
             await self._run(plan, ["bash", str(Path(plan.project_dir) / "dependencies.sh")], build_log,
-                            "dependencies.sh", os.environ.copy())
+                            "dependencies.sh", self._installer_env())
         if plan.conda_packages is not None:
             await self._conda(plan, folder, build_log)
         pip_files = []
@@ -484,7 +612,7 @@ class ProjectEnvironments:
             pip_files += ["-r", str(added)]
         installer = None
         if pip_files:
-            env = {k: v for k, v in os.environ.items() if k not in _PIP_VARS_DROPPED}
+            env = self._installer_env()
             env.update(plan.pip_env)
             installer = "uv" if await self._install_with_uv(plan, folder, pip_files, env, build_log) else "pip"
         if installer == "pip":
@@ -566,8 +694,30 @@ class ProjectEnvironments:
             # the runtime's packages come after the project's (site.addsitedir also runs their .pth files)
             lines = [f"import site; site.addsitedir({d!r})" for d in runtime_site_dirs()]
             (site / RUNTIME_PTH).write_text("\n".join(lines) + "\n")
+            user = self._installer_user()
+            if installer_process_options(user, os.getuid()):  # pip runs as that user: its venv
+                for path in [folder, *folder.rglob("*")]:
+                    os.chown(path, user.uid, user.gid, follow_symlinks=False)
         except OSError as e:
             raise DependencyError(f"cannot create a Python environment in {folder}: {e}") from None
+
+    def _installer_user(self) -> ReplicaUser | None:
+        """Who pip and the others run as: the replicas' user (None: the daemon's own)."""
+        return self.installs_as() if self.installs_as is not None else None
+
+    def _installer_env(self) -> dict[str, str]:
+        """installer_environment for this daemon: an installer running as another user gets a
+        HOME of its own in the cache (pip's and uv's caches), owned by that user."""
+        user = self._installer_user()
+        if not installer_process_options(user, os.getuid()):
+            return installer_environment(os.environ)
+        home = self.cache_dir / ".home"
+        with contextlib.suppress(OSError):
+            home.mkdir(mode=0o700, exist_ok=True)
+            os.chown(home, user.uid, user.gid)
+        env = installer_environment(os.environ, home=str(home))
+        env["USER"] = env["LOGNAME"] = user.name
+        return env
 
     async def _conda(self, plan: EnvironmentPlan, folder: Path, build_log: Path) -> None:
         tool = next((t for t in ("micromamba", "mamba", "conda") if shutil.which(t)), None)
@@ -583,7 +733,7 @@ class ProjectEnvironments:
         version = f"{sys.version_info[0]}.{sys.version_info[1]}"
         await self._run(plan, [shutil.which(tool) or tool, "create", "-y", "-p", str(prefix),
                                f"python={version}", "--file", str(conda_file)],
-                        build_log, "conda-packages.txt", os.environ.copy())
+                        build_log, "conda-packages.txt", self._installer_env())
         site = prefix / "lib" / f"python{version}" / "site-packages"
         venv_site = folder / "lib" / f"python{version}" / "site-packages"
         # conda's packages: above the runtime's, below requirements.txt's (Cortex's order)
@@ -599,6 +749,7 @@ class ProjectEnvironments:
                 *cmd, cwd=plan.project_dir, env=env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True, preexec_fn=parent_death_signal(signal.SIGTERM),
+                **installer_process_options(self._installer_user(), os.getuid()),
             )
         except OSError as e:
             raise DependencyError(f"cannot run {cmd[0]} to install {what}: {e}") from None

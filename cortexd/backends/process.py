@@ -15,9 +15,11 @@ run_dir/<replica>.pid lets the next daemon SIGKILL what is left anyway
 (reap_leftovers(), called before it clears run_dir).
 
 A replica gets none of the daemon's environment but what the runtime needs (INHERITED),
-a private folder outside the daemon's home (its spec and HOME, private_dir()), and, when
-the daemon runs as root, an unprivileged user (isolation.py); replica_of_peer() tells the
-control API which connecting processes are a replica's, to refuse them.
+a private folder outside the daemon's home (its spec and TMPDIR, private_dir(), removed
+off the loop when it stops), a HOME per API that persists across replica starts (its
+~/.cache: api_home()), and, when the daemon runs as root, an unprivileged user
+(isolation.py); replica_of_peer() tells the control API which connecting processes are a
+replica's, to refuse them (and the daemon refuses all its descendants: process_guard.py).
 
 compute.cpu and compute.mem are not enforced here (best effort: stated in the
 README); compute.gpu maps to CUDA_VISIBLE_DEVICES from placement, with
@@ -76,20 +78,50 @@ PRIVATE_PREFIX = "cortexd-replica-"
 
 def private_dir(replica_id: str, user: ReplicaUser) -> Path:
     """A new folder of the replica's own, in the system's temporary folder: its runtime spec
-    (read-only) and its HOME (writable by the replica's user only). Mode 0711: the replica's
-    user can reach both without listing it; nobody else can enter its HOME."""
+    (read-only) and its TMPDIR `tmp` (writable by the replica's user only). Mode 0711: the
+    replica's user can reach both without listing it; nobody else can enter its TMPDIR."""
     folder = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{replica_id}-"))
     folder.chmod(0o711)
-    home = folder / "home"
-    home.mkdir(mode=0o700)
+    tmp = folder / "tmp"
+    tmp.mkdir(mode=0o700)
     if user.drops(os.getuid()):
-        os.chown(home, user.uid, user.gid)
+        os.chown(tmp, user.uid, user.gid)
     return folder
 
 
 def remove_private_dir(folder: Path | None) -> None:
+    """(blocking: a predictor's TMPDIR can be large; stop() runs it in a thread)"""
     if folder is not None and folder.name.startswith(PRIVATE_PREFIX):
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# a root daemon's replica HOMEs (next to its environment cache, settings.SHARED_ENV_CACHE):
+# its own home is closed to the replicas' user
+SHARED_REPLICA_HOMES = Path("/var/cache/cortexd/replica-homes")
+
+
+def default_homes_dir(user: ReplicaUser, daemon_uid: int) -> Path:
+    """Where the APIs' persistent HOMEs live: shared for a root daemon with unprivileged
+    replicas, else the user's cache folder (outside the daemon's home)."""
+    if user.drops(daemon_uid):
+        return SHARED_REPLICA_HOMES
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "cortexd" / "replica-homes"
+
+
+def api_home(homes_dir: Path, api: str, user: ReplicaUser) -> Path:
+    """The persistent HOME of an API's replicas (kept across replica starts, so ~/.cache, the
+    Hugging Face and torch hub caches, is downloaded once): homes_dir/<api>, 0700, owned by
+    the replicas' user; homes_dir itself 0711 (entered, never listed, by that user)."""
+    homes_dir.mkdir(parents=True, exist_ok=True)
+    homes_dir.chmod(0o711)
+    home = homes_dir / api
+    home.mkdir(mode=0o700, exist_ok=True)
+    if home.is_symlink() or not home.is_dir():
+        raise OSError(f"{home} is not a folder")
+    if user.drops(os.getuid()):
+        os.chown(home, user.uid, user.gid, follow_symlinks=False)
+    return home
 
 
 def free_loopback_port(host: str = "127.0.0.1") -> int:
@@ -114,14 +146,17 @@ def inherited_environment(base: Mapping[str, str]) -> dict[str, str]:
 def replica_environment(
     spec: APISpec, gpu_ids: tuple[int, ...], base: Mapping[str, str], *,
     dotenv: Mapping[str, str] | None = None, home: str | None = None, user: str | None = None,
-    limits: Mapping[str, str] | None = None,
+    limits: Mapping[str, str] | None = None, tmpdir: str | None = None,
 ) -> dict[str, str]:
     """The environment of a replica process, from nothing but: the few variables of the daemon's
-    environment `base` that the runtime needs (INHERITED), HOME (the replica's private folder)
-    and USER, then the API's `env` < the project's `.env`, then PYTHONPATH, the GPUs and the
-    daemon's `limits` (DaemonSettings.replica_limits: the runtime enforces what the gateway does)."""
+    environment `base` that the runtime needs (INHERITED), HOME (the API's persistent home),
+    TMPDIR (the replica's private folder) and USER, then the API's `env` < the project's `.env`,
+    then PYTHONPATH, the GPUs and the daemon's `limits` (DaemonSettings.replica_limits: the
+    runtime enforces what the gateway does)."""
     env = inherited_environment(base)
     env.setdefault("PATH", os.defpath)
+    if tmpdir:
+        env["TMPDIR"] = tmpdir
     if home:
         env["HOME"] = home
     if user:
@@ -225,7 +260,9 @@ class ProcessBackend:
                  log_max_bytes: int = DEFAULT_MAX_BYTES, log_files: int = DEFAULT_FILES,
                  replica_user: str | None = None, interpreter: str | None = None,
                  environments: ProjectEnvironments | None = None,
-                 limits: Mapping[str, str] | None = None):
+                 limits: Mapping[str, str] | None = None, homes_dir: Path | None = None):
+        # where the APIs' persistent HOMEs are (api_home); None: default_homes_dir()
+        self._homes_dir = Path(os.path.abspath(homes_dir)) if homes_dir is not None else None
         # absolute: the --spec argument is what reap_leftovers() recognises a replica by
         self._run_dir = Path(os.path.abspath(run_dir))
         self._log_dir = Path(os.path.abspath(log_dir))
@@ -240,7 +277,14 @@ class ProcessBackend:
         # per-project Python environments (requirements.txt ...); None: every replica runs on
         # self._interpreter
         self._environments = environments
+        if environments is not None:  # builds run project code: as the replicas' user
+            environments.installs_as = self.replica_user
         self._limits = dict(limits or {})  # DaemonSettings.replica_limits(), into every replica
+
+    async def collect_environments(self, deployed: list[APISpec]) -> None:
+        """At start: remove the cached environments no deployed API uses (but the newest few)."""
+        if self._environments is not None:
+            await self._environments.collect_garbage(deployed)
 
     async def ensure_image(self, spec: APISpec) -> None:
         """Build the project's environment (environments.py) if it needs one and has none yet."""
@@ -265,6 +309,7 @@ class ProcessBackend:
             log_dir.mkdir(parents=True, exist_ok=True)
             # outside the daemon's home (0700), which a replica of another user could not enter
             private = private_dir(replica_id, user)
+            home = api_home(self._homes_dir or default_homes_dir(user, os.getuid()), spec.name, user)
             spec_file = private / f"{replica_id}.json"
             spec_file.write_text(json.dumps(spec.runtime_spec()))
             spec_file.chmod(0o444)
@@ -285,7 +330,8 @@ class ProcessBackend:
                 raise
         port = free_loopback_port(self._host)
         env = replica_environment(spec, gpu_ids, os.environ, dotenv=dotenv,
-                                  home=str(private / "home"), user=user.name, limits=self._limits)
+                                  home=str(home), user=user.name, limits=self._limits,
+                                  tmpdir=str(private / "tmp"))
         as_user = {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups)} if drops else {}
         read_fd, write_fd = os.pipe()  # the child's stdout and stderr; LogPump reads it
         try:
@@ -370,7 +416,7 @@ class ProcessBackend:
         # workers that outlived their supervisor still belong to the group
         self._signal_group(proc.pid, signal.SIGKILL)
         self._children.pop(replica_id, None)
-        remove_private_dir(child.private_dir)
+        await asyncio.to_thread(remove_private_dir, child.private_dir)  # off the loop: TMPDIR
         try:
             self._pid_file(replica_id).unlink()
         except FileNotFoundError:

@@ -232,6 +232,8 @@ class Daemon:
         self.gateway.on_replica_health = self.reconciler.replica_out_of_rotation
         self._record_config(projects)
         await self.reconciler.apply(self._desired())
+        if isinstance(self.backend, ProcessBackend):  # cached environments no API uses go
+            self._tasks.append(asyncio.ensure_future(self.backend.collect_environments(self._desired())))
         self._control = await control.serve(self, str(s.socket_path))
         self._metrics = await control.serve_metrics(self, s.metrics_port)
         self._start_watcher()

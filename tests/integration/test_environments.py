@@ -287,3 +287,59 @@ def test_the_hosts_pip_settings_are_honoured(tmp_path, monkeypatch, use_uv):
     out = subprocess.run([env.python, "-c", "import cortexd_host_probe as p; print(p.WHERE)"],
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.stdout.strip() == "the host settings", out.stderr
+
+
+def test_a_build_runs_project_code_without_the_daemons_environment(tmp_path, monkeypatch):
+    """A local package's setup.py is project code that pip runs: it sees neither CORTEXD_HOME
+    nor anything else only the daemon holds (the replica's rules, plus pip's own settings)."""
+    import asyncio
+
+    from cortexd.backends.environments import ProjectEnvironments
+    from cortexd.spec import load_config
+
+    seen = tmp_path / "seen.json"
+    monkeypatch.setenv("CORTEXD_HOME", str(tmp_path / "daemon-home"))
+    monkeypatch.setenv("DAEMON_ONLY_SECRET", "daemon-secret")
+    setup_py = (
+        "import json, os\n"
+        "from setuptools import setup\n"
+        f"with open({str(seen)!r}, 'w') as f:\n"
+        "    json.dump({'uid': os.getuid(), 'cortexd_home': 'CORTEXD_HOME' in os.environ,\n"
+        "               'secret': os.environ.get('DAEMON_ONLY_SECRET'),\n"
+        "               'cortexd': sorted(k for k in os.environ if k.startswith('CORTEXD_'))}, f)\n"
+        "setup(name='localpkg', version='1.0', py_modules=['localpkg'])\n"
+    )
+    (tmp_path / "proj" / "localpkg").mkdir(parents=True)
+    project = write_project(tmp_path / "proj", yaml_for("local"), {
+        "predictor.py": PLAIN, "requirements.txt": "./localpkg\n",
+        "localpkg/setup.py": setup_py, "localpkg/localpkg.py": "WHERE = 'local'\n",
+    })
+    spec = load_config([str(project)]).apis[0]
+    envs = ProjectEnvironments(tmp_path / "envs", use_uv=False)
+    asyncio.run(envs.ensure(envs.plan(spec), "local"))
+    recorded = json.loads(seen.read_text())
+    assert recorded["cortexd_home"] is False and recorded["cortexd"] == [], recorded
+    assert recorded["secret"] is None
+    assert recorded["uid"] == os.getuid()  # a daemon without a replica user to drop to builds as itself
+
+
+def test_the_cache_removes_environments_no_api_uses_but_the_newest_few(tmp_path):
+    import asyncio
+
+    from cortexd.backends.environments import KEEP_UNUSED, ProjectEnvironments
+
+    cache = tmp_path / "envs"
+    cache.mkdir()
+    digests = [f"d{i}" for i in range(KEEP_UNUSED + 3)]
+    for age, digest in enumerate(digests):  # d0 used last
+        (cache / f"{digest}-abcd" / "lib").mkdir(parents=True)
+        (cache / digest).symlink_to(f"{digest}-abcd")
+        (cache / f"{digest}.lock").write_text("")
+        os.utime(cache / digest, (1000 - age, 1000 - age), follow_symlinks=False)
+    envs = ProjectEnvironments(cache)
+    envs._by_api["deployed"] = ("hash", digests[-1], "python")  # the oldest, but in use
+    removed = asyncio.run(envs.collect_garbage())
+    assert removed == digests[KEEP_UNUSED:-1]
+    left = sorted(p.name for p in cache.iterdir())
+    kept = [*digests[:KEEP_UNUSED], digests[-1]]
+    assert left == sorted([*kept, *(f"{d}-abcd" for d in kept), *(f"{d}.lock" for d in kept)])

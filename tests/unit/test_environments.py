@@ -12,10 +12,14 @@ import pytest
 
 from cortexd.backends.environments import (
     ProjectEnvironments,
+    environments_to_evict,
+    installer_environment,
+    installer_process_options,
     own_modules,
     project_pip_env,
     python_sources,
 )
+from cortexd.backends.isolation import ReplicaUser
 from cortexd.core.preinstalled import (
     distribution_for_import,
     imported_modules,
@@ -470,3 +474,32 @@ async def test_get_shows_the_install_in_progress_and_a_failed_install_at_once():
     assert first.startswith("six==0.0.999 (requirements.txt line 2) cannot be installed on Python 3.11")
     assert rest == ["ERROR: No matching distribution found for six==0.0.999"]
     assert not backend.replicas
+
+
+def test_installers_get_the_replica_rules_plus_pips_own_settings_never_the_daemons():
+    daemon = {"PATH": "/usr/bin", "LANG": "C.UTF-8", "HOME": "/home/d", "CORTEXD_HOME": "/home/d/.cortexd",
+              "CORTEXD_REPLICA_USER": "x", "AWS_SECRET_ACCESS_KEY": "s", "DATABASE_URL": "postgres://",
+              "PIP_INDEX_URL": "https://idx", "PIP_TARGET": "/elsewhere", "https_proxy": "http://p:3128",
+              "NO_PROXY": "localhost", "UV_INDEX_URL": "https://idx", "SSL_CERT_FILE": "/ca.pem"}
+    env = installer_environment(daemon)
+    assert env == {"PATH": "/usr/bin", "LANG": "C.UTF-8", "HOME": "/home/d", "PIP_INDEX_URL": "https://idx",
+                   "https_proxy": "http://p:3128", "NO_PROXY": "localhost", "UV_INDEX_URL": "https://idx",
+                   "SSL_CERT_FILE": "/ca.pem"}
+    # as the replicas' user: a HOME of its own (the daemon's is closed to it)
+    assert installer_environment({**daemon, "XDG_CACHE_HOME": "/home/d/.cache"}, home="/cache/.home")["HOME"] == "/cache/.home"
+    assert "XDG_CACHE_HOME" not in installer_environment({**daemon, "XDG_CACHE_HOME": "/x"}, home="/h")
+
+
+def test_a_root_daemons_installs_run_as_the_replicas_user():
+    nobody = ReplicaUser("nobody", 65534, 65534, (65534, 100))
+    assert installer_process_options(nobody, 0) == {"user": 65534, "group": 65534, "extra_groups": [65534, 100]}
+    assert installer_process_options(ReplicaUser("me", 1000, 1000), 1000) == {}  # the daemon's own user
+    assert installer_process_options(None, 0) == {}
+
+
+def test_the_cache_keeps_what_deployed_apis_use_and_the_newest_unused_few():
+    last_used = {"a": 10.0, "b": 50.0, "c": 40.0, "d": 30.0, "e": 20.0, "live": 1.0}
+    assert environments_to_evict(last_used, in_use={"live"}, keep=3) == ["a", "e"]
+    assert environments_to_evict(last_used, in_use={"live", "a"}, keep=3) == ["e"]
+    assert environments_to_evict(last_used, in_use=set(last_used), keep=0) == []
+    assert environments_to_evict({"x": 1.0}, in_use=set(), keep=3) == []

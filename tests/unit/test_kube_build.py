@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from cortexd.errors import ExportError
 from cortexd.kube.build import PushProgress, push
-from predictor_runtime.inflight import METRIC, InFlight
+from predictor_runtime.inflight import METRIC, InFlight, remove_shared_gauge_file, shared_gauge_file
 from predictor_runtime.standalone import server_argv
 
 
@@ -57,9 +60,16 @@ def test_a_refused_push_names_the_registry_and_its_answer():
                        "unauthorized: authentication required")
 
 
-def test_in_flight_gauge_sums_the_workers_slots(tmp_path):
-    a = InFlight.shared("g", 1, 2, folder=str(tmp_path))
-    b = InFlight.shared("g", 2, 2, folder=str(tmp_path))
+def test_in_flight_gauge_sums_the_workers_slots(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    try:
+        path = shared_gauge_file(2)
+    finally:
+        tempfile.tempdir = None
+    assert path.startswith(str(tmp_path)) and oct(os.stat(os.path.dirname(path)).st_mode & 0o777) == "0o700"
+    a = InFlight.shared(path, 1, 2)
+    b = InFlight.shared(path, 2, 2)
     a.enter()
     b.enter()
     b.enter()
@@ -68,12 +78,19 @@ def test_in_flight_gauge_sums_the_workers_slots(tmp_path):
     assert a.total() == 2
     families = list(text_string_to_metric_families(a.exposition().decode()))
     assert [(f.name, f.type, [s.value for s in f.samples]) for f in families] == [(METRIC, "gauge", [2.0])]
+    remove_shared_gauge_file(path)
+    assert not os.path.exists(os.path.dirname(path))
 
 
-def test_in_flight_gauge_without_a_writable_temp_dir_counts_locally(tmp_path):
-    g = InFlight.shared("g", 1, 2, folder=str(tmp_path / "missing"))
+def test_in_flight_gauge_without_its_file_counts_locally_and_never_follows_a_symlink(tmp_path):
+    g = InFlight.shared(str(tmp_path / "missing"), 1, 2)
     g.enter()
     assert g.total() == 1
+    (tmp_path / "target").write_bytes(b"\0" * 16)
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    planted = InFlight.shared(str(tmp_path / "link"), 1, 2)
+    planted.enter()
+    assert planted.total() == 1 and (tmp_path / "target").read_bytes() == b"\0" * 16
 
 
 def test_standalone_serves_the_baked_spec_on_port_8888_or_knatives_port():
