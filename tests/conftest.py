@@ -1,4 +1,4 @@
-"""Fixtures shared by the tiers that drive a real daemon (integration, faults, docker)."""
+"""Fixtures shared by the tiers that drive a real daemon or runtime (integration, faults, docker)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.real_daemon import CLI
+from tests.real_runtime import Runtime
 
 
 @pytest.fixture
@@ -20,3 +21,17 @@ def cli():
     if (home / "cortexd.sock").exists():
         c("down", timeout=90)
     shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    started: list[Runtime] = []
+
+    def start(code: str, **kw) -> Runtime:
+        rt = Runtime(tmp_path, code, **kw)
+        started.append(rt)
+        return rt
+
+    yield start
+    for rt in started:
+        rt.close()

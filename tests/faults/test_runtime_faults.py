@@ -19,7 +19,6 @@ import zlib
 
 import pytest
 
-from tests.integration.test_runtime import runtime  # noqa: F401  (the fixture)
 from tests.real_daemon import http
 
 pytestmark = pytest.mark.timeout(60)
@@ -57,7 +56,7 @@ def peak_rss_mib(pid: int) -> float:
     raise AssertionError("no VmHWM")
 
 
-def test_a_decompression_bomb_is_413_at_the_decoded_limit(runtime, tmp_path):  # noqa: F811
+def test_a_decompression_bomb_is_413_at_the_decoded_limit(runtime, tmp_path):
     rt = runtime(RECORDER)
     rt.wait_ready()
     bomb = gzip_bomb(300 * 2**20)  # ~300 KiB on the wire, 300 MiB inflated
@@ -79,7 +78,7 @@ def test_a_decompression_bomb_is_413_at_the_decoded_limit(runtime, tmp_path):  #
     assert (status, json.loads(body)) == (200, {"bytes": 5000})
 
 
-def test_the_limit_is_configurable_and_holds_for_forms_and_plain_bodies(runtime):  # noqa: F811
+def test_the_limit_is_configurable_and_holds_for_forms_and_plain_bodies(runtime):
     rt = runtime(RECORDER, env={"CORTEXD_MAX_BODY_SIZE": "4096"})
     rt.wait_ready()
     for headers in ({"Content-Type": "application/octet-stream"},
@@ -110,7 +109,7 @@ def test_the_limit_is_configurable_and_holds_for_forms_and_plain_bodies(runtime)
     (b"x", {"Content-Type": "application/json", "Content-Encoding": "br"}, 415,
      "Content-Encoding 'br' is not supported; send the body unencoded, gzip or deflate"),
 ], ids=["deep-json", "not-gzip", "truncated-gzip", "multipart-cut", "multipart-no-boundary", "brotli"])
-def test_bad_client_input_is_4xx_with_a_one_line_reason(runtime, tmp_path, body, headers, status, reason):  # noqa: F811
+def test_bad_client_input_is_4xx_with_a_one_line_reason(runtime, tmp_path, body, headers, status, reason):
     rt = runtime(RECORDER)
     rt.wait_ready()
     got, _, answer = http("POST", rt.url, body, headers)
@@ -150,7 +149,7 @@ def wait_in_flight(rt, count: int, what: str) -> None:
         time.sleep(0.02)
 
 
-def test_a_client_that_breaks_its_body_midway_leaves_no_traceback(runtime, tmp_path):  # noqa: F811
+def test_a_client_that_breaks_its_body_midway_leaves_no_traceback(runtime, tmp_path):
     rt = runtime(RECORDER)
     rt.wait_ready()
     head = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -171,7 +170,7 @@ def test_a_client_that_breaks_its_body_midway_leaves_no_traceback(runtime, tmp_p
     assert "Traceback" not in rt.stderr(), rt.stderr()
 
 
-def test_a_flood_of_malformed_requests_leaves_a_few_short_log_lines(runtime):  # noqa: F811
+def test_a_flood_of_malformed_requests_leaves_a_few_short_log_lines(runtime):
     rt = runtime(RECORDER, env={"CORTEXD_CLIENT_ERROR_LOG_INTERVAL": "1"})
     rt.wait_ready()
     garbage = [b"POST / HTTP/1.1\r\nHost: x\r\nBad\x01Header: " + b"A" * 8000 + b"\r\n\r\n",
@@ -194,7 +193,7 @@ def test_a_flood_of_malformed_requests_leaves_a_few_short_log_lines(runtime):  #
     assert len(log) < 20_000
 
 
-def test_healthz_is_503_once_every_predictor_thread_is_stuck_past_the_request_timeout(runtime):  # noqa: F811
+def test_healthz_is_503_once_every_predictor_thread_is_stuck_past_the_request_timeout(runtime):
     rt = runtime("""
         import threading
 

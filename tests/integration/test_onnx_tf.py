@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_runtime import accepts
 from tests.real_daemon import REPO, free_port, http, post_json
+from tests.real_runtime import accepts
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -1,6 +1,6 @@
 """Cortex 0.23 predictors run unchanged in a real replica: what Cortex's own server did, over HTTP.
 
-Each test starts `python -m predictor_runtime` (tests/integration/test_runtime.py's
+Each test starts `python -m predictor_runtime` (tests/real_runtime.py's
 Runtime) with a predictor written the way Cortex documented it, and checks what a
 client sees: the __init__ thread (a sqlite3 handle), starlette responses passed
 through (status, headers, media type, streamed bodies), starlette FormData and
@@ -17,7 +17,6 @@ import time
 import pytest
 
 from tests.integration.test_onnx_tf import onnx_files, replica  # noqa: F401  (fixtures)
-from tests.integration.test_runtime import runtime  # noqa: F401  (the fixture)
 from tests.real_daemon import http, post_json
 
 pytestmark = pytest.mark.timeout(60)
@@ -28,7 +27,7 @@ def lower(headers: dict) -> dict:
     return {k.lower(): v for k, v in headers.items()}
 
 
-def test_a_sqlite_connection_made_in_init_works_in_predict(runtime):  # noqa: F811
+def test_a_sqlite_connection_made_in_init_works_in_predict(runtime):
     # sqlite3 refuses a connection used from another thread than its creator's
     rt = runtime("""
         import sqlite3
@@ -107,7 +106,7 @@ STARLETTE = """
 """
 
 
-def test_starlette_responses_pass_status_headers_media_type_and_body(runtime):  # noqa: F811
+def test_starlette_responses_pass_status_headers_media_type_and_body(runtime):
     rt = runtime(STARLETTE)
     rt.wait_ready()
 
@@ -140,7 +139,7 @@ def test_starlette_responses_pass_status_headers_media_type_and_body(runtime):  
     conn.close()
 
 
-def test_a_streaming_response_streams(runtime, tmp_path):  # noqa: F811
+def test_a_streaming_response_streams(runtime, tmp_path):
     rt = runtime(STARLETTE)
     rt.wait_ready()
     conn = httpclient.HTTPConnection("127.0.0.1", rt.port, timeout=20)
@@ -155,7 +154,7 @@ def test_a_streaming_response_streams(runtime, tmp_path):  # noqa: F811
     conn.close()
 
 
-def test_background_tasks_run_after_the_response_and_a_broken_stream_is_cut(runtime, tmp_path):  # noqa: F811
+def test_background_tasks_run_after_the_response_and_a_broken_stream_is_cut(runtime, tmp_path):
     rt = runtime(STARLETTE)
     rt.wait_ready()
     status, _, body = http("POST", f"{rt.url}/?kind=background", b"")
@@ -180,7 +179,7 @@ def test_background_tasks_run_after_the_response_and_a_broken_stream_is_cut(runt
     assert status == 202
 
 
-def test_form_payloads_are_starlette_formdata_and_uploadfile(runtime):  # noqa: F811
+def test_form_payloads_are_starlette_formdata_and_uploadfile(runtime):
     rt = runtime("""
         from starlette.datastructures import FormData, UploadFile
 
@@ -211,7 +210,7 @@ def test_form_payloads_are_starlette_formdata_and_uploadfile(runtime):  # noqa: 
         "read": "PNG-bytes", "file": "PNG-bytes", "label": "cat", "tags": ["x", "y"]}
 
 
-def test_a_repeated_query_key_gives_the_last_value(runtime):  # noqa: F811
+def test_a_repeated_query_key_gives_the_last_value(runtime):
     rt = runtime("""
         class PythonPredictor:
             def predict(self, query_params):
@@ -224,7 +223,7 @@ def test_a_repeated_query_key_gives_the_last_value(runtime):  # noqa: F811
                                                 "dict": {"k": "2", "q": "a&b"}})
 
 
-def test_a_single_model_api_ignores_a_model_name(runtime, tmp_path):  # noqa: F811
+def test_a_single_model_api_ignores_a_model_name(runtime, tmp_path):
     model = tmp_path / "model"
     model.mkdir()
     (model / "weights.txt").write_text("42")
@@ -255,7 +254,7 @@ LEGACY = """
 """
 
 
-def test_legacy_kind_api_answers_as_cortex_flask_server(runtime):  # noqa: F811
+def test_legacy_kind_api_answers_as_cortex_flask_server(runtime):
     rt = runtime(LEGACY, kind="legacy")
     rt.wait_ready()
 
@@ -291,7 +290,7 @@ def test_legacy_kind_api_answers_as_cortex_flask_server(runtime):  # noqa: F811
     assert "ValueError: the sample has no features" in rt.stderr()  # the traceback is in the log
 
 
-def test_a_realtime_api_is_not_given_legacy_answers(runtime):  # noqa: F811
+def test_a_realtime_api_is_not_given_legacy_answers(runtime):
     # the control for the test above: a RealtimeAPI answers a str as text/plain, without CORS
     rt = runtime("""
         class PythonPredictor:

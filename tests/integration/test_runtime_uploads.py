@@ -1,6 +1,6 @@
 """Uploads, legacy CORS on early-sent answers, and the replica's env settings, over real HTTP.
 
-A replica (tests/integration/test_runtime.py's Runtime) sends some answers itself before
+A replica (tests/real_runtime.py's Runtime) sends some answers itself before
 its handler returns: with file uploads (the files stay open until the answer is sent) and
 with a post_predict (which runs after it). These tests check what a client sees then:
 a legacy `kind: api` answer keeps its CORS headers, uploaded files are closed whatever
@@ -15,7 +15,6 @@ import time
 
 import pytest
 
-from tests.integration.test_runtime import runtime  # noqa: F401  (the fixture)
 from tests.real_daemon import http
 
 pytestmark = pytest.mark.timeout(60)
@@ -26,7 +25,7 @@ UPLOAD = (b"--B\r\nContent-Disposition: form-data; name=\"label\"\r\n\r\ncat\r\n
           b"Content-Type: image/png\r\n\r\nPNG-bytes\r\n--B--\r\n")
 
 
-def test_a_legacy_api_answers_an_upload_with_its_cors_headers(runtime):  # noqa: F811
+def test_a_legacy_api_answers_an_upload_with_its_cors_headers(runtime):
     rt = runtime("""
         def predict(sample, metadata):
             return {"label": sample["label"], "file": sample["image"].filename}
@@ -49,7 +48,7 @@ def test_a_legacy_api_answers_an_upload_with_its_cors_headers(runtime):  # noqa:
     assert headers["Access-Control-Allow-Origin"] == "*"
 
 
-def test_uploads_are_closed_after_the_answer_even_when_predict_raises(runtime):  # noqa: F811
+def test_uploads_are_closed_after_the_answer_even_when_predict_raises(runtime):
     rt = runtime("""
         class PythonPredictor:
             def __init__(self, config):
@@ -72,7 +71,7 @@ def test_uploads_are_closed_after_the_answer_even_when_predict_raises(runtime): 
     assert (status, json.loads(body)) == (200, {"closed": [True, True]})
 
 
-def test_post_predict_gets_open_uploads_and_they_are_closed_after_it(runtime):  # noqa: F811
+def test_post_predict_gets_open_uploads_and_they_are_closed_after_it(runtime):
     rt = runtime("""
         class PythonPredictor:
             def __init__(self, config):
@@ -102,7 +101,7 @@ def test_post_predict_gets_open_uploads_and_they_are_closed_after_it(runtime):  
     assert json.loads(body) == {"seen": [{"read": "PNG-bytes", "closed": False}], "closed_now": [True]}
 
 
-def test_a_truncated_multipart_body_is_a_400_not_an_empty_form(runtime):  # noqa: F811
+def test_a_truncated_multipart_body_is_a_400_not_an_empty_form(runtime):
     rt = runtime("""
         class PythonPredictor:
             def predict(self, payload):
@@ -124,7 +123,7 @@ def test_a_truncated_multipart_body_is_a_400_not_an_empty_form(runtime):  # noqa
     ("CORTEXD_REQUEST_TIMEOUT", "inf"),
     ("CORTEXD_DRAIN_SECONDS", "-inf"),
 ])
-def test_absurd_env_numbers_are_reported_and_the_replica_serves(runtime, name, value):  # noqa: F811
+def test_absurd_env_numbers_are_reported_and_the_replica_serves(runtime, name, value):
     rt = runtime("""
         class PythonPredictor:
             def predict(self, payload):

@@ -1,0 +1,90 @@
+"""Driving a real predictor_runtime from tests: one `python -m predictor_runtime` process on a
+loopback port, with the predictor and runtime spec a test writes, its logs captured in files.
+
+The `runtime` fixture (tests/conftest.py) starts these and kills them after the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from tests.real_daemon import REPO, free_port
+
+
+def accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Runtime:
+    """One `python -m predictor_runtime` process with its logs captured in files."""
+
+    def __init__(self, tmp_path: Path, code: str, kind: str = "python", processes: int = 1,
+                 threads: int = 1, config: dict | None = None, env: dict | None = None,
+                 model_path: str | None = None):
+        self.tmp = tmp_path
+        self.closing: list = []  # client connections a test opened, closed with the runtime
+        (tmp_path / "predictor.py").write_text(textwrap.dedent(code))
+        spec = {
+            "name": "test-api", "endpoint": "/test-api", "project_dir": str(tmp_path),
+            "predictor": {"type": kind, "path": str(tmp_path / "predictor.py"),
+                          "python_path": str(tmp_path), "model_path": model_path, "signature_key": None,
+                          "models": None, "server_side_batching": None,
+                          "processes_per_replica": processes, "threads_per_process": threads,
+                          "config": config or {}},
+            "monitoring": None,
+        }
+        (tmp_path / "spec.json").write_text(json.dumps(spec))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        # closed in close(): they outlive __init__ as the child's stdout/stderr
+        self.out = open(tmp_path / "stdout.log", "wb")  # noqa: SIM115
+        self.err = open(tmp_path / "stderr.log", "wb")  # noqa: SIM115
+        env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "predictor_runtime", "--spec", str(tmp_path / "spec.json"),
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=str(tmp_path), env=env, stdout=self.out, stderr=self.err, start_new_session=True)
+
+    def stderr(self) -> str:
+        self.err.flush()
+        return (self.tmp / "stderr.log").read_text()
+
+    def wait_ready(self, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"runtime exited {self.proc.returncode}:\n{self.stderr()}")
+            if accepts(self.port):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"runtime not accepting connections after {timeout}s:\n{self.stderr()}")
+
+    def wait_exit(self, timeout: float = 15) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"runtime still running after {timeout}s:\n{self.stderr()}") from None
+
+    def close(self) -> None:
+        for conn in self.closing:
+            conn.close()
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+        self.out.close()
+        self.err.close()
