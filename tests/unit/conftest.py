@@ -1,4 +1,6 @@
-"""The unit tier is pure: a unit test that starts a process fails, saying where such a test goes.
+"""Fixtures of the unit tier: the guard that keeps it pure, and the reconciler's fake `world`.
+
+The unit tier is pure: a unit test that starts a process fails, saying where such a test goes.
 
 Tests with real processes, sockets, watchers or clocks belong in tests/integration.
 The check covers the ways Python starts a process: `subprocess.Popen` (asyncio's
@@ -13,6 +15,11 @@ import os
 import subprocess
 
 import pytest
+
+from cortexd.daemon.events import EventLog
+from cortexd.daemon.reconciler import Reconciler
+from cortexd.settings import DaemonSettings
+from tests.unit.reconciler_fakes import FakeBackend, FakeClock, FakeGateway
 
 MOVE = "unit tests start no processes: {what} was started; move this test to tests/integration"
 
@@ -47,3 +54,19 @@ def no_processes(monkeypatch, request):
     yield
     if started and not request.node.stash.get(CALL_FAILED, False):  # the test swallowed the failure above
         pytest.fail(MOVE.format(what=started[0]), pytrace=False)
+
+
+@pytest.fixture
+def world():
+    """A Reconciler over the recording fakes on a fake clock; `ready` holds the replicas that pass their probe."""
+    clock = FakeClock()
+    backend, gateway = FakeBackend(), FakeGateway()
+    ready: set[str] = set()
+
+    async def probe(info):
+        return info.replica_id in ready
+
+    settings = DaemonSettings(backoff_initial=1.0, backoff_max=8.0, crash_error_after=3,
+                              drain_timeout=5.0, start_timeout=60.0)
+    rec = Reconciler(backend, gateway, settings, EventLog(clock), clock=clock, probe=probe)
+    return rec, backend, gateway, clock, ready

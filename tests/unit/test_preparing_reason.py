@@ -6,7 +6,8 @@ from __future__ import annotations
 from cortexd.daemon.events import EventLog
 from cortexd.daemon.reconciler import Reconciler
 from cortexd.settings import DaemonSettings
-from tests.unit.test_reconciler import FakeBackend, FakeClock, FakeGateway, make_spec
+from tests.unit.reconciler_fakes import FakeBackend, FakeClock, FakeGateway
+from tests.unit.test_reconciler import make_spec
 
 
 class FakeProcessBackend(FakeBackend):

@@ -14,7 +14,8 @@ from cortexd.daemon.events import Event, EventLog
 from cortexd.daemon.reconciler import Reconciler
 from cortexd.settings import DaemonSettings
 from cortexd.status import DaemonStatus, GPUDevice, GPUStatus, Status, build_status
-from tests.unit.test_reconciler import FakeBackend, FakeClock, FakeGateway, make_spec
+from tests.unit.reconciler_fakes import FakeBackend, FakeClock, FakeGateway
+from tests.unit.test_reconciler import make_spec
 
 
 def _world():

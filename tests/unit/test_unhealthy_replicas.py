@@ -3,11 +3,8 @@ turns non-200 after they were ready. Recording fake backend and gateway, fake cl
 
 from __future__ import annotations
 
-from tests.unit.test_reconciler import (  # noqa: F401  (the `world` fixture)
-    make_spec,
-    settle,
-    world,
-)
+from tests.unit.reconciler_fakes import settle
+from tests.unit.test_reconciler import make_spec
 
 
 async def live_with(rec, backend, ready, replicas=2):
