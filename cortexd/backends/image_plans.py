@@ -18,14 +18,17 @@ import io
 import os
 import re
 import tarfile
+import tempfile
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from cortexd.core.preinstalled import Addition
 from cortexd.core.requirements import PREINSTALLED_FILE
 from cortexd.errors import BackendError, DependencyError
+from cortexd.project_files import HostFile
 from cortexd.spec.model import APISpec
 
 # predictor type -> image family (legacy `kind: api` predictors are python modules)
@@ -34,12 +37,13 @@ FAMILIES = {"python": "python", "legacy": "python", "onnx": "onnx", "tensorflow"
 
 @dataclass(frozen=True)
 class BuildPlan:
-    """One image: its tag, Dockerfile, build args and context files (archive path -> bytes)."""
+    """One image: its tag, Dockerfile, build args and context files (archive path -> bytes, or a
+    HostFile streamed from disk)."""
 
     tag: str
     dockerfile: str  # archive path of the Dockerfile inside the context
     buildargs: dict[str, str]
-    files: dict[str, bytes]
+    files: dict[str, bytes | HostFile]
     description: str  # for progress and errors, e.g. "python cpu image on python:3.11-slim"
 
 
@@ -146,17 +150,39 @@ def deps_repository(image: str) -> str:
     return f"cortexd-custom-{safe.strip('-_.')}"
 
 
-def tar_context(files: Mapping[str, bytes]) -> io.BytesIO:
-    """A build context archive; files world-readable so the image's non-root user reads them."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
+def write_context(files: Mapping[str, bytes | HostFile], out: BinaryIO) -> None:
+    """A build context archive written to `out`; files world-readable so the image's non-root
+    user reads them. A HostFile is copied from disk in chunks (cortexd build's project and models)."""
+    with tarfile.open(fileobj=out, mode="w") as tar:
         for name in sorted(files):
-            data = files[name]
+            entry = files[name]
             info = tarfile.TarInfo(name)
-            info.size = len(data)
             info.mode = 0o755 if name.endswith(".sh") else 0o644
             info.mtime = 0  # reproducible context
-            tar.addfile(info, io.BytesIO(data))
+            if not isinstance(entry, HostFile):
+                info.size = len(entry)
+                tar.addfile(info, io.BytesIO(entry))
+                continue
+            info.size = entry.size
+            try:
+                with open(entry.path, "rb") as f:
+                    tar.addfile(info, f)
+            except OSError as e:  # tarfile's own "unexpected end of data" is an OSError too
+                raise BackendError(f"cannot put {entry.path} into the build context: {e} (did it change "
+                                   "during the build? build again once it is written)") from None
+
+
+def tar_context(files: Mapping[str, bytes | HostFile]) -> BinaryIO:
+    """The build context: in memory when every file is given as bytes (the runtime images'
+    small contexts), else in a temporary file on disk, so a project's models never sit in
+    memory. The caller closes it."""
+    in_memory = all(not isinstance(v, HostFile) for v in files.values())
+    buf: BinaryIO = io.BytesIO() if in_memory else tempfile.TemporaryFile()  # noqa: SIM115
+    try:
+        write_context(files, buf)
+    except BaseException:
+        buf.close()
+        raise
     buf.seek(0)
     return buf
 

@@ -310,11 +310,13 @@ class ImageBuilder:
         self._say(f"building {plan.tag} ({plan.description}) for api {api!r} ...")
         log: deque[str] = deque(maxlen=200)
         image_id = None
-        stream = self._client.api.build(
-            fileobj=tar_context(plan.files), custom_context=True, dockerfile=plan.dockerfile,
-            tag=plan.tag, buildargs=plan.buildargs, rm=True, forcerm=True, decode=True,
-            labels={"cortexd.managed": "true"},
-        )
+        # the context is sent with the request; closing it afterwards removes a temporary file
+        with tar_context(plan.files) as context:
+            stream = self._client.api.build(
+                fileobj=context, custom_context=True, dockerfile=plan.dockerfile,
+                tag=plan.tag, buildargs=plan.buildargs, rm=True, forcerm=True, decode=True,
+                labels={"cortexd.managed": "true"},
+            )
         error = None
         # read the stream to its end even after an error: that returns the connection to
         # docker-py's pool instead of leaking its socket

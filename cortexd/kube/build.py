@@ -40,7 +40,7 @@ class BuiltImage:
     pushed: bool
 
 
-def bundle_plan(spec: APISpec, from_image: str, image: str, files: dict[str, bytes]) -> BuildPlan:
+def bundle_plan(spec: APISpec, from_image: str, image: str, files: dict[str, layout.ContextFile]) -> BuildPlan:
     return BuildPlan(tag=image, dockerfile="Dockerfile", buildargs={"FROM_IMAGE": from_image}, files=files,
                      description=f"api {spec.name!r}: project, models and spec on {from_image}")
 
@@ -92,7 +92,9 @@ def push(client: Any, image: str, say: Say) -> None:
 def build_images(apis: list[APISpec], registry: str | None, do_push: bool, say: Say,
                  base_image: str | None = None, client: Any = None) -> list[BuiltImage]:
     registry = check_request(registry, "deployment")
-    # read every API's files first: a missing model is said before any build starts
+    # look at every API's files first (sizes and digests, read in chunks, never held): a missing
+    # model is said before any build starts; then each API is built on its own, its context
+    # streamed from disk into a temporary file (image_plans.tar_context)
     collected = [(spec, read_image_files(spec)) for spec in apis]
     if client is None:
         problem = DockerBackend.probe()
@@ -109,7 +111,7 @@ def build_images(apis: list[APISpec], registry: str | None, do_push: bool, say: 
     for spec, files in collected:
         context = image_files_for(spec, files)
         image = layout.image_name(registry, spec, context)
-        say(f"api {spec.name!r}: {len(files.files)} file(s), {human_size(sum(map(len, files.files.values())))}"
+        say(f"api {spec.name!r}: {len(files.files)} file(s), {human_size(files.project_size)}"
             f" from {spec.project_dir}")
         for m in files.models:
             say(f"  model {m.path}: {m.files} file(s), {human_size(m.size)} -> {m.in_image}")

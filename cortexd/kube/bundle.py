@@ -1,9 +1,14 @@
 """Reads what goes into an API's image from disk: project files, local models, `.env` (I/O).
 
-The rules are layout.is_project_file() (Cortex's: dot files, *.pyc, cortex.yaml
-out; `.cortexignore` matched with gitignore semantics through pathspec, as
-Cortex's CLI did). Local model folders always go in, even inside an ignored
+The rules are cortexd/project_files.py's, which the daemon's watcher applies too
+(Cortex's: dot files, *.pyc, cortex.yaml out; `.cortexignore` matched with
+gitignore semantics through pathspec, as Cortex's CLI did; one that cannot be
+read stops the build). Local model folders always go in, even inside an ignored
 path, since the API cannot start without them; their sizes are reported.
+
+No file is held in memory: each is hashed in chunks into a HostFile (path, size,
+sha256), which names the image's tag; the build streams it into its context.
+`.env` is read by the backends' own reader (cortexd/backends/isolation.py).
 """
 
 from __future__ import annotations
@@ -12,10 +17,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pathspec
-
-from cortexd.errors import ExportError
+from cortexd.errors import BackendError, ExportError
 from cortexd.kube import layout
+from cortexd.project_files import (
+    CortexIgnoreUnreadable,
+    HostFile,
+    ProjectFilter,
+    hash_file,
+    project_filter,
+)
 from cortexd.spec.model import APISpec
 
 
@@ -29,14 +39,14 @@ class ModelFolder:
 
 @dataclass(frozen=True)
 class ImageFiles:
-    files: dict[str, bytes]  # host absolute path -> content
+    files: dict[str, HostFile]  # host absolute path -> its size and digest (read from disk by the build)
     models: tuple[ModelFolder, ...]
     dotenv: dict[str, str]
     warnings: tuple[str, ...] = ()  # e.g. a config value naming a file the image does not carry
 
     @property
     def project_size(self) -> int:
-        return sum(len(v) for v in self.files.values())
+        return sum(f.size for f in self.files.values())
 
 
 def human_size(n: int) -> str:
@@ -48,20 +58,20 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
-def _cortexignore(root: Path) -> pathspec.PathSpec | None:
+def image_filter(spec: APISpec) -> ProjectFilter:
+    """The project-file rules of the API's project; ExportError for an unreadable .cortexignore."""
+    root = Path(spec.project_dir)
+    yaml = os.path.relpath(spec.source_file, root).replace(os.sep, "/")
     try:
-        text = (root / ".cortexignore").read_text()
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise ExportError(f"cannot read {root / '.cortexignore'}: {e}") from None
-    return pathspec.GitIgnoreSpec.from_lines(text.splitlines())
+        return project_filter(root, config_files=[yaml])
+    except CortexIgnoreUnreadable as e:
+        raise ExportError(f"api {spec.name!r}: {e}; fix it (or remove it) and build again") from None
 
 
-def _walk(root: Path, keep) -> dict[str, bytes]:
-    """{host path: content} of the files under root that `keep` accepts; symlinked folders are
+def _walk(root: Path, keep) -> dict[str, HostFile]:
+    """{host path: HostFile} of the files under root that `keep` accepts; symlinked folders are
     followed (a model folder linked into the project is part of it), each real folder once."""
-    out: dict[str, bytes] = {}
+    out: dict[str, HostFile] = {}
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -78,7 +88,7 @@ def _walk(root: Path, keep) -> dict[str, bytes]:
             if not keep(rel, False) or not path.is_file():
                 continue
             try:
-                out[str(path)] = path.read_bytes()
+                out[str(path)] = hash_file(path)
             except OSError as e:
                 raise ExportError(f"cannot read {path}: {e}") from None
     return out
@@ -86,30 +96,25 @@ def _walk(root: Path, keep) -> dict[str, bytes]:
 
 def read_image_files(spec: APISpec) -> ImageFiles:
     """Everything of `spec` that its image carries; ExportError names what is missing."""
-    from cortexd.backends.isolation import parse_dotenv
+    from cortexd.backends.isolation import read_dotenv
 
     root = Path(spec.project_dir)
-    ignored = _cortexignore(root)
-    yamls = {os.path.relpath(spec.source_file, root).replace(os.sep, "/")}
-
-    def keep_project(rel: str, is_dir: bool) -> bool:
-        name = rel.rstrip("/")
-        if is_dir:
-            return layout.is_project_file(name, set(), None) and not (
-                ignored is not None and ignored.match_file(rel))
-        return layout.is_project_file(name, yamls, ignored)
-
-    files = _walk(root, keep_project)
+    rules = image_filter(spec)
+    files = _walk(root, lambda rel, is_dir: not rules.excludes(rel, is_dir))
     mapping = layout.image_paths(spec)
     python_path = Path(spec.predictor.python_path)
     if str(python_path) in mapping and str(python_path) != str(root):
-        files.update(_walk(python_path, lambda rel, is_dir: layout.is_project_file(rel.rstrip("/"), set())))
+        base = ProjectFilter()  # a python_path outside the project: Cortex's base rules
+        files.update(_walk(python_path, lambda rel, is_dir: not base.excludes(rel, is_dir)))
 
     models = []
     for model in layout.local_model_paths(spec):
         p = Path(model)
         if p.is_file():
-            found = {str(p): p.read_bytes()}
+            try:
+                found = {str(p): hash_file(p)}
+            except OSError as e:
+                raise ExportError(f"api {spec.name!r}: cannot read the model file {p}: {e}") from None
         elif p.is_dir():
             found = _walk(p, lambda rel, is_dir: not any(
                 part.startswith(".") for part in rel.rstrip("/").split("/")))
@@ -120,13 +125,12 @@ def read_image_files(spec: APISpec) -> ImageFiles:
             )
         files.update(found)
         models.append(ModelFolder(model, layout.to_image_path(model, mapping) or model,
-                                  len(found), sum(len(v) for v in found.values())))
+                                  len(found), sum(f.size for f in found.values())))
 
-    dotenv_file = root / ".env"
     try:
-        dotenv = parse_dotenv(dotenv_file.read_text()) if dotenv_file.is_file() else {}
-    except OSError as e:
-        raise ExportError(f"api {spec.name!r}: cannot read {dotenv_file}: {e}") from None
+        dotenv = read_dotenv(root, spec.name)
+    except BackendError as e:
+        raise ExportError(str(e)) from None
     return ImageFiles(files=files, models=tuple(models), dotenv=dotenv,
                       warnings=tuple(outside_references(spec, files)))
 
@@ -144,7 +148,7 @@ def _strings(value, path: str, depth: int = 0):
             yield from _strings(v, f"{path}[{i}]", depth + 1)
 
 
-def outside_references(spec: APISpec, files: dict[str, bytes]) -> list[str]:
+def outside_references(spec: APISpec, files: dict[str, HostFile]) -> list[str]:
     """predictor.config values naming an existing file or folder that the image will not carry.
 
     Locally a predictor can open `../shared/model.json` next to its project; in the image only

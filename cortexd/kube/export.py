@@ -51,7 +51,7 @@ def check_request(registry: str | None, flavor: str) -> str:
     return registry.rstrip("/")
 
 
-def image_files_for(spec: APISpec, files: ImageFiles) -> dict[str, bytes]:
+def image_files_for(spec: APISpec, files: ImageFiles) -> dict[str, layout.ContextFile]:
     """The build-context files of the API's last image layer (they name its tag)."""
     import json
 

@@ -24,7 +24,10 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
+from cortexd.project_files import HostFile, ProjectFilter
 from cortexd.spec.model import APISpec
+
+ContextFile = bytes | HostFile  # generated content, or a host file streamed into the build context
 
 PROJECT_IN_IMAGE = "/opt/cortexd/project"
 MODELS_IN_IMAGE = "/opt/cortexd/models"
@@ -128,32 +131,29 @@ def container_env(spec: APISpec, dotenv: Mapping[str, str]) -> dict[str, str]:
 
 
 def is_project_file(rel: str, cortex_yamls: set[str], ignored: Any = None) -> bool:
-    """Cortex's rules for a project file (path relative to the project, '/'-separated).
-
-    Dot files and dot folders, __pycache__ and *.pyc/*.pyo, and the project's
-    cortex.yaml stay out; `ignored` is a pathspec.PathSpec of .cortexignore.
-    """
-    parts = rel.split("/")
-    if any(p.startswith(".") for p in parts) or "__pycache__" in parts:
-        return False
-    if parts[-1].endswith((".pyc", ".pyo")) or rel in cortex_yamls:
-        return False
-    return not (ignored is not None and ignored.match_file(rel))
+    """Cortex's rules for a project file (path relative to the project, '/'-separated): the
+    project-file rules the watcher applies too (cortexd/project_files.py), `ignored` being a
+    pathspec.PathSpec of .cortexignore."""
+    return not ProjectFilter(ignored=ignored, config_files=frozenset(cortex_yamls)).excludes(rel)
 
 
-def content_digest(files: Mapping[str, bytes]) -> str:
+def _sha256(entry: ContextFile) -> bytes:
+    return bytes.fromhex(entry.sha256) if isinstance(entry, HostFile) else hashlib.sha256(entry).digest()
+
+
+def content_digest(files: Mapping[str, ContextFile]) -> str:
     h = hashlib.sha256()
     for name in sorted(files):
-        h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+        h.update(name.encode() + b"\0" + _sha256(files[name]))
     return h.hexdigest()
 
 
-def image_hash(spec: APISpec, files: Mapping[str, bytes]) -> str:
-    """12 hex digits: the spec hash folded with the image's files (archive path -> bytes)."""
+def image_hash(spec: APISpec, files: Mapping[str, ContextFile]) -> str:
+    """12 hex digits: the spec hash folded with the image's files (archive path -> content)."""
     return hashlib.sha256(f"{spec.spec_hash}:{content_digest(files)}".encode()).hexdigest()[:12]
 
 
-def image_name(registry: str, spec: APISpec, files: Mapping[str, bytes]) -> str:
+def image_name(registry: str, spec: APISpec, files: Mapping[str, ContextFile]) -> str:
     return f"{registry.rstrip('/')}/{spec.name}:{image_hash(spec, files)}"
 
 
@@ -188,10 +188,11 @@ def bundle_dockerfile(spec: APISpec, has_models: bool, has_paths: bool) -> str:
     return "\n".join(lines)
 
 
-def bundle_files(spec: APISpec, host_files: Mapping[str, bytes], runtime_spec_json: bytes) -> dict[str, bytes]:
-    """Build-context files of the last layer from {host absolute path: bytes} of what goes in."""
+def bundle_files(spec: APISpec, host_files: Mapping[str, ContextFile],
+                 runtime_spec_json: bytes) -> dict[str, ContextFile]:
+    """Build-context files of the last layer from {host absolute path: content} of what goes in."""
     mapping = image_paths(spec)
-    out: dict[str, bytes] = {}
+    out: dict[str, ContextFile] = {}
     for host_path, data in host_files.items():
         in_image = to_image_path(host_path, mapping)
         assert in_image is not None
