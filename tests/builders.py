@@ -1,10 +1,11 @@
 """Specs and projects that tests of every tier build: one place, so a new spec field changes one builder.
 
-`api_spec` builds an `APISpec` by hand (no cortex.yaml); `make_spec` is the echo API
-of the backend tests and `echo_project` writes the project it points at (a predictor
-that echoes what it gets and reports what it can see); `write_project` writes any
-cortex.yaml with its files; `iris_project` copies the iris example to serve on a given
-port. The helpers that drive a real daemon (CLI, HTTP, ports): tests/real_daemon.py.
+`api_spec` builds an `APISpec` by hand (no cortex.yaml); `rollout_spec` is the API
+the reconciler's tests deploy and roll; `make_spec` is the echo API of the backend
+tests and `echo_project` writes the project it points at (a predictor that echoes
+what it gets and reports what it can see); `write_project` writes any cortex.yaml with
+its files; `iris_project` copies the iris example to serve on a given port. The
+helpers that drive a real daemon (CLI, HTTP, ports): tests/real_daemon.py.
 """
 
 from __future__ import annotations
@@ -112,6 +113,18 @@ def make_spec(
     raw = {"name": name, "project": str(project), "cpu": cpu, "mem": mem, "gpu": gpu, "image": image}
     return api_spec(name, project, raw=raw, config={"greeting": "hi"}, image=image, env=env,
                     compute=ComputeSpec(cpu=cpu, gpu=gpu, mem=mem))
+
+
+def rollout_spec(name: str = "api", replicas: int = 1, config: dict | None = None,
+                 max_surge: int | str = "25%", max_unavailable: int | str = "25%") -> APISpec:
+    """An API that starts `replicas` replicas (autoscaling 1 to 10) and rolls by `max_surge` /
+    `max_unavailable`; a different `config` is a new version (another spec hash)."""
+    raw = {"name": name, "config": config or {}, "replicas": replicas}
+    return api_spec(
+        name, "/p", raw=raw, config=config,
+        autoscaling=AutoscalingSpec(min_replicas=1, init_replicas=replicas, max_replicas=10),
+        update_strategy=UpdateStrategySpec(max_surge=max_surge, max_unavailable=max_unavailable),
+    )
 
 
 def echo_project(root: Path, requirements: str | None = "numpy>=1.24\n") -> Path:

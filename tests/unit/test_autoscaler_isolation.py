@@ -9,8 +9,7 @@ import logging
 
 from cortexd.daemon.autoscaler import Autoscaler
 from cortexd.daemon.seams import ScaledAPI
-
-from tests.unit.test_reconciler import make_spec
+from tests.builders import rollout_spec
 
 NO_STAB = {"downscale_stabilization_period": 0.0, "upscale_stabilization_period": 0.0}
 
@@ -55,7 +54,7 @@ class Gateway:
 
 
 def api(name, **autoscaling):
-    spec = make_spec(name=name)
+    spec = rollout_spec(name=name)
     scaling = dataclasses.replace(spec.autoscaling, **NO_STAB, **autoscaling)
     return API(dataclasses.replace(spec, autoscaling=scaling), desired=1)
 

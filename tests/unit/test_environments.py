@@ -425,12 +425,8 @@ async def test_get_shows_the_install_in_progress_and_a_failed_install_at_once():
     from cortexd.daemon.reconciler import Reconciler
     from cortexd.errors import DependencyError
     from cortexd.settings import DaemonSettings
-    from tests.unit.test_reconciler import (
-        FakeBackend,
-        FakeClock,
-        FakeGateway,
-        make_spec,
-    )
+    from tests.builders import rollout_spec
+    from tests.unit.reconciler_fakes import FakeBackend, FakeClock, FakeGateway
 
     gate = asyncio.Event()
 
@@ -451,7 +447,7 @@ async def test_get_shows_the_install_in_progress_and_a_failed_install_at_once():
     clock, backend = FakeClock(), InstallingBackend()
     rec = Reconciler(backend, FakeGateway(), DaemonSettings(crash_error_after=3), EventLog(clock),
                      clock=clock, probe=lambda info: asyncio.sleep(0, result=False))
-    spec = make_spec()
+    spec = rollout_spec()
     await rec.apply([spec])
     for _ in range(3):
         await rec.reconcile_once()

@@ -6,8 +6,8 @@ from __future__ import annotations
 from cortexd.daemon.events import EventLog
 from cortexd.daemon.reconciler import Reconciler
 from cortexd.settings import DaemonSettings
+from tests.builders import rollout_spec
 from tests.unit.reconciler_fakes import FakeBackend, FakeClock, FakeGateway
-from tests.unit.test_reconciler import make_spec
 
 
 class FakeProcessBackend(FakeBackend):
@@ -34,7 +34,7 @@ def reasons_until_live(backend) -> list[str]:
             return info.replica_id in ready
 
         rec = Reconciler(backend, FakeGateway(), DaemonSettings(), EventLog(clock), clock=clock, probe=probe)
-        await rec.apply([make_spec()])
+        await rec.apply([rollout_spec()])
         seen = []
         for _ in range(6):
             await rec.reconcile_once()

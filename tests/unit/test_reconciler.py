@@ -15,26 +15,15 @@ from cortexd.daemon.reconciler import Reconciler
 from cortexd.settings import DaemonSettings
 from cortexd.spec.model import (
     APISpec,
-    AutoscalingSpec,
     ComputeSpec,
-    UpdateStrategySpec,
 )
-from tests.builders import api_spec
+from tests.builders import rollout_spec
 from tests.unit.reconciler_fakes import FakeBackend, FakeClock, FakeGateway, settle
-
-
-def make_spec(name="api", replicas=1, config=None, max_surge="25%", max_unavailable="25%") -> APISpec:
-    raw = {"name": name, "config": config or {}, "replicas": replicas}
-    return api_spec(
-        name, "/p", raw=raw, config=config,
-        autoscaling=AutoscalingSpec(min_replicas=1, init_replicas=replicas, max_replicas=10),
-        update_strategy=UpdateStrategySpec(max_surge=max_surge, max_unavailable=max_unavailable),
-    )
 
 
 async def test_deploy_starts_init_replicas_and_goes_live_when_ready(world):
     rec, backend, gateway, clock, ready = world
-    spec = make_spec(replicas=2)
+    spec = rollout_spec(replicas=2)
     await rec.apply([spec])
     await settle(rec)
     assert len(backend.of(spec)) == 2
@@ -51,7 +40,7 @@ async def test_deploy_starts_init_replicas_and_goes_live_when_ready(world):
 
 async def test_crashed_replica_is_restarted_with_backoff_then_error_with_logs(world):
     rec, backend, gateway, clock, ready = world
-    spec = make_spec()
+    spec = rollout_spec()
     await rec.apply([spec])
     await settle(rec)
     (first,) = backend.replicas
@@ -87,7 +76,7 @@ async def test_crashed_replica_is_restarted_with_backoff_then_error_with_logs(wo
 
 async def test_oom_kill_shows_out_of_memory(world):
     rec, backend, gateway, clock, ready = world
-    await rec.apply([make_spec()])
+    await rec.apply([rollout_spec()])
     await settle(rec)
     (rid,) = backend.replicas
     backend.crash(rid, code=137, oom=True)
@@ -98,14 +87,14 @@ async def test_oom_kill_shows_out_of_memory(world):
 
 async def test_changed_spec_rolls_without_losing_ready_capacity(world):
     rec, backend, gateway, clock, ready = world
-    old = make_spec(replicas=2, max_surge=1, max_unavailable=0)
+    old = rollout_spec(replicas=2, max_surge=1, max_unavailable=0)
     await rec.apply([old])
     await settle(rec)
     ready.update(backend.replicas)
     await settle(rec)
     old_ids = set(backend.replicas)
 
-    new = make_spec(replicas=2, config={"v": 2}, max_surge=1, max_unavailable=0)
+    new = rollout_spec(replicas=2, config={"v": 2}, max_surge=1, max_unavailable=0)
     await rec.apply([new])
     for _ in range(20):
         await settle(rec, passes=1)
@@ -119,14 +108,14 @@ async def test_changed_spec_rolls_without_losing_ready_capacity(world):
 
 async def test_new_version_that_never_gets_ready_keeps_old_serving(world):
     rec, backend, gateway, clock, ready = world
-    old = make_spec(replicas=1, max_surge=1, max_unavailable=0)
+    old = rollout_spec(replicas=1, max_surge=1, max_unavailable=0)
     await rec.apply([old])
     await settle(rec)
     ready.update(backend.replicas)
     await settle(rec)
     (old_id,) = backend.replicas
 
-    await rec.apply([make_spec(replicas=1, config={"broken": True}, max_surge=1, max_unavailable=0)])
+    await rec.apply([rollout_spec(replicas=1, config={"broken": True}, max_surge=1, max_unavailable=0)])
     for _ in range(8):  # each round: a new replica starts, then crashes
         await settle(rec)
         for rid in list(backend.replicas):
@@ -139,7 +128,7 @@ async def test_new_version_that_never_gets_ready_keeps_old_serving(world):
 
 async def test_draining_replica_stops_only_when_idle(world):
     rec, backend, gateway, clock, ready = world
-    spec = make_spec(replicas=2)
+    spec = rollout_spec(replicas=2)
     await rec.apply([spec])
     await settle(rec)
     ready.update(backend.replicas)
@@ -158,7 +147,7 @@ async def test_draining_replica_stops_only_when_idle(world):
 
 async def test_removed_api_is_stopped_and_other_api_untouched(world):
     rec, backend, gateway, clock, ready = world
-    a, b = make_spec("a"), make_spec("b")
+    a, b = rollout_spec("a"), rollout_spec("b")
     await rec.apply([a, b])
     await settle(rec)
     ready.update(backend.replicas)
@@ -173,7 +162,7 @@ async def test_removed_api_is_stopped_and_other_api_untouched(world):
 
 async def test_gpu_api_without_gpus_stays_pending_with_reason(world):
     rec, backend, gateway, clock, ready = world
-    spec = dataclasses.replace(make_spec(), compute=ComputeSpec(gpu=1))
+    spec = dataclasses.replace(rollout_spec(), compute=ComputeSpec(gpu=1))
     await rec.apply([spec])
     await settle(rec)
     assert backend.replicas == {}
@@ -199,7 +188,7 @@ class GPUBackend(FakeBackend):
 
 
 def gpu_spec(config=None) -> APISpec:
-    spec = make_spec(replicas=1, config=config)  # default update strategy: surge 25% -> 1
+    spec = rollout_spec(replicas=1, config=config)  # default update strategy: surge 25% -> 1
     return dataclasses.replace(spec, compute=ComputeSpec(gpu=1),
                                raw={**spec.raw, "gpu": 1})
 
@@ -249,7 +238,7 @@ async def test_scale_up_without_free_gpu_waits_and_drains_nothing():
 
 async def test_a_rollout_drain_waits_as_long_as_the_gateway_lets_a_request_run(world):
     rec, backend, gateway, clock, ready = world  # drain_timeout 5 s, upstream_timeout 60 s
-    await rec.apply([make_spec(replicas=2)])
+    await rec.apply([rollout_spec(replicas=2)])
     await settle(rec)
     ready.update(backend.replicas)
     await settle(rec)
@@ -274,7 +263,7 @@ async def test_one_api_failing_to_start_does_not_stall_the_others(world):
         return await original(spec, replica_id, gpu_ids)
 
     backend.start = start
-    await rec.apply([make_spec(name="broken"), make_spec(name="fine")])
+    await rec.apply([rollout_spec(name="broken"), rollout_spec(name="fine")])
     await settle(rec)
     ready.update(backend.replicas)
     await settle(rec)

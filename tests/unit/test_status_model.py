@@ -14,8 +14,8 @@ from cortexd.daemon.events import Event, EventLog
 from cortexd.daemon.reconciler import Reconciler
 from cortexd.settings import DaemonSettings
 from cortexd.status import DaemonStatus, GPUDevice, GPUStatus, Status, build_status
+from tests.builders import rollout_spec
 from tests.unit.reconciler_fakes import FakeBackend, FakeClock, FakeGateway
-from tests.unit.test_reconciler import make_spec
 
 
 def _world():
@@ -32,7 +32,7 @@ def _world():
 
 async def _two_apis():
     rec, backend, gateway, clock, ready = _world()
-    await rec.apply([make_spec("iris", replicas=2), make_spec("bert")])
+    await rec.apply([rollout_spec("iris", replicas=2), rollout_spec("bert")])
     for _ in range(3):
         await rec.reconcile_once()
         await asyncio.sleep(0)

@@ -3,12 +3,12 @@ turns non-200 after they were ready. Recording fake backend and gateway, fake cl
 
 from __future__ import annotations
 
+from tests.builders import rollout_spec
 from tests.unit.reconciler_fakes import settle
-from tests.unit.test_reconciler import make_spec
 
 
 async def live_with(rec, backend, ready, replicas=2):
-    await rec.apply([make_spec(replicas=replicas)])
+    await rec.apply([rollout_spec(replicas=replicas)])
     await settle(rec)
     ready.update(backend.replicas)
     await settle(rec)
