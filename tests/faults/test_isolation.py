@@ -246,7 +246,9 @@ def test_a_root_daemon_runs_process_replicas_unprivileged(cli, tmp_path):
         result = cli("up", "-d", "--backend", "process", "--wait", "90", str(project))
         if not _python_reachable_by("nobody"):
             # this host's Python lives where other users cannot go (e.g. /root/.pyenv): the API
-            # is in error with the path and the remedies, instead of a PermissionError
+            # is in error with the path and the remedies, instead of a PermissionError. The drop
+            # itself is then proven by the stand-in below (system Python, run as `nobody`):
+            # test_process_replicas_of_a_root_daemon_run_as_nobody_and_cannot_reach_its_files
             assert result.code == 1
             api = cli.api("probe")
             text = json.dumps(api)
