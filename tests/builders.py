@@ -57,6 +57,18 @@ class PythonPredictor:
 '''
 
 
+# a predictor that echoes its payload and logs each request (for `cortexd logs`)
+LOGGING_ECHO_PREDICTOR = """
+class PythonPredictor:
+    def __init__(self, config):
+        print("echo predictor loaded", flush=True)
+
+    def predict(self, payload):
+        print("echo got", payload, flush=True)
+        return {"echo": payload}
+"""
+
+
 def api_spec(
     name: str = "api",
     project: str | Path = "/p",

@@ -1,5 +1,5 @@
 """Driving a real cortexd from tests: its CLI against a private home, HTTP on loopback, free ports,
-whether a process is alive.
+whether a process is alive, which processes a replica's session holds.
 
 The `cli` fixture (tests/conftest.py) gives each test a `CLI` with its own home and stops
 its daemon afterwards. Projects to serve are built with tests/builders.py.
@@ -20,7 +20,8 @@ from pathlib import Path
 
 from tests.builders import REPO
 
-__all__ = ["CLI", "REPO", "Result", "free_port", "http", "pid_alive", "post_json", "server_has_read"]
+__all__ = ["CLI", "REPO", "Result", "free_port", "http", "pid_alive", "post_json", "replica_pids",
+           "server_has_read", "session_members"]
 
 
 def free_port() -> int:
@@ -130,3 +131,23 @@ def server_has_read(pid: int, port: int, client_ports: set[int]) -> bool:
             if local == port and remote in client_ports and fields[9] in owned and unread == 0:
                 read.add(remote)
     return read == client_ports
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids whose session id is `sid` (a replica and the workers it spawned)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[3]) == sid:
+            out.append(int(entry))
+    return out
+
+
+def replica_pids(snap: dict) -> list[int]:
+    return [int(r["backend"]["pid"]) for a in snap["apis"] for r in a["replica_list"]]

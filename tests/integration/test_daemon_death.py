@@ -6,9 +6,8 @@ import os
 import signal
 import time
 
-from tests.builders import write_project
-from tests.integration.test_up import ECHO, replica_pids, session_members
-from tests.real_daemon import free_port, pid_alive
+from tests.builders import LOGGING_ECHO_PREDICTOR, write_project
+from tests.real_daemon import free_port, pid_alive, replica_pids, session_members
 
 YAML = """
 - name: one
@@ -41,7 +40,7 @@ def wait_gone(pids: list[int], timeout: float) -> list[int]:
 
 
 def test_replicas_stop_when_the_daemon_is_killed(cli, tmp_path):
-    project = write_project(tmp_path / "p", YAML.format(port=free_port()), {"echo.py": ECHO})
+    project = write_project(tmp_path / "p", YAML.format(port=free_port()), {"echo.py": LOGGING_ECHO_PREDICTOR})
     cli("up", "-d", "--backend", "process", "--wait", "90", str(project), check=True)
     snap = cli.status()
     assert all(a["status"] == "live" for a in snap["apis"]), snap

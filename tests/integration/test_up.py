@@ -6,7 +6,6 @@ Real daemon, real replica processes, real HTTP on loopback.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import threading
@@ -14,30 +13,10 @@ import time
 
 import pytest
 
-from tests.builders import write_project
-from tests.real_daemon import REPO, free_port, http, pid_alive, post_json
+from tests.builders import LOGGING_ECHO_PREDICTOR, write_project
+from tests.real_daemon import REPO, free_port, http, pid_alive, post_json, replica_pids, session_members
 
 SAMPLE = {"sepal_length": 5.2, "sepal_width": 3.6, "petal_length": 1.4, "petal_width": 0.3}
-
-
-def session_members(sid: int) -> list[int]:
-    """Pids whose session id is `sid` (a replica and the workers it spawned)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[3]) == sid:
-            out.append(int(entry))
-    return out
-
-
-def replica_pids(snap: dict) -> list[int]:
-    return [int(r["backend"]["pid"]) for a in snap["apis"] for r in a["replica_list"]]
 
 
 def test_quickstart_iris_example(cli, tmp_path):
@@ -134,16 +113,6 @@ ERRORS_YAML = """
     local_port: {port}
 """
 
-ECHO = """
-class PythonPredictor:
-    def __init__(self, config):
-        print("echo predictor loaded", flush=True)
-
-    def predict(self, payload):
-        print("echo got", payload, flush=True)
-        return {"echo": payload}
-"""
-
 RAISES = """
 class PythonPredictor:
     def __init__(self, config):
@@ -182,8 +151,8 @@ class PythonPredictor:
 @pytest.fixture
 def errors_project(cli, tmp_path):
     port = free_port()
-    project = write_project(tmp_path / "errors", ERRORS_YAML.format(port=port),
-                            {"echo.py": ECHO, "raises.py": RAISES, "slow.py": SLOW, "crashy.py": CRASHY})
+    project = write_project(tmp_path / "errors", ERRORS_YAML.format(port=port), {
+        "echo.py": LOGGING_ECHO_PREDICTOR, "raises.py": RAISES, "slow.py": SLOW, "crashy.py": CRASHY})
     cli("up", "-d", "--backend", "process", "--wait", "90", str(project), check=True)
     snap = cli.status()
     assert all(a["status"] == "live" for a in snap["apis"]), snap
