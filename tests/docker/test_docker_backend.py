@@ -123,8 +123,10 @@ async def test_stop_is_graceful_and_logs_are_readable(built, backend):
     assert len(await backend.logs("echo-r2", tail=1)) == 1
     assert backend.log_path("echo-r2") is None
     t0 = time.monotonic()
-    await backend.stop("echo-r2", timeout=10)
-    assert time.monotonic() - t0 < 10  # the runtime stopped on SIGTERM, it was not killed at the deadline
+    await backend.stop("echo-r2", timeout=60)
+    # the runtime stopped on SIGTERM (about a second), it was not killed at the 60 s deadline;
+    # the bound is far from both, so a loaded machine does not move the answer
+    assert time.monotonic() - t0 < 45
     assert await backend.list() == []
 
 
@@ -132,16 +134,14 @@ async def test_second_ensure_image_with_same_requirements_builds_nothing(built, 
     lines: list[str] = []
     fresh = DockerBackend(instance="tests-rebuild", base_image=base_image, progress=lines.append)
     try:
-        t0 = time.monotonic()
         await fresh.ensure_image(make_spec(built.project))
         tag = await fresh.image_for(make_spec(built.project))
-        seconds = time.monotonic() - t0
     finally:
         await fresh.close()
+    # the same image and no build step said: nothing was built (outcomes, not a timing)
     assert tag == built.tag and tag.startswith("cortexd-python-cpu-deps:")
     assert docker_client.images.get(tag).id == built.image_id
     assert not [line for line in lines if line.startswith("building")]
-    assert seconds < 15, f"a cached ensure_image took {seconds:.1f} s"
 
 
 async def test_changed_requirements_get_their_own_layer(built, backend, shared_dir, docker_client):
