@@ -144,3 +144,16 @@ def test_a_change_is_described_by_the_files_that_made_it():
     assert describe_change(["predictor.py"], None) == "predictor.py changed"
     assert describe_change(["a", "b", "c", "d"], "cortex.yaml") == "cortex.yaml, a, b and 2 more files changed"
     assert describe_change([], None) == "configuration changed"
+
+
+def test_a_project_with_an_unreadable_cortexignore_loads_with_a_warning_notice(tmp_path):
+    from cortexd.daemon.projects import load_project
+
+    (tmp_path / "cortex.yaml").write_text(
+        "- name: api\n  kind: RealtimeAPI\n  predictor:\n    type: python\n    path: predictor.py\n")
+    (tmp_path / "predictor.py").write_text("class PythonPredictor:\n    pass\n")
+    (tmp_path / ".cortexignore").write_bytes(b"\xff\xfe\x80")
+    project = load_project(str(tmp_path))
+    assert project.names == ["api"]
+    assert any(n.startswith(f"cannot read {tmp_path / '.cortexignore'}:") and "not applied" in n
+               for n in project.notices), project.notices
