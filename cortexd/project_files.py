@@ -12,10 +12,14 @@ project's cortex.yaml stay out, and `.cortexignore` is read with .gitignore synt
 `project_filter(root)` reads `.cortexignore` (the I/O); an unreadable one raises
 CortexIgnoreUnreadable, which `cortexd build`/`export` turn into an error and the
 watcher into a warning. `ProjectFilter.excludes()` is pure.
+
+`hash_file()` reads a file that goes into an image in chunks, into a HostFile (path,
+size, sha256): image tags and build contexts use it, so no file is held in memory whole.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,3 +85,32 @@ def project_filter(root: str | Path, *, config_files: Iterable[str] = (), keep_d
         keep_dotfiles=frozenset(keep_dotfiles),
         extra=pathspec.GitIgnoreSpec.from_lines(extra) if extra else None,
     )
+
+
+# ---- files read for an image, without holding them in memory -----------------------------
+
+HASH_CHUNK = 1 << 20  # bytes read at a time: a model of many GiB is never in memory at once
+
+
+@dataclass(frozen=True)
+class HostFile:
+    """A file on the host that goes into an image, known by its size and its content's sha256.
+
+    Build contexts stream it from `path` (cortexd/backends/image_plans.py write_context);
+    image tags fold in `sha256` (cortexd/kube/layout.py), so the bytes are read once, in chunks.
+    """
+
+    path: str
+    size: int
+    sha256: str  # hex digest of the content
+
+
+def hash_file(path: str | Path) -> HostFile:
+    """The file's size and sha256, read in HASH_CHUNK pieces (OSError when it cannot be read)."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return HostFile(str(path), size, h.hexdigest())
