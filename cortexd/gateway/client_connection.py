@@ -42,7 +42,7 @@ class ClientConnection(RequestHandler):
     aiohttp's ERROR line with a traceback and the raw bytes.
     """
 
-    __slots__ = ("_gateway", "_head_timer", "_newest_body", "peer", "peer_headers")
+    __slots__ = ("_gateway", "_head_timer", "_newest_body", "forwarded_for", "peer", "peer_headers")
 
     def __init__(self, manager: web.Server, gateway: Gateway, **kwargs):
         super().__init__(manager, **kwargs)
@@ -50,14 +50,18 @@ class ClientConnection(RequestHandler):
         self._head_timer: asyncio.TimerHandle | None = None
         self._newest_body = None  # the payload of the newest request head parsed
         self.peer = b"unknown"  # the client's address, as X-Forwarded-For and X-Real-IP say it
-        self.peer_headers = b"X-Forwarded-For: unknown\r\nX-Real-IP: unknown"
+        self.forwarded_for = b"for=unknown"  # and as RFC 7239's Forwarded says it
+        self.peer_headers = b"X-Forwarded-For: unknown\r\nX-Real-IP: unknown\r\nForwarded: for=unknown"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = address = encode(str(peer[0]))
-            self.peer_headers = b"X-Forwarded-For: " + address + b"\r\nX-Real-IP: " + address
+            # RFC 7239: an IPv6 address is bracketed and quoted
+            self.forwarded_for = b'for="[' + address + b']"' if b":" in address else b"for=" + address
+            self.peer_headers = (b"X-Forwarded-For: " + address + b"\r\nX-Real-IP: " + address
+                                 + b"\r\nForwarded: " + self.forwarded_for)
         self._head_timer = self._loop.call_later(self._gateway.client_header_timeout, self._head_timed_out)
 
     def connection_lost(self, exc: BaseException | None) -> None:

@@ -147,7 +147,12 @@ def client_reason(api: str, detail: str) -> str:
     predictor printed (a password, a database URL): none of it reaches an HTTP client.
     """
     lowered = detail.lower()
-    if "out of memory" in lowered:
+    if any(word in lowered for word in ("requirements.txt", "cannot be installed", "conda-packages.txt",
+                                        "python environment", "dependencies.sh", "pip.conf")):
+        why = "its dependencies could not be installed"
+    elif "unhealthy" in lowered:
+        why = "its replicas stopped answering and are being replaced"
+    elif "out of memory" in lowered:
         why = "its predictor ran out of memory"
     elif "did not become ready" in lowered:
         why = "its predictor did not become ready in time"
@@ -555,7 +560,7 @@ class Gateway:
                     conn = await target.pool.connect()
                 except UpstreamConnectError as second:
                     self._note_failure(route, target, second)
-                    log.warning("api %r: %s; retry: %s", route.name, first, second)
+                    log.warning("api %r: %s; retried elsewhere", route.name, first)
                     return self._unreachable(route, target, second, rid)
             while True:
                 try:
@@ -579,8 +584,10 @@ class Gateway:
 
     def _unreachable(self, route: APIRoute, target: ReplicaTarget, e: UpstreamConnectError,
                      rid: str) -> tuple[web.Response, int]:
+        # the replica's address goes to the log only: a client is never told where replicas listen
+        log.warning("api %r: replica %s is unreachable: %s", route.name, target.replica_id, e)
         return self._error(
-            502, f"api {route.name!r}: replica {target.replica_id} is unreachable: {e}", rid), 502
+            502, f"api {route.name!r}: replica {target.replica_id} is unreachable ({e.reason})", rid), 502
 
     def _switch_target(self, route: APIRoute, failed: ReplicaTarget) -> ReplicaTarget:
         """Give up `failed` for this request and take another replica (the same if none)."""
@@ -815,9 +822,11 @@ class Gateway:
         return resp
 
     def _too_large(self, rid: str) -> web.Response:
-        return self._error(
+        resp = self._error(
             413, f"the request body is larger than the gateway's limit of {_size(self.max_body_size)}; "
                  "send a smaller payload", rid)
+        resp.force_close()  # the unread rest of the body: closing beats reading it to keep the connection
+        return resp
 
     def _at_limit(self, route: APIRoute, rid: str) -> web.Response:
         n = len(route.replicas)

@@ -43,7 +43,7 @@ _SEPARATE_WRITE = 65536
 _REQUEST_DROP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te",
     b"trailer", b"upgrade", b"proxy-authorization", b"content-length", b"expect",
-    b"x-request-id", b"x-forwarded-for", b"x-real-ip",
+    b"x-request-id", b"x-forwarded-for", b"x-real-ip", b"forwarded",
 })
 _RESPONSE_DROP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te",
@@ -56,6 +56,11 @@ STATUS_LINES = {s.value: b"%d %s" % (s.value, s.phrase.encode()) for s in HTTPSt
 def encode(text: str) -> bytes:
     """Header text as bytes again (aiohttp decodes request lines and headers as UTF-8 with surrogateescape)."""
     return text.encode("utf-8", "surrogateescape")
+
+
+# Connection tokens that never make a header hop-by-hop here: the framing words, and Host,
+# which the replica needs (a client's `Connection: Host` must not strip it)
+_NEVER_HOP = frozenset({b"close", b"keep-alive", b"host"})
 
 
 class BodyTooLarge(Exception):
@@ -75,8 +80,8 @@ def request_head(request: BaseRequest, host: str, port: int, query: str, rid: st
     headers = request.headers
     drop = _REQUEST_DROP
     connection = headers.get("Connection")
-    if connection:  # headers the client named as hop-by-hop
-        named = {encode(t.strip().lower()) for t in connection.split(",")} - {b"close", b"keep-alive"}
+    if connection:  # headers the client named as hop-by-hop (never Host: the replica needs it)
+        named = {encode(t.strip().lower()) for t in connection.split(",")} - _NEVER_HOP
         if named:
             drop = drop | named
     lines = [encode(f"{request.method} {UPSTREAM_PATH}{query} HTTP/1.1")]
@@ -84,15 +89,23 @@ def request_head(request: BaseRequest, host: str, port: int, query: str, rid: st
         if name.lower() not in drop:
             lines.append(name + b": " + value)
     lines.append(b"X-Request-Id: " + encode(rid))
-    # the client's address: appended to X-Forwarded-For (nginx's $proxy_add_x_forwarded_for)
-    # and as X-Real-IP, replacing what the client claimed; Forwarded passes as sent
+    # the client's address: appended to X-Forwarded-For (nginx's $proxy_add_x_forwarded_for) and
+    # to Forwarded (RFC 7239 `for=`), and as X-Real-IP, replacing what the client claimed
     forwarded_for = headers.getall("X-Forwarded-For", None)
-    if forwarded_for:
-        peer = request.protocol.peer
-        lines.append(b"X-Forwarded-For: " + encode(", ".join(forwarded_for)) + b", " + peer)
+    forwarded = headers.getall("Forwarded", None)
+    if forwarded_for or forwarded:
+        protocol = request.protocol
+        peer = protocol.peer
+        if forwarded_for:
+            peer_for = encode(", ".join(forwarded_for)) + b", " + peer
+        else:
+            peer_for = peer
+        lines.append(b"X-Forwarded-For: " + peer_for)
         lines.append(b"X-Real-IP: " + peer)
+        lines.append(b"Forwarded: " + (encode(", ".join(forwarded)) + b", " if forwarded else b"")
+                     + protocol.forwarded_for)
     else:
-        lines.append(request.protocol.peer_headers)  # both, made once per connection
+        lines.append(request.protocol.peer_headers)  # all three, made once per connection
     if request.version < (1, 1) and "Host" not in headers:
         # HTTP/1.0 needs no Host; the HTTP/1.1 the replica is spoken to does
         lines.append(b"Host: %b:%d" % (encode(host), port))

@@ -24,6 +24,7 @@ never read the request, safe to retry elsewhere too) and UpstreamTimeout (504).
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 
 import httptools
@@ -38,7 +39,14 @@ class UpstreamError(Exception):
 
 
 class UpstreamConnectError(UpstreamError):
-    """No connection could be opened: the request was not sent (retrying is safe)."""
+    """No connection could be opened: the request was not sent (retrying is safe).
+
+    str() names the replica's address (for the log); `reason` does not (for a client).
+    """
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 class UpstreamDisconnected(UpstreamError):
@@ -376,11 +384,12 @@ class UpstreamPool:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await self.loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port)
         except TimeoutError as e:  # before OSError: TimeoutError is one
-            raise UpstreamConnectError(f"could not connect to {self.host}:{self.port} "
-                                       f"(no answer within {self.connect_timeout:g} s)") from e
+            reason = f"no answer within {self.connect_timeout:g} s"
+            raise UpstreamConnectError(f"could not connect to {self.host}:{self.port} ({reason})", reason) from e
         except OSError as e:
-            reason = e.strerror or str(e)
-            raise UpstreamConnectError(f"could not connect to {self.host}:{self.port} ({reason})") from e
+            # from errno, not the message: asyncio's names the address ("Connect call failed (...)")
+            reason = os.strerror(e.errno) if e.errno else type(e).__name__
+            raise UpstreamConnectError(f"could not connect to {self.host}:{self.port} ({reason})", reason) from e
         return conn
 
     def release(self, conn: UpstreamConnection) -> None:
