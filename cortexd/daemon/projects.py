@@ -157,10 +157,15 @@ def deploy_summary(before: Sequence[Project], after: Sequence[Project], incoming
 
 def die_with(parent: int) -> None:
     """Initializer of the daemon's loader process: it ends when the daemon does, even by SIGKILL
-    (PR_SET_PDEATHSIG, Linux), instead of lingering as an orphan."""
+    (PR_SET_PDEATHSIG, Linux), instead of lingering as an orphan; and, like the daemon, it is not
+    dumpable (PR_SET_DUMPABLE 0: it holds the daemon's environment, which processes of the same
+    uid, replicas among them, must not read in /proc: daemon/process_guard.py)."""
     if sys.platform.startswith("linux"):
         try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+            prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+            prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+            prctl(1, int(signal.SIGKILL), 0, 0, 0)
         except (OSError, AttributeError):
             pass
     if os.getppid() != parent:

@@ -43,3 +43,39 @@ def test_the_daemon_reaps_adopted_orphans_and_leaves_asyncios_children_to_asynci
     assert seen["codes"] == [3] * 7  # none stolen (a stolen one reads 255, with a warning)
     assert seen["zombies"] == [] and seen["reaped"] >= 1, seen
     assert "Unknown child process" not in done.stderr
+
+
+
+LOADER = textwrap.dedent('''
+    import concurrent.futures, multiprocessing, os
+    from cortexd.daemon.projects import die_with
+
+    with concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+            initializer=die_with, initargs=(os.getpid(),)) as loader:
+        pid = loader.submit(os.getpid).result(timeout=60)
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                print("read" if b"PATH=" in f.read() else "empty")
+        except OSError as e:
+            print(type(e).__name__)
+''')
+
+
+def as_same_uid_user() -> list[str]:
+    """The command prefix that makes this process and its children what a same-uid user is to
+    each other: root without capabilities (root with them reads every process's /proc files)."""
+    import os
+    import shutil
+
+    if os.getuid() != 0:
+        return []
+    assert shutil.which("setpriv"), "setpriv (util-linux) is needed to test this as root"
+    return ["setpriv", "--bounding-set=-all", "--inh-caps=-all"]
+
+
+def test_the_config_loader_holding_the_daemons_environment_is_not_readable_in_proc():
+    done = subprocess.run([*as_same_uid_user(), sys.executable, "-c", LOADER], capture_output=True,
+                          text=True, timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "PermissionError", done.stdout
