@@ -212,7 +212,11 @@ async def test_the_only_replica_hung_makes_requests_wait_for_its_replacement():
         assert statuses == [504, 504, 504] and reports[0][2] is True
         # what the reconciler does next: the replacement becomes the routable replica
         waiting = asyncio.ensure_future(load(url, clients=2, per_client=1))
-        await asyncio.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while gw.api_in_flight("api") < 2:  # both are inside the gateway (counted while they wait)
+            assert time.monotonic() < deadline, "the requests did not reach the gateway"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # past the 0.2 s upstream timeout: sent to the hung one, they'd be 504s
         assert not waiting.done()  # waiting for a replica, not sent to the hung one
         gw.set_replicas("api", [good.replica])
         assert await waiting == [200, 200]
