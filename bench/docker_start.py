@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.builders import iris_project  # noqa: E402
+from tests.builders import iris_project
 
 SAMPLE = {"sepal_length": 5.2, "sepal_width": 3.6, "petal_length": 1.4, "petal_width": 0.3}
 
@@ -91,7 +91,6 @@ def one_run(base_image: str, cached: bool) -> float:
 
 def image_sizes(base_image: str, families: list[str]) -> list[tuple[str, int]]:
     import docker
-
     from cortexd.backends.images import ImageBuilder
 
     client = docker.from_env()

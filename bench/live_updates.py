@@ -23,9 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.builders import write_project  # noqa: E402
-from tests.integration.test_live_updates import VERSIONED, Load, api_yaml, edit, replica_ids, wait_until  # noqa: E402
-from tests.real_daemon import CLI, free_port  # noqa: E402
+from tests.builders import write_project
+from tests.integration.test_live_updates import VERSIONED, Load, api_yaml, edit, replica_ids, wait_until
+from tests.real_daemon import CLI, free_port
 
 
 def readable(project: Path) -> Path:

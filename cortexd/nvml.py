@@ -64,13 +64,13 @@ class GPUMonitor:
             return
         try:
             loaded.nvmlInit()
-        except Exception as e:  # noqa: BLE001 - NVMLError subclasses, OSError from a broken library
+        except Exception as e:
             self._reason = f"no NVIDIA driver found (NVML: {e})"
             return
         self._nvml = loaded
         try:
             self._driver = _text(loaded.nvmlSystemGetDriverVersion())
-        except Exception:  # noqa: BLE001
+        except Exception:
             self._driver = None
 
     def read(self) -> GPUInventory:
@@ -79,7 +79,7 @@ class GPUMonitor:
             return GPUInventory(reason=self._reason)
         try:
             count = nvml.nvmlDeviceGetCount()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             return GPUInventory(reason=f"NVML could not count GPUs: {e}", driver_version=self._driver)
         if count == 0:
             return GPUInventory(reason="the NVIDIA driver reports no GPU", driver_version=self._driver)
@@ -90,7 +90,7 @@ class GPUMonitor:
                 mem = nvml.nvmlDeviceGetMemoryInfo(h)
                 try:
                     util: int | None = int(nvml.nvmlDeviceGetUtilizationRates(h).gpu)
-                except Exception:  # noqa: BLE001 - unsupported on some boards and MIG instances
+                except Exception:
                     util = None
                 devices.append(
                     GPUDevice(
@@ -102,7 +102,7 @@ class GPUMonitor:
                         utilization=util,
                     )
                 )
-            except Exception:  # noqa: BLE001, S112 - a device that fell off the bus is left out
+            except Exception:
                 continue
         return GPUInventory(devices=tuple(devices), driver_version=self._driver)
 
@@ -110,7 +110,7 @@ class GPUMonitor:
         if self._nvml is not None:
             try:
                 self._nvml.nvmlShutdown()
-            except Exception:  # noqa: BLE001, S110 - shutting down; nothing to report
+            except Exception:
                 pass
             self._nvml = None
             self._reason = "GPU monitor closed"

@@ -159,5 +159,5 @@ class DaemonSettings:
             return SHARED_ENV_CACHE
         return self.home / "envs"
 
-    def with_(self, **changes) -> "DaemonSettings":
+    def with_(self, **changes) -> DaemonSettings:
         return replace(self, **changes)

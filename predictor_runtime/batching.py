@@ -96,7 +96,7 @@ class Batcher:
                 results = self._run(items)
                 if len(results) != len(items):
                     raise RuntimeError(f"the batch of {len(items)} inputs produced {len(results)} results")
-            except Exception as e:  # noqa: BLE001 - the batch's error is every member's error
+            except Exception as e:
                 log.error("error: a batch of %d requests for %s failed: %s: %s",
                           len(items), self.name, type(e).__name__, e)
                 err = BatchFailed(f"the batch of {len(items)} requests this one was part of failed: "

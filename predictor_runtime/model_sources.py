@@ -134,7 +134,7 @@ class S3Source:
     def listing(self, kind: str) -> Listing:
         try:
             objects = self._objects()
-        except Exception as e:  # noqa: BLE001 - botocore's many error types: keep serving, say why
+        except Exception as e:
             log.error("error: cannot list %s: %s", self.location, e)
             raise ModelSourceError(f"cannot list {self.location}: {e}") from None
         top = [(r, s, t) for r, s, t in objects if "/" not in r]

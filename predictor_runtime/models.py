@@ -273,7 +273,7 @@ class ModelStore:
                 # load before announcing, so "latest" never points at a model that fails to load
                 try:
                     self._load((entry.name, v), entry, v, files)
-                except Exception as e:  # noqa: BLE001 - a half-written or broken model: retry next poll
+                except Exception as e:
                     log.error("error: model %s version %d failed to load; not serving it (tried again when "
                               "its files change): %s", self.display_name(entry.name), v, e)
                     entry.failed[v] = marks

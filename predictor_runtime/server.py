@@ -258,7 +258,7 @@ class PredictionHandler:
                     self.in_pool -= 1
         except web.HTTPException as e:  # a predictor may answer 4xx itself, aiohttp style
             return e
-        except Exception as e:  # noqa: BLE001 - any user error is this request's 500, never the worker's
+        except Exception as e:
             return self.prediction_failed(e)
         if debug:
             log.info("debug: prediction: %s", truncate(safe_repr(prediction), DEBUG_TRUNCATE))
@@ -300,7 +300,7 @@ class PredictionHandler:
             else:
                 await asyncio.get_running_loop().run_in_executor(
                     self.pool, self._in_thread, post, prediction, payload, query, headers)
-        except Exception:  # noqa: BLE001 - user code; the response is already sent
+        except Exception:
             log.error("error: post_predict raised an exception (the response was already sent):\n%s",
                       traceback.format_exc().rstrip())
         finally:
@@ -440,7 +440,7 @@ def load_or_report(spec: dict[str, Any]) -> LoadedPredictor | None:
         return load_predictor(spec)
     except StartupError as e:
         log.error("error: %s", e)
-    except (Exception, SystemExit):  # noqa: BLE001 - user code: import errors, __init__ failures, sys.exit()
+    except (Exception, SystemExit):
         log.error("error: the predictor in %s failed to start; the API cannot serve until it is fixed:\n%s",
                   where, traceback.format_exc().rstrip())
     return None

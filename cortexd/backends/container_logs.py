@@ -80,7 +80,7 @@ class ContainerLogCopier:
                         out.write(chunk)
                 finally:
                     out.close()
-        except Exception as e:  # noqa: BLE001 - no engine, removed container, engine gone: the copy just ends
+        except Exception as e:
             log.debug("log copy of %s ended: %s", container_id[:12], e)
 
     def forget(self, replica_id: str) -> None:

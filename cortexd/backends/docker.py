@@ -140,7 +140,7 @@ class DockerBackend:
             try:
                 with docker_errors(action, self._engine.base_url):
                     result = fn()
-            except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+            except BaseException as e:
                 outcome = (False, e)
             else:
                 outcome = (True, result)

@@ -76,8 +76,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cortexd import __version__
-from cortexd.backends.pip_settings import merged_pip_settings
 from cortexd.backends.isolation import ReplicaUser
+from cortexd.backends.pip_settings import merged_pip_settings
 from cortexd.backends.process import inherited_environment, parent_death_signal
 from cortexd.core.preinstalled import Addition, imported_modules, preinstalled_additions
 from cortexd.core.requirements import (

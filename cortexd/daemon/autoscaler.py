@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from cortexd.core import autoscale
 from cortexd.daemon.seams import InFlight, ScaledAPI, ScalingTarget

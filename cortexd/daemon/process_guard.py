@@ -154,5 +154,5 @@ class OrphanReaper:
             await asyncio.sleep(self.interval)
             try:
                 await asyncio.to_thread(self.tick, waited_by_others())
-            except Exception:  # noqa: BLE001 - the reaper must never stop the daemon
+            except Exception:
                 log.exception("reaping adopted orphan processes failed")

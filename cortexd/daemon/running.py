@@ -18,8 +18,8 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import AsyncIterator, Sequence
 
 import aiohttp
 
@@ -29,9 +29,9 @@ from cortexd.core.health import HealthPolicy
 from cortexd.daemon import control
 from cortexd.daemon.autoscaler import Autoscaler
 from cortexd.daemon.events import EventLog
+from cortexd.daemon.gpu_placer import GPUPlacer
 from cortexd.daemon.logclock import LogClock
 from cortexd.daemon.process_guard import OrphanReaper, guard_daemon_process
-from cortexd.daemon.gpu_placer import GPUPlacer
 from cortexd.daemon.projects import (
     Project,
     conflicts,
@@ -68,7 +68,7 @@ async def daemon_answers(socket_path: Path, timeout: float = 1.0) -> bool:
         async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=timeout)) as s:
             async with s.get("http://cortexd/status") as resp:
                 return resp.status == 200
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         return False
 
 
@@ -560,4 +560,4 @@ async def run_daemon(settings: DaemonSettings, paths: Sequence[str], *, on_start
         await daemon.shutdown()
 
 
-__all__ = ["Daemon", "run_daemon", "daemon_answers", "choose_backend", "CortexdError"]
+__all__ = ["CortexdError", "Daemon", "choose_backend", "daemon_answers", "run_daemon"]

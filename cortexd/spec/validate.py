@@ -130,7 +130,7 @@ def normalize_endpoint(value: Any) -> str:
         'and single "/" between segments; no "." or ".." segments, no query string)'
     )
     if not isinstance(value, str):  # ValueError, not TypeError: jsonschema's format checker catches it
-        raise ValueError(f"{expected}; found {units.describe_value(value)}")  # noqa: TRY004
+        raise ValueError(f"{expected}; found {units.describe_value(value)}")
     text = value.strip()
     body = text.removeprefix("/").removesuffix("/")
     segments = body.split("/")

@@ -304,7 +304,7 @@ def test_a_realtime_api_is_not_given_legacy_answers(runtime):
     assert "Access-Control-Allow-Origin" not in headers
 
 
-def test_onnx_get_model_has_cortex_shape_and_a_single_model_ignores_the_name(replica, onnx_files):  # noqa: F811
+def test_onnx_get_model_has_cortex_shape_and_a_single_model_ignores_the_name(replica, onnx_files):
     r = replica("onnx", """
         class ONNXPredictor:
             def __init__(self, onnx_client):

@@ -271,7 +271,7 @@ def test_paths_resolve_from_the_project_dir(project):
     (project / "src" / "p.py").write_text("")
     doc = check_api(api(predictor={"path": "src/p.py", "python_path": "src", "model_path": "weights"}),
                     str(project))
-    assert doc.findings == [doc.findings[0]] and "predictor.model_path" == format_path(doc.findings[0].path)
+    assert doc.findings == [doc.findings[0]] and format_path(doc.findings[0].path) == "predictor.model_path"
     assert doc.doc["predictor"]["path"] == str(project / "src" / "p.py")
     assert doc.doc["predictor"]["python_path"] == str(project / "src")
     assert doc.findings[0].message == (f"not found: {project / 'weights'} (relative paths start at the "
