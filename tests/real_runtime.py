@@ -61,6 +61,15 @@ class Runtime:
         self.err.flush()
         return (self.tmp / "stderr.log").read_text()
 
+    def wait_logged(self, text: str, timeout: float = 15) -> str:
+        """The runtime's stderr once it holds `text` (it writes as it goes: poll, never sleep-and-hope)."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.stderr()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in the runtime's stderr after {timeout}s:\n{log[-3000:]}")
+            time.sleep(0.05)
+        return log
+
     def wait_ready(self, timeout: float = 15) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
