@@ -343,7 +343,8 @@ def fig_kill(backend: str, runs: int) -> None:
         bad = failed(records)
         late = [r for r in bad if r[0] > returned]
         say(f"run {run + 1}: {len(records)} requests, {len(bad)} failed ({outcome_text(Counter(r[2] for r in bad))}); "
-            f"in flight on the victim at the kill: {len(in_flight)} (gateway's count just before: {gateway_in_flight}); "
+            f"in flight on the victim at the kill: {len(in_flight)} "
+            f"(gateway's count just before: {gateway_in_flight}); "
             f"failed that were sent after the kill: {len(late)}; replacement ready {replaced:.2f} s after the kill "
             f"[{'ok' if len(bad) <= len(in_flight) else 'MISSED: more failed than were in flight'}]")
         if load.cuts:
@@ -484,7 +485,8 @@ def fuzz_body(rng: random.Random) -> tuple[bytes, str]:
         return rng.randbytes(rng.choice([0, 1, 17, 1000, 65536])), "bytes"
     if kind == 5:
         return (b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a\"\r\n\r\n"
-                + rng.randbytes(rng.randrange(0, 500)) + rng.choice([b"\r\n--XyZ--\r\n", b"", b"\r\n--XyZ"])), "multipart"
+                + rng.randbytes(rng.randrange(0, 500))
+                + rng.choice([b"\r\n--XyZ--\r\n", b"", b"\r\n--XyZ"])), "multipart"
     if kind == 6:
         return b'{"raise": 1}', "raise"
     if kind == 7:

@@ -184,7 +184,8 @@ def asyncio_load(url: str, concurrency: int, duration: float) -> None:
         await asyncio.gather(*(worker(latencies, t0 + duration, errors) for _ in range(concurrency)))
         elapsed = time.perf_counter() - t0
         q = statistics.quantiles(latencies, n=100)
-        print(json.dumps({"rps": len(latencies) / elapsed, "count": len(latencies), "p50": q[49] * 1e3, "p99": q[98] * 1e3,
+        print(json.dumps({"rps": len(latencies) / elapsed, "count": len(latencies),
+                          "p50": q[49] * 1e3, "p99": q[98] * 1e3,
                           "errors": len(errors)}))
 
     uvloop.run(main())

@@ -245,14 +245,13 @@ def _up_detached(args, settings: DaemonSettings, paths: list[str]) -> int:
 
     settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     start = end_position(settings.daemon_log)  # a failed start shows only what it wrote itself
-    log = open(settings.daemon_log, "ab")
-    proc = subprocess.Popen(
-        _daemon_argv(settings, paths), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-        start_new_session=True, cwd="/",
-        # absolute: a relative CORTEXD_HOME would mean another folder from the daemon's cwd
-        env={**os.environ, "CORTEXD_HOME": str(settings.home)},
-    )
-    log.close()
+    with open(settings.daemon_log, "ab") as log:  # the daemon keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            _daemon_argv(settings, paths), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True, cwd="/",
+            # absolute: a relative CORTEXD_HOME would mean another folder from the daemon's cwd
+            env={**os.environ, "CORTEXD_HOME": str(settings.home)},
+        )
     client = ControlClient(settings, timeout=5)
     deadline = time.monotonic() + 60
     while True:
@@ -309,6 +308,8 @@ def _up_foreground(settings: DaemonSettings, paths: list[str]) -> int:
         settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     _configure_logging(verbose=live, path=settings.daemon_log if live else None, settings=settings)
 
+    views: list[asyncio.Task] = []
+
     def on_started(daemon) -> None:
         print(f"cortexd {__version__} serving (backend {daemon.backend.name}); Ctrl-C to stop",
               flush=True)
@@ -317,8 +318,8 @@ def _up_foreground(settings: DaemonSettings, paths: list[str]) -> int:
 
             from cortexd.ui.live import live_task
 
-            # cancelled with the other tasks when run_daemon returns
-            asyncio.ensure_future(live_task(daemon.status, Console()))
+            # cancelled with the other tasks when run_daemon returns; held so it is not collected
+            views.append(asyncio.ensure_future(live_task(daemon.status, Console())))
 
     _run(run_daemon(settings, paths, on_started=on_started))
     if live:

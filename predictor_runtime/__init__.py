@@ -29,7 +29,8 @@ by the backend. The runtime's own settings, all optional:
                                      request longer than this
   CORTEXD_CLIENT_ERROR_LOG_INTERVAL  seconds, default 10: malformed requests logged once per kind
   CORTEXD_MODEL_POLL_INTERVAL, CORTEXD_MODEL_SETTLE, CORTEXD_MODEL_DISK_CACHE: see models.py
-Predictor type "legacy" (a translated `kind: api`) selects Cortex's Flask-era answers (server.py). Readiness: the port accepts connections, and GET /healthz answers
+Predictor type "legacy" (a translated `kind: api`) selects Cortex's Flask-era answers (server.py).
+Readiness: the port accepts connections, and GET /healthz answers
 200, only after every worker process finished the predictor's __init__; a
 failing __init__ exits non-zero with the traceback on stderr.
 

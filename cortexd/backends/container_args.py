@@ -74,7 +74,8 @@ def replica_environment(
     limits: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The container's environment: the API's `env` < `.env` (Cortex sourced it after `env`)
-    < what the runtime needs (and the daemon's `limits`, DaemonSettings.replica_limits). HOME is a tmpfs (IMAGE_HOME) for the image's user; a host uid
+    < what the runtime needs (and the daemon's `limits`, DaemonSettings.replica_limits). HOME is a
+    tmpfs (IMAGE_HOME) for the image's user; a host uid
     has no home in the image and gets /tmp, writable by every user."""
     env = {"HOME": IMAGE_HOME if user == IMAGE_USER else "/tmp"}
     env.update(layered_environment(spec.predictor.env, dotenv or {}, {}))

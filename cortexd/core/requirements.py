@@ -228,7 +228,8 @@ def install_failure(
     m = _CONFLICT.search(text)
     if m:
         head = next((ln.removeprefix("ERROR: ") for ln in lines if "Cannot install" in ln), None)
-        summary = f"the requirements in {file_name} conflict: " + (head or "pip found no set of versions that fits them all")
+        summary = f"the requirements in {file_name} conflict: " + (
+            head or "pip found no set of versions that fits them all")
         return InstallFailure(summary, last, None, None, True)
 
     m = _BUILD_FAILED.search(text)

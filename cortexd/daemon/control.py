@@ -160,7 +160,7 @@ async def serve(daemon: ControlledDaemon, socket_path: str) -> web.AppRunner:
     app = build_app(daemon)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    if os.path.exists(socket_path):
+    if os.path.exists(socket_path):  # noqa: ASYNC240 - once, at start
         os.unlink(socket_path)  # stale: the caller checked that no daemon answers on it
     old = os.umask(0o177)  # the socket is created 0600: only this user controls the daemon
     try:

@@ -61,13 +61,13 @@ log = logging.getLogger("cortexd")
 
 async def daemon_answers(socket_path: Path, timeout: float = 1.0) -> bool:
     """True if a daemon answers on the control socket (a stale socket file does not)."""
-    if not socket_path.exists():
+    if not socket_path.exists():  # noqa: ASYNC240 - one stat of a local socket file
         return False
     try:
         conn = aiohttp.UnixConnector(path=str(socket_path))
-        async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=timeout)) as s:
-            async with s.get("http://cortexd/status") as resp:
-                return resp.status == 200
+        async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=timeout)) as s, \
+                s.get("http://cortexd/status") as resp:
+            return resp.status == 200
     except (TimeoutError, aiohttp.ClientError, OSError):
         return False
 
@@ -294,7 +294,7 @@ class Daemon:
 
     def _start_watcher(self) -> None:
         if self.watcher is not None:
-            asyncio.ensure_future(self.watcher.stop())
+            self._tasks.append(asyncio.ensure_future(self.watcher.stop()))
         roots = {str(Path(p) if Path(p).is_dir() else Path(p).parent) for p in self.paths}
         roots |= {str(Path(f).parent) for f in self.config_files}
         self.watcher = ProjectWatcher(roots, self.reload, debounce=self.settings.debounce, counts=self._counts)
@@ -388,7 +388,7 @@ class Daemon:
         """Add or update the APIs of `paths`, leaving other projects' APIs serving (as Cortex's
         `deploy` does); an API no longer in a deployed cortex.yaml is removed. Returns what was
         created, updated, removed, unchanged and left alone, and the notices."""
-        resolved = [str(Path(p).resolve()) for p in paths]
+        resolved = [str(Path(p).resolve()) for p in paths]  # noqa: ASYNC240 - a few local paths
         async with self._config_lock:
             incoming = await self._load_off_loop(load_projects, resolved, self.settings.default_local_port)
             after = merged(self.projects, incoming)

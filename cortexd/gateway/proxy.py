@@ -354,7 +354,8 @@ class Gateway:
         # a kept-alive client may have a request on the wire right now: closing its connection
         # would cut it, so connections get a moment to bring it and be answered (503, close)
         grace_end = min(deadline, loop.time() + CLOSE_GRACE)
-        while not self._forced and loop.time() < grace_end and any(
+        # polled: aiohttp has no event for "no connection left"
+        while not self._forced and loop.time() < grace_end and any(  # noqa: ASYNC110
                 listener.web_server is not None and listener.web_server.connections
                 for listener in self._listeners.values()):
             await asyncio.sleep(0.02)

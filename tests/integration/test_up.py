@@ -24,7 +24,8 @@ def test_quickstart_iris_example(cli, tmp_path):
     project = tmp_path / "iris"
     shutil.copytree(REPO / "examples" / "iris-classifier", project)
     port = free_port()
-    text = (project / "cortex.yaml").read_text().replace("  compute:", f"  networking:\n    local_port: {port}\n  compute:")
+    text = (project / "cortex.yaml").read_text().replace(
+        "  compute:", f"  networking:\n    local_port: {port}\n  compute:")
     (project / "cortex.yaml").write_text(text)
 
     up = cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)

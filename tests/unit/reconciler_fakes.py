@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import ClassVar
 
 from cortexd.backends.base import ReplicaInfo
 
@@ -81,7 +82,7 @@ class FakeRoute:
 class FakeGateway:
     """What the reconciler needs from the gateway (cortexd.daemon.seams.ReplicaRouter), recorded."""
 
-    COUNTERS = {"total": 3, "2xx": 2, "4xx": 1, "5xx": 0, "in_flight": 0, "monitoring": None}
+    COUNTERS: ClassVar[dict] = {"total": 3, "2xx": 2, "4xx": 1, "5xx": 0, "in_flight": 0, "monitoring": None}
 
     def __init__(self):
         self.routable: dict[str, list[str]] = {}

@@ -30,7 +30,7 @@ async def test_auto_without_engine_falls_back_to_processes_with_a_notice(no_engi
 
 
 async def test_docker_without_engine_is_refused_with_the_reason(no_engine, tmp_path):
-    with pytest.raises(BackendUnavailable, match="no-docker.sock"):
+    with pytest.raises(BackendUnavailable, match=r"no-docker\.sock"):
         await choose_backend(DaemonSettings(home=tmp_path, backend="docker"), EventLog(lambda: 0.0))
 
 

@@ -140,7 +140,8 @@ def test_python_sources_skip_venvs_caches_and_hidden_folders(tmp_path):
 
 
 def test_requirement_lines_keep_their_line_numbers():
-    text = "# pinned for Cortex\nscikit-learn==0.21.3  # old\n\n-r more.txt\nnumpy>=1.0 \\\n  ; python_version>'3'\n./local_pkg\nBoto3\n"
+    text = ("# pinned for Cortex\nscikit-learn==0.21.3  # old\n\n-r more.txt\n"
+            "numpy>=1.0 \\\n  ; python_version>'3'\n./local_pkg\nBoto3\n")
     lines = requirement_lines(text)
     assert [(r.line, r.text, r.name) for r in lines] == [
         (2, "scikit-learn==0.21.3", "scikit-learn"),
@@ -181,7 +182,7 @@ REQS = requirement_lines("numpy\nscikit-learn==0.21.3\nsix==0.0.999\n")
 NO_VERSION = """\
 Collecting numpy (from -r /p/requirements.txt (line 1))
 Collecting six==0.0.999 (from -r /p/requirements.txt (line 3))
-ERROR: Could not find a version that satisfies the requirement six==0.0.999 (from versions: 0.9.0, 1.15.0, 1.16.0, 1.17.0)
+ERROR: Could not find a version that satisfies the requirement six==0.0.999 (from versions: 0.9.0, 1.15.0, 1.17.0)
 ERROR: No matching distribution found for six==0.0.999
 """.splitlines()
 
@@ -482,7 +483,8 @@ def test_installers_get_the_replica_rules_plus_pips_own_settings_never_the_daemo
                    "https_proxy": "http://p:3128", "NO_PROXY": "localhost", "UV_INDEX_URL": "https://idx",
                    "SSL_CERT_FILE": "/ca.pem"}
     # as the replicas' user: a HOME of its own (the daemon's is closed to it)
-    assert installer_environment({**daemon, "XDG_CACHE_HOME": "/home/d/.cache"}, home="/cache/.home")["HOME"] == "/cache/.home"
+    env = installer_environment({**daemon, "XDG_CACHE_HOME": "/home/d/.cache"}, home="/cache/.home")
+    assert env["HOME"] == "/cache/.home"
     assert "XDG_CACHE_HOME" not in installer_environment({**daemon, "XDG_CACHE_HOME": "/x"}, home="/h")
 
 

@@ -93,8 +93,8 @@ def test_exposition_parses_with_prometheus_client():
         m.record(code, 0.003, 5.0)
     mon = Monitor("classification")
     mon.offer(b'"cat"')
-    snap = Status.from_json({"apis": [{"name": "api", "status": "live", "in_flight": 2, "replica_list": [{"id": "r1", "state": "ready",
-                                                                        "in_flight": 2}],
+    snap = Status.from_json({"apis": [{"name": "api", "status": "live", "in_flight": 2,
+                                       "replica_list": [{"id": "r1", "state": "ready", "in_flight": 2}],
                       "replicas": {"requested": 3, "ready": 1, "starting": 1, "min": 1, "max": 5}}],
             "gpus": {"devices": [{"index": 0, "utilization": 40, "memory_used": 2**30,
                                   "memory_total": 2**34}]}})

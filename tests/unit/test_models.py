@@ -355,7 +355,7 @@ def test_validate_and_the_runtime_refuse_the_same_incomplete_saved_model(tmp_pat
     for name in ("flat", "versioned"):
         store = ModelStore("tensorflow", {DEFAULT_MODEL: (str(tmp_path / name), None)}, loader=lambda *a: "m",
                            poll_interval=60, settle=0.01, disk_root=str(tmp_path / "cache"))
-        with pytest.raises(ModelSourceError, match="has no usable version .*variables/variables.index"):
+        with pytest.raises(ModelSourceError, match=r"has no usable version .*variables/variables\.index"):
             store.start()
     (tmp_path / "flat" / "variables" / "variables.index").write_bytes(b"")  # as tf.saved_model.save writes it
     (tmp_path / "versioned" / "1" / "variables" / "variables.index").write_bytes(b"")

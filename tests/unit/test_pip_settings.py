@@ -146,13 +146,16 @@ def test_runtime_image_tag_is_a_content_hash_of_what_goes_in():
     assert _runtime(family="onnx").tag.startswith("cortexd-onnx-cpu:")
 
 
+CPU, CPU_ABC = "cortexd-python-cpu", "cortexd-python-cpu:abc"
+
+
 def test_requirements_layer_is_keyed_by_the_projects_files():
     pip = {"pip/pip.conf": b"[global]\n"}
-    assert deps_plan("cortexd-python-cpu:abc", "cortexd-python-cpu", b"FROM", {}, pip, {}) is None
-    a = deps_plan("cortexd-python-cpu:abc", "cortexd-python-cpu", b"FROM", {"requirements.txt": b"numpy\n"}, pip, {})
-    again = deps_plan("cortexd-python-cpu:abc", "cortexd-python-cpu", b"FROM", {"requirements.txt": b"numpy\n"}, pip, {})
-    other = deps_plan("cortexd-python-cpu:abc", "cortexd-python-cpu", b"FROM", {"requirements.txt": b"scipy\n"}, pip, {})
-    newer_base = deps_plan("cortexd-python-cpu:def", "cortexd-python-cpu", b"FROM", {"requirements.txt": b"numpy\n"}, pip, {})
+    assert deps_plan(CPU_ABC, CPU, b"FROM", {}, pip, {}) is None
+    a = deps_plan(CPU_ABC, CPU, b"FROM", {"requirements.txt": b"numpy\n"}, pip, {})
+    again = deps_plan(CPU_ABC, CPU, b"FROM", {"requirements.txt": b"numpy\n"}, pip, {})
+    other = deps_plan(CPU_ABC, CPU, b"FROM", {"requirements.txt": b"scipy\n"}, pip, {})
+    newer_base = deps_plan("cortexd-python-cpu:def", CPU, b"FROM", {"requirements.txt": b"numpy\n"}, pip, {})
     assert a is not None and again is not None and other is not None and newer_base is not None
     assert a.tag.startswith("cortexd-python-cpu-deps:") and a.tag == again.tag
     assert len({a.tag, other.tag, newer_base.tag}) == 3
@@ -162,7 +165,8 @@ def test_requirements_layer_is_keyed_by_the_projects_files():
 
 def test_deps_repository_names():
     assert deps_repository("cortexd-onnx-gpu:0123") == "cortexd-onnx-gpu"
-    assert deps_repository("registry.corp:5000/team/predictor:1.2") == "cortexd-custom-registry.corp-5000-team-predictor"
+    assert (deps_repository("registry.corp:5000/team/predictor:1.2")
+            == "cortexd-custom-registry.corp-5000-team-predictor")
     assert deps_repository("ubuntu") == "cortexd-custom-ubuntu"
 
 

@@ -73,7 +73,8 @@ def test_status_json_is_the_json_status_served_before_the_model():
 
     def api(name, requested, ready, starting, replicas, decision=None):
         return {"name": name, "kind": "RealtimeAPI", "predictor_type": "python", "status": "updating",
-                "reason": "preparing the replica image", "endpoint": f"/{name}", "local_port": 8888, "spec_hash": spec_hash[name],
+                "reason": "preparing the replica image", "endpoint": f"/{name}", "local_port": 8888,
+                "spec_hash": spec_hash[name],
                 "source": "/p/cortex.yaml:1",
                 "replicas": {"requested": requested, "ready": ready, "starting": starting,
                              "pending_reason": None, "restarts": 0, "min": 1, "max": 10},
