@@ -340,6 +340,7 @@ class ProjectEnvironments:
         self.installs_as: Callable[[], ReplicaUser] | None = None
         self._fresh: set[str] = set()  # digests built (not found in the cache) by this daemon
         self._collecting: asyncio.Future | None = None
+        self._held: dict[str, int] = {}  # digest -> fd of its lock, held shared while in use
         self._waiting: dict[str, set[str]] = {}  # digest -> apis waiting for its build
         self._pip_config: str | None = None
         self.use_uv = use_uv
@@ -447,6 +448,7 @@ class ProjectEnvironments:
                         self._by_api[spec.name] = ("", plan.digest, None)  # to resolve later
         in_use = {digest for _, digest, _ in self._by_api.values() if digest}
         in_use |= {d for d, task in self._builds.items() if not task.done()}
+        self._release(d for d in self._held if d not in in_use)  # ours to remove, too
         removed = await asyncio.to_thread(self._evict, in_use)
         for digest in removed:
             self._ready.pop(digest, None)
@@ -491,6 +493,7 @@ class ProjectEnvironments:
     async def ensure(self, plan: EnvironmentPlan, api: str) -> Environment:
         if plan.digest in self._ready:
             self._touch(self.cache_dir / plan.digest)
+            self._hold(plan.digest)
             return self._ready[plan.digest]
         if plan.digest in self._failed:
             raise self._failed[plan.digest]
@@ -510,7 +513,30 @@ class ProjectEnvironments:
             self._activity.pop(api, None)
         self._ready[plan.digest] = env
         self._touch(self.cache_dir / plan.digest)
+        self._hold(plan.digest)
         return env
+
+    def _hold(self, digest: str) -> None:
+        """Hold the digest's lock shared while this daemon uses the environment, so that no
+        daemon sharing the cache removes it (_evict takes it exclusively, without waiting)."""
+        if digest in self._held:
+            return
+        try:
+            fd = os.open(self.cache_dir / f"{digest}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return
+        self._held[digest] = fd
+
+    def _release(self, digests) -> None:
+        for digest in list(digests):
+            fd = self._held.pop(digest, None)
+            if fd is not None:
+                os.close(fd)
 
     async def close(self) -> None:
         """Stop builds in progress (their pip is killed; their folders are left for cleanup)."""
@@ -521,6 +547,7 @@ class ProjectEnvironments:
         if self._collecting is not None:
             self._collecting.cancel()
             await asyncio.gather(self._collecting, return_exceptions=True)
+        self._release(self._held)
 
     # -- building --------------------------------------------------------------------------------
     def _watchers(self, digest: str) -> set[str]:
@@ -549,6 +576,11 @@ class ProjectEnvironments:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
+                    # published meanwhile: its users hold the lock shared (_hold), so it may
+                    # never be free again
+                    existing = self._published(link)
+                    if existing is not None:
+                        return existing
                     if not waited:
                         self._say(plan.digest, "installing requirements",
                                   "waiting for another build of the same environment")
@@ -668,7 +700,8 @@ class ProjectEnvironments:
             with open(build_log, "a", encoding="utf-8") as out:  # noqa: ASYNC230 - a local log file
                 out.write("uv failed; installing with pip instead\n")
             # a fresh venv (nothing uv may have left behind), keeping this build's own files
-            keep = {p: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != "pyvenv.cfg"}
+            keep = {p: p.read_bytes()
+                    for p in folder.iterdir() if p.is_file() and p.name != "pyvenv.cfg"}
             await asyncio.to_thread(self._create_venv, folder)
             for path, data in keep.items():
                 path.write_bytes(data)

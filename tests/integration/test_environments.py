@@ -338,8 +338,47 @@ def test_the_cache_removes_environments_no_api_uses_but_the_newest_few(tmp_path)
         os.utime(cache / digest, (1000 - age, 1000 - age), follow_symlinks=False)
     envs = ProjectEnvironments(cache)
     envs._by_api["deployed"] = ("hash", digests[-1], "python")  # the oldest, but in use
+    other_daemon = ProjectEnvironments(cache)  # sharing the cache, running replicas on one
+    other_daemon._hold(digests[KEEP_UNUSED])
     removed = asyncio.run(envs.collect_garbage())
-    assert removed == digests[KEEP_UNUSED:-1]
+    assert removed == digests[KEEP_UNUSED + 1:-1]
     left = sorted(p.name for p in cache.iterdir())
-    kept = [*digests[:KEEP_UNUSED], digests[-1]]
+    kept = [*digests[:KEEP_UNUSED + 1], digests[-1]]
     assert left == sorted([*kept, *(f"{d}-abcd" for d in kept), *(f"{d}.lock" for d in kept)])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root daemon runs builds as another user")
+def test_a_root_daemons_build_runs_as_the_replicas_user_in_a_cache_it_owns(tmp_path, monkeypatch):
+    """dependencies.sh (project code, like a setup.py) runs as the unprivileged replica user,
+    with a HOME of its own in the cache and none of the daemon's variables."""
+    import asyncio
+    import tempfile
+
+    from cortexd.backends.environments import ProjectEnvironments
+    from cortexd.backends.isolation import resolve_replica_user
+    from cortexd.spec import load_config
+
+    monkeypatch.setenv("CORTEXD_HOME", str(tmp_path / "daemon-home"))
+    shared = Path(tempfile.mkdtemp(prefix="cxd-envs-"))  # tmp_path's parents are 0700
+    try:
+        shared.chmod(0o755)
+        out = shared / "out"
+        out.mkdir(mode=0o777)
+        out.chmod(0o777)
+        project = write_project(shared / "proj", yaml_for("dropped"), {
+            "predictor.py": PLAIN,
+            "dependencies.sh": f'echo "$(id -u) ${{CORTEXD_HOME:-none}} $HOME" > {out}/seen\n',
+        })
+        for p in [project, *project.iterdir()]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        nobody = resolve_replica_user("nobody")
+        envs = ProjectEnvironments(shared / "envs", run_dependencies_sh=True)
+        envs.installs_as = lambda: nobody
+        spec = load_config([str(project)]).apis[0]
+        env = asyncio.run(envs.ensure(envs.plan(spec), "dropped"))
+        uid, cortexd_home, home = (out / "seen").read_text().split()
+        assert (int(uid), cortexd_home) == (nobody.uid, "none")
+        assert home == str(shared / "envs" / ".home") and (shared / "envs" / ".home").stat().st_uid == nobody.uid
+        assert (shared / "envs").stat().st_uid == nobody.uid and env.path.stat().st_uid == nobody.uid
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
