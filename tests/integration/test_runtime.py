@@ -158,12 +158,27 @@ def timed_parallel(url: str, bodies: list[dict]) -> tuple[float, list]:
     return time.monotonic() - start, results
 
 
+MEETING = """
+    import threading
+
+    MEET = threading.Barrier(2)
+
+    class PythonPredictor:
+        def predict(self, payload):
+            try:  # passes only when two predict() calls are inside at the same time
+                MEET.wait(timeout=payload["timeout"])
+            except threading.BrokenBarrierError:
+                return {"met": False}
+            return {"met": True}
+"""
+
+
 def test_threads_per_process_runs_requests_concurrently(runtime):
-    rt = runtime(SLOW, threads=2)
+    # an outcome, not a timing: the two requests meet inside predict(), which one thread could not do
+    rt = runtime(MEETING, threads=2)
     rt.wait_ready()
-    elapsed, results = timed_parallel(rt.url, [{"sleep": 0.8}, {"sleep": 0.8}])
-    assert [r[0] for r in results] == [200, 200]
-    assert elapsed < 1.5, f"two 0.8 s requests took {elapsed:.2f}s with threads_per_process=2"
+    _, results = timed_parallel(rt.url, [{"timeout": 15}, {"timeout": 15}])
+    assert [(r[0], json.loads(r[2])) for r in results] == [(200, {"met": True})] * 2
 
 
 def test_one_thread_serialises_requests(runtime):
