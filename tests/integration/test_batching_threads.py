@@ -56,7 +56,7 @@ def test_a_full_batch_runs_without_waiting_for_the_interval():
     b = Batcher(lambda items: items, max_batch_size=3, batch_interval=30.0)
     started = time.monotonic()
     assert call_concurrently(b, [1, 2, 3]) == [1, 2, 3]
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # not the 30 s interval; generous for a loaded machine
     b.close()
 
 
@@ -65,7 +65,9 @@ def test_a_partial_batch_flushes_at_the_interval():
     started = time.monotonic()
     assert b.submit("alone") == "alone"
     waited = time.monotonic() - started
-    assert 0.15 <= waited < 3
+    # it waited for the interval, then ran alone (never flushing would hang: the upper bound is
+    # only against a much longer wait, generous for a loaded machine)
+    assert 0.15 <= waited < 15
     b.close()
 
 
