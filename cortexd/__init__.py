@@ -1,11 +1,13 @@
 """cortexd: a single-host model-serving daemon for Cortex 0.23 projects.
 
-See DESIGN.md (shared) for the architecture. Packages:
+See docs/architecture.md for the architecture as built. Packages:
   spec/      cortex.yaml -> validated APISpec values
-  core/      pure decisions (autoscale, rollout, placement, routing)
+  core/      pure decisions (autoscale, rollout, placement, routing, health, API status)
   backends/  replicas as processes or Docker containers (the only I/O with them)
-  daemon/    asyncio orchestration (reconciler, watcher, control API)
+  daemon/    asyncio orchestration (reconciler, watcher, autoscaler, control API)
   gateway/   the request path
+  kube/      `cortexd build` and `cortexd export kubernetes`
+  status.py  the typed status model every view renders
 """
 
 __version__ = "0.1.0"
