@@ -32,7 +32,8 @@ answer is the one reported.
 
 A build runs project code (a setup.py of an sdist, a local `./pkg`, dependencies.sh),
 so pip, uv, conda and dependencies.sh run under the replicas' rules: as the replicas'
-user (a root daemon's run unprivileged, in a cache that user owns) and with
+user (a root daemon's run unprivileged; the parts of the venv they write are that
+user's, the cache and the venv's own folder stay the daemon's: _hand_over) and with
 installer_environment(): what replicas get plus the installers' own settings of the
 daemon's environment (PIP_*, proxies, HOME and so the user's pip.conf), never
 CORTEXD_* or the rest of what the daemon holds. They descend from the daemon, so the
@@ -471,7 +472,8 @@ class ProjectEnvironments:
         removed = []
         for digest in environments_to_evict(last_used, in_use):
             try:
-                with open(self.cache_dir / f"{digest}.lock", "w") as lock:
+                fd = os.open(self.cache_dir / f"{digest}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+                with os.fdopen(fd, "rb+") as lock:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     (self.cache_dir / digest).unlink()
                     for folder in self.cache_dir.glob(f"{digest}-*"):
@@ -562,14 +564,12 @@ class ProjectEnvironments:
         existing = self._published(link)
         if existing is not None:
             return existing
-        user = self._installer_user()
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            if installer_process_options(user, os.getuid()):  # the replicas' user builds in it
-                os.chown(self.cache_dir, user.uid, user.gid)
+            lock_fd = os.open(self.cache_dir / f"{plan.digest}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
             raise DependencyError(f"cannot create the environment cache {self.cache_dir}: {e}") from None
-        with open(self.cache_dir / f"{plan.digest}.lock", "w") as lock:  # noqa: ASYNC230 - tiny, local
+        with os.fdopen(lock_fd, "rb+") as lock:
             waited = False
             while True:
                 try:
@@ -728,11 +728,25 @@ class ProjectEnvironments:
             lines = [f"import site; site.addsitedir({d!r})" for d in runtime_site_dirs()]
             (site / RUNTIME_PTH).write_text("\n".join(lines) + "\n")
             user = self._installer_user()
-            if installer_process_options(user, os.getuid()):  # pip runs as that user: its venv
-                for path in [folder, *folder.rglob("*")]:
-                    os.chown(path, user.uid, user.gid, follow_symlinks=False)
+            if installer_process_options(user, os.getuid()):
+                self._hand_over(folder, user)
         except OSError as e:
             raise DependencyError(f"cannot create a Python environment in {folder}: {e}") from None
+
+    @staticmethod
+    def _hand_over(folder: Path, user: ReplicaUser) -> None:
+        """Give the installers' user the parts of a new venv they write (site-packages, bin,
+        include, share, conda's prefix, uv's .lock). The venv's own folder, and the cache
+        above it, stay the daemon's: what the daemon writes there (its log, the done file,
+        constraints, lock files) can never be a symlink planted by the build's project code."""
+        (folder / "include").mkdir(exist_ok=True)
+        (folder / "share").mkdir(exist_ok=True)
+        (folder / "conda").mkdir(exist_ok=True)
+        (folder / ".lock").touch()
+        for top in ("lib", "bin", "include", "share", "conda", ".lock"):
+            path = folder / top
+            for p in [path, *(path.rglob("*") if path.is_dir() and not path.is_symlink() else ())]:
+                os.chown(p, user.uid, user.gid, follow_symlinks=False)
 
     def _installer_user(self) -> ReplicaUser | None:
         """Who pip and the others run as: the replicas' user (None: the daemon's own)."""
@@ -762,7 +776,9 @@ class ProjectEnvironments:
                 deterministic=True,
             )
         self._say(plan.digest, "installing conda packages", f"{tool} install --file conda-packages.txt")
-        prefix = folder / "conda"
+        # conda makes its prefix itself, in a folder the installers' user owns (_hand_over)
+        (folder / "conda").mkdir(exist_ok=True)
+        prefix = folder / "conda" / "env"
         version = f"{sys.version_info[0]}.{sys.version_info[1]}"
         await self._run(plan, [shutil.which(tool) or tool, "create", "-y", "-p", str(prefix),
                                f"python={version}", "--file", str(conda_file)],

@@ -379,6 +379,10 @@ def test_a_root_daemons_build_runs_as_the_replicas_user_in_a_cache_it_owns(tmp_p
         uid, cortexd_home, home = (out / "seen").read_text().split()
         assert (int(uid), cortexd_home) == (nobody.uid, "none")
         assert home == str(shared / "envs" / ".home") and (shared / "envs" / ".home").stat().st_uid == nobody.uid
-        assert (shared / "envs").stat().st_uid == nobody.uid and env.path.stat().st_uid == nobody.uid
+        # what pip writes is that user's; the cache and the venv's own folder (where the daemon
+        # writes its log and done file) stay the daemon's, so no build can plant a symlink there
+        site = next(env.path.glob("lib/python*/site-packages"))
+        assert site.stat().st_uid == (env.path / "bin").stat().st_uid == nobody.uid
+        assert (shared / "envs").stat().st_uid == env.path.stat().st_uid == 0
     finally:
         shutil.rmtree(shared, ignore_errors=True)
