@@ -700,11 +700,7 @@ class ProjectEnvironments:
             with open(build_log, "a", encoding="utf-8") as out:  # noqa: ASYNC230 - a local log file
                 out.write("uv failed; installing with pip instead\n")
             # a fresh venv (nothing uv may have left behind), keeping this build's own files
-            keep = {p: p.read_bytes()
-                    for p in folder.iterdir() if p.is_file() and p.name != "pyvenv.cfg"}
-            await asyncio.to_thread(self._create_venv, folder)
-            for path, data in keep.items():
-                path.write_bytes(data)
+            await asyncio.to_thread(self._recreate_venv, folder)
             return False
         return True
 
@@ -732,6 +728,15 @@ class ProjectEnvironments:
                 self._hand_over(folder, user)
         except OSError as e:
             raise DependencyError(f"cannot create a Python environment in {folder}: {e}") from None
+
+    def _recreate_venv(self, folder: Path) -> None:
+        """(blocking) A fresh venv in `folder`, keeping this build's own files (its log, the
+        constraints) and dropping whatever a failed installer left."""
+        keep = {p: p.read_bytes() for p in folder.iterdir()
+                if p.is_file() and not p.is_symlink() and p.name not in ("pyvenv.cfg", ".lock")}
+        self._create_venv(folder)
+        for path, data in keep.items():
+            path.write_bytes(data)
 
     @staticmethod
     def _hand_over(folder: Path, user: ReplicaUser) -> None:
