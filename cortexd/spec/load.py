@@ -20,7 +20,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, overload
 
 import yaml
 
@@ -68,7 +68,17 @@ MAX_INTEGER_DIGITS = 100
 FREE_FORM = (("predictor", "config"), ("predictor", "metadata"), ("metadata",))
 
 Pos = tuple[int, int]  # 1-based line, column
-Marks = dict[Path_, tuple[Pos | None, Pos]]  # path -> (key position, value position)
+
+
+class FieldMarks(NamedTuple):
+    """Where a field was written: its key (None for list items and merged keys) and its value
+    (None where the parsed tree carries no mark for it)."""
+
+    key: Pos | None
+    value: Pos | None
+
+
+Marks = dict[Path_, FieldMarks]  # path -> where its key and value were written
 
 
 @dataclass(frozen=True)
@@ -81,15 +91,15 @@ class LoadedConfig:
 # -- YAML with marks ----------------------------------------------------------------
 
 
-class _Map(dict):
+class _Map(dict[Any, Any]):
     """A mapping that remembers where each key and value was written."""
 
-    key_marks: dict[Any, yaml.Mark]
+    key_marks: dict[Any, yaml.Mark | None]  # None: merged in from an anchor (`<<: *defaults`)
     value_marks: dict[Any, yaml.Mark]
     duplicates: list[tuple[Any, yaml.Mark]]  # (key, mark of its first occurrence)
 
 
-class _Seq(list):
+class _Seq(list[Any]):
     item_marks: list[yaml.Mark]
 
 
@@ -116,7 +126,7 @@ class _MarkingLoader(yaml.SafeLoader):
 
     _depth = 0
 
-    def compose_node(self, parent, index):
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         self._depth += 1
         try:
             if self._depth > MAX_NESTING:
@@ -141,8 +151,9 @@ def _construct_map(loader: _MarkingLoader, node: yaml.MappingNode) -> _Map:
             raise yaml.constructor.ConstructorError(
                 "while constructing a mapping", node.start_mark,
                 "found a list or mapping used as a key", key_node.start_mark) from None
-        if key in out and i >= first_explicit and out.key_marks[key] is not None:
-            out.duplicates.append((key, out.key_marks[key]))
+        first_mark = out.key_marks.get(key)
+        if key in out and i >= first_explicit and first_mark is not None:
+            out.duplicates.append((key, first_mark))
         out[key] = loader.construct_object(value_node, deep=True)
         # merged keys point at the anchor; only explicit ones count as duplicates
         out.key_marks[key] = key_node.start_mark if i >= first_explicit else None
@@ -176,6 +187,10 @@ _MarkingLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _MarkingLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 
 
+@overload
+def _pos(mark: yaml.Mark) -> Pos: ...
+@overload
+def _pos(mark: yaml.Mark | None) -> Pos | None: ...
 def _pos(mark: yaml.Mark | None) -> Pos | None:
     return None if mark is None else (mark.line + 1, mark.column + 1)
 
@@ -187,6 +202,7 @@ def _parse_yaml(text: str) -> list[tuple[Any, yaml.Mark]]:
         docs = []
         while loader.check_node():
             node = loader.get_node()
+            assert node is not None  # check_node() said a document follows
             docs.append((loader.construct_document(node), node.start_mark))
         return docs
     except (RecursionError, ValueError, OverflowError, TypeError) as e:
@@ -220,7 +236,7 @@ class _Plain:
                 part = key if isinstance(key, str) else repr(key)
                 key_mark = getattr(value, "key_marks", {}).get(key)
                 value_mark = getattr(value, "value_marks", {}).get(key)
-                marks[path + (part,)] = (_pos(key_mark) or _pos(value_mark), _pos(value_mark))
+                marks[path + (part,)] = FieldMarks(_pos(key_mark) or _pos(value_mark), _pos(value_mark))
                 if isinstance(key, _HugeInteger):
                     self.findings.append(Finding(path + (part,), "keys must be strings; found an integer of "
                                                  f"{key.digits} digits", on_key=True))
@@ -238,7 +254,7 @@ class _Plain:
             for i, item in enumerate(value):
                 item_marks = getattr(value, "item_marks", None)
                 if item_marks is not None:
-                    marks[path + (i,)] = (None, _pos(item_marks[i]))
+                    marks[path + (i,)] = FieldMarks(None, _pos(item_marks[i]))
                 out_list.append(self.convert(item, path + (i,), marks))
             return out_list
         if isinstance(value, (datetime.date, datetime.datetime)):
@@ -366,7 +382,9 @@ def _read_entries(text: str, file: str, project_dir: str) -> _FileResult:
         if data is None:
             continue
         if isinstance(data, list):
-            items += [(item, _pos(m)) for item, m in zip(data, data.item_marks)]
+            # a root `!!omap`/`!!pairs` is a plain list without item marks: its items get the document's
+            item_marks = data.item_marks if isinstance(data, _Seq) else [mark] * len(data)
+            items += [(item, _pos(m)) for item, m in zip(data, item_marks)]
         elif isinstance(data, dict):
             items.append((data, _pos(mark)))
         else:
@@ -384,7 +402,7 @@ def _read_entries(text: str, file: str, project_dir: str) -> _FileResult:
                 file, pos[0], pos[1], None, "",
                 f"expected an API (a mapping with name, kind, predictor...); found {units.describe_value(item)}"))
             continue
-        marks: Marks = {(): (None, pos)}
+        marks: Marks = {(): FieldMarks(None, pos)}
         plain.findings, plain.non_finite = [], []
         try:
             doc = plain.convert(item, (), marks)
@@ -512,6 +530,7 @@ def _check_entries(result: _FileResult, deployment: str | None, default_port: in
                 entry.legacy_paths = None
                 entry.problems += _merge(entry, findings)
                 continue
+            assert translated is not None  # _translate_legacy returns a document when it finds no problem
             entry.checked = check_api(translated, entry.project_dir, legacy=True, default_port=default_port)
         else:
             entry.problems += _merge(entry, [])
@@ -624,15 +643,18 @@ def build_spec(doc: dict[str, Any], project_dir: str, source_file: str, source_l
 def _finish(results: Sequence[_FileResult], problems: list[ConfigProblem], files: Sequence[str]) -> LoadedConfig:
     entries = [e for r in results for e in r.entries]
     problems = problems + [p for r in results for p in r.problems] + [p for e in entries for p in e.problems]
-    checked = [e for e in entries if e.checked is not None]
-    for i, finding in cross_api_findings([(e.where, e.checked.doc) for e in checked]):
-        problems.append(checked[i].problem(finding))
+    checked = [(e, c) for e in entries if (c := e.checked) is not None]
+    for i, finding in cross_api_findings([(e.where, c.doc) for e, c in checked]):
+        problems.append(checked[i][0].problem(finding))
     if problems:
         raise ConfigError(problems)
-    notices = tuple(e.notice(f) for e in checked
-                    for f in sorted(e.checked.notices, key=lambda f, e=e: e.locate(f)[0]))
-    apis = tuple(build_spec(e.checked.doc, e.project_dir, e.file, e.pos[0]) for e in checked)
+    notices = tuple(e.notice(f) for e, c in checked for f in _in_file_order(e, c.notices))
+    apis = tuple(build_spec(c.doc, e.project_dir, e.file, e.pos[0]) for e, c in checked)
     return LoadedConfig(apis, notices, tuple(files))
+
+
+def _in_file_order(entry: _Entry, findings: list[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: entry.locate(f)[0])
 
 
 def load_documents(text: str, file: str, project_dir: str, *, default_port: int | None = None) -> LoadedConfig:
@@ -640,16 +662,17 @@ def load_documents(text: str, file: str, project_dir: str, *, default_port: int 
     return _finish([_read_text(text, file, os.path.abspath(project_dir), default_port)], [], [file])
 
 
-def _config_file(path: str) -> tuple[str | None, ConfigProblem | None]:
+def _config_file(path: str) -> str | ConfigProblem:
+    """The yaml file a path names (itself, or a folder's cortex.yaml), or why there is none."""
     if os.path.isdir(path):
         for name in CONFIG_FILE_NAMES:
             candidate = os.path.join(path, name)
             if os.path.isfile(candidate):
-                return candidate, None
-        return None, ConfigProblem(path, None, None, None, "", "no cortex.yaml (or cortex.yml) in this folder")
+                return candidate
+        return ConfigProblem(path, None, None, None, "", "no cortex.yaml (or cortex.yml) in this folder")
     if os.path.isfile(path):
-        return path, None
-    return None, ConfigProblem(path, None, None, None, "", "no such file or folder")
+        return path
+    return ConfigProblem(path, None, None, None, "", "no such file or folder")
 
 
 def load_config(paths: Sequence[str], *, default_port: int | None = None) -> LoadedConfig:
@@ -661,9 +684,9 @@ def load_config(paths: Sequence[str], *, default_port: int | None = None) -> Loa
     results: list[_FileResult] = []
     files: list[str] = []
     for path in paths:
-        file, problem = _config_file(os.path.abspath(path))
-        if problem is not None:
-            problems.append(problem)
+        file = _config_file(os.path.abspath(path))
+        if isinstance(file, ConfigProblem):
+            problems.append(file)
             continue
         if file in files:
             continue

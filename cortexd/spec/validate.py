@@ -433,7 +433,8 @@ def _given(ctx: RuleContext, *path: str) -> bool:
 
 
 def _pred(doc: dict[str, Any]) -> dict[str, Any]:
-    return doc.get("predictor") if isinstance(doc.get("predictor"), dict) else {}
+    predictor = doc.get("predictor")
+    return predictor if isinstance(predictor, dict) else {}
 
 
 @rule("predictor.model_path", "predictor.models")

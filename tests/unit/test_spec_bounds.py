@@ -187,3 +187,10 @@ def test_a_key_of_thousands_of_digits_is_refused_at_its_line(project):
     [problem] = problems(project, HEAD + "    config:\n      ? " + "9" * 5000 + "\n      : 1\n")
     assert problem.startswith("cortex.yaml:7:9: api 'iris': predictor.config.")
     assert problem.endswith("keys must be strings; found an integer of 5000 digits")
+
+
+@pytest.mark.parametrize("tag", ["!!omap", "!!pairs"])
+def test_a_document_that_is_an_ordered_map_is_refused_as_not_a_list_of_apis(project, tag):
+    # its root is a plain list of (key, value) pairs, without the item marks of a YAML list
+    assert problems(project, f"--- {tag}\n- name: iris\n- kind: RealtimeAPI\n") == [
+        "cortex.yaml:1:5: expected an API (a mapping with name, kind, predictor...); found a tuple"] * 2
