@@ -4,13 +4,17 @@
 the reconciler's tests deploy and roll; `make_spec` is the echo API of the backend
 tests and `echo_project` writes the project it points at (a predictor that echoes
 what it gets and reports what it can see); `write_project` writes any cortex.yaml with
-its files; `iris_project` copies the iris example to serve on a given port. The
+its files; `iris_project` copies the iris example to serve on a given port;
+`run_example_script` makes an example's models with its own script. The
 helpers that drive a real daemon (CLI, HTTP, ports): tests/real_daemon.py.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from cortexd.spec.model import (
@@ -169,3 +173,11 @@ def iris_project(dest: Path, port: int) -> Path:
     for p in [dest, *dest.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
     return dest
+
+
+def run_example_script(*args: str) -> None:
+    """Runs an example's own script (its make_model.py), as its README says; fails with its output."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    p = subprocess.run([sys.executable, *args], check=False, capture_output=True, text=True, timeout=120,
+                       env=env)
+    assert p.returncode == 0, f"{' '.join(args)} failed:\n{p.stdout}\n{p.stderr}"

@@ -1,7 +1,9 @@
 """Driving a real predictor_runtime from tests: one `python -m predictor_runtime` process on a
 loopback port, with the predictor and runtime spec a test writes, its logs captured in files.
 
-The `runtime` fixture (tests/conftest.py) starts these and kills them after the test.
+`Runtime` serves a python predictor; `ModelReplica` a model predictor (onnx, tensorflow) with
+its models, model polling and batching. The `runtime` fixture (tests/conftest.py) and the
+`replica` fixture (tests/integration/conftest.py) start these and kill them after the test.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from tests.real_daemon import REPO, free_port
+from tests.real_daemon import REPO, free_port, http, post_json
 
 
 def accepts(port: int) -> bool:
@@ -96,4 +98,68 @@ class Runtime:
                 pass
             self.proc.wait(10)
         self.out.close()
+        self.err.close()
+
+
+class ModelReplica:
+    """One `python -m predictor_runtime` for a model predictor, logs captured in files."""
+
+    def __init__(self, tmp: Path, kind: str, predictor_file: Path | str, *, model_path: str | None = None,
+                 models: dict | None = None, batching: dict | None = None, threads: int = 1,
+                 signature_key: str | None = None, poll: float = 0.3):
+        self.tmp = tmp
+        code = predictor_file.read_text() if isinstance(predictor_file, Path) else textwrap.dedent(predictor_file)
+        (tmp / "predictor.py").write_text(code)
+        spec = {
+            "name": "api", "endpoint": "/api", "project_dir": str(tmp),
+            "predictor": {"type": kind, "path": str(tmp / "predictor.py"), "python_path": str(tmp),
+                          "model_path": model_path, "signature_key": signature_key, "models": models,
+                          "server_side_batching": batching, "processes_per_replica": 1,
+                          "threads_per_process": threads, "config": {}},
+            "monitoring": None,
+        }
+        (tmp / "spec.json").write_text(json.dumps(spec))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api"
+        self.err = open(tmp / "stderr.log", "wb")  # noqa: SIM115 - closed in close()
+        env = {**os.environ, "PYTHONPATH": str(REPO), "CORTEXD_MODEL_POLL_INTERVAL": str(poll),
+               "CORTEXD_MODEL_SETTLE": "0.1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "predictor_runtime", "--spec", str(tmp / "spec.json"),
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=str(tmp), env=env, stdout=subprocess.DEVNULL, stderr=self.err, start_new_session=True)
+
+    def stderr(self) -> str:
+        self.err.flush()
+        return (self.tmp / "stderr.log").read_text()
+
+    def wait_ready(self, timeout: float = 60) -> ModelReplica:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"runtime exited {self.proc.returncode}:\n{self.stderr()}")
+            if accepts(self.port):
+                return self
+            time.sleep(0.05)
+        raise AssertionError(f"runtime not ready after {timeout}s:\n{self.stderr()}")
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout)
+
+    def predict(self, payload, query: str = "") -> tuple[int, object]:
+        status, _, body = post_json(self.url + query, payload)
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode()
+
+    def info(self) -> dict:
+        status, _, body = http("GET", self.url)
+        assert status == 200
+        return json.loads(body)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
         self.err.close()

@@ -14,21 +14,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-from tests.real_daemon import REPO, free_port, http, post_json
-from tests.real_runtime import accepts
+from tests.real_daemon import REPO
+from tests.real_runtime import ModelReplica
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -45,107 +39,6 @@ def iris_samples() -> tuple[list[dict], list[int]]:
     return [dict(zip(FEATURES, map(float, row))) for row in iris.data], [int(t) for t in iris.target]
 
 
-def run_script(*args: str) -> None:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    p = subprocess.run([sys.executable, *args], check=False, capture_output=True, text=True, timeout=120,
-                       env=env)
-    assert p.returncode == 0, f"{' '.join(args)} failed:\n{p.stdout}\n{p.stderr}"
-
-
-@pytest.fixture(scope="session")
-def onnx_files(tmp_path_factory) -> dict[str, Path]:
-    """Two iris ONNX models (logistic regression, decision tree) made by the example's script."""
-    out = tmp_path_factory.mktemp("onnx-models")
-    for kind in ("logreg", "tree"):
-        run_script(str(EXAMPLES / "onnx-iris" / "make_model.py"), "--out", str(out / kind), "--kind", kind)
-    return {kind: out / kind / "iris.onnx" for kind in ("logreg", "tree")}
-
-
-@pytest.fixture(scope="session")
-def tf_model(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("tf-models") / "iris"
-    run_script(str(EXAMPLES / "tensorflow-iris" / "make_model.py"), "--out", str(out))
-    return out
-
-
-class Replica:
-    """One `python -m predictor_runtime` for a model predictor, logs captured in files."""
-
-    def __init__(self, tmp: Path, kind: str, predictor_file: Path | str, *, model_path: str | None = None,
-                 models: dict | None = None, batching: dict | None = None, threads: int = 1,
-                 signature_key: str | None = None, poll: float = 0.3):
-        self.tmp = tmp
-        code = predictor_file.read_text() if isinstance(predictor_file, Path) else textwrap.dedent(predictor_file)
-        (tmp / "predictor.py").write_text(code)
-        spec = {
-            "name": "api", "endpoint": "/api", "project_dir": str(tmp),
-            "predictor": {"type": kind, "path": str(tmp / "predictor.py"), "python_path": str(tmp),
-                          "model_path": model_path, "signature_key": signature_key, "models": models,
-                          "server_side_batching": batching, "processes_per_replica": 1,
-                          "threads_per_process": threads, "config": {}},
-            "monitoring": None,
-        }
-        (tmp / "spec.json").write_text(json.dumps(spec))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/api"
-        self.err = open(tmp / "stderr.log", "wb")  # noqa: SIM115 - closed in close()
-        env = {**os.environ, "PYTHONPATH": str(REPO), "CORTEXD_MODEL_POLL_INTERVAL": str(poll),
-               "CORTEXD_MODEL_SETTLE": "0.1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "predictor_runtime", "--spec", str(tmp / "spec.json"),
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=str(tmp), env=env, stdout=subprocess.DEVNULL, stderr=self.err, start_new_session=True)
-
-    def stderr(self) -> str:
-        self.err.flush()
-        return (self.tmp / "stderr.log").read_text()
-
-    def wait_ready(self, timeout: float = 60) -> Replica:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"runtime exited {self.proc.returncode}:\n{self.stderr()}")
-            if accepts(self.port):
-                return self
-            time.sleep(0.05)
-        raise AssertionError(f"runtime not ready after {timeout}s:\n{self.stderr()}")
-
-    def wait_exit(self, timeout: float = 60) -> int:
-        return self.proc.wait(timeout)
-
-    def predict(self, payload, query: str = "") -> tuple[int, object]:
-        status, _, body = post_json(self.url + query, payload)
-        try:
-            return status, json.loads(body)
-        except ValueError:
-            return status, body.decode()
-
-    def info(self) -> dict:
-        status, _, body = http("GET", self.url)
-        assert status == 200
-        return json.loads(body)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        self.err.close()
-
-
-@pytest.fixture
-def replica(tmp_path):
-    started: list[Replica] = []
-
-    def start(*args, **kw) -> Replica:
-        r = Replica(tmp_path, *args, **kw)
-        started.append(r)
-        return r
-
-    yield start
-    for r in started:
-        r.close()
-
-
 def wait_until(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -156,7 +49,7 @@ def wait_until(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def accuracy(r: Replica, query: str = "", workers: int = 8) -> float:
+def accuracy(r: ModelReplica, query: str = "", workers: int = 8) -> float:
     samples, targets = iris_samples()
     labels = ["setosa", "versicolor", "virginica"]
     with ThreadPoolExecutor(workers) as pool:

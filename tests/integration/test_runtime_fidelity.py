@@ -16,7 +16,6 @@ import time
 
 import pytest
 
-from tests.integration.test_onnx_tf import onnx_files, replica  # noqa: F401  (fixtures)
 from tests.real_daemon import http, post_json
 
 pytestmark = pytest.mark.timeout(60)
