@@ -3,6 +3,7 @@ message that says where the test goes; a pure one passes. Runs a nested pytest o
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,7 @@ def test_a_unit_test_that_starts_a_process_fails_and_says_where_it_goes(tmp_path
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "asyncio_mode=auto",
          "-rA", str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)},  # the conftest imports tests.unit's fakes
     )
     out = result.stdout
     assert result.returncode == 1, out + result.stderr
