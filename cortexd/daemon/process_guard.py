@@ -15,7 +15,8 @@ own uid unless the daemon is root. So, in the real daemon process (run_daemon):
   waitpid(pid, 0) per child, subprocess.run and multiprocessing wait on their own pids:
   a waitpid(-1) here would steal their exit statuses. So the reaper reaps only a zombie
   child that nobody waited for across two of its ticks, and never one asyncio's child
-  watcher or multiprocessing knows.
+  watcher or multiprocessing knows. At shutdown, end_adopted() kills the live ones (a
+  predictor's process that daemonized itself), so none outlives the daemon.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import signal
 import sys
+import time
 import warnings
 
 log = logging.getLogger("cortexd.guard")
@@ -80,8 +83,8 @@ def descends_from(pid: int, ancestor: int, proc: str = "/proc") -> bool:
     return False
 
 
-def zombie_children(pid: int, proc: str = "/proc") -> set[int]:
-    """The zombie children of `pid`, from /proc/<pid>/task/*/children (else a full /proc scan)."""
+def child_pids(pid: int, proc: str = "/proc") -> set[int]:
+    """The children of `pid`, from /proc/<pid>/task/*/children (else a full /proc scan)."""
     children: set[int] = set()
     try:
         for task in os.listdir(f"{proc}/{pid}/task"):
@@ -89,8 +92,13 @@ def zombie_children(pid: int, proc: str = "/proc") -> set[int]:
                 children.update(int(c) for c in f.read().split())
     except (OSError, ValueError):
         children = {int(e) for e in _listdir(proc) if e.isdigit() and parent_of(int(e), proc) == pid}
+    return children
+
+
+def zombie_children(pid: int, proc: str = "/proc") -> set[int]:
+    """The zombie children of `pid`."""
     out = set()
-    for child in children:
+    for child in child_pids(pid, proc):
         try:
             with open(f"{proc}/{child}/stat", "rb") as f:
                 if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
@@ -148,6 +156,27 @@ class OrphanReaper:
         self._seen = zombies - reaped
         self.reaped += len(reaped)
         return reaped
+
+    def end_adopted(self, waited: set[int], wait: float = 5.0) -> list[int]:
+        """(at shutdown, blocking) SIGKILL and reap the live orphans the daemon adopted (a
+        predictor's process that daemonized itself), so none outlives the daemon; `waited`:
+        waited_by_others(). The pids killed."""
+        me = os.getpid()
+        adopted = sorted(child_pids(me, self._proc) - waited)
+        for pid in adopted:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + wait
+        pending = set(adopted)
+        while pending and time.monotonic() < deadline:
+            for pid in list(pending):
+                with contextlib.suppress(ChildProcessError, OSError):
+                    if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                        continue
+                pending.discard(pid)
+            if pending:
+                time.sleep(0.02)
+        return adopted
 
     async def run(self) -> None:
         while True:

@@ -31,7 +31,7 @@ from cortexd.daemon.autoscaler import Autoscaler
 from cortexd.daemon.events import EventLog
 from cortexd.daemon.gpu_placer import GPUPlacer
 from cortexd.daemon.logclock import LogClock
-from cortexd.daemon.process_guard import OrphanReaper, guard_daemon_process
+from cortexd.daemon.process_guard import OrphanReaper, guard_daemon_process, waited_by_others
 from cortexd.daemon.projects import (
     Project,
     conflicts,
@@ -543,21 +543,26 @@ async def run_daemon(settings: DaemonSettings, paths: Sequence[str], *, on_start
     daemon = Daemon(settings, paths)
     # a subreaper that is not dumpable: what it starts cannot use the control API nor read
     # its environment (process_guard.py); the orphans it adopts are reaped
-    if guard_daemon_process():
+    reaper = OrphanReaper() if guard_daemon_process() else None
+    if reaper is not None:
         daemon.guarded_pid = os.getpid()
-        daemon._tasks.append(asyncio.ensure_future(OrphanReaper().run()))
+        daemon._tasks.append(asyncio.ensure_future(reaper.run()))
     try:
-        await daemon.start()
-    except BaseException:
-        await daemon.shutdown()
-        raise
-    daemon.install_signal_handlers()
-    if on_started is not None:
-        on_started(daemon)
-    try:
-        await daemon.wait()
+        try:
+            await daemon.start()
+        except BaseException:
+            await daemon.shutdown()
+            raise
+        daemon.install_signal_handlers()
+        if on_started is not None:
+            on_started(daemon)
+        try:
+            await daemon.wait()
+        finally:
+            await daemon.shutdown()
     finally:
-        await daemon.shutdown()
+        if reaper is not None:  # what a predictor daemonized ends with the daemon
+            await asyncio.to_thread(reaper.end_adopted, waited_by_others())
 
 
 __all__ = ["CortexdError", "Daemon", "choose_backend", "daemon_answers", "run_daemon"]

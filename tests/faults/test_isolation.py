@@ -8,19 +8,22 @@ process and from a child that left the replica's session (setsid). It returns wh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.builders import write_project
-from tests.real_daemon import CLI, REPO, free_port, post_json
+from tests.real_daemon import CLI, REPO, free_port, pid_alive, post_json
 
 PROBE = textwrap.dedent('''
     import json, os, pwd, socket, subprocess, sys
@@ -77,6 +80,24 @@ PROBE = textwrap.dedent('''
     while chunk := os.read(read_end, 65536):
         data += chunk
     print(data.decode())
+    """
+
+
+    PROBE_DAEMONIZE = """
+    import os, time
+    read_end, write_end = os.pipe()
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:  # a daemon of the predictor's own, out of the replica's tree
+            os.write(write_end, str(os.getpid()).encode())
+            os.close(write_end)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            time.sleep(120)
+        os._exit(0)
+    os.close(write_end)
+    print(os.read(read_end, 32).decode())
     """
 
 
@@ -145,6 +166,8 @@ PROBE = textwrap.dedent('''
                                    capture_output=True, text=True, timeout=20)
             orphan = subprocess.run([sys.executable, "-c", PROBE_ORPHAN, json.dumps(paths)],
                                     capture_output=True, text=True, timeout=20)
+            daemonized = subprocess.run([sys.executable, "-c", PROBE_DAEMONIZE],
+                                        capture_output=True, text=True, timeout=20)
             return {
                 "uid": os.getuid(),
                 "env_keys": sorted(os.environ),
@@ -159,6 +182,7 @@ PROBE = textwrap.dedent('''
                 "escaped_child": json.loads(child.stdout or "{}") if child.returncode == 0 else child.stderr[-300:],
                 "orphan": json.loads(orphan.stdout or "{}") if orphan.returncode == 0 else orphan.stderr[-300:],
                 "daemon_environ": daemon_environ(paths),
+                "daemonized": int(daemonized.stdout.strip() or 0),
             }
 ''')
 
@@ -236,6 +260,18 @@ def test_a_predictor_gets_none_of_the_daemons_environment_and_is_refused_by_the_
     assert seen["daemon_environ"][socket_path].startswith("refused"), seen["daemon_environ"]
     # the CLI itself still drives the daemon
     assert cli("get", "-o", "json", check=True).code == 0
+    # and what the predictor daemonized ends with the daemon (it adopted it)
+    daemonized = seen["daemonized"]
+    assert daemonized > 0 and pid_alive(daemonized)
+    try:
+        cli("down", check=True)
+        deadline = time.monotonic() + 10
+        while pid_alive(daemonized) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pid_alive(daemonized), "a process the predictor daemonized outlived cortexd down"
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(daemonized, signal.SIGKILL)
 
 
 def _python_reachable_by(user: str) -> bool:

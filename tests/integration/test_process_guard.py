@@ -1,6 +1,6 @@
-"""The daemon as a child subreaper (process_guard.py): it reaps the orphans it adopts and
-never steals the exit status of asyncio's own children. Run in a child interpreter, so the
-test process itself never becomes a subreaper."""
+"""The daemon as a child subreaper (process_guard.py): it reaps the orphans it adopts, kills
+the live ones at shutdown, and never steals the exit status of asyncio's own children. Run in
+a child interpreter, so the test process itself never becomes a subreaper."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import textwrap
 
 SCRIPT = textwrap.dedent('''
     import asyncio, json, os
-    from cortexd.daemon.process_guard import OrphanReaper, descends_from, guard_daemon_process, zombie_children
+    from cortexd.daemon.process_guard import (OrphanReaper, descends_from, guard_daemon_process, waited_by_others,
+                                               zombie_children)
 
     async def main():
         assert guard_daemon_process()
@@ -28,8 +29,18 @@ SCRIPT = textwrap.dedent('''
         codes = [await p.wait() for p in own]
         await asyncio.sleep(1.0)
         task.cancel()
+        # a daemonized process still running at shutdown: killed and reaped
+        lingering = await asyncio.create_subprocess_exec("sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!; exit 0",
+                                                         stdout=asyncio.subprocess.PIPE)
+        lingering_pid = int((await lingering.stdout.readline()).decode())
+        await lingering.wait()
+        own = await asyncio.create_subprocess_exec("sleep", "60")  # asyncio's: left alone
+        ended = reaper.end_adopted(waited_by_others())
+        own.kill()
+        await own.wait()
         print(json.dumps({"adopted": adopted, "codes": codes, "zombies": sorted(zombie_children(os.getpid())),
-                          "reaped": reaper.reaped}))
+                          "reaped": reaper.reaped, "ended": ended, "lingering": lingering_pid,
+                          "lingering_gone": not os.path.exists(f"/proc/{lingering_pid}")}))
 
     asyncio.run(main())
 ''')
@@ -43,6 +54,7 @@ def test_the_daemon_reaps_adopted_orphans_and_leaves_asyncios_children_to_asynci
     assert seen["codes"] == [3] * 7  # none stolen (a stolen one reads 255, with a warning)
     assert seen["zombies"] == [] and seen["reaped"] >= 1, seen
     assert "Unknown child process" not in done.stderr
+    assert seen["ended"] == [seen["lingering"]] and seen["lingering_gone"], seen
 
 
 
