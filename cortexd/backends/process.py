@@ -177,6 +177,19 @@ def replica_environment(
 _PR_SET_PDEATHSIG = 1
 
 
+def libc_prctl() -> Callable[..., int] | None:
+    """libc's prctl(option, arg2, arg3, arg4, arg5) through ctypes, or None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
 def parent_death_signal(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
     """A preexec_fn that has the child receive `sig` when this process dies (Linux), else None.
 
@@ -186,14 +199,9 @@ def parent_death_signal(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
     never from a worker thread. Everything the child runs is prepared here: between
     fork and exec only the prctl call and getppid happen.
     """
-    if not sys.platform.startswith("linux"):
+    prctl = libc_prctl()
+    if prctl is None:
         return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
     signum, parent = int(sig), os.getpid()
 
     def preexec() -> None:

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
 import signal
-import sys
 import time
 import warnings
+
+from cortexd.backends.process import libc_prctl
 
 log = logging.getLogger("cortexd.guard")
 
@@ -40,15 +40,8 @@ REAP_INTERVAL = 2.0
 
 
 def _prctl(option: int, value: int) -> bool:
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return False
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    return prctl(option, value, 0, 0, 0) == 0
+    prctl = libc_prctl()
+    return prctl is not None and prctl(option, value, 0, 0, 0) == 0
 
 
 def guard_daemon_process() -> bool:
