@@ -36,6 +36,16 @@ class ReplicaInfo:
 
 class ReplicaBackend(Protocol):
     name: str
+    # True when ensure_image() builds an image (Docker): the API then waits "preparing the
+    # replica image"; the process backend prepares environments and says so in preparing()
+    builds_images: bool
+
+    def preparing(self, api: str) -> tuple[str, str | None] | None:
+        """(phase, detail) of what the API's replicas wait for, e.g. ("installing requirements",
+        "collecting six==1.16.0 (requirements.txt line 2)"); None when nothing is in progress."""
+
+    def replica_of_peer(self, pid: int, uid: int) -> str | None:
+        """The replica a control-socket peer (SO_PEERCRED pid, uid) belongs to, else None."""
 
     async def ensure_image(self, spec: APISpec) -> None:
         """Make sure whatever the replica needs exists (a no-op for processes)."""

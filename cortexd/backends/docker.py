@@ -81,6 +81,7 @@ class DockerBackend:
     """
 
     name = "docker"
+    builds_images = True
 
     def __init__(
         self,
@@ -111,6 +112,12 @@ class DockerBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._network_ready = False
         self._direct: bool | None = None  # engine_reaches_containers(), asked once
+
+    def preparing(self, api: str) -> tuple[str, str | None] | None:
+        return None  # the reconciler says "preparing the replica image" (builds_images)
+
+    def replica_of_peer(self, pid: int, uid: int) -> str | None:
+        return None  # a container's processes are in their own pid namespace, not this host's
 
     # -- engine -----------------------------------------------------------------------------------
     @staticmethod

@@ -263,6 +263,7 @@ class ProcessBackend:
     """ReplicaBackend running replicas as local processes."""
 
     name = "process"
+    builds_images = False
 
     def __init__(self, run_dir: Path, log_dir: Path, host: str = "127.0.0.1", *,
                  log_max_bytes: int = DEFAULT_MAX_BYTES, log_files: int = DEFAULT_FILES,

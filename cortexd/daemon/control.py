@@ -46,7 +46,7 @@ def peer_credentials(transport) -> tuple[int, int] | None:
     return pid, uid
 
 
-def replica_peer_refusal(daemon, transport) -> str | None:
+def replica_peer_refusal(daemon: ControlledDaemon, transport) -> str | None:
     """Why this connection is refused, when it comes from a replica's process (predictor code
     must not drive the daemon: DESIGN.md section 11), else None.
 
@@ -56,15 +56,12 @@ def replica_peer_refusal(daemon, transport) -> str | None:
     creds = peer_credentials(transport)
     if creds is None:
         return None
-    guarded = getattr(daemon, "guarded_pid", None)
+    guarded = daemon.guarded_pid
     if guarded and creds[0] != guarded and descends_from(creds[0], guarded):
         return (f"the control API does not serve replicas or anything else cortexd started: the "
                 f"connecting process (pid {creds[0]}, uid {creds[1]}) descends from the daemon "
                 f"(pid {guarded}); predictor code cannot drive cortexd")
-    owner = getattr(getattr(daemon, "backend", None), "replica_of_peer", None)
-    if owner is None:
-        return None
-    replica = owner(*creds)
+    replica = daemon.replica_of_peer(*creds)
     if replica is None:
         return None
     return (f"the control API does not serve replicas: the connecting process (pid {creds[0]}, "

@@ -377,7 +377,7 @@ class Reconciler:
             self._ensure_image(state)
             # the process backend has no image: what it prepares (an environment) it says itself
             # through preparing(), and when there is nothing to prepare it must say nothing
-            if getattr(self.backend, "preparing", None) is None:
+            if self.backend.builds_images:
                 state.pending_reason = "preparing the replica image"
             return False
         for _ in range(count):
@@ -664,8 +664,7 @@ class Reconciler:
 
     def preparing(self, api: str) -> tuple[str, str | None] | None:
         """What the backend prepares for `api` (the process backend's environments), or None."""
-        preparing = getattr(self.backend, "preparing", None)  # only the process backend prepares
-        return preparing(api) if preparing is not None else None
+        return self.backend.preparing(api)
 
     def api_status(self, state: APIState, wall_now: float, mono_now: float, url: str = "") -> APIStatus:
         name = state.spec.name

@@ -422,6 +422,9 @@ class Daemon:
         names = ", ".join(sorted(self.reconciler.apis)) or "none"
         return f"no api named {name!r} (apis: {names})"
 
+    def replica_of_peer(self, pid: int, uid: int) -> str | None:
+        return self.backend.replica_of_peer(pid, uid)
+
     def status(self) -> Status:
         """The status snapshot (cortexd/status.py): control API /status, the live view, /metrics."""
         wall, mono = time.time(), time.monotonic()

@@ -98,6 +98,10 @@ class ControlledDaemon(Protocol):
     """The daemon, as the control API (daemon/control.py) serves it: each handler is one call."""
 
     events: EventLog
+    guarded_pid: int | None  # the daemon's pid once it guards itself (process_guard.py), else None
+
+    def replica_of_peer(self, pid: int, uid: int) -> str | None:
+        """The replica a control-socket peer belongs to (the backend's answer), else None."""
 
     def status(self) -> Status:
         """The status snapshot (GET /status, /metrics)."""

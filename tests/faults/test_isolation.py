@@ -443,9 +443,18 @@ def test_the_control_api_reads_the_peer_of_its_unix_socket_and_asks_the_backend(
             self.asked.append((pid, uid))
             return self.answer
 
-    class Daemon:
+    class Daemon:  # the ControlledDaemon parts the check uses (cortexd.daemon.seams)
+        guarded_pid = None
+
         def __init__(self, backend):
             self.backend = backend
+
+        def replica_of_peer(self, pid, uid):
+            return self.backend.replica_of_peer(pid, uid)
+
+    class DockerLike:
+        def replica_of_peer(self, pid, uid):
+            return None
 
     ours, theirs = socket.socketpair(socket.AF_UNIX)
     try:
@@ -455,9 +464,9 @@ def test_the_control_api_reads_the_peer_of_its_unix_socket_and_asks_the_backend(
         assert replica.asked == [(os.getpid(), os.getuid())]
         assert "belongs to replica echo-r1" in refusal and "cannot drive cortexd" in refusal
         assert replica_peer_refusal(Daemon(Backend(None)), Transport(ours)) is None
-        assert replica_peer_refusal(Daemon(object()), Transport(ours)) is None  # Docker: no such check
+        assert replica_peer_refusal(Daemon(DockerLike()), Transport(ours)) is None  # Docker: no such check
         # a daemon that is a subreaper refuses its descendants, whatever the backend
-        guarded = Daemon(object())
+        guarded = Daemon(DockerLike())
         guarded.guarded_pid = os.getppid()
         assert "descends from the daemon" in replica_peer_refusal(guarded, Transport(ours))
     finally:

@@ -11,23 +11,12 @@ import pytest
 from cortexd.daemon.events import EventLog
 from cortexd.daemon.reconciler import Reconciler
 from cortexd.settings import DaemonSettings
-
-
-class EmptyBackend:
-    name = "empty"
-
-    async def list(self):
-        return []
-
-
-class EmptyGateway:
-    def set_replicas(self, api, replicas):
-        pass
+from tests.unit.reconciler_fakes import FakeBackend, FakeGateway
 
 
 async def test_a_cancel_that_meets_a_wake_up_ends_the_loop():
     # a reload applied during shutdown wakes the loop just as shutdown cancels it
-    rec = Reconciler(EmptyBackend(), EmptyGateway(), DaemonSettings(reconcile_interval=30.0),
+    rec = Reconciler(FakeBackend(), FakeGateway(), DaemonSettings(reconcile_interval=30.0),
                      EventLog(lambda: 0.0))
     for _ in range(20):
         task = asyncio.ensure_future(rec.run())

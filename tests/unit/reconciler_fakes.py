@@ -24,7 +24,10 @@ class FakeClock:
 
 
 class FakeBackend:
+    """A ReplicaBackend (cortexd.backends.base) that records what it was asked; builds "images"."""
+
     name = "fake"
+    builds_images = True
 
     def __init__(self):
         self.replicas: dict[str, ReplicaInfo] = {}
@@ -56,6 +59,12 @@ class FakeBackend:
 
     async def cpu_seconds(self, replica_ids):
         return {rid: 0.0 for rid in replica_ids if rid in self.replicas}
+
+    def preparing(self, api):
+        return None
+
+    def replica_of_peer(self, pid, uid):
+        return None
 
     async def settle(self):
         self.actions.append(("settle", ""))

@@ -431,7 +431,8 @@ async def test_get_shows_the_install_in_progress_and_a_failed_install_at_once():
 
     gate = asyncio.Event()
 
-    class InstallingBackend(FakeBackend):
+    class InstallingBackend(FakeBackend):  # like the process backend: environments, no image
+        builds_images = False
         activity: tuple[str, str] | None = None
         failure: DependencyError | None = None
 

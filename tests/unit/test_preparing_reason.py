@@ -14,6 +14,7 @@ class FakeProcessBackend(FakeBackend):
     """Like the process backend: no image; preparing() tells what its environments are doing."""
 
     name = "process"
+    builds_images = False
 
     def __init__(self, activity=None):
         super().__init__()
