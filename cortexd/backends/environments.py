@@ -194,7 +194,18 @@ def project_imports(spec: APISpec) -> tuple[dict[str, set[str]], set[str]]:
         own = own_modules(list(python_sources(python_path))) | own_modules(list(sources))
     else:
         own = own_modules(list(sources))
-    return {f: imported_modules(text) for f, text in sources.items()}, own
+    imports = {f: imported_modules(text) for f, text in sources.items()}
+    if uses_s3(spec):  # the runtime reads s3:// models through boto3, whatever the code imports
+        imports["cortex.yaml (s3:// model paths)"] = {"boto3"}
+    return imports, own
+
+
+def uses_s3(spec: APISpec) -> bool:
+    """Whether any of the API's models is read from S3 (model_path, models.paths, models.dir)."""
+    p = spec.predictor
+    paths = [p.model_path, *(m.path for m in (p.models.paths if p.models else ())),
+             p.models.dir if p.models else None]
+    return any(path and path.startswith("s3://") for path in paths)
 
 
 def runtime_has(module: str) -> bool:

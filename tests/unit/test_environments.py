@@ -502,3 +502,20 @@ def test_the_cache_keeps_what_deployed_apis_use_and_the_newest_unused_few():
     assert environments_to_evict(last_used, in_use={"live", "a"}, keep=3) == ["e"]
     assert environments_to_evict(last_used, in_use=set(last_used), keep=0) == []
     assert environments_to_evict({"x": 1.0}, in_use=set(), keep=3) == []
+
+
+def test_s3_model_paths_add_boto3_which_the_runtime_reads_them_with(tmp_path):
+    from cortexd.backends.environments import project_imports
+    from cortexd.spec.model import ModelSpec, ModelsSpec
+    from tests.builders import api_spec
+
+    (tmp_path / "predictor.py").write_text("class PythonPredictor:\n    pass\n")
+    local = api_spec(project=tmp_path, model_path=str(tmp_path / "model"))
+    assert "boto3" not in {m for ms in project_imports(local)[0].values() for m in ms}
+    for spec in (api_spec(project=tmp_path, model_path="s3://bucket/model"),
+                 api_spec(project=tmp_path, models=ModelsSpec(paths=(ModelSpec("m", "s3://b/m"),))),
+                 api_spec(project=tmp_path, models=ModelsSpec(dir="s3://b/models"))):
+        imports, own = project_imports(spec)
+        added = preinstalled_additions(imports, "python", [], lambda m: False, own)
+        assert [(a.distribution, a.files) for a in added] == [("boto3", ("cortex.yaml (s3:// model paths)",))]
+        assert added[0].notice == "boto3: pre-installed on Cortex 0.23, added"
