@@ -91,6 +91,7 @@ def one_run(base_image: str, cached: bool) -> float:
 
 def image_sizes(base_image: str, families: list[str]) -> list[tuple[str, int]]:
     import docker
+
     from cortexd.backends.images import ImageBuilder
 
     client = docker.from_env()

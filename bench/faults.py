@@ -185,9 +185,9 @@ _BASE_IMAGE: list[str] = []
 
 def docker_base_image() -> str:
     if not _BASE_IMAGE:
+        import docker
         import docker.errors
 
-        import docker
         from cortexd.backends.images import DEFAULT_BASE_IMAGE, OFFLINE_BASE_IMAGE
 
         chosen = os.environ.get("CORTEXD_BASE_IMAGE")

@@ -489,7 +489,7 @@ def test_a_hung_predictor_is_replaced(cli, tmp_path):
 
     # the one thread hangs; the next requests wait behind it: three timeouts in a row
     assert [post({"hang": True}), post({}), post({})] == [504, 504, 504]
-    api = wait_for_api(cli, "pids", lambda a: any(
+    wait_for_api(cli, "pids", lambda a: any(
         r["id"] == hung["id"] and (r["health"] or "").startswith("unhealthy") for r in a["replica_list"])
         or hung["id"] not in {r["id"] for r in a["replica_list"]}, 10, "the hung replica reported")
     events = cli("get", "pids").out + cli.daemon_log()

@@ -76,7 +76,7 @@ class Load:
                 else:
                     self.failures.append((status, body[:300]))
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for t in self._threads:
             t.start()
         return self
