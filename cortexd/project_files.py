@@ -20,7 +20,8 @@ size, sha256): image tags and build contexts use it, so no file is held in memor
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,3 +115,49 @@ def hash_file(path: str | Path) -> HostFile:
             h.update(chunk)
             size += len(chunk)
     return HostFile(str(path), size, h.hexdigest())
+
+
+# ---- the files a project's requirements bring in (core/requirements.py requirement_tree) ---------
+
+
+def _inside(root: Path, path: Path) -> bool:
+    real = os.path.realpath(path)
+    return real == str(root) or real.startswith(str(root) + os.sep)
+
+
+def project_reader(root: str | Path) -> Callable[[str], bytes | None]:
+    """`read(rel)` for requirement_tree: the bytes of the project file at `rel`; None when there is
+    no such file or its real path leaves the project (a symlink out). Other OSErrors propagate."""
+    base = Path(os.path.realpath(root))
+
+    def read(rel: str) -> bytes | None:
+        path = base / rel
+        if not _inside(base, path) or not path.is_file():
+            return None
+        return path.read_bytes()
+
+    return read
+
+
+def local_requirement_files(root: str | Path, rel: str) -> dict[str, Path] | None:
+    """The files of a local path a requirement installs from (`./wheels/x.whl`, `-e ./pkg`):
+    project-relative path -> host path; a folder's files but dot files, `__pycache__` and
+    bytecode. None when `rel` is not there or leaves the project (a symlink out)."""
+    base = Path(os.path.realpath(root))
+    top = base / rel if rel else base
+    if not _inside(base, top) or not top.exists():
+        return None
+    if top.is_file():
+        return {rel: top}
+    rules = ProjectFilter()
+    out: dict[str, Path] = {}
+    for folder, dirs, names in os.walk(top):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not rules.excludes((here / d).relative_to(base).as_posix(), True)
+                         and _inside(base, here / d))
+        for name in sorted(names):
+            path = here / name
+            key = path.relative_to(base).as_posix()
+            if not rules.excludes(key) and path.is_file() and _inside(base, path):
+                out[key] = path
+    return out

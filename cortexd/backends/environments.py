@@ -72,7 +72,7 @@ import sys
 import time
 import venv
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,17 +84,20 @@ from cortexd.core.preinstalled import Addition, imported_modules, preinstalled_a
 from cortexd.core.requirements import (
     PREINSTALLED_FILE,
     RequirementLine,
+    RequirementTree,
     canonical,
     environment_digest,
     install_failure,
     pip_activity,
     requirement_lines,
     requirement_names,
+    requirement_tree,
     unsatisfied,
     uv_activity,
     uv_options,
 )
 from cortexd.errors import DependencyError
+from cortexd.project_files import local_requirement_files, project_reader
 from cortexd.spec.model import APISpec
 
 log = logging.getLogger("cortexd.environments")
@@ -324,6 +327,34 @@ def _included_files(text: str, project: Path) -> dict[str, bytes]:
     return out
 
 
+def _requirement_tree(project: Path) -> RequirementTree:
+    """requirements.txt and its -r / -c includes, recursively (an unreadable file counts as absent:
+    pip, which reads it next, says why)."""
+    read = project_reader(project)
+
+    def tolerant(rel: str) -> bytes | None:
+        try:
+            return read(rel)
+        except OSError:
+            return None
+
+    return requirement_tree(tolerant)
+
+
+def _local_signatures(project: Path, local: Iterable[str]) -> dict[str, str]:
+    """What identifies the local paths a project installs from (`./wheels/x.whl`, `-e ./pkg`): each
+    file's size and mtime, so an edited local package builds a new environment (cheap: not read)."""
+    out = {}
+    for rel in local:
+        try:
+            found = local_requirement_files(project, rel) or {}
+            out[f"local:{rel}"] = "\n".join(
+                f"{name} {st.st_size} {st.st_mtime_ns}" for name, st in ((n, p.stat()) for n, p in found.items()))
+        except OSError:
+            out[f"local:{rel}"] = "unreadable"
+    return out
+
+
 class ProjectEnvironments:
     """Plans, builds and hands out project environments; one per process backend.
 
@@ -366,10 +397,11 @@ class ProjectEnvironments:
         requirements = req_path.read_bytes() if req_path.is_file() else None
         req_text = requirements.decode("utf-8", "replace") if requirements else ""
         lines = tuple(requirement_lines(req_text))
+        tree = _requirement_tree(project)
 
         imports, own = project_imports(spec)
         additions = tuple(preinstalled_additions(
-            imports, spec.predictor.type, requirement_names(lines), runtime_has, own,
+            imports, spec.predictor.type, requirement_names(tree.lines), runtime_has, own,
         ))
         notices.extend(a.notice for a in additions)
 
@@ -401,6 +433,8 @@ class ProjectEnvironments:
         parts: dict[str, bytes | str] = {
             "requirements.txt": requirements or b"",
             **_included_files(req_text, project),
+            **{f"tree:{name}": data for name, data in tree.files.items()},
+            **_local_signatures(project, tree.local),
             "preinstalled": "\n".join(a.distribution for a in additions),
             "conda-packages.txt": conda or b"",
             "dependencies.sh": deps or b"",

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cortexd.core.preinstalled import Addition
-from cortexd.core.requirements import PREINSTALLED_FILE
+from cortexd.core.requirements import PREINSTALLED_FILE, RequirementTree, requirement_tree
 from cortexd.errors import BackendError, DependencyError
-from cortexd.project_files import HostFile
+from cortexd.project_files import HostFile, hash_file, local_requirement_files, project_reader
 from cortexd.spec.model import APISpec
 
 # predictor type -> image family (legacy `kind: api` predictors are python modules)
@@ -47,10 +47,12 @@ class BuildPlan:
     description: str  # for progress and errors, e.g. "python cpu image on python:3.11-slim"
 
 
-def content_hash(files: Mapping[str, bytes], extra: Iterable[str] = ()) -> str:
+def content_hash(files: Mapping[str, bytes | HostFile], extra: Iterable[str] = ()) -> str:
     h = hashlib.sha256()
     for name in sorted(files):
-        h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+        entry = files[name]
+        digest = bytes.fromhex(entry.sha256) if isinstance(entry, HostFile) else hashlib.sha256(entry).digest()
+        h.update(name.encode() + b"\0" + digest)
     for item in extra:
         h.update(b"\1" + item.encode())
     return h.hexdigest()[:16]
@@ -95,7 +97,7 @@ def deps_plan(
     image: str,
     repository: str,
     dockerfile: bytes,
-    project_files: Mapping[str, bytes],
+    project_files: Mapping[str, bytes | HostFile],
     pip_files: Mapping[str, bytes],
     pip_build_args: Mapping[str, str],
     additions: Iterable[Addition] = (),
@@ -116,7 +118,10 @@ def deps_plan(
     files = {"Dockerfile": dockerfile, **deps, **pip_files}
     args = {"RUNTIME_IMAGE": image}
     digest = content_hash(files, [f"RUNTIME_IMAGE={image}"])
-    what = sorted(project_files) + ([f"pre-installed: {', '.join(added)}"] if added else [])
+    named = sorted(n for n in project_files if n in ("requirements.txt", "dependencies.sh"))
+    others = len(project_files) - len(named)
+    what = named + ([f"{others} file{'s' if others > 1 else ''} they bring in"] if others else [])
+    what += [f"pre-installed: {', '.join(added)}"] if added else []
     return BuildPlan(
         tag=f"{repository}-deps:{digest}",
         dockerfile="Dockerfile",
@@ -213,16 +218,33 @@ def runtime_files() -> dict[str, bytes]:
     return files
 
 
-def project_dependency_files(project_dir: str) -> dict[str, bytes]:
-    out = {}
-    for name in ("requirements.txt", "dependencies.sh"):
-        p = Path(project_dir) / name
-        try:
-            if p.is_file():
-                out[name] = p.read_bytes()
-        except OSError as e:
-            raise DependencyError(f"cannot read {p}: {e.strerror or e}", deterministic=True) from None
-    return out
+def project_dependency_files(project_dir: str) -> tuple[dict[str, bytes | HostFile], RequirementTree]:
+    """The project's files the requirements layer needs, project-relative: dependencies.sh,
+    requirements.txt, the files it includes (-r / -c) and the local paths it installs from
+    (`./wheels/x.whl`, `-e ./pkg`), at their places under deps/ (pip runs there, as in the
+    project folder); and the requirement tree (its names: what the pre-installed scan skips).
+
+    Raises DependencyError for what the build cannot see (an include or a path outside the
+    project, a missing include) or a file it cannot read, saying where it is named."""
+    root = Path(project_dir)
+    try:
+        tree = requirement_tree(project_reader(root))
+        if tree.problems:
+            raise DependencyError("; ".join(tree.problems), deterministic=True)
+        out: dict[str, bytes | HostFile] = dict(tree.files)
+        for rel in tree.local:
+            found = local_requirement_files(root, rel)
+            if found is None:
+                raise DependencyError(f"requirements.txt installs from {rel or '.'}, which is not in the project "
+                                      f"folder {root}", deterministic=True)
+            for name, path in found.items():
+                out.setdefault(name, hash_file(path))
+        deps_sh = root / "dependencies.sh"
+        if deps_sh.is_file():
+            out["dependencies.sh"] = deps_sh.read_bytes()
+    except OSError as e:
+        raise DependencyError(f"cannot read {e.filename or root}: {e.strerror or e}", deterministic=True) from None
+    return out, tree
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -52,7 +52,7 @@ from cortexd.backends.pip_settings import (
     pip_settings_for_build,
 )
 from cortexd.core.preinstalled import Addition, preinstalled_additions
-from cortexd.core.requirements import requirement_lines, requirement_names
+from cortexd.core.requirements import requirement_names
 from cortexd.errors import BackendError
 from cortexd.spec.model import APISpec
 
@@ -161,11 +161,11 @@ class ImageBuilder:
             self._noticed.add(key)
             self._notify(message, spec.name)
 
-    def preinstalled(self, spec: APISpec, image: str, requirements: bytes | None) -> list[Addition]:
+    def preinstalled(self, spec: APISpec, image: str, names: set[str]) -> list[Addition]:
         """Cortex 0.23's pre-installed packages that the project imports and that neither its
-        requirements nor `image` provide (the image is asked once per module it may lack)."""
+        requirements (`names`: canonical, across its -r includes) nor `image` provide (the image
+        is asked once per module it may lack)."""
         imports, own = project_imports(spec)
-        names = requirement_names(requirement_lines((requirements or b"").decode("utf-8", "replace")))
         candidates = preinstalled_additions(imports, spec.predictor.type, names, lambda m: False, own)
         if not candidates:
             return []
@@ -206,8 +206,8 @@ class ImageBuilder:
         """The requirements layer of `spec`'s project on `image` (None: the project needs none)."""
         if (Path(spec.project_dir) / "conda-packages.txt").is_file():
             raise conda_refusal(spec.project_dir)
-        project = project_dependency_files(spec.project_dir)
-        additions = self.preinstalled(spec, image, project.get("requirements.txt"))
+        project, tree = project_dependency_files(spec.project_dir)
+        additions = self.preinstalled(spec, image, requirement_names(tree.lines))
         for a in additions:
             self._notice(spec, a.notice)
         if not project and not additions:

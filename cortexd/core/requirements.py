@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -61,6 +61,132 @@ def _name_of(line: str) -> str | None:
 
 def requirement_names(lines: Iterable[RequirementLine]) -> set[str]:
     return {r.name for r in lines if r.name}
+
+
+# -- the files a requirements.txt brings in ----------------------------------------------------
+
+INCLUDES = ("-r", "--requirement", "-c", "--constraint")
+_CONSTRAINTS = ("-c", "--constraint")
+_EDITABLE = re.compile(r"^(-e|--editable)(\s+|=)")
+_ARCHIVE = (".whl", ".tar.gz", ".tgz", ".zip", ".tar.bz2")
+MAX_INCLUDES = 64  # requirement files one project may chain (a loop or a runaway is refused)
+
+
+@dataclass(frozen=True)
+class RequirementTree:
+    """requirements.txt and what it brings in, read as pip reads it.
+
+    files: project-relative path -> content of requirements.txt and every file it includes
+    with -r / -c, recursively (an include is relative to the file that names it, as in pip);
+    lines: the requirements of requirements.txt and its -r includes, in pip's order (the
+    names the pre-installed scan must not add again); local: project-relative local paths
+    named as requirements (`./wheels/x.whl`, `-e ./pkg`, `file:vendor/y`), relative to the
+    project folder, as pip (run there) reads them; problems: what cannot be brought in, each
+    saying where it is named (missing, outside the project, a URL include).
+    """
+
+    files: dict[str, bytes]
+    lines: tuple[RequirementLine, ...]
+    local: tuple[str, ...]
+    problems: tuple[str, ...]
+
+
+def _join(folder: str, path: str) -> str | None:
+    """`folder`/`path` normalised, project-relative posix; None when it leaves the project."""
+    parts: list[str] = [p for p in folder.split("/") if p] if not path.startswith("/") else []
+    if path.startswith("/"):
+        return None
+    for piece in path.split("/"):
+        if piece in ("", "."):
+            continue
+        if piece == "..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(piece)
+    return "/".join(parts)
+
+
+def local_path(text: str) -> str | None:
+    """The local path a requirement line installs from, as written (None: a name or a URL).
+
+    `./pkg`, `../x.whl`, `/abs/y.tar.gz`, `-e .`, `file:vendor/z`, `name @ file:///abs/w`,
+    and a bare archive name (`x-1.0-py3-none-any.whl`), as pip recognises them."""
+    text = _EDITABLE.sub("", text, count=1).strip()
+    if " @ " in text:
+        text = text.split(" @ ", 1)[1].strip()
+    text = text.split(" --", 1)[0].split(";", 1)[0].strip()
+    if text.startswith("-"):
+        return None
+    if text.startswith("file:"):
+        rest = text[len("file:"):].split("#", 1)[0]  # `#egg=name` / `#subdirectory=...`: not the path
+        return "/" + rest.lstrip("/") if rest.startswith("//") else rest or "."
+    if "://" in text:
+        return None
+    text = re.sub(r"\[[^\]]*\]$", "", text.split("#", 1)[0])  # `./pkg[extra]`: the extras are not the path
+    if text.startswith((".", "/")) or text.lower().endswith(_ARCHIVE):
+        return text or "."
+    return None
+
+
+def requirement_tree(read: Callable[[str], bytes | None], top: str = "requirements.txt") -> RequirementTree:
+    """Walk `top` and its -r / -c includes with `read(project-relative path)` (None: no such
+    file). Pure apart from `read`; the backends read the project folder with it."""
+    files: dict[str, bytes] = {}
+    lines: list[RequirementLine] = []
+    local: list[str] = []
+    problems: list[str] = []
+
+    def walk(path: str, constraints: bool) -> None:
+        data = read(path)
+        if data is None:
+            return
+        files[path] = data
+        folder = path.rsplit("/", 1)[0] if "/" in path else ""
+        for line in requirement_lines(data.decode("utf-8", "replace")):
+            where = f"{path} line {line.line}"
+            parts = line.text.split(None, 1)
+            option, _, inline = parts[0].partition("=")
+            if option in INCLUDES:
+                target = inline or (parts[1].strip() if len(parts) == 2 else "")
+                if not target:
+                    continue
+                if "://" in target:
+                    problems.append(f"{where} includes {target}, a URL: cortexd reads includes from the project "
+                                    "folder only; download it into the project and name its path")
+                    continue
+                joined = _join(folder, target)
+                if joined is None:
+                    problems.append(f"{where} includes {target}, which is outside the project folder: the "
+                                    "image build sees the project folder only; move it into the project")
+                    continue
+                if joined in files:
+                    continue  # already read (pip reads it again; its requirements are the same)
+                if len(files) >= MAX_INCLUDES:
+                    problems.append(f"{where}: more than {MAX_INCLUDES} requirement files are included; "
+                                    "cortexd stops there")
+                    return
+                if read(joined) is None:
+                    problems.append(f"{where} includes {target}, which is not a file in the project folder "
+                                    f"({joined})")
+                    continue
+                walk(joined, constraints or option in _CONSTRAINTS)
+                continue
+            if constraints:
+                continue  # a constraints file constrains; its lines install nothing
+            lines.append(line)
+            named = local_path(line.text)
+            if named is not None:
+                rel = _join("", named)
+                if rel is None:
+                    problems.append(f"{where} installs from {named}, which is outside the project folder: the "
+                                    "image build sees the project folder only; move it into the project")
+                elif rel not in local:
+                    local.append(rel)
+
+    walk(top, False)
+    return RequirementTree(files, tuple(lines), tuple(local), tuple(problems))
 
 
 def environment_digest(parts: Mapping[str, bytes | str]) -> str:

@@ -2,9 +2,11 @@
 
 The project imports dill without listing it (Cortex's images had it; cortexd's python image
 does not), lists a package that only its own pip.conf can find (find-links to the project's
-wheels folder), and has a dependencies.sh: the requirements layer adds dill with the process
-backend's notice, honours the pip.conf, runs dependencies.sh as root in the build, and the
-replica's predict() imports all of it. A second deploy of the unchanged project builds nothing.
+wheels folder) through an include two levels down, installs a vendored wheel by its path,
+and has a dependencies.sh: the requirements layer adds dill with the process backend's
+notice, carries the includes and the wheel, honours the pip.conf, runs dependencies.sh as
+root in the build, and the replica's predict() imports all of it. A second deploy of the
+unchanged project builds nothing.
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ class PythonPredictor:
 
     def predict(self, payload):
         import cortexd_docker_probe
+        import cortexd_vendored_probe
         import dill
 
         with open("/opt/cortexd/dependencies-sh-ran") as f:
             ran = f.read().strip()
         return {"dill": dill.__version__, "dill_roundtrip": dill.loads(dill.dumps(lambda x: x + 1))(1),
-                "probe": cortexd_docker_probe.WHERE, "dependencies_sh": ran}
+                "probe": cortexd_docker_probe.WHERE, "vendored": cortexd_vendored_probe.WHERE,
+                "dependencies_sh": ran}
 '''
 
 
@@ -64,7 +68,12 @@ def wheel(folder: Path, name: str, version: str, source: str) -> None:
 def deps_project(root: Path) -> Path:
     root.mkdir(parents=True)
     (root / "predictor.py").write_text(PREDICTOR)
-    (root / "requirements.txt").write_text("cortexd-docker-probe==1.0\n")
+    # an include two levels down and a vendored wheel named by its path, as Cortex projects had them
+    (root / "requirements.txt").write_text("-r reqs/base.txt\n./vendor/cortexd_vendored_probe-1.0-py3-none-any.whl\n")
+    (root / "reqs").mkdir()
+    (root / "reqs" / "base.txt").write_text("-r pinned.txt\n")
+    (root / "reqs" / "pinned.txt").write_text("cortexd-docker-probe==1.0\n")
+    wheel(root / "vendor", "cortexd-vendored-probe", "1.0", "WHERE = 'the vendored wheel'\n")
     (root / "pip.conf").write_text("[global]\nfind-links = wheels\n")
     (root / "dependencies.sh").write_text('echo "uid $(id -u)" > /opt/cortexd/dependencies-sh-ran\n')
     wheel(root / "wheels", "cortexd-docker-probe", "1.0", "WHERE = 'the project pip.conf'\n")
@@ -100,6 +109,7 @@ async def test_a_project_importing_a_pre_installed_package_gets_it_added_and_ser
         assert status == 200, body
         assert body["dill_roundtrip"] == 2 and body["dill"]
         assert body["probe"] == "the project pip.conf"  # only the project's find-links has it
+        assert body["vendored"] == "the vendored wheel"  # a local path, relative to the project
         assert body["dependencies_sh"] == "uid 0"  # ran in the build, as root, as in Cortex
     finally:
         await backend.close()

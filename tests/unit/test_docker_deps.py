@@ -264,3 +264,62 @@ def test_an_image_that_cannot_be_asked_gets_the_packages_added_and_is_asked_agai
     assert any(line.startswith(f"notice: could not ask {IMAGE}") for line in lines)
     b.plan_deps(spec, IMAGE)
     assert len(engine.probes) == 2  # no answer was remembered
+
+
+# -- what requirements.txt brings in: -r / -c includes and local paths ----------------------------
+
+
+def test_includes_and_local_paths_go_into_the_layer_at_their_project_places(tmp_path):
+    root = project(tmp_path, {
+        "requirements.txt": "-r reqs/base.txt\n--constraint=reqs/pins.txt\n./wheels/probe-1.0-py3-none-any.whl\n"
+                            "-e ./localpkg\n",
+        "reqs/base.txt": "-r common.txt\nsix==1.16.0\n",
+        "reqs/common.txt": "dill==0.3.8\n",
+        "reqs/pins.txt": "six<2\n",
+        "wheels/probe-1.0-py3-none-any.whl": "a wheel",
+        "localpkg/setup.py": "from setuptools import setup\nsetup(name='localpkg')\n",
+        "localpkg/localpkg/__init__.py": "",
+        "localpkg/localpkg/__pycache__/x.cpython-311.pyc": "bytecode",
+    })
+    plan = builder(FakeEngine(has={"numpy"}), []).plan_deps(spec_of(root), IMAGE)
+    names = {n for n in plan.files if n.startswith("deps/")}
+    assert names == {"deps/requirements.txt", "deps/reqs/base.txt", "deps/reqs/common.txt", "deps/reqs/pins.txt",
+                     "deps/wheels/probe-1.0-py3-none-any.whl", "deps/localpkg/setup.py",
+                     "deps/localpkg/localpkg/__init__.py"}
+    # dill is named in an included file: not added again (Cortex's pin would conflict with it)
+    assert "deps/cortex-preinstalled.txt" not in plan.files
+    assert "requirements.txt, 6 files they bring in" in plan.description
+
+    before = plan.tag
+    (root / "reqs" / "common.txt").write_text("dill==0.3.9\n")  # an edit two includes down
+    assert builder(FakeEngine(has={"numpy"}), []).plan_deps(spec_of(root), IMAGE).tag != before
+    (root / "reqs" / "common.txt").write_text("dill==0.3.8\n")
+    assert builder(FakeEngine(has={"numpy"}), []).plan_deps(spec_of(root), IMAGE).tag == before
+    (root / "localpkg" / "localpkg" / "__init__.py").write_text("VERSION = 2\n")  # the local package's code
+    assert builder(FakeEngine(has={"numpy"}), []).plan_deps(spec_of(root), IMAGE).tag != before
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("-r ../outside.txt\n", "requirements.txt line 1 includes ../outside.txt, which is outside the project folder"),
+    ("six\n-r missing.txt\n", "requirements.txt line 2 includes missing.txt, which is not a file in the "
+                             "project folder"),
+    ("-r https://example.com/r.txt\n", "requirements.txt line 1 includes https://example.com/r.txt, a URL"),
+    ("/opt/wheels/x-1.0-py3-none-any.whl\n", "requirements.txt line 1 installs from /opt/wheels/x-1.0-py3-none-any"
+                                             ".whl, which is outside the project folder"),
+    ("./vendor/gone-1.0.tar.gz\n", "requirements.txt installs from vendor/gone-1.0.tar.gz, which is not in the "
+                                   "project folder"),
+])
+def test_what_the_image_build_cannot_see_is_refused_saying_where(tmp_path, text, said):
+    spec = spec_of(project(tmp_path, {"requirements.txt": text}))
+    with pytest.raises(DependencyError) as e:
+        builder(FakeEngine(), []).plan_deps(spec, IMAGE)
+    assert said in str(e.value) and e.value.deterministic
+
+
+def test_a_symlinked_include_that_leaves_the_project_is_refused(tmp_path):
+    (tmp_path / "secret.txt").write_text("six\n")
+    root = project(tmp_path, {"requirements.txt": "-r base.txt\n"})
+    (root / "base.txt").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(DependencyError) as e:
+        builder(FakeEngine(), []).plan_deps(spec_of(root), IMAGE)
+    assert "line 1 includes base.txt, which is not a file in the project folder" in str(e.value)

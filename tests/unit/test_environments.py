@@ -347,6 +347,26 @@ def test_plan_digest_follows_requirements_txt(tmp_path):
     assert envs.plan(_spec(tmp_path)).digest != first.digest
 
 
+def test_plan_reads_requirements_through_their_includes_and_local_paths(tmp_path):
+    (tmp_path / "predictor.py").write_text("class PythonPredictor:\n    def __init__(self, config):\n"
+                                           "        import dill\n")
+    (tmp_path / "reqs").mkdir()
+    (tmp_path / "requirements.txt").write_text("-r reqs/base.txt\n-e ./localpkg\n")
+    (tmp_path / "reqs" / "base.txt").write_text("-r common.txt\n")
+    (tmp_path / "reqs" / "common.txt").write_text("dill==0.3.8\n")
+    (tmp_path / "localpkg").mkdir()
+    (tmp_path / "localpkg" / "setup.py").write_text("from setuptools import setup\nsetup(name='localpkg')\n")
+    envs = ProjectEnvironments(tmp_path / "envs")
+    first = envs.plan(_spec(tmp_path))
+    assert first.additions == ()  # dill is named two includes down: never added with Cortex's pin
+    (tmp_path / "reqs" / "common.txt").write_text("dill==0.3.9\n")
+    second = envs.plan(_spec(tmp_path))
+    assert second.digest != first.digest  # an edit two includes down builds a new environment
+    (tmp_path / "localpkg" / "setup.py").write_text("from setuptools import setup\nsetup(name='localpkg', "
+                                                   "version='2')\n")
+    assert envs.plan(_spec(tmp_path)).digest != second.digest  # so does an edit of the local package
+
+
 # -- uv ------------------------------------------------------------------------------------------
 
 
