@@ -218,6 +218,17 @@ def runtime_files() -> dict[str, bytes]:
     return files
 
 
+def runtime_release() -> str:
+    """12 hex digits naming this cortexd's predictor images: the runtime's source files and the
+    Dockerfiles and requirement lists they are built with. `cortexd build` stamps it on an API's
+    image (a label its tag covers), so a cortexd with another runtime never reuses an image tag."""
+    d = docker_dir()
+    files = {f"predictor_runtime/{k}": v for k, v in runtime_files().items()}
+    for path in sorted([*d.glob("Dockerfile*"), *(d / "requirements").glob("*.txt")]):
+        files[path.relative_to(d).as_posix()] = path.read_bytes()
+    return content_hash(files)[:12]
+
+
 def project_dependency_files(project_dir: str) -> tuple[dict[str, bytes | HostFile], RequirementTree]:
     """The project's files the requirements layer needs, project-relative: dependencies.sh,
     requirements.txt, the files it includes (-r / -c) and the local paths it installs from

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from cortexd.backends.image_plans import runtime_release
 from cortexd.errors import ExportError
 from cortexd.kube import layout
 from cortexd.kube.bundle import ImageFiles, human_size, read_image_files
@@ -56,7 +57,7 @@ def image_files_for(spec: APISpec, files: ImageFiles) -> dict[str, layout.Contex
     import json
 
     spec_json = json.dumps(layout.image_runtime_spec(spec), indent=1, sort_keys=True).encode()
-    return layout.bundle_files(spec, files.files, spec_json)
+    return layout.bundle_files(spec, files.files, spec_json, runtime_release())
 
 
 class _PlainDumper(yaml.SafeDumper):

@@ -11,8 +11,10 @@ manifests name exactly the image the build makes. Layout inside the image:
 
 The tag is `REG/<api>:<hash>`, the hash being the API's spec hash folded with
 the content of every file that goes in (as the daemon folds project files into
-the spec hash for hot reload): an edited predictor gets a new tag, so
-`kubectl apply` rolls it out, and an unchanged project keeps its tag.
+the spec hash for hot reload) and the cortexd runtime release its Dockerfile
+labels: an edited predictor or an upgraded cortexd gets a new tag, so
+`kubectl apply` rolls it out (nodes never keep an old image under the tag), and
+an unchanged project keeps its tag.
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ def image_name(registry: str, spec: APISpec, files: Mapping[str, ContextFile]) -
     return f"{registry.rstrip('/')}/{spec.name}:{image_hash(spec, files)}"
 
 
-def bundle_dockerfile(spec: APISpec, has_models: bool, has_paths: bool) -> str:
+def bundle_dockerfile(spec: APISpec, has_models: bool, has_paths: bool, runtime: str = "") -> str:
     """The last layer: project files, models and spec on the API's predictor image."""
     env = " \\\n    ".join(f'{k}="{v}"' for k, v in image_env(spec).items())
     lines = [
@@ -177,7 +179,7 @@ def bundle_dockerfile(spec: APISpec, has_models: bool, has_paths: bool) -> str:
         # fail the build here rather than every pod in the cluster
         'RUN python -c "import predictor_runtime.standalone"',
         f"ENV {env}",
-        f'LABEL cortexd.api="{spec.name}" cortexd.spec-hash="{spec.spec_hash}"',
+        f'LABEL cortexd.api="{spec.name}" cortexd.spec-hash="{spec.spec_hash}" cortexd.runtime="{runtime}"',
         f"USER {UID}:{UID}",
         f"WORKDIR {PROJECT_IN_IMAGE}",
         f"EXPOSE {PORT}",
@@ -189,8 +191,9 @@ def bundle_dockerfile(spec: APISpec, has_models: bool, has_paths: bool) -> str:
 
 
 def bundle_files(spec: APISpec, host_files: Mapping[str, ContextFile],
-                 runtime_spec_json: bytes) -> dict[str, ContextFile]:
-    """Build-context files of the last layer from {host absolute path: content} of what goes in."""
+                 runtime_spec_json: bytes, runtime: str = "") -> dict[str, ContextFile]:
+    """Build-context files of the last layer from {host absolute path: content} of what goes in;
+    `runtime` (image_plans.runtime_release) is labelled in its Dockerfile, so the tag follows it."""
     mapping = image_paths(spec)
     out: dict[str, ContextFile] = {}
     for host_path, data in host_files.items():
@@ -204,5 +207,5 @@ def bundle_files(spec: APISpec, host_files: Mapping[str, ContextFile],
     out["spec.json"] = runtime_spec_json
     has_models = any(k.startswith("models/") for k in out)
     has_paths = any(k.startswith("paths/") for k in out)
-    out["Dockerfile"] = bundle_dockerfile(spec, has_models, has_paths).encode()
+    out["Dockerfile"] = bundle_dockerfile(spec, has_models, has_paths, runtime).encode()
     return out

@@ -456,6 +456,28 @@ def test_image_tag_changes_with_the_code_and_not_otherwise(apis):
     assert a != layout.image_name("reg.example/team", spec, {"project/predictor.py": b"v2"})
 
 
+def test_image_tag_changes_with_the_cortexd_runtime_it_is_built_on(apis):
+    # an upgraded cortexd (another predictor runtime) must never push a changed image under an old
+    # tag: nodes that have the tag would keep running the old one (imagePullPolicy IfNotPresent)
+    spec = apis["rt"]
+    files = {str(Path(spec.project_dir) / "predictor.py"): b"v1"}
+    old, new = layout.bundle_files(spec, files, b"{}", "aaaa"), layout.bundle_files(spec, files, b"{}", "bbbb")
+    assert 'cortexd.runtime="aaaa"' in old["Dockerfile"].decode()
+    assert layout.image_name("reg.example", spec, old) != layout.image_name("reg.example", spec, new)
+    assert layout.image_name("reg.example", spec, old) == layout.image_name(
+        "reg.example", spec, layout.bundle_files(spec, files, b"{}", "aaaa"))
+
+
+def test_the_runtime_release_follows_the_runtime_source(monkeypatch):
+    from cortexd.backends import image_plans
+
+    now = image_plans.runtime_release()
+    assert len(now) == 12 and now == image_plans.runtime_release()
+    real = image_plans.runtime_files
+    monkeypatch.setattr(image_plans, "runtime_files", lambda: {**real(), "server.py": b"# another runtime"})
+    assert image_plans.runtime_release() != now
+
+
 @pytest.mark.parametrize("rel,kept", [
     ("predictor.py", True), ("pkg/mod.py", True), (".env", False), (".git/config", False),
     ("pkg/__pycache__/mod.cpython-311.pyc", False), ("mod.pyc", False), ("cortex.yaml", False),
