@@ -291,6 +291,7 @@ class Reconciler:
             self._drain(rid, now, why="rolling update / scale down")
 
         state.pending_reason = None
+        gpu_blocked = False
         if plan.start > 0:
             gpu_blocked = await self._start_replicas(state, plan.start, now)
             if gpu_blocked:
@@ -304,10 +305,17 @@ class Reconciler:
         ]
         self.gateway.set_replicas(spec.name, routable)
         self._update_status(state, live, routable)
+        # no replica on its way and none can start until a GPU is free: requests are told so at
+        # once rather than waiting no_replica_wait for a replica that is not coming
+        on_the_way = gpu_blocked and any(
+            info.api == spec.name and (rec := self.records.get(rid)) is not None and rec.ready_at is None
+            and rec.draining_since is None and not rec.stopping and info.state != "exited"
+            for rid, info in self.observed.items())
         self.gateway.set_state(
             spec.name,
             starting=not routable and state.status != "error",
             error=state.reason if (state.status == "error" and not routable) else None,
+            waiting_for="a free GPU" if gpu_blocked and not on_the_way and not routable else None,
         )
 
     async def _live_replicas(self, state: APIState, infos: list[ReplicaInfo],

@@ -48,8 +48,10 @@ class ReplicaRouter(InFlight, Protocol):
     def set_replicas(self, api: str, replicas: Sequence[tuple[str, str, int]]) -> None:
         """The (replica id, host, port) that take `api`'s requests now."""
 
-    def set_state(self, api: str, *, starting: bool, error: str | None = None) -> None:
-        """What a request that finds no routable replica is told (wait while starting; the error)."""
+    def set_state(self, api: str, *, starting: bool, error: str | None = None,
+                  waiting_for: str | None = None) -> None:
+        """What a request that finds no routable replica is told (wait while starting; the error;
+        what a replica waits for before it can start, e.g. "a free GPU")."""
 
     def replica_in_flight(self, api: str, replica_id: str) -> int:
         """Requests in progress on one replica (a draining replica stops at 0)."""

@@ -283,16 +283,20 @@ class Gateway:
         route.replicas = [t for t in targets if ejected.get(t.replica_id) is not t]
         route.notify_changed()
 
-    def set_state(self, api: str, *, starting: bool, error: str | None = None) -> None:
+    def set_state(self, api: str, *, starting: bool, error: str | None = None,
+                  waiting_for: str | None = None) -> None:
         """While `starting`, requests without a ready replica wait; with `error` they get 503 at once.
 
         `error` is the daemon's detailed reason; clients get only its category (client_reason()).
+        `waiting_for` (e.g. "a free GPU"): no replica is on its way and none can start until that
+        comes, so requests without a ready replica get 503 at once, saying what it waits for.
         """
         route = self._routes.get(api)
         if route is None:
             return
         route.starting = starting
         route.error = None if error is None else client_reason(api, error)
+        route.waiting_for = waiting_for
         route.notify_changed()
 
     def replica_in_flight(self, api: str, replica_id: str) -> int:
@@ -611,6 +615,9 @@ class Gateway:
                 return replicas[i]
             if route.error is not None:
                 return self._error(503, route.error, rid, retry_after=not self._closing)
+            if route.waiting_for is not None:
+                return self._error(503, f"api {route.name!r} is waiting for {route.waiting_for}: no replica can "
+                                        f"start until then; see `cortexd get {route.name}`", rid, retry_after=True)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 if route.starting:

@@ -76,6 +76,7 @@ class APIRoute:
         "replicas",
         "rr",
         "starting",
+        "waiting_for",
     )
 
     def __init__(self, name: str, endpoint: str, port: int, max_replica_concurrency: int):
@@ -93,6 +94,7 @@ class APIRoute:
         self.monitor: Monitor | None = None  # set for APIs with `monitoring`
         self.starting = True  # no replica yet, one is expected: requests wait
         self.error: str | None = None
+        self.waiting_for: str | None = None  # what must come before a replica can start (a free GPU)
         self.rr = 0  # round-robin start for ties in core.routing.pick_replica
         self._changed: asyncio.Event | None = None
 

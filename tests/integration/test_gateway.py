@@ -310,6 +310,24 @@ async def test_waiting_request_is_served_when_a_replica_appears(upstreams, gatew
     assert await asyncio.wait_for(pending, 2) == (200, b"hello")
 
 
+async def test_an_api_waiting_for_a_gpu_answers_503_at_once_saying_so(upstreams, gateways, client):
+    gw = gateways(no_replica_wait=60)
+    port = free_port()
+    await gw.configure([RouteConfig("api", "/api", port, 10)])
+    gw.set_state("api", starting=True, waiting_for="a free GPU")
+    t0 = time.monotonic()
+    async with client.post(f"http://127.0.0.1:{port}/api", data=b"x") as r:
+        assert r.status == 503 and r.headers["Retry-After"]
+        assert (await r.json())["error"] == ("api 'api' is waiting for a free GPU: no replica can start until "
+                                             "then; see `cortexd get api`")
+    assert time.monotonic() - t0 < 20  # at once, not after no_replica_wait (60 s); generous for load
+    up = await upstreams("r1")  # a GPU freed, a replica started and is ready: served again
+    gw.set_replicas("api", [up.replica])
+    gw.set_state("api", starting=False)
+    async with client.post(f"http://127.0.0.1:{port}/api", data=b"hello") as r:
+        assert r.status == 200 and await r.read() == b"hello"
+
+
 async def test_api_in_error_answers_503_at_once(gateways, client):
     gw = gateways(no_replica_wait=60)
     port = free_port()

@@ -96,6 +96,7 @@ class FakeGateway:
     def __init__(self):
         self.routable: dict[str, list[str]] = {}
         self.states: dict[str, tuple[bool, str | None]] = {}
+        self.waiting: dict[str, str | None] = {}
         self.in_flight: dict[str, int] = {}
         self.configured: list = []
 
@@ -105,8 +106,9 @@ class FakeGateway:
     def set_replicas(self, api, replicas):
         self.routable[api] = sorted(r[0] for r in replicas)
 
-    def set_state(self, api, *, starting, error=None):
+    def set_state(self, api, *, starting, error=None, waiting_for=None):
         self.states[api] = (starting, error)
+        self.waiting[api] = waiting_for
 
     def replica_in_flight(self, api, replica_id):
         return self.in_flight.get(replica_id, 0)

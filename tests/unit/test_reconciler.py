@@ -167,6 +167,8 @@ async def test_gpu_api_without_gpus_stays_pending_with_reason(world):
     await settle(rec)
     assert backend.replicas == {}
     assert "needs 1 GPU" in rec.apis["api"].pending_reason
+    # no replica is on its way: requests are told at once what the API waits for
+    assert gateway.waiting["api"] == "a free GPU"
 
 
 class OneGPU:
@@ -234,6 +236,23 @@ async def test_scale_up_without_free_gpu_waits_and_drains_nothing():
     assert len(backend.replicas) == 1
     assert not any(r.draining_since for r in rec.records.values())
     assert "insufficient GPU" in rec.apis["api"].pending_reason
+
+
+async def test_requests_wait_for_a_replica_on_its_way_not_for_a_gpu_nobody_frees():
+    clock, gateway, backend = FakeClock(), FakeGateway(), GPUBackend()
+    ready: set[str] = set()
+    rec = Reconciler(backend, gateway, DaemonSettings(), EventLog(clock), clock=clock,
+                     probe=lambda info: asyncio.sleep(0, info.replica_id in ready), placer=OneGPU())
+    await rec.apply([dataclasses.replace(gpu_spec(), autoscaling=dataclasses.replace(
+        gpu_spec().autoscaling, init_replicas=2, min_replicas=2, max_replicas=2))])
+    await settle(rec)
+    assert len(backend.replicas) == 1  # the second waits for the GPU the first holds
+    assert gateway.states["api"] == (True, None) and gateway.waiting["api"] is None  # the first is coming
+    (first,) = backend.replicas
+    backend.crash(first)
+    backend.replicas.pop(first)  # gone, and its GPU with it; the crash backoff holds the next start
+    await settle(rec)
+    assert gateway.waiting["api"] is None  # a backoff is not a GPU wait
 
 
 async def test_a_rollout_drain_waits_as_long_as_the_gateway_lets_a_request_run(world):
