@@ -23,7 +23,10 @@ Request body by Content-Type (what Cortex 0.23's starlette server passed):
   anything else, or no Content-Type           -> the raw bytes
 
 Query parameters are starlette QueryParams (a repeated key: `[key]` and `.get`
-give the last value, `.getlist` all of them), as Cortex passed them.
+give the last value, `.getlist` all of them), as Cortex passed them. Request
+headers are starlette Headers (case-insensitive `[name]` / `.get`, `.getlist`,
+`.raw`; names lower-case in `.items()`), as Cortex passed `request.headers`,
+with aiohttp's `.getall` / `.getone` kept for earlier cortexd code.
 
 Prediction to response:
   dict, list, tuple, number, bool, None       -> JSON
@@ -51,7 +54,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from starlette.datastructures import FormData, QueryParams
+from starlette.datastructures import FormData, Headers, QueryParams
 
 from predictor_runtime.log_limits import one_line
 
@@ -257,6 +260,34 @@ async def _body_stream(request: web.BaseRequest, limit: int) -> AsyncIterator[by
         raise broken_framing(e) from None
     except ConnectionResetError:
         raise gone() from None
+
+
+class CortexHeaders(Headers):
+    """starlette's Headers (what Cortex passed), with aiohttp's `getall` / `getone` kept for
+    earlier cortexd code."""
+
+    _MISSING: Any = object()
+
+    def getall(self, key: str, default: Any = _MISSING) -> list[str]:
+        values = self.getlist(key)
+        if not values and default is not CortexHeaders._MISSING:
+            return default
+        if not values:
+            raise KeyError(key)
+        return values
+
+    def getone(self, key: str, default: Any = _MISSING) -> str:
+        values = self.getlist(key)
+        if not values and default is not CortexHeaders._MISSING:
+            return default
+        if not values:
+            raise KeyError(key)
+        return values[0]
+
+
+def request_headers(request: web.BaseRequest) -> CortexHeaders:
+    """The request's headers as Cortex's predictors got them (starlette Headers), in the order sent."""
+    return CortexHeaders(raw=[(name.lower(), value) for name, value in request.raw_headers])
 
 
 async def _one_chunk(body: bytes) -> AsyncIterator[bytes]:

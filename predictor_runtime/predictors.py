@@ -83,6 +83,12 @@ class LoadedPredictor:
     post_predict_is_async: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     describe: Callable[[], dict[str, Any]] | None = None
+    # predict or post_predict declares `headers`: only then are they made into starlette Headers
+    wants_headers: bool = False
+
+
+def _wants_headers(binding: ClassBinding) -> bool:
+    return "headers" in binding.predict_names or "headers" in (binding.post_predict_names or ())
 
 
 def display_path(path: str, project_dir: str | None) -> str:
@@ -301,6 +307,7 @@ def load_python_predictor(module: ModuleType, predictor: dict[str, Any], where: 
         post_predict=post,
         post_predict_is_async=post_is_async,
         describe=client.metadata if client is not None else None,
+        wants_headers=_wants_headers(binding),
     )
 
 
@@ -335,6 +342,7 @@ def load_model_predictor(module: ModuleType, predictor: dict[str, Any], where: s
         post_predict=post,
         post_predict_is_async=post is not None and _is_coroutine_function(instance.post_predict),
         describe=client.describe,
+        wants_headers=_wants_headers(binding),
     )
 
 

@@ -71,6 +71,7 @@ from predictor_runtime.payload import (
     encode_response,
     query_params,
     read_payload,
+    request_headers,
 )
 from predictor_runtime.predictors import (
     LoadedPredictor,
@@ -135,6 +136,7 @@ class PredictionHandler:
         self.predictor = predictor
         self._predict = predictor.predict
         self._is_async = predictor.is_async
+        self._wants_headers = predictor.wants_headers
         self._post_predict = predictor.post_predict
         self.pool = pool
         self.threads = max(1, threads)
@@ -232,7 +234,7 @@ class PredictionHandler:
             if e.status == 413:
                 response.force_close()  # do not read (or inflate) the rest of the body
             return response
-        headers = request.headers
+        headers = request_headers(request) if self._wants_headers else None
         if debug:
             log.info("debug: payload: %s", truncate(safe_repr(payload), DEBUG_TRUNCATE))
         uploads = payload if isinstance(payload, CortexFormData) and payload.has_files() else None

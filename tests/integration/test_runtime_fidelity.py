@@ -221,6 +221,35 @@ def test_a_repeated_query_key_gives_the_last_value(runtime):
                                                 "dict": {"k": "2", "q": "a&b"}})
 
 
+def test_headers_are_starlette_headers_as_cortex_passed_request_headers(runtime):
+    rt = runtime("""
+        from starlette.datastructures import Headers
+
+        class PythonPredictor:
+            def predict(self, payload, headers):
+                return {"is_headers": isinstance(headers, Headers), "get": headers.get("x-api-key"),
+                        "item": headers["X-Api-Key"], "tags": headers.getlist("x-tag"),
+                        "getall": headers.getall("X-Tag"), "missing": headers.get("x-nope", "none"),
+                        "has": "X-API-KEY" in headers,
+                        "names": [k for k, _ in headers.items() if k.startswith("x-")]}
+    """)
+    rt.wait_ready()
+    conn = httpclient.HTTPConnection("127.0.0.1", rt.port, timeout=30)
+    try:
+        conn.putrequest("POST", "/")
+        for name, value in (("X-Api-Key", "k1"), ("X-Tag", "a"), ("X-Tag", "b"), ("Content-Length", "0")):
+            conn.putheader(name, value)
+        conn.endheaders()
+        resp = conn.getresponse()
+        status, body = resp.status, resp.read()
+    finally:
+        conn.close()
+    assert status == 200, body
+    assert json.loads(body) == {"is_headers": True, "get": "k1", "item": "k1", "tags": ["a", "b"],
+                                "getall": ["a", "b"], "missing": "none", "has": True,
+                                "names": ["x-api-key", "x-tag", "x-tag"]}
+
+
 def test_a_single_model_api_ignores_a_model_name(runtime, tmp_path):
     model = tmp_path / "model"
     model.mkdir()

@@ -305,3 +305,15 @@ def test_unserializable_nested_value():
 def test_nan_is_refused_rather_than_sent_as_invalid_json():
     with pytest.raises(NotSerializable):
         encode_response({"score": float("nan")})
+
+
+def test_request_headers_keep_aiohttps_getall_and_getone_for_earlier_cortexd_code():
+    from predictor_runtime.payload import CortexHeaders
+
+    h = CortexHeaders(raw=[(b"x-tag", b"a"), (b"x-tag", b"b")])
+    assert h.getall("X-Tag") == ["a", "b"] and h.getone("x-tag") == "a"
+    assert h.getall("x-nope", []) == [] and h.getone("x-nope", None) is None
+    with pytest.raises(KeyError):
+        h.getall("x-nope")
+    with pytest.raises(KeyError):
+        h.getone("x-nope")
