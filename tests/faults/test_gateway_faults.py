@@ -218,6 +218,9 @@ def test_malformed_request_flood_barely_grows_the_daemon_log(served):
 
 def test_slow_clients_hold_no_slot_and_are_closed_after_the_timeout(served):
     cli, port, _, _ = served
+    # before the slow connections: each `cortexd` run costs an interpreter start, and all of the
+    # checks below must fit in the CLIENT_TIMEOUT that starts as the gateway accepts them
+    pid = cli.status()["daemon"]["pid"]
     slow = []
     t0 = time.monotonic()
     for i in range(16):
@@ -233,7 +236,6 @@ def test_slow_clients_hold_no_slot_and_are_closed_after_the_timeout(served):
     try:
         # the gateway has accepted all 16 and read what they sent: the slow requests are
         # inside it (not in the listen backlog) before the real clients come
-        pid = cli.status()["daemon"]["pid"]
         deadline = time.monotonic() + 20
         while not server_has_read(pid, port, {s.getsockname()[1] for s in slow}):
             assert time.monotonic() < deadline, "the gateway did not take the slow connections in"

@@ -308,7 +308,8 @@ def test_removed_api_drains_its_in_flight_request_then_goes(cli, tmp_path):
     slow = threading.Thread(target=lambda: results.append(
         post_json(f"http://127.0.0.1:{port}/dropped", {"sleep": 3})))
     slow.start()
-    time.sleep(0.5)
+    # the request is in flight before the API goes (a fixed sleep may not be enough under load)
+    wait_until(lambda: cli.api("dropped")["requests"]["in_flight"] >= 1, 10, "the slow request in flight")
     edit(project / "cortex.yaml", api_yaml("kept", port, "v1"))
     cli.wait_for(lambda s: [a["name"] for a in s["apis"]] == ["kept"], 20, what="the API removed")
     slow.join()

@@ -170,7 +170,10 @@ def test_new_version_is_served_within_the_poll_interval_without_failed_requests(
         (model / "2").mkdir()
         data = onnx_files["tree"].read_bytes()
         (model / "2" / "iris.onnx").write_bytes(data[: len(data) // 3])
-        time.sleep(1.2)
+        # the poller tried it (an event waited for, not a fixed sleep: a late poll would see only
+        # the complete copy below) and does not serve it
+        wait_until(lambda: "version 2 failed to load; not serving it" in r.stderr(), 8,
+                   "the half-written version to be tried")
         assert r.info()["model"]["versions"] == [1]
         # the copy completes: served within a poll interval (+ the settle delay)
         (model / "2" / "iris.onnx").write_bytes(data)
@@ -180,7 +183,7 @@ def test_new_version_is_served_within_the_poll_interval_without_failed_requests(
         assert r.predict([5.1, 3.5, 1.4, 0.2], "?version=2")[0] == 200
         # a removed version stops being served
         shutil.rmtree(model / "1")
-        wait_until(lambda: r.info()["model"]["versions"] == [2], 3, "version 1 to be dropped")
+        wait_until(lambda: r.info()["model"]["versions"] == [2], 8, "version 1 to be dropped")
         status, body = r.predict([5.1, 3.5, 1.4, 0.2], "?version=1")
         assert (status, body["error"]) == (404, "model (model_path) has no version 1; available versions: 2")
     finally:

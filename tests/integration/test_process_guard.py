@@ -18,8 +18,9 @@ SCRIPT = textwrap.dedent('''
         assert guard_daemon_process()
         reaper = OrphanReaper(interval=0.1)
         task = asyncio.ensure_future(reaper.run())
-        # sh leaves a background sleep: the orphan is re-parented to us, then exits (a zombie)
-        orphan = await asyncio.create_subprocess_exec("sh", "-c", "sleep 0.3 & echo $!; exit 0",
+        # sh leaves a background sleep: the orphan is re-parented to us, then exits (a zombie);
+        # 1 s: still alive when descends_from looks, even on a loaded machine
+        orphan = await asyncio.create_subprocess_exec("sh", "-c", "sleep 1 & echo $!; exit 0",
                                                       stdout=asyncio.subprocess.PIPE)
         orphan_pid = int((await orphan.stdout.readline()).decode())
         await orphan.wait()
@@ -27,7 +28,7 @@ SCRIPT = textwrap.dedent('''
         # asyncio's own child, exiting while the reaper runs: its exit code must arrive
         own = [await asyncio.create_subprocess_exec("sh", "-c", f"sleep 0.{i}; exit 3") for i in range(1, 8)]
         codes = [await p.wait() for p in own]
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(2.0)  # the orphan exits and is reaped meanwhile
         task.cancel()
         # a daemonized process still running at shutdown: killed and reaped
         lingering = await asyncio.create_subprocess_exec("sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!; exit 0",

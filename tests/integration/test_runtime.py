@@ -295,6 +295,13 @@ def test_legacy_module_predictor(runtime):
     assert json.loads(body)["predictor_type"] == "legacy"
 
 
+def in_flight(rt) -> int:
+    """The runtime's own count of POSTs received and not answered (GET /metrics; summed over workers)."""
+    status, _, text = http("GET", rt.url + "/metrics")
+    assert status == 200, text
+    return int(float(text.decode().rpartition("cortexd_in_flight_requests ")[2]))
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_sigterm_finishes_in_flight_requests_and_exits_zero(runtime, processes):
     rt = runtime(SLOW, processes=processes)
@@ -302,7 +309,12 @@ def test_sigterm_finishes_in_flight_requests_and_exits_zero(runtime, processes):
     result: list = []
     request = threading.Thread(target=lambda: result.append(post_json(rt.url, {"sleep": 1.0})))
     request.start()
-    time.sleep(0.4)  # the request is inside predict now
+    # the request is inside the runtime (its /metrics gauge counts it) before the SIGTERM: a fixed
+    # sleep could let the signal come first on a loaded machine, and the request be refused
+    deadline = time.monotonic() + 10
+    while in_flight(rt) < 1:
+        assert time.monotonic() < deadline, "the request never reached the runtime"
+        time.sleep(0.02)
     os.killpg(rt.proc.pid, signal.SIGTERM)  # as the process backend stops a replica
     request.join(15)
     assert result and result[0][0] == 200

@@ -131,7 +131,7 @@ class PythonPredictor:
         pass
 
     def predict(self, payload):
-        time.sleep(1.5)
+        time.sleep(5)  # long enough to see it in flight (`cortexd get`) and send the next one
         return "done"
 """
 
@@ -190,7 +190,7 @@ def test_request_errors_get_the_right_status(cli, errors_project):
     assert unknown.code == 1 and "no api named 'nope'" in unknown.err
 
 
-def test_concurrency_limit_answers_503_with_retry_after(errors_project):
+def test_concurrency_limit_answers_503_with_retry_after(cli, errors_project):
     base = errors_project
     results = []
 
@@ -199,7 +199,11 @@ def test_concurrency_limit_answers_503_with_retry_after(errors_project):
 
     first = threading.Thread(target=call)
     first.start()
-    time.sleep(0.5)  # the first request holds the only slot
+    # the first request holds the only slot: seen in flight, not assumed after a fixed sleep
+    deadline = time.monotonic() + 10
+    while cli.api("slow")["requests"].get("in_flight", 0) < 1:
+        assert time.monotonic() < deadline, "the first request never reached the gateway"
+        time.sleep(0.05)
     status, headers, body = post_json(f"{base}/slow", {})
     first.join()
     assert status == 503 and headers.get("Retry-After")
