@@ -53,7 +53,6 @@ class LogClock:
     def sample(self, live: set[str] | None = None) -> None:
         """Record where every replica log ends, for those that grew (or appeared) since the last
         sample; with `live`, remove the logs of gone replicas beyond the newest KEEP_GONE per API."""
-        now = self.clock()
         seen = set()
         try:
             api_dirs = list(os.scandir(self.log_dir))
@@ -74,6 +73,9 @@ class LogClock:
                     st = entry.stat()
                 except OSError:
                     continue
+                # the time after the stat: every byte before st_size was written by then (a time
+                # read before it could claim bytes written later, and --since would skip them)
+                now = self.clock()
                 seen.add(entry.path)
                 if live is not None and os.path.abspath(entry.path) not in live:
                     gone.append((st.st_mtime, entry.path))
