@@ -261,7 +261,7 @@ async def test_concurrency_limit_answers_503_with_retry_after(upstreams, gateway
         async with client.post(base + path, data=b"x") as r:
             return r.status, dict(r.headers), await r.text()
 
-    slow = asyncio.ensure_future(call("/api?sleep=0.5"))
+    slow = asyncio.ensure_future(call("/api?sleep=2"))  # still in flight when the next one comes, under load
     while gw.replica_in_flight("api", "r1") < 1:
         await asyncio.sleep(0.01)
     status, headers, text = await call("/api")
@@ -449,7 +449,7 @@ async def test_removed_replica_drains(upstreams, gateways, client):
         async with client.post(base + path, data=b"x") as r:
             return r.status, r.headers["X-Replica"]
 
-    slow = asyncio.ensure_future(call("/api?sleep=0.5"))
+    slow = asyncio.ensure_future(call("/api?sleep=2"))  # still in flight after the switch, under load
     while gw.replica_in_flight("api", "a") < 1:
         await asyncio.sleep(0.01)
     gw.set_replicas("api", [b.replica])
