@@ -21,7 +21,7 @@ from cortexd.backends.image_plans import runtime_release
 from cortexd.errors import ExportError
 from cortexd.kube import layout
 from cortexd.kube.bundle import ImageFiles, human_size, read_image_files
-from cortexd.kube.manifests import FLAVORS, ExportOptions, manifests
+from cortexd.kube.manifests import FLAVORS, ExportOptions, dotenv_secret, manifests, secret_keys
 from cortexd.kube.report import notes_for, report_lines, targets_line
 from cortexd.spec.model import APISpec
 
@@ -35,6 +35,7 @@ class Rendered:
     filename: str
     text: str
     report: list[str]
+    secret: tuple[str, str] | None = None  # (file name, text) of the .env Secret
 
 
 def check_request(registry: str | None, flavor: str) -> str:
@@ -76,16 +77,30 @@ def render(spec: APISpec, registry: str, options: ExportOptions) -> Rendered:
     files = read_image_files(spec)
     image = layout.image_name(registry, spec, image_files_for(spec, files))
     env = layout.container_env(spec, files.dotenv)
-    objects = manifests(spec, image, env, options)
+    hidden = secret_keys(files.dotenv)
+    objects = manifests(spec, image, env, options, hidden)
+    secret = dotenv_secret(spec, {k: files.dotenv[k] for k in hidden}, options)
     filename = f"{spec.name}.yaml"
     header = (f"# cortexd export kubernetes --flavor {options.flavor}: api {spec.name!r} from "
               f"{spec.source_file}:{spec.source_line}\n# {targets_line()}\n")
     sizes = [f"model {m.path}: {m.files} file(s), {human_size(m.size)}, in the image at {m.in_image}"
              for m in files.models]
-    notes = [*files.warnings, *notes_for(spec, options.flavor, sorted(files.dotenv), image, sizes)]
+    secret_file = f"{spec.name}.secret.yaml" if secret is not None else None
+    notes = [*files.warnings, *notes_for(spec, options.flavor, sorted(files.dotenv), image, sizes,
+                                         secret_file=secret_file,
+                                         plain=[k for k in files.dotenv if k not in hidden])]
     kinds = [f"{o['kind']} {o['metadata']['name']}" for o in objects]
-    report = report_lines(spec, options.flavor, filename, kinds, notes)
-    return Rendered(spec, image, filename, header + dump_yaml(objects), report)
+    written = filename
+    if secret is not None:
+        kinds.append(f"Secret {secret['metadata']['name']}")
+        written = f"{filename}, {secret_file}"
+    report = report_lines(spec, options.flavor, written, kinds, notes)
+    secret_text = None
+    if secret is not None and secret_file is not None:
+        secret_text = (secret_file, f"# cortexd export kubernetes: the .env of api {spec.name!r} "
+                                    f"({spec.project_dir}/.env); plain text: keep it out of version "
+                                    f"control\n" + dump_yaml([secret]))
+    return Rendered(spec, image, filename, header + dump_yaml(objects), report, secret_text)
 
 
 def write_atomically(out_dir: Path, files: dict[str, str]) -> None:
@@ -122,6 +137,7 @@ def export_kubernetes(apis: list[APISpec], registry: str | None, options: Export
     for r in rendered:
         report.extend(r.report)
     files = {r.filename: r.text for r in rendered}
+    files.update(dict(r.secret for r in rendered if r.secret is not None))
     files[REPORT_FILE] = "\n".join(report) + "\n"
     write_atomically(out_dir, files)
     done = (f"wrote {len(rendered)} manifest file(s) and {REPORT_FILE} to {out_dir}; "

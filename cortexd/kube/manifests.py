@@ -17,6 +17,8 @@ in report.py; keep the two in step (tests/unit/test_kube_manifests.py checks).
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -112,8 +114,39 @@ def security_context() -> dict[str, Any]:
     }
 
 
-def container(spec: APISpec, image: str, env: dict[str, str], flavor: Flavor) -> dict[str, Any]:
-    """The API's container, the same in both flavors but for what Knative does not allow."""
+# what a Secret's data keys may be (Kubernetes' ConfigMap/Secret key rule)
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+def dotenv_secret_name(spec: APISpec) -> str:
+    return f"{spec.name}-dotenv"
+
+
+def secret_keys(dotenv: Mapping[str, str]) -> list[str]:
+    """The project's .env keys that go into the API's Secret (those Kubernetes allows as keys)."""
+    return [k for k in dotenv if SECRET_KEY.match(k)]
+
+
+def dotenv_secret(spec: APISpec, values: Mapping[str, str], options: ExportOptions) -> dict[str, Any] | None:
+    """The Secret that holds the project's .env values (None: no .env); the container reads each
+    with env valueFrom.secretKeyRef, so they are not in the Deployment / Knative Service."""
+    if not values:
+        return None
+    return {"apiVersion": "v1", "kind": "Secret",
+            "metadata": metadata(spec, options, dotenv_secret_name(spec)),
+            "type": "Opaque", "stringData": dict(values)}
+
+
+def env_entries(spec: APISpec, env: Mapping[str, str], from_secret: Collection[str]) -> list[dict[str, Any]]:
+    secret = dotenv_secret_name(spec)
+    return [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": k}}} if k in from_secret
+            else {"name": k, "value": v} for k, v in env.items()]
+
+
+def container(spec: APISpec, image: str, env: dict[str, str], flavor: Flavor,
+              from_secret: Collection[str] = ()) -> dict[str, Any]:
+    """The API's container, the same in both flavors but for what Knative does not allow.
+    `from_secret`: the env names read from the API's .env Secret (dotenv_secret)."""
     port_name = "http1" if flavor == "knative" else "http"  # Knative wants http1 (or h2c) here
     probe = {"httpGet": {"path": "/healthz", "port": layout.PORT}}
     c: dict[str, Any] = {
@@ -123,7 +156,7 @@ def container(spec: APISpec, image: str, env: dict[str, str], flavor: Flavor) ->
         "ports": [{"name": port_name, "containerPort": layout.PORT, "protocol": "TCP"}],
     }
     if env:
-        c["env"] = [{"name": k, "value": v} for k, v in env.items()]
+        c["env"] = env_entries(spec, env, from_secret)
     res = resources(spec)
     if res:
         c["resources"] = res
@@ -151,7 +184,8 @@ def pod_annotations() -> dict[str, str]:
     }
 
 
-def deployment(spec: APISpec, image: str, env: dict[str, str], options: ExportOptions) -> dict[str, Any]:
+def deployment(spec: APISpec, image: str, env: dict[str, str], options: ExportOptions,
+               from_secret: Collection[str] = ()) -> dict[str, Any]:
     u = spec.update_strategy
     return {
         "apiVersion": "apps/v1",
@@ -172,7 +206,7 @@ def deployment(spec: APISpec, image: str, env: dict[str, str], options: ExportOp
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [container(spec, image, env, "deployment")],
+                    "containers": [container(spec, image, env, "deployment", from_secret)],
                     "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
             },
@@ -261,7 +295,8 @@ def knative_container_concurrency(spec: APISpec) -> int:
     return min(spec.autoscaling.max_replica_concurrency, KNATIVE_MAX_CONTAINER_CONCURRENCY)
 
 
-def knative_service(spec: APISpec, image: str, env: dict[str, str], options: ExportOptions) -> dict[str, Any]:
+def knative_service(spec: APISpec, image: str, env: dict[str, str], options: ExportOptions,
+                    from_secret: Collection[str] = ()) -> dict[str, Any]:
     a = spec.autoscaling
     if a.target_cpu_utilization is not None:
         # legacy `kind: api` scaled on CPU: Knative's HPA class does that
@@ -301,18 +336,19 @@ def knative_service(spec: APISpec, image: str, env: dict[str, str], options: Exp
                 "timeoutSeconds": layout.REQUEST_TIMEOUT_SECONDS,
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
-                "containers": [container(spec, image, env, "knative")],
+                "containers": [container(spec, image, env, "knative", from_secret)],
                 "volumes": [{"name": "tmp", "emptyDir": {}}],
             },
         }},
     }
 
 
-def manifests(spec: APISpec, image: str, env: dict[str, str], options: ExportOptions) -> list[dict[str, Any]]:
-    """Every object of one API, in apply order."""
+def manifests(spec: APISpec, image: str, env: dict[str, str], options: ExportOptions,
+              from_secret: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Every object of one API, in apply order (the .env Secret, when any, is written apart)."""
     if options.flavor == "knative":
-        return [knative_service(spec, image, env, options)]
-    objects = [deployment(spec, image, env, options), service(spec, options)]
+        return [knative_service(spec, image, env, options, from_secret)]
+    objects = [deployment(spec, image, env, options, from_secret), service(spec, options)]
     if spec.networking.api_gateway != "none":  # `none`: reachable inside the cluster only
         objects.append(ingress(spec, options))
     return objects + [hpa(spec, options)]

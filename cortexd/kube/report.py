@@ -79,7 +79,7 @@ FIELDS: tuple[Field, ...] = (
     Field("predictor.config", *both(I, SPEC)),
     Field("predictor.python_path", *both(I, "PYTHONPATH in the image (ENV)")),
     Field("predictor.image", *both(I, "the image `cortexd build` builds on (FROM)")),
-    Field("predictor.env", *both(M, "containers[0].env (the project's .env over it, as on one host)")),
+    Field("predictor.env", *both(M, "containers[0].env (the project's .env over it, as on one host, from its Secret)")),
     Field("predictor.signature_key", *both(I, SPEC)),
     Field("predictor.server_side_batching", *both(S, "")),
     Field("predictor.tensorflow_serving_image", *both(
@@ -246,7 +246,8 @@ def report_lines(spec: APISpec, flavor: Flavor, written: str, objects: list[str]
 
 
 def notes_for(spec: APISpec, flavor: Flavor, dotenv_keys: list[str], image: str,
-              model_sizes: list[str]) -> list[str]:
+              model_sizes: list[str], *, secret_file: str | None = None,
+              plain: list[str] | None = None) -> list[str]:
     """Conditions of this API that the cluster or the user must know about."""
     notes = [f"image {image} (make it with `cortexd build --registry ... --push`)"]
     notes += model_sizes
@@ -271,9 +272,17 @@ def notes_for(spec: APISpec, flavor: Flavor, dotenv_keys: list[str], image: str,
                 f"is {KNATIVE_MAX_CONTAINER_CONCURRENCY}; raise the limit in config-defaults to use more")
     if spec.compute.gpu:
         notes.append("compute.gpu needs the NVIDIA device plugin on the GPU nodes")
-    if dotenv_keys:
-        notes.append(f"the project's .env ({', '.join(dotenv_keys)}) is written into the manifest in plain "
-                     "text: move secrets into a Secret (env valueFrom.secretKeyRef) before committing it")
+    plain = dotenv_keys if plain is None and secret_file is None else (plain or [])
+    if secret_file is not None:
+        hidden = [k for k in dotenv_keys if k not in plain]
+        notes.append(f"the project's .env ({', '.join(hidden)}) is the Secret {spec.name}-dotenv in "
+                     f"{secret_file}, read by env valueFrom.secretKeyRef: that file holds the values in plain "
+                     f"text, so keep it out of version control (or make the Secret with `kubectl create secret "
+                     f"generic {spec.name}-dotenv --from-env-file=.env` and leave the file out)")
+    if plain:
+        why = " (not valid Secret keys)" if secret_file is not None else ""
+        notes.append(f"the project's .env ({', '.join(plain)}) is written into the manifest in plain "
+                     f"text{why}: move secrets into a Secret (env valueFrom.secretKeyRef) before committing it")
     remote = [p for p in (spec.predictor.model_path,) if p and "://" in p]
     if remote or (spec.predictor.models and spec.predictor.models.dir and "://" in spec.predictor.models.dir):
         notes.append("s3:// models are read from the pod: give it credentials (IRSA / workload identity, "

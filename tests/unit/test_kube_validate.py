@@ -108,3 +108,25 @@ def test_gpu_memory_and_update_strategy_validate(tmp_path):
                         if k not in KNATIVE_REVISION_FIELDS}
                 doc = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": spec}
             strict(doc)
+
+
+def test_the_projects_dotenv_is_a_secret_the_container_reads_not_plain_values_in_the_manifest(tmp_path):
+    project = example_copy("iris-classifier", tmp_path)
+    (project / ".env").write_text("TOKEN=s3cr3t-value\nDB_URL=postgres://u:pw@db/x\n")
+    for flavor in ("deployment", "knative"):
+        out = tmp_path / f"k8s-{flavor}"
+        docs = exported(project, flavor, out)
+        api = next(d for d in docs if d["kind"] in ("Deployment", "Service") and "template" in d["spec"])
+        name = api["metadata"]["name"]
+        secret_file = out / f"{name}.secret.yaml"
+        assert "s3cr3t-value" not in (out / f"{name}.yaml").read_text()  # only the Secret's file has it
+        (secret,) = [d for d in yaml.safe_load_all(secret_file.read_text()) if d]
+        assert secret["metadata"] == {"name": f"{name}-dotenv", "namespace": "ml",
+                                      "labels": api["metadata"]["labels"]}
+        assert secret["stringData"] == {"TOKEN": "s3cr3t-value", "DB_URL": "postgres://u:pw@db/x"}
+        strict(secret)
+        env = {e["name"]: e for e in api["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["TOKEN"] == {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": f"{name}-dotenv",
+                                                                                "key": "TOKEN"}}}
+        report = (out / "cortexd-report.txt").read_text()
+        assert f"Secret {name}-dotenv" in report and "keep it out of version control" in report
