@@ -64,11 +64,18 @@ class LogClock:
             try:
                 entries = list(os.scandir(api_dir.path))
             except OSError:
+                seen.update(p for p in self._marks if os.path.dirname(p) == api_dir.path)  # kept: unread
                 continue
             gone: list[tuple[float, str]] = []
             for entry in entries:
+                # a log whose .log is missing for a moment (a rotation renamed it and is about to
+                # make the next) keeps its marks while its parts are there: only a removed log loses them
+                stem, dot, suffix = entry.name.rpartition(".")
+                if dot and suffix.isdigit() and stem.endswith(".log"):
+                    seen.add(os.path.join(api_dir.path, stem))
                 if not entry.name.endswith(".log"):
                     continue  # the rotated parts (.log.N) belong to their .log
+                seen.add(entry.path)
                 try:
                     st = entry.stat()
                 except OSError:
@@ -76,7 +83,6 @@ class LogClock:
                 # the time after the stat: every byte before st_size was written by then (a time
                 # read before it could claim bytes written later, and --since would skip them)
                 now = self.clock()
-                seen.add(entry.path)
                 if live is not None and os.path.abspath(entry.path) not in live:
                     gone.append((st.st_mtime, entry.path))
                 marks = self._marks.get(entry.path)
@@ -103,7 +109,9 @@ class LogClock:
         newest = files[-1]
         if newest.mtime < since:
             return newest.position(newest.size)  # nothing written since
-        marks = self._marks.get(path)
+        # one C call copies it: the sampler's thread may append meanwhile (iterating the deque
+        # itself while it does would raise "deque mutated during iteration")
+        marks = tuple(self._marks.get(path) or ())
         if not marks:
             return START
         i = bisect_right([t for t, _ in marks], since)

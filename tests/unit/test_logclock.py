@@ -39,6 +39,32 @@ def test_position_since_follows_the_sampled_sizes(tmp_path):
     assert clock.position_since(path, 1005.0) == START
 
 
+def test_a_sample_in_the_middle_of_a_rotation_keeps_the_logs_marks(tmp_path):
+    # a rotation renames r1.log to r1.log.1 and then makes the next r1.log: a sample between the
+    # two sees no r1.log, and must not forget its marks (--since would read from the oldest file)
+    now = [1000.0]
+    log = tmp_path / "api" / "r1.log"
+    log.parent.mkdir()
+    log.write_text("before\n")
+    clock = LogClock(tmp_path, clock=lambda: now[0])
+    clock.sample()
+    now[0] = 1010.0
+    with open(log, "a") as f:
+        f.write("after\n")
+    clock.sample()
+    log.rename(tmp_path / "api" / "r1.log.1")  # the rotation, half done
+    now[0] = 1011.0
+    clock.sample()
+    log.write_text("next\n")  # and done
+    now[0] = 1020.0
+    clock.sample()
+    assert read_from(str(log), clock.position_since(str(log), 1005.0)) == ["after", "next"]
+    (tmp_path / "api" / "r1.log.1").unlink()
+    log.unlink()  # the log removed: its marks go
+    clock.sample()
+    assert str(log) not in clock._marks
+
+
 def _write_lines(writer, now, clock, first, count, t0):
     """Write lines `first`..`first+count-1`, one per second from t0, sampling after each."""
     for i in range(first, first + count):
