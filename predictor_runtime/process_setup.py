@@ -4,7 +4,8 @@ server.py (a worker's request path) and supervisor.py (processes_per_replica > 1
 both need: runtime log lines on stderr with a per-process prefix, the port bound
 without listening (the readiness rule of server.py's docstring), SIGTERM/SIGINT
 ignored once stopping, numbers from the environment, and the drain deadline
-(DRAIN_SECONDS, env CORTEXD_DRAIN_SECONDS, default 10). Keeping them here lets
+(DRAIN_SECONDS, env CORTEXD_DRAIN_SECONDS, default 10), and the process made
+non-dumpable (guard_process). Keeping them here lets
 the two modules depend on this one instead of on each other.
 """
 
@@ -20,6 +21,24 @@ import sys
 from typing import Any
 
 log = logging.getLogger("predictor_runtime")
+
+
+def guard_process() -> bool:
+    """PR_SET_DUMPABLE 0: another process of this uid (another API's predictor, when the replicas of
+    a daemon share a user) can no longer read this one's /proc/<pid>/environ (its API's `env` and
+    `.env`: tokens, keys), its memory, nor ptrace it; root still can (py-spy as root). A process it
+    execs is dumpable again, as the kernel resets the flag on exec. False off Linux or if refused."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl(4, 0, 0, 0, 0) == 0  # PR_SET_DUMPABLE, SUID_DUMP_DISABLE
 
 
 def setup_logging(prefix: str) -> None:

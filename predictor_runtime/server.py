@@ -84,6 +84,7 @@ from predictor_runtime.process_setup import (
     DRAIN_SECONDS,
     bind_socket,
     env_number,
+    guard_process,
     ignore_stop_signals,
     setup_logging,
 )
@@ -452,6 +453,7 @@ def run_worker(spec: dict[str, Any], host: str, port: int, index: int,
                control: socket.socket | None, reuse_port: bool) -> int:
     """Load the predictor, report to the supervisor (if any), then serve. Returns the exit code."""
     setup_logging(f"worker {index}")
+    guard_process()  # before the predictor's code runs: its env is its API's secrets
     log_limits.install(log)
     prepare_process(spec)
     try:

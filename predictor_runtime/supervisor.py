@@ -32,6 +32,7 @@ from predictor_runtime.inflight import INFLIGHT_FILE_ENV, remove_shared_gauge_fi
 from predictor_runtime.process_setup import (
     DRAIN_SECONDS,
     bind_socket,
+    guard_process,
     ignore_stop_signals,
     setup_logging,
 )
@@ -51,6 +52,7 @@ class Worker:
 def supervise(spec_path: str, spec: dict[str, Any], host: str, port: int, processes: int) -> int:
     """Run `processes` workers until SIGTERM or a failure; returns the exit code."""
     setup_logging("runtime")
+    guard_process()
     try:
         holder = bind_socket(host, port, reuse_port=True)
     except OSError as e:

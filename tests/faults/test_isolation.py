@@ -283,6 +283,80 @@ def _python_reachable_by(user: str) -> bool:
         return False
 
 
+NOSY = """
+import os
+
+
+class PythonPredictor:
+    def __init__(self, config):
+        pass
+
+    def predict(self, payload):
+        mine = {os.getpid(), os.getppid()}
+        seen = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) in mine:
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if b"predictor_runtime" not in f.read():
+                        continue
+            except OSError:
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    seen[entry] = "read: secret" if b"HOLDER_SECRET" in f.read() else "read"
+            except OSError as e:
+                seen[entry] = f"refused: {type(e).__name__}"
+        return seen
+"""
+
+HOLDER = """
+class PythonPredictor:
+    def __init__(self, config):
+        pass
+
+    def predict(self, payload):
+        return "holding"
+"""
+
+
+def test_a_predictor_cannot_read_another_apis_environment_under_the_same_uid(cli, tmp_path):
+    # a non-root daemon's replicas (and a root daemon's, all `nobody`) share one uid: without the
+    # runtime making itself non-dumpable, one API's predictor reads another's env (its secrets)
+    port = free_port()
+    project = write_project(tmp_path / "two", f"""
+- name: holder
+  kind: RealtimeAPI
+  predictor:
+    type: python
+    path: holder.py
+    processes_per_replica: 2
+    env:
+      HOLDER_SECRET: hunter2
+  networking:
+    local_port: {port}
+- name: nosy
+  kind: RealtimeAPI
+  predictor:
+    type: python
+    path: nosy.py
+  networking:
+    local_port: {port}
+""", {"holder.py": HOLDER, "nosy.py": NOSY})
+    up = subprocess.run([*same_uid_without_capabilities(), sys.executable, "-m", "cortexd", "up", "-d",
+                         "--backend", "process", "--wait", "90", str(project)],
+                        env=cli.env, cwd=str(REPO), capture_output=True, text=True, timeout=150)
+    assert up.returncode == 0, up.stdout + up.stderr
+    status, _, body = post_json(f"http://127.0.0.1:{port}/nosy", {}, timeout=60)
+    assert status == 200, body
+    seen = json.loads(body)
+    # the holder's supervisor and its two workers (and any other replica here): none can be read
+    assert len(seen) >= 3, seen
+    assert all(v.startswith("refused") for v in seen.values()), seen
+    assert post_json(f"http://127.0.0.1:{port}/holder", {})[0] == 200  # and the holder still serves
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="only a root daemon runs replicas as another user")
 def test_a_root_daemon_runs_process_replicas_unprivileged(cli, tmp_path):
     cli.env.pop("CORTEXD_REPLICA_USER", None)  # the default: `cortexd` if it exists, else `nobody`
