@@ -93,9 +93,9 @@ class RequirementTree:
 
 def _join(folder: str, path: str) -> str | None:
     """`folder`/`path` normalised, project-relative posix; None when it leaves the project."""
-    parts: list[str] = [p for p in folder.split("/") if p] if not path.startswith("/") else []
     if path.startswith("/"):
         return None
+    parts = [p for p in folder.split("/") if p]
     for piece in path.split("/"):
         if piece in ("", "."):
             continue
