@@ -268,21 +268,21 @@ class CortexHeaders(Headers):
 
     _MISSING: Any = object()
 
-    def getall(self, key: str, default: Any = _MISSING) -> list[str]:
+    def getall(self, key: str, default: Any = _MISSING) -> Any:
         values = self.getlist(key)
-        if not values and default is not CortexHeaders._MISSING:
-            return default
-        if not values:
+        if values:
+            return values
+        if default is CortexHeaders._MISSING:
             raise KeyError(key)
-        return values
+        return default
 
-    def getone(self, key: str, default: Any = _MISSING) -> str:
-        values = self.getlist(key)
-        if not values and default is not CortexHeaders._MISSING:
-            return default
-        if not values:
+    def getone(self, key: str, default: Any = _MISSING) -> Any:
+        values = self.getall(key, None)
+        if values:
+            return values[0]
+        if default is CortexHeaders._MISSING:
             raise KeyError(key)
-        return values[0]
+        return default
 
 
 def request_headers(request: web.BaseRequest) -> CortexHeaders:
