@@ -111,7 +111,19 @@ def make_project(root: Path) -> Path:
     return root
 
 
-def run_like_the_deployment(docker_client, deployment: dict, port: int):
+def env_of(container: dict, secrets: dict[str, dict]) -> dict[str, str]:
+    """The container's env as the kubelet makes it: values, and secretKeyRef read from the Secret."""
+    out = {}
+    for e in container.get("env", []):
+        if "value" in e:
+            out[e["name"]] = e["value"]
+        else:
+            ref = e["valueFrom"]["secretKeyRef"]
+            out[e["name"]] = secrets[ref["name"]]["stringData"][ref["key"]]
+    return out
+
+
+def run_like_the_deployment(docker_client, deployment: dict, port: int, secrets: dict[str, dict]):
     """docker run with exactly what the Deployment's pod spec asks of the kubelet."""
     pod = deployment["spec"]["template"]["spec"]
     (c,) = pod["containers"]
@@ -122,7 +134,7 @@ def run_like_the_deployment(docker_client, deployment: dict, port: int):
     assert sc["runAsNonRoot"] and sc["capabilities"] == {"drop": ["ALL"]}
     return docker_client.containers.run(
         c["image"],
-        environment={e["name"]: e["value"] for e in c.get("env", [])},
+        environment=env_of(c, secrets),
         user=f"{sc['runAsUser']}:{sc['runAsGroup']}",
         read_only=sc["readOnlyRootFilesystem"],
         tmpfs=tmpfs,
@@ -169,9 +181,13 @@ def test_build_push_pull_and_run_as_the_deployment_says(cli, docker_client, base
     assert any(s in built.out for s in (": Pushed", ": Layer already exists")), built.out[-2000:]
     out = shared_dir / "build-push-k8s"
     exported = cli("export", "kubernetes", str(project), "--registry", registry, "-o", str(out), check=True)
-    assert "FROM_DOTENV" in exported.out  # the report warns that .env lands in the manifest
+    assert "FROM_DOTENV" in exported.out  # the report says .env is a Secret, in its own file
     deployment = next(d for d in yaml.safe_load_all((out / "labeller.yaml").read_text())
                       if d["kind"] == "Deployment")
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "value" not in env["FROM_DOTENV"]  # read from the Secret, not written in the Deployment
+    secrets = {d["metadata"]["name"]: d for d in yaml.safe_load_all((out / "labeller.secret.yaml").read_text())
+               if d and d["kind"] == "Secret"}
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
     assert f"pushed {image}" in built.out
 
@@ -183,7 +199,7 @@ def test_build_push_pull_and_run_as_the_deployment_says(cli, docker_client, base
     docker_client.images.pull(repository, tag=tag)
 
     port = free_port()
-    container = run_like_the_deployment(docker_client, deployment, port)
+    container = run_like_the_deployment(docker_client, deployment, port, secrets)
     try:
         probe = deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]
         wait_ready(f"http://127.0.0.1:{port}{probe['path']}", 60)
