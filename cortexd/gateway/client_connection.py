@@ -18,6 +18,7 @@ from time import monotonic
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from cortexd.gateway.proxy import Gateway
 
 log = logging.getLogger(__name__)
+
+_SPOKEN = (HttpVersion11, HttpVersion10)  # request versions the gateway answers in kind
 
 
 class ClientConnection(RequestHandler):
@@ -82,6 +85,8 @@ class ClientConnection(RequestHandler):
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
+            if messages and _unspoken(messages, self._request_count - count):
+                self._unsupported_version()
         elif data and body_done and self._head_timer is None and not (self._close or self._force_close):
             # the start of a request head that is not complete yet (body bytes never get here)
             self._head_timer = self._loop.call_later(self._gateway.client_header_timeout,
@@ -102,6 +107,26 @@ class ClientConnection(RequestHandler):
         self.transport.write(raw_answer(
             408, f"the request head did not arrive within {timeout:g} s (the gateway's client "
                  "header timeout)", gateway._new_request_id()))
+        self.force_close()
+
+    def _unsupported_version(self) -> None:
+        """A request line of a version the gateway does not speak (llhttp parses HTTP/2.0 and 0.9):
+        505 on HTTP/1.1 when it is the next to answer, else the answers before it, then close
+        (it and what follows are dropped); never an answer that echoes the bogus version."""
+        messages = self._messages
+        first = next(i for i, (m, _) in enumerate(messages) if getattr(m, "version", HttpVersion11) not in _SPOKEN)
+        bad = messages[first][0]
+        while len(messages) > first:
+            messages.pop()
+        version = f"HTTP/{bad.version.major}.{bad.version.minor}"
+        gateway = self._gateway
+        gateway._client_error("unsupported HTTP version", f"from {self.peer.decode(errors='replace')}: {version}")
+        if messages or self._request_in_progress:
+            self.close()  # the earlier requests are answered first
+            return
+        if self.transport is not None:
+            self.transport.write(raw_answer(
+                505, f"{version} is not spoken here: send HTTP/1.1 (or HTTP/1.0)", gateway._new_request_id()))
         self.force_close()
 
     def close_after_answer(self) -> None:
@@ -130,6 +155,14 @@ class ClientConnection(RequestHandler):
         resp = gateway._error(status, text, gateway._new_request_id())
         resp.force_close()
         return resp
+
+
+def _unspoken(messages, new: int) -> bool:
+    """Whether one of the `new` newest request heads is of a version the gateway does not speak
+    (an unparsable one is aiohttp's error info, without a version: handle_error answers it)."""
+    if getattr(messages[-1][0], "version", HttpVersion11) not in _SPOKEN:
+        return True
+    return new > 1 and any(getattr(m, "version", HttpVersion11) not in _SPOKEN for m, _ in list(messages)[-new:])
 
 
 class GatewayServer(web.Server):

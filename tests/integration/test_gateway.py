@@ -778,3 +778,20 @@ async def test_close_under_keep_alive_load_cuts_nothing(upstreams, gateways):
     assert outcomes.count("200") > 8
     assert set(outcomes) <= {"200", "200-close", "503-close"}, set(outcomes)
     assert outcomes.count("200-close") + outcomes.count("503-close") >= 8  # every client was told
+
+
+@pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/0.9"])
+async def test_a_request_line_of_another_http_version_gets_505_on_http11(upstreams, gateways, version):
+    up = await upstreams("r1")
+    gw, _ = await one_api(gateways, [up.replica])
+    port = gw.ports[0]
+    answer = await raw_request(port, b"POST /api " + version + b"\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n"), answer[:200]
+    assert json.loads(body)["error"] == f"{version.decode()} is not spoken here: send HTTP/1.1 (or HTTP/1.0)"
+    assert up.seen_headers == []  # never forwarded
+    # pipelined behind a good request: that one is answered, then the connection closes
+    answer = await raw_request(port, b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok"
+                                     b"POST /api " + version + b"\r\nHost: x\r\nContent-Length: 2\r\n\r\nno")
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\nok"), answer[-200:]
+    assert answer.count(b"HTTP/1.") == 1
