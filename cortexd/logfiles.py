@@ -143,19 +143,33 @@ class DaemonLogHandler(logging.handlers.RotatingFileHandler):
 
 
 class LogFile(NamedTuple):
+    """One file of a log as it was listed: its inode, size and mtime, and its first bytes, all read
+    from one open file. The head is never taken from an earlier Position of the same inode: a file
+    system gives a removed file's inode to the next new file at once, so after a few rotations
+    "the same inode" is another file, and only its own first bytes tell."""
+
     path: Path
     file_id: int
     size: int
     mtime: float
+    first: bytes = b""  # its first HEAD_BYTES bytes when listed
 
     def head(self) -> bytes:
-        return _read_range(self, 0, HEAD_BYTES)
+        return self.first
 
-    def position(self, offset: int, known: Position | None = None) -> Position:
-        if (known is not None and known.file_id == self.file_id and len(known.head) == HEAD_BYTES
-                and offset >= known.offset):
-            return Position(self.file_id, offset, known.head)
-        return Position(self.file_id, offset, self.head())
+    def position(self, offset: int) -> Position:
+        return Position(self.file_id, offset, self.first)
+
+
+def open_log_file(path: Path) -> LogFile | None:
+    """The file at `path` now (None: there is none): identity, size and head from one open file."""
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            first = fh.read(HEAD_BYTES)
+    except OSError:
+        return None
+    return LogFile(path, st.st_ino, st.st_size, st.st_mtime, first)
 
 
 def _find(files: list[LogFile], at: Position) -> int | None:
@@ -183,11 +197,9 @@ def log_files(path: Path | str) -> list[LogFile]:
         pass
     out = []
     for _, p in sorted(numbered, reverse=True) + [(0, path)]:
-        try:
-            st = p.stat()
-        except OSError:
-            continue
-        out.append(LogFile(p, st.st_ino, st.st_size, st.st_mtime))
+        f = open_log_file(p)
+        if f is not None:
+            out.append(f)
     return out
 
 
@@ -297,7 +309,7 @@ def read_new(path: Path | str, at: Position, chunk: int = FOLLOW_CHUNK) -> tuple
         offset += len(data)
         budget -= len(data)
         if not complete:
-            return lines, f.position(offset, known=at)
+            return lines, f.position(offset)
         i, offset = i + 1, 0
         if budget <= 0:
             return lines, files[i].position(0)

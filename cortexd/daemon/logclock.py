@@ -30,9 +30,9 @@ from pathlib import Path
 from cortexd.logfiles import (
     HISTORY_CAP,
     START,
-    LogFile,
     Position,
     log_files,
+    open_log_file,
     read_since,
 )
 
@@ -76,25 +76,23 @@ class LogClock:
                 if not entry.name.endswith(".log"):
                     continue  # the rotated parts (.log.N) belong to their .log
                 seen.add(entry.path)
-                try:
-                    st = entry.stat()
-                except OSError:
+                # inode, size and head from one open file (logfiles.LogFile: a reused inode is told
+                # apart from the removed file's by its head)
+                f = open_log_file(Path(entry.path))
+                if f is None:
                     continue
-                # the time after the stat: every byte before st_size was written by then (a time
-                # read before it could claim bytes written later, and --since would skip them)
+                # the time after the size: every byte before it was written by then (a time read
+                # before it could claim bytes written later, and --since would skip them)
                 now = self.clock()
                 if live is not None and os.path.abspath(entry.path) not in live:
-                    gone.append((st.st_mtime, entry.path))
+                    gone.append((f.mtime, entry.path))
                 marks = self._marks.get(entry.path)
                 if marks is None:
                     marks = self._marks[entry.path] = deque(maxlen=MAX_MARKS)
                 last = marks[-1][1] if marks else None
-                if last is not None and (last.file_id, last.offset) == (st.st_ino, st.st_size):
+                if last is not None and (last.file_id, last.offset, last.head) == (f.file_id, f.size, f.first):
                     continue
-                # the head with the inode: a file system reuses a removed file's inode for the
-                # next new file, and a mark must not be taken for a place in that one
-                f = LogFile(Path(entry.path), st.st_ino, st.st_size, st.st_mtime)
-                marks.append((now, f.position(st.st_size, known=last)))
+                marks.append((now, f.position(f.size)))
             for _, path in sorted(gone, reverse=True)[KEEP_GONE:]:
                 remove_log(path)
                 seen.discard(path)

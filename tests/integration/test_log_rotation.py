@@ -47,6 +47,18 @@ def printed(lines: list[str]) -> list[str]:
     return out
 
 
+def _listing(folder) -> list[tuple[str, int, int, float, bytes]]:
+    """(name, inode, size, mtime, first bytes) of each file: what a failed --since is read against."""
+    out = []
+    for p in sorted(folder.iterdir()):
+        try:
+            st = p.stat()
+            out.append((p.name, st.st_ino, st.st_size, st.st_mtime, p.read_bytes()[:40]))
+        except OSError:
+            continue
+    return out
+
+
 def test_logs_tail_follow_and_since_across_rotations(cli, tmp_path):
     port = free_port()
     write_project(tmp_path / "chatty", f"- name: chatty\n  kind: RealtimeAPI\n  predictor:\n    type: python\n"
@@ -74,7 +86,9 @@ def test_logs_tail_follow_and_since_across_rotations(cli, tmp_path):
             last = expected(r, r + 1)[-1]
             while last not in printed(list(followed)) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert last in printed(list(followed)), f"`logs -f` did not show request {r}'s last line"
+            assert last in printed(list(followed)), (f"`logs -f` did not show request {r}'s last line",
+                                                     printed(list(followed))[-1:], len(followed),
+                                                     _listing(cli.home / "logs" / "chatty"))
     finally:
         follower.terminate()
         follower.wait(timeout=10)
@@ -98,7 +112,8 @@ def test_logs_tail_follow_and_since_across_rotations(cli, tmp_path):
     # --since: exactly what was written after it, across the rotations since
     when = dt.datetime.fromtimestamp(since).isoformat(timespec="milliseconds")
     after = printed(cli("logs", "chatty", "--since", when, check=True).out.splitlines())
-    assert after == expected(6, 8)
+    assert after == expected(6, 8), (after[:1], since, when, _listing(cli.home / "logs" / "chatty"),
+                                     (cli.home / "daemon.log").read_text()[-3000:])
 
     # everything kept: the oldest lines were rotated out, none repeated, the newest all there
     whole = printed(cli("logs", "chatty", check=True).out.splitlines())

@@ -65,6 +65,33 @@ def test_a_sample_in_the_middle_of_a_rotation_keeps_the_logs_marks(tmp_path):
     assert str(log) not in clock._marks
 
 
+def test_a_new_file_that_gets_a_removed_files_inode_is_not_taken_for_it(tmp_path):
+    # ext4 gives a removed file's inode to the next new file at once: two rotations between two
+    # samples make the new .log "the same inode" as the file of the last mark. A mark's head must be
+    # the new file's own, or --since (and -f) take it for the removed one and read from the oldest
+    now = [1000.0]
+    path = tmp_path / "api" / "r1.log"
+    writer = RotatingLogWriter(path, max_bytes=50, files=2)  # 10-byte lines: 5 per file
+    clock = LogClock(tmp_path, clock=lambda: now[0])
+    for i in range(3):
+        writer.write(f"line {i:04d}\n".encode())
+    first_inode = path.stat().st_ino
+    clock.sample()  # t=1000: a mark in the first file
+    for i in range(3, 13):  # two rotations, no sample: the first file is removed
+        writer.write(f"line {i:04d}\n".encode())
+    if path.stat().st_ino != first_inode:
+        writer.close()
+        pytest.skip("this file system did not reuse the removed file's inode")
+    now[0] = 1010.0
+    clock.sample()  # the new .log, with the removed file's inode
+    now[0] = 1020.0
+    writer.write(b"line 0013\nline 0014\n")
+    writer.close()
+    clock.sample()
+    os.utime(path, (1020.0, 1020.0))
+    assert read_from(str(path), clock.position_since(str(path), 1015.0)) == ["line 0013", "line 0014"]
+
+
 def _write_lines(writer, now, clock, first, count, t0):
     """Write lines `first`..`first+count-1`, one per second from t0, sampling after each."""
     for i in range(first, first + count):
