@@ -18,9 +18,26 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("predictor_runtime")
+
+
+def libc_prctl() -> Callable[..., int] | None:
+    """libc's prctl(option, arg2, arg3, arg4, arg5) through ctypes, or None off Linux (the daemon's
+    process guard and backend use it too: cortexd depends on predictor_runtime, not the reverse)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
 
 
 def guard_process() -> bool:
@@ -28,17 +45,8 @@ def guard_process() -> bool:
     a daemon share a user) can no longer read this one's /proc/<pid>/environ (its API's `env` and
     `.env`: tokens, keys), its memory, nor ptrace it; root still can (py-spy as root). A process it
     execs is dumpable again, as the kernel resets the flag on exec. False off Linux or if refused."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return False
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    return prctl(4, 0, 0, 0, 0) == 0  # PR_SET_DUMPABLE, SUID_DUMP_DISABLE
+    prctl = libc_prctl()
+    return prctl is not None and prctl(4, 0, 0, 0, 0) == 0  # PR_SET_DUMPABLE, SUID_DUMP_DISABLE
 
 
 def setup_logging(prefix: str) -> None:

@@ -29,7 +29,6 @@ CUDA_DEVICE_ORDER=PCI_BUS_ID so CUDA numbers the GPUs as NVML (placement) does.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import logging
 import os
@@ -63,6 +62,7 @@ from cortexd.logfiles import (
     read_tail,
 )
 from cortexd.spec.model import APISpec
+from predictor_runtime.process_setup import libc_prctl
 
 if TYPE_CHECKING:
     from cortexd.backends.environments import ProjectEnvironments
@@ -175,19 +175,6 @@ def replica_environment(
 
 
 _PR_SET_PDEATHSIG = 1
-
-
-def libc_prctl() -> Callable[..., int] | None:
-    """libc's prctl(option, arg2, arg3, arg4, arg5) through ctypes, or None off Linux."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    return prctl
 
 
 def parent_death_signal(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
