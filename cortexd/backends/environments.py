@@ -432,6 +432,8 @@ class ProjectEnvironments:
             self._runtime = runtime_identity()
         parts: dict[str, bytes | str] = {
             "requirements.txt": requirements or b"",
+            # one level of includes, wherever they are (pip reads ../common.txt on this host), then
+            # every include inside the project to any depth (the tree the Docker layer copies too)
             **_included_files(req_text, project),
             **{f"tree:{name}": data for name, data in tree.files.items()},
             **_local_signatures(project, tree.local),

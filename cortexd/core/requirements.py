@@ -138,9 +138,11 @@ def requirement_tree(read: Callable[[str], bytes | None], top: str = "requiremen
     local: list[str] = []
     problems: list[str] = []
 
-    def walk(path: str, constraints: bool) -> None:
+    def walk(path: str, constraints: bool, named: str | None = None) -> None:
         data = read(path)
         if data is None:
+            if named is not None:  # an include that is not there (requirements.txt itself is optional)
+                problems.append(f"{named}, which is not a file in the project folder ({path})")
             return
         files[path] = data
         folder = path.rsplit("/", 1)[0] if "/" in path else ""
@@ -167,11 +169,7 @@ def requirement_tree(read: Callable[[str], bytes | None], top: str = "requiremen
                     problems.append(f"{where}: more than {MAX_INCLUDES} requirement files are included; "
                                     "cortexd stops there")
                     return
-                if read(joined) is None:
-                    problems.append(f"{where} includes {target}, which is not a file in the project folder "
-                                    f"({joined})")
-                    continue
-                walk(joined, constraints or option in _CONSTRAINTS)
+                walk(joined, constraints or option in _CONSTRAINTS, f"{where} includes {target}")
                 continue
             if constraints:
                 continue  # a constraints file constrains; its lines install nothing
