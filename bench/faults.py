@@ -21,7 +21,13 @@ Figures (--only takes a comma-separated list of these names):
            daemon RSS growth, the daemon's open fds before and after;
 - configs: 1,000 mutated cortex.yaml files through `cortexd validate` in this process, and a
            sample through the CLI: tracebacks, problems without file:line;
-- flood:   20,000 malformed requests: daemon.log growth.
+- flood:   20,000 malformed requests: daemon.log growth;
+- hoard:   1,000 connections each sending about 1 MB of headers that never finish (8 KB lines),
+           then 1,000 holding an unfinished head just under the 32 KiB cap for 15 s: the daemon's
+           RSS against idle, how the hoarders were answered, requests served meanwhile;
+- idle:    1,000 and then 5,000 idle connections, the daemon started under a soft open-file limit
+           of 1,024 (the hard one as it is: the daemon raises to it), then under 1,024 both: new
+           clients served, `cortexd get` answering, what the daemon logged.
 
 Each figure gets a private daemon (`python -m cortexd up -d` with CORTEXD_HOME in a temp dir,
 `--metrics-port 0`), stopped with `cortexd down` and its home removed afterwards. A root
@@ -59,10 +65,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.builders import write_project
-from tests.real_daemon import CLI, free_port
+from tests.real_daemon import CLI, Result, free_port
 
 SEED = 20261201
-FIGURES = ("kill", "rollout", "scale", "down", "fuzz", "configs", "flood")
+FIGURES = ("kill", "rollout", "scale", "down", "fuzz", "configs", "flood", "hoard", "idle")
 
 PREDICTOR = textwrap.dedent('''\
     import os
@@ -106,8 +112,9 @@ class Daemon:
     """
 
     def __init__(self, backend: str, api_yaml: str, files: dict[str, str] | None = None,
-                 env: dict[str, str] | None = None, wait: float = 240):
+                 env: dict[str, str] | None = None, wait: float = 240, nofile: tuple[int, int] | None = None):
         self.backend, self.wait = backend, wait
+        self.nofile = nofile  # RLIMIT_NOFILE (soft, hard) the daemon starts under; None: this process's
         self.home = Path(tempfile.mkdtemp(prefix="cxd-fb-"))  # short: unix socket paths <= 107 bytes
         self.home.chmod(0o755)
         self.cli = CLI(self.home)
@@ -121,7 +128,14 @@ class Daemon:
             args = ["up", "-d", "--backend", self.backend, "--metrics-port", "0", "--wait", str(int(self.wait))]
             if self.backend == "docker":
                 args += ["--base-image", docker_base_image()]
-            up = self.cli(*args, str(self.project), timeout=self.wait + 60)
+            if self.nofile is None:
+                up = self.cli(*args, str(self.project), timeout=self.wait + 60)
+            else:  # `up -d` (and so the daemon it starts) under that open-file limit
+                wrapper = (f"import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_NOFILE, {self.nofile!r}); "
+                           "sys.argv[0] = 'cortexd'; runpy.run_module('cortexd', run_name='__main__')")
+                p = subprocess.run([sys.executable, "-c", wrapper, *args, str(self.project)], env=self.cli.env,
+                                   cwd=str(REPO), capture_output=True, text=True, timeout=self.wait + 60, check=False)
+                up = Result(p.returncode, p.stdout, p.stderr)
             if up.code != 0:
                 raise RuntimeError(f"cortexd up exited {up.code}:\n{up.out}\n{up.err}\n{self.cli.daemon_log()}")
         except BaseException:
@@ -883,6 +897,217 @@ def fig_flood(backend: str, total: int) -> None:
         say(f"  {line[:110]}{' ...' + more.group(0) if more else ''}")
 
 
+# -- hoard and idle: resource exhaustion at the gateway (issue 15) ------------------------------
+
+
+def raise_own_fd_limit(wanted: int) -> int:
+    """This process's soft open-file limit raised toward `wanted` (up to the hard one); the result."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
+
+
+def daemon_nofile(pid: int) -> str:
+    with open(f"/proc/{pid}/limits") as f:
+        line = next(ln for ln in f if ln.startswith("Max open files"))
+    return "/".join(line.split()[3:5])
+
+
+class Prober(threading.Thread):
+    """POSTs on new connections, one after another, until stopped: (status, seconds) each; 0 for
+    a refused, reset or unanswered one."""
+
+    def __init__(self, port: int, path: str):
+        super().__init__(daemon=True)
+        self.port, self.path = port, path
+        self.results: list[tuple[int, float]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            t0 = time.monotonic()
+            self.results.append((post_ok(self.port, self.path), time.monotonic() - t0))
+            time.sleep(0.05)
+
+    def stop(self) -> Counter:
+        self._halt.set()
+        self.join(40)
+        return Counter(s for s, _ in self.results)
+
+
+class RSSSampler(threading.Thread):
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak = pid, rss_kb(pid)
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(0.2):
+            with contextlib.suppress(OSError, StopIteration):
+                self.peak = max(self.peak, rss_kb(self.pid))
+
+    def stop(self) -> int:
+        self._halt.set()
+        self.join(5)
+        return self.peak
+
+
+def hoard(port: int, n: int, per_connection: int, hold: float) -> tuple[Counter, float]:
+    """`n` connections each sending header lines of 8 KB until `per_connection` bytes, never the
+    blank line, then waiting until `hold` seconds have passed; how they were answered (0: closed
+    or reset without an answer, -1: no answer yet), and the seconds it took."""
+    line = b"X-Hoard: " + b"h" * 8180 + b"\r\n"
+    head = b"POST /hoard HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    socks, sent, answers = [], [], []
+    t0 = time.monotonic()
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.setblocking(False)
+        s.send(head)
+        socks.append(s)
+        sent.append(len(head))
+        answers.append(b"")
+    going = set(range(n))
+    deadline = t0 + max(hold, 120)
+    while going and time.monotonic() < deadline:
+        for i in list(going):
+            s = socks[i]
+            try:
+                data = s.recv(65536)
+                answers[i] += data
+                if not data or answers[i]:  # closed, or answered: a client stops there
+                    going.discard(i)
+                    continue
+            except BlockingIOError:
+                pass
+            except OSError:
+                going.discard(i)
+                continue
+            if sent[i] >= per_connection:
+                going.discard(i)
+                continue
+            piece = line[:min(len(line), per_connection - sent[i])]
+            if per_connection - sent[i] - len(piece) < 0:
+                piece = piece[:-2] + b"\r\n"
+            try:
+                sent[i] += s.send(piece)
+            except BlockingIOError:
+                pass
+            except OSError:
+                going.discard(i)
+    while time.monotonic() < t0 + hold:
+        time.sleep(0.2)
+    took = time.monotonic() - t0
+    statuses: Counter = Counter()
+    for i, s in enumerate(socks):  # what came by now; nothing more is waited for
+        with contextlib.suppress(OSError):
+            while chunk := s.recv(65536):
+                answers[i] += chunk
+        statuses[status_of(answers[i]) if answers[i] else -1] += 1
+        s.close()
+    return statuses, took
+
+
+def fig_hoard(backend: str, quick: bool) -> None:
+    n = 300 if quick else 1000
+    say(f"\n## hoard: {n} connections sending headers that never finish ({load_text()})")
+    raise_own_fd_limit(n + 200)
+    for what, per_connection, hold in (("about 1 MB each, in 8 KB lines", 2**20, 10.0),
+                                       ("31 KB each (just under the 32 KiB head cap), then held",
+                                        31 * 1024, 15.0)):
+        port = free_port()
+        with Daemon(backend, api_yaml("hoard", port)) as d:  # each its own: RSS keeps its high-water mark
+            d.wait_for("hoard", lambda a: a["status"] == "live", 120, "live")
+            pid = d.pid()
+            time.sleep(1.0)
+            idle = rss_kb(pid)
+            sampler, prober = RSSSampler(pid), Prober(port, "/hoard")
+            sampler.start()
+            prober.start()
+            statuses, took = hoard(port, n, per_connection, hold)
+            probes = prober.stop()
+            peak = sampler.stop()
+            time.sleep(1.0)
+            say(f"{n} connections, {what}: daemon RSS {idle / 1024:.0f} MiB idle -> peak {peak / 1024:.0f} MiB "
+                f"(+{(peak - idle) / 1024:.0f} MiB) [{'ok' if peak - idle < 200 * 1024 else 'MISSED'}], "
+                f"{rss_kb(pid) / 1024:.0f} MiB after; in {took:.0f} s")
+            say(f"  hoarders' answers: {dict(sorted(statuses.items()))} (431: head too large; 503: shed past the "
+                f"budget for unfinished heads; -1: none yet); requests served meanwhile: "
+                f"{dict(sorted(probes.items()))} [{'ok' if probes[200] and set(probes) == {200} else 'MISSED'}]")
+            log = read_log_since(d.home, {})
+        lines = [ln for ln in log.splitlines() if "request head" in ln]
+        say(f"  daemon.log: {len(lines)} lines about them")
+        for ln in lines[:3]:
+            say(f"    {ln[:160]}")
+
+
+def fig_idle(backend: str, quick: bool) -> None:
+    levels = (1000,) if quick else (1000, 5000)
+    say(f"\n## idle: {', '.join(map(str, levels))} idle connections ({load_text()})")
+    raise_own_fd_limit(max(levels) + 200)
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    for nofile in ((1024, hard), (1024, 1024)):
+        port = free_port()
+        with Daemon(backend, api_yaml("idle", port), nofile=nofile) as d:
+            d.wait_for("idle", lambda a: a["status"] == "live", 120, "live")
+            pid = d.pid()
+            say(f"daemon started under RLIMIT_NOFILE {nofile[0]}/{nofile[1]}: it runs with {daemon_nofile(pid)}")
+            idle_rss = rss_kb(pid)
+            for n in levels:
+                before = log_bytes(d.home)
+                socks = []
+                t0 = time.monotonic()
+                for _ in range(n):
+                    try:
+                        socks.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+                    except OSError:
+                        break
+                time.sleep(2.0)  # taken in, and shed where they must be
+                opened = len(socks)
+                prober = Prober(port, "/idle")
+                prober.start()
+                time.sleep(3.0)
+                gets = []
+                for _ in range(3):
+                    g0 = time.monotonic()
+                    got = d.cli("get", timeout=60)
+                    gets.append((got.code, time.monotonic() - g0, got.err.strip()[:100]))
+                probes = prober.stop()
+                closed = 0
+                for s in socks:
+                    s.setblocking(False)
+                    try:
+                        closed += s.recv(1) == b""
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        closed += 1
+                fd_count, rss = fds(pid), rss_kb(pid)
+                for s in socks:
+                    s.close()
+                ok = probes[200] and set(probes) == {200} and all(code == 0 for code, _, _ in gets)
+                lat = sorted(t for st, t in prober.results if st == 200)
+                p50 = lat[len(lat) // 2] * 1e3 if lat else 0.0
+                say(f"{n} idle connections ({opened} opened in {time.monotonic() - t0:.1f} s): closed by the gateway "
+                    f"{closed}; new clients {dict(sorted(probes.items()))} (p50 {p50:.1f} ms); "
+                    f"`cortexd get` exits {[g[0] for g in gets]} in {max(g[1] for g in gets):.1f} s at most "
+                    f"[{'ok' if ok else 'MISSED'}]; daemon fds {fd_count}, RSS {idle_rss / 1024:.0f} -> "
+                    f"{rss / 1024:.0f} MiB")
+                if not ok:
+                    say(f"  get: {gets}")
+                time.sleep(1.0)
+                new = read_log_since(d.home, before)
+                short = [ln for ln in new.splitlines() if "file descriptors" in ln or "EMFILE" in ln
+                         or "Too many open files" in ln]
+                say(f"  daemon.log: {len(short)} line(s) about descriptors" + (f": {short[0][:220]}" if short else ""))
+
+
 # -- configs ----------------------------------------------------------------------------------
 
 LOCATED = re.compile(r"^  \S[^:]*:\d+(:\d+)?: ")
@@ -1054,6 +1279,8 @@ def main() -> int:
         "fuzz": lambda: fig_fuzz(args.backend, 1000 if q else 10_000, args.seed),
         "configs": lambda: fig_configs(200 if q else 1000, 10 if q else 40, args.seed),
         "flood": lambda: fig_flood(args.backend, 2000 if q else 20_000),
+        "hoard": lambda: fig_hoard(args.backend, q),
+        "idle": lambda: fig_idle(args.backend, q),
     }
     failures = 0
     for name in chosen:

@@ -50,6 +50,7 @@ from cortexd.errors import (
     DaemonAlreadyRunning,
     UnknownAPI,
 )
+from cortexd.gateway.admission import raise_open_file_limit
 from cortexd.gateway.proxy import Gateway
 from cortexd.logfiles import START, Position, read_history, read_new, read_since
 from cortexd.settings import DaemonSettings
@@ -543,6 +544,11 @@ def _read_new_all(followed: list[tuple[str, str, Position]]) -> list[tuple[str, 
 
 async def run_daemon(settings: DaemonSettings, paths: Sequence[str], *, on_started=None) -> None:
     """Run a daemon until it is asked to stop (used by the CLI, foreground and detached)."""
+    # a descriptor per client connection: the soft limit (often 1,024) goes up to the hard one,
+    # and the gateway keeps its sockets below it, with room for the control API (admission.py)
+    before, after = raise_open_file_limit()
+    if after != before:
+        log.info("open-file limit raised from %d to %d", before, after)
     daemon = Daemon(settings, paths)
     # a subreaper that is not dumpable: what it starts cannot use the control API nor read
     # its environment (process_guard.py); the orphans it adopts are reaped

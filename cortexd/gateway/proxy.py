@@ -35,6 +35,13 @@ client header and body timeouts (408), bodies are forwarded still encoded (the
 runtime enforces the body limit on the decoded size), malformed requests are
 answered and logged quietly (client_connection.py, client_errors.py), and close()
 drains with `Connection: close` so kept-alive clients are told, never cut.
+
+Nor are they trusted to be few (admission.py): a request head is capped (431), the
+bytes of unfinished heads across connections are budgeted (the longest held is shed,
+503), and the gateway's sockets stay below the open-file limit, with room kept for the
+control API: at the cap, idle keep-alive connections are closed first, oldest idle
+first, and a new connection is refused (503) only when none is idle. Running short of
+descriptors is logged once per interval, never once per connection.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from time import monotonic
+from typing import cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -66,8 +74,20 @@ from cortexd.core.health import (
 )
 from cortexd.core.routing import pick_replica
 from cortexd.errors import CortexdError, UnknownAPI
-from cortexd.gateway.client_connection import GatewayServer
-from cortexd.gateway.client_errors import ClientErrorLog, shown
+from cortexd.gateway.admission import (
+    HEADER_LINE_LIMIT,
+    HELD_HEADS_BUDGET,
+    MAX_HEADERS,
+    REQUEST_LINE_LIMIT,
+    HeldHeads,
+    SocketCount,
+    oldest_idle,
+    open_file_limit,
+    shed_batch,
+    size_text,
+)
+from cortexd.gateway.client_connection import ClientConnection, GatewayServer
+from cortexd.gateway.client_errors import INTERVAL, ClientErrorLog, shown
 from cortexd.gateway.relay import (
     BUFFER_LIMIT,
     BodyTooLarge,
@@ -90,10 +110,12 @@ from cortexd.gateway.upstream import (
     UpstreamConnection,
     UpstreamDisconnected,
     UpstreamError,
+    UpstreamNoSocket,
     UpstreamNotDelivered,
     UpstreamPool,
     UpstreamTimeout,
 )
+from predictor_runtime.log_limits import RateLimit
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +197,10 @@ class Gateway:
                  client_header_timeout: float = CLIENT_HEADER_TIMEOUT,
                  client_body_timeout: float = CLIENT_BODY_TIMEOUT,
                  request_buffer_size: int = REQUEST_BUFFER_LIMIT,
-                 health: HealthPolicy | None = None):
+                 health: HealthPolicy | None = None, held_heads_budget: int = HELD_HEADS_BUDGET,
+                 open_files: int | None = None):
+        """`open_files`: the open-file limit the gateway's sockets stay below (default: this
+        process's soft RLIMIT_NOFILE, read now; the daemon raised it at start)."""
         self.host = host
         self.max_body_size = max_body_size
         self.no_replica_wait = no_replica_wait
@@ -189,6 +214,10 @@ class Gateway:
         # until the monotonic time `until`)
         self.on_replica_health = None
         self._client_errors = ClientErrorLog()
+        # unfinished request heads and open sockets, against their limits (admission.py)
+        self.held_heads = HeldHeads(held_heads_budget)
+        self.sockets = SocketCount(open_file_limit() if open_files is None else open_files, shed=self._shed_idle)
+        self._short_of_files = RateLimit(INTERVAL)  # one log line per kind per interval
         self._forced = False
         self._routes: dict[str, APIRoute] = {}
         self._retired: dict[str, APIRoute] = {}  # deleted APIs whose requests still run
@@ -276,7 +305,8 @@ class Gateway:
                     back.removed = False
                     target = back
                 else:
-                    target = ReplicaTarget(replica_id, host, port, pool=UpstreamPool(host, port))
+                    target = ReplicaTarget(replica_id, host, port,
+                                           pool=UpstreamPool(host, port, sockets=self.sockets))
             targets.append(target)
         for target in current.values():
             self._retire_replica(route, target)
@@ -391,6 +421,9 @@ class Gateway:
             access_log=None,  # the gateway keeps counters; a log line per request is too slow
             auto_decompress=False,  # forward bodies exactly as sent (Content-Encoding included)
             keepalive_timeout=CLIENT_KEEPALIVE,
+            # the parser's limits: the request line, each header line and their number (the
+            # whole head is capped by the connection, client_connection.py)
+            max_line_size=REQUEST_LINE_LIMIT, max_field_size=HEADER_LINE_LIMIT, max_headers=MAX_HEADERS,
         )
         loop = asyncio.get_running_loop()
         try:
@@ -410,6 +443,65 @@ class Gateway:
         if e.errno == errno.EADDRNOTAVAIL:
             return f"address {self.host} does not belong to this machine; check --host"
         return f"cannot listen on {self.host}:{port} ({e.strerror or e}); check --host and networking.local_port"
+
+    # -- what clients hold: sockets and unfinished heads (admission.py) ---------------------
+
+    def _at_socket_cap(self, newcomer: ClientConnection) -> None:
+        """A new connection took the gateway past its socket cap: idle ones go first, then those
+        trickling a head in longest (a slow head must not lock new clients out), else it does."""
+        self._shed_idle(exclude=newcomer)
+        sockets = self.sockets
+        if sockets.open > sockets.cap and self.held_heads.holders:
+            closed = 0
+            for conn in list(self.held_heads.holders):
+                if sockets.open <= sockets.cap:
+                    break
+                if conn is not newcomer and not (conn._request_in_progress or conn._messages):
+                    conn.shed()
+                    closed += 1
+            if closed:
+                self._short_of("unfinished heads closed", f"closed {closed} connection(s) whose head had been "
+                                                          "arriving longest, none being idle")
+        if sockets.open > sockets.cap:
+            self._short_of("connections refused", f"{sockets.open} sockets open and none idle")
+            newcomer.refuse(503, f"the gateway is at its connection limit ({sockets.cap} connections under "
+                                 f"an open-file limit of {sockets.limit}); try again shortly", retry_after=True)
+
+    def _shed_idle(self, exclude: ClientConnection | None = None) -> int:
+        """Close the connections idle longest (keep-alive, or opened and silent), a batch of
+        them, to bring the sockets below the cap; how many were closed."""
+        sockets = self.sockets
+        want = sockets.open - sockets.cap + shed_batch(sockets.cap)
+        if want <= 0:
+            return 0
+        idle = []
+        for listener in self._listeners.values():
+            if listener.web_server is not None:
+                connections = cast("list[ClientConnection]", listener.web_server.connections)
+                idle += [(conn.idle_since(), conn) for conn in connections if conn is not exclude and conn.idle()]
+        shed = oldest_idle(idle, want)
+        for conn in shed:
+            conn.shed()
+        if shed:
+            self._short_of("idle connections closed", f"closed {len(shed)} idle keep-alive connection(s), "
+                                                      "those idle longest")
+        return len(shed)
+
+    def _shed_held_heads(self) -> None:
+        """Past the budget for unfinished heads: the connections that have held theirs longest give them up."""
+        held = self.held_heads
+        while held.over():
+            held.longest_held().evict()
+
+    def _short_of(self, kind: str, detail: str) -> None:
+        """Log running short of descriptors: one line per kind per interval, with a count of the rest."""
+        suppressed = self._short_of_files.admit(kind, monotonic())
+        if suppressed is not None:
+            sockets = self.sockets
+            more = f" (and {suppressed} more like it since the last such line)" if suppressed else ""
+            log.warning("gateway short of file descriptors: %s: %s; %d sockets open, cap %d below the open-file "
+                        "limit %d (RLIMIT_NOFILE: EMFILE past it; the rest is kept for the control API, logs and "
+                        "replicas)%s", kind, detail, sockets.open, sockets.cap, sockets.limit, more)
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -584,6 +676,10 @@ class Gateway:
                     if conn.active:  # not handed back to the pool: its state is unknown
                         conn.close()
                     raise
+        except UpstreamNoSocket as e:  # the gateway's own shortage: the replica is not to blame
+            self._short_of("connections to replicas refused", str(e))
+            return self._error(503, "the gateway is at its connection limit and cannot reach a replica now; "
+                                    "try again shortly", rid, retry_after=True), 503
         finally:
             self._release_target(route, target)
 
@@ -795,7 +891,7 @@ class Gateway:
             return
         del route.ejected[target.replica_id]
         target.health = readmitted(target.health)
-        target.pool = UpstreamPool(target.host, target.port)
+        target.pool = UpstreamPool(target.host, target.port, sockets=self.sockets)
         route.replicas = [*route.replicas, target]
         log.info("api %r: replica %s back in rotation", route.name, target.replica_id)
         route.notify_changed()
@@ -831,7 +927,7 @@ class Gateway:
 
     def _too_large(self, rid: str) -> web.Response:
         resp = self._error(
-            413, f"the request body is larger than the gateway's limit of {_size(self.max_body_size)}; "
+            413, f"the request body is larger than the gateway's limit of {size_text(self.max_body_size)}; "
                  "send a smaller payload", rid)
         resp.force_close()  # the unread rest of the body: closing beats reading it to keep the connection
         return resp
@@ -866,11 +962,3 @@ class Gateway:
         route.notify_changed()
         if route.in_flight:
             self._retired[route.name] = route
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale and n % scale == 0:
-            return f"{n // scale} {unit}"
-    return f"{n} bytes"
-

@@ -18,16 +18,23 @@ are buffered, so a fast replica cannot fill memory behind a slow client.
 Failures are reported as exception classes the proxy maps to statuses:
 UpstreamConnectError (nothing was sent: safe to retry elsewhere),
 UpstreamDisconnected (502; its subclass UpstreamNotDelivered: the replica provably
-never read the request, safe to retry elsewhere too) and UpstreamTimeout (504).
+never read the request, safe to retry elsewhere too) and UpstreamTimeout (504);
+UpstreamNoSocket is the gateway's own shortage of descriptors (503), never the replica's.
+Connections are counted in the gateway's SocketCount (admission.py), with its clients'.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
+from typing import TYPE_CHECKING
 
 import httptools
+
+if TYPE_CHECKING:
+    from cortexd.gateway.admission import SocketCount
 
 HIGH_WATER = 512 * 1024  # buffered response bytes at which reading pauses
 IDLE_TIMEOUT = 30.0  # pooled connections idle longer than this are not reused
@@ -70,6 +77,11 @@ class UpstreamTimeout(UpstreamError):
     """The replica did not answer within the upstream timeout."""
 
 
+class UpstreamNoSocket(UpstreamError):
+    """No connection was opened for want of a descriptor: the gateway's sockets are at their
+    cap, or the process at its open-file limit. Nothing was sent, and the replica is not to blame."""
+
+
 class UpstreamConnection(asyncio.Protocol):
     """One HTTP/1.1 connection to a replica; one request at a time."""
 
@@ -107,6 +119,9 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.open = True
+        sockets = self.pool.sockets
+        if sockets is not None:
+            sockets.open += 1
 
     def data_received(self, data: bytes) -> None:
         if not self.active or self.complete:
@@ -144,7 +159,10 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
         self.keep_alive = False
-        self.pool.forget(self)
+        pool = self.pool
+        pool.forget(self)
+        if pool.sockets is not None:
+            pool.sockets.open -= 1
         if self.active and not self.complete:
             if not self.answered:
                 self.pool.drop_idle()  # as in eof_received: the others may be dead too
@@ -354,10 +372,11 @@ class UpstreamPool:
     """Idle keep-alive connections to one replica (most recently used first)."""
 
     def __init__(self, host: str, port: int, *, connect_timeout: float = 10.0,
-                 loop: asyncio.AbstractEventLoop | None = None):
+                 loop: asyncio.AbstractEventLoop | None = None, sockets: SocketCount | None = None):
         self.host = host
         self.port = port
         self.connect_timeout = connect_timeout
+        self.sockets = sockets  # the gateway's count of its sockets, with their cap
         self.loop = loop or asyncio.get_running_loop()
         self._idle: list[UpstreamConnection] = []
         self.closed = False
@@ -379,7 +398,10 @@ class UpstreamPool:
         return self.take_idle() or await self.connect()
 
     async def connect(self) -> UpstreamConnection:
-        """A new connection, bypassing the pool."""
+        """A new connection, bypassing the pool (UpstreamNoSocket when the gateway has no room for one)."""
+        sockets = self.sockets
+        if sockets is not None and not sockets.has_room():
+            raise UpstreamNoSocket(f"{sockets.open} of {sockets.cap} sockets open, none of the clients' idle")
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await self.loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port)
@@ -387,6 +409,9 @@ class UpstreamPool:
             reason = f"no answer within {self.connect_timeout:g} s"
             raise UpstreamConnectError(f"could not connect to {self.host}:{self.port} ({reason})", reason) from e
         except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE):  # the process's or the system's open-file limit
+                raise UpstreamNoSocket(f"{os.strerror(e.errno)} ({errno.errorcode[e.errno]}) on a new "
+                                       "connection to a replica") from e
             # from errno, not the message: asyncio's names the address ("Connect call failed (...)")
             reason = os.strerror(e.errno) if e.errno else type(e).__name__
             raise UpstreamConnectError(f"could not connect to {self.host}:{self.port} ({reason})", reason) from e
