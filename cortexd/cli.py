@@ -241,11 +241,13 @@ def _daemon_argv(settings: DaemonSettings, paths: list[str]) -> list[str]:
 
 
 def _up_detached(args, settings: DaemonSettings, paths: list[str]) -> int:
+    from cortexd.home import open_nofollow, prepare_home
     from cortexd.logfiles import end_position, read_since
 
-    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    prepare_home(settings.home)  # the daemon's own (cortexd/home.py), before anything is written there
     start = end_position(settings.daemon_log)  # a failed start shows only what it wrote itself
-    with open(settings.daemon_log, "ab") as log:  # the daemon keeps its own copy of the descriptor
+    log_fd = open_nofollow(settings.daemon_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    with os.fdopen(log_fd, "ab") as log:  # the daemon keeps its own copy of the descriptor
         proc = subprocess.Popen(
             _daemon_argv(settings, paths), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True, cwd="/",
@@ -305,7 +307,9 @@ def _up_foreground(settings: DaemonSettings, paths: list[str]) -> int:
 
     live = sys.stdout.isatty()  # the live view takes the terminal; logs go to daemon.log
     if live:
-        settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        from cortexd.home import prepare_home
+
+        prepare_home(settings.home)
     _configure_logging(verbose=live, path=settings.daemon_log if live else None, settings=settings)
 
     views: list[asyncio.Task] = []
@@ -450,10 +454,15 @@ def _print_api(api: dict) -> None:
 
 
 def cmd_logs(args) -> int:
+    if args.previous and args.follow:
+        raise UsageError("--previous shows the logs of the daemon's previous run, which no longer "
+                         "grow: drop -f (or drop --previous to follow this run's)")
     client = ControlClient(_settings(args))
     query = f"?tail={args.tail}" if args.tail is not None else "?"
     if args.follow:
         query += "&follow=1"
+    if args.previous:
+        query += "&previous=1"
     if args.since:
         query += f"&since={_parse_since(args.since, time.time())}"
     console = None
@@ -666,6 +675,8 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--tail", type=int, default=None, metavar="N", help="last N lines per replica")
     lg.add_argument("--since", metavar="WHEN",
                     help="only output written after WHEN: a duration back (90s, 10m, 2h) or a time")
+    lg.add_argument("-p", "--previous", action="store_true",
+                    help="the replicas' output of the daemon's previous run (as kubectl logs --previous)")
 
     st = add("status", cmd_status, "live view of the running daemon (Ctrl-C leaves it running)")
     st.add_argument("--once", action="store_true", help="print one view and exit (the default "

@@ -6,6 +6,7 @@
      +-- ConfigRejected           the daemon refused a configuration the CLI sent (text lists why)
      +-- UsageError               a command-line value argparse cannot check (e.g. --since)
      +-- SocketPathTooLong        the control socket's path does not fit a unix socket address
+     +-- UnsafeHome               CORTEXD_HOME is not the daemon's own (another user can write it)
      +-- BackendUnavailable       the chosen replica backend cannot run (no engine...)
      +-- BackendError             a backend operation failed (build, start, ...)
      |    +-- DependencyError     a project's dependencies cannot be installed (pip's answer)
@@ -83,6 +84,11 @@ class UsageError(CortexdError):
 
 class SocketPathTooLong(CortexdError):
     """The control socket's path does not fit in a unix socket address."""
+
+
+class UnsafeHome(CortexdError):
+    """The daemon's home is not its own: another user owns it, can write into it, or controls a
+    symbolic link on the way to it (cortexd/home.py); or a file in it is a symbolic link."""
 
 
 class BackendUnavailable(CortexdError):

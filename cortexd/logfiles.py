@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging.handlers
 import os
+import shutil
 from collections import deque
 from pathlib import Path
 from typing import NamedTuple
@@ -62,6 +63,13 @@ def rotate(path: Path, files: int) -> None:
             pass
 
 
+def _append_nofollow(path: Path):
+    """The log at `path` opened to append, never through a symbolic link (OSError ELOOP: a link
+    planted where a log goes is refused, not written through)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    return os.fdopen(fd, "ab", buffering=0)
+
+
 class RotatingLogWriter:
     """Appends bytes to a log, rotating before a file would pass max_bytes.
 
@@ -75,7 +83,7 @@ class RotatingLogWriter:
         self.max_bytes = max(1, int(max_bytes))
         self.files = max(1, int(files))
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - closed by close()
+        self._file = _append_nofollow(self.path)
         self._size = self._file.tell()
 
     def write(self, data: bytes) -> None:
@@ -101,7 +109,7 @@ class RotatingLogWriter:
     def _rotate(self) -> None:
         self._file.close()
         rotate(self.path, self.files)
-        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        self._file = _append_nofollow(self.path)
         self._size = 0
 
     def close(self) -> None:
@@ -126,6 +134,13 @@ class DaemonLogHandler(logging.handlers.RotatingFileHandler):
         if capture_std:
             self._point_std()
 
+    def _open(self):
+        # never through a symbolic link planted where daemon.log goes (UnsafeHome names it)
+        from cortexd.home import open_nofollow
+
+        fd = open_nofollow(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
     def _point_std(self) -> None:
         if self.stream is None:
             self.stream = self._open()
@@ -137,6 +152,42 @@ class DaemonLogHandler(logging.handlers.RotatingFileHandler):
         super().doRollover()
         if self.capture_std:
             self._point_std()
+
+
+# -- the previous run ------------------------------------------------------------------------
+
+
+def keep_previous_logs(log_dir: Path | str, previous_dir: Path | str) -> bool:
+    """At a daemon's start: the replica logs the previous run left (log_dir) become previous_dir,
+    replacing the run before it, so `cortexd logs API --previous` shows a crashed replica's
+    traceback after a restart (as `kubectl logs --previous` shows the last container's). One run
+    is kept, each log as rotated (size x files) and no more of them than that run kept; a run
+    that wrote no replica log (a start that failed early) leaves the previous one alone.
+    True when the logs were moved."""
+    log_dir, previous_dir = Path(log_dir), Path(previous_dir)
+    try:
+        wrote = any(f.name.endswith(".log") or ".log." in f.name
+                    for api in log_dir.iterdir() if api.is_dir() for f in api.iterdir())
+    except OSError:
+        return False
+    if not wrote:
+        return False
+    shutil.rmtree(previous_dir, ignore_errors=True)
+    os.replace(log_dir, previous_dir)
+    return True
+
+
+def previous_logs(previous_dir: Path | str, api: str) -> list[tuple[str, str]]:
+    """(replica id, log file) of `api`'s replicas in the previous run's logs, oldest first (none:
+    that run kept no log of it). The folder is found among those listed, never made from `api`."""
+    previous_dir = Path(previous_dir)
+    try:
+        if api not in os.listdir(previous_dir):
+            return []
+        files = [(f.stat().st_mtime, f) for f in (previous_dir / api).iterdir() if f.name.endswith(".log")]
+    except OSError:
+        return []
+    return [(f.name[:-len(".log")], str(f)) for _, f in sorted(files)]
 
 
 # -- reading --------------------------------------------------------------------------------

@@ -104,6 +104,24 @@ class HostFile:
     path: str
     size: int
     sha256: str  # hex digest of the content
+    # its permission bits on the host, when the image keeps them (`cortexd build`: image_mode());
+    # None: the build context's own rule (0644, 0755 for *.sh)
+    mode: int | None = None
+    # a symbolic link kept as one: its target, relative to the link's folder (sha256 is the
+    # target's, size 0); `cortexd build` keeps links that stay inside what it packs
+    link: str | None = None
+
+
+def image_mode(host_mode: int) -> int:
+    """A project file's mode in a `cortexd build` image, from its mode on the host (pure).
+
+    The image's files are root's and its predictor runs as uid 10001 through group 10001 (the
+    Dockerfile COPYs with --chown=0:10001): the group gets the owner's read and execute bits, so
+    what the host's owner could read the predictor reads, an executable stays executable, and a
+    file others could not read (a 0600 secret: 0640) stays unreadable to every other user. No one
+    but root writes (the image is read-only where it runs); set-id and sticky bits are dropped.
+    """
+    return (host_mode & 0o755) | ((host_mode & 0o500) >> 3)
 
 
 def hash_file(path: str | Path) -> HostFile:

@@ -54,6 +54,23 @@ def _env_seconds(name: str, default: float) -> float:
     return value
 
 
+def _env_bytes(name: str) -> int | None:
+    """A positive memory quantity (compute.mem's syntax: 1Gi, 500Mi, bytes) from the environment
+    variable `name`, else None."""
+    text = os.environ.get(name)
+    if not text:
+        return None
+    from cortexd.spec.units import parse_memory
+
+    try:
+        value = parse_memory(text)
+    except ValueError as e:  # it says what was wrong (a unit such as GB: use Gi or G)
+        raise CortexdError(f"{name}={text!r}: {e}; e.g. {name}=2Gi") from None
+    if value < 2**20:
+        raise CortexdError(f"{name}={text!r}: expected a size of at least 1Mi, e.g. {name}=2Gi")
+    return value
+
+
 @dataclass(frozen=True)
 class DaemonSettings:
     home: Path = field(default_factory=default_home)
@@ -95,21 +112,29 @@ class DaemonSettings:
     # autoscaler
     sample_interval: float = 1.0
     autoscale_tick: float = 10.0
-    # watcher
+    # watcher: reload `debounce` s after the last save of a burst, at most `debounce_max_wait` s
+    # after its first (saves that never pause still get their code served)
     debounce: float = 0.5
+    debounce_max_wait: float = 2.0
     # Prometheus metrics: GET /metrics on 127.0.0.1:metrics_port (0 = only on the control socket)
     metrics_port: int = 8889
     # docker backend
     base_image: str | None = None
+    # bytes each of a replica container's tmpfs mounts (/tmp, HOME) may hold (None: half of
+    # compute.mem, else 1 GiB; container_args.tmpfs_size); env CORTEXD_TMPFS_SIZE (1Gi, 500Mi...)
+    tmpfs_bytes: int | None = field(default_factory=lambda: _env_bytes("CORTEXD_TMPFS_SIZE"))
     # the local_port of every API that sets none (`cortexd up --port`; None: the schema's 8888)
     default_local_port: int | None = None
     # logs: daemon.log and each replica's log rotate at log_max_bytes, keeping log_files files
     # (so at most log_max_bytes x log_files each); env CORTEXD_LOG_MAX_SIZE / CORTEXD_LOG_FILES
     log_max_bytes: int = 10 * 2**20
     log_files: int = 5
-    # process backend: the user a root daemon runs replicas as ("" = `cortexd` if that user
-    # exists, else `nobody`; "root" opts out); env CORTEXD_REPLICA_USER, flag --replica-user
+    # process backend: the user every replica runs as ("" = the default: a root daemon gives each
+    # API a uid of its own from replica_uids, where that uid can run it, else runs it as root and
+    # says why; "root" opts out); env CORTEXD_REPLICA_USER, flag --replica-user
     replica_user: str = field(default_factory=lambda: os.environ.get("CORTEXD_REPLICA_USER", ""))
+    # the range of those uids (START-END, no passwd entries needed); env CORTEXD_REPLICA_UIDS
+    replica_uids: str = field(default_factory=lambda: os.environ.get("CORTEXD_REPLICA_UIDS", "70000-99999"))
     # process backend: project environments (backends/environments.py) live in env_cache
     # (None: home/envs; env CORTEXD_ENV_CACHE shares one cache between homes); a project's
     # dependencies.sh runs on this host only when opted in (--run-dependencies-sh,
@@ -134,6 +159,11 @@ class DaemonSettings:
     @property
     def log_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def previous_log_dir(self) -> Path:
+        """The replica logs of the daemon's previous run (`cortexd logs API --previous`)."""
+        return self.home / "logs.previous"
 
     @property
     def daemon_log(self) -> Path:

@@ -39,6 +39,10 @@ IMAGE_HOME = "/home/cortexd"
 NETWORK = "cortexd"
 NETWORK_OPTIONS = {"com.docker.network.bridge.enable_icc": "false"}
 PIDS_LIMIT = 512  # per container, threads included; raised for many processes x threads
+# what each tmpfs (/tmp, HOME) may hold without compute.mem (and without CORTEXD_TMPFS_SIZE):
+# a tmpfs is memory, and Docker's default (half of the host's RAM, each) let one replica put
+# gigabytes in RAM unbounded
+DEFAULT_TMPFS_BYTES = 2**30
 LABEL_MANAGED = "cortexd.managed"
 LABEL_INSTANCE = "cortexd.instance"
 LABEL_API = "cortexd.api"
@@ -99,13 +103,15 @@ def container_create_args(
     user: str = IMAGE_USER,
     container_port: int = CONTAINER_PORT,
     limits: Mapping[str, str] | None = None,
+    tmpfs_bytes: int | None = None,
 ) -> dict[str, Any]:
     """docker-py `containers.create(**kwargs)` arguments for one replica (pure).
 
     user: container_user() of the daemon's uid/gid; dotenv: the project's .env.
     Hardening: unprivileged, no capabilities, read-only root filesystem (tmpfs /tmp and HOME,
-    the spec on its own volume), a pids limit, and the cortexd network (no inter-container
-    traffic). No memory limit unless compute.mem sets one (as in Cortex).
+    each bounded by tmpfs_size(spec, tmpfs_bytes); the spec on its own volume), a pids limit,
+    and the cortexd network (no inter-container traffic). No memory limit unless compute.mem
+    sets one (as in Cortex).
     """
     from docker.types import DeviceRequest, LogConfig, Mount
 
@@ -135,7 +141,7 @@ def container_create_args(
         "security_opt": ["no-new-privileges"],
         "cap_drop": ["ALL"],
         "read_only": True,
-        "tmpfs": tmpfs_mounts(user),
+        "tmpfs": tmpfs_mounts(user, tmpfs_size(spec, tmpfs_bytes)),
         "pids_limit": pids_limit(spec),
         "network": NETWORK,
         # tini as PID 1: forwards SIGTERM to the runtime and reaps its worker processes
@@ -154,13 +160,26 @@ def container_create_args(
     return args
 
 
-def tmpfs_mounts(user: str) -> dict[str, str]:
+def tmpfs_size(spec: APISpec, configured: int | None = None) -> int:
+    """Bytes each of a replica's tmpfs mounts may hold: `configured` (CORTEXD_TMPFS_SIZE), else
+    half of compute.mem (the kernel's default for a tmpfs, half of the RAM, taken of the replica's
+    memory rather than the host's; what the mounts hold counts toward mem_limit too), else
+    DEFAULT_TMPFS_BYTES."""
+    if configured:
+        return int(configured)
+    if spec.compute.mem:
+        return max(int(spec.compute.mem) // 2, 2**20)
+    return DEFAULT_TMPFS_BYTES
+
+
+def tmpfs_mounts(user: str, size: int = DEFAULT_TMPFS_BYTES) -> dict[str, str]:
     """The only writable places of a replica's container (memory-backed, gone with it): /tmp
-    (the runtime's model disk cache, tempfile) and, for the image's user, its HOME (~/.cache)."""
-    mounts = {"/tmp": "rw,nosuid,nodev,mode=1777"}
+    (the runtime's model disk cache, tempfile) and, for the image's user, its HOME (~/.cache);
+    each holds at most `size` bytes (a write past it fails with ENOSPC, no memory is taken)."""
+    mounts = {"/tmp": f"rw,nosuid,nodev,size={size},mode=1777"}
     if user == IMAGE_USER:
         uid, gid = IMAGE_USER.split(":")
-        mounts[IMAGE_HOME] = f"rw,nosuid,nodev,uid={uid},gid={gid},mode=0700"
+        mounts[IMAGE_HOME] = f"rw,nosuid,nodev,size={size},uid={uid},gid={gid},mode=0700"
     return mounts
 
 

@@ -43,7 +43,9 @@ from cortexd.backends.container_args import (
     container_name,
     container_user,
     managed_filters,
+    pids_limit,
     spec_archive,
+    tmpfs_size,
     unreadable_by_others,
 )
 from cortexd.backends.container_logs import ContainerLogCopier
@@ -96,9 +98,11 @@ class DockerBackend:
         log_max_bytes: int = DEFAULT_MAX_BYTES,
         log_files: int = DEFAULT_FILES,
         limits: Mapping[str, str] | None = None,
+        tmpfs_bytes: int | None = None,
     ):
         self.instance = instance
         self._limits = dict(limits or {})
+        self._tmpfs_bytes = tmpfs_bytes  # None: container_args.tmpfs_size()'s default
         self._engine = engine if engine is not None else DockerEngine(base_url)
         self._logs = ContainerLogCopier(self._engine, log_dir, log_max_bytes, log_files)
         self._starting: set[asyncio.Task] = set()  # container starts in progress (settle())
@@ -267,7 +271,7 @@ class DockerBackend:
         def run(image: str) -> Mapping[str, Any]:
             kwargs = container_create_args(
                 spec, replica_id, tuple(gpu_ids), image, instance=self.instance, dotenv=dotenv, user=user,
-                limits=self._limits,
+                limits=self._limits, tmpfs_bytes=self._tmpfs_bytes,
             )
             return self._engine.run_container(kwargs, SPEC_DIR, archive)
 

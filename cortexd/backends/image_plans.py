@@ -28,7 +28,7 @@ from typing import BinaryIO
 from cortexd.core.preinstalled import Addition
 from cortexd.core.requirements import PREINSTALLED_FILE, RequirementTree, requirement_tree
 from cortexd.errors import BackendError, DependencyError
-from cortexd.project_files import HostFile, hash_file, local_requirement_files, project_reader
+from cortexd.project_files import HostFile, hash_file, image_mode, local_requirement_files, project_reader
 from cortexd.spec.model import APISpec
 
 # predictor type -> image family (legacy `kind: api` predictors are python modules)
@@ -157,13 +157,22 @@ def deps_repository(image: str) -> str:
 
 def write_context(files: Mapping[str, bytes | HostFile], out: BinaryIO) -> None:
     """A build context archive written to `out`; files world-readable so the image's non-root
-    user reads them. A HostFile is copied from disk in chunks (cortexd build's project and models)."""
+    user reads them, but a HostFile that carries its host mode keeps it (image_mode()), and one
+    that is a link stays a link. A HostFile is copied from disk in chunks (cortexd build's
+    project and models)."""
     with tarfile.open(fileobj=out, mode="w") as tar:
         for name in sorted(files):
             entry = files[name]
             info = tarfile.TarInfo(name)
-            info.mode = 0o755 if name.endswith(".sh") else 0o644
+            if isinstance(entry, HostFile) and entry.mode is not None:
+                info.mode = image_mode(entry.mode)
+            else:
+                info.mode = 0o755 if name.endswith(".sh") else 0o644
             info.mtime = 0  # reproducible context
+            if isinstance(entry, HostFile) and entry.link is not None:  # a link stays a link (COPY keeps it)
+                info.type, info.linkname, info.mode = tarfile.SYMTYPE, entry.link, 0o777
+                tar.addfile(info)
+                continue
             if not isinstance(entry, HostFile):
                 info.size = len(entry)
                 tar.addfile(info, io.BytesIO(entry))

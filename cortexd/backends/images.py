@@ -53,6 +53,7 @@ from cortexd.backends.pip_settings import (
 )
 from cortexd.core.preinstalled import Addition, preinstalled_additions
 from cortexd.core.requirements import requirement_names
+from cortexd.credentials import redact_credentials
 from cortexd.errors import BackendError
 from cortexd.spec.model import APISpec
 
@@ -324,11 +325,12 @@ class ImageBuilder:
             text = chunk.get("stream")
             if text:
                 for line in text.splitlines():
+                    line = redact_credentials(line)  # a RUN step's output may name an index URL
                     log.append(line)
                     if line.strip():
                         self._say(f"[{plan.tag}] {line}")
             if "error" in chunk and error is None:
-                error = (chunk.get("errorDetail") or {}).get("message") or chunk["error"]
+                error = redact_credentials((chunk.get("errorDetail") or {}).get("message") or chunk["error"])
             aux = chunk.get("aux")
             if isinstance(aux, dict) and aux.get("ID"):
                 image_id = aux["ID"]

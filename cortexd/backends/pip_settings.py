@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cortexd.credentials import redact_credentials
 from cortexd.errors import DependencyError
 
 PIP_DIR_IN_IMAGE = "/etc/cortexd/pip"
@@ -179,8 +180,9 @@ def pip_settings_for_build(
                         "container cannot reach (use the host's address or run a proxy on the bridge)"
                     )
     conf = "[global]\n" + "".join(line + "\n" for line in lines)
-    return PipSettings(conf=conf, cert_file=cert_file, build_args=build_args, notices=tuple(notices),
-                       find_links=tuple(find_links))
+    # notices name settings, and a URL's credentials are not for the daemon's log or the live view
+    return PipSettings(conf=conf, cert_file=cert_file, build_args=build_args,
+                       notices=tuple(redact_credentials(n) for n in notices), find_links=tuple(find_links))
 
 
 def host_pip_config_list(env: Mapping[str, str]) -> str:

@@ -2,7 +2,8 @@
 
     GET    /status                 the status snapshot (one model for get, status, -o json)
     GET    /metrics                Prometheus text format (also on 127.0.0.1:metrics_port)
-    GET    /apis/{name}/logs       replica output; ?tail=N&follow=1&since=EPOCH streams new lines
+    GET    /apis/{name}/logs       replica output; ?tail=N&follow=1&since=EPOCH streams new lines;
+                                   ?previous=1: the daemon's previous run's
     POST   /deploy                 {"paths": [...]}: add or update those projects' APIs (others stay)
     DELETE /apis/{name}            remove one API (until the next deploy)
     POST   /shutdown               graceful shutdown
@@ -99,11 +100,12 @@ def build_app(daemon: ControlledDaemon) -> web.Application:
         name = request.match_info["name"]
         tail = request.query.get("tail")
         since = request.query.get("since")
-        follow = request.query.get("follow") in ("1", "true")
+        previous = request.query.get("previous") in ("1", "true")  # the previous run's: they no longer grow
+        follow = request.query.get("follow") in ("1", "true") and not previous
         try:
             tail_n = int(tail) if tail else None
             since_t = float(since) if since else None
-            sources = daemon.log_sources(name)
+            sources = daemon.log_sources(name, previous=previous)
         except ValueError:
             return _error(400, f"tail must be an integer and since epoch seconds, got {tail!r}, {since!r}")
         except UnknownAPI as e:

@@ -52,7 +52,16 @@ from cortexd.errors import (
 )
 from cortexd.gateway.admission import raise_open_file_limit
 from cortexd.gateway.proxy import Gateway
-from cortexd.logfiles import START, Position, read_history, read_new, read_since
+from cortexd.home import prepare_home, write_text_nofollow
+from cortexd.logfiles import (
+    START,
+    Position,
+    keep_previous_logs,
+    previous_logs,
+    read_history,
+    read_new,
+    read_since,
+)
 from cortexd.settings import DaemonSettings
 from cortexd.spec import APISpec
 from cortexd.status import DaemonStatus, GPUStatus, Status, build_status
@@ -104,7 +113,7 @@ async def choose_backend(settings: DaemonSettings, events: EventLog, why: list[s
                 progress=_build_progress(events), log_dir=settings.log_dir,
                 notify=lambda message, api: events.add(message, api=api, level="warning"),
                 log_max_bytes=settings.log_max_bytes, log_files=settings.log_files,
-                limits=settings.replica_limits(),
+                limits=settings.replica_limits(), tmpfs_bytes=settings.tmpfs_bytes,
             )
         if wanted == "docker":
             raise BackendUnavailable(problem)
@@ -197,7 +206,7 @@ class Daemon:
     async def start(self) -> None:
         s = self.settings
         s.check_socket_path()  # before anything starts: the control socket must be bindable
-        s.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        prepare_home(s.home)  # the daemon's own, or UnsafeHome: it writes through nothing planted there
         if await daemon_answers(s.socket_path):
             raise DaemonAlreadyRunning(
                 f"a cortexd daemon is already running (control socket {s.socket_path}); "
@@ -216,8 +225,10 @@ class Daemon:
         if reaped:
             self.events.add(f"stopped {len(reaped)} replica process(es) left by a previous daemon "
                             f"(pids {', '.join(map(str, reaped))})", level="warning")
+        # the previous run's replica logs (a crashed replica's traceback) stay, one run back, for
+        # `cortexd logs API --previous`; this run's replicas write a fresh logs folder
+        await asyncio.to_thread(keep_previous_logs, s.log_dir, s.previous_log_dir)
         if isinstance(self.backend, ProcessBackend):
-            shutil.rmtree(s.log_dir, ignore_errors=True)  # logs of a previous run's replicas
             shutil.rmtree(s.run_dir, ignore_errors=True)
         self.gateway = Gateway(
             s.host, max_body_size=s.max_body_size, no_replica_wait=s.no_replica_wait,
@@ -238,7 +249,7 @@ class Daemon:
         self._control = await control.serve(self, str(s.socket_path))
         self._metrics = await control.serve_metrics(self, s.metrics_port)
         self._start_watcher()
-        s.pid_path.write_text(str(os.getpid()))
+        write_text_nofollow(s.pid_path, str(os.getpid()))
         self.autoscaler = Autoscaler(self.reconciler, self.gateway, sample_interval=s.sample_interval,
                                      tick=s.autoscale_tick)
         self._tasks.append(asyncio.ensure_future(self.reconciler.run()))
@@ -298,7 +309,8 @@ class Daemon:
             self._tasks.append(asyncio.ensure_future(self.watcher.stop()))
         roots = {str(Path(p) if Path(p).is_dir() else Path(p).parent) for p in self.paths}
         roots |= {str(Path(f).parent) for f in self.config_files}
-        self.watcher = ProjectWatcher(roots, self.reload, debounce=self.settings.debounce, counts=self._counts)
+        self.watcher = ProjectWatcher(roots, self.reload, debounce=self.settings.debounce, counts=self._counts,
+                                      max_wait=self.settings.debounce_max_wait)
         self.watcher.start()
 
     async def reload(self, changed: Sequence[str] = ()) -> None:
@@ -469,9 +481,17 @@ class Daemon:
         paths = (self.backend.log_path(rid) for rid in self.reconciler.observed)
         return {os.path.abspath(p) for p in paths if p}
 
-    def log_sources(self, name: str) -> list[tuple[str, str | None]]:
+    def log_sources(self, name: str, previous: bool = False) -> list[tuple[str, str | None]]:
         """(replica_id, log file or None) for the API's current replicas and the most recent
-        dead ones (their tracebacks are what a user looks for)."""
+        dead ones (their tracebacks are what a user looks for); with `previous`, its replicas'
+        logs of the daemon's previous run (an API no longer served included)."""
+        if previous:
+            found = previous_logs(self.settings.previous_log_dir, name)
+            if not found:
+                known = f"api {name!r} has" if name in self.reconciler.apis else f"{self._unknown(name)}; it has"
+                raise UnknownAPI(f"{known} no logs from the daemon's previous run (one run back is kept, in "
+                                 f"{self.settings.previous_log_dir}); `cortexd logs {name}` shows this run's")
+            return list(found)
         if name not in self.reconciler.apis:
             raise UnknownAPI(self._unknown(name))
         sources: dict[str, str | None] = {}

@@ -3,7 +3,11 @@
 watchdog calls back on its own thread; events are handed to the asyncio loop with
 call_soon_threadsafe and coalesced: editors write temp files and rename them, so
 one save is several events, and the daemon reloads once `debounce` seconds after
-the last relevant one. Irrelevant paths are dropped here by the project-file rules
+the last relevant one, but never later than `max_wait` seconds after the first one
+of the burst (Burst): saves that never pause (a formatter on save, a sync tool, a
+training run writing beside the code) still get new code served every `max_wait`,
+as watchexec and notify's debouncer act during a continuous stream of events
+instead of waiting for it to end. Irrelevant paths are dropped here by the project-file rules
 that `cortexd build` uses too (cortexd/project_files.py: dot files and dot folders,
 __pycache__ and bytecode, the project's `.cortexignore`), kept dot files aside
 (`.env`, which replicas read, and `.cortexignore`, which decides what counts), plus
@@ -207,17 +211,39 @@ class _Handler(FileSystemEventHandler):
         return False
 
 
+class Burst:
+    """When to act on a burst of edits (pure; times from the caller's clock): `debounce` seconds
+    after its last event, capped at `max_wait` seconds after its first, so a stream of events
+    that never pauses for `debounce` is acted on every `max_wait` rather than never."""
+
+    def __init__(self, debounce: float, max_wait: float):
+        self.debounce = debounce
+        self.max_wait = max(max_wait, debounce)
+        self.first: float | None = None  # the first event not yet acted on
+
+    def add(self, now: float) -> float:
+        """An event at `now`; returns when the burst is due."""
+        if self.first is None:
+            self.first = now
+        return min(now + self.debounce, self.first + self.max_wait)
+
+    def acted(self) -> None:
+        """The burst was handed on: the next event starts a new one."""
+        self.first = None
+
+
 class ProjectWatcher:
     """Calls `on_change(paths)` (a coroutine function) once per burst of relevant edits."""
 
     def __init__(self, roots: Iterable[str], on_change, debounce: float = 0.5,
-                 counts: Callable[[str], bool] | None = None):
+                 counts: Callable[[str], bool] | None = None, max_wait: float = 2.0):
         """counts(path): whether a changed path can change a version (None: every path not ignored);
-        it runs on watchdog's thread."""
+        it runs on watchdog's thread. max_wait: the longest a burst that never pauses waits (Burst)."""
         self.roots = sorted({Path(r).resolve() for r in roots})
         self._counts = counts
         self._on_change = on_change
         self._debounce = debounce
+        self._burst = Burst(debounce, max_wait)
         self._observer: Observer | None = None
         self._pending: set[str] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -237,7 +263,7 @@ class ProjectWatcher:
         self._pending.add(path)
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._loop.call_later(self._debounce, self._fire)
+        self._timer = self._loop.call_at(self._burst.add(self._loop.time()), self._fire)
 
     def _fire(self) -> None:
         self._timer = None
@@ -246,6 +272,7 @@ class ProjectWatcher:
             self._timer = self._loop.call_later(self._debounce, self._fire)
             return
         paths, self._pending = sorted(self._pending), set()
+        self._burst.acted()
         self._task = asyncio.ensure_future(self._on_change(paths))
 
     async def stop(self) -> None:

@@ -7,14 +7,26 @@ read stops the build). Local model folders always go in, even inside an ignored
 path, since the API cannot start without them; their sizes are reported.
 
 No file is held in memory: each is hashed in chunks into a HostFile (path, size,
-sha256), which names the image's tag; the build streams it into its context.
+sha256, host mode), which names the image's tag; the build streams it into its
+context, keeping its mode (project_files.image_mode: a 0600 file is not made
+world-readable, a script stays executable).
+
+Symbolic links are followed only where they stay inside the folder being packed
+(the project, a model folder, a python_path outside the project), as `docker
+build` never leaves its context: a link out of it is refused with its name
+rather than packing whatever it points at (another project's `.env`) into an
+image that is about to be pushed. A model folder cortex.yaml names may itself be
+a link: the user named it.
 `.env` is read by the backends' own reader (cortexd/backends/isolation.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import dataclass
+import stat
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cortexd.errors import BackendError, ExportError
@@ -68,27 +80,67 @@ def image_filter(spec: APISpec) -> ProjectFilter:
         raise ExportError(f"api {spec.name!r}: {e}; fix it (or remove it) and build again") from None
 
 
-def _walk(root: Path, keep) -> dict[str, HostFile]:
-    """{host path: HostFile} of the files under root that `keep` accepts; symlinked folders are
-    followed (a model folder linked into the project is part of it), each real folder once."""
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _kept_link(link: Path, root: Path, real_root: str, keep, is_dir: bool) -> str:
+    """The target of `link`, a symbolic link under root, relative to its own folder: the image
+    keeps it as a link (as `docker build` COPYs links). A link whose target lies outside root is
+    refused with its name (ExportError): `docker build` never leaves its context, and following it
+    would pack another project's files into an image about to be pushed; so is one whose target
+    the rules leave out (`config.txt -> .env`), which would dangle in the image."""
+    target = os.path.realpath(link)
+    where = str(root) if real_root == str(root) else f"{root} (that is {real_root})"
+    if not _inside(target, real_root):
+        raise ExportError(
+            f"{link} is a symbolic link to {target}, outside {where}; `cortexd build` does not follow "
+            "links out of the folder it packs, as `docker build` does not leave its context (it could "
+            "put another project's files in an image that is pushed): copy what it points at into "
+            "the folder, or leave the link out with .cortexignore")
+    rel = os.path.relpath(target, real_root).replace(os.sep, "/")
+    if rel != "." and not keep(rel + ("/" if is_dir else ""), is_dir):
+        raise ExportError(
+            f"{link} is a symbolic link to {target}, which the image leaves out (a dot file such as "
+            ".env, bytecode, or a .cortexignore pattern): remove the link, or leave it out with "
+            ".cortexignore")
+    return os.path.relpath(rel, os.path.relpath(link.parent, root)).replace(os.sep, "/")
+
+
+def _walk(root: Path, keep, named: Collection[str] = ()) -> dict[str, HostFile]:
+    """{host path: HostFile} of the files under root that `keep` accepts, each with its host mode
+    (the image keeps it: project_files.image_mode). A symbolic link inside root stays a link
+    (_kept_link; one out of root is refused); a dangling one is skipped. `named`: paths cortex.yaml
+    names (model folders, which may be links), walked on their own."""
     out: dict[str, HostFile] = {}
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a link loop, or the same folder linked twice
-            dirnames[:] = []
-            continue
-        seen.add(real)
+    real_root = os.path.realpath(root)
+
+    def link(path: Path, is_dir: bool) -> None:
+        if any(_inside(str(path), n) for n in named) or not os.path.exists(path):
+            return
+        target = _kept_link(path, root, real_root, keep, is_dir)
+        out[str(path)] = HostFile(str(path), 0, hashlib.sha256(target.encode()).hexdigest(), link=target)
+
+    for dirpath, dirnames, filenames in os.walk(root):  # links to folders are not entered: kept
         rel_dir = os.path.relpath(dirpath, root)
         rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
-        dirnames[:] = sorted(d for d in dirnames if keep(rel_dir + d + "/", True))
+        kept = sorted(d for d in dirnames if keep(rel_dir + d + "/", True))
+        dirnames[:] = [d for d in kept if not os.path.islink(os.path.join(dirpath, d))]
+        for d in kept:
+            if d not in dirnames:
+                link(Path(dirpath) / d, True)
         for name in sorted(filenames):
-            rel = rel_dir + name
             path = Path(dirpath) / name
-            if not keep(rel, False) or not path.is_file():
+            if not keep(rel_dir + name, False):
+                continue
+            if path.is_symlink():
+                link(path, path.is_dir())
+                continue
+            if not path.is_file():
                 continue
             try:
-                out[str(path)] = hash_file(path)
+                found = hash_file(path)
+                out[str(path)] = replace(found, mode=stat.S_IMODE(os.stat(path).st_mode))
             except OSError as e:
                 raise ExportError(f"cannot read {path}: {e}") from None
     return out
@@ -100,7 +152,8 @@ def read_image_files(spec: APISpec) -> ImageFiles:
 
     root = Path(spec.project_dir)
     rules = image_filter(spec)
-    files = _walk(root, lambda rel, is_dir: not rules.excludes(rel, is_dir))
+    models_named = layout.local_model_paths(spec)
+    files = _walk(root, lambda rel, is_dir: not rules.excludes(rel, is_dir), named=models_named)
     mapping = layout.image_paths(spec)
     python_path = Path(spec.predictor.python_path)
     if str(python_path) in mapping and str(python_path) != str(root):
@@ -112,7 +165,7 @@ def read_image_files(spec: APISpec) -> ImageFiles:
         p = Path(model)
         if p.is_file():
             try:
-                found = {str(p): hash_file(p)}
+                found = {str(p): replace(hash_file(p), mode=stat.S_IMODE(p.stat().st_mode))}
             except OSError as e:
                 raise ExportError(f"api {spec.name!r}: cannot read the model file {p}: {e}") from None
         elif p.is_dir():
@@ -157,6 +210,7 @@ def outside_references(spec: APISpec, files: dict[str, HostFile]) -> list[str]:
     root = Path(spec.project_dir)
     field = "metadata" if spec.kind == "api" else "predictor.config"
     out = []
+    real_files: set[str] | None = None  # where what the image carries really is (links kept as links)
     for where, value in _strings(spec.predictor.config, field):
         if not value or "://" in value or "\n" in value or len(value) > 4096:
             continue
@@ -166,6 +220,11 @@ def outside_references(spec: APISpec, files: dict[str, HostFile]) -> list[str]:
         except OSError:
             continue
         carried = str(target) in files or any(k.startswith(str(target) + os.sep) for k in files)
+        if exists and not carried:  # through a link the image keeps (labels/x.txt, labels -> data)?
+            if real_files is None:
+                real_files = {os.path.realpath(k) for k, f in files.items() if f.link is None}
+            real = os.path.realpath(target)
+            carried = real in real_files or any(k.startswith(real + os.sep) for k in real_files)
         if exists and not carried:
             out.append(f"{where} = {value!r} names {target}, which the image does not carry (it is "
                        "outside the project, or excluded): move it into the project folder")

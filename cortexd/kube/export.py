@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,8 +104,10 @@ def render(spec: APISpec, registry: str, options: ExportOptions) -> Rendered:
     return Rendered(spec, image, filename, header + dump_yaml(objects), report, secret_text)
 
 
-def write_atomically(out_dir: Path, files: dict[str, str]) -> None:
-    """Write `files` (name -> text) into out_dir so that a failure leaves out_dir as it was."""
+def write_atomically(out_dir: Path, files: dict[str, str], private: Collection[str] = ()) -> None:
+    """Write `files` (name -> text) into out_dir so that a failure leaves out_dir as it was; those
+    named in `private` (the .env Secrets) are made 0600, as the .env they come from should be,
+    whatever out_dir's mode (an existing DIR may be readable by every user)."""
     out_dir = out_dir.absolute()
     parent = out_dir.parent
     try:
@@ -114,7 +117,9 @@ def write_atomically(out_dir: Path, files: dict[str, str]) -> None:
         raise ExportError(f"cannot write into {parent}: {e.strerror or e}") from None
     try:
         for name, text in files.items():
-            (tmp / name).write_text(text)
+            fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if name in private else 0o666)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
         if out_dir.exists() and not out_dir.is_dir():
             raise ExportError(f"{out_dir} exists and is not a folder")
         if not out_dir.exists():
@@ -137,9 +142,10 @@ def export_kubernetes(apis: list[APISpec], registry: str | None, options: Export
     for r in rendered:
         report.extend(r.report)
     files = {r.filename: r.text for r in rendered}
-    files.update(dict(r.secret for r in rendered if r.secret is not None))
+    secrets = dict(r.secret for r in rendered if r.secret is not None)
+    files.update(secrets)
     files[REPORT_FILE] = "\n".join(report) + "\n"
-    write_atomically(out_dir, files)
+    write_atomically(out_dir, files, private=secrets)
     done = (f"wrote {len(rendered)} manifest file(s) and {REPORT_FILE} to {out_dir}; "
             f"apply with `kubectl apply -f {out_dir}`")
     return [*report, done]

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from cortexd.project_files import HostFile, ProjectFilter
+from cortexd.project_files import HostFile, ProjectFilter, image_mode
 from cortexd.spec.model import APISpec
 
 ContextFile = bytes | HostFile  # generated content, or a host file streamed into the build context
@@ -143,10 +143,24 @@ def _sha256(entry: ContextFile) -> bytes:
     return bytes.fromhex(entry.sha256) if isinstance(entry, HostFile) else hashlib.sha256(entry).digest()
 
 
+def _kind(name: str, entry: ContextFile) -> bytes:
+    """What besides its content makes an entry in the image: a link's mark, or a mode other than the
+    build context's default (a chmod +x, a 0600 file) -- a chmod is a new image, and a file as
+    bytes or as a HostFile of the same content and mode gives the same tag."""
+    if not isinstance(entry, HostFile):
+        return b""
+    if entry.link is not None:
+        return b"\0link"
+    default = 0o755 if name.endswith(".sh") else 0o644
+    if entry.mode is None or image_mode(entry.mode) == default:
+        return b""
+    return f"\0mode {image_mode(entry.mode):o}".encode()
+
+
 def content_digest(files: Mapping[str, ContextFile]) -> str:
     h = hashlib.sha256()
     for name in sorted(files):
-        h.update(name.encode() + b"\0" + _sha256(files[name]))
+        h.update(name.encode() + b"\0" + _sha256(files[name]) + _kind(name, files[name]))
     return h.hexdigest()
 
 
@@ -167,12 +181,13 @@ def bundle_dockerfile(spec: APISpec, has_models: bool, has_paths: bool, runtime:
         "ARG FROM_IMAGE",
         "FROM ${FROM_IMAGE}",
         "USER root",
-        f"COPY project/ {PROJECT_IN_IMAGE}/",
+        # root's files in the predictor's group: they keep their host modes (project_files.image_mode)
+        f"COPY --chown=0:{UID} project/ {PROJECT_IN_IMAGE}/",
     ]
     if has_models:
-        lines.append(f"COPY models/ {MODELS_IN_IMAGE}/")
+        lines.append(f"COPY --chown=0:{UID} models/ {MODELS_IN_IMAGE}/")
     if has_paths:
-        lines.append(f"COPY paths/ {PATHS_IN_IMAGE}/")
+        lines.append(f"COPY --chown=0:{UID} paths/ {PATHS_IN_IMAGE}/")
     lines += [
         f"COPY spec.json {SPEC_IN_IMAGE}",
         # a predictor.image made from an older cortexd image lacks the standalone entry point:

@@ -219,6 +219,10 @@ async def test_replicas_are_confined_pids_read_only_root_and_no_container_to_con
     code, out = run_as_replica(ca, "import os; open('/tmp/x', 'w').write('x');"
                                    "open(os.path.expanduser('~/y'), 'w').write('y'); print('ok')")
     assert code == 0 and "ok" in out, out
+    # each tmpfs is bounded (no compute.mem: 1 GiB), not Docker's half of the host's RAM
+    code, out = run_as_replica(ca, "import os; print(*(os.statvfs(p).f_blocks * os.statvfs(p).f_frsize "
+                                   "for p in ('/tmp', os.path.expanduser('~'))))")
+    assert code == 0 and [int(n) for n in out.split()] == [2**30, 2**30], out
     # a fork bomb stops at the pids limit instead of taking the host's pids
     code, out = run_as_replica(ca, textwrap.dedent("""
         import threading, time

@@ -179,16 +179,35 @@ def test_build_without_registry_or_with_a_missing_model_is_exit_1(cli, tmp_path)
     assert r.code == 1 and str(apis_dir) in r.err
 
 
-def test_a_symlinked_folder_in_the_project_goes_into_the_image_and_a_link_loop_ends(tmp_path):
-    from cortexd.kube.bundle import read_image_files
-
-    (tmp_path / "elsewhere").mkdir()
-    (tmp_path / "elsewhere" / "vocab.txt").write_text("a b c")
+def test_a_link_out_of_the_project_is_refused_with_its_name(cli, tmp_path):
+    # another project's .env (0600), linked in: it must not end up in an image about to be pushed
+    other = tmp_path / "other-project"
+    other.mkdir()
+    (other / ".env").write_text("OTHER_TOKEN=theirs\n")
+    (other / ".env").chmod(0o600)
     project = write_project(tmp_path / "proj", TWO_APIS.split("- name: second")[0],
                             {"predictor.py": PREDICTOR})
-    (project / "vocab").symlink_to(tmp_path / "elsewhere")
-    (project / "vocab" / "loop").symlink_to(project)  # a loop back to the project
-    (spec,) = load_config([str(project)]).apis
-    files = read_image_files(spec).files
-    assert str(project / "vocab" / "vocab.txt") in files
-    assert sum(1 for p in files if p.endswith("predictor.py")) == 1
+    (project / "settings.env").symlink_to(other / ".env")
+    for args in (["build", str(project), "--registry", "r.example"],
+                 ["export", "kubernetes", str(project), "--registry", "r.example", "-o", str(tmp_path / "k8s")]):
+        r = cli(*args)
+        assert r.code == 1, r
+        assert f"{project / 'settings.env'} is a symbolic link to {other / '.env'}" in r.err, r.err
+        assert ".cortexignore" in r.err and "Traceback" not in r.err
+    assert not (tmp_path / "k8s").exists()
+
+
+def test_the_dotenv_secret_is_0600_in_an_existing_folder(cli, tmp_path):
+    project = two_api_project(tmp_path / "proj")
+    (project / ".env").write_text("API_TOKEN=s3cret\n")
+    (project / ".env").chmod(0o600)
+    out = tmp_path / "k8s"
+    out.mkdir(mode=0o755)  # a folder every user can read, as `-o EXISTING_DIR` often is
+    (out / "first.secret.yaml").write_text("old\n")
+    (out / "first.secret.yaml").chmod(0o644)
+    r = cli("export", "kubernetes", str(project), "--registry", "127.0.0.1:5000", "-o", str(out))
+    assert r.code == 0, r.err
+    for name in ("first.secret.yaml", "second.secret.yaml"):
+        assert "s3cret" in (out / name).read_text()
+        assert (out / name).stat().st_mode & 0o777 == 0o600, name
+    assert "s3cret" not in (out / "first.yaml").read_text()

@@ -55,3 +55,30 @@ async def test_paths_that_do_not_count_never_reload(tmp_path):
     finally:
         await watcher.stop()
     assert calls and all(p.endswith("predictor.py") for p in calls[0])
+
+
+async def test_saves_that_never_pause_are_served_every_max_wait(tmp_path):
+    calls = []
+
+    async def on_change(paths):
+        calls.append(asyncio.get_running_loop().time())
+
+    # a save every 0.1 s for 3 s never leaves a 0.5 s pause: without a cap no reload came until
+    # the saves stopped
+    watcher = ProjectWatcher([str(tmp_path)], on_change, debounce=0.5, max_wait=1.0)
+    watcher.start()
+    loop = asyncio.get_running_loop()
+    try:
+        start = loop.time()
+        i = 0
+        while loop.time() - start < 3.0:
+            (tmp_path / "predictor.py").write_text(str(i))
+            i += 1
+            await asyncio.sleep(0.1)
+        stopped = loop.time()
+        await asyncio.sleep(1.0)
+    finally:
+        await watcher.stop()
+    during = [t for t in calls if t < stopped]
+    assert len(during) >= 2, (calls, start, stopped)  # about one each second while saving
+    assert during[0] - start < 2.0, (calls, start)

@@ -159,6 +159,36 @@ def test_root_filesystem_is_read_only_with_tmpfs_for_what_the_runtime_writes():
     assert spec_volume["Target"] == "/etc/cortexd" and SPEC_IN_CONTAINER.startswith("/etc/cortexd/")
 
 
+def _size(options: str) -> int:
+    return int(dict(o.split("=", 1) for o in options.split(",") if "=" in o)["size"])
+
+
+def test_tmpfs_mounts_are_bounded_in_proportion_to_compute_mem_else_one_gib():
+    # Docker's default is half of the host's RAM for each: 2 GB went into RAM with no compute.mem
+    a = args_for(make_spec())
+    assert _size(a["tmpfs"]["/tmp"]) == _size(a["tmpfs"]["/home/cortexd"]) == 2**30
+    a = args_for(make_spec(mem=4 * 2**30))
+    assert _size(a["tmpfs"]["/tmp"]) == _size(a["tmpfs"]["/home/cortexd"]) == 2 * 2**30  # half of mem
+    assert _size(args_for(make_spec(), user="1000:1000")["tmpfs"]["/tmp"]) == 2**30
+    # configured (CORTEXD_TMPFS_SIZE) wins over both
+    a = args_for(make_spec(mem=4 * 2**30), tmpfs_bytes=300 * 2**20)
+    assert _size(a["tmpfs"]["/tmp"]) == _size(a["tmpfs"]["/home/cortexd"]) == 300 * 2**20
+
+
+def test_the_tmpfs_size_setting_reads_compute_mems_syntax(monkeypatch):
+    from cortexd.errors import CortexdError
+    from cortexd.settings import DaemonSettings
+
+    monkeypatch.delenv("CORTEXD_TMPFS_SIZE", raising=False)
+    assert DaemonSettings().tmpfs_bytes is None
+    monkeypatch.setenv("CORTEXD_TMPFS_SIZE", "512Mi")
+    assert DaemonSettings().tmpfs_bytes == 512 * 2**20
+    for wrong in ("2GB", "12", "-1"):
+        monkeypatch.setenv("CORTEXD_TMPFS_SIZE", wrong)
+        with pytest.raises(CortexdError, match="CORTEXD_TMPFS_SIZE=2Gi"):
+            DaemonSettings()
+
+
 def test_pids_limit_and_the_network_without_inter_container_traffic():
     a = args_for(make_spec())
     assert a["pids_limit"] == 512

@@ -445,7 +445,7 @@ def test_models_outside_the_project_get_their_own_folder_in_the_image(tmp_path):
     files = layout.bundle_files(spec, {str(tmp_path / "shared/net/m.onnx"): b"x",
                                        str(project / "predictor.py"): b"p"}, b"{}")
     assert set(files) == {"models/1-net/m.onnx", "project/predictor.py", "spec.json", "Dockerfile"}
-    assert "COPY models/ /opt/cortexd/models/" in files["Dockerfile"].decode()
+    assert "COPY --chown=0:10001 models/ /opt/cortexd/models/" in files["Dockerfile"].decode()
 
 
 def test_image_tag_changes_with_the_code_and_not_otherwise(apis):

@@ -191,3 +191,12 @@ def test_build_failure_shows_the_failing_steps_output_only():
     assert "ERROR: No matching distribution found for nope==1" in rest
     assert "Step 1/3 : FROM x" not in msg and "\x1b" not in msg
     assert rest[-1].endswith("returned a non-zero code: 1")
+
+
+def test_notices_never_carry_an_index_or_proxy_password():
+    s = pip_settings_for_build("global.index-url='http://ci:TOKEN1@localhost:8080/simple'\n",
+                               {"HTTPS_PROXY": "http://me:TOKEN2@127.0.0.1:3128"})
+    said = "\n".join(s.notices)
+    assert "ci:****@localhost:8080" in said and "me:****@127.0.0.1:3128" in said
+    assert "TOKEN1" not in said and "TOKEN2" not in said
+    assert s.build_args == {"HTTPS_PROXY": "http://me:TOKEN2@127.0.0.1:3128"}  # used, never said

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cortexd.daemon.watcher import (
+    Burst,
     api_digest,
     cortexignore_warning,
     is_ignored,
@@ -157,3 +158,20 @@ def test_a_project_with_an_unreadable_cortexignore_loads_with_a_warning_notice(t
     assert project.names == ["api"]
     assert any(n.startswith(f"cannot read {tmp_path / '.cortexignore'}:") and "not applied" in n
                for n in project.notices), project.notices
+
+
+def test_a_burst_waits_for_a_pause_but_never_longer_than_max_wait():
+    burst = Burst(debounce=0.5, max_wait=2.0)
+    assert burst.add(10.0) == 10.5  # one save: half a second after it
+    assert burst.add(10.3) == 10.8  # the next save within the pause moves it on
+    # 200 saves in 60 s (one each 0.3 s, never a 0.5 s pause): due 2 s after the first, not never
+    due = [burst.add(10.0 + 0.3 * i) for i in range(2, 200)]
+    assert max(due) == 12.0 and due[-1] == 12.0
+    burst.acted()  # handed on at 12.0; the saves that go on make the next burst
+    assert burst.add(12.1) == 12.6
+    assert [burst.add(12.1 + 0.3 * i) for i in range(1, 10)][-1] == 14.1
+
+
+def test_max_wait_is_never_shorter_than_the_debounce():
+    burst = Burst(debounce=1.0, max_wait=0.2)
+    assert burst.add(0.0) == 1.0 and burst.add(0.5) == 1.0
