@@ -30,9 +30,9 @@ Figures (--only takes a comma-separated list of these names):
            clients served, `cortexd get` answering, what the daemon logged.
 
 Each figure gets a private daemon (`python -m cortexd up -d` with CORTEXD_HOME in a temp dir,
-`--metrics-port 0`), stopped with `cortexd down` and its home removed afterwards. A root
-daemon's process replicas run as root here (CORTEXD_REPLICA_USER=root, as the integration
-tier does: this host's Python lives under /root).
+`--metrics-port 0`), stopped with `cortexd down` and its home removed afterwards, with the
+defaults a user gets (a root daemon on this host's Python under /root runs its replicas as root
+and says so).
 """
 
 from __future__ import annotations

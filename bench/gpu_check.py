@@ -9,7 +9,7 @@ Run by hand (never a test), on a host with NVIDIA GPUs:
 On a host without one (no NVML, no device) it prints one line saying why and exits 0.
 
 One daemon (`python -m cortexd up -d --backend process`, CORTEXD_HOME in a temp
-dir, CORTEXD_REPLICA_USER=root when run as root unless already set) serves, one
+dir, the default replica user) serves, one
 after the other (a one-GPU host has room for one `gpu: 1` replica at a time):
 
 1. `gpu-probe`, a python predictor that answers the replica's os.environ
@@ -171,11 +171,9 @@ class Report:
 class Daemon:
     def __init__(self, home: Path):
         self.home = home
+        # the defaults a user gets: a root daemon whose Python or temp folders other uids cannot
+        # reach serves as root and says so (issue 15)
         self.env = {**os.environ, "CORTEXD_HOME": str(home), "PYTHONPATH": str(REPO)}
-        if os.geteuid() == 0:
-            # a root daemon runs replicas as `nobody` by default; the temp folders and a Python
-            # under /root may be out of its reach. Whoever sets the variable keeps their choice.
-            self.env.setdefault("CORTEXD_REPLICA_USER", "root")
         self.started = False
 
     def cli(self, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:

@@ -38,6 +38,7 @@ from cortexd.errors import (
     UnknownAPI,
     UsageError,
 )
+from cortexd.procfs import pid_alive
 from cortexd.settings import DaemonSettings
 from cortexd.status import APIStatus, Status
 
@@ -279,6 +280,10 @@ def _up_detached(args, settings: DaemonSettings, paths: list[str]) -> int:
     if args.wait:
         snap = _wait_settled(client, args.wait)
     _print_table(snap)
+    for api in snap.apis:  # once: a root daemon that could not isolate an API says why and the fix
+        notice = (api.isolation or {}).get("notice")
+        if notice:
+            print(f"note: {notice}")
     if args.wait:
         failed = [a.name for a in snap.apis if a.status == "error"]
         waiting = [a.name for a in snap.apis if a.status not in ("live", "error")]
@@ -373,27 +378,12 @@ def cmd_down(args) -> int:
     client.call("POST", "/shutdown")
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             print("cortexd stopped")
             return EXIT_OK
         time.sleep(0.1)
     print(f"error: the daemon (pid {pid}) is still stopping after {args.timeout}s", file=sys.stderr)
     return EXIT_DAEMON
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours (tests) counts as gone
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return True
 
 
 def cmd_deploy(args) -> int:
@@ -631,8 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--log-files", type=int, metavar="N",
                     help="files kept per log, the current one included (default 5; env CORTEXD_LOG_FILES)")
     up.add_argument("--replica-user", metavar="USER",
-                    help="process backend, daemon run as root: the user replicas run as (default "
-                         "`cortexd` if it exists, else `nobody`; `root` opts out; env CORTEXD_REPLICA_USER)")
+                    help="process backend, daemon run as root: one user every replica runs as (default: "
+                         "each API a uid of its own, from CORTEXD_REPLICA_UIDS, 70000-99999; `root` "
+                         "opts out; env CORTEXD_REPLICA_USER)")
     up.add_argument("--run-dependencies-sh", action="store_true",
                     help="process backend: run each project's dependencies.sh on this host before "
                          "its requirements (off: it is skipped with a notice; env CORTEXD_RUN_DEPENDENCIES_SH=1)")

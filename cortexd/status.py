@@ -111,6 +111,9 @@ class APIStatus:
     requests: Mapping[str, Any]  # the gateway's counters (empty before its route exists)
     last_decision: str | None  # the autoscaler's, in words
     url: str
+    # who its replicas run as and which limits hold (the backend's isolation(): runs_as,
+    # isolated, notice, limits); None before its first replica start
+    isolation: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict:
         return {"name": self.name, "kind": self.kind, "predictor_type": self.predictor_type,
@@ -119,7 +122,8 @@ class APIStatus:
                 "replicas": self.replicas.to_json(),
                 "replica_list": [r.to_json() for r in self.replica_list],
                 "in_flight": self.in_flight, "requests": dict(self.requests),
-                "last_decision": self.last_decision, "url": self.url}
+                "last_decision": self.last_decision, "url": self.url,
+                "isolation": dict(self.isolation) if self.isolation is not None else None}
 
     @classmethod
     def from_json(cls, d: Mapping) -> APIStatus:
@@ -128,7 +132,7 @@ class APIStatus:
                    d.get("source", ""), ReplicaCounts.from_json(d["replicas"]),
                    tuple(ReplicaStatus.from_json(r) for r in d.get("replica_list") or ()),
                    d.get("in_flight", 0), dict(d.get("requests") or {}), d.get("last_decision"),
-                   d.get("url", ""))
+                   d.get("url", ""), d.get("isolation"))
 
 
 @dataclass(frozen=True)
@@ -239,7 +243,7 @@ def replica_health(rec: ReplicaRecord, mono_now: float) -> str | None:
 def build_api_status(state: APIState, records: Mapping[str, ReplicaRecord],
                      observed: Iterable[ReplicaInfo], traffic: APITraffic, *, url: str,
                      preparing: tuple[str, str | None] | None, wall_now: float,
-                     mono_now: float) -> APIStatus:
+                     mono_now: float, isolation: Mapping[str, Any] | None = None) -> APIStatus:
     """One API's status. preparing: what the backend prepares for it (the process backend's
     environments: ("installing requirements", "torch")), shown while it is updating."""
     spec = state.spec
@@ -265,18 +269,20 @@ def build_api_status(state: APIState, records: Mapping[str, ReplicaRecord],
     return APIStatus(
         spec.name, spec.kind, spec.predictor.type, status, reason, spec.networking.endpoint,
         spec.networking.local_port, spec.spec_hash, f"{spec.source_file}:{spec.source_line}",
-        counts, tuple(replicas), traffic.in_flight, dict(traffic.requests), state.last_decision, url)
+        counts, tuple(replicas), traffic.in_flight, dict(traffic.requests), state.last_decision, url,
+        isolation)
 
 
 def build_status(daemon: DaemonStatus, apis: Iterable[APIState], records: Mapping[str, ReplicaRecord],
                  observed: Mapping[str, ReplicaInfo], traffic: Mapping[str, APITraffic],
                  events: Sequence, gpus: GPUStatus | None, *, urls: Mapping[str, str],
                  preparing: Mapping[str, tuple[str, str | None] | None], wall_now: float,
-                 mono_now: float) -> Status:
+                 mono_now: float, isolation: Mapping[str, Mapping[str, Any] | None] | None = None) -> Status:
     """The whole snapshot, APIs sorted by name; `events` are cortexd.daemon.events.Event values."""
     built = tuple(
         build_api_status(state, records, observed.values(), traffic.get(state.spec.name, APITraffic()),
                          url=urls.get(state.spec.name, ""), preparing=preparing.get(state.spec.name),
-                         wall_now=wall_now, mono_now=mono_now)
+                         wall_now=wall_now, mono_now=mono_now,
+                         isolation=(isolation or {}).get(state.spec.name))
         for state in sorted(apis, key=lambda s: s.spec.name))
     return Status(daemon, built, tuple(EventStatus(e.at, e.level, e.message, e.api) for e in events), gpus)

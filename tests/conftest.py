@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -35,3 +36,39 @@ def runtime(tmp_path):
     yield start
     for rt in started:
         rt.close()
+
+
+# -- a new user's machine (tests/newcomer.py): session-scoped, each install is a real one ---------
+
+
+@pytest.fixture(scope="session")
+def newcomer_root():
+    from tests.newcomer import fresh_root
+
+    root = fresh_root("cxd-newcomer-")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def new_user(newcomer_root):
+    """A freshly created unprivileged user (root only: useradd), removed at the end."""
+    from tests.newcomer import can_make_users, create_user, remove_user
+
+    if not can_make_users():
+        pytest.skip("making a user needs root and useradd")
+    user = create_user(newcomer_root)
+    yield user
+    remove_user(user)
+
+
+@pytest.fixture(scope="session")
+def system_venv(newcomer_root):
+    """A root-owned venv of the system's Python with `pip install .`, in a folder every user can
+    enter: what a root daemon needs to run replicas as other uids (pyenv's Python is under /root)."""
+    from tests.newcomer import SYSTEM_PYTHON, copy_checkout, install_venv, runnable_by_others
+
+    if not os.path.exists(SYSTEM_PYTHON) or not runnable_by_others(SYSTEM_PYTHON):
+        pytest.skip(f"needs {SYSTEM_PYTHON}, runnable by other users")
+    checkout = copy_checkout(newcomer_root / "system-checkout")
+    return install_venv(SYSTEM_PYTHON, newcomer_root / "system-venv", checkout)

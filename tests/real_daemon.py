@@ -38,19 +38,21 @@ class Result:
 
 
 class CLI:
-    """Runs `python -m cortexd ...` against a private daemon home (CORTEXD_HOME)."""
+    """Runs `python -m cortexd ...` (or an installed `cortexd`) against a private daemon home
+    (CORTEXD_HOME)."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, program: list[str] | None = None):
         self.home = home
+        # the defaults a user gets (issue 15): no replica user, backend or port range is set here;
+        # a test that needs another setting sets it itself
         self.env = {**os.environ, "CORTEXD_HOME": str(home), "PYTHONPATH": str(REPO)}
-        if os.geteuid() == 0:
-            # a root daemon runs process replicas as `nobody` by default, which cannot read the
-            # tests' private tmp folders (nor a Python under /root): these tiers run them as root;
-            # tests/faults/test_isolation.py covers the default
-            self.env.setdefault("CORTEXD_REPLICA_USER", "root")
+        # how `cortexd` is run: this checkout on this Python, or an installed one (its `cortexd`)
+        self.program = program or [sys.executable, "-m", "cortexd"]
+        if program is not None:
+            self.env.pop("PYTHONPATH")
 
     def __call__(self, *args: str, timeout: float = 120, check: bool = False) -> Result:
-        p = subprocess.run([sys.executable, "-m", "cortexd", *args], env=self.env, cwd=str(REPO),
+        p = subprocess.run([*self.program, *args], env=self.env, cwd=str(REPO),
                            capture_output=True, text=True, timeout=timeout, check=False)
         result = Result(p.returncode, p.stdout, p.stderr)
         if check and p.returncode != 0:

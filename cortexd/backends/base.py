@@ -10,7 +10,7 @@ Tests of the reconciler use a recording fake of this protocol.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from cortexd.spec.model import APISpec
 
@@ -43,6 +43,10 @@ class ReplicaBackend(Protocol):
     def preparing(self, api: str) -> tuple[str, str | None] | None:
         """(phase, detail) of what the API's replicas wait for, e.g. ("installing requirements",
         "collecting six==1.16.0 (requirements.txt line 2)"); None when nothing is in progress."""
+
+    def isolation(self, api: str) -> dict[str, Any] | None:
+        """Who the API's replicas run as and which limits hold, for `cortexd get API`:
+        {"runs_as": str, "isolated": bool, "notice": str | None, "limits": {name: str}}."""
 
     def replica_of_peer(self, pid: int, uid: int) -> str | None:
         """The replica a control-socket peer (SO_PEERCRED pid, uid) belongs to, else None."""

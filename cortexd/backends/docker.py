@@ -116,9 +116,26 @@ class DockerBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._network_ready = False
         self._direct: bool | None = None  # engine_reaches_containers(), asked once
+        self._started_specs: dict[str, APISpec] = {}  # api -> the spec last started (isolation())
 
     def preparing(self, api: str) -> tuple[str, str | None] | None:
         return None  # the reconciler says "preparing the replica image" (builds_images)
+
+    def isolation(self, api: str) -> dict[str, Any] | None:
+        """Every replica is a container of its own (container_args.container_args: its user,
+        read-only root, no capabilities, its limits)."""
+        spec = self._started_specs.get(api)
+        if spec is None:
+            return None
+        user = container_user(os.getuid(), os.getgid())
+        memory = (f"{int(spec.compute.mem)} bytes (Docker)" if spec.compute.mem
+                  else "not limited (compute.mem is not set)")
+        return {"runs_as": f"uid {user.split(':')[0]} in a container of its own", "isolated": True,
+                "notice": None, "limits": {"memory": memory,
+                                           "pids": f"{pids_limit(spec)} processes and threads (Docker)",
+                                           "cpu": f"{spec.compute.cpu:g} CPUs (Docker)",
+                                           "disk": f"/tmp and HOME: {tmpfs_size(spec, self._tmpfs_bytes)} "
+                                                   "bytes each (tmpfs, in memory; CORTEXD_TMPFS_SIZE)"}}
 
     def replica_of_peer(self, pid: int, uid: int) -> str | None:
         return None  # a container's processes are in their own pid namespace, not this host's
@@ -253,6 +270,7 @@ class DockerBackend:
     # -- replicas ---------------------------------------------------------------------------------
     async def start(self, spec: APISpec, replica_id: str, gpu_ids: tuple[int, ...] = ()) -> ReplicaInfo:
         known = spec.spec_hash in self._images
+        self._started_specs[spec.name] = spec
         image = await self._image_to_start(spec)
         dotenv = read_dotenv(spec.project_dir, spec.name)
         await self._ensure_network()

@@ -31,12 +31,17 @@ when uv fails (a pin that needs a newer runtime package, a bad line): pip's
 answer is the one reported.
 
 A build runs project code (a setup.py of an sdist, a local `./pkg`, dependencies.sh),
-so pip, uv, conda and dependencies.sh run under the replicas' rules: as the replicas'
-user (a root daemon's run unprivileged; the parts of the venv they write are that
-user's, the cache and the venv's own folder stay the daemon's: _hand_over) and with
-installer_environment(): what replicas get plus the installers' own settings of the
-daemon's environment (PIP_*, proxies, HOME and so the user's pip.conf), never
-CORTEXD_* or the rest of what the daemon holds. They descend from the daemon, so the
+so pip, uv, conda and dependencies.sh run under the replicas' rules. A root daemon whose
+API is isolated builds as a fresh uid of the build's own (replica_uids.py: shared with no
+replica and no other build), with a HOME of its own for pip's and uv's caches that goes
+with the build, so no API's code can plant anything a later build of another project
+would run; the parts of the venv the installers write are that uid's while it runs
+(_hand_over), the cache and the venv's own folder stay the daemon's, and before the
+environment is published everything the build left running is killed and the folder is
+sealed: root-owned, not writable by group or others, no set-id bits (_seal), so a replica
+can load it and never change it. Installers get installer_environment(): what replicas
+get plus the installers' own settings of the daemon's environment (PIP_*, proxies, HOME
+and so the user's pip.conf), never CORTEXD_* or the rest of what the daemon holds. They descend from the daemon, so the
 control API refuses them (daemon/process_guard.py). A project `pip.conf` (Cortex's way to a
 private index) is layered on top as PIP_* variables, which pip ranks above its
 configuration files. uv reads none of these: it gets the same merged settings
@@ -67,6 +72,7 @@ import platform
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -75,11 +81,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from cortexd import __version__
-from cortexd.backends.isolation import ReplicaUser
+from cortexd.backends.isolation import ReplicaUser, child_setup, inherited_environment
 from cortexd.backends.pip_settings import merged_pip_settings
-from cortexd.backends.process import inherited_environment, parent_death_signal
 from cortexd.core.preinstalled import Addition, imported_modules, preinstalled_additions
 from cortexd.core.requirements import (
     PREINSTALLED_FILE,
@@ -96,13 +102,14 @@ from cortexd.core.requirements import (
     uv_activity,
     uv_options,
 )
+from cortexd.credentials import redact_credentials
 from cortexd.errors import DependencyError
 from cortexd.project_files import local_requirement_files, project_reader
 from cortexd.spec.model import APISpec
 
 log = logging.getLogger("cortexd.environments")
 
-LAYOUT = "1"  # bump when the layout of an environment changes: old ones are not reused
+LAYOUT = "2"  # bump when the layout of an environment changes: old ones are not reused
 RUNTIME_PTH = "_cortexd_runtime.pth"
 DONE_FILE = "cortexd-environment.json"
 MAX_SCANNED_FILES = 5000
@@ -297,12 +304,60 @@ def installer_environment(base: dict[str, str] | os._Environ, home: str | None =
     return env
 
 
-def installer_process_options(user: ReplicaUser | None, daemon_uid: int) -> dict:
-    """create_subprocess_exec's keywords that run an installer as the replicas' user (a root
-    daemon's replicas run unprivileged, and so do the builds of their environments). Pure."""
-    if user is None or not user.drops(daemon_uid):
-        return {}
-    return {"user": user.uid, "group": user.gid, "extra_groups": list(user.groups)}
+class BuildUsers(Protocol):
+    """Who builds run as (the process backend): lease one for a build, end it after."""
+
+    def lease_build_user(self, spec: APISpec, interpreter: str) -> ReplicaUser | None:
+        """(blocking) The build's user; None: the daemon's own."""
+
+    def leases(self, user: ReplicaUser) -> bool:
+        """Whether `user` is a uid leased for one build (end_build() then gives it back)."""
+
+    def end_build(self, user: ReplicaUser | None) -> None:
+        """(blocking) Kill what a leased build user left running; give its uid back."""
+
+
+BUILD_MAX_PROCESSES = 1024  # RLIMIT_NPROC of a build's own uid: what it forks can all be killed
+
+
+@dataclass(frozen=True)
+class BuildAs:
+    """Who one build runs as (None: the daemon) and its own HOME; leased: a uid of the build's
+    own (BuildUsers.lease_build_user), given back when it ends."""
+
+    user: ReplicaUser | None
+    home: Path | None
+    leased: bool
+
+
+def _private(path: str, flags: int) -> int:
+    """open()'s opener for a build log: made 0600 (it names the project's index and paths)."""
+    return os.open(path, flags, 0o600)
+
+
+def seal(folder: Path) -> None:
+    """(blocking) Make a built environment the daemon's and read-only to everyone else: owned
+    by the daemon's uid, no write bit for group or others, no set-uid/set-gid bits (computed
+    from the mode before the chown, so none comes back). Symlinks are changed, never followed;
+    a file owned by the daemon with another link (a hard link to a file elsewhere) is left as
+    it is."""
+    me, group = os.geteuid(), os.getegid()
+    for path in [folder, *folder.rglob("*")]:
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            if st.st_uid != me:
+                os.chown(path, me, group, follow_symlinks=False)
+            continue
+        if st.st_uid == me and st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+            continue
+        mode = stat.S_IMODE(st.st_mode) & ~0o7022
+        if (st.st_uid, st.st_gid) != (me, group):
+            os.chown(path, me, group, follow_symlinks=False)
+        if mode != stat.S_IMODE(st.st_mode) or st.st_uid != me:
+            os.chmod(path, mode)
 
 
 KEEP_UNUSED = 3  # environments no deployed API uses that the cache keeps (the newest by last use)
@@ -379,14 +434,15 @@ class ProjectEnvironments:
         # api -> (spec hash, plan digest, interpreter (None: the runtime's)): one entry per API,
         # however many versions of it were saved
         self._by_api: dict[str, tuple[str, str, str | None]] = {}
-        # who installs run as (the backend's replica user: ProcessBackend sets it); None: the daemon
-        self.installs_as: Callable[[], ReplicaUser] | None = None
+        # who builds run as (the process backend sets itself); None: the daemon's own user
+        self.build_users: BuildUsers | None = None
         self._fresh: set[str] = set()  # digests built (not found in the cache) by this daemon
         self._collecting: asyncio.Future | None = None
         self._held: dict[str, int] = {}  # digest -> fd of its lock, held shared while in use
         self._waiting: dict[str, set[str]] = {}  # digest -> apis waiting for its build
         self._pip_config: str | None = None
         self.use_uv = use_uv
+        self._building_as: dict[str, BuildAs] = {}  # digest -> who its build in progress runs as
 
     # -- planning -----------------------------------------------------------------------------
     def plan(self, spec: APISpec) -> EnvironmentPlan:
@@ -469,7 +525,7 @@ class ProjectEnvironments:
             if (plan.project_dir + spec.name, notice) not in self._noticed:
                 self._noticed.add((plan.project_dir + spec.name, notice))
                 self._notify(notice, spec.name)
-        python = (await self.ensure(plan, spec.name)).python if plan.needed else None
+        python = (await self.ensure(plan, spec.name, spec)).python if plan.needed else None
         self._by_api[spec.name] = (spec.spec_hash, plan.digest if plan.needed else "", python)
         if plan.digest in self._fresh:  # a build: what it replaced may be garbage now
             self._fresh.discard(plan.digest)
@@ -516,6 +572,11 @@ class ProjectEnvironments:
             if path.is_symlink() and not path.name.startswith("."):
                 with contextlib.suppress(OSError):
                     last_used[path.name] = path.lstat().st_mtime
+        # the shared installer HOME of layout 1 (pip's and uv's caches of every build, writable by
+        # the replicas' user): never read again, and what a build planted there goes with it
+        legacy = self.cache_dir / ".home"
+        if legacy.is_dir() and not legacy.is_symlink():
+            shutil.rmtree(legacy, ignore_errors=True)
         removed = []
         for digest in environments_to_evict(last_used, in_use):
             try:
@@ -539,7 +600,9 @@ class ProjectEnvironments:
         with contextlib.suppress(OSError):
             os.utime(link, follow_symlinks=False)
 
-    async def ensure(self, plan: EnvironmentPlan, api: str) -> Environment:
+    async def ensure(self, plan: EnvironmentPlan, api: str, spec: APISpec | None = None) -> Environment:
+        """The environment of `plan`, built when the cache has none (spec: the API that asks,
+        which decides who the build runs as: BuildUsers)."""
         if plan.digest in self._ready:
             self._touch(self.cache_dir / plan.digest)
             self._hold(plan.digest)
@@ -548,7 +611,7 @@ class ProjectEnvironments:
             raise self._failed[plan.digest]
         task = self._builds.get(plan.digest)
         if task is None or task.done():
-            task = asyncio.ensure_future(self._build(plan))
+            task = asyncio.ensure_future(self._build(plan, spec))
             self._builds[plan.digest] = task
         self._watchers(plan.digest).add(api)
         try:
@@ -606,7 +669,7 @@ class ProjectEnvironments:
         for api in self._watchers(digest):
             self._activity[api] = (phase, detail)
 
-    async def _build(self, plan: EnvironmentPlan) -> Environment:
+    async def _build(self, plan: EnvironmentPlan, spec: APISpec | None = None) -> Environment:
         link = self.cache_dir / plan.digest
         existing = self._published(link)
         if existing is not None:
@@ -640,7 +703,7 @@ class ProjectEnvironments:
                 await asyncio.to_thread(self._remove_leftovers, plan.digest, link)
                 folder = self.cache_dir / f"{plan.digest}-{secrets.token_hex(4)}"
                 try:
-                    env = await self._make(plan, folder)
+                    env = await self._make(plan, folder, spec)
                 except BaseException:
                     # off the loop (a half-built venv can be large); shielded, so a cancelled
                     # build still removes its folder
@@ -670,16 +733,36 @@ class ProjectEnvironments:
             if path.name != current:
                 shutil.rmtree(path, ignore_errors=True)
 
-    async def _make(self, plan: EnvironmentPlan, folder: Path) -> Environment:
+    async def _make(self, plan: EnvironmentPlan, folder: Path, spec: APISpec | None = None) -> Environment:
         started = time.monotonic()
+        self._building_as[plan.digest] = await asyncio.to_thread(self._lease, spec)
+        try:
+            installer = await self._install(plan, folder)
+        finally:
+            # whatever the build left running is killed before the folder is sealed: a process
+            # still holding a file open could otherwise write into the published environment
+            build_as = self._building_as.pop(plan.digest)
+            await asyncio.shield(asyncio.to_thread(self._end, build_as))
+        await asyncio.to_thread(seal, folder)
+        (folder / DONE_FILE).write_text(json.dumps({
+            "digest": plan.digest, "project": plan.project_dir, "installer": installer,
+            "added": [a.distribution for a in plan.additions],
+            "seconds": round(time.monotonic() - started, 1), "created": time.time(),
+        }, indent=1))
+        log.info("environment %s for %s ready in %.1fs", plan.digest, plan.project_dir,
+                 time.monotonic() - started)
+        return Environment(folder, str(folder / "bin" / "python"))
+
+    async def _install(self, plan: EnvironmentPlan, folder: Path) -> str | None:
+        """Everything the build runs, in order; the installer that took requirements.txt."""
         self._say(plan.digest, "installing requirements", "creating the environment")
-        await asyncio.to_thread(self._create_venv, folder)
+        await asyncio.to_thread(self._create_venv, folder, plan)
         python = str(folder / "bin" / "python")
         build_log = folder / "cortexd-install.log"
         if plan.dependencies_sh is not None:
             self._say(plan.digest, "running dependencies.sh", "")
             await self._run(plan, ["bash", str(Path(plan.project_dir) / "dependencies.sh")], build_log,
-                            "dependencies.sh", self._installer_env())
+                            "dependencies.sh", self._installer_env(plan))
         if plan.conda_packages is not None:
             await self._conda(plan, folder, build_log)
         pip_files = []
@@ -691,7 +774,7 @@ class ProjectEnvironments:
             pip_files += ["-r", str(added)]
         installer = None
         if pip_files:
-            env = self._installer_env()
+            env = self._installer_env(plan)
             env.update(plan.pip_env)
             installer = "uv" if await self._install_with_uv(plan, folder, pip_files, env, build_log) else "pip"
         if installer == "pip":
@@ -700,14 +783,7 @@ class ProjectEnvironments:
                    "--no-warn-script-location", *pip_files]
             self._say(plan.digest, "installing requirements", "starting pip")
             await self._run(plan, cmd, build_log, "requirements.txt", env)
-        (folder / DONE_FILE).write_text(json.dumps({
-            "digest": plan.digest, "project": plan.project_dir, "installer": installer,
-            "added": [a.distribution for a in plan.additions],
-            "seconds": round(time.monotonic() - started, 1), "created": time.time(),
-        }, indent=1))
-        log.info("environment %s for %s ready in %.1fs", plan.digest, plan.project_dir,
-                 time.monotonic() - started)
-        return Environment(folder, python)
+        return installer
 
     async def _install_with_uv(self, plan: EnvironmentPlan, folder: Path, pip_files: list[str],
                                env: dict[str, str], build_log: Path) -> bool:
@@ -744,10 +820,10 @@ class ProjectEnvironments:
             await self._run(plan, cmd, build_log, "uv", {**env, **uv_env})
         except DependencyError as e:
             log.info("uv could not install %s (%s); pip installs instead", plan.project_dir, e)
-            with open(build_log, "a", encoding="utf-8") as out:  # noqa: ASYNC230 - a local log file
+            with open(build_log, "a", encoding="utf-8", opener=_private) as out:  # noqa: ASYNC230 - a local log file
                 out.write("uv failed; installing with pip instead\n")
             # a fresh venv (nothing uv may have left behind), keeping this build's own files
-            await asyncio.to_thread(self._recreate_venv, folder)
+            await asyncio.to_thread(self._recreate_venv, folder, plan)
             return False
         return True
 
@@ -763,34 +839,35 @@ class ProjectEnvironments:
             self._pip_config = await asyncio.to_thread(read)
         return self._pip_config
 
-    def _create_venv(self, folder: Path) -> None:
+    def _create_venv(self, folder: Path, plan: EnvironmentPlan) -> None:
         try:
             venv.EnvBuilder(with_pip=False, symlinks=True, clear=True).create(folder)
             site = folder / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
             # the runtime's packages come after the project's (site.addsitedir also runs their .pth files)
             lines = [f"import site; site.addsitedir({d!r})" for d in runtime_site_dirs()]
             (site / RUNTIME_PTH).write_text("\n".join(lines) + "\n")
-            user = self._installer_user()
-            if installer_process_options(user, os.getuid()):
-                self._hand_over(folder, user)
+            build_as = self._building_as.get(plan.digest)
+            if build_as is not None and build_as.user is not None:
+                self._hand_over(folder, build_as.user)
         except OSError as e:
             raise DependencyError(f"cannot create a Python environment in {folder}: {e}") from None
 
-    def _recreate_venv(self, folder: Path) -> None:
+    def _recreate_venv(self, folder: Path, plan: EnvironmentPlan) -> None:
         """(blocking) A fresh venv in `folder`, keeping this build's own files (its log, the
         constraints) and dropping whatever a failed installer left."""
         keep = {p: p.read_bytes() for p in folder.iterdir()
                 if p.is_file() and not p.is_symlink() and p.name not in ("pyvenv.cfg", ".lock")}
-        self._create_venv(folder)
+        self._create_venv(folder, plan)
         for path, data in keep.items():
             path.write_bytes(data)
 
     @staticmethod
     def _hand_over(folder: Path, user: ReplicaUser) -> None:
         """Give the installers' user the parts of a new venv they write (site-packages, bin,
-        include, share, conda's prefix, uv's .lock). The venv's own folder, and the cache
-        above it, stay the daemon's: what the daemon writes there (its log, the done file,
-        constraints, lock files) can never be a symlink planted by the build's project code."""
+        include, share, conda's prefix, uv's .lock), until seal() takes them back. The venv's
+        own folder, and the cache above it, stay the daemon's: what the daemon writes there (its
+        log, the done file, constraints, lock files) can never be a symlink planted by the
+        build's project code."""
         (folder / "include").mkdir(exist_ok=True)
         (folder / "share").mkdir(exist_ok=True)
         (folder / "conda").mkdir(exist_ok=True)
@@ -800,22 +877,46 @@ class ProjectEnvironments:
             for p in [path, *(path.rglob("*") if path.is_dir() and not path.is_symlink() else ())]:
                 os.chown(p, user.uid, user.gid, follow_symlinks=False)
 
-    def _installer_user(self) -> ReplicaUser | None:
-        """Who pip and the others run as: the replicas' user (None: the daemon's own)."""
-        return self.installs_as() if self.installs_as is not None else None
+    def _lease(self, spec: APISpec | None) -> BuildAs:
+        """(blocking) Who the build runs as (BuildUsers) and, for another user, a HOME of the
+        build's own (pip's and uv's caches, TMPDIR): never shared with another build or API."""
+        user = None
+        if self.build_users is not None and spec is not None:
+            user = self.build_users.lease_build_user(spec, self._python)
+        if user is None or not user.drops(os.getuid()):
+            return BuildAs(None, None, leased=False)
+        leased = self.build_users is not None and self.build_users.leases(user)
+        try:
+            homes = self.cache_dir / ".builds"
+            homes.mkdir(mode=0o711, parents=True, exist_ok=True)
+            home = homes / secrets.token_hex(6)
+            home.mkdir(mode=0o700)
+            (home / "tmp").mkdir(mode=0o700)
+            for path in (home, home / "tmp"):
+                os.chown(path, user.uid, user.gid)
+        except OSError as e:
+            if leased and self.build_users is not None:
+                self.build_users.end_build(user)
+            raise DependencyError(f"cannot make a home for the build in {self.cache_dir}: {e}") from None
+        return BuildAs(user, home, leased)
 
-    def _installer_env(self) -> dict[str, str]:
-        """installer_environment for this daemon: an installer running as another user gets a
-        HOME of its own in the cache (pip's and uv's caches), owned by that user."""
-        user = self._installer_user()
-        if not installer_process_options(user, os.getuid()):
+    def _end(self, build_as: BuildAs) -> None:
+        """(blocking) After a build: its processes killed and its uid given back (BuildUsers),
+        its HOME (caches) removed."""
+        if build_as.leased and self.build_users is not None:
+            self.build_users.end_build(build_as.user)
+        if build_as.home is not None:
+            shutil.rmtree(build_as.home, ignore_errors=True)
+
+    def _installer_env(self, plan: EnvironmentPlan) -> dict[str, str]:
+        """installer_environment for this build: one running as another user gets the build's
+        own HOME and TMPDIR (_lease)."""
+        build_as = self._building_as.get(plan.digest)
+        if build_as is None or build_as.home is None or build_as.user is None:
             return installer_environment(os.environ)
-        home = self.cache_dir / ".home"
-        with contextlib.suppress(OSError):
-            home.mkdir(mode=0o700, exist_ok=True)
-            os.chown(home, user.uid, user.gid)
-        env = installer_environment(os.environ, home=str(home))
-        env["USER"] = env["LOGNAME"] = user.name
+        env = installer_environment(os.environ, home=str(build_as.home))
+        env["TMPDIR"] = str(build_as.home / "tmp")
+        env["USER"] = env["LOGNAME"] = build_as.user.name
         return env
 
     async def _conda(self, plan: EnvironmentPlan, folder: Path, build_log: Path) -> None:
@@ -834,13 +935,23 @@ class ProjectEnvironments:
         version = f"{sys.version_info[0]}.{sys.version_info[1]}"
         await self._run(plan, [shutil.which(tool) or tool, "create", "-y", "-p", str(prefix),
                                f"python={version}", "--file", str(conda_file)],
-                        build_log, "conda-packages.txt", self._installer_env())
+                        build_log, "conda-packages.txt", self._installer_env(plan))
         site = prefix / "lib" / f"python{version}" / "site-packages"
         venv_site = folder / "lib" / f"python{version}" / "site-packages"
         # conda's packages: above the runtime's, below requirements.txt's (Cortex's order)
         (venv_site / "_cortexd_conda.pth").write_text(f"{site}\n")
         pth = venv_site / RUNTIME_PTH
         pth.write_text(f"import site; site.addsitedir({str(site)!r})\n" + pth.read_text())
+
+    def _child_setup(self, plan: EnvironmentPlan):
+        """An installer's preexec_fn: as the build's user (a leased uid: with RLIMIT_NPROC, so
+        what it forks can be killed), files it makes readable by all (umask 022), and it dies
+        with the daemon."""
+        build_as = self._building_as.get(plan.digest)
+        user = build_as.user if build_as is not None else None
+        leased = build_as is not None and build_as.leased
+        return child_setup(user, sig=signal.SIGTERM, umask=0o022,
+                           max_processes=BUILD_MAX_PROCESSES if leased else None)
 
     async def _run(self, plan: EnvironmentPlan, cmd: list[str], build_log: Path, what: str,
                    env: dict[str, str]) -> None:
@@ -849,17 +960,17 @@ class ProjectEnvironments:
             proc = await asyncio.create_subprocess_exec(
                 *cmd, cwd=plan.project_dir, env=env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True, preexec_fn=parent_death_signal(signal.SIGTERM),
-                **installer_process_options(self._installer_user(), os.getuid()),
+                start_new_session=True, preexec_fn=self._child_setup(plan),
             )
         except OSError as e:
             raise DependencyError(f"cannot run {cmd[0]} to install {what}: {e}") from None
         try:
-            with open(build_log, "a", encoding="utf-8") as out:  # noqa: ASYNC230 - a local log file
-                out.write(f"$ {' '.join(cmd)}\n")
+            # 0600, and no index token in it (uv takes pip.conf's URLs on its command line)
+            with open(build_log, "a", encoding="utf-8", opener=_private) as out:  # noqa: ASYNC230 - a local log file
+                out.write(f"$ {redact_credentials(' '.join(cmd))}\n")
                 assert proc.stdout is not None
                 async for raw in proc.stdout:
-                    line = raw.decode("utf-8", "replace").rstrip()
+                    line = redact_credentials(raw.decode("utf-8", "replace").rstrip())
                     tail.append(line)
                     out.write(line + "\n")
                     activity = (pip_activity(line) if what == "requirements.txt"

@@ -30,7 +30,7 @@ import signal
 import time
 import warnings
 
-from cortexd.backends.process import libc_prctl
+from predictor_runtime.process_setup import libc_prctl
 
 log = logging.getLogger("cortexd.guard")
 

@@ -36,8 +36,9 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cortexd.backends.base import ReplicaBackend, ReplicaInfo
 from cortexd.core import rollout
@@ -674,7 +675,12 @@ class Reconciler:
         """What the backend prepares for `api` (the process backend's environments), or None."""
         return self.backend.preparing(api)
 
+    def isolation(self, api: str) -> Mapping[str, Any] | None:
+        """Who the backend runs `api`'s replicas as and which limits hold, or None."""
+        return self.backend.isolation(api)
+
     def api_status(self, state: APIState, wall_now: float, mono_now: float, url: str = "") -> APIStatus:
         name = state.spec.name
         return build_api_status(state, self.records, self.observed.values(), self.traffic(name), url=url,
-                                preparing=self.preparing(name), wall_now=wall_now, mono_now=mono_now)
+                                preparing=self.preparing(name), wall_now=wall_now, mono_now=mono_now,
+                                isolation=self.isolation(name))

@@ -123,6 +123,7 @@ async def choose_backend(settings: DaemonSettings, events: EventLog, why: list[s
             why.append(f"Docker was not used: {reason} Once it answers, `cortexd down` and "
                        "`cortexd up -d` serve on Docker (`--backend process` chooses this one).")
     from cortexd.backends.environments import ProjectEnvironments
+    from cortexd.backends.replica_uids import UidRegistry, parse_range
 
     environments = ProjectEnvironments(
         settings.environments_dir, run_dependencies_sh=settings.run_dependencies_sh,
@@ -131,7 +132,9 @@ async def choose_backend(settings: DaemonSettings, events: EventLog, why: list[s
     return ProcessBackend(settings.run_dir, settings.log_dir, host="127.0.0.1",
                           log_max_bytes=settings.log_max_bytes, log_files=settings.log_files,
                           replica_user=settings.replica_user, environments=environments,
-                          limits=settings.replica_limits())
+                          limits=settings.replica_limits(), owner=str(settings.home),
+                          uids=UidRegistry(owner=str(settings.home), uid_range=parse_range(settings.replica_uids)),
+                          notify=lambda message, api: events.add(message, api=api, level="warning"))
 
 
 def load_projects(paths: Sequence[str], default_port: int | None = None) -> list[Project]:
@@ -452,7 +455,8 @@ class Daemon:
             self.events.recent(50), GPUStatus.of(self.placer.inventory()) if self.placer else None,
             urls={n: self._url(s.spec.networking.local_port, s.spec.networking.endpoint)
                   for n, s in rec.apis.items()},
-            preparing={n: rec.preparing(n) for n in rec.apis}, wall_now=wall, mono_now=mono)
+            preparing={n: rec.preparing(n) for n in rec.apis}, wall_now=wall, mono_now=mono,
+            isolation={n: rec.isolation(n) for n in rec.apis})
 
     def route_metrics(self) -> list:
         """(api, APIMetrics, Monitor | None) per API, for the Prometheus collector."""

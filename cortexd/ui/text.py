@@ -6,6 +6,8 @@ logs); the live rich view renders the same snapshot.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from cortexd.status import APIStatus, Status
 from cortexd.ui.view import fmt_age, fmt_ms, fmt_number
 
@@ -64,6 +66,20 @@ def monitoring_table(mon: dict) -> str:
             + _table(["MIN", "MAX", "AVG", "P50", "P99"], [row]))
 
 
+def isolation_lines(isolation: Mapping | None) -> list[str]:
+    """Who the replicas run as, which limits hold, and the notice when a root daemon could not
+    isolate the API (the backend's isolation(); none before the first replica starts)."""
+    if not isolation:
+        return []
+    lines = [f"runs as:    {isolation.get('runs_as', '?')}"]
+    limits = isolation.get("limits") or {}
+    if limits:
+        lines.append("limits:     " + "; ".join(f"{name} {value}" for name, value in limits.items()))
+    if isolation.get("notice"):
+        lines.append(f"isolation:  {isolation['notice']}")
+    return lines
+
+
 def api_table(snap: Status) -> str:
     apis = snap.apis
     if not apis:
@@ -103,6 +119,7 @@ def api_detail(api: APIStatus, models: dict | None = None) -> str:
     ]
     if api.last_decision:
         lines.append(f"autoscaler: {api.last_decision}")
+    lines.extend(isolation_lines(api.isolation))
     if r.pending_reason:
         lines.append(f"pending:    {r.pending_reason}")
     if api.reason:

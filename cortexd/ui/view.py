@@ -168,6 +168,9 @@ def api_notes(api: APIStatus) -> RenderableType:
         grid.add_row("  error", Text(shown, style="red"))
     if api.replicas.pending_reason:
         grid.add_row("  pending", Text(api.replicas.pending_reason, style="yellow"))
+    notice = (api.isolation or {}).get("notice")
+    if notice:
+        grid.add_row("  isolation", Text(notice, style="yellow"))
     if api.last_decision:
         grid.add_row("  autoscaler", Text(api.last_decision))
     mon = monitoring_line(api.requests.get("monitoring"))

@@ -56,10 +56,6 @@ def env_cache(tmp_path_factory) -> Path:
 @pytest.fixture
 def env_cli(cli, env_cache):
     cli.env["CORTEXD_ENV_CACHE"] = str(env_cache)
-    if os.getuid() == 0:
-        # a root daemon runs replicas as `nobody`, who cannot enter pytest's private tmp
-        # folders; isolation has its own tests
-        cli.env["CORTEXD_REPLICA_USER"] = "root"
     return cli
 
 
@@ -348,14 +344,19 @@ def test_the_cache_removes_environments_no_api_uses_but_the_newest_few(tmp_path)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only a root daemon runs builds as another user")
-def test_a_root_daemons_build_runs_as_the_replicas_user_in_a_cache_it_owns(tmp_path, monkeypatch):
-    """dependencies.sh (project code, like a setup.py) runs as the unprivileged replica user,
-    with a HOME of its own in the cache and none of the daemon's variables."""
+def test_a_root_daemons_build_runs_as_a_uid_of_its_own_and_ends_sealed(tmp_path, monkeypatch):
+    """dependencies.sh (project code, like a setup.py) runs as a uid leased for that build alone,
+    with a HOME of its own (pip's and uv's caches) that goes with it and none of the daemon's
+    variables; what it leaves running is killed and the environment ends root-owned and
+    read-only to everyone else (issue 15: a poisoned cache or a planted .pth reached other APIs)."""
     import asyncio
     import tempfile
 
     from cortexd.backends.environments import ProjectEnvironments
-    from cortexd.backends.isolation import resolve_replica_user
+    from cortexd.backends.isolation import ReplicaUser, RunAs
+    from cortexd.backends.process import ProcessBackend
+    from cortexd.backends.replica_uids import UidRegistry
+    from cortexd.procfs import processes_of
     from cortexd.spec import load_config
 
     monkeypatch.setenv("CORTEXD_HOME", str(tmp_path / "daemon-home"))
@@ -367,22 +368,34 @@ def test_a_root_daemons_build_runs_as_the_replicas_user_in_a_cache_it_owns(tmp_p
         out.chmod(0o777)
         project = write_project(shared / "proj", yaml_for("dropped"), {
             "predictor.py": PLAIN,
-            "dependencies.sh": f'echo "$(id -u) ${{CORTEXD_HOME:-none}} $HOME" > {out}/seen\n',
+            "dependencies.sh": f'echo "$(id -u) ${{CORTEXD_HOME:-none}} $HOME $TMPDIR" > {out}/seen\n'
+                               f'touch "$HOME/cache-entry"\n'
+                               f'setsid sleep 300 < /dev/null > /dev/null 2>&1 &\n',
         })
         for p in [project, *project.iterdir()]:
             p.chmod(0o755 if p.is_dir() else 0o644)
-        nobody = resolve_replica_user("nobody")
         envs = ProjectEnvironments(shared / "envs", run_dependencies_sh=True)
-        envs.installs_as = lambda: nobody
+        uids = UidRegistry(owner=str(tmp_path), path=shared / "uids.json")
+        backend = ProcessBackend(tmp_path / "run", tmp_path / "logs", environments=envs, uids=uids)
+        # the interpreter here may be one other users cannot run (pyenv under /root): the API is
+        # taken as isolated, which is what leases the build a uid of its own (bash runs
+        # dependencies.sh; pip and uv with real requirements: tests/faults/test_isolation_attack.py)
+        monkeypatch.setattr(backend, "run_as", lambda spec, interpreter=None: RunAs(ReplicaUser.dynamic(1), True))
         spec = load_config([str(project)]).apis[0]
-        env = asyncio.run(envs.ensure(envs.plan(spec), "dropped"))
-        uid, cortexd_home, home = (out / "seen").read_text().split()
-        assert (int(uid), cortexd_home) == (nobody.uid, "none")
-        assert home == str(shared / "envs" / ".home") and (shared / "envs" / ".home").stat().st_uid == nobody.uid
-        # what pip writes is that user's; the cache and the venv's own folder (where the daemon
-        # writes its log and done file) stay the daemon's, so no build can plant a symlink there
+        env = asyncio.run(envs.ensure(envs.plan(spec), "dropped", spec))
+        uid, cortexd_home, home, tmpdir = (out / "seen").read_text().split()
+        assert int(uid) >= 70000 and cortexd_home == "none"
+        assert home.startswith(str(shared / "envs" / ".builds")) and tmpdir.startswith(home)
+        assert not Path(home).exists()  # the build's caches went with it
+        assert processes_of(int(uid)) == []  # what it left running was killed
+        assert int(uid) not in uids.owned()  # and its uid given back
+        # sealed: the daemon's, nothing writable by group or others, in every part of the venv
+        for path in [env.path, *env.path.rglob("*")]:
+            st = path.lstat()
+            assert st.st_uid == 0, path
+            if not path.is_symlink():
+                assert st.st_mode & 0o7022 == 0, (path, oct(st.st_mode))
         site = next(env.path.glob("lib/python*/site-packages"))
-        assert site.stat().st_uid == (env.path / "bin").stat().st_uid == nobody.uid
-        assert (shared / "envs").stat().st_uid == env.path.stat().st_uid == 0
+        assert (site / "_cortexd_runtime.pth").is_file()
     finally:
         shutil.rmtree(shared, ignore_errors=True)

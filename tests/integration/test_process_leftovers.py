@@ -134,12 +134,12 @@ def test_reap_leftovers_never_kills_a_reused_pid(tmp_path, popens):
 
 @linux_only
 def test_children_get_sigterm_when_their_parent_is_killed(tmp_path):
-    # a parent that spawns a child with parent_death_signal(), then is SIGKILLed
+    # a parent that spawns a child with child_setup() (as replicas are), then is SIGKILLed
     parent_code = textwrap.dedent("""
         import signal, subprocess, sys, time
-        from cortexd.backends.process import parent_death_signal
+        from cortexd.backends.isolation import child_setup
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
-                                 preexec_fn=parent_death_signal(signal.SIGTERM), start_new_session=True)
+                                 preexec_fn=child_setup(sig=signal.SIGTERM), start_new_session=True)
         print(child.pid, flush=True)
         time.sleep(60)
     """)
@@ -173,3 +173,25 @@ def test_reap_leftovers_finds_replicas_by_their_private_folder_and_removes_it(tm
         assert not private.exists()
     finally:
         kill_all(started)
+
+
+async def test_a_failed_start_leaves_nothing_behind(tmp_path):
+    # issue 15: a start that fails at the spawn (here: an interpreter that is not there) leaves no
+    # private folder, cgroup, pid file or process; the error says what failed
+    import tempfile
+
+    from cortexd.backends.container_args import instance_for_home
+    from cortexd.errors import BackendError
+    from tests.builders import echo_project, make_spec
+
+    project = echo_project(tmp_path / "p")
+    backend = ProcessBackend(tmp_path / "run", tmp_path / "logs", interpreter=str(tmp_path / "no-python"))
+    with pytest.raises(BackendError, match=r"could not start a replica of api 'echo'.*no-python"):
+        await backend.start(make_spec(project), "echo-gone")
+    assert not list(Path(tempfile.gettempdir()).glob("cortexd-replica-echo-gone-*"))
+    assert not (tmp_path / "run" / "echo-gone.pid").exists()
+    assert await backend.list() == []
+    instance = instance_for_home(str(tmp_path))
+    assert not [p for p in Path("/sys/fs/cgroup").glob(f"**/cortexd-{instance}/echo-gone") if p.is_dir()]
+    isolation = backend.isolation("echo")  # what it found is said all the same
+    assert isolation is not None and "pids" in isolation["limits"]

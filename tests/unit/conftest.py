@@ -56,6 +56,18 @@ def no_processes(monkeypatch, request):
         pytest.fail(MOVE.format(what=started[0]), pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def no_host_state(monkeypatch, tmp_path_factory):
+    """A unit test that makes a process backend changes nothing of the host's: its uid registry
+    is a file of the test's own and no cgroup is made (tests/faults/test_isolation.py runs both
+    for real)."""
+    from cortexd.backends import cgroups, replica_uids
+
+    monkeypatch.setattr(replica_uids, "REGISTRY", tmp_path_factory.mktemp("uids") / "replica-uids.json")
+    monkeypatch.setattr(cgroups.Cgroups, "detect", classmethod(
+        lambda cls, instance, proc="/proc": cls(instance, {}, dict.fromkeys(cgroups.CONTROLLERS, "unit test"))))
+
+
 @pytest.fixture
 def world():
     """A Reconciler over the recording fakes on a fake clock; `ready` holds the replicas that pass their probe."""

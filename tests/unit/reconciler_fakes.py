@@ -63,6 +63,9 @@ class FakeBackend:
     def preparing(self, api):
         return None
 
+    def isolation(self, api):
+        return None
+
     def replica_of_peer(self, pid, uid):
         return None
 

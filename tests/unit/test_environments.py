@@ -14,12 +14,10 @@ from cortexd.backends.environments import (
     ProjectEnvironments,
     environments_to_evict,
     installer_environment,
-    installer_process_options,
     own_modules,
     project_pip_env,
     python_sources,
 )
-from cortexd.backends.isolation import ReplicaUser
 from cortexd.core.preinstalled import (
     distribution_for_import,
     imported_modules,
@@ -507,13 +505,6 @@ def test_installers_get_the_replica_rules_plus_pips_own_settings_never_the_daemo
     env = installer_environment({**daemon, "XDG_CACHE_HOME": "/home/d/.cache"}, home="/cache/.home")
     assert env["HOME"] == "/cache/.home"
     assert "XDG_CACHE_HOME" not in installer_environment({**daemon, "XDG_CACHE_HOME": "/x"}, home="/h")
-
-
-def test_a_root_daemons_installs_run_as_the_replicas_user():
-    nobody = ReplicaUser("nobody", 65534, 65534, (65534, 100))
-    assert installer_process_options(nobody, 0) == {"user": 65534, "group": 65534, "extra_groups": [65534, 100]}
-    assert installer_process_options(ReplicaUser("me", 1000, 1000), 1000) == {}  # the daemon's own user
-    assert installer_process_options(None, 0) == {}
 
 
 def test_the_cache_keeps_what_deployed_apis_use_and_the_newest_unused_few():

@@ -65,12 +65,11 @@ async def test_start_with_a_file_where_the_log_dir_goes_is_a_backend_error(tmp_p
 
 async def test_start_on_a_full_disk_is_a_backend_error(tmp_path, monkeypatch):
     import errno
-    from pathlib import Path
 
-    def full(self, *args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr("cortexd.backends.process.write_private", full)
     backend = ProcessBackend(tmp_path / "run", tmp_path / "logs")
     with pytest.raises(BackendError, match=r"api 'echo'.*No space left on device.*echo-1\.json"):
         await backend.start(make_spec(tmp_path), "echo-1")
@@ -83,8 +82,7 @@ def test_reap_leftovers_without_run_dir_does_nothing(tmp_path):
 def test_replica_user_setting(monkeypatch):
     from cortexd.backends.isolation import resolve_replica_user
 
-    root_default = resolve_replica_user("", daemon_uid=0)
-    assert root_default.name in ("cortexd", "nobody") and root_default.uid != 0
+    assert resolve_replica_user("", daemon_uid=0) is None  # a root daemon's default: a uid per API
     assert resolve_replica_user("root", daemon_uid=0).uid == 0  # the explicit opt-out
     assert resolve_replica_user("nobody", daemon_uid=0).drops(0)
     with pytest.raises(BackendError, match=r"replica user 'no-such-user-x' does not exist.*--replica-user"):

@@ -148,3 +148,29 @@ def test_log_lines_colour_the_replica_prefix():
     assert text.spans[0].style == replica_colour("iris-3f2a")
     assert replica_colour("iris-3f2a") == replica_colour("iris-3f2a")
     assert log_line("a plain line | with a bar").spans == []
+
+
+NOT_ISOLATED = {"runs_as": "root (not isolated from other APIs)", "isolated": False,
+                "notice": "api 'iris': replicas run as root, not isolated from other APIs: a uid of their "
+                          "own (uid 70001) could not run them, because the Python interpreter "
+                          "/root/.pyenv/bin/python is not reachable by other users (/root)",
+                "limits": {"memory": "not limited (compute.mem is not set)",
+                           "pids": "512 processes and threads (cgroup v1)"}}
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_an_api_a_root_daemon_could_not_isolate_says_so_in_the_live_view(width):
+    snap = snapshot([dict(api("iris"), isolation=NOT_ISOLATED), dict(api("other"), isolation=None)])
+    f = flat(render(snap, width))
+    assert f.count("isolation api 'iris': replicas run as root, not isolated") == 1
+    assert "(/root)" in f
+
+
+def test_get_detail_says_who_replicas_run_as_and_which_limits_hold():
+    text = api_detail(APIStatus.from_json(dict(api("iris"), isolation=NOT_ISOLATED)))
+    assert "runs as:    root (not isolated from other APIs)" in text
+    assert ("limits:     memory not limited (compute.mem is not set); "
+            "pids 512 processes and threads (cgroup v1)") in text
+    assert "isolation:  api 'iris': replicas run as root" in text
+    plain = api_detail(APIStatus.from_json(api("iris")))  # before its first replica: nothing said
+    assert "runs as:" not in plain and "isolation:" not in plain
