@@ -19,7 +19,6 @@ cannot pull python:3.11-slim) is made by docker/make-offline-base.sh, which
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -29,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cortexd.backends.docker_engine import has_image, pull_image, run_once
 from cortexd.backends.environments import project_imports, project_pip_env
 from cortexd.backends.image_plans import (
     BuildPlan,
@@ -175,25 +175,14 @@ class ImageBuilder:
 
     def _image_modules(self, image: str, modules: list[str]) -> set[str]:
         """Which of `modules` the image's python finds (one short container, none per cached answer)."""
-        import docker.errors
-
         unknown = [m for m in modules if (image, m) not in self._modules]
         if unknown:
             found: list[str] | None = None
             try:
-                container = self._client.containers.create(
-                    image, entrypoint=["python", "-c", _PROBE, *unknown],
-                    network_disabled=True, user="10001:10001",
-                )
-                try:
-                    container.start()
-                    if container.wait(timeout=120).get("StatusCode", 1) == 0:
-                        out = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
-                        found = json.loads(out.strip().splitlines()[-1])
-                finally:
-                    with contextlib.suppress(docker.errors.APIError):
-                        container.remove(force=True)
-            except (docker.errors.APIError, ValueError, IndexError) as e:
+                code, out, _ = run_once(self._client, image, ["python", "-c", _PROBE, *unknown], "10001:10001")
+                if code == 0:
+                    found = json.loads(out.strip().splitlines()[-1])
+            except (BackendError, ValueError, IndexError) as e:
                 self._say(f"notice: could not ask {image} which packages it has ({e}); "
                           "the pre-installed packages its project imports are added")
             if found is not None:  # unanswered: ask again next time, add them meanwhile
@@ -241,13 +230,9 @@ class ImageBuilder:
         return self._base
 
     def _has_image(self, name: str) -> bool:
-        import docker.errors
-
         if name in self._present:
             return True
-        try:
-            self._client.images.get(name)
-        except docker.errors.ImageNotFound:
+        if not has_image(self._client, name):
             return False
         self._present.add(name)
         return True
@@ -291,20 +276,17 @@ class ImageBuilder:
         return plan.tag
 
     def _ensure_base(self, base: str) -> None:
-        import docker.errors
-
         if self._has_image(base):
             return
         self._say(f"pulling base image {base} ...")
-        try:
-            self._client.images.pull(base)
-        except docker.errors.APIError as e:
+        failed = pull_image(self._client, base)
+        if failed is not None:
             raise BackendError(
                 f"the base image {base} is not on this host and could not be pulled "
-                f"({e.explanation or e}). On a host without registry access, make the offline base "
+                f"({failed}). On a host without registry access, make the offline base "
                 f"with `cortexd make-base-image` (docker/make-offline-base.sh) and set "
                 f"{BASE_IMAGE_ENV}={OFFLINE_BASE_IMAGE}."
-            ) from None
+            )
         self._present.add(base)
 
     def _build(self, plan: BuildPlan, api: str) -> None:
@@ -340,35 +322,17 @@ class ImageBuilder:
 
     def _ensure_custom(self, api: str, image: str) -> None:
         """A user's predictor.image must carry predictor_runtime: check by importing it once."""
-        import docker.errors
-
         if image in self._checked_custom:
             return
         self._ensure_base(image)  # present, or pulled
         try:
-            # create/start/wait rather than containers.run, which leaks its attach socket on failure
-            container = self._client.containers.create(
-                image, entrypoint=["python", "-c", "import predictor_runtime"],
-                network_disabled=True, user="10001:10001",
-            )
-        except docker.errors.APIError as e:
+            code, _, err = run_once(self._client, image, ["python", "-c", "import predictor_runtime"], "10001:10001")
+        except BackendError as e:
             raise BackendError(
                 f"api {api!r}: predictor.image {image} cannot run cortexd's predictor runtime "
-                f"(`python -c 'import predictor_runtime'`: {e.explanation or e}). It needs `python` "
+                f"(`python -c 'import predictor_runtime'`: {e}). It needs `python` "
                 "on PATH with the predictor_runtime package importable."
             ) from None
-        try:
-            try:
-                container.start()
-                code = container.wait(timeout=120).get("StatusCode", 1)
-                err = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
-            except docker.errors.APIError as e:
-                code, err = 1, str(e.explanation or e)
-        finally:
-            try:
-                container.remove(force=True)
-            except docker.errors.APIError:
-                pass
         if code != 0:
             raise BackendError(
                 f"api {api!r}: predictor.image {image} does not carry cortexd's predictor runtime "
