@@ -364,7 +364,3 @@ def read_new(path: Path | str, at: Position, chunk: int = FOLLOW_CHUNK) -> tuple
         i, offset = i + 1, 0
         if budget <= 0:
             return lines, files[i].position(0)
-
-
-def total_size(path: Path | str) -> int:
-    return sum(f.size for f in log_files(path))

@@ -123,16 +123,3 @@ def read_inventory() -> GPUInventory:
         return monitor.read()
     finally:
         monitor.close()
-
-
-def inventory_json(inventory: GPUInventory) -> dict:
-    """The inventory as the status snapshot carries it (the live view renders this)."""
-    return {
-        "devices": [
-            {"index": d.index, "name": d.name, "uuid": d.uuid, "utilization": d.utilization,
-             "memory_used": d.memory_used, "memory_total": d.memory_total}
-            for d in inventory.devices
-        ],
-        "reason": inventory.reason,
-        "driver_version": inventory.driver_version,
-    }

@@ -196,12 +196,6 @@ def host_pip_config_list(env: Mapping[str, str]) -> str:
         return ""
 
 
-def host_pip_settings(env: Mapping[str, str] | None = None) -> PipSettings:
-    """pip_settings_for_build() of this host (runs `pip config list`)."""
-    env = dict(os.environ if env is None else env)
-    return pip_settings_for_build(host_pip_config_list(env), env)
-
-
 def pip_context_files(pip: PipSettings, cert: bytes | None) -> dict[str, bytes]:
     conf = pip.conf
     files = {"pip/pip.conf": conf.encode()}

@@ -73,25 +73,3 @@ def place(
             reason += f"; this host has only {total} {_plural(total)}, lower compute.gpu"
         return Placement(pending=reason)
     return Placement(gpu_ids=tuple(free[:count]))
-
-
-def place_many(
-    inventory: Sequence[int],
-    assignments: Mapping[str, Iterable[int]],
-    requests: Sequence[GPURequest],
-    no_gpu_reason: str | None = None,
-) -> dict[str, Placement]:
-    """Place several requests in order; each placed one holds its ids for the next ones.
-
-    A request that cannot be placed does not block smaller ones after it (a
-    1-GPU replica may start while a 2-GPU replica waits), as a scheduler
-    filling free capacity would.
-    """
-    held: dict[str, tuple[int, ...]] = {k: tuple(v) for k, v in assignments.items()}
-    out: dict[str, Placement] = {}
-    for req in requests:
-        p = place(inventory, held, req.api, req.count, no_gpu_reason)
-        out[req.key] = p
-        if p.gpu_ids:
-            held[req.key] = p.gpu_ids
-    return out

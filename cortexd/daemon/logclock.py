@@ -28,12 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cortexd.logfiles import (
-    HISTORY_CAP,
     START,
     Position,
     log_files,
     open_log_file,
-    read_since,
 )
 
 log = logging.getLogger("cortexd")
@@ -132,8 +130,3 @@ def remove_log(path: str) -> None:
             os.unlink(f.path)
         except OSError:
             pass
-
-
-def read_from(path: str, position: Position, cap: int = HISTORY_CAP) -> list[str]:
-    """Whole lines of the log at `path` from `position` on, through any rotation since."""
-    return read_since(path, position, cap)[0]

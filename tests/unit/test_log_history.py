@@ -10,8 +10,11 @@ from cortexd.logfiles import (
     log_files,
     read_history,
     read_new,
-    total_size,
 )
+
+
+def total_size(path) -> int:
+    return sum(f.size for f in log_files(path))
 
 
 def lines_of(first: int, last: int) -> list[str]:

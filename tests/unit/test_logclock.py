@@ -8,8 +8,12 @@ import os
 import pytest
 
 from cortexd.cli import UsageError, _parse_since
-from cortexd.daemon.logclock import LogClock, read_from
-from cortexd.logfiles import START, RotatingLogWriter, log_files
+from cortexd.daemon.logclock import LogClock
+from cortexd.logfiles import HISTORY_CAP, START, RotatingLogWriter, log_files, read_since
+
+
+def read_from(path, position):
+    return read_since(path, position, HISTORY_CAP)[0]
 
 
 def test_position_since_follows_the_sampled_sizes(tmp_path):

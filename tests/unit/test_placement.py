@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from cortexd.core.placement import GPURequest, Placement, place, place_many
+from cortexd.core.placement import GPURequest, Placement, place
 from cortexd.nvml import GPUMonitor, read_inventory
 
 
@@ -48,8 +48,20 @@ def test_assignments_of_devices_gone_from_the_inventory_are_ignored():
     assert place([0, 1], {"old": [5]}, "x", 2) == Placement(gpu_ids=(0, 1))
 
 
+def place_in_order(inventory, assignments, requests):
+    """What the GPU placer does with the replicas it starts in one pass: each placed one holds
+    its ids for the next (daemon/gpu_placer.py calls place() per replica)."""
+    held = {k: tuple(v) for k, v in assignments.items()}
+    out = {}
+    for req in requests:
+        out[req.key] = p = place(inventory, held, req.api, req.count)
+        if p.gpu_ids:
+            held[req.key] = p.gpu_ids
+    return out
+
+
 def test_mixed_requests_fill_free_gpus_in_order_and_small_ones_pass_a_waiting_big_one():
-    results = place_many(
+    results = place_in_order(
         [0, 1, 2],
         {"running": [1]},
         [

@@ -108,7 +108,13 @@ def test_status_reads_back_from_its_json_unchanged():
 
 def test_gpu_status_is_the_inventory_json_served_before():
     from cortexd.nvml import GPUDevice as Device
-    from cortexd.nvml import GPUInventory, inventory_json
+    from cortexd.nvml import GPUInventory
+
+    def inventory_json(inventory: GPUInventory) -> dict:  # as the snapshot carried it before the model
+        return {"devices": [{"index": d.index, "name": d.name, "uuid": d.uuid, "utilization": d.utilization,
+                             "memory_used": d.memory_used, "memory_total": d.memory_total}
+                            for d in inventory.devices],
+                "reason": inventory.reason, "driver_version": inventory.driver_version}
 
     inventory = GPUInventory((Device(0, "GPU-1", "H200", 141 * 2**30, 2**30, 12),
                               Device(1, "GPU-2", "H200", 141 * 2**30, 0, None)), None, "560.35")
