@@ -65,6 +65,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.builders import write_project
+from tests.load import KeepAliveClients, Record
 from tests.real_daemon import CLI, Result, free_port
 
 SEED = 20261201
@@ -230,76 +231,14 @@ def ready(api: dict) -> list[dict]:
 # -- 8 keep-alive clients ---------------------------------------------------------------------
 
 
-class KeepAliveClients:
-    """`n` threads, each POSTing on one kept-alive connection as fast as answers come, for at
-    most `limit` seconds. Each request sent is one record (sent, answered, outcome, who):
-    outcome is the status ("503-close" when the answer said Connection: close) or "cut" (sent,
-    and no complete answer: a reset or a closed connection). A refused connect sends nothing;
-    with `stop_when_refused` the thread ends there (the daemon is going down)."""
+def who(r: Record) -> str | None:
+    """Which predictor and version answered (the fault predictors answer {"who", "version"})."""
+    return f"{r.body['who']} {r.body['version']}" if isinstance(r.body, dict) and "who" in r.body else None
 
-    def __init__(self, port: int, path: str, n: int = 8, payload: bytes = b'{"sleep": 0.02}',
-                 limit: float = 120.0, stop_when_refused: bool = False):
-        self.port, self.path, self.payload, self.limit = port, path, payload, limit
-        self.stop_when_refused = stop_when_refused
-        self.records: list[tuple[float, float, str, str | None]] = []
-        self.cuts: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
 
-    def _run(self) -> None:
-        conn = HTTPConnection("127.0.0.1", self.port, timeout=30)
-        deadline = time.monotonic() + self.limit
-        try:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                if conn.sock is None:
-                    try:
-                        conn.connect()
-                    except OSError:
-                        if self.stop_when_refused:
-                            return
-                        time.sleep(0.05)
-                        continue
-                sent = time.monotonic()
-                try:
-                    conn.request("POST", self.path, body=self.payload, headers={"Content-Type": "application/json"})
-                    resp = conn.getresponse()
-                    body = resp.read()
-                except (OSError, HTTPException) as e:
-                    with self._lock:
-                        self.records.append((sent, time.monotonic(), "cut", None))
-                        self.cuts.append(repr(e)[:200])
-                    conn.close()
-                    continue
-                closing = (resp.getheader("Connection") or "").lower() == "close"
-                who = None
-                if resp.status == 200:
-                    with contextlib.suppress(ValueError, AttributeError):
-                        answer = json.loads(body)
-                        who = f"{answer['who']} {answer['version']}"
-                outcome = f"{resp.status}-close" if closing and resp.status != 200 else str(resp.status)
-                with self._lock:
-                    self.records.append((sent, time.monotonic(), outcome, who))
-                if closing:
-                    conn.close()
-        finally:
-            conn.close()
-
-    def __enter__(self) -> Self:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(35)
-
-    def outcomes(self) -> Counter:
-        return Counter(r[2] for r in self.records)
-
-    def answered_by(self) -> set[str]:
-        return {r[3] for r in self.records[-40:] if r[3]}
+def clients(port: int, path: str, payload: bytes = b'{"sleep": 0.02}', **options) -> KeepAliveClients:
+    """8 keep-alive clients (tests/load.py) for at most 120 s unless told otherwise."""
+    return KeepAliveClients(port, path, 8, payload, **{"limit": 120.0, **options})
 
 
 def failed(records, allowed=("200",)) -> list:
@@ -328,7 +267,7 @@ def fig_kill(backend: str, runs: int) -> None:
         with Daemon(backend, api_yaml("pids", port, extra)) as d:
             api = d.wait_for("pids", lambda a: len(ready(a)) == 2, 120, "2 ready replicas")
             before_ids = {r["id"] for r in api["replica_list"]}
-            with KeepAliveClients(port, "/pids") as load:
+            with clients(port, "/pids") as load:
                 time.sleep(1.0)
                 api = d.api("pids")
                 victim = ready(api)[0]
@@ -349,11 +288,11 @@ def fig_kill(backend: str, runs: int) -> None:
                 replaced = time.monotonic() - began
                 time.sleep(1.0)
             records = load.records
-        before = {r[3] for r in records if r[1] < began and r[3]}
-        after = {r[3] for r in records if r[0] > returned + 0.5 and r[3]}
+        before = {who(r) for r in records if r[1] < began and who(r)}
+        after = {who(r) for r in records if r[0] > returned + 0.5 and who(r)}
         survivors = before & after
         # in flight on the victim: underway across the kill and not answered by the survivor
-        in_flight = [r for r in records if r[0] < returned and r[1] > began and r[3] not in survivors]
+        in_flight = [r for r in records if r[0] < returned and r[1] > began and who(r) not in survivors]
         bad = failed(records)
         late = [r for r in bad if r[0] > returned]
         say(f"run {run + 1}: {len(records)} requests, {len(bad)} failed ({outcome_text(Counter(r[2] for r in bad))}); "
@@ -384,7 +323,7 @@ def fig_rollout(backend: str) -> None:
     with Daemon(backend, api_yaml("rolled", port, extra)) as d:
         api = d.wait_for("rolled", lambda a: a["status"] == "live" and len(ready(a)) == 2, 120, "2 ready")
         old = {r["id"] for r in api["replica_list"]}
-        with KeepAliveClients(port, "/rolled") as load:
+        with clients(port, "/rolled") as load:
             time.sleep(1.0)
             saved = time.monotonic()
             edit(d.project / "predictor.py", PREDICTOR.replace('VERSION = "v1"', 'VERSION = "v2"'))
@@ -394,7 +333,7 @@ def fig_rollout(backend: str) -> None:
             time.sleep(1.0)
         records = load.records
     bad = failed(records)
-    versions = Counter(r[3].split()[1] for r in records if r[3])
+    versions = Counter(w.split()[1] for w in map(who, records) if w)
     say(f"{len(records)} requests ({outcome_text(load.outcomes())}), answers by version {dict(versions)}; "
         f"rollout done {done:.1f} s after the save; failed: {len(bad)} [{'ok' if not bad else 'MISSED'}]")
     if load.cuts:
@@ -408,7 +347,7 @@ def fig_scale(backend: str) -> None:
                    "    window: 10s\n    upscale_stabilization_period: 0s\n    downscale_stabilization_period: 0s\n")
     with Daemon(backend, api_yaml("scaled", port, autoscaling.format(max=3))) as d:
         d.wait_for("scaled", lambda a: a["status"] == "live" and len(ready(a)) == 1, 120, "1 ready")
-        with KeepAliveClients(port, "/scaled", payload=b'{"sleep": 0.05}', limit=300) as load:
+        with clients(port, "/scaled", b'{"sleep": 0.05}', limit=300) as load:
             t0 = time.monotonic()
             d.wait_for("scaled", lambda a: len(ready(a)) == 3, 120, "3 replicas ready on the load")
             up = time.monotonic() - t0
@@ -435,7 +374,7 @@ def fig_down(backend: str) -> None:
     port = free_port()
     with Daemon(backend, api_yaml("steady", port)) as d:
         d.wait_for("steady", lambda a: a["status"] == "live", 120, "live")
-        with KeepAliveClients(port, "/steady", stop_when_refused=True, limit=120) as load:
+        with clients(port, "/steady", stop_when_refused=True) as load:
             time.sleep(1.0)
             t0 = time.monotonic()
             result = d.cli("down", timeout=120)

@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.builders import write_project
-from tests.integration.test_live_updates import VERSIONED, Load, api_yaml, edit, replica_ids, wait_until
+from tests.integration.test_live_updates import VERSIONED, api_yaml, edit, replica_ids, wait_until
+from tests.load import KeepAliveClients
 from tests.real_daemon import CLI, free_port
 
 
@@ -46,10 +47,10 @@ def scale_run(backend: str) -> tuple[float, int]:
     try:
         cli("up", "-d", "--backend", backend, "--wait", "600", str(project), check=True)
         t0 = time.monotonic()
-        with Load(f"http://127.0.0.1:{port}/busy", workers=4, payload={"sleep": 0.2}) as load:
-            wait_until(lambda: len({b["pid"] for _, b in load.bodies[-20:]}) >= 2, 120, "a second replica serving")
+        with KeepAliveClients(port, "/busy", 4, {"sleep": 0.2}, limit=600) as load:
+            wait_until(lambda: len({b["pid"] for _, b in load.bodies()[-20:]}) >= 2, 120, "a second replica serving")
             took = time.monotonic() - t0
-        return took, sum(n for s, n in load.statuses.items() if s != 200)
+        return took, len(load.failures())
     finally:
         cli("down")
 
@@ -66,7 +67,7 @@ def rollout_run(backend: str) -> tuple[float, float, int, int]:
     try:
         cli("up", "-d", "--backend", backend, "--wait", "600", str(project), check=True)
         before = replica_ids(cli.status(), "rolled")
-        with Load(f"http://127.0.0.1:{port}/rolled", workers=3, payload={"sleep": 0.02}) as load:
+        with KeepAliveClients(port, "/rolled", 3, {"sleep": 0.02}, limit=600) as load:
             wait_until(load.latest, 10, "first answers")
             saved = time.monotonic()
             edit(project / "cortex.yaml", text.replace("version: v1", "version: v2"))
@@ -75,8 +76,7 @@ def rollout_run(backend: str) -> tuple[float, float, int, int]:
             cli.wait_for(lambda s: s["apis"][0]["status"] == "live" and len(replica_ids(s, "rolled")) == 2
                          and not replica_ids(s, "rolled") & before, timeout=120, what="rollout done")
             done = time.monotonic() - saved
-        failed = sum(n for s, n in load.statuses.items() if s != 200)
-        return first, done, failed, sum(load.statuses.values())
+        return first, done, len(load.failures()), len(load.records)
     finally:
         cli("down")
 

@@ -13,17 +13,15 @@ import select
 import shutil
 import socket
 import tempfile
-import threading
 import time
 import zlib
 from collections import Counter
-from http.client import HTTPConnection, HTTPException
 from pathlib import Path
-from typing import Self
 
 import pytest
 
 from tests.builders import write_project
+from tests.load import KeepAliveClients
 from tests.real_daemon import CLI, free_port, http, post_json, server_has_read
 
 pytestmark = pytest.mark.timeout(120)
@@ -265,85 +263,6 @@ def test_slow_clients_hold_no_slot_and_are_closed_after_the_timeout(served):
 # -- 9.8: `down` and rolling updates under keep-alive load cut nothing ---------------------------
 
 
-class KeepAliveLoad:
-    """`workers` threads, each POSTing on one kept-alive connection as fast as answers come.
-
-    Every request sent gets one outcome: its status ("503-close" when the answer said
-    Connection: close), or "cut" when it was sent and no complete answer came. A connection
-    refused is no request. A thread stops when told, or when refused.
-    """
-
-    def __init__(self, port: int, path: str, workers: int = 8):
-        self.port, self.path = port, path
-        self.outcomes: Counter = Counter()
-        self.bodies: list = []
-        self.cuts: list = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
-
-    def _run(self) -> None:
-        conn = HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            self._send_until_stopped(conn)
-        finally:
-            conn.close()
-
-    def _send_until_stopped(self, conn: HTTPConnection) -> None:
-        deadline = time.monotonic() + 60
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                conn.connect() if conn.sock is None else None
-            except OSError:
-                return  # refused: the gateway stopped accepting; nothing was sent
-            try:
-                conn.request("POST", self.path, body=b"{}", headers={"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                body = resp.read()
-            except (OSError, HTTPException) as e:
-                with self._lock:
-                    self.outcomes["cut"] += 1
-                    self.cuts.append(repr(e))
-                conn.close()
-                continue
-            closing = (resp.getheader("Connection") or "").lower() == "close"
-            with self._lock:
-                self.outcomes[f"{resp.status}{'-close' if closing else ''}"] += 1
-                if resp.status == 200:
-                    self.bodies.append(json.loads(body))
-            if closing:
-                conn.close()
-
-    def served(self) -> int:
-        with self._lock:
-            return self.outcomes["200"]
-
-    def wait_served(self, count: int, timeout: float = 30) -> None:
-        """Until `count` requests got a 200 in all (a count, not a time: a loaded machine is slow)."""
-        deadline = time.monotonic() + timeout
-        while self.served() < count:
-            assert time.monotonic() < deadline, f"only {self.served()} served in {timeout} s: {self.outcomes}"
-            time.sleep(0.02)
-
-    def wait_ended(self, timeout: float = 30) -> None:
-        """Until every worker stopped by itself (refused: the gateway no longer accepts)."""
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        alive = sum(t.is_alive() for t in self._threads)
-        assert not alive, f"{alive} client(s) still sending {timeout} s later: {self.outcomes}"
-
-    def __enter__(self) -> Self:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(30)
-
-
 def test_down_under_keep_alive_load_cuts_no_request(tmp_path):
     port = free_port()
     project = write_project(tmp_path / "down", api("steady", port, "steady.py", """    config:
@@ -352,15 +271,15 @@ def test_down_under_keep_alive_load_cuts_no_request(tmp_path):
     cli = start_daemon(Path(tempfile.mkdtemp(prefix="cxd-")), project)
     try:
         cli.wait_for(lambda s: s["apis"] and s["apis"][0]["status"] == "live", timeout=60, what="live")
-        with KeepAliveLoad(port, "/steady") as load:
+        with KeepAliveClients(port, "/steady", stop_when_refused=True) as load:
             load.wait_served(20)  # the load is running before `down`, however slow the machine
             down = cli("down", timeout=60)
             assert down.code == 0, down
             # each client sends until the gateway refuses it: every kept-alive connection
             # got its last answer (or its cut) before this returns
             load.wait_ended()
-        assert load.outcomes["cut"] == 0, (load.outcomes, load.cuts[:5])
-        assert set(load.outcomes) <= {"200", "200-close", "503-close"}, load.outcomes
+        assert load.outcomes()["cut"] == 0, (load.outcomes(), load.cuts[:5])
+        assert set(load.outcomes()) <= {"200", "503-close"}, load.outcomes()
     finally:
         stop_daemon(cli)
 
@@ -382,7 +301,7 @@ def test_rolling_update_under_keep_alive_load_fails_no_request(tmp_path):
         cli.wait_for(lambda s: s["apis"] and s["apis"][0]["status"] == "live"
                      and s["apis"][0]["replicas"]["ready"] == 2, timeout=60, what="2 replicas live")
         before = {r["id"] for r in cli.api("rolled")["replica_list"]}
-        with KeepAliveLoad(port, "/rolled") as load:
+        with KeepAliveClients(port, "/rolled", stop_when_refused=True) as load:
             load.wait_served(20)  # the load is running before the update
             at_change = load.served()
             (project / "cortex.yaml").write_text(text.replace("version: v1", "version: v2"))
@@ -395,9 +314,9 @@ def test_rolling_update_under_keep_alive_load_fails_no_request(tmp_path):
                 time.sleep(0.3)
             else:
                 raise AssertionError(f"the rollout did not finish: {now}")
-            assert load.served() > at_change, load.outcomes  # served during the rollout
+            assert load.served() > at_change, load.outcomes()  # served during the rollout
             load.wait_served(load.served() + 20)  # and by the new replicas after it
-        assert set(load.outcomes) == {"200"}, (load.outcomes, load.cuts[:5])
-        assert load.bodies[-1] == {"version": "v2"}
+        assert set(load.outcomes()) == {"200"}, (load.outcomes(), load.cuts[:5])
+        assert load.latest() == {"version": "v2"}
     finally:
         stop_daemon(cli)

@@ -24,7 +24,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from http.client import HTTPConnection
 from pathlib import Path
 
 import aiohttp
@@ -34,6 +33,7 @@ from cortexd.gateway.proxy import Gateway
 from cortexd.gateway.routes import RouteConfig
 from tests.builders import write_project
 from tests.integration.test_gateway import Upstream
+from tests.load import KeepAliveClients
 from tests.real_daemon import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -362,48 +362,6 @@ def ready_replicas(api: dict) -> list[dict]:
     return [r for r in api["replica_list"] if r["state"] == "ready"]
 
 
-class Clients:
-    """`n` keep-alive clients posting in a loop until stopped (or `limit` seconds), each
-    request recorded as (started, ended, status, which predictor answered)."""
-
-    def __init__(self, url: str, n: int, limit: float = 20.0):
-        self.url, self.limit = url, limit
-        self.records: list[tuple[float, float, int, str | None]] = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
-
-    def _run(self) -> None:
-        host, port = self.url.split("//")[1].split("/")[0].split(":")
-        path = "/" + self.url.split("//")[1].split("/", 1)[1]
-        conn = HTTPConnection(host, int(port), timeout=10)
-        deadline = time.monotonic() + self.limit
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            started = time.monotonic()
-            try:
-                conn.request("POST", path, body=b'{"x": 1}', headers={"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                body = resp.read()
-                status = resp.status
-                if resp.getheader("Connection", "").lower() == "close":
-                    conn.close()
-            except OSError:
-                status, body = 0, b""
-                conn.close()
-            who = json.loads(body).get("who") if status == 200 else None
-            self.records.append((started, time.monotonic(), status, who))
-        conn.close()
-
-    def __enter__(self) -> Clients:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(15)
-
-
 def wait_for_api(cli, name: str, predicate, timeout: float, what: str) -> dict:
     deadline = time.monotonic() + timeout
     api = None
@@ -415,22 +373,28 @@ def wait_for_api(cli, name: str, predicate, timeout: float, what: str) -> dict:
     raise AssertionError(f"timed out waiting for {what}: {json.dumps(api, indent=1)}\n{cli.daemon_log()}")
 
 
-def kill_one_of_two_under_load(cli, url: str, kill) -> tuple[list, tuple[float, float]]:
-    """8 clients on 2 replicas; `kill(replica)` one of them; (records, (kill began, returned))."""
+def kill_one_of_two_under_load(cli, port: int, kill) -> tuple[list, tuple[float, float]]:
+    """8 keep-alive clients on 2 replicas; `kill(replica)` one of them; (records, (kill began,
+    returned)), each record (sent, answered, status (0: cut), which predictor answered)."""
     api = wait_for_api(cli, "pids", lambda a: len(ready_replicas(a)) == 2, 60, "2 ready replicas")
-    with Clients(url, 8) as clients:
+
+    def who(load: KeepAliveClients) -> set:
+        return {r.body.get("who") for r in load.snapshot() if r.body}
+
+    with KeepAliveClients(port, "/pids", 8, b'{"x": 1}', limit=20, timeout=10) as load:
         time.sleep(1.0)
         # and until both replicas answered (an outcome, not a time: a loaded machine may take longer)
         deadline = time.monotonic() + 10
-        while len(who := {r[3] for r in list(clients.records) if r[3] is not None}) < 2 \
-                and time.monotonic() < deadline:
+        while len(who(load)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(who) == 2, f"the load reaches both replicas: {who}"
+        assert len(who(load)) == 2, f"the load reaches both replicas: {who(load)}"
         began = time.monotonic()
         kill(ready_replicas(api)[0])  # the replica dies somewhere in [began, returned]
         returned = time.monotonic()
         time.sleep(2.0)
-    return clients.records, (began, returned)
+    records = [(r.sent, r.answered, 0 if r.outcome == "cut" else int(r.outcome.split("-")[0]),
+                (r.body or {}).get("who")) for r in load.snapshot()]
+    return records, (began, returned)
 
 
 def assert_only_the_victims_requests_failed(records, kill: tuple[float, float]) -> None:
@@ -467,7 +431,7 @@ def test_sigkill_of_one_of_two_replicas_fails_at_most_its_in_flight_requests(cli
         os.kill(int(replica["backend"]["pid"]), signal.SIGKILL)
         killed.append(replica["id"])
 
-    records, kill_window = kill_one_of_two_under_load(cli, f"http://127.0.0.1:{port}/pids", kill)
+    records, kill_window = kill_one_of_two_under_load(cli, port, kill)
     assert_only_the_victims_requests_failed(records, kill_window)
     # and it is replaced
     api = wait_for_api(cli, "pids", lambda a: len(ready_replicas(a)) == 2
@@ -538,7 +502,7 @@ def test_docker_kill_of_one_of_two_replicas_fails_at_most_its_in_flight_requests
             client.containers.get(replica["backend"]["container"]).kill()
             killed.append(replica["id"])
 
-        records, kill_window = kill_one_of_two_under_load(cli, f"http://127.0.0.1:{port}/pids", kill)
+        records, kill_window = kill_one_of_two_under_load(cli, port, kill)
         assert_only_the_victims_requests_failed(records, kill_window)
         wait_for_api(cli, "pids", lambda a: len(ready_replicas(a)) == 2
                      and killed[0] not in {r["id"] for r in a["replica_list"]},

@@ -13,12 +13,12 @@ import signal
 import socket
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from tests.builders import write_project
+from tests.load import KeepAliveClients
 from tests.real_daemon import free_port, pid_alive, post_json
 
 VERSIONED = """
@@ -49,46 +49,6 @@ def api_yaml(name: str, port: int, version: str, extra: str = "", path: str | No
   networking:
     local_port: {port}
 {extra}"""
-
-
-class Load:
-    """Closed-loop load: `workers` threads each POST as fast as answers come back."""
-
-    def __init__(self, url: str, workers: int, payload=None):
-        self.url, self.workers, self.payload = url, workers, payload or {}
-        self.statuses: Counter = Counter()
-        self.bodies: list = []
-        self.failures: list = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
-        self._lock = threading.Lock()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                status, _, body = post_json(self.url, self.payload, timeout=60)
-            except OSError as e:  # connection refused / reset: a failed request
-                status, body = 0, str(e).encode()
-            with self._lock:
-                self.statuses[status] += 1
-                if status == 200:
-                    self.bodies.append((time.monotonic(), json.loads(body)))
-                else:
-                    self.failures.append((status, body[:300]))
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=90)
-
-    def latest(self) -> dict | None:
-        with self._lock:
-            return self.bodies[-1][1] if self.bodies else None
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
@@ -126,16 +86,15 @@ def test_load_step_scales_up_then_back_down(cli, tmp_path):
     project = write_project(tmp_path / "scale", api_yaml("busy", port, "v1", extra),
                             {"busy.py": VERSIONED.format(code="busy")})
     cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
-    url = f"http://127.0.0.1:{port}/busy"
 
     t0 = time.monotonic()
-    with Load(url, workers=4, payload={"sleep": 0.2}) as load:
+    with KeepAliveClients(port, "/busy", 4, {"sleep": 0.2}) as load:
         # 4 requests in flight against a target of 1 per replica: the autoscaler asks for more
         wait_until(lambda: cli.api("busy")["replicas"]["ready"] >= 2, 60, "a second ready replica")
         scaled_at = time.monotonic() - t0
-        wait_until(lambda: len({b["pid"] for _, b in load.bodies[-20:]}) >= 2, 30,
+        wait_until(lambda: len({b["pid"] for _, b in load.bodies()[-20:]}) >= 2, 30,
                    "answers from two replicas")
-    assert set(load.statuses) == {200}, load.failures[:5]
+    assert set(load.outcomes()) == {"200"}, load.failures()[:5]
     api = cli.api("busy")
     assert api["replicas"]["requested"] <= 3
     assert "busy" in api["last_decision"] or api["last_decision"], api
@@ -166,8 +125,7 @@ def test_rolling_update_under_load_has_no_failed_request_and_spares_other_apis(c
     before = cli.status()
     other_ids = replica_ids(before, "other")
 
-    url = f"http://127.0.0.1:{port}/rolled"
-    with Load(url, workers=3, payload={"sleep": 0.02}) as load:
+    with KeepAliveClients(port, "/rolled", 3, {"sleep": 0.02}) as load:
         wait_until(lambda: load.latest(), 10, "first answers")
         saved = time.monotonic()
         edit(project / "cortex.yaml", text.replace("version: v1", "version: v2", 1))
@@ -180,14 +138,13 @@ def test_rolling_update_under_load_has_no_failed_request_and_spares_other_apis(c
             timeout=60, what="the rollout to finish")
         done = time.monotonic() - saved
         # answers after the rollout, counted (a loaded machine serves fewer in a fixed time)
-        after = load.statuses[200] + 20
-        wait_until(lambda: load.statuses[200] >= after, 30, "20 answers after the rollout", interval=0.02)
-    assert set(load.statuses) == {200}, (load.statuses, load.failures[:5])
+        load.wait_served(load.served() + 20)
+    assert set(load.outcomes()) == {"200"}, (load.outcomes(), load.failures()[:5])
     # once the first v2 answer came, only v2 answered after the old replicas drained
-    assert all(b["version"] == "v2" for at, b in load.bodies if at > saved + done)
+    assert all(b["version"] == "v2" for at, b in load.bodies() if at > saved + done)
     assert replica_ids(snap, "other") == other_ids, "an unchanged API was restarted"
     print(f"save -> first v2 answer {first_v2:.1f}s, rollout finished {done:.1f}s, "
-          f"{load.statuses[200]} requests, 0 failed")
+          f"{load.served()} requests, 0 failed")
 
 
 def test_broken_edits_keep_the_old_version_serving_and_fixing_resumes(cli, tmp_path):
@@ -288,10 +245,10 @@ def test_legacy_api_scales_up_on_cpu_utilization(cli, tmp_path):
             pytest.skip("port 8888 is in use on this machine")
     cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
     t0 = time.monotonic()
-    with Load("http://127.0.0.1:8888/burner", workers=2) as load:
+    with KeepAliveClients(8888, "/burner", 2) as load:
         # one replica busy all the time uses ~1 CPU = ~1000% of its 100m request
         wait_until(lambda: cli.api("burner")["replicas"]["ready"] == 2, 60, "a second replica")
-    assert set(load.statuses) == {200}, load.failures[:5]
+    assert set(load.outcomes()) == {"200"}, load.failures()[:5]
     api = cli.api("burner")
     assert "cpu" in api["last_decision"].lower(), api["last_decision"]
     print(f"legacy CPU scale-up in {time.monotonic() - t0:.1f}s: {api['last_decision']}")
