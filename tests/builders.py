@@ -181,3 +181,48 @@ def run_example_script(*args: str) -> None:
     p = subprocess.run([sys.executable, *args], check=False, capture_output=True, text=True, timeout=120,
                        env=env)
     assert p.returncode == 0, f"{' '.join(args)} failed:\n{p.stdout}\n{p.stderr}"
+
+
+def conf_values(conf: str) -> dict[str, list[str]]:
+    """pip.conf text -> {key: [values]} (continuation lines are more values)."""
+    out: dict[str, list[str]] = {}
+    key = None
+    for line in conf.splitlines():
+        if line.startswith("[") or not line.strip():
+            continue
+        if line.startswith(" ") and key:
+            out[key].append(line.strip())
+        else:
+            key, _, value = line.partition("=")
+            key = key.strip()
+            out[key] = [value.strip()]
+    return out
+
+
+# the predictor that answers {"ok": true}, the smallest API a daemon test serves
+OK_PREDICTOR = """
+class PythonPredictor:
+    def __init__(self, config):
+        pass
+
+    def predict(self, payload):
+        return {"ok": True}
+"""
+
+
+def realtime_yaml(name: str, port: int, path: str = "predictor.py") -> str:
+    """The cortex.yaml of one python RealtimeAPI `name` on `port`."""
+    return (f"- name: {name}\n  kind: RealtimeAPI\n  predictor:\n    type: python\n    path: {path}\n"
+            f"  networking:\n    local_port: {port}\n")
+
+
+def config_problems(project: Path | str, text: str) -> list[str]:
+    """The problems loading `text` as `project`'s cortex.yaml reports (it must report some)."""
+    import pytest
+
+    from cortexd.errors import ConfigError
+    from cortexd.spec.load import load_documents
+
+    with pytest.raises(ConfigError) as info:
+        load_documents(text, "cortex.yaml", str(project))
+    return [str(p) for p in info.value.problems]

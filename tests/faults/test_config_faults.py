@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from cortexd import cli as cortexd_cli
-from tests.builders import write_project
+from tests.builders import OK_PREDICTOR, write_project
 from tests.real_daemon import free_port, http, post_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -157,21 +157,13 @@ def test_the_cli_prints_a_located_error_without_a_traceback(cli, tmp_path, value
     assert re.search(r"cortex\.yaml:\d+:\d+: api 'every-field': compute\.mem: ", result.err)
 
 
-PREDICTOR = """
-class PythonPredictor:
-    def __init__(self, config):
-        pass
-
-    def predict(self, payload):
-        return {"ok": True}
-"""
 
 
 def test_a_hostile_save_over_a_live_config_is_rejected_and_the_api_keeps_serving(cli, tmp_path):
     port = free_port()
     yaml_text = (f"- name: live\n  kind: RealtimeAPI\n  predictor:\n    type: python\n    path: predictor.py\n"
                  f"  networking:\n    local_port: {port}\n")
-    project = write_project(tmp_path / "live", yaml_text, {"predictor.py": PREDICTOR})
+    project = write_project(tmp_path / "live", yaml_text, {"predictor.py": OK_PREDICTOR})
     cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
     url = f"http://127.0.0.1:{port}/live"
     # many values that take long to check, then nesting too deep: each save is rejected
@@ -212,7 +204,7 @@ def test_the_loader_process_dies_with_a_killed_daemon(cli, tmp_path):
     port = free_port()
     yaml_text = (f"- name: loaded\n  kind: RealtimeAPI\n  predictor:\n    type: python\n    path: predictor.py\n"
                  f"  networking:\n    local_port: {port}\n")
-    project = write_project(tmp_path / "l", yaml_text, {"predictor.py": PREDICTOR})
+    project = write_project(tmp_path / "l", yaml_text, {"predictor.py": OK_PREDICTOR})
     cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
     daemon = cli.status()["daemon"]["pid"]
     (project / "cortex.yaml").write_text(yaml_text + "  compute:\n    cpu: .nan\n")  # a reload: the loader starts

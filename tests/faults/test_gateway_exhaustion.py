@@ -30,20 +30,12 @@ import pytest
 from cortexd.gateway.admission import HEAD_LIMIT, socket_cap
 from cortexd.gateway.proxy import Gateway
 from cortexd.gateway.routes import RouteConfig
-from tests.builders import write_project
+from tests.builders import OK_PREDICTOR, realtime_yaml, write_project
 from tests.real_daemon import CLI, REPO, free_port, http, post_json
 from tests.upstreams import Upstream
 
 pytestmark = pytest.mark.timeout(180)
 
-PREDICTOR = """
-class PythonPredictor:
-    def __init__(self, config):
-        pass
-
-    def predict(self, payload):
-        return {"ok": True}
-"""
 
 
 def usable_fds(wanted: int) -> int:
@@ -262,18 +254,6 @@ async def test_no_socket_left_for_a_replica_is_503_and_no_replica_is_blamed(repl
 # -- a real daemon ---------------------------------------------------------------------------------
 
 
-def api_yaml(port: int) -> str:
-    return f"""
-- name: echo
-  kind: RealtimeAPI
-  predictor:
-    type: python
-    path: predictor.py
-  networking:
-    local_port: {port}
-"""
-
-
 def start_daemon(project: Path, env: dict | None = None, nofile: tuple[int, int] | None = None) -> CLI:
     """`cortexd up -d` on `project` in a private home; with `nofile`, under that RLIMIT_NOFILE (soft, hard)."""
     cli = CLI(Path(tempfile.mkdtemp(prefix="cxd-")))
@@ -305,8 +285,8 @@ def rss_mib(pid: int) -> float:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     port = free_port()
-    project = write_project(tmp_path_factory.mktemp("exhaust") / "project", api_yaml(port),
-                            {"predictor.py": PREDICTOR})
+    project = write_project(tmp_path_factory.mktemp("exhaust") / "project", realtime_yaml("echo", port),
+                            {"predictor.py": OK_PREDICTOR})
     # a short header timeout: hoarders the budget leaves alone are answered 408 within the test
     cli = start_daemon(project, {"CORTEXD_CLIENT_HEADER_TIMEOUT": "20"})
     try:
@@ -419,7 +399,7 @@ def test_header_hoarders_cost_bounded_memory_and_the_api_keeps_serving(served):
 
 def test_at_the_open_file_limit_idle_connections_go_new_clients_are_served_and_get_answers(tmp_path):
     port = free_port()
-    project = write_project(tmp_path / "project", api_yaml(port), {"predictor.py": PREDICTOR})
+    project = write_project(tmp_path / "project", realtime_yaml("echo", port), {"predictor.py": OK_PREDICTOR})
     # soft 256, hard 400: the daemon raises the soft limit to 400; its gateway keeps 128 back
     cli = start_daemon(project, nofile=(256, 400))
     idle: list[socket.socket] = []

@@ -9,17 +9,8 @@ import sys
 
 import pytest
 
-from tests.builders import write_project
+from tests.builders import OK_PREDICTOR, write_project
 from tests.real_daemon import REPO, free_port
-
-PREDICTOR = """
-class PythonPredictor:
-    def __init__(self, config):
-        pass
-
-    def predict(self, payload):
-        return {"ok": True}
-"""
 
 
 def project(tmp_path, name="hello", port=None, gpu=0):
@@ -27,7 +18,7 @@ def project(tmp_path, name="hello", port=None, gpu=0):
     compute = f"\n  compute:\n    gpu: {gpu}" if gpu else ""
     yaml_text = (f"- name: {name}\n  kind: RealtimeAPI\n  predictor:\n    type: python\n"
                  f"    path: predictor.py\n  networking:\n    local_port: {port}{compute}\n")
-    return write_project(tmp_path / name, yaml_text, {"predictor.py": PREDICTOR}), port
+    return write_project(tmp_path / name, yaml_text, {"predictor.py": OK_PREDICTOR}), port
 
 
 def into_closed_pipe(cli, *args: str) -> tuple[int, str]:

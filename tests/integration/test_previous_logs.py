@@ -6,7 +6,7 @@ user looks for, and `up` used to delete the logs folder with it.
 
 from __future__ import annotations
 
-from tests.builders import write_project
+from tests.builders import realtime_yaml, write_project
 from tests.real_daemon import free_port
 
 PREDICTOR = """\
@@ -26,15 +26,7 @@ class PythonPredictor:
 
 def test_the_previous_runs_traceback_survives_a_restart(cli, tmp_path):
     port = free_port()
-    project = write_project(tmp_path / "proj", f"""
-- name: flaky
-  kind: RealtimeAPI
-  predictor:
-    type: python
-    path: predictor.py
-  networking:
-    local_port: {port}
-""", {"predictor.py": PREDICTOR, "crash": ""})
+    project = write_project(tmp_path / "proj", realtime_yaml("flaky", port), {"predictor.py": PREDICTOR, "crash": ""})
     up = cli("up", "-d", "--backend", "process", "--wait", "60", str(project))
     assert up.code == 1, up  # not serving: the predictor fails in __init__
     cli.wait_for(lambda s: s["apis"][0]["status"] == "error", timeout=60, what="error status")

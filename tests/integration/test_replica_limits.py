@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 
-from tests.builders import write_project
+from tests.builders import realtime_yaml, write_project
 from tests.real_daemon import free_port, http, post_json
 
 ENV_PREDICTOR = '''
@@ -24,15 +24,7 @@ class PythonPredictor:
 
 def test_replicas_get_the_daemons_body_limit_and_request_timeout(cli, tmp_path):
     port = free_port()
-    project = write_project(tmp_path / "limits", f"""\
-- name: limits
-  kind: RealtimeAPI
-  predictor:
-    type: python
-    path: predictor.py
-  networking:
-    local_port: {port}
-""", {"predictor.py": ENV_PREDICTOR})
+    project = write_project(tmp_path / "limits", realtime_yaml("limits", port), {"predictor.py": ENV_PREDICTOR})
     cli.env["CORTEXD_UPSTREAM_TIMEOUT"] = "7"
     cli("up", "-d", "--wait", "60", "--backend", "process", str(project), check=True)
     url = f"http://127.0.0.1:{port}/limits"

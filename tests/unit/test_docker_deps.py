@@ -24,6 +24,7 @@ from cortexd.backends.pip_settings import (
 from cortexd.core.preinstalled import Addition
 from cortexd.errors import DependencyError
 from cortexd.spec import load_config
+from tests.builders import conf_values
 
 IMAGE = "cortexd-python-cpu:0123456789abcdef"
 HOST = "global.index-url='https://mirror.example/simple'\nglobal.timeout='30'\n"
@@ -41,21 +42,6 @@ class PythonPredictor:
     def predict(self, payload):
         return {"ok": True}
 """
-
-
-def conf_values(conf: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    key = None
-    for line in conf.splitlines():
-        if line.startswith("[") or not line.strip():
-            continue
-        if line.startswith(" ") and key:
-            out[key].append(line.strip())
-        else:
-            key, _, value = line.partition("=")
-            key = key.strip()
-            out[key] = [value.strip()]
-    return out
 
 
 class FakeContainer:

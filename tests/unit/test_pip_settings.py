@@ -24,6 +24,7 @@ from cortexd.backends.pip_settings import (
     pip_context_files,
     pip_settings_for_build,
 )
+from tests.builders import conf_values
 
 # what `pip config list` prints on this project's CI machine
 THIS_HOST = """\
@@ -36,22 +37,6 @@ global.constraint='/etc/xdg/pip/constraints.txt'
 global.extra-index-url='file:///opt/pypi/simple file:///opt/pypi-more/simple'
 global.find-links='/opt/wheels'
 """
-
-
-def conf_values(conf: str) -> dict[str, list[str]]:
-    """pip.conf text -> {key: [values]} (continuation lines are more values)."""
-    out: dict[str, list[str]] = {}
-    key = None
-    for line in conf.splitlines():
-        if line.startswith("[") or not line.strip():
-            continue
-        if line.startswith(" ") and key:
-            out[key].append(line.strip())
-        else:
-            key, _, value = line.partition("=")
-            key = key.strip()
-            out[key] = [value.strip()]
-    return out
 
 
 def test_parse_reads_sections_keys_and_quoted_values():

@@ -9,6 +9,7 @@ import pytest
 from cortexd.errors import ConfigError
 from cortexd.spec import units
 from cortexd.spec.load import load_config, load_documents
+from tests.builders import config_problems as problems
 
 HEAD = """\
 - name: iris
@@ -25,10 +26,6 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def problems(project: Path, text: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_documents(text, "cortex.yaml", str(project))
-    return [str(p) for p in info.value.problems]
 
 
 @pytest.mark.parametrize("section, field, written, shown", [

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cortexd.errors import ConfigError
 from cortexd.spec.load import load_documents
 from cortexd.spec.units import Percent
+from tests.builders import config_problems as problems
 
 
 @pytest.fixture
@@ -21,10 +21,6 @@ def load(project: Path, text: str):
     return load_documents(text, "cortex.yaml", str(project))
 
 
-def problems(project: Path, text: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load(project, text)
-    return [str(p) for p in info.value.problems]
 
 
 SEED_SHAPE = """\

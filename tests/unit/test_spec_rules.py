@@ -10,8 +10,8 @@ import pytest
 
 from cortexd.errors import ConfigError
 from cortexd.spec import load_config
-from cortexd.spec.load import load_documents
 from cortexd.spec.validate import check_api, format_path
+from tests.builders import config_problems as problems
 
 
 @pytest.fixture
@@ -36,10 +36,6 @@ def findings(doc: dict[str, Any], project: Path) -> dict[str, str]:
     return {format_path(f.path): f.message for f in check_api(doc, str(project)).findings}
 
 
-def problems(project: Path, text: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_documents(text, "cortex.yaml", str(project))
-    return [str(p) for p in info.value.problems]
 
 
 def test_the_base_api_is_valid(project):

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from cortexd.core import rollout
-from cortexd.errors import ConfigError
 from cortexd.spec import units
 from cortexd.spec.load import load_documents
 from cortexd.spec.validate import SCHEMA_LOCATIONS, check_api, load_schema
+from tests.builders import config_problems as problems
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,10 +26,6 @@ def load(project: Path, text: str):
     return load_documents(text, "cortex.yaml", str(project))
 
 
-def problems(project: Path, text: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load(project, text)
-    return [str(p) for p in info.value.problems]
 
 
 MINIMAL = """\
