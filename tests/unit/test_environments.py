@@ -10,14 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cortexd.backends.environments import (
-    ProjectEnvironments,
-    environments_to_evict,
-    installer_environment,
-    own_modules,
-    project_pip_env,
-    python_sources,
-)
+from cortexd.backends.environment_build import installer_environment
+from cortexd.backends.environment_plan import own_modules, project_pip_env, python_sources
+from cortexd.backends.environments import ProjectEnvironments, environments_to_evict
 from cortexd.core.preinstalled import (
     distribution_for_import,
     imported_modules,
@@ -516,7 +511,7 @@ def test_the_cache_keeps_what_deployed_apis_use_and_the_newest_unused_few():
 
 
 def test_s3_model_paths_add_boto3_which_the_runtime_reads_them_with(tmp_path):
-    from cortexd.backends.environments import project_imports
+    from cortexd.backends.environment_plan import project_imports
     from cortexd.spec.model import ModelSpec, ModelsSpec
     from tests.builders import api_spec
 
