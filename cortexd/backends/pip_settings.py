@@ -107,7 +107,7 @@ def pip_settings_for_build(
 
     config_list: output of `pip config list`; env: the process environment.
     Precedence as in pip for `pip install`: [global] < [install] < PIP_* variables.
-    project: a project pip.conf as PIP_* variables (environments.project_pip_env, paths
+    project: a project pip.conf as PIP_* variables (environment_plan.project_pip_env, paths
     made absolute), ranked above the host's as on the process backend.
     Local paths (file:// indexes, local find-links) do not exist inside the build:
     they are dropped with a notice, except find-links inside project_dir, which are
@@ -118,10 +118,6 @@ def pip_settings_for_build(
     merged = merged_pip_settings(config_list, {**env, **project})
     root = os.path.join(os.path.abspath(project_dir), "") if project_dir else None
     find_links: list[tuple[str, str]] = []
-
-    def in_project(path: str) -> bool:
-        return root is not None and os.path.join(os.path.abspath(path), "").startswith(root)
-
     notices: list[str] = []
     lines: list[str] = []
     cert_file = None
@@ -134,29 +130,7 @@ def pip_settings_for_build(
             lines.append(f"cert = {CERT_IN_IMAGE}")
             continue
         values = value.split() if key in _MULTI or key == "index-url" else [value]
-        kept = []
-        for v in values:
-            local = v.startswith("file:") or (key == "find-links" and "://" not in v)
-            path = v.removeprefix("file://") if v.startswith("file://") else v
-            if key == "find-links" and local and in_project(path):
-                folder = f"pip/find-links/{len(find_links)}"
-                in_image = f"{FIND_LINKS_IN_IMAGE}/{len(find_links)}"
-                if path.endswith((".html", ".htm")):
-                    in_image += "/" + os.path.basename(path)
-                find_links.append((path, folder))
-                kept.append(in_image)
-            elif local:
-                notices.append(
-                    f"pip {key} {v} is a path on this host that does not exist inside image "
-                    "builds; builds do without it"
-                )
-            elif key in ("index-url", "extra-index-url", "proxy", "find-links") and _is_loopback_url(v):
-                notices.append(
-                    f"pip {key} {v} points at this host's loopback, which a build container "
-                    "cannot reach; builds do without it"
-                )
-            else:
-                kept.append(v)
+        kept = [v for v in (_in_build(key, v, root, find_links, notices) for v in values) if v]
         if not kept:
             if key == "index-url":
                 notices.append("image builds use pip's default index (https://pypi.org/simple)")
@@ -168,7 +142,41 @@ def pip_settings_for_build(
         lines.append("no-index = true")  # the project's own choice (its find-links only)
     elif merged.get("no-index", "").lower() in _TRUE:
         notices.append("pip no-index is set on this host; image builds use an index anyway")
+    build_args = _proxy_build_args(env, notices)
+    conf = "[global]\n" + "".join(line + "\n" for line in lines)
+    # notices name settings, and a URL's credentials are not for the daemon's log or the live view
+    return PipSettings(conf=conf, cert_file=cert_file, build_args=build_args,
+                       notices=tuple(redact_credentials(n) for n in notices), find_links=tuple(find_links))
 
+
+def _in_build(key: str, v: str, root: str | None, find_links: list[tuple[str, str]],
+              notices: list[str]) -> str | None:
+    """What one value of pip setting `key` becomes inside an image build (None: dropped, with a
+    notice): a find-links folder inside the project is copied into the context (appended to
+    `find_links`); another local path, or a loopback URL, cannot be reached from a build."""
+    local = v.startswith("file:") or (key == "find-links" and "://" not in v)
+    path = v.removeprefix("file://") if v.startswith("file://") else v
+    in_project = root is not None and os.path.join(os.path.abspath(path), "").startswith(root)
+    if key == "find-links" and local and in_project:
+        folder = f"pip/find-links/{len(find_links)}"
+        in_image = f"{FIND_LINKS_IN_IMAGE}/{len(find_links)}"
+        if path.endswith((".html", ".htm")):
+            in_image += "/" + os.path.basename(path)
+        find_links.append((path, folder))
+        return in_image
+    if local:
+        notices.append(f"pip {key} {v} is a path on this host that does not exist inside image "
+                       "builds; builds do without it")
+        return None
+    if key in ("index-url", "extra-index-url", "proxy", "find-links") and _is_loopback_url(v):
+        notices.append(f"pip {key} {v} points at this host's loopback, which a build container "
+                       "cannot reach; builds do without it")
+        return None
+    return v
+
+
+def _proxy_build_args(env: Mapping[str, str], notices: list[str]) -> dict[str, str]:
+    """The host's proxy variables, as build args (a loopback proxy is noticed: a build cannot reach it)."""
     build_args = {}
     for var in _PROXY_VARS:
         for name in (var, var.lower()):
@@ -179,10 +187,7 @@ def pip_settings_for_build(
                         f"{name}={env[name]} points at this host's loopback, which a build "
                         "container cannot reach (use the host's address or run a proxy on the bridge)"
                     )
-    conf = "[global]\n" + "".join(line + "\n" for line in lines)
-    # notices name settings, and a URL's credentials are not for the daemon's log or the live view
-    return PipSettings(conf=conf, cert_file=cert_file, build_args=build_args,
-                       notices=tuple(redact_credentials(n) for n in notices), find_links=tuple(find_links))
+    return build_args
 
 
 def host_pip_config_list(env: Mapping[str, str]) -> str:

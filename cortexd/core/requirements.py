@@ -279,6 +279,123 @@ def _find_line(req: str, requirements: Sequence[RequirementLine]) -> Requirement
     return next((r for r in requirements if r.name == name), None)
 
 
+@dataclass(frozen=True)
+class _PipOutput:
+    """pip's output of a failed install, read once: its lines, its text, the requirements it was
+    collecting (with the file line each came from), and how each failing one is located."""
+
+    lines: tuple[str, ...]
+    text: str
+    last: str  # the last lines worth showing
+    collected: tuple[tuple[str, tuple[str, int] | None], ...]
+    requirements: tuple[RequirementLine, ...]
+    file_name: str
+    python: str  # "Python 3.11"
+
+    @classmethod
+    def read(cls, output: Sequence[str], requirements: Sequence[RequirementLine], python_version: str,
+             file_name: str, tail: int) -> _PipOutput:
+        lines = tuple(line.rstrip() for line in output)
+        collected: list[tuple[str, tuple[str, int] | None]] = []
+        for ln in lines:
+            m = _COLLECTING.match(ln)
+            if m:
+                collected.append((m.group("req"), _origin(m.group("from"))))
+            m = _PROCESSING.match(ln)
+            if m:
+                collected.append((m.group("path"), None))
+        last = "\n".join(deque((ln for ln in lines if ln.strip()), maxlen=tail))
+        return cls(lines, "\n".join(lines), last, tuple(collected), tuple(requirements), file_name,
+                   f"Python {python_version}")
+
+    def located(self, req: str, origin: tuple[str, int] | None = None) -> tuple[str, int | None, str]:
+        """(requirement, its line, " (requirements.txt line N)"-like words) of a failing `req`."""
+        if origin is None:
+            for seen, seen_origin in reversed(self.collected):
+                if canonical(seen) == canonical(req):
+                    origin = seen_origin
+                    break
+        if origin is None:
+            found = _find_line(req, self.requirements)
+            if found is not None:
+                return found.text, found.line, f" ({self.file_name} line {found.line})"
+            return req, None, ""
+        if origin[0] != PREINSTALLED_FILE:
+            found = next((r for r in self.requirements if r.line == origin[1]), None)
+            if found is not None and found.name and found.name != canonical(req):
+                # a dependency of that line failed
+                return req, found.line, f" (needed by {found.text}, {self.file_name} line {found.line})"
+        return req, (origin[1] if origin[0] != PREINSTALLED_FILE else None), _where(origin)
+
+
+def _invalid_line(out: _PipOutput) -> InstallFailure | None:
+    m = _INVALID.search(out.text)
+    if not m:
+        return None
+    req = m.group("req").strip("'\"")
+    line = int(m.group("line")) if m.group("line") else None
+    where = f" ({out.file_name} line {line})" if line else ""
+    return InstallFailure(f"{out.file_name}: invalid requirement {req!r}{where}", out.last, req, line, True)
+
+
+def _no_release(out: _PipOutput) -> InstallFailure | None:
+    m = _NO_MATCH.search(out.text)
+    if not m:
+        return None
+    req, line, where = out.located(m.group("req"))
+    other = _OTHER_PYTHON.search(out.text)
+    versions = _NO_VERSION.search(out.text)
+    found_some = bool(versions and versions.group("versions") and versions.group("versions") != "none")
+    if other:
+        why = f"its releases that match require another Python ({other.group('what').strip()})"
+    elif versions and found_some:
+        known = versions.group("versions").split(", ")
+        shown = ", ".join(known[-8:]) + (" ..." if len(known) > 8 else "")
+        why = f"no release of it matches that pin for this Python (releases for this Python: {shown})"
+    else:
+        why = "no release of it is available for this Python and platform from the configured indexes"
+    # "from versions: none": the index may be down or refusing: worth another try later
+    return InstallFailure(f"{req}{where} cannot be installed on {out.python}: {why}", out.last, req, line,
+                          bool(other) or found_some)
+
+
+def _conflict(out: _PipOutput) -> InstallFailure | None:
+    if not _CONFLICT.search(out.text):
+        return None
+    head = next((ln.removeprefix("ERROR: ") for ln in out.lines if "Cannot install" in ln), None)
+    summary = f"the requirements in {out.file_name} conflict: " + (
+        head or "pip found no set of versions that fits them all")
+    return InstallFailure(summary, out.last, None, None, True)
+
+
+def _build_failed(out: _PipOutput) -> InstallFailure | None:
+    m = _BUILD_FAILED.search(out.text)
+    if not m:
+        return None
+    name = m.group("wheel") or m.group("wheels")
+    if name:
+        req, line, where = out.located(name)
+    elif out.collected:
+        req, line, where = out.located(*out.collected[-1])
+    else:
+        req, line, where = "a requirement", None, ""
+    return InstallFailure(
+        f"{req}{where} cannot be installed on {out.python}: pip found no wheel of it for this Python and "
+        "building it from source failed (old pins often predate this Python: pin a newer version)",
+        out.last, req, line, True,
+    )
+
+
+def _unreachable(out: _PipOutput) -> InstallFailure | None:
+    if not _NETWORK.search(out.text):
+        return None
+    return InstallFailure(
+        f"installing the packages of {out.file_name} failed: the package index could not be reached "
+        "(check pip's index and proxy settings: `pip config list`, PIP_INDEX_URL, HTTPS_PROXY)",
+        out.last, None, None, False,
+    )
+
+
 def install_failure(
     output: Sequence[str],
     requirements: Sequence[RequirementLine],
@@ -290,95 +407,15 @@ def install_failure(
 
     Names the requirement that failed and its line (from pip's own `(line N)` notes,
     else by matching names against `requirements`), and says why in one sentence:
-    no release for this Python, a build from source that failed, an invalid line,
-    conflicting pins, or the index unreachable.
+    an invalid line, no release for this Python, conflicting pins, a build from source
+    that failed, or the index unreachable (tried in that order).
     """
-    lines = [line.rstrip() for line in output]
-    last = "\n".join(deque((ln for ln in lines if ln.strip()), maxlen=tail))
-    collected: list[tuple[str, tuple[str, int] | None]] = []
-    for ln in lines:
-        m = _COLLECTING.match(ln)
-        if m:
-            collected.append((m.group("req"), _origin(m.group("from"))))
-        m = _PROCESSING.match(ln)
-        if m:
-            collected.append((m.group("path"), None))
-    text = "\n".join(lines)
-    py = f"Python {python_version}"
-
-    def located(req: str, origin: tuple[str, int] | None = None) -> tuple[str, int | None, str]:
-        if origin is None:
-            for seen, seen_origin in reversed(collected):
-                if canonical(seen) == canonical(req):
-                    origin = seen_origin
-                    break
-        if origin is None:
-            found = _find_line(req, requirements)
-            if found is not None:
-                return found.text, found.line, f" ({file_name} line {found.line})"
-            return req, None, ""
-        if origin[0] != PREINSTALLED_FILE:
-            found = next((r for r in requirements if r.line == origin[1]), None)
-            if found is not None and found.name and found.name != canonical(req):
-                # a dependency of that line failed
-                return req, found.line, f" (needed by {found.text}, {file_name} line {found.line})"
-        return req, (origin[1] if origin[0] != PREINSTALLED_FILE else None), _where(origin)
-
-    m = _INVALID.search(text)
-    if m:
-        req = m.group("req").strip("'\"")
-        line = int(m.group("line")) if m.group("line") else None
-        where = f" ({file_name} line {line})" if line else ""
-        return InstallFailure(f"{file_name}: invalid requirement {req!r}{where}", last, req, line, True)
-
-    m = _NO_MATCH.search(text)
-    if m:
-        req, line, where = located(m.group("req"))
-        other = _OTHER_PYTHON.search(text)
-        versions = _NO_VERSION.search(text)
-        if other:
-            why = f"its releases that match require another Python ({other.group('what').strip()})"
-        elif versions and versions.group("versions") and versions.group("versions") != "none":
-            known = versions.group("versions").split(", ")
-            shown = ", ".join(known[-8:]) + (" ..." if len(known) > 8 else "")
-            why = f"no release of it matches that pin for this Python (releases for this Python: {shown})"
-        else:
-            why = "no release of it is available for this Python and platform from the configured indexes"
-        # "from versions: none": the index may be down or refusing: worth another try later
-        found_some = bool(versions and versions.group("versions") and versions.group("versions") != "none")
-        return InstallFailure(f"{req}{where} cannot be installed on {py}: {why}", last, req, line,
-                              bool(other) or found_some)
-
-    m = _CONFLICT.search(text)
-    if m:
-        head = next((ln.removeprefix("ERROR: ") for ln in lines if "Cannot install" in ln), None)
-        summary = f"the requirements in {file_name} conflict: " + (
-            head or "pip found no set of versions that fits them all")
-        return InstallFailure(summary, last, None, None, True)
-
-    m = _BUILD_FAILED.search(text)
-    if m:
-        name = m.group("wheel") or m.group("wheels")
-        if name:
-            req, line, where = located(name)
-        elif collected:
-            req, origin = collected[-1]
-            req, line, where = located(req, origin)
-        else:
-            req, line, where = "a requirement", None, ""
-        return InstallFailure(
-            f"{req}{where} cannot be installed on {py}: pip found no wheel of it for this Python and "
-            "building it from source failed (old pins often predate this Python: pin a newer version)",
-            last, req, line, True,
-        )
-
-    if _NETWORK.search(text):
-        return InstallFailure(
-            f"installing the packages of {file_name} failed: the package index could not be reached "
-            "(check pip's index and proxy settings: `pip config list`, PIP_INDEX_URL, HTTPS_PROXY)",
-            last, None, None, False,
-        )
-    return InstallFailure(f"installing the packages of {file_name} failed", last, None, None, False)
+    out = _PipOutput.read(output, requirements, python_version, file_name, tail)
+    for reading in (_invalid_line, _no_release, _conflict, _build_failed, _unreachable):
+        failure = reading(out)
+        if failure is not None:
+            return failure
+    return InstallFailure(f"installing the packages of {file_name} failed", out.last, None, None, False)
 
 
 def canonical(req: str) -> str:
