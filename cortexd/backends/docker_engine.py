@@ -18,12 +18,10 @@ import contextlib
 import os
 import socket
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from cortexd.backends.images import ImageBuilder, Progress
 from cortexd.errors import BackendError, BackendUnavailable, CortexdError
-
-if TYPE_CHECKING:  # images.py asks this module for its engine calls; the builder is made here
-    from cortexd.backends.images import ImageBuilder, Progress
 
 NVIDIA_REMEDY = (
     "Docker cannot give containers GPUs on this host (no NVIDIA runtime in the engine: {detail}). "
@@ -110,55 +108,6 @@ def image_missing(error: BaseException | None) -> bool:
     return isinstance(error, docker.errors.ImageNotFound)
 
 
-# -- the image builder's calls: docker-py's errors become (ok, explanation) or a value here -------
-
-
-def has_image(client: Any, name: str) -> bool:
-    """Whether the engine has image `name` (ImageNotFound: no)."""
-    import docker.errors
-
-    try:
-        client.images.get(name)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
-
-
-def pull_image(client: Any, name: str) -> str | None:
-    """Pull `name`; None when it came, else the engine's explanation."""
-    import docker.errors
-
-    try:
-        client.images.pull(name)
-    except docker.errors.APIError as e:
-        return str(e.explanation or e)
-    return None
-
-
-def run_once(client: Any, image: str, argv: list[str], user: str) -> tuple[int, str, str]:
-    """Run `argv` in a short container of `image` (no network) and remove it: (exit code, stdout,
-    stderr). create/start/wait rather than containers.run, which leaks its attach socket on
-    failure. A container that cannot be created is a BackendError with the engine's explanation;
-    one that fails to run answers exit code 1 with the explanation as its stderr."""
-    import docker.errors
-
-    try:
-        container = client.containers.create(image, entrypoint=argv, network_disabled=True, user=user)
-    except docker.errors.APIError as e:
-        raise BackendError(str(e.explanation or e)) from None
-    try:
-        container.start()
-        code = int(container.wait(timeout=120).get("StatusCode", 1))
-        out = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
-        err = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
-    except docker.errors.APIError as e:
-        code, out, err = 1, "", str(e.explanation or e)
-    finally:
-        with contextlib.suppress(docker.errors.APIError):
-            container.remove(force=True)
-    return code, out, err
-
-
 def connect(base_url: str | None = None, timeout: float | None = None) -> Any:
     """A docker-py client for the engine at base_url (else DOCKER_HOST, else the local socket)."""
     import docker
@@ -223,8 +172,6 @@ class DockerEngine:
 
     def image_builder(self, base_image: str | None, progress: Progress, **options: Any) -> ImageBuilder:
         """The builder of predictor images on this engine (images.py)."""
-        from cortexd.backends.images import ImageBuilder
-
         return ImageBuilder(self.client, base_image, progress, **options)
 
     # -- the network -------------------------------------------------------------------------------

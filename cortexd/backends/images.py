@@ -28,8 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cortexd.backends.docker_engine import has_image, pull_image, run_once
 from cortexd.backends.environment_plan import project_imports, project_pip_env
+from cortexd.backends.image_calls import has_image, pull_image, run_once
 from cortexd.backends.image_plans import (
     BuildPlan,
     build_failure,
