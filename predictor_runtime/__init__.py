@@ -5,7 +5,9 @@ The daemon starts it as
 
     python -m predictor_runtime --spec SPEC.json --host 127.0.0.1 --port PORT
 
-SPEC.json is cortexd's APISpec.runtime_spec():
+SPEC.json is the runtime contract (contract.py: frozen dataclasses, their defaults,
+and the one reader and writer), which cortexd builds with APISpec.runtime_spec()
+and writes with RuntimeSpec.dumps():
 
     {"name": "iris-classifier", "endpoint": "/iris-classifier",
      "project_dir": "/abs/project",
@@ -21,12 +23,18 @@ SPEC.json is cortexd's APISpec.runtime_spec():
                    "config": {...}},            # legacy: the `metadata` dict
      "monitoring": null | {"model_type": ..., "key": ...}}
 
+A missing key takes its default; an unknown key or a wrong type stops the
+replica at start-up with a message naming the key.
+
 The replica's environment (the API's `env`, PYTHONPATH with python_path) is set
-by the backend. The runtime's own settings, all optional:
+by the backend. The runtime's own settings, all optional (the first three are
+contract.ReplicaLimits):
   CORTEXD_MAX_BODY_SIZE              bytes, default 32 MiB: the limit on DECODED request bodies (413)
   CORTEXD_REQUEST_TIMEOUT            seconds, default 60 (the gateway's upstream timeout): /healthz
                                      answers 503 once every predictor thread has been on one
                                      request longer than this
+  CORTEXD_DRAIN_SECONDS              seconds, default 10: on SIGTERM, in-flight requests finish
+                                     for up to this long
   CORTEXD_CLIENT_ERROR_LOG_INTERVAL  seconds, default 10: malformed requests logged once per kind
   CORTEXD_MODEL_POLL_INTERVAL, CORTEXD_MODEL_SETTLE, CORTEXD_MODEL_DISK_CACHE: see models.py
 Predictor type "legacy" (a translated `kind: api`) selects Cortex's Flask-era answers (server.py).
@@ -34,7 +42,8 @@ Readiness: the port accepts connections, and GET /healthz answers
 200, only after every worker process finished the predictor's __init__; a
 failing __init__ exits non-zero with the traceback on stderr.
 
-Modules: server.py (entry point, one worker's request path, shutdown),
+Modules: contract.py (the runtime spec and the replica's limits, typed),
+server.py (entry point, one worker's request path, shutdown),
 supervisor.py (processes_per_replica > 1: workers, readiness barrier),
 process_setup.py (what both set up: log lines, the bound socket, stop signals),
 log_limits.py (aiohttp's server log, one line per kind of client error per interval),

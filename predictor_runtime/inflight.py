@@ -99,9 +99,8 @@ class InFlight:
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def gauge_for(spec: dict, index: int) -> InFlight:
-    """The gauge of worker `index` under the replica's supervisor (or alone)."""
-    processes = int(spec.get("predictor", {}).get("processes_per_replica") or 1)
+def gauge_for(processes: int, index: int) -> InFlight:
+    """The gauge of worker `index` of a replica's `processes` (processes_per_replica)."""
     path = os.environ.get(INFLIGHT_FILE_ENV)
     if processes <= 1 or not path:
         return InFlight()

@@ -54,6 +54,7 @@ from typing import Any
 
 from aiohttp import web
 
+from predictor_runtime.contract import ModelsSpec, RuntimePredictor
 from predictor_runtime.model_disk_cache import DiskCache, Key
 from predictor_runtime.model_layout import describe_files, onnx_files
 from predictor_runtime.model_sources import (
@@ -455,13 +456,13 @@ class ModelStore:
         self._stop.set()
 
 
-def store_from_spec(kind: str, predictor: dict[str, Any], **kw: Any) -> ModelStore:
-    """The ModelStore of a runtime spec's `predictor` section (see predictor_runtime's docstring)."""
+def store_from_spec(kind: str, predictor: RuntimePredictor, **kw: Any) -> ModelStore:
+    """The ModelStore of a runtime spec's `predictor` section (contract.py)."""
     models: dict[str, tuple[str, str | None]] = {}
-    spec = predictor.get("models") or {}
-    if predictor.get("model_path"):
-        models[DEFAULT_MODEL] = (predictor["model_path"], predictor.get("signature_key"))
-    for m in spec.get("paths") or []:
-        models[m["name"]] = (m["path"], m.get("signature_key") or spec.get("signature_key"))
-    return ModelStore(kind, models, models_dir=spec.get("dir"), dir_signature_key=spec.get("signature_key"),
-                      cache_size=spec.get("cache_size"), disk_cache_size=spec.get("disk_cache_size"), **kw)
+    if predictor.model_path:
+        models[DEFAULT_MODEL] = (predictor.model_path, predictor.signature_key)
+    spec = predictor.models or ModelsSpec()
+    for m in spec.paths:
+        models[m.name] = (m.path, m.signature_key or spec.signature_key)
+    return ModelStore(kind, models, models_dir=spec.dir, dir_signature_key=spec.signature_key,
+                      cache_size=spec.cache_size, disk_cache_size=spec.disk_cache_size, **kw)

@@ -5,8 +5,8 @@ path, so they stay cheap: the Content-Type classification is cached per header
 value, and numpy is never imported here (numpy values are recognised by their
 module name and converted with `.tolist()`).
 
-Body size. The limit (`max_body_size`, 32 MiB unless the daemon sets
-CORTEXD_MAX_BODY_SIZE) holds for the DECODED body: a `Content-Encoding: gzip`
+Body size. The limit (contract.ReplicaLimits.max_body_size: 32 MiB unless the daemon
+sets CORTEXD_MAX_BODY_SIZE) holds for the DECODED body: a `Content-Encoding: gzip`
 (or `x-gzip`, `deflate`) body is inflated as a stream, in bounded steps, and
 reading stops as soon as the inflated size passes the limit (PayloadTooLarge,
 413), so a small compression bomb never grows past the limit in memory. Invalid
@@ -59,7 +59,6 @@ from starlette.datastructures import FormData, Headers, QueryParams
 from predictor_runtime.log_limits import one_line
 
 JSON, FORM, MULTIPART, BYTES = "json", "form", "multipart", "bytes"
-DEFAULT_MAX_BODY_SIZE = 32 * 2**20
 EMPTY_QUERY = QueryParams()
 
 log = logging.getLogger("predictor_runtime")
@@ -367,7 +366,7 @@ async def form_from_stream(content_type: str, stream: AsyncIterator[bytes], mult
     return CortexFormData(form.multi_items())
 
 
-async def read_payload(request: web.BaseRequest, limit: int = DEFAULT_MAX_BODY_SIZE) -> Any:
+async def read_payload(request: web.BaseRequest, limit: int) -> Any:
     """Read and parse a request's body by its Content-Type (PayloadError -> its status)."""
     content_type = request.headers.get("Content-Type")
     kind = body_kind(content_type)

@@ -34,6 +34,7 @@ from types import ModuleType
 from typing import Any
 
 from predictor_runtime.clients.python import PythonClient
+from predictor_runtime.contract import RuntimePredictor, RuntimeSpec
 from predictor_runtime.model_sources import ModelSourceError
 
 PREDICT_PARAMS = ("payload", "query_params", "headers")
@@ -265,13 +266,9 @@ def check_predictor_class(module: ModuleType, where: str, has_models: bool,
     return ClassBinding(init_names, predict_names, post_names, _is_coroutine_function(cls.predict))
 
 
-def _has_models(predictor: dict[str, Any]) -> bool:
-    return bool(predictor.get("model_path")) or bool(predictor.get("models"))
-
-
-def load_python_predictor(module: ModuleType, predictor: dict[str, Any], where: str) -> LoadedPredictor:
+def load_python_predictor(module: ModuleType, predictor: RuntimePredictor, where: str) -> LoadedPredictor:
     """Construct `PythonPredictor` from an imported module (signatures checked first)."""
-    has_models = _has_models(predictor)
+    has_models = predictor.has_models
     binding = check_predictor_class(module, where, has_models)
     cls = module.PythonPredictor
 
@@ -279,7 +276,7 @@ def load_python_predictor(module: ModuleType, predictor: dict[str, Any], where: 
         client = PythonClient.from_spec(predictor) if has_models else None
     except (ValueError, ModelSourceError) as e:
         raise StartupError(f"{where}: {e}") from None
-    values = {"config": copy.deepcopy(predictor.get("config") or {}), "python_client": client}
+    values = {"config": copy.deepcopy(predictor.config), "python_client": client}
     kwargs = {n: values[n] for n in binding.init_names}
     if client is not None and cls.__new__ is object.__new__:
         # hand the client its loader before __init__, so __init__ may call get_model()
@@ -313,9 +310,9 @@ def load_python_predictor(module: ModuleType, predictor: dict[str, Any], where: 
 
 # ---- tensorflow and onnx predictors ----------------------------------------------
 
-def load_model_predictor(module: ModuleType, predictor: dict[str, Any], where: str) -> LoadedPredictor:
+def load_model_predictor(module: ModuleType, predictor: RuntimePredictor, where: str) -> LoadedPredictor:
     """Construct `TensorFlowPredictor` / `ONNXPredictor` with its client (models loaded first)."""
-    kind = predictor["type"]
+    kind = predictor.type
     class_name = CLASS_NAMES[kind]
     init_params = INIT_PARAMS_BY_TYPE[kind]
     binding = check_predictor_class(module, where, False, class_name, init_params)
@@ -329,7 +326,7 @@ def load_model_predictor(module: ModuleType, predictor: dict[str, Any], where: s
         client.start()  # models discovered and (without cache_size) loaded before __init__
     except ModelSourceError as e:
         raise StartupError(f"{where}: {e}") from None
-    values = {"config": copy.deepcopy(predictor.get("config") or {}), init_params[1]: client}
+    values = {"config": copy.deepcopy(predictor.config), init_params[1]: client}
     instance = cls(**{n: values[n] for n in binding.init_names})
 
     post = None
@@ -348,7 +345,7 @@ def load_model_predictor(module: ModuleType, predictor: dict[str, Any], where: s
 
 # ---- the legacy module predictor -------------------------------------------
 
-def load_legacy_predictor(module: ModuleType, predictor: dict[str, Any], where: str) -> LoadedPredictor:
+def load_legacy_predictor(module: ModuleType, predictor: RuntimePredictor, where: str) -> LoadedPredictor:
     """Run the module's optional `init` and bind `predict(sample, metadata)` by name."""
     expected = (f"def predict{_fmt(LEGACY_PREDICT_PARAMS, False)} and optionally def init(metadata) "
                 "or def init(model_path, metadata)")
@@ -371,9 +368,9 @@ def load_legacy_predictor(module: ModuleType, predictor: dict[str, Any], where: 
                                     f"{where}: init", _fmt(LEGACY_INIT_PARAMS, False))
 
     # one copy shared by init and predict: legacy code may stash values in metadata
-    metadata = copy.deepcopy(predictor.get("config") or {})
+    metadata = copy.deepcopy(predictor.config)
     if init is not None:
-        values = {"model_path": predictor.get("model_path"), "metadata": metadata}
+        values = {"model_path": predictor.model_path, "metadata": metadata}
         init(**{n: values[n] for n in init_names})
 
     pick_sample = "sample" in predict_names
@@ -387,7 +384,7 @@ def load_legacy_predictor(module: ModuleType, predictor: dict[str, Any], where: 
             kwargs["metadata"] = metadata
         return predict(**kwargs)
 
-    meta = {"model_path": predictor["model_path"]} if predictor.get("model_path") else {}
+    meta = {"model_path": predictor.model_path} if predictor.model_path else {}
     return LoadedPredictor(type="legacy", predict=call, is_async=_is_coroutine_function(predict),
                            metadata=meta)
 
@@ -409,18 +406,17 @@ def check_supported(kind: str) -> None:
             f"unknown predictor type {kind!r}; expected python, tensorflow, onnx or legacy")
 
 
-def load_predictor(spec: dict[str, Any]) -> LoadedPredictor:
-    """Import and construct the predictor a runtime spec describes (see the package docstring).
+def load_predictor(spec: RuntimeSpec) -> LoadedPredictor:
+    """Import and construct the predictor a runtime spec describes (contract.py).
 
     Raises StartupError (UnsupportedPredictor, PredictorSignatureError), or whatever the user's
     code raised while importing or initialising.
     """
-    predictor = spec["predictor"]
-    kind = predictor["type"]
+    predictor = spec.predictor
+    kind = predictor.type
     check_supported(kind)
-    project_dir = spec.get("project_dir")
-    where = display_path(predictor["path"], project_dir)
-    module = import_predictor_module(predictor["path"], predictor.get("python_path"), project_dir)
+    where = display_path(predictor.path, spec.project_dir)
+    module = import_predictor_module(predictor.path, predictor.python_path, spec.project_dir)
     if kind == "python":
         return load_python_predictor(module, predictor, where)
     if kind in ("tensorflow", "onnx"):

@@ -3,23 +3,19 @@
 server.py (a worker's request path) and supervisor.py (processes_per_replica > 1)
 both need: runtime log lines on stderr with a per-process prefix, the port bound
 without listening (the readiness rule of server.py's docstring), SIGTERM/SIGINT
-ignored once stopping, numbers from the environment, and the drain deadline
-(DRAIN_SECONDS, env CORTEXD_DRAIN_SECONDS, default 10), and the process made
-non-dumpable (guard_process). Keeping them here lets
-the two modules depend on this one instead of on each other.
+ignored once stopping, and the process made non-dumpable (guard_process). Keeping
+them here lets the two modules depend on this one instead of on each other (the
+drain deadline both honour is contract.ReplicaLimits.drain_seconds).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import os
 import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
 
 log = logging.getLogger("predictor_runtime")
 
@@ -60,29 +56,6 @@ def setup_logging(prefix: str) -> None:
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
-
-
-def env_number(name: str, default: float, cast: Any = float, maximum: float = 2.0**53) -> Any:
-    """A positive, finite number up to `maximum` from the environment.
-
-    A bad value (not a number, NaN, infinite, out of range) is reported in one start-up line
-    and the default used: a setting never crashes the replica.
-    """
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        number = float(raw)
-    except ValueError:
-        number = math.nan
-    if not (math.isfinite(number) and 0 < number <= maximum and (cast is not int or number >= 1)):
-        log.error("error: %s=%r is not a positive number up to %g; using %s", name, raw, maximum, default)
-        return default
-    return int(number) if cast is int else cast(number)
-
-
-# cortexd build's images drain for the request timeout (the pod's grace period covers it)
-DRAIN_SECONDS = env_number("CORTEXD_DRAIN_SECONDS", 10.0)
 
 
 def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:

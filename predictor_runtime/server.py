@@ -1,6 +1,8 @@
 """The replica's HTTP server: one worker's request path, its lifecycle, and the entry point.
 
-`main()` (run by `python -m predictor_runtime`) reads the spec and either serves
+`main()` (run by `python -m predictor_runtime`) reads the runtime spec (the typed
+contract of contract.py) and the replica's limits from the environment
+(contract.ReplicaLimits), once, and either serves
 in this process (processes_per_replica == 1) or hands over to supervisor.py,
 which starts `processes_per_replica` workers (`--worker N --control-fd FD`,
 entering `run_worker` below) sharing the port with SO_REUSEPORT.
@@ -39,7 +41,7 @@ did: predictions always JSON, an exception in predict -> 406
 `prediction failed: ...`, CORS headers on every answer (OPTIONS too).
 
 Shutdown (SIGTERM/SIGINT, or the supervisor gone): stop listening, let
-in-flight requests finish for up to DRAIN_SECONDS, exit 0.
+in-flight requests finish for up to the drain deadline (ReplicaLimits.drain_seconds), exit 0.
 """
 
 from __future__ import annotations
@@ -61,9 +63,9 @@ from typing import Any
 from aiohttp import web
 
 from predictor_runtime import log_limits
+from predictor_runtime.contract import ContractError, ReplicaLimits, RuntimeSpec, read_spec
 from predictor_runtime.inflight import PROMETHEUS_CONTENT_TYPE, InFlight, gauge_for
 from predictor_runtime.payload import (
-    DEFAULT_MAX_BODY_SIZE,
     CortexFormData,
     NotSerializable,
     PayloadError,
@@ -81,9 +83,7 @@ from predictor_runtime.predictors import (
     load_predictor,
 )
 from predictor_runtime.process_setup import (
-    DRAIN_SECONDS,
     bind_socket,
-    env_number,
     guard_process,
     ignore_stop_signals,
     setup_logging,
@@ -91,9 +91,6 @@ from predictor_runtime.process_setup import (
 
 DEBUG_TRUNCATE = 1000
 ERROR_TRUNCATE = 300
-MAX_BODY_SIZE_ENV = "CORTEXD_MAX_BODY_SIZE"
-REQUEST_TIMEOUT_ENV = "CORTEXD_REQUEST_TIMEOUT"
-DEFAULT_REQUEST_TIMEOUT = 60.0
 LEGACY_ALLOW = "GET, HEAD, OPTIONS, POST"
 
 log = logging.getLogger("predictor_runtime")
@@ -131,26 +128,26 @@ def stuck_reason(busy_since: list[float], threads: int, timeout: float, now: flo
 class PredictionHandler:
     """The request handler of one worker: predict, usage message, health."""
 
-    def __init__(self, spec: dict[str, Any], predictor: LoadedPredictor, pool: ThreadPoolExecutor,
-                 threads: int, max_body_size: int = DEFAULT_MAX_BODY_SIZE,
-                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT):
+    def __init__(self, spec: RuntimeSpec, predictor: LoadedPredictor, pool: ThreadPoolExecutor,
+                 limits: ReplicaLimits):
         self.predictor = predictor
         self._predict = predictor.predict
         self._is_async = predictor.is_async
         self._wants_headers = predictor.wants_headers
         self._post_predict = predictor.post_predict
         self.pool = pool
-        self.threads = max(1, threads)
-        self.max_body_size = max_body_size
-        self.request_timeout = request_timeout
+        self.threads = spec.predictor.threads_per_process
+        self.max_body_size = limits.max_body_size
+        self.request_timeout = limits.request_timeout
+        self.drain_seconds = limits.drain_seconds
         self.ready = False
         self.in_flight = InFlight()  # exported at GET /metrics (the pods' autoscaling signal)
         self.in_pool = 0  # sync predictions running in threads (exit cannot wait for them forever)
         self._busy: dict[int, float] = {}  # pool thread -> monotonic start of the call it runs
         self._post_tasks: set[asyncio.Future[Any]] = set()
-        endpoint = spec.get("endpoint") or "/"
+        endpoint = spec.endpoint
         self._usage = {
-            "api": spec.get("name"),
+            "api": spec.name,
             "endpoint": endpoint,
             "predictor_type": predictor.type,
             "usage": f"POST a request body to {endpoint} (JSON with Content-Type: application/json, "
@@ -327,9 +324,9 @@ class LegacyHandler(PredictionHandler):
 
     encode = staticmethod(encode_legacy_response)
 
-    def __init__(self, spec: dict[str, Any], *args: Any, **kw: Any):
+    def __init__(self, spec: RuntimeSpec, *args: Any, **kw: Any):
         super().__init__(spec, *args, **kw)
-        self._where = display_path(spec["predictor"]["path"], spec.get("project_dir"))
+        self._where = display_path(spec.predictor.path, spec.project_dir)
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.method == "OPTIONS":
@@ -362,15 +359,11 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def run_on_new_loop(coro: Any) -> None:
-    """asyncio.run on uvloop when available (asyncio.Runner is 3.11+, the package allows 3.10)."""
-    loop = new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_until_complete(coro)
-        loop.run_until_complete(loop.shutdown_asyncgens())
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
+    """asyncio.run on uvloop when available: on the way out the Runner cancels the tasks left
+    (post_predict past the drain deadline), closes async generators and shuts the default
+    executor down (a predictor's asyncio.to_thread), then closes the loop."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(coro)
 
 
 async def serve(sock: socket.socket, handler: PredictionHandler,
@@ -403,7 +396,8 @@ async def serve(sock: socket.socket, handler: PredictionHandler,
 
     # bodies are decoded by payload.py (bounded, streamed), not by aiohttp's parser
     server = web.Server(handler, request_factory=make_request, access_log=None, auto_decompress=False)
-    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=DRAIN_SECONDS)
+    drain = handler.drain_seconds
+    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=drain)
     await runner.setup()
     site = web.SockSite(runner, sock, backlog=1024)
     await site.start()  # listen() happens here
@@ -414,8 +408,8 @@ async def serve(sock: socket.socket, handler: PredictionHandler,
     await stop.wait()
     ignore_stop_signals(loop)
     handler.ready = False
-    log.info("stopping: no new connections; finishing in-flight requests (up to %gs)", DRAIN_SECONDS)
-    deadline = loop.time() + DRAIN_SECONDS
+    log.info("stopping: no new connections; finishing in-flight requests (up to %gs)", drain)
+    deadline = loop.time() + drain
     await runner.cleanup()
     await handler.drain_post_predict(max(0.0, deadline - loop.time()))
     handler.pool.shutdown(wait=False, cancel_futures=True)
@@ -423,22 +417,15 @@ async def serve(sock: socket.socket, handler: PredictionHandler,
 
 # ---- start-up -------------------------------------------------------------------
 
-def read_spec(path: str) -> dict[str, Any]:
-    with open(path) as f:
-        return json.load(f)
-
-
-def prepare_process(spec: dict[str, Any]) -> None:
+def prepare_process(spec: RuntimeSpec) -> None:
     """cwd = project_dir, so user code opens relative paths as it did under Cortex."""
-    project_dir = spec.get("project_dir")
-    if project_dir:
-        os.chdir(project_dir)
+    if spec.project_dir:
+        os.chdir(spec.project_dir)
 
 
-def load_or_report(spec: dict[str, Any]) -> LoadedPredictor | None:
+def load_or_report(spec: RuntimeSpec) -> LoadedPredictor | None:
     """The constructed predictor, or None after logging why it could not start."""
-    predictor = spec["predictor"]
-    where = display_path(predictor["path"], spec.get("project_dir"))
+    where = display_path(spec.predictor.path, spec.project_dir)
     try:
         return load_predictor(spec)
     except StartupError as e:
@@ -449,30 +436,28 @@ def load_or_report(spec: dict[str, Any]) -> LoadedPredictor | None:
     return None
 
 
-def run_worker(spec: dict[str, Any], host: str, port: int, index: int,
+def run_worker(spec: RuntimeSpec, host: str, port: int, index: int,
                control: socket.socket | None, reuse_port: bool) -> int:
     """Load the predictor, report to the supervisor (if any), then serve. Returns the exit code."""
     setup_logging(f"worker {index}")
     guard_process()  # before the predictor's code runs: its env is its API's secrets
     log_limits.install(log)
+    limits = ReplicaLimits.from_environ(os.environ, log.error)
     prepare_process(spec)
     try:
         sock = bind_socket(host, port, reuse_port)
     except OSError as e:
         log.error("error: cannot bind %s:%s: %s", host, port, e)
         return 1
-    threads = max(1, int(spec["predictor"].get("threads_per_process") or 1))
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")
+    pool = ThreadPoolExecutor(max_workers=spec.predictor.threads_per_process, thread_name_prefix="predict")
     # __init__ on the request pool, as Cortex did: with one thread it shares predict's thread
     predictor = pool.submit(load_or_report, spec).result()
     if predictor is None:
         pool.shutdown(wait=False)
         return 1
     handler_class = LegacyHandler if predictor.type == "legacy" else PredictionHandler
-    handler = handler_class(spec, predictor, pool, threads,
-                            max_body_size=env_number(MAX_BODY_SIZE_ENV, DEFAULT_MAX_BODY_SIZE, int),
-                            request_timeout=env_number(REQUEST_TIMEOUT_ENV, DEFAULT_REQUEST_TIMEOUT))
-    handler.in_flight = gauge_for(spec, index)
+    handler = handler_class(spec, predictor, pool, limits)
+    handler.in_flight = gauge_for(spec.predictor.processes_per_replica, index)
     if control is not None:
         # readiness barrier: say "initialised", then wait for "go" (every worker initialised)
         try:
@@ -508,19 +493,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         spec = read_spec(args.spec)
-    except (OSError, ValueError) as e:
+    except (OSError, ContractError) as e:
         print(f"[runtime] error: cannot read the runtime spec {args.spec}: {e}", file=sys.stderr)
         return 1
     try:
-        check_supported(spec["predictor"]["type"])
+        check_supported(spec.predictor.type)
     except StartupError as e:
         print(f"[runtime] error: {e}", file=sys.stderr)
         return 1
     if args.worker:
         control = socket.socket(fileno=args.control_fd) if args.control_fd >= 0 else None
         return run_worker(spec, args.host, args.port, args.worker, control, reuse_port=True)
-    processes = int(spec["predictor"].get("processes_per_replica") or 1)
-    if processes == 1:
+    if spec.predictor.processes_per_replica == 1:
         return run_worker(spec, args.host, args.port, 1, None, reuse_port=False)
     from predictor_runtime.supervisor import supervise
-    return supervise(args.spec, spec, args.host, args.port, processes)
+    return supervise(args.spec, spec, args.host, args.port)

@@ -26,11 +26,10 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from predictor_runtime.contract import ReplicaLimits, RuntimeSpec
 from predictor_runtime.inflight import INFLIGHT_FILE_ENV, remove_shared_gauge_file, shared_gauge_file
 from predictor_runtime.process_setup import (
-    DRAIN_SECONDS,
     bind_socket,
     guard_process,
     ignore_stop_signals,
@@ -39,7 +38,7 @@ from predictor_runtime.process_setup import (
 
 log = logging.getLogger("predictor_runtime")
 
-STOP_GRACE_SECONDS = DRAIN_SECONDS + 2.0  # workers drain for DRAIN_SECONDS, then get killed
+STOP_GRACE_EXTRA = 2.0  # workers drain for ReplicaLimits.drain_seconds; this much later they get killed
 
 
 @dataclass
@@ -49,10 +48,12 @@ class Worker:
     control: socket.socket
 
 
-def supervise(spec_path: str, spec: dict[str, Any], host: str, port: int, processes: int) -> int:
-    """Run `processes` workers until SIGTERM or a failure; returns the exit code."""
+def supervise(spec_path: str, spec: RuntimeSpec, host: str, port: int) -> int:
+    """Run processes_per_replica workers until SIGTERM or a failure; returns the exit code."""
     setup_logging("runtime")
     guard_process()
+    processes = spec.predictor.processes_per_replica
+    grace = ReplicaLimits.from_environ(os.environ, log.error).drain_seconds + STOP_GRACE_EXTRA
     try:
         holder = bind_socket(host, port, reuse_port=True)
     except OSError as e:
@@ -65,7 +66,7 @@ def supervise(spec_path: str, spec: dict[str, Any], host: str, port: int, proces
         log.warning("the in-flight gauge is per worker: cannot create its file (%s)", e)
         gauge = None
     try:
-        return asyncio.run(_supervise(os.path.abspath(spec_path), host, port, processes))
+        return asyncio.run(_supervise(os.path.abspath(spec_path), host, port, processes, grace))
     finally:
         holder.close()
         if gauge is not None:
@@ -119,7 +120,7 @@ async def _stop(workers: list[Worker], timeout: float) -> None:
         w.control.close()
 
 
-async def _supervise(spec_path: str, host: str, port: int, processes: int) -> int:
+async def _supervise(spec_path: str, host: str, port: int, processes: int, grace: float) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -140,7 +141,7 @@ async def _supervise(spec_path: str, host: str, port: int, processes: int) -> in
             for t in pending:
                 t.cancel()
             log.info("stop requested before the workers were ready")
-            await _stop(workers, STOP_GRACE_SECONDS)
+            await _stop(workers, grace)
             return 0
         for t in done:
             pending.discard(t)
@@ -155,7 +156,7 @@ async def _supervise(spec_path: str, host: str, port: int, processes: int) -> in
                 code = await w.process.wait()
                 log.error("error: worker %d failed to start (exit code %s); stopping the other workers",
                           w.index, code)
-                await _stop(workers, STOP_GRACE_SECONDS)
+                await _stop(workers, grace)
                 return 1
 
     # phase 2: all initialised -> let every worker listen
@@ -170,7 +171,7 @@ async def _supervise(spec_path: str, host: str, port: int, processes: int) -> in
     done, _ = await asyncio.wait(set(exits) | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)
     if stop_wait in done:
         ignore_stop_signals(loop)
-        await _stop(workers, STOP_GRACE_SECONDS)
+        await _stop(workers, grace)
         codes = {w.index: w.process.returncode for w in workers}
         failed = {i: c for i, c in codes.items() if c != 0}
         if failed:
@@ -182,5 +183,5 @@ async def _supervise(spec_path: str, host: str, port: int, processes: int) -> in
     for w in dead:
         log.error("error: worker %d exited unexpectedly (exit code %s); stopping the replica "
                   "so that it is restarted", w.index, w.process.returncode)
-    await _stop(workers, STOP_GRACE_SECONDS)
+    await _stop(workers, grace)
     return 1

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import posixpath
 import tarfile
@@ -186,14 +185,12 @@ def tmpfs_mounts(user: str, size: int = DEFAULT_TMPFS_BYTES) -> dict[str, str]:
 def pids_limit(spec: APISpec) -> int:
     """PIDS_LIMIT, or more when the predictor's processes x threads need it (threads count)."""
     p = spec.predictor
-    processes = int(getattr(p, "processes_per_replica", 1) or 1)
-    threads = int(getattr(p, "threads_per_process", 1) or 1)
-    return max(PIDS_LIMIT, processes * (threads + 64) + 64)
+    return max(PIDS_LIMIT, p.processes_per_replica * (p.threads_per_process + 64) + 64)
 
 
 def spec_archive(spec: APISpec) -> bytes:
     """A tar holding the runtime spec as spec.json, for put_archive(SPEC_DIR) (pure)."""
-    data = json.dumps(spec.runtime_spec(), indent=1).encode()
+    data = spec.runtime_spec().dumps().encode()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         f = tarfile.TarInfo(posixpath.basename(SPEC_IN_CONTAINER))

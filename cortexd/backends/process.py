@@ -34,7 +34,6 @@ and which limits hold.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import shutil
@@ -357,7 +356,7 @@ class ProcessBackend:
                                 str(user.uid) if run_as.isolated else spec.name, user)
                 spec_file = private / f"{replica_id}.json"
                 # readable by the replica's user alone (it holds predictor.config's values)
-                write_private(spec_file, json.dumps(spec.runtime_spec()), user)
+                write_private(spec_file, spec.runtime_spec().dumps(), user)
                 writer = RotatingLogWriter(log_path, *self._log_rotation)
                 cgroup = await asyncio.to_thread(cgroups.create, replica_id, limits)
                 attach = cgroup.open_attach() if cgroup is not None else []

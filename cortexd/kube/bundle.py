@@ -177,7 +177,7 @@ def read_image_files(spec: APISpec) -> ImageFiles:
                 "is missing; create it (or point the model path at an s3:// URL) before building"
             )
         files.update(found)
-        models.append(ModelFolder(model, layout.to_image_path(model, mapping) or model,
+        models.append(ModelFolder(model, layout.to_image_path(model, mapping),
                                   len(found), sum(f.size for f in found.values())))
 
     try:

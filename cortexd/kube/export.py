@@ -56,9 +56,7 @@ def check_request(registry: str | None, flavor: str) -> str:
 
 def image_files_for(spec: APISpec, files: ImageFiles) -> dict[str, layout.ContextFile]:
     """The build-context files of the API's last image layer (they name its tag)."""
-    import json
-
-    spec_json = json.dumps(layout.image_runtime_spec(spec), indent=1, sort_keys=True).encode()
+    spec_json = layout.image_runtime_spec(spec).dumps().encode()
     return layout.bundle_files(spec, files.files, spec_json, runtime_release())
 
 

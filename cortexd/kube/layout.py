@@ -28,6 +28,8 @@ from typing import Any
 
 from cortexd.project_files import HostFile, ProjectFilter, image_mode
 from cortexd.spec.model import APISpec
+from predictor_runtime import inflight
+from predictor_runtime.contract import DRAIN_SECONDS_ENV, RuntimeSpec
 
 ContextFile = bytes | HostFile  # generated content, or a host file streamed into the build context
 
@@ -41,7 +43,7 @@ UID = 10001  # the predictor images' `cortexd` user (docker/Dockerfile)
 REQUEST_TIMEOUT_SECONDS = 60
 PRESTOP_SLEEP_SECONDS = 5  # endpoints controllers and ingresses stop routing to the pod meanwhile
 TERMINATION_GRACE_SECONDS = PRESTOP_SLEEP_SECONDS + REQUEST_TIMEOUT_SECONDS + 10
-INFLIGHT_METRIC = "cortexd_in_flight_requests"
+INFLIGHT_METRIC = inflight.METRIC  # the gauge the pods export at /metrics: the HPA's signal
 
 _REGISTRY = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$")
 
@@ -86,11 +88,11 @@ def image_paths(spec: APISpec) -> dict[str, str]:
     return mapping
 
 
-def to_image_path(path: str | None, mapping: Mapping[str, str]) -> str | None:
-    """A host path rewritten by the longest mapped root that holds it (URLs and None unchanged)."""
+def to_image_path(path: str, mapping: Mapping[str, str]) -> str:
+    """A host path rewritten by the longest mapped root that holds it (URLs unchanged)."""
     if not _is_local(path):
         return path
-    norm = posixpath.normpath(str(path))
+    norm = posixpath.normpath(path)
     for root in sorted(mapping, key=len, reverse=True):
         if _inside(norm, root):
             rest = norm[len(root):].lstrip("/")
@@ -98,19 +100,10 @@ def to_image_path(path: str | None, mapping: Mapping[str, str]) -> str | None:
     raise ValueError(f"{path} is not among the image's paths")
 
 
-def image_runtime_spec(spec: APISpec) -> dict[str, Any]:
+def image_runtime_spec(spec: APISpec) -> RuntimeSpec:
     """The runtime spec baked into the image: APISpec.runtime_spec() with in-image paths."""
     mapping = image_paths(spec)
-    doc = spec.runtime_spec()
-    doc["project_dir"] = to_image_path(doc["project_dir"], mapping)
-    pred = doc["predictor"]
-    for key in ("path", "python_path", "model_path"):
-        pred[key] = to_image_path(pred[key], mapping)
-    if pred["models"] is not None:
-        pred["models"]["dir"] = to_image_path(pred["models"]["dir"], mapping)
-        for m in pred["models"]["paths"]:
-            m["path"] = to_image_path(m["path"], mapping)
-    return doc
+    return spec.runtime_spec().with_paths(lambda path: to_image_path(path, mapping))
 
 
 def image_env(spec: APISpec) -> dict[str, str]:
@@ -122,7 +115,7 @@ def image_env(spec: APISpec) -> dict[str, str]:
         "PYTHONPATH": ":".join(p for p in paths if p),
         "HOME": "/tmp",  # the root filesystem is read-only; /tmp is the pod's tmpfs
         "PYTHONUNBUFFERED": "1",
-        "CORTEXD_DRAIN_SECONDS": str(REQUEST_TIMEOUT_SECONDS),
+        DRAIN_SECONDS_ENV: str(REQUEST_TIMEOUT_SECONDS),
     }
 
 
@@ -213,7 +206,6 @@ def bundle_files(spec: APISpec, host_files: Mapping[str, ContextFile],
     out: dict[str, ContextFile] = {}
     for host_path, data in host_files.items():
         in_image = to_image_path(host_path, mapping)
-        assert in_image is not None
         for prefix, folder in ((PROJECT_IN_IMAGE, "project"), (MODELS_IN_IMAGE, "models"),
                                (PATHS_IN_IMAGE, "paths")):
             if _inside(in_image, prefix):

@@ -1,7 +1,11 @@
 """Validated, defaulted API specifications: the values the rest of cortexd reads.
 
 spec.load + spec.validate turn cortex.yaml documents into APISpec values; nothing
-downstream reads YAML or re-applies defaults. Units are normalised here:
+downstream reads YAML or re-applies defaults. What a replica needs of an API is
+`runtime_spec()`, the typed runtime contract of predictor_runtime/contract.py,
+whose models, batching and monitoring sections are the very classes declared
+there (re-exported below), so those values reach the replica in one shape.
+Units are normalised here:
 durations are seconds (float), CPU is cores (float), memory is bytes (int),
 local paths are absolute; max_surge/max_unavailable are a count or a Percent.
 `raw` keeps the defaulted document (relative paths resolved); the spec hash is
@@ -21,33 +25,13 @@ from typing import Any, Literal
 
 from cortexd.spec.units import Percent, parse_surge
 
-PredictorType = Literal["python", "tensorflow", "onnx", "legacy"]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One named model: a local absolute directory/file path or an s3:// URL."""
-
-    name: str
-    path: str
-    signature_key: str | None = None
-
-
-@dataclass(frozen=True)
-class ModelsSpec:
-    """predictor.models: either explicit `paths` or a `dir` of models."""
-
-    paths: tuple[ModelSpec, ...] = ()
-    dir: str | None = None
-    signature_key: str | None = None
-    cache_size: int | None = None
-    disk_cache_size: int | None = None
-
-
-@dataclass(frozen=True)
-class BatchingSpec:
-    max_batch_size: int
-    batch_interval: float  # seconds
+# the runtime contract's sections, declared once there and used here as they are (`as`: re-exported)
+from predictor_runtime.contract import BatchingSpec as BatchingSpec
+from predictor_runtime.contract import ModelSpec as ModelSpec
+from predictor_runtime.contract import ModelsSpec as ModelsSpec
+from predictor_runtime.contract import MonitoringSpec as MonitoringSpec
+from predictor_runtime.contract import PredictorType as PredictorType
+from predictor_runtime.contract import RuntimePredictor, RuntimeSpec
 
 
 @dataclass(frozen=True)
@@ -80,12 +64,6 @@ class ComputeSpec:
     gpu: int = 0
     inf: int = 0
     mem: int | None = None  # bytes
-
-
-@dataclass(frozen=True)
-class MonitoringSpec:
-    model_type: Literal["classification", "regression"]
-    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,46 +133,18 @@ class APISpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "spec_hash", spec_hash_of(self.raw, self.project_digest))
 
-    def runtime_spec(self) -> dict[str, Any]:
-        """The JSON document handed to predictor_runtime (see its package docstring)."""
+    def runtime_spec(self) -> RuntimeSpec:
+        """What a replica is told about this API: the runtime contract (predictor_runtime/contract.py),
+        written by every backend and `cortexd build` with its dumps()."""
         p = self.predictor
-        models = None
-        if p.models is not None:
-            models = {
-                "paths": [
-                    {"name": m.name, "path": m.path, "signature_key": m.signature_key}
-                    for m in p.models.paths
-                ],
-                "dir": p.models.dir,
-                "signature_key": p.models.signature_key,
-                "cache_size": p.models.cache_size,
-                "disk_cache_size": p.models.disk_cache_size,
-            }
-        batching = None
-        if p.server_side_batching is not None:
-            batching = {
-                "max_batch_size": p.server_side_batching.max_batch_size,
-                "batch_interval": p.server_side_batching.batch_interval,
-            }
-        return {
-            "name": self.name,
-            "endpoint": self.networking.endpoint,
-            "project_dir": self.project_dir,
-            "predictor": {
-                "type": p.type,
-                "path": p.path,
-                "python_path": p.python_path,
-                "model_path": p.model_path,
-                "signature_key": p.signature_key,
-                "models": models,
-                "server_side_batching": batching,
-                "processes_per_replica": p.processes_per_replica,
-                "threads_per_process": p.threads_per_process,
-                "config": p.config,
-            },
-            "monitoring": (
-                None
-                if self.monitoring is None
-                else {"model_type": self.monitoring.model_type, "key": self.monitoring.key}
-            ),
-        }
+        return RuntimeSpec(
+            name=self.name,
+            endpoint=self.networking.endpoint,
+            project_dir=self.project_dir,
+            predictor=RuntimePredictor(
+                type=p.type, path=p.path, python_path=p.python_path, model_path=p.model_path,
+                signature_key=p.signature_key, models=p.models, server_side_batching=p.server_side_batching,
+                processes_per_replica=p.processes_per_replica, threads_per_process=p.threads_per_process,
+                config=p.config),
+            monitoring=self.monitoring,
+        )

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from predictor_runtime.batching import BatcherSet
+from predictor_runtime.contract import RuntimePredictor
 from predictor_runtime.models import ModelStore
 
 
@@ -58,17 +59,17 @@ def convert_input(model_input: Any, inputs: Sequence[Any], to_array: Callable[[A
     return {names[0]: to_array(model_input, inputs[0])}
 
 
-def batchers_from_spec(predictor: dict[str, Any]) -> BatcherSet | None:
+def batchers_from_spec(predictor: RuntimePredictor) -> BatcherSet | None:
     """The predictor's `server_side_batching` as a BatcherSet (None when it has none)."""
-    batching = predictor.get("server_side_batching")
-    if not batching:
+    batching = predictor.server_side_batching
+    if batching is None:
         return None
-    return BatcherSet(int(batching["max_batch_size"]), float(batching["batch_interval"]))
+    return BatcherSet(batching.max_batch_size, batching.batch_interval)
 
 
-def is_single_model(predictor: dict[str, Any]) -> bool:
+def is_single_model(predictor: RuntimePredictor) -> bool:
     """A `model_path` API: Cortex's clients then ignore any model_name they are given."""
-    return bool(predictor.get("model_path"))
+    return bool(predictor.model_path)
 
 
 class ModelClient:

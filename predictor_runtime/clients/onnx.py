@@ -45,6 +45,7 @@ from predictor_runtime.clients.base import (
     fit_shape,
     is_single_model,
 )
+from predictor_runtime.contract import RuntimePredictor
 from predictor_runtime.models import (
     DEFAULT_MODEL,
     ModelEntry,
@@ -165,7 +166,7 @@ class ONNXClient(ModelClient):
         self._warned_unbatchable: set[str] = set()
 
     @classmethod
-    def from_spec(cls, predictor: dict[str, Any]) -> ONNXClient:
+    def from_spec(cls, predictor: RuntimePredictor) -> ONNXClient:
         providers: list[str] = []
 
         def loader(path: str, entry: ModelEntry, version: int) -> OnnxModel:

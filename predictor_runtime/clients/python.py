@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from predictor_runtime.contract import RuntimePredictor
 from predictor_runtime.models import (
     DEFAULT_MODEL,
     ModelEntry,
@@ -37,9 +38,9 @@ class PythonClient:
         store.loader = self._load
 
     @classmethod
-    def from_spec(cls, predictor: dict[str, Any]) -> PythonClient:
-        """The client for a runtime spec's `predictor` section (see predictor_runtime's docstring)."""
-        client = cls(store_from_spec("python", predictor), single_model=bool(predictor.get("model_path")))
+    def from_spec(cls, predictor: RuntimePredictor) -> PythonClient:
+        """The client for a runtime spec's `predictor` section (contract.py)."""
+        client = cls(store_from_spec("python", predictor), single_model=bool(predictor.model_path))
         client.store.discover()  # so that __init__ may already call get_model()
         return client
 

@@ -42,6 +42,7 @@ from predictor_runtime.clients.base import (
     fit_shape,
     is_single_model,
 )
+from predictor_runtime.contract import RuntimePredictor
 from predictor_runtime.model_sources import ModelSourceError
 from predictor_runtime.models import ModelEntry, store_from_spec
 
@@ -144,8 +145,8 @@ class TensorFlowClient(ModelClient):
     """predict() and get_model() for a TensorFlowPredictor (see the module docstring)."""
 
     @classmethod
-    def from_spec(cls, predictor: dict[str, Any]) -> TensorFlowClient:
-        default_key = predictor.get("signature_key")
+    def from_spec(cls, predictor: RuntimePredictor) -> TensorFlowClient:
+        default_key = predictor.signature_key
 
         def loader(path: str, entry: ModelEntry, version: int) -> TFModel:
             return load_saved_model(path, entry.signature_key or default_key)

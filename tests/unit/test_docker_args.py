@@ -38,6 +38,7 @@ from cortexd.spec.model import (
     ModelSpec,
     ModelsSpec,
 )
+from predictor_runtime.contract import RuntimeSpec
 from tests.builders import api_spec
 
 
@@ -202,7 +203,9 @@ def test_runtime_spec_travels_inside_the_container():
     with tarfile.open(fileobj=io.BytesIO(spec_archive(spec))) as tar:  # extracted in /etc/cortexd
         member = tar.getmember("spec.json")
         assert member.mode == 0o444
-        assert json.load(tar.extractfile(member)) == spec.runtime_spec()
+        baked = json.load(tar.extractfile(member))
+        assert baked == spec.runtime_spec().to_json()
+        assert RuntimeSpec.from_json(baked) == spec.runtime_spec()
     assert args_for(spec)["command"][:2] == ["--spec", SPEC_IN_CONTAINER]
 
 

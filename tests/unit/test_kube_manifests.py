@@ -161,7 +161,8 @@ ANN = "autoscaling.knative.dev/"
 
 
 def image_spec(spec) -> dict:
-    return layout.image_runtime_spec(spec)
+    """The runtime spec as the image holds it (its JSON)."""
+    return json.loads(layout.image_runtime_spec(spec).dumps())
 
 
 # (field, api, deployment check, knative check); a check is one of

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from predictor_runtime.contract import RuntimePredictor
 from predictor_runtime.model_layout import layout_problem
 from predictor_runtime.model_sources import (
     LocalSource,
@@ -119,7 +120,8 @@ def test_unknown_names_and_versions_are_404_with_what_exists(tmp_path):
 
 def test_single_model_path_is_described_as_model(tmp_path):
     model = make_version(tmp_path / "m", None, {"f": b"x"})
-    store = store_from_spec("python", {"model_path": str(model)}, loader=Loads(), poll_interval=60)
+    predictor = RuntimePredictor(type="python", path="/p/predictor.py", model_path=str(model))
+    store = store_from_spec("python", predictor, loader=Loads(), poll_interval=60)
     store.start()
     described = store.describe()
     assert described["model"]["versions"] == [1]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from predictor_runtime.contract import RuntimeSpec
 from predictor_runtime.predictors import (
     RUNTIME_PACKAGES,
     PredictorSignatureError,
@@ -29,15 +30,15 @@ def isolated_imports(monkeypatch):
 
 
 def make_spec(tmp_path: Path, code: str, kind: str = "python", config: dict | None = None,
-              model_path: str | None = None, filename: str = "predictor.py") -> dict:
+              model_path: str | None = None, filename: str = "predictor.py") -> RuntimeSpec:
     path = tmp_path / filename
     path.write_text(textwrap.dedent(code))
-    return {
+    return RuntimeSpec.from_json({
         "name": "api", "endpoint": "/api", "project_dir": str(tmp_path),
         "predictor": {"type": kind, "path": str(path), "python_path": str(tmp_path),
                       "model_path": model_path, "models": None, "processes_per_replica": 1,
                       "threads_per_process": 1, "config": config if config is not None else {"k": "v"}},
-    }
+    })
 
 
 def load(tmp_path: Path, code: str, **kw):
@@ -83,7 +84,7 @@ def test_config_is_a_deep_copy(tmp_path):
                 return 1
     """, config={"nested": {}})
     load_predictor(spec)
-    assert spec["predictor"]["config"] == {"nested": {}}
+    assert spec.predictor.config == {"nested": {}}
 
 
 # ---- predict / post_predict ------------------------------------------------------

@@ -68,7 +68,7 @@ def test_seed_shape_translates_to_a_legacy_apispec(project):
     assert (api.update_strategy.max_surge, api.update_strategy.max_unavailable) == (Percent(25), Percent(25))
     assert (api.monitoring.model_type, api.monitoring.key) == ("classification", "label")
     assert api.raw["kind"] == "api" and api.raw["predictor"]["type"] == "legacy"
-    assert api.runtime_spec()["predictor"]["type"] == "legacy"
+    assert api.runtime_spec().predictor.type == "legacy"
 
 
 def test_cortex_0_10_predictor_shape(project):
