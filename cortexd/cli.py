@@ -1,37 +1,38 @@
 """The `cortexd` command line: the only place that prints for humans or exits.
 
 Exit codes (one table, EXIT_CODES): 0 ok, 1 user error (bad config, unknown API,
-failed request), 2 usage, 3 daemon unavailable. The CLI talks to a running
-daemon over its control socket (JSON over HTTP on a unix socket); `up` in the
-foreground runs the daemon in this process.
+failed request), 2 usage, 3 daemon unavailable, 141 stdout closed. The CLI talks
+to a running daemon over its control socket (cortexd/control_client.py); `up` in
+the foreground runs the daemon in this process, `up -d` starts one in the
+background (cortexd/launch.py). The daemon's flags are made from its settings'
+one table (cortexd/settings.py OPTIONS).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
-import logging
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cortexd import __version__
+from cortexd.control_client import ControlClient
 from cortexd.errors import (
     BackendUnavailable,
     ConfigError,
     ConfigRejected,
     CortexdError,
     DaemonAlreadyRunning,
+    DaemonStartFailed,
     DaemonUnavailable,
     RequestError,
     SocketPathTooLong,
@@ -39,8 +40,11 @@ from cortexd.errors import (
     UsageError,
 )
 from cortexd.procfs import pid_alive
-from cortexd.settings import DaemonSettings
+from cortexd.settings import OPTIONS, DaemonSettings, configured
 from cortexd.status import APIStatus, Status
+
+if TYPE_CHECKING:  # the daemon is imported only by the commands that run it
+    from cortexd.daemon.running import Daemon
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_DAEMON = 0, 1, 2, 3
 EXIT_CODES: dict[type[CortexdError], int] = {
@@ -50,6 +54,7 @@ EXIT_CODES: dict[type[CortexdError], int] = {
     DaemonAlreadyRunning: EXIT_USER,
     BackendUnavailable: EXIT_USER,
     DaemonUnavailable: EXIT_DAEMON,
+    DaemonStartFailed: EXIT_USER,
     SocketPathTooLong: EXIT_USER,
     ConfigRejected: EXIT_USER,
     UsageError: EXIT_USAGE,
@@ -63,138 +68,21 @@ def exit_code_for(error: CortexdError) -> int:
     return EXIT_USER
 
 
-# -- control socket client ----------------------------------------------------------------
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
-        super().__init__("cortexd", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
-class ControlClient:
-    def __init__(self, settings: DaemonSettings, timeout: float = 30.0):
-        self.path = str(settings.socket_path)
-        self.timeout = timeout
-
-    def _open(self, method: str, url: str, body: Any = None, timeout: float | None = None):
-        conn = _UnixConnection(self.path, timeout if timeout is not None else self.timeout)
-        try:
-            payload = json.dumps(body).encode() if body is not None else None
-            headers = {"Content-Type": "application/json"} if payload is not None else {}
-            conn.request(method, url, body=payload, headers=headers)
-            return conn, conn.getresponse()
-        except (FileNotFoundError, ConnectionRefusedError) as e:
-            conn.close()
-            raise DaemonUnavailable(
-                f"no cortexd daemon is running (control socket {self.path}: {e.strerror}); "
-                "start one with `cortexd up -d`"
-            ) from e
-        except OSError as e:
-            conn.close()
-            raise DaemonUnavailable(f"the cortexd daemon did not answer on {self.path}: {e}") from e
-
-    def call(self, method: str, url: str, body: Any = None) -> Any:
-        conn, resp = self._open(method, url, body)
-        try:
-            data = resp.read()
-        finally:
-            conn.close()
-        try:
-            doc = json.loads(data) if data else {}
-        except ValueError:
-            doc = {"error": data.decode("utf-8", "replace")}
-        if resp.status == 404:
-            raise UnknownAPI(doc.get("error", "not found"))
-        if resp.status == 422:
-            raise ConfigRejected(doc.get("error", "the configuration was rejected"))
-        if resp.status >= 400:
-            raise RequestError(doc.get("error", f"daemon answered HTTP {resp.status}"))
-        return doc
-
-    def stream(self, url: str):
-        conn, resp = self._open("GET", url, timeout=None)
-        try:
-            if resp.status == 404:
-                raise UnknownAPI(json.loads(resp.read() or b"{}").get("error", "not found"))
-            if resp.status >= 400:
-                raise RequestError(resp.read().decode("utf-8", "replace"))
-            while True:
-                line = resp.readline()
-                if not line:
-                    return
-                yield line.decode("utf-8", "replace").rstrip("\n")
-        finally:
-            conn.close()
-
-
 # -- commands ------------------------------------------------------------------------------
 
 
-def _settings(args) -> DaemonSettings:
-    s = DaemonSettings()
-    if getattr(args, "host", None):
-        s = s.with_(host=args.host)
-    if getattr(args, "backend", None):
-        s = s.with_(backend=args.backend)
-    if getattr(args, "base_image", None):
-        s = s.with_(base_image=args.base_image)
-    if getattr(args, "metrics_port", None) is not None:
-        s = s.with_(metrics_port=args.metrics_port)
-    if getattr(args, "replica_user", None) is not None:
-        s = s.with_(replica_user=args.replica_user)
-    if getattr(args, "run_dependencies_sh", False):
-        s = s.with_(run_dependencies_sh=True)
-    if getattr(args, "port", None) is not None:
-        if not 1 <= args.port <= 65535:
-            raise UsageError(f"--port {args.port}: expected a port number between 1 and 65535")
-        s = s.with_(default_local_port=args.port)
-    s = _with_log_rotation(s, args, os.environ)
+def _settings(args: argparse.Namespace) -> DaemonSettings:
+    """The daemon's settings from this command's flags, the environment and the defaults."""
+    s = configured(vars(args))
     s.check_socket_path()  # every command binds or connects it: say so before a raw OSError
     return s
 
 
-def _with_log_rotation(s: DaemonSettings, args, env) -> DaemonSettings:
-    """--log-max-size / --log-files, else CORTEXD_LOG_MAX_SIZE / CORTEXD_LOG_FILES, else the defaults."""
-    size = getattr(args, "log_max_size", None)
-    size = env.get("CORTEXD_LOG_MAX_SIZE") if size is None else size
-    files = getattr(args, "log_files", None)
-    files = env.get("CORTEXD_LOG_FILES") if files is None else files
-    if size is not None:
-        s = s.with_(log_max_bytes=_parse_size(str(size)))
-    if files is not None:
-        try:
-            count = int(files)
-        except ValueError:
-            count = 0
-        if count < 1:
-            raise UsageError(f"log files {files!r}: expected a whole number of files, at least 1")
-        s = s.with_(log_files=count)
-    return s
-
-
-def _parse_size(text: str) -> int:
-    """A log size: bytes, or with a unit (500K, 10M, 10MiB, 1G; powers of 1024)."""
-    import re
-
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?\s*", text, re.IGNORECASE)
-    value = float(m.group(1)) * 1024 ** " kmg".index(m.group(2).lower() or " ") if m else 0
-    if value < 1 or value > 2**50:
-        raise UsageError(f"log size {text!r}: expected a size such as 10M, 500K or 1048576 (bytes)")
-    return int(value)
-
-
-def _paths(args) -> list[str]:
+def _paths(args: argparse.Namespace) -> list[str]:
     return [str(Path(p).resolve()) for p in (args.paths or ["."])]
 
 
-def cmd_validate(args) -> int:
+def cmd_validate(args: argparse.Namespace) -> int:
     from cortexd.spec import load_config
 
     loaded = load_config(_paths(args))
@@ -208,7 +96,7 @@ def cmd_validate(args) -> int:
     return EXIT_OK
 
 
-def cmd_up(args) -> int:
+def cmd_up(args: argparse.Namespace) -> int:
     from cortexd.daemon.running import daemon_answers
     from cortexd.spec import load_config
 
@@ -227,51 +115,11 @@ def cmd_up(args) -> int:
     return _up_foreground(settings, paths)
 
 
-def _daemon_argv(settings: DaemonSettings, paths: list[str]) -> list[str]:
-    argv = [sys.executable, "-m", "cortexd", "_daemon", "--backend", settings.backend,
-            "--host", settings.host, "--metrics-port", str(settings.metrics_port)]
-    if settings.base_image:
-        argv += ["--base-image", settings.base_image]
-    argv += ["--log-max-size", str(settings.log_max_bytes), "--log-files", str(settings.log_files)]
-    argv += ["--replica-user", settings.replica_user]
-    if settings.run_dependencies_sh:
-        argv += ["--run-dependencies-sh"]
-    if settings.default_local_port is not None:
-        argv += ["--port", str(settings.default_local_port)]
-    return argv + paths
+def _up_detached(args: argparse.Namespace, settings: DaemonSettings, paths: list[str]) -> int:
+    from cortexd.launch import start_detached
 
-
-def _up_detached(args, settings: DaemonSettings, paths: list[str]) -> int:
-    from cortexd.home import open_nofollow, prepare_home
-    from cortexd.logfiles import end_position, read_since
-
-    prepare_home(settings.home)  # the daemon's own (cortexd/home.py), before anything is written there
-    start = end_position(settings.daemon_log)  # a failed start shows only what it wrote itself
-    log_fd = open_nofollow(settings.daemon_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    with os.fdopen(log_fd, "ab") as log:  # the daemon keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            _daemon_argv(settings, paths), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True, cwd="/",
-            # absolute: a relative CORTEXD_HOME would mean another folder from the daemon's cwd
-            env={**os.environ, "CORTEXD_HOME": str(settings.home)},
-        )
+    snap = start_detached(settings, paths)
     client = ControlClient(settings, timeout=5)
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            tail = "\n".join(read_since(settings.daemon_log, start)[0][-20:])
-            print(f"error: the daemon exited during start-up (code {proc.returncode}):\n{tail}",
-                  file=sys.stderr)
-            return EXIT_USER
-        try:
-            snap = Status.from_json(client.call("GET", "/status"))
-            break
-        except DaemonUnavailable:
-            if time.monotonic() > deadline:
-                print(f"error: the daemon did not answer within 60s; see {settings.daemon_log}",
-                      file=sys.stderr)
-                return EXIT_DAEMON
-            time.sleep(0.1)
     print(f"cortexd is running (pid {snap.daemon.pid}, backend {snap.daemon.backend}); "
           f"logs: {settings.daemon_log}")
     why = snap.daemon.backend_reason
@@ -301,7 +149,7 @@ def _up_detached(args, settings: DaemonSettings, paths: list[str]) -> int:
 def _wait_settled(client: ControlClient, seconds: float) -> Status:
     deadline = time.monotonic() + seconds
     while True:
-        snap = Status.from_json(client.call("GET", "/status"))
+        snap = client.status()
         if all(a.status in ("live", "error") for a in snap.apis) or time.monotonic() > deadline:
             return snap
         time.sleep(0.2)
@@ -309,17 +157,18 @@ def _wait_settled(client: ControlClient, seconds: float) -> Status:
 
 def _up_foreground(settings: DaemonSettings, paths: list[str]) -> int:
     from cortexd.daemon.running import run_daemon
+    from cortexd.launch import configure_logging, run
 
     live = sys.stdout.isatty()  # the live view takes the terminal; logs go to daemon.log
     if live:
         from cortexd.home import prepare_home
 
         prepare_home(settings.home)
-    _configure_logging(verbose=live, path=settings.daemon_log if live else None, settings=settings)
+    configure_logging(verbose=live, path=settings.daemon_log if live else None, settings=settings)
 
-    views: list[asyncio.Task] = []
+    views: list[asyncio.Task[None]] = []
 
-    def on_started(daemon) -> None:
+    def on_started(daemon: Daemon) -> None:
         print(f"cortexd {__version__} serving (backend {daemon.backend.name}); Ctrl-C to stop",
               flush=True)
         if live:
@@ -330,51 +179,24 @@ def _up_foreground(settings: DaemonSettings, paths: list[str]) -> int:
             # cancelled with the other tasks when run_daemon returns; held so it is not collected
             views.append(asyncio.ensure_future(live_task(daemon.status, Console())))
 
-    _run(run_daemon(settings, paths, on_started=on_started))
+    run(run_daemon(settings, paths, on_started=on_started))
     if live:
         print("cortexd stopped", flush=True)
     return EXIT_OK
 
 
-def _run(coro) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
+def cmd_daemon(args: argparse.Namespace) -> int:
+    """Hidden: the detached daemon's entry point; `up -d` writes its settings on its stdin."""
+    from cortexd.launch import run_detached
 
-
-def cmd_daemon(args) -> int:
-    """Hidden: the detached daemon's entry point (its output goes to daemon.log)."""
-    from cortexd.daemon.running import run_daemon
-
-    settings = _settings(args)
-    # its stdout and stderr (daemon.log, from `up -d`) follow daemon.log's rotation
-    _configure_logging(verbose=True, path=settings.daemon_log, settings=settings, capture_std=True)
-    _run(run_daemon(settings, _paths(args)))
+    run_detached()
     return EXIT_OK
 
 
-def _configure_logging(verbose: bool, path: Path | None = None, settings: DaemonSettings | None = None,
-                       capture_std: bool = False) -> None:
-    """Log to stderr, or to `path` (daemon.log) rotated by size as settings say."""
-    if path is None:
-        handler: logging.Handler = logging.StreamHandler(sys.stderr)
-    else:
-        from cortexd.logfiles import DaemonLogHandler
-
-        s = settings or DaemonSettings()
-        handler = DaemonLogHandler(path, s.log_max_bytes, s.log_files, capture_std=capture_std)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s" if verbose
-                                           else "%(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-
-
-def cmd_down(args) -> int:
+def cmd_down(args: argparse.Namespace) -> int:
     settings = _settings(args)
     client = ControlClient(settings)
-    pid = Status.from_json(client.call("GET", "/status")).daemon.pid
+    pid = client.status().daemon.pid
     client.call("POST", "/shutdown")
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
@@ -386,7 +208,7 @@ def cmd_down(args) -> int:
     return EXIT_DAEMON
 
 
-def cmd_deploy(args) -> int:
+def cmd_deploy(args: argparse.Namespace) -> int:
     client = ControlClient(_settings(args))
     result = client.call("POST", "/deploy", {"paths": _paths(args)})
     for notice in result.get("notices", []):
@@ -406,14 +228,14 @@ def _quoted(name: str) -> str:
     return urllib.parse.quote(name, safe="")
 
 
-def cmd_delete(args) -> int:
+def cmd_delete(args: argparse.Namespace) -> int:
     client = ControlClient(_settings(args))
     client.call("DELETE", f"/apis/{_quoted(args.api)}")
     print(f"api {args.api!r} deleted")
     return EXIT_OK
 
 
-def cmd_get(args) -> int:
+def cmd_get(args: argparse.Namespace) -> int:
     client = ControlClient(_settings(args))
     if args.api:
         api = client.call("GET", f"/apis/{_quoted(args.api)}")
@@ -436,14 +258,14 @@ def _print_table(snap: Status) -> None:
     print(api_table(snap))
 
 
-def _print_api(api: dict) -> None:
+def _print_api(api: dict[str, Any]) -> None:
     """The control API's /apis/{name}: the API's status and what its replicas serve."""
     from cortexd.ui.text import api_detail
 
     print(api_detail(APIStatus.from_json(api), api.get("models")))
 
 
-def cmd_logs(args) -> int:
+def cmd_logs(args: argparse.Namespace) -> int:
     if args.previous and args.follow:
         raise UsageError("--previous shows the logs of the daemon's previous run, which no longer "
                          "grow: drop -f (or drop --previous to follow this run's)")
@@ -493,24 +315,24 @@ def _parse_since(text: str, now: float) -> float:
     return when.timestamp()
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     from cortexd.ui.live import CLIConsole, print_once, run_live
 
     client = ControlClient(_settings(args), timeout=10)
     console = CLIConsole()
     if args.once or not console.is_terminal:
-        print_once(Status.from_json(client.call("GET", "/status")), console)
+        print_once(client.status(), console)
         return EXIT_OK
     try:
-        run_live(lambda: Status.from_json(client.call("GET", "/status")), console, interval=args.interval)
+        run_live(client.status, console, interval=args.interval)
     except KeyboardInterrupt:
         pass  # the daemon keeps running
     return EXIT_OK
 
 
-def cmd_predict(args) -> int:
+def cmd_predict(args: argparse.Namespace) -> int:
     client = ControlClient(_settings(args))
-    snap = Status.from_json(client.call("GET", "/status"))
+    snap = client.status()
     api = snap.api(args.api)
     if api is None:
         names = ", ".join(a.name for a in snap.apis) or "none"
@@ -545,18 +367,20 @@ def cmd_predict(args) -> int:
 def _not_serving(api: APIStatus) -> str | None:
     """Why a request to `api` cannot be served now, when nothing is on its way to serve it
     (no replica ready or starting: pending for a GPU, in crash backoff, installing requirements)."""
+    from cortexd.core.api_status import Failure
+
     replicas = api.replicas
     reason = replicas.pending_reason
     if replicas.ready or replicas.starting or api.status == "error" or not reason:
         return None
     name = api.name
-    if reason.startswith("pending: "):
+    if api.failure == Failure.NO_GPU:  # placement's sentence: "pending: ..."
         return (f"api {name!r} is pending, no replica can start: {reason.removeprefix('pending: ')} "
                 f"(`cortexd get {name}` shows it)")
     return f"api {name!r} is not serving yet: {reason}"
 
 
-def cmd_make_base_image(args) -> int:
+def cmd_make_base_image(args: argparse.Namespace) -> int:
     from cortexd.backends.images import OFFLINE_BASE_IMAGE, make_offline_base
 
     name = args.name or OFFLINE_BASE_IMAGE
@@ -567,7 +391,7 @@ def cmd_make_base_image(args) -> int:
     return EXIT_OK if code == 0 else EXIT_USER
 
 
-def cmd_build(args) -> int:
+def cmd_build(args: argparse.Namespace) -> int:
     from cortexd.kube.build import build_images
     from cortexd.spec import load_config
 
@@ -580,7 +404,7 @@ def cmd_build(args) -> int:
     return EXIT_OK
 
 
-def cmd_export_kubernetes(args) -> int:
+def cmd_export_kubernetes(args: argparse.Namespace) -> int:
     from cortexd.kube.export import export_kubernetes
     from cortexd.kube.manifests import ExportOptions
     from cortexd.spec import load_config
@@ -592,63 +416,59 @@ def cmd_export_kubernetes(args) -> int:
     return EXIT_OK
 
 
-def cmd_version(args) -> int:
+def cmd_version(args: argparse.Namespace) -> int:
     print(f"cortexd {__version__}")
     return EXIT_OK
+
+
+Command = Callable[[argparse.Namespace], int]
+AddCommand = Callable[[str, Command, str], argparse.ArgumentParser]
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cortexd", description="Serve Cortex projects on this machine.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(name: str, func, help: str) -> argparse.ArgumentParser:
+    def add(name: str, func: Command, help: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
         sp.set_defaults(func=func)
         return sp
 
+    _add_daemon_commands(add, sub)
+    _add_api_commands(add)
+    _add_image_commands(add, sub)
+    add("version", cmd_version, "print the version")
+    return p
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """The daemon's settings that have a flag, as cortexd/settings.py declares them (OPTIONS);
+    a flag not given is None, and `configured` takes the environment or the default."""
+    for name, option in OPTIONS.items():
+        if option.flag is None:
+            continue
+        if option.switch:
+            parser.add_argument(option.flag, dest=name, action="store_true", help=option.help)
+        else:
+            parser.add_argument(option.flag, dest=name, type=option.type or str, choices=option.choices,
+                                metavar=option.metavar, help=option.help)
+
+
+def _add_daemon_commands(add: AddCommand, sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = add("up", cmd_up, "start the daemon and serve the APIs in PATH... (default: .)")
     up.add_argument("paths", nargs="*", metavar="PATH", help="folder with a cortex.yaml, or a yaml file")
     up.add_argument("-d", "--detach", action="store_true", help="run the daemon in the background")
-    up.add_argument("--backend", choices=["auto", "process", "docker"], default="auto")
-    up.add_argument("--host", default="127.0.0.1", help="gateway bind address (default 127.0.0.1)")
-    up.add_argument("--base-image", help="base image for Docker replica images")
-    up.add_argument("--metrics-port", type=int, metavar="PORT",
-                    help="Prometheus metrics at http://127.0.0.1:PORT/metrics (default 8889; 0: off, "
-                         "they stay at /metrics on the control socket)")
-    up.add_argument("--log-max-size", metavar="SIZE",
-                    help="rotate daemon.log and each replica's log at SIZE (default 10M; env "
-                         "CORTEXD_LOG_MAX_SIZE)")
-    up.add_argument("--log-files", type=int, metavar="N",
-                    help="files kept per log, the current one included (default 5; env CORTEXD_LOG_FILES)")
-    up.add_argument("--replica-user", metavar="USER",
-                    help="process backend, daemon run as root: one user every replica runs as (default: "
-                         "each API a uid of its own, from CORTEXD_REPLICA_UIDS, 70000-99999; `root` "
-                         "opts out; env CORTEXD_REPLICA_USER)")
-    up.add_argument("--run-dependencies-sh", action="store_true",
-                    help="process backend: run each project's dependencies.sh on this host before "
-                         "its requirements (off: it is skipped with a notice; env CORTEXD_RUN_DEPENDENCIES_SH=1)")
-    up.add_argument("--port", type=int, metavar="PORT",
-                    help="the local_port of every API that sets none (default 8888; legacy kind: api "
-                         "APIs have no local_port field); `deploy` uses it too")
+    _add_setting_flags(up)
     up.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                     help="with -d: wait until every API is live; exit 1 if one is in error or not live by then")
 
-    d = sub.add_parser("_daemon")
-    d.set_defaults(func=cmd_daemon)
-    d.add_argument("paths", nargs="*")
-    d.add_argument("--backend", default="auto")
-    d.add_argument("--host", default="127.0.0.1")
-    d.add_argument("--base-image")
-    d.add_argument("--metrics-port", type=int)
-    d.add_argument("--port", type=int)
-    d.add_argument("--log-max-size")
-    d.add_argument("--log-files", type=int)
-    d.add_argument("--replica-user")
-    d.add_argument("--run-dependencies-sh", action="store_true")
+    sub.add_parser("_daemon").set_defaults(func=cmd_daemon)  # hidden: settings come on its stdin
 
     down = add("down", cmd_down, "stop the daemon and every replica it started")
     down.add_argument("--timeout", type=float, default=60)
 
+
+def _add_api_commands(add: AddCommand) -> None:
     dep = add("deploy", cmd_deploy, "add or update the APIs of PATH... on the running daemon (other "
               "projects' APIs keep serving; an API removed from PATH's cortex.yaml is removed)")
     dep.add_argument("paths", nargs="*", metavar="PATH")
@@ -682,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     val = add("validate", cmd_validate, "check cortex.yaml files without starting anything")
     val.add_argument("paths", nargs="*", metavar="PATH")
 
+
+def _add_image_commands(add: AddCommand, sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mb = add("make-base-image", cmd_make_base_image,
              "make a Docker base image from Debian packages (debootstrap), for hosts without a registry")
     mb.add_argument("name", nargs="?", default=None, metavar="NAME",
@@ -707,9 +529,6 @@ def build_parser() -> argparse.ArgumentParser:
     k8s.add_argument("--namespace", metavar="NS", help="metadata.namespace of every object")
     k8s.add_argument("--ingress-class", metavar="CLASS",
                      help="ingressClassName of the Ingress (default: the cluster's default class)")
-
-    add("version", cmd_version, "print the version")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

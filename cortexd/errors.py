@@ -12,13 +12,15 @@
      |    +-- DependencyError     a project's dependencies cannot be installed (pip's answer)
      +-- DaemonUnavailable        the CLI cannot reach a running daemon
      +-- DaemonAlreadyRunning     `cortexd up` while a daemon answers
+     +-- DaemonStartFailed        `cortexd up -d`: the daemon exited before it answered
      +-- UnknownAPI               a command named an API the daemon does not serve
      +-- RequestError             a CLI request (predict) could not be made
      +-- ExportError              `cortexd build` / `export kubernetes` cannot make what was asked
 
 Third-party exceptions (docker-py, aiohttp, yaml) are translated into these
 once, at the module that talks to the library; the CLI maps classes to exit
-codes in one place (cli.EXIT_CODES).
+codes in one place (cli.EXIT_CODES), and the control API maps them to HTTP
+statuses and back in one table (CONTROL_API_ANSWERS, at the end).
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ class ConfigError(CortexdError):
         )
         super().__init__(str(self))
 
-    def __reduce__(self):  # pickled from the daemon's loader process with its problems
+    # pickled from the daemon's loader process with its problems
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[list[ConfigProblem]]]:
         return (type(self), (self.problems,))
 
     def __str__(self) -> str:
@@ -122,6 +125,10 @@ class DaemonAlreadyRunning(CortexdError):
     """A daemon already answers on the control socket."""
 
 
+class DaemonStartFailed(CortexdError):
+    """The detached daemon exited during start-up (the text holds what it wrote to daemon.log)."""
+
+
 class UnknownAPI(CortexdError):
     """A command named an API that the daemon does not serve."""
 
@@ -132,3 +139,39 @@ class RequestError(CortexdError):
 
 class ExportError(CortexdError):
     """`cortexd build` or `cortexd export kubernetes` cannot make the image or manifests asked for."""
+
+
+# -- the control API's answers ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ControlAnswer:
+    """How one kind of error crosses the control API: the daemon answers `raised` (and its
+    subclasses) with `status` (cortexd/daemon/control.py); the client raises `read_as` for
+    that status (cortexd/control_client.py), with `unexplained` when the body says nothing."""
+
+    raised: type[CortexdError]
+    status: int
+    read_as: type[CortexdError]
+    unexplained: str
+
+
+CONTROL_API_ANSWERS: tuple[ControlAnswer, ...] = (  # the first row the error is an instance of
+    ControlAnswer(UnknownAPI, 404, UnknownAPI, "not found"),
+    ControlAnswer(ConfigError, 422, ConfigRejected, "the configuration was rejected"),
+    ControlAnswer(CortexdError, 409, RequestError, "daemon answered HTTP 409"),
+)
+
+
+def http_status(error: CortexdError) -> int:
+    """The control API's status for `error`."""
+    return next(row.status for row in CONTROL_API_ANSWERS if isinstance(error, row.raised))
+
+
+def error_from_http(status: int, message: str | None) -> CortexdError:
+    """What the client raises for a control API answer of `status` (>= 400) saying `message`;
+    statuses of no row (400 malformed, 403 a replica refused, 5xx) are a RequestError."""
+    row = next((row for row in CONTROL_API_ANSWERS if row.status == status), None)
+    if row is None:
+        return RequestError(message or f"daemon answered HTTP {status}")
+    return row.read_as(message or row.unexplained)

@@ -23,7 +23,9 @@ from collections import deque
 from pathlib import Path
 from typing import NamedTuple
 
-DEFAULT_MAX_BYTES = 10 * 2**20
+from cortexd.spec.units import format_bytes, parse_memory
+
+DEFAULT_MAX_BYTES = parse_memory("10Mi")  # `--log-max-size`'s default (cortexd/settings.py)
 DEFAULT_FILES = 5
 HEAD_BYTES = 64
 TAIL_BYTES = 256 * 1024  # `--tail N` reads at most this much from the end
@@ -328,7 +330,8 @@ def read_history(path: Path | str, tail: int | None) -> tuple[list[str], Positio
     if tail is not None:
         return list(deque(lines, maxlen=max(0, tail))), end
     if total > cap:
-        lines.insert(0, f"[cortexd: showing the last {cap >> 20} MiB of {total >> 20} MiB; "
+        lines.insert(0, f"[cortexd: showing the last {format_bytes(cap)} of "
+                        f"{format_bytes(total, 0, smallest='MiB')}; "
                         f"the whole log is {path} and its older parts {path}.N]")
     return lines, end
 

@@ -1,33 +1,36 @@
-"""DaemonSettings: where the daemon keeps its files and how fast its loops turn.
+"""DaemonSettings: where the daemon keeps its files, how fast its loops turn, what a user set.
 
-One value built once (by the CLI, from flags and environment) and passed down;
-nothing else reads the environment for these. Tests build their own with a
-temporary home and short intervals.
+One value built once and passed down; nothing else reads the environment for these.
+Each setting a user can change is declared once, on its field (`setting(...)`: the
+`cortexd up` flag, the environment variable, the default, how text becomes the value,
+the help), as uvicorn's single Config does: the CLI makes its flags from these fields
+(`OPTIONS`) and `configured()` reads flags, then the environment, then the defaults.
+`cortexd up -d` hands its detached daemon the settings whole (`to_json` / `from_json`,
+on the daemon's stdin), never back through flags. Tests build their own with a
+temporary home and short intervals; `DaemonSettings()` reads the environment as
+`configured({})` does.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
-from cortexd.errors import CortexdError, SocketPathTooLong
+from cortexd.dataclass_json import from_json as _from_json
+from cortexd.dataclass_json import to_json as _to_json
+from cortexd.errors import CortexdError, SocketPathTooLong, UsageError
 
 SHARED_ENV_CACHE = Path("/var/cache/cortexd/envs")  # a root daemon's project environments
 
 # sun_path holds 108 bytes on Linux, 104 on macOS and the BSDs, with the terminating NUL
 UNIX_SOCKET_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
 
-
-def default_home() -> Path:
-    """CORTEXD_HOME, made absolute (the detached daemon runs in /), else ~/.cortexd."""
-    env = os.environ.get("CORTEXD_HOME")
-    if env:
-        # abspath, not resolve(): an absolute home keeps its spelling (symlinks too),
-        # so the Docker backend's instance label (a hash of it) stays what it was
-        return Path(os.path.abspath(Path(env).expanduser()))
-    return Path.home() / ".cortexd"
+__all__ = ["OPTIONS", "SHARED_ENV_CACHE", "UNIX_SOCKET_PATH_MAX", "DaemonSettings", "Option",
+           "SocketPathTooLong", "check_socket_path", "configured", "default_home"]
 
 
 def check_socket_path(path: Path | str) -> None:
@@ -40,42 +43,175 @@ def check_socket_path(path: Path | str) -> None:
         )
 
 
-def _env_seconds(name: str, default: float) -> float:
-    """A positive, finite number of seconds from the environment variable `name`, else `default`."""
-    text = os.environ.get(name)
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise CortexdError(f"{name}={text!r}: expected a positive number of seconds, e.g. {name}=60")
+# -- how text becomes a setting: (value, where it came from) -> the field's value -------------
+# `value` is the environment's text, or the flag's value as argparse converted it (Option.type);
+# the error names the setting as the user wrote it.
+
+
+def _as_given(value: Any, source: str) -> Any:
     return value
 
 
-def _env_bytes(name: str) -> int | None:
-    """A positive memory quantity (compute.mem's syntax: 1Gi, 500Mi, bytes) from the environment
-    variable `name`, else None."""
-    text = os.environ.get(name)
-    if not text:
-        return None
+def _absolute_path(value: Any, source: str) -> Path:
+    # abspath, not resolve(): an absolute home keeps its spelling (symlinks too), so the
+    # Docker backend's instance label (a hash of it) stays what it was; made absolute
+    # because the detached daemon runs in /
+    return Path(os.path.abspath(Path(value).expanduser()))
+
+
+def _seconds(value: Any, source: str) -> float:
+    """A positive, finite number of seconds."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise CortexdError(f"{source}={value!r}: expected a positive number of seconds, e.g. {source}=60")
+    return seconds
+
+
+def _tmpfs_size(value: Any, source: str) -> int:
+    """A memory quantity of at least 1Mi (compute.mem's syntax: 1Gi, 500Mi, bytes)."""
     from cortexd.spec.units import parse_memory
 
     try:
-        value = parse_memory(text)
+        size = parse_memory(value)
     except ValueError as e:  # it says what was wrong (a unit such as GB: use Gi or G)
-        raise CortexdError(f"{name}={text!r}: {e}; e.g. {name}=2Gi") from None
-    if value < 2**20:
-        raise CortexdError(f"{name}={text!r}: expected a size of at least 1Mi, e.g. {name}=2Gi")
+        raise CortexdError(f"{source}={value!r}: {e}; e.g. {source}=2Gi") from None
+    if size < 2**20:
+        raise CortexdError(f"{source}={value!r}: expected a size of at least 1Mi, e.g. {source}=2Gi")
+    return size
+
+
+def _log_size(value: Any, source: str) -> int:
+    """A log size: a memory quantity as compute.mem's (10Mi = 10 x 2^20 bytes, 10M = 10^7)."""
+    from cortexd.spec.units import parse_memory
+
+    try:
+        size = parse_memory(str(value))
+    except ValueError:
+        size = 0
+    if not 1 <= size <= 2**50:
+        raise UsageError(f"log size {value!r}: expected a size such as 10Mi, 500Ki or 1048576 (bytes; "
+                         "Ki, Mi, Gi are powers of 1024, k, M, G of 1000, as in compute.mem)")
+    return size
+
+
+def _log_files(value: Any, source: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise UsageError(f"log files {value!r}: expected a whole number of files, at least 1")
+    return count
+
+
+def _port(value: Any, source: str) -> int:
+    if not 1 <= value <= 65535:
+        raise UsageError(f"{source} {value}: expected a port number between 1 and 65535")
     return value
+
+
+def _switch(value: Any, source: str) -> bool:
+    return value is True or str(value).lower() in ("1", "true", "yes")
+
+
+# -- the table --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a user sets one DaemonSettings field: a `cortexd up` flag, an environment variable,
+    or both; the flag wins over the variable, the variable over the default."""
+
+    flag: str | None = None
+    env: str | None = None
+    parse: Callable[[Any, str], Any] = _as_given
+    default: Any = None
+    default_factory: Callable[[], Any] | None = None
+    help: str | None = None
+    metavar: str | None = None
+    type: Callable[[str], Any] | None = None  # argparse's conversion of the flag's text
+    choices: tuple[str, ...] | None = None
+    switch: bool = False  # a flag without a value (on when given)
+
+    def value(self, flag_value: Any = None, env: Mapping[str, str] | None = None) -> Any:
+        """The flag's value when given, else the environment's, else the default. An empty one
+        is not given: `--host ""` must not bind every interface, an empty variable is unset."""
+        if flag_value is not None and flag_value is not False and flag_value != "":
+            return self.parse(flag_value, self.flag or "")
+        text = env.get(self.env) if env is not None and self.env else None
+        if text:
+            return self.parse(text, self.env or "")
+        return self.default_factory() if self.default_factory is not None else self.default
+
+
+def setting(default: Any = None, *, default_factory: Callable[[], Any] | None = None, **how: Any) -> Any:
+    """A DaemonSettings field that a user sets as `how` (an Option) says."""
+    option = Option(default=default, default_factory=default_factory, **how)
+    if option.env is None and default_factory is None:
+        return field(default=default, metadata={"option": option})
+    return field(default_factory=lambda: option.value(env=os.environ), metadata={"option": option})
 
 
 @dataclass(frozen=True)
 class DaemonSettings:
-    home: Path = field(default_factory=default_home)
-    host: str = "127.0.0.1"  # gateway bind address; --host opts in to others
-    backend: str = "auto"  # auto | process | docker
+    home: Path = setting(env="CORTEXD_HOME", parse=_absolute_path,  # noqa: RUF009 - a dataclasses.field
+                         default_factory=lambda: Path.home() / ".cortexd")
+    # `cortexd up`'s flags, in the order its --help lists them
+    backend: str = setting("auto", flag="--backend", choices=("auto", "process", "docker"))
+    host: str = setting("127.0.0.1", flag="--host",
+                        help="gateway bind address (default 127.0.0.1)")
+    base_image: str | None = setting(flag="--base-image", help="base image for Docker replica images")
+    # Prometheus metrics: GET /metrics on 127.0.0.1:metrics_port (0 = only on the control socket)
+    metrics_port: int = setting(
+        8889, flag="--metrics-port", type=int, metavar="PORT",
+        help="Prometheus metrics at http://127.0.0.1:PORT/metrics (default 8889; 0: off, "
+             "they stay at /metrics on the control socket)")
+    # logs: daemon.log and each replica's log rotate at log_max_bytes, keeping log_files files
+    # (so at most log_max_bytes x log_files each)
+    log_max_bytes: int = setting(
+        10 * 2**20, flag="--log-max-size", env="CORTEXD_LOG_MAX_SIZE", parse=_log_size, metavar="SIZE",
+        help="rotate daemon.log and each replica's log at SIZE bytes (default 10Mi: 10 x 2^20; "
+             "Ki, Mi, Gi are powers of 1024, k, M, G of 1000, as in compute.mem; env CORTEXD_LOG_MAX_SIZE)")
+    log_files: int = setting(
+        5, flag="--log-files", env="CORTEXD_LOG_FILES", parse=_log_files, type=int, metavar="N",
+        help="files kept per log, the current one included (default 5; env CORTEXD_LOG_FILES)")
+    # process backend: the user every replica runs as ("" = the default: a root daemon gives each
+    # API a uid of its own from replica_uids, where that uid can run it, else runs it as root and
+    # says why; "root" opts out)
+    replica_user: str = setting(
+        "", flag="--replica-user", env="CORTEXD_REPLICA_USER", metavar="USER",
+        help="process backend, daemon run as root: one user every replica runs as (default: "
+             "each API a uid of its own, from CORTEXD_REPLICA_UIDS, 70000-99999; `root` "
+             "opts out; env CORTEXD_REPLICA_USER)")
+    # a project's dependencies.sh runs on this host only when opted in
+    run_dependencies_sh: bool = setting(
+        False, flag="--run-dependencies-sh", env="CORTEXD_RUN_DEPENDENCIES_SH", parse=_switch, switch=True,
+        help="process backend: run each project's dependencies.sh on this host before "
+             "its requirements (off: it is skipped with a notice; env CORTEXD_RUN_DEPENDENCIES_SH=1)")
+    # the local_port of every API that sets none (None: the schema's 8888)
+    default_local_port: int | None = setting(
+        flag="--port", parse=_port, type=int, metavar="PORT",
+        help="the local_port of every API that sets none (default 8888; legacy kind: api "
+             "APIs have no local_port field); `deploy` uses it too")
+    # environment only
+    # seconds a replica may take to answer (504 after)
+    upstream_timeout: float = setting(60.0, env="CORTEXD_UPSTREAM_TIMEOUT", parse=_seconds)
+    # slow clients (nginx's client_header_timeout / client_body_timeout): a request head must
+    # arrive within the first, a body may pause no longer than the second; 408 after
+    client_header_timeout: float = setting(60.0, env="CORTEXD_CLIENT_HEADER_TIMEOUT", parse=_seconds)
+    client_body_timeout: float = setting(60.0, env="CORTEXD_CLIENT_BODY_TIMEOUT", parse=_seconds)
+    # bytes each of a replica container's tmpfs mounts (/tmp, HOME) may hold (None: half of
+    # compute.mem, else 1 GiB; container_args.tmpfs_size)
+    tmpfs_bytes: int | None = setting(env="CORTEXD_TMPFS_SIZE", parse=_tmpfs_size)
+    # the range of the replicas' own uids (START-END, no passwd entries needed)
+    replica_uids: str = setting("70000-99999", env="CORTEXD_REPLICA_UIDS")
+    # process backend: project environments (backends/environments.py) live in env_cache
+    # (None: home/envs; one cache shared between homes)
+    env_cache: Path | None = setting(env="CORTEXD_ENV_CACHE", parse=_absolute_path)  # noqa: RUF009 - as home
+    # internal: what tests tune
     # readiness probing and reconciling
     reconcile_interval: float = 1.0
     probe_timeout: float = 2.0
@@ -87,15 +223,6 @@ class DaemonSettings:
     # gateway
     max_body_size: int = 32 * 2**20
     no_replica_wait: float = 30.0
-    # seconds a replica may take to answer (504 after); env CORTEXD_UPSTREAM_TIMEOUT
-    upstream_timeout: float = field(default_factory=lambda: _env_seconds("CORTEXD_UPSTREAM_TIMEOUT", 60.0))
-    # slow clients (nginx's client_header_timeout / client_body_timeout): a request head must
-    # arrive within the first, a body may pause no longer than the second; 408 after.
-    # env CORTEXD_CLIENT_HEADER_TIMEOUT / CORTEXD_CLIENT_BODY_TIMEOUT
-    client_header_timeout: float = field(
-        default_factory=lambda: _env_seconds("CORTEXD_CLIENT_HEADER_TIMEOUT", 60.0))
-    client_body_timeout: float = field(
-        default_factory=lambda: _env_seconds("CORTEXD_CLIENT_BODY_TIMEOUT", 60.0))
     # passive health (cortexd.core.health): `eject_after_failures` connection failures in a
     # row take a replica out of rotation for `ejection_time` (longer each time); a replica
     # whose `unhealthy_after_timeouts` requests in a row timed out is hung, and replaced
@@ -116,34 +243,6 @@ class DaemonSettings:
     # after its first (saves that never pause still get their code served)
     debounce: float = 0.5
     debounce_max_wait: float = 2.0
-    # Prometheus metrics: GET /metrics on 127.0.0.1:metrics_port (0 = only on the control socket)
-    metrics_port: int = 8889
-    # docker backend
-    base_image: str | None = None
-    # bytes each of a replica container's tmpfs mounts (/tmp, HOME) may hold (None: half of
-    # compute.mem, else 1 GiB; container_args.tmpfs_size); env CORTEXD_TMPFS_SIZE (1Gi, 500Mi...)
-    tmpfs_bytes: int | None = field(default_factory=lambda: _env_bytes("CORTEXD_TMPFS_SIZE"))
-    # the local_port of every API that sets none (`cortexd up --port`; None: the schema's 8888)
-    default_local_port: int | None = None
-    # logs: daemon.log and each replica's log rotate at log_max_bytes, keeping log_files files
-    # (so at most log_max_bytes x log_files each); env CORTEXD_LOG_MAX_SIZE / CORTEXD_LOG_FILES
-    log_max_bytes: int = 10 * 2**20
-    log_files: int = 5
-    # process backend: the user every replica runs as ("" = the default: a root daemon gives each
-    # API a uid of its own from replica_uids, where that uid can run it, else runs it as root and
-    # says why; "root" opts out); env CORTEXD_REPLICA_USER, flag --replica-user
-    replica_user: str = field(default_factory=lambda: os.environ.get("CORTEXD_REPLICA_USER", ""))
-    # the range of those uids (START-END, no passwd entries needed); env CORTEXD_REPLICA_UIDS
-    replica_uids: str = field(default_factory=lambda: os.environ.get("CORTEXD_REPLICA_UIDS", "70000-99999"))
-    # process backend: project environments (backends/environments.py) live in env_cache
-    # (None: home/envs; env CORTEXD_ENV_CACHE shares one cache between homes); a project's
-    # dependencies.sh runs on this host only when opted in (--run-dependencies-sh,
-    # CORTEXD_RUN_DEPENDENCIES_SH=1)
-    env_cache: Path | None = field(
-        default_factory=lambda: Path(os.path.abspath(os.environ["CORTEXD_ENV_CACHE"]))
-        if os.environ.get("CORTEXD_ENV_CACHE") else None)
-    run_dependencies_sh: bool = field(
-        default_factory=lambda: os.environ.get("CORTEXD_RUN_DEPENDENCIES_SH", "").lower() in ("1", "true", "yes"))
 
     @property
     def socket_path(self) -> Path:
@@ -169,12 +268,12 @@ class DaemonSettings:
     def daemon_log(self) -> Path:
         return self.home / "daemon.log"
 
-
     def replica_limits(self) -> dict[str, str]:
         """What each replica's runtime enforces as the gateway does (predictor_runtime reads these):
         the decoded-body limit and the request timeout behind its stuck-thread health rule."""
         return {"CORTEXD_MAX_BODY_SIZE": str(self.max_body_size),
                 "CORTEXD_REQUEST_TIMEOUT": f"{self.upstream_timeout:g}"}
+
     @property
     def run_dir(self) -> Path:
         return self.home / "run"
@@ -189,5 +288,30 @@ class DaemonSettings:
             return SHARED_ENV_CACHE
         return self.home / "envs"
 
-    def with_(self, **changes) -> DaemonSettings:
+    def with_(self, **changes: Any) -> DaemonSettings:
         return replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every value, as `cortexd up -d` hands them to its detached daemon."""
+        return _to_json(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DaemonSettings:
+        return _from_json(cls, data)
+
+
+# The settings a user can set: field name -> Option, in declaration order (the flags' order).
+OPTIONS: dict[str, Option] = {f.name: f.metadata["option"] for f in fields(DaemonSettings)
+                              if "option" in f.metadata}
+
+
+def configured(flags: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> DaemonSettings:
+    """The settings a command runs with: each option from its flag (`flags`: field name -> the
+    parsed flag, None or absent when not given), else from `env`, else its default."""
+    return DaemonSettings(**{name: option.value(flags.get(name), env) for name, option in OPTIONS.items()})
+
+
+def default_home(env: Mapping[str, str] = os.environ) -> Path:
+    """CORTEXD_HOME, made absolute (the detached daemon runs in /), else ~/.cortexd."""
+    return OPTIONS["home"].value(env=env)
+

@@ -2,14 +2,17 @@
 
     GET    /status                 the status snapshot (one model for get, status, -o json)
     GET    /metrics                Prometheus text format (also on 127.0.0.1:metrics_port)
+    GET    /apis/{name}            one API's status and what each replica serves (its models)
     GET    /apis/{name}/logs       replica output; ?tail=N&follow=1&since=EPOCH streams new lines;
                                    ?previous=1: the daemon's previous run's
     POST   /deploy                 {"paths": [...]}: add or update those projects' APIs (others stay)
     DELETE /apis/{name}            remove one API (until the next deploy)
     POST   /shutdown               graceful shutdown
 
-Errors are JSON {"error": "..."} with 4xx/5xx; the CLI turns them into messages
-and exit codes. The handlers only translate HTTP <-> Daemon method calls.
+Errors are JSON {"error": "..."} with 4xx/5xx: a CortexdError a handler raises is
+answered with the status cortexd/errors.py's one table (CONTROL_API_ANSWERS) gives
+its class, which cortexd/control_client.py turns back into that class for the
+CLI's messages and exit codes. The handlers only translate HTTP <-> Daemon method calls.
 """
 
 from __future__ import annotations
@@ -21,15 +24,16 @@ import socket
 import struct
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from cortexd.daemon.process_guard import descends_from
+from cortexd.daemon.prometheus import MetricsCollector, build_registry, exposition
 from cortexd.daemon.seams import ControlledDaemon
-from cortexd.errors import ConfigError, CortexdError, UnknownAPI
-from cortexd.gateway.metrics import MetricsCollector, build_registry, exposition
+from cortexd.errors import ConfigError, CortexdError, UnknownAPI, http_status
 from cortexd.settings import check_socket_path
 
 
-def _error(status: int, message: str, **extra) -> web.Response:
+def _error(status: int, message: str, **extra: object) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
@@ -69,88 +73,97 @@ def replica_peer_refusal(daemon: ControlledDaemon, transport) -> str | None:
             f"uid {creds[1]}) belongs to replica {replica}; predictor code cannot drive cortexd")
 
 
-def build_app(daemon: ControlledDaemon) -> web.Application:
-    routes = web.RouteTableDef()
-
+def _refusing_replicas(daemon: ControlledDaemon) -> Middleware:
     @web.middleware
-    async def refuse_replicas(request: web.Request, handler):
+    async def refuse_replicas(request: web.Request, handler: Handler) -> web.StreamResponse:
         refusal = replica_peer_refusal(daemon, request.transport)
         if refusal is not None:
             return _error(403, refusal)
         return await handler(request)
 
-    @routes.get("/status")
-    async def status(request: web.Request) -> web.Response:
-        return web.json_response(daemon.status().to_json())
+    return refuse_replicas
 
-    routes.get("/metrics")(metrics_handler(daemon))
 
-    @routes.get("/apis/{name}")
-    async def api_detail(request: web.Request) -> web.Response:
+@web.middleware
+async def _answer_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A CortexdError a handler raises is answered with its status (errors.CONTROL_API_ANSWERS);
+    a ConfigError lists its problems too."""
+    try:
+        return await handler(request)
+    except CortexdError as e:
+        extra = {"problems": [str(p) for p in e.problems]} if isinstance(e, ConfigError) else {}
+        return _error(http_status(e), str(e), **extra)
+
+
+class _Routes:
+    """The handlers: each reads its arguments, makes one ControlledDaemon call, answers JSON."""
+
+    def __init__(self, daemon: ControlledDaemon):
+        self.daemon = daemon
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.daemon.status().to_json())
+
+    async def api_detail(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        status = daemon.status()
+        status = self.daemon.status()
         api = status.api(name)
         if api is None:
             names = ", ".join(a.name for a in status.apis) or "none"
-            return _error(404, f"no api named {name!r} (apis: {names})")
-        return web.json_response({**api.to_json(), "models": await daemon.replica_models(name)})
+            raise UnknownAPI(f"no api named {name!r} (apis: {names})")
+        return web.json_response({**api.to_json(), "models": await self.daemon.replica_models(name)})
 
-    @routes.get("/apis/{name}/logs")
-    async def logs(request: web.Request) -> web.StreamResponse:
+    async def logs(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        tail = request.query.get("tail")
-        since = request.query.get("since")
-        previous = request.query.get("previous") in ("1", "true")  # the previous run's: they no longer grow
-        follow = request.query.get("follow") in ("1", "true") and not previous
+        query = request.query
+        previous = query.get("previous") in ("1", "true")  # the previous run's: they no longer grow
+        follow = query.get("follow") in ("1", "true") and not previous
+        tail, since = query.get("tail"), query.get("since")
         try:
             tail_n = int(tail) if tail else None
             since_t = float(since) if since else None
-            sources = daemon.log_sources(name, previous=previous)
         except ValueError:
             return _error(400, f"tail must be an integer and since epoch seconds, got {tail!r}, {since!r}")
-        except UnknownAPI as e:
-            return _error(404, str(e))
+        sources = self.daemon.log_sources(name, previous=previous)
         resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await resp.prepare(request)
         # since: what was written after it (LogClock), across rotations; then new lines
-        async for line in daemon.stream_logs(name, sources, tail_n, follow, since=since_t):
+        async for line in self.daemon.stream_logs(name, sources, tail_n, follow, since=since_t):
             await resp.write(line.encode("utf-8", "replace") + b"\n")
         await resp.write_eof()
         return resp
 
-    @routes.post("/deploy")
-    async def deploy(request: web.Request) -> web.Response:
+    async def deploy(self, request: web.Request) -> web.Response:
         try:
-            body = await request.json()
-            paths = body["paths"]
+            paths = (await request.json())["paths"]
         except (ValueError, KeyError, TypeError):
             return _error(400, 'expected a JSON body {"paths": [...]}')
         if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
             return _error(400, 'expected a JSON body {"paths": [...]} with at least one path')
-        try:
-            result = await daemon.deploy(paths)
-        except ConfigError as e:
-            return _error(422, str(e), problems=[str(p) for p in e.problems])
-        except CortexdError as e:
-            return _error(409, str(e))
+        result = await self.daemon.deploy(paths)
         # created / updated / removed / unchanged / left_alone api names, and the notices
         return web.json_response({"ok": True, **result})
 
-    @routes.delete("/apis/{name}")
-    async def delete(request: web.Request) -> web.Response:
-        try:
-            await daemon.delete_api(request.match_info["name"])
-        except UnknownAPI as e:
-            return _error(404, str(e))
+    async def delete(self, request: web.Request) -> web.Response:
+        await self.daemon.delete_api(request.match_info["name"])
         return web.json_response({"ok": True})
 
-    @routes.post("/shutdown")
-    async def shutdown(request: web.Request) -> web.Response:
-        asyncio.get_running_loop().call_soon(daemon.request_shutdown)
+    async def shutdown(self, request: web.Request) -> web.Response:
+        asyncio.get_running_loop().call_soon(self.daemon.request_shutdown)
         return web.json_response({"ok": True})
 
-    app = web.Application(middlewares=[refuse_replicas])
-    app.add_routes(routes)
+
+def build_app(daemon: ControlledDaemon) -> web.Application:
+    """The control API's routes (the module docstring lists them)."""
+    routes = _Routes(daemon)
+    app = web.Application(middlewares=[_refusing_replicas(daemon), _answer_errors])
+    app.router.add_get("/status", routes.status)
+    app.router.add_get("/metrics", metrics_handler(daemon))
+    app.router.add_get("/apis/{name}", routes.api_detail)
+    app.router.add_get("/apis/{name}/logs", routes.logs)
+    app.router.add_post("/deploy", routes.deploy)
+    app.router.add_delete("/apis/{name}", routes.delete)
+    app.router.add_post("/shutdown", routes.shutdown)
     return app
 
 

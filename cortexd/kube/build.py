@@ -26,9 +26,10 @@ from cortexd.backends.image_plans import BuildPlan
 from cortexd.backends.images import ImageBuilder
 from cortexd.errors import BackendUnavailable, ExportError
 from cortexd.kube import layout
-from cortexd.kube.bundle import human_size, read_image_files
+from cortexd.kube.bundle import read_image_files
 from cortexd.kube.export import check_request, image_files_for
 from cortexd.spec.model import APISpec
+from cortexd.spec.units import format_bytes
 
 Say = Callable[[str], None]
 
@@ -65,7 +66,7 @@ class PushProgress:
         detail = chunk.get("progressDetail") or {}
         if status == "Pushing" and detail.get("total"):
             quarter = min(4, int(4 * detail.get("current", 0) / detail["total"]))
-            status = f"Pushing {human_size(detail['total'])}: {25 * quarter}%"
+            status = f"Pushing {format_bytes(detail['total'], 1)}: {25 * quarter}%"
         if self._last.get(layer) != status:
             self._last[layer] = status
             self._say(f"  {layer}: {status}")
@@ -111,10 +112,10 @@ def build_images(apis: list[APISpec], registry: str | None, do_push: bool, say: 
     for spec, files in collected:
         context = image_files_for(spec, files)
         image = layout.image_name(registry, spec, context)
-        say(f"api {spec.name!r}: {len(files.files)} file(s), {human_size(files.project_size)}"
+        say(f"api {spec.name!r}: {len(files.files)} file(s), {format_bytes(files.project_size, 1)}"
             f" from {spec.project_dir}")
         for m in files.models:
-            say(f"  model {m.path}: {m.files} file(s), {human_size(m.size)} -> {m.in_image}")
+            say(f"  model {m.path}: {m.files} file(s), {format_bytes(m.size, 1)} -> {m.in_image}")
         for warning in files.warnings:
             say(f"  warning: {warning}")
         with docker_errors(f"building the image of api {spec.name!r}"):

@@ -61,15 +61,6 @@ class ImageFiles:
         return sum(f.size for f in self.files.values())
 
 
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
 def image_filter(spec: APISpec) -> ProjectFilter:
     """The project-file rules of the API's project; ExportError for an unreadable .cortexignore."""
     root = Path(spec.project_dir)

@@ -21,10 +21,11 @@ import yaml
 from cortexd.backends.image_plans import runtime_release
 from cortexd.errors import ExportError
 from cortexd.kube import layout
-from cortexd.kube.bundle import ImageFiles, human_size, read_image_files
+from cortexd.kube.bundle import ImageFiles, read_image_files
 from cortexd.kube.manifests import FLAVORS, ExportOptions, dotenv_secret, manifests, secret_keys
 from cortexd.kube.report import notes_for, report_lines, targets_line
 from cortexd.spec.model import APISpec
+from cortexd.spec.units import format_bytes
 
 REPORT_FILE = "cortexd-report.txt"  # kubectl apply -f DIR reads only .yaml/.yml/.json
 
@@ -82,7 +83,7 @@ def render(spec: APISpec, registry: str, options: ExportOptions) -> Rendered:
     filename = f"{spec.name}.yaml"
     header = (f"# cortexd export kubernetes --flavor {options.flavor}: api {spec.name!r} from "
               f"{spec.source_file}:{spec.source_line}\n# {targets_line()}\n")
-    sizes = [f"model {m.path}: {m.files} file(s), {human_size(m.size)}, in the image at {m.in_image}"
+    sizes = [f"model {m.path}: {m.files} file(s), {format_bytes(m.size, 1)}, in the image at {m.in_image}"
              for m in files.models]
     secret_file = f"{spec.name}.secret.yaml" if secret is not None else None
     notes = [*files.warnings, *notes_for(spec, options.flavor, sorted(files.dotenv), image, sizes,

@@ -1,10 +1,16 @@
-"""Quantities of cortex.yaml: CPU, memory, durations, surge/unavailable counts.
+"""Quantities of cortex.yaml and of the daemon's settings: CPU, bytes, durations, surge counts.
 
-Pure parsing, used twice: as jsonschema format checkers (config_schema.json says
-`"format": "duration"`...; a ValueError's text becomes the user's message) and by
+Pure parsing, used as jsonschema format checkers (config_schema.json says
+`"format": "duration"`...; a ValueError's text becomes the user's message), by
 the spec builder to turn validated strings into the units APISpec carries
-(cores, bytes, seconds, replica counts or a Percent). The syntax follows what Cortex 0.23 accepted: Kubernetes
-quantities for cpu/mem, Go's time.ParseDuration for durations.
+(cores, bytes, seconds, replica counts or a Percent), and by cortexd/settings.py
+for the sizes a user sets outside cortex.yaml. The syntax follows what Cortex 0.23
+accepted: Kubernetes quantities for cpu/mem, Go's time.ParseDuration for durations.
+
+One meaning per unit: every byte size a user writes (compute.mem, `--log-max-size`,
+CORTEXD_LOG_MAX_SIZE, CORTEXD_TMPFS_SIZE) is read by `parse_memory`, where `M` is
+10^6 and `Mi` 2^20, as Kubernetes has it; every byte size cortexd writes for a
+person is written by `format_bytes`, in binary units (KiB, MiB, GiB).
 """
 
 from __future__ import annotations
@@ -96,7 +102,8 @@ def parse_cpu(value: Any) -> float:
 
 
 def parse_memory(value: Any) -> int:
-    """Bytes from "200Mi", "1Gi", "500M", "1G" or a plain number of bytes."""
+    """Bytes from "200Mi", "1Gi", "500M", "1G" or a plain number of bytes (Kubernetes' quantities:
+    k, M, G... are powers of 1000, Ki, Mi, Gi... powers of 1024)."""
     too_large = f"expected a memory quantity of at most 8Ei ({MAX_MEMORY} bytes, Kubernetes' limit)"
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
@@ -118,6 +125,23 @@ def parse_memory(value: Any) -> int:
                 f"(unit {unit!r} is not a Kubernetes quantity suffix: use Ki/Mi/Gi or k/M/G)"
             )
     raise ValueError(f"expected {MEMORY_EXAMPLE}; found {describe_value(value)}")
+
+
+_BINARY_UNITS = (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10), ("bytes", 1))
+
+
+def format_bytes(n: int, decimals: int | None = None, *, sep: str = " ", smallest: str = "bytes") -> str:
+    """`n` bytes for a person to read, in binary units down to `smallest` (KiB, MiB or bytes).
+
+    decimals=None (limits: "32 MiB", "1000 bytes"): exact, in the largest unit that divides
+    `n`; decimals=k (sizes: "2.9 KiB", "40.0 GiB"): the largest unit `n` reaches, k decimals.
+    """
+    units = _BINARY_UNITS[: [unit for unit, _ in _BINARY_UNITS].index(smallest) + 1]
+    unit, scale = next(((unit, scale) for unit, scale in units[:-1]
+                        if n >= scale and (decimals is not None or n % scale == 0)), units[-1])
+    if decimals is None:
+        return f"{n // scale}{sep}{unit}"
+    return f"{n / scale:.{decimals if scale > 1 else 0}f}{sep}{unit}"
 
 
 def parse_duration(value: Any) -> float:

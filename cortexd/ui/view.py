@@ -28,6 +28,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from cortexd.spec.units import format_bytes
 from cortexd.status import APIStatus, EventStatus, GPUStatus, Status
 
 STATUS_STYLE = {"live": "green", "updating": "yellow", "error": "bold red"}
@@ -63,9 +64,10 @@ def fmt_age(seconds: float) -> str:
 
 
 def fmt_bytes(n: int | None) -> str:
+    """GPU memory: 40.0GiB, 512MiB."""
     if n is None:
         return "-"
-    return f"{n / 2**30:.1f}GiB" if n >= 2**30 else f"{n / 2**20:.0f}MiB"
+    return format_bytes(n, 1 if n >= 2**30 else 0, sep="", smallest="MiB")
 
 
 def fmt_number(value: float | None) -> str:

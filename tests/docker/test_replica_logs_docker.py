@@ -19,7 +19,7 @@ def test_replica_log_says_where_the_replica_really_is(cli, docker_client, base_i
                                                        shared_dir):
     port = free_port()
     project = iris_project(shared_dir / "iris-logs", port)
-    cli.env.update(CORTEXD_LOG_MAX_SIZE="256K", CORTEXD_LOG_FILES="2")
+    cli.env.update(CORTEXD_LOG_MAX_SIZE="256Ki", CORTEXD_LOG_FILES="2")
     cli("up", "-d", "--backend", "docker", "--base-image", base_image, "--wait", "600", str(project),
         timeout=660, check=True)
     assert post_json(f"http://127.0.0.1:{port}/iris-classifier", SAMPLE)[0] == 200

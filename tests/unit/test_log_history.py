@@ -117,22 +117,23 @@ def test_follow_behind_a_whole_retention_resumes_at_the_oldest_file_kept(tmp_pat
 
 
 def test_rotation_limits_come_from_flags_then_environment_with_clear_errors():
-    import argparse
-
     import pytest
 
-    from cortexd.cli import UsageError, _with_log_rotation
-    from cortexd.settings import DaemonSettings
+    from cortexd.errors import UsageError
+    from cortexd.settings import configured
 
-    base = DaemonSettings()
+    base = configured({}, {})
     assert (base.log_max_bytes, base.log_files) == (10 * 2**20, 5)
-    none = argparse.Namespace()
-    s = _with_log_rotation(base, none, {"CORTEXD_LOG_MAX_SIZE": "512K", "CORTEXD_LOG_FILES": "3"})
+    env = {"CORTEXD_LOG_MAX_SIZE": "512Ki", "CORTEXD_LOG_FILES": "3"}
+    s = configured({}, env)
     assert (s.log_max_bytes, s.log_files) == (512 * 1024, 3)
-    flags = argparse.Namespace(log_max_size="2M", log_files=2)
-    s = _with_log_rotation(base, flags, {"CORTEXD_LOG_MAX_SIZE": "512K", "CORTEXD_LOG_FILES": "3"})
+    s = configured({"log_max_bytes": "2Mi", "log_files": 2}, env)
     assert (s.log_max_bytes, s.log_files) == (2 * 2**20, 2)
+    # one meaning per unit, compute.mem's (Kubernetes'): M is 10^6 bytes, Mi 2^20
+    assert configured({"log_max_bytes": "10M"}, {}).log_max_bytes == 10 * 10**6
     with pytest.raises(UsageError, match="expected a size such as 10M"):
-        _with_log_rotation(base, none, {"CORTEXD_LOG_MAX_SIZE": "lots"})
+        configured({}, {"CORTEXD_LOG_MAX_SIZE": "lots"})
+    with pytest.raises(UsageError, match="powers of 1024"):  # 512K: no such quantity (k or Ki)
+        configured({"log_max_bytes": "512K"}, {})
     with pytest.raises(UsageError, match="at least 1"):
-        _with_log_rotation(base, argparse.Namespace(log_files=0), {})
+        configured({"log_files": 0}, {})

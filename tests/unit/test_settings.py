@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from cortexd.errors import UsageError
 from cortexd.settings import (
     UNIX_SOCKET_PATH_MAX,
     DaemonSettings,
@@ -39,3 +40,53 @@ def test_a_socket_path_too_long_for_af_unix_is_a_clear_error(tmp_path):
     with pytest.raises(SocketPathTooLong, match="shorter") as e:
         DaemonSettings(home=deep).check_socket_path()
     assert f"{deep}/cortexd.sock" in str(e.value) and "CORTEXD_HOME" in str(e.value)
+
+
+def test_up_flags_come_from_the_settings_table_flag_then_environment_then_default(tmp_path, capsys):
+    from cortexd.cli import build_parser
+    from cortexd.settings import OPTIONS, configured
+
+    env = {"CORTEXD_HOME": str(tmp_path), "CORTEXD_LOG_FILES": "3", "CORTEXD_REPLICA_USER": "nobody"}
+    args = build_parser().parse_args(["up", "--backend", "process", "--port", "9000", "--log-files", "2",
+                                      "--log-max-size", "1Mi", "--run-dependencies-sh", "p"])
+    s = configured(vars(args), env)
+    assert (s.home, s.backend, s.default_local_port, s.log_files, s.log_max_bytes) == (
+        tmp_path, "process", 9000, 2, 2**20)  # flags win over the environment
+    assert (s.replica_user, s.run_dependencies_sh, s.host, s.metrics_port) == ("nobody", True, "127.0.0.1", 8889)
+    # `up --help` lists every flag of the table, with its help
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["up", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for option in OPTIONS.values():
+        assert option.flag is None or option.flag in shown
+    assert "(default 10Mi: 10 x 2^20; Ki, Mi, Gi are powers of 1024, k, M, G of 1000" in shown
+    with pytest.raises(UsageError, match="--port 70000: expected a port number between 1 and 65535"):
+        configured(vars(build_parser().parse_args(["up", "--port", "70000"])), env)
+
+
+def test_environment_settings_keep_their_messages(tmp_path):
+    import re
+
+    from cortexd.errors import CortexdError
+    from cortexd.settings import configured
+
+    assert configured({}, {"CORTEXD_UPSTREAM_TIMEOUT": "5", "CORTEXD_ENV_CACHE": "rel"}).upstream_timeout == 5.0
+    assert configured({}, {"CORTEXD_ENV_CACHE": "rel"}).env_cache == Path.cwd() / "rel"  # absolute
+    with pytest.raises(CortexdError, match=re.escape("CORTEXD_UPSTREAM_TIMEOUT='0': expected a positive "
+                                                     "number of seconds, e.g. CORTEXD_UPSTREAM_TIMEOUT=60")):
+        configured({}, {"CORTEXD_UPSTREAM_TIMEOUT": "0"})
+    assert not configured({}, {"CORTEXD_RUN_DEPENDENCIES_SH": "no"}).run_dependencies_sh
+    assert configured({}, {"CORTEXD_RUN_DEPENDENCIES_SH": "yes"}).run_dependencies_sh
+
+
+def test_the_detached_daemon_gets_the_settings_whole(tmp_path):
+    import json
+
+    from cortexd.settings import configured
+
+    s = configured({"base_image": "img:1", "metrics_port": 0},
+                   {"CORTEXD_HOME": str(tmp_path), "CORTEXD_TMPFS_SIZE": "2Gi", "CORTEXD_ENV_CACHE": "/c"})
+    s = s.with_(drain_timeout=3.5)
+    doc = json.loads(json.dumps(s.to_json()))
+    assert doc["home"] == str(tmp_path) and doc["tmpfs_bytes"] == 2 * 2**30
+    assert DaemonSettings.from_json(doc) == s  # what `cortexd _daemon` reads from its stdin
