@@ -2,14 +2,20 @@
 
 Frozen dataclasses (daemon, API, replica counts, replica, GPU status) built by one
 pure function, `build_status`, from values the daemon collects in its I/O shell:
-the reconciler's API states and replica records, what the backend observed, the
-gateway's traffic counters, the recent events and the GPU inventory. `to_json()`
+each API's and each replica's facts (APIFacts, ReplicaFacts: what the reconciler
+holds and the backend observed), the gateway's traffic counters, the recent events
+and the GPU inventory. The model sits below the daemon and imports nothing of it,
+so the CLI and the renderers read it without the daemon. `to_json()`
 is the one serialisation (the control API's /status body, `cortexd get -o json`);
-`Status.from_json()` reads it back on the CLI's side, so the renderers
-(cortexd/ui/) and the Prometheus collector (cortexd/gateway/metrics.py) read
+`Status.from_json()` reads it back on the CLI's side, both declared by the fields
+themselves (JSONRecord, cortexd/dataclass_json.py: a new field needs no code there;
+`metadata={"absent": ...}` names what a key older daemons lack reads as), so the renderers
+(cortexd/ui/) and the Prometheus collector (cortexd/daemon/prometheus.py) read
 attributes, never keys. The gateway's request counters (`APIStatus.requests`) and
 the monitoring summary inside them keep the gateway's own shape
-(cortexd/gateway/routes.py `counters_snapshot`).
+(cortexd/gateway/routes.py `counters_snapshot`). `APIStatus.failure` is the kind of
+what keeps an API from serving (cortexd/core/api_status.py `Failure`), for programs:
+the CLI reads it, never the sentence in `reason`.
 """
 
 from __future__ import annotations
@@ -18,14 +24,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # annotations only: the CLI imports this module without the daemon
-    from cortexd.backends.base import ReplicaInfo
-    from cortexd.daemon.reconciler import APIState, ReplicaRecord
+from cortexd.core.api_status import Failure, shown_failure
+from cortexd.dataclass_json import JSONRecord
+
+if TYPE_CHECKING:  # annotations only: the CLI imports this module without the spec loader
+    from cortexd.nvml import GPUInventory
+    from cortexd.spec.model import APISpec
 
 
 @dataclass(frozen=True)
-class DaemonStatus:
-    version: str
+class DaemonStatus(JSONRecord):
+    version: str = field(metadata={"absent": "?"})
     pid: int
     backend: str | None
     backend_reason: str | None
@@ -36,24 +45,12 @@ class DaemonStatus:
     notices: tuple[str, ...]
     metrics_url: str | None
 
-    def to_json(self) -> dict:
-        return {"version": self.version, "pid": self.pid, "backend": self.backend,
-                "backend_reason": self.backend_reason, "host": self.host, "uptime_s": self.uptime_s,
-                "config_files": list(self.config_files), "config_error": self.config_error,
-                "notices": list(self.notices), "metrics_url": self.metrics_url}
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> DaemonStatus:
-        return cls(d.get("version", "?"), d.get("pid", 0), d.get("backend"), d.get("backend_reason"),
-                   d.get("host", ""), d.get("uptime_s", 0.0), tuple(d.get("config_files") or ()),
-                   d.get("config_error"), tuple(d.get("notices") or ()), d.get("metrics_url"))
-
 
 @dataclass(frozen=True)
-class ReplicaStatus:
+class ReplicaStatus(JSONRecord):
     id: str
     state: str  # starting | ready | draining | stopping
-    current: bool  # runs the API's current spec
+    current: bool = field(metadata={"absent": True})  # runs the API's current spec
     address: str
     age_s: float
     in_flight: int
@@ -61,20 +58,9 @@ class ReplicaStatus:
     health: str | None  # None while healthy
     backend: Mapping[str, Any]  # pid (process) or container id (docker)
 
-    def to_json(self) -> dict:
-        return {"id": self.id, "state": self.state, "current": self.current, "address": self.address,
-                "age_s": self.age_s, "in_flight": self.in_flight, "gpu_ids": list(self.gpu_ids),
-                "health": self.health, "backend": dict(self.backend)}
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> ReplicaStatus:
-        return cls(d["id"], d["state"], d.get("current", True), d.get("address", ""), d.get("age_s", 0.0),
-                   d.get("in_flight", 0), tuple(d.get("gpu_ids") or ()), d.get("health"),
-                   dict(d.get("backend") or {}))
-
 
 @dataclass(frozen=True)
-class ReplicaCounts:
+class ReplicaCounts(JSONRecord):
     requested: int
     ready: int
     starting: int
@@ -83,19 +69,9 @@ class ReplicaCounts:
     min: int
     max: int
 
-    def to_json(self) -> dict:
-        return {"requested": self.requested, "ready": self.ready, "starting": self.starting,
-                "pending_reason": self.pending_reason, "restarts": self.restarts,
-                "min": self.min, "max": self.max}
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> ReplicaCounts:
-        return cls(d["requested"], d["ready"], d.get("starting", 0), d.get("pending_reason"),
-                   d.get("restarts", 0), d.get("min", 0), d.get("max", 0))
-
 
 @dataclass(frozen=True)
-class APIStatus:
+class APIStatus(JSONRecord):
     name: str
     kind: str
     predictor_type: str
@@ -114,29 +90,12 @@ class APIStatus:
     # who its replicas run as and which limits hold (the backend's isolation(): runs_as,
     # isolated, notice, limits); None before its first replica start
     isolation: Mapping[str, Any] | None = None
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "predictor_type": self.predictor_type,
-                "status": self.status, "reason": self.reason, "endpoint": self.endpoint,
-                "local_port": self.local_port, "spec_hash": self.spec_hash, "source": self.source,
-                "replicas": self.replicas.to_json(),
-                "replica_list": [r.to_json() for r in self.replica_list],
-                "in_flight": self.in_flight, "requests": dict(self.requests),
-                "last_decision": self.last_decision, "url": self.url,
-                "isolation": dict(self.isolation) if self.isolation is not None else None}
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> APIStatus:
-        return cls(d["name"], d.get("kind", ""), d.get("predictor_type", ""), d["status"], d.get("reason"),
-                   d.get("endpoint", ""), d.get("local_port", 0), d.get("spec_hash", ""),
-                   d.get("source", ""), ReplicaCounts.from_json(d["replicas"]),
-                   tuple(ReplicaStatus.from_json(r) for r in d.get("replica_list") or ()),
-                   d.get("in_flight", 0), dict(d.get("requests") or {}), d.get("last_decision"),
-                   d.get("url", ""), d.get("isolation"))
+    # the kind of what keeps it from serving (core.api_status.shown_failure); None: nothing does
+    failure: Failure | None = None
 
 
 @dataclass(frozen=True)
-class GPUDevice:
+class GPUDevice(JSONRecord):
     index: int
     name: str
     uuid: str | None
@@ -144,72 +103,34 @@ class GPUDevice:
     memory_used: int | None
     memory_total: int | None
 
-    def to_json(self) -> dict:
-        return {"index": self.index, "name": self.name, "uuid": self.uuid, "utilization": self.utilization,
-                "memory_used": self.memory_used, "memory_total": self.memory_total}
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> GPUDevice:
-        return cls(d["index"], d.get("name", ""), d.get("uuid"), d.get("utilization"),
-                   d.get("memory_used"), d.get("memory_total"))
-
 
 @dataclass(frozen=True)
-class GPUStatus:
+class GPUStatus(JSONRecord):
     devices: tuple[GPUDevice, ...]
     reason: str | None  # why there are none
     driver_version: str | None
 
-    def to_json(self) -> dict:
-        return {"devices": [d.to_json() for d in self.devices], "reason": self.reason,
-                "driver_version": self.driver_version}
-
     @classmethod
-    def from_json(cls, d: Mapping) -> GPUStatus:
-        return cls(tuple(GPUDevice.from_json(x) for x in d.get("devices") or ()), d.get("reason"),
-                   d.get("driver_version"))
-
-    @classmethod
-    def of(cls, inventory) -> GPUStatus:
+    def of(cls, inventory: GPUInventory) -> GPUStatus:
         """From a cortexd.gpu.GPUInventory."""
         return cls(tuple(GPUDevice(d.index, d.name, d.uuid, d.utilization, d.memory_used, d.memory_total)
                          for d in inventory.devices), inventory.reason, inventory.driver_version)
 
 
 @dataclass(frozen=True)
-class EventStatus:
+class EventStatus(JSONRecord):
     at: float  # wall-clock seconds
-    level: str  # info | warning | error
+    level: str = field(metadata={"absent": "info"})  # info | warning | error
     message: str
     api: str | None
 
-    def to_json(self) -> dict:
-        return {"at": self.at, "level": self.level, "message": self.message, "api": self.api}
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> EventStatus:
-        return cls(d["at"], d.get("level", "info"), d["message"], d.get("api"))
-
 
 @dataclass(frozen=True)
-class Status:
+class Status(JSONRecord):
     daemon: DaemonStatus
     apis: tuple[APIStatus, ...]
     events: tuple[EventStatus, ...]  # oldest first
     gpus: GPUStatus | None  # None: not read (no placer)
-
-    def to_json(self) -> dict:
-        return {"daemon": self.daemon.to_json(), "apis": [a.to_json() for a in self.apis],
-                "events": [e.to_json() for e in self.events],
-                "gpus": self.gpus.to_json() if self.gpus is not None else None}
-
-    @classmethod
-    def from_json(cls, d: Mapping) -> Status:
-        gpus = d.get("gpus")
-        return cls(DaemonStatus.from_json(d.get("daemon") or {}),
-                   tuple(APIStatus.from_json(a) for a in d.get("apis") or ()),
-                   tuple(EventStatus.from_json(e) for e in d.get("events") or ()),
-                   GPUStatus.from_json(gpus) if gpus is not None else None)
 
     def api(self, name: str) -> APIStatus | None:
         return next((a for a in self.apis if a.name == name), None)
@@ -224,65 +145,93 @@ class APITraffic:
     requests: Mapping[str, Any] = field(default_factory=dict)
 
 
-def replica_state(rec: ReplicaRecord) -> str:
-    if rec.stopping:
-        return "stopping"
-    if rec.draining_since is not None:
-        return "draining"
-    return "ready" if rec.ready_at is not None else "starting"
+@dataclass(frozen=True)
+class APIFacts:
+    """One API as the daemon holds it (the reconciler's answer): an input of build_status."""
+
+    spec: APISpec
+    desired: int
+    status: str  # live | updating | error
+    reason: str | None
+    pending_reason: str | None  # why requested replicas are not started (GPU, backoff...)
+    restarts: int
+    last_decision: str | None  # the autoscaler's, in words
+    failure: Failure | None = None  # the kind of the failure `reason` tells, if it tells one
+    pending: Failure | None = None  # the kind of `pending_reason`, when it has one (NO_GPU)
 
 
-def replica_health(rec: ReplicaRecord, mono_now: float) -> str | None:
-    if rec.unhealthy is not None:
-        return f"unhealthy: {rec.unhealthy}"
-    if rec.out_of_rotation is not None and (rec.ejected_until is None or mono_now < rec.ejected_until):
-        return f"out of rotation: {rec.out_of_rotation}"
+@dataclass(frozen=True)
+class ReplicaFacts:
+    """One replica as the daemon knows it: what its backend observed, what the reconciler recorded."""
+
+    replica_id: str
+    api: str
+    spec_hash: str
+    address: str  # host:port
+    started_at: float  # wall-clock seconds
+    gpu_ids: tuple[int, ...]
+    backend: Mapping[str, Any]  # pid (process) or container id (docker)
+    state: str  # starting | ready | draining | stopping
+    unhealthy: str | None = None  # why it is being replaced
+    out_of_rotation: str | None = None  # why the gateway ejected it, until `ejected_until`
+    ejected_until: float | None = None  # monotonic
+
+
+def replica_health(replica: ReplicaFacts, mono_now: float) -> str | None:
+    if replica.unhealthy is not None:
+        return f"unhealthy: {replica.unhealthy}"
+    until = replica.ejected_until
+    if replica.out_of_rotation is not None and (until is None or mono_now < until):
+        return f"out of rotation: {replica.out_of_rotation}"
     return None
 
 
-def build_api_status(state: APIState, records: Mapping[str, ReplicaRecord],
-                     observed: Iterable[ReplicaInfo], traffic: APITraffic, *, url: str,
+def build_api_status(api: APIFacts, replicas: Iterable[ReplicaFacts], traffic: APITraffic, *, url: str,
                      preparing: tuple[str, str | None] | None, wall_now: float,
                      mono_now: float, isolation: Mapping[str, Any] | None = None) -> APIStatus:
-    """One API's status. preparing: what the backend prepares for it (the process backend's
-    environments: ("installing requirements", "torch")), shown while it is updating."""
-    spec = state.spec
-    replicas = []
-    for info in observed:
-        rec = records.get(info.replica_id)
-        if info.api != spec.name or rec is None:
+    """One API's status from its facts and its replicas' (other APIs' replicas are skipped).
+    preparing: what the backend prepares for it (the process backend's environments:
+    ("installing requirements", "torch")), shown while it is updating."""
+    spec = api.spec
+    shown = []
+    for replica in replicas:
+        if replica.api != spec.name:
             continue
-        replicas.append(ReplicaStatus(
-            info.replica_id, replica_state(rec), info.spec_hash == spec.spec_hash,
-            f"{info.host}:{info.port}", round(max(0.0, wall_now - info.started_at), 1),
-            traffic.replica_in_flight.get(info.replica_id, 0), tuple(info.gpu_ids),
-            replica_health(rec, mono_now), dict(info.extra)))
-    replicas.sort(key=lambda r: r.id)
-    status, pending, reason = state.status, state.pending_reason, state.reason
+        shown.append(ReplicaStatus(
+            replica.replica_id, replica.state, replica.spec_hash == spec.spec_hash, replica.address,
+            round(max(0.0, wall_now - replica.started_at), 1),
+            traffic.replica_in_flight.get(replica.replica_id, 0), tuple(replica.gpu_ids),
+            replica_health(replica, mono_now), dict(replica.backend)))
+    shown.sort(key=lambda r: r.id)
+    status, pending, reason, waits = api.status, api.pending_reason, api.reason, api.pending
     if preparing and status == "updating":  # `updating (installing requirements)`, and what pip is on
         status = f"updating ({preparing[0]})"
         pending = reason = f"{preparing[0]}: {preparing[1]}" if preparing[1] else preparing[0]
+        waits = None
     counts = ReplicaCounts(
-        requested=state.desired, ready=sum(r.state == "ready" for r in replicas),
-        starting=sum(r.state == "starting" for r in replicas), pending_reason=pending,
-        restarts=state.restarts, min=spec.autoscaling.min_replicas, max=spec.autoscaling.max_replicas)
+        requested=api.desired, ready=sum(r.state == "ready" for r in shown),
+        starting=sum(r.state == "starting" for r in shown), pending_reason=pending,
+        restarts=api.restarts, min=spec.autoscaling.min_replicas, max=spec.autoscaling.max_replicas)
     return APIStatus(
         spec.name, spec.kind, spec.predictor.type, status, reason, spec.networking.endpoint,
         spec.networking.local_port, spec.spec_hash, f"{spec.source_file}:{spec.source_line}",
-        counts, tuple(replicas), traffic.in_flight, dict(traffic.requests), state.last_decision, url,
-        isolation)
+        counts, tuple(shown), traffic.in_flight, dict(traffic.requests), api.last_decision, url,
+        isolation, shown_failure(api.status, api.failure, waits))
 
 
-def build_status(daemon: DaemonStatus, apis: Iterable[APIState], records: Mapping[str, ReplicaRecord],
-                 observed: Mapping[str, ReplicaInfo], traffic: Mapping[str, APITraffic],
-                 events: Sequence, gpus: GPUStatus | None, *, urls: Mapping[str, str],
-                 preparing: Mapping[str, tuple[str, str | None] | None], wall_now: float,
-                 mono_now: float, isolation: Mapping[str, Mapping[str, Any] | None] | None = None) -> Status:
+def build_status(daemon: DaemonStatus, apis: Iterable[APIFacts], replicas: Iterable[ReplicaFacts],
+                 traffic: Mapping[str, APITraffic], events: Sequence[Any], gpus: GPUStatus | None, *,
+                 urls: Mapping[str, str], preparing: Mapping[str, tuple[str, str | None] | None],
+                 wall_now: float, mono_now: float,
+                 isolation: Mapping[str, Mapping[str, Any] | None] | None = None) -> Status:
     """The whole snapshot, APIs sorted by name; `events` are cortexd.daemon.events.Event values."""
+    by_api: dict[str, list[ReplicaFacts]] = {}
+    for replica in replicas:
+        by_api.setdefault(replica.api, []).append(replica)
     built = tuple(
-        build_api_status(state, records, observed.values(), traffic.get(state.spec.name, APITraffic()),
-                         url=urls.get(state.spec.name, ""), preparing=preparing.get(state.spec.name),
+        build_api_status(api, by_api.get(api.spec.name, ()), traffic.get(api.spec.name, APITraffic()),
+                         url=urls.get(api.spec.name, ""), preparing=preparing.get(api.spec.name),
                          wall_now=wall_now, mono_now=mono_now,
-                         isolation=(isolation or {}).get(state.spec.name))
-        for state in sorted(apis, key=lambda s: s.spec.name))
+                         isolation=(isolation or {}).get(api.spec.name))
+        for api in sorted(apis, key=lambda a: a.spec.name))
     return Status(daemon, built, tuple(EventStatus(e.at, e.level, e.message, e.api) for e in events), gpus)

@@ -51,6 +51,14 @@ class ReplicaBackend(Protocol):
     def replica_of_peer(self, pid: int, uid: int) -> str | None:
         """The replica a control-socket peer (SO_PEERCRED pid, uid) belongs to, else None."""
 
+    def notices(self, spec: APISpec) -> list[str]:
+        """What this backend does not do of `spec`, one sentence each (the daemon says them once per
+        API): the process backend ignores predictor.image; Docker does every field."""
+
+    async def collect_garbage(self, deployed: list[APISpec]) -> None:
+        """At the daemon's start, beside serving: remove what was prepared for replicas that no
+        deployed API uses (the process backend's cached environments; Docker leaves images)."""
+
     async def ensure_image(self, spec: APISpec) -> None:
         """Make sure whatever the replica needs exists (a no-op for processes)."""
 

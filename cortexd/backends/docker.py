@@ -121,6 +121,12 @@ class DockerBackend:
     def preparing(self, api: str) -> tuple[str, str | None] | None:
         return None  # the reconciler says "preparing the replica image" (builds_images)
 
+    async def collect_garbage(self, deployed: list[APISpec]) -> None:
+        """Nothing: images no API uses any more are the engine's to prune (`docker image prune`)."""
+
+    def notices(self, spec: APISpec) -> list[str]:
+        return []  # every field of a spec has its effect on Docker
+
     def isolation(self, api: str) -> dict[str, Any] | None:
         """Every replica is a container of its own (container_args.container_args: its user,
         read-only root, no capabilities, its limits)."""

@@ -299,10 +299,18 @@ class ProcessBackend:
             environments.build_users = self
         self._limits = dict(limits or {})  # DaemonSettings.replica_limits(), into every replica
 
-    async def collect_environments(self, deployed: list[APISpec]) -> None:
+    async def collect_garbage(self, deployed: list[APISpec]) -> None:
         """At start: remove the cached environments no deployed API uses (but the newest few)."""
         if self._environments is not None:
             await self._environments.collect_garbage(deployed)
+
+    def notices(self, spec: APISpec) -> list[str]:
+        """predictor.image does nothing here: replicas run the cortexd runtime as local processes."""
+        if not spec.predictor.image:
+            return []
+        return [f"{spec.source_file}:{spec.source_line}: api {spec.name!r}: predictor.image "
+                f"({spec.predictor.image}) is ignored on the process backend: replicas run the cortexd "
+                "runtime in local processes (the docker backend runs the image)"]
 
     async def ensure_image(self, spec: APISpec) -> None:
         """Build the project's environment (environments.py) if it needs one and has none yet."""

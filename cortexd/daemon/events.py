@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 log = logging.getLogger("cortexd")
 
 Level = Literal["info", "warning", "error"]
+_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 @dataclass(frozen=True)
@@ -23,28 +25,20 @@ class Event:
     message: str
     api: str | None = None
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
 
 class EventLog:
-    def __init__(self, clock, maxlen: int = 200):
+    """The last `maxlen` events, oldest first; `clock` gives an event's wall-clock time."""
+
+    def __init__(self, clock: Callable[[], float], maxlen: int = 200):
         self._clock = clock
         self._events: deque[Event] = deque(maxlen=maxlen)
-        self._listeners: list = []
 
     def add(self, message: str, *, api: str | None = None, level: Level = "info") -> Event:
         event = Event(self._clock(), level, message, api)
         self._events.append(event)
         prefix = f"[{api}] " if api else ""
-        log.log({"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}[level],
-                "%s%s", prefix, message)
-        for listener in list(self._listeners):
-            listener(event)
+        log.log(_LEVELS[level], "%s%s", prefix, message)
         return event
-
-    def subscribe(self, listener) -> None:
-        self._listeners.append(listener)
 
     def recent(self, n: int = 50) -> list[Event]:
         return list(self._events)[-n:]

@@ -11,12 +11,18 @@ own uid unless the daemon is root. So, in the real daemon process (run_daemon):
 - PR_SET_DUMPABLE 0: a process of the same uid can no longer read /proc/<daemon>/environ,
   mem or fd (the daemon itself still can: the kernel always lets a process at its own).
 - OrphanReaper: as a subreaper the daemon must wait on the orphans it adopts, or they stay
-  zombies. asyncio's ThreadedChildWatcher (3.11's default) blocks a thread in
-  waitpid(pid, 0) per child, subprocess.run and multiprocessing wait on their own pids:
-  a waitpid(-1) here would steal their exit statuses. So the reaper reaps only a zombie
-  child that nobody waited for across two of its ticks, and never one asyncio's child
-  watcher or multiprocessing knows. At shutdown, end_adopted() kills the live ones (a
-  predictor's process that daemonized itself), so none outlives the daemon.
+  zombies. Its own children have waiters already (the event loop for its subprocesses:
+  uvloop's libuv on SIGCHLD, asyncio's pidfd or thread watchers; subprocess.run and
+  multiprocessing on their own pids): a waitpid(-1) here would steal their exit statuses.
+  So the reaper reaps only a zombie child that stayed a zombie from one scan to the next,
+  checked again on the event loop's thread just before: the loop ran in between (the
+  scan's thread answered through it, and it slept a whole interval), and it waits for
+  its children within the loop iteration after their exit, so a zombie still waitable
+  then has no waiter in the loop. The check is os.waitid(WNOWAIT), which reads a child's
+  exit without taking it; multiprocessing's children are skipped by its public
+  active_children(). No private asyncio state is read. At shutdown, end_adopted() kills
+  the live children nobody waits for any more (a predictor's process that daemonized
+  itself), so none outlives the daemon.
 """
 
 from __future__ import annotations
@@ -28,7 +34,6 @@ import multiprocessing
 import os
 import signal
 import time
-import warnings
 
 from predictor_runtime.process_setup import libc_prctl
 
@@ -109,22 +114,22 @@ def _listdir(path: str) -> list[str]:
 
 
 def waited_by_others() -> set[int]:
-    """Children some other part of this process waits on: asyncio's child watcher
-    (ThreadedChildWatcher._threads, PidfdChildWatcher._callbacks) and multiprocessing."""
-    pids: set[int] = set()
-    with contextlib.suppress(Exception), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12 deprecates child watchers
-        watcher = asyncio.get_child_watcher()
-        for name in ("_threads", "_callbacks"):
-            pids.update(getattr(watcher, name, {}) or {})
-    with contextlib.suppress(Exception):
-        pids.update(p.pid for p in multiprocessing.active_children() if p.pid)
-    return pids
+    """The children multiprocessing waits on (the config loader's pool), from its public API."""
+    return {p.pid for p in multiprocessing.active_children() if p.pid}
+
+
+def unwaited_exit(pid: int) -> bool:
+    """Whether `pid` is a child of this process that exited and that nobody waited for yet.
+    os.waitid with WNOWAIT reads it and leaves it waitable: the exit status stays its waiter's."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # not a child (any more): someone else took it
+        return False
 
 
 def orphans_to_reap(zombies: set[int], seen_before: set[int], waited: set[int]) -> set[int]:
-    """The zombies to reap now: seen already at the previous tick (nobody waited for them
-    meanwhile) and not waited on by asyncio or multiprocessing. Pure."""
+    """The zombies to reap now: seen already at the previous scan (nobody waited for them
+    meanwhile) and not multiprocessing's. Pure."""
     return (zombies & seen_before) - waited
 
 
@@ -137,23 +142,28 @@ class OrphanReaper:
         self._seen: set[int] = set()
         self.reaped = 0
 
-    def tick(self, waited: set[int]) -> set[int]:
-        """Reap the lingering zombie children not in `waited` (waited_by_others(), read on
-        the loop's thread); the pids reaped."""
-        zombies = zombie_children(os.getpid(), self._proc)
+    def scan(self) -> set[int]:
+        """(blocking: /proc reads; off the loop) This process's zombie children now."""
+        return zombie_children(os.getpid(), self._proc)
+
+    def reap(self, zombies: set[int], waited: set[int]) -> set[int]:
+        """(on the event loop's thread) Reap the zombies of this scan that the previous scan saw
+        too, are not in `waited` (waited_by_others()) and nobody waited for since; the pids reaped."""
         reaped = set()
         for pid in orphans_to_reap(zombies, self._seen, waited):
-            with contextlib.suppress(ChildProcessError, OSError):
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    reaped.add(pid)
+            if unwaited_exit(pid):
+                with contextlib.suppress(ChildProcessError, OSError):
+                    if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG) is not None:
+                        reaped.add(pid)
         self._seen = zombies - reaped
         self.reaped += len(reaped)
         return reaped
 
     def end_adopted(self, waited: set[int], wait: float = 5.0) -> list[int]:
-        """(at shutdown, blocking) SIGKILL and reap the live orphans the daemon adopted (a
-        predictor's process that daemonized itself), so none outlives the daemon; `waited`:
-        waited_by_others(). The pids killed."""
+        """(at shutdown, blocking) SIGKILL and reap the children nobody waits for any more: the
+        orphans the daemon adopted (a predictor's process that daemonized itself), so none
+        outlives the daemon. `waited`: the children to leave alone, those some part of the
+        process still waits for (waited_by_others(), plus what the caller knows). The pids killed."""
         me = os.getpid()
         adopted = sorted(child_pids(me, self._proc) - waited)
         for pid in adopted:
@@ -175,6 +185,7 @@ class OrphanReaper:
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await asyncio.to_thread(self.tick, waited_by_others())
+                zombies = await asyncio.to_thread(self.scan)
+                self.reap(zombies, waited_by_others())  # on the loop's thread: see the module docstring
             except Exception:
                 log.exception("reaping adopted orphan processes failed")

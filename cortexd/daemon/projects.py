@@ -7,7 +7,9 @@ the others. A project remembers the files its version shipped with (so files a
 running predictor creates afterwards never roll it), and each API the files that made
 its version (so a roll says which file triggered it).
 
-load_project() reads files (it runs off the event loop, in a thread); the rest is pure.
+load_project() reads files, and so do load_projects() and reload_projects() (each a
+whole configuration load, which the daemon runs off its event loop, in a loader
+process: running.py); the rest is pure.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from cortexd.daemon.watcher import (
     describe_change,
     project_files,
 )
-from cortexd.errors import ConfigProblem
+from cortexd.errors import ConfigError, ConfigProblem
 from cortexd.spec import APISpec, load_config
 from cortexd.spec.validate import cross_api_findings, format_path
 
@@ -170,3 +172,39 @@ def die_with(parent: int) -> None:
             pass
     if os.getppid() != parent:
         os._exit(1)  # the daemon died before prctl
+
+
+def load_projects(paths: Sequence[str], default_port: int | None = None) -> list[Project]:
+    """Each path loaded as its own project (blocking: run it in a thread); all problems of all
+    of them, and names or routes used twice across them, raised as one ConfigError."""
+    projects: list[Project] = []
+    problems = []
+    for path in paths:
+        try:
+            project = load_project(path, default_port=default_port)
+        except ConfigError as e:
+            problems += e.problems
+            continue
+        if not any(set(project.files) & set(p.files) for p in projects):  # `up A A`
+            projects.append(project)
+    problems += conflicts(projects)
+    if problems:
+        raise ConfigError(problems)
+    return projects
+
+
+def reload_projects(projects: Sequence[Project], default_port: int | None = None
+                    ) -> tuple[list[Project], list]:
+    """Every project loaded again with the files its version shipped with (blocking); a project
+    that fails keeps its last good version. Returns (projects, problems)."""
+    out, problems = [], []
+    for project in projects:
+        try:
+            out.append(load_project(project.path, shipped=project.shipped, default_port=default_port))
+        except ConfigError as e:
+            out.append(project)
+            problems += e.problems
+    clashes = conflicts(out)
+    if clashes:
+        return list(projects), problems + clashes
+    return out, problems

@@ -2,17 +2,19 @@
 
 Every pass re-reads the backend (observed replicas carry their spec hash), probes
 the readiness of replicas not yet ready, lets core.rollout plan the starts and
-drains, and performs them. What cannot be read back from a backend lives here:
-which replicas passed their readiness probe, which are draining, crash counts and
-restart backoff per API. The gateway is told which replicas are routable; a
-draining replica is stopped once its in-flight requests reach 0 (or the drain
-deadline passes).
+drains, and performs them. What cannot be read back from a backend it keeps in
+records (api_state.py): which replicas passed their readiness probe, which are
+draining, crash counts and restart backoff per API, what an API shows and the kind
+of its failure. The gateway is told which replicas are routable, and, while none
+is, whether requests wait or get the kind of the API's failure; a draining replica
+is stopped once its in-flight requests reach 0 (or the drain deadline passes).
 
 Collaborators: the gateway and the GPU placer through daemon/seams.py's
-ReplicaRouter and GPUPlacement; replicas' HTTP (GET /healthz, GET /) in
-daemon/probe.py; the restart delay and the status an API shows in
-core/api_status.py; the status snapshot is built from its records by
-cortexd/status.py (`traffic`, `preparing` and `api_status` give its inputs).
+ReplicaRouter and GPUPlacement; readiness, liveness and the gateway's health
+reports in daemon/replica_checks.py (HTTP in daemon/probe.py); the restart delay,
+the status an API shows and the failure kinds in core/api_status.py; the status
+snapshot is built by cortexd/status.py from the values `api_facts`,
+`replica_facts`, `traffic`, `preparing` and `isolation` give.
 
 Crashes: a replica that exits on its own is removed and replaced after an
 exponential backoff (settings.backoff_initial doubling up to backoff_max); after
@@ -42,55 +44,18 @@ from typing import Any
 
 from cortexd.backends.base import ReplicaBackend, ReplicaInfo
 from cortexd.core import rollout
-from cortexd.core.api_status import api_status, restart_delay, shows_error
+from cortexd.core.api_status import Failure, api_status
+from cortexd.daemon.api_state import LOG_LINES_IN_ERROR, APIState, ReplicaRecord
 from cortexd.daemon.events import EventLog
-from cortexd.daemon.probe import ReplicaProbe
+from cortexd.daemon.replica_checks import ReplicaChecks
 from cortexd.daemon.seams import GPUPlacement, ReplicaRouter, ScaledAPI
 from cortexd.errors import CortexdError, DependencyError
 from cortexd.gateway.routes import RouteConfig
 from cortexd.settings import DaemonSettings
 from cortexd.spec.model import APISpec
-from cortexd.status import APIStatus, APITraffic, build_api_status
+from cortexd.status import APIFacts, APITraffic, ReplicaFacts
 
 log = logging.getLogger("cortexd.reconciler")
-
-LOG_LINES_IN_ERROR = 15
-
-
-@dataclass
-class ReplicaRecord:
-    """Daemon-side facts about one replica that no backend can report."""
-
-    replica_id: str
-    spec_hash: str
-    launched_at: float  # monotonic
-    ready_at: float | None = None
-    draining_since: float | None = None
-    stopping: bool = False
-    unhealthy: str | None = None  # why it must be replaced (hung, failing liveness checks)
-    replacing: bool = False  # its replacement was set in motion
-    out_of_rotation: str | None = None  # why the gateway ejected it, until `ejected_until`
-    ejected_until: float | None = None
-    liveness_failures: int = 0  # /healthz checks failed in a row since it was ready
-    next_liveness_at: float = 0.0
-    checking: bool = False  # a liveness check is running
-
-
-@dataclass
-class APIState:
-    spec: APISpec
-    desired: int
-    deployed_at: float  # monotonic; the autoscaler's stabilization starts here
-    status: str = "updating"  # updating | live | error
-    reason: str | None = None
-    consecutive_crashes: int = 0
-    restarts: int = 0
-    next_start_at: float = 0.0
-    image_ready_for: str | None = None  # spec hash whose image is built
-    image_task: asyncio.Task | None = None
-    pending_reason: str | None = None  # why desired replicas are not started (GPU, backoff...)
-    failing: bool = False  # in error until a replica of the current spec becomes ready
-    last_decision: str | None = None  # autoscaler, in words
 
 
 @dataclass
@@ -123,10 +88,10 @@ class Reconciler:
         self.records: dict[str, ReplicaRecord] = {}
         self.observed: dict[str, ReplicaInfo] = {}
         self._removed: dict[str, _Removed] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self._http = ReplicaProbe(settings.probe_timeout)  # daemon/probe.py
-        self._probe_one = probe or self._http.healthy
+        # readiness and liveness of the replicas, and the gateway's reports (replica_checks.py)
+        self._checks = ReplicaChecks(self.records, settings, events, clock, self.wake, probe)
         # apply() and a reconcile pass never interleave: a pass iterates the APIs across awaits
         self._lock = asyncio.Lock()
         self.forced = False  # a forced shutdown: stop draining, stop replicas at once
@@ -160,12 +125,7 @@ class Reconciler:
                     api=name,
                 )
             elif state.spec.spec_hash != spec.spec_hash:
-                state.spec = spec
-                state.desired = max(spec.autoscaling.min_replicas,
-                                    min(state.desired, spec.autoscaling.max_replicas))
-                state.deployed_at = now
-                state.status, state.reason, state.failing = "updating", None, False
-                state.consecutive_crashes, state.next_start_at = 0, 0.0
+                state.roll_to(spec, now)
                 self.events.add(f"rolling api {name}: {reasons.get(name, 'configuration changed')}", api=name)
             else:
                 state.spec = spec  # same hash; keeps source lines current
@@ -204,8 +164,7 @@ class Reconciler:
     def ready_replicas(self, apis: Collection[str]) -> dict[str, str]:
         return {rid: info.api for rid, info in self.observed.items()
                 if info.api in apis and info.state == "running"
-                and (rec := self.records.get(rid)) is not None
-                and rec.ready_at is not None and rec.draining_since is None}
+                and (rec := self.records.get(rid)) is not None and rec.routable()}
 
     async def cpu_seconds(self, replica_ids: list[str]) -> dict[str, float]:
         return await self.backend.cpu_seconds(replica_ids)
@@ -268,7 +227,8 @@ class Reconciler:
                 raise
             except Exception as e:  # one API's failure must not stall the others
                 log.exception("reconciling api %s failed", name)
-                self._fail(state, f"internal error while reconciling: {type(e).__name__}: {e}", now, logs=[])
+                self._fail(state, Failure.INTERNAL, f"internal error while reconciling: {type(e).__name__}: {e}",
+                           now, logs=[])
 
         await self._finish_drains(now)
 
@@ -291,19 +251,14 @@ class Reconciler:
         for rid in plan.drain:
             self._drain(rid, now, why="rolling update / scale down")
 
-        state.pending_reason = None
+        state.wait(None)
         gpu_blocked = False
         if plan.start > 0:
             gpu_blocked = await self._start_replicas(state, plan.start, now)
             if gpu_blocked:
                 self._make_room_for_update(state, live, now)
 
-        routable = [
-            (i.replica_id, i.host, i.port)
-            for i in live
-            if self.records[i.replica_id].ready_at is not None
-            and self.records[i.replica_id].draining_since is None
-        ]
+        routable = [(i.replica_id, i.host, i.port) for i in live if self.records[i.replica_id].routable()]
         self.gateway.set_replicas(spec.name, routable)
         self._update_status(state, live, routable)
         # no replica on its way and none can start until a GPU is free: requests are told so at
@@ -315,7 +270,7 @@ class Reconciler:
         self.gateway.set_state(
             spec.name,
             starting=not routable and state.status != "error",
-            error=state.reason if (state.status == "error" and not routable) else None,
+            failure=state.failure if (state.status == "error" and not routable) else None,
             waiting_for="a free GPU" if gpu_blocked and not on_the_way and not routable else None,
         )
 
@@ -337,8 +292,8 @@ class Reconciler:
                 continue
             live.append(info)
 
-        await self._probe([i for i in live if self.records[i.replica_id].ready_at is None], state, now)
-        self._check_liveness(live, now)
+        await self._checks.readiness([i for i in live if self.records[i.replica_id].ready_at is None], state)
+        self._checks.liveness(live, now)
 
         # a replica that never became ready within the start timeout counts as failed
         for info in live:
@@ -350,13 +305,9 @@ class Reconciler:
                 await self._on_unhealthy(state, info, now)
         return [i for i in live if not self.records[i.replica_id].stopping]
 
-    def _update_status(self, state: APIState, live: list[ReplicaInfo], routable: list) -> None:
-        current_ready = sum(
-            1 for i in live
-            if i.spec_hash == state.spec.spec_hash
-            and self.records[i.replica_id].ready_at is not None
-            and self.records[i.replica_id].draining_since is None
-        )
+    def _update_status(self, state: APIState, live: list[ReplicaInfo], routable: list[tuple[str, str, int]]) -> None:
+        current = state.spec.spec_hash
+        current_ready = sum(1 for i in live if i.spec_hash == current and self.records[i.replica_id].routable())
         stale = any(i.spec_hash != state.spec.spec_hash for i in live)
         status = api_status(failing=state.failing, desired=state.desired, current_ready=current_ready,
                             stale=stale, routable=len(routable))
@@ -366,7 +317,7 @@ class Reconciler:
         if status == "live":
             if state.status != "live":
                 self.events.add(f"live: {current_ready} replica(s) ready", api=state.spec.name)
-            state.status, state.reason = "live", None
+            state.show("live")
         else:
             if state.status == "live":
                 self.events.add("updating", api=state.spec.name)
@@ -380,14 +331,14 @@ class Reconciler:
         """Start up to `count` replicas; True when GPU placement held one back."""
         spec = state.spec
         if now < state.next_start_at:
-            state.pending_reason = f"restarting in {state.next_start_at - now:.0f}s (crash backoff)"
+            state.wait(f"restarting in {state.next_start_at - now:.0f}s (crash backoff)")
             return False
         if state.image_ready_for != spec.spec_hash:
             self._ensure_image(state)
             # the process backend has no image: what it prepares (an environment) it says itself
             # through preparing(), and when there is nothing to prepare it must say nothing
             if self.backend.builds_images:
-                state.pending_reason = "preparing the replica image"
+                state.wait("preparing the replica image")
             return False
         for _ in range(count):
             gpu_ids: tuple[int, ...] = ()
@@ -395,19 +346,20 @@ class Reconciler:
             if spec.compute.gpu > 0:
                 gpu_ids, why = self._place(spec, replica_id)
                 if why:
-                    state.pending_reason = why
+                    state.wait(why, Failure.NO_GPU)
                     return True
             try:
                 info = await self.backend.start(spec, replica_id, gpu_ids)
-            except CortexdError as e:
-                self._fail(state, f"could not start a replica: {e}", now, logs=[])
+            except DependencyError as e:  # the environment, made again at the start
+                self._fail(state, Failure.DEPENDENCIES, f"could not start a replica: {e}", now, logs=[])
                 return False
-            except OSError as e:
-                self._fail(state, f"could not start a replica: {e}", now, logs=[])
+            except (CortexdError, OSError) as e:
+                self._fail(state, Failure.START, f"could not start a replica: {e}", now, logs=[])
                 return False
             self.records[info.replica_id] = ReplicaRecord(info.replica_id, info.spec_hash, self.clock())
             self.observed[info.replica_id] = info
             self.events.add(f"replica {replica_id} started", api=spec.name)
+        return False
 
     def _make_room_for_update(self, state: APIState, live: list[ReplicaInfo], now: float) -> None:
         """A rolling update cannot surge when the old version holds every GPU it needs: drain
@@ -422,8 +374,8 @@ class Reconciler:
         self._drain(oldest.replica_id, now,
                     why="no free GPU for the new version's replica: freeing this one's first "
                         "(surging needs spare GPUs; max_surge: 0 makes this the plan)")
-        state.pending_reason = (f"{state.pending_reason}; draining old replica "
-                                f"{oldest.replica_id} to free its GPU(s)")
+        state.wait(f"{state.pending_reason}; draining old replica {oldest.replica_id} to free its GPU(s)",
+                   state.pending)
 
     def _ensure_image(self, state: APIState) -> None:
         if state.image_task is not None and not state.image_task.done():
@@ -436,11 +388,13 @@ class Reconciler:
             except asyncio.CancelledError:
                 raise
             except DependencyError as e:  # pip's answer: the same files fail again, so `error` at once
-                self._fail(state, str(e), self.clock(), logs=e.detail.splitlines(), at_once=e.deterministic)
+                self._fail(state, Failure.DEPENDENCIES, str(e), self.clock(), logs=e.detail.splitlines(),
+                           at_once=e.deterministic)
                 return
             except Exception as e:  # CortexdError says what to do; anything else is shown as it is
                 detail = str(e) if isinstance(e, CortexdError) else f"{type(e).__name__}: {e}"
-                self._fail(state, f"could not prepare the replica image: {detail}", self.clock(), logs=[])
+                self._fail(state, Failure.IMAGE, f"could not prepare the replica image: {detail}", self.clock(),
+                           logs=[])
                 return
             if state.spec.spec_hash == spec.spec_hash:
                 state.image_ready_for = spec.spec_hash
@@ -454,67 +408,12 @@ class Reconciler:
                         "but no NVIDIA GPU is available to this daemon")
         return self.placer.assign(spec, replica_id, self.observed)
 
-    # -- readiness -------------------------------------------------------------------
-
-    async def _probe(self, infos: list[ReplicaInfo], state: APIState, now: float) -> None:
-        if not infos:
-            return
-        results = await asyncio.gather(*(self._probe_one(i) for i in infos))
-        for info, ok in zip(infos, results):
-            if not ok:
-                continue
-            rec = self.records[info.replica_id]
-            rec.ready_at = self.clock()
-            rec.next_liveness_at = rec.ready_at + self.settings.liveness_interval
-            self.events.add(
-                f"replica {info.replica_id} ready in {rec.ready_at - rec.launched_at:.1f}s",
-                api=state.spec.name,
-            )
-            if info.spec_hash == state.spec.spec_hash:
-                state.consecutive_crashes = 0
-                if state.failing:
-                    state.failing, state.status, state.reason = False, "updating", None
-
-    def _check_liveness(self, live: list[ReplicaInfo], now: float) -> None:
-        """Start a /healthz check of each ready replica that is due one (beside the pass)."""
-        for info in live:
-            rec = self.records[info.replica_id]
-            if (rec.ready_at is None or rec.draining_since is not None or rec.unhealthy is not None
-                    or rec.checking or now < rec.next_liveness_at):
-                continue
-            rec.checking = True
-
-            async def check(info: ReplicaInfo = info, rec: ReplicaRecord = rec) -> None:
-                try:
-                    ok = await self._probe_one(info)
-                finally:
-                    rec.checking = False
-                    rec.next_liveness_at = self.clock() + self.settings.liveness_interval
-                if ok:
-                    rec.liveness_failures = 0
-                    return
-                rec.liveness_failures += 1
-                n = rec.liveness_failures
-                if n >= self.settings.liveness_failures and rec.unhealthy is None:
-                    rec.unhealthy = f"/healthz failed {n} checks in a row"
-                    self.wake()
-
-            self._spawn(check())
+    # -- health ----------------------------------------------------------------------
 
     def replica_out_of_rotation(self, api: str, replica_id: str, reason: str | None, *,
                                 replace: bool, until: float | None = None) -> None:
-        """The gateway took a replica out of rotation (cortexd.core.health): report it, and
-        when `replace` (it is hung) replace it; else it is back in rotation at `until`."""
-        rec = self.records.get(replica_id)
-        if rec is None or rec.stopping:
-            return
-        if replace:
-            if rec.unhealthy is None:
-                rec.unhealthy = reason or "the gateway found it unhealthy"
-            self.wake()
-            return
-        rec.out_of_rotation, rec.ejected_until = reason, until
-        self.events.add(f"replica {replica_id} out of rotation: {reason}", api=api, level="warning")
+        """The gateway took a replica out of rotation: see ReplicaChecks.out_of_rotation."""
+        self._checks.out_of_rotation(api, replica_id, reason, replace=replace, until=until)
 
     async def _on_unhealthy(self, state: APIState, info: ReplicaInfo, now: float) -> None:
         """Replace an unhealthy replica: drain it (out of routing now, stopped once its
@@ -528,16 +427,11 @@ class Reconciler:
             lines = []
         self._drain(info.replica_id, now, why=f"unhealthy: {rec.unhealthy}; replacing it")
         state.restarts += 1
-        self._fail(state, message, now, logs=lines)
+        self._fail(state, Failure.UNHEALTHY, message, now, logs=lines)
         if not state.failing:
-            state.status, state.reason = "updating", f"{message}; replacing it"
+            state.show("updating", f"{message}; replacing it", Failure.UNHEALTHY)
 
-    def _spawn(self, coro) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def replica_models(self, api: str, timeout: float = 2.0) -> dict[str, dict]:
+    async def replica_models(self, api: str, timeout: float = 2.0) -> dict[str, dict[str, Any]]:
         """{replica id: the models it serves and holds in memory} from each ready replica's GET.
 
         Only replicas that serve models answer with model metadata; a replica that cannot
@@ -546,10 +440,7 @@ class Reconciler:
         ready = [info for rid, info in self.observed.items()
                  if info.api == api and (rec := self.records.get(rid)) is not None
                  and rec.ready_at is not None and not rec.stopping]
-        if not ready:
-            return {}
-        answers = await asyncio.gather(*(self._http.models(i, timeout) for i in ready))
-        return {i.replica_id: a for i, a in zip(ready, answers) if a}
+        return await self._checks.models(ready, timeout)
 
     # -- crashes ---------------------------------------------------------------------
 
@@ -559,11 +450,11 @@ class Reconciler:
         except CortexdError:
             lines = []
         if timed_out:
-            what = f"did not become ready within {self.settings.start_timeout:.0f}s"
+            kind, what = Failure.NOT_READY, f"did not become ready within {self.settings.start_timeout:.0f}s"
         elif info.oom_killed:
-            what = "was killed: out of memory (raise compute.mem)"
+            kind, what = Failure.OOM, "was killed: out of memory (raise compute.mem)"
         else:
-            what = f"exited with code {info.exit_code}"
+            kind, what = Failure.CRASHED, f"exited with code {info.exit_code}"
         was_ready = self.records[info.replica_id].ready_at is not None
         self.records[info.replica_id].stopping = True
         self._stop_later(info.replica_id)
@@ -572,20 +463,15 @@ class Reconciler:
             # a replica that served and then stopped cleanly is replaced without counting a crash
             self.events.add(f"replica {info.replica_id} stopped; replacing it", api=state.spec.name)
             return
-        self._fail(state, f"replica {info.replica_id} {what}", now, logs=lines)
+        self._fail(state, kind, f"replica {info.replica_id} {what}", now, logs=lines)
 
-    def _fail(self, state: APIState, message: str, now: float, logs: list[str],
+    def _fail(self, state: APIState, kind: Failure, message: str, now: float, logs: list[str],
               at_once: bool = False) -> None:
-        state.consecutive_crashes += 1
-        n = state.consecutive_crashes
-        delay = restart_delay(n, self.settings.backoff_initial, self.settings.backoff_max)
-        state.next_start_at = now + delay
-        tail = ("\n" + "\n".join(logs[-LOG_LINES_IN_ERROR:])) if logs else ""
-        oom = "out of memory" in message
-        if shows_error(n, self.settings.crash_error_after, oom=oom, at_once=at_once):
-            state.failing, state.status = True, "error"
-            prefix = "error (out of memory): " if oom else ""
-            state.reason = f"{prefix}{message} ({n} failure(s) in a row; retrying in {delay:.0f}s){tail}"
+        """Count a failure of `kind` (`message` says it for `cortexd get`): the next start waits
+        out the backoff; enough in a row, or one that fails again as it is, show `error`."""
+        settings = self.settings
+        delay = state.record_failure(kind, message, now, logs, backoff=(settings.backoff_initial, settings.backoff_max),
+                                     error_after=settings.crash_error_after, at_once=at_once)
         self.events.add(f"{message}; restarting in {delay:.0f}s", api=state.spec.name, level="error")
         if logs:
             log.error("[%s] last log lines of the failed replica:\n%s", state.spec.name, "\n".join(logs))
@@ -658,7 +544,7 @@ class Reconciler:
         )
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._http.close()
+        await self._checks.close()
 
     # -- status --------------------------------------------------------------------------
 
@@ -679,8 +565,10 @@ class Reconciler:
         """Who the backend runs `api`'s replicas as and which limits hold, or None."""
         return self.backend.isolation(api)
 
-    def api_status(self, state: APIState, wall_now: float, mono_now: float, url: str = "") -> APIStatus:
-        name = state.spec.name
-        return build_api_status(state, self.records, self.observed.values(), self.traffic(name), url=url,
-                                preparing=self.preparing(name), wall_now=wall_now, mono_now=mono_now,
-                                isolation=self.isolation(name))
+    def api_facts(self) -> list[APIFacts]:
+        """Each configured API as this reconciler holds it (inputs of cortexd.status.build_status)."""
+        return [state.facts() for state in self.apis.values()]
+
+    def replica_facts(self) -> list[ReplicaFacts]:
+        """Each observed replica this reconciler keeps a record of, with what the record says."""
+        return [rec.facts(info) for rid, info in self.observed.items() if (rec := self.records.get(rid)) is not None]

@@ -15,7 +15,6 @@ import concurrent.futures
 import logging
 import multiprocessing
 import os
-import shutil
 import signal
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -24,10 +23,10 @@ from pathlib import Path
 import aiohttp
 
 from cortexd import __version__
-from cortexd.backends.process import ProcessBackend
 from cortexd.core.health import HealthPolicy
 from cortexd.daemon import control
 from cortexd.daemon.autoscaler import Autoscaler
+from cortexd.daemon.backend_choice import choose_backend, end_leftover_replicas
 from cortexd.daemon.events import EventLog
 from cortexd.daemon.gpu_placer import GPUPlacer
 from cortexd.daemon.logclock import LogClock
@@ -37,14 +36,14 @@ from cortexd.daemon.projects import (
     conflicts,
     deploy_summary,
     die_with,
-    load_project,
+    load_projects,
     merged,
+    reload_projects,
     roll_reasons,
 )
 from cortexd.daemon.reconciler import Reconciler
 from cortexd.daemon.watcher import ProjectWatcher, is_source
 from cortexd.errors import (
-    BackendUnavailable,
     ConfigError,
     CortexdError,
     DaemonAlreadyRunning,
@@ -82,97 +81,6 @@ async def daemon_answers(socket_path: Path, timeout: float = 1.0) -> bool:
         return False
 
 
-def _build_progress(events: EventLog):
-    """Image build output: every line to the daemon log, the milestones to the event log."""
-
-    def progress(line: str) -> None:
-        text = line.split("] ", 1)[1] if line.startswith("[") and "] " in line else line
-        if text.startswith(("building ", "built ", "pulling ", "notice: ", "Step ")):
-            events.add(text if len(text) <= 160 else text[:157] + "...",
-                       level="warning" if text.startswith("notice: ") else "info")
-        else:
-            log.info("build: %s", line)
-
-    return progress
-
-
-async def choose_backend(settings: DaemonSettings, events: EventLog, why: list[str] | None = None):
-    """The replica backend for settings.backend (auto: Docker when an engine answers); when
-    auto falls back to the process backend, `why` gets one line: the reason and the remedy."""
-    wanted = settings.backend
-    if wanted not in ("auto", "process", "docker"):
-        raise BackendUnavailable(f"unknown backend {wanted!r}; choose auto, process or docker")
-    if wanted in ("docker", "auto"):
-        from cortexd.backends.container_args import instance_for_home
-        from cortexd.backends.docker import DockerBackend
-
-        problem = await asyncio.to_thread(DockerBackend.probe)
-        if problem is None:
-            return DockerBackend(
-                instance=instance_for_home(settings.home), base_image=settings.base_image,
-                progress=_build_progress(events), log_dir=settings.log_dir,
-                notify=lambda message, api: events.add(message, api=api, level="warning"),
-                log_max_bytes=settings.log_max_bytes, log_files=settings.log_files,
-                limits=settings.replica_limits(), tmpfs_bytes=settings.tmpfs_bytes,
-            )
-        if wanted == "docker":
-            raise BackendUnavailable(problem)
-        events.add(f"{problem.splitlines()[0]} -- using the process backend", level="warning")
-        if why is not None:
-            reason = problem.splitlines()[0].replace(", or use --backend process", "")
-            why.append(f"Docker was not used: {reason} Once it answers, `cortexd down` and "
-                       "`cortexd up -d` serve on Docker (`--backend process` chooses this one).")
-    from cortexd.backends.environments import ProjectEnvironments
-    from cortexd.backends.replica_uids import UidRegistry, parse_range
-
-    environments = ProjectEnvironments(
-        settings.environments_dir, run_dependencies_sh=settings.run_dependencies_sh,
-        notify=lambda message, api: events.add(message, api=api, level="warning"),
-    )
-    return ProcessBackend(settings.run_dir, settings.log_dir, host="127.0.0.1",
-                          log_max_bytes=settings.log_max_bytes, log_files=settings.log_files,
-                          replica_user=settings.replica_user, environments=environments,
-                          limits=settings.replica_limits(), owner=str(settings.home),
-                          uids=UidRegistry(owner=str(settings.home), uid_range=parse_range(settings.replica_uids)),
-                          notify=lambda message, api: events.add(message, api=api, level="warning"))
-
-
-def load_projects(paths: Sequence[str], default_port: int | None = None) -> list[Project]:
-    """Each path loaded as its own project (blocking: run it in a thread); all problems of all
-    of them, and names or routes used twice across them, raised as one ConfigError."""
-    projects: list[Project] = []
-    problems = []
-    for path in paths:
-        try:
-            project = load_project(path, default_port=default_port)
-        except ConfigError as e:
-            problems += e.problems
-            continue
-        if not any(set(project.files) & set(p.files) for p in projects):  # `up A A`
-            projects.append(project)
-    problems += conflicts(projects)
-    if problems:
-        raise ConfigError(problems)
-    return projects
-
-
-def reload_projects(projects: Sequence[Project], default_port: int | None = None
-                    ) -> tuple[list[Project], list]:
-    """Every project loaded again with the files its version shipped with (blocking); a project
-    that fails keeps its last good version. Returns (projects, problems)."""
-    out, problems = [], []
-    for project in projects:
-        try:
-            out.append(load_project(project.path, shipped=project.shipped, default_port=default_port))
-        except ConfigError as e:
-            out.append(project)
-            problems += e.problems
-    clashes = conflicts(out)
-    if clashes:
-        return list(projects), problems + clashes
-    return out, problems
-
-
 class Daemon:
     def __init__(self, settings: DaemonSettings, paths: Sequence[str], *, backend=None):
         self.settings = settings
@@ -201,7 +109,7 @@ class Daemon:
         self._signals = 0
         self.backend_reason: str | None = None  # why auto did not choose Docker, for `up -d`
         self.projects: list[Project] = []  # what is deployed, one entry per cortex.yaml
-        self._image_noticed: set[str] = set()  # APIs told that predictor.image does nothing here
+        self._noticed: set[str] = set()  # APIs told what the backend ignores of them (notices())
         self._loader: concurrent.futures.ProcessPoolExecutor | None = None  # see _load_off_loop
 
     # -- lifecycle ----------------------------------------------------------------
@@ -221,18 +129,13 @@ class Daemon:
             why: list[str] = []
             self.backend = await choose_backend(s, self.events, why)
             self.backend_reason = why[0] if why else None
-        # replica processes a killed daemon left behind hold ports and GPUs: end them first
-        # (whatever backend serves now: the previous daemon may have run processes)
-        reaper = self.backend if isinstance(self.backend, ProcessBackend) else ProcessBackend(s.run_dir, s.log_dir)
-        reaped = await asyncio.to_thread(reaper.reap_leftovers)
+        reaped = await asyncio.to_thread(end_leftover_replicas, s)
         if reaped:
             self.events.add(f"stopped {len(reaped)} replica process(es) left by a previous daemon "
                             f"(pids {', '.join(map(str, reaped))})", level="warning")
         # the previous run's replica logs (a crashed replica's traceback) stay, one run back, for
         # `cortexd logs API --previous`; this run's replicas write a fresh logs folder
         await asyncio.to_thread(keep_previous_logs, s.log_dir, s.previous_log_dir)
-        if isinstance(self.backend, ProcessBackend):
-            shutil.rmtree(s.run_dir, ignore_errors=True)
         self.gateway = Gateway(
             s.host, max_body_size=s.max_body_size, no_replica_wait=s.no_replica_wait,
             upstream_timeout=s.upstream_timeout,
@@ -247,8 +150,8 @@ class Daemon:
         self.gateway.on_replica_health = self.reconciler.replica_out_of_rotation
         self._record_config(projects)
         await self.reconciler.apply(self._desired())
-        if isinstance(self.backend, ProcessBackend):  # cached environments no API uses go
-            self._tasks.append(asyncio.ensure_future(self.backend.collect_environments(self._desired())))
+        # what was prepared for replicas no deployed API uses goes (the process backend's environments)
+        self._tasks.append(asyncio.ensure_future(self.backend.collect_garbage(self._desired())))
         self._control = await control.serve(self, str(s.socket_path))
         self._metrics = await control.serve_metrics(self, s.metrics_port)
         self._start_watcher()
@@ -275,14 +178,13 @@ class Daemon:
         self.notices = [n for p in projects for n in p.notices]
         for notice in self.notices:
             self.events.add(notice, level="warning")
-        if isinstance(self.backend, ProcessBackend):
-            for spec in (s for p in projects for s in p.specs):
-                if spec.predictor.image and spec.name not in self._image_noticed:
-                    self._image_noticed.add(spec.name)
-                    self.events.add(f"{spec.source_file}:{spec.source_line}: api {spec.name!r}: "
-                                    f"predictor.image ({spec.predictor.image}) is ignored on the process "
-                                    "backend: replicas run the cortexd runtime in local processes (the "
-                                    "docker backend runs the image)", api=spec.name, level="warning")
+        for spec in (s for p in projects for s in p.specs):
+            if spec.name not in self._noticed:  # what the backend ignores of a spec, once per API
+                said = self.backend.notices(spec) if self.backend is not None else []
+                if said:
+                    self._noticed.add(spec.name)
+                for notice in said:
+                    self.events.add(notice, api=spec.name, level="warning")
 
     async def _load_off_loop(self, load, *args):
         """Run a configuration load in a separate loader process while the daemon serves: a hostile
@@ -451,7 +353,7 @@ class Daemon:
             self.config_error, tuple(self.notices),
             f"http://127.0.0.1:{self.settings.metrics_port}/metrics" if self._metrics is not None else None)
         return build_status(
-            daemon, rec.apis.values(), rec.records, rec.observed, {n: rec.traffic(n) for n in rec.apis},
+            daemon, rec.api_facts(), rec.replica_facts(), {n: rec.traffic(n) for n in rec.apis},
             self.events.recent(50), GPUStatus.of(self.placer.inventory()) if self.placer else None,
             urls={n: self._url(s.spec.networking.local_port, s.spec.networking.endpoint)
                   for n, s in rec.apis.items()},
@@ -598,4 +500,4 @@ async def run_daemon(settings: DaemonSettings, paths: Sequence[str], *, on_start
             await asyncio.to_thread(reaper.end_adopted, waited_by_others())
 
 
-__all__ = ["CortexdError", "Daemon", "choose_backend", "daemon_answers", "run_daemon"]
+__all__ = ["CortexdError", "Daemon", "daemon_answers", "run_daemon"]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from cortexd.backends.base import ReplicaInfo
+    from cortexd.core.api_status import Failure
     from cortexd.daemon.events import EventLog
     from cortexd.gateway.metrics import APIMetrics, Monitor
     from cortexd.gateway.routes import RouteConfig
@@ -48,10 +49,10 @@ class ReplicaRouter(InFlight, Protocol):
     def set_replicas(self, api: str, replicas: Sequence[tuple[str, str, int]]) -> None:
         """The (replica id, host, port) that take `api`'s requests now."""
 
-    def set_state(self, api: str, *, starting: bool, error: str | None = None,
+    def set_state(self, api: str, *, starting: bool, failure: Failure | None = None,
                   waiting_for: str | None = None) -> None:
-        """What a request that finds no routable replica is told (wait while starting; the error;
-        what a replica waits for before it can start, e.g. "a free GPU")."""
+        """What a request that finds no routable replica is told (wait while starting; the kind of
+        the API's failure; what a replica waits for before it can start, e.g. "a free GPU")."""
 
     def replica_in_flight(self, api: str, replica_id: str) -> int:
         """Requests in progress on one replica (a draining replica stops at 0)."""

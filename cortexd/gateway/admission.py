@@ -6,7 +6,7 @@ never end. Two resources run out (issue 15): memory, in heads held while they tr
 descriptors (at the open-file limit libuv accepts and closes every pending connection,
 the control socket's too, and says nothing). nginx is the model for the first, systemd
 for the second; this module holds the limits and the bookkeeping, the gateway's
-connection protocol (client_connection.py) and proxy (proxy.py) act on them:
+connection protocol (client_connection.py) and what its connections share (connections.py) act on them:
 
 - a request head is at most HEAD_LIMIT bytes (nginx's large_client_header_buffers 4 8k),
   a header line at most HEADER_LINE_LIMIT (aiohttp's parser enforces that one, and the
@@ -84,14 +84,6 @@ def socket_reserve(limit: int) -> int:
 def socket_cap(limit: int) -> int:
     """How many sockets (client and upstream connections) the gateway may hold under `limit`."""
     return max(limit - socket_reserve(limit), limit // 2, 1)
-
-
-def size_text(n: int) -> str:
-    """`n` bytes in the largest unit that divides it (32 MiB, 64 KiB, 1000 bytes)."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale and n % scale == 0:
-            return f"{n // scale} {unit}"
-    return f"{n} bytes"
 
 
 def head_size(message: Any) -> int:

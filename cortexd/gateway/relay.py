@@ -1,8 +1,8 @@
 """One exchange with a replica, as bytes: the request head it gets, the body after it, the answer back.
 
-The gateway's request path (cortexd/gateway/proxy.py, Gateway._exchange) is these
-steps in order; this module holds each of them, and none decides anything about
-routing, retries or passive health (the proxy does):
+The gateway's request path (cortexd/gateway/request_path.py, RequestPath._exchange) is
+these steps in order; this module holds each of them, and none decides anything about
+routing, retries or passive health (the request path does):
 
     request_head()        the client's end-to-end headers, the gateway's framing, X-Request-Id,
                           X-Forwarded-For / X-Real-IP                        (plain function)

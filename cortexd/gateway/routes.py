@@ -1,13 +1,13 @@
-"""The gateway's route table: APIs, their routable replicas, and per-API counters.
+"""The gateway's route table: APIs, their routable replicas, per-API counters, listening ports.
 
 The daemon describes each API it wants served with a RouteConfig (Gateway.configure).
-The proxy (cortexd/gateway/proxy.py) owns one APIRoute per API and, for every
-listening port, a plain dict from request path to APIRoute built once by
-`port_table()` whenever the configuration changes, so the request path does a
-single dict lookup (no regexes, no per-request parsing of the endpoint).
+The gateway keeps one APIRoute per API (route_book.py) and, for every listening port
+(a Listener), a plain dict from request path to APIRoute built once by `port_table()`
+whenever the configuration changes, so the request path does a single dict lookup
+(no regexes, no per-request parsing of the endpoint).
 
 The daemon reads these objects for status (`counters_snapshot()`, in-flight
-counts); only the proxy mutates them. Counters (APIMetrics, Monitor in
+counts); only the gateway mutates them. Counters (APIMetrics, Monitor in
 metrics.py) are plain ints: the gateway runs on one event loop thread, so no
 locks are needed.
 """
@@ -17,11 +17,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cortexd.core.health import HEALTHY, ReplicaHealth
 from cortexd.gateway.metrics import APIMetrics, Monitor
 from cortexd.spec.model import APISpec, MonitoringSpec
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,30 @@ class APIRoute:
     def __repr__(self) -> str:
         return (f"APIRoute({self.name!r}, endpoint={self.endpoint!r}, port={self.port}, "
                 f"replicas={[r.replica_id for r in self.replicas]}, in_flight={self.in_flight})")
+
+
+class Listener:
+    """One listening port: its aiohttp server and the route table it serves."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.table: dict[str, APIRoute] = {}
+        self.endpoints: list[str] = []  # "/<endpoint>" of each API served here, for 404 answers
+        self.web_server: web.Server | None = None
+        self.server: asyncio.AbstractServer | None = None
+
+    def serve(self, routes: list[APIRoute]) -> None:
+        """Serve `routes` from now on (the APIs configured on this port)."""
+        self.table = port_table(routes)
+        self.endpoints = sorted("/" + r.endpoint.strip("/") for r in routes)
+
+    async def stop(self, timeout: float) -> None:
+        """Stop accepting, let running requests finish (up to `timeout`), close connections."""
+        if self.server is not None:
+            self.server.close()
+        if self.web_server is not None:
+            self.web_server.pre_shutdown()
+            await self.web_server.shutdown(timeout)
 
 
 def port_table(routes: list[APIRoute]) -> dict[str, APIRoute]:

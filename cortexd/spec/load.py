@@ -41,6 +41,7 @@ from cortexd.spec.model import (
 from cortexd.spec.validate import (
     CheckedAPI,
     Finding,
+    FindingKind,
     Path_,
     apply_defaults,
     check_api,
@@ -548,7 +549,7 @@ def _merge(entry: _Entry, findings: list[Finding]) -> list[ConfigProblem]:
     problems = [entry.problem(f) for f in entry.yaml_findings]
     mistyped: dict[str, str] = {}
     for f in findings:
-        if "found the number" in f.message:
+        if f.kind is FindingKind.FORM:  # it says what the field takes and that a number was found
             mistyped.setdefault(entry.locate(f)[1], f.message)
     for path, value in entry.non_finite:
         message = mistyped.get(format_path(path), f"expected a finite number; found {_float_text(value)}")

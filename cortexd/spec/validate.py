@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import enum
 import functools
 import json
 import os
@@ -53,6 +54,15 @@ SCHEMA_LOCATIONS = (
 )
 
 
+class FindingKind(enum.Enum):
+    """What a finding says is wrong, where code acts on it (spec/load.py's _merge), not only a person."""
+
+    OTHER = "other"
+    # the value is not of a type, choice or format the field takes, and the message says what
+    # it takes and what was found (the schema's type, enum, const, pattern and format errors)
+    FORM = "form"
+
+
 @dataclass(frozen=True)
 class Finding:
     """One problem (or notice) in an API document, located by field path."""
@@ -60,6 +70,7 @@ class Finding:
     path: Path_
     message: str
     on_key: bool = False  # point at the field's key (unknown field...) rather than its value
+    kind: FindingKind = FindingKind.OTHER
 
 
 @dataclass
@@ -249,6 +260,9 @@ def _unknown_field_message(doc: Any, path: Path_, key: Any, known: list[str]) ->
     return f"unknown field {key!r}{hint} (valid fields here: {', '.join(known)})"
 
 
+FORM = FindingKind.FORM
+
+
 def _rewrite(error: ValidationError, doc: Any) -> list[Finding]:
     path: Path_ = tuple(error.absolute_path)
     v, value, inst = error.validator, error.validator_value, error.instance
@@ -269,11 +283,11 @@ def _rewrite(error: ValidationError, doc: Any) -> list[Finding]:
         msg = f"expected {' or '.join(_TYPE_NAMES.get(n, n) for n in names)}; found {found}"
         if names == ["string"] and isinstance(inst, (int, float)):
             msg += f" (quote it: \"{str(inst).lower() if isinstance(inst, bool) else inst}\")"
-        return [Finding(path, msg)]
+        return [Finding(path, msg, kind=FORM)]
     if v == "enum":
-        return [Finding(path, f"expected one of {', '.join(map(str, value))}; found {found}")]
+        return [Finding(path, f"expected one of {', '.join(map(str, value))}; found {found}", kind=FORM)]
     if v == "const":
-        return [Finding(path, f"expected {value!r}; found {found}")]
+        return [Finding(path, f"expected {value!r}; found {found}", kind=FORM)]
     bounds = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
     if v in bounds:
         shown = inst if len(str(inst)) <= 30 else found
@@ -287,9 +301,9 @@ def _rewrite(error: ValidationError, doc: Any) -> list[Finding]:
     if v == "minItems":
         return [Finding(path, f"expected at least {value} item{'s' if value != 1 else ''}; found {found}")]
     if v == "pattern":
-        return [Finding(path, f"expected {_describe_schema(error.schema)}; found {found}")]
+        return [Finding(path, f"expected {_describe_schema(error.schema)}; found {found}", kind=FORM)]
     if v == "format":
-        return [Finding(path, str(error.cause) if error.cause else error.message)]
+        return [Finding(path, str(error.cause) if error.cause else error.message, kind=FORM)]
     return [Finding(path, error.message)]
 
 
@@ -604,10 +618,9 @@ def _location_problem(ptype: str, location: str, project_dir: str) -> str | None
         return None
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", location):
         return f"only local paths and s3:// URLs are supported; found {location!r}"
-    problem = local_model_problem(ptype, location)
-    if problem and problem.startswith("not found"):
-        return f"{problem} (relative paths start at the cortex.yaml folder, {project_dir})"
-    return problem
+    if not os.path.exists(location):  # said here, with where relative paths start
+        return f"not found: {location} (relative paths start at the cortex.yaml folder, {project_dir})"
+    return local_model_problem(ptype, location)
 
 
 @rule("predictor.path")

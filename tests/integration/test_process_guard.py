@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent('''
     import asyncio, json, os
     from cortexd.daemon.process_guard import (OrphanReaper, descends_from, guard_daemon_process, waited_by_others,
@@ -35,8 +37,8 @@ SCRIPT = textwrap.dedent('''
                                                          stdout=asyncio.subprocess.PIPE)
         lingering_pid = int((await lingering.stdout.readline()).decode())
         await lingering.wait()
-        own = await asyncio.create_subprocess_exec("sleep", "60")  # asyncio's: left alone
-        ended = reaper.end_adopted(waited_by_others())
+        own = await asyncio.create_subprocess_exec("sleep", "60")  # asyncio's, still awaited: left alone
+        ended = reaper.end_adopted(waited_by_others() | {own.pid})
         own.kill()
         await own.wait()
         print(json.dumps({"adopted": adopted, "codes": codes, "zombies": sorted(zombie_children(os.getpid())),
@@ -47,8 +49,10 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_the_daemon_reaps_adopted_orphans_and_leaves_asyncios_children_to_asyncio():
-    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("run", ["asyncio.run", "uvloop.run"])  # the daemon's loop is uvloop's
+def test_the_daemon_reaps_adopted_orphans_and_leaves_asyncios_children_to_asyncio(run):
+    script = SCRIPT.replace("asyncio.run(main())", f"import uvloop; {run}(main())")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["adopted"] is True

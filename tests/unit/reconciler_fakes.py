@@ -13,6 +13,8 @@ import dataclasses
 from typing import ClassVar
 
 from cortexd.backends.base import ReplicaInfo
+from cortexd.core.api_status import Failure
+from cortexd.status import DaemonStatus, Status, build_status
 
 
 class FakeClock:
@@ -69,6 +71,12 @@ class FakeBackend:
     def replica_of_peer(self, pid, uid):
         return None
 
+    def notices(self, spec):
+        return []
+
+    async def collect_garbage(self, deployed):
+        pass
+
     async def settle(self):
         self.actions.append(("settle", ""))
 
@@ -98,7 +106,7 @@ class FakeGateway:
 
     def __init__(self):
         self.routable: dict[str, list[str]] = {}
-        self.states: dict[str, tuple[bool, str | None]] = {}
+        self.states: dict[str, tuple[bool, Failure | None]] = {}
         self.waiting: dict[str, str | None] = {}
         self.in_flight: dict[str, int] = {}
         self.configured: list = []
@@ -109,8 +117,8 @@ class FakeGateway:
     def set_replicas(self, api, replicas):
         self.routable[api] = sorted(r[0] for r in replicas)
 
-    def set_state(self, api, *, starting, error=None, waiting_for=None):
-        self.states[api] = (starting, error)
+    def set_state(self, api, *, starting, failure=None, waiting_for=None):
+        self.states[api] = (starting, failure)
         self.waiting[api] = waiting_for
 
     def replica_in_flight(self, api, replica_id):
@@ -128,3 +136,21 @@ async def settle(rec, passes=3):
         await rec.reconcile_once()
         await asyncio.sleep(0)  # let image and stop tasks run
         await asyncio.sleep(0)
+
+
+DAEMON = DaemonStatus("test", 1, "fake", None, "127.0.0.1", 0.0, (), None, (), None)
+
+
+def snapshot(rec, *, wall_now: float = 0.0, mono_now: float | None = None) -> Status:
+    """The status snapshot of what `rec` holds, built as the daemon builds it (running.Daemon.status)."""
+    return build_status(
+        DAEMON, rec.api_facts(), rec.replica_facts(), {n: rec.traffic(n) for n in rec.apis}, [], None,
+        urls={}, preparing={n: rec.preparing(n) for n in rec.apis}, wall_now=wall_now,
+        mono_now=rec.clock() if mono_now is None else mono_now, isolation={n: rec.isolation(n) for n in rec.apis})
+
+
+def api_snapshot(rec, api: str, *, wall_now: float = 0.0, mono_now: float | None = None) -> dict:
+    """The JSON of `api` in that snapshot (what `cortexd get API -o json` shows of it)."""
+    status = snapshot(rec, wall_now=wall_now, mono_now=mono_now).api(api)
+    assert status is not None, f"no api {api!r} in the snapshot"
+    return status.to_json()

@@ -6,9 +6,9 @@ import pytest
 
 from cortexd.backends.base import ReplicaInfo
 from cortexd.backends.process import ProcessBackend
+from cortexd.daemon.backend_choice import choose_backend
 from cortexd.daemon.events import EventLog
 from cortexd.daemon.gpu_placer import GPUPlacer
-from cortexd.daemon.running import choose_backend
 from cortexd.errors import BackendUnavailable
 from cortexd.nvml import GPUDevice, GPUInventory
 from cortexd.settings import DaemonSettings

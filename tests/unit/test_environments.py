@@ -440,7 +440,7 @@ async def test_get_shows_the_install_in_progress_and_a_failed_install_at_once():
     from cortexd.errors import DependencyError
     from cortexd.settings import DaemonSettings
     from tests.builders import rollout_spec
-    from tests.unit.reconciler_fakes import FakeBackend, FakeClock, FakeGateway
+    from tests.unit.reconciler_fakes import FakeBackend, FakeClock, FakeGateway, api_snapshot
 
     gate = asyncio.Event()
 
@@ -467,7 +467,7 @@ async def test_get_shows_the_install_in_progress_and_a_failed_install_at_once():
     for _ in range(3):
         await rec.reconcile_once()
         await asyncio.sleep(0)
-    snap = rec.api_status(rec.apis["api"], 0.0, clock()).to_json()
+    snap = api_snapshot(rec, "api", wall_now=0.0, mono_now=clock())
     assert snap["status"] == "updating (installing requirements)"
     assert snap["replicas"]["pending_reason"] == \
         "installing requirements: collecting six==1.16.0 (requirements.txt line 2)"
@@ -479,7 +479,7 @@ async def test_get_shows_the_install_in_progress_and_a_failed_install_at_once():
     for _ in range(3):
         await asyncio.sleep(0)
     await rec.reconcile_once()
-    snap = rec.api_status(rec.apis["api"], 0.0, clock()).to_json()
+    snap = api_snapshot(rec, "api", wall_now=0.0, mono_now=clock())
     assert snap["status"] == "error"  # at the first failure: the same files fail again
     first, *rest = snap["reason"].splitlines()
     assert first.startswith("six==0.0.999 (requirements.txt line 2) cannot be installed on Python 3.11")

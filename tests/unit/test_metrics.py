@@ -1,4 +1,5 @@
-"""gateway.metrics: rolling request counters, latency quantiles, prediction monitoring, exposition."""
+"""gateway.metrics: rolling request counters, latency quantiles, prediction monitoring; daemon.prometheus:
+their exposition."""
 
 from __future__ import annotations
 
@@ -6,14 +7,8 @@ import json
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from cortexd.gateway.metrics import (
-    APIMetrics,
-    MetricsCollector,
-    Monitor,
-    build_registry,
-    exposition,
-    quantile,
-)
+from cortexd.daemon.prometheus import MetricsCollector, build_registry, exposition
+from cortexd.gateway.metrics import APIMetrics, Monitor, quantile
 from cortexd.status import Status
 
 

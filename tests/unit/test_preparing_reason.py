@@ -7,7 +7,7 @@ from cortexd.daemon.events import EventLog
 from cortexd.daemon.reconciler import Reconciler
 from cortexd.settings import DaemonSettings
 from tests.builders import rollout_spec
-from tests.unit.reconciler_fakes import FakeBackend, FakeClock, FakeGateway
+from tests.unit.reconciler_fakes import FakeBackend, FakeClock, FakeGateway, api_snapshot
 
 
 class FakeProcessBackend(FakeBackend):
@@ -39,7 +39,7 @@ def reasons_until_live(backend) -> list[str]:
         seen = []
         for _ in range(6):
             await rec.reconcile_once()
-            snap = rec.api_status(rec.apis["api"], clock(), clock()).to_json()
+            snap = api_snapshot(rec, "api", wall_now=clock(), mono_now=clock())
             seen.append(f"{snap['status']} | {snap['reason']} | {snap['replicas']['pending_reason']}")
             ready.update(backend.replicas)
             await asyncio.sleep(0)

@@ -53,7 +53,7 @@ GPUS = GPUStatus((GPUDevice(0, "H100", "GPU-1", 87, 40, 80),), None, "550.54")
 
 def _status(rec) -> Status:
     return build_status(
-        DAEMON, rec.apis.values(), rec.records, rec.observed, {n: rec.traffic(n) for n in rec.apis},
+        DAEMON, rec.api_facts(), rec.replica_facts(), {n: rec.traffic(n) for n in rec.apis},
         [Event(5.0, "info", "replica ready", "iris")], GPUS,
         urls={n: f"http://127.0.0.1:8888/{n}" for n in rec.apis},
         preparing={n: rec.preparing(n) for n in rec.apis}, wall_now=100.0, mono_now=rec.clock())
@@ -80,7 +80,7 @@ def test_status_json_is_the_json_status_served_before_the_model():
                              "pending_reason": None, "restarts": 0, "min": 1, "max": 10},
                 "replica_list": replicas, "in_flight": 0, "requests": FakeGateway.COUNTERS,
                 "last_decision": decision, "url": f"http://127.0.0.1:8888/{name}",
-                "isolation": None}  # (issue 15: who replicas run as; the fake backend says nothing)
+                "isolation": None, "failure": None}  # (issue 15: who replicas run as; issue 16: the failure's kind)
 
     expected = {
         "daemon": {"version": "0.4.0", "pid": 41, "backend": "process", "backend_reason": None,

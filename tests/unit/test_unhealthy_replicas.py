@@ -4,7 +4,7 @@ turns non-200 after they were ready. Recording fake backend and gateway, fake cl
 from __future__ import annotations
 
 from tests.builders import rollout_spec
-from tests.unit.reconciler_fakes import settle
+from tests.unit.reconciler_fakes import api_snapshot, settle
 
 
 async def live_with(rec, backend, ready, replicas=2):
@@ -32,7 +32,7 @@ async def test_a_replica_the_gateway_finds_hung_is_drained_and_replaced_after_th
     assert state.status == "updating"
     assert state.reason.startswith(f"replica {hung} unhealthy: 3 requests in a row timed out")
     assert any(f"replica {hung} unhealthy: 3 requests in a row timed out" in m for m in messages(rec))
-    snap = rec.api_status(state, wall_now=0.0, mono_now=clock.now).to_json()
+    snap = api_snapshot(rec, "api", wall_now=0.0, mono_now=clock.now)
     (row,) = [r for r in snap["replica_list"] if r["id"] == hung]
     assert row["state"] == "draining" and row["health"].startswith("unhealthy: 3 requests")
     assert len(backend.replicas) == 2  # the crash backoff holds the replacement for 1 s
@@ -90,12 +90,12 @@ async def test_an_ejected_replica_is_reported_not_replaced(world):
     rec.replica_out_of_rotation("api", first, reason, replace=False, until=clock.now + 10)
     await settle(rec)
     assert any(f"replica {first} out of rotation: {reason}" in m for m in messages(rec))
-    snap = rec.api_status(rec.apis["api"], wall_now=0.0, mono_now=clock.now).to_json()
+    snap = api_snapshot(rec, "api", wall_now=0.0, mono_now=clock.now)
     (row,) = [r for r in snap["replica_list"] if r["id"] == first]
     assert row["health"] == f"out of rotation: {reason}"
     assert ("stop", first) not in backend.actions
     clock.now += 11
-    snap = rec.api_status(rec.apis["api"], wall_now=0.0, mono_now=clock.now).to_json()
+    snap = api_snapshot(rec, "api", wall_now=0.0, mono_now=clock.now)
     (row,) = [r for r in snap["replica_list"] if r["id"] == first]
     assert row["health"] is None  # back in rotation
 

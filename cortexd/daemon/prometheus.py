@@ -1,0 +1,163 @@
+"""The daemon's Prometheus metrics: its status snapshot and the gateway's counters, read at scrape time.
+
+The control API (control.py) serves them at GET /metrics on the control socket and on
+the admin port. MetricsCollector turns the status snapshot (cortexd/status.py: replicas
+by state, in-flight counts, the autoscaler's count and bounds, GPUs) plus each API's
+cumulative counters from the gateway (cortexd/gateway/metrics.py APIMetrics and
+Monitor: codes, latency histograms, monitoring) into prometheus-client metric
+families, in a private CollectorRegistry (never the process-global one).
+prometheus-client is imported when a scrape first needs it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from cortexd.gateway.metrics import BOUNDS, APIMetrics, Monitor
+from cortexd.status import Status
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
+
+
+class MetricsCollector:
+    """A prometheus-client collector reading the daemon's state at scrape time.
+
+    `snapshot()` returns the status snapshot (cortexd.status.Status, the control API's /status);
+    `api_metrics()` returns each API's (APIMetrics, Monitor | None) for the
+    cumulative histograms and codes the snapshot summarises away.
+    """
+
+    def __init__(self, snapshot: Callable[[], Status],
+                 api_metrics: Callable[[], Iterable[tuple[str, APIMetrics, Monitor | None]]],
+                 unrouted: Callable[[], int] = lambda: 0):
+        self._snapshot = snapshot
+        self._api_metrics = api_metrics
+        self._unrouted = unrouted
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
+        snap = self._snapshot()
+        yield from self._request_families()
+        yield from _replica_families(snap)
+        yield from _gpu_families(snap)
+        yield CounterMetricFamily("cortexd_unrouted_requests",
+                                  "Requests for a path no API serves (404)", value=self._unrouted())
+
+    def _request_families(self) -> Iterator[Metric]:
+        """Cumulative request codes, latency histograms and monitoring, from the gateway's counters."""
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        requests = CounterMetricFamily(
+            "cortexd_requests", "Requests answered by the gateway, by API and HTTP status code",
+            labels=["api", "code"])
+        latency = HistogramMetricFamily(
+            "cortexd_request_duration_seconds", "Gateway request latency (arrival to response)",
+            labels=["api"])
+        predictions = CounterMetricFamily(
+            "cortexd_monitoring_predictions", "Predictions read for monitoring", labels=["api"])
+        unreadable = CounterMetricFamily(
+            "cortexd_monitoring_unreadable", "Responses whose prediction could not be read",
+            labels=["api"])
+        classes = CounterMetricFamily(
+            "cortexd_monitoring_class", "Predictions per class (classification monitoring)",
+            labels=["api", "class"])
+        values = GaugeMetricFamily(
+            "cortexd_monitoring_value", "Monitored regression value: min, max, avg, p50, p99",
+            labels=["api", "stat"])
+        for name, metrics, monitor in self._api_metrics():
+            for code, n in sorted(metrics.codes.items()):
+                requests.add_metric([name, str(code)], n)
+            cumulative, buckets = 0, []
+            for bound, n in zip((*BOUNDS, math.inf), metrics.buckets):
+                cumulative += n
+                buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
+            latency.add_metric([name], buckets, metrics.sum_s)
+            if monitor is None:
+                continue
+            summary = monitor.summary()
+            predictions.add_metric([name], summary["predictions"])
+            unreadable.add_metric([name], summary["unreadable"])
+            if monitor.model_type == "classification":
+                for label, n in sorted(monitor.class_counts.items()):
+                    classes.add_metric([name, label], n)
+                if monitor.other_classes:
+                    classes.add_metric([name, "_other"], monitor.other_classes)
+            else:
+                for stat in ("min", "max", "avg", "p50", "p99"):
+                    if summary[stat] is not None:
+                        values.add_metric([name, stat], summary[stat])
+        yield from (requests, latency, predictions, unreadable, classes, values)
+
+
+def _replica_families(snap: Status) -> Iterator[Metric]:
+    """In-flight requests, replicas by state, the autoscaler's count and bounds, per API."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    in_flight = GaugeMetricFamily("cortexd_in_flight_requests",
+                                  "Requests in progress at the gateway", labels=["api"])
+    replicas = GaugeMetricFamily("cortexd_replicas", "Replicas by state", labels=["api", "state"])
+    recommended = GaugeMetricFamily(
+        "cortexd_autoscaler_recommended_replicas",
+        "Replica count the autoscaler requests (the desired count)", labels=["api"])
+    bounds = GaugeMetricFamily("cortexd_replicas_bound", "min_replicas and max_replicas",
+                               labels=["api", "bound"])
+    replica_in_flight = GaugeMetricFamily(
+        "cortexd_replica_in_flight_requests", "Requests in progress per replica",
+        labels=["api", "replica"])
+    for api in snap.apis:
+        name = api.name
+        in_flight.add_metric([name], api.in_flight)
+        r = api.replicas
+        states = {"ready": 0, "starting": 0, "draining": 0, "stopping": 0}
+        for rep in api.replica_list:
+            states[rep.state] = states.get(rep.state, 0) + 1
+            replica_in_flight.add_metric([name, rep.id], rep.in_flight)
+        states["pending"] = max(0, r.requested - r.ready - r.starting)
+        for state, n in sorted(states.items()):
+            replicas.add_metric([name, state], n)
+        recommended.add_metric([name], r.requested)
+        bounds.add_metric([name, "min"], r.min)
+        bounds.add_metric([name, "max"], r.max)
+    yield from (in_flight, replica_in_flight, replicas, recommended, bounds)
+
+
+def _gpu_families(snap: Status) -> Iterator[Metric]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    gpu_util = GaugeMetricFamily("cortexd_gpu_utilization_percent",
+                                 "GPU utilization over NVML's last sample period", labels=["gpu"])
+    gpu_used = GaugeMetricFamily("cortexd_gpu_memory_used_bytes", "GPU memory in use",
+                                 labels=["gpu"])
+    gpu_total = GaugeMetricFamily("cortexd_gpu_memory_total_bytes", "GPU memory", labels=["gpu"])
+    for d in snap.gpus.devices if snap.gpus is not None else ():
+        gpu = str(d.index)
+        if d.utilization is not None:
+            gpu_util.add_metric([gpu], d.utilization)
+        gpu_used.add_metric([gpu], d.memory_used)
+        gpu_total.add_metric([gpu], d.memory_total)
+    yield from (gpu_util, gpu_used, gpu_total)
+
+
+def build_registry(collector: MetricsCollector) -> CollectorRegistry:
+    """A private CollectorRegistry holding only cortexd's collector."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """(body, content type) of the Prometheus text format for `registry`."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,477 @@
+"""The request path: from a client's request on a listening port to a replica's answer and back.
+
+    client request --> serve(): the route      (listener's port table: one dict lookup)
+                         | body up to REQUEST_BUFFER_LIMIT read first (slow clients hold no slot)
+                         | replica = least in-flight (core.routing.pick_replica)
+                         | _exchange(): request head, body, answer (relay.py: bytes, never parsed)
+                         v
+                       UpstreamPool of the replica (upstream.py: raw bytes out, httptools in)
+
+Rules kept here: a request that reached a predictor is never retried (only one that
+provably never reached it is, once, elsewhere); bodies are never parsed; every answer,
+relayed or not, carries X-Request-Id; the gateway's own answers are JSON
+(answers.py) and never carry a replica's log lines. A failed exchange counts toward
+the replica's passive health (passive_health.py). Every finished request is counted in
+its route's APIMetrics (status, latency; metrics.py), and the bodies of monitored APIs'
+2xx answers are queued for the route's Monitor, parsed later, never on the way out.
+
+Clients are not trusted to be quick (nginx is the model): a body up to
+REQUEST_BUFFER_LIMIT is read before the request takes a replica slot
+(proxy_request_buffering), each body read is bounded by the client body timeout (408),
+and bodies are forwarded still encoded (the runtime enforces the body limit on the
+decoded size). The gateway (proxy.py) makes one RequestPath and closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from time import monotonic
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
+from aiohttp.web_request import BaseRequest
+
+from cortexd.core.health import after_answer
+from cortexd.core.routing import pick_replica
+from cortexd.gateway.answers import error_answer
+from cortexd.gateway.client_errors import shown
+from cortexd.gateway.connections import ClientConnections
+from cortexd.gateway.passive_health import PassiveHealth
+from cortexd.gateway.relay import (
+    BUFFER_LIMIT,
+    BodyTooLarge,
+    BufferedResponse,
+    read_rest,
+    request_head,
+    response_headers,
+    send_streamed_body,
+    send_whole_body,
+)
+from cortexd.gateway.routes import APIRoute, Listener, ReplicaTarget
+from cortexd.gateway.upstream import (
+    UpstreamConnectError,
+    UpstreamConnection,
+    UpstreamError,
+    UpstreamNoSocket,
+    UpstreamNotDelivered,
+    UpstreamPool,
+    UpstreamTimeout,
+)
+from cortexd.spec.units import format_bytes
+
+log = logging.getLogger(__name__)
+
+# Request bodies up to this are read whole before a replica is chosen (nginx's
+# proxy_request_buffering): a slow client then holds no replica slot, no in-flight count
+# and drives no autoscaling while it uploads. Larger bodies stream through.
+REQUEST_BUFFER_LIMIT = 1024 * 1024
+# nginx's client_body_timeout: the body may pause no longer than this between reads
+CLIENT_BODY_TIMEOUT = 60.0
+# a client's X-Request-Id is kept when it is this short and made of these characters;
+# anything else (log-line forging, megabyte ids) is replaced by one the gateway makes
+_WELL_FORMED_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}").fullmatch
+
+
+class _RetryElsewhere(Exception):
+    """An exchange failed in a way that provably never reached a predictor, and may be retried."""
+
+    def __init__(self, error: UpstreamError):
+        super().__init__(str(error))
+        self.error = error
+
+
+class RequestPath:
+    """Serves the requests of every listener: routes, buffers, forwards, relays, counts."""
+
+    def __init__(self, clients: ClientConnections, health: PassiveHealth, *, max_body_size: int,
+                 no_replica_wait: float, upstream_timeout: float, client_body_timeout: float,
+                 request_buffer_size: int):
+        self.clients = clients
+        self.health = health
+        self.max_body_size = max_body_size
+        self.no_replica_wait = no_replica_wait
+        self.upstream_timeout = upstream_timeout
+        self.client_body_timeout = client_body_timeout
+        self.request_buffer_size = request_buffer_size
+        self._id_prefix, self._ids = clients.id_prefix, clients.ids  # the request ids it makes
+        self.in_flight = 0  # requests being served, all APIs
+        self.unrouted = 0  # requests answered 404 (no API at that path)
+        self.closing = False  # set by the gateway's close(): answers say `Connection: close`
+        self._idle: asyncio.Event | None = None  # set when in-flight drops to 0 while closing
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until no request is in flight (at most `timeout`, or until released); whether none is."""
+        if self.in_flight:
+            self._idle = self._idle or asyncio.Event()
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+                async with asyncio.timeout(timeout):
+                    await self._idle.wait()
+            except TimeoutError:
+                return False
+        return True
+
+    def release(self) -> None:
+        """Stop any wait in drained() at once (a forced shutdown)."""
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def serve(self, listener: Listener, request: BaseRequest) -> web.StreamResponse:
+        rid = request.headers.get("X-Request-Id")
+        if rid is None or not _WELL_FORMED_ID(rid):
+            rid = f"{self._id_prefix}{next(self._ids):x}"
+        path = request.raw_path
+        query = ""
+        q = path.find("?")
+        if q >= 0:
+            path, query = path[:q], path[q:]
+        route = listener.table.get(path)
+        if route is None:
+            self.unrouted += 1
+            resp = self._not_found(listener, path, rid)
+            if self.closing:
+                resp.force_close()
+            return resp
+        self.in_flight += 1
+        status = 500
+        resp = None
+        counted = False
+        started = monotonic()
+        try:
+            if self.closing:
+                resp, status = error_answer(503, "the gateway is shutting down", rid), 503
+                return resp
+            length = request.content_length
+            if length is not None and length > self.max_body_size:
+                resp, status = self._too_large(rid), 413
+                return resp
+            # the body first: a request takes a replica slot (in-flight, max_replica_concurrency,
+            # autoscaling) only once it is here, unless it is too large to buffer
+            body = None if length is None else b""
+            streamed = False
+            if request.body_exists:
+                content = request.content
+                if content.is_eof():  # the usual small request: its body came with its head
+                    body = content.read_nowait(-1)
+                    if length is None and len(body) > self.max_body_size:
+                        resp, status = self._too_large(rid), 413
+                        return resp
+                else:  # it did not come with its head
+                    answer, body, streamed = await self._late_body(request, length, rid)
+                    if answer is not None:
+                        resp, status = answer, answer.status
+                        return resp
+            route.in_flight += 1
+            counted = True
+            resp, status = await self._forward(request, route, query, rid, body, streamed)
+            return resp
+        finally:
+            if counted:
+                route.in_flight -= 1
+            if self.closing and resp is not None:
+                resp.force_close()
+            now = monotonic()
+            route.metrics.record(status, now - started, now)
+            monitor = route.monitor
+            if monitor is not None and 200 <= status < 300 and type(resp) is BufferedResponse \
+                    and not resp.head_only:
+                monitor.offer(resp.raw_body)  # parsed when read, not now
+            self.in_flight -= 1
+            if self.in_flight == 0 and self._idle is not None:
+                self._idle.set()
+
+    async def _late_body(self, request: BaseRequest, length: int | None,
+                         rid: str) -> tuple[web.Response | None, bytes | None, bool]:
+        """A body that did not come with its head: (answer, what is buffered, whether the rest streams).
+
+        Says `100 Continue` to a client that waits for it. A body larger than the request
+        buffer streams from the start; `answer` is set (408, 413, 400) when the body cannot be had.
+        """
+        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if length is not None and length > self.request_buffer_size:
+            return None, b"", True
+        answer, body, complete = await self._buffer_body(request, length, rid)
+        return answer, body, not complete
+
+    async def _buffer_body(self, request: BaseRequest, length: int | None,
+                           rid: str) -> tuple[web.Response | None, bytes, bool]:
+        """Read a body that did not come with its head: (answer, body, complete).
+
+        At most request_buffer_size bytes (a chunked body can be longer: the rest streams),
+        each read waiting at most client_body_timeout; `answer` is set (408, 413, 400) when
+        the body cannot be had.
+        """
+        content = request.content
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while size < self.request_buffer_size:
+                async with asyncio.timeout(self.client_body_timeout):
+                    data = await content.readany()
+                if not data:
+                    return None, b"".join(chunks), True
+                chunks.append(data)
+                size += len(data)
+                if size > self.max_body_size:
+                    return self._too_large(rid), b"", False
+        except TimeoutError:
+            return self._body_timed_out(request, rid), b"", False
+        except (OSError, RequestPayloadError, HttpProcessingError) as e:  # the client's body broke off
+            return error_answer(400, f"the request body could not be read: {shown(str(e), 100)}", rid), b"", False
+        return None, b"".join(chunks), content.at_eof()
+
+    async def _forward(self, request: BaseRequest, route: APIRoute, query: str, rid: str,
+                       body: bytes | None, streamed: bool) -> tuple[web.StreamResponse, int]:
+        replicas = route.replicas
+        if replicas:
+            i = pick_replica([t.in_flight for t in replicas], route.max_replica_concurrency, route.rr)
+            if i is None:
+                return self._at_limit(route, rid), 503
+            route.rr += 1
+            target = replicas[i]
+        else:
+            picked = await self._wait_for_replica(route, rid)
+            if isinstance(picked, web.StreamResponse):
+                return picked, picked.status
+            target = picked
+
+        # A request that provably never reached a predictor is retried once, elsewhere if
+        # possible, on a fresh connection: one whose connection could not be opened, and one
+        # whose connection closed or reset before the replica read it (UpstreamNotDelivered;
+        # only with its body buffered, so it can be sent again). Never one that reached it.
+        # (no coroutine besides _exchange's on the way: the loop turns again only to retry)
+        target.in_flight += 1
+        retry = not streamed
+        try:
+            try:
+                conn = target.pool.take_idle() or await target.pool.connect()
+            except UpstreamConnectError as first:
+                self.health.note_failure(route, target, first)
+                target = self._switch_target(route, target)
+                retry = False
+                try:
+                    conn = await target.pool.connect()
+                except UpstreamConnectError as second:
+                    self.health.note_failure(route, target, second)
+                    log.warning("api %r: %s; retried elsewhere", route.name, first)
+                    return self._unreachable(route, target, second, rid)
+            while True:
+                try:
+                    return await self._exchange(request, route, target, conn, query, rid, body, streamed)
+                except _RetryElsewhere as undelivered:
+                    if not retry:
+                        return self._failure_answer(route, target, undelivered.error, rid)
+                    retry = False
+                    target = self._switch_target(route, target)
+                    try:
+                        conn = await target.pool.connect()
+                    except UpstreamConnectError as second:
+                        self.health.note_failure(route, target, second)
+                        return self._unreachable(route, target, second, rid)
+                except BaseException:
+                    if conn.active:  # not handed back to the pool: its state is unknown
+                        conn.close()
+                    raise
+        except UpstreamNoSocket as e:  # the gateway's own shortage: the replica is not to blame
+            self.clients.short_of("connections to replicas refused", str(e))
+            return error_answer(503, "the gateway is at its connection limit and cannot reach a replica now; "
+                                    "try again shortly", rid, retry_after=True), 503
+        finally:
+            self._release_target(route, target)
+
+    def _unreachable(self, route: APIRoute, target: ReplicaTarget, e: UpstreamConnectError,
+                     rid: str) -> tuple[web.Response, int]:
+        # the replica's address goes to the log only: a client is never told where replicas listen
+        log.warning("api %r: replica %s is unreachable: %s", route.name, target.replica_id, e)
+        return error_answer(
+            502, f"api {route.name!r}: replica {target.replica_id} is unreachable ({e.reason})", rid), 502
+
+    def _switch_target(self, route: APIRoute, failed: ReplicaTarget) -> ReplicaTarget:
+        """Give up `failed` for this request and take another replica (the same if none)."""
+        self._release_target(route, failed)
+        target = self._pick_other(route, failed)
+        target.in_flight += 1
+        return target
+
+    async def _wait_for_replica(self, route: APIRoute, rid: str) -> ReplicaTarget | web.Response:
+        """Wait (bounded by no_replica_wait) until the API has a ready replica with room."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.no_replica_wait
+        while True:
+            replicas = route.replicas
+            if replicas:
+                i = pick_replica([t.in_flight for t in replicas], route.max_replica_concurrency, route.rr)
+                if i is None:
+                    return self._at_limit(route, rid)
+                route.rr += 1
+                return replicas[i]
+            if route.error is not None:
+                return error_answer(503, route.error, rid, retry_after=not self.closing)
+            if route.waiting_for is not None:
+                return error_answer(503, f"api {route.name!r} is waiting for {route.waiting_for}: no replica can "
+                                        f"start until then; see `cortexd get {route.name}`", rid, retry_after=True)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                if route.starting:
+                    message = f"api {route.name!r} is starting: no replica is ready yet"
+                else:
+                    message = f"api {route.name!r} has no ready replica"
+                return error_answer(503, message, rid, retry_after=True)
+            try:
+                async with asyncio.timeout(remaining):
+                    await route.changed_event().wait()
+            except TimeoutError:
+                pass
+
+    def _pick_other(self, route: APIRoute, failed: ReplicaTarget) -> ReplicaTarget:
+        others = [t for t in route.replicas if t is not failed]
+        i = pick_replica([t.in_flight for t in others], route.max_replica_concurrency, route.rr)
+        return others[i] if i is not None else failed
+
+    def _release_target(self, route: APIRoute, target: ReplicaTarget) -> None:
+        target.in_flight -= 1
+        if target.removed and target.in_flight == 0:
+            if route.draining.get(target.replica_id) is target:
+                del route.draining[target.replica_id]
+            target.pool.close()
+
+    async def _exchange(self, request: BaseRequest, route: APIRoute, target: ReplicaTarget,
+                        conn: UpstreamConnection, query: str, rid: str, request_body: bytes | None,
+                        streamed: bool) -> tuple[web.StreamResponse, int]:
+        """Send the request on `conn` and relay the response; never retried from here on.
+
+        `request_body` is the whole body (None: the request has none) or, when `streamed`,
+        what was read of it so far; the rest then streams from the client. The steps are
+        relay.py's; the usual request awaits only the response head.
+        """
+        conn.begin(head_only=request.method == "HEAD")
+        pool = target.pool  # the one `conn` came from (an ejected replica gets a new one)
+        head = request_head(request, target.host, target.port, query, rid, request_body, streamed)
+        try:
+            if not streamed:
+                send_whole_body(conn, head, request_body)
+            else:
+                await send_streamed_body(conn, request, head, request_body, upstream_timeout=self.upstream_timeout,
+                                         body_timeout=self.client_body_timeout, max_body_size=self.max_body_size)
+        except UpstreamError as e:
+            return self._upstream_failed(route, target, conn, e, rid)
+        except BodyTooLarge:
+            conn.close()  # the replica sees an unfinished request and drops it
+            return self._too_large(rid), 413
+        except TimeoutError:  # before OSError: TimeoutError is one
+            conn.close()
+            return self._body_timed_out(request, rid), 408
+        except (OSError, RequestPayloadError, HttpProcessingError) as e:  # the client's body broke off
+            conn.close()
+            return error_answer(400, f"the request body could not be read: {shown(str(e), 100)}", rid), 400
+
+        try:
+            await conn.wait_head(self.upstream_timeout)
+        except UpstreamError as e:
+            return self._upstream_failed(route, target, conn, e, rid)
+        if target.health.streak:  # it answered: its failure streak ends
+            target.health = after_answer(target.health)
+        status = conn.status
+        headers, length = response_headers(conn.headers)
+        if conn.complete:  # the usual answer: all of it came with its head
+            body = conn.take_body()
+            pool.release(conn)
+            return BufferedResponse(status, headers, rid, body, conn.head_only, length), status
+        return await self._relay_rest(request, route, target, pool, conn, status, headers, length, rid)
+
+    async def _relay_rest(self, request: BaseRequest, route: APIRoute, target: ReplicaTarget,
+                          pool: UpstreamPool, conn: UpstreamConnection, status: int, headers: list[tuple[bytes, bytes]],
+                          length: bytes | None, rid: str) -> tuple[web.StreamResponse, int]:
+        """Relay a response whose body is still coming: whole when small, else streamed."""
+        if length is not None and int(length) <= BUFFER_LIMIT:
+            try:
+                body = await read_rest(conn, self.upstream_timeout)
+            except UpstreamError as e:
+                return self._upstream_failed(route, target, conn, e, rid)
+            pool.release(conn)
+            return BufferedResponse(status, headers, rid, body), status
+        out = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
+        out.append(("X-Request-Id", rid))
+        return await self._stream(request, route, target, conn, status, out, length)
+
+    async def _stream(self, request: BaseRequest, route: APIRoute, target: ReplicaTarget,
+                      conn: UpstreamConnection, status: int, headers: list[tuple[str, str]],
+                      length: bytes | None) -> tuple[web.StreamResponse, int]:
+        """Relay a chunked or large response piece by piece, as the replica sends it."""
+        resp = web.StreamResponse(status=status, headers=headers)
+        if length is not None:
+            resp.content_length = int(length)
+        try:
+            await resp.prepare(request)
+            while data := await conn.read_body(self.upstream_timeout):
+                await resp.write(data)
+        except UpstreamError as e:
+            # the status line is out: the only honest signal left is an incomplete response
+            log.warning("api %r: replica %s failed mid-response: %s", route.name, target.replica_id, e)
+            conn.close()
+            transport = request.transport
+            if transport is not None:
+                transport.abort()
+            return resp, 502
+        except ConnectionError:  # the client went away; the rest of the response has no reader
+            conn.close()
+            return resp, status
+        target.pool.release(conn)
+        return resp, status
+
+    def _upstream_failed(self, route: APIRoute, target: ReplicaTarget, conn: UpstreamConnection,
+                         e: UpstreamError, rid: str) -> tuple[web.Response, int]:
+        """502 (or 504 for a timeout) for an exchange that failed before anything was relayed.
+
+        Raises _RetryElsewhere instead when the replica provably never read the request
+        (_forward decides whether it can be sent again). Either way the failure counts
+        toward the replica's passive health.
+        """
+        conn.close()
+        self.health.note_failure(route, target, e)
+        if isinstance(e, UpstreamNotDelivered):
+            raise _RetryElsewhere(e)
+        return self._failure_answer(route, target, e, rid)
+
+    def _failure_answer(self, route: APIRoute, target: ReplicaTarget, e: UpstreamError,
+                        rid: str) -> tuple[web.Response, int]:
+        if isinstance(e, UpstreamTimeout):
+            status, hint = 504, " (the gateway's upstream timeout)"
+        else:
+            status, hint = 502, ""
+        return error_answer(status, f"api {route.name!r}: replica {target.replica_id}: {e}{hint}", rid), status
+
+    def _not_found(self, listener: Listener, path: str, rid: str) -> web.Response:
+        endpoints = listener.endpoints
+        served = ", ".join(endpoints) if endpoints else "none"
+        return error_answer(
+            404, f"no api is served at {path} on port {listener.port}; endpoints here: {served}",
+            rid, extra={"endpoints": endpoints})
+
+    def _body_timed_out(self, request: BaseRequest, rid: str) -> web.Response:
+        """408 and close: the client paused its body longer than client_body_timeout."""
+        timeout = self.client_body_timeout
+        self.clients.client_error("request body timeout", f"from {request.remote}: no body bytes for {timeout:g} s")
+        resp = error_answer(408, f"the request body paused for more than {timeout:g} s (the gateway's "
+                                "client body timeout)", rid)
+        resp.force_close()
+        request.protocol.close_after_answer()
+        return resp
+
+    def _too_large(self, rid: str) -> web.Response:
+        resp = error_answer(
+            413, f"the request body is larger than the gateway's limit of {format_bytes(self.max_body_size)}; "
+                 "send a smaller payload", rid)
+        resp.force_close()  # the unread rest of the body: closing beats reading it to keep the connection
+        return resp
+
+    def _at_limit(self, route: APIRoute, rid: str) -> web.Response:
+        n = len(route.replicas)
+        return error_answer(
+            503, f"api {route.name!r} is at its concurrency limit (max_replica_concurrency="
+                 f"{route.max_replica_concurrency} per replica, {n} replica{'s' if n != 1 else ''})",
+            rid, retry_after=True)
