@@ -1,49 +1,38 @@
 """The process backend: each replica is a local child process running predictor_runtime.
 
 The embedded default when no Docker engine answers, so a fresh machine serves
-without Docker. A replica is `python -m predictor_runtime --spec F --port P` on
-an ephemeral loopback port, in its own process group (so its worker processes
-stop with it). Its stdout and stderr are one pipe that a thread of the daemon
-(LogPump) copies into the replica's log, rotated by size (cortexd/logfiles.py):
-a child writing straight into the file could not be rotated, and would fill the
-disk. The pump reads a bounded chunk at a time and never touches the event loop;
-a predictor that prints faster than the disk takes it waits on the pipe.
-The spec hash is recorded with each child, so the reconciler re-reads observed
-state from here like it does from Docker labels. Replicas die with the daemon: on Linux each
-one gets SIGTERM when the daemon dies, even by SIGKILL (PR_SET_PDEATHSIG), and
-run_dir/<replica>.pid lets the next daemon SIGKILL what is left anyway
-(reap_leftovers(), called before it clears run_dir).
+without Docker. This module is the backend's bookkeeping: who an API's replicas run
+as, the replicas it started (their spec hash is recorded with each child, so the
+reconciler re-reads observed state from here like it does from Docker labels), their
+logs, CPU time and exit, stopping them, and what a killed daemon left. Starting one
+replica (command line, environment, files, spawn under isolation) is replica_launch.py's;
+its folders (a private spec and TMPDIR, a persistent HOME) are replica_files.py's.
 
-A replica gets none of the daemon's environment but what the runtime needs
-(isolation.inherited_environment), a private folder outside the daemon's home (its spec,
-readable by its user alone, and its TMPDIR, 0700: private_dir(), removed off the loop when it
-stops), a HOME that persists across replica starts (its ~/.cache: api_home()), and, when the
-daemon runs as root, a uid of its API's own (isolation.RunAs, replica_uids.py) or, where that
-uid could not run it, the daemon's user with a notice; replica_of_peer() tells the control API
-which connecting processes are a replica's, to refuse them (and the daemon refuses all its
-descendants: process_guard.py).
+Replicas die with the daemon: on Linux each one gets SIGTERM when the daemon dies, even by
+SIGKILL (PR_SET_PDEATHSIG), and run_dir/<replica>.pid lets the next daemon SIGKILL what is
+left anyway (reap_leftovers(), called before it clears run_dir).
+
+When the daemon runs as root, a replica runs as a uid of its API's own (isolation.RunAs,
+replica_uids.py) or, where that uid could not run it, the daemon's user with a notice;
+replica_of_peer() tells the control API which connecting processes are a replica's, to
+refuse them (and the daemon refuses all its descendants: process_guard.py).
 
 A root daemon also puts each replica in cgroups of its own (cgroups.py): compute.mem and a
 pids limit hold there, and an OOM kill shows as one. compute.cpu is not enforced here
 (Cortex's request; the Docker backend makes it a limit); compute.gpu maps to
-CUDA_VISIBLE_DEVICES from placement, with CUDA_DEVICE_ORDER=PCI_BUS_ID so CUDA numbers the GPUs
-as NVML (placement) does. `isolation(api)` says, for `cortexd get API`, who the replicas run as
-and which limits hold.
+CUDA_VISIBLE_DEVICES from placement (replica_launch.replica_environment). `isolation(api)`
+says, for `cortexd get API`, who the replicas run as and which limits hold.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import sysconfig
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -56,24 +45,27 @@ from cortexd.backends.container_args import instance_for_home, pids_limit
 from cortexd.backends.isolation import (
     ReplicaUser,
     RunAs,
-    child_setup,
-    inherited_environment,
-    layered_environment,
     not_isolated_notice,
-    read_dotenv,
     replica_paths,
     resolve_replica_user,
     unreadable_by,
 )
+from cortexd.backends.replica_files import (
+    PRIVATE_PREFIX,
+    SHARED_REPLICA_HOMES,
+    remove_homes,
+    remove_private_dir,
+)
+from cortexd.backends.replica_launch import (
+    RUNTIME_ROOT,
+    LogPump,
+    ReplicaLauncher,
+    is_replica_process,
+    signal_group,
+)
 from cortexd.backends.replica_uids import UidRegistry
 from cortexd.errors import BackendError
-from cortexd.home import write_text_nofollow
-from cortexd.logfiles import (
-    DEFAULT_FILES,
-    DEFAULT_MAX_BYTES,
-    RotatingLogWriter,
-    read_tail,
-)
+from cortexd.logfiles import DEFAULT_FILES, DEFAULT_MAX_BYTES, read_tail
 from cortexd.procfs import cpu_seconds_by_session, processes_of, session_members, stat_fields
 from cortexd.spec.model import APISpec
 
@@ -81,159 +73,6 @@ if TYPE_CHECKING:
     from cortexd.backends.environments import ProjectEnvironments
 
 log = logging.getLogger("cortexd.process")
-
-PUMP_CHUNK = 256 * 1024
-RUNTIME_MODULE = "predictor_runtime"
-
-
-PRIVATE_PREFIX = "cortexd-replica-"
-
-
-def private_dir(replica_id: str, user: ReplicaUser) -> Path:
-    """A new folder of the replica's own, in the system's temporary folder: its runtime spec
-    (read-only) and its TMPDIR `tmp` (writable by the replica's user only). Mode 0711: the
-    replica's user can reach both without listing it; nobody else can enter its TMPDIR."""
-    folder = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{replica_id}-"))
-    folder.chmod(0o711)
-    tmp = folder / "tmp"
-    tmp.mkdir(mode=0o700)
-    if user.drops(os.getuid()):
-        os.chown(tmp, user.uid, user.gid)
-    return folder
-
-
-def write_private(path: Path, text: str, user: ReplicaUser) -> None:
-    """A new file readable by `user` alone (0400), from its creation on."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o400)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    if user.drops(os.getuid()):
-        os.chown(path, user.uid, user.gid)
-
-
-def remove_private_dir(folder: Path | None) -> None:
-    """(blocking: a predictor's TMPDIR can be large; stop() runs it in a thread)"""
-    if folder is not None and folder.name.startswith(PRIVATE_PREFIX):
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-# a root daemon's replica HOMEs (next to its environment cache, settings.SHARED_ENV_CACHE):
-# its own home is closed to the replicas' users. An isolated API's HOME is named by its uid
-# (replica_uids.py), which belongs to that API for as long as its daemon's home exists.
-SHARED_REPLICA_HOMES = Path("/var/cache/cortexd/replica-homes")
-
-
-def default_homes_dir(user: ReplicaUser, daemon_uid: int) -> Path:
-    """Where the APIs' persistent HOMEs live: shared for a root daemon with unprivileged
-    replicas, else the user's cache folder (outside the daemon's home)."""
-    if user.drops(daemon_uid):
-        return SHARED_REPLICA_HOMES
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "cortexd" / "replica-homes"
-
-
-def api_home(homes_dir: Path, name: str, user: ReplicaUser) -> Path:
-    """The persistent HOME of an API's replicas (kept across replica starts, so ~/.cache, the
-    Hugging Face and torch hub caches, is downloaded once): homes_dir/<name>, 0700, owned by
-    the replicas' user (what an earlier owner left in it too); homes_dir itself 0711 (entered,
-    never listed, by that user)."""
-    homes_dir.mkdir(parents=True, exist_ok=True)
-    homes_dir.chmod(0o711)
-    home = homes_dir / name
-    home.mkdir(mode=0o700, exist_ok=True)
-    st = home.lstat()
-    if home.is_symlink() or not home.is_dir():
-        raise OSError(f"{home} is not a folder")
-    if user.drops(os.getuid()) and (st.st_uid, st.st_gid) != (user.uid, user.gid):
-        for path in [home, *home.rglob("*")]:
-            os.chown(path, user.uid, user.gid, follow_symlinks=False)
-    home.chmod(0o700)
-    return home
-
-
-def remove_homes(homes_dir: Path, names: list[str]) -> None:
-    """(blocking) The HOMEs of uids given up (replica_uids.py drops them with their daemon)."""
-    for name in names:
-        path = homes_dir / name
-        if not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def free_loopback_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-RUNTIME_ROOT = str(Path(__file__).resolve().parents[2])  # where predictor_runtime is imported from
-
-
-def replica_environment(
-    spec: APISpec, gpu_ids: tuple[int, ...], base: Mapping[str, str], *,
-    dotenv: Mapping[str, str] | None = None, home: str | None = None, user: str | None = None,
-    limits: Mapping[str, str] | None = None, tmpdir: str | None = None,
-) -> dict[str, str]:
-    """The environment of a replica process, from nothing but: the few variables of the daemon's
-    environment `base` that the runtime needs (isolation.INHERITED), HOME (the API's persistent home),
-    TMPDIR (the replica's private folder) and USER, then the API's `env` < the project's `.env`,
-    then PYTHONPATH, the GPUs and the daemon's `limits` (DaemonSettings.replica_limits: the
-    runtime enforces what the gateway does)."""
-    env = inherited_environment(base)
-    env.setdefault("PATH", os.defpath)
-    if tmpdir:
-        env["TMPDIR"] = tmpdir
-    if home:
-        env["HOME"] = home
-    if user:
-        env["USER"] = env["LOGNAME"] = user
-    env.update(layered_environment(spec.predictor.env, dotenv or {}, {}))
-    paths = [spec.predictor.python_path, spec.project_dir, RUNTIME_ROOT]
-    if env.get("PYTHONPATH"):  # the API's own (env or .env), after the project and the runtime
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    env["PYTHONUNBUFFERED"] = "1"
-    # placement numbers GPUs as NVML does (PCI bus order); CUDA's default order is fastest first
-    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids) if gpu_ids else ""
-    env.update(limits or {})
-    return env
-
-
-class LogPump:
-    """Copies what a replica writes to its stdout/stderr pipe into its rotated log, on a thread.
-
-    Ends when every process holding the pipe's write end has exited (end of file).
-    A write that fails (disk full) drops that chunk, says so once in the daemon log,
-    and goes on reading, so the replica never blocks on a full pipe.
-    """
-
-    def __init__(self, read_fd: int, writer: RotatingLogWriter, name: str):
-        self._fd = read_fd
-        self._writer = writer
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        failed = False
-        try:
-            while True:
-                data = os.read(self._fd, PUMP_CHUNK)
-                if not data:
-                    return
-                try:
-                    self._writer.write(data)
-                except OSError as e:
-                    if not failed:
-                        log.error("replica output to %s is lost: %s", self._writer.path, e)
-                    failed = True
-        finally:
-            os.close(self._fd)
-            self._writer.close()
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
 
 
 @dataclass
@@ -243,7 +82,7 @@ class _Child:
     log_path: Path
     pump: LogPump | None = None
     stopping: bool = False
-    private_dir: Path | None = None  # the replica's spec and TMPDIR (private_dir())
+    private_dir: Path | None = None  # the replica's spec and TMPDIR (replica_files.private_dir())
     cgroup: ReplicaCgroup | None = None  # its limits (cgroups.py), a root daemon's
 
 
@@ -272,9 +111,11 @@ class ProcessBackend:
         self._homes_dir = Path(os.path.abspath(homes_dir)) if homes_dir is not None else None
         # absolute: the --spec argument is what reap_leftovers() recognises a replica by
         self._run_dir = Path(os.path.abspath(run_dir))
-        self._log_dir = Path(os.path.abspath(log_dir))
         self._host = host
-        self._log_rotation = (log_max_bytes, log_files)  # per replica: at most size x files on disk
+        # how each replica starts: its log (at most size x files on disk per replica), its HOME,
+        # and DaemonSettings.replica_limits() in its environment
+        self._launcher = ReplicaLauncher(self._run_dir, Path(os.path.abspath(log_dir)), host,
+                                         (log_max_bytes, log_files), self._homes_dir, dict(limits or {}))
         self._children: dict[str, _Child] = {}
         # the daemon whose replicas these are (its home): the uid registry's and cgroups' owner
         self._owner = owner or str(self._run_dir.parent)
@@ -297,7 +138,6 @@ class ProcessBackend:
         self._environments = environments
         if environments is not None:  # builds run project code: never as another API's uid
             environments.build_users = self
-        self._limits = dict(limits or {})  # DaemonSettings.replica_limits(), into every replica
 
     async def collect_garbage(self, deployed: list[APISpec]) -> None:
         """At start: remove the cached environments no deployed API uses (but the newest few)."""
@@ -346,89 +186,14 @@ class ProcessBackend:
             self._notify(run_as.notice, spec.name)
         if run_as.isolated:
             self._api_uids[user.uid] = spec.name
-        log_dir = self._log_dir / spec.name
-        log_path = log_dir / f"{replica_id}.log"
-        dotenv = read_dotenv(spec.project_dir, spec.name)
-        private: Path | None = None
-        cgroup: ReplicaCgroup | None = None
-        writer: RotatingLogWriter | None = None
-        read_fd = write_fd = -1
-        process = None
-        try:
-            try:  # a full disk or a read-only home: a clear error, not a traceback
-                self._run_dir.mkdir(parents=True, exist_ok=True)
-                log_dir.mkdir(parents=True, exist_ok=True)
-                # outside the daemon's home (0700), which a replica of another user could not enter
-                private = private_dir(replica_id, user)
-                home = api_home(self._homes_dir or default_homes_dir(user, os.getuid()),
-                                str(user.uid) if run_as.isolated else spec.name, user)
-                spec_file = private / f"{replica_id}.json"
-                # readable by the replica's user alone (it holds predictor.config's values)
-                write_private(spec_file, spec.runtime_spec().dumps(), user)
-                writer = RotatingLogWriter(log_path, *self._log_rotation)
-                cgroup = await asyncio.to_thread(cgroups.create, replica_id, limits)
-                attach = cgroup.open_attach() if cgroup is not None else []
-            except OSError as e:
-                raise BackendError(
-                    f"could not start a replica of api {spec.name!r}: cannot write its files "
-                    f"({e.strerror or e}: {e.filename or self._run_dir})"
-                ) from e
-            port = free_loopback_port(self._host)
-            env = replica_environment(spec, gpu_ids, os.environ, dotenv=dotenv,
-                                      home=str(home), user=user.name, limits=self._limits,
-                                      tmpdir=str(private / "tmp"))
-            read_fd, write_fd = os.pipe()  # the child's stdout and stderr; LogPump reads it
-            drop = user if user.drops(os.getuid()) else None
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    interpreter, "-m", RUNTIME_MODULE,
-                    "--spec", str(spec_file), "--host", self._host, "--port", str(port),
-                    cwd=spec.project_dir, env=env,
-                    stdin=asyncio.subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
-                    start_new_session=True,  # own session and process group: workers stop with it
-                    # into its cgroups, as its user, and it stops with the daemon (isolation.py)
-                    preexec_fn=child_setup(drop, attach, sig=signal.SIGTERM),
-                )
-            except (OSError, subprocess.SubprocessError) as e:
-                raise BackendError(f"could not start a replica of api {spec.name!r}: {e}") from e
-            finally:
-                os.close(write_fd)  # the child has it; end of file comes when the replica is gone
-                write_fd = -1
-                if cgroup is not None:
-                    cgroup.close_attach()
-            pump = LogPump(read_fd, writer, name=f"logs-{replica_id}")
-            pump.start()
-            read_fd = -1
-            writer = None  # the pump closes it
-            try:
-                # the private folder's path: the next daemon recognises the replica by its --spec
-                write_text_nofollow(self._pid_file(replica_id), f"{process.pid}\n{private}\n")
-            except OSError as e:
-                raise BackendError(
-                    f"could not start a replica of api {spec.name!r}: cannot write its files "
-                    f"({e.strerror or e}: {e.filename})"
-                ) from e
-        except BaseException:
-            # a failed start leaves nothing behind: no process, folder, cgroup or descriptor
-            if process is not None and process.returncode is None:
-                self._signal_group(process.pid, signal.SIGKILL)
-                await asyncio.shield(process.wait())
-            for fd in (read_fd, write_fd):
-                if fd >= 0:
-                    os.close(fd)
-            if writer is not None:
-                writer.close()
-            remove_private_dir(private)
-            if cgroup is not None:
-                await asyncio.shield(asyncio.to_thread(cgroup.remove))
-            raise
+        launched = await self._launcher.launch(spec, replica_id, gpu_ids, interpreter, run_as, cgroups, limits)
         info = ReplicaInfo(
             api=spec.name, replica_id=replica_id, spec_hash=spec.spec_hash, state="running",
-            host=self._host, port=port, started_at=time.time(), gpu_ids=tuple(gpu_ids),
-            extra={"pid": str(process.pid), "user": user.name},
+            host=self._host, port=launched.port, started_at=time.time(), gpu_ids=tuple(gpu_ids),
+            extra={"pid": str(launched.process.pid), "user": user.name},
         )
-        self._children[replica_id] = _Child(info, process, log_path, pump, private_dir=private,
-                                            cgroup=cgroup)
+        self._children[replica_id] = _Child(info, launched.process, launched.log_path, launched.pump,
+                                            private_dir=launched.private_dir, cgroup=launched.cgroup)
         return info
 
     # -- who replicas run as ---------------------------------------------------------------------
@@ -549,26 +314,23 @@ class ProcessBackend:
         child.stopping = True
         proc = child.process
         if proc.returncode is None:
-            self._signal_group(proc.pid, signal.SIGTERM)
+            signal_group(proc.pid, signal.SIGTERM)
             try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
                 async with asyncio.timeout(timeout):
                     await proc.wait()
             except TimeoutError:
-                self._signal_group(proc.pid, signal.SIGKILL)
+                signal_group(proc.pid, signal.SIGKILL)
                 await proc.wait()
         # workers that outlived their supervisor still belong to the group
-        self._signal_group(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)
         self._children.pop(replica_id, None)
         await asyncio.to_thread(remove_private_dir, child.private_dir)  # off the loop: TMPDIR
         if child.cgroup is not None:  # (and what a predictor daemonized inside it)
             await asyncio.to_thread(child.cgroup.remove)
         try:
-            self._pid_file(replica_id).unlink()
+            self._launcher.pid_file(replica_id).unlink()
         except FileNotFoundError:
             pass
-
-    def _pid_file(self, replica_id: str) -> Path:
-        return self._run_dir / f"{replica_id}.pid"
 
     def reap_leftovers(self, wait: float = 5.0, proc: str = "/proc") -> list[int]:
         """SIGKILL the replicas a previous daemon on this run_dir left running; the pids killed.
@@ -609,7 +371,7 @@ class ProcessBackend:
                 continue  # the session id now belongs to something else
             log.warning("killing replica processes %s left by a previous daemon (%s)",
                         ", ".join(map(str, sorted(pids))), sids[sid])
-            self._signal_group(sid, signal.SIGKILL)
+            signal_group(sid, signal.SIGKILL)
             for pid in pids:  # members that left the group
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -620,17 +382,10 @@ class ProcessBackend:
         deadline = time.monotonic() + wait
         while killed_sids and session_members(killed_sids, proc) and time.monotonic() < deadline:
             time.sleep(0.05)
-        for private in privates:
-            remove_private_dir(private)
+        for folder in privates:
+            remove_private_dir(folder)
         self._detect_cgroups().reap()
         return sorted(killed)
-
-    @staticmethod
-    def _signal_group(pid: int, sig: int) -> None:
-        try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def replica_of_peer(self, pid: int, uid: int, proc: str = "/proc") -> str | None:
         """The replica a control-socket peer (SO_PEERCRED pid and uid) belongs to, else None.
@@ -671,7 +426,7 @@ class ProcessBackend:
                 out.append(replace(child.info, state="exited", exit_code=code, oom_killed=oom))
         return out
 
-    async def cpu_seconds(self, replica_ids: list[str]) -> dict[str, float]:
+    async def cpu_seconds(self, replica_ids: builtins.list[str]) -> dict[str, float]:
         """CPU time (user + system, seconds) used so far by each replica's live processes."""
         sids = {int(c.info.extra["pid"]): rid for rid, c in self._children.items()
                 if rid in replica_ids and c.process.returncode is None}
@@ -681,7 +436,7 @@ class ProcessBackend:
     async def settle(self) -> None:
         """Nothing to wait for: start() registers a child before it returns to the loop."""
 
-    async def logs(self, replica_id: str, tail: int | None = None) -> list[str]:
+    async def logs(self, replica_id: str, tail: int | None = None) -> builtins.list[str]:
         child = self._children.get(replica_id)
         if child is None:
             return []
@@ -698,17 +453,3 @@ class ProcessBackend:
         await asyncio.gather(*(self.stop(rid) for rid in list(self._children)))
         if self._environments is not None:
             await self._environments.close()  # builds in progress: their pip is stopped
-
-
-def is_replica_process(pid: int, spec_file: str, proc: str = "/proc") -> bool:
-    """Whether `pid` runs predictor_runtime on `spec_file` (a replica's supervisor or worker)."""
-    try:
-        with open(f"{proc}/{pid}/cmdline", "rb") as f:
-            args = f.read().split(b"\0")
-    except OSError:
-        return False
-    try:
-        i = args.index(b"--spec")
-    except ValueError:
-        return False
-    return RUNTIME_MODULE.encode() in args and args[i + 1:i + 2] == [os.fsencode(spec_file)]

@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from cortexd.backends.process import ProcessBackend, replica_environment
+from cortexd.backends.process import ProcessBackend
+from cortexd.backends.replica_launch import replica_environment
 from cortexd.errors import BackendError
 from tests.builders import make_spec
 
@@ -69,7 +70,7 @@ async def test_start_on_a_full_disk_is_a_backend_error(tmp_path, monkeypatch):
     def full(path, *args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr("cortexd.backends.process.write_private", full)
+    monkeypatch.setattr("cortexd.backends.replica_launch.write_private", full)
     backend = ProcessBackend(tmp_path / "run", tmp_path / "logs")
     with pytest.raises(BackendError, match=r"api 'echo'.*No space left on device.*echo-1\.json"):
         await backend.start(make_spec(tmp_path), "echo-1")
