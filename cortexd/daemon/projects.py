@@ -31,7 +31,8 @@ from cortexd.daemon.watcher import (
 )
 from cortexd.errors import ConfigError, ConfigProblem
 from cortexd.spec import APISpec, load_config
-from cortexd.spec.validate import cross_api_findings, format_path
+from cortexd.spec.findings import format_path
+from cortexd.spec.validate import cross_api_findings
 
 
 @dataclass(frozen=True)

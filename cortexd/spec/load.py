@@ -26,6 +26,7 @@ import yaml
 
 from cortexd.errors import ConfigError, ConfigProblem
 from cortexd.spec import units
+from cortexd.spec.findings import Finding, FindingKind, Path_, format_path
 from cortexd.spec.model import (
     APISpec,
     AutoscalingSpec,
@@ -38,17 +39,8 @@ from cortexd.spec.model import (
     PredictorSpec,
     UpdateStrategySpec,
 )
-from cortexd.spec.validate import (
-    CheckedAPI,
-    Finding,
-    FindingKind,
-    Path_,
-    apply_defaults,
-    check_api,
-    cross_api_findings,
-    format_path,
-    schema_findings,
-)
+from cortexd.spec.schema import apply_defaults, schema_findings
+from cortexd.spec.validate import CheckedAPI, check_api, cross_api_findings
 
 CONFIG_FILE_NAMES = ("cortex.yaml", "cortex.yml")
 VALID_KINDS = "RealtimeAPI, api (legacy), deployment (legacy)"

@@ -10,7 +10,8 @@ import pytest
 
 from cortexd.errors import ConfigError
 from cortexd.spec import load_config
-from cortexd.spec.validate import check_api, format_path
+from cortexd.spec.findings import format_path
+from cortexd.spec.validate import check_api
 from tests.builders import config_problems as problems
 
 

@@ -10,7 +10,8 @@ import pytest
 from cortexd.core import rollout
 from cortexd.spec import units
 from cortexd.spec.load import load_documents
-from cortexd.spec.validate import SCHEMA_LOCATIONS, check_api, load_schema
+from cortexd.spec.schema import SCHEMA_LOCATIONS, load_schema
+from cortexd.spec.validate import check_api
 from tests.builders import config_problems as problems
 
 REPO = Path(__file__).resolve().parents[2]
