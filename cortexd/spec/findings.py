@@ -16,7 +16,7 @@ Path_ = tuple[str | int, ...]
 
 
 class FindingKind(enum.Enum):
-    """What a finding says is wrong, where code acts on it (spec/load.py's _merge), not only a person."""
+    """What a finding says is wrong, where code acts on it (spec/entries.py's _merge), not only a person."""
 
     OTHER = "other"
     # the value is not of a type, choice or format the field takes, and the message says what

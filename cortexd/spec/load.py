@@ -4,52 +4,35 @@
     load_documents(text, file, project_dir)   the same from text (tests, `cortexd validate`)
 
 This is the I/O edge of the configuration layer. It reads the files, parses them
-with a safe loader that records the line/column of every key and value, dispatches
-each entry on `kind` (RealtimeAPI; the legacy `kind: api` / `kind: deployment`,
-translated here into the RealtimeAPI shape), hands plain dicts to spec.validate,
-and turns its path-addressed findings into ConfigProblems with file:line:column.
-Every problem of every file is collected and raised as one ConfigError; nothing
-is returned unless the whole configuration is valid.
+with a safe loader that records the line/column of every key and value, and hands each
+API entry, a plain dict with its marks, to spec/entries.py: dispatched on `kind`
+(RealtimeAPI; the legacy `kind: api` / `kind: deployment`, translated by spec/legacy.py
+into the RealtimeAPI shape), checked by spec.validate, its path-addressed findings turned
+into ConfigProblems with file:line:column. Every problem of every file is collected and
+raised as one ConfigError; nothing is returned unless the whole configuration is valid,
+each API then an APISpec (spec/build.py).
 """
 
 from __future__ import annotations
 
-import copy
 import datetime
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, overload
+from dataclasses import dataclass
+from typing import Any, overload
 
 import yaml
 
 from cortexd.errors import ConfigError, ConfigProblem
 from cortexd.spec import units
-from cortexd.spec.findings import Finding, FindingKind, Path_, format_path
-from cortexd.spec.model import (
-    APISpec,
-    AutoscalingSpec,
-    BatchingSpec,
-    ComputeSpec,
-    ModelSpec,
-    ModelsSpec,
-    MonitoringSpec,
-    NetworkingSpec,
-    PredictorSpec,
-    UpdateStrategySpec,
-)
-from cortexd.spec.schema import apply_defaults, schema_findings
-from cortexd.spec.validate import CheckedAPI, check_api, cross_api_findings
+from cortexd.spec.build import build_spec
+from cortexd.spec.entries import Entry, FieldMarks, FileResult, Marks, Pos, check_entries, check_kinds
+from cortexd.spec.findings import Finding, Path_
+from cortexd.spec.model import APISpec
+from cortexd.spec.validate import cross_api_findings
 
 CONFIG_FILE_NAMES = ("cortex.yaml", "cortex.yml")
-VALID_KINDS = "RealtimeAPI, api (legacy), deployment (legacy)"
-UNSUPPORTED_KINDS = {
-    "BatchAPI": "BatchAPI is not supported by cortexd (single-host RealtimeAPI only)",
-    "TrafficSplitter": "TrafficSplitter is not supported by cortexd (single-host RealtimeAPI only)",
-    "APISplitter": "APISplitter is not supported by cortexd (single-host RealtimeAPI only)",
-    "SyncAPI": "SyncAPI is not supported by cortexd: Cortex 0.19 renamed it; use kind: RealtimeAPI",
-}
 # Aliases can make a small file expand into a huge tree; refuse past this many values.
 MAX_VALUES_PER_FILE = 200_000
 # Deeper nesting than this is refused where it starts (the composer recurses per level).
@@ -59,19 +42,6 @@ MAX_NESTING = 100
 MAX_INTEGER_DIGITS = 100
 # Paths whose contents are free-form (handed to the predictor): non-finite floats allowed there.
 FREE_FORM = (("predictor", "config"), ("predictor", "metadata"), ("metadata",))
-
-Pos = tuple[int, int]  # 1-based line, column
-
-
-class FieldMarks(NamedTuple):
-    """Where a field was written: its key (None for list items and merged keys) and its value
-    (None where the parsed tree carries no mark for it)."""
-
-    key: Pos | None
-    value: Pos | None
-
-
-Marks = dict[Path_, FieldMarks]  # path -> where its key and value were written
 
 
 @dataclass(frozen=True)
@@ -257,7 +227,7 @@ class _Plain:
                                          f"found an integer of {value.digits} digits"))
             return None
         if isinstance(value, float) and not math.isfinite(value) and not _free_form(path):
-            self.non_finite.append((path, value))  # _merge says what was expected there
+            self.non_finite.append((path, value))  # entries._merge says what was expected there
         if value is None or isinstance(value, (str, int, float, bool)):
             return value
         self.findings.append(Finding(path, f"unsupported YAML value ({type(value).__name__}); "
@@ -267,12 +237,6 @@ class _Plain:
 
 def _free_form(path: Path_) -> bool:
     return any(path[:len(prefix)] == prefix for prefix in FREE_FORM)
-
-
-def _float_text(value: float) -> str:
-    if math.isnan(value):
-        return ".nan (not a number)"
-    return ".inf (infinity)" if value > 0 else "-.inf (minus infinity)"
 
 
 def _line_column(text: str, position: int) -> Pos:
@@ -285,70 +249,8 @@ def _line_column(text: str, position: int) -> Pos:
 # -- one file ------------------------------------------------------------------------
 
 
-@dataclass
-class _Entry:
-    """One API entry of a file, on its way to an APISpec."""
-
-    file: str
-    project_dir: str
-    pos: Pos
-    doc: dict[str, Any]  # as written
-    marks: Marks
-    kind: str
-    yaml_findings: list[Finding] = field(default_factory=list)  # duplicate keys, non-string keys...
-    non_finite: list[tuple[Path_, float]] = field(default_factory=list)  # (path as written, value)
-    legacy_paths: dict[Path_, Path_] | None = None  # RealtimeAPI path prefix -> legacy path prefix
-    checked: CheckedAPI | None = None
-    problems: list[ConfigProblem] = field(default_factory=list)
-
-    @property
-    def name(self) -> str | None:
-        return self.doc.get("name") if isinstance(self.doc.get("name"), str) else None
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.pos[0]}"
-
-    def locate(self, finding: Finding, *, as_written: bool = False) -> tuple[Pos, str]:
-        """Position and printable field path of a finding (legacy field names for legacy entries;
-        as_written: the finding's path already names the fields as the file does)."""
-        path = finding.path
-        if self.legacy_paths is not None and not as_written:
-            path = _to_legacy(path, self.legacy_paths)
-        for n in range(len(path), -1, -1):
-            if path[:n] in self.marks:
-                key_pos, value_pos = self.marks[path[:n]]
-                if n == len(path):
-                    pos = key_pos if finding.on_key and key_pos else value_pos
-                else:  # the field is missing: point at the key of the mapping that lacks it
-                    pos = key_pos or value_pos
-                return pos or self.pos, format_path(path)
-        return self.pos, format_path(path)
-
-    def problem(self, finding: Finding, *, as_written: bool = False) -> ConfigProblem:
-        (line, column), path = self.locate(finding, as_written=as_written)
-        return ConfigProblem(self.file, line, column, self.name, path, finding.message)
-
-    def notice(self, finding: Finding) -> str:
-        (line, _), _ = self.locate(finding)
-        return str(ConfigProblem(self.file, line, None, self.name, "", finding.message))
-
-
-def _to_legacy(path: Path_, mapping: dict[Path_, Path_]) -> Path_:
-    for n in range(len(path), 0, -1):
-        if path[:n] in mapping:
-            return mapping[path[:n]] + path[n:]
-    return path
-
-
-@dataclass
-class _FileResult:
-    entries: list[_Entry] = field(default_factory=list)
-    problems: list[ConfigProblem] = field(default_factory=list)
-
-
-def _read_entries(text: str, file: str, project_dir: str) -> _FileResult:
-    result = _FileResult()
+def _read_entries(text: str, file: str, project_dir: str) -> FileResult:
+    result = FileResult()
     try:
         documents = _parse_yaml(text)
     except yaml.MarkedYAMLError as e:
@@ -405,235 +307,23 @@ def _read_entries(text: str, file: str, project_dir: str) -> _FileResult:
                 f"the file is too large (more than {MAX_VALUES_PER_FILE} values once aliases are expanded)"))
             return result
         kind = doc.get("kind")
-        entry = _Entry(file, project_dir, pos, doc, marks, kind if isinstance(kind, str) else "",
-                       yaml_findings=plain.findings, non_finite=plain.non_finite)
+        entry = Entry(file, project_dir, pos, doc, marks, kind if isinstance(kind, str) else "",
+                      yaml_findings=plain.findings, non_finite=plain.non_finite)
         result.entries.append(entry)
     return result
 
 
-def _check_kinds(result: _FileResult) -> str | None:
-    """Refuse unknown kinds; return the legacy deployment name, if the file has one."""
-    deployment: str | None = None
-    first_deployment: _Entry | None = None
-    for entry in result.entries:
-        kind = entry.doc.get("kind")
-        if not isinstance(kind, str) and "kind" in entry.doc:
-            entry.problems.append(entry.problem(Finding(("kind",), f"expected one of {VALID_KINDS}; found "
-                                                        f"{units.describe_value(kind)}")))
-        elif kind == "deployment":
-            findings = schema_findings(entry.doc, "legacy_deployment")
-            if first_deployment is not None:
-                findings.append(Finding(("kind",), "only one kind: deployment entry is allowed per file "
-                                        f"(the first is on line {first_deployment.pos[0]})"))
-            first_deployment = first_deployment or entry
-            entry.problems += [entry.problem(f) for f in findings]
-            if not findings:
-                deployment = entry.doc["name"]
-        elif kind in UNSUPPORTED_KINDS:
-            entry.problems.append(entry.problem(Finding(("kind",), UNSUPPORTED_KINDS[kind])))
-        elif "kind" not in entry.doc:
-            entry.problems.append(entry.problem(Finding(("kind",), f"missing required field; expected one of "
-                                                        f"{VALID_KINDS}")))
-        elif kind not in ("RealtimeAPI", "api"):
-            entry.problems.append(entry.problem(Finding(("kind",), f"unknown kind; expected one of {VALID_KINDS}; "
-                                                        f"found {units.describe_value(kind)}")))
-    return deployment
-
-
-def _translate_legacy(doc: dict[str, Any], deployment: str | None
-                      ) -> tuple[dict[str, Any] | None, dict[Path_, Path_], list[Finding]]:
-    """A legacy `kind: api` document (schema-valid, legacy defaults filled) in the RealtimeAPI shape.
-
-    Returns the translated document, the map from RealtimeAPI field paths back to the
-    legacy ones (so messages name the fields the user wrote), and translation problems.
-    """
-    pred0 = doc.get("predictor", {})
-    findings = []
-    if "python" in doc and "predictor" in doc:
-        findings.append(Finding(("predictor",), "give the predictor either as python.predictor or as "
-                                "predictor.path (Cortex 0.10-0.12), not both", on_key=True))
-    if "python" not in doc and "predictor" not in doc:
-        findings.append(Finding(("python",), "missing required field; expected python: {predictor: "
-                                "<path to the predictor python file>} (or predictor: {path: ...})"))
-    for key in ("python_path", "metadata"):
-        if key in doc and key in pred0:
-            findings.append(Finding(("predictor", key), f"{key} is given twice (at the top level and in "
-                                    "predictor); keep one", on_key=True))
-    if findings:
-        return None, {}, findings
-
-    paths: dict[Path_, Path_] = {("name",): ("name",), ("kind",): ("kind",)}
-    predictor: dict[str, Any] = {"type": "python"}
-    if "python" in doc:
-        predictor["path"] = doc["python"]["predictor"]
-        paths[("predictor", "path")] = ("python", "predictor")
-    else:
-        predictor["path"] = pred0["path"]
-        paths[("predictor", "path")] = ("predictor", "path")
-    if "model" in pred0:
-        predictor["model_path"] = pred0["model"]
-        paths[("predictor", "model_path")] = ("predictor", "model")
-    for target, sources in (("python_path", (("python_path",), ("predictor", "python_path"))),
-                            ("config", (("metadata",), ("predictor", "metadata")))):
-        for source in sources:
-            node: Any = doc
-            for part in source:
-                node = node.get(part) if isinstance(node, dict) else None
-            if node is not None:
-                predictor[target] = node
-                paths[("predictor", target)] = source
-    paths[("predictor",)] = ("python",) if "python" in doc else ("predictor",)
-
-    name = doc["name"]
-    endpoint = doc.get("endpoint") or (f"/{deployment}/{name}" if deployment else f"/{name}")
-    paths[("networking", "endpoint")] = ("endpoint",)
-    compute = doc.get("compute", {})
-    out: dict[str, Any] = {
-        "name": name,
-        "kind": "api",
-        "predictor": predictor,
-        "networking": {"endpoint": endpoint},
-        "compute": {k: compute[k] for k in ("cpu", "gpu", "mem") if k in compute},
-        "autoscaling": {k: compute[k] for k in ("min_replicas", "max_replicas", "init_replicas",
-                                                 "target_cpu_utilization") if k in compute},
-    }
-    # legacy APIs scaled with a Kubernetes HPA on CPU, which scales up without a stabilization
-    # period (its 5-minute downscale window is Cortex's default downscale period)
-    out["autoscaling"]["upscale_stabilization_period"] = "0s"
-    paths[("compute",)] = ("compute",)
-    paths[("autoscaling",)] = ("compute",)
-    if "tracker" in doc:
-        out["monitoring"] = dict(doc["tracker"])
-        paths[("monitoring",)] = ("tracker",)
-    return out, paths, []
-
-
-def _check_entries(result: _FileResult, deployment: str | None, default_port: int | None) -> None:
-    for entry in result.entries:
-        if entry.problems:  # refused kind
-            continue
-        if entry.kind == "RealtimeAPI":
-            entry.checked = check_api(entry.doc, entry.project_dir, default_port=default_port)
-        elif entry.kind == "api":
-            findings = schema_findings(entry.doc, "legacy_api")
-            if not findings:
-                translated, entry.legacy_paths, findings = _translate_legacy(
-                    apply_defaults(entry.doc, "legacy_api"), deployment)
-            if findings:
-                entry.legacy_paths = None
-                entry.problems += _merge(entry, findings)
-                continue
-            assert translated is not None  # _translate_legacy returns a document when it finds no problem
-            entry.checked = check_api(translated, entry.project_dir, legacy=True, default_port=default_port)
-        else:
-            entry.problems += _merge(entry, [])
-            continue
-        entry.problems += _merge(entry, entry.checked.findings)
-
-
-def _merge(entry: _Entry, findings: list[Finding]) -> list[ConfigProblem]:
-    """YAML-level findings first; a validation finding at the same place adds nothing.
-
-    A non-finite number (.inf, .nan) is refused wherever it is written: where a field takes
-    numbers, as "expected a finite number" (ahead of any bound it breaks); where it takes
-    something else, the schema's type error (with its hint to quote) says more.
-    """
-    problems = [entry.problem(f) for f in entry.yaml_findings]
-    mistyped: dict[str, str] = {}
-    for f in findings:
-        if f.kind is FindingKind.FORM:  # it says what the field takes and that a number was found
-            mistyped.setdefault(entry.locate(f)[1], f.message)
-    for path, value in entry.non_finite:
-        message = mistyped.get(format_path(path), f"expected a finite number; found {_float_text(value)}")
-        problems.append(entry.problem(Finding(path, message), as_written=True))  # one problem per place
-    seen = {(p.line, p.path) for p in problems}
-    for finding in findings:
-        problem = entry.problem(finding)
-        if (problem.line, problem.path) not in seen:
-            problems.append(problem)
-    return problems
-
-
-def _read_text(text: str, file: str, project_dir: str, default_port: int | None = None) -> _FileResult:
+def _read_text(text: str, file: str, project_dir: str, default_port: int | None = None) -> FileResult:
     result = _read_entries(text, file, project_dir)
-    deployment = _check_kinds(result)
-    _check_entries(result, deployment, default_port)
+    deployment = check_kinds(result)
+    check_entries(result, deployment, default_port)
     return result
 
 
-# -- APISpec ----------------------------------------------------------------------------
+# -- the whole configuration --------------------------------------------------------
 
 
-def build_spec(doc: dict[str, Any], project_dir: str, source_file: str, source_line: int) -> APISpec:
-    """The APISpec of a checked, completed document (units converted: seconds, cores, bytes)."""
-    p = doc["predictor"]
-    models = None
-    if "models" in p:
-        m = p["models"]
-        models = ModelsSpec(
-            paths=tuple(ModelSpec(e["name"], e["model_path"], e.get("signature_key")) for e in m.get("paths", ())),
-            dir=m.get("dir"),
-            signature_key=m.get("signature_key"),
-            cache_size=m.get("cache_size"),
-            disk_cache_size=m.get("disk_cache_size"),
-        )
-    batching = None
-    if p.get("server_side_batching"):
-        b = p["server_side_batching"]
-        batching = BatchingSpec(int(b["max_batch_size"]), units.parse_duration(b["batch_interval"]))
-    predictor = PredictorSpec(
-        type=p["type"],
-        path=p["path"],
-        python_path=p["python_path"],
-        model_path=p.get("model_path"),
-        signature_key=p.get("signature_key"),
-        models=models,
-        server_side_batching=batching,
-        processes_per_replica=int(p["processes_per_replica"]),
-        threads_per_process=int(p["threads_per_process"]),
-        config=copy.deepcopy(p.get("config", {})),
-        image=p.get("image"),
-        tensorflow_serving_image=p.get("tensorflow_serving_image"),
-        env=dict(p.get("env", {})),
-    )
-    n, c, a, u = doc["networking"], doc["compute"], doc["autoscaling"], doc["update_strategy"]
-    monitoring = doc.get("monitoring")
-    return APISpec(
-        name=doc["name"],
-        kind="api" if doc["kind"] == "api" else "RealtimeAPI",
-        predictor=predictor,
-        networking=NetworkingSpec(n["endpoint"], int(n["local_port"]), n["api_gateway"]),
-        compute=ComputeSpec(
-            cpu=0.0 if c["cpu"] is None else units.parse_cpu(c["cpu"]),  # null: no CPU limit
-            gpu=int(c["gpu"]),
-            inf=int(c["inf"]),
-            mem=None if c["mem"] is None else units.parse_memory(c["mem"]),
-        ),
-        autoscaling=AutoscalingSpec(
-            min_replicas=int(a["min_replicas"]),
-            max_replicas=int(a["max_replicas"]),
-            init_replicas=int(a["init_replicas"]),
-            target_replica_concurrency=float(a["target_replica_concurrency"]),
-            max_replica_concurrency=int(a["max_replica_concurrency"]),
-            window=units.parse_duration(a["window"]),
-            downscale_stabilization_period=units.parse_duration(a["downscale_stabilization_period"]),
-            upscale_stabilization_period=units.parse_duration(a["upscale_stabilization_period"]),
-            max_downscale_factor=float(a["max_downscale_factor"]),
-            max_upscale_factor=float(a["max_upscale_factor"]),
-            downscale_tolerance=float(a["downscale_tolerance"]),
-            upscale_tolerance=float(a["upscale_tolerance"]),
-            target_cpu_utilization=a.get("target_cpu_utilization"),
-        ),
-        update_strategy=UpdateStrategySpec(units.parse_surge(u["max_surge"]), units.parse_surge(u["max_unavailable"])),
-        monitoring=None if monitoring is None else MonitoringSpec(monitoring["model_type"], monitoring.get("key")),
-        project_dir=project_dir,
-        source_file=source_file,
-        source_line=source_line,
-        raw=doc,
-    )
-
-
-def _finish(results: Sequence[_FileResult], problems: list[ConfigProblem], files: Sequence[str]) -> LoadedConfig:
+def _finish(results: Sequence[FileResult], problems: list[ConfigProblem], files: Sequence[str]) -> LoadedConfig:
     entries = [e for r in results for e in r.entries]
     problems = problems + [p for r in results for p in r.problems] + [p for e in entries for p in e.problems]
     checked = [(e, c) for e in entries if (c := e.checked) is not None]
@@ -646,7 +336,7 @@ def _finish(results: Sequence[_FileResult], problems: list[ConfigProblem], files
     return LoadedConfig(apis, notices, tuple(files))
 
 
-def _in_file_order(entry: _Entry, findings: list[Finding]) -> list[Finding]:
+def _in_file_order(entry: Entry, findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: entry.locate(f)[0])
 
 
@@ -674,7 +364,7 @@ def load_config(paths: Sequence[str], *, default_port: int | None = None) -> Loa
     default_port: the local_port of every API that sets none (`cortexd up --port`; else 8888).
     """
     problems: list[ConfigProblem] = []
-    results: list[_FileResult] = []
+    results: list[FileResult] = []
     files: list[str] = []
     for path in paths:
         file = _config_file(os.path.abspath(path))
