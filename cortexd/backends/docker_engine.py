@@ -18,10 +18,14 @@ import contextlib
 import os
 import socket
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cortexd.backends.images import ImageBuilder, Progress
 from cortexd.errors import BackendError, BackendUnavailable, CortexdError
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.containers import Container
 
 NVIDIA_REMEDY = (
     "Docker cannot give containers GPUs on this host (no NVIDIA runtime in the engine: {detail}). "
@@ -108,7 +112,7 @@ def image_missing(error: BaseException | None) -> bool:
     return isinstance(error, docker.errors.ImageNotFound)
 
 
-def connect(base_url: str | None = None, timeout: float | None = None) -> Any:
+def connect(base_url: str | None = None, timeout: float | None = None) -> DockerClient:
     """A docker-py client for the engine at base_url (else DOCKER_HOST, else the local socket)."""
     import docker
 
@@ -116,9 +120,14 @@ def connect(base_url: str | None = None, timeout: float | None = None) -> Any:
     if problem:
         raise unavailable(base_url, problem)
     with docker_errors("connecting to the Docker engine", base_url):
+        if base_url and timeout:
+            # types-docker says int (as docker-py's docstring); it goes to requests and the socket, which take a float
+            return docker.DockerClient(base_url=base_url, timeout=timeout)  # type: ignore[arg-type]
         if base_url:
-            return docker.DockerClient(base_url=base_url, **({"timeout": timeout} if timeout else {}))
-        return docker.from_env(**({"timeout": int(max(1, timeout))} if timeout else {}))
+            return docker.DockerClient(base_url=base_url)
+        if timeout:
+            return docker.from_env(timeout=int(max(1, timeout)))
+        return docker.from_env()
 
 
 def probe(base_url: str | None = None, timeout: float = 3.0) -> str | None:
@@ -131,7 +140,7 @@ def probe(base_url: str | None = None, timeout: float = 3.0) -> str | None:
             import docker
 
             client = (
-                docker.DockerClient(base_url=base_url, timeout=timeout)
+                docker.DockerClient(base_url=base_url, timeout=timeout)  # type: ignore[arg-type]  # as in connect()
                 if base_url
                 else docker.from_env(timeout=int(max(1, timeout)))
             )
@@ -152,12 +161,12 @@ class DockerEngine:
     client: an existing docker-py client (else one is made on first use, from base_url).
     """
 
-    def __init__(self, base_url: str | None = None, client: Any = None):
+    def __init__(self, base_url: str | None = None, client: DockerClient | None = None):
         self.base_url = base_url
         self._client = client
 
     @property
-    def client(self) -> Any:
+    def client(self) -> DockerClient:
         if self._client is None:
             self._client = connect(self.base_url)
         return self._client
@@ -210,7 +219,7 @@ class DockerEngine:
             raise
         return container.attrs
 
-    def _find(self, name: str) -> Any | None:
+    def _find(self, name: str) -> Container | None:
         import docker.errors
 
         try:
@@ -241,7 +250,8 @@ class DockerEngine:
         container = self._find(name)
         if container is None or container.status != "running":
             return None
-        stats = container.stats(stream=False, one_shot=True)
+        # types-docker has no overload for stream=False, which returns one dict (not an iterator)
+        stats = cast(dict[str, Any], container.stats(stream=False, one_shot=True))
         usage = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
         return usage / 1e9 if usage is not None else None
 

@@ -6,12 +6,15 @@ rest of cortexd, never sees them; docker_engine.py does the same for containers 
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cortexd.errors import BackendError
 
+if TYPE_CHECKING:
+    from docker import DockerClient
 
-def has_image(client: Any, name: str) -> bool:
+
+def has_image(client: DockerClient, name: str) -> bool:
     """Whether the engine has image `name` (ImageNotFound: no)."""
     import docker.errors
 
@@ -22,7 +25,7 @@ def has_image(client: Any, name: str) -> bool:
     return True
 
 
-def pull_image(client: Any, name: str) -> str | None:
+def pull_image(client: DockerClient, name: str) -> str | None:
     """Pull `name`; None when it came, else the engine's explanation."""
     import docker.errors
 
@@ -33,7 +36,7 @@ def pull_image(client: Any, name: str) -> str | None:
     return None
 
 
-def run_once(client: Any, image: str, argv: list[str], user: str) -> tuple[int, str, str]:
+def run_once(client: DockerClient, image: str, argv: list[str], user: str) -> tuple[int, str, str]:
     """Run `argv` in a short container of `image` (no network) and remove it: (exit code, stdout,
     stderr). create/start/wait rather than containers.run, which leaks its attach socket on
     failure. A container that cannot be created is a BackendError with the engine's explanation;

@@ -26,7 +26,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cortexd.backends.environment_plan import project_imports, project_pip_env
 from cortexd.backends.image_calls import has_image, pull_image, run_once
@@ -57,6 +57,9 @@ from cortexd.credentials import redact_credentials
 from cortexd.errors import BackendError
 from cortexd.spec.model import APISpec
 
+if TYPE_CHECKING:
+    from docker import DockerClient
+
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 OFFLINE_BASE_IMAGE = "cortexd/base:bookworm"
 BASE_IMAGE_ENV = "CORTEXD_BASE_IMAGE"
@@ -80,7 +83,7 @@ class ImageBuilder:
 
     def __init__(
         self,
-        client: Any,
+        client: DockerClient,
         base_image: str | None = None,
         progress: Progress | None = None,
         pip: PipSettings | None = None,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cortexd.backends.docker import DockerBackend
 from cortexd.backends.docker_engine import docker_errors
@@ -30,6 +30,9 @@ from cortexd.kube.bundle import read_image_files
 from cortexd.kube.export import check_request, image_files_for
 from cortexd.spec.model import APISpec
 from cortexd.spec.units import format_bytes
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 Say = Callable[[str], None]
 
@@ -73,7 +76,7 @@ class PushProgress:
         return None
 
 
-def push(client: Any, image: str, say: Say) -> None:
+def push(client: DockerClient, image: str, say: Say) -> None:
     repository, _, tag = image.rpartition(":")
     registry = repository.split("/", 1)[0]
     say(f"pushing {image} ...")
@@ -91,7 +94,7 @@ def push(client: Any, image: str, say: Say) -> None:
 
 
 def build_images(apis: list[APISpec], registry: str | None, do_push: bool, say: Say,
-                 base_image: str | None = None, client: Any = None) -> list[BuiltImage]:
+                 base_image: str | None = None, client: DockerClient | None = None) -> list[BuiltImage]:
     registry = check_request(registry, "deployment")
     # look at every API's files first (sizes and digests, read in chunks, never held): a missing
     # model is said before any build starts; then each API is built on its own, its context
