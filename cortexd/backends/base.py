@@ -9,6 +9,7 @@ Tests of the reconciler use a recording fake of this protocol.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -71,10 +72,10 @@ class ReplicaBackend(Protocol):
     async def list(self) -> list[ReplicaInfo]:
         """Every replica this backend owns, including exited ones not yet removed."""
 
-    async def cpu_seconds(self, replica_ids: list[str]) -> dict[str, float]:
+    async def cpu_seconds(self, replica_ids: builtins.list[str]) -> dict[str, float]:
         """CPU time used so far by each running replica (for CPU-based autoscaling)."""
 
-    async def logs(self, replica_id: str, tail: int | None = None) -> list[str]:
+    async def logs(self, replica_id: str, tail: int | None = None) -> builtins.list[str]:
         """The replica's output lines (stdout and stderr together)."""
 
     def log_path(self, replica_id: str) -> str | None:

@@ -23,6 +23,7 @@ by the container's user.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import os
 import sys
@@ -326,7 +327,7 @@ class DockerBackend:
         self._logs.prune({info.replica_id for info in infos})
         return infos
 
-    async def cpu_seconds(self, replica_ids: list[str]) -> dict[str, float]:
+    async def cpu_seconds(self, replica_ids: builtins.list[str]) -> dict[str, float]:
         """CPU time (seconds) each replica's container used so far (cgroup usage, one-shot stats)."""
 
         async def safe(replica_id: str) -> float | None:
@@ -339,7 +340,7 @@ class DockerBackend:
         values = await asyncio.gather(*(safe(r) for r in replica_ids))
         return {r: v for r, v in zip(replica_ids, values) if v is not None}
 
-    async def logs(self, replica_id: str, tail: int | None = None) -> list[str]:
+    async def logs(self, replica_id: str, tail: int | None = None) -> builtins.list[str]:
         data = await self._call(f"reading the logs of replica {replica_id}", self._engine.container_logs,
                                 container_name(self.instance, replica_id), tail)
         return data.decode("utf-8", "replace").splitlines()

@@ -163,7 +163,7 @@ def runtime_identity() -> str:
 def runtime_pins(versions: bool = False) -> list[tuple[str, str]]:
     """(canonical name, "name==version", or the version alone) of the runtime's distributions
     that an index can serve (editable and local installs, cortexd's own among them, left out)."""
-    out = {}
+    out: dict[str, str] = {}
     for d in importlib.metadata.distributions():
         name = d.metadata["Name"] if d.metadata else None
         if not name or d.read_text("direct_url.json"):

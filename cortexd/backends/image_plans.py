@@ -75,7 +75,7 @@ def runtime_plan(
 ) -> BuildPlan:
     """The predictor image of a family/variant: tag = hash of everything that goes in."""
     flavour = f"{family}-{compute}.txt"
-    files = {
+    files: dict[str, bytes | HostFile] = {
         "Dockerfile": dockerfile,
         "requirements/runtime.txt": requirements["runtime.txt"],
         f"requirements/{flavour}": requirements[flavour],

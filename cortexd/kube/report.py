@@ -54,7 +54,11 @@ def both(kind: Kind, text: str) -> tuple[Where, Where]:
     return Where(kind, text), Where(kind, text)
 
 
-M, I, S, R = "manifest", "image", "section", "report"  # noqa: E741 - the mapping table's one-letter kinds
+# the mapping table's one-letter kinds
+M: Kind = "manifest"
+I: Kind = "image"  # noqa: E741
+S: Kind = "section"
+R: Kind = "report"
 SPEC = "baked into the image's runtime spec (/etc/cortexd/spec.json)"
 MONITORING = ("Cortex sent predictions to CloudWatch; nothing in a cluster collects them: log them from "
               "post_predict, or scrape the pods' /metrics")
