@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from http import HTTPStatus
+from typing import Protocol, cast
 
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
@@ -63,6 +64,16 @@ def encode(text: str) -> bytes:
 _NEVER_HOP = frozenset({b"close", b"keep-alive", b"host"})
 
 
+class PeerAddress(Protocol):
+    """The client's address as the forwarding headers say it: what the gateway server's
+    protocol (client_connection.ClientConnection, which imports this module) makes once per
+    connection."""
+
+    peer: bytes  # X-Forwarded-For and X-Real-IP
+    forwarded_for: bytes  # RFC 7239's Forwarded
+    peer_headers: bytes  # all three header lines, for a request that claims none
+
+
 class BodyTooLarge(Exception):
     """A streamed chunked request body grew past the gateway's limit (answered 413)."""
 
@@ -93,8 +104,8 @@ def request_head(request: BaseRequest, host: str, port: int, query: str, rid: st
     # to Forwarded (RFC 7239 `for=`), and as X-Real-IP, replacing what the client claimed
     forwarded_for = headers.getall("X-Forwarded-For", None)
     forwarded = headers.getall("Forwarded", None)
+    protocol = cast(PeerAddress, request.protocol)
     if forwarded_for or forwarded:
-        protocol = request.protocol
         peer = protocol.peer
         if forwarded_for:
             peer_for = encode(", ".join(forwarded_for)) + b", " + peer
@@ -105,7 +116,7 @@ def request_head(request: BaseRequest, host: str, port: int, query: str, rid: st
         lines.append(b"Forwarded: " + (encode(", ".join(forwarded)) + b", " if forwarded else b"")
                      + protocol.forwarded_for)
     else:
-        lines.append(request.protocol.peer_headers)  # all three, made once per connection
+        lines.append(protocol.peer_headers)  # all three, made once per connection
     if request.version < (1, 1) and "Host" not in headers:
         # HTTP/1.0 needs no Host; the HTTP/1.1 the replica is spoken to does
         lines.append(b"Host: %b:%d" % (encode(host), port))

@@ -28,6 +28,7 @@ import asyncio
 import logging
 import re
 from time import monotonic
+from typing import cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -37,6 +38,7 @@ from aiohttp.web_request import BaseRequest
 from cortexd.core.health import after_answer
 from cortexd.core.routing import pick_replica
 from cortexd.gateway.answers import error_answer
+from cortexd.gateway.client_connection import ClientConnection
 from cortexd.gateway.client_errors import shown
 from cortexd.gateway.connections import ClientConnections
 from cortexd.gateway.passive_health import PassiveHealth
@@ -131,13 +133,13 @@ class RequestPath:
         route = listener.table.get(path)
         if route is None:
             self.unrouted += 1
-            resp = self._not_found(listener, path, rid)
+            not_found = self._not_found(listener, path, rid)
             if self.closing:
-                resp.force_close()
-            return resp
+                not_found.force_close()
+            return not_found
         self.in_flight += 1
         status = 500
-        resp = None
+        resp: web.StreamResponse | None = None
         counted = False
         started = monotonic()
         try:
@@ -355,6 +357,7 @@ class RequestPath:
             if not streamed:
                 send_whole_body(conn, head, request_body)
             else:
+                assert request_body is not None  # a streamed body: what was read of it (_late_body)
                 await send_streamed_body(conn, request, head, request_body, upstream_timeout=self.upstream_timeout,
                                          body_timeout=self.client_body_timeout, max_body_size=self.max_body_size)
         except UpstreamError as e:
@@ -459,7 +462,7 @@ class RequestPath:
         resp = error_answer(408, f"the request body paused for more than {timeout:g} s (the gateway's "
                                 "client body timeout)", rid)
         resp.force_close()
-        request.protocol.close_after_answer()
+        cast(ClientConnection, request.protocol).close_after_answer()  # the gateway server's protocol
         return resp
 
     def _too_large(self, rid: str) -> web.Response:

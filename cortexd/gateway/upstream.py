@@ -124,6 +124,7 @@ class UpstreamConnection(asyncio.Protocol):
             sockets.open += 1
 
     def data_received(self, data: bytes) -> None:
+        assert self.transport is not None  # set by connection_made(), before any of the callbacks
         if not self.active or self.complete:
             # bytes nobody asked for (e.g. after a HEAD response): the framing is unknown now
             self.keep_alive = False
@@ -228,6 +229,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._buffered += len(body)
         if self._buffered > HIGH_WATER and not self._read_paused:
             self._read_paused = True
+            assert self.transport is not None
             self.transport.pause_reading()
         self._wake()
 
@@ -264,6 +266,7 @@ class UpstreamConnection(asyncio.Protocol):
                     "the replica had closed the connection; the request was not delivered")
             raise self.error or UpstreamDisconnected(
                 "the connection to the replica closed while the request was sent")
+        assert self.transport is not None  # open: connected
         self.transport.write(data)
 
     async def drain(self, timeout: float) -> None:
@@ -297,6 +300,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._buffered = 0
         if self._read_paused and self.open:
             self._read_paused = False
+            assert self.transport is not None
             self.transport.resume_reading()
         return data
 
