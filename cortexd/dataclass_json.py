@@ -100,6 +100,7 @@ def _plan(cls: type) -> _Plan:
 
 def _field(f: dataclasses.Field[Any], hint: Any) -> _Field:
     zero = _zero(hint)
+    absent: Callable[[], Any]
     if f.default is not dataclasses.MISSING:
         absent = functools.partial(_same, f.default)
     elif f.default_factory is not dataclasses.MISSING:
@@ -142,11 +143,11 @@ def _writer(hint: Any) -> Convert | None:
     if isinstance(origin, type) and dataclasses.is_dataclass(origin):
         return to_json
     if origin is tuple:
-        item = _writer(args[0]) if args else None
-        return list if item is None else (lambda v: [item(x) for x in v])
+        write_item = _writer(args[0]) if args else None
+        return list if write_item is None else (lambda v: [write_item(x) for x in v])
     if origin in (dict, Mapping):
-        item = _writer(args[1]) if len(args) == 2 else None
-        return dict if item is None else (lambda v: {k: item(x) for k, x in v.items()})
+        write_value = _writer(args[1]) if len(args) == 2 else None
+        return dict if write_value is None else (lambda v: {k: write_value(x) for k, x in v.items()})
     if _is(origin, enum.Enum):
         return operator.attrgetter("value")
     if _is(origin, PurePath):
@@ -163,11 +164,11 @@ def _reader(hint: Any) -> Convert | None:
     if isinstance(origin, type) and dataclasses.is_dataclass(origin):
         return functools.partial(from_json, origin)
     if origin is tuple:
-        item = _reader(args[0]) if args else None
-        return tuple if item is None else (lambda v: tuple(item(x) for x in v))
+        read_item = _reader(args[0]) if args else None
+        return tuple if read_item is None else (lambda v: tuple(read_item(x) for x in v))
     if origin in (dict, Mapping):
-        item = _reader(args[1]) if len(args) == 2 else None
-        return dict if item is None else (lambda v: {k: item(x) for k, x in v.items()})
+        read_value = _reader(args[1]) if len(args) == 2 else None
+        return dict if read_value is None else (lambda v: {k: read_value(x) for k, x in v.items()})
     if _is(origin, enum.Enum) or _is(origin, PurePath):
         return Path if _is(origin, PurePath) else origin
     return None

@@ -51,7 +51,7 @@ class LogClock:
     def sample(self, live: set[str] | None = None) -> None:
         """Record where every replica log ends, for those that grew (or appeared) since the last
         sample; with `live`, remove the logs of gone replicas beyond the newest KEEP_GONE per API."""
-        seen = set()
+        seen: set[str] = set()
         try:
             api_dirs = list(os.scandir(self.log_dir))
         except OSError:

@@ -142,8 +142,10 @@ def _gpu_families(snap: Status) -> Iterator[Metric]:
         gpu = str(d.index)
         if d.utilization is not None:
             gpu_util.add_metric([gpu], d.utilization)
-        gpu_used.add_metric([gpu], d.memory_used)
-        gpu_total.add_metric([gpu], d.memory_total)
+        if d.memory_used is not None:
+            gpu_used.add_metric([gpu], d.memory_used)
+        if d.memory_total is not None:
+            gpu_total.add_metric([gpu], d.memory_total)
     yield from (gpu_util, gpu_used, gpu_total)
 
 

@@ -112,6 +112,12 @@ class Daemon:
         self._noticed: set[str] = set()  # APIs told what the backend ignores of them (notices())
         self._loader: concurrent.futures.ProcessPoolExecutor | None = None  # see _load_off_loop
 
+    @property
+    def _started_reconciler(self) -> Reconciler:
+        """The reconciler start() made: the control API, the watcher and the logs come after it."""
+        assert self.reconciler is not None, "the daemon has not started"
+        return self.reconciler
+
     # -- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
@@ -226,7 +232,7 @@ class Daemon:
                 projects, problems = await self._load_off_loop(
                     reload_projects, self.projects, self.settings.default_local_port)
                 reasons = roll_reasons(self.projects, projects)
-                await self.reconciler.apply(self._desired(projects), reasons=reasons)
+                await self._started_reconciler.apply(self._desired(projects), reasons=reasons)
             except CortexdError as e:  # e.g. a new local_port that is taken
                 self.config_error = str(e)
                 self.events.add(f"configuration rejected; the previous version keeps serving. {e}",
@@ -315,7 +321,7 @@ class Daemon:
                 raise ConfigError(problems)
             summary = deploy_summary(self.projects, after, incoming, self._deleted)
             deleted = self._deleted - {n for p in incoming for n in p.names}  # deployed again: back
-            await self.reconciler.apply(
+            await self._started_reconciler.apply(
                 [s for p in after for s in p.specs if s.name not in deleted],
                 reasons=roll_reasons(self.projects, after))
             # only an applied configuration replaces what is watched and shown
@@ -330,14 +336,14 @@ class Daemon:
 
     async def delete_api(self, name: str) -> None:
         async with self._config_lock:
-            if name not in self.reconciler.apis:
+            if name not in self._started_reconciler.apis:
                 raise UnknownAPI(self._unknown(name))
-            specs = [s.spec for n, s in self.reconciler.apis.items() if n != name]
-            await self.reconciler.apply(specs)
+            specs = [s.spec for n, s in self._started_reconciler.apis.items() if n != name]
+            await self._started_reconciler.apply(specs)
             self._deleted.add(name)
 
     def _unknown(self, name: str) -> str:
-        names = ", ".join(sorted(self.reconciler.apis)) or "none"
+        names = ", ".join(sorted(self._started_reconciler.apis)) or "none"
         return f"no api named {name!r} (apis: {names})"
 
     def replica_of_peer(self, pid: int, uid: int) -> str | None:
@@ -346,7 +352,7 @@ class Daemon:
     def status(self) -> Status:
         """The status snapshot (cortexd/status.py): control API /status, the live view, /metrics."""
         wall, mono = time.time(), time.monotonic()
-        rec = self.reconciler
+        rec = self._started_reconciler
         daemon = DaemonStatus(
             __version__, os.getpid(), self.backend.name if self.backend else None, self.backend_reason,
             self.settings.host, round(wall - self.started_at, 1), tuple(self.config_files),
@@ -369,7 +375,7 @@ class Daemon:
 
     async def replica_models(self, name: str) -> dict[str, dict]:
         """{replica id: the models it serves} for `cortexd get API` (control API /apis/{name})."""
-        return await self.reconciler.replica_models(name)
+        return await self._started_reconciler.replica_models(name)
 
     def _url(self, port: int, endpoint: str) -> str:
         host = self.settings.host
@@ -394,11 +400,12 @@ class Daemon:
         if previous:
             found = previous_logs(self.settings.previous_log_dir, name)
             if not found:
-                known = f"api {name!r} has" if name in self.reconciler.apis else f"{self._unknown(name)}; it has"
+                known = (f"api {name!r} has" if name in self._started_reconciler.apis
+                         else f"{self._unknown(name)}; it has")
                 raise UnknownAPI(f"{known} no logs from the daemon's previous run (one run back is kept, in "
                                  f"{self.settings.previous_log_dir}); `cortexd logs {name}` shows this run's")
             return list(found)
-        if name not in self.reconciler.apis:
+        if name not in self._started_reconciler.apis:
             raise UnknownAPI(self._unknown(name))
         sources: dict[str, str | None] = {}
         api_dir = self.settings.log_dir / name
@@ -406,7 +413,7 @@ class Daemon:
             files = sorted(api_dir.glob("*.log"), key=lambda p: p.stat().st_mtime)
             for f in files[-8:]:
                 sources[f.stem] = str(f)
-        for info in self.reconciler.observed.values():
+        for info in self._started_reconciler.observed.values():
             if info.api == name and info.replica_id not in sources:
                 sources[info.replica_id] = self.backend.log_path(info.replica_id)
         return list(sources.items())
@@ -446,7 +453,7 @@ class Daemon:
             if not busy:  # a log that grows fast is read on at once, so -f keeps up with it
                 await asyncio.sleep(0.25)
             # pick up replicas started since (restarts, scale-ups)
-            for rid, path in self.log_sources(name) if name in self.reconciler.apis else []:
+            for rid, path in self.log_sources(name) if name in self._started_reconciler.apis else []:
                 if path is not None and rid not in positions:
                     positions[rid] = START
                     sources.append((rid, path))

@@ -38,6 +38,7 @@ from pathlib import Path
 import pathspec
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from cortexd.project_files import (
     CORTEXIGNORE,
@@ -244,7 +245,7 @@ class ProjectWatcher:
         self._on_change = on_change
         self._debounce = debounce
         self._burst = Burst(debounce, max_wait)
-        self._observer: Observer | None = None
+        self._observer: BaseObserver | None = None  # Observer: the platform's kind
         self._pending: set[str] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task | None = None
@@ -260,6 +261,7 @@ class ProjectWatcher:
         self._observer.start()
 
     def _on_event(self, path: str) -> None:
+        assert self._loop is not None  # start() set it before the observer ran
         self._pending.add(path)
         if self._timer is not None:
             self._timer.cancel()
@@ -269,6 +271,7 @@ class ProjectWatcher:
         self._timer = None
         if self._task is not None and not self._task.done():
             # a reload is running: fire again once it is done, so the last edit always wins
+            assert self._loop is not None  # a timer ran: started
             self._timer = self._loop.call_later(self._debounce, self._fire)
             return
         paths, self._pending = sorted(self._pending), set()

@@ -139,10 +139,10 @@ def api_detail(api: APIStatus, models: dict | None = None) -> str:
     if mon:
         lines.append("")
         lines.append(monitoring_table(mon))
-    models = models_table(models or {})
-    if models:
+    models_text = models_table(models or {})
+    if models_text:
         lines.append("")
-        lines.append(models)
+        lines.append(models_text)
     return "\n".join(lines)
 
 

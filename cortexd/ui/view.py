@@ -20,7 +20,7 @@ Layout (fits 80 columns; wider terminals give the API column more room):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich import box
@@ -84,7 +84,7 @@ def fmt_replicas(api: APIStatus) -> str:
     return text
 
 
-def fmt_codes(req: dict) -> str:
+def fmt_codes(req: Mapping[str, Any]) -> str:
     if not req:
         return "-"
     return f"{req.get('2xx', 0)}/{req.get('4xx', 0)}/{req.get('5xx', 0)}"
