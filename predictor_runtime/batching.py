@@ -27,9 +27,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypedDict
 
 log = logging.getLogger("predictor_runtime")
+
+
+class BatchStats(TypedDict):
+    batches: int
+    requests: int
+    largest_batch: int
+    batch_sizes: dict[str, int]  # batch size (as text: a JSON key) -> how many batches had it
 
 
 class BatchFailed(Exception):
@@ -64,7 +71,7 @@ class Batcher:
     def close(self) -> None:
         self._queue.put(None)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> BatchStats:
         with self._lock:
             return {"batches": self.batches, "requests": self.requests,
                     "largest_batch": max(self.sizes, default=0),
@@ -135,7 +142,7 @@ class BatcherSet:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             batchers = list(self._batchers.values())
-        total = {"batches": 0, "requests": 0, "largest_batch": 0, "batch_sizes": {}}
+        total: BatchStats = {"batches": 0, "requests": 0, "largest_batch": 0, "batch_sizes": {}}
         for b in batchers:
             s = b.stats()
             total["batches"] += s["batches"]

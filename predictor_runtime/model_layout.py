@@ -79,7 +79,7 @@ def describe_folder(folder: str) -> str:
 
 def folder_files(root: str) -> list[str]:
     """Every file under `root`, relative to it and '/'-separated (what layout_problem() reads)."""
-    out = []
+    out: list[str] = []
     for folder, dirs, names in os.walk(root):
         dirs.sort()
         out.extend(os.path.relpath(os.path.join(folder, n), root).replace(os.sep, "/") for n in sorted(names))

@@ -387,12 +387,13 @@ class ModelStore:
             path = source.local_path(version, entry.versioned)
         else:
             key = (entry.name, version)
-            path = self.disk.get(key)
-            if path is None:
+            cached = self.disk.get(key)
+            if cached is None:
                 if files is None:
                     files = (entry.versions.get(version) or (frozenset(), ()))[0]
                 wanted = files
-                path = self.disk.put(key, lambda dest: source.download(version, entry.versioned, wanted, dest))
+                cached = self.disk.put(key, lambda dest: source.download(version, entry.versioned, wanted, dest))
+            path = cached
         if self.kind == "onnx" and os.path.isdir(path):
             onnx = onnx_files(os.listdir(path))
             if len(onnx) != 1:

@@ -48,15 +48,19 @@ import json
 import logging
 import sys
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from starlette.datastructures import FormData, Headers, QueryParams
 
 from predictor_runtime.log_limits import one_line
+
+if TYPE_CHECKING:  # imported where used: python-multipart, and a predictor's own starlette Response
+    from starlette.formparsers import MultiPartParser
+    from starlette.responses import Response as StarletteResponse
 
 JSON, FORM, MULTIPART, BYTES = "json", "form", "multipart", "bytes"
 EMPTY_QUERY = QueryParams()
@@ -246,7 +250,7 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
         raise gone() from None
 
 
-async def _body_stream(request: web.BaseRequest, limit: int) -> AsyncIterator[bytes]:
+async def _body_stream(request: web.BaseRequest, limit: int) -> AsyncGenerator[bytes, None]:
     """The raw body in chunks, PayloadTooLarge once past `limit` (identity coding only)."""
     seen = 0
     try:
@@ -289,7 +293,7 @@ def request_headers(request: web.BaseRequest) -> CortexHeaders:
     return CortexHeaders(raw=[(name.lower(), value) for name, value in request.raw_headers])
 
 
-async def _one_chunk(body: bytes) -> AsyncIterator[bytes]:
+async def _one_chunk(body: bytes) -> AsyncGenerator[bytes, None]:
     yield body
 
 
@@ -321,7 +325,7 @@ async def parse_form(request: web.BaseRequest, limit: int, multipart: bool) -> C
 TRUNCATED_MULTIPART = "the body ends before its closing boundary (truncated)"
 
 
-def _multipart_parser_class() -> type:
+def _multipart_parser_class() -> type[MultiPartParser]:
     """starlette's MultiPartParser, refusing a body that ends before its closing boundary."""
     from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -334,7 +338,7 @@ def _multipart_parser_class() -> type:
         def __init__(self, headers: Any, stream: AsyncIterator[bytes], **kw: Any):
             super().__init__(headers, self._checked(stream), **kw)
 
-        async def _checked(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async def _checked(self, stream: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
             async for chunk in stream:
                 yield chunk
             if not self.reached_end:
@@ -346,7 +350,7 @@ def _multipart_parser_class() -> type:
     return CompleteMultiPartParser
 
 
-async def form_from_stream(content_type: str, stream: AsyncIterator[bytes], multipart: bool) -> CortexFormData:
+async def form_from_stream(content_type: str, stream: AsyncGenerator[bytes, None], multipart: bool) -> CortexFormData:
     """A form body parsed by starlette's own FormParser / MultiPartParser; PayloadError when malformed.
 
     A multipart body without its closing boundary (`--BOUNDARY--`) is truncated: 400.
@@ -399,7 +403,7 @@ def encode_json(value: Any) -> bytes:
             "return a dict/list/str/bytes, a starlette Response or an aiohttp Response") from None
 
 
-def starlette_response_class() -> type | None:
+def starlette_response_class() -> type[StarletteResponse] | None:
     """starlette.responses.Response when the predictor's code imported it (it must have, to return one)."""
     module = sys.modules.get("starlette.responses")
     return getattr(module, "Response", None) if module is not None else None

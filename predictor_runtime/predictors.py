@@ -232,15 +232,17 @@ def check_predictor_class(module: ModuleType, where: str, has_models: bool,
     init_names = accepted_names(_parameters(cls, drop_first=False),  # signature(cls) already drops self
                                 init_params, f"{here} __init__", _fmt(init_params))
 
-    if not callable(getattr(cls, "predict", None)):
+    predict = getattr(cls, "predict", None)
+    if not callable(predict):
         raise PredictorSignatureError(
             f"{here} predict is missing; expected def predict{_fmt(PREDICT_PARAMS)} "
             "taking any of those parameters")
     predict_names = accepted_names(_method_params(cls, "predict"), PREDICT_PARAMS,
                                    f"{here} predict", _fmt(PREDICT_PARAMS))
     post_names = None
-    if getattr(cls, "post_predict", None) is not None:
-        if not callable(cls.post_predict):
+    post_predict = getattr(cls, "post_predict", None)
+    if post_predict is not None:
+        if not callable(post_predict):
             raise PredictorSignatureError(
                 f"{here} post_predict is not a method; expected def post_predict{_fmt(POST_PREDICT_PARAMS)}")
         post_names = accepted_names(_method_params(cls, "post_predict"), POST_PREDICT_PARAMS,
@@ -263,7 +265,7 @@ def check_predictor_class(module: ModuleType, where: str, has_models: bool,
             raise PredictorSignatureError(
                 f"{here} load_model{found} must take exactly one argument, the model's local path; "
                 f"expected {expected_load}")
-    return ClassBinding(init_names, predict_names, post_names, _is_coroutine_function(cls.predict))
+    return ClassBinding(init_names, predict_names, post_names, _is_coroutine_function(predict))
 
 
 def load_python_predictor(module: ModuleType, predictor: RuntimePredictor, where: str) -> LoadedPredictor:

@@ -143,7 +143,7 @@ async def _supervise(spec_path: str, host: str, port: int, processes: int, grace
             log.info("stop requested before the workers were ready")
             await _stop(workers, grace)
             return 0
-        for t in done:
+        for t in pending & done:  # the workers' reports (stop_wait is not done)
             pending.discard(t)
             w = reports[t]
             try:
@@ -168,8 +168,8 @@ async def _supervise(spec_path: str, host: str, port: int, processes: int, grace
     log.info("all %d workers initialised; serving", processes)
 
     exits = {asyncio.ensure_future(w.process.wait()): w for w in workers}
-    done, _ = await asyncio.wait(set(exits) | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-    if stop_wait in done:
+    ended, _ = await asyncio.wait(set(exits) | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    if stop_wait in ended:
         ignore_stop_signals(loop)
         await _stop(workers, grace)
         codes = {w.index: w.process.returncode for w in workers}
@@ -179,7 +179,7 @@ async def _supervise(spec_path: str, host: str, port: int, processes: int, grace
             return 1
         log.info("stopped")
         return 0
-    dead = [exits[t] for t in done]
+    dead = [w for t, w in exits.items() if t in ended]
     for w in dead:
         log.error("error: worker %d exited unexpectedly (exit code %s); stopping the replica "
                   "so that it is restarted", w.index, w.process.returncode)
