@@ -7,8 +7,9 @@ daemon, read what the daemon holds, or touch another API. So, on either backend:
   `.env` (read with python-dotenv; `.env` wins, as in Cortex, which sourced it
   after `env`) and the few variables of the daemon's own that the runtime needs
   (inherited_environment); never the daemon's credentials or settings;
-- it never runs as root where the host allows otherwise. Docker: the image's
-  uid 10001. Process backend (RunAs): a root daemon runs each API's replicas
+- it never runs as root where the host allows otherwise. Docker: the daemon's
+  own uid, or the image's uid 10001 for a root daemon (container_args.container_user).
+  Process backend (RunAs): a root daemon runs each API's replicas
   under a uid of its own from a dynamic range (replica_uids.py), which must be
   able to run the interpreter and read the project (unreadable_by() finds the
   first path it cannot reach). When it cannot (a Python under /root, a project
