@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Provision a Docker engine and cortexd's offline base image for the docker test tier.
-# Idempotent: does nothing that is already done. Called by .ci/run (DESIGN.md section 14).
+# Idempotent: does nothing that is already done. Called by .ci/run, which requires the docker tier
+# (CORTEXD_REQUIRE_DOCKER=1: its tests fail, not skip, without an engine; docs/architecture.md, Tests).
 #
 #   1. `docker info` fails -> install docker.io (and debootstrap) from Debian if missing,
 #      start dockerd in the background (log: $CORTEXD_DOCKERD_LOG), wait for it (<= 60 s);

@@ -11,8 +11,8 @@ default, picks runtime when predictor_runtime's server is importable), the
 Gateway on uvloop as the daemon runs it, and the load generator (wrk when
 installed, a static-request POST without per-request Lua; otherwise an asyncio
 generator in its own process). Reports req/s both ways, the ratio, and the
-p50/p99 latency the gateway adds. Targets (DESIGN.md section 15): ratio >= 0.9
-at concurrency 32, added p50 <= 0.1 ms at concurrency 1.
+p50/p99 latency the gateway adds. Targets (docs/architecture.md, "The gateway's hot
+path"): ratio >= 0.9 at concurrency 32, added p50 <= 0.1 ms at concurrency 1.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The ReplicaBackend protocol: the seam between the daemon and whatever runs replicas.
 
 A backend starts and stops replicas and reports what runs; it keeps no state the
-daemon relies on that cannot be re-read (DESIGN.md section 4: replicas carry the
-spec hash, observed state is always re-read). Two implementations:
+daemon relies on that cannot be re-read (replicas carry their spec hash, observed
+state is always re-read: docs/architecture.md, "Rules the layers keep"). Two implementations:
 backends/process.py (local child processes) and backends/docker.py (containers).
 Tests of the reconciler use a recording fake of this protocol.
 """

@@ -2,9 +2,10 @@
 
 Everything the backend asks the engine for is decided here from values, without
 an engine: the labels that record what runs (`cortexd.managed`, `cortexd.instance`,
-`cortexd.api`, `cortexd.replica`, `cortexd.spec-hash`, `cortexd.gpus`; DESIGN.md
-section 4), mounts, limits, GPUs and hardening (container_create_args()), the
-runtime spec archive copied in before start, and the user the container runs as.
+`cortexd.api`, `cortexd.replica`, `cortexd.spec-hash`, `cortexd.gpus`: what runs is
+re-read from them, docs/architecture.md "Rules the layers keep"), mounts, limits,
+GPUs and hardening (container_create_args()), the runtime spec archive copied in
+before start, and the user the container runs as.
 container_state.py reads the engine's answers back; docker_engine.py makes the
 calls; docker.py (DockerBackend) puts them together.
 

@@ -3,7 +3,8 @@
 Chosen with `--backend docker` (and by `--backend auto` when probe() finds an
 engine). What runs is re-read from the engine every time: containers carry
 labels (which daemon owns them, api, replica, spec hash, GPUs), so a restarted
-daemon finds its replicas through list() (DESIGN.md section 4).
+daemon finds its replicas through list(): what runs is re-read, never remembered
+(docs/architecture.md, "Rules the layers keep").
 
 DockerBackend is the I/O shell around pure decisions and one engine seam:
   container_args.py   spec -> docker-py create() arguments (mounts, limits, GPUs, hardening), labels

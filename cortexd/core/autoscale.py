@@ -1,7 +1,7 @@
 """Autoscaling decisions: Cortex 0.23's concurrency algorithm, and the HPA rule for legacy APIs.
 
-This is the pure core behind daemon/autoscaler.py (DESIGN.md section 9). The
-daemon samples each API's in-flight request count at the gateway every
+This is the pure core behind daemon/autoscaler.py. The daemon samples each
+API's in-flight request count at the gateway every
 `SAMPLE_INTERVAL` seconds, and every `TICK_INTERVAL` seconds calls `decide`
 with those samples, the current replica count and the API's deploy time; it
 writes `Decision.request` as the desired replica count that the reconciler
@@ -13,9 +13,9 @@ Where Cortex's Go code (pkg/operator/resources/realtimeapi/autoscaler.go)
 composes the stabilization rules, we follow its later, fixed form: the
 downscale rule only ever acts on a scale-down and the upscale rule only on a
 scale-up, and neither can push the request past the current count. Applied
-unconditionally (as 0.23 and DESIGN.md's one-line summary do), the upscale
-rule's "min of recent recommendations" would include the new, lower
-recommendation and let every scale-down bypass `downscale_stabilization_period`.
+unconditionally (as 0.23 does), the upscale rule's "min of recent
+recommendations" would include the new, lower recommendation and let every
+scale-down bypass `downscale_stabilization_period`.
 """
 
 from __future__ import annotations

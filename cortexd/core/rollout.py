@@ -1,6 +1,7 @@
 """Rollout planning: which replicas to start and which to drain, as a value.
 
-This is the pure core of daemon/reconciler.py (DESIGN.md sections 4 and 10).
+This is the pure core of daemon/reconciler.py (docs/architecture.md, "A config edit,
+end to end", step 4).
 Each reconcile pass re-reads the backend, describes every live replica of an
 API as an `ObservedReplica`, and asks `plan` what to do next; the reconciler
 starts `Plan.start` replicas of the desired spec and drains `Plan.drain`

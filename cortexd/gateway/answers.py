@@ -1,7 +1,7 @@
 """The answers the gateway gives itself: JSON errors, and what a client is told about an API in error.
 
 Every answer the gateway makes rather than relays is JSON {"error": ..., "request_id": ...}
-with X-Request-Id (DESIGN.md: every answer carries it), from `error_answer` when aiohttp
+with X-Request-Id (every answer, relayed or not, carries it), from `error_answer` when aiohttp
 has a request object, and from `raw_answer`, as bytes, when a connection is refused before
 any request exists (client_connection.py). Neither ever carries a replica's log lines: an
 API in error is described to clients by the kind of its failure (`client_reason`), while

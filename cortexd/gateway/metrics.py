@@ -4,7 +4,7 @@
                        ──offer(body)──────────────────> Monitor     (monitored APIs only; parsed later)
     daemon snapshot / Prometheus scrape ──read──> summary() / daemon/prometheus.py
 
-Hot-path rules (DESIGN.md section 8): recording a request is a few integer
+Hot-path rules (docs/architecture.md, "The gateway's hot path"): recording a request is a few integer
 increments and one `bisect` into fixed latency bucket bounds; no locks (the
 gateway runs on one event loop thread), no lists or dicts built per request.
 Rolling windows are rings of one-second slots: the slot for a new second is

@@ -1,4 +1,6 @@
-"""The gateway: listens on every local_port and proxies each request to a ready replica (DESIGN.md section 8).
+"""The gateway: listens on every local_port and proxies each request to a ready replica.
+
+Its rules: docs/architecture.md, "A request, end to end" and "The gateway's hot path".
 
     client --HTTP--> aiohttp web.Server (one per local_port, GatewayServer)
                        | one ClientConnection per client   (client_connection.py, connections.py)

@@ -2,20 +2,21 @@
 
 This is the gateway's client side (cortexd/gateway/request_path.py is the server side).
 It exists because aiohttp.ClientSession measured at 0.34x of a replica's direct
-throughput when used as a forwarder (DESIGN.md section 8): per request it builds
-a ClientRequest/ClientResponse, a timer context and header multidicts. Here a
-request goes out as the bytes the proxy assembled, and the response is framed by
-httptools.HttpResponseParser (llhttp, the parser aiohttp itself builds on), which
-handles Content-Length, chunked and read-until-close bodies.
+throughput when used as a forwarder (2 cores, wrk, a no-op replica; docs/architecture.md,
+"The gateway's hot path"): per request it builds a ClientRequest/ClientResponse, a
+timer context and header multidicts. Here a request goes out as the bytes the request
+path assembled (relay.py), and the response is framed by httptools.HttpResponseParser
+(llhttp, the parser aiohttp itself builds on), which handles Content-Length, chunked
+and read-until-close bodies.
 
 One UpstreamConnection carries one request at a time. Its life per request:
-the proxy writes the request (`write`, `drain`), waits for the response head
+the request path writes the request (`write`, `drain`), waits for the response head
 (`wait_head`, bounded by the upstream timeout), then takes the body either at
 once when it is already complete (`take_body`, the common small-response case)
 or piece by piece (`read_body`). Reading pauses when more than HIGH_WATER bytes
 are buffered, so a fast replica cannot fill memory behind a slow client.
 
-Failures are reported as exception classes the proxy maps to statuses:
+Failures are reported as exception classes the request path maps to statuses:
 UpstreamConnectError (nothing was sent: safe to retry elsewhere),
 UpstreamDisconnected (502; its subclass UpstreamNotDelivered: the replica provably
 never read the request, safe to retry elsewhere too) and UpstreamTimeout (504);
@@ -244,7 +245,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.keep_alive = self._parser.should_keep_alive()
         self._wake()
 
-    # -- used by the proxy --------------------------------------------------------
+    # -- used by the request path (request_path.py, relay.py) ---------------------
 
     def begin(self, head_only: bool = False) -> None:
         """Start a new exchange on this (fresh or pooled) connection."""

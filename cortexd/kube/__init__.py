@@ -1,4 +1,4 @@
-"""Beyond one host (DESIGN.md section 16): the images and manifests that run a project on Kubernetes.
+"""Beyond one host: the images and manifests that run a project on Kubernetes.
 
     layout.py     where an API's files go inside its image, its tag, its env (pure)
     manifests.py  APISpec -> Deployment/Service/Ingress/HPA or a Knative Service (pure)
