@@ -1,8 +1,9 @@
 """Passive health of replicas: when the gateway takes one out of rotation, and when it is replaced.
 
-A pure decision (no asyncio, no I/O, no clock reads): the gateway (cortexd/gateway/proxy.py)
-keeps one `ReplicaHealth` value per routable replica, passes it here with `now` after every
-request that failed on the way to or from the replica, and acts on the value it gets back;
+A pure decision (no asyncio, no I/O, no clock reads): the gateway keeps one `ReplicaHealth`
+value per routable replica (cortexd/gateway/routes.py ReplicaTarget), passes it here with `now`
+after every request that failed on the way to or from the replica, and acts on the value it
+gets back (cortexd/gateway/passive_health.py; an answer resets the streaks: request_path.py);
 the reconciler (cortexd/daemon/reconciler.py) is told when a replica turns unhealthy and
 replaces it.
 

@@ -1,7 +1,7 @@
 """Which replica gets the next request: least in-flight, round-robin among ties.
 
-A pure decision (no asyncio, no I/O): the gateway (cortexd/gateway/proxy.py)
-passes the in-flight counts of an API's ready replicas, the API's
+A pure decision (no asyncio, no I/O): the gateway's request path
+(cortexd/gateway/request_path.py) passes the in-flight counts of an API's ready replicas, the API's
 `max_replica_concurrency` and a rotating start index, and gets back the index of
 the replica to use, or None when every replica is at its concurrency limit (the
 gateway then answers 503 with Retry-After).
