@@ -1,6 +1,9 @@
 """DaemonSettings: where the daemon keeps its files, how fast its loops turn, what a user set.
 
-One value built once and passed down; nothing else reads the environment for these.
+One value built once and passed down; nothing else reads the environment for these, but
+for CORTEXD_BASE_IMAGE: `--base-image` is declared here without a variable, and the image
+builder (backends/images.py) reads CORTEXD_BASE_IMAGE itself when no base is given, for
+`cortexd build` too.
 Each setting a user can change is declared once, on its field (`setting(...)`: the
 `cortexd up` flag, the environment variable, the default, how text becomes the value,
 the help), as uvicorn's single Config does: the CLI makes its flags from these fields

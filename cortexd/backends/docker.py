@@ -12,7 +12,7 @@ DockerBackend is the I/O shell around pure decisions and one engine seam:
   docker_engine.py    DockerEngine, the docker-py calls, and docker_errors(), where their errors
                       become CortexdErrors once
   container_logs.py   each container's output copied into a rotated log file
-  images.py           the predictor images (built on first use)
+  images.py           the predictor images (built on first use; their docker-py calls in image_calls.py)
 docker-py blocks, so every engine call runs in a thread: container work in the
 default executor, image builds (minutes) on daemon threads of their own.
 

@@ -1,13 +1,17 @@
-"""The Docker engine as cortexd uses it: the docker-py calls, and the one place their errors are translated.
+"""The Docker engine as cortexd uses it: the docker-py calls, and where their errors are translated.
 
-DockerEngine is the backend's seam (STYLE.md 3): a small class with one method
-per thing DockerBackend asks of the engine (run a container, stop one, list
-ours, read logs, stats, the network, `docker info`, an image builder), each a
-blocking docker-py call that the backend runs in a thread. Tests of the
-backend's bookkeeping fake this class, never docker-py's client.
+DockerEngine is the backend's seam: a small class with one method per thing
+DockerBackend asks of the engine (run a container, stop one, list ours, read
+logs, stats, the network, `docker info`, an image builder), each a blocking
+docker-py call that the backend runs in a thread. Tests of the backend's
+bookkeeping fake this class, our own wrapper, never docker-py's client.
 
 docker-py and requests exceptions become CortexdErrors in translate() /
-docker_errors(), with the remedy: a dead or unreachable socket is
+docker_errors(), which DockerBackend wraps around its engine calls (image builds
+included; the log copier, container_logs.py, ends quietly instead) and `cortexd build`
+around its own; the image builder's expected answers
+(no such image, a failed pull, a probe container that fails) become values or a
+BackendError in image_calls.py. With the remedy: a dead or unreachable socket is
 BackendUnavailable ("Couldn't connect to the Docker engine ... Is it running?"),
 an engine without the NVIDIA runtime says how to install it.
 """

@@ -11,7 +11,7 @@ a notice. A project's pip.conf (Cortex's way to a private index) is layered
 over the host's for its requirements layer, ranked as the process backend
 ranks it (as PIP_* variables over the host's files); a find-links folder inside
 the project is copied into the build. merged_pip_settings() is also how the
-process backend hands the same settings to uv (environments.py).
+process backend hands the same settings to uv (environment_build.py).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _is_loopback_url(url: str) -> bool:
 def merged_pip_settings(config_list: str, env: Mapping[str, str]) -> dict[str, str]:
     """pip's effective settings for `pip install` on this host ({option: value}, config-file
     names): [global] < [install] < PIP_* variables, as pip ranks them. Used for Docker builds
-    (below) and to hand the same settings to uv on the process backend (environments.py)."""
+    (below) and to hand the same settings to uv on the process backend (environment_build.py)."""
     sections = parse_pip_config_list(config_list)
     merged: dict[str, str] = {}
     for section in ("global", "install", ":env:"):

@@ -3,9 +3,10 @@
 Cortex's predictor images came with boto3, numpy, pandas, scikit-learn, opencv,
 torch, tensorflow and more (docs/deployments/realtime-api/predictors.md, section
 "Pre-installed packages" of each predictor type), so real projects import them
-without a requirements.txt line. On the process backend the project's environment
-adds the ones its code imports that neither its requirements nor the runtime's
-own environment provide (backends/environments.py does the I/O).
+without a requirements.txt line. The project's environment (process backend) or its
+requirements image (Docker) adds the ones its code imports that neither its requirements
+nor the runtime's own packages provide; backends/environment_plan.py and
+backends/images.py do the I/O.
 
 Pure: the import scan parses source text with ast (nothing is executed or
 imported), and every decision takes what was observed (requirement names, the

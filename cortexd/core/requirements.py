@@ -1,7 +1,8 @@
 """A project's requirements and pip's answers to them, in words a user acts on.
 
-What backends/environments.py needs decided about installing a project's
-dependencies, as pure functions of text:
+What the backends need decided about installing a project's dependencies (the process
+backend's environment_plan.py and environment_build.py; image_plans.py and images.py for
+the Docker images), as pure functions of text:
 - requirement_lines(): requirements.txt -> the requirements with their line numbers;
 - environment_digest(): the key of a cached environment (same inputs, same environment);
 - pip_activity(): pip's `Collecting X (from -r requirements.txt (line N))` lines ->

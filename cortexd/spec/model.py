@@ -1,11 +1,12 @@
 """Validated, defaulted API specifications: the values the rest of cortexd reads.
 
-spec.load + spec.validate turn cortex.yaml documents into APISpec values; nothing
-downstream reads YAML or re-applies defaults. What a replica needs of an API is
+The spec package's loader and validator turn cortex.yaml documents into APISpec values,
+every default filled (config_schema.json's, then the few that depend on other fields);
+the rest of cortexd reads these values, never YAML. What a replica needs of an API is
 `runtime_spec()`, the typed runtime contract of predictor_runtime/contract.py,
 whose models, batching and monitoring sections are the very classes declared
 there (re-exported below), so those values reach the replica in one shape.
-Units are normalised here:
+The units they carry are normalised by the loader (with spec/units.py):
 durations are seconds (float), CPU is cores (float), memory is bytes (int),
 local paths are absolute; max_surge/max_unavailable are a count or a Percent.
 `raw` keeps the defaulted document (relative paths resolved); the spec hash is
