@@ -53,7 +53,7 @@ def peer_credentials(transport) -> tuple[int, int] | None:
 
 def replica_peer_refusal(daemon: ControlledDaemon, transport) -> str | None:
     """Why this connection is refused, when it comes from a replica's process (predictor code
-    must not drive the daemon: docs/architecture.md, "Who a process replica runs as"), else None.
+    must not drive the daemon: docs/architecture.md, "What a replica may reach"), else None.
 
     In the real daemon (a child subreaper: process_guard.py) every process it started,
     their children and their orphans descend from it: replicas, pip and dependencies.sh,
