@@ -45,7 +45,7 @@ ModelType = Literal["classification", "regression"]
 T = TypeVar("T")
 
 # field metadata: the smallest value the reader accepts (the cross-field rules live in
-# cortexd/spec/validate.py; these are what the runtime itself needs to work at all)
+# cortexd/spec/rules.py; these are what the runtime itself needs to work at all)
 _AT_LEAST_1 = {"minimum": 1}
 _AT_LEAST_0 = {"minimum": 0}
 

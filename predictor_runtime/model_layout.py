@@ -7,7 +7,7 @@ for it too). Python: any folder (load_model() decides).
 
 Two users, one rule: the runtime's model sources (model_sources.py) list a
 version into relative paths and serve it only once layout_problem() is None;
-cortexd's `validate` (cortexd/spec/validate.py) reports a local model_path
+cortexd's `validate` (cortexd/spec/rules.py) reports a local model_path
 that is not a model with local_model_problem(), in its own words (file:line,
 what was expected, what was found). Pure, apart from local_model_problem()
 and describe_folder(), which list a folder. Never imports cortexd.

@@ -71,7 +71,7 @@ _PROXY_VARS = frozenset({"http_proxy", "https_proxy", "no_proxy", "all_proxy"})
 
 def installer_environment(base: dict[str, str] | os._Environ, home: str | None = None) -> dict[str, str]:
     """The environment pip, uv, conda and dependencies.sh run with: a build runs project code
-    (a setup.py, a local `-e ./pkg`), so it gets the replica's rules (process.py
+    (a setup.py, a local `-e ./pkg`), so it gets the replica's rules (isolation.py
     inherited_environment) plus the installers' own settings of the daemon's environment
     (PIP_*, UV_*, conda's, proxies, where the user's pip.conf is), never CORTEXD_* or anything
     else the daemon holds. `home`: HOME for an installer that runs as another user. Pure."""

@@ -337,8 +337,9 @@ class ProcessBackend:
 
         For a daemon that was SIGKILLed (or crashed) before stopping its replicas:
         call at start, before run_dir is cleared. Each run_dir/<replica>.pid names
-        a replica's session; its processes are killed only when one of them is
-        provably that replica (`python -m predictor_runtime --spec run_dir/<replica>.json`),
+        a replica's session and its private folder; its processes are killed only when one
+        of them is provably that replica (`python -m predictor_runtime --spec
+        <private folder>/<replica>.json`),
         so a pid the system has since given to something else is never touched.
         Waits up to `wait` seconds for them to be gone (ports and GPU memory freed).
         """

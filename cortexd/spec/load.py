@@ -1,7 +1,7 @@
 """Reading cortex.yaml files: YAML with line marks -> validated, defaulted APISpec values.
 
     load_config(paths) -> LoadedConfig        folders holding cortex.yaml, or yaml files
-    load_documents(text, file, project_dir)   the same from text (tests, `cortexd validate`)
+    load_documents(text, file, project_dir)   the same from text (tests)
 
 This is the I/O edge of the configuration layer. It reads the files, parses them
 with a safe loader that records the line/column of every key and value, and hands each
