@@ -10,6 +10,7 @@ file uses (Entry.locate). No I/O but what check_api's filesystem rules read.
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -18,16 +19,35 @@ from cortexd.errors import ConfigProblem
 from cortexd.spec import units
 from cortexd.spec.findings import Finding, FindingKind, Path_, format_path
 from cortexd.spec.legacy import to_legacy, translate_legacy
-from cortexd.spec.schema import apply_defaults, schema_findings
+from cortexd.spec.schema import apply_defaults, null_sections_left_out, schema_findings
 from cortexd.spec.validate import CheckedAPI, check_api
 
 VALID_KINDS = "RealtimeAPI, api (legacy), deployment (legacy)"
-UNSUPPORTED_KINDS = {
-    "BatchAPI": "BatchAPI is not supported by cortexd (single-host RealtimeAPI only)",
-    "TrafficSplitter": "TrafficSplitter is not supported by cortexd (single-host RealtimeAPI only)",
-    "APISplitter": "APISplitter is not supported by cortexd (single-host RealtimeAPI only)",
-    "SyncAPI": "SyncAPI is not supported by cortexd: Cortex 0.19 renamed it; use kind: RealtimeAPI",
+# The Cortex kinds cortexd does not serve, each with the Cortex release that introduced it: one
+# entry per kind (a kind cortexd comes to serve leaves this table for VALID_KINDS and entries'
+# dispatch). Read from Cortex's pkg/types/userconfig/kind.go at each tag.
+NOT_SERVED_KINDS = {
+    "BatchAPI": "0.19",
+    "TrafficSplitter": "0.19",
+    "TaskAPI": "0.27",
+    "AsyncAPI": "0.31",
 }
+# names from Cortex's development before 0.19, renamed before that release shipped
+RENAMED_KINDS = {"SyncAPI": "RealtimeAPI", "APISplitter": "TrafficSplitter"}
+CORTEX_RELEASE = (0, 23)  # the release whose cortex.yaml cortexd serves
+
+
+def not_served(kind: str) -> str:
+    """Why a Cortex kind is refused, in one form for every kind: the release that introduced it."""
+    if kind in RENAMED_KINDS:
+        new = RENAMED_KINDS[kind]
+        then = f"use kind: {new}" if new not in NOT_SERVED_KINDS else not_served(new)
+        return f"{kind} is the name Cortex used for {new} before its 0.19 release: {then}"
+    release = NOT_SERVED_KINDS[kind]
+    later = (tuple(int(n) for n in release.split(".")) > CORTEX_RELEASE)
+    when = f"Cortex {release}" + (", a later release than the 0.23 cortexd follows" if later else "")
+    return f"{kind} (introduced in {when}) is not served by cortexd; it serves {VALID_KINDS}"
+
 
 Pos = tuple[int, int]  # 1-based line, column
 
@@ -118,15 +138,24 @@ def check_kinds(result: FileResult) -> str | None:
             entry.problems += [entry.problem(f) for f in findings]
             if not findings:
                 deployment = entry.doc["name"]
-        elif kind in UNSUPPORTED_KINDS:
-            entry.problems.append(entry.problem(Finding(("kind",), UNSUPPORTED_KINDS[kind])))
+        elif kind in NOT_SERVED_KINDS or kind in RENAMED_KINDS:
+            entry.problems.append(entry.problem(Finding(("kind",), not_served(kind))))
         elif "kind" not in entry.doc:
             entry.problems.append(entry.problem(Finding(("kind",), f"missing required field; expected one of "
                                                         f"{VALID_KINDS}")))
         elif kind not in ("RealtimeAPI", "api"):
             entry.problems.append(entry.problem(Finding(("kind",), f"unknown kind; expected one of {VALID_KINDS}; "
-                                                        f"found {units.describe_value(kind)}")))
+                                                        f"found {units.describe_value(kind)}{_guess(kind)}")))
     return deployment
+
+
+def _guess(kind: Any) -> str:
+    """A near miss of a kind Cortex knew ("realtimeapi", "RealTimeAPI")."""
+    if not isinstance(kind, str):
+        return ""
+    known = {k.lower(): k for k in ("RealtimeAPI", "api", "deployment", *NOT_SERVED_KINDS, *RENAMED_KINDS)}
+    guess = difflib.get_close_matches(kind.lower(), list(known), n=1, cutoff=0.8)
+    return f"; did you mean {known[guess[0]]!r}?" if guess else ""
 
 
 def check_entries(result: FileResult, deployment: str | None, default_port: int | None) -> None:
@@ -134,12 +163,14 @@ def check_entries(result: FileResult, deployment: str | None, default_port: int 
         if entry.problems:  # refused kind
             continue
         if entry.kind == "RealtimeAPI":
-            entry.checked = check_api(entry.doc, entry.project_dir, default_port=default_port)
+            doc = null_sections_left_out(entry.doc)
+            entry.checked = check_api(doc, entry.project_dir, default_port=default_port)
         elif entry.kind == "api":
-            findings = schema_findings(entry.doc, "legacy_api")
+            doc = null_sections_left_out(entry.doc, "legacy_api")
+            findings = schema_findings(doc, "legacy_api")
             if not findings:
                 translated, entry.legacy_paths, findings = translate_legacy(
-                    apply_defaults(entry.doc, "legacy_api"), deployment)
+                    apply_defaults(doc, "legacy_api"), deployment)
             if findings:
                 entry.legacy_paths = None
                 entry.problems += _merge(entry, findings)

@@ -122,6 +122,43 @@ def _validator(def_name: str) -> Draft202012Validator:
     return Draft202012Validator(schema, format_checker=_format_checker())
 
 
+# -- before step 1: sections written with nothing under them -----------------------------
+
+# The sections whose explicit null (the key written with nothing under it) reads as if the key
+# were left out, by definition. Cortex 0.23's configreader accepted a null monitoring and
+# server_side_batching (AllowExplicitNull), predictor.config (ConvertNullToEmpty), and, in local
+# mode, autoscaling and update_strategy (AllowExplicitNull there). It refused a null compute
+# ("cannot be empty or null"); cortexd takes it as the defaults, because `compute:` with its
+# only field commented out (`# gpu: 1`, the remedy on a host without a GPU) asks for nothing
+# else. Other nulls (networking, models, env) are refused as Cortex refused them.
+NULL_MEANS_LEFT_OUT: dict[str, tuple[Path_, ...]] = {
+    "realtime_api": (("compute",), ("autoscaling",), ("update_strategy",), ("monitoring",),
+                     ("predictor", "config"), ("predictor", "server_side_batching")),
+    "legacy_api": (("compute",),),
+}
+
+
+def _parent(doc: Any, path: Path_) -> dict[str, Any] | None:
+    """The mapping holding `path`'s last key, when every step to it is a mapping."""
+    for part in path[:-1]:
+        doc = doc.get(part) if isinstance(doc, dict) else None
+    return doc if isinstance(doc, dict) else None
+
+
+def null_sections_left_out(doc: Any, def_name: str = "realtime_api") -> Any:
+    """`doc` without the null sections of NULL_MEANS_LEFT_OUT (a copy when it had one)."""
+    nulls = [path for path in NULL_MEANS_LEFT_OUT.get(def_name, ())
+             if (parent := _parent(doc, path)) is not None and path[-1] in parent and parent[path[-1]] is None]
+    if not nulls:
+        return doc
+    out = copy.deepcopy(doc)
+    for path in nulls:
+        parent = _parent(out, path)
+        assert parent is not None  # found in `doc`, of the same shape
+        del parent[str(path[-1])]
+    return out
+
+
 # -- step 1: jsonschema errors as sentences ------------------------------------------
 
 _TYPE_NAMES = {
@@ -212,6 +249,32 @@ def _unknown_field_message(doc: Any, path: Path_, key: Any, known: list[str]) ->
 FORM = FindingKind.FORM
 
 
+@functools.cache
+def _required_somewhere() -> frozenset[str]:
+    """Every field name some mapping of the schema requires (predictor, path, ...)."""
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("required"), list):
+                names.update(node["required"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(load_schema())
+    return frozenset(names)
+
+
+def _null_remedy(key: Any) -> str:
+    """What to do about a mapping written with nothing under it (Cortex: "cannot be empty or null")."""
+    if key in _required_somewhere():
+        return "the key has nothing under it: give its fields"
+    return "the key has nothing under it: give its fields, or remove the key to use the defaults"
+
+
 def _rewrite(error: ValidationError, doc: Any) -> list[Finding]:
     path: Path_ = tuple(error.absolute_path)
     v, value, inst = error.validator, error.validator_value, error.instance
@@ -232,6 +295,8 @@ def _rewrite(error: ValidationError, doc: Any) -> list[Finding]:
         msg = f"expected {' or '.join(_TYPE_NAMES.get(n, n) for n in names)}; found {found}"
         if names == ["string"] and isinstance(inst, (int, float)):
             msg += f" (quote it: \"{str(inst).lower() if isinstance(inst, bool) else inst}\")"
+        elif inst is None and "object" in names and path:
+            msg += f" ({_null_remedy(path[-1])})"
         return [Finding(path, msg, kind=FORM)]
     if v == "enum":
         return [Finding(path, f"expected one of {', '.join(map(str, value))}; found {found}", kind=FORM)]

@@ -228,11 +228,34 @@ def test_deployment_entries(project):
 # -- kinds ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["BatchAPI", "TrafficSplitter"])
-def test_unsupported_kinds_are_refused_by_name(project, kind):
+SERVED = "it serves RealtimeAPI, api (legacy), deployment (legacy)"
+
+
+@pytest.mark.parametrize(("kind", "said"), [
+    ("BatchAPI", "BatchAPI (introduced in Cortex 0.19) is not served by cortexd"),
+    ("TrafficSplitter", "TrafficSplitter (introduced in Cortex 0.19) is not served by cortexd"),
+    ("TaskAPI", "TaskAPI (introduced in Cortex 0.27, a later release than the 0.23 cortexd follows) is not "
+                "served by cortexd"),
+    ("AsyncAPI", "AsyncAPI (introduced in Cortex 0.31, a later release than the 0.23 cortexd follows) is not "
+                 "served by cortexd"),
+])
+def test_every_cortex_kind_not_served_is_refused_alike_naming_its_release(project, kind, said):
     text = f"- name: x\n  kind: {kind}\n  predictor: {{type: python, path: predictor.py}}\n"
+    assert problems(project, text) == [f"cortex.yaml:2:9: api 'x': kind: {said}; {SERVED}"]
+
+
+def test_kind_names_from_before_cortex_0_19_name_what_they_became(project):
+    text = "- name: x\n  kind: SyncAPI\n- name: y\n  kind: APISplitter\n"
     assert problems(project, text) == [
-        f"cortex.yaml:2:9: api 'x': kind: {kind} is not supported by cortexd (single-host RealtimeAPI only)"]
+        "cortex.yaml:2:9: api 'x': kind: SyncAPI is the name Cortex used for RealtimeAPI before its 0.19 "
+        "release: use kind: RealtimeAPI",
+        "cortex.yaml:4:9: api 'y': kind: APISplitter is the name Cortex used for TrafficSplitter before its "
+        f"0.19 release: TrafficSplitter (introduced in Cortex 0.19) is not served by cortexd; {SERVED}"]
+
+
+def test_a_near_miss_of_a_kind_is_suggested(project):
+    (message,) = problems(project, "- name: x\n  kind: realtimeAPI\n")
+    assert message.endswith("found the string 'realtimeAPI'; did you mean 'RealtimeAPI'?")
 
 
 def test_missing_and_unknown_kinds_list_the_valid_kinds(project):
@@ -241,7 +264,7 @@ def test_missing_and_unknown_kinds_list_the_valid_kinds(project):
         "cortex.yaml:1:3: api 'x': kind: missing required field; expected one of RealtimeAPI, api (legacy), "
         "deployment (legacy)",
         "cortex.yaml:4:9: api 'y': kind: unknown kind; expected one of RealtimeAPI, api (legacy), deployment "
-        "(legacy); found the string 'Realtime'",
+        "(legacy); found the string 'Realtime'; did you mean 'RealtimeAPI'?",
     ]
 
 
@@ -249,7 +272,7 @@ def test_refused_kinds_do_not_hide_other_apis_problems(project):
     text = "- name: x\n  kind: BatchAPI\n- name: y\n  kind: RealtimeAPI\n  predictor: {type: python, path: nope.py}\n"
     msgs = problems(project, text)
     assert len(msgs) == 2
-    assert msgs[0].endswith("BatchAPI is not supported by cortexd (single-host RealtimeAPI only)")
+    assert msgs[0].endswith(f"BatchAPI (introduced in Cortex 0.19) is not served by cortexd; {SERVED}")
     assert msgs[1].startswith("cortex.yaml:5:35: api 'y': predictor.path: file not found")
 
 
