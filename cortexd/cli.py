@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,7 @@ from cortexd.status import APIStatus, Status
 
 if TYPE_CHECKING:  # the daemon is imported only by the commands that run it
     from cortexd.daemon.running import Daemon
+    from cortexd.spec.model import APISpec
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_DAEMON = 0, 1, 2, 3
 EXIT_CODES: dict[type[CortexdError], int] = {
@@ -109,10 +110,25 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"to add or update these APIs on it, run `cortexd deploy {named}` (the APIs of other "
             "projects keep serving), or stop it first with `cortexd down`"
         )
-    load_config(paths, default_port=settings.default_local_port)  # config errors here, before anything starts
+    loaded = load_config(paths, default_port=settings.default_local_port)  # config errors here, before anything starts
+    for notice in _gpu_notices(loaded.apis, settings):
+        print(f"note: {notice}")
     if args.detach:
         return _up_detached(args, settings, paths)
     return _up_foreground(settings, paths)
+
+
+def _gpu_notices(apis: Sequence[APISpec], settings: DaemonSettings) -> list[str]:
+    """What becomes of the APIs that request compute.gpu (served on the CPU, or not at all on a host
+    without a GPU), said before the daemon starts."""
+    from cortexd.core.placement import gpu_notices
+    from cortexd.nvml import read_inventory
+
+    if not any(api.compute.gpu for api in apis):
+        return []
+    inventory = read_inventory()
+    return gpu_notices(apis, len(inventory.devices), inventory.reason, OPTIONS["cpu_only"].flag or "",
+                       cpu_only=settings.cpu_only)
 
 
 def _up_detached(args: argparse.Namespace, settings: DaemonSettings, paths: list[str]) -> int:
@@ -209,8 +225,11 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    client = ControlClient(_settings(args))
-    result = client.call("POST", "/deploy", {"paths": _paths(args)})
+    settings = _settings(args)
+    client = ControlClient(settings)
+    # the settings `deploy` takes too (OPTIONS, deploy=True; flag or environment), for the projects it deploys
+    given = {name: True for name, option in OPTIONS.items() if option.deploy and getattr(settings, name)}
+    result = client.call("POST", "/deploy", {"paths": _paths(args), **given})
     for notice in result.get("notices", []):
         print(f"notice: {notice}")
     for key, what in (("created", "created"), ("updated", "updated (rolling update)"),
@@ -441,11 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+def _add_setting_flags(parser: argparse.ArgumentParser, deploy: bool = False) -> None:
     """The daemon's settings that have a flag, as cortexd/settings.py declares them (OPTIONS);
-    a flag not given is None, and `configured` takes the environment or the default."""
+    a flag not given is None, and `configured` takes the environment or the default.
+    deploy: only those `cortexd deploy` takes too (Option.deploy)."""
     for name, option in OPTIONS.items():
-        if option.flag is None:
+        if option.flag is None or (deploy and not option.deploy):
             continue
         if option.switch:
             parser.add_argument(option.flag, dest=name, action="store_true", help=option.help)
@@ -472,6 +492,7 @@ def _add_api_commands(add: AddCommand) -> None:
     dep = add("deploy", cmd_deploy, "add or update the APIs of PATH... on the running daemon (other "
               "projects' APIs keep serving; an API removed from PATH's cortex.yaml is removed)")
     dep.add_argument("paths", nargs="*", metavar="PATH")
+    _add_setting_flags(dep, deploy=True)
 
     dl = add("delete", cmd_delete, "remove an API from the running daemon")
     dl.add_argument("api")

@@ -138,6 +138,9 @@ class Option:
     type: Callable[[str], Any] | None = None  # argparse's conversion of the flag's text
     choices: tuple[str, ...] | None = None
     switch: bool = False  # a flag without a value (on when given)
+    # `cortexd deploy` takes the flag too, for the projects it deploys (sent with the request;
+    # the daemon's own value, from `up`, holds for every project)
+    deploy: bool = False
 
     def value(self, flag_value: Any = None, env: Mapping[str, str] | None = None) -> Any:
         """The flag's value when given, else the environment's, else the default. An empty one
@@ -194,6 +197,13 @@ class DaemonSettings:
         False, flag="--run-dependencies-sh", env="CORTEXD_RUN_DEPENDENCIES_SH", parse=_switch, switch=True,
         help="process backend: run each project's dependencies.sh on this host before "
              "its requirements (off: it is skipped with a notice; env CORTEXD_RUN_DEPENDENCIES_SH=1)")
+    # APIs that request compute.gpu served on the CPU, no GPU placed (local work on a host without
+    # one, or with its GPUs kept free); shown by `get API` and the live view (core/placement.py)
+    cpu_only: bool = setting(
+        False, flag="--cpu-only", env="CORTEXD_CPU_ONLY", parse=_switch, switch=True, deploy=True,
+        help="serve APIs that request compute.gpu on the CPU, for local work (no GPU is placed; "
+             "without it such an API shows error on a host without a GPU); `deploy --cpu-only` "
+             "for the projects it deploys; env CORTEXD_CPU_ONLY=1")
     # the local_port of every API that sets none (None: the schema's 8888)
     default_local_port: int | None = setting(
         flag="--port", parse=_port, type=int, metavar="PORT",

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cortexd.core.api_status import Failure, shown_failure
+from cortexd.core.placement import on_cpu_note
 from cortexd.dataclass_json import JSONRecord
+from cortexd.settings import OPTIONS
 
 if TYPE_CHECKING:  # annotations only: the CLI imports this module without the spec loader
     from cortexd.nvml import GPUInventory
@@ -92,6 +94,8 @@ class APIStatus(JSONRecord):
     isolation: Mapping[str, Any] | None = None
     # the kind of what keeps it from serving (core.api_status.shown_failure); None: nothing does
     failure: Failure | None = None
+    # compute.gpu served on the CPU (`--cpu-only`), in words (core.placement.on_cpu_note); else None
+    gpu_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -188,10 +192,12 @@ def replica_health(replica: ReplicaFacts, mono_now: float) -> str | None:
 
 def build_api_status(api: APIFacts, replicas: Iterable[ReplicaFacts], traffic: APITraffic, *, url: str,
                      preparing: tuple[str, str | None] | None, wall_now: float,
-                     mono_now: float, isolation: Mapping[str, Any] | None = None) -> APIStatus:
+                     mono_now: float, isolation: Mapping[str, Any] | None = None,
+                     host_has_gpu: bool | None = None) -> APIStatus:
     """One API's status from its facts and its replicas' (other APIs' replicas are skipped).
     preparing: what the backend prepares for it (the process backend's environments:
-    ("installing requirements", "torch")), shown while it is updating."""
+    ("installing requirements", "torch")), shown while it is updating; host_has_gpu: whether
+    NVML found a GPU (None: not read)."""
     spec = api.spec
     shown = []
     for replica in replicas:
@@ -216,7 +222,8 @@ def build_api_status(api: APIFacts, replicas: Iterable[ReplicaFacts], traffic: A
         spec.name, spec.kind, spec.predictor.type, status, reason, spec.networking.endpoint,
         spec.networking.local_port, spec.spec_hash, f"{spec.source_file}:{spec.source_line}",
         counts, tuple(shown), traffic.in_flight, dict(traffic.requests), api.last_decision, url,
-        isolation, shown_failure(api.status, api.failure, waits))
+        isolation, shown_failure(api.status, api.failure, waits),
+        on_cpu_note(spec.compute.gpu, OPTIONS["cpu_only"].flag or "", host_has_gpu) if spec.cpu_only else None)
 
 
 def build_status(daemon: DaemonStatus, apis: Iterable[APIFacts], replicas: Iterable[ReplicaFacts],
@@ -232,6 +239,7 @@ def build_status(daemon: DaemonStatus, apis: Iterable[APIFacts], replicas: Itera
         build_api_status(api, by_api.get(api.spec.name, ()), traffic.get(api.spec.name, APITraffic()),
                          url=urls.get(api.spec.name, ""), preparing=preparing.get(api.spec.name),
                          wall_now=wall_now, mono_now=mono_now,
-                         isolation=(isolation or {}).get(api.spec.name))
+                         isolation=(isolation or {}).get(api.spec.name),
+                         host_has_gpu=None if gpus is None else bool(gpus.devices))
         for api in sorted(apis, key=lambda a: a.spec.name))
     return Status(daemon, built, tuple(EventStatus(e.at, e.level, e.message, e.api) for e in events), gpus)

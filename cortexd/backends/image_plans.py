@@ -60,7 +60,7 @@ def content_hash(files: Mapping[str, bytes | HostFile], extra: Iterable[str] = (
 
 def variant_of(spec: APISpec) -> tuple[str, str]:
     """(family, compute) of the image an API runs on: ("onnx", "gpu")..."""
-    return FAMILIES[spec.predictor.type], ("gpu" if spec.compute.gpu > 0 else "cpu")
+    return FAMILIES[spec.predictor.type], ("gpu" if spec.replica_gpus > 0 else "cpu")
 
 
 def runtime_plan(

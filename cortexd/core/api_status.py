@@ -37,6 +37,7 @@ class Failure(enum.StrEnum):
     START = "start"  # the backend could not start a replica
     INTERNAL = "internal"  # the daemon failed reconciling the API
     NO_GPU = "no_gpu"  # no replica can start until a GPU is free (not an error: it waits)
+    NO_GPU_ON_HOST = "no_gpu_on_host"  # it requests compute.gpu and this host has no GPU at all
 
 
 # the sentence's prefix in `cortexd get` for the kinds a user must act on at once

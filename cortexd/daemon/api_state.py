@@ -106,6 +106,15 @@ class APIState:
             self.failing = False
             self.show("updating")
 
+    def cannot_start(self, kind: Failure, message: str) -> bool:
+        """No replica can start until the host changes (no GPU on it): `error` at once, without a
+        restart backoff (nothing was started; the next pass asks again, and a replica of this
+        version that becomes ready ends it). Returns whether this is news (an event to add)."""
+        news = not (self.failing and self.failure is kind and self.reason == message)
+        self.failing = True
+        self.show("error", message, kind)
+        return news
+
     def record_failure(self, kind: Failure, message: str, now: float, logs: list[str], *, backoff: tuple[float, float],
                        error_after: int, at_once: bool = False) -> float:
         """Count a failure of `kind` (`message` says it for `cortexd get`): the next start waits out the

@@ -5,7 +5,8 @@
     GET    /apis/{name}            one API's status and what each replica serves (its models)
     GET    /apis/{name}/logs       replica output; ?tail=N&follow=1&since=EPOCH streams new lines;
                                    ?previous=1: the daemon's previous run's
-    POST   /deploy                 {"paths": [...]}: add or update those projects' APIs (others stay)
+    POST   /deploy                 {"paths": [...], "cpu_only": false}: add or update those projects'
+                                   APIs (others stay); cpu_only: `deploy --cpu-only`
     DELETE /apis/{name}            remove one API (until the next deploy)
     POST   /shutdown               graceful shutdown
 
@@ -135,12 +136,15 @@ class _Routes:
 
     async def deploy(self, request: web.Request) -> web.Response:
         try:
-            paths = (await request.json())["paths"]
-        except (ValueError, KeyError, TypeError):
+            body = await request.json()
+            paths, cpu_only = body["paths"], body.get("cpu_only", False)
+        except (ValueError, KeyError, TypeError, AttributeError):
             return _error(400, 'expected a JSON body {"paths": [...]}')
         if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
             return _error(400, 'expected a JSON body {"paths": [...]} with at least one path')
-        result = await self.daemon.deploy(paths)
+        if not isinstance(cpu_only, bool):
+            return _error(400, f'"cpu_only" must be true or false, got {cpu_only!r}')
+        result = await self.daemon.deploy(paths, cpu_only=cpu_only)
         # created / updated / removed / unchanged / left_alone api names, and the notices
         return web.json_response({"ok": True, **result})
 

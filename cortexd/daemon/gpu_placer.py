@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from cortexd.backends.base import ReplicaInfo
-from cortexd.core.placement import place
+from cortexd.core.placement import Placement, place
 from cortexd.nvml import GPUInventory, GPUMonitor
 from cortexd.spec.model import APISpec
 
@@ -39,14 +39,13 @@ class GPUPlacer:
             self._read_at = now
         return self._inventory
 
-    def assign(self, spec: APISpec, replica_id: str,
-               observed: Mapping[str, ReplicaInfo]) -> tuple[tuple[int, ...], str | None]:
-        """(gpu ids, None) for the new replica, or ((), "pending: ...") when it must wait."""
+    def assign(self, spec: APISpec, replica_id: str, observed: Mapping[str, ReplicaInfo]) -> Placement:
+        """The gpu ids for the new replica, or why it must wait ("pending: ..."), or that this
+        host has no GPU at all (`none_on_host`)."""
         inv = self.inventory()
         held = {rid: info.gpu_ids for rid, info in observed.items()
                 if info.state != "exited" and info.gpu_ids}
-        placement = place(inv.ids, held, spec.name, spec.compute.gpu, inv.reason)
-        return placement.gpu_ids, placement.pending
+        return place(inv.ids, held, spec.name, spec.replica_gpus, inv.reason)
 
     def close(self) -> None:
         if self._monitor is not None:

@@ -43,6 +43,7 @@ class Project:
     notices: tuple[str, ...]
     shipped: frozenset[str] = frozenset()  # the project's files when it was deployed
     api_files: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # api -> {path: digest}
+    cpu_only: bool = False  # its GPU APIs served on the CPU (`--cpu-only`), kept across reloads
 
     @property
     def names(self) -> list[str]:
@@ -60,10 +61,11 @@ def model_locations(specs: Sequence[APISpec]) -> set[str]:
 
 
 def load_project(path: str, *, shipped: frozenset[str] | None = None,
-                 default_port: int | None = None) -> Project:
+                 default_port: int | None = None, cpu_only: bool = False) -> Project:
     """Load and validate one project, folding into each API's spec hash the digest of the files
     that make its version (raises ConfigError). `shipped`: the files the running version shipped
-    with (None: a deploy, which ships whatever is there now)."""
+    with (None: a deploy, which ships whatever is there now); cpu_only: its APIs that request
+    compute.gpu are served on the CPU (`--cpu-only`: APISpec.cpu_only, a version of their own)."""
     loaded = load_config([path], default_port=default_port)
     configs = {os.path.realpath(f) for f in loaded.files} | set(loaded.files)
     models = model_locations(loaded.apis)
@@ -83,8 +85,9 @@ def load_project(path: str, *, shipped: frozenset[str] | None = None,
         exclude = others | configs  # what a config says about an API is in its spec already
         per_api[spec.name] = api_files(files_by_dir[spec.project_dir], exclude)
         digest = api_digest(files_by_dir[spec.project_dir], exclude)
-        specs.append(replace(spec, project_digest=digest))  # a new spec: its hash includes the digest
-    return Project(path, tuple(loaded.files), tuple(specs), tuple(notices), shipped, per_api)
+        # a new spec: its hash includes the digest (and serving on the CPU)
+        specs.append(replace(spec, project_digest=digest, cpu_only=cpu_only and spec.compute.gpu > 0))
+    return Project(path, tuple(loaded.files), tuple(specs), tuple(notices), shipped, per_api, cpu_only)
 
 
 def conflicts(projects: Sequence[Project]) -> list[ConfigProblem]:
@@ -175,14 +178,14 @@ def die_with(parent: int) -> None:
         os._exit(1)  # the daemon died before prctl
 
 
-def load_projects(paths: Sequence[str], default_port: int | None = None) -> list[Project]:
+def load_projects(paths: Sequence[str], default_port: int | None = None, cpu_only: bool = False) -> list[Project]:
     """Each path loaded as its own project (blocking: run it in a thread); all problems of all
     of them, and names or routes used twice across them, raised as one ConfigError."""
     projects: list[Project] = []
     problems = []
     for path in paths:
         try:
-            project = load_project(path, default_port=default_port)
+            project = load_project(path, default_port=default_port, cpu_only=cpu_only)
         except ConfigError as e:
             problems += e.problems
             continue
@@ -201,7 +204,8 @@ def reload_projects(projects: Sequence[Project], default_port: int | None = None
     out, problems = [], []
     for project in projects:
         try:
-            out.append(load_project(project.path, shipped=project.shipped, default_port=default_port))
+            out.append(load_project(project.path, shipped=project.shipped, default_port=default_port,
+                                    cpu_only=project.cpu_only))
         except ConfigError as e:
             out.append(project)
             problems += e.problems

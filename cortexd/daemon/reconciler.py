@@ -45,13 +45,14 @@ from typing import Any
 from cortexd.backends.base import ReplicaBackend, ReplicaInfo
 from cortexd.core import rollout
 from cortexd.core.api_status import Failure, api_status
+from cortexd.core.placement import Placement, no_gpu_on_host, place
 from cortexd.daemon.api_state import LOG_LINES_IN_ERROR, APIState, ReplicaRecord
 from cortexd.daemon.events import EventLog
 from cortexd.daemon.replica_checks import ReplicaChecks
 from cortexd.daemon.seams import GPUPlacement, ReplicaRouter, ScaledAPI
 from cortexd.errors import CortexdError, DependencyError
 from cortexd.gateway.routes import RouteConfig
-from cortexd.settings import DaemonSettings
+from cortexd.settings import OPTIONS, DaemonSettings
 from cortexd.spec.model import APISpec
 from cortexd.status import APIFacts, APITraffic, ReplicaFacts
 
@@ -333,6 +334,8 @@ class Reconciler:
         if now < state.next_start_at:
             state.wait(f"restarting in {state.next_start_at - now:.0f}s (crash backoff)")
             return False
+        if spec.replica_gpus > 0 and self._no_gpu_on_host(state):
+            return False  # before any image or environment is made for it
         if state.image_ready_for != spec.spec_hash:
             self._ensure_image(state)
             # the process backend has no image: what it prepares (an environment) it says itself
@@ -343,11 +346,12 @@ class Reconciler:
         for _ in range(count):
             gpu_ids: tuple[int, ...] = ()
             replica_id = f"{spec.name}-{spec.spec_hash[:6]}-{secrets.token_hex(3)}"
-            if spec.compute.gpu > 0:
-                gpu_ids, why = self._place(spec, replica_id)
-                if why:
-                    state.wait(why, Failure.NO_GPU)
+            if spec.replica_gpus > 0:
+                placement = self._place(spec, replica_id)
+                if placement.pending:
+                    state.wait(placement.pending, Failure.NO_GPU)
                     return True
+                gpu_ids = placement.gpu_ids
             try:
                 info = await self.backend.start(spec, replica_id, gpu_ids)
             except DependencyError as e:  # the environment, made again at the start
@@ -402,11 +406,24 @@ class Reconciler:
 
         state.image_task = asyncio.ensure_future(build())
 
-    def _place(self, spec: APISpec, replica_id: str) -> tuple[tuple[int, ...], str | None]:
+    def _place(self, spec: APISpec, replica_id: str) -> Placement:
         if self.placer is None:
-            return (), (f"pending: api {spec.name!r} needs {spec.compute.gpu} GPU(s), "
-                        "but no NVIDIA GPU is available to this daemon")
+            return place((), {}, spec.name, spec.replica_gpus, "no GPU is available to this daemon")
         return self.placer.assign(spec, replica_id, self.observed)
+
+    def _no_gpu_on_host(self, state: APIState) -> bool:
+        """Whether the host has no GPU at all for an API that requests one: nothing will free one, so
+        it shows `error` at once with what to do, rather than wait (core/placement.py)."""
+        spec = state.spec
+        placement = self._place(spec, "")
+        if not placement.none_on_host:
+            if state.failure is Failure.NO_GPU_ON_HOST:  # a GPU appeared
+                state.recovered()
+            return False
+        message = no_gpu_on_host(spec.name, spec.compute.gpu, placement.host_reason, OPTIONS["cpu_only"].flag or "")
+        if state.cannot_start(Failure.NO_GPU_ON_HOST, message):
+            self.events.add(message, api=spec.name, level="error")
+        return True
 
     # -- health ----------------------------------------------------------------------
 

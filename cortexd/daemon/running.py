@@ -24,6 +24,7 @@ import aiohttp
 
 from cortexd import __version__
 from cortexd.core.health import HealthPolicy
+from cortexd.core.placement import gpu_notices
 from cortexd.daemon import control
 from cortexd.daemon.autoscaler import Autoscaler
 from cortexd.daemon.backend_choice import choose_backend, end_leftover_replicas
@@ -61,7 +62,7 @@ from cortexd.logfiles import (
     read_new,
     read_since,
 )
-from cortexd.settings import DaemonSettings
+from cortexd.settings import OPTIONS, DaemonSettings
 from cortexd.spec import APISpec
 from cortexd.status import DaemonStatus, GPUStatus, Status, build_status
 
@@ -130,7 +131,7 @@ class Daemon:
                 "use `cortexd deploy PATH` to change what it serves, or `cortexd down` first"
             )
         # each project on its own, off the loop; a ConfigError aborts the start
-        projects = await asyncio.to_thread(load_projects, self.paths, s.default_local_port)
+        projects = await asyncio.to_thread(load_projects, self.paths, s.default_local_port, s.cpu_only)
         if self.backend is None:
             why: list[str] = []
             self.backend = await choose_backend(s, self.events, why)
@@ -308,13 +309,17 @@ class Daemon:
 
     # -- control API methods ---------------------------------------------------------
 
-    async def deploy(self, paths: Sequence[str]) -> dict:
+    async def deploy(self, paths: Sequence[str], cpu_only: bool = False) -> dict:
         """Add or update the APIs of `paths`, leaving other projects' APIs serving (as Cortex's
         `deploy` does); an API no longer in a deployed cortex.yaml is removed. Returns what was
-        created, updated, removed, unchanged and left alone, and the notices."""
+        created, updated, removed, unchanged and left alone, and the notices (among them what
+        becomes of APIs that request compute.gpu). cpu_only: `deploy --cpu-only` (the daemon's
+        own --cpu-only holds for every project)."""
         resolved = [str(Path(p).resolve()) for p in paths]  # noqa: ASYNC240 - a few local paths
+        s = self.settings
         async with self._config_lock:
-            incoming = await self._load_off_loop(load_projects, resolved, self.settings.default_local_port)
+            incoming = await self._load_off_loop(load_projects, resolved, s.default_local_port,
+                                                 cpu_only or s.cpu_only)
             after = merged(self.projects, incoming)
             problems = conflicts(after)
             if problems:
@@ -332,7 +337,15 @@ class Daemon:
             ("created", summary.created), ("updated", summary.updated), ("removed", summary.removed),
             ("unchanged", summary.unchanged), ("left alone", summary.left_alone)) if names]
         self.events.add(f"deployed {', '.join(resolved)}: {', '.join(said) or 'no apis'}")
-        return {**summary.to_json(), "notices": [n for p in incoming for n in p.notices]}
+        notices = [n for p in incoming for n in p.notices] + self._gpu_notices([s for p in incoming for s in p.specs])
+        return {**summary.to_json(), "notices": notices}
+
+    def _gpu_notices(self, specs: Sequence[APISpec]) -> list[str]:
+        """What becomes of the APIs that request compute.gpu: served on the CPU, or not at all here."""
+        if self.placer is None:
+            return []
+        inventory = self.placer.inventory()
+        return gpu_notices(specs, len(inventory.devices), inventory.reason, OPTIONS["cpu_only"].flag or "")
 
     async def delete_api(self, name: str) -> None:
         async with self._config_lock:

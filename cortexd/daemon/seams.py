@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from cortexd.backends.base import ReplicaInfo
     from cortexd.core.api_status import Failure
+    from cortexd.core.placement import Placement
     from cortexd.daemon.events import EventLog
     from cortexd.gateway.metrics import APIMetrics, Monitor
     from cortexd.gateway.routes import RouteConfig
@@ -64,9 +65,8 @@ class ReplicaRouter(InFlight, Protocol):
 class GPUPlacement(Protocol):
     """GPU assignment for replicas that ask for compute.gpu (cortexd/daemon/gpu_placer.py)."""
 
-    def assign(self, spec: APISpec, replica_id: str,
-               observed: Mapping[str, ReplicaInfo]) -> tuple[tuple[int, ...], str | None]:
-        """(GPU indices, None) for the new replica, or ((), why it must wait)."""
+    def assign(self, spec: APISpec, replica_id: str, observed: Mapping[str, ReplicaInfo]) -> Placement:
+        """The GPU indices for the new replica, or why it must wait (or that the host has none)."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class ControlledDaemon(Protocol):
                     follow: bool, since: float | None = None) -> AsyncIterator[str]:
         """The log lines (GET /apis/{name}/logs)."""
 
-    async def deploy(self, paths: Sequence[str]) -> dict:
+    async def deploy(self, paths: Sequence[str], cpu_only: bool = False) -> dict:
         """POST /deploy; raises ConfigError or CortexdError."""
 
     async def delete_api(self, name: str) -> None:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from cortexd.core.api_status import Failure
 from cortexd.gateway.relay import STATUS_LINES, encode
+from cortexd.settings import OPTIONS
 
 # what a client is told an API in error suffers from, by the kind of its failure
 CLIENT_REASONS = {
@@ -30,6 +31,8 @@ CLIENT_REASONS = {
     Failure.INTERNAL: "the daemon could not reconcile it",
     Failure.CRASHED: "its predictor failed to start",
     Failure.NO_GPU: "no GPU is free for its replicas",
+    Failure.NO_GPU_ON_HOST: ("it requests compute.gpu and this host has no GPU (remove compute.gpu, or "
+                             f"serve it on the CPU: `cortexd deploy {OPTIONS['cpu_only'].flag} PATH`)"),
 }
 
 

@@ -13,8 +13,9 @@ local paths are absolute; max_surge/max_unavailable are a count or a Percent.
 computed once, when an APISpec is made, from that document and `project_digest`
 (the digest of the project files that make the API's version, set by
 daemon/projects.py with dataclasses.replace, which makes a new spec and so a new
-hash). Replicas are stamped with that hash (Docker labels), so for the same
-inputs it must never change: spec_hash_of() keeps the original algorithm.
+hash; so is `cpu_only`, a GPU API served on the CPU). Replicas are stamped with
+that hash (Docker labels), so for the same inputs it must never change:
+spec_hash_of() keeps the original algorithm.
 """
 
 from __future__ import annotations
@@ -104,9 +105,16 @@ class UpdateStrategySpec:
 _DIGEST_KEY = "_project_digest"
 
 
-def spec_hash_of(document: dict[str, Any], project_digest: str | None = None) -> str:
+# the key under which serving a GPU API on the CPU (`--cpu-only`) enters the hashed document, only
+# when it is on: the hashes of every other spec stay what they were
+_CPU_ONLY_KEY = "_cpu_only"
+
+
+def spec_hash_of(document: dict[str, Any], project_digest: str | None = None, cpu_only: bool = False) -> str:
     """Short content hash of a defaulted document and the project digest (12 hex digits)."""
     hashed = document if project_digest is None else {**document, _DIGEST_KEY: project_digest}
+    if cpu_only:
+        hashed = {**hashed, _CPU_ONLY_KEY: True}
     blob = json.dumps(hashed, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -128,11 +136,19 @@ class APISpec:
     # digest of the project files that make this API's version (None: not folded in yet);
     # like `raw`, outside equality: versions are told apart by spec_hash
     project_digest: str | None = field(default=None, compare=False)
-    # short content hash of `raw` and `project_digest`; replicas are stamped with it
+    # compute.gpu served on the CPU (`cortexd up/deploy --cpu-only`: no GPU is placed; set by
+    # daemon/projects.py on the specs that request one); a version of its own (spec_hash)
+    cpu_only: bool = False
+    # short content hash of `raw`, `project_digest` and `cpu_only`; replicas are stamped with it
     spec_hash: str = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "spec_hash", spec_hash_of(self.raw, self.project_digest))
+        object.__setattr__(self, "spec_hash", spec_hash_of(self.raw, self.project_digest, self.cpu_only))
+
+    @property
+    def replica_gpus(self) -> int:
+        """The GPUs each replica is given: compute.gpu, or none when it is served on the CPU."""
+        return 0 if self.cpu_only else self.compute.gpu
 
     def runtime_spec(self) -> RuntimeSpec:
         """What a replica is told about this API: the runtime contract (predictor_runtime/contract.py),

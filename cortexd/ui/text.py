@@ -120,6 +120,8 @@ def api_detail(api: APIStatus, models: dict | None = None) -> str:
     if api.last_decision:
         lines.append(f"autoscaler: {api.last_decision}")
     lines.extend(isolation_lines(api.isolation))
+    if api.gpu_note:  # "compute.gpu: 1 requested; running on CPU (--cpu-only): ..."
+        lines.append(api.gpu_note)
     if r.pending_reason:
         lines.append(f"pending:    {r.pending_reason}")
     if api.reason:

@@ -159,8 +159,9 @@ def apis_table(snap: Status) -> RenderableType:
 
 
 def api_notes(api: APIStatus) -> RenderableType:
-    """Under the table, per API: its URL, why replicas are pending or it is in error,
-    the autoscaler's last decision and the monitoring summary."""
+    """Under the table, per API: its URL, why replicas are pending or it is in error, who its
+    replicas run as when not isolated, a GPU API served on the CPU, the autoscaler's last decision
+    and the monitoring summary."""
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="dim", no_wrap=True, min_width=12)
     grid.add_column(overflow="fold")
@@ -173,6 +174,8 @@ def api_notes(api: APIStatus) -> RenderableType:
     notice = (api.isolation or {}).get("notice")
     if notice:
         grid.add_row("  isolation", Text(notice, style="yellow"))
+    if api.gpu_note:
+        grid.add_row("  compute", Text(api.gpu_note, style="yellow"))
     if api.last_decision:
         grid.add_row("  autoscaler", Text(api.last_decision))
     mon = monitoring_line(api.requests.get("monitoring"))

@@ -59,7 +59,7 @@ class FakeDaemon:
             await asyncio.sleep(1.5)
             yield "three"
 
-    async def deploy(self, paths):
+    async def deploy(self, paths, cpu_only=False):
         if self.deploy_error is not None:
             raise self.deploy_error
         return {"created": ["iris"], "notices": []}
@@ -105,6 +105,8 @@ async def test_answers_and_refusals_reach_the_cli_as_their_classes(control):
         await call(lambda: list(client.stream("/apis/iris/logs?tail=x")))
     with pytest.raises(RequestError, match=r"expected a JSON body \{\"paths\": \[...\]\}"):
         await call(client.call, "POST", "/deploy", {"paths": []})
+    with pytest.raises(RequestError, match=r"\"cpu_only\" must be true or false, got 'yes'"):
+        await call(client.call, "POST", "/deploy", {"paths": ["/p"], "cpu_only": "yes"})
 
     daemon.deploy_error = ConfigError([PROBLEM])
     with pytest.raises(ConfigRejected) as rejected:

@@ -1,5 +1,5 @@
 """What a newcomer trips on, through the real CLI: a closed stdout, a failed `up`, an API
-pending for a GPU, why Docker was not used, the GPU line. Real daemon, loopback."""
+on a host without a GPU, why Docker was not used, the GPU line. Real daemon, loopback."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from cortexd.nvml import read_inventory
 from tests.builders import OK_PREDICTOR, write_project
 from tests.real_daemon import REPO, free_port
 
@@ -58,15 +59,16 @@ def test_a_failed_up_shows_only_the_lines_of_this_start(cli, tmp_path):
     assert "OtherProjectError" not in up.err, up.err
 
 
-def test_predict_against_an_api_pending_for_a_gpu_says_pending_and_why(cli, tmp_path):
+def test_predict_against_a_gpu_api_on_a_host_without_a_gpu_says_so_at_once(cli, tmp_path):
+    if read_inventory().devices:
+        pytest.skip("this host has GPUs: the API gets one")
     path, _ = project(tmp_path, name="gpu-api", gpu=1)
     cli("up", "-d", "--backend", "process", str(path), check=True)
-    cli.wait_for(lambda s: (s["apis"][0]["replicas"]["pending_reason"] or "").startswith("pending"),
-                 what="the API pending for a GPU")
+    cli.wait_for(lambda s: s["apis"][0]["failure"] == "no_gpu_on_host", what="the API in error for a GPU")
     pred = cli("predict", "gpu-api", "{}", timeout=20)  # at once, not after the gateway's wait
     assert pred.code == 1, pred
-    assert "is pending" in pred.err and "GPU" in pred.err, pred.err
-    assert "starting" not in pred.err, pred.err
+    assert "HTTP 503" in pred.err and "this host has no GPU" in pred.err, pred.err
+    assert "starting" not in pred.err and "waiting for a free GPU" not in pred.err, pred.err
 
 
 def test_up_says_why_docker_was_not_used(cli, tmp_path):

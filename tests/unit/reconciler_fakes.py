@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from cortexd.backends.base import ReplicaInfo
 from cortexd.core.api_status import Failure
+from cortexd.nvml import GPUDevice, GPUInventory
 from cortexd.status import DaemonStatus, Status, build_status
 
 
@@ -154,3 +155,9 @@ def api_snapshot(rec, api: str, *, wall_now: float = 0.0, mono_now: float | None
     status = snapshot(rec, wall_now=wall_now, mono_now=mono_now).api(api)
     assert status is not None, f"no api {api!r} in the snapshot"
     return status.to_json()
+
+
+def gpu_inventory(count: int, reason: str | None = None) -> GPUInventory:
+    """What NVML reports on a host with `count` GPUs (none: `reason` says why)."""
+    return GPUInventory(tuple(GPUDevice(i, f"GPU-{i}", "Fake GPU", 2**34, 0, 0) for i in range(count)),
+                        reason=None if count else reason)

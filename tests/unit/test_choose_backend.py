@@ -6,6 +6,7 @@ import pytest
 
 from cortexd.backends.base import ReplicaInfo
 from cortexd.backends.process import ProcessBackend
+from cortexd.core.placement import Placement
 from cortexd.daemon.backend_choice import choose_backend
 from cortexd.daemon.events import EventLog
 from cortexd.daemon.gpu_placer import GPUPlacer
@@ -50,19 +51,21 @@ def replica(rid: str, ids: tuple[int, ...], state: str = "running") -> ReplicaIn
 def test_placer_gives_free_ids_and_ignores_exited_replicas(tmp_path):
     placer = GPUPlacer(lambda: gpus(2))
     spec = make_spec(tmp_path, gpu=1)
-    assert placer.assign(spec, "new", {}) == ((0,), None)
+    assert placer.assign(spec, "new", {}) == Placement((0,))
     held = {"r1": replica("r1", (0,)), "dead": replica("dead", (1,), state="exited")}
-    assert placer.assign(spec, "new", held) == ((1,), None)
-    ids, why = placer.assign(spec, "new", {"r1": replica("r1", (0,)), "r2": replica("r2", (1,))})
-    assert ids == () and why == "pending: insufficient GPU (api 'echo' needs 1, 0 free of 2)"
+    assert placer.assign(spec, "new", held) == Placement((1,))
+    taken = placer.assign(spec, "new", {"r1": replica("r1", (0,)), "r2": replica("r2", (1,))})
+    assert taken.gpu_ids == () and not taken.none_on_host  # all taken: it waits
+    assert taken.pending == "pending: insufficient GPU (api 'echo' needs 1, 0 free of 2)"
 
 
 def test_placer_without_gpus_names_the_api_and_the_cause(tmp_path):
     placer = GPUPlacer(lambda: GPUInventory(reason="no NVIDIA driver found (NVML: Driver Not Loaded)"))
-    ids, why = placer.assign(make_spec(tmp_path, gpu=2), "new", {})
-    assert ids == ()
-    assert why == ("pending: api 'echo' needs 2 GPUs, but there is no NVIDIA GPU on this host "
-                   "(no NVIDIA driver found (NVML: Driver Not Loaded))")
+    none = placer.assign(make_spec(tmp_path, gpu=2), "new", {})
+    assert none.gpu_ids == () and none.none_on_host  # none at all: nothing will free one
+    assert none.host_reason == "no NVIDIA driver found (NVML: Driver Not Loaded)"
+    assert none.pending == ("pending: api 'echo' needs 2 GPUs, but there is no NVIDIA GPU on this host "
+                            "(no NVIDIA driver found (NVML: Driver Not Loaded))")
 
 
 def test_placer_rereads_the_inventory_after_refresh(tmp_path):
@@ -70,8 +73,8 @@ def test_placer_rereads_the_inventory_after_refresh(tmp_path):
     inventories = [GPUInventory(reason="driver not loaded"), gpus(1)]
     placer = GPUPlacer(lambda: inventories.pop(0), refresh=5, clock=lambda: now[0])
     spec = make_spec(tmp_path, gpu=1)
-    assert placer.assign(spec, "x", {})[0] == ()
+    assert placer.assign(spec, "x", {}).none_on_host
     now[0] = 4.9
-    assert placer.assign(spec, "x", {})[0] == ()
+    assert placer.assign(spec, "x", {}).none_on_host
     now[0] = 5.0
-    assert placer.assign(spec, "x", {}) == ((0,), None)
+    assert placer.assign(spec, "x", {}) == Placement((0,))

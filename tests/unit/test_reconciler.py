@@ -12,6 +12,7 @@ import dataclasses
 
 from cortexd.core.api_status import Failure
 from cortexd.daemon.events import EventLog
+from cortexd.daemon.gpu_placer import GPUPlacer
 from cortexd.daemon.reconciler import Reconciler
 from cortexd.settings import DaemonSettings
 from cortexd.spec.model import (
@@ -19,7 +20,7 @@ from cortexd.spec.model import (
     ComputeSpec,
 )
 from tests.builders import rollout_spec
-from tests.unit.reconciler_fakes import FakeBackend, FakeClock, FakeGateway, settle
+from tests.unit.reconciler_fakes import FakeBackend, FakeClock, FakeGateway, gpu_inventory, settle
 
 
 async def test_deploy_starts_init_replicas_and_goes_live_when_ready(world):
@@ -161,25 +162,23 @@ async def test_removed_api_is_stopped_and_other_api_untouched(world):
     assert "a" not in rec.apis
 
 
-async def test_gpu_api_without_gpus_stays_pending_with_reason(world):
-    rec, backend, gateway, clock, ready = world
+async def test_gpu_api_on_a_daemon_without_gpus_is_in_error_at_once(world):
+    rec, backend, gateway, clock, ready = world  # no placer: no GPU is available to this daemon
     spec = dataclasses.replace(rollout_spec(), compute=ComputeSpec(gpu=1))
     await rec.apply([spec])
     await settle(rec)
     assert backend.replicas == {}
-    assert "needs 1 GPU" in rec.apis["api"].pending_reason
-    # no replica is on its way: requests are told at once what the API waits for
-    assert gateway.waiting["api"] == "a free GPU"
+    state = rec.apis["api"]
+    assert (state.status, state.failure) == ("error", Failure.NO_GPU_ON_HOST)
+    assert "requests compute.gpu: 1, but this host has no NVIDIA GPU" in state.reason
+    # requests are told the kind at once, not that it waits for a free GPU
+    assert gateway.states["api"] == (False, Failure.NO_GPU_ON_HOST) and gateway.waiting["api"] is None
 
 
-class OneGPU:
-    """A placer for a host with one GPU: a replica gets it when no live replica holds it."""
-
-    def assign(self, spec, replica_id, observed):
-        held = {i for info in observed.values() if info.state != "exited" for i in info.gpu_ids}
-        if 0 in held:
-            return (), f"pending: insufficient GPU (api {spec.name!r} needs 1, 0 free of 1)"
-        return (0,), None
+def OneGPU() -> GPUPlacer:
+    """The placer of a host with one GPU (a fake NVML inventory): a replica gets it when no live
+    replica holds it."""
+    return GPUPlacer(lambda: gpu_inventory(1))
 
 
 class GPUBackend(FakeBackend):

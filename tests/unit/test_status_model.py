@@ -80,7 +80,8 @@ def test_status_json_is_the_json_status_served_before_the_model():
                              "pending_reason": None, "restarts": 0, "min": 1, "max": 10},
                 "replica_list": replicas, "in_flight": 0, "requests": FakeGateway.COUNTERS,
                 "last_decision": decision, "url": f"http://127.0.0.1:8888/{name}",
-                "isolation": None, "failure": None}  # (issue 15: who replicas run as; issue 16: the failure's kind)
+                "isolation": None, "failure": None,  # (issue 15: who replicas run as; issue 16: the failure's kind)
+                "gpu_note": None}  # (issue 17: compute.gpu served on the CPU)
 
     expected = {
         "daemon": {"version": "0.4.0", "pid": 41, "backend": "process", "backend_reason": None,
