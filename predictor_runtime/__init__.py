@@ -36,7 +36,9 @@ contract.ReplicaLimits):
   CORTEXD_DRAIN_SECONDS              seconds, default 10: on SIGTERM, in-flight requests finish
                                      for up to this long
   CORTEXD_CLIENT_ERROR_LOG_INTERVAL  seconds, default 10: malformed requests logged once per kind
-  CORTEXD_MODEL_POLL_INTERVAL, CORTEXD_MODEL_SETTLE, CORTEXD_MODEL_DISK_CACHE: see models.py
+  CORTEXD_MODEL_POLL_INTERVAL, CORTEXD_MODEL_SETTLE: see models.py; CORTEXD_MODEL_DISK_CACHE:
+                                     model_disk_cache.py
+  AWS_* (the API's env or .env): s3:// models, read unsigned without credentials (model_s3.py)
 Predictor type "legacy" (a translated `kind: api`) selects Cortex's Flask-era answers (server.py).
 Readiness: the port accepts connections, and GET /healthz answers
 200, only after every worker process finished the predictor's __init__; a
@@ -51,8 +53,9 @@ predictors.py (loading user code, binding by parameter name), payload.py
 (request parsing, response encoding), clients/ (python_client, onnx_client,
 tensorflow_client), models.py (the model store: versions, memory LRU, live
 reload) over model_layout.py (which files form a model, also used by
-`cortexd validate`), model_sources.py (local and s3:// locations) and
-model_disk_cache.py (S3 downloads on disk), and batching.py (server_side_batching).
+`cortexd validate`), model_sources.py (local locations), model_s3.py (s3://
+locations: boto3's client, credentials and errors) and model_disk_cache.py
+(S3 downloads on disk), and batching.py (server_side_batching).
 Exit codes: 0 after SIGTERM/SIGINT (in-flight requests drained), 1 on any
 start-up failure or when a worker dies.
 """

@@ -20,6 +20,13 @@ log = logging.getLogger("predictor_runtime")
 
 Key = tuple[str, int]  # (model name, version)
 
+DISK_CACHE_ENV = "CORTEXD_MODEL_DISK_CACHE"
+
+
+def default_root() -> str:
+    """Where this process downloads models: $CORTEXD_MODEL_DISK_CACHE, else a folder of its own in TMPDIR."""
+    return os.environ.get(DISK_CACHE_ENV) or os.path.join(tempfile.gettempdir(), f"cortexd-models-{os.getpid()}")
+
 
 class DiskCache:
     """LRU of downloaded model versions under `root`; evicts before a download, never above `capacity`."""

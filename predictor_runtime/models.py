@@ -6,14 +6,14 @@ named `models.paths`, or every folder of `models.dir`) and answers
 on first use. The clients (clients/python.py, onnx.py, tensorflow.py) only
 convert inputs and outputs; everything about where models are and which of
 them are in memory is decided here, on top of model_layout.py (which files
-form a model), model_sources.py (local folders and s3:// prefixes) and
-model_disk_cache.py (S3 downloads on disk).
+form a model), model_sources.py (local folders), model_s3.py (s3:// prefixes)
+and model_disk_cache.py (S3 downloads on disk).
 
 Sources. A model location is a local path (folder, or a single .onnx file) or
-an `s3://bucket/prefix` URL (boto3, the `s3` extra; without it start-up fails
-saying what to install). Integer subfolders are versions; a location whose own
-files already form a model is unversioned and is version 1; "latest" is the
-highest version.
+an `s3://bucket/prefix` URL (boto3, the `s3` extra; read without signing when
+no AWS credentials are found, as Cortex did: model_s3.py). Integer subfolders
+are versions; a location whose own files already form a model is unversioned
+and is version 1; "latest" is the highest version.
 
 Layout first. A version is served only once its files form a model of the
 predictor's type (ONNX: exactly one .onnx file; TensorFlow: saved_model.pb,
@@ -44,7 +44,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -55,22 +54,16 @@ from typing import Any
 from aiohttp import web
 
 from predictor_runtime.contract import ModelsSpec, RuntimePredictor
-from predictor_runtime.model_disk_cache import DiskCache, Key
+from predictor_runtime.model_disk_cache import DiskCache, Key, default_root
 from predictor_runtime.model_layout import describe_files, onnx_files
-from predictor_runtime.model_sources import (
-    Listing,
-    LocalSource,
-    ModelSourceError,
-    S3Source,
-    make_source,
-)
+from predictor_runtime.model_s3 import S3Source
+from predictor_runtime.model_sources import Listing, LocalSource, ModelSourceError
 
 log = logging.getLogger("predictor_runtime")
 
 DEFAULT_MODEL = "_cortex_default"  # Cortex's name for the single `model_path` model
 POLL_INTERVAL_ENV = "CORTEXD_MODEL_POLL_INTERVAL"
 SETTLE_ENV = "CORTEXD_MODEL_SETTLE"
-DISK_CACHE_ENV = "CORTEXD_MODEL_DISK_CACHE"
 DEFAULT_POLL_INTERVAL = 10.0
 DEFAULT_SETTLE = 0.5
 
@@ -146,13 +139,12 @@ class ModelStore:
         self.entries: dict[str, ModelEntry] = {}
         self._memory: OrderedDict[Key, Any] = OrderedDict()
         self._described: dict[Key, dict[str, Any]] = {}
-        root = disk_root or os.environ.get(DISK_CACHE_ENV) or os.path.join(
-            tempfile.gettempdir(), f"cortexd-models-{os.getpid()}")
-        self.disk = DiskCache(root, disk_cache_size)
+        self.disk = DiskCache(disk_root or default_root(), disk_cache_size)
         self._lock = threading.Lock()        # entries, _memory, _described
         self._load_lock = threading.Lock()   # one load (and disk download) at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._list_error: str | None = None  # the last listing failure logged while polling
 
     # -- discovery -------------------------------------------------------------
 
@@ -166,13 +158,8 @@ class ModelStore:
                 if not n.startswith(".") and os.path.isdir(os.path.join(d.location, n)):
                     found[n] = (LocalSource(os.path.join(d.location, n)), self._dir_key)
         elif isinstance(d, S3Source):
-            client = d.client
-            paginator = client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=d.bucket, Prefix=d.prefix, Delimiter="/"):
-                for p in page.get("CommonPrefixes") or ():
-                    n = p["Prefix"][len(d.prefix):].strip("/")
-                    if n and not n.startswith("."):
-                        found[n] = (S3Source(f"s3://{d.bucket}/{d.prefix}{n}", client), self._dir_key)
+            for n in d.folders():
+                found[n] = (d.child(n), self._dir_key)
         return found
 
     def start(self) -> None:
@@ -210,15 +197,14 @@ class ModelStore:
         """Re-list every source: admit new settled versions, drop removed ones."""
         try:
             sources = self._sources()
-        except ModelSourceError:
-            if initial:
-                raise
-            return
-        except OSError as e:
+        except (ModelSourceError, OSError) as e:
             if initial:
                 raise ModelSourceError(str(e)) from None
-            log.error("error: cannot list models: %s", e)
+            if str(e) != self._list_error:  # once per problem, not every poll
+                log.error("error: cannot list models (serving what was found before): %s", e)
+            self._list_error = str(e)
             return
+        self._list_error = None
         for name in [n for n in self.entries if n not in sources]:
             log.info("model %s was removed from %s; no longer serving it", name, self._dir)
             self._drop(name, None)
@@ -455,6 +441,15 @@ class ModelStore:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def make_source(location: str) -> LocalSource | S3Source:
+    """The source of a model location: a local path or an s3:// URL."""
+    if location.startswith("s3://"):
+        return S3Source(location)
+    if "://" in location:
+        raise ModelSourceError(f"model path {location!r}: only local paths and s3:// URLs are supported")
+    return LocalSource(location)
 
 
 def store_from_spec(kind: str, predictor: RuntimePredictor, **kw: Any) -> ModelStore:

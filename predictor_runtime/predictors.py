@@ -10,7 +10,8 @@ only what the user's functions declare. server.py calls nothing else here.
 Supported: the three Cortex predictor types (`class PythonPredictor`,
 `TensorFlowPredictor`, `ONNXPredictor`, whose constructors receive `config` and
 `python_client` / `tensorflow_client` / `onnx_client`) and the legacy module
-predictor (`init(metadata)` / `init(model_path, metadata)`, and
+predictor (`init(metadata)` / `init(model_path, metadata)`, where an s3://
+model is downloaded first and model_path is the local copy, and
 `predict(sample, metadata)`). A tensorflow or onnx predictor in a replica
 without TensorFlow / onnxruntime is refused with `UnsupportedPredictor`, naming
 the extra to install.
@@ -35,6 +36,8 @@ from typing import Any
 
 from predictor_runtime.clients.python import PythonClient
 from predictor_runtime.contract import RuntimePredictor, RuntimeSpec
+from predictor_runtime.model_disk_cache import default_root
+from predictor_runtime.model_s3 import S3Source
 from predictor_runtime.model_sources import ModelSourceError
 
 PREDICT_PARAMS = ("payload", "query_params", "headers")
@@ -371,8 +374,9 @@ def load_legacy_predictor(module: ModuleType, predictor: RuntimePredictor, where
 
     # one copy shared by init and predict: legacy code may stash values in metadata
     metadata = copy.deepcopy(predictor.config)
+    model_path = legacy_model_path(predictor.model_path, where)
     if init is not None:
-        values = {"model_path": predictor.model_path, "metadata": metadata}
+        values = {"model_path": model_path, "metadata": metadata}
         init(**{n: values[n] for n in init_names})
 
     pick_sample = "sample" in predict_names
@@ -389,6 +393,18 @@ def load_legacy_predictor(module: ModuleType, predictor: RuntimePredictor, where
     meta = {"model_path": predictor.model_path} if predictor.model_path else {}
     return LoadedPredictor(type="legacy", predict=call, is_async=_is_coroutine_function(predict),
                            metadata=meta)
+
+
+def legacy_model_path(location: str | None, where: str) -> str | None:
+    """The local path `init(model_path)` gets: an s3:// `predictor.model` is downloaded first, as
+    Cortex 0.10-0.12's downloader did (a prefix -> a folder, a single object -> a file, named as
+    its last segment); a local path is passed as it is."""
+    if not location or not location.startswith("s3://"):
+        return location
+    try:
+        return S3Source(location).fetch(default_root())
+    except ModelSourceError as e:
+        raise StartupError(f"{where}: predictor.model {e}") from None
 
 
 # ---- entry point --------------------------------------------------------------

@@ -10,18 +10,16 @@ import pytest
 
 from predictor_runtime.contract import RuntimePredictor
 from predictor_runtime.model_layout import layout_problem
-from predictor_runtime.model_sources import (
-    LocalSource,
-    ModelSourceError,
-    S3Source,
-    make_source,
-)
+from predictor_runtime.model_s3 import S3Access, S3Source
+from predictor_runtime.model_sources import LocalSource, ModelSourceError
 from predictor_runtime.models import (
     DEFAULT_MODEL,
     ModelNotFound,
     ModelStore,
+    make_source,
     store_from_spec,
 )
+from tests.unit.s3_fakes import FakeS3
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -265,32 +263,6 @@ def test_poll_interval_comes_from_the_environment(tmp_path, monkeypatch):
 
 # ---- S3 ---------------------------------------------------------------------------------------
 
-class FakeS3:
-    """The slice of boto3's S3 client that S3Source uses, over a dict of key -> bytes."""
-
-    def __init__(self, objects: dict[str, bytes]):
-        self.objects = objects
-        self.downloads: list[str] = []
-
-    def get_paginator(self, name):
-        assert name == "list_objects_v2"
-        return self
-
-    def paginate(self, Bucket, Prefix, Delimiter=None):
-        keys = sorted(k for k in self.objects if k.startswith(Prefix))
-        if Delimiter:
-            prefixes = sorted({Prefix + k[len(Prefix):].split(Delimiter)[0] + Delimiter
-                               for k in keys if Delimiter in k[len(Prefix):]})
-            yield {"CommonPrefixes": [{"Prefix": p} for p in prefixes]}
-        else:
-            yield {"Contents": [{"Key": k, "Size": len(self.objects[k]), "ETag": str(hash(self.objects[k]))}
-                                for k in keys]}
-
-    def download_file(self, bucket, key, target):
-        self.downloads.append(key)
-        Path(target).write_bytes(self.objects[key])
-
-
 def test_s3_models_are_listed_downloaded_and_disk_cache_is_lru(tmp_path):
     fake = FakeS3({
         "models/a/1/m.onnx": b"a1", "models/a/2/m.onnx": b"a2",
@@ -304,7 +276,7 @@ def test_s3_models_are_listed_downloaded_and_disk_cache_is_lru(tmp_path):
 
     store = ModelStore("onnx", {}, models_dir="s3://bucket/models", cache_size=1, disk_cache_size=2,
                        loader=loader, poll_interval=60, settle=0.01, disk_root=str(tmp_path / "cache"))
-    store._dir._client = fake  # the seam: S3Source takes its client
+    store._dir._access = S3Access(fake)  # the seam: S3Source takes its client
     store.start()
     assert {n: sorted(e.versions) for n, e in store.entries.items()} == {"a": [1, 2], "b": [1], "c": [3]}
     store.get("a")
