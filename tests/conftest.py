@@ -38,6 +38,36 @@ def runtime(tmp_path):
         rt.close()
 
 
+# -- a local S3 API server (tests/s3_server.py) ---------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def local_s3():
+    from tests.s3_server import LocalS3
+
+    server = LocalS3()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_environment(local_s3, monkeypatch, tmp_path):
+    """Sets this process's AWS_* variables to local_s3.environment(keys) (runtimes a test starts
+    inherit them), with every credential variable the machine had removed first."""
+
+    def use(keys: bool = False) -> dict[str, str]:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                     "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+            monkeypatch.delenv(name, raising=False)
+        env = local_s3.environment(tmp_path, keys)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        return env
+
+    return use
+
+
 # -- a new user's machine (tests/newcomer.py): session-scoped, each install is a real one ---------
 
 
