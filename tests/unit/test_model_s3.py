@@ -76,12 +76,6 @@ def test_half_a_key_pair_is_refused_in_words(no_credentials, monkeypatch):
     assert "AWS_SECRET_ACCESS_KEY" in message and ".env" in message
 
 
-def test_without_boto3_start_up_says_what_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "boto3", None)  # import boto3 -> ImportError
-    with pytest.raises(ModelSourceError, match=r"pip install 'cortexd\[s3\]'"):
-        open_s3()
-
-
 # ---- endpoint -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("environ, expected", [
