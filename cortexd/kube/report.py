@@ -289,8 +289,9 @@ def notes_for(spec: APISpec, flavor: Flavor, dotenv_keys: list[str], image: str,
                      f"text{why}: move secrets into a Secret (env valueFrom.secretKeyRef) before committing it")
     remote = [p for p in (spec.predictor.model_path,) if p and "://" in p]
     if remote or (spec.predictor.models and spec.predictor.models.dir and "://" in spec.predictor.models.dir):
-        notes.append("s3:// models are read from the pod: give it credentials (IRSA / workload identity, "
-                     "or AWS_* env from a Secret)")
+        notes.append("s3:// models are read from the pod, unsigned when it has no AWS credentials (public "
+                     "buckets); for a private bucket give it credentials (IRSA / workload identity, or AWS_* "
+                     "env from a Secret)")
     return notes
 
 
