@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from cortexd.core.pip_builds import build_words, failed_builds, failed_clone
+
 PREINSTALLED_FILE = "cortex-preinstalled.txt"  # the added packages, as a requirements file
 
 
@@ -299,6 +301,8 @@ class _PipOutput:
         lines = tuple(line.rstrip() for line in output)
         collected: list[tuple[str, tuple[str, int] | None]] = []
         for ln in lines:
+            if ln[:1].isspace():
+                continue  # a nested pip's (a build's dependencies): not what this install collected
             m = _COLLECTING.match(ln)
             if m:
                 collected.append((m.group("req"), _origin(m.group("from"))))
@@ -373,18 +377,28 @@ def _build_failed(out: _PipOutput) -> InstallFailure | None:
     m = _BUILD_FAILED.search(out.text)
     if not m:
         return None
-    name = m.group("wheel") or m.group("wheels")
-    if name:
-        req, line, where = out.located(name)
-    elif out.collected:
-        req, line, where = out.located(*out.collected[-1])
+    # the build that failed, as pip's own lines say it (core/pip_builds.py): not an earlier
+    # "did not run successfully" nor the last "Collecting", which a nested pip prints (issue 17)
+    builds = failed_builds(out.lines)
+    if builds:
+        req, line, where = out.located(builds[0].requirement, _origin(builds[0].source))
+        need = build_words(builds[0])[0]
     else:
-        req, line, where = "a requirement", None, ""
+        req, line, where, need = "a requirement", None, "", "building it from source failed"
     return InstallFailure(
-        f"{req}{where} cannot be installed on {out.python}: pip found no wheel of it for this Python and "
-        "building it from source failed (old pins often predate this Python: pin a newer version)",
+        f"{req}{where} cannot be installed on {out.python}: pip found no wheel of it for this Python, and "
+        f"{need}; old pins often predate this Python: pin a newer version",
         out.last, req, line, True,
     )
+
+
+def _clone_failed(out: _PipOutput) -> InstallFailure | None:
+    """A VCS requirement (`git+https://...`) whose repository could not be cloned."""
+    clone = failed_clone(out.lines)
+    if clone is None:
+        return None
+    req, line, where = out.located(*next(((r, o) for r, o in out.collected if clone.url in r), (clone.url, None)))
+    return InstallFailure(f"{req}{where} cannot be installed: {clone.why}", out.last, req, line, not clone.offline)
 
 
 def _unreachable(out: _PipOutput) -> InstallFailure | None:
@@ -408,11 +422,11 @@ def install_failure(
 
     Names the requirement that failed and its line (from pip's own `(line N)` notes,
     else by matching names against `requirements`), and says why in one sentence:
-    an invalid line, no release for this Python, conflicting pins, a build from source
-    that failed, or the index unreachable (tried in that order).
+    an invalid line, no release for this Python, conflicting pins, a repository that cannot be
+    cloned, a build from source that failed, or the index unreachable (tried in that order).
     """
     out = _PipOutput.read(output, requirements, python_version, file_name, tail)
-    for reading in (_invalid_line, _no_release, _conflict, _build_failed, _unreachable):
+    for reading in (_invalid_line, _no_release, _conflict, _clone_failed, _build_failed, _unreachable):
         failure = reading(out)
         if failure is not None:
             return failure

@@ -228,7 +228,7 @@ def test_a_failed_build_from_source_names_the_pin_it_was_building():
     failure = install_failure(BUILD_FAILED, REQS, "3.11")
     assert failure.summary.startswith(
         "scikit-learn==0.21.3 (requirements.txt line 2) cannot be installed on Python 3.11: ")
-    assert "building it from source failed" in failure.summary
+    assert "building it from source fails (Numerical Python (NumPy) is not installed." in failure.summary
     assert "NumPy) is not installed" in failure.detail
     assert failure.line == 2
 
