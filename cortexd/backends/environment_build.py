@@ -36,7 +36,7 @@ import stat
 import sys
 import venv
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -44,8 +44,13 @@ from typing import Protocol
 from cortexd.backends.environment_plan import EnvironmentPlan, runtime_pins, runtime_site_dirs, uv_binary
 from cortexd.backends.isolation import ReplicaUser, child_setup, inherited_environment
 from cortexd.backends.pip_settings import merged_pip_settings
+from cortexd.backends.requirement_checks import RequirementChecks
+from cortexd.core.line_checks import known_failures
+from cortexd.core.nearest_pins import OnePass, nearest_changes, one_pass_report, rewritten_requirements
 from cortexd.core.requirements import (
     PREINSTALLED_FILE,
+    InstallFailure,
+    RequirementLine,
     canonical,
     install_failure,
     pip_activity,
@@ -115,6 +120,28 @@ class BuildAs:
     leased: bool
 
 
+class RequirementsFailed(DependencyError):
+    """pip could not install requirements.txt: its answer, read (core/requirements.install_failure),
+    and its last lines (`output`)."""
+
+    def __init__(self, failure: InstallFailure, output: list[str]):
+        super().__init__(failure.summary, detail=failure.detail, deterministic=failure.deterministic)
+        self.failure = failure
+        self.output = output
+
+
+def _python_version() -> str:
+    return f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def _write_readable(path: Path, text: str) -> None:
+    """(blocking) A file and its new folder the installers' user reads, whatever the daemon's umask."""
+    path.parent.mkdir()
+    path.write_text(text)
+    for p, mode in ((path.parent, 0o755), (path, 0o644)):
+        p.chmod(mode)
+
+
 def _private(path: str, flags: int) -> int:
     """open()'s opener for a build log: made 0600 (it names the project's index and paths)."""
     return os.open(path, flags, 0o600)
@@ -157,12 +184,16 @@ class EnvironmentBuild:
         self.say = say
         self.host_pip_config = host_pip_config
         self.use_uv = use_uv
+        self.changes: tuple[str, ...] = ()  # nearest pins installed instead of the project's, in words
+        self.checked: OnePass | None = None  # what checking each line alone found, when it ran
 
-    async def install(self, plan: EnvironmentPlan, folder: Path) -> str | None:
-        """Everything the build runs, in order; the installer that took requirements.txt."""
+    async def install(self, plan: EnvironmentPlan, folder: Path, checked: OnePass | None = None) -> str | None:
+        """Everything the build runs, in order; the installer that took requirements.txt.
+        checked: what checking each line alone found for these files before (an environment of
+        them with the pins as written failed): with nearest pins, the nearest releases install
+        at once."""
         self.say("installing requirements", "creating the environment")
         await asyncio.to_thread(self._create_venv, folder, plan)
-        python = str(folder / "bin" / "python")
         build_log = folder / "cortexd-install.log"
         if plan.dependencies_sh is not None:
             self.say("running dependencies.sh", "")
@@ -170,27 +201,110 @@ class EnvironmentBuild:
                             "dependencies.sh", self._installer_env(plan))
         if plan.conda_packages is not None:
             await self._conda(plan, folder, build_log)
-        pip_files = []
-        if plan.requirements and plan.lines:
-            pip_files += ["-r", str(Path(plan.project_dir) / "requirements.txt")]
         if plan.additions:
-            added = folder / PREINSTALLED_FILE
-            added.write_text("".join(f"{a.distribution}\n" for a in plan.additions))
-            pip_files += ["-r", str(added)]
-        installer = None
-        if pip_files:
-            env = self._installer_env(plan)
-            env.update(plan.pip_env)
-            installer = "uv" if await self._install_with_uv(plan, folder, pip_files, env, build_log) else "pip"
-        if installer == "pip":
-            env.update({"PYTHONUNBUFFERED": "1", "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
-            cmd = [self.python, "-m", "pip", "--python", python, "install", "--progress-bar", "off",
-                   "--no-warn-script-location", *pip_files]
-            self.say("installing requirements", "starting pip")
-            await self._run(plan, cmd, build_log, "requirements.txt", env)
+            (folder / PREINSTALLED_FILE).write_text("".join(f"{a.distribution}\n" for a in plan.additions))
+        if not (plan.requirements and plan.lines) and not plan.additions:
+            return None
+        requirements = Path(plan.project_dir) / "requirements.txt" if plan.requirements and plan.lines else None
+        if checked is not None and plan.nearest_pins and requirements is not None:
+            return await self._nearest(plan, folder, build_log, checked)
+        try:
+            return await self._requirements(plan, folder, build_log, requirements, plan.lines)
+        except RequirementsFailed as e:
+            if not plan.lines or not (e.failure.deterministic or e.failure.line is not None):
+                raise  # the index cannot be reached: each line alone would say the same
+            self.checked = await self._check_lines(plan, folder, build_log, e)
+            return await self._nearest(plan, folder, build_log, self.checked)
+
+    def _pip_env(self, plan: EnvironmentPlan) -> dict[str, str]:
+        """What pip runs with: the installers' environment, the project's pip.conf over it."""
+        env = self._installer_env(plan)
+        env.update(plan.pip_env)
+        env.update({"PYTHONUNBUFFERED": "1", "PIP_NO_INPUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+        return env
+
+    async def _requirements(self, plan: EnvironmentPlan, folder: Path, build_log: Path,
+                            requirements: Path | None, lines: Sequence[RequirementLine]) -> str:
+        """Install `requirements` (requirements.txt, or the nearest-pins copy of it, whose
+        requirements are `lines`) and the added pre-installed packages: uv, else pip."""
+        pip_files = ["-r", str(requirements)] if requirements is not None else []
+        if plan.additions:
+            pip_files += ["-r", str(folder / PREINSTALLED_FILE)]
+        env = self._pip_env(plan)
+        if await self._install_with_uv(plan, folder, lines, env, build_log):
+            return "uv"
+        cmd = [self.python, "-m", "pip", "--python", str(folder / "bin" / "python"), "install", "--progress-bar",
+               "off", "--no-warn-script-location", *pip_files]
+        self.say("installing requirements", "starting pip")
+        await self._run(plan, cmd, build_log, "requirements.txt", env)
+        return "pip"
+
+    async def _check_lines(self, plan: EnvironmentPlan, folder: Path, build_log: Path,
+                           failed: RequirementsFailed) -> OnePass:
+        """After pip failed for good: every line of requirements.txt checked alone, in one pass,
+        and the nearest release that installs here of each that does not (requirement_checks.py).
+        Lines that all install alone fail together: pip's own answer is raised then."""
+        work = folder / "cortexd-checks"
+        await asyncio.to_thread(self._work_folder, work)
+        python = _python_version()
+        # pip on the environment's base interpreter sees what the environment layers under its
+        # own packages (the runtime's), and starts in half the time of `--python <venv>`, which
+        # conda's packages need (they are the venv's alone)
+        pip = [self.python, "-m", "pip"]
+        if plan.conda_packages is not None:
+            pip += ["--python", str(folder / "bin" / "python")]
+        checks = RequirementChecks(
+            lambda cmd, seconds: self._capture(plan, cmd, seconds, build_log), pip, work, plan.lines,
+            plan.project_dir, python, lambda detail: self.say("checking requirements", detail))
+        # the lines whose failed build pip's own answer traces to them are not built again (a
+        # build may be long); the rest, the one pip's sentence named included, are checked alone:
+        # whom pip's last lines blame is what issue 17 found wrong
+        known = known_failures(failed.output, plan.lines, str(Path(plan.project_dir) / "requirements.txt"), python)
+        try:
+            verdicts, nearest = await checks.one_pass(plan.lines, known)
+            if not any(v.fails for v in verdicts):
+                raise failed  # each line installs alone: they fail together (pip's answer says how)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, ignore_errors=True)
+        return OnePass(tuple(verdicts), nearest, failed.detail)
+
+    async def _nearest(self, plan: EnvironmentPlan, folder: Path, build_log: Path, checked: OnePass) -> str:
+        """The one-pass report as the API's DependencyError; or, with nearest pins and a release
+        found for every failing line, those releases installed instead, from a copy of
+        requirements.txt in the environment folder (the project's files are never changed),
+        each change said (self.changes)."""
+        changes = nearest_changes(checked.failing, checked.nearest) if plan.nearest_pins else None
+        if changes is None:
+            summary, deterministic = one_pass_report(checked.verdicts, checked.nearest, _python_version(),
+                                                     opted_in=plan.nearest_pins)
+            raise DependencyError(summary, detail=checked.detail, deterministic=deterministic)
+        notices = [notice for _, notice in changes.values()]
+        for notice in notices:
+            self.say("installing requirements", f"nearest pin: {notice}")
+        await asyncio.to_thread(self._recreate_venv, folder, plan)  # nothing a failed pip left behind
+        text = (plan.requirements or b"").decode("utf-8", "replace")
+        relaxed = folder / "cortexd-nearest" / "requirements.txt"  # so pip's words name requirements.txt
+        await asyncio.to_thread(_write_readable, relaxed, rewritten_requirements(
+            text, {n: t for n, (t, _) in changes.items()}, plan.project_dir))
+        lines = [RequirementLine(r.line, changes[r.line][0], r.name) if r.line in changes else r for r in plan.lines]
+        try:
+            installer = await self._requirements(plan, folder, build_log, relaxed, lines)
+        except DependencyError as e:
+            raise DependencyError(f"{e.summary}\n(with the nearest releases: {'; '.join(notices)})",
+                                  detail=e.detail, deterministic=e.deterministic) from None
+        self.changes = tuple(notices)
         return installer
 
-    async def _install_with_uv(self, plan: EnvironmentPlan, folder: Path, pip_files: list[str],
+    def _work_folder(self, work: Path) -> None:
+        """(blocking) A folder the installers' user writes the checks' files in."""
+        work.mkdir(exist_ok=True)
+        (work / "wheels").mkdir(exist_ok=True)
+        user = self.build_as.user if self.build_as is not None else None
+        if user is not None:
+            for path in (work, work / "wheels"):
+                os.chown(path, user.uid, user.gid)
+
+    async def _install_with_uv(self, plan: EnvironmentPlan, folder: Path, lines: Sequence[RequirementLine],
                                env: dict[str, str], build_log: Path) -> bool:
         """Install with uv when it can do what pip would (True: done); else leave it to pip.
 
@@ -207,7 +321,7 @@ class EnvironmentBuild:
         if options is None:
             return False  # a pip setting uv cannot honour
         args, uv_env = options
-        wanted = unsatisfied(plan.lines, dict(runtime_pins(versions=True)), plan.project_dir)
+        wanted = unsatisfied(lines, dict(runtime_pins(versions=True)), plan.project_dir)
         wanted += [a.distribution for a in plan.additions]
         if not wanted:
             self.say("installing requirements", "the runtime has every requirement")
@@ -348,8 +462,43 @@ class EnvironmentBuild:
         if code == 0:
             return
         if what == "requirements.txt":
-            failure = install_failure(list(tail), plan.lines, f"{sys.version_info[0]}.{sys.version_info[1]}")
-            raise DependencyError(failure.summary, detail=failure.detail, deterministic=failure.deterministic)
+            raise RequirementsFailed(install_failure(list(tail), plan.lines, _python_version()), list(tail))
         last = "\n".join(line for line in list(tail)[-12:] if line.strip())
         raise DependencyError(f"{what} failed (exit code {code}) in {plan.project_dir}", detail=last,
                               deterministic=True)
+
+    async def _capture(self, plan: EnvironmentPlan, cmd: list[str], seconds: float,
+                       build_log: Path) -> tuple[bool | None, list[str]]:
+        """Run one check (requirement_checks.py) as the installers run, within `seconds`: (its
+        success, None when stopped at the deadline; its output, also in the build log)."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, cwd=plan.project_dir, env=self._pip_env(plan), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True, preexec_fn=self._child_setup(plan),
+            )
+        except OSError as e:
+            return False, [f"ERROR: cannot run {cmd[0]}: {e}"]
+        output: deque[str] = deque(maxlen=2000)  # what a cause is read from is near the end
+
+        async def read() -> None:
+            assert proc.stdout is not None
+            async for raw in proc.stdout:
+                output.append(redact_credentials(raw.decode("utf-8", "replace").rstrip()))
+            await proc.wait()
+
+        ok: bool | None = None
+        try:
+            await asyncio.wait_for(read(), seconds)
+            ok = proc.returncode == 0
+        except TimeoutError:
+            pass  # what it said so far is kept: what it was doing when the time ran out
+        finally:
+            if proc.returncode is None:  # the deadline, or the build was cancelled: pip and its builds go
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        with open(build_log, "a", encoding="utf-8", opener=_private) as out:  # noqa: ASYNC230 - a local log file
+            out.write(f"$ {redact_credentials(' '.join(cmd))}\n" + "".join(f"{line}\n" for line in output)
+                      + ("(stopped: out of time)\n" if ok is None else ""))
+        return ok, list(output)

@@ -58,6 +58,16 @@ class EnvironmentPlan:
     dependencies_sh: bytes | None  # only when running it is opted in
     pip_env: dict[str, str] = field(default_factory=dict)  # the project pip.conf as PIP_* variables
     notices: tuple[str, ...] = ()
+    # opt-in: a pin that cannot be installed on this Python is replaced by the nearest release that
+    # can (environment_build.py); part of the digest, so relaxed and exact environments never mix
+    nearest_pins: bool = False
+    # the digest of the same inputs with the pins as written: what checking each line alone found
+    # is the same for both (environments.py reuses it); "" when it is `digest`
+    exact_digest: str = ""
+
+    @property
+    def checks_key(self) -> str:
+        return self.exact_digest or self.digest
 
     @property
     def needed(self) -> bool:
@@ -69,6 +79,7 @@ class EnvironmentPlan:
 class Environment:
     path: Path  # the environment's real folder
     python: str  # its interpreter
+    changes: tuple[str, ...] = ()  # nearest pins installed instead of the project's, in words
 
 
 # -- reading a project (blocking; run in a thread) ------------------------------------------
@@ -243,7 +254,8 @@ def _local_signatures(project: Path, local: Iterable[str]) -> dict[str, str]:
 
 def make_plan(spec: APISpec, runtime: str, run_dependencies_sh: bool = False) -> EnvironmentPlan:
     """What the project of `spec` needs (blocking: reads the project's files); `runtime`:
-    runtime_identity(), computed once per daemon."""
+    runtime_identity(), computed once per daemon. An API deployed with nearest pins
+    (spec.nearest_pins) gets the nearest release that installs here of each pin that does not."""
     project = Path(spec.project_dir)
     notices: list[str] = []
     req_path = project / "requirements.txt"
@@ -294,8 +306,11 @@ def make_plan(spec: APISpec, runtime: str, run_dependencies_sh: bool = False) ->
         "pip.conf": pip_conf_bytes,
         "runtime": runtime,
     }
+    exact = environment_digest(parts)
+    if spec.nearest_pins:  # only then: the digests of exact environments stay what they were
+        parts["pins"] = "nearest"
     return EnvironmentPlan(
-        project_dir=str(project), digest=environment_digest(parts), requirements=requirements,
+        project_dir=str(project), digest=environment_digest(parts), exact_digest=exact, requirements=requirements,
         lines=lines, additions=additions, conda_packages=conda, dependencies_sh=deps,
-        pip_env=pip_env, notices=tuple(notices),
+        pip_env=pip_env, notices=tuple(notices), nearest_pins=spec.nearest_pins,
     )

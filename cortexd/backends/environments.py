@@ -52,6 +52,7 @@ from pathlib import Path
 
 from cortexd.backends.environment_build import BuildAs, BuildUsers, EnvironmentBuild, seal
 from cortexd.backends.environment_plan import Environment, EnvironmentPlan, make_plan, runtime_identity
+from cortexd.core.nearest_pins import OnePass
 from cortexd.errors import DependencyError
 from cortexd.spec.model import APISpec
 
@@ -76,8 +77,9 @@ class ProjectEnvironments:
     """Plans, builds and hands out project environments; one per process backend.
 
     cache_dir: where environments live (settings.environments_dir); run_dependencies_sh:
-    run a project's dependencies.sh on this host (opt-in); notify(message, api): notices
-    for the user (pre-installed packages added, dependencies.sh skipped...).
+    run a project's dependencies.sh on this host (opt-in); notify(message, api): notices for
+    the user (pre-installed packages added, dependencies.sh skipped, a pin replaced by the
+    nearest release that installs here: an API deployed with nearest pins, APISpec.nearest_pins).
     """
 
     def __init__(self, cache_dir: Path | str, *, run_dependencies_sh: bool = False,
@@ -91,6 +93,9 @@ class ProjectEnvironments:
         self._builds: dict[str, asyncio.Task] = {}
         self._ready: dict[str, Environment] = {}
         self._failed: dict[str, DependencyError] = {}  # digests whose install fails as it is
+        # what checking each line alone found, by the digest of the inputs with exact pins: a
+        # `deploy --nearest-pins` after the report installs the nearest releases at once
+        self._checked: dict[str, OnePass] = {}
         self._activity: dict[str, tuple[str, str]] = {}  # api -> (phase, detail)
         self._noticed: set[tuple[str, str]] = set()
         # api -> (spec hash, plan digest, interpreter (None: the runtime's)): one entry per API,
@@ -113,6 +118,13 @@ class ProjectEnvironments:
         return make_plan(spec, self._runtime, self.run_dependencies_sh)
 
     # -- the entry points ------------------------------------------------------------------------
+    def changes(self, api: str) -> tuple[str, ...]:
+        """The nearest pins the environment of `api`'s current version installed instead of its
+        requirements.txt's, in words (`get API`, the live view); () for none."""
+        known = self._by_api.get(api)
+        env = self._ready.get(known[1]) if known is not None else None
+        return env.changes if env is not None else ()
+
     def activity(self, api: str) -> tuple[str, str] | None:
         """(phase, detail) of the environment build an API waits for, e.g.
         ("installing requirements", "collecting six==1.16.0 (requirements.txt line 2)")."""
@@ -128,16 +140,23 @@ class ProjectEnvironments:
         if known is not None and known[0] == spec.spec_hash:
             return known[2]
         plan = await self._plan_off_loop(spec)
-        for notice in plan.notices:
-            if (plan.project_dir + spec.name, notice) not in self._noticed:
-                self._noticed.add((plan.project_dir + spec.name, notice))
-                self._notify(notice, spec.name)
-        python = (await self.ensure(plan, spec.name, spec)).python if plan.needed else None
+        self._tell(plan, spec, plan.notices)
+        env = await self.ensure(plan, spec.name, spec) if plan.needed else None
+        if env is not None:  # the nearest pins it has, also when it was built before this daemon
+            self._tell(plan, spec, env.changes)
+        python = env.python if env is not None else None
         self._by_api[spec.name] = (spec.spec_hash, plan.digest if plan.needed else "", python)
         if plan.digest in self._fresh:  # a build: what it replaced may be garbage now
             self._fresh.discard(plan.digest)
             self._collecting = asyncio.ensure_future(self.collect_garbage())
         return python
+
+    def _tell(self, plan: EnvironmentPlan, spec: APISpec, notices: tuple[str, ...]) -> None:
+        """Each notice once per API and project (get's events, the live view)."""
+        for notice in notices:
+            if (plan.project_dir + spec.name, notice) not in self._noticed:
+                self._noticed.add((plan.project_dir + spec.name, notice))
+                self._notify(notice, spec.name)
 
     async def _plan_off_loop(self, spec: APISpec) -> EnvironmentPlan:
         try:
@@ -332,7 +351,11 @@ class ProjectEnvironments:
         python = real / "bin" / "python"
         if not (real / DONE_FILE).is_file() or not python.exists():
             return None
-        return Environment(real, str(python))
+        try:
+            changes = tuple(json.loads((real / DONE_FILE).read_text()).get("changes", ()))
+        except (OSError, ValueError, AttributeError):
+            changes = ()
+        return Environment(real, str(python), changes)
 
     def _remove_leftovers(self, digest: str, link: Path) -> None:
         current = link.resolve().name if link.is_symlink() else None
@@ -348,7 +371,11 @@ class ProjectEnvironments:
                 self._say(plan.digest, phase, detail)
 
             build = EnvironmentBuild(self._python, build_as, say, self._host_pip_config, use_uv=self.use_uv)
-            installer = await build.install(plan, folder)
+            try:
+                installer = await build.install(plan, folder, self._checked.get(plan.checks_key))
+            finally:
+                if build.checked is not None and build.checked.deterministic:
+                    self._checked[plan.checks_key] = build.checked
         finally:
             # whatever the build left running is killed before the folder is sealed: a process
             # still holding a file open could otherwise write into the published environment
@@ -356,12 +383,12 @@ class ProjectEnvironments:
         await asyncio.to_thread(seal, folder)
         (folder / DONE_FILE).write_text(json.dumps({
             "digest": plan.digest, "project": plan.project_dir, "installer": installer,
-            "added": [a.distribution for a in plan.additions],
+            "added": [a.distribution for a in plan.additions], "changes": list(build.changes),
             "seconds": round(time.monotonic() - started, 1), "created": time.time(),
         }, indent=1))
         log.info("environment %s for %s ready in %.1fs", plan.digest, plan.project_dir,
                  time.monotonic() - started)
-        return Environment(folder, str(folder / "bin" / "python"))
+        return Environment(folder, str(folder / "bin" / "python"), build.changes)
 
     def _lease(self, spec: APISpec | None) -> BuildAs:
         """(blocking) Who the build runs as (BuildUsers) and, for another user, a HOME of the

@@ -105,16 +105,21 @@ class UpdateStrategySpec:
 _DIGEST_KEY = "_project_digest"
 
 
-# the key under which serving a GPU API on the CPU (`--cpu-only`) enters the hashed document, only
-# when it is on: the hashes of every other spec stay what they were
+# the keys under which serving a GPU API on the CPU (`--cpu-only`) and nearest pins enter the
+# hashed document, only when on: the hashes of every other spec stay what they were
 _CPU_ONLY_KEY = "_cpu_only"
+_NEAREST_PINS_KEY = "_nearest_pins"
 
 
-def spec_hash_of(document: dict[str, Any], project_digest: str | None = None, cpu_only: bool = False) -> str:
-    """Short content hash of a defaulted document and the project digest (12 hex digits)."""
+def spec_hash_of(document: dict[str, Any], project_digest: str | None = None, cpu_only: bool = False,
+                 nearest_pins: bool = False) -> str:
+    """Short content hash of a defaulted document, the project digest and, when on, the
+    `--cpu-only` and nearest-pins modes (12 hex digits); a hash without them is the original one."""
     hashed = document if project_digest is None else {**document, _DIGEST_KEY: project_digest}
     if cpu_only:
         hashed = {**hashed, _CPU_ONLY_KEY: True}
+    if nearest_pins:  # how requirements.txt is installed is part of the version
+        hashed = {**hashed, _NEAREST_PINS_KEY: True}
     blob = json.dumps(hashed, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -139,11 +144,16 @@ class APISpec:
     # compute.gpu served on the CPU (`cortexd up/deploy --cpu-only`: no GPU is placed; set by
     # daemon/projects.py on the specs that request one); a version of its own (spec_hash)
     cpu_only: bool = False
-    # short content hash of `raw`, `project_digest` and `cpu_only`; replicas are stamped with it
+    # deployed with nearest pins (`deploy --nearest-pins`, issue 17): a pin of requirements.txt
+    # that cannot be installed on this Python gets the nearest release that can (process backend)
+    nearest_pins: bool = field(default=False, compare=False)
+    # short content hash of `raw`, `project_digest`, `cpu_only` and `nearest_pins`; replicas are
+    # stamped with it
     spec_hash: str = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "spec_hash", spec_hash_of(self.raw, self.project_digest, self.cpu_only))
+        object.__setattr__(self, "spec_hash",
+                           spec_hash_of(self.raw, self.project_digest, self.cpu_only, self.nearest_pins))
 
     @property
     def replica_gpus(self) -> int:
