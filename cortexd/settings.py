@@ -204,6 +204,14 @@ class DaemonSettings:
         help="serve APIs that request compute.gpu on the CPU, for local work (no GPU is placed; "
              "without it such an API shows error on a host without a GPU); `deploy --cpu-only` "
              "for the projects it deploys; env CORTEXD_CPU_ONLY=1")
+    # old pins (issue 17): for each requirement that cannot be installed on this Python, install the
+    # nearest release that can and say so (process backend); off: the pins as written, and a
+    # failed install names every line that cannot be installed
+    nearest_pins: bool = setting(
+        False, flag="--nearest-pins", env="CORTEXD_NEAREST_PINS", parse=_switch, switch=True, deploy=True,
+        help="process backend: for each pin of requirements.txt that cannot be installed on this "
+             "Python, install the nearest release that can, and say each change in `get` (off: the "
+             "pins as written; env CORTEXD_NEAREST_PINS=1; `deploy --nearest-pins` for one project)")
     # the local_port of every API that sets none (None: the schema's 8888)
     default_local_port: int | None = setting(
         flag="--port", parse=_port, type=int, metavar="PORT",

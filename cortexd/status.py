@@ -96,6 +96,9 @@ class APIStatus(JSONRecord):
     failure: Failure | None = None
     # compute.gpu served on the CPU (`--cpu-only`), in words (core.placement.on_cpu_note); else None
     gpu_note: str | None = None
+    # each nearest pin its environment installed instead of requirements.txt's, in words
+    # ("scikit-learn==0.21.3 -> 1.1.3: 0.21.3 has no build for Python 3.11"; issue 17)
+    pins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,7 @@ def replica_health(replica: ReplicaFacts, mono_now: float) -> str | None:
 def build_api_status(api: APIFacts, replicas: Iterable[ReplicaFacts], traffic: APITraffic, *, url: str,
                      preparing: tuple[str, str | None] | None, wall_now: float,
                      mono_now: float, isolation: Mapping[str, Any] | None = None,
-                     host_has_gpu: bool | None = None) -> APIStatus:
+                     host_has_gpu: bool | None = None, pins: Sequence[str] = ()) -> APIStatus:
     """One API's status from its facts and its replicas' (other APIs' replicas are skipped).
     preparing: what the backend prepares for it (the process backend's environments:
     ("installing requirements", "torch")), shown while it is updating; host_has_gpu: whether
@@ -223,14 +226,16 @@ def build_api_status(api: APIFacts, replicas: Iterable[ReplicaFacts], traffic: A
         spec.networking.local_port, spec.spec_hash, f"{spec.source_file}:{spec.source_line}",
         counts, tuple(shown), traffic.in_flight, dict(traffic.requests), api.last_decision, url,
         isolation, shown_failure(api.status, api.failure, waits),
-        on_cpu_note(spec.compute.gpu, OPTIONS["cpu_only"].flag or "", host_has_gpu) if spec.cpu_only else None)
+        on_cpu_note(spec.compute.gpu, OPTIONS["cpu_only"].flag or "", host_has_gpu) if spec.cpu_only else None,
+        tuple(pins))
 
 
 def build_status(daemon: DaemonStatus, apis: Iterable[APIFacts], replicas: Iterable[ReplicaFacts],
                  traffic: Mapping[str, APITraffic], events: Sequence[Any], gpus: GPUStatus | None, *,
                  urls: Mapping[str, str], preparing: Mapping[str, tuple[str, str | None] | None],
                  wall_now: float, mono_now: float,
-                 isolation: Mapping[str, Mapping[str, Any] | None] | None = None) -> Status:
+                 isolation: Mapping[str, Mapping[str, Any] | None] | None = None,
+                 pins: Mapping[str, Sequence[str]] | None = None) -> Status:
     """The whole snapshot, APIs sorted by name; `events` are cortexd.daemon.events.Event values."""
     by_api: dict[str, list[ReplicaFacts]] = {}
     for replica in replicas:
@@ -240,6 +245,7 @@ def build_status(daemon: DaemonStatus, apis: Iterable[APIFacts], replicas: Itera
                          url=urls.get(api.spec.name, ""), preparing=preparing.get(api.spec.name),
                          wall_now=wall_now, mono_now=mono_now,
                          isolation=(isolation or {}).get(api.spec.name),
-                         host_has_gpu=None if gpus is None else bool(gpus.devices))
+                         host_has_gpu=None if gpus is None else bool(gpus.devices),
+                         pins=(pins or {}).get(api.spec.name, ()))
         for api in sorted(apis, key=lambda a: a.spec.name))
     return Status(daemon, built, tuple(EventStatus(e.at, e.level, e.message, e.api) for e in events), gpus)

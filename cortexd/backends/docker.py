@@ -127,7 +127,12 @@ class DockerBackend:
         """Nothing: images no API uses any more are the engine's to prune (`docker image prune`)."""
 
     def notices(self, spec: APISpec) -> list[str]:
-        return []  # every field of a spec has its effect on Docker
+        """Every field of a spec has its effect on Docker; nearest pins are the process backend's."""
+        if not spec.nearest_pins:
+            return []
+        return [f"api {spec.name!r}: nearest pins are not used on the Docker backend: the image installs "
+                "requirements.txt as written (the process backend, `--backend process`, installs the "
+                "nearest release of each pin that cannot be installed on its Python)"]
 
     def isolation(self, api: str) -> dict[str, Any] | None:
         """Every replica is a container of its own (container_args.container_args: its user,

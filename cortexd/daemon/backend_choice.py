@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Callable
 
 from cortexd.backends.base import ReplicaBackend
+from cortexd.backends.environments import ProjectEnvironments
 from cortexd.backends.process import ProcessBackend
 from cortexd.daemon.events import EventLog
 from cortexd.errors import BackendUnavailable
@@ -46,9 +47,18 @@ def _build_progress(events: EventLog) -> Callable[[str], None]:
     return progress
 
 
-async def choose_backend(settings: DaemonSettings, events: EventLog, why: list[str] | None = None) -> ReplicaBackend:
+def project_environments(settings: DaemonSettings, events: EventLog) -> ProjectEnvironments:
+    """The process backend's project environments (made before the backend is chosen: the
+    daemon's status reads the nearest pins they installed, PinChanges)."""
+    return ProjectEnvironments(settings.environments_dir, run_dependencies_sh=settings.run_dependencies_sh,
+                               notify=_notices_to(events))
+
+
+async def choose_backend(settings: DaemonSettings, events: EventLog, why: list[str] | None = None,
+                         environments: ProjectEnvironments | None = None) -> ReplicaBackend:
     """The replica backend for settings.backend (auto: Docker when an engine answers); when
-    auto falls back to the process backend, `why` gets one line: the reason and the remedy."""
+    auto falls back to the process backend, `why` gets one line: the reason and the remedy.
+    environments: the process backend's (project_environments(); made here when None)."""
     wanted = settings.backend
     if wanted not in ("auto", "process", "docker"):
         raise BackendUnavailable(f"unknown backend {wanted!r}; choose auto, process or docker")
@@ -72,13 +82,10 @@ async def choose_backend(settings: DaemonSettings, events: EventLog, why: list[s
             reason = problem.splitlines()[0].replace(", or use --backend process", "")
             why.append(f"Docker was not used: {reason} Once it answers, `cortexd down` and "
                        "`cortexd up -d` serve on Docker (`--backend process` chooses this one).")
-    from cortexd.backends.environments import ProjectEnvironments
     from cortexd.backends.replica_uids import UidRegistry, parse_range
 
-    environments = ProjectEnvironments(
-        settings.environments_dir, run_dependencies_sh=settings.run_dependencies_sh,
-        notify=_notices_to(events),
-    )
+    if environments is None:
+        environments = project_environments(settings, events)
     return ProcessBackend(settings.run_dir, settings.log_dir, host="127.0.0.1",
                           log_max_bytes=settings.log_max_bytes, log_files=settings.log_files,
                           replica_user=settings.replica_user, environments=environments,

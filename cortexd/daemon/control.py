@@ -5,8 +5,9 @@
     GET    /apis/{name}            one API's status and what each replica serves (its models)
     GET    /apis/{name}/logs       replica output; ?tail=N&follow=1&since=EPOCH streams new lines;
                                    ?previous=1: the daemon's previous run's
-    POST   /deploy                 {"paths": [...], "cpu_only": false}: add or update those projects'
-                                   APIs (others stay); cpu_only: `deploy --cpu-only`
+    POST   /deploy                 {"paths": [...], "cpu_only": false, "nearest_pins": false}: add or
+                                   update those projects' APIs (others stay); cpu_only, nearest_pins:
+                                   `deploy --cpu-only`, `deploy --nearest-pins` (issue 17)
     DELETE /apis/{name}            remove one API (until the next deploy)
     POST   /shutdown               graceful shutdown
 
@@ -31,7 +32,7 @@ from cortexd.daemon.process_guard import descends_from
 from cortexd.daemon.prometheus import MetricsCollector, build_registry, exposition
 from cortexd.daemon.seams import ControlledDaemon
 from cortexd.errors import ConfigError, CortexdError, UnknownAPI, http_status
-from cortexd.settings import check_socket_path
+from cortexd.settings import OPTIONS, check_socket_path
 
 
 def _error(status: int, message: str, **extra: object) -> web.Response:
@@ -96,6 +97,10 @@ async def _answer_errors(request: web.Request, handler: Handler) -> web.StreamRe
         return _error(http_status(e), str(e), **extra)
 
 
+# the options `cortexd deploy` takes too, sent by name in POST /deploy's body
+DEPLOY_OPTIONS = tuple(name for name, option in OPTIONS.items() if option.deploy)
+
+
 class _Routes:
     """The handlers: each reads its arguments, makes one ControlledDaemon call, answers JSON."""
 
@@ -137,14 +142,17 @@ class _Routes:
     async def deploy(self, request: web.Request) -> web.Response:
         try:
             body = await request.json()
-            paths, cpu_only = body["paths"], body.get("cpu_only", False)
+            paths = body["paths"]
+            # the options `cortexd deploy` takes too (settings.OPTIONS, deploy=True), by name
+            modes = {name: body.get(name, False) for name in DEPLOY_OPTIONS}
         except (ValueError, KeyError, TypeError, AttributeError):
             return _error(400, 'expected a JSON body {"paths": [...]}')
         if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
             return _error(400, 'expected a JSON body {"paths": [...]} with at least one path')
-        if not isinstance(cpu_only, bool):
-            return _error(400, f'"cpu_only" must be true or false, got {cpu_only!r}')
-        result = await self.daemon.deploy(paths, cpu_only=cpu_only)
+        for name, value in modes.items():
+            if not isinstance(value, bool):
+                return _error(400, f'"{name}" must be true or false, got {value!r}')
+        result = await self.daemon.deploy(paths, **modes)
         # created / updated / removed / unchanged / left_alone api names, and the notices
         return web.json_response({"ok": True, **result})
 

@@ -44,6 +44,7 @@ class Project:
     shipped: frozenset[str] = frozenset()  # the project's files when it was deployed
     api_files: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # api -> {path: digest}
     cpu_only: bool = False  # its GPU APIs served on the CPU (`--cpu-only`), kept across reloads
+    nearest_pins: bool = False  # deployed with nearest pins (each spec says so too)
 
     @property
     def names(self) -> list[str]:
@@ -61,11 +62,13 @@ def model_locations(specs: Sequence[APISpec]) -> set[str]:
 
 
 def load_project(path: str, *, shipped: frozenset[str] | None = None,
-                 default_port: int | None = None, cpu_only: bool = False) -> Project:
+                 default_port: int | None = None, cpu_only: bool = False,
+                 nearest_pins: bool = False) -> Project:
     """Load and validate one project, folding into each API's spec hash the digest of the files
-    that make its version (raises ConfigError). `shipped`: the files the running version shipped
-    with (None: a deploy, which ships whatever is there now); cpu_only: its APIs that request
-    compute.gpu are served on the CPU (`--cpu-only`: APISpec.cpu_only, a version of their own)."""
+    that make its version and the modes (raises ConfigError). `shipped`: the files the running
+    version shipped with (None: a deploy, which ships whatever is there now); cpu_only: its APIs
+    that request compute.gpu are served on the CPU (`--cpu-only`: APISpec.cpu_only, a version of
+    their own); nearest_pins: the nearest release that installs here of each pin that does not."""
     loaded = load_config([path], default_port=default_port)
     configs = {os.path.realpath(f) for f in loaded.files} | set(loaded.files)
     models = model_locations(loaded.apis)
@@ -85,9 +88,11 @@ def load_project(path: str, *, shipped: frozenset[str] | None = None,
         exclude = others | configs  # what a config says about an API is in its spec already
         per_api[spec.name] = api_files(files_by_dir[spec.project_dir], exclude)
         digest = api_digest(files_by_dir[spec.project_dir], exclude)
-        # a new spec: its hash includes the digest (and serving on the CPU)
-        specs.append(replace(spec, project_digest=digest, cpu_only=cpu_only and spec.compute.gpu > 0))
-    return Project(path, tuple(loaded.files), tuple(specs), tuple(notices), shipped, per_api, cpu_only)
+        # a new spec: its hash includes the digest and the modes
+        specs.append(replace(spec, project_digest=digest, cpu_only=cpu_only and spec.compute.gpu > 0,
+                             nearest_pins=nearest_pins))
+    return Project(path, tuple(loaded.files), tuple(specs), tuple(notices), shipped, per_api, cpu_only,
+                   nearest_pins)
 
 
 def conflicts(projects: Sequence[Project]) -> list[ConfigProblem]:
@@ -127,7 +132,10 @@ def roll_reasons(before: Sequence[Project], after: Sequence[Project]) -> dict[st
                       if prev_spec.raw != spec.raw else None)
             files = changed_files(prev_project.api_files.get(spec.name, {}),
                                   project.api_files.get(spec.name, {}), spec.project_dir)
-            reasons[spec.name] = describe_change(files, config)
+            if files or config or prev_spec.nearest_pins == spec.nearest_pins:
+                reasons[spec.name] = describe_change(files, config)
+            else:
+                reasons[spec.name] = f"nearest pins turned {'on' if spec.nearest_pins else 'off'}"
     return reasons
 
 
@@ -178,14 +186,17 @@ def die_with(parent: int) -> None:
         os._exit(1)  # the daemon died before prctl
 
 
-def load_projects(paths: Sequence[str], default_port: int | None = None, cpu_only: bool = False) -> list[Project]:
+def load_projects(paths: Sequence[str], default_port: int | None = None, cpu_only: bool = False,
+                  nearest_pins: bool = False) -> list[Project]:
     """Each path loaded as its own project (blocking: run it in a thread); all problems of all
-    of them, and names or routes used twice across them, raised as one ConfigError."""
+    of them, and names or routes used twice across them, raised as one ConfigError.
+    nearest_pins: the projects install the nearest releases of pins that do not install here."""
     projects: list[Project] = []
     problems = []
     for path in paths:
         try:
-            project = load_project(path, default_port=default_port, cpu_only=cpu_only)
+            project = load_project(path, default_port=default_port, cpu_only=cpu_only,
+                                   nearest_pins=nearest_pins)
         except ConfigError as e:
             problems += e.problems
             continue
@@ -205,7 +216,7 @@ def reload_projects(projects: Sequence[Project], default_port: int | None = None
     for project in projects:
         try:
             out.append(load_project(project.path, shipped=project.shipped, default_port=default_port,
-                                    cpu_only=project.cpu_only))
+                                    cpu_only=project.cpu_only, nearest_pins=project.nearest_pins))
         except ConfigError as e:
             out.append(project)
             problems += e.problems

@@ -27,7 +27,7 @@ from cortexd.core.health import HealthPolicy
 from cortexd.core.placement import gpu_notices
 from cortexd.daemon import control
 from cortexd.daemon.autoscaler import Autoscaler
-from cortexd.daemon.backend_choice import choose_backend, end_leftover_replicas
+from cortexd.daemon.backend_choice import choose_backend, end_leftover_replicas, project_environments
 from cortexd.daemon.events import EventLog
 from cortexd.daemon.gpu_placer import GPUPlacer
 from cortexd.daemon.logclock import LogClock
@@ -43,6 +43,7 @@ from cortexd.daemon.projects import (
     roll_reasons,
 )
 from cortexd.daemon.reconciler import Reconciler
+from cortexd.daemon.seams import PinChanges
 from cortexd.daemon.watcher import ProjectWatcher, is_source
 from cortexd.errors import (
     ConfigError,
@@ -88,6 +89,7 @@ class Daemon:
         self.paths = [str(Path(p).resolve()) for p in paths]
         self.events = EventLog(time.time)
         self.backend = backend
+        self.pin_changes: PinChanges | None = None  # the process backend's environments (status)
         self.gateway: Gateway | None = None
         self.reconciler: Reconciler | None = None
         self.placer: GPUPlacer | None = None
@@ -131,10 +133,13 @@ class Daemon:
                 "use `cortexd deploy PATH` to change what it serves, or `cortexd down` first"
             )
         # each project on its own, off the loop; a ConfigError aborts the start
-        projects = await asyncio.to_thread(load_projects, self.paths, s.default_local_port, s.cpu_only)
+        projects = await asyncio.to_thread(load_projects, self.paths, s.default_local_port, s.cpu_only,
+                                           s.nearest_pins)
         if self.backend is None:
             why: list[str] = []
-            self.backend = await choose_backend(s, self.events, why)
+            environments = project_environments(s, self.events)
+            self.pin_changes = environments
+            self.backend = await choose_backend(s, self.events, why, environments)
             self.backend_reason = why[0] if why else None
         reaped = await asyncio.to_thread(end_leftover_replicas, s)
         if reaped:
@@ -309,17 +314,18 @@ class Daemon:
 
     # -- control API methods ---------------------------------------------------------
 
-    async def deploy(self, paths: Sequence[str], cpu_only: bool = False) -> dict:
+    async def deploy(self, paths: Sequence[str], *, cpu_only: bool = False, nearest_pins: bool = False) -> dict:
         """Add or update the APIs of `paths`, leaving other projects' APIs serving (as Cortex's
         `deploy` does); an API no longer in a deployed cortex.yaml is removed. Returns what was
         created, updated, removed, unchanged and left alone, and the notices (among them what
-        becomes of APIs that request compute.gpu). cpu_only: `deploy --cpu-only` (the daemon's
-        own --cpu-only holds for every project)."""
+        becomes of APIs that request compute.gpu). cpu_only: `deploy --cpu-only`; nearest_pins:
+        `deploy --nearest-pins`, these projects install the nearest release of each pin that cannot
+        be installed here (the daemon's own setting of either holds for every project)."""
         resolved = [str(Path(p).resolve()) for p in paths]  # noqa: ASYNC240 - a few local paths
         s = self.settings
         async with self._config_lock:
             incoming = await self._load_off_loop(load_projects, resolved, s.default_local_port,
-                                                 cpu_only or s.cpu_only)
+                                                 cpu_only or s.cpu_only, nearest_pins or s.nearest_pins)
             after = merged(self.projects, incoming)
             problems = conflicts(after)
             if problems:
@@ -377,7 +383,8 @@ class Daemon:
             urls={n: self._url(s.spec.networking.local_port, s.spec.networking.endpoint)
                   for n, s in rec.apis.items()},
             preparing={n: rec.preparing(n) for n in rec.apis}, wall_now=wall, mono_now=mono,
-            isolation={n: rec.isolation(n) for n in rec.apis})
+            isolation={n: rec.isolation(n) for n in rec.apis},
+            pins={n: self.pin_changes.changes(n) for n in rec.apis} if self.pin_changes is not None else None)
 
     def route_metrics(self) -> list:
         """(api, APIMetrics, Monitor | None) per API, for the Prometheus collector."""

@@ -11,7 +11,9 @@ hasattr/getattr:
   `ScalingTarget` (the reconciler) and reads in-flight counts through `InFlight`
   (the gateway), instead of the reconciler's records and backend;
 - the control API (daemon/control.py) serves a `ControlledDaemon`, never its
-  reconciler, gateway or backend.
+  reconciler, gateway or backend;
+- the status snapshot reads what the process backend's environments installed other than
+  requirements.txt says (nearest pins) through `PinChanges`.
 """
 
 from __future__ import annotations
@@ -97,6 +99,14 @@ class ScalingTarget(Protocol):
         """Show `decision` as the API's last autoscaler decision, leaving its count."""
 
 
+class PinChanges(Protocol):
+    """The process backend's environments (backends/environments.py), as the status reads them."""
+
+    def changes(self, api: str) -> tuple[str, ...]:
+        """Each nearest pin the environment of `api`'s current version installed instead of its
+        requirements.txt's, in words ("scikit-learn==0.21.3 -> 1.1.3: ..."); () for none."""
+
+
 class ControlledDaemon(Protocol):
     """The daemon, as the control API (daemon/control.py) serves it: each handler is one call."""
 
@@ -120,7 +130,7 @@ class ControlledDaemon(Protocol):
                     follow: bool, since: float | None = None) -> AsyncIterator[str]:
         """The log lines (GET /apis/{name}/logs)."""
 
-    async def deploy(self, paths: Sequence[str], cpu_only: bool = False) -> dict:
+    async def deploy(self, paths: Sequence[str], *, cpu_only: bool = False, nearest_pins: bool = False) -> dict:
         """POST /deploy; raises ConfigError or CortexdError."""
 
     async def delete_api(self, name: str) -> None:

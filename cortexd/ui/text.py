@@ -122,6 +122,7 @@ def api_detail(api: APIStatus, models: dict | None = None) -> str:
     lines.extend(isolation_lines(api.isolation))
     if api.gpu_note:  # "compute.gpu: 1 requested; running on CPU (--cpu-only): ..."
         lines.append(api.gpu_note)
+    lines.extend(f"{'pins:' if i == 0 else '':<12}{change}" for i, change in enumerate(api.pins))
     if r.pending_reason:
         lines.append(f"pending:    {r.pending_reason}")
     if api.reason:

@@ -160,8 +160,8 @@ def apis_table(snap: Status) -> RenderableType:
 
 def api_notes(api: APIStatus) -> RenderableType:
     """Under the table, per API: its URL, why replicas are pending or it is in error, who its
-    replicas run as when not isolated, a GPU API served on the CPU, the autoscaler's last decision
-    and the monitoring summary."""
+    replicas run as when not isolated, a GPU API served on the CPU, the nearest pins its
+    environment installed, the autoscaler's last decision and the monitoring summary."""
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="dim", no_wrap=True, min_width=12)
     grid.add_column(overflow="fold")
@@ -176,6 +176,8 @@ def api_notes(api: APIStatus) -> RenderableType:
         grid.add_row("  isolation", Text(notice, style="yellow"))
     if api.gpu_note:
         grid.add_row("  compute", Text(api.gpu_note, style="yellow"))
+    for i, change in enumerate(api.pins):  # nearest pins installed instead of requirements.txt's
+        grid.add_row("  pins" if i == 0 else "", Text(change, style="yellow"))
     if api.last_decision:
         grid.add_row("  autoscaler", Text(api.last_decision))
     mon = monitoring_line(api.requests.get("monitoring"))

@@ -37,6 +37,7 @@ class FakeDaemon:
     def __init__(self):
         self.events = EventLog(lambda: 0.0)
         self.deploy_error: Exception | None = None
+        self.deployed: tuple | None = None  # (paths, cpu_only, nearest_pins) of the last deploy
 
     def replica_of_peer(self, pid, uid):
         return None
@@ -59,9 +60,10 @@ class FakeDaemon:
             await asyncio.sleep(1.5)
             yield "three"
 
-    async def deploy(self, paths, cpu_only=False):
+    async def deploy(self, paths, *, cpu_only=False, nearest_pins=False):
         if self.deploy_error is not None:
             raise self.deploy_error
+        self.deployed = (paths, cpu_only, nearest_pins)
         return {"created": ["iris"], "notices": []}
 
     async def delete_api(self, name):
@@ -93,6 +95,13 @@ async def test_answers_and_refusals_reach_the_cli_as_their_classes(control):
     daemon, client = control
     assert await call(client.status) == SNAPSHOT
     assert (await call(client.call, "POST", "/deploy", {"paths": ["/p"]}))["created"] == ["iris"]
+    assert daemon.deployed == (["/p"], False, False)
+    await call(client.call, "POST", "/deploy", {"paths": ["/p"], "nearest_pins": True})
+    assert daemon.deployed == (["/p"], False, True)
+    await call(client.call, "POST", "/deploy", {"paths": ["/p"], "cpu_only": True})
+    assert daemon.deployed == (["/p"], True, False)
+    with pytest.raises(RequestError, match=r'^"nearest_pins" must be true or false, got \'yes\'$'):
+        await call(client.call, "POST", "/deploy", {"paths": ["/p"], "nearest_pins": "yes"})
     assert await call(lambda: list(client.stream("/apis/iris/logs?tail=1"))) == ["two"]
 
     with pytest.raises(UnknownAPI, match=r"^no api named 'nope' \(apis: iris\)$"):

@@ -90,3 +90,20 @@ def test_the_detached_daemon_gets_the_settings_whole(tmp_path):
     doc = json.loads(json.dumps(s.to_json()))
     assert doc["home"] == str(tmp_path) and doc["tmpfs_bytes"] == 2 * 2**30
     assert DaemonSettings.from_json(doc) == s  # what `cortexd _daemon` reads from its stdin
+
+
+def test_nearest_pins_is_one_option_for_up_deploy_and_the_environment(tmp_path):
+    from cortexd.cli import build_parser
+    from cortexd.settings import OPTIONS, configured
+
+    assert OPTIONS["nearest_pins"].flag == "--nearest-pins" and OPTIONS["nearest_pins"].env == "CORTEXD_NEAREST_PINS"
+    # the flags deploy takes: --cpu-only and --nearest-pins
+    assert [n for n, o in OPTIONS.items() if o.deploy] == ["cpu_only", "nearest_pins"]
+    env = {"CORTEXD_HOME": str(tmp_path)}
+    assert not configured(vars(build_parser().parse_args(["up", "p"])), env).nearest_pins  # exact by default
+    assert configured(vars(build_parser().parse_args(["up", "--nearest-pins", "p"])), env).nearest_pins
+    assert configured(vars(build_parser().parse_args(["deploy", "--nearest-pins", "p"])), env).nearest_pins
+    opted_in = {**env, "CORTEXD_NEAREST_PINS": "1"}
+    assert configured(vars(build_parser().parse_args(["deploy", "p"])), opted_in).nearest_pins
+    with pytest.raises(SystemExit):  # deploy takes no daemon setting but those two
+        build_parser().parse_args(["deploy", "--port", "9000", "p"])

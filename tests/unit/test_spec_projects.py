@@ -79,3 +79,16 @@ def test_the_default_port_applies_to_apis_that_set_none(tmp_path):
             + api("b", port=9001))
     loaded = load_project(str(root), default_port=9000)
     assert [s.networking.local_port for s in loaded.specs] == [9000, 9001]
+
+
+def test_deploying_with_nearest_pins_updates_the_api_and_a_reload_keeps_the_mode(tmp_path):
+    from cortexd.daemon.projects import reload_projects
+
+    exact = load_project(project(tmp_path / "a", api("alpha")))
+    relaxed = load_project(exact.path, nearest_pins=True)  # `cortexd deploy --nearest-pins`
+    assert relaxed.specs[0].nearest_pins and relaxed.specs[0].spec_hash != exact.specs[0].spec_hash
+    assert deploy_summary([exact], [relaxed], [relaxed]).updated == ["alpha"]
+    assert roll_reasons([exact], [relaxed]) == {"alpha": "nearest pins turned on"}
+    assert roll_reasons([relaxed], [exact]) == {"alpha": "nearest pins turned off"}
+    reloaded, problems = reload_projects([relaxed])
+    assert not problems and reloaded[0].specs[0].spec_hash == relaxed.specs[0].spec_hash

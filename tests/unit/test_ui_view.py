@@ -174,3 +174,21 @@ def test_get_detail_says_who_replicas_run_as_and_which_limits_hold():
     assert "isolation:  api 'iris': replicas run as root" in text
     plain = api_detail(APIStatus.from_json(api("iris")))  # before its first replica: nothing said
     assert "runs as:" not in plain and "isolation:" not in plain
+
+
+PINS = ["scikit-learn==0.21.3 -> 1.1.3: 0.21.3 has no build for Python 3.11",
+        "transformers==2.9.* -> 4.30.0: it needs tokenizers==0.7.0: 0.7.0 has no build for Python 3.11"]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_nearest_pins_an_api_runs_with_are_said_in_the_live_view(width):
+    f = flat(render(snapshot([dict(api("iris"), pins=PINS), api("other")]), width))
+    assert f.count("pins scikit-learn==0.21.3 -> 1.1.3: 0.21.3 has no build for Python 3.11") == 1
+    assert "transformers==2.9.* -> 4.30.0: it needs tokenizers==0.7.0" in f
+
+
+def test_get_detail_says_each_nearest_pin():
+    lines = api_detail(APIStatus.from_json(dict(api("iris"), pins=PINS))).splitlines()
+    at = lines.index(f"pins:       {PINS[0]}")
+    assert lines[at + 1] == f"            {PINS[1]}"
+    assert "pins:" not in api_detail(APIStatus.from_json(api("iris")))  # a snapshot without the field
