@@ -105,6 +105,8 @@ def failed_builds(output: Sequence[str]) -> list[FailedBuild]:
     start, requirement, source = before[-1]
     end = next((i for i, _, _ in items if i > start), len(output))
     lines = tuple(output[start:end])
+    if failed_clone(lines) is not None:
+        return []  # a repository that could not be cloned: nothing was built
     return [FailedBuild(requirement, source, lines, _nested_need(lines))]
 
 
