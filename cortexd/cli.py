@@ -41,7 +41,7 @@ from cortexd.errors import (
 )
 from cortexd.procfs import pid_alive
 from cortexd.settings import OPTIONS, DaemonSettings, configured
-from cortexd.status import APIStatus, Status
+from cortexd.status import APIStatus, SplitterStatus, Status
 
 if TYPE_CHECKING:  # the daemon is imported only by the commands that run it
     from cortexd.daemon.running import Daemon
@@ -93,7 +93,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"ok: api {api.name!r} ({api.predictor.type}) at "
               f"http://127.0.0.1:{api.networking.local_port}{api.networking.endpoint}  "
               f"[{api.source_file}:{api.source_line}]")
-    print(f"{len(loaded.apis)} api(s) valid")
+    for s in loaded.splitters:
+        weights = " ".join(f"{t.name}:{t.weight}{'(shadow)' if t.shadow else ''}" for t in s.targets)
+        print(f"ok: traffic splitter {s.name!r} ({weights}) at "
+              f"http://127.0.0.1:{s.networking.local_port}{s.networking.endpoint}  [{s.source_file}:{s.source_line}]")
+    for s, name in loaded.outside_targets():
+        print(f"note: traffic splitter {s.name!r}: api {name!r} is not in this configuration; it must be "
+              "deployed on the daemon when the splitter is (`cortexd deploy` checks)")
+    print(f"{len(loaded.apis)} api(s) valid" + (f", {len(loaded.splitters)} traffic splitter(s) valid"
+                                                 if loaded.splitters else ""))
     return EXIT_OK
 
 
@@ -278,10 +286,14 @@ def _print_table(snap: Status) -> None:
 
 
 def _print_api(api: dict[str, Any]) -> None:
-    """The control API's /apis/{name}: the API's status and what its replicas serve."""
-    from cortexd.ui.text import api_detail
+    """The control API's /apis/{name}: the API's status and what its replicas serve, or a
+    traffic splitter's apis and counters."""
+    from cortexd.ui.text import api_detail, splitter_detail
 
-    print(api_detail(APIStatus.from_json(api), api.get("models")))
+    if api.get("kind") == "TrafficSplitter":
+        print(splitter_detail(SplitterStatus.from_json(api)))
+    else:
+        print(api_detail(APIStatus.from_json(api), api.get("models")))
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -429,8 +441,10 @@ def cmd_export_kubernetes(args: argparse.Namespace) -> int:
     from cortexd.spec import load_config
 
     loaded = load_config(_paths(args))
-    options = ExportOptions(flavor=args.flavor, namespace=args.namespace, ingress_class=args.ingress_class)
-    for line in export_kubernetes(list(loaded.apis), args.registry, options, Path(args.output)):
+    options = ExportOptions(flavor=args.flavor, namespace=args.namespace, ingress_class=args.ingress_class,
+                            gateway=args.gateway)
+    for line in export_kubernetes(list(loaded.apis), args.registry, options, Path(args.output),
+                                  splitters=list(loaded.splitters)):
         print(line)
     return EXIT_OK
 
@@ -540,7 +554,8 @@ def _add_image_commands(add: AddCommand, sub: argparse._SubParsersAction[argpars
                         description="write what runs the project elsewhere")
     ex_sub = ex.add_subparsers(dest="target", metavar="TARGET", required=True)
     k8s = ex_sub.add_parser("kubernetes", help="one manifest file per API, for `kubectl apply -f DIR`",
-                            description="one manifest file per API, for `kubectl apply -f DIR`, and a report")
+                            description="one manifest file per API (and a Gateway API HTTPRoute per traffic "
+                                        "splitter), for `kubectl apply -f DIR`, and a report")
     k8s.set_defaults(func=cmd_export_kubernetes)
     k8s.add_argument("paths", nargs="*", metavar="PATH")
     k8s.add_argument("--registry", metavar="REG", help="where `cortexd build --push` put the images")
@@ -550,6 +565,8 @@ def _add_image_commands(add: AddCommand, sub: argparse._SubParsersAction[argpars
     k8s.add_argument("--namespace", metavar="NS", help="metadata.namespace of every object")
     k8s.add_argument("--ingress-class", metavar="CLASS",
                      help="ingressClassName of the Ingress (default: the cluster's default class)")
+    k8s.add_argument("--gateway", metavar="NAME",
+                     help="the Gateway (Gateway API) traffic splitters' HTTPRoutes attach to (default: cortexd)")
 
 
 def main(argv: list[str] | None = None) -> int:

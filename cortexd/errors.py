@@ -42,6 +42,7 @@ class ConfigProblem:
     api: str | None  # API name, when the problem lies inside one API
     path: str  # field path, e.g. "predictor.models.paths[1].name" ("" for the document)
     message: str  # what was expected and what was found
+    what: str = "api"  # what `api` names: "api" or "traffic splitter"
 
     def __str__(self) -> str:
         where = self.file
@@ -51,7 +52,7 @@ class ConfigProblem:
                 where += f":{self.column}"
         subject = []
         if self.api:
-            subject.append(f"api {self.api!r}")
+            subject.append(f"{self.what} {self.api!r}")
         if self.path:
             subject.append(self.path)
         head = f"{where}: " + (": ".join(subject) + ": " if subject else "")

@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from cortexd.core.api_status import Failure, shown_failure
 from cortexd.core.placement import on_cpu_note
+from cortexd.core.splitting import share_notes
 from cortexd.dataclass_json import JSONRecord
 from cortexd.settings import OPTIONS
 
 if TYPE_CHECKING:  # annotations only: the CLI imports this module without the spec loader
     from cortexd.nvml import GPUInventory
-    from cortexd.spec.model import APISpec
+    from cortexd.spec.model import APISpec, SplitterSpec
 
 
 @dataclass(frozen=True)
@@ -133,14 +134,49 @@ class EventStatus(JSONRecord):
 
 
 @dataclass(frozen=True)
+class SplitTargetStatus(JSONRecord):
+    """One api of a traffic splitter, as `cortexd get SPLITTER` shows it."""
+
+    name: str
+    weight: int
+    shadow: bool
+    share: float  # percent of the splitter's requests it takes now (a shadow: 0; it gets copies)
+    status: str  # the api's own status (live, updating, error), or "not deployed"
+    down: str | None  # why it takes no traffic now ("is in error"); None: it does
+    requests: Mapping[str, Any]  # what the splitter sent it (the gateway's counters)
+    dropped: int  # shadow copies not sent (the shadow was down or at its concurrency limit)
+
+
+@dataclass(frozen=True)
+class SplitterStatus(JSONRecord):
+    """A traffic splitter: its endpoint, its apis and where its traffic goes now."""
+
+    name: str
+    kind: str
+    status: str  # live | degraded (an api takes no traffic) | down (none can: requests get 503)
+    endpoint: str
+    local_port: int
+    url: str
+    source: str  # file:line of its definition
+    spec_hash: str
+    targets: tuple[SplitTargetStatus, ...]
+    notes: tuple[str, ...]  # where a down api's share goes (core.splitting.share_notes)
+    refused: int  # requests answered 503: no api could take them
+
+
+@dataclass(frozen=True)
 class Status(JSONRecord):
     daemon: DaemonStatus
     apis: tuple[APIStatus, ...]
     events: tuple[EventStatus, ...]  # oldest first
     gpus: GPUStatus | None  # None: not read (no placer)
+    splitters: tuple[SplitterStatus, ...] = ()
 
     def api(self, name: str) -> APIStatus | None:
         return next((a for a in self.apis if a.name == name), None)
+
+    def splitter(self, name: str) -> SplitterStatus | None:
+        return next((s for s in self.splitters if s.name == name), None)
 
 
 @dataclass(frozen=True)
@@ -230,13 +266,46 @@ def build_api_status(api: APIFacts, replicas: Iterable[ReplicaFacts], traffic: A
         tuple(pins))
 
 
+@dataclass(frozen=True)
+class SplitterFacts:
+    """One traffic splitter as the daemon holds it: its spec, its URL and the gateway's view
+    (routes.SplitRoute.snapshot: per target, why it is down, its share, its counters)."""
+
+    spec: SplitterSpec
+    url: str
+    traffic: Mapping[str, Any] = field(default_factory=dict)
+
+
+def build_splitter_status(facts: SplitterFacts, apis: Mapping[str, APIStatus]) -> SplitterStatus:
+    """A splitter's status from its facts and its apis' statuses."""
+    spec, per_target = facts.spec, facts.traffic.get("targets", {})
+    targets, down = [], {}
+    for t in spec.targets:
+        seen = per_target.get(t.name, {})
+        why = seen.get("down", "is not deployed" if t.name not in apis else None)
+        api = apis.get(t.name)
+        targets.append(SplitTargetStatus(t.name, t.weight, t.shadow, round(seen.get("share", 0.0), 2),
+                                         api.status if api is not None else "not deployed", why,
+                                         dict(seen.get("requests", {})), int(seen.get("dropped", 0))))
+        if why is not None and not t.shadow:
+            down[t.name] = why
+    notes = share_notes([(t.name, t.weight) for t in spec.targets if not t.shadow], down)
+    notes += [f"shadow api {t.name!r} {t.down}; its copies are dropped" for t in targets if t.shadow and t.down]
+    live = any(t.share > 0 for t in targets)
+    status = "down" if not live else ("degraded" if down else "live")
+    return SplitterStatus(spec.name, "TrafficSplitter", status, spec.networking.endpoint,
+                          spec.networking.local_port, facts.url, f"{spec.source_file}:{spec.source_line}",
+                          spec.spec_hash, tuple(targets), tuple(notes), int(facts.traffic.get("refused", 0)))
+
+
 def build_status(daemon: DaemonStatus, apis: Iterable[APIFacts], replicas: Iterable[ReplicaFacts],
                  traffic: Mapping[str, APITraffic], events: Sequence[Any], gpus: GPUStatus | None, *,
                  urls: Mapping[str, str], preparing: Mapping[str, tuple[str, str | None] | None],
                  wall_now: float, mono_now: float,
                  isolation: Mapping[str, Mapping[str, Any] | None] | None = None,
-                 pins: Mapping[str, Sequence[str]] | None = None) -> Status:
-    """The whole snapshot, APIs sorted by name; `events` are cortexd.daemon.events.Event values."""
+                 pins: Mapping[str, Sequence[str]] | None = None,
+                 splitters: Iterable[SplitterFacts] = ()) -> Status:
+    """The whole snapshot, APIs and splitters sorted by name; `events` are cortexd.daemon.events.Event values."""
     by_api: dict[str, list[ReplicaFacts]] = {}
     for replica in replicas:
         by_api.setdefault(replica.api, []).append(replica)
@@ -248,4 +317,7 @@ def build_status(daemon: DaemonStatus, apis: Iterable[APIFacts], replicas: Itera
                          host_has_gpu=None if gpus is None else bool(gpus.devices),
                          pins=(pins or {}).get(api.spec.name, ()))
         for api in sorted(apis, key=lambda a: a.spec.name))
-    return Status(daemon, built, tuple(EventStatus(e.at, e.level, e.message, e.api) for e in events), gpus)
+    by_name = {a.name: a for a in built}
+    split = tuple(build_splitter_status(f, by_name) for f in sorted(splitters, key=lambda f: f.spec.name))
+    return Status(daemon, built, tuple(EventStatus(e.at, e.level, e.message, e.api) for e in events), gpus,
+                  split)

@@ -21,7 +21,7 @@ from pathlib import Path
 from tests.builders import REPO
 
 __all__ = ["CLI", "REPO", "Result", "free_port", "http", "pid_alive", "post_json", "replica_pids",
-           "server_has_read", "session_members"]
+           "server_has_read", "session_members", "wait_until"]
 
 
 def free_port() -> int:
@@ -81,6 +81,17 @@ class CLI:
             return (self.home / "daemon.log").read_text()[-5000:]
         except OSError:
             return ""
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
+    """The first truthy value of `predicate()`, polled every `interval` for up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None,

@@ -2,7 +2,8 @@
 
     GET    /status                 the status snapshot (one model for get, status, -o json)
     GET    /metrics                Prometheus text format (also on 127.0.0.1:metrics_port)
-    GET    /apis/{name}            one API's status and what each replica serves (its models)
+    GET    /apis/{name}            one API's status and what each replica serves (its models), or
+                                   one traffic splitter's status (its apis, weights, counters)
     GET    /apis/{name}/logs       replica output; ?tail=N&follow=1&since=EPOCH streams new lines;
                                    ?previous=1: the daemon's previous run's
     POST   /deploy                 {"paths": [...], "cpu_only": false, "nearest_pins": false}: add or
@@ -115,8 +116,13 @@ class _Routes:
         status = self.daemon.status()
         api = status.api(name)
         if api is None:
+            splitter = status.splitter(name)
+            if splitter is not None:
+                return web.json_response(splitter.to_json())
             names = ", ".join(a.name for a in status.apis) or "none"
-            raise UnknownAPI(f"no api named {name!r} (apis: {names})")
+            splitters = ", ".join(s.name for s in status.splitters)
+            raise UnknownAPI(f"no api named {name!r} (apis: {names}"
+                             + (f"; traffic splitters: {splitters})" if splitters else ")"))
         return web.json_response({**api.to_json(), "models": await self.daemon.replica_models(name)})
 
     async def logs(self, request: web.Request) -> web.StreamResponse:
@@ -204,7 +210,7 @@ def metrics_handler(daemon: ControlledDaemon):
         nonlocal registry
         if registry is None:
             registry = build_registry(MetricsCollector(daemon.status, daemon.route_metrics,
-                                                       daemon.unrouted_requests))
+                                                       daemon.unrouted_requests, daemon.split_metrics))
         body, content_type = exposition(registry)
         return web.Response(body=body, headers={"Content-Type": content_type})
 

@@ -31,8 +31,9 @@ from cortexd.daemon.watcher import (
 )
 from cortexd.errors import ConfigError, ConfigProblem
 from cortexd.spec import APISpec, load_config
-from cortexd.spec.findings import format_path
-from cortexd.spec.validate import cross_api_findings
+from cortexd.spec.findings import FindingKind, format_path
+from cortexd.spec.model import SplitterSpec
+from cortexd.spec.validate import cross_api_findings, splitter_target_findings
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,18 @@ class Project:
     api_files: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # api -> {path: digest}
     cpu_only: bool = False  # its GPU APIs served on the CPU (`--cpu-only`), kept across reloads
     nearest_pins: bool = False  # deployed with nearest pins (each spec says so too)
+    splitters: tuple[SplitterSpec, ...] = ()  # its TrafficSplitters (no files, no replicas)
 
     @property
     def names(self) -> list[str]:
-        return [s.name for s in self.specs]
+        """Its APIs' and traffic splitters' names."""
+        return [s.name for s in self.specs] + [s.name for s in self.splitters]
+
+    def hashes(self) -> dict[str, str]:
+        """name -> spec hash, of its APIs and traffic splitters."""
+        out = {s.name: s.spec_hash for s in self.specs}
+        out.update((s.name, s.spec_hash) for s in self.splitters)
+        return out
 
 
 def model_locations(specs: Sequence[APISpec]) -> set[str]:
@@ -91,16 +100,29 @@ def load_project(path: str, *, shipped: frozenset[str] | None = None,
         # a new spec: its hash includes the digest and the modes
         specs.append(replace(spec, project_digest=digest, cpu_only=cpu_only and spec.compute.gpu > 0,
                              nearest_pins=nearest_pins))
-    return Project(path, tuple(loaded.files), tuple(specs), tuple(notices), shipped, per_api, cpu_only,
-                   nearest_pins)
+    return Project(path, tuple(loaded.files), tuple(specs), tuple(notices), shipped, per_api,
+                   cpu_only=cpu_only, nearest_pins=nearest_pins, splitters=loaded.splitters)
 
 
-def conflicts(projects: Sequence[Project]) -> list[ConfigProblem]:
-    """API names and routes used twice across projects (each project was checked on its own)."""
-    specs = [s for p in projects for s in p.specs]
-    found = cross_api_findings([(f"{s.source_file}:{s.source_line}", s.raw) for s in specs])
-    return [ConfigProblem(specs[i].source_file, specs[i].source_line, None, specs[i].name,
-                          format_path(f.path), f.message) for i, f in found]
+def conflicts(projects: Sequence[Project], settled: Collection[tuple[str, str]] = ()) -> list[ConfigProblem]:
+    """Names and routes used twice across projects (each project was checked on its own), and
+    traffic splitters whose apis are not deployed or are splitters. `settled`: (name, spec hash)
+    of splitters deployed before, whose apis may have gone since (their shares go to the others)."""
+    entries: list[APISpec | SplitterSpec] = [s for p in projects for s in p.specs]
+    entries += [s for p in projects for s in p.splitters]
+    docs = [e.raw for e in entries]
+    found = cross_api_findings([(f"{e.source_file}:{e.source_line}", e.raw) for e in entries])
+    apis = {s.name for p in projects for s in p.specs}
+    found += [(i, f) for i, f in splitter_target_findings(docs, apis)
+              if f.kind is not FindingKind.MISSING_TARGET or (entries[i].name, entries[i].spec_hash) not in settled]
+    problems = []
+    for i, f in found:
+        entry, line = entries[i], entries[i].source_line
+        if isinstance(entry, SplitterSpec) and f.path[:1] == ("apis",) and len(f.path) > 1:
+            line = entry.targets[int(f.path[1])].line or line
+        what = "traffic splitter" if isinstance(entry, SplitterSpec) else "api"
+        problems.append(ConfigProblem(entry.source_file, line, None, entry.name, format_path(f.path), f.message, what))
+    return problems
 
 
 def merged(current: Sequence[Project], incoming: Sequence[Project]) -> list[Project]:
@@ -154,11 +176,11 @@ class DeploySummary:
 
 def deploy_summary(before: Sequence[Project], after: Sequence[Project], incoming: Sequence[Project],
                    deleted: Collection[str] = ()) -> DeploySummary:
-    old = {s.name: s.spec_hash for p in before for s in p.specs if s.name not in deleted}
+    old = {n: h for p in before for n, h in p.hashes().items() if n not in deleted}
     new_names = [n for p in incoming for n in p.names]
     incoming_files = {f for p in incoming for f in p.files}
-    from_incoming_before = {s.name for p in before if set(p.files) & incoming_files for s in p.specs}
-    new_hash = {s.name: s.spec_hash for p in incoming for s in p.specs}
+    from_incoming_before = {n for p in before if set(p.files) & incoming_files for n in p.names}
+    new_hash = {n: h for p in incoming for n, h in p.hashes().items()}
     return DeploySummary(
         created=[n for n in new_names if n not in old],
         updated=[n for n in new_names if n in old and old[n] != new_hash[n]],
@@ -208,6 +230,11 @@ def load_projects(paths: Sequence[str], default_port: int | None = None, cpu_onl
     return projects
 
 
+def settled_splitters(projects: Sequence[Project]) -> set[tuple[str, str]]:
+    """(name, spec hash) of the projects' traffic splitters: see conflicts()."""
+    return {(s.name, s.spec_hash) for p in projects for s in p.splitters}
+
+
 def reload_projects(projects: Sequence[Project], default_port: int | None = None
                     ) -> tuple[list[Project], list]:
     """Every project loaded again with the files its version shipped with (blocking); a project
@@ -220,7 +247,7 @@ def reload_projects(projects: Sequence[Project], default_port: int | None = None
         except ConfigError as e:
             out.append(project)
             problems += e.problems
-    clashes = conflicts(out)
+    clashes = conflicts(out, settled_splitters(projects))
     if clashes:
         return list(projects), problems + clashes
     return out, problems

@@ -4,7 +4,8 @@ The control API (control.py) serves them at GET /metrics on the control socket a
 the admin port. MetricsCollector turns the status snapshot (cortexd/status.py: replicas
 by state, in-flight counts, the autoscaler's count and bounds, GPUs) plus each API's
 cumulative counters from the gateway (cortexd/gateway/metrics.py APIMetrics and
-Monitor: codes, latency histograms, monitoring) into prometheus-client metric
+Monitor: codes, latency histograms, monitoring), and each traffic splitter's (its
+weights, the share each api takes now, the codes and latency per api), into prometheus-client metric
 families, in a private CollectorRegistry (never the process-global one).
 prometheus-client is imported when a scrape first needs it.
 """
@@ -33,10 +34,12 @@ class MetricsCollector:
 
     def __init__(self, snapshot: Callable[[], Status],
                  api_metrics: Callable[[], Iterable[tuple[str, APIMetrics, Monitor | None]]],
-                 unrouted: Callable[[], int] = lambda: 0):
+                 unrouted: Callable[[], int] = lambda: 0,
+                 split_metrics: Callable[[], Iterable[tuple[str, str, APIMetrics]]] = lambda: ()):
         self._snapshot = snapshot
         self._api_metrics = api_metrics
         self._unrouted = unrouted
+        self._split_metrics = split_metrics
 
     def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily
@@ -45,6 +48,7 @@ class MetricsCollector:
         yield from self._request_families()
         yield from _replica_families(snap)
         yield from _gpu_families(snap)
+        yield from self._splitter_families(snap)
         yield CounterMetricFamily("cortexd_unrouted_requests",
                                   "Requests for a path no API serves (404)", value=self._unrouted())
 
@@ -76,11 +80,7 @@ class MetricsCollector:
         for name, metrics, monitor in self._api_metrics():
             for code, n in sorted(metrics.codes.items()):
                 requests.add_metric([name, str(code)], n)
-            cumulative, buckets = 0, []
-            for bound, n in zip((*BOUNDS, math.inf), metrics.buckets):
-                cumulative += n
-                buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
-            latency.add_metric([name], buckets, metrics.sum_s)
+            latency.add_metric([name], _buckets(metrics), metrics.sum_s)
             if monitor is None:
                 continue
             summary = monitor.summary()
@@ -96,6 +96,47 @@ class MetricsCollector:
                     if summary[stat] is not None:
                         values.add_metric([name, stat], summary[stat])
         yield from (requests, latency, predictions, unreadable, classes, values)
+
+
+    def _splitter_families(self, snap: Status) -> Iterator[Metric]:
+        """Per traffic splitter api: its weight, its share now, the codes and latency of what it was sent."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        weight = GaugeMetricFamily("cortexd_splitter_weight", "Configured weight of a traffic splitter's api "
+                                   "(a shadow: the percent of requests copied)", labels=["splitter", "api", "shadow"])
+        share = GaugeMetricFamily("cortexd_splitter_share_percent", "Percent of a splitter's requests an api "
+                                  "takes now (the weights of apis that are down go to the others)",
+                                  labels=["splitter", "api"])
+        dropped = CounterMetricFamily("cortexd_splitter_shadow_dropped", "Copies not sent to a shadow api "
+                                      "(down or at its concurrency limit)", labels=["splitter", "api"])
+        refused = CounterMetricFamily("cortexd_splitter_refused", "Requests answered 503: no api of the "
+                                      "splitter could take them", labels=["splitter"])
+        for split in snap.splitters:
+            refused.add_metric([split.name], split.refused)
+            for t in split.targets:
+                weight.add_metric([split.name, t.name, str(t.shadow).lower()], t.weight)
+                share.add_metric([split.name, t.name], t.share)
+                if t.shadow:
+                    dropped.add_metric([split.name, t.name], t.dropped)
+        requests = CounterMetricFamily("cortexd_splitter_requests", "Requests a traffic splitter sent each api, "
+                                       "by HTTP status code", labels=["splitter", "api", "code"])
+        latency = HistogramMetricFamily("cortexd_splitter_request_duration_seconds",
+                                        "Latency of the requests a splitter sent each api", labels=["splitter", "api"])
+        for splitter, api, metrics in self._split_metrics():
+            for code, n in sorted(metrics.codes.items()):
+                requests.add_metric([splitter, api, str(code)], n)
+            latency.add_metric([splitter, api], _buckets(metrics), metrics.sum_s)
+        yield from (weight, share, dropped, refused, requests, latency)
+
+
+def _buckets(metrics: APIMetrics) -> list[tuple[str, float]]:
+    """Cumulative histogram buckets, as Prometheus has them."""
+    cumulative = 0
+    buckets: list[tuple[str, float]] = []
+    for bound, n in zip((*BOUNDS, math.inf), metrics.buckets):
+        cumulative += n
+        buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
+    return buckets
 
 
 def _replica_families(snap: Status) -> Iterator[Metric]:

@@ -38,7 +38,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,9 +51,9 @@ from cortexd.daemon.events import EventLog
 from cortexd.daemon.replica_checks import ReplicaChecks
 from cortexd.daemon.seams import GPUPlacement, ReplicaRouter, ScaledAPI
 from cortexd.errors import CortexdError, DependencyError
-from cortexd.gateway.routes import RouteConfig
+from cortexd.gateway.routes import RouteConfig, SplitConfig
 from cortexd.settings import OPTIONS, DaemonSettings
-from cortexd.spec.model import APISpec
+from cortexd.spec.model import APISpec, SplitterSpec
 from cortexd.status import APIFacts, APITraffic, ReplicaFacts
 
 log = logging.getLogger("cortexd.reconciler")
@@ -86,6 +86,7 @@ class Reconciler:
         self.clock = clock
         self.placer = placer  # GPU placement (cortexd.daemon.gpu_placer), None = no GPUs
         self.apis: dict[str, APIState] = {}
+        self.splitters: dict[str, SplitterSpec] = {}  # served by the gateway alone (no replicas)
         self.records: dict[str, ReplicaRecord] = {}
         self.observed: dict[str, ReplicaInfo] = {}
         self._removed: dict[str, _Removed] = {}
@@ -100,16 +101,30 @@ class Reconciler:
 
     # -- desired state ----------------------------------------------------------
 
-    async def apply(self, specs: list[APISpec], reasons: dict[str, str] | None = None) -> None:
+    async def apply(self, specs: list[APISpec], reasons: dict[str, str] | None = None,
+                    splitters: Sequence[SplitterSpec] | None = None) -> None:
         """Make `specs` the desired set: new APIs deploy, changed ones roll, missing ones go.
-        reasons: per API, what changed ("predictor.py changed"), for the roll's event."""
+        reasons: per API, what changed ("predictor.py changed"), for the roll's event.
+        splitters: the traffic splitters the gateway serves beside them (None: those it has)."""
         async with self._lock:
-            await self._apply(specs, reasons or {})
+            await self._apply(specs, reasons or {}, splitters)
 
-    async def _apply(self, specs: list[APISpec], reasons: dict[str, str] | None = None) -> None:
+    async def _apply(self, specs: list[APISpec], reasons: dict[str, str] | None = None,
+                     splitters: Sequence[SplitterSpec] | None = None) -> None:
         reasons = reasons or {}
         now = self.clock()
-        await self.gateway.configure([RouteConfig.of(s) for s in specs])
+        split = self.splitters if splitters is None else {s.name: s for s in splitters}
+        await self.gateway.configure([RouteConfig.of(s) for s in specs], [SplitConfig.of(s) for s in split.values()])
+        for name, splitter in split.items():  # no replicas: served as configured, from the next request
+            old = self.splitters.get(name)
+            if old is None or old.spec_hash != splitter.spec_hash:
+                self.events.add(f"traffic splitter {'updated' if old else 'serving'} at "
+                                f"{splitter.networking.endpoint}: " + " ".join(
+                                    f"{t.name}:{t.weight}{' (shadow)' if t.shadow else ''}" for t in splitter.targets),
+                                api=name)
+        for name in self.splitters.keys() - split.keys():
+            self.events.add("traffic splitter removed", api=name)
+        self.splitters = dict(split)
         wanted = {s.name: s for s in specs}
         for name in list(self.apis):
             if name not in wanted:

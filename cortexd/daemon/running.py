@@ -41,6 +41,7 @@ from cortexd.daemon.projects import (
     merged,
     reload_projects,
     roll_reasons,
+    settled_splitters,
 )
 from cortexd.daemon.reconciler import Reconciler
 from cortexd.daemon.seams import PinChanges
@@ -65,7 +66,8 @@ from cortexd.logfiles import (
 )
 from cortexd.settings import OPTIONS, DaemonSettings
 from cortexd.spec import APISpec
-from cortexd.status import DaemonStatus, GPUStatus, Status, build_status
+from cortexd.spec.model import SplitterSpec
+from cortexd.status import DaemonStatus, GPUStatus, SplitterFacts, Status, build_status
 
 log = logging.getLogger("cortexd")
 
@@ -161,7 +163,7 @@ class Daemon:
         # replicas the gateway takes out of rotation are reported, and replaced when hung
         self.gateway.on_replica_health = self.reconciler.replica_out_of_rotation
         self._record_config(projects)
-        await self.reconciler.apply(self._desired())
+        await self.reconciler.apply(self._desired(), splitters=self._splitters())
         # what was prepared for replicas no deployed API uses goes (the process backend's environments)
         self._tasks.append(asyncio.ensure_future(self.backend.collect_garbage(self._desired())))
         self._control = await control.serve(self, str(s.socket_path))
@@ -180,6 +182,10 @@ class Daemon:
     def _desired(self, projects: Sequence[Project] | None = None) -> list[APISpec]:
         # APIs deleted with `cortexd delete` stay deleted until they are deployed again
         return [s for p in (self.projects if projects is None else projects) for s in p.specs
+                if s.name not in self._deleted]
+
+    def _splitters(self, projects: Sequence[Project] | None = None) -> list[SplitterSpec]:
+        return [s for p in (self.projects if projects is None else projects) for s in p.splitters
                 if s.name not in self._deleted]
 
     def _record_config(self, projects: Sequence[Project], error: str | None = None) -> None:
@@ -238,7 +244,8 @@ class Daemon:
                 projects, problems = await self._load_off_loop(
                     reload_projects, self.projects, self.settings.default_local_port)
                 reasons = roll_reasons(self.projects, projects)
-                await self._started_reconciler.apply(self._desired(projects), reasons=reasons)
+                await self._started_reconciler.apply(self._desired(projects), reasons=reasons,
+                                                     splitters=self._splitters(projects))
             except CortexdError as e:  # e.g. a new local_port that is taken
                 self.config_error = str(e)
                 self.events.add(f"configuration rejected; the previous version keeps serving. {e}",
@@ -327,14 +334,15 @@ class Daemon:
             incoming = await self._load_off_loop(load_projects, resolved, s.default_local_port,
                                                  cpu_only or s.cpu_only, nearest_pins or s.nearest_pins)
             after = merged(self.projects, incoming)
-            problems = conflicts(after)
+            problems = conflicts(after, settled_splitters(self.projects))
             if problems:
                 raise ConfigError(problems)
             summary = deploy_summary(self.projects, after, incoming, self._deleted)
             deleted = self._deleted - {n for p in incoming for n in p.names}  # deployed again: back
             await self._started_reconciler.apply(
                 [s for p in after for s in p.specs if s.name not in deleted],
-                reasons=roll_reasons(self.projects, after))
+                reasons=roll_reasons(self.projects, after),
+                splitters=[s for p in after for s in p.splitters if s.name not in deleted])
             # only an applied configuration replaces what is watched and shown
             self._deleted = deleted
             self._record_config(after)
@@ -354,16 +362,20 @@ class Daemon:
         return gpu_notices(specs, len(inventory.devices), inventory.reason, OPTIONS["cpu_only"].flag or "")
 
     async def delete_api(self, name: str) -> None:
+        """Remove an API or a traffic splitter (until it is deployed again); the splitters that
+        route to a removed API give its share to their other apis."""
+        rec = self._started_reconciler
         async with self._config_lock:
-            if name not in self._started_reconciler.apis:
+            if name not in rec.apis and name not in rec.splitters:
                 raise UnknownAPI(self._unknown(name))
-            specs = [s.spec for n, s in self._started_reconciler.apis.items() if n != name]
-            await self._started_reconciler.apply(specs)
+            specs = [s.spec for n, s in rec.apis.items() if n != name]
+            await rec.apply(specs, splitters=[s for n, s in rec.splitters.items() if n != name])
             self._deleted.add(name)
 
     def _unknown(self, name: str) -> str:
         names = ", ".join(sorted(self._started_reconciler.apis)) or "none"
-        return f"no api named {name!r} (apis: {names})"
+        splitters = ", ".join(sorted(self._started_reconciler.splitters))
+        return f"no api named {name!r} (apis: {names}" + (f"; traffic splitters: {splitters})" if splitters else ")")
 
     def replica_of_peer(self, pid: int, uid: int) -> str | None:
         return self.backend.replica_of_peer(pid, uid)
@@ -384,11 +396,22 @@ class Daemon:
                   for n, s in rec.apis.items()},
             preparing={n: rec.preparing(n) for n in rec.apis}, wall_now=wall, mono_now=mono,
             isolation={n: rec.isolation(n) for n in rec.apis},
-            pins={n: self.pin_changes.changes(n) for n in rec.apis} if self.pin_changes is not None else None)
+            pins={n: self.pin_changes.changes(n) for n in rec.apis} if self.pin_changes is not None else None,
+            splitters=self._splitter_facts(mono))
+
+    def _splitter_facts(self, now: float) -> list[SplitterFacts]:
+        splits = {s.name: s for s in self.gateway.splits()} if self.gateway is not None else {}
+        return [SplitterFacts(spec, self._url(spec.networking.local_port, spec.networking.endpoint),
+                              splits[name].snapshot(now) if name in splits else {})
+                for name, spec in self._started_reconciler.splitters.items()]
 
     def route_metrics(self) -> list:
         """(api, APIMetrics, Monitor | None) per API, for the Prometheus collector."""
         return [(r.name, r.metrics, r.monitor) for r in self.gateway.routes()] if self.gateway else []
+
+    def split_metrics(self) -> list:
+        """(splitter, api, APIMetrics) per splitter api, for the Prometheus collector."""
+        return [(s.name, t.name, t.metrics) for s in self.gateway.splits() for t in s.targets] if self.gateway else []
 
     def unrouted_requests(self) -> int:
         return self.gateway.unrouted if self.gateway is not None else 0

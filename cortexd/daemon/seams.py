@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from cortexd.core.placement import Placement
     from cortexd.daemon.events import EventLog
     from cortexd.gateway.metrics import APIMetrics, Monitor
-    from cortexd.gateway.routes import RouteConfig
+    from cortexd.gateway.routes import RouteConfig, SplitConfig
     from cortexd.spec.model import APISpec
     from cortexd.status import Status
 
@@ -46,8 +46,8 @@ class InFlight(Protocol):
 class ReplicaRouter(InFlight, Protocol):
     """The gateway, as the reconciler drives it (cortexd/gateway/proxy.py Gateway)."""
 
-    async def configure(self, routes: Sequence[RouteConfig]) -> None:
-        """Serve exactly these APIs (listeners per local_port, routes per endpoint)."""
+    async def configure(self, routes: Sequence[RouteConfig], splitters: Sequence[SplitConfig] = ()) -> None:
+        """Serve exactly these APIs and traffic splitters (listeners per local_port, routes per endpoint)."""
 
     def set_replicas(self, api: str, replicas: Sequence[tuple[str, str, int]]) -> None:
         """The (replica id, host, port) that take `api`'s requests now."""
@@ -141,6 +141,9 @@ class ControlledDaemon(Protocol):
 
     def route_metrics(self) -> list[tuple[str, APIMetrics, Monitor | None]]:
         """Each API's cumulative request metrics and monitor (Prometheus)."""
+
+    def split_metrics(self) -> list[tuple[str, str, APIMetrics]]:
+        """(splitter, api, what the splitter sent it) per splitter api, for /metrics."""
 
     def unrouted_requests(self) -> int:
         """Requests for a path no API serves."""

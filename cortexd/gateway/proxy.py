@@ -11,8 +11,8 @@ Its rules: docs/architecture.md, "A request, end to end" and "The gateway's hot 
                        v
                      predictor runtime (python -m predictor_runtime) on 127.0.0.1:PORT
 
-The daemon (cortexd/daemon) drives it: `configure()` with the desired APIs and
-ports, `set_replicas()` with each API's ready replicas, `set_state()` while an API
+The daemon (cortexd/daemon) drives it: `configure()` with the desired APIs, traffic
+splitters and ports, `set_replicas()` with each API's ready replicas, `set_state()` while an API
 is starting, waits or is in error (the kind of its failure: a client is told the
 kind, never the daemon's detail), and reads the in-flight counts for autoscaling,
 draining and status. This class is that interface and the gateway's lifecycle; the
@@ -58,7 +58,7 @@ from cortexd.gateway.connections import ClientConnections
 from cortexd.gateway.passive_health import HealthListener, PassiveHealth
 from cortexd.gateway.request_path import CLIENT_BODY_TIMEOUT, REQUEST_BUFFER_LIMIT, RequestPath
 from cortexd.gateway.route_book import RouteBook
-from cortexd.gateway.routes import APIRoute, Listener, RouteConfig, endpoint_clashes
+from cortexd.gateway.routes import APIRoute, Listener, RouteConfig, SplitConfig, SplitRoute, endpoint_clashes
 from cortexd.gateway.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -124,18 +124,22 @@ class Gateway:
 
     # -- the daemon's interface -------------------------------------------------------
 
-    async def configure(self, apis: Sequence[RouteConfig]) -> None:
-        """Desired API set, one RouteConfig each.
+    async def configure(self, apis: Sequence[RouteConfig], splitters: Sequence[SplitConfig] = ()) -> None:
+        """Desired API set, one RouteConfig each, and traffic splitters, one SplitConfig each.
 
         Opens a listener for every new port and closes ports no longer used; routes
-        of APIs that stay keep their replicas and counters. Raises CortexdError
-        (and changes nothing) when a port cannot be bound or two APIs clash.
+        of APIs that stay keep their replicas and counters, splitters that stay their
+        counters (a weight change applies from the next request). Raises CortexdError
+        (and changes nothing) when a port cannot be bound or two routes clash.
         """
         desired = {api.name: api for api in apis}
-        problems = endpoint_clashes([(api.name, api.endpoint, api.port) for api in desired.values()])
+        splits = {s.name: s for s in splitters}
+        served = [(r.name, r.endpoint, r.port) for r in desired.values()]
+        served += [(s.name, s.endpoint, s.port) for s in splits.values()]
+        problems = endpoint_clashes(served)
         if problems:
             raise CortexdError("\n".join(problems))
-        ports = {api.port for api in desired.values()}
+        ports = {port for _, _, port in served}
 
         opened: dict[int, Listener] = {}
         try:
@@ -146,7 +150,7 @@ class Gateway:
                 await listener.stop(0)
             raise
         self._listeners.update(opened)
-        self._book.update(desired)
+        self._book.update(desired, splits)
         for port, listener in self._listeners.items():
             listener.serve(self._book.on_port(port))
         for port in [p for p in self._listeners if p not in ports]:
@@ -199,6 +203,11 @@ class Gateway:
         routes = self._book.routes
         return [routes[name] for name in sorted(routes)]
 
+    def splits(self) -> list[SplitRoute]:
+        """The traffic splitters' routes, by name (their per-target counters)."""
+        splits = self._book.splits
+        return [splits[name] for name in sorted(splits)]
+
     @property
     def ports(self) -> list[int]:
         """The ports listened on."""
@@ -221,6 +230,7 @@ class Gateway:
         self._book.refuse_all("the gateway is shutting down")  # waiting requests get no replica now
         if not await path.drained(drain_timeout):
             log.warning("%d request(s) still in flight after %g s; closing anyway", path.in_flight, drain_timeout)
+        await path.shadows.close()  # copies to shadow apis are not waited for
         # a kept-alive client may have a request on the wire right now: closing its connection
         # would cut it, so connections get a moment to bring it and be answered (503, close)
         grace_end = min(deadline, loop.time() + CLOSE_GRACE)

@@ -1,6 +1,7 @@
 """The request path: from a client's request on a listening port to a replica's answer and back.
 
     client request --> serve(): the route      (listener's port table: one dict lookup)
+                         | a traffic splitter's: one weighted choice -> that api's route
                          | body up to REQUEST_BUFFER_LIMIT read first (slow clients hold no slot)
                          | replica = least in-flight (core.routing.pick_replica)
                          | _exchange(): request head, body, answer (relay.py: bytes, never parsed)
@@ -13,7 +14,10 @@ relayed or not, carries X-Request-Id; the gateway's own answers are JSON
 (answers.py) and never carry a replica's log lines. A failed exchange counts toward
 the replica's passive health (passive_health.py). Every finished request is counted in
 its route's APIMetrics (status, latency; metrics.py), and the bodies of monitored APIs'
-2xx answers are queued for the route's Monitor, parsed later, never on the way out.
+2xx answers are queued for the route's Monitor, parsed later, never on the way out. A
+request to a traffic splitter is served by the route of the api it chose (routes.SplitRoute)
+and counted again in the splitter's counters for that api; a shadow api gets a copy
+(shadow.py), sent beside it, never waited for.
 
 Clients are not trusted to be quick (nginx is the model): a body up to
 REQUEST_BUFFER_LIMIT is read before the request takes a replica slot
@@ -52,7 +56,8 @@ from cortexd.gateway.relay import (
     send_streamed_body,
     send_whole_body,
 )
-from cortexd.gateway.routes import APIRoute, Listener, ReplicaTarget
+from cortexd.gateway.routes import APIRoute, Listener, ReplicaTarget, SplitRoute, SplitTarget, release_target
+from cortexd.gateway.shadow import ShadowCopies
 from cortexd.gateway.upstream import (
     UpstreamConnectError,
     UpstreamConnection,
@@ -103,6 +108,7 @@ class RequestPath:
         self.unrouted = 0  # requests answered 404 (no API at that path)
         self.closing = False  # set by the gateway's close(): answers say `Connection: close`
         self._idle: asyncio.Event | None = None  # set when in-flight drops to 0 while closing
+        self.shadows = ShadowCopies(upstream_timeout)  # copies of splitters' requests to their shadow
 
     async def drained(self, timeout: float) -> bool:
         """Wait until no request is in flight (at most `timeout`, or until released); whether none is."""
@@ -137,6 +143,13 @@ class RequestPath:
             if self.closing:
                 not_found.force_close()
             return not_found
+        via: SplitTarget | None = None  # the splitter's target, for a request to a splitter
+        split: SplitRoute | None = None
+        if isinstance(route, SplitRoute):
+            split, via = route, route.choose()
+            if via is None or via.route is None:
+                return self._no_target(route, rid)
+            route = via.route
         self.in_flight += 1
         status = 500
         resp: web.StreamResponse | None = None
@@ -168,6 +181,8 @@ class RequestPath:
                         return resp
             route.in_flight += 1
             counted = True
+            if split is not None and split.shadow is not None and not streamed:
+                self.shadows.copy(split, split.shadow, request, query, rid, body)
             resp, status = await self._forward(request, route, query, rid, body, streamed)
             return resp
         finally:
@@ -177,6 +192,8 @@ class RequestPath:
                 resp.force_close()
             now = monotonic()
             route.metrics.record(status, now - started, now)
+            if via is not None:
+                via.metrics.record(status, now - started, now)
             monitor = route.monitor
             if monitor is not None and 200 <= status < 300 and type(resp) is BufferedResponse \
                     and not resp.head_only:
@@ -335,11 +352,7 @@ class RequestPath:
         return others[i] if i is not None else failed
 
     def _release_target(self, route: APIRoute, target: ReplicaTarget) -> None:
-        target.in_flight -= 1
-        if target.removed and target.in_flight == 0:
-            if route.draining.get(target.replica_id) is target:
-                del route.draining[target.replica_id]
-            target.pool.close()
+        release_target(route, target)
 
     async def _exchange(self, request: BaseRequest, route: APIRoute, target: ReplicaTarget,
                         conn: UpstreamConnection, query: str, rid: str, request_body: bytes | None,
@@ -470,6 +483,16 @@ class RequestPath:
             413, f"the request body is larger than the gateway's limit of {format_bytes(self.max_body_size)}; "
                  "send a smaller payload", rid)
         resp.force_close()  # the unread rest of the body: closing beats reading it to keep the connection
+        return resp
+
+    def _no_target(self, split: SplitRoute, rid: str) -> web.Response:
+        """503: none of the splitter's apis can take requests now (each not deployed or in error)."""
+        split.refused += 1
+        why = "; ".join(f"api {t.name!r} {t.down}" for t in split.targets if not t.shadow and t.down)
+        resp = error_answer(503, f"traffic splitter {split.name!r} has no api that can take requests now"
+                                 + (f" ({why})" if why else ""), rid, retry_after=True)
+        if self.closing:
+            resp.force_close()
         return resp
 
     def _at_limit(self, route: APIRoute, rid: str) -> web.Response:

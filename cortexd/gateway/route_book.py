@@ -1,12 +1,15 @@
-"""The gateway's book of routes: the APIs the daemon configured and the replicas each one routes to.
+"""The gateway's book of routes: the APIs the daemon configured and the replicas each one routes to,
+and the traffic splitters that route to those APIs.
 
-The daemon drives the gateway (proxy.py Gateway) with the desired APIs (`update`),
+The daemon drives the gateway (proxy.py Gateway) with the desired APIs and splitters (`update`),
 each API's ready replicas (`set_replicas`) and its state while no replica serves
 (`set_state`); the gateway forwards those calls here. The book keeps an APIRoute per
 API (routes.py) and a ReplicaTarget per replica, each with its connection pool: a
 replica left out stops taking requests and drains (its in-flight requests finish, then
-its pool closes); a deleted API's route is kept until its last request ends. Requests
-never look here: they find their route in a listener's port table (routes.port_table).
+its pool closes); a deleted API's route is kept until its last request ends. Whatever
+changes an API's routes or state refreshes the splitters that route to it (which of their
+apis are live). Requests never look here: they find their route in a listener's port table
+(routes.port_table).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from cortexd.core.api_status import Failure
 from cortexd.errors import UnknownAPI
 from cortexd.gateway.answers import client_reason
-from cortexd.gateway.routes import APIRoute, ReplicaTarget, RouteConfig
+from cortexd.gateway.routes import APIRoute, ReplicaTarget, Route, RouteConfig, SplitConfig, SplitRoute, refresh_all
 from cortexd.gateway.upstream import UpstreamPool
 
 
@@ -27,10 +30,11 @@ class RouteBook:
         self.new_pool = new_pool  # a connection pool to a replica at (host, port)
         self.routes: dict[str, APIRoute] = {}
         self.retired: dict[str, APIRoute] = {}  # deleted APIs whose requests still run
+        self.splits: dict[str, SplitRoute] = {}  # the traffic splitters, by name
 
-    def update(self, desired: Mapping[str, RouteConfig]) -> None:
-        """Make `desired` the served APIs: new ones get a route, kept ones keep their replicas
-        and counters, and the routes of APIs no longer desired are retired."""
+    def update(self, desired: Mapping[str, RouteConfig], splits: Mapping[str, SplitConfig] | None = None) -> None:
+        """Make `desired` the served APIs (and `splits` the splitters): new ones get a route, kept
+        ones keep their replicas and counters, and the routes of APIs no longer desired are retired."""
         for name, api in desired.items():
             route = self.routes.get(name)
             if route is None:
@@ -46,9 +50,20 @@ class RouteBook:
         self.retired = {n: r for n, r in self.retired.items() if r.in_flight and n not in desired}
         for name in [n for n in self.routes if n not in desired]:
             self._retire_api(self.routes.pop(name))
+        splits = splits or {}
+        self.splits = {name: self._split(config) for name, config in splits.items()}
+        refresh_all(list(self.splits.values()), self.routes)
 
-    def on_port(self, port: int) -> list[APIRoute]:
-        return [r for r in self.routes.values() if r.port == port]
+    def _split(self, config: SplitConfig) -> SplitRoute:
+        split = self.splits.get(config.name)
+        if split is None:
+            return SplitRoute(config)
+        split.configure(config)  # in place: the port tables keep serving it between two requests
+        return split
+
+    def on_port(self, port: int) -> list[Route]:
+        routes: list[Route] = [r for r in self.routes.values() if r.port == port]
+        return routes + [s for s in self.splits.values() if s.port == port]
 
     def set_replicas(self, api: str, replicas: Sequence[tuple[str, str, int]]) -> None:
         """The ready, routable replicas of `api`: (replica_id, host, port) each (see Gateway.set_replicas)."""
@@ -77,6 +92,7 @@ class RouteBook:
             self._retire_replica(route, target)
         route.replicas = [t for t in targets if ejected.get(t.replica_id) is not t]
         route.notify_changed()
+        refresh_all(list(self.splits.values()), self.routes, api)
 
     def set_state(self, api: str, *, starting: bool, failure: Failure | None = None,
                   waiting_for: str | None = None) -> None:
@@ -88,6 +104,7 @@ class RouteBook:
         route.error = None if failure is None else client_reason(api, failure)
         route.waiting_for = waiting_for
         route.notify_changed()
+        refresh_all(list(self.splits.values()), self.routes, api)
 
     def find(self, api: str) -> APIRoute | None:
         """The route of `api`, a deleted API's included while its requests run."""

@@ -1,10 +1,23 @@
-"""The gateway's route table: APIs, their routable replicas, per-API counters, listening ports.
+"""The gateway's route table: APIs, their routable replicas, per-API counters, listening ports;
+and traffic splitters.
 
-The daemon describes each API it wants served with a RouteConfig (Gateway.configure).
-The gateway keeps one APIRoute per API (route_book.py) and, for every listening port
-(a Listener), a plain dict from request path to APIRoute built once by `port_table()`
+The daemon describes each API it wants served with a RouteConfig, and each traffic
+splitter with a SplitConfig (Gateway.configure). The gateway keeps one APIRoute per API
+and one SplitRoute per splitter (route_book.py) and, for every listening port (a
+Listener), a plain dict from request path to route built once by `port_table()`
 whenever the configuration changes, so the request path does a single dict lookup
 (no regexes, no per-request parsing of the endpoint).
+
+A SplitRoute sits in the port table at the splitter's endpoint. The request path
+(request_path.py) takes one weighted choice per request (`SplitRoute.choose`:
+core.splitting.pick_target on a table made in advance) and serves the request through the
+chosen api's own APIRoute, exactly as if it had been sent there (its limits, its 503s, its
+metrics); the splitter counts it once more, per target (`SplitTarget.metrics`). The route
+book calls `refresh` whenever the splitter's configuration or the state of one of its apis
+changes: an api that is not deployed, in error with no ready replica, or waiting for a GPU
+takes no traffic and its weight goes to the live ones (core.splitting). A weight change
+swaps the table between two requests, in place: a hot reload drops nothing. A shadow
+target gets copies of requests (shadow.py) and is never chosen.
 
 The daemon reads these objects for status (`counters_snapshot()`, in-flight
 counts); only the gateway mutates them. Counters (APIMetrics, Monitor in
@@ -15,13 +28,16 @@ locks are needed.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cortexd.core.health import HEALTHY, ReplicaHealth
+from cortexd.core.splitting import pick_target, split_table
 from cortexd.gateway.metrics import APIMetrics, Monitor
-from cortexd.spec.model import APISpec, MonitoringSpec
+from cortexd.spec.model import APISpec, MonitoringSpec, SplitterSpec
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -133,18 +149,145 @@ class APIRoute:
                 f"replicas={[r.replica_id for r in self.replicas]}, in_flight={self.in_flight})")
 
 
+@dataclass(frozen=True)
+class SplitConfig:
+    """One traffic splitter as the daemon wants it served: Gateway.configure() takes them."""
+
+    name: str
+    endpoint: str
+    port: int
+    targets: tuple[tuple[str, int, bool], ...]  # (api, weight, shadow)
+
+    @classmethod
+    def of(cls, spec: SplitterSpec) -> SplitConfig:
+        return cls(spec.name, spec.networking.endpoint, spec.networking.local_port,
+                   tuple((t.name, t.weight, t.shadow) for t in spec.targets))
+
+
+def down_reason(route: APIRoute | None) -> str | None:
+    """Why an api takes no traffic from a splitter now, or None when it does."""
+    if route is None:
+        return "is not deployed"
+    if route.error is not None:
+        return "is in error"
+    if route.waiting_for is not None and not route.replicas:
+        return f"is waiting for {route.waiting_for}"
+    return None
+
+
+class SplitTarget:
+    """One api of a splitter: its weight, its route (None: not deployed), what went to it."""
+
+    __slots__ = ("down", "dropped", "metrics", "name", "route", "shadow", "weight")
+
+    def __init__(self, name: str, weight: int, shadow: bool):
+        self.name = name
+        self.weight = weight
+        self.shadow = shadow
+        self.route: APIRoute | None = None
+        self.down: str | None = "is not deployed"
+        self.metrics = APIMetrics()  # the requests the splitter sent it (copies, for a shadow)
+        self.dropped = 0  # shadow copies not sent: the shadow was down or at its concurrency limit
+
+
+class SplitRoute:
+    """A traffic splitter's endpoint; `choose()` is the per-request decision."""
+
+    __slots__ = ("cumulative", "endpoint", "live", "name", "port", "refused", "rng", "shadow", "shares",
+                 "targets", "total")
+
+    def __init__(self, config: SplitConfig, rng: Callable[[], float] = random.random):
+        self.name = config.name
+        self.rng = rng  # uniform in [0, 1); tests seed one
+        self.refused = 0  # requests answered 503: no api could take them
+        self.targets: tuple[SplitTarget, ...] = ()
+        self.shadow: SplitTarget | None = None
+        self.live: tuple[SplitTarget, ...] = ()
+        self.cumulative: tuple[float, ...] = ()
+        self.total = 0
+        self.shares: dict[str, float] = {}
+        self.configure(config)
+
+    def configure(self, config: SplitConfig) -> None:
+        """Take a new configuration; targets that stay keep their counters (call refresh() next)."""
+        self.endpoint, self.port = config.endpoint, config.port
+        old = {t.name: t for t in self.targets}
+        targets = []
+        for name, weight, shadow in config.targets:
+            target = old.get(name)
+            if target is None or target.shadow != shadow:
+                target = SplitTarget(name, weight, shadow)
+            target.weight = weight
+            targets.append(target)
+        self.targets = tuple(targets)
+        self.shadow = next((t for t in targets if t.shadow), None)
+
+    def refresh(self, routes: Mapping[str, APIRoute]) -> None:
+        """Re-read which targets are live and make the choice table (between two requests)."""
+        for target in self.targets:
+            target.route = routes.get(target.name)
+            target.down = down_reason(target.route)
+        primaries = [t for t in self.targets if not t.shadow]
+        table = split_table([t.weight for t in primaries], [t.down is not None for t in primaries])
+        self.live = tuple(primaries[i] for i in table.live)
+        self.cumulative, self.total = table.cumulative, table.total
+        self.shares = {t.name: share for t, share in zip(primaries, table.shares)}
+
+    def choose(self) -> SplitTarget | None:
+        """The target for the next request (None: no api can take it)."""
+        live = self.live
+        if not live:
+            return None
+        return live[pick_target(self.cumulative, self.total, self.rng())]
+
+    def names(self) -> set[str]:
+        return {t.name for t in self.targets}
+
+    def snapshot(self, now: float | None = None) -> dict[str, Any]:
+        """Counters for the status snapshot: per target, and the requests no api could take."""
+        now = time.monotonic() if now is None else now
+        return {
+            "refused": self.refused,
+            "targets": {t.name: {"down": t.down, "share": self.shares.get(t.name, 0.0), "dropped": t.dropped,
+                                 "requests": t.metrics.summary(now)} for t in self.targets},
+        }
+
+    def __repr__(self) -> str:
+        return (f"SplitRoute({self.name!r}, endpoint={self.endpoint!r}, port={self.port}, "
+                f"live={[t.name for t in self.live]})")
+
+
+def refresh_all(splits: Sequence[SplitRoute], routes: Mapping[str, APIRoute], api: str | None = None) -> None:
+    """Refresh the splitters that route to `api` (all of them when None)."""
+    for split in splits:
+        if api is None or api in split.names():
+            split.refresh(routes)
+
+
+Route = APIRoute | SplitRoute  # what a port table maps a path to
+
+
+def release_target(route: APIRoute, target: ReplicaTarget) -> None:
+    """A request on `target` ended: a replica removed meanwhile closes once its last one has."""
+    target.in_flight -= 1
+    if target.removed and target.in_flight == 0:
+        if route.draining.get(target.replica_id) is target:
+            del route.draining[target.replica_id]
+        target.pool.close()
+
+
 class Listener:
     """One listening port: its aiohttp server and the route table it serves."""
 
     def __init__(self, port: int):
         self.port = port
-        self.table: dict[str, APIRoute] = {}
+        self.table: dict[str, Route] = {}
         self.endpoints: list[str] = []  # "/<endpoint>" of each API served here, for 404 answers
         self.web_server: web.Server | None = None
         self.server: asyncio.AbstractServer | None = None
 
-    def serve(self, routes: list[APIRoute]) -> None:
-        """Serve `routes` from now on (the APIs configured on this port)."""
+    def serve(self, routes: Sequence[Route]) -> None:
+        """Serve `routes` from now on (the APIs and splitters configured on this port)."""
         self.table = port_table(routes)
         self.endpoints = sorted("/" + r.endpoint.strip("/") for r in routes)
 
@@ -157,13 +300,13 @@ class Listener:
             await self.web_server.shutdown(timeout)
 
 
-def port_table(routes: list[APIRoute]) -> dict[str, APIRoute]:
-    """Request path -> APIRoute for the APIs served on one port.
+def port_table(routes: Sequence[Route]) -> dict[str, Route]:
+    """Request path -> route for the APIs and splitters served on one port.
 
-    `/<endpoint>` and `/<endpoint>/` route to the API; an API alone on its port
-    is also served at `/` (Cortex local-mode compatibility).
+    `/<endpoint>` and `/<endpoint>/` route to the API; an API (or splitter) alone on its
+    port is also served at `/` (Cortex local-mode compatibility).
     """
-    table: dict[str, APIRoute] = {}
+    table: dict[str, Route] = {}
     for route in routes:
         path = "/" + route.endpoint.strip("/")
         table[path] = route

@@ -1,4 +1,5 @@
-"""`cortexd export kubernetes`: the manifests of a project's APIs written to a folder (I/O shell).
+"""`cortexd export kubernetes`: the manifests of a project's APIs (and the HTTPRoutes of its traffic
+splitters, kube/splitter.py) written to a folder (I/O shell).
 
 Everything is decided before anything is written: the configuration loads and
 validates, every API's files are read (a missing model folder stops here),
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from cortexd.kube import layout
 from cortexd.kube.bundle import ImageFiles, read_image_files
 from cortexd.kube.manifests import FLAVORS, ExportOptions, dotenv_secret, manifests, secret_keys
 from cortexd.kube.report import notes_for, report_lines, targets_line
-from cortexd.spec.model import APISpec
+from cortexd.kube.splitter import GATEWAY_API, GATEWAY_API_MIN, http_route, splitter_notes
+from cortexd.spec.model import APISpec, SplitterSpec
 from cortexd.spec.units import format_bytes
 
 REPORT_FILE = "cortexd-report.txt"  # kubectl apply -f DIR reads only .yaml/.yml/.json
@@ -103,6 +105,18 @@ def render(spec: APISpec, registry: str, options: ExportOptions) -> Rendered:
     return Rendered(spec, image, filename, header + dump_yaml(objects), report, secret_text)
 
 
+def render_splitter(spec: SplitterSpec, options: ExportOptions, exported: set[str]) -> tuple[str, str, list[str]]:
+    """(file name, text, report lines) of one traffic splitter's HTTPRoute."""
+    filename = f"{spec.name}.yaml"
+    route = http_route(spec, options)
+    header = (f"# cortexd export kubernetes: traffic splitter {spec.name!r} from {spec.source_file}:"
+              f"{spec.source_line}\n# a Gateway API HTTPRoute; see {REPORT_FILE} for what the cluster needs\n")
+    report = [f"traffic splitter {spec.name!r}: wrote {filename} (HTTPRoute {spec.name})"]
+    report += [f"  note: {note}" for note in splitter_notes(spec, options, exported)]
+    report.append("  networking.local_port: replaced by the Gateway's listeners")
+    return filename, header + dump_yaml([route]), report
+
+
 def write_atomically(out_dir: Path, files: dict[str, str], private: Collection[str] = ()) -> None:
     """Write `files` (name -> text) into out_dir so that a failure leaves out_dir as it was; those
     named in `private` (the .env Secrets) are made 0600, as the .env they come from should be,
@@ -133,18 +147,25 @@ def write_atomically(out_dir: Path, files: dict[str, str], private: Collection[s
 
 
 def export_kubernetes(apis: list[APISpec], registry: str | None, options: ExportOptions,
-                      out_dir: Path) -> list[str]:
-    """Render and write every API's manifests; returns the report's lines."""
+                      out_dir: Path, splitters: Sequence[SplitterSpec] = ()) -> list[str]:
+    """Render and write every API's manifests and every splitter's HTTPRoute; returns the report's lines."""
     registry = check_request(registry, options.flavor)
     rendered = [render(spec, registry, options) for spec in apis]
+    routes = [render_splitter(s, options, {a.name for a in apis}) for s in splitters]
     report = [targets_line()]
+    if routes:
+        report[0] += (f"; HTTPRoutes the Gateway API's standard channel {GATEWAY_API} (validated against its CRD "
+                      f"schema; {GATEWAY_API_MIN} or later serves them)")
     for r in rendered:
         report.extend(r.report)
+    for _, _, lines in routes:
+        report.extend(lines)
     files = {r.filename: r.text for r in rendered}
+    files.update((name, text) for name, text, _ in routes)
     secrets = dict(r.secret for r in rendered if r.secret is not None)
     files.update(secrets)
     files[REPORT_FILE] = "\n".join(report) + "\n"
     write_atomically(out_dir, files, private=secrets)
-    done = (f"wrote {len(rendered)} manifest file(s) and {REPORT_FILE} to {out_dir}; "
+    done = (f"wrote {len(rendered) + len(routes)} manifest file(s) and {REPORT_FILE} to {out_dir}; "
             f"apply with `kubectl apply -f {out_dir}`")
     return [*report, done]

@@ -43,6 +43,7 @@ class ExportOptions:
     flavor: Flavor = "deployment"
     namespace: str | None = None
     ingress_class: str | None = None  # None: the cluster's default IngressClass
+    gateway: str | None = None  # the Gateway traffic splitters' HTTPRoutes attach to (None: "cortexd")
 
 
 def cpu_quantity(cores: float) -> str:

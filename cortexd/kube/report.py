@@ -220,6 +220,19 @@ FIELDS: tuple[Field, ...] = (
                                              "written for it (group them with --namespace)"), "legacy"),
 )
 
+# a TrafficSplitter is one HTTPRoute (kube/splitter.py), the same in both flavors
+SPLITTER_FIELDS: tuple[Field, ...] = (
+    Field("traffic_splitter.name", *both(M, "metadata.name of the HTTPRoute")),
+    Field("traffic_splitter.kind", *both(M, "an HTTPRoute (gateway.networking.k8s.io/v1)")),
+    Field("traffic_splitter.networking", *both(S, "")),
+    Field("traffic_splitter.apis", *both(M, "spec.rules[0].backendRefs, one per api (a shadow: a RequestMirror "
+                                            "filter)")),
+    Field("splitter_target.name", *both(M, "backendRefs[].name: the api's Service (port 80)")),
+    Field("splitter_target.weight", *both(M, "backendRefs[].weight (a shadow: requestMirror.percent)")),
+    Field("splitter_target.shadow", *both(M, "spec.rules[0].filters[0]: a RequestMirror to the api's Service")),
+)
+FIELDS += SPLITTER_FIELDS
+
 FIELDS_BY_KEY = {f.key: f for f in FIELDS}
 
 def _concerns(field: Field, spec: APISpec) -> bool:

@@ -1,4 +1,4 @@
-"""A checked, completed API document -> its frozen APISpec (spec/model.py).
+"""A checked, completed API document -> its frozen APISpec, or SplitterSpec (spec/model.py).
 
 The last step of loading: spec.load calls build_spec() once every document of every file
 passed (spec.validate filled the defaults and made local paths absolute), so it reads only
@@ -21,6 +21,8 @@ from cortexd.spec.model import (
     MonitoringSpec,
     NetworkingSpec,
     PredictorSpec,
+    SplitTarget,
+    SplitterSpec,
     UpdateStrategySpec,
 )
 
@@ -92,3 +94,14 @@ def build_spec(doc: dict[str, Any], project_dir: str, source_file: str, source_l
         source_line=source_line,
         raw=doc,
     )
+
+
+def build_splitter(doc: dict[str, Any], source_file: str, source_line: int,
+                   target_lines: list[int]) -> SplitterSpec:
+    """The SplitterSpec of a checked, completed TrafficSplitter document; target_lines: where
+    each of its apis is written."""
+    n = doc["networking"]
+    targets = tuple(SplitTarget(t["name"], int(t["weight"]), bool(t["shadow"]), line)
+                    for t, line in zip(doc["apis"], target_lines))
+    return SplitterSpec(doc["name"], targets, NetworkingSpec(n["endpoint"], int(n["local_port"]), n["api_gateway"]),
+                        source_file, source_line, raw=doc)

@@ -1,7 +1,7 @@
 """One API entry of a cortex.yaml on its way to an APISpec: its kind, its checks, its problems located.
 
 spec.load reads a file into entries, each a plain dict with the marks of where its fields
-were written (FieldMarks). Here each entry is dispatched on `kind` (RealtimeAPI; the legacy
+were written (FieldMarks). Here each entry is dispatched on `kind` (RealtimeAPI; TrafficSplitter; the legacy
 `kind: api`, translated into the RealtimeAPI shape by legacy.py; the legacy `kind: deployment`,
 which names the endpoints of its file's legacy APIs), checked by spec.validate, and its
 path-addressed findings become ConfigProblems with file:line:column, in the field names the
@@ -20,15 +20,14 @@ from cortexd.spec import units
 from cortexd.spec.findings import Finding, FindingKind, Path_, format_path
 from cortexd.spec.legacy import to_legacy, translate_legacy
 from cortexd.spec.schema import apply_defaults, null_sections_left_out, schema_findings
-from cortexd.spec.validate import CheckedAPI, check_api
+from cortexd.spec.validate import CheckedAPI, check_api, check_splitter
 
-VALID_KINDS = "RealtimeAPI, api (legacy), deployment (legacy)"
+VALID_KINDS = "RealtimeAPI, TrafficSplitter, api (legacy), deployment (legacy)"
 # The Cortex kinds cortexd does not serve, each with the Cortex release that introduced it: one
 # entry per kind (a kind cortexd comes to serve leaves this table for VALID_KINDS and entries'
 # dispatch). Read from Cortex's pkg/types/userconfig/kind.go at each tag.
 NOT_SERVED_KINDS = {
     "BatchAPI": "0.19",
-    "TrafficSplitter": "0.19",
     "TaskAPI": "0.27",
     "AsyncAPI": "0.31",
 }
@@ -105,11 +104,15 @@ class Entry:
 
     def problem(self, finding: Finding, *, as_written: bool = False) -> ConfigProblem:
         (line, column), path = self.locate(finding, as_written=as_written)
-        return ConfigProblem(self.file, line, column, self.name, path, finding.message)
+        return ConfigProblem(self.file, line, column, self.name, path, finding.message, self.what)
 
     def notice(self, finding: Finding) -> str:
         (line, _), _ = self.locate(finding)
-        return str(ConfigProblem(self.file, line, None, self.name, "", finding.message))
+        return str(ConfigProblem(self.file, line, None, self.name, "", finding.message, self.what))
+
+    @property
+    def what(self) -> str:
+        return "traffic splitter" if self.kind == "TrafficSplitter" else "api"
 
 
 @dataclass
@@ -143,7 +146,7 @@ def check_kinds(result: FileResult) -> str | None:
         elif "kind" not in entry.doc:
             entry.problems.append(entry.problem(Finding(("kind",), f"missing required field; expected one of "
                                                         f"{VALID_KINDS}")))
-        elif kind not in ("RealtimeAPI", "api"):
+        elif kind not in ("RealtimeAPI", "TrafficSplitter", "api"):
             entry.problems.append(entry.problem(Finding(("kind",), f"unknown kind; expected one of {VALID_KINDS}; "
                                                         f"found {units.describe_value(kind)}{_guess(kind)}")))
     return deployment
@@ -165,6 +168,8 @@ def check_entries(result: FileResult, deployment: str | None, default_port: int 
         if entry.kind == "RealtimeAPI":
             doc = null_sections_left_out(entry.doc)
             entry.checked = check_api(doc, entry.project_dir, default_port=default_port)
+        elif entry.kind == "TrafficSplitter":
+            entry.checked = check_splitter(entry.doc, entry.project_dir, default_port=default_port)
         elif entry.kind == "api":
             doc = null_sections_left_out(entry.doc, "legacy_api")
             findings = schema_findings(doc, "legacy_api")

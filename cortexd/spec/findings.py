@@ -22,6 +22,9 @@ class FindingKind(enum.Enum):
     # the value is not of a type, choice or format the field takes, and the message says what
     # it takes and what was found (the schema's type, enum, const, pattern and format errors)
     FORM = "form"
+    # a traffic splitter names an api that is not deployed (daemon/projects.py lets one that
+    # went after the splitter was deployed be: its share goes to the other apis)
+    MISSING_TARGET = "missing_target"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ API entry, a plain dict with its marks, to spec/entries.py: dispatched on `kind`
 into the RealtimeAPI shape), checked by spec.validate, its path-addressed findings turned
 into ConfigProblems with file:line:column. Every problem of every file is collected and
 raised as one ConfigError; nothing is returned unless the whole configuration is valid,
-each API then an APISpec (spec/build.py).
+each API then an APISpec and each TrafficSplitter a SplitterSpec (spec/build.py). A
+splitter's apis that the configuration does not define are left to the daemon, which checks
+them against what it serves (daemon/projects.py); `LoadedConfig.outside_targets` names them.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ import yaml
 
 from cortexd.errors import ConfigError, ConfigProblem
 from cortexd.spec import units
-from cortexd.spec.build import build_spec
+from cortexd.spec.build import build_spec, build_splitter
 from cortexd.spec.entries import Entry, FieldMarks, FileResult, Marks, Pos, check_entries, check_kinds
 from cortexd.spec.findings import Finding, Path_
-from cortexd.spec.model import APISpec
-from cortexd.spec.validate import cross_api_findings
+from cortexd.spec.model import APISpec, SplitterSpec
+from cortexd.spec.validate import cross_api_findings, splitter_target_findings
 
 CONFIG_FILE_NAMES = ("cortex.yaml", "cortex.yml")
 # Aliases can make a small file expand into a huge tree; refuse past this many values.
@@ -49,6 +51,12 @@ class LoadedConfig:
     apis: tuple[APISpec, ...]
     notices: tuple[str, ...]  # e.g. "cortex.yaml:4: api 'x': networking.api_gateway is ignored on one host"
     files: tuple[str, ...]  # absolute paths of the yaml files read (the watcher watches these)
+    splitters: tuple[SplitterSpec, ...] = ()
+
+    def outside_targets(self) -> list[tuple[SplitterSpec, str]]:
+        """(splitter, api) for each splitter target this configuration does not define."""
+        names = {a.name for a in self.apis}
+        return [(s, t.name) for s in self.splitters for t in s.targets if t.name not in names]
 
 
 # -- YAML with marks ----------------------------------------------------------------
@@ -329,11 +337,20 @@ def _finish(results: Sequence[FileResult], problems: list[ConfigProblem], files:
     checked = [(e, c) for e in entries if (c := e.checked) is not None]
     for i, finding in cross_api_findings([(e.where, c.doc) for e, c in checked]):
         problems.append(checked[i][0].problem(finding))
+    for i, finding in splitter_target_findings([c.doc for _, c in checked], None):
+        problems.append(checked[i][0].problem(finding))
     if problems:
         raise ConfigError(problems)
     notices = tuple(e.notice(f) for e, c in checked for f in _in_file_order(e, c.notices))
-    apis = tuple(build_spec(c.doc, e.project_dir, e.file, e.pos[0]) for e, c in checked)
-    return LoadedConfig(apis, notices, tuple(files))
+    apis = tuple(build_spec(c.doc, e.project_dir, e.file, e.pos[0]) for e, c in checked
+                 if e.kind != "TrafficSplitter")
+    splitters = tuple(build_splitter(c.doc, e.file, e.pos[0], _target_lines(e, len(c.doc["apis"])))
+                      for e, c in checked if e.kind == "TrafficSplitter")
+    return LoadedConfig(apis, notices, tuple(files), splitters)
+
+
+def _target_lines(entry: Entry, n: int) -> list[int]:
+    return [entry.locate(Finding(("apis", i, "name"), ""))[0][0] for i in range(n)]
 
 
 def _in_file_order(entry: Entry, findings: list[Finding]) -> list[Finding]:

@@ -1,5 +1,8 @@
 """Validated, defaulted API specifications: the values the rest of cortexd reads.
 
+An APISpec is one RealtimeAPI (or legacy `kind: api`); a SplitterSpec is one TrafficSplitter,
+which has no replicas of its own: the gateway routes its requests to its targets' routes.
+
 The spec package's loader and validator turn cortex.yaml documents into APISpec values,
 every default filled (config_schema.json's, then the few that depend on other fields);
 the rest of cortexd reads these values, never YAML. What a replica needs of an API is
@@ -175,3 +178,40 @@ class APISpec:
                 config=p.config),
             monitoring=self.monitoring,
         )
+
+
+@dataclass(frozen=True)
+class SplitTarget:
+    """One api of a TrafficSplitter."""
+
+    name: str
+    weight: int  # percent of the traffic; for a shadow, the percent of requests copied to it
+    shadow: bool = False
+    line: int = 0  # where `- name:` is written in the splitter's file (0: unknown)
+
+
+@dataclass(frozen=True)
+class SplitterSpec:
+    """A TrafficSplitter: one endpoint that routes each request to one of its targets by weight."""
+
+    name: str
+    targets: tuple[SplitTarget, ...]
+    networking: NetworkingSpec
+    source_file: str
+    source_line: int
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    spec_hash: str = field(init=False, compare=False, repr=False)
+
+    kind = "TrafficSplitter"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "spec_hash", spec_hash_of(self.raw))
+
+    @property
+    def primaries(self) -> tuple[SplitTarget, ...]:
+        """The targets that answer requests (not shadows)."""
+        return tuple(t for t in self.targets if not t.shadow)
+
+    @property
+    def shadow(self) -> SplitTarget | None:
+        return next((t for t in self.targets if t.shadow), None)

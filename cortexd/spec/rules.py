@@ -2,7 +2,8 @@
 
 Each rule is a small named function that declares the fields it reads (@rule) and is
 skipped when one of them already failed the schema, so a type error is reported once and
-never crashes a rule. run_rules() runs them in the order they are declared here. The last
+never crashes a rule. run_rules() runs them in the order they are declared here, those of
+the document's kind (RealtimeAPI, the default; TrafficSplitter: the rules of its `apis`). The last
 few rules read the filesystem (predictor file, model layouts); paths are already absolute
 (validate.complete()).
 """
@@ -27,15 +28,16 @@ class RuleContext:
 
 
 Rule = Callable[[dict[str, Any], RuleContext], Iterator[Finding]]
-RULES: list[tuple[Rule, tuple[Path_, ...]]] = []
+RULES: list[tuple[Rule, tuple[Path_, ...], str]] = []  # (rule, inputs, kind)
 
 
-def rule(*inputs: str) -> Callable[[Rule], Rule]:
-    """Register a cross-field rule reading `inputs` (dotted paths); it runs only when they passed the schema."""
+def rule(*inputs: str, kind: str = "RealtimeAPI") -> Callable[[Rule], Rule]:
+    """Register a cross-field rule reading `inputs` (dotted paths) of documents of `kind`; it runs
+    only when they passed the schema."""
     paths = tuple(tuple(i.split(".")) for i in inputs)
 
     def register(fn: Rule) -> Rule:
-        RULES.append((fn, paths))
+        RULES.append((fn, paths, kind))
         return fn
 
     return register
@@ -211,6 +213,50 @@ def no_inferentia(doc: dict[str, Any], ctx: RuleContext) -> Iterator[Finding]:
                       f"remove it or set it to 0 (found {inf})")
 
 
+# TrafficSplitter rules (Cortex 0.23's ValidateTrafficSplitter; shadows as Cortex 0.32 has them).
+# Targets across documents (unknown, a splitter) are validate.splitter_target_findings'.
+
+
+@rule("apis", kind="TrafficSplitter")
+def weights_sum_to_100(doc: dict[str, Any], ctx: RuleContext) -> Iterator[Finding]:
+    primaries = [t for t in doc["apis"] if not t.get("shadow")]
+    total = sum(t["weight"] for t in primaries)
+    if primaries and total != 100:
+        each = ", ".join(f"{t['name']}: {t['weight']}" for t in primaries)
+        yield Finding(("apis",), f"expected the weights of the apis to sum to 100; found {total} ({each})"
+                      + ("; a shadow's weight is the share of requests copied to it, outside the sum"
+                         if len(primaries) < len(doc["apis"]) else ""), on_key=True)
+    elif not primaries:
+        yield Finding(("apis",), "expected at least one api that is not a shadow (shadows get copies of "
+                      "requests; another api must answer them)", on_key=True)
+
+
+@rule("apis", kind="TrafficSplitter")
+def targets_unique(doc: dict[str, Any], ctx: RuleContext) -> Iterator[Finding]:
+    seen: dict[str, int] = {}
+    for i, target in enumerate(doc["apis"]):
+        name = target["name"]
+        if name in seen:
+            yield Finding(("apis", i, "name"), f"api {name!r} is listed twice (also apis[{seen[name]}]); "
+                          "list each api once, with its whole weight")
+        seen.setdefault(name, i)
+
+
+@rule("apis", kind="TrafficSplitter")
+def one_shadow(doc: dict[str, Any], ctx: RuleContext) -> Iterator[Finding]:
+    shadows = [i for i, t in enumerate(doc["apis"]) if t.get("shadow")]
+    for i in shadows[1:]:
+        yield Finding(("apis", i, "shadow"), f"only one api of a splitter may be a shadow (apis[{shadows[0]}] "
+                      "is one already)")
+
+
+@rule("name", "apis", kind="TrafficSplitter")
+def not_targeting_itself(doc: dict[str, Any], ctx: RuleContext) -> Iterator[Finding]:
+    for i, target in enumerate(doc["apis"]):
+        if target["name"] == doc["name"]:
+            yield Finding(("apis", i, "name"), "a traffic splitter cannot route to itself; name a Realtime API")
+
+
 # Rules that read the filesystem: paths are already absolute (validate.complete()).
 
 _S3_URL = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
@@ -296,10 +342,10 @@ def models_usable(doc: dict[str, Any], ctx: RuleContext) -> Iterator[Finding]:
             yield Finding(("predictor", "models", "dir"), f"model {name!r}: {problem}")
 
 
-def run_rules(doc: dict[str, Any], ctx: RuleContext, bad: set[Path_]) -> list[Finding]:
+def run_rules(doc: dict[str, Any], ctx: RuleContext, bad: set[Path_], kind: str = "RealtimeAPI") -> list[Finding]:
     out: list[Finding] = []
-    for fn, inputs in RULES:
-        if any(is_bad(path, bad) for path in inputs):
+    for fn, inputs, rule_kind in RULES:
+        if rule_kind != kind or any(is_bad(path, bad) for path in inputs):
             continue
         out.extend(fn(doc, ctx))
     return out

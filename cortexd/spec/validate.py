@@ -17,8 +17,10 @@ is the model); check_api runs them in order:
    The last few rules read the filesystem (predictor file, model layouts); they
    are the only I/O of validation besides reading the schema file.
 
-Here too: the rules across APIs (cross_api_findings: unique names, unique routes) and the
-notices for accepted fields that do nothing on one host. Findings carry a field path, not a
+A TrafficSplitter document is checked the same way (check_splitter: its schema, defaults and
+rules). Here too: the rules across APIs (cross_api_findings: unique names, unique routes,
+splitters included; splitter_target_findings: a splitter's apis exist and are no splitters)
+and the notices for accepted fields that do nothing on one host. Findings carry a field path, not a
 location (findings.py): spec.load maps paths to file:line:column (it alone knows the YAML
 marks) and to legacy field names.
 """
@@ -27,11 +29,11 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cortexd.spec.findings import Finding, Path_, is_bad
+from cortexd.spec.findings import Finding, FindingKind, Path_, is_bad
 from cortexd.spec.rules import RuleContext, is_s3, run_rules, was_given
 from cortexd.spec.schema import apply_defaults, normalize_endpoint, predictor_type, schema_findings
 
@@ -136,6 +138,46 @@ def check_api(doc: dict[str, Any], project_dir: str, *, legacy: bool = False,
     return CheckedAPI(completed, findings, notices_for(doc))
 
 
+def check_splitter(doc: dict[str, Any], project_dir: str, *, default_port: int | None = None) -> CheckedAPI:
+    """Validate and complete one TrafficSplitter document (its targets are checked across
+    documents by splitter_target_findings)."""
+    findings = schema_findings(doc, "traffic_splitter")
+    bad = {f.path for f in findings}
+    completed = apply_defaults(doc, "traffic_splitter")
+    ctx = RuleContext(project_dir, doc)
+    if default_port is not None and isinstance(completed.get("networking"), dict) \
+            and not was_given(ctx, "networking", "local_port"):
+        completed["networking"]["local_port"] = default_port
+    complete(completed, project_dir, bad)
+    findings += run_rules(completed, ctx, bad, kind="TrafficSplitter")
+    return CheckedAPI(completed, findings, notices_for(doc))
+
+
+def splitter_target_findings(docs: Sequence[dict[str, Any]], known: Collection[str] | None
+                             ) -> list[tuple[int, Finding]]:
+    """The apis of each splitter among `docs` (completed documents of any kind) exist and are
+    Realtime APIs: (index, finding) each. A target that no document names is refused only when
+    `known` (the names of the APIs deployed elsewhere) is given and lacks it."""
+    apis = {d.get("name") for d in docs if d.get("kind") != "TrafficSplitter"} | set(known or ())
+    splitters = {d.get("name") for d in docs if d.get("kind") == "TrafficSplitter"}
+    out: list[tuple[int, Finding]] = []
+    for i, doc in enumerate(docs):
+        targets = doc.get("apis") if doc.get("kind") == "TrafficSplitter" else None
+        for j, target in enumerate(targets if isinstance(targets, list) else ()):
+            name = target.get("name") if isinstance(target, dict) else None
+            if not isinstance(name, str) or name == doc.get("name"):
+                continue  # the schema or not_targeting_itself said it
+            if name in splitters and name not in apis:  # both: the name clash is said
+                out.append((i, Finding(("apis", j, "name"), f"{name!r} is a traffic splitter; a splitter "
+                                       "routes to Realtime APIs only")))
+            elif known is not None and name not in apis:
+                listed = ", ".join(sorted(n for n in apis if isinstance(n, str))) or "none"
+                out.append((i, Finding(("apis", j, "name"), f"no Realtime API named {name!r} is in this "
+                                       f"configuration or deployed (apis: {listed})",
+                                       kind=FindingKind.MISSING_TARGET)))
+    return out
+
+
 def cross_api_findings(apis: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[int, Finding]]:
     """Rules across all loaded APIs: `apis` are (where, completed doc); returns (index, finding)."""
     out: list[tuple[int, Finding]] = []
@@ -145,8 +187,13 @@ def cross_api_findings(apis: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple
         name = doc.get("name")
         if isinstance(name, str):
             if name in names:
-                out.append((i, Finding(("name",), f"api name {name!r} is already used by the api at "
-                                       f"{apis[names[name]][0]}; api names must be unique")))
+                first = apis[names[name]]
+                if "TrafficSplitter" in (doc.get("kind"), first[1].get("kind")):
+                    message = (f"name {name!r} is already used by the {_what(first[1])} at {first[0]}; the "
+                               "names of apis and traffic splitters must be unique")
+                else:
+                    message = f"api name {name!r} is already used by the api at {first[0]}; api names must be unique"
+                out.append((i, Finding(("name",), message)))
             names.setdefault(name, i)
         net = doc.get("networking")
         if isinstance(net, dict) and isinstance(net.get("endpoint"), str) and isinstance(net.get("local_port"), int):
@@ -154,8 +201,12 @@ def cross_api_findings(apis: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple
             if key in routes:
                 j = routes[key]
                 out.append((i, Finding(("networking", "endpoint"),
-                                       f"endpoint {key[1]} on port {key[0]} is already used by api "
-                                       f"{apis[j][1].get('name')!r} ({apis[j][0]}); give one of them another "
-                                       "networking.endpoint or networking.local_port")))
+                                       f"endpoint {key[1]} on port {key[0]} is already used by "
+                                       f"{_what(apis[j][1])} {apis[j][1].get('name')!r} ({apis[j][0]}); give "
+                                       "one of them another networking.endpoint or networking.local_port")))
             routes.setdefault(key, i)
     return out
+
+
+def _what(doc: dict[str, Any]) -> str:
+    return "traffic splitter" if doc.get("kind") == "TrafficSplitter" else "api"

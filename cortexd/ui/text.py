@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from cortexd.status import APIStatus, Status
-from cortexd.ui.view import fmt_age, fmt_ms, fmt_number
+from cortexd.core.splitting import percent
+from cortexd.status import APIStatus, SplitterStatus, Status
+from cortexd.ui.view import fmt_age, fmt_codes, fmt_ms, fmt_number, split_weights
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -82,14 +83,17 @@ def isolation_lines(isolation: Mapping | None) -> list[str]:
 
 def api_table(snap: Status) -> str:
     apis = snap.apis
-    if not apis:
+    if not apis and not snap.splitters:
         return "no apis deployed"
     rows = [
         [a.name, a.status, _replicas(a), str(a.in_flight), _rate(a), _latency(a), _requests(a), a.url]
         for a in apis
     ]
     out = [_table(["API", "STATUS", "READY/REQUESTED", "IN-FLIGHT", "REQ/S", "P50/P99",
-                   "2XX/4XX/5XX", "URL"], rows)]
+                   "2XX/4XX/5XX", "URL"], rows)] if apis else ["no apis deployed"]
+    if snap.splitters:
+        out.append("")
+        out.append(splitter_table(snap.splitters))
     for a in apis:
         if a.reason:
             first, *rest = a.reason.splitlines()
@@ -101,6 +105,45 @@ def api_table(snap: Status) -> str:
     if error:
         out.append(f"\nconfiguration error (the previous configuration keeps serving):\n{error}")
     return "\n".join(out)
+
+
+def splitter_table(splitters: tuple[SplitterStatus, ...]) -> str:
+    """`cortexd get`'s splitters (as Cortex's: name, apis with weights), with status and URL."""
+    rows = [[s.name, s.status, split_weights(s), s.url] for s in splitters]
+    out = [_table(["TRAFFIC SPLITTER", "STATUS", "APIS", "URL"], rows)]
+    for s in splitters:
+        out.extend(f"{s.name}: {note}" for note in s.notes)
+    return "\n".join(out)
+
+
+def splitter_detail(splitter: SplitterStatus) -> str:
+    """`cortexd get SPLITTER`: per api its weight, share now, status and what the splitter sent it
+    (Cortex's columns: apis, weights, status, requested, avg request, 2XX, 5XX; here the p50 of
+    the last minute, and 4XX)."""
+    rows = []
+    for t in splitter.targets:
+        req = t.requests
+        weight = f"{t.weight} (shadow)" if t.shadow else str(t.weight)
+        share = "copies" if t.shadow else percent(t.share)
+        rows.append([t.name, weight, share, t.status, str(req.get("total", 0)), fmt_ms(req.get("p50_ms")),
+                     fmt_codes(req)])
+    lines = [
+        f"traffic splitter: {splitter.name} ({splitter.status})",
+        f"endpoint:         {splitter.url}",
+        f"source:           {splitter.source}",
+        "",
+        _table(["APIS", "WEIGHT", "SHARE", "STATUS", "REQUESTED", "P50", "2XX/4XX/5XX"], rows),
+    ]
+    dropped = [t for t in splitter.targets if t.shadow and t.dropped]
+    lines.extend(f"shadow {t.name}: {t.dropped} copies dropped (down or at its concurrency limit)" for t in dropped)
+    if splitter.refused:
+        lines.append(f"refused: {splitter.refused} request(s) answered 503 (no api could take them)")
+    if splitter.notes:
+        lines.append("")
+        lines.extend(splitter.notes)
+    lines.append("")
+    lines.append(f"example curl: curl {splitter.url} -X POST -H \"Content-Type: application/json\" -d @sample.json")
+    return "\n".join(lines)
 
 
 def api_detail(api: APIStatus, models: dict | None = None) -> str:

@@ -28,10 +28,11 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from cortexd.core.splitting import percent
 from cortexd.spec.units import format_bytes
-from cortexd.status import APIStatus, EventStatus, GPUStatus, Status
+from cortexd.status import APIStatus, EventStatus, GPUStatus, SplitterStatus, Status
 
-STATUS_STYLE = {"live": "green", "updating": "yellow", "error": "bold red"}
+STATUS_STYLE = {"live": "green", "updating": "yellow", "error": "bold red", "degraded": "yellow", "down": "bold red"}
 LEVEL_STYLE = {"info": "", "warning": "yellow", "error": "red"}
 EVENTS_SHOWN = 8
 CLASSES_INLINE = 5  # classes listed in the live view's one-line monitoring summary
@@ -110,6 +111,12 @@ def monitoring_line(mon: dict | None, classes: int = CLASSES_INLINE) -> str | No
             f"p99 {fmt_number(mon['p99'])}{unreadable}")
 
 
+def split_weights(splitter: SplitterStatus) -> str:
+    """'a:70 b:30 s:100(shadow)', as Cortex's `get` listed a splitter's apis; a down api is marked."""
+    return " ".join(f"{t.name}:{t.weight}" + ("(shadow)" if t.shadow else "") + ("(down)" if t.down else "")
+                    for t in splitter.targets)
+
+
 def first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text and text.strip() else ""
 
@@ -130,7 +137,7 @@ def header(snap: Status, now: float) -> Text:
 def apis_table(snap: Status) -> RenderableType:
     apis = snap.apis
     if not apis:
-        return Text("no apis deployed", style="dim")
+        return Text("no apis deployed" if not snap.splitters else "no apis", style="dim")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), show_edge=False,
                   header_style="bold", expand=False)
     table.add_column("API", no_wrap=True, overflow="ellipsis", min_width=8, max_width=32)
@@ -156,6 +163,29 @@ def apis_table(snap: Status) -> RenderableType:
             fmt_codes(req),
         )
     return table
+
+
+def splitters_view(splitters: Sequence[SplitterStatus]) -> RenderableType:
+    """The traffic splitters: status, apis with their weights and shares now, requests per api."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), show_edge=False,
+                  header_style="bold", expand=False)
+    table.add_column("SPLITTER", no_wrap=True, overflow="ellipsis", min_width=8, max_width=24)
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("API", no_wrap=True, overflow="ellipsis", max_width=24)
+    table.add_column("WEIGHT", justify="right", no_wrap=True)
+    table.add_column("SHARE", justify="right", no_wrap=True)
+    table.add_column("REQ/S", justify="right", no_wrap=True)
+    table.add_column("2XX/4XX/5XX", justify="right", no_wrap=True)
+    for split in splitters:
+        for i, t in enumerate(split.targets):
+            rate = t.requests.get("requests_per_s")
+            table.add_row(Text(split.name if i == 0 else ""),
+                          Text(split.status, style=STATUS_STYLE.get(split.status, "")) if i == 0 else "",
+                          Text(t.name, style="dim" if t.down else ""),
+                          f"{t.weight}{'s' if t.shadow else ''}", "copy" if t.shadow else percent(t.share),
+                          "-" if rate is None else f"{rate:.1f}", fmt_codes(t.requests))
+    notes = [Text(f"  {s.name}: {note}", style="yellow") for s in splitters for note in s.notes]
+    return Group(table, *notes)
 
 
 def api_notes(api: APIStatus) -> RenderableType:
@@ -225,6 +255,8 @@ def status_view(snap: Status, now: float) -> RenderableType:
     """The whole live view of one snapshot."""
     parts: list[Any] = [header(snap, now), apis_table(snap)]
     parts.extend(api_notes(api) for api in snap.apis)
+    if snap.splitters:
+        parts.append(splitters_view(snap.splitters))
     error = snap.daemon.config_error
     if error:
         parts.append(Text("configuration rejected (the previous one keeps serving): "

@@ -19,7 +19,7 @@ import pytest
 
 from tests.builders import write_project
 from tests.load import KeepAliveClients
-from tests.real_daemon import free_port, pid_alive, post_json
+from tests.real_daemon import free_port, pid_alive, post_json, wait_until
 
 VERSIONED = """
 import os, socket, time
@@ -49,16 +49,6 @@ def api_yaml(name: str, port: int, version: str, extra: str = "", path: str | No
   networking:
     local_port: {port}
 {extra}"""
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def edit(path: Path, text: str) -> None:

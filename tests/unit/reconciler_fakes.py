@@ -111,9 +111,11 @@ class FakeGateway:
         self.waiting: dict[str, str | None] = {}
         self.in_flight: dict[str, int] = {}
         self.configured: list = []
+        self.splitters: list = []
 
-    async def configure(self, apis):
+    async def configure(self, apis, splitters=()):
         self.configured = apis
+        self.splitters = list(splitters)
 
     def set_replicas(self, api, replicas):
         self.routable[api] = sorted(r[0] for r in replicas)

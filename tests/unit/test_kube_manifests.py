@@ -16,7 +16,9 @@ import pytest
 from cortexd.kube import layout
 from cortexd.kube.manifests import ExportOptions, manifests
 from cortexd.kube.report import FIELDS, FIELDS_BY_KEY, notes_for, report_lines
+from cortexd.kube.splitter import http_route
 from cortexd.spec.load import load_documents
+from cortexd.spec.model import SplitterSpec
 
 SCHEMA = Path(__file__).resolve().parents[2] / "config_schema.json"
 
@@ -104,6 +106,13 @@ CONFIG = """\
     model: m1/
     python_path: lib/
     metadata: {k: v}
+- name: split
+  kind: TrafficSplitter
+  networking: {endpoint: /ab}
+  apis:
+    - {name: rt, weight: 70}
+    - {name: ox, weight: 30}
+    - {name: tf, weight: 25, shadow: true}
 """
 
 
@@ -129,7 +138,7 @@ def apis(tmp_path_factory) -> dict[str, Any]:
     (root / "onnxmodels" / "a").mkdir(parents=True)
     (root / "onnxmodels" / "a" / "a.onnx").write_bytes(b"onnx")
     loaded = load_documents(CONFIG, str(root / "cortex.yaml"), str(root))
-    return {a.name: a for a in loaded.apis}
+    return {**{a.name: a for a in loaded.apis}, **{s.name: s for s in loaded.splitters}}
 
 
 IMAGE = "registry.example/x:tag"
@@ -137,6 +146,8 @@ DOTENV = {"FROM_DOTENV": "1", "MODE": "slow"}
 
 
 def objects(spec, flavor: str) -> dict[str, dict]:
+    if isinstance(spec, SplitterSpec):
+        return {"HTTPRoute": http_route(spec, ExportOptions(flavor=flavor))}
     out = manifests(spec, IMAGE, layout.container_env(spec, DOTENV), ExportOptions(flavor=flavor))
     return {o["kind"]: o for o in out}
 
@@ -153,8 +164,10 @@ def report(spec, flavor: str) -> str:
 
 
 POD = ("spec", "template", "spec")
+RULE0 = ("spec", "rules", 0)
 C0 = POD + ("containers", 0)
 KN_POD = ("spec", "template", "spec")
+RULE0 = ("spec", "rules", 0)
 KN_C0 = KN_POD + ("containers", 0)
 KN_ANN = ("spec", "template", "metadata", "annotations")
 ANN = "autoscaling.knative.dev/"
@@ -333,6 +346,16 @@ ROWS: list[tuple[str, str, tuple, tuple]] = [
     ("legacy_api.compute.mem", "lg", ("manifest", "Deployment", C0 + ("resources", "limits", "memory"), "1Gi"),
      ("manifest", "Service", KN_C0 + ("resources", "requests", "memory"), "1Gi")),
     ("legacy_api.metadata", "lg", *same(("image", lambda s: image_spec(s)["predictor"]["config"], {"threshold": 3}))),
+    ("traffic_splitter.name", "split", *same(("manifest", "HTTPRoute", ("metadata", "name"), "split"))),
+    ("traffic_splitter.kind", "split", *same(("manifest", "HTTPRoute", ("apiVersion",),
+                                              "gateway.networking.k8s.io/v1"))),
+    ("traffic_splitter.networking", "split", *same(("section",))),
+    ("traffic_splitter.apis", "split", *same(("manifest", "HTTPRoute", RULE0 + ("backendRefs", 1, "name"), "ox"))),
+    ("splitter_target.name", "split", *same(("manifest", "HTTPRoute", RULE0 + ("backendRefs", 0, "name"), "rt"))),
+    ("splitter_target.weight", "split", *same(("manifest", "HTTPRoute", RULE0 + ("backendRefs", 0, "weight"), 70))),
+    ("splitter_target.shadow", "split", *same(("manifest", "HTTPRoute", RULE0 + ("filters", 0, "requestMirror"),
+                                               {"backendRef": {"kind": "Service", "name": "tf", "port": 80},
+                                                "percent": 25}))),
     ("legacy_deployment.kind", "lg", *same(("report", "--namespace"))),
     ("legacy_deployment.name", "lg", *same(("report", "--namespace"))),
 ]

@@ -228,12 +228,11 @@ def test_deployment_entries(project):
 # -- kinds ------------------------------------------------------------------------------
 
 
-SERVED = "it serves RealtimeAPI, api (legacy), deployment (legacy)"
+SERVED = "it serves RealtimeAPI, TrafficSplitter, api (legacy), deployment (legacy)"
 
 
 @pytest.mark.parametrize(("kind", "said"), [
     ("BatchAPI", "BatchAPI (introduced in Cortex 0.19) is not served by cortexd"),
-    ("TrafficSplitter", "TrafficSplitter (introduced in Cortex 0.19) is not served by cortexd"),
     ("TaskAPI", "TaskAPI (introduced in Cortex 0.27, a later release than the 0.23 cortexd follows) is not "
                 "served by cortexd"),
     ("AsyncAPI", "AsyncAPI (introduced in Cortex 0.31, a later release than the 0.23 cortexd follows) is not "
@@ -250,7 +249,7 @@ def test_kind_names_from_before_cortex_0_19_name_what_they_became(project):
         "cortex.yaml:2:9: api 'x': kind: SyncAPI is the name Cortex used for RealtimeAPI before its 0.19 "
         "release: use kind: RealtimeAPI",
         "cortex.yaml:4:9: api 'y': kind: APISplitter is the name Cortex used for TrafficSplitter before its "
-        f"0.19 release: TrafficSplitter (introduced in Cortex 0.19) is not served by cortexd; {SERVED}"]
+        "0.19 release: use kind: TrafficSplitter"]
 
 
 def test_a_near_miss_of_a_kind_is_suggested(project):
@@ -261,10 +260,10 @@ def test_a_near_miss_of_a_kind_is_suggested(project):
 def test_missing_and_unknown_kinds_list_the_valid_kinds(project):
     text = "- name: x\n  predictor: {type: python, path: predictor.py}\n- name: y\n  kind: Realtime\n"
     assert problems(project, text) == [
-        "cortex.yaml:1:3: api 'x': kind: missing required field; expected one of RealtimeAPI, api (legacy), "
-        "deployment (legacy)",
-        "cortex.yaml:4:9: api 'y': kind: unknown kind; expected one of RealtimeAPI, api (legacy), deployment "
-        "(legacy); found the string 'Realtime'; did you mean 'RealtimeAPI'?",
+        "cortex.yaml:1:3: api 'x': kind: missing required field; expected one of RealtimeAPI, TrafficSplitter, "
+        "api (legacy), deployment (legacy)",
+        "cortex.yaml:4:9: api 'y': kind: unknown kind; expected one of RealtimeAPI, TrafficSplitter, api "
+        "(legacy), deployment (legacy); found the string 'Realtime'; did you mean 'RealtimeAPI'?",
     ]
 
 
@@ -278,5 +277,5 @@ def test_refused_kinds_do_not_hide_other_apis_problems(project):
 
 def test_kind_of_the_wrong_type(project):
     assert problems(project, "- name: x\n  kind: [RealtimeAPI]\n") == [
-        "cortex.yaml:2:9: api 'x': kind: expected one of RealtimeAPI, api (legacy), deployment (legacy); "
-        "found a list of 1 item"]
+        "cortex.yaml:2:9: api 'x': kind: expected one of RealtimeAPI, TrafficSplitter, api (legacy), deployment "
+        "(legacy); found a list of 1 item"]
