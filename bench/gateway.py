@@ -4,6 +4,7 @@ Run by hand (never a test):
 
     python bench/gateway.py                      # 5 s per run, concurrency 1 and 32
     python bench/gateway.py --duration 10 --concurrency 1,8,32 --upstream raw
+    python bench/gateway.py --route splitter     # through a traffic splitter (50/50 over two APIs)
 
 Three processes: the replica (`--upstream runtime`: the real predictor_runtime with
 a no-op PythonPredictor; `raw`: a minimal aiohttp low-level server; `auto`, the
@@ -78,13 +79,17 @@ def serve_gateway(port: int, upstream_port: int) -> None:
     import uvloop
 
     from cortexd.gateway.proxy import Gateway
-    from cortexd.gateway.routes import RouteConfig
+    from cortexd.gateway.routes import RouteConfig, SplitConfig
 
     async def main():
         gw = Gateway("127.0.0.1")
-        await gw.configure([RouteConfig("bench", "/bench", port, 30000)])
-        gw.set_replicas("bench", [("r1", "127.0.0.1", upstream_port)])
-        gw.set_state("bench", starting=False)
+        # /bench: an API; /split: a traffic splitter sending half of its requests to each of two
+        # APIs (bench and bench2), whose replicas are the same upstream
+        await gw.configure([RouteConfig("bench", "/bench", port, 30000), RouteConfig("bench2", "/bench2", port, 30000)],
+                           [SplitConfig("split", "/split", port, (("bench", 50, False), ("bench2", 50, False)))])
+        for api in ("bench", "bench2"):
+            gw.set_replicas(api, [("r1", "127.0.0.1", upstream_port)])
+            gw.set_state(api, starting=False)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await stop.wait()
@@ -208,6 +213,8 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=5.0, help="seconds per run (default 5)")
     p.add_argument("--concurrency", default="1,32", help="comma-separated (default 1,32)")
     p.add_argument("--loadgen", choices=["auto", "wrk", "asyncio"], default="auto")
+    p.add_argument("--route", choices=["api", "splitter"], default="api",
+                   help="through the gateway to an API (default) or through a traffic splitter")
     p.add_argument("--serve-raw-upstream", type=int, help=argparse.SUPPRESS)
     p.add_argument("--serve-gateway", nargs=2, type=int, help=argparse.SUPPRESS)
     p.add_argument("--load", help=argparse.SUPPRESS)
@@ -237,7 +244,7 @@ def main() -> None:
         direct = f"http://127.0.0.1:{up_port}/"
         wait_http(direct, procs[-1])
         procs.append(subprocess.Popen([sys.executable, __file__, "--serve-gateway", str(gw_port), str(up_port)]))
-        gateway = f"http://127.0.0.1:{gw_port}/bench"
+        gateway = f"http://127.0.0.1:{gw_port}/{'split' if args.route == 'splitter' else 'bench'}"
         wait_http(gateway, procs[-1])
 
         script = None
@@ -245,7 +252,7 @@ def main() -> None:
             script = tmp / "post.lua"  # static request: wrk builds it once, no per-request Lua
             script.write_text(f'wrk.method = "POST"\nwrk.body = \'{PAYLOAD.decode()}\'\n'
                               'wrk.headers["Content-Type"] = "application/json"\n')
-        print(f"upstream: {upstream}; load: {'wrk' if use_wrk else 'asyncio'}; "
+        print(f"route: {args.route}; upstream: {upstream}; load: {'wrk' if use_wrk else 'asyncio'}; "
               f"{args.duration:g} s per run; {os.cpu_count()} CPUs")
         print(f"{'conc':>4} {'direct req/s':>13} {'gateway req/s':>14} {'ratio':>6} "
               f"{'p50 added ms':>13} {'p99 added ms':>13} {'gw CPU us/req':>14}  errors")
