@@ -364,13 +364,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     client = ControlClient(_settings(args))
     snap = client.status()
-    api = snap.api(args.api)
-    if api is None:
+    api, splitter = snap.api(args.api), snap.splitter(args.api)
+    if api is not None:
+        waiting = _not_serving(api)
+        if waiting:
+            raise RequestError(waiting)
+        url = api.url
+    elif splitter is not None:  # a traffic splitter: its apis say for themselves (503s)
+        url = splitter.url
+    else:
         names = ", ".join(a.name for a in snap.apis) or "none"
         raise UnknownAPI(f"no api named {args.api!r} (apis: {names})")
-    waiting = _not_serving(api)
-    if waiting:
-        raise RequestError(waiting)
     body = args.payload
     if body.startswith("@"):
         try:
@@ -382,7 +386,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise RequestError(f"the payload is not valid JSON: {e}") from e
     req = urllib.request.Request(
-        api.url, data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"
+        url, data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"
     )
     try:
         with urllib.request.urlopen(req, timeout=args.timeout) as resp:
@@ -392,7 +396,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"error: HTTP {e.code}: {e.read().decode('utf-8', 'replace')}", file=sys.stderr)
         return EXIT_USER
     except (urllib.error.URLError, OSError) as e:
-        raise RequestError(f"could not reach {api.url}: {e}") from e
+        raise RequestError(f"could not reach {url}: {e}") from e
 
 
 def _not_serving(api: APIStatus) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -34,9 +35,9 @@ class PythonPredictor:
 """
 
 
-def api(name: str, port: int, path: str = "named.py", extra: str = "") -> str:
+def api(name: str, port: int, path: str = "named.py", extra: str = "", sleep: float = 0) -> str:
     return (f"- name: {name}\n  kind: RealtimeAPI\n  predictor:\n    type: python\n    path: {path}\n"
-            f"    config:\n      name: {name}\n  networking:\n    local_port: {port}\n{extra}")
+            f"    config:\n      name: {name}\n      sleep: {sleep}\n  networking:\n    local_port: {port}\n{extra}")
 
 
 def splitter(name: str, port: int, targets: str) -> str:
@@ -97,6 +98,15 @@ def test_weights_hold_over_10000_requests_and_change_by_hot_reload_with_no_failu
     assert 'cortexd_splitter_requests_total{api="a",code="200",splitter="ab"}' in metrics
     assert 'cortexd_splitter_weight{api="b",shadow="false",splitter="ab"} 80.0' in metrics
 
+    # a splitter of another project, deployed to the running daemon over its apis, then deleted
+    other = write_project(tmp_path / "other", splitter("other", port, target("b", 100)), {})
+    assert "created: api 'other'" in cli("deploy", str(other), check=True).out
+    code, _, body = post_json(f"http://127.0.0.1:{port}/other", {})
+    assert code == 200 and json.loads(body) == {"api": "b"}
+    cli("delete", "other", check=True)
+    assert post_json(f"http://127.0.0.1:{port}/other", {})[0] == 404
+    assert "no api named 'gone' (apis: a, b; traffic splitters: ab)" in cli("delete", "gone").err
+
 
 def test_an_api_in_error_gives_its_share_to_the_others_and_a_shadow_gets_copies(cli, tmp_path):
     port = free_port()
@@ -132,3 +142,74 @@ def test_an_api_in_error_gives_its_share_to_the_others_and_a_shadow_gets_copies(
     assert shadow["shadow"] and shadow["share"] == 0.0
     assert shadow["requests"].get("2xx", 0) + shadow["dropped"] == 50, shadow
     assert "broken:30(down)" in cli("get", check=True).out  # the listing marks the api that takes no traffic
+
+
+SLOW = """
+import time
+
+class PythonPredictor:
+    def __init__(self, config):
+        self.name = config["name"]
+        self.sleep = config.get("sleep", 0)
+
+    def predict(self, payload):
+        time.sleep(self.sleep)
+        if payload.get("fail_shadow") and self.name == "shadow":
+            raise RuntimeError("the shadow fails")
+        return {"api": self.name}
+"""
+
+
+def test_a_slow_failing_shadow_never_slows_or_fails_the_answer_and_limits_hold(cli, tmp_path):
+    port = free_port()
+    limit = "  autoscaling:\n    max_replicas: 1\n    max_replica_concurrency: 1\n"
+    text = (api("main", port, "slow.py", limit, sleep=1.5) + api("shadow", port, "slow.py", limit, sleep=3)
+            + splitter("ab", port, target("main", 100) + target("shadow", 100, shadow=True)))
+    project = write_project(tmp_path / "shadow", text, {"slow.py": SLOW})
+    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+
+    # the shadow takes 3 s a request and fails; the answer comes in the primary's 1.5 s
+    started = time.monotonic()
+    code, headers, body = post_json(f"http://127.0.0.1:{port}/ab", {"fail_shadow": True})
+    took = time.monotonic() - started
+    assert code == 200 and json.loads(body) == {"api": "main"} and took < 2.8, (code, took)
+    # the shadow is busy with that copy (max_replica_concurrency 1): the next copy is dropped, not queued
+    code, _, _ = post_json(f"http://127.0.0.1:{port}/ab", {})
+    assert code == 200
+
+    # through the splitter, the primary's own limit holds: a second request at once gets its 503
+    results: list[tuple[int, dict, bytes]] = []
+    threads = [threading.Thread(target=lambda: results.append(post_json(f"http://127.0.0.1:{port}/ab", {})))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(code for code, _, _ in results) == [200, 503]
+    refused = next(json.loads(body) for code, _, body in results if code == 503)
+    assert "api 'main' is at its concurrency limit" in refused["error"] and refused["request_id"]
+
+    shadow = wait_until(lambda: (s := next(t for t in cli.api("ab")["targets"] if t["name"] == "shadow"))
+                        ["requests"].get("5xx", 0) >= 1 and s, 30, "the failed copy counted")
+    assert shadow["dropped"] >= 1, shadow  # copies that found the shadow at its limit
+    main = next(t for t in cli.api("ab")["targets"] if t["name"] == "main")
+    assert main["requests"]["2xx"] == 3 and main["requests"]["5xx"] == 1  # the 503 is the primary's
+
+
+def test_an_api_removed_under_load_gives_its_share_to_the_others_with_no_failed_request(cli, tmp_path):
+    port = free_port()
+    split = splitter("ab", port, target("a", 50) + target("b", 50))
+    project = write_project(tmp_path / "rm", api("a", port) + api("b", port) + split, {"named.py": NAMED})
+    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+
+    with KeepAliveClients(port, "/ab", 4) as load:
+        load.wait_served(500)
+        edit(project / "cortex.yaml", api("a", port) + split)  # b goes; the splitter stays as it was
+        shown = wait_until(lambda: (out := cli("get", "ab").out) and "is not deployed" in out and out, 60,
+                           "b gone from the splitter")
+        gone = load.served()
+        load.wait_served(gone + 500)
+    assert set(load.outcomes()) == {"200"}, (load.outcomes(), load.failures()[:5])
+    assert {b["api"] for _, b in load.bodies()[gone:]} == {"a"}
+    assert "api 'b' is not deployed; its 50% goes to the others (now a 100%)" in shown
+    assert "traffic splitter: ab (degraded)" in shown

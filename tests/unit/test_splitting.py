@@ -147,3 +147,29 @@ def test_a_splitter_with_no_live_api_is_down():
     assert status.status == "down"
     assert "no api can take requests: they get 503 until one is live again" in status.notes
     assert "shadow api 's' is not deployed; its copies are dropped" in status.notes
+
+
+def test_the_live_view_shows_splitters_their_apis_and_where_a_share_went():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from cortexd.status import Status
+    from cortexd.ui.view import status_view
+    from tests.unit.snapshots import NOW, api, snapshot
+
+    split = build_splitter_status(SplitterFacts(splitter_spec(), "http://127.0.0.1:8888/ab", {"targets": {
+        "a": {"down": None, "share": 100.0, "requests": {"total": 9, "2xx": 9, "requests_per_s": 1.5}},
+        "b": {"down": "is in error", "share": 0.0, "requests": {}},
+        "s": {"down": None, "share": 0.0, "dropped": 1, "requests": {"total": 8, "2xx": 8}}}}),
+        {"a": APIStatus.from_json(api("a")), "b": APIStatus.from_json(api("b", "error"))})
+    snap = Status.from_json({**snapshot([api("a"), api("b", "error")]), "splitters": [split.to_json()]})
+    for width in (80, 120):
+        console = Console(file=StringIO(), width=width, color_system=None, legacy_windows=False)
+        console.print(status_view(snap, NOW))
+        text = console.file.getvalue()  # type: ignore[attr-defined]
+        assert max(len(line) for line in text.splitlines()) <= width
+        rows = [line.split() for line in text.splitlines()]
+        assert ["ab", "degraded", "a", "70", "100%", "1.5", "9/0/0"] in rows
+        assert ["b", "30", "0%", "-", "-"] in rows and ["s", "100s", "copy", "-", "8/0/0"] in rows
+        assert "ab: api 'b' is in error; its 30% goes to the others (now a 100%)" in " ".join(text.split())
