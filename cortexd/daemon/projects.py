@@ -104,17 +104,20 @@ def load_project(path: str, *, shipped: frozenset[str] | None = None,
                    cpu_only=cpu_only, nearest_pins=nearest_pins, splitters=loaded.splitters)
 
 
-def conflicts(projects: Sequence[Project], settled: Collection[tuple[str, str]] = ()) -> list[ConfigProblem]:
+def conflicts(projects: Sequence[Project], settled: Collection[tuple[str, str]] = (), *,
+              missing_targets: bool = True) -> list[ConfigProblem]:
     """Names and routes used twice across projects (each project was checked on its own), and
-    traffic splitters whose apis are not deployed or are splitters. `settled`: (name, spec hash)
-    of splitters deployed before, whose apis may have gone since (their shares go to the others)."""
+    traffic splitters whose apis are splitters, or not deployed (unless `missing_targets` is False:
+    `projects` are not all that is deployed). `settled`: (name, spec hash) of splitters deployed
+    before, whose apis may have gone since (their shares go to the others)."""
     entries: list[APISpec | SplitterSpec] = [s for p in projects for s in p.specs]
     entries += [s for p in projects for s in p.splitters]
     docs = [e.raw for e in entries]
     found = cross_api_findings([(f"{e.source_file}:{e.source_line}", e.raw) for e in entries])
     apis = {s.name for p in projects for s in p.specs}
     found += [(i, f) for i, f in splitter_target_findings(docs, apis)
-              if f.kind is not FindingKind.MISSING_TARGET or (entries[i].name, entries[i].spec_hash) not in settled]
+              if f.kind is not FindingKind.MISSING_TARGET
+              or (missing_targets and (entries[i].name, entries[i].spec_hash) not in settled)]
     problems = []
     for i, f in found:
         entry, line = entries[i], entries[i].source_line
@@ -209,10 +212,12 @@ def die_with(parent: int) -> None:
 
 
 def load_projects(paths: Sequence[str], default_port: int | None = None, cpu_only: bool = False,
-                  nearest_pins: bool = False) -> list[Project]:
+                  nearest_pins: bool = False, whole: bool = True) -> list[Project]:
     """Each path loaded as its own project (blocking: run it in a thread); all problems of all
     of them, and names or routes used twice across them, raised as one ConfigError.
-    nearest_pins: the projects install the nearest releases of pins that do not install here."""
+    nearest_pins: the projects install the nearest releases of pins that do not install here.
+    `whole`: they are all that will be deployed (`up`), so a splitter's apis must be among them;
+    a deploy checks that against the merged set instead."""
     projects: list[Project] = []
     problems = []
     for path in paths:
@@ -224,7 +229,7 @@ def load_projects(paths: Sequence[str], default_port: int | None = None, cpu_onl
             continue
         if not any(set(project.files) & set(p.files) for p in projects):  # `up A A`
             projects.append(project)
-    problems += conflicts(projects)
+    problems += conflicts(projects, missing_targets=whole)
     if problems:
         raise ConfigError(problems)
     return projects

@@ -331,8 +331,9 @@ class Daemon:
         resolved = [str(Path(p).resolve()) for p in paths]  # noqa: ASYNC240 - a few local paths
         s = self.settings
         async with self._config_lock:
+            # a splitter's apis may be in the projects already deployed: checked on the merged set below
             incoming = await self._load_off_loop(load_projects, resolved, s.default_local_port,
-                                                 cpu_only or s.cpu_only, nearest_pins or s.nearest_pins)
+                                                 cpu_only or s.cpu_only, nearest_pins or s.nearest_pins, False)
             after = merged(self.projects, incoming)
             problems = conflicts(after, settled_splitters(self.projects))
             if problems:

@@ -300,7 +300,7 @@ class RequestPath:
             return error_answer(503, "the gateway is at its connection limit and cannot reach a replica now; "
                                     "try again shortly", rid, retry_after=True), 503
         finally:
-            self._release_target(route, target)
+            release_target(route, target)
 
     def _unreachable(self, route: APIRoute, target: ReplicaTarget, e: UpstreamConnectError,
                      rid: str) -> tuple[web.Response, int]:
@@ -311,7 +311,7 @@ class RequestPath:
 
     def _switch_target(self, route: APIRoute, failed: ReplicaTarget) -> ReplicaTarget:
         """Give up `failed` for this request and take another replica (the same if none)."""
-        self._release_target(route, failed)
+        release_target(route, failed)
         target = self._pick_other(route, failed)
         target.in_flight += 1
         return target
@@ -350,9 +350,6 @@ class RequestPath:
         others = [t for t in route.replicas if t is not failed]
         i = pick_replica([t.in_flight for t in others], route.max_replica_concurrency, route.rr)
         return others[i] if i is not None else failed
-
-    def _release_target(self, route: APIRoute, target: ReplicaTarget) -> None:
-        release_target(route, target)
 
     async def _exchange(self, request: BaseRequest, route: APIRoute, target: ReplicaTarget,
                         conn: UpstreamConnection, query: str, rid: str, request_body: bytes | None,

@@ -55,19 +55,19 @@ class ShadowCopies:
         head = request_head(request, target.host, target.port, query, rid, body, False)
         target.in_flight += 1
         route.in_flight += 1
-        task = asyncio.ensure_future(self._send(shadow, route, target, head, body))
+        task = asyncio.ensure_future(self._send(shadow, route, target, head, body, request.method == "HEAD"))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     async def _send(self, shadow: SplitTarget, route: APIRoute, target: ReplicaTarget, head: bytes,
-                    body: bytes | None) -> None:
+                    body: bytes | None, head_only: bool) -> None:
         started = monotonic()
         status = 502
         conn: UpstreamConnection | None = None
         pool = target.pool
         try:
             conn = pool.take_idle() or await pool.connect()
-            conn.begin()
+            conn.begin(head_only=head_only)
             send_whole_body(conn, head, body)
             await conn.wait_head(self.upstream_timeout)
             while await conn.read_body(self.upstream_timeout):

@@ -65,7 +65,9 @@ def test_weights_hold_over_10000_requests_and_change_by_hot_reload_with_no_failu
     port = free_port()
     text = api("a", port) + api("b", port) + splitter("ab", port, target("a", 70) + target("b", 30))
     project = write_project(tmp_path / "split", text, {"named.py": NAMED})
-    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+    metrics_port = free_port()  # set: the default metrics port may be another daemon's on this machine
+    cli("up", "-d", "--backend", "process", "--metrics-port", str(metrics_port), "--wait", "60", str(project),
+        check=True)
 
     with KeepAliveClients(port, "/ab", 8) as load:
         load.wait_served(10_000, timeout=240)
@@ -93,8 +95,7 @@ def test_weights_hold_over_10000_requests_and_change_by_hot_reload_with_no_failu
     assert int(rows["a"][4]) + int(rows["b"][4]) == load.served()  # every request counted once, per api
     listing = cli("get", check=True).out
     assert "TRAFFIC SPLITTER" in listing and "a:20 b:80" in listing
-    metrics = urllib.request.urlopen(
-        cli.status()["daemon"]["metrics_url"], timeout=10).read().decode()
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
     assert 'cortexd_splitter_requests_total{api="a",code="200",splitter="ab"}' in metrics
     assert 'cortexd_splitter_weight{api="b",shadow="false",splitter="ab"} 80.0' in metrics
 

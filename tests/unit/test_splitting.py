@@ -173,3 +173,27 @@ def test_the_live_view_shows_splitters_their_apis_and_where_a_share_went():
         assert ["ab", "degraded", "a", "70", "100%", "1.5", "9/0/0"] in rows
         assert ["b", "30", "0%", "-", "-"] in rows and ["s", "100s", "copy", "-", "8/0/0"] in rows
         assert "ab: api 'b' is in error; its 30% goes to the others (now a 100%)" in " ".join(text.split())
+
+
+def test_a_shadow_copy_is_dropped_never_queued_when_the_shadow_has_no_room():
+    from cortexd.gateway.routes import ReplicaTarget
+    from cortexd.gateway.shadow import ShadowCopies
+
+    book = book_with("a", "b", "s")
+    split = book.splits["ab"]
+    shadow = split.shadow
+    assert shadow is not None
+    copies = ShadowCopies(upstream_timeout=1.0)
+    copies.copy(split, shadow, None, "", "rid", b"{}")  # type: ignore[arg-type]  # no replica yet
+    assert shadow.dropped == 1 and not copies.tasks
+    book.set_replicas("s", [("r1", "127.0.0.1", 1)])
+    full: ReplicaTarget = book.routes["s"].replicas[0]
+    full.in_flight = 10  # at max_replica_concurrency (10)
+    copies.copy(split, shadow, None, "", "rid", b"{}")  # type: ignore[arg-type]
+    assert shadow.dropped == 2 and not copies.tasks and full.in_flight == 10
+    book.set_state("s", starting=False, failure=Failure.CRASHED)  # in error: dropped too
+    copies.copy(split, shadow, None, "", "rid", b"{}")  # type: ignore[arg-type]
+    assert shadow.dropped == 3
+    shadow.weight = 0  # a 0% shadow gets no copy at all, nothing dropped
+    copies.copy(split, shadow, None, "", "rid", b"{}")  # type: ignore[arg-type]
+    assert shadow.dropped == 3

@@ -162,3 +162,14 @@ def test_a_broken_splitter_is_a_config_error_not_a_traceback(folder):
     with pytest.raises(ConfigError):
         load_documents("- name: ab\n  kind: TrafficSplitter\n  apis: [{name: 3, weight: x}, 7]\n", "cortex.yaml",
                        str(folder))
+
+
+def test_a_deploy_checks_a_splitters_apis_against_what_is_deployed_not_its_own_project(tmp_path):
+    from cortexd.daemon.projects import load_projects, merged
+
+    apis = load_project(write(tmp_path / "apis", api("a") + api("b")))
+    path = write(tmp_path / "split", splitter("ab", "a:30", "b:70"))
+    with pytest.raises(ConfigError, match="no Realtime API named 'a'"):
+        load_projects([path])  # `up` of the splitter alone: its apis are nowhere
+    incoming = load_projects([path], whole=False)  # a deploy: the daemon serves `apis`
+    assert conflicts(merged([apis], incoming)) == []
