@@ -153,9 +153,12 @@ def _up_detached(args: argparse.Namespace, settings: DaemonSettings, paths: list
         snap = _wait_settled(client, args.wait)
     _print_table(snap)
     for api in snap.apis:  # once: a root daemon that could not isolate an API says why and the fix
-        notice = (api.isolation or {}).get("notice")
-        if notice:
-            print(f"note: {notice}")
+        isolation = api.isolation or {}
+        if isolation.get("notice"):
+            print(f"note: {isolation['notice']}")
+        if isolation.get("project_mount_available") is False:  # and where /mnt/project is missing
+            print(f"note: api {api.name!r}: /mnt/project (where Cortex mounted the project) is "
+                  f"{isolation.get('project_mount')}")
     if args.wait:
         failed = [a.name for a in snap.apis if a.status == "error"]
         waiting = [a.name for a in snap.apis if a.status not in ("live", "error")]

@@ -39,6 +39,10 @@ contract.ReplicaLimits):
   CORTEXD_MODEL_POLL_INTERVAL, CORTEXD_MODEL_SETTLE: see models.py; CORTEXD_MODEL_DISK_CACHE:
                                      model_disk_cache.py
   AWS_* (the API's env or .env): s3:// models, read unsigned without credentials (model_s3.py)
+  CORTEXD_MNT_PROJECT_NAMESPACE      the user and mount namespace to enter first (mnt_namespace.py)
+  CORTEXD_MNT_PROJECT_UNAVAILABLE    why /mnt/project is missing: a note under a traceback that
+                                     fails opening it (mnt_project.py)
+The runtime sets CORTEX_PROJECT_DIR to the project folder, as Cortex's did (to /mnt/project).
 Predictor type "legacy" (a translated `kind: api`) selects Cortex's Flask-era answers (server.py).
 Readiness: the port accepts connections, and GET /healthz answers
 200, only after every worker process finished the predictor's __init__; a
@@ -55,7 +59,8 @@ tensorflow_client), models.py (the model store: versions, memory LRU, live
 reload) over model_layout.py (which files form a model, also used by
 `cortexd validate`), model_sources.py (local locations), model_s3.py (s3://
 locations: boto3's client, credentials and errors) and model_disk_cache.py
-(S3 downloads on disk), and batching.py (server_side_batching).
+(S3 downloads on disk), batching.py (server_side_batching), and
+mnt_namespace.py / mnt_project.py (the project at /mnt/project, where Cortex put it).
 Exit codes: 0 after SIGTERM/SIGINT (in-flight requests drained), 1 on any
 start-up failure or when a worker dies.
 """

@@ -56,7 +56,6 @@ import socket
 import sys
 import threading
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -65,6 +64,7 @@ from aiohttp import web
 from predictor_runtime import log_limits
 from predictor_runtime.contract import ContractError, ReplicaLimits, RuntimeSpec, read_spec
 from predictor_runtime.inflight import PROMETHEUS_CONTENT_TYPE, InFlight, gauge_for
+from predictor_runtime.mnt_project import PROJECT_DIR_ENV, failure_text
 from predictor_runtime.payload import (
     CortexFormData,
     NotSerializable,
@@ -217,7 +217,7 @@ class PredictionHandler:
 
     def prediction_failed(self, e: Exception) -> web.StreamResponse:
         log.error("error: predict raised an exception (the client got 500):\n%s",
-                  traceback.format_exc().rstrip())
+                  failure_text())
         return json_response(500, {"error": truncate(f"predict raised {type(e).__name__}: {e}",
                                                      ERROR_TRUNCATE)})
 
@@ -302,7 +302,7 @@ class PredictionHandler:
                     self.pool, self._in_thread, post, prediction, payload, query, headers)
         except Exception:
             log.error("error: post_predict raised an exception (the response was already sent):\n%s",
-                      traceback.format_exc().rstrip())
+                      failure_text())
         finally:
             if uploads is not None:
                 await uploads.close()
@@ -344,7 +344,7 @@ class LegacyHandler(PredictionHandler):
 
     def prediction_failed(self, e: Exception) -> web.StreamResponse:
         message = f"prediction failed: error: {self._where}: predict: {e}: runtime exception"
-        log.error("error: %s (the client got 406):\n%s", message, traceback.format_exc().rstrip())
+        log.error("error: %s (the client got 406):\n%s", message, failure_text())
         return web.Response(status=406, text=message, content_type="text/html")
 
 
@@ -418,9 +418,11 @@ async def serve(sock: socket.socket, handler: PredictionHandler,
 # ---- start-up -------------------------------------------------------------------
 
 def prepare_process(spec: RuntimeSpec) -> None:
-    """cwd = project_dir, so user code opens relative paths as it did under Cortex."""
+    """cwd = project_dir, so user code opens relative paths as it did under Cortex; and
+    CORTEX_PROJECT_DIR names it, as Cortex's runtime did (there, /mnt/project)."""
     if spec.project_dir:
         os.chdir(spec.project_dir)
+        os.environ[PROJECT_DIR_ENV] = spec.project_dir
 
 
 def load_or_report(spec: RuntimeSpec) -> LoadedPredictor | None:
@@ -432,7 +434,7 @@ def load_or_report(spec: RuntimeSpec) -> LoadedPredictor | None:
         log.error("error: %s", e)
     except (Exception, SystemExit):
         log.error("error: the predictor in %s failed to start; the API cannot serve until it is fixed:\n%s",
-                  where, traceback.format_exc().rstrip())
+                  where, failure_text())
     return None
 
 

@@ -62,6 +62,28 @@ class PythonPredictor:
 
 
 # a predictor that echoes its payload and logs each request (for `cortexd logs`)
+# what Cortex's object detector does (issue 17): labels read in __init__ from /mnt/project, where
+# Cortex put the project, by absolute path; predict says whether /mnt/project is writable
+MNT_PROJECT_PREDICTOR = """
+import os
+
+
+class PythonPredictor:
+    def __init__(self, config):
+        with open("/mnt/project/labels.txt") as f:
+            self.labels = f.read().split()
+
+    def predict(self, payload):
+        try:
+            open("/mnt/project/planted.txt", "w").close()
+            written = "written"
+        except OSError as e:
+            written = f"refused: {e.strerror}"
+        return {"labels": self.labels, "uid": os.getuid(), "write": written, "mnt": sorted(os.listdir("/mnt")),
+                "project_dir": os.environ.get("CORTEX_PROJECT_DIR"), "cwd": os.getcwd()}
+"""
+
+
 LOGGING_ECHO_PREDICTOR = """
 class PythonPredictor:
     def __init__(self, config):

@@ -20,7 +20,8 @@ daemon, read what the daemon holds, or touch another API. So, on either backend:
   beyond what the runtime does itself (non-dumpable processes).
 
 child_setup() is what a replica or an installer runs between fork and exec:
-join its cgroups, drop to its user, die with the daemon.
+join its cgroups, enter its mount namespace (/mnt/project: project_mount.py), drop to its user,
+die with the daemon.
 
 The functions are pure but for read_dotenv(), the stat calls of unreadable_by()
 and what child_setup()'s function does in the child.
@@ -147,11 +148,14 @@ _PR_SET_PDEATHSIG = 1
 
 def child_setup(user: ReplicaUser | None = None, attach: Sequence[int] = (), *,
                 sig: int = signal.SIGTERM, umask: int | None = None,
-                max_processes: int | None = None) -> Callable[[], None] | None:
+                max_processes: int | None = None,
+                namespace: Callable[[], None] | None = None) -> Callable[[], None] | None:
     """The preexec_fn of a replica or an installer: what runs in the child between fork and exec.
 
     In order: join its cgroups (write 0, "this process", to each `attach` descriptor of a
-    cgroup.procs, opened by the daemon: the child will not be allowed once it drops), cap the
+    cgroup.procs, opened by the daemon: the child will not be allowed once it drops), enter its
+    `namespace` (mount_namespace.namespace_setup: /mnt/project; it needs the daemon's privilege,
+    so before the drop), cap the
     processes of its uid (RLIMIT_NPROC, for a build's fresh uid), drop to `user` (groups, then
     gid, then uid: each step needs the privilege the next one gives up), set the umask, and ask
     for `sig` when the daemon dies (PR_SET_PDEATHSIG, which the kernel clears on a change of
@@ -162,7 +166,7 @@ def child_setup(user: ReplicaUser | None = None, attach: Sequence[int] = (), *,
     Everything is prepared here; the child only makes system calls. None when nothing is to do.
     """
     prctl = libc_prctl()
-    if prctl is None and user is None and not attach and umask is None:
+    if prctl is None and user is None and not attach and umask is None and namespace is None:
         return None
     signum, parent = int(sig), os.getpid()
     fds = tuple(attach)
@@ -171,6 +175,8 @@ def child_setup(user: ReplicaUser | None = None, attach: Sequence[int] = (), *,
     def preexec() -> None:
         for fd in fds:
             os.write(fd, b"0")
+        if namespace is not None:
+            namespace()
         if max_processes is not None:
             resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
         if ids is not None:

@@ -21,13 +21,16 @@ A root daemon also puts each replica in cgroups of its own (cgroups.py): compute
 pids limit hold there, and an OOM kill shows as one. compute.cpu is not enforced here
 (Cortex's request; the Docker backend makes it a limit); compute.gpu maps to
 CUDA_VISIBLE_DEVICES from placement (replica_launch.replica_environment). `isolation(api)`
-says, for `cortexd get API`, who the replicas run as and which limits hold.
+says, for `cortexd get API`, who the replicas run as, which limits hold, and what they have at
+/mnt/project, where Cortex put the project (a mount namespace per replica where the host allows:
+project_mount.py, mount_namespace.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import logging
 import os
 import signal
@@ -50,6 +53,8 @@ from cortexd.backends.isolation import (
     resolve_replica_user,
     unreadable_by,
 )
+from cortexd.backends.mount_namespace import ReplicaMounts
+from cortexd.backends.project_mount import ProjectMount, unavailable_notice
 from cortexd.backends.replica_files import (
     PRIVATE_PREFIX,
     SHARED_REPLICA_HOMES,
@@ -92,6 +97,7 @@ class _APIIsolation:
 
     run_as: RunAs
     limits: dict[str, str]
+    mount: ProjectMount | None = None
 
 
 class ProcessBackend:
@@ -133,6 +139,7 @@ class ProcessBackend:
         self._notify = notify  # (message, api): a notice for the user, once per API and notice
         self._cgroups: Cgroups | None = None  # detected at the first start (or reap_leftovers)
         self._interpreter = interpreter or sys.executable
+        self._mounts = ReplicaMounts(self._interpreter)  # /mnt/project (project_mount.py)
         # per-project Python environments (requirements.txt ...); None: every replica runs on
         # self._interpreter
         self._environments = environments
@@ -169,7 +176,8 @@ class ProcessBackend:
         if found is None:
             return None
         return {"runs_as": found.run_as.describe(), "isolated": found.run_as.isolated,
-                "notice": found.run_as.notice, "limits": dict(found.limits)}
+                "notice": found.run_as.notice, "limits": dict(found.limits),
+                **(found.mount.describe() if found.mount is not None else {})}
 
     async def start(self, spec: APISpec, replica_id: str, gpu_ids: tuple[int, ...] = ()) -> ReplicaInfo:
         interpreter = (await self._environments.interpreter_for(spec)
@@ -181,12 +189,17 @@ class ProcessBackend:
         known = self._isolation.get(spec.name)
         self._isolation[spec.name] = _APIIsolation(run_as, {
             **cgroups.enforcement(limits),
-            "disk": "not limited on the process backend (HOME and TMPDIR are on the host's disk)"})
+            "disk": "not limited on the process backend (HOME and TMPDIR are on the host's disk)"},
+            known.mount if known is not None else None)
         if run_as.notice and self._notify is not None and (known is None or known.run_as.notice != run_as.notice):
             self._notify(run_as.notice, spec.name)
         if run_as.isolated:
             self._api_uids[user.uid] = spec.name
-        launched = await self._launcher.launch(spec, replica_id, gpu_ids, interpreter, run_as, cgroups, limits)
+        mount = functools.partial(self._mounts.for_api, spec.project_dir, replica_paths(spec),
+                                  user.drops(os.getuid()))
+        launched = await self._launcher.launch(spec, replica_id, gpu_ids, interpreter, run_as, cgroups, limits,
+                                               mount)
+        self._said_mount(spec.name, launched.mount)
         info = ReplicaInfo(
             api=spec.name, replica_id=replica_id, spec_hash=spec.spec_hash, state="running",
             host=self._host, port=launched.port, started_at=time.time(), gpu_ids=tuple(gpu_ids),
@@ -195,6 +208,17 @@ class ProcessBackend:
         self._children[replica_id] = _Child(info, launched.process, launched.log_path, launched.pump,
                                             private_dir=launched.private_dir, cgroup=launched.cgroup)
         return info
+
+    def _said_mount(self, api: str, mount: ProjectMount | None) -> None:
+        """Record what `api`'s replicas have at /mnt/project (isolation()), and say once, per
+        reason, why they have nothing there."""
+        found = self._isolation.get(api)
+        if found is None or mount is None:
+            return
+        self._isolation[api] = replace(found, mount=mount)
+        said = found.mount.unavailable if found.mount is not None else None
+        if mount.unavailable and self._notify is not None and said != mount.unavailable:
+            self._notify(unavailable_notice(api, mount.unavailable), api)
 
     # -- who replicas run as ---------------------------------------------------------------------
     def _explicit_user(self) -> ReplicaUser | None:

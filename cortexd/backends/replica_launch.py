@@ -9,7 +9,8 @@ predictor that prints faster than the disk takes it waits on the pipe.
 
 A replica gets none of the daemon's environment but what the runtime needs
 (isolation.inherited_environment), its folders (replica_files.py: a private spec and TMPDIR,
-a persistent HOME), and its user and cgroups (isolation.child_setup, between fork and exec).
+a persistent HOME), its user and cgroups (isolation.child_setup, between fork and exec), and
+the project at /mnt/project where the host allows (project_mount.py).
 compute.gpu maps to CUDA_VISIBLE_DEVICES from placement, with CUDA_DEVICE_ORDER=PCI_BUS_ID so
 CUDA numbers the GPUs as NVML (placement) does. run_dir/<replica>.pid names the replica's
 session and private folder, so the next daemon recognises what a killed one left
@@ -26,7 +27,7 @@ import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from cortexd.backends.isolation import (
     layered_environment,
     read_dotenv,
 )
+from cortexd.backends.project_mount import ProjectMount
 from cortexd.backends.replica_files import (
     api_home,
     default_homes_dir,
@@ -50,6 +52,8 @@ from cortexd.errors import BackendError
 from cortexd.home import write_text_nofollow
 from cortexd.logfiles import RotatingLogWriter
 from cortexd.spec.model import APISpec
+from predictor_runtime.mnt_namespace import NAMESPACE_ENV, namespace_setup
+from predictor_runtime.mnt_project import UNAVAILABLE_ENV
 
 log = logging.getLogger("cortexd.process")
 
@@ -171,6 +175,7 @@ class Launched:
     pump: LogPump
     private_dir: Path  # the replica's spec and TMPDIR (replica_files.private_dir())
     cgroup: ReplicaCgroup | None  # its limits (cgroups.py), a root daemon's
+    mount: ProjectMount | None = None  # what it has at /mnt/project (project_mount.py)
 
 
 @dataclass
@@ -214,9 +219,12 @@ class ReplicaLauncher:
         return self.run_dir / f"{replica_id}.pid"
 
     async def launch(self, spec: APISpec, replica_id: str, gpu_ids: tuple[int, ...], interpreter: str,
-                     run_as: RunAs, cgroups: Cgroups, limits: Limits) -> Launched:
+                     run_as: RunAs, cgroups: Cgroups, limits: Limits,
+                     mount: Callable[[], ProjectMount] | None = None) -> Launched:
         """Spawn a replica of `spec` as `run_as.user` on `interpreter`, in cgroups of its own
-        holding `limits`; a failed start is a BackendError and leaves nothing behind."""
+        holding `limits`, with /mnt/project as `mount()` (blocking: it may probe the host, once)
+        says, once its files are made: its namespace, or the reason it has none, for the runtime's
+        note. A failed start is a BackendError and leaves nothing behind."""
         user = run_as.user
         log_dir = self.log_dir / spec.name
         log_path = log_dir / f"{replica_id}.log"
@@ -245,8 +253,10 @@ class ReplicaLauncher:
             env = replica_environment(spec, gpu_ids, os.environ, dotenv=dotenv,
                                       home=str(home), user=user.name, limits=self.limits,
                                       tmpdir=str(private / "tmp"))
+            project_mount = await asyncio.to_thread(mount) if mount is not None else None
+            namespace = self._project_mount(project_mount, env)
             argv = command_line(interpreter, spec_file, self.host, port)
-            held.process = process = await self._spawn(spec, argv, env, user, attach, held)
+            held.process = process = await self._spawn(spec, argv, env, user, attach, held, namespace)
             pump = LogPump(held.read_fd, writer, name=f"logs-{replica_id}")
             pump.start()
             held.read_fd = -1
@@ -262,11 +272,32 @@ class ReplicaLauncher:
         except BaseException:
             await held.release()
             raise
-        return Launched(process, port, log_path, pump, private, cgroup)
+        return Launched(process, port, log_path, pump, private, cgroup, project_mount)
+
+    @staticmethod
+    def _project_mount(mount: ProjectMount | None, env: dict[str, str]) -> Callable[[], None] | None:
+        """/mnt/project (project_mount.py): what the child runs before it drops (a mount namespace,
+        made with the daemon's CAP_SYS_ADMIN), or the plan the runtime carries out at its start (a
+        user namespace: predictor_runtime/mnt_namespace.py says why not in the child), or the
+        reason there is none, for the runtime's note on a failed open."""
+        if mount is None:
+            return None
+        if mount.unavailable:
+            env[UNAVAILABLE_ENV] = mount.unavailable
+        if mount.plan is None:
+            return None
+        if mount.plan.user_ids is not None:
+            env[NAMESPACE_ENV] = mount.plan.dumps()
+            return None
+        try:
+            return namespace_setup(mount.plan)
+        except OSError:
+            return None  # no mount namespaces here: the probe said so already
 
     @staticmethod
     async def _spawn(spec: APISpec, argv: list[str], env: dict[str, str], user: ReplicaUser,
-                     attach: list[int], held: _Held) -> asyncio.subprocess.Process:
+                     attach: list[int], held: _Held,
+                     namespace: Callable[[], None] | None) -> asyncio.subprocess.Process:
         """The replica's process, its output into a pipe (held.read_fd) that LogPump reads."""
         held.read_fd, held.write_fd = os.pipe()  # the child's stdout and stderr
         drop = user if user.drops(os.getuid()) else None
@@ -276,7 +307,7 @@ class ReplicaLauncher:
                 stdin=asyncio.subprocess.DEVNULL, stdout=held.write_fd, stderr=held.write_fd,
                 start_new_session=True,  # own session and process group: workers stop with it
                 # into its cgroups, as its user, and it stops with the daemon (isolation.py)
-                preexec_fn=child_setup(drop, attach, sig=signal.SIGTERM),
+                preexec_fn=child_setup(drop, attach, sig=signal.SIGTERM, namespace=namespace),
             )
         except (OSError, subprocess.SubprocessError) as e:
             raise BackendError(f"could not start a replica of api {spec.name!r}: {e}") from e

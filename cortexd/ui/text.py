@@ -68,8 +68,9 @@ def monitoring_table(mon: dict) -> str:
 
 
 def isolation_lines(isolation: Mapping | None) -> list[str]:
-    """Who the replicas run as, which limits hold, and the notice when a root daemon could not
-    isolate the API (the backend's isolation(); none before the first replica starts)."""
+    """Who the replicas run as, which limits hold, the notice when a root daemon could not
+    isolate the API, and what replicas have at /mnt/project, where Cortex put the project (the
+    backend's isolation(); none before the first replica starts)."""
     if not isolation:
         return []
     lines = [f"runs as:    {isolation.get('runs_as', '?')}"]
@@ -78,6 +79,8 @@ def isolation_lines(isolation: Mapping | None) -> list[str]:
         lines.append("limits:     " + "; ".join(f"{name} {value}" for name, value in limits.items()))
     if isolation.get("notice"):
         lines.append(f"isolation:  {isolation['notice']}")
+    if isolation.get("project_mount"):
+        lines.append(f"/mnt/project: {isolation['project_mount']}")
     return lines
 
 

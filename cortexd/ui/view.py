@@ -208,6 +208,9 @@ def api_notes(api: APIStatus) -> RenderableType:
         grid.add_row("  compute", Text(api.gpu_note, style="yellow"))
     for i, change in enumerate(api.pins):  # nearest pins installed instead of requirements.txt's
         grid.add_row("  pins" if i == 0 else "", Text(change, style="yellow"))
+    isolation = api.isolation or {}
+    if isolation.get("project_mount_available") is False:
+        grid.add_row("  /mnt/project", Text(isolation.get("project_mount", ""), style="yellow"))
     if api.last_decision:
         grid.add_row("  autoscaler", Text(api.last_decision))
     mon = monitoring_line(api.requests.get("monitoring"))

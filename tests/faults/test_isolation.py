@@ -168,6 +168,11 @@ PROBE = textwrap.dedent('''
                                     capture_output=True, text=True, timeout=20)
             daemonized = subprocess.run([sys.executable, "-c", PROBE_DAEMONIZE],
                                         capture_output=True, text=True, timeout=20)
+            try:  # the project where Cortex put it: readable, never writable (issue 17)
+                open("/mnt/project/planted.py", "w").close()
+                mnt_write = "written"
+            except OSError as e:
+                mnt_write = f"refused: {e.strerror}"
             return {
                 "uid": os.getuid(),
                 "env_keys": sorted(os.environ),
@@ -183,8 +188,13 @@ PROBE = textwrap.dedent('''
                 "orphan": json.loads(orphan.stdout or "{}") if orphan.returncode == 0 else orphan.stderr[-300:],
                 "daemon_environ": daemon_environ(paths),
                 "daemonized": int(daemonized.stdout.strip() or 0),
+                "mnt_project": [os.path.isfile("/mnt/project/probe.py"), mnt_write],
             }
 ''')
+
+# the only CORTEXD_* variables a replica gets: the limits the runtime enforces, and why the
+# host left it without /mnt/project (issue 17), where it did
+REPLICA_SETTINGS = ("CORTEXD_MAX_BODY_SIZE", "CORTEXD_REQUEST_TIMEOUT", "CORTEXD_MNT_PROJECT_UNAVAILABLE")
 
 YAML = """
 - name: probe
@@ -241,9 +251,11 @@ def test_a_predictor_gets_none_of_the_daemons_environment_and_is_refused_by_the_
     assert seen["cortexd_home"] is None and seen["planted"] is None
     # only the runtime's own limits (DaemonSettings.replica_limits), nothing of the daemon's
     assert not [k for k in seen["env_keys"] if k.startswith(("CORTEXD_", "PYTEST"))
-                and k not in ("CORTEXD_MAX_BODY_SIZE", "CORTEXD_REQUEST_TIMEOUT")]
+                and k not in REPLICA_SETTINGS]
     assert (seen["mode"], seen["only_env"]) == ("from-dotenv", "kept")  # .env over env (10.5)
     assert seen["home_writable"] and seen["home"] != os.environ.get("HOME")
+    if "CORTEXD_MNT_PROJECT_UNAVAILABLE" not in seen["env_keys"]:  # (a kernel without user namespaces)
+        assert seen["mnt_project"] == [True, "refused: Read-only file system"]
     assert not seen["home"].startswith(str(cli.home))
 
     socket_path = str(cli.home / "cortexd.sock")
@@ -380,7 +392,7 @@ def test_a_root_daemon_runs_each_apis_process_replicas_as_a_uid_of_its_own(syste
         assert seen["cortexd_home"] is None and seen["planted"] is None
         # none of the daemon's variables: only the limits the runtime enforces are CORTEXD_*
         assert not [k for k in seen["env_keys"] if k.startswith("PYTEST") or
-                    (k.startswith("CORTEXD_") and k not in ("CORTEXD_MAX_BODY_SIZE", "CORTEXD_REQUEST_TIMEOUT"))]
+                    (k.startswith("CORTEXD_") and k not in REPLICA_SETTINGS)]
         socket_path = str(cli.home / "cortexd.sock")
         # the socket is the daemon's (0600, in a 0700 home): the replica's user cannot connect
         assert all("error" in a for a in seen["asked"].values()), seen["asked"]
@@ -388,6 +400,9 @@ def test_a_root_daemon_runs_each_apis_process_replicas_as_a_uid_of_its_own(syste
         # its HOME: its own, 0700, named by its uid, kept across starts
         home = Path(seen["home"])
         assert seen["home_writable"] and home.name == str(seen["uid"])
+        # the project at /mnt/project: bound before the drop, read-only, and the replica cannot undo it
+        assert seen["mnt_project"] == [True, "refused: Read-only file system"]
+        assert api["isolation"]["project_mount"] == "the project, read-only (a mount namespace of each replica's own)"
         assert home.stat().st_uid == seen["uid"] and home.stat().st_mode & 0o777 == 0o700
     finally:
         if (cli.home / "cortexd.sock").exists():

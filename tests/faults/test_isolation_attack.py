@@ -5,7 +5,8 @@ API's replicas, wrote a `.pth` into its environment (its `.env` secret went out 
 restart), poisoned the host-wide uv cache (a project deployed later ran its code), and read
 and wrote other APIs' TMPDIR, HOME and runtime specs; nothing bounded its processes or memory.
 
-Here an attacker predictor tries each of those moves against a victim API of another project,
+Here an attacker predictor tries each of those moves against a victim API of another project
+(and to write its own project through /mnt/project, where Cortex put it: issue 17),
 while a client sends the victim requests the whole time. Every move must be refused, the victim
 must answer every request, a restarted victim and a project deployed afterwards must not run
 anything the attacker planted, and the attacker's processes and memory stop at its limits.
@@ -33,7 +34,7 @@ from tests.real_daemon import CLI, free_port, http, post_json
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a root daemon drops privileges; this is its test")
 
 ATTACKER = r'''
-import glob, json, os, signal, sys, time
+import ctypes, glob, json, os, signal, sys, time
 
 
 def victims(uid):
@@ -64,6 +65,15 @@ def attempt(action):
 def write(path, text="x"):
     with open(path, "w") as f:
         f.write(text)
+
+
+MS_REMOUNT, MS_BIND, MNT_DETACH = 0x20, 0x1000, 2
+
+
+def syscall(result):
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def status_uid(pid):
@@ -128,7 +138,13 @@ class PythonPredictor:
         moves["builds_list"] = attempt(lambda: os.listdir(os.path.join(cache, ".builds")))
         moves["shared_installer_home"] = attempt(lambda: write(os.path.join(cache, ".home", "planted")))
         moves["root_uv_cache"] = attempt(lambda: os.makedirs("/root/.cache/uv/planted", exist_ok=True))
-        # 8. processes: as many as it can (its pids limit stops it)
+        # 8. its own project, through /mnt/project (issue 17): write it, remount it writable, unmount it
+        libc = ctypes.CDLL(None, use_errno=True)
+        moves["mnt_project_write"] = attempt(lambda: write("/mnt/project/planted"))
+        moves["mnt_project_remount"] = attempt(lambda: syscall(libc.mount(
+            None, b"/mnt/project", None, MS_REMOUNT | MS_BIND, None)))
+        moves["mnt_project_umount"] = attempt(lambda: syscall(libc.umount2(b"/mnt/project", MNT_DETACH)))
+        # 9. processes: as many as it can (its pids limit stops it)
         children = []
         try:
             for _ in range(1000):
@@ -139,7 +155,7 @@ class PythonPredictor:
         for child in children:
             os.kill(child, signal.SIGKILL)
             os.waitpid(child, 0)
-        # 9. memory: a process of its own takes 4x compute.mem (the kernel's OOM killer stops it;
+        # 10. memory: a process of its own takes 4x compute.mem (the kernel's OOM killer stops it;
         # it offers itself first, so the worker lives to answer). Spawned, not forked: a fork of
         # this threaded worker could deadlock on a lock another thread held
         hog = os.posix_spawn(sys.executable, [sys.executable, "-c", HOG], dict(os.environ))

@@ -192,3 +192,11 @@ def test_get_detail_says_each_nearest_pin():
     at = lines.index(f"pins:       {PINS[0]}")
     assert lines[at + 1] == f"            {PINS[1]}"
     assert "pins:" not in api_detail(APIStatus.from_json(api("iris")))  # a snapshot without the field
+@pytest.mark.parametrize("width", WIDTHS)
+def test_an_api_whose_replicas_lack_mnt_project_says_so_in_the_live_view(width):
+    missing = {**NOT_ISOLATED, "notice": None, "project_mount_available": False,
+               "project_mount": "not available: this host has no /mnt folder; use the Docker backend"}
+    there = {**missing, "project_mount_available": True, "project_mount": "the project, read-only"}
+    f = flat(render(snapshot([dict(api("iris"), isolation=missing), dict(api("other"), isolation=there)]), width))
+    assert f.count("/mnt/project not available: this host has no /mnt folder") == 1
+    assert "the project, read-only" not in f  # only what is missing is worth a line there
