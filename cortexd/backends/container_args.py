@@ -11,7 +11,8 @@ calls; docker.py (DockerBackend) puts them together.
 
 Containers see the project directory (and model directories and python_path
 outside it) read-only at the SAME absolute paths as on the host, so the
-runtime spec needs no rewriting and tracebacks name the user's real files.
+runtime spec needs no rewriting and tracebacks name the user's real files; the
+project is also at /mnt/project, read-only, where Cortex mounted it (project_mount.py).
 Ports are published on 127.0.0.1 only.
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cortexd.backends.isolation import layered_environment, replica_paths, unreadable_by
+from cortexd.backends.project_mount import MOUNT_POINT, ProjectMount, docker_mount
 from cortexd.spec.model import APISpec
 
 CONTAINER_PORT = 8888
@@ -61,6 +63,23 @@ def container_name(instance: str, replica_id: str) -> str:
 
 
 bind_paths = replica_paths  # each mounted read-only at the same path
+
+
+def project_mount(spec: APISpec) -> ProjectMount:
+    """Whether the project is also bound at /mnt/project, where Cortex mounted it (project_mount.py)."""
+    return docker_mount(bind_paths(spec), spec.project_dir)
+
+
+def mounts(spec: APISpec) -> list[Any]:
+    """The replica's bind mounts, read-only: its folders at their own paths, the project at
+    /mnt/project too (unless a folder is in the way), and the volume of the runtime spec."""
+    from docker.types import Mount
+
+    binds = [Mount(target=p, source=p, type="bind", read_only=True) for p in bind_paths(spec)]
+    if project_mount(spec).unavailable is None and os.path.normpath(spec.project_dir) != MOUNT_POINT:
+        binds.append(Mount(target=MOUNT_POINT, source=spec.project_dir, type="bind", read_only=True))
+    # the runtime spec, copied in before start (put_archive cannot write a read-only root)
+    return binds + [Mount(target=SPEC_DIR, source=None, type="volume")]
 
 
 def container_user(host_uid: int, host_gid: int) -> str:
@@ -113,7 +132,7 @@ def container_create_args(
     and the cortexd network (no inter-container traffic). No memory limit unless compute.mem
     sets one (as in Cortex).
     """
-    from docker.types import DeviceRequest, LogConfig, Mount
+    from docker.types import DeviceRequest, LogConfig
 
     labels = {
         LABEL_MANAGED: "true",
@@ -134,9 +153,7 @@ def container_create_args(
         "labels": labels,
         # loopback only, ephemeral host port (read back after start)
         "ports": {f"{container_port}/tcp": ("127.0.0.1", None)},
-        "mounts": [Mount(target=p, source=p, type="bind", read_only=True) for p in bind_paths(spec)]
-        # the runtime spec, copied in before start (put_archive cannot write a read-only root)
-        + [Mount(target=SPEC_DIR, source=None, type="volume")],
+        "mounts": mounts(spec),
         "user": user,
         "security_opt": ["no-new-privileges"],
         "cap_drop": ["ALL"],

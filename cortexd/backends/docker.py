@@ -46,6 +46,7 @@ from cortexd.backends.container_args import (
     container_user,
     managed_filters,
     pids_limit,
+    project_mount,
     spec_archive,
     tmpfs_size,
     unreadable_by_others,
@@ -127,12 +128,19 @@ class DockerBackend:
         """Nothing: images no API uses any more are the engine's to prune (`docker image prune`)."""
 
     def notices(self, spec: APISpec) -> list[str]:
-        """Every field of a spec has its effect on Docker; nearest pins are the process backend's."""
-        if not spec.nearest_pins:
-            return []
-        return [f"api {spec.name!r}: nearest pins are not used on the Docker backend: the image installs "
-                "requirements.txt as written (the process backend, `--backend process`, installs the "
-                "nearest release of each pin that cannot be installed on its Python)"]
+        """Every field of a spec has its effect on Docker, but nearest pins (the process backend's);
+        /mnt/project is left out only when one of the API's folders is in its way
+        (project_mount.in_the_way)."""
+        said = []
+        if spec.nearest_pins:
+            said.append(f"api {spec.name!r}: nearest pins are not used on the Docker backend: the image "
+                        "installs requirements.txt as written (the process backend, `--backend process`, "
+                        "installs the nearest release of each pin that cannot be installed on its Python)")
+        why = project_mount(spec).unavailable
+        if why is not None:
+            said.append(f"{spec.source_file}:{spec.source_line}: api {spec.name!r}: the project is not "
+                        f"mounted at /mnt/project (where Cortex mounted it): {why}")
+        return said
 
     def isolation(self, api: str) -> dict[str, Any] | None:
         """Every replica is a container of its own (container_args.container_args: its user,
@@ -148,7 +156,8 @@ class DockerBackend:
                                            "pids": f"{pids_limit(spec)} processes and threads (Docker)",
                                            "cpu": f"{spec.compute.cpu:g} CPUs (Docker)",
                                            "disk": f"/tmp and HOME: {tmpfs_size(spec, self._tmpfs_bytes)} "
-                                                   "bytes each (tmpfs, in memory; CORTEXD_TMPFS_SIZE)"}}
+                                                   "bytes each (tmpfs, in memory; CORTEXD_TMPFS_SIZE)"},
+                **project_mount(spec).describe()}
 
     def replica_of_peer(self, pid: int, uid: int) -> str | None:
         return None  # a container's processes are in their own pid namespace, not this host's

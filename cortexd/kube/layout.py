@@ -8,6 +8,8 @@ manifests name exactly the image the build makes. Layout inside the image:
     /opt/cortexd/models/N-NAME/  a local model folder that lies outside the project
     /opt/cortexd/paths/N-NAME/   a python_path outside the project
     /etc/cortexd/spec.json       the API's runtime spec, paths rewritten to the above
+    /mnt/project                 a link to /opt/cortexd/project: Cortex put the project at
+                                 /mnt/project, and Cortex-era predictors open files there
 
 The tag is `REG/<api>:<hash>`, the hash being the API's spec hash folded with
 the content of every file that goes in (as the daemon folds project files into
@@ -30,6 +32,7 @@ from cortexd.project_files import HostFile, ProjectFilter, image_mode
 from cortexd.spec.model import APISpec
 from predictor_runtime import inflight
 from predictor_runtime.contract import DRAIN_SECONDS_ENV, RuntimeSpec
+from predictor_runtime.mnt_project import MOUNT_POINT
 
 ContextFile = bytes | HostFile  # generated content, or a host file streamed into the build context
 
@@ -186,6 +189,8 @@ def bundle_dockerfile(spec: APISpec, has_models: bool, has_paths: bool, runtime:
         # a predictor.image made from an older cortexd image lacks the standalone entry point:
         # fail the build here rather than every pod in the cluster
         'RUN python -c "import predictor_runtime.standalone"',
+        # Cortex-era predictors open /mnt/project/...; whatever a predictor.image had there goes
+        f"RUN mkdir -p /mnt && rm -rf {MOUNT_POINT} && ln -s {PROJECT_IN_IMAGE} {MOUNT_POINT}",
         f"ENV {env}",
         f'LABEL cortexd.api="{spec.name}" cortexd.spec-hash="{spec.spec_hash}" cortexd.runtime="{runtime}"',
         f"USER {UID}:{UID}",

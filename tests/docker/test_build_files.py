@@ -1,6 +1,7 @@
 """What `cortexd build` puts in an image, read back from the image as its predictor's user sees it:
-modes kept (an executable stays one, a 0600 file is readable by the predictor and no one else) and
-links inside the project kept as links. A link out of the project is refused before any build:
+modes kept (an executable stays one, a 0600 file is readable by the predictor and no one else),
+links inside the project kept as links, and the project at /mnt/project too, where Cortex put it.
+A link out of the project is refused before any build:
 tests/unit/test_kube_bundle.py, tests/integration/test_export_cli.py.
 """
 
@@ -31,6 +32,7 @@ print(json.dumps({
     "ran": subprocess.run([p + "/bin/tool"], capture_output=True, text=True).stdout.strip(),
     "secret_read": open(p + "/secret.json").read(),
     "link": os.readlink(p + "/labels"), "via_link": open(p + "/labels/labels.txt").read(),
+    "mnt_project": open("/mnt/project/data/labels.txt").read(),  # where Cortex put the project
 }))
 """
 
@@ -62,3 +64,4 @@ def test_a_built_image_keeps_modes_and_links(cli, docker_client, base_image, sha
     assert seen["secret"] == ["0o640", 0, 10001] and seen["secret_read"] == '{"k": 1}'  # not 0644
     assert seen["plain"] == ["0o644", 0, 10001]
     assert seen["link"] == "data" and seen["via_link"] == "setosa"
+    assert seen["mnt_project"] == "setosa"

@@ -21,7 +21,7 @@ from cortexd.backends.base import ReplicaInfo
 from cortexd.backends.container_args import container_name
 from cortexd.backends.docker import DockerBackend
 from cortexd.errors import BackendError
-from tests.builders import echo_project, make_spec
+from tests.builders import MNT_PROJECT_PREDICTOR, echo_project, make_spec
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -189,6 +189,24 @@ async def test_project_unreadable_by_the_replica_user_is_refused_with_the_fix(bu
     with pytest.raises(BackendError) as e:
         await backend.start(make_spec(project, name="private"), "private-r1")
     assert "cannot read" in str(e.value) and "chmod o+rX" in str(e.value)
+
+
+async def test_a_container_has_the_project_at_mnt_project_read_only(built, backend, shared_dir):
+    # Cortex mounted the project at /mnt/project; Cortex-era predictors open files there (issue 17)
+    project = echo_project(shared_dir / "mnt-project")  # the same requirements: the built image
+    (project / "predictor.py").write_text(MNT_PROJECT_PREDICTOR)
+    (project / "labels.txt").write_text("cat dog\n")
+    for f in project.iterdir():
+        f.chmod(0o644)
+    spec = make_spec(project, name="detector")
+    info = await backend.start(spec, "detector-r1")
+    await wait_ready(backend, "detector-r1", info)
+    status, seen = await post(info, "/detector", {})
+    assert status == 200 and seen["labels"] == ["cat", "dog"] and seen["uid"] != 0
+    assert seen["write"] == "refused: Read-only file system"
+    assert not (project / "planted.txt").exists()
+    assert backend.isolation("detector")["project_mount"] == (
+        "the project, read-only (a bind mount, as Cortex mounted it)")
 
 
 def run_as_replica(container, code: str) -> tuple[int, str]:

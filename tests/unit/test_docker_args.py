@@ -44,9 +44,9 @@ from tests.builders import api_spec
 
 def make_spec(
     *, cpu: float = 0.5, mem: int | None = None, gpu: int = 0, env=None, python_path="/proj",
-    model_path=None, models=None,
+    model_path=None, models=None, project_dir="/proj",
 ) -> APISpec:
-    return api_spec("iris", "/proj", raw={"name": "iris", "cpu": cpu, "mem": mem, "gpu": gpu},
+    return api_spec("iris", project_dir, raw={"name": "iris", "cpu": cpu, "mem": mem, "gpu": gpu},
                     python_path=python_path, model_path=model_path, models=models, env=env,
                     compute=ComputeSpec(cpu=cpu, gpu=gpu, mem=mem))
 
@@ -108,10 +108,29 @@ def test_project_and_outside_paths_are_mounted_read_only_at_the_same_path():
     )
     mounts = [m for m in args_for(spec)["mounts"] if m["Type"] == "bind"]
     assert sorted((m["Source"], m["Target"]) for m in mounts) == [
-        ("/libs/shared", "/libs/shared"), ("/models/a", "/models/a"), ("/proj", "/proj"),
+        ("/libs/shared", "/libs/shared"), ("/models/a", "/models/a"),
+        ("/proj", "/mnt/project"),  # also where Cortex mounted it
+        ("/proj", "/proj"),
     ]
     assert all(m["ReadOnly"] is True for m in mounts)
     assert bind_paths(make_spec(python_path="/proj/src")) == ["/proj"]
+
+
+def test_the_project_is_at_mnt_project_unless_a_folder_is_in_the_way():
+    def binds(spec: APISpec) -> list[tuple[str, str]]:
+        return sorted((m["Source"], m["Target"]) for m in args_for(spec)["mounts"] if m["Type"] == "bind")
+
+    # a project that is at /mnt/project on the host is mounted there once
+    at_mount_point = make_spec(project_dir="/mnt/project", python_path="/mnt/project")
+    assert binds(at_mount_point) == [("/mnt/project", "/mnt/project")]
+    assert DockerBackend(instance="i", base_url="unix:///nonexistent/docker.sock").notices(at_mount_point) == []
+    # a model folder under /mnt/project would be hidden by the mount: no /mnt/project, and `up` says why
+    hidden = make_spec(model_path="/mnt/project/models")
+    assert ("/proj", "/mnt/project") not in binds(hidden)
+    (notice,) = DockerBackend(instance="i", base_url="unix:///nonexistent/docker.sock").notices(hidden)
+    assert "not mounted at /mnt/project" in notice and "/mnt/project/models lies under /mnt/project" in notice
+    # a project holding /mnt (the engine would create /mnt/project in it, on the host)
+    assert ("/mnt", "/mnt/project") not in binds(make_spec(project_dir="/mnt", python_path="/mnt"))
 
 
 def test_environment_layers_api_env_then_dotenv_then_runtime_needs():
