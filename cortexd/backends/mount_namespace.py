@@ -93,6 +93,7 @@ def host_facts(proc: str = "/proc") -> dict[str, str]:
     for line in _read(f"{proc}/self/status").splitlines():
         if line.startswith("Seccomp:"):
             facts["seccomp"] = line.split()[1]
+    facts["euid"] = str(os.geteuid())
     return facts
 
 

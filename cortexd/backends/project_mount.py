@@ -133,15 +133,18 @@ def namespace_kind(privileged: bool, drops: bool) -> str | None:
 def probe_blocker(kind: str, failure: str, facts: Mapping[str, str]) -> str:
     """Why the process backend cannot give replicas a namespace, from what the probe saw
     (`failure`: the step that failed and its error) and the host's settings (`facts`:
-    sysctl name -> value, "seccomp" -> /proc/self/status's Seccomp field)."""
+    sysctl name -> value, "seccomp" -> /proc/self/status's Seccomp field, "euid" -> the daemon's)."""
     if kind == "mount":
         tried = "the daemon gives each replica a mount namespace of its own"
     else:
-        tried = ("a daemon without CAP_SYS_ADMIN (one not run as root) gives each replica a user "
-                 "and mount namespace of its own")
+        tried = "a daemon without CAP_SYS_ADMIN gives each replica a user and mount namespace of its own"
     why = ""
     if kind == "user":
-        if facts.get("user.max_user_namespaces") == "0":
+        if failure.startswith("writing /proc/self/uid_map") and facts.get("euid") == "0":
+            why = ("mapping root (uid 0) into a user namespace takes CAP_SETFCAP, and this root daemon "
+                   "runs without capabilities; run it with CAP_SYS_ADMIN (it then makes a mount "
+                   "namespace alone) or as a non-root user")
+        elif facts.get("user.max_user_namespaces") == "0":
             why = "user namespaces are disabled on this host (sysctl user.max_user_namespaces = 0)"
         elif facts.get("kernel.unprivileged_userns_clone") == "0":
             why = ("unprivileged user namespaces are disabled on this host "

@@ -141,7 +141,7 @@ def test_where_no_namespace_can_be_made_get_and_the_traceback_say_why_and_what_t
                         capture_output=True, text=True, timeout=150)
     # the predictor's __init__ opens /mnt/project/labels.txt: it cannot start
     assert up.returncode == 1 and "not serving: detector" in up.stderr, up.stdout + up.stderr
-    reason = ("a daemon without CAP_SYS_ADMIN (one not run as root) gives each replica a user and mount "
+    reason = ("a daemon without CAP_SYS_ADMIN gives each replica a user and mount "
               "namespace of its own, and unshare(CLONE_NEWUSER|CLONE_NEWNS) failed: No space left on device, "
               "because user namespaces are disabled on this host (sysctl user.max_user_namespaces = 0)")
     assert up.stdout.count(f"note: api 'detector': /mnt/project (where Cortex mounted the project) is not "

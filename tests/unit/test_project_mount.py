@@ -108,10 +108,15 @@ def test_the_bind_is_read_only_and_keeps_the_flags_a_user_namespace_may_not_drop
 ])
 def test_a_failed_probe_is_explained_by_the_hosts_settings(facts, because):
     said = probe_blocker("user", "unshare(CLONE_NEWUSER|CLONE_NEWNS) failed: Operation not permitted", facts)
-    assert said.startswith("a daemon without CAP_SYS_ADMIN (one not run as root) gives each replica a user "
+    assert said.startswith("a daemon without CAP_SYS_ADMIN gives each replica a user "
                            "and mount namespace of its own, and unshare(CLONE_NEWUSER|CLONE_NEWNS) failed: "
                            "Operation not permitted, because ")
     assert because in said
+    # root without capabilities may not map uid 0 (Linux 5.12+: CAP_SETFCAP)
+    capless = probe_blocker("user", "writing /proc/self/uid_map failed: Operation not permitted", {"euid": "0"})
+    assert capless.endswith("failed: Operation not permitted, because mapping root (uid 0) into a user namespace "
+                            "takes CAP_SETFCAP, and this root daemon runs without capabilities; run it with "
+                            "CAP_SYS_ADMIN (it then makes a mount namespace alone) or as a non-root user")
     root = probe_blocker("mount", "unshare(CLONE_NEWNS) failed: Operation not permitted", {"seccomp": "0"})
     assert root == ("the daemon gives each replica a mount namespace of its own, and "
                     "unshare(CLONE_NEWNS) failed: Operation not permitted")
