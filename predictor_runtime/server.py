@@ -419,10 +419,11 @@ async def serve(sock: socket.socket, handler: PredictionHandler,
 
 def prepare_process(spec: RuntimeSpec) -> None:
     """cwd = project_dir, so user code opens relative paths as it did under Cortex; and
-    CORTEX_PROJECT_DIR names it, as Cortex's runtime did (there, /mnt/project)."""
+    CORTEX_PROJECT_DIR names it, as Cortex's runtime did (there, /mnt/project), unless the
+    project's `.env` sets it (Cortex sourced `.env` after setting it)."""
     if spec.project_dir:
         os.chdir(spec.project_dir)
-        os.environ[PROJECT_DIR_ENV] = spec.project_dir
+        os.environ.setdefault(PROJECT_DIR_ENV, spec.project_dir)
 
 
 def load_or_report(spec: RuntimeSpec) -> LoadedPredictor | None:

@@ -93,7 +93,7 @@ def docker_mount(paths: Iterable[str], project_dir: str) -> ProjectMount:
     if blocked is not None:
         return ProjectMount(None, f"not available: {blocked}; open the project's files by relative "
                                   "paths (the working directory is the project folder)", blocked)
-    return ProjectMount(None, "the project, read-only (a bind mount, as Cortex mounted it)")
+    return ProjectMount(None, "the project, read-only (a second bind mount)")
 
 
 def bind_remount_flags(source_flags: int) -> int:

@@ -206,7 +206,7 @@ async def test_a_container_has_the_project_at_mnt_project_read_only(built, backe
     assert seen["write"] == "refused: Read-only file system"
     assert not (project / "planted.txt").exists()
     assert backend.isolation("detector")["project_mount"] == (
-        "the project, read-only (a bind mount, as Cortex mounted it)")
+        "the project, read-only (a second bind mount)")
 
 
 def run_as_replica(container, code: str) -> tuple[int, str]:
