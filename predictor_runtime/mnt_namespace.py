@@ -132,43 +132,45 @@ def tmpfs_options(cover: HostMnt, user_ids: tuple[int, int] | None) -> bytes:
     return options
 
 
-def namespace_setup(plan: MountPlan) -> Callable[[], None]:
-    """What makes `plan`'s namespace in the calling process (module docstring); OSError when this
-    system has no mount namespaces."""
-    mount, unshare, umount2 = _libc()
-    get_errno, strerror, write = ctypes.get_errno, os.strerror, os.write
-    flags = CLONE_NEWNS | (CLONE_NEWUSER if plan.user_ids else 0)
-    unshare_step = b"unshare(CLONE_NEWUSER|CLONE_NEWNS)" if plan.user_ids else b"unshare(CLONE_NEWNS)"
-    maps = id_maps(plan.user_ids)
-    source, target, mnt = os.fsencode(plan.source), os.fsencode(MOUNT_POINT), os.fsencode(MNT)
-    bind_step = b"mount --rbind " + source + b" " + target
-    cover = plan.cover
-    entries = tuple((os.fsencode(e.name), mnt + b"/" + os.fsencode(e.name), e.kind, os.fsencode(e.target))
-                    for e in (cover.entries if cover is not None else ()))
-    options = tmpfs_options(cover, plan.user_ids) if cover is not None else b""
-    remounts = ((target, plan.remount, b"remounting /mnt/project read-only"),
-                (mnt, MS_REMOUNT | MS_RDONLY | TMPFS_FLAGS if cover is not None else 0,
-                 b"remounting /mnt read-only"))
+class _Setup:
+    """namespace_setup()'s function: every value prepared here, in the daemon (or the runtime);
+    calling it makes only system calls."""
 
-    def say(step: bytes, err: int) -> None:
-        write(2, SAID + step + b" failed: " + strerror(err).encode() + b"\n")
+    def __init__(self, plan: MountPlan):
+        self.mount, self.unshare, self.umount2 = _libc()
+        self.get_errno, self.strerror, self.write = ctypes.get_errno, os.strerror, os.write
+        self.flags = CLONE_NEWNS | (CLONE_NEWUSER if plan.user_ids else 0)
+        self.unshare_step = b"unshare(CLONE_NEWUSER|CLONE_NEWNS)" if plan.user_ids else b"unshare(CLONE_NEWNS)"
+        self.maps = id_maps(plan.user_ids)
+        self.source, self.target, self.mnt = os.fsencode(plan.source), os.fsencode(MOUNT_POINT), os.fsencode(MNT)
+        self.bind_step = b"mount --rbind " + self.source + b" " + self.target
+        self.cover = cover = plan.cover
+        self.entries = tuple((os.fsencode(e.name), self.mnt + b"/" + os.fsencode(e.name), e.kind,
+                              os.fsencode(e.target)) for e in (cover.entries if cover is not None else ()))
+        self.options = tmpfs_options(cover, plan.user_ids) if cover is not None else b""
+        self.remounts = ((self.target, plan.remount, b"remounting /mnt/project read-only"),
+                         (self.mnt, MS_REMOUNT | MS_RDONLY | TMPFS_FLAGS if cover is not None else 0,
+                          b"remounting /mnt read-only"))
 
-    def make_cover() -> bool:
+    def say(self, step: bytes, err: int) -> None:
+        self.write(2, SAID + step + b" failed: " + self.strerror(err).encode() + b"\n")
+
+    def make_cover(self) -> bool:
         """tmpfs on /mnt with the host's entries bound back (by relative names, from a working
         directory on the host's /mnt under the tmpfs) and an empty project folder."""
-        covered = False
+        mount, mnt, covered = self.mount, self.mnt, False
         try:
             here = os.open(b".", os.O_PATH | os.O_DIRECTORY)
         except OSError as e:
-            say(b"opening the working directory", e.errno or 0)
+            self.say(b"opening the working directory", e.errno or 0)
             return False
         try:
             os.chdir(mnt)
-            if mount(b"tmpfs", mnt, b"tmpfs", TMPFS_FLAGS, options) != 0:
-                say(b"mount -t tmpfs tmpfs " + mnt, get_errno())
+            if mount(b"tmpfs", mnt, b"tmpfs", TMPFS_FLAGS, self.options) != 0:
+                self.say(b"mount -t tmpfs tmpfs " + mnt, self.get_errno())
                 return False
             covered = True
-            for name, dest, kind, link in entries:
+            for name, dest, kind, link in self.entries:
                 if kind == "link":
                     os.symlink(link, dest)
                     continue
@@ -177,52 +179,57 @@ def namespace_setup(plan: MountPlan) -> Callable[[], None]:
                 else:
                     os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
                 if mount(name, dest, None, MS_BIND | MS_REC, None) != 0:
-                    say(b"mount --rbind " + dest + b" (the host's, under the tmpfs)", get_errno())
-                    umount2(mnt, MNT_DETACH)
+                    self.say(b"mount --rbind " + dest + b" (the host's, under the tmpfs)", self.get_errno())
+                    self.umount2(mnt, MNT_DETACH)
                     return False
-            os.mkdir(target, 0o755)
+            os.mkdir(self.target, 0o755)
             return True
         except OSError as e:
-            say(b"covering " + mnt + b" (" + os.fsencode(e.filename or "") + b")", e.errno or 0)
+            self.say(b"covering " + mnt + b" (" + os.fsencode(e.filename or "") + b")", e.errno or 0)
             if covered:
-                umount2(mnt, MNT_DETACH)
+                self.umount2(mnt, MNT_DETACH)
             return False
         finally:
             os.fchdir(here)
             os.close(here)
 
-    def setup() -> None:
-        if unshare(flags) != 0:
-            say(unshare_step, get_errno())
+    def __call__(self) -> None:
+        mount, say, cover = self.mount, self.say, self.cover
+        if self.unshare(self.flags) != 0:
+            say(self.unshare_step, self.get_errno())
             return
-        for path, data in maps:
+        for path, data in self.maps:
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
                 try:
-                    write(fd, data)
+                    self.write(fd, data)
                 finally:
                     os.close(fd)
             except OSError as e:
                 say(b"writing " + path, e.errno or 0)
                 os._exit(1)  # in a user namespace without its ids, it cannot run as itself
         if mount(None, b"/", None, MS_REC | MS_SLAVE, None) != 0:
-            say(b"mount --make-rslave /", get_errno())
+            say(b"mount --make-rslave /", self.get_errno())
             return
-        if cover is not None and not make_cover():
+        if cover is not None and not self.make_cover():
             return
-        if mount(source, target, None, MS_BIND | MS_REC, None) != 0:
-            say(bind_step, get_errno())
+        if mount(self.source, self.target, None, MS_BIND | MS_REC, None) != 0:
+            say(self.bind_step, self.get_errno())
             if cover is not None:
-                umount2(mnt, MNT_DETACH)
+                self.umount2(self.mnt, MNT_DETACH)
             return
-        for where, how, step in remounts:
+        for where, how, step in self.remounts:
             if how and mount(None, where, None, how, None) != 0:
-                err = get_errno()
-                umount2(mnt if cover is not None else target, MNT_DETACH)
+                err = self.get_errno()
+                self.umount2(self.mnt if cover is not None else self.target, MNT_DETACH)
                 say(step, err)
                 return
 
-    return setup
+
+def namespace_setup(plan: MountPlan) -> Callable[[], None]:
+    """What makes `plan`'s namespace in the calling process (module docstring); OSError when this
+    system has no mount namespaces."""
+    return _Setup(plan)
 
 
 def enter_from_environ(environ: MutableMapping[str, str]) -> None:
