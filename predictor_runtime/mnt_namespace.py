@@ -32,10 +32,9 @@ import sys
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 
-from predictor_runtime.mnt_project import MOUNT_POINT
+from predictor_runtime.mnt_project import MOUNT_POINT, NAMESPACE_ENV
 
 MNT = os.path.dirname(MOUNT_POINT)
-NAMESPACE_ENV = "CORTEXD_MNT_PROJECT_NAMESPACE"
 SAID = b"[cortexd] /mnt/project is not available to this replica: "
 
 # mount(2), umount2(2) and unshare(2) flags

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 MOUNT_POINT = "/mnt/project"
 UNAVAILABLE_ENV = "CORTEXD_MNT_PROJECT_UNAVAILABLE"
+NAMESPACE_ENV = "CORTEXD_MNT_PROJECT_NAMESPACE"  # the namespace to enter first (mnt_namespace.py)
 PROJECT_DIR_ENV = "CORTEX_PROJECT_DIR"  # Cortex set it (to /mnt/project); cortexd: the project folder
 REMEDY = ("use the Docker backend (`--backend docker`), which mounts the project at /mnt/project, or "
           "open the project's files by relative paths (the working directory is the project folder) "
