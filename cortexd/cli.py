@@ -17,9 +17,7 @@ import os
 import signal
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +37,7 @@ from cortexd.errors import (
     UnknownAPI,
     UsageError,
 )
+from cortexd.predict_request import not_serving, post_json, read_payload
 from cortexd.procfs import pid_alive
 from cortexd.settings import OPTIONS, DaemonSettings, configured
 from cortexd.status import APIStatus, SplitterStatus, Status
@@ -369,7 +368,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     snap = client.status()
     api, splitter = snap.api(args.api), snap.splitter(args.api)
     if api is not None:
-        waiting = _not_serving(api)
+        waiting = not_serving(api)
         if waiting:
             raise RequestError(waiting)
         url = api.url
@@ -378,44 +377,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         names = ", ".join(a.name for a in snap.apis) or "none"
         raise UnknownAPI(f"no api named {args.api!r} (apis: {names})")
-    body = args.payload
-    if body.startswith("@"):
-        try:
-            body = Path(body[1:]).read_text()
-        except OSError as e:
-            raise RequestError(f"cannot read {body[1:]}: {e.strerror}") from e
-    try:
-        json.loads(body)
-    except ValueError as e:
-        raise RequestError(f"the payload is not valid JSON: {e}") from e
-    req = urllib.request.Request(
-        url, data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=args.timeout) as resp:
-            print(resp.read().decode("utf-8", "replace"))
-            return EXIT_OK
-    except urllib.error.HTTPError as e:
-        print(f"error: HTTP {e.code}: {e.read().decode('utf-8', 'replace')}", file=sys.stderr)
-        return EXIT_USER
-    except (urllib.error.URLError, OSError) as e:
-        raise RequestError(f"could not reach {url}: {e}") from e
-
-
-def _not_serving(api: APIStatus) -> str | None:
-    """Why a request to `api` cannot be served now, when nothing is on its way to serve it
-    (no replica ready or starting: pending for a GPU, in crash backoff, installing requirements)."""
-    from cortexd.core.api_status import Failure
-
-    replicas = api.replicas
-    reason = replicas.pending_reason
-    if replicas.ready or replicas.starting or api.status == "error" or not reason:
-        return None
-    name = api.name
-    if api.failure == Failure.NO_GPU:  # placement's sentence: "pending: ..."
-        return (f"api {name!r} is pending, no replica can start: {reason.removeprefix('pending: ')} "
-                f"(`cortexd get {name}` shows it)")
-    return f"api {name!r} is not serving yet: {reason}"
+    failed, answer = post_json(url, read_payload(args.payload), args.timeout)
+    if failed is None:
+        print(answer)
+        return EXIT_OK
+    print(f"error: HTTP {failed}: {answer}", file=sys.stderr)
+    return EXIT_USER
 
 
 def cmd_make_base_image(args: argparse.Namespace) -> int:

@@ -135,3 +135,11 @@ class APIState:
         """The API as the status snapshot shows it."""
         return APIFacts(self.spec, self.desired, self.status, self.reason, self.pending_reason, self.restarts,
                         self.last_decision, self.failure, self.pending)
+
+
+@dataclass
+class RemovedAPI:
+    """An API removed from the config: its replicas drain, then it is forgotten."""
+
+    name: str
+    since: float

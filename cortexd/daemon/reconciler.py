@@ -39,14 +39,13 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from cortexd.backends.base import ReplicaBackend, ReplicaInfo
 from cortexd.core import rollout
 from cortexd.core.api_status import Failure, api_status
 from cortexd.core.placement import Placement, no_gpu_on_host, place
-from cortexd.daemon.api_state import LOG_LINES_IN_ERROR, APIState, ReplicaRecord
+from cortexd.daemon.api_state import LOG_LINES_IN_ERROR, APIState, RemovedAPI, ReplicaRecord
 from cortexd.daemon.events import EventLog
 from cortexd.daemon.replica_checks import ReplicaChecks
 from cortexd.daemon.seams import GPUPlacement, ReplicaRouter, ScaledAPI
@@ -57,14 +56,6 @@ from cortexd.spec.model import APISpec, SplitterSpec
 from cortexd.status import APIFacts, APITraffic, ReplicaFacts
 
 log = logging.getLogger("cortexd.reconciler")
-
-
-@dataclass
-class _Removed:
-    """An API removed from the config: its replicas drain, then it is forgotten."""
-
-    name: str
-    since: float
 
 
 class Reconciler:
@@ -89,7 +80,7 @@ class Reconciler:
         self.splitters: dict[str, SplitterSpec] = {}  # served by the gateway alone (no replicas)
         self.records: dict[str, ReplicaRecord] = {}
         self.observed: dict[str, ReplicaInfo] = {}
-        self._removed: dict[str, _Removed] = {}
+        self._removed: dict[str, RemovedAPI] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         # readiness and liveness of the replicas, and the gateway's reports (replica_checks.py)
@@ -118,9 +109,7 @@ class Reconciler:
         for name, splitter in split.items():  # no replicas: served as configured, from the next request
             old = self.splitters.get(name)
             if old is None or old.spec_hash != splitter.spec_hash:
-                self.events.add(f"traffic splitter {'updated' if old else 'serving'} at "
-                                f"{splitter.networking.endpoint}: " + " ".join(
-                                    f"{t.name}:{t.weight}{' (shadow)' if t.shadow else ''}" for t in splitter.targets),
+                self.events.add(f"traffic splitter {'updated' if old else 'serving'} at {splitter.describe()}",
                                 api=name)
         for name in self.splitters.keys() - split.keys():
             self.events.add("traffic splitter removed", api=name)
@@ -129,7 +118,7 @@ class Reconciler:
         for name in list(self.apis):
             if name not in wanted:
                 self.apis.pop(name)
-                self._removed[name] = _Removed(name, now)
+                self._removed[name] = RemovedAPI(name, now)
                 self.events.add("api removed from the configuration; stopping its replicas", api=name)
         for name, spec in wanted.items():
             state = self.apis.get(name)

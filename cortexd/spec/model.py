@@ -215,3 +215,8 @@ class SplitterSpec:
     @property
     def shadow(self) -> SplitTarget | None:
         return next((t for t in self.targets if t.shadow), None)
+
+    def describe(self) -> str:
+        """Its endpoint and targets as events say them: "/split: a:70 b:30 c:10 (shadow)"."""
+        return f"{self.networking.endpoint}: " + " ".join(
+            f"{t.name}:{t.weight}{' (shadow)' if t.shadow else ''}" for t in self.targets)

@@ -10,7 +10,7 @@ The layers, bottom first; a module imports its own layer and those below, never 
 and the two halves of a layer never import each other:
 
     cli / ui                           cortexd.cli, cortexd.__main__, cortexd.ui, cortexd.launch,
-                                       cortexd.control_client
+                                       cortexd.control_client, cortexd.predict_request
     daemon | kube                      cortexd.daemon | cortexd.kube
     backends | gateway                 cortexd.backends | cortexd.gateway
     core, spec and shared values       cortexd.core, cortexd.spec, cortexd.status, cortexd.settings, ...
@@ -51,6 +51,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "cortexd.ui": (3, ""),
     "cortexd.launch": (3, ""),
     "cortexd.control_client": (3, ""),
+    "cortexd.predict_request": (3, ""),
 }
 
 
