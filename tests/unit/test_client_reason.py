@@ -71,17 +71,6 @@ async def test_a_crashed_predictor_is_a_crash_to_clients_and_its_logs_stay_in_ge
     assert "hunter2" not in client_reason("api", Failure.CRASHED)
 
 
-async def test_an_oom_kill_is_out_of_memory_at_once(world):
-    rec, backend, gateway, clock, ready = world
-    await rec.apply([rollout_spec()])
-    await settle(rec)
-    (rid,) = backend.replicas
-    backend.crash(rid, code=137, oom=True)
-    await settle(rec)
-    assert rec.apis["api"].failure is Failure.OOM
-    assert gateway.states["api"] == (False, Failure.OOM)
-
-
 @pytest.mark.parametrize("error, kind", [
     (DependencyError("six==0.0.999 (requirements.txt line 2) cannot be installed on Python 3.11: ...",
                      deterministic=True), Failure.DEPENDENCIES),

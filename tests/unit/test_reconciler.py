@@ -76,7 +76,7 @@ async def test_crashed_replica_is_restarted_with_backoff_then_error_with_logs(wo
     assert rec.apis["api"].reason is None
 
 
-async def test_oom_kill_shows_out_of_memory(world):
+async def test_an_oom_kill_shows_out_of_memory_at_once(world):
     rec, backend, gateway, clock, ready = world
     await rec.apply([rollout_spec()])
     await settle(rec)
@@ -85,6 +85,9 @@ async def test_oom_kill_shows_out_of_memory(world):
     await settle(rec)
     assert rec.apis["api"].status == "error"
     assert rec.apis["api"].reason.startswith("error (out of memory)")
+    # at once, with its kind: all the gateway gets (tests/unit/test_client_reason.py)
+    assert rec.apis["api"].failure is Failure.OOM
+    assert gateway.states["api"] == (False, Failure.OOM)
 
 
 async def test_changed_spec_rolls_without_losing_ready_capacity(world):
