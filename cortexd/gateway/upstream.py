@@ -96,6 +96,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._write_paused = False
         self._drain_waiter: asyncio.Future | None = None
+        # one timer per connection, re-armed lazily (see _wait): a request's wait for its
+        # answer then costs no timer of its own
+        self._deadline = 0.0
+        self._timeout = 0.0
+        self._timer: asyncio.TimerHandle | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -160,6 +165,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            timer.cancel()
         self.keep_alive = False
         pool = self.pool
         pool.forget(self)
@@ -327,13 +336,39 @@ class UpstreamConnection(asyncio.Protocol):
     # -- internals ----------------------------------------------------------------
 
     async def _wait(self, timeout: float) -> None:
-        fut = self._waiter = self.loop.create_future()
-        timer = self.loop.call_later(timeout, self._on_timeout, fut, timeout)
+        """Wait for the parser's next event, at most `timeout` seconds.
+
+        The deadline is a field; the connection's one timer checks it when it fires and
+        re-arms itself for a deadline moved later (the next wait's), so the usual wait
+        neither makes nor cancels a timer: a timer armed per wait measured ~1.5 us, a
+        noticeable part of the gateway's Python work per request.
+        """
+        loop = self.loop
+        fut = self._waiter = loop.create_future()
+        self._deadline = deadline = loop.time() + timeout
+        self._timeout = timeout
+        timer = self._timer
+        if timer is None:
+            self._timer = loop.call_at(deadline, self._check_deadline)
+        elif deadline < timer.when():  # a shorter timeout than the armed one's
+            timer.cancel()
+            self._timer = loop.call_at(deadline, self._check_deadline)
         try:
             await fut
         finally:
-            timer.cancel()
             self._waiter = None
+
+    def _check_deadline(self) -> None:
+        """The connection's timer: time out the wait in progress once its deadline passed."""
+        self._timer = None
+        fut = self._waiter
+        if fut is None or fut.done() or not self.open:
+            return  # no wait in progress: the timer lapses until the next wait arms it
+        loop = self.loop
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._check_deadline)
+        else:
+            self._on_timeout(fut, self._timeout)
 
     def _on_timeout(self, fut: asyncio.Future, timeout: float) -> None:
         if not fut.done():

@@ -417,6 +417,25 @@ async def test_upstream_timeout_is_504(upstreams, gateways, client):
         assert r.status == 200
 
 
+async def test_upstream_timeout_on_a_pooled_connection(upstreams, gateways, client):
+    """A connection's one timer (upstream.py) bounds every wait on it: quick answers first (the
+    timer armed by the first, moved on by the others), then a hang on the same pooled connection,
+    both while that timer is still pending and after it lapsed."""
+    up = await upstreams("r1")
+    gw, base = await one_api(gateways, [up.replica], upstream_timeout=0.3)
+    for pause in (0.0, 0.5):  # 0.5: the timer armed by the quick answers has fired and lapsed
+        for _ in range(3):
+            async with client.post(base + "/api", data=b"ok") as r:
+                assert r.status == 200
+        await asyncio.sleep(pause)
+        t0 = time.monotonic()
+        async with client.post(base + "/api?sleep=60", data=b"x") as r:
+            assert r.status == 504
+            assert "did not answer within 0.3 s" in (await r.json())["error"]
+        assert time.monotonic() - t0 < 20  # the gateway's timeout, not the replica's 60 s; generous for load
+    assert gw.replica_in_flight("api", "r1") == 0
+
+
 # -- routing across replicas ---------------------------------------------------------------
 
 
