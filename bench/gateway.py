@@ -5,6 +5,7 @@ Run by hand (never a test):
     python bench/gateway.py                      # 5 s per run, concurrency 1 and 32
     python bench/gateway.py --duration 10 --concurrency 1,8,32 --upstream raw
     python bench/gateway.py --route splitter     # through a traffic splitter (50/50 over two APIs)
+    python bench/gateway.py --replicas 2 --workers 1,2   # 1 gateway process against 2 (SO_REUSEPORT)
 
 Three processes: the replica (`--upstream runtime`: the real predictor_runtime with
 a no-op PythonPredictor; `raw`: a minimal aiohttp low-level server; `auto`, the
@@ -36,6 +37,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PAYLOAD = b'{"x": 1}'
+WRK_THREADS = 1  # --wrk-threads: more than one where a single wrk thread would cap the gateways
 
 NOOP_PREDICTOR = '''
 class PythonPredictor:
@@ -73,8 +75,11 @@ def serve_raw_upstream(port: int) -> None:
     uvloop.run(main())
 
 
-def serve_gateway(port: int, upstream_port: int) -> None:
-    """The Gateway as the daemon runs it (uvloop), routing /bench to the replica."""
+def serve_gateway(port: int, upstream_ports: list[int], reuse_port: bool = False) -> None:
+    """The Gateway as the daemon runs it (uvloop), routing /bench to the replicas.
+
+    `reuse_port`: one of several gateway processes sharing the port (SO_REUSEPORT), each
+    with the same routes and replicas and its own counts (--workers)."""
     sys.path.insert(0, str(REPO))
     import uvloop
 
@@ -82,13 +87,13 @@ def serve_gateway(port: int, upstream_port: int) -> None:
     from cortexd.gateway.routes import RouteConfig, SplitConfig
 
     async def main():
-        gw = Gateway("127.0.0.1")
+        gw = Gateway("127.0.0.1", reuse_port=True) if reuse_port else Gateway("127.0.0.1")
         # /bench: an API; /split: a traffic splitter sending half of its requests to each of two
-        # APIs (bench and bench2), whose replicas are the same upstream
+        # APIs (bench and bench2), whose replicas are the same upstreams
         await gw.configure([RouteConfig("bench", "/bench", port, 30000), RouteConfig("bench2", "/bench2", port, 30000)],
                            [SplitConfig("split", "/split", port, (("bench", 50, False), ("bench2", 50, False)))])
         for api in ("bench", "bench2"):
-            gw.set_replicas(api, [("r1", "127.0.0.1", upstream_port)])
+            gw.set_replicas(api, [(f"r{i + 1}", "127.0.0.1", up) for i, up in enumerate(upstream_ports)])
             gw.set_state(api, starting=False)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -150,7 +155,8 @@ def _ms(text: str) -> float:
 
 def run_wrk(url: str, concurrency: int, duration: float, script: Path) -> dict:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--latency", "-s", str(script), url],
+        ["wrk", f"-t{min(WRK_THREADS, concurrency)}", f"-c{concurrency}", f"-d{duration:g}s", "--latency",
+         "-s", str(script), url],
         capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     count = int(re.search(r"(\d+) requests in", out).group(1))
@@ -207,6 +213,45 @@ def run_load(url: str, concurrency: int, duration: float, script: Path | None) -
 # -- main ----------------------------------------------------------------------------------
 
 
+def start_upstreams(kind: str, count: int, tmp: Path, procs: list[subprocess.Popen]) -> list[int]:
+    """`count` no-op replicas (`kind`: runtime or raw), each serving before this returns: their ports."""
+    ports = []
+    for i in range(count):
+        port = free_port()
+        if kind == "runtime":
+            workdir = tmp / f"replica{i}"
+            workdir.mkdir()
+            procs.append(start_runtime(port, workdir))
+        else:
+            procs.append(subprocess.Popen([sys.executable, __file__, "--serve-raw-upstream", str(port)]))
+        wait_http(f"http://127.0.0.1:{port}/", procs[-1])
+        ports.append(port)
+    return ports
+
+
+def start_gateways(workers: int, upstreams: list[int], route: str,
+                   procs: list[subprocess.Popen]) -> tuple[str, list[int]]:
+    """`workers` gateway processes on one port (SO_REUSEPORT when more than one): (URL, PIDs)."""
+    port = free_port()
+    pids = []
+    for _ in range(workers):
+        argv = [sys.executable, __file__, "--serve-gateway", str(port), *map(str, upstreams)]
+        procs.append(subprocess.Popen(argv + (["--reuse-port"] if workers > 1 else [])))
+        pids.append(procs[-1].pid)
+    url = f"http://127.0.0.1:{port}/{'split' if route == 'splitter' else 'bench'}"
+    for proc in procs[-workers:]:
+        wait_http(url, proc)
+    return url, pids
+
+
+def measure(url: str, pids: list[int], c: int, duration: float, script: Path | None) -> tuple[dict, float]:
+    """A warm-up, then a run: its figures and the CPU time per request of the processes `pids`."""
+    run_load(url, c, min(1.0, duration), script)  # warm-up: connections, caches
+    cpu0 = sum(cpu_seconds(pid) for pid in pids)
+    result = run_load(url, c, duration, script)
+    return result, (sum(cpu_seconds(pid) for pid in pids) - cpu0) / max(1, result["count"]) * 1e6
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--upstream", choices=["auto", "runtime", "raw"], default="auto")
@@ -215,60 +260,57 @@ def main() -> None:
     p.add_argument("--loadgen", choices=["auto", "wrk", "asyncio"], default="auto")
     p.add_argument("--route", choices=["api", "splitter"], default="api",
                    help="through the gateway to an API (default) or through a traffic splitter")
+    p.add_argument("--workers", default="1",
+                   help="gateway processes sharing the port, comma-separated to compare (default 1)")
+    p.add_argument("--replicas", type=int, default=1, help="no-op replicas behind the gateway (default 1)")
+    p.add_argument("--wrk-threads", type=int, default=1,
+                   help="wrk threads (default 1; a many-core host comparing --workers 1,8 needs more)")
     p.add_argument("--serve-raw-upstream", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--serve-gateway", nargs=2, type=int, help=argparse.SUPPRESS)
+    p.add_argument("--serve-gateway", nargs="+", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--load", help=argparse.SUPPRESS)
     args = p.parse_args()
 
     if args.serve_raw_upstream:
         return serve_raw_upstream(args.serve_raw_upstream)
     if args.serve_gateway:
-        return serve_gateway(*args.serve_gateway)
+        return serve_gateway(args.serve_gateway[0], args.serve_gateway[1:], args.reuse_port)
     if args.load:
         return asyncio_load(args.load, int(args.concurrency), args.duration)
 
+    global WRK_THREADS
+    WRK_THREADS = args.wrk_threads
     upstream = args.upstream
     if upstream == "auto":
         upstream = "runtime" if (REPO / "predictor_runtime" / "server.py").exists() else "raw"
     use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and shutil.which("wrk"))
     levels = [int(c) for c in args.concurrency.split(",")]
+    worker_counts = [int(w) for w in args.workers.split(",")]
 
     tmp = Path(tempfile.mkdtemp(prefix="cortexd-bench-"))
     procs: list[subprocess.Popen] = []
     try:
-        up_port, gw_port = free_port(), free_port()
-        if upstream == "runtime":
-            procs.append(start_runtime(up_port, tmp))
-        else:
-            procs.append(subprocess.Popen([sys.executable, __file__, "--serve-raw-upstream", str(up_port)]))
-        direct = f"http://127.0.0.1:{up_port}/"
-        wait_http(direct, procs[-1])
-        procs.append(subprocess.Popen([sys.executable, __file__, "--serve-gateway", str(gw_port), str(up_port)]))
-        gateway = f"http://127.0.0.1:{gw_port}/{'split' if args.route == 'splitter' else 'bench'}"
-        wait_http(gateway, procs[-1])
-
+        ups = start_upstreams(upstream, args.replicas, tmp, procs)
+        direct = f"http://127.0.0.1:{ups[0]}/"
+        gateways = {w: start_gateways(w, ups, args.route, procs) for w in worker_counts}
         script = None
         if use_wrk:
             script = tmp / "post.lua"  # static request: wrk builds it once, no per-request Lua
             script.write_text(f'wrk.method = "POST"\nwrk.body = \'{PAYLOAD.decode()}\'\n'
                               'wrk.headers["Content-Type"] = "application/json"\n')
-        print(f"route: {args.route}; upstream: {upstream}; load: {'wrk' if use_wrk else 'asyncio'}; "
-              f"{args.duration:g} s per run; {os.cpu_count()} CPUs")
-        print(f"{'conc':>4} {'direct req/s':>13} {'gateway req/s':>14} {'ratio':>6} "
+        print(f"route: {args.route}; upstream: {upstream} x{args.replicas}; load: {'wrk' if use_wrk else 'asyncio'}; "
+              f"{args.duration:g} s per run; {os.cpu_count()} CPUs; direct = replica 1 alone")
+        print(f"{'conc':>4} {'wk':>2} {'direct req/s':>13} {'gateway req/s':>14} {'ratio':>6} "
               f"{'p50 added ms':>13} {'p99 added ms':>13} {'gw CPU us/req':>14}  errors")
-        gw_pid = procs[-1].pid
         for c in levels:
-            run_load(direct, c, min(1.0, args.duration), script)  # warm-up: connections, caches
-            d = run_load(direct, c, args.duration, script)
-            run_load(gateway, c, min(1.0, args.duration), script)
-            cpu0 = cpu_seconds(gw_pid)
-            g = run_load(gateway, c, args.duration, script)
-            gw_cpu = (cpu_seconds(gw_pid) - cpu0) / max(1, g["count"]) * 1e6
-            print(f"{c:>4} {d['rps']:>13.0f} {g['rps']:>14.0f} {g['rps'] / d['rps']:>6.2f} "
-                  f"{g['p50'] - d['p50']:>13.3f} {g['p99'] - d['p99']:>13.3f} {gw_cpu:>14.0f}  "
-                  f"{d['errors']}/{g['errors']}")
-            print(f"     direct p50/p99 {d['p50']:.3f}/{d['p99']:.3f} ms; "
-                  f"gateway p50/p99 {g['p50']:.3f}/{g['p99']:.3f} ms")
+            d, _ = measure(direct, [], c, args.duration, script)
+            for w, (url, pids) in gateways.items():
+                g, gw_cpu = measure(url, pids, c, args.duration, script)
+                print(f"{c:>4} {w:>2} {d['rps']:>13.0f} {g['rps']:>14.0f} {g['rps'] / d['rps']:>6.2f} "
+                      f"{g['p50'] - d['p50']:>13.3f} {g['p99'] - d['p99']:>13.3f} {gw_cpu:>14.0f}  "
+                      f"{d['errors']}/{g['errors']}")
+                print(f"        direct p50/p99 {d['p50']:.3f}/{d['p99']:.3f} ms; "
+                      f"gateway p50/p99 {g['p50']:.3f}/{g['p99']:.3f} ms")
     finally:
         for proc in reversed(procs):
             proc.terminate()

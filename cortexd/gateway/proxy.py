@@ -78,10 +78,13 @@ class Gateway:
                  client_body_timeout: float = CLIENT_BODY_TIMEOUT,
                  request_buffer_size: int = REQUEST_BUFFER_LIMIT,
                  health: HealthPolicy | None = None, held_heads_budget: int = HELD_HEADS_BUDGET,
-                 open_files: int | None = None):
+                 open_files: int | None = None, reuse_port: bool = False):
         """`open_files`: the open-file limit the gateway's sockets stay below (default: this
-        process's soft RLIMIT_NOFILE, read now; the daemon raised it at start)."""
+        process's soft RLIMIT_NOFILE, read now; the daemon raised it at start). `reuse_port`:
+        listen with SO_REUSEPORT, so gateways in several processes share each port and the
+        kernel spreads new connections over them (bench/gateway.py --workers)."""
         self.host = host
+        self.reuse_port = reuse_port
         self.upstream_timeout = upstream_timeout
         self._listeners: dict[int, Listener] = {}
         # what client connections share: unfinished heads and sockets against their limits
@@ -271,7 +274,8 @@ class Gateway:
         loop = asyncio.get_running_loop()
         try:
             listener.server = await loop.create_server(
-                listener.web_server, self.host, port, reuse_address=True, backlog=1024)
+                listener.web_server, self.host, port, reuse_address=True, backlog=1024,
+                reuse_port=self.reuse_port or None)
         except OSError as e:
             raise CortexdError(self._bind_problem(port, e)) from e
         return listener
