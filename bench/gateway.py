@@ -148,6 +148,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def with_children(pids: list[int]) -> list[int]:
+    """`pids` and their descendants now (a runtime replica's worker processes; Linux /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    family = list(pids)
+    for pid in family:  # grows while it is walked: children, then theirs
+        family.extend(child for child, parent in parents.items() if parent == pid)
+    return family
+
+
 def _ms(text: str) -> float:
     value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
@@ -244,12 +260,14 @@ def start_gateways(workers: int, upstreams: list[int], route: str,
     return url, pids
 
 
-def measure(url: str, pids: list[int], c: int, duration: float, script: Path | None) -> tuple[dict, float]:
-    """A warm-up, then a run: its figures and the CPU time per request of the processes `pids`."""
+def measure(url: str, groups: list[list[int]], c: int, duration: float,
+            script: Path | None) -> tuple[dict, list[float]]:
+    """A warm-up, then a run: its figures and the CPU time per request of each group of processes."""
     run_load(url, c, min(1.0, duration), script)  # warm-up: connections, caches
-    cpu0 = sum(cpu_seconds(pid) for pid in pids)
+    before = [sum(cpu_seconds(pid) for pid in pids) for pids in groups]
     result = run_load(url, c, duration, script)
-    return result, (sum(cpu_seconds(pid) for pid in pids) - cpu0) / max(1, result["count"]) * 1e6
+    after = [sum(cpu_seconds(pid) for pid in pids) for pids in groups]
+    return result, [(b - a) / max(1, result["count"]) * 1e6 for a, b in zip(before, after)]
 
 
 def main() -> None:
@@ -301,14 +319,15 @@ def main() -> None:
         print(f"route: {args.route}; upstream: {upstream} x{args.replicas}; load: {'wrk' if use_wrk else 'asyncio'}; "
               f"{args.duration:g} s per run; {os.cpu_count()} CPUs; direct = replica 1 alone")
         print(f"{'conc':>4} {'wk':>2} {'direct req/s':>13} {'gateway req/s':>14} {'ratio':>6} "
-              f"{'p50 added ms':>13} {'p99 added ms':>13} {'gw CPU us/req':>14}  errors")
+              f"{'p50 added ms':>13} {'p99 added ms':>13} {'gw CPU us/req':>14} {'/replicas':>9}  errors")
+        replicas = with_children([proc.pid for proc in procs[:args.replicas]])
         for c in levels:
             d, _ = measure(direct, [], c, args.duration, script)
             for w, (url, pids) in gateways.items():
-                g, gw_cpu = measure(url, pids, c, args.duration, script)
+                g, (gw_cpu, rep_cpu) = measure(url, [pids, replicas], c, args.duration, script)
                 print(f"{c:>4} {w:>2} {d['rps']:>13.0f} {g['rps']:>14.0f} {g['rps'] / d['rps']:>6.2f} "
-                      f"{g['p50'] - d['p50']:>13.3f} {g['p99'] - d['p99']:>13.3f} {gw_cpu:>14.0f}  "
-                      f"{d['errors']}/{g['errors']}")
+                      f"{g['p50'] - d['p50']:>13.3f} {g['p99'] - d['p99']:>13.3f} {gw_cpu:>14.0f} "
+                      f"{gw_cpu / max(rep_cpu, 1e-9):>9.2f}  {d['errors']}/{g['errors']}")
                 print(f"        direct p50/p99 {d['p50']:.3f}/{d['p99']:.3f} ms; "
                       f"gateway p50/p99 {g['p50']:.3f}/{g['p99']:.3f} ms")
     finally:
