@@ -6,6 +6,7 @@ Run by hand (never a test):
     python bench/gateway.py --duration 10 --concurrency 1,8,32 --upstream raw
     python bench/gateway.py --route splitter     # through a traffic splitter (50/50 over two APIs)
     python bench/gateway.py --replicas 2 --workers 1,2   # 1 gateway process against 2 (SO_REUSEPORT)
+    python bench/gateway.py --base ../main --rounds 4    # this tree's gateway beside another checkout's
 
 Three processes: the replica (`--upstream runtime`: the real predictor_runtime with
 a no-op PythonPredictor; `raw`: a minimal aiohttp low-level server; `auto`, the
@@ -245,13 +246,15 @@ def start_upstreams(kind: str, count: int, tmp: Path, procs: list[subprocess.Pop
     return ports
 
 
-def start_gateways(workers: int, upstreams: list[int], route: str,
-                   procs: list[subprocess.Popen]) -> tuple[str, list[int]]:
-    """`workers` gateway processes on one port (SO_REUSEPORT when more than one): (URL, PIDs)."""
+def start_gateways(workers: int, upstreams: list[int], route: str, procs: list[subprocess.Popen],
+                   bench: Path = Path(__file__)) -> tuple[str, list[int]]:
+    """`workers` gateway processes on one port (SO_REUSEPORT when more than one): (URL, PIDs).
+
+    `bench`: the bench/gateway.py whose gateway runs (another checkout's, for --base)."""
     port = free_port()
     pids = []
     for _ in range(workers):
-        argv = [sys.executable, __file__, "--serve-gateway", str(port), *map(str, upstreams)]
+        argv = [sys.executable, str(bench), "--serve-gateway", str(port), *map(str, upstreams)]
         procs.append(subprocess.Popen(argv + (["--reuse-port"] if workers > 1 else [])))
         pids.append(procs[-1].pid)
     url = f"http://127.0.0.1:{port}/{'split' if route == 'splitter' else 'bench'}"
@@ -270,6 +273,24 @@ def measure(url: str, groups: list[list[int]], c: int, duration: float,
     return result, [(b - a) / max(1, result["count"]) * 1e6 for a, b in zip(before, after)]
 
 
+def compare(levels: list[int], direct: str, gateways: dict[str, tuple[str, list[int]]], replicas: list[int],
+            rounds: int, duration: float, script: Path | None) -> None:
+    """Per level: the replica direct, then each gateway (`gateways`: label -> URL, PIDs), `rounds`
+    times, the gateways' order reversed every other round; a line each."""
+    print(f"{'conc':>4} {'gw':>4} {'direct req/s':>13} {'gateway req/s':>14} {'ratio':>6} "
+          f"{'p50 added ms':>13} {'p99 added ms':>13} {'gw CPU us/req':>14} {'/replicas':>9}  errors")
+    for c in levels:
+        for r in range(rounds):
+            d, _ = measure(direct, [], c, duration, script)
+            for label, (url, pids) in list(gateways.items())[::-1 if r % 2 else 1]:
+                g, (gw_cpu, rep_cpu) = measure(url, [pids, replicas], c, duration, script)
+                print(f"{c:>4} {label:>4} {d['rps']:>13.0f} {g['rps']:>14.0f} {g['rps'] / d['rps']:>6.2f} "
+                      f"{g['p50'] - d['p50']:>13.3f} {g['p99'] - d['p99']:>13.3f} {gw_cpu:>14.0f} "
+                      f"{gw_cpu / max(rep_cpu, 1e-9):>9.2f}  {d['errors']}/{g['errors']}")
+                print(f"          direct p50/p99 {d['p50']:.3f}/{d['p99']:.3f} ms; "
+                      f"gateway p50/p99 {g['p50']:.3f}/{g['p99']:.3f} ms", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--upstream", choices=["auto", "runtime", "raw"], default="auto")
@@ -283,6 +304,8 @@ def main() -> None:
     p.add_argument("--replicas", type=int, default=1, help="no-op replicas behind the gateway (default 1)")
     p.add_argument("--wrk-threads", type=int, default=1,
                    help="wrk threads (default 1; a many-core host comparing --workers 1,8 needs more)")
+    p.add_argument("--base", help="another checkout, whose gateway (one worker) runs beside this one's")
+    p.add_argument("--rounds", type=int, default=1, help="runs per level, the gateways' order alternated")
     p.add_argument("--serve-raw-upstream", type=int, help=argparse.SUPPRESS)
     p.add_argument("--serve-gateway", nargs="+", type=int, help=argparse.SUPPRESS)
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
@@ -310,7 +333,9 @@ def main() -> None:
     try:
         ups = start_upstreams(upstream, args.replicas, tmp, procs)
         direct = f"http://127.0.0.1:{ups[0]}/"
-        gateways = {w: start_gateways(w, ups, args.route, procs) for w in worker_counts}
+        gateways = {str(w): start_gateways(w, ups, args.route, procs) for w in worker_counts}
+        if args.base:
+            gateways["base"] = start_gateways(1, ups, args.route, procs, Path(args.base) / "bench" / "gateway.py")
         script = None
         if use_wrk:
             script = tmp / "post.lua"  # static request: wrk builds it once, no per-request Lua
@@ -318,18 +343,8 @@ def main() -> None:
                               'wrk.headers["Content-Type"] = "application/json"\n')
         print(f"route: {args.route}; upstream: {upstream} x{args.replicas}; load: {'wrk' if use_wrk else 'asyncio'}; "
               f"{args.duration:g} s per run; {os.cpu_count()} CPUs; direct = replica 1 alone")
-        print(f"{'conc':>4} {'wk':>2} {'direct req/s':>13} {'gateway req/s':>14} {'ratio':>6} "
-              f"{'p50 added ms':>13} {'p99 added ms':>13} {'gw CPU us/req':>14} {'/replicas':>9}  errors")
         replicas = with_children([proc.pid for proc in procs[:args.replicas]])
-        for c in levels:
-            d, _ = measure(direct, [], c, args.duration, script)
-            for w, (url, pids) in gateways.items():
-                g, (gw_cpu, rep_cpu) = measure(url, [pids, replicas], c, args.duration, script)
-                print(f"{c:>4} {w:>2} {d['rps']:>13.0f} {g['rps']:>14.0f} {g['rps'] / d['rps']:>6.2f} "
-                      f"{g['p50'] - d['p50']:>13.3f} {g['p99'] - d['p99']:>13.3f} {gw_cpu:>14.0f} "
-                      f"{gw_cpu / max(rep_cpu, 1e-9):>9.2f}  {d['errors']}/{g['errors']}")
-                print(f"        direct p50/p99 {d['p50']:.3f}/{d['p99']:.3f} ms; "
-                      f"gateway p50/p99 {g['p50']:.3f}/{g['p99']:.3f} ms")
+        compare(levels, direct, gateways, replicas, args.rounds, args.duration, script)
     finally:
         for proc in reversed(procs):
             proc.terminate()
