@@ -1,0 +1,148 @@
+"""What a gateway on a server protocol of its own would cost: the Gateway against a bare httptools proxy.
+
+Run by hand (never a test):
+
+    python bench/proxy_floor.py                   # 4 alternated rounds, wrk -c32, 4 s each
+    python bench/proxy_floor.py --rounds 6 --duration 8
+
+One no-op replica (`bench/gateway.py`'s raw upstream: aiohttp's low-level server) behind two
+proxies, in processes of their own on uvloop: the Gateway as the daemon runs it (aiohttp's
+`web.Server` on the client side), and a bare proxy made here, an `asyncio.Protocol` framing
+requests with httptools and forwarding them through the Gateway's own `UpstreamPool`
+(cortexd/gateway/upstream.py) and `relay.response_headers`, with one coroutine per connection and
+no task per request. The bare proxy has none of the gateway's rules (routes, limits, timeouts,
+budgets, errors, streaming): it measures the floor a server protocol of the gateway's own could
+reach (issue 20.1), not a candidate. Prints each proxy's CPU time per request and that CPU over
+the replica's in the same run (the figure that moves least on a shared machine). Needs wrk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+from gateway import PAYLOAD, cpu_seconds, free_port, wait_http  # bench/gateway.py
+
+
+def serve_bare_proxy(port: int, upstream: int) -> None:
+    import httptools
+    import uvloop
+
+    from cortexd.gateway.relay import STATUS_LINES, response_headers
+    from cortexd.gateway.upstream import UpstreamPool
+
+    class BareProxy(asyncio.Protocol):
+        def __init__(self, pool: UpstreamPool):
+            self.pool = pool
+            self.requests: deque = deque()
+            self.waiter: asyncio.Future | None = None
+
+        def connection_made(self, transport):
+            self.transport = transport
+            self.parser = httptools.HttpRequestParser(self)
+            self.headers: list = []
+            self.body: list = []
+            self.task = asyncio.get_running_loop().create_task(self.serve())
+
+        def connection_lost(self, exc):
+            self.task.cancel()
+
+        def data_received(self, data):
+            self.parser.feed_data(data)
+
+        def on_header(self, name, value):
+            self.headers.append((name, value))
+
+        def on_body(self, body):
+            self.body.append(body)
+
+        def on_message_complete(self):
+            self.requests.append((self.parser.get_method(), self.headers, b"".join(self.body)))
+            self.headers, self.body = [], []
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(None)
+
+        async def serve(self):
+            loop = asyncio.get_running_loop()
+            while True:
+                if not self.requests:
+                    self.waiter = loop.create_future()
+                    await self.waiter
+                method, headers, body = self.requests.popleft()
+                lines = [method + b" / HTTP/1.1"]
+                lines += [n + b": " + v for n, v in headers if n.lower() not in (b"content-length", b"connection")]
+                lines += [b"X-Request-Id: bench", b"Content-Length: %d" % len(body), b"\r\n"]
+                conn = self.pool.take_idle() or await self.pool.connect()
+                conn.begin()
+                conn.write(b"\r\n".join(lines) + body)
+                await conn.wait_head(60)
+                kept, _ = response_headers(conn.headers)
+                answer = conn.take_body()
+                status = conn.status
+                self.pool.release(conn)
+                out = [b"HTTP/1.1 " + STATUS_LINES[status]] + [n + b": " + v for n, v in kept]
+                out += [b"X-Request-Id: bench", b"Content-Length: %d" % len(answer), b"\r\n"]
+                self.transport.write(b"\r\n".join(out) + answer)
+
+    async def main():
+        pool = UpstreamPool("127.0.0.1", upstream)
+        await asyncio.get_running_loop().create_server(lambda: BareProxy(pool), "127.0.0.1", port, backlog=1024)
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--duration", type=float, default=4.0, help="seconds per run (default 4)")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--serve", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.serve:
+        return serve_bare_proxy(*args.serve)
+    gateway_py = str(HERE / "gateway.py")
+    up, gw, bare = free_port(), free_port(), free_port()
+    replica = subprocess.Popen([sys.executable, gateway_py, "--serve-raw-upstream", str(up)])
+    proxies = {"gateway": (f"http://127.0.0.1:{gw}/bench",
+                           subprocess.Popen([sys.executable, gateway_py, "--serve-gateway", str(gw), str(up)])),
+               "bare": (f"http://127.0.0.1:{bare}/", subprocess.Popen([sys.executable, __file__, "--serve", str(bare),
+                                                                       str(up)]))}
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "post.lua"
+        script.write_text(f'wrk.method = "POST"\nwrk.body = \'{PAYLOAD.decode()}\'\n'
+                          'wrk.headers["Content-Type"] = "application/json"\n')
+        try:
+            for url, proc in proxies.values():
+                wait_http(url, proc)
+            time.sleep(0.5)
+            for r in range(args.rounds):
+                for name in list(proxies)[::-1 if r % 2 else 1]:
+                    url, proc = proxies[name]
+                    cpu0, rep0 = cpu_seconds(proc.pid), cpu_seconds(replica.pid)
+                    out = subprocess.run(["wrk", "-t1", f"-c{args.concurrency}", f"-d{args.duration:g}s",
+                                          "-s", str(script), url], capture_output=True, text=True, check=True).stdout
+                    count = max(1, int(re.search(r"(\d+) requests in", out).group(1)))
+                    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+                    used = (cpu_seconds(proc.pid) - cpu0) / count * 1e6
+                    rep = (cpu_seconds(replica.pid) - rep0) / count * 1e6
+                    print(f"{name:>8}: {rps:8.0f} req/s, {used:6.1f} us CPU per request, "
+                          f"{used / max(rep, 1e-9):.2f}x the replica's", flush=True)
+        finally:
+            for proc in [p for _, p in proxies.values()] + [replica]:
+                proc.terminate()
+                proc.wait(5)
+
+
+if __name__ == "__main__":
+    main()
