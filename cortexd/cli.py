@@ -88,8 +88,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     loaded = load_config(_paths(args))
     for notice in loaded.notices:
         print(f"notice: {notice}")
-    for api in loaded.apis:
-        print(f"ok: api {api.name!r} ({api.predictor.type}) at "
+    for api in (*loaded.apis, *loaded.batch_apis):
+        what = "batch api" if api.kind == "BatchAPI" else "api"
+        print(f"ok: {what} {api.name!r} ({api.predictor.type}) at "
               f"http://127.0.0.1:{api.networking.local_port}{api.networking.endpoint}  "
               f"[{api.source_file}:{api.source_line}]")
     for s in loaded.splitters:
@@ -99,8 +100,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for s, name in loaded.outside_targets():
         print(f"note: traffic splitter {s.name!r}: api {name!r} is not in this configuration; it must be "
               "deployed on the daemon when the splitter is (`cortexd deploy` checks)")
-    print(f"{len(loaded.apis)} api(s) valid" + (f", {len(loaded.splitters)} traffic splitter(s) valid"
-                                                 if loaded.splitters else ""))
+    print(f"{len(loaded.apis)} api(s) valid"
+          + (f", {len(loaded.batch_apis)} batch api(s) valid" if loaded.batch_apis else "")
+          + (f", {len(loaded.splitters)} traffic splitter(s) valid" if loaded.splitters else ""))
     return EXIT_OK
 
 
@@ -118,6 +120,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             "projects keep serving), or stop it first with `cortexd down`"
         )
     loaded = load_config(paths, default_port=settings.default_local_port)  # config errors here, before anything starts
+    loaded.refuse_batch_apis("served")
     for notice in _gpu_notices(loaded.apis, settings):
         print(f"note: {notice}")
     if args.detach:
@@ -401,6 +404,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from cortexd.spec import load_config
 
     loaded = load_config(_paths(args))
+    loaded.refuse_batch_apis("built")
     built = build_images(list(loaded.apis), args.registry, args.push, print, base_image=args.base_image)
     for b in built:
         print(f"api {b.api!r}: {b.image}{' (pushed)' if b.pushed else ''}")
@@ -415,6 +419,7 @@ def cmd_export_kubernetes(args: argparse.Namespace) -> int:
     from cortexd.spec import load_config
 
     loaded = load_config(_paths(args))
+    loaded.refuse_batch_apis("exported")
     options = ExportOptions(flavor=args.flavor, namespace=args.namespace, ingress_class=args.ingress_class,
                             gateway=args.gateway)
     for line in export_kubernetes(list(loaded.apis), args.registry, options, Path(args.output),

@@ -79,6 +79,7 @@ def load_project(path: str, *, shipped: frozenset[str] | None = None,
     that request compute.gpu are served on the CPU (`--cpu-only`: APISpec.cpu_only, a version of
     their own); nearest_pins: the nearest release that installs here of each pin that does not."""
     loaded = load_config([path], default_port=default_port)
+    loaded.refuse_batch_apis("deployed")
     configs = {os.path.realpath(f) for f in loaded.files} | set(loaded.files)
     models = model_locations(loaded.apis)
     files_by_dir: dict[str, dict[str, str]] = {}

@@ -233,10 +233,18 @@ SPLITTER_FIELDS: tuple[Field, ...] = (
 )
 FIELDS += SPLITTER_FIELDS
 
+# a BatchAPI is validated but not exported (`export kubernetes` refuses it: its jobs do not run yet)
+_BATCH = "not exported: cortexd does not run a BatchAPI's jobs yet, and `export kubernetes` refuses it"
+BATCH_FIELDS: tuple[Field, ...] = tuple(Field(f"batch_api.{name}", *both(R, _BATCH))
+                                        for name in ("name", "kind", "predictor", "networking", "compute"))
+FIELDS += BATCH_FIELDS
+
 FIELDS_BY_KEY = {f.key: f for f in FIELDS}
 
 def _concerns(field: Field, spec: APISpec) -> bool:
     legacy = spec.kind == "api"
+    if field.key.startswith("batch_api."):
+        return spec.kind == "BatchAPI"
     if field.key.startswith(("legacy_", "entry.")):
         return legacy and field.applies_to != "realtime"
     if field.applies_to == "realtime" and spec.autoscaling.target_cpu_utilization is not None:

@@ -25,6 +25,10 @@ from cortexd.spec.model import (
     SplitterSpec,
     UpdateStrategySpec,
 )
+from cortexd.spec.schema import apply_defaults
+
+_DEFAULT_SCALING = apply_defaults({}, "autoscaling") | {"init_replicas": 1, "target_replica_concurrency": 1.0}
+_DEFAULT_UPDATE = apply_defaults({}, "update_strategy")
 
 
 def build_spec(doc: dict[str, Any], project_dir: str, source_file: str, source_line: int) -> APISpec:
@@ -59,11 +63,13 @@ def build_spec(doc: dict[str, Any], project_dir: str, source_file: str, source_l
         tensorflow_serving_image=p.get("tensorflow_serving_image"),
         env=dict(p.get("env", {})),
     )
-    n, c, a, u = doc["networking"], doc["compute"], doc["autoscaling"], doc["update_strategy"]
+    n, c = doc["networking"], doc["compute"]
+    # a BatchAPI has no autoscaling or update strategy: its workers are started per job
+    a, u = doc.get("autoscaling") or _DEFAULT_SCALING, doc.get("update_strategy") or _DEFAULT_UPDATE
     monitoring = doc.get("monitoring")
     return APISpec(
         name=doc["name"],
-        kind="api" if doc["kind"] == "api" else "RealtimeAPI",
+        kind=doc["kind"] if doc["kind"] in ("api", "BatchAPI") else "RealtimeAPI",
         predictor=predictor,
         networking=NetworkingSpec(n["endpoint"], int(n["local_port"]), n["api_gateway"]),
         compute=ComputeSpec(

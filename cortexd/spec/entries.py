@@ -1,8 +1,9 @@
 """One API entry of a cortex.yaml on its way to an APISpec: its kind, its checks, its problems located.
 
 spec.load reads a file into entries, each a plain dict with the marks of where its fields
-were written (FieldMarks). Here each entry is dispatched on `kind` (RealtimeAPI; TrafficSplitter; the legacy
-`kind: api`, translated into the RealtimeAPI shape by legacy.py; the legacy `kind: deployment`,
+were written (FieldMarks). Here each entry is dispatched on `kind` (RealtimeAPI; BatchAPI, whose
+predictor, networking and compute are checked as a RealtimeAPI's; TrafficSplitter; the legacy `kind: api`,
+translated into the RealtimeAPI shape by legacy.py; the legacy `kind: deployment`,
 which names the endpoints of its file's legacy APIs), checked by spec.validate, and its
 path-addressed findings become ConfigProblems with file:line:column, in the field names the
 file uses (Entry.locate). No I/O but what check_api's filesystem rules read.
@@ -22,12 +23,11 @@ from cortexd.spec.legacy import to_legacy, translate_legacy
 from cortexd.spec.schema import apply_defaults, null_sections_left_out, schema_findings
 from cortexd.spec.validate import CheckedAPI, check_api, check_splitter
 
-VALID_KINDS = "RealtimeAPI, TrafficSplitter, api (legacy), deployment (legacy)"
+VALID_KINDS = "RealtimeAPI, BatchAPI, TrafficSplitter, api (legacy), deployment (legacy)"
 # The Cortex kinds cortexd does not serve, each with the Cortex release that introduced it: one
 # entry per kind (a kind cortexd comes to serve leaves this table for VALID_KINDS and entries'
 # dispatch). Read from Cortex's pkg/types/userconfig/kind.go at each tag.
 NOT_SERVED_KINDS = {
-    "BatchAPI": "0.19",
     "TaskAPI": "0.27",
     "AsyncAPI": "0.31",
 }
@@ -112,7 +112,7 @@ class Entry:
 
     @property
     def what(self) -> str:
-        return "traffic splitter" if self.kind == "TrafficSplitter" else "api"
+        return {"TrafficSplitter": "traffic splitter", "BatchAPI": "batch api"}.get(self.kind, "api")
 
 
 @dataclass
@@ -146,7 +146,7 @@ def check_kinds(result: FileResult) -> str | None:
         elif "kind" not in entry.doc:
             entry.problems.append(entry.problem(Finding(("kind",), f"missing required field; expected one of "
                                                         f"{VALID_KINDS}")))
-        elif kind not in ("RealtimeAPI", "TrafficSplitter", "api"):
+        elif kind not in ("RealtimeAPI", "BatchAPI", "TrafficSplitter", "api"):
             entry.problems.append(entry.problem(Finding(("kind",), f"unknown kind; expected one of {VALID_KINDS}; "
                                                         f"found {units.describe_value(kind)}{_guess(kind)}")))
     return deployment
@@ -156,7 +156,8 @@ def _guess(kind: Any) -> str:
     """A near miss of a kind Cortex knew ("realtimeapi", "RealTimeAPI")."""
     if not isinstance(kind, str):
         return ""
-    known = {k.lower(): k for k in ("RealtimeAPI", "api", "deployment", *NOT_SERVED_KINDS, *RENAMED_KINDS)}
+    served = ("RealtimeAPI", "BatchAPI", "TrafficSplitter", "api", "deployment")
+    known = {k.lower(): k for k in (*served, *NOT_SERVED_KINDS, *RENAMED_KINDS)}
     guess = difflib.get_close_matches(kind.lower(), list(known), n=1, cutoff=0.8)
     return f"; did you mean {known[guess[0]]!r}?" if guess else ""
 
@@ -168,6 +169,9 @@ def check_entries(result: FileResult, deployment: str | None, default_port: int 
         if entry.kind == "RealtimeAPI":
             doc = null_sections_left_out(entry.doc)
             entry.checked = check_api(doc, entry.project_dir, default_port=default_port)
+        elif entry.kind == "BatchAPI":
+            doc = null_sections_left_out(entry.doc, "batch_api")
+            entry.checked = check_api(doc, entry.project_dir, default_port=default_port, kind="BatchAPI")
         elif entry.kind == "TrafficSplitter":
             entry.checked = check_splitter(entry.doc, entry.project_dir, default_port=default_port)
         elif entry.kind == "api":

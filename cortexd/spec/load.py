@@ -52,6 +52,16 @@ class LoadedConfig:
     notices: tuple[str, ...]  # e.g. "cortex.yaml:4: api 'x': networking.api_gateway is ignored on one host"
     files: tuple[str, ...]  # absolute paths of the yaml files read (the watcher watches these)
     splitters: tuple[SplitterSpec, ...] = ()
+    batch_apis: tuple[APISpec, ...] = ()  # kind: BatchAPI (validated; see batch_refusal)
+
+    def refuse_batch_apis(self, doing: str) -> None:
+        """Raise ConfigError for each BatchAPI: `cortexd validate` checks them, but no command that
+        serves or exports APIs runs batch jobs yet (`doing`: what was asked, e.g. "served")."""
+        if self.batch_apis:
+            raise ConfigError([ConfigProblem(s.source_file, s.source_line, None, s.name, "kind",
+                                             f"BatchAPI is valid but cannot be {doing}: cortexd does not "
+                                             "run batch jobs yet (`cortexd validate` checks BatchAPIs)",
+                                             "batch api") for s in self.batch_apis])
 
     def outside_targets(self) -> list[tuple[SplitterSpec, str]]:
         """(splitter, api) for each splitter target this configuration does not define."""
@@ -343,10 +353,12 @@ def _finish(results: Sequence[FileResult], problems: list[ConfigProblem], files:
         raise ConfigError(problems)
     notices = tuple(e.notice(f) for e, c in checked for f in _in_file_order(e, c.notices))
     apis = tuple(build_spec(c.doc, e.project_dir, e.file, e.pos[0]) for e, c in checked
-                 if e.kind != "TrafficSplitter")
+                 if e.kind not in ("TrafficSplitter", "BatchAPI"))
+    batch_apis = tuple(build_spec(c.doc, e.project_dir, e.file, e.pos[0]) for e, c in checked
+                       if e.kind == "BatchAPI")
     splitters = tuple(build_splitter(c.doc, e.file, e.pos[0], _target_lines(e, len(c.doc["apis"])))
                       for e, c in checked if e.kind == "TrafficSplitter")
-    return LoadedConfig(apis, notices, tuple(files), splitters)
+    return LoadedConfig(apis, notices, tuple(files), splitters, batch_apis)
 
 
 def _target_lines(entry: Entry, n: int) -> list[int]:

@@ -130,7 +130,7 @@ def spec_hash_of(document: dict[str, Any], project_digest: str | None = None, cp
 @dataclass(frozen=True)
 class APISpec:
     name: str
-    kind: Literal["RealtimeAPI", "api"]  # "api" = legacy format, translated
+    kind: Literal["RealtimeAPI", "BatchAPI", "api"]  # "api" = legacy format, translated
     predictor: PredictorSpec
     networking: NetworkingSpec
     compute: ComputeSpec

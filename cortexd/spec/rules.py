@@ -3,7 +3,8 @@
 Each rule is a small named function that declares the fields it reads (@rule) and is
 skipped when one of them already failed the schema, so a type error is reported once and
 never crashes a rule. run_rules() runs them in the order they are declared here, those of
-the document's kind (RealtimeAPI, the default; TrafficSplitter: the rules of its `apis`). The last
+the document's kind (RealtimeAPI and BatchAPI, the default, share the predictor's; TrafficSplitter:
+the rules of its `apis`; BatchAPI: one process, one thread per worker). The last
 few rules read the filesystem (predictor file, model layouts); paths are already absolute
 (validate.complete()).
 """
@@ -28,16 +29,18 @@ class RuleContext:
 
 
 Rule = Callable[[dict[str, Any], RuleContext], Iterator[Finding]]
-RULES: list[tuple[Rule, tuple[Path_, ...], str]] = []  # (rule, inputs, kind)
+RULES: list[tuple[Rule, tuple[Path_, ...], tuple[str, ...]]] = []  # (rule, inputs, kinds)
+API_KINDS = ("RealtimeAPI", "BatchAPI")  # the kinds with a predictor, networking and compute
 
 
-def rule(*inputs: str, kind: str = "RealtimeAPI") -> Callable[[Rule], Rule]:
-    """Register a cross-field rule reading `inputs` (dotted paths) of documents of `kind`; it runs
-    only when they passed the schema."""
+def rule(*inputs: str, kind: str | tuple[str, ...] = API_KINDS) -> Callable[[Rule], Rule]:
+    """Register a cross-field rule reading `inputs` (dotted paths) of documents of `kind` (one or
+    several); it runs only when they passed the schema."""
     paths = tuple(tuple(i.split(".")) for i in inputs)
+    kinds = (kind,) if isinstance(kind, str) else kind
 
     def register(fn: Rule) -> Rule:
-        RULES.append((fn, paths, kind))
+        RULES.append((fn, paths, kinds))
         return fn
 
     return register
@@ -151,7 +154,7 @@ def batch_interval_positive(doc: dict[str, Any], ctx: RuleContext) -> Iterator[F
                       f"expected a duration > 0 such as \"100ms\"; found {batching['batch_interval']!r}")
 
 
-@rule("autoscaling.min_replicas", "autoscaling.max_replicas", "autoscaling.init_replicas")
+@rule("autoscaling.min_replicas", "autoscaling.max_replicas", "autoscaling.init_replicas", kind="RealtimeAPI")
 def replica_bounds(doc: dict[str, Any], ctx: RuleContext) -> Iterator[Finding]:
     a = doc["autoscaling"]
     lo, hi = a["min_replicas"], a["max_replicas"]
@@ -165,7 +168,7 @@ def replica_bounds(doc: dict[str, Any], ctx: RuleContext) -> Iterator[Finding]:
         yield Finding(("autoscaling", "init_replicas"), f"expected a value <= max_replicas ({hi}); found {init}")
 
 
-@rule("autoscaling.target_replica_concurrency", "autoscaling.max_replica_concurrency")
+@rule("autoscaling.target_replica_concurrency", "autoscaling.max_replica_concurrency", kind="RealtimeAPI")
 def target_concurrency_within_max(doc: dict[str, Any], ctx: RuleContext) -> Iterator[Finding]:
     a = doc["autoscaling"]
     target = a.get("target_replica_concurrency")
@@ -177,7 +180,7 @@ def target_concurrency_within_max(doc: dict[str, Any], ctx: RuleContext) -> Iter
                       f"found {target:g}{how}")
 
 
-@rule("autoscaling.window")
+@rule("autoscaling.window", kind="RealtimeAPI")
 def window_multiple_of_tick(doc: dict[str, Any], ctx: RuleContext) -> Iterator[Finding]:
     raw = doc["autoscaling"]["window"]
     nanos = round(units.parse_duration(raw) * 1e9)
@@ -188,7 +191,7 @@ def window_multiple_of_tick(doc: dict[str, Any], ctx: RuleContext) -> Iterator[F
                       f"10s), such as \"60s\" or \"1m30s\"; found {raw!r}")
 
 
-@rule("update_strategy.max_surge", "update_strategy.max_unavailable")
+@rule("update_strategy.max_surge", "update_strategy.max_unavailable", kind="RealtimeAPI")
 def surge_or_unavailable_nonzero(doc: dict[str, Any], ctx: RuleContext) -> Iterator[Finding]:
     u = doc["update_strategy"]
     if units.surge_is_zero(units.parse_surge(u["max_surge"])) and units.surge_is_zero(
@@ -211,6 +214,15 @@ def no_inferentia(doc: dict[str, Any], ctx: RuleContext) -> Iterator[Finding]:
     if inf > 0:
         yield Finding(("compute", "inf"), "Inferentia (compute.inf) is not available on one host; "
                       f"remove it or set it to 0 (found {inf})")
+
+
+@rule("predictor.processes_per_replica", "predictor.threads_per_process", kind="BatchAPI")
+def one_process_one_thread(doc: dict[str, Any], ctx: RuleContext) -> Iterator[Finding]:
+    """A BatchAPI worker runs one batch at a time (Cortex 0.23: "is not supported for BatchAPI")."""
+    for key in ("processes_per_replica", "threads_per_process"):
+        if _pred(doc).get(key, 1) > 1:
+            yield Finding(("predictor", key), f"not supported for kind BatchAPI (a worker runs one batch at a "
+                          f"time); remove it or set it to 1 (found {_pred(doc)[key]})")
 
 
 # TrafficSplitter rules (Cortex 0.23's ValidateTrafficSplitter; shadows as Cortex 0.32 has them).
@@ -345,7 +357,7 @@ def models_usable(doc: dict[str, Any], ctx: RuleContext) -> Iterator[Finding]:
 def run_rules(doc: dict[str, Any], ctx: RuleContext, bad: set[Path_], kind: str = "RealtimeAPI") -> list[Finding]:
     out: list[Finding] = []
     for fn, inputs, rule_kind in RULES:
-        if rule_kind != kind or any(is_bad(path, bad) for path in inputs):
+        if kind not in rule_kind or any(is_bad(path, bad) for path in inputs):
             continue
         out.extend(fn(doc, ctx))
     return out

@@ -135,6 +135,7 @@ NULL_MEANS_LEFT_OUT: dict[str, tuple[Path_, ...]] = {
     "realtime_api": (("compute",), ("autoscaling",), ("update_strategy",), ("monitoring",),
                      ("predictor", "config"), ("predictor", "server_side_batching")),
     "legacy_api": (("compute",),),
+    "batch_api": (("compute",), ("predictor", "config"), ("predictor", "server_side_batching")),
 }
 
 

@@ -114,8 +114,9 @@ def notices_for(given: dict[str, Any]) -> list[Finding]:
 
 
 def check_api(doc: dict[str, Any], project_dir: str, *, legacy: bool = False,
-              default_port: int | None = None) -> CheckedAPI:
-    """Validate and complete one RealtimeAPI-shaped document.
+              default_port: int | None = None, kind: str = "RealtimeAPI") -> CheckedAPI:
+    """Validate and complete one RealtimeAPI-shaped document (kind="BatchAPI": a BatchAPI, whose
+    predictor, networking and compute are a RealtimeAPI's, with its own schema and rules).
 
     legacy=True: `doc` is a translated legacy `kind: api` document that already
     passed the legacy schema; it gets the RealtimeAPI defaults and rules, and its
@@ -123,18 +124,19 @@ def check_api(doc: dict[str, Any], project_dir: str, *, legacy: bool = False,
     default_port: the local_port of an API that sets none (`cortexd up --port`),
     instead of the schema's 8888.
     """
-    findings = [] if legacy else schema_findings(doc)
+    def_name = "batch_api" if kind == "BatchAPI" else "realtime_api"
+    findings = [] if legacy else schema_findings(doc, def_name)
     bad = {f.path for f in findings}
     if not legacy and predictor_type(doc) is None:
         bad.add(("predictor",))  # the type selects the predictor's schema: nothing below it was checked
-    completed = apply_defaults(doc)
+    completed = apply_defaults(doc, def_name)
     if legacy:
         completed["predictor"]["type"] = "legacy"
     if default_port is not None and isinstance(completed.get("networking"), dict) \
             and not was_given(RuleContext(project_dir, doc), "networking", "local_port"):
         completed["networking"]["local_port"] = default_port
     complete(completed, project_dir, bad)
-    findings += run_rules(completed, RuleContext(project_dir, doc), bad)
+    findings += run_rules(completed, RuleContext(project_dir, doc), bad, kind=kind)
     return CheckedAPI(completed, findings, notices_for(doc))
 
 
@@ -158,8 +160,9 @@ def splitter_target_findings(docs: Sequence[dict[str, Any]], known: Collection[s
     """The apis of each splitter among `docs` (completed documents of any kind) exist and are
     Realtime APIs: (index, finding) each. A target that no document names is refused only when
     `known` (the names of the APIs deployed elsewhere) is given and lacks it."""
-    apis = {d.get("name") for d in docs if d.get("kind") != "TrafficSplitter"} | set(known or ())
+    apis = {d.get("name") for d in docs if d.get("kind") not in ("TrafficSplitter", "BatchAPI")} | set(known or ())
     splitters = {d.get("name") for d in docs if d.get("kind") == "TrafficSplitter"}
+    batch_apis = {d.get("name") for d in docs if d.get("kind") == "BatchAPI"}
     out: list[tuple[int, Finding]] = []
     for i, doc in enumerate(docs):
         targets = doc.get("apis") if doc.get("kind") == "TrafficSplitter" else None
@@ -169,6 +172,9 @@ def splitter_target_findings(docs: Sequence[dict[str, Any]], known: Collection[s
                 continue  # the schema or not_targeting_itself said it
             if name in splitters and name not in apis:  # both: the name clash is said
                 out.append((i, Finding(("apis", j, "name"), f"{name!r} is a traffic splitter; a splitter "
+                                       "routes to Realtime APIs only")))
+            elif name in batch_apis and name not in apis:
+                out.append((i, Finding(("apis", j, "name"), f"{name!r} is a BatchAPI; a splitter "
                                        "routes to Realtime APIs only")))
             elif known is not None and name not in apis:
                 listed = ", ".join(sorted(n for n in apis if isinstance(n, str))) or "none"
@@ -209,4 +215,4 @@ def cross_api_findings(apis: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple
 
 
 def _what(doc: dict[str, Any]) -> str:
-    return "traffic splitter" if doc.get("kind") == "TrafficSplitter" else "api"
+    return {"TrafficSplitter": "traffic splitter", "BatchAPI": "batch api"}.get(str(doc.get("kind")), "api")

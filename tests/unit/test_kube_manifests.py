@@ -357,6 +357,8 @@ ROWS: list[tuple[str, str, tuple, tuple]] = [
                                                {"backendRef": {"kind": "Service", "name": "tf", "port": 80},
                                                 "percent": 25}))),
     ("legacy_deployment.kind", "lg", *same(("report", "--namespace"))),
+    *[(f"batch_api.{name}", "rt", *same(("fields", "refuses it")))
+      for name in ("name", "kind", "predictor", "networking", "compute")],
     ("legacy_deployment.name", "lg", *same(("report", "--namespace"))),
 ]
 

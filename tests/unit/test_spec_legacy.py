@@ -228,11 +228,10 @@ def test_deployment_entries(project):
 # -- kinds ------------------------------------------------------------------------------
 
 
-SERVED = "it serves RealtimeAPI, TrafficSplitter, api (legacy), deployment (legacy)"
+SERVED = "it serves RealtimeAPI, BatchAPI, TrafficSplitter, api (legacy), deployment (legacy)"
 
 
 @pytest.mark.parametrize(("kind", "said"), [
-    ("BatchAPI", "BatchAPI (introduced in Cortex 0.19) is not served by cortexd"),
     ("TaskAPI", "TaskAPI (introduced in Cortex 0.27, a later release than the 0.23 cortexd follows) is not "
                 "served by cortexd"),
     ("AsyncAPI", "AsyncAPI (introduced in Cortex 0.31, a later release than the 0.23 cortexd follows) is not "
@@ -260,22 +259,22 @@ def test_a_near_miss_of_a_kind_is_suggested(project):
 def test_missing_and_unknown_kinds_list_the_valid_kinds(project):
     text = "- name: x\n  predictor: {type: python, path: predictor.py}\n- name: y\n  kind: Realtime\n"
     assert problems(project, text) == [
-        "cortex.yaml:1:3: api 'x': kind: missing required field; expected one of RealtimeAPI, TrafficSplitter, "
-        "api (legacy), deployment (legacy)",
-        "cortex.yaml:4:9: api 'y': kind: unknown kind; expected one of RealtimeAPI, TrafficSplitter, api "
-        "(legacy), deployment (legacy); found the string 'Realtime'; did you mean 'RealtimeAPI'?",
+        "cortex.yaml:1:3: api 'x': kind: missing required field; expected one of RealtimeAPI, BatchAPI, "
+        "TrafficSplitter, api (legacy), deployment (legacy)",
+        "cortex.yaml:4:9: api 'y': kind: unknown kind; expected one of RealtimeAPI, BatchAPI, TrafficSplitter, "
+        "api (legacy), deployment (legacy); found the string 'Realtime'; did you mean 'RealtimeAPI'?",
     ]
 
 
 def test_refused_kinds_do_not_hide_other_apis_problems(project):
-    text = "- name: x\n  kind: BatchAPI\n- name: y\n  kind: RealtimeAPI\n  predictor: {type: python, path: nope.py}\n"
+    text = "- name: x\n  kind: TaskAPI\n- name: y\n  kind: RealtimeAPI\n  predictor: {type: python, path: nope.py}\n"
     msgs = problems(project, text)
     assert len(msgs) == 2
-    assert msgs[0].endswith(f"BatchAPI (introduced in Cortex 0.19) is not served by cortexd; {SERVED}")
+    assert msgs[0].endswith(f"is not served by cortexd; {SERVED}")
     assert msgs[1].startswith("cortex.yaml:5:35: api 'y': predictor.path: file not found")
 
 
 def test_kind_of_the_wrong_type(project):
     assert problems(project, "- name: x\n  kind: [RealtimeAPI]\n") == [
-        "cortex.yaml:2:9: api 'x': kind: expected one of RealtimeAPI, TrafficSplitter, api (legacy), deployment "
-        "(legacy); found a list of 1 item"]
+        "cortex.yaml:2:9: api 'x': kind: expected one of RealtimeAPI, BatchAPI, TrafficSplitter, api (legacy), "
+        "deployment (legacy); found a list of 1 item"]
