@@ -120,7 +120,6 @@ def cmd_up(args: argparse.Namespace) -> int:
             "projects keep serving), or stop it first with `cortexd down`"
         )
     loaded = load_config(paths, default_port=settings.default_local_port)  # config errors here, before anything starts
-    loaded.refuse_batch_apis("served")
     for notice in _gpu_notices(loaded.apis, settings):
         print(f"note: {notice}")
     if args.detach:

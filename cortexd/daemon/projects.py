@@ -47,15 +47,16 @@ class Project:
     cpu_only: bool = False  # its GPU APIs served on the CPU (`--cpu-only`), kept across reloads
     nearest_pins: bool = False  # deployed with nearest pins (each spec says so too)
     splitters: tuple[SplitterSpec, ...] = ()  # its TrafficSplitters (no files, no replicas)
+    batch_apis: tuple[APISpec, ...] = ()  # its BatchAPIs (no replicas: workers per job, daemon/jobs.py)
 
     @property
     def names(self) -> list[str]:
-        """Its APIs' and traffic splitters' names."""
-        return [s.name for s in self.specs] + [s.name for s in self.splitters]
+        """Its APIs', BatchAPIs' and traffic splitters' names."""
+        return [s.name for s in (*self.specs, *self.batch_apis)] + [s.name for s in self.splitters]
 
     def hashes(self) -> dict[str, str]:
-        """name -> spec hash, of its APIs and traffic splitters."""
-        out = {s.name: s.spec_hash for s in self.specs}
+        """name -> spec hash, of its APIs, BatchAPIs and traffic splitters."""
+        out = {s.name: s.spec_hash for s in (*self.specs, *self.batch_apis)}
         out.update((s.name, s.spec_hash) for s in self.splitters)
         return out
 
@@ -79,7 +80,6 @@ def load_project(path: str, *, shipped: frozenset[str] | None = None,
     that request compute.gpu are served on the CPU (`--cpu-only`: APISpec.cpu_only, a version of
     their own); nearest_pins: the nearest release that installs here of each pin that does not."""
     loaded = load_config([path], default_port=default_port)
-    loaded.refuse_batch_apis("deployed")
     configs = {os.path.realpath(f) for f in loaded.files} | set(loaded.files)
     models = model_locations(loaded.apis)
     files_by_dir: dict[str, dict[str, str]] = {}
@@ -102,7 +102,8 @@ def load_project(path: str, *, shipped: frozenset[str] | None = None,
         specs.append(replace(spec, project_digest=digest, cpu_only=cpu_only and spec.compute.gpu > 0,
                              nearest_pins=nearest_pins))
     return Project(path, tuple(loaded.files), tuple(specs), tuple(notices), shipped, per_api,
-                   cpu_only=cpu_only, nearest_pins=nearest_pins, splitters=loaded.splitters)
+                   cpu_only=cpu_only, nearest_pins=nearest_pins, splitters=loaded.splitters,
+                   batch_apis=loaded.batch_apis)
 
 
 def conflicts(projects: Sequence[Project], settled: Collection[tuple[str, str]] = (), *,
@@ -111,7 +112,7 @@ def conflicts(projects: Sequence[Project], settled: Collection[tuple[str, str]] 
     traffic splitters whose apis are splitters, or not deployed (unless `missing_targets` is False:
     `projects` are not all that is deployed). `settled`: (name, spec hash) of splitters deployed
     before, whose apis may have gone since (their shares go to the others)."""
-    entries: list[APISpec | SplitterSpec] = [s for p in projects for s in p.specs]
+    entries: list[APISpec | SplitterSpec] = [s for p in projects for s in (*p.specs, *p.batch_apis)]
     entries += [s for p in projects for s in p.splitters]
     docs = [e.raw for e in entries]
     found = cross_api_findings([(f"{e.source_file}:{e.source_line}", e.raw) for e in entries])
@@ -124,7 +125,8 @@ def conflicts(projects: Sequence[Project], settled: Collection[tuple[str, str]] 
         entry, line = entries[i], entries[i].source_line
         if isinstance(entry, SplitterSpec) and f.path[:1] == ("apis",) and len(f.path) > 1:
             line = entry.targets[int(f.path[1])].line or line
-        what = "traffic splitter" if isinstance(entry, SplitterSpec) else "api"
+        what = "traffic splitter" if isinstance(entry, SplitterSpec) else \
+            "batch api" if entry.kind == "BatchAPI" else "api"
         problems.append(ConfigProblem(entry.source_file, line, None, entry.name, format_path(f.path), f.message, what))
     return problems
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import aiohttp
 
 from cortexd import __version__
+from cortexd.backends.environments import ProjectEnvironments
 from cortexd.core.health import HealthPolicy
 from cortexd.core.placement import gpu_notices
 from cortexd.daemon import control
@@ -30,6 +31,7 @@ from cortexd.daemon.autoscaler import Autoscaler
 from cortexd.daemon.backend_choice import choose_backend, end_leftover_replicas, project_environments
 from cortexd.daemon.events import EventLog
 from cortexd.daemon.gpu_placer import GPUPlacer
+from cortexd.daemon.jobs import JobRunner
 from cortexd.daemon.logclock import LogClock
 from cortexd.daemon.process_guard import OrphanReaper, guard_daemon_process, waited_by_others
 from cortexd.daemon.projects import (
@@ -95,6 +97,7 @@ class Daemon:
         self.gateway: Gateway | None = None
         self.reconciler: Reconciler | None = None
         self.placer: GPUPlacer | None = None
+        self.jobs: JobRunner | None = None  # the BatchAPIs' jobs
         self.started_at = time.time()
         self.config_files: list[str] = []
         self.config_error: str | None = None
@@ -163,6 +166,9 @@ class Daemon:
         # replicas the gateway takes out of rotation are reported, and replaced when hung
         self.gateway.on_replica_health = self.reconciler.replica_out_of_rotation
         self._record_config(projects)
+        self.jobs = JobRunner(s.home, self.events, self._interpreter)
+        await self.jobs.start()
+        await self._apply_jobs(projects)
         await self.reconciler.apply(self._desired(), splitters=self._splitters())
         # what was prepared for replicas no deployed API uses goes (the process backend's environments)
         self._tasks.append(asyncio.ensure_future(self.backend.collect_garbage(self._desired())))
@@ -187,6 +193,18 @@ class Daemon:
     def _splitters(self, projects: Sequence[Project] | None = None) -> list[SplitterSpec]:
         return [s for p in (self.projects if projects is None else projects) for s in p.splitters
                 if s.name not in self._deleted]
+
+    async def _apply_jobs(self, projects: Sequence[Project]) -> None:
+        """Serve the projects' BatchAPIs (their job endpoints; their unended jobs resume)."""
+        assert self.jobs is not None and self.gateway is not None
+        await self.jobs.set_apis([b for p in projects for b in p.batch_apis if b.name not in self._deleted])
+        await self.gateway.set_jobs(self.jobs.routes())
+
+    async def _interpreter(self, spec: APISpec) -> str | None:
+        """The Python a BatchAPI's workers run on: its replicas' (the process backend's environment)."""
+        if isinstance(self.pin_changes, ProjectEnvironments):
+            return await self.pin_changes.interpreter_for(spec)
+        return None
 
     def _record_config(self, projects: Sequence[Project], error: str | None = None) -> None:
         self.projects = list(projects)
@@ -246,6 +264,7 @@ class Daemon:
                 reasons = roll_reasons(self.projects, projects)
                 await self._started_reconciler.apply(self._desired(projects), reasons=reasons,
                                                      splitters=self._splitters(projects))
+                await self._apply_jobs(projects)
             except CortexdError as e:  # e.g. a new local_port that is taken
                 self.config_error = str(e)
                 self.events.add(f"configuration rejected; the previous version keeps serving. {e}",
@@ -299,6 +318,8 @@ class Daemon:
         async def cleanup() -> None:
             if self.gateway is not None:
                 await self.gateway.close(drain_timeout=self.settings.drain_timeout)
+            if self.jobs is not None:
+                await self.jobs.close()
             if self.reconciler is not None:
                 await self.reconciler.shutdown()
             if self.backend is not None:
@@ -344,8 +365,9 @@ class Daemon:
                 [s for p in after for s in p.specs if s.name not in deleted],
                 reasons=roll_reasons(self.projects, after),
                 splitters=[s for p in after for s in p.splitters if s.name not in deleted])
-            # only an applied configuration replaces what is watched and shown
             self._deleted = deleted
+            await self._apply_jobs(after)
+            # only an applied configuration replaces what is watched and shown
             self._record_config(after)
             self._start_watcher()
         said = [f"{len(names)} {what}" for what, names in (
@@ -367,6 +389,10 @@ class Daemon:
         route to a removed API give its share to their other apis."""
         rec = self._started_reconciler
         async with self._config_lock:
+            if self.jobs is not None and name in self.jobs.apis:
+                self._deleted.add(name)
+                await self._apply_jobs(self.projects)
+                return
             if name not in rec.apis and name not in rec.splitters:
                 raise UnknownAPI(self._unknown(name))
             specs = [s.spec for n, s in rec.apis.items() if n != name]

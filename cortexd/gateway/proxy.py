@@ -58,7 +58,15 @@ from cortexd.gateway.connections import ClientConnections
 from cortexd.gateway.passive_health import HealthListener, PassiveHealth
 from cortexd.gateway.request_path import CLIENT_BODY_TIMEOUT, REQUEST_BUFFER_LIMIT, RequestPath
 from cortexd.gateway.route_book import RouteBook
-from cortexd.gateway.routes import APIRoute, Listener, RouteConfig, SplitConfig, SplitRoute, endpoint_clashes
+from cortexd.gateway.routes import (
+    APIRoute,
+    JobRoute,
+    Listener,
+    RouteConfig,
+    SplitConfig,
+    SplitRoute,
+    endpoint_clashes,
+)
 from cortexd.gateway.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -93,6 +101,7 @@ class Gateway:
         new_pool = functools.partial(UpstreamPool, sockets=self.clients.sockets)
         self._health = PassiveHealth(health or HealthPolicy(), new_pool)  # cortexd.core.health
         self._book = RouteBook(new_pool)
+        self._configured: tuple[list[RouteConfig], list[SplitConfig]] = ([], [])
         self._path = RequestPath(self.clients, self._health, max_body_size=max_body_size,
                                  no_replica_wait=no_replica_wait, upstream_timeout=upstream_timeout,
                                  client_body_timeout=client_body_timeout, request_buffer_size=request_buffer_size)
@@ -127,8 +136,10 @@ class Gateway:
 
     # -- the daemon's interface -------------------------------------------------------
 
-    async def configure(self, apis: Sequence[RouteConfig], splitters: Sequence[SplitConfig] = ()) -> None:
-        """Desired API set, one RouteConfig each, and traffic splitters, one SplitConfig each.
+    async def configure(self, apis: Sequence[RouteConfig], splitters: Sequence[SplitConfig] = (),
+                        jobs: Sequence[JobRoute] | None = None) -> None:
+        """Desired API set, one RouteConfig each, traffic splitters, one SplitConfig each, and
+        BatchAPI endpoints, one JobRoute each (None: those served now, see set_jobs).
 
         Opens a listener for every new port and closes ports no longer used; routes
         of APIs that stay keep their replicas and counters, splitters that stay their
@@ -137,8 +148,10 @@ class Gateway:
         """
         desired = {api.name: api for api in apis}
         splits = {s.name: s for s in splitters}
+        job_routes = dict(self._book.jobs) if jobs is None else {j.name: j for j in jobs}
         served = [(r.name, r.endpoint, r.port) for r in desired.values()]
         served += [(s.name, s.endpoint, s.port) for s in splits.values()]
+        served += [(j.name, j.endpoint, j.port) for j in job_routes.values()]
         problems = endpoint_clashes(served)
         if problems:
             raise CortexdError("\n".join(problems))
@@ -154,6 +167,8 @@ class Gateway:
             raise
         self._listeners.update(opened)
         self._book.update(desired, splits)
+        self._book.jobs = job_routes
+        self._configured = (list(apis), list(splitters))
         for port, listener in self._listeners.items():
             listener.serve(self._book.on_port(port))
         for port in [p for p in self._listeners if p not in ports]:
@@ -161,6 +176,10 @@ class Gateway:
             if listener.server is not None:
                 listener.server.close()  # no new connections from now on
             self._spawn(listener.stop(self.upstream_timeout))  # running requests finish
+
+    async def set_jobs(self, jobs: Sequence[JobRoute]) -> None:
+        """Serve `jobs` (the BatchAPIs' endpoints) beside the APIs and splitters configured now."""
+        await self.configure(*self._configured, jobs=jobs)
 
     def set_replicas(self, api: str, replicas: Sequence[tuple[str, str, int]]) -> None:
         """The ready, routable replicas of `api`: (replica_id, host, port) each.

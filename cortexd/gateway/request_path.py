@@ -17,7 +17,8 @@ its route's APIMetrics (status, latency; metrics.py), and the bodies of monitore
 2xx answers are queued for the route's Monitor, parsed later, never on the way out. A
 request to a traffic splitter is served by the route of the api it chose (routes.SplitRoute)
 and counted again in the splitter's counters for that api; a shadow api gets a copy
-(shadow.py), sent beside it, never waited for.
+(shadow.py), sent beside it, never waited for. A BatchAPI's endpoint (routes.JobRoute) is
+answered by the daemon's job runner (its body read whole, up to max_body_size).
 
 Clients are not trusted to be quick (nginx is the model): a body up to
 REQUEST_BUFFER_LIMIT is read before the request takes a replica slot
@@ -29,6 +30,7 @@ decoded size). The gateway (proxy.py) makes one RequestPath and closes it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from time import monotonic
@@ -56,7 +58,15 @@ from cortexd.gateway.relay import (
     send_streamed_body,
     send_whole_body,
 )
-from cortexd.gateway.routes import APIRoute, Listener, ReplicaTarget, SplitRoute, SplitTarget, release_target
+from cortexd.gateway.routes import (
+    APIRoute,
+    JobRoute,
+    Listener,
+    ReplicaTarget,
+    SplitRoute,
+    SplitTarget,
+    release_target,
+)
 from cortexd.gateway.shadow import ShadowCopies
 from cortexd.gateway.upstream import (
     UpstreamConnectError,
@@ -150,6 +160,8 @@ class RequestPath:
             if via is None or via.route is None:
                 return self._no_target(route, rid)
             route = via.route
+        elif isinstance(route, JobRoute):
+            return await self._job_request(route, request, query, rid)
         self.in_flight += 1
         status = 500
         resp: web.StreamResponse | None = None
@@ -457,6 +469,30 @@ class RequestPath:
         else:
             status, hint = 502, ""
         return error_answer(status, f"api {route.name!r}: replica {target.replica_id}: {e}{hint}", rid), status
+
+    async def _job_request(self, route: JobRoute, request: BaseRequest, query: str, rid: str) -> web.Response:
+        """A BatchAPI's job request (submit, status, stop), answered by the daemon's job runner."""
+        length = request.content_length
+        if length is not None and length > self.max_body_size:
+            return self._too_large(rid)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while chunk := await asyncio.wait_for(request.content.readany(), self.client_body_timeout):
+                size += len(chunk)
+                if size > self.max_body_size:
+                    return self._too_large(rid)
+                chunks.append(chunk)
+            status, answer = await route.handler(request.method, query.lstrip("?"), b"".join(chunks))
+        except TimeoutError:
+            return self._body_timed_out(request, rid)
+        except (HttpProcessingError, RequestPayloadError, ConnectionError):
+            return error_answer(400, "the request body could not be read", rid)
+        except Exception:  # the job runner's own failure: said, never a traceback to the client
+            log.exception("job request to %s failed", route.name)
+            return error_answer(500, f"the job request to {route.name!r} failed; see the daemon log", rid)
+        return web.Response(status=status, text=json.dumps(answer), content_type="application/json",
+                            headers={"X-Request-Id": rid})
 
     def _not_found(self, listener: Listener, path: str, rid: str) -> web.Response:
         endpoints = listener.endpoints

@@ -19,7 +19,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from cortexd.core.api_status import Failure
 from cortexd.errors import UnknownAPI
 from cortexd.gateway.answers import client_reason
-from cortexd.gateway.routes import APIRoute, ReplicaTarget, Route, RouteConfig, SplitConfig, SplitRoute, refresh_all
+from cortexd.gateway.routes import (
+    APIRoute,
+    JobRoute,
+    ReplicaTarget,
+    Route,
+    RouteConfig,
+    SplitConfig,
+    SplitRoute,
+    refresh_all,
+)
 from cortexd.gateway.upstream import UpstreamPool
 
 
@@ -31,6 +40,7 @@ class RouteBook:
         self.routes: dict[str, APIRoute] = {}
         self.retired: dict[str, APIRoute] = {}  # deleted APIs whose requests still run
         self.splits: dict[str, SplitRoute] = {}  # the traffic splitters, by name
+        self.jobs: dict[str, JobRoute] = {}  # the BatchAPIs' endpoints, by name
 
     def update(self, desired: Mapping[str, RouteConfig], splits: Mapping[str, SplitConfig] | None = None) -> None:
         """Make `desired` the served APIs (and `splits` the splitters): new ones get a route, kept
@@ -63,7 +73,8 @@ class RouteBook:
 
     def on_port(self, port: int) -> list[Route]:
         routes: list[Route] = [r for r in self.routes.values() if r.port == port]
-        return routes + [s for s in self.splits.values() if s.port == port]
+        return routes + [s for s in self.splits.values() if s.port == port] + [
+            j for j in self.jobs.values() if j.port == port]
 
     def set_replicas(self, api: str, replicas: Sequence[tuple[str, str, int]]) -> None:
         """The ready, routable replicas of `api`: (replica_id, host, port) each (see Gateway.set_replicas)."""

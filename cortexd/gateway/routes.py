@@ -8,7 +8,8 @@ Listener), a plain dict from request path to route built once by `port_table()`
 whenever the configuration changes, so the request path does a single dict lookup
 (no regexes, no per-request parsing of the endpoint).
 
-A SplitRoute sits in the port table at the splitter's endpoint. The request path
+A JobRoute (a BatchAPI's endpoint) sits there too: its requests are handed whole to the
+daemon's job runner. A SplitRoute sits in the port table at the splitter's endpoint. The request path
 (request_path.py) takes one weighted choice per request (`SplitRoute.choose`:
 core.splitting.pick_target on a table made in advance) and serves the request through the
 chosen api's own APIRoute, exactly as if it had been sent there (its limits, its 503s, its
@@ -30,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -264,7 +265,22 @@ def refresh_all(splits: Sequence[SplitRoute], routes: Mapping[str, APIRoute], ap
             split.refresh(routes)
 
 
-Route = APIRoute | SplitRoute  # what a port table maps a path to
+# a BatchAPI's job requests: (method, query string without '?', body) -> (status, JSON answer)
+JobHandler = Callable[[str, str, bytes], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+@dataclass(eq=False)
+class JobRoute:
+    """A BatchAPI's endpoint: its job requests (submit, status, stop) are answered by the daemon's
+    job runner through `handler`; no replica serves them."""
+
+    name: str
+    endpoint: str
+    port: int
+    handler: JobHandler
+
+
+Route = APIRoute | SplitRoute | JobRoute  # what a port table maps a path to
 
 
 def release_target(route: APIRoute, target: ReplicaTarget) -> None:

@@ -233,8 +233,8 @@ SPLITTER_FIELDS: tuple[Field, ...] = (
 )
 FIELDS += SPLITTER_FIELDS
 
-# a BatchAPI is validated but not exported (`export kubernetes` refuses it: its jobs do not run yet)
-_BATCH = "not exported: cortexd does not run a BatchAPI's jobs yet, and `export kubernetes` refuses it"
+# a BatchAPI is served on one host but not exported (`export kubernetes` refuses it)
+_BATCH = "not exported: a BatchAPI's jobs run on this host only, and `export kubernetes` refuses it"
 BATCH_FIELDS: tuple[Field, ...] = tuple(Field(f"batch_api.{name}", *both(R, _BATCH))
                                         for name in ("name", "kind", "predictor", "networking", "compute"))
 FIELDS += BATCH_FIELDS

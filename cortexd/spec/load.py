@@ -55,12 +55,12 @@ class LoadedConfig:
     batch_apis: tuple[APISpec, ...] = ()  # kind: BatchAPI (validated; see batch_refusal)
 
     def refuse_batch_apis(self, doing: str) -> None:
-        """Raise ConfigError for each BatchAPI: `cortexd validate` checks them, but no command that
-        serves or exports APIs runs batch jobs yet (`doing`: what was asked, e.g. "served")."""
+        """Raise ConfigError for each BatchAPI: `up` and `deploy` serve them, but their jobs do not
+        go to a cluster yet (`doing`: what was asked, "built" or "exported")."""
         if self.batch_apis:
             raise ConfigError([ConfigProblem(s.source_file, s.source_line, None, s.name, "kind",
-                                             f"BatchAPI is valid but cannot be {doing}: cortexd does not "
-                                             "run batch jobs yet (`cortexd validate` checks BatchAPIs)",
+                                             f"a BatchAPI cannot be {doing} yet (its jobs run on this host: "
+                                             "`cortexd up` / `deploy`); leave it out of this command's paths",
                                              "batch api") for s in self.batch_apis])
 
     def outside_targets(self) -> list[tuple[SplitterSpec, str]]:

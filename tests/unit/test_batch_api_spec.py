@@ -1,6 +1,6 @@
 """`kind: BatchAPI` (Cortex 0.23's docs/deployments/batch-api/api-configuration.md): its fields, the rules
 it shares with a RealtimeAPI's predictor, its own (one process, one thread per worker), each problem with
-file:line; and the commands that cannot run its jobs yet refusing it by name."""
+file:line; a project carrying it, and `build`/`export kubernetes` refusing it by name."""
 
 from __future__ import annotations
 
@@ -92,10 +92,13 @@ def test_a_splitter_cannot_target_a_batch_api(folder):
         "APIs only"]
 
 
-def test_commands_that_would_serve_it_refuse_it_by_name(folder):
+def test_a_project_carries_its_batch_apis_and_export_refuses_them(folder):
     (folder / "cortex.yaml").write_text(batch())
+    project = load_project(str(folder / "cortex.yaml"))
+    assert ([b.name for b in project.batch_apis], project.specs, project.names) == (["b"], (), ["b"])
+    loaded = load_documents(batch(), "cortex.yaml", str(folder))
     with pytest.raises(ConfigError) as raised:
-        load_project(str(folder / "cortex.yaml"))
-    assert str(raised.value.problems[0]).endswith(
-        "cortex.yaml:1: batch api 'b': kind: BatchAPI is valid but cannot be deployed: cortexd does not run "
-        "batch jobs yet (`cortexd validate` checks BatchAPIs)")
+        loaded.refuse_batch_apis("exported")
+    assert str(raised.value.problems[0]) == (
+        "cortex.yaml:1: batch api 'b': kind: a BatchAPI cannot be exported yet (its jobs run on this host: "
+        "`cortexd up` / `deploy`); leave it out of this command's paths")

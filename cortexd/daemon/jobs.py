@@ -1,0 +1,381 @@
+"""BatchAPI jobs: their endpoint's requests, their workers, their record (job_store.py).
+
+    client --(API's endpoint: POST submit, GET ?jobID= status, DELETE ?jobID= stop)--> gateway
+       JobRoute --> JobRunner.handle --> core.batch_jobs (rules) + job_sources (data) + JobStore
+    worker process (predictor_runtime.batch_worker) --(POST /jobs/ID/claim, /done, loopback)--> here
+
+A job's batches are recorded in SQLite before its workers start (the submission's answer says
+the job exists only once it is durable). Each worker is a process of the API's predictor, on
+the interpreter its replicas use (the process backend's environment for its requirements), with
+the replica's environment (its `env`, the project's `.env`, PYTHONPATH), in a session of its own
+that is SIGKILLed when the daemon dies (PR_SET_PDEATHSIG). A worker pulls batches over a
+loopback endpoint of the daemon with the job's secret token. A worker that exits while its job
+runs has its running batch queued again (or failed after its attempts) and is replaced, at most
+`workers * max_attempts` times, after which the job ends `status_worker_error` (it never hangs).
+After `up`, batches that were running when the daemon died are queued again and the jobs that
+had not ended get their workers back. The job ends when no batch is queued or running:
+`status_succeeded`, or `status_completed_with_failures`; the next worker to ask runs the
+predictor's `on_job_complete`, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from aiohttp import web
+
+from cortexd.backends.isolation import child_setup, read_dotenv
+from cortexd.backends.replica_launch import replica_environment
+from cortexd.core.batch_jobs import (
+    DEFAULT_MAX_ATTEMPTS,
+    SUBMISSION_LIMIT,
+    JobStatus,
+    SubmissionError,
+    job_status,
+    merged_config,
+    parse_submission,
+)
+from cortexd.daemon.events import EventLog
+from cortexd.daemon.job_sources import submission_batches
+from cortexd.daemon.job_store import JobRow, JobStore
+from cortexd.errors import BackendError
+from cortexd.gateway.routes import JobRoute
+from cortexd.spec.model import APISpec
+
+log = logging.getLogger(__name__)
+
+Interpreter = Callable[[APISpec], Awaitable[str | None]]
+Answer = tuple[int, dict[str, Any]]
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclasses.dataclass
+class _Worker:
+    name: str
+    process: asyncio.subprocess.Process
+    exit_code: int | None = None
+    watch: asyncio.Future[None] | None = None
+
+
+@dataclasses.dataclass
+class _Running:
+    """A job this daemon runs: its token, its workers, how many were replaced."""
+
+    token: str
+    wanted: int
+    workers: dict[str, _Worker] = dataclasses.field(default_factory=dict)
+    started: int = 0
+    replaced: int = 0
+    exited: list[int] = dataclasses.field(default_factory=list)
+
+
+class JobRunner:
+    def __init__(self, home: Path, events: EventLog, interpreter: Interpreter, *,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, max_workers: int | None = None):
+        self.dir = home / "jobs"
+        self.events = events
+        self.interpreter = interpreter
+        self.max_attempts = max_attempts
+        self.max_workers = max_workers or os.cpu_count() or 1
+        self.apis: dict[str, APISpec] = {}
+        self.running: dict[str, _Running] = {}
+        self.store: JobStore | None = None
+        self.closing = False
+        self._site: web.SockSite | None = None
+        self._runner: web.AppRunner | None = None
+        self._url = ""
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.dir.mkdir(mode=0o700, exist_ok=True)
+        self.store = await asyncio.to_thread(JobStore, str(self.dir / "jobs.sqlite"))
+        lost = await asyncio.to_thread(self.store.requeue_running, "the daemon stopped while it ran")
+        if lost:
+            self.events.add(f"jobs: {lost} batch(es) running when the daemon stopped are queued again")
+        app = web.Application()
+        app.router.add_post("/jobs/{job}/claim", self._claim)
+        app.router.add_post("/jobs/{job}/done", self._done)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))  # the workers' endpoint: loopback, a port of its own
+        self._site = web.SockSite(self._runner, sock)
+        await self._site.start()
+        self._url = f"http://127.0.0.1:{sock.getsockname()[1]}/jobs"
+
+    async def close(self) -> None:
+        self.closing = True
+        for job in list(self.running.values()):
+            for worker in job.workers.values():
+                _signal(worker.process, signal.SIGTERM)
+        for job in list(self.running.values()):
+            for worker in list(job.workers.values()):
+                try:
+                    await asyncio.wait_for(worker.process.wait(), 5)
+                except TimeoutError:
+                    _signal(worker.process, signal.SIGKILL)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.store is not None:
+            self.store.close()
+
+    def routes(self) -> list[JobRoute]:
+        """The gateway's routes of the BatchAPIs served."""
+        return [JobRoute(s.name, s.networking.endpoint, s.networking.local_port, self._handler(s.name))
+                for s in self.apis.values()]
+
+    def _handler(self, api: str) -> Callable[[str, str, bytes], Awaitable[Answer]]:
+        async def handle(method: str, query: str, body: bytes) -> Answer:
+            return await self.handle(api, method, query, body)
+        return handle
+
+    async def set_apis(self, specs: Sequence[APISpec]) -> None:
+        """The BatchAPIs deployed now; their unended jobs (after a restart) get their workers."""
+        self.apis = {s.name: s for s in specs}
+        assert self.store is not None
+        for job in await asyncio.to_thread(self.store.jobs):
+            if job.ended is None and job.job_id not in self.running and job.api in self.apis:
+                self.events.add(f"job {job.job_id}: resumed with {job.workers} worker(s)", api=job.api)
+                await self._start_job(job)
+
+    # -- the endpoint's requests ------------------------------------------------------------
+
+    async def handle(self, api: str, method: str, query: str, body: bytes) -> Answer:
+        params = {k: v[-1] for k, v in parse_qs(query).items()}
+        spec = self.apis.get(api)
+        if spec is None:
+            return 503, {"error": f"batch api {api!r} is not deployed"}
+        job_id = params.get("jobID")
+        if method == "POST":
+            return await self._submit(spec, body, params.get("dryRun", "").lower() == "true")
+        if method in ("GET", "DELETE"):
+            if not job_id:
+                if method == "GET":
+                    return 200, {"jobs": [self._summary(j) for j in await asyncio.to_thread(self._store.jobs, api)]}
+                return 400, {"error": "give the job to stop: DELETE ?jobID=<job id>"}
+            job = await asyncio.to_thread(self._store.job, job_id)
+            if job is None or job.api != api:
+                return 404, {"error": f"unable to find batch job {job_id} of api {api!r}"}
+            if method == "GET":
+                return 200, await asyncio.to_thread(self.job_status, job_id)
+            return await self.stop(job_id)
+        return 405, {"error": f"method {method} is not allowed: POST submits a job, GET ?jobID= says its status, "
+                              "DELETE ?jobID= stops it"}
+
+    @property
+    def _store(self) -> JobStore:
+        assert self.store is not None, "the job runner has not started"
+        return self.store
+
+    async def _submit(self, spec: APISpec, body: bytes, dry_run: bool) -> Answer:
+        if len(body) > SUBMISSION_LIMIT:
+            return 413, {"error": f"the job submission is {len(body)} bytes; it must be less than 10 MiB"}
+        try:
+            submission = parse_submission(json.loads(body or b"null"))
+            batches, files = await asyncio.to_thread(submission_batches, submission, spec.project_dir)
+        except ValueError as e:  # SubmissionError, and JSON that does not parse
+            what = str(e) if isinstance(e, SubmissionError) else f"the body is not JSON ({e})"
+            return 400, {"error": what, "schema": "docs/deployments/batch-api/endpoints.md of Cortex 0.23"}
+        if dry_run:
+            return 200, {"dry_run": True, "batches": len(batches), "files": files,
+                         "message": "validations passed"}
+        workers = min(submission.workers, self.max_workers, len(batches))
+        job = JobRow(uuid.uuid4().hex[:16], spec.name, workers, submission.config, submission.source,
+                     time.time(), None, JobStatus.RUNNING, self.max_attempts)
+        await asyncio.to_thread(self._store.create, job, batches)
+        note = (f"workers reduced from {submission.workers} to {workers} (this host has {self.max_workers} "
+                f"CPU(s), the job {len(batches)} batch(es))" if workers < submission.workers else None)
+        self.events.add(f"job {job.job_id}: {len(batches)} batch(es) from {submission.source}, {workers} "
+                        f"worker(s)" + (f"; {note}" if note else ""), api=spec.name)
+        await self._start_job(job)
+        answer = {"job_id": job.job_id, "api_name": spec.name, "workers": workers, "config": submission.config,
+                  "api_id": spec.spec_hash, "created_time": _iso(job.created), "total_batch_count": len(batches)}
+        return 200, answer | ({"message": note} if note else {})
+
+    async def stop(self, job_id: str) -> Answer:
+        job = await asyncio.to_thread(self._store.job, job_id)
+        if job is None:
+            return 404, {"error": f"unable to find batch job {job_id}"}
+        if not await asyncio.to_thread(self._store.end, job_id, JobStatus.STOPPED, time.time()):
+            return 400, {"error": f"cannot stop batch job {job_id} because it is not in progress "
+                                  f"({job.status.value})"}
+        self.events.add(f"job {job_id}: stopped", api=job.api)
+        running = self.running.get(job_id)
+        for worker in (running.workers.values() if running else ()):
+            _signal(worker.process, signal.SIGTERM)
+        return 200, {"message": f"stopped job {job_id}"}
+
+    def job_status(self, job_id: str) -> dict[str, Any]:
+        """Cortex's job status answer (run off the loop)."""
+        job = self._store.job(job_id)
+        assert job is not None
+        counts = self._store.counts(job_id)
+        running = self.running.get(job_id)
+        live = sum(1 for w in running.workers.values() if w.exit_code is None) if running else 0
+        status: dict[str, Any] = {
+            **self._summary(job), "batches_in_queue": counts.queued,
+            "batch_metrics": {"succeeded": counts.succeeded, "failed": counts.failed, "running": counts.running,
+                              "total": counts.total},
+            "worker_counts": {"running": live, "succeeded": sum(1 for c in (running.exited if running else ())
+                                                                 if c == 0),
+                              "failed": sum(1 for c in (running.exited if running else ()) if c != 0)},
+        }
+        avg = self._store.average_seconds(job_id)
+        if avg is not None:
+            status["batch_metrics"]["avg_time_per_batch"] = avg
+        errors = self._store.errors(job_id)
+        if errors:
+            status["failed_batches"] = [{"batch": i, "error": e} for i, e in errors]
+        return {"job_status": status, "endpoint": self.apis[job.api].networking.endpoint if job.api in self.apis
+                else None}
+
+    def _summary(self, job: JobRow) -> dict[str, Any]:
+        return {"job_id": job.job_id, "api_name": job.api, "workers": job.workers, "config": job.config,
+                "status": job.status.value, "created_time": _iso(job.created), "start_time": _iso(job.created),
+                "end_time": _iso(job.ended)}
+
+    # -- workers ------------------------------------------------------------------------------
+
+    async def _start_job(self, job: JobRow) -> None:
+        self.running[job.job_id] = _Running(secrets.token_urlsafe(24), job.workers)
+        for _ in range(job.workers):
+            await self._start_worker(job)
+
+    async def _start_worker(self, job: JobRow) -> None:
+        running = self.running[job.job_id]
+        spec = self.apis[job.api]
+        running.started += 1
+        name = f"worker-{running.started}"
+        folder = self.dir / job.job_id
+        folder.mkdir(mode=0o700, exist_ok=True)
+        runtime = spec.runtime_spec()
+        predictor = dataclasses.replace(runtime.predictor, config=merged_config(spec.predictor.config, job.config))
+        spec_file = folder / "spec.json"
+        spec_file.write_text(dataclasses.replace(runtime, predictor=predictor).dumps())
+        counts = self._store.counts(job.job_id)
+        job_spec = {"job_id": job.job_id, "api_name": job.api, "config": job.config, "workers": job.workers,
+                    "total_batch_count": counts.total, "start_time": _iso(job.created)}
+        try:
+            dotenv = read_dotenv(spec.project_dir, spec.name)
+        except BackendError as e:
+            dotenv = {}
+            self.events.add(f"job {job.job_id}: {e}", api=job.api, level="warning")
+        env = replica_environment(spec, (), os.environ, dotenv=dotenv)
+        env.update(CORTEXD_JOB_URL=f"{self._url}/{job.job_id}", CORTEXD_JOB_TOKEN=running.token,
+                   CORTEXD_WORKER=name, CORTEXD_JOB_SPEC=json.dumps(job_spec))
+        interpreter = await self.interpreter(spec) or sys.executable
+        log_file = await asyncio.to_thread(open, folder / f"{name}.log", "ab")  # the child holds it; closed below
+        try:
+            process = await asyncio.create_subprocess_exec(
+                interpreter, "-m", "predictor_runtime.batch_worker", "--spec", str(spec_file), env=env,
+                cwd=spec.project_dir, stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                preexec_fn=child_setup(sig=signal.SIGKILL))
+        finally:
+            log_file.close()
+        worker = running.workers[name] = _Worker(name, process)
+        worker.watch = asyncio.ensure_future(self._watch(job, worker))
+
+    async def _watch(self, job: JobRow, worker: _Worker) -> None:
+        code = await worker.process.wait()
+        worker.exit_code = code
+        running = self.running.get(job.job_id)
+        if running is None or self.closing:
+            return
+        running.workers.pop(worker.name, None)
+        running.exited.append(code)
+        current = await asyncio.to_thread(self._store.job, job.job_id)
+        if current is None or current.ended is not None:
+            if not running.workers:
+                self.running.pop(job.job_id, None)
+            return
+        lost = await asyncio.to_thread(self._store.requeue_lost, job.job_id, worker.name,
+                                       f"{worker.name} exited with code {code} while it ran this batch")
+        self.events.add(f"job {job.job_id}: {worker.name} exited with code {code}"
+                        + (f"; its batch is queued again or failed after {self.max_attempts} attempts" if lost
+                           else "") + f" (log: {self.dir / job.job_id / (worker.name + '.log')})",
+                        api=job.api, level="warning")
+        if await self._finish_if_done(job.job_id):
+            return
+        if running.replaced >= running.wanted * self.max_attempts:
+            await asyncio.to_thread(self._store.end, job.job_id, JobStatus.WORKER_ERROR, time.time())
+            self.events.add(f"job {job.job_id}: {running.replaced} workers replaced and still failing; the job "
+                            "ends status_worker_error", api=job.api, level="error")
+            return
+        if job.api in self.apis:
+            running.replaced += 1
+            await self._start_worker(job)
+
+    async def _finish_if_done(self, job_id: str) -> bool:
+        counts = await asyncio.to_thread(self._store.counts, job_id)
+        if counts.queued or counts.running:
+            return False
+        status = job_status(counts)
+        if await asyncio.to_thread(self._store.end, job_id, status, time.time()):
+            job = await asyncio.to_thread(self._store.job, job_id)
+            self.events.add(f"job {job_id}: {status.value} ({counts.succeeded} batch(es) succeeded, {counts.failed} "
+                            "failed)", api=job.api if job else None)
+        return True
+
+    # -- the workers' endpoint ------------------------------------------------------------------
+
+    async def _authorised(self, request: web.Request) -> tuple[str, dict[str, Any]] | web.Response:
+        job_id = request.match_info["job"]
+        running = self.running.get(job_id)
+        if running is None or request.headers.get("Authorization") != f"Bearer {running.token}":
+            return web.json_response({"error": "unknown job or token"}, status=403)
+        return job_id, await request.json()
+
+    async def _claim(self, request: web.Request) -> web.Response:
+        got = await self._authorised(request)
+        if isinstance(got, web.Response):
+            return got
+        job_id, body = got
+        claimed = await asyncio.to_thread(self._store.claim, job_id, str(body.get("worker")), time.time())
+        if claimed is not None:
+            return web.json_response({"index": claimed.index, "attempt": claimed.attempt,
+                                      "payload": claimed.payload})
+        if not await self._finish_if_done(job_id):
+            return web.Response(status=204)  # others run the last batches; one may come back
+        job = await asyncio.to_thread(self._store.job, job_id)
+        hook = (job is not None and job.status in (JobStatus.SUCCEEDED, JobStatus.COMPLETED_WITH_FAILURES)
+                and await asyncio.to_thread(self._store.take_completion_hook, job_id))
+        return web.json_response({"on_job_complete": hook}, status=410)
+
+    async def _done(self, request: web.Request) -> web.Response:
+        got = await self._authorised(request)
+        if isinstance(got, web.Response):
+            return got
+        job_id, body = got
+        counted = await asyncio.to_thread(self._store.finish, job_id, int(body["index"]), int(body["attempt"]),
+                                          error=body.get("error"), seconds=float(body.get("seconds") or 0.0))
+        if counted:
+            await self._finish_if_done(job_id)
+        return web.json_response({"counted": counted})
+
+
+def _signal(process: asyncio.subprocess.Process, sig: int) -> None:
+    if process.returncode is None:
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
