@@ -261,6 +261,9 @@ def _quoted(name: str) -> str:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     client = ControlClient(_settings(args))
+    if args.job:  # a BatchAPI's job: stopped
+        print(client.call("DELETE", f"/apis/{_quoted(args.api)}/jobs/{_quoted(args.job)}")["message"])
+        return EXIT_OK
     client.call("DELETE", f"/apis/{_quoted(args.api)}")
     print(f"api {args.api!r} deleted")
     return EXIT_OK
@@ -269,7 +272,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     client = ControlClient(_settings(args))
     if args.api:
-        api = client.call("GET", f"/apis/{_quoted(args.api)}")
+        job = f"/jobs/{_quoted(args.job)}" if args.job else ""
+        api = client.call("GET", f"/apis/{_quoted(args.api)}{job}")
         if args.output == "json":
             print(json.dumps(api, indent=2))
         else:
@@ -292,9 +296,11 @@ def _print_table(snap: Status) -> None:
 def _print_api(api: dict[str, Any]) -> None:
     """The control API's /apis/{name}: the API's status and what its replicas serve, or a
     traffic splitter's apis and counters."""
-    from cortexd.ui.text import api_detail, splitter_detail
+    from cortexd.ui.text import api_detail, batch_detail, job_detail, splitter_detail
 
-    if api.get("kind") == "TrafficSplitter":
+    if "job_status" in api or api.get("kind") == "BatchAPI":
+        print(job_detail(api) if "job_status" in api else batch_detail(api))
+    elif api.get("kind") == "TrafficSplitter":
         print(splitter_detail(SplitterStatus.from_json(api)))
     else:
         print(api_detail(APIStatus.from_json(api), api.get("models")))
@@ -486,11 +492,13 @@ def _add_api_commands(add: AddCommand) -> None:
     dep.add_argument("paths", nargs="*", metavar="PATH")
     _add_setting_flags(dep, deploy=True)
 
-    dl = add("delete", cmd_delete, "remove an API from the running daemon")
+    dl = add("delete", cmd_delete, "remove an API from the running daemon, or stop a BatchAPI's job")
     dl.add_argument("api")
+    dl.add_argument("job", nargs="?", help="a BatchAPI's job id: stop that job")
 
-    get = add("get", cmd_get, "show APIs, or one API in detail")
+    get = add("get", cmd_get, "show APIs, or one API (a BatchAPI: its jobs; with JOB: one job) in detail")
     get.add_argument("api", nargs="?")
+    get.add_argument("job", nargs="?", help="a BatchAPI's job id")
     get.add_argument("-o", "--output", choices=["table", "json"], default="table")
 
     lg = add("logs", cmd_logs, "show an API's replica output")

@@ -3,13 +3,15 @@
     GET    /status                 the status snapshot (one model for get, status, -o json)
     GET    /metrics                Prometheus text format (also on 127.0.0.1:metrics_port)
     GET    /apis/{name}            one API's status and what each replica serves (its models), or
-                                   one traffic splitter's status (its apis, weights, counters)
+                                   one traffic splitter's status (its apis, weights, counters), or
+                                   one BatchAPI's jobs
     GET    /apis/{name}/logs       replica output; ?tail=N&follow=1&since=EPOCH streams new lines;
                                    ?previous=1: the daemon's previous run's
     POST   /deploy                 {"paths": [...], "cpu_only": false, "nearest_pins": false}: add or
                                    update those projects' APIs (others stay); cpu_only, nearest_pins:
                                    `deploy --cpu-only`, `deploy --nearest-pins` (issue 17)
     DELETE /apis/{name}            remove one API (until the next deploy)
+    GET    /apis/{name}/jobs/{job} a BatchAPI's job: its status (DELETE: stop it first)
     POST   /shutdown               graceful shutdown
 
 Errors are JSON {"error": "..."} with 4xx/5xx: a CortexdError a handler raises is
@@ -119,6 +121,9 @@ class _Routes:
             splitter = status.splitter(name)
             if splitter is not None:
                 return web.json_response(splitter.to_json())
+            batch = await self.daemon.batch_api(name)
+            if batch is not None:
+                return web.json_response(batch)
             names = ", ".join(a.name for a in status.apis) or "none"
             splitters = ", ".join(s.name for s in status.splitters)
             raise UnknownAPI(f"no api named {name!r} (apis: {names}"
@@ -166,6 +171,13 @@ class _Routes:
         await self.daemon.delete_api(request.match_info["name"])
         return web.json_response({"ok": True})
 
+    async def job(self, request: web.Request) -> web.Response:
+        name, job_id = request.match_info["name"], request.match_info["job"]
+        answer = await self.daemon.batch_api(name, job_id, stop=request.method == "DELETE")
+        if answer is None:
+            raise UnknownAPI(f"no batch api named {name!r}")
+        return web.json_response(answer)
+
     async def shutdown(self, request: web.Request) -> web.Response:
         asyncio.get_running_loop().call_soon(self.daemon.request_shutdown)
         return web.json_response({"ok": True})
@@ -181,6 +193,8 @@ def build_app(daemon: ControlledDaemon) -> web.Application:
     app.router.add_get("/apis/{name}/logs", routes.logs)
     app.router.add_post("/deploy", routes.deploy)
     app.router.add_delete("/apis/{name}", routes.delete)
+    app.router.add_get("/apis/{name}/jobs/{job}", routes.job)
+    app.router.add_delete("/apis/{name}/jobs/{job}", routes.job)
     app.router.add_post("/shutdown", routes.shutdown)
     return app
 

@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from aiohttp import web
 
@@ -53,7 +53,7 @@ from cortexd.core.batch_jobs import (
 from cortexd.daemon.events import EventLog
 from cortexd.daemon.job_sources import submission_batches
 from cortexd.daemon.job_store import JobRow, JobStore
-from cortexd.errors import BackendError
+from cortexd.errors import BackendError, RequestError, UnknownAPI
 from cortexd.gateway.routes import JobRoute
 from cortexd.spec.model import APISpec
 
@@ -180,6 +180,26 @@ class JobRunner:
             return await self.stop(job_id)
         return 405, {"error": f"method {method} is not allowed: POST submits a job, GET ?jobID= says its status, "
                               "DELETE ?jobID= stops it"}
+
+    async def control(self, api: str, job_id: str | None, *, stop: bool = False) -> dict[str, Any]:
+        """The control API's view of a BatchAPI (its jobs, newest first) or of one of its jobs (its
+        status; `stop`: stopped first). Raises UnknownAPI for an unknown job, RequestError for a
+        job that cannot be stopped."""
+        spec = self.apis[api]
+        if job_id is None:
+            jobs = []
+            for job in await asyncio.to_thread(self._store.jobs, api):
+                counts = await asyncio.to_thread(self._store.counts, job.job_id)
+                jobs.append({**self._summary(job), "succeeded": counts.succeeded, "failed": counts.failed,
+                             "total": counts.total})
+            return {"kind": "BatchAPI", "name": api, "endpoint": spec.networking.endpoint,
+                    "port": spec.networking.local_port, "jobs": jobs}
+        code, answer = await self.handle(api, "DELETE" if stop else "GET", urlencode({"jobID": job_id}), b"")
+        if code == 404:
+            raise UnknownAPI(answer["error"])
+        if code != 200:
+            raise RequestError(answer["error"])
+        return answer
 
     @property
     def _store(self) -> JobStore:

@@ -399,6 +399,12 @@ class Daemon:
             await rec.apply(specs, splitters=[s for n, s in rec.splitters.items() if n != name])
             self._deleted.add(name)
 
+    async def batch_api(self, name: str, job_id: str | None = None, *, stop: bool = False) -> dict | None:
+        """A BatchAPI's jobs, or one job (stopped first with `stop`); None: no BatchAPI `name`."""
+        if self.jobs is None or name not in self.jobs.apis:
+            return None
+        return await self.jobs.control(name, job_id, stop=stop)
+
     def _unknown(self, name: str) -> str:
         names = ", ".join(sorted(self._started_reconciler.apis)) or "none"
         splitters = ", ".join(sorted(self._started_reconciler.splitters))

@@ -136,6 +136,10 @@ class ControlledDaemon(Protocol):
     async def delete_api(self, name: str) -> None:
         """DELETE /apis/{name}; raises UnknownAPI."""
 
+    async def batch_api(self, name: str, job_id: str | None = None, *, stop: bool = False) -> dict | None:
+        """A BatchAPI's jobs (GET /apis/{name}) or one job (GET, DELETE /apis/{name}/jobs/{job});
+        None when no BatchAPI has that name; raises UnknownAPI (no such job), RequestError."""
+
     def request_shutdown(self) -> None:
         """POST /shutdown: start a graceful shutdown."""
 

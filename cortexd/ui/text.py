@@ -7,6 +7,7 @@ logs); the live rich view renders the same snapshot.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from cortexd.core.splitting import percent
 from cortexd.status import APIStatus, SplitterStatus, Status
@@ -232,3 +233,37 @@ def _latency_line(api: APIStatus) -> str:
         return f"no requests in the last {c.get('latency_window_s', 60)}s"
     return (f"p50 {fmt_ms(c['p50_ms'])}, p99 {fmt_ms(c['p99_ms'])} (last {c.get('latency_window_s', 60)}s); "
             f"{c.get('requests_per_s', 0):.1f} req/s")
+
+
+def batch_detail(api: dict[str, Any]) -> str:
+    """`cortexd get BATCHAPI`: its endpoint and its jobs, newest first (the control API's answer)."""
+    out = [f"batch api:  {api['name']}", f"endpoint:   http://127.0.0.1:{api['port']}{api['endpoint']}  "
+           "(POST a job; GET ?jobID= its status; DELETE ?jobID= stops it)", ""]
+    jobs = api.get("jobs") or []
+    if not jobs:
+        return "\n".join([*out, "no jobs submitted"])
+    rows: list[tuple[str, ...]] = [("JOB ID", "STATUS", "PROGRESS", "FAILED", "WORKERS", "CREATED")]
+    rows += [(j["job_id"], j["status"], f"{j['succeeded'] + j['failed']}/{j['total']}", str(j["failed"]),
+              str(j["workers"]), (j.get("created_time") or "")[:19]) for j in jobs]
+    return "\n".join(out + _columns(rows))
+
+
+def job_detail(answer: dict[str, Any]) -> str:
+    """`cortexd get BATCHAPI JOB_ID`: a job's status, batches and workers."""
+    s = answer["job_status"]
+    m, w = s["batch_metrics"], s["worker_counts"]
+    avg = m.get("avg_time_per_batch")
+    lines = [f"job:        {s['job_id']} (batch api {s['api_name']})", f"status:     {s['status']}",
+             f"batches:    {m['succeeded']} succeeded, {m['failed']} failed, {m['running']} running, "
+             f"{s['batches_in_queue']} queued, of {m['total']}",
+             f"avg time:   {'-' if avg is None else f'{avg:.3f} s'} per batch",
+             f"workers:    {s['workers']} ({w['running']} running, {w['succeeded']} succeeded, {w['failed']} failed)",
+             f"created:    {s['created_time']}", f"ended:      {s.get('end_time') or '-'}",
+             f"config:     {s['config']}"]
+    lines += [f"failed batch {f['batch']}: {f['error']}" for f in s.get("failed_batches", [])]
+    return "\n".join(lines)
+
+
+def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]

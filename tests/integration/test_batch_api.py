@@ -41,6 +41,14 @@ def batch_api(port: int) -> str:
             f"  networking:\n    local_port: {port}\n")
 
 
+def serve(cli, tmp_path: Path, predictor: str = PREDICTOR) -> tuple[int, Path, Path]:
+    """A BatchAPI project served by a fresh daemon: (its port, its folder, the output file path)."""
+    port = free_port()
+    project = write_project(tmp_path / "batch", batch_api(port), {"predictor.py": predictor})
+    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+    return port, project, tmp_path / "out.txt"
+
+
 def submit(port: int, body: dict, query: str = "") -> tuple[int, dict]:
     code, _, answer = post_json(f"http://127.0.0.1:{port}/batch{query}", body)
     return code, json.loads(answer)
@@ -61,10 +69,7 @@ def items(n: int) -> list[dict]:
 
 
 def test_a_job_of_1000_items_processes_each_once_and_bad_submissions_get_400(cli, tmp_path):
-    port = free_port()
-    project = write_project(tmp_path / "batch", batch_api(port), {"predictor.py": PREDICTOR})
-    out = tmp_path / "out.txt"
-    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+    port, project, out = serve(cli, tmp_path)
 
     started = time.monotonic()
     code, job = submit(port, {"workers": 2, "item_list": {"items": items(1000), "batch_size": 10},
@@ -96,14 +101,11 @@ def test_a_job_of_1000_items_processes_each_once_and_bad_submissions_get_400(cli
 
 
 def test_listers_dry_run_and_stop(cli, tmp_path):
-    port = free_port()
-    project = write_project(tmp_path / "batch", batch_api(port), {"predictor.py": PREDICTOR})
-    data = project / "data"
+    port, project, out = serve(cli, tmp_path)
+    data = project / "data"  # read when a job is submitted
     data.mkdir()
     for name, ids in (("a.json", range(0, 5)), ("b.json", range(5, 8)), ("skip.txt", range(100, 101))):
         (data / name).write_text("".join(json.dumps({"id": i}) + "\n" for i in ids))
-    out = tmp_path / "out.txt"
-    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
 
     lister = {"s3_paths": ["data/"], "includes": ["**.json"], "batch_size": 2}
     code, dry = submit(port, {"workers": 1, "file_path_lister": lister}, "?dryRun=true")
@@ -114,6 +116,17 @@ def test_listers_dry_run_and_stop(cli, tmp_path):
     assert wait_done(port, job["job_id"])["status"] == "status_succeeded"
     assert sorted(int(x) for x in out.read_text().split()) == list(range(8))
 
+    shown = cli("get", "batch", check=True).out
+    assert job["job_id"] in shown and "status_succeeded" in shown and "4/4" in shown, shown
+    shown = cli("get", "batch", job["job_id"], check=True).out
+    assert "batches:    4 succeeded, 0 failed, 0 running, 0 queued, of 4" in shown, shown
+    missing = cli("get", "batch", "nope")
+    assert missing.code != 0 and "unable to find batch job nope" in missing.err, missing
+
+    code, slow = submit(port, {"workers": 1, "item_list": {"items": items(50), "batch_size": 1},
+                               "config": {"out": str(out), "sleep": 0.5}})
+    assert cli("delete", "batch", slow["job_id"], check=True).out.strip() == f"stopped job {slow['job_id']}"
+    assert status(port, slow["job_id"])["status"] == "status_stopped"
     code, slow = submit(port, {"workers": 1, "item_list": {"items": items(50), "batch_size": 1},
                                "config": {"out": str(out), "sleep": 0.5}})
     code, _, answer = http("DELETE", f"http://127.0.0.1:{port}/batch?jobID={slow['job_id']}")
@@ -123,10 +136,7 @@ def test_listers_dry_run_and_stop(cli, tmp_path):
 
 
 def test_a_daemon_killed_mid_job_resumes_after_up_with_no_batch_lost_or_done_twice(cli, tmp_path):
-    port = free_port()
-    project = write_project(tmp_path / "batch", batch_api(port), {"predictor.py": PREDICTOR})
-    out = tmp_path / "out.txt"
-    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+    port, project, out = serve(cli, tmp_path)
     code, job = submit(port, {"workers": 2, "item_list": {"items": items(400), "batch_size": 10},
                               "config": {"out": str(out), "sleep": 0.1}})
     assert code == 200, job
@@ -144,6 +154,37 @@ def test_a_daemon_killed_mid_job_resumes_after_up_with_no_batch_lost_or_done_twi
     assert sum(seen.values()) - 400 <= 2 * 10, sorted(i for i, n in seen.items() if n > 1)
 
 
+FLAKY = """
+import os
+
+class PythonPredictor:
+    def __init__(self, config, job_spec):
+        self.out = config["out"]
+
+    def predict(self, payload, batch_id):
+        if payload[0]["id"] == 3:
+            raise ValueError("item 3 never works")
+        if payload[0]["id"] == 5 and not os.path.exists(self.out + ".crashed"):
+            open(self.out + ".crashed", "w").close()
+            os._exit(9)  # the worker dies mid-batch, once
+        with open(self.out, "a") as f:
+            f.write(f"{payload[0]['id']}\\n")
+"""
+
+
+def test_a_failing_batch_is_recorded_failed_and_a_dead_worker_replaced(cli, tmp_path):
+    port, project, out = serve(cli, tmp_path, FLAKY)
+    code, job = submit(port, {"workers": 2, "item_list": {"items": items(10), "batch_size": 1},
+                              "config": {"out": str(out)}})
+    assert code == 200, job
+    done = wait_done(port, job["job_id"])
+    assert done["status"] == "status_completed_with_failures", done
+    assert (done["batch_metrics"]["succeeded"], done["batch_metrics"]["failed"]) == (9, 1)
+    assert done["failed_batches"] == [{"batch": 3, "error": "ValueError: item 3 never works"}]
+    assert sorted(int(x) for x in out.read_text().split()) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    assert "worker-" in cli.daemon_log() and "exited with code 9" in cli.daemon_log()
+
+
 def _answers(port: int) -> bool:
     try:
         http("GET", f"http://127.0.0.1:{port}/batch", timeout=1)
@@ -153,11 +194,8 @@ def _answers(port: int) -> bool:
 
 
 def test_job_machinery_items_per_second_against_a_plain_loop(cli, tmp_path):
-    port = free_port()
-    project = write_project(tmp_path / "batch", batch_api(port), {"predictor.py": PREDICTOR})
-    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+    port, project, out = serve(cli, tmp_path)
     n, size = 2000, 10
-    out = tmp_path / "job.txt"
     started = time.monotonic()
     code, job = submit(port, {"workers": 2, "item_list": {"items": items(n), "batch_size": size},
                               "config": {"out": str(out)}})

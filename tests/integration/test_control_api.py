@@ -69,6 +69,9 @@ class FakeDaemon:
     async def delete_api(self, name):
         raise UnknownAPI(f"no api named {name!r} (apis: iris)")
 
+    async def batch_api(self, name, job_id=None, *, stop=False):
+        return None  # no BatchAPI here
+
     def request_shutdown(self):
         pass
 
