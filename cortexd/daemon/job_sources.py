@@ -29,7 +29,10 @@ def submission_batches(submission: Submission, project_dir: str) -> tuple[list[s
     files = listed_files(submission, project_dir)
     if submission.source == "file_path_lister":
         return batches_of((encode_item(p, i) for i, p in enumerate(files)), submission.batch_size), files
-    return batches_of(_json_lines(files, project_dir), submission.batch_size), files
+    batches = batches_of(_json_lines(files, project_dir), submission.batch_size)
+    if not batches:
+        raise SubmissionError(f"unable to enqueue batches because no data was found in {', '.join(files)}")
+    return batches, files
 
 
 def listed_files(submission: Submission, project_dir: str) -> list[str]:
@@ -67,13 +70,12 @@ def _expand(path: str, project_dir: str) -> list[str]:
         if not os.path.isdir(folder):
             return []
     out = []
-    for root, dirs, names in os.walk(folder):
-        dirs.sort()
-        for name in sorted(names):
+    for root, _, names in os.walk(folder):
+        for name in names:
             full = os.path.join(root, name)
             if full.startswith(os.path.join(folder, prefix)):
                 out.append(scheme + full if scheme or os.path.isabs(path) else os.path.relpath(full, project_dir))
-    return out
+    return sorted(out)  # as S3 lists keys
 
 
 def _json_lines(files: list[str], project_dir: str) -> Iterator[str]:

@@ -152,10 +152,16 @@ class JobRunner:
         """The BatchAPIs deployed now; their unended jobs (after a restart) get their workers."""
         self.apis = {s.name: s for s in specs}
         assert self.store is not None
+        for job_id in [j for j in self.running if not self._serves(j)]:  # its BatchAPI was removed
+            await self.stop(job_id)
         for job in await asyncio.to_thread(self.store.jobs):
             if job.ended is None and job.job_id not in self.running and job.api in self.apis:
                 self.events.add(f"job {job.job_id}: resumed with {job.workers} worker(s)", api=job.api)
                 await self._start_job(job)
+
+    def _serves(self, job_id: str) -> bool:
+        job = self._store.job(job_id)
+        return job is not None and job.api in self.apis
 
     # -- the endpoint's requests ------------------------------------------------------------
 
