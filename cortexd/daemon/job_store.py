@@ -105,10 +105,14 @@ class JobStore:
 
     def end(self, job_id: str, status: JobStatus, now: float) -> bool:
         """Record the job ended with `status` (False: it had ended already). A stopped job's
-        batches that had not run stay queued, never claimed again."""
+        batches that had not run stay queued, never claimed again; those running go back to
+        queued (their workers are stopped: whatever they say now is not counted)."""
         with self._tx() as db:
             cur = db.execute("UPDATE jobs SET status = ?, ended = ? WHERE job_id = ? AND ended IS NULL",
                              (status.value, now, job_id))
+            if cur.rowcount == 1 and status is JobStatus.STOPPED:
+                db.execute("UPDATE batches SET state = ?, worker = NULL WHERE job_id = ? AND state = ?",
+                           (BatchState.QUEUED.value, job_id, BatchState.RUNNING.value))
             return cur.rowcount == 1
 
     def take_completion_hook(self, job_id: str) -> bool:

@@ -73,7 +73,10 @@ def test_a_daemon_killed_mid_job_finds_every_batch_in_one_state(path):
 def test_an_ended_job_hands_out_nothing_and_ends_once(path):
     store = JobStore(path)
     new_job(store)
+    running = store.claim("j1", "w1", 105.0)
     assert store.end("j1", JobStatus.STOPPED, 110.0)
+    assert store.counts("j1") == BatchCounts(queued=3)  # the one running is not counted, nor run
+    assert not store.finish("j1", running.index, running.attempt, error=None, seconds=1.0)
     assert not store.end("j1", JobStatus.SUCCEEDED, 111.0)
     assert store.claim("j1", "w1", 112.0) is None
     job = store.job("j1")
