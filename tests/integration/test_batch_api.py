@@ -36,9 +36,9 @@ class PythonPredictor:
 """
 
 
-def batch_api(port: int) -> str:
+def batch_api(port: int, predictor_extra: str = "") -> str:
     return ("- name: batch\n  kind: BatchAPI\n  predictor:\n    type: python\n    path: predictor.py\n"
-            f"  networking:\n    local_port: {port}\n")
+            f"{predictor_extra}  networking:\n    local_port: {port}\n")
 
 
 def serve(cli, tmp_path: Path, predictor: str = PREDICTOR) -> tuple[int, Path, Path]:
@@ -216,3 +216,70 @@ def test_job_machinery_items_per_second_against_a_plain_loop(cli, tmp_path):
     print(f"{n} items in batches of {size}: job (2 workers, submission to end) {job_rate:.0f} items/s; "
           f"plain loop calling the same predictor {loop_rate:.0f} items/s")
     assert job_rate > 50
+
+
+ONNX_PREDICTOR = """
+import json
+
+LABELS = ["setosa", "versicolor", "virginica"]
+
+
+class ONNXPredictor:
+    def __init__(self, onnx_client, config, job_spec):
+        self.client, self.out = onnx_client, config["out"]
+
+    def predict(self, payload, batch_id):
+        with open(self.out, "a") as f:
+            for item in payload:
+                row = [item["sepal_length"], item["sepal_width"], item["petal_length"], item["petal_width"]]
+                f.write(json.dumps({"id": item["id"], "label": LABELS[self.client.predict(row)[0][0]]}) + "\\n")
+"""
+
+
+def test_an_onnx_batch_api_classifies_every_item_once(cli, tmp_path, onnx_files):
+    port = free_port()
+    yaml = batch_api(port, f"    model_path: {onnx_files['logreg']}\n").replace("type: python", "type: onnx")
+    project = write_project(tmp_path / "onnx", yaml, {"predictor.py": ONNX_PREDICTOR})
+    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+    out = tmp_path / "labels.jsonl"
+    setosa = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+    code, job = submit(port, {"workers": 2, "item_list": {"items": [{**setosa, "id": i} for i in range(40)],
+                                                          "batch_size": 8}, "config": {"out": str(out)}})
+    assert code == 200, job
+    assert wait_done(port, job["job_id"])["status"] == "status_succeeded"
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == list(range(40)) and {r["label"] for r in rows} == {"setosa"}
+
+
+TF_PREDICTOR = """
+import json
+
+LABELS = ["setosa", "versicolor", "virginica"]
+
+
+class TensorFlowPredictor:
+    def __init__(self, tensorflow_client, config, job_spec):
+        self.client, self.out = tensorflow_client, config["out"]
+
+    def predict(self, payload, batch_id):
+        with open(self.out, "a") as f:
+            for item in payload:
+                sample = {k: v for k, v in item.items() if k != "id"}
+                label = LABELS[int(self.client.predict(sample)["class_ids"][0])]
+                f.write(json.dumps({"id": item["id"], "label": label}) + "\\n")
+"""
+
+
+def test_a_tensorflow_batch_api_classifies_every_item_once(cli, tmp_path, tf_model):
+    port = free_port()
+    yaml = batch_api(port, f"    model_path: {tf_model}\n").replace("type: python", "type: tensorflow")
+    project = write_project(tmp_path / "tf", yaml, {"predictor.py": TF_PREDICTOR})
+    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+    out = tmp_path / "labels.jsonl"
+    setosa = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+    code, job = submit(port, {"workers": 1, "item_list": {"items": [{**setosa, "id": i} for i in range(20)],
+                                                          "batch_size": 5}, "config": {"out": str(out)}})
+    assert code == 200, job
+    assert wait_done(port, job["job_id"])["status"] == "status_succeeded"
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == list(range(20)) and {r["label"] for r in rows} == {"setosa"}
