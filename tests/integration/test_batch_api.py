@@ -13,6 +13,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tests.builders import write_project
 from tests.real_daemon import free_port, http, post_json, wait_until
 
@@ -218,66 +220,44 @@ def test_job_machinery_items_per_second_against_a_plain_loop(cli, tmp_path):
     assert job_rate > 50
 
 
-ONNX_PREDICTOR = """
+
+MODEL_PREDICTOR = """
 import json
 
 LABELS = ["setosa", "versicolor", "virginica"]
 
 
-class ONNXPredictor:
-    def __init__(self, onnx_client, config, job_spec):
-        self.client, self.out = onnx_client, config["out"]
+class {cls}:
+    def __init__(self, {client}, config, job_spec):
+        self.client, self.out = {client}, config["out"]
 
     def predict(self, payload, batch_id):
         with open(self.out, "a") as f:
             for item in payload:
-                row = [item["sepal_length"], item["sepal_width"], item["petal_length"], item["petal_width"]]
-                f.write(json.dumps({"id": item["id"], "label": LABELS[self.client.predict(row)[0][0]]}) + "\\n")
+                f.write(json.dumps({{"id": item["id"], "label": LABELS[self.label(item)]}}) + "\\n")
+
+    def label(self, item):
+{label}
 """
+LABEL = {
+    "onnx": "        row = [item[k] for k in ('sepal_length', 'sepal_width', 'petal_length', 'petal_width')]\n"
+            "        return self.client.predict(row)[0][0]",
+    "tensorflow": "        sample = {k: v for k, v in item.items() if k != 'id'}\n"
+                  "        return int(self.client.predict(sample)['class_ids'][0])",
+}
 
 
-def test_an_onnx_batch_api_classifies_every_item_once(cli, tmp_path, onnx_files):
+@pytest.mark.parametrize(("kind", "cls"), [("onnx", "ONNXPredictor"), ("tensorflow", "TensorFlowPredictor")])
+def test_model_batch_apis_classify_every_item_once(cli, tmp_path, request, kind, cls):
+    model = request.getfixturevalue("onnx_files")["logreg"] if kind == "onnx" else request.getfixturevalue("tf_model")
     port = free_port()
-    yaml = batch_api(port, f"    model_path: {onnx_files['logreg']}\n").replace("type: python", "type: onnx")
-    project = write_project(tmp_path / "onnx", yaml, {"predictor.py": ONNX_PREDICTOR})
+    yaml = batch_api(port, f"    model_path: {model}\n").replace("type: python", f"type: {kind}")
+    source = MODEL_PREDICTOR.format(cls=cls, client=f"{kind}_client", label=LABEL[kind])
+    project = write_project(tmp_path / kind, yaml, {"predictor.py": source})
     cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
     out = tmp_path / "labels.jsonl"
     setosa = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-    code, job = submit(port, {"workers": 2, "item_list": {"items": [{**setosa, "id": i} for i in range(40)],
-                                                          "batch_size": 8}, "config": {"out": str(out)}})
-    assert code == 200, job
-    assert wait_done(port, job["job_id"])["status"] == "status_succeeded"
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert sorted(r["id"] for r in rows) == list(range(40)) and {r["label"] for r in rows} == {"setosa"}
-
-
-TF_PREDICTOR = """
-import json
-
-LABELS = ["setosa", "versicolor", "virginica"]
-
-
-class TensorFlowPredictor:
-    def __init__(self, tensorflow_client, config, job_spec):
-        self.client, self.out = tensorflow_client, config["out"]
-
-    def predict(self, payload, batch_id):
-        with open(self.out, "a") as f:
-            for item in payload:
-                sample = {k: v for k, v in item.items() if k != "id"}
-                label = LABELS[int(self.client.predict(sample)["class_ids"][0])]
-                f.write(json.dumps({"id": item["id"], "label": label}) + "\\n")
-"""
-
-
-def test_a_tensorflow_batch_api_classifies_every_item_once(cli, tmp_path, tf_model):
-    port = free_port()
-    yaml = batch_api(port, f"    model_path: {tf_model}\n").replace("type: python", "type: tensorflow")
-    project = write_project(tmp_path / "tf", yaml, {"predictor.py": TF_PREDICTOR})
-    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
-    out = tmp_path / "labels.jsonl"
-    setosa = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-    code, job = submit(port, {"workers": 1, "item_list": {"items": [{**setosa, "id": i} for i in range(20)],
+    code, job = submit(port, {"workers": 2, "item_list": {"items": [{**setosa, "id": i} for i in range(20)],
                                                           "batch_size": 5}, "config": {"out": str(out)}})
     assert code == 200, job
     assert wait_done(port, job["job_id"])["status"] == "status_succeeded"
