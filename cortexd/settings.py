@@ -100,14 +100,22 @@ def _log_size(value: Any, source: str) -> int:
     return size
 
 
-def _log_files(value: Any, source: str) -> int:
+def _count(value: Any, subject: str, unit: str) -> int:
     try:
         count = int(value)
     except ValueError:
         count = 0
     if count < 1:
-        raise UsageError(f"log files {value!r}: expected a whole number of files, at least 1")
+        raise UsageError(f"{subject} {value!r}: expected a whole number of {unit}, at least 1")
     return count
+
+
+def _attempts(value: Any, source: str) -> int:
+    return _count(value, source, "attempts")
+
+
+def _log_files(value: Any, source: str) -> int:
+    return _count(value, "log files", "files")
 
 
 def _port(value: Any, source: str) -> int:
@@ -232,6 +240,9 @@ class DaemonSettings:
     # process backend: project environments (backends/environments.py) live in env_cache
     # (None: home/envs; one cache shared between homes)
     env_cache: Path | None = setting(env="CORTEXD_ENV_CACHE", parse=_absolute_path)  # noqa: RUF009 - as home
+    # a BatchAPI job's batch is tried at most this many times (its error, or its worker or the
+    # daemon lost while it ran), then recorded failed (daemon/jobs.py)
+    batch_max_attempts: int = setting(3, env="CORTEXD_BATCH_MAX_ATTEMPTS", parse=_attempts)
     # internal: what tests tune
     # readiness probing and reconciling
     reconcile_interval: float = 1.0

@@ -166,7 +166,7 @@ class Daemon:
         # replicas the gateway takes out of rotation are reported, and replaced when hung
         self.gateway.on_replica_health = self.reconciler.replica_out_of_rotation
         self._record_config(projects)
-        self.jobs = JobRunner(s.home, self.events, self._interpreter)
+        self.jobs = JobRunner(s.home, self.events, self._interpreter, max_attempts=s.batch_max_attempts)
         await self.jobs.start()
         await self._apply_jobs(projects)
         await self.reconciler.apply(self._desired(), splitters=self._splitters())

@@ -1,13 +1,12 @@
 """`kind: BatchAPI` on a real daemon: a job of 1,000 items in batches of 10 on 2 workers, every
 item processed once (the predictor writes its items' ids to a file of the job's config); bad
-submissions answered 400; a job's status, stop; a daemon SIGKILLed mid-job resuming after `up`
-with no batch lost or completed twice; and the job machinery's items/s against a plain loop."""
+submissions answered 400; listers, dryRun, a job's status and stop, in HTTP and in the CLI; a batch
+that keeps failing and a worker that dies; onnx and tensorflow predictors; and the job machinery's
+items/s against a plain loop. (A daemon SIGKILLed mid-job: tests/faults/test_batch_faults.py.)"""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
 import time
 from collections import Counter
@@ -15,59 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.batch_jobs import batch_api, items, serve, status, submit, wait_done
 from tests.builders import write_project
-from tests.real_daemon import free_port, http, post_json, wait_until
-
-PREDICTOR = """
-import json, os, time
-
-class PythonPredictor:
-    def __init__(self, config, job_spec):
-        self.out = config["out"]
-        self.sleep = float(config.get("sleep", 0))
-        self.job_id = job_spec["job_id"]
-
-    def predict(self, payload, batch_id):
-        time.sleep(self.sleep)
-        with open(self.out, "a") as f:
-            f.write("".join(f"{item['id']}\\n" for item in payload))
-
-    def on_job_complete(self):
-        with open(self.out + ".complete", "a") as f:
-            f.write(self.job_id + "\\n")
-"""
-
-
-def batch_api(port: int, predictor_extra: str = "") -> str:
-    return ("- name: batch\n  kind: BatchAPI\n  predictor:\n    type: python\n    path: predictor.py\n"
-            f"{predictor_extra}  networking:\n    local_port: {port}\n")
-
-
-def serve(cli, tmp_path: Path, predictor: str = PREDICTOR) -> tuple[int, Path, Path]:
-    """A BatchAPI project served by a fresh daemon: (its port, its folder, the output file path)."""
-    port = free_port()
-    project = write_project(tmp_path / "batch", batch_api(port), {"predictor.py": predictor})
-    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
-    return port, project, tmp_path / "out.txt"
-
-
-def submit(port: int, body: dict, query: str = "") -> tuple[int, dict]:
-    code, _, answer = post_json(f"http://127.0.0.1:{port}/batch{query}", body)
-    return code, json.loads(answer)
-
-
-def status(port: int, job_id: str) -> dict:
-    code, _, body = http("GET", f"http://127.0.0.1:{port}/batch?jobID={job_id}")
-    assert code == 200, body
-    return json.loads(body)["job_status"]
-
-
-def wait_done(port: int, job_id: str, timeout: float = 60) -> dict:
-    return wait_until(lambda: (s := status(port, job_id))["end_time"] and s, timeout, f"job {job_id} to end")
-
-
-def items(n: int) -> list[dict]:
-    return [{"id": i} for i in range(n)]
+from tests.real_daemon import free_port, http, wait_until
 
 
 def test_a_job_of_1000_items_processes_each_once_and_bad_submissions_get_400(cli, tmp_path):
@@ -137,25 +86,6 @@ def test_listers_dry_run_and_stop(cli, tmp_path):
     assert http("DELETE", f"http://127.0.0.1:{port}/batch?jobID={slow['job_id']}")[0] == 400
 
 
-def test_a_daemon_killed_mid_job_resumes_after_up_with_no_batch_lost_or_done_twice(cli, tmp_path):
-    port, project, out = serve(cli, tmp_path)
-    code, job = submit(port, {"workers": 2, "item_list": {"items": items(400), "batch_size": 10},
-                              "config": {"out": str(out), "sleep": 0.1}})
-    assert code == 200, job
-    wait_until(lambda: out.exists() and len(out.read_text().split()) >= 60, 30, "some batches done")
-    os.kill(int((cli.home / "cortexd.pid").read_text()), signal.SIGKILL)
-    wait_until(lambda: not _answers(port), 10, "the daemon gone")
-    (cli.home / "cortexd.sock").unlink(missing_ok=True)
-    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
-    done = wait_done(port, job["job_id"], timeout=60)
-    assert done["status"] == "status_succeeded" and done["batch_metrics"]["succeeded"] == 40, done
-    seen = Counter(int(line) for line in out.read_text().split())
-    assert set(seen) == set(range(400))
-    # a batch in flight at the kill may have written its items before the worker died with the
-    # daemon: run again, it is completed once (40 succeeded); nothing is lost
-    assert sum(seen.values()) - 400 <= 2 * 10, sorted(i for i, n in seen.items() if n > 1)
-
-
 FLAKY = """
 import os
 
@@ -185,14 +115,6 @@ def test_a_failing_batch_is_recorded_failed_and_a_dead_worker_replaced(cli, tmp_
     assert done["failed_batches"] == [{"batch": 3, "error": "ValueError: item 3 never works"}]
     assert sorted(int(x) for x in out.read_text().split()) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
     assert "worker-" in cli.daemon_log() and "exited with code 9" in cli.daemon_log()
-
-
-def _answers(port: int) -> bool:
-    try:
-        http("GET", f"http://127.0.0.1:{port}/batch", timeout=1)
-        return True
-    except OSError:
-        return False
 
 
 def test_job_machinery_items_per_second_against_a_plain_loop(cli, tmp_path):
