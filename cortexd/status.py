@@ -165,12 +165,23 @@ class SplitterStatus(JSONRecord):
 
 
 @dataclass(frozen=True)
+class BatchAPIStatus(JSONRecord):
+    """A BatchAPI: its endpoint and its jobs, counted (`cortexd get API` lists them)."""
+
+    name: str
+    url: str
+    jobs: int  # submitted, all time
+    running: int  # not ended
+
+
+@dataclass(frozen=True)
 class Status(JSONRecord):
     daemon: DaemonStatus
     apis: tuple[APIStatus, ...]
     events: tuple[EventStatus, ...]  # oldest first
     gpus: GPUStatus | None  # None: not read (no placer)
     splitters: tuple[SplitterStatus, ...] = ()
+    batch_apis: tuple[BatchAPIStatus, ...] = ()
 
     def api(self, name: str) -> APIStatus | None:
         return next((a for a in self.apis if a.name == name), None)

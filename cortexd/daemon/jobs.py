@@ -56,6 +56,7 @@ from cortexd.daemon.job_store import JobRow, JobStore
 from cortexd.errors import BackendError, RequestError, UnknownAPI
 from cortexd.gateway.routes import JobRoute
 from cortexd.spec.model import APISpec
+from cortexd.status import BatchAPIStatus
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,15 @@ class JobRunner:
             if job.ended is None and job.job_id not in self.running and job.api in self.apis:
                 self.events.add(f"job {job.job_id}: resumed with {job.workers} worker(s)", api=job.api)
                 await self._start_job(job)
+
+    def statuses(self, url: Callable[[int, str], str]) -> tuple[BatchAPIStatus, ...]:
+        """The BatchAPIs served, for the status snapshot (one small query each)."""
+        out = []
+        for name, spec in sorted(self.apis.items()):
+            jobs = self._store.jobs(name)
+            out.append(BatchAPIStatus(name, url(spec.networking.local_port, spec.networking.endpoint), len(jobs),
+                                      sum(1 for j in jobs if j.ended is None)))
+        return tuple(out)
 
     def _serves(self, job_id: str) -> bool:
         job = self._store.job(job_id)

@@ -18,6 +18,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -422,7 +423,7 @@ class Daemon:
             self.settings.host, round(wall - self.started_at, 1), tuple(self.config_files),
             self.config_error, tuple(self.notices),
             f"http://127.0.0.1:{self.settings.metrics_port}/metrics" if self._metrics is not None else None)
-        return build_status(
+        status = build_status(
             daemon, rec.api_facts(), rec.replica_facts(), {n: rec.traffic(n) for n in rec.apis},
             self.events.recent(50), GPUStatus.of(self.placer.inventory()) if self.placer else None,
             urls={n: self._url(s.spec.networking.local_port, s.spec.networking.endpoint)
@@ -431,6 +432,7 @@ class Daemon:
             isolation={n: rec.isolation(n) for n in rec.apis},
             pins={n: self.pin_changes.changes(n) for n in rec.apis} if self.pin_changes is not None else None,
             splitters=self._splitter_facts(mono))
+        return replace(status, batch_apis=self.jobs.statuses(self._url)) if self.jobs is not None else status
 
     def _splitter_facts(self, now: float) -> list[SplitterFacts]:
         splits = {s.name: s for s in self.gateway.splits()} if self.gateway is not None else {}

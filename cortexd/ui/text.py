@@ -87,7 +87,7 @@ def isolation_lines(isolation: Mapping | None) -> list[str]:
 
 def api_table(snap: Status) -> str:
     apis = snap.apis
-    if not apis and not snap.splitters:
+    if not apis and not snap.splitters and not snap.batch_apis:
         return "no apis deployed"
     rows = [
         [a.name, a.status, _replicas(a), str(a.in_flight), _rate(a), _latency(a), _requests(a), a.url]
@@ -98,6 +98,9 @@ def api_table(snap: Status) -> str:
     if snap.splitters:
         out.append("")
         out.append(splitter_table(snap.splitters))
+    if snap.batch_apis:
+        out += ["", _table(["BATCH API", "JOBS", "RUNNING", "URL"],
+                           [[b.name, str(b.jobs), str(b.running), b.url] for b in snap.batch_apis])]
     for a in apis:
         if a.reason:
             first, *rest = a.reason.splitlines()
@@ -242,10 +245,9 @@ def batch_detail(api: dict[str, Any]) -> str:
     jobs = api.get("jobs") or []
     if not jobs:
         return "\n".join([*out, "no jobs submitted"])
-    rows: list[tuple[str, ...]] = [("JOB ID", "STATUS", "PROGRESS", "FAILED", "WORKERS", "CREATED")]
-    rows += [(j["job_id"], j["status"], f"{j['succeeded'] + j['failed']}/{j['total']}", str(j["failed"]),
-              str(j["workers"]), (j.get("created_time") or "")[:19]) for j in jobs]
-    return "\n".join(out + _columns(rows))
+    rows = [[j["job_id"], j["status"], f"{j['succeeded'] + j['failed']}/{j['total']}", str(j["failed"]),
+             str(j["workers"]), (j.get("created_time") or "")[:19]] for j in jobs]
+    return "\n".join([*out, _table(["JOB ID", "STATUS", "PROGRESS", "FAILED", "WORKERS", "CREATED"], rows)])
 
 
 def job_detail(answer: dict[str, Any]) -> str:
@@ -263,7 +265,3 @@ def job_detail(answer: dict[str, Any]) -> str:
     lines += [f"failed batch {f['batch']}: {f['error']}" for f in s.get("failed_batches", [])]
     return "\n".join(lines)
 
-
-def _columns(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]

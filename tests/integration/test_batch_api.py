@@ -67,6 +67,8 @@ def test_listers_dry_run_and_stop(cli, tmp_path):
     assert wait_done(port, job["job_id"])["status"] == "status_succeeded"
     assert sorted(int(x) for x in out.read_text().split()) == list(range(8))
 
+    listing = cli("get", check=True).out
+    assert "BATCH API" in listing and f"batch      1     0        http://127.0.0.1:{port}/batch" in listing, listing
     shown = cli("get", "batch", check=True).out
     assert job["job_id"] in shown and "status_succeeded" in shown and "4/4" in shown, shown
     shown = cli("get", "batch", job["job_id"], check=True).out

@@ -100,6 +100,7 @@ def test_status_json_is_the_json_status_served_before_the_model():
                               "memory_used": 40, "memory_total": 80}],
                  "reason": None, "driver_version": "550.54"},
         "splitters": [],  # (issue 18: traffic splitters)
+        "batch_apis": [],  # (issue 18: BatchAPIs)
     }
     assert json.dumps(got) == json.dumps(expected)  # key order too: `-o json` prints it as it comes
 
