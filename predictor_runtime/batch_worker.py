@@ -6,7 +6,7 @@ the first optional, passed by name), then pulls batches from the daemon over loo
 until the job has none left: `POST {url}/claim` answers a batch (200), nothing queued just now
 (204: ask again), or the job's end (410, and once per job `on_job_complete: true`, when the
 predictor's `on_job_complete()` is called). Each batch's outcome goes back as `POST {url}/done`
-(its error's last line when predict raised): the daemon retries or records it. The daemon tells
+(its error when predict raised): the daemon retries or records it, and answers as `claim` does. The daemon tells
 the worker where to ask, its name and the job (CORTEXD_JOB_URL, CORTEXD_WORKER, CORTEXD_JOB_SPEC,
 CORTEXD_JOB_TOKEN in the environment); the spec file is the replica's runtime spec (contract.py).
 """
@@ -104,10 +104,11 @@ def _model_client(predictor: Any) -> Any:
 def run(instance: Any, daemon: Daemon, job_id: str) -> None:
     predict = instance.predict
     names = [n for n in inspect.signature(predict).parameters if n in PREDICT_NAMES]
+    status, answer = daemon.post("claim", {})
     while True:
-        status, answer = daemon.post("claim", {})
         if status == 204:
             time.sleep(WAIT)
+            status, answer = daemon.post("claim", {})
             continue
         if status != 200:
             if answer.get("on_job_complete") and callable(getattr(instance, "on_job_complete", None)):
@@ -123,8 +124,8 @@ def run(instance: Any, daemon: Daemon, job_id: str) -> None:
         except Exception as e:  # the batch fails; the worker goes on
             traceback.print_exc()
             error = f"{type(e).__name__}: {e}"[:2000]
-        daemon.post("done", {"index": index, "attempt": attempt, "error": error,
-                             "seconds": time.monotonic() - started})
+        status, answer = daemon.post("done", {"index": index, "attempt": attempt, "error": error,
+                                              "seconds": time.monotonic() - started})  # and the next batch
 
 
 def main(argv: list[str] | None = None) -> int:

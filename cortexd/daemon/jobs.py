@@ -3,6 +3,7 @@
     client --(API's endpoint: POST submit, GET ?jobID= status, DELETE ?jobID= stop)--> gateway
        JobRoute --> JobRunner.handle --> core.batch_jobs (rules) + job_sources (data) + JobStore
     worker process (predictor_runtime.batch_worker) --(POST /jobs/ID/claim, /done, loopback)--> here
+                                  (/done's answer is the worker's next batch: one round trip a batch)
 
 A job's batches are recorded in SQLite before its workers start (the submission's answer says
 the job exists only once it is durable). Each worker is a process of the API's predictor, on
@@ -386,28 +387,31 @@ class JobRunner:
         if isinstance(got, web.Response):
             return got
         job_id, body = got
-        claimed = await asyncio.to_thread(self._store.claim, job_id, str(body.get("worker")), time.time())
+        return await self._next(job_id, str(body.get("worker")))
+
+    async def _next(self, job_id: str, worker: str) -> web.Response:
+        """A worker's next batch (200), none queued now (204: ask again), or the job's end (410)."""
+        claimed = await asyncio.to_thread(self._store.claim, job_id, worker, time.time())
         if claimed is not None:
             return web.json_response({"index": claimed.index, "attempt": claimed.attempt,
                                       "payload": claimed.payload})
-        if not await self._finish_if_done(job_id):
-            return web.Response(status=204)  # others run the last batches; one may come back
         job = await asyncio.to_thread(self._store.job, job_id)
+        if (job is None or job.ended is None) and not await self._finish_if_done(job_id):
+            return web.Response(status=204)  # others run the last batches; one may come back
+        job = await asyncio.to_thread(self._store.job, job_id)  # ended now (stopped: its workers stop)
         hook = (job is not None and job.status in (JobStatus.SUCCEEDED, JobStatus.COMPLETED_WITH_FAILURES)
                 and await asyncio.to_thread(self._store.take_completion_hook, job_id))
         return web.json_response({"on_job_complete": hook}, status=410)
 
     async def _done(self, request: web.Request) -> web.Response:
+        """A batch's outcome; answered with the worker's next batch, as _claim would (one round trip)."""
         got = await self._authorised(request)
         if isinstance(got, web.Response):
             return got
         job_id, body = got
-        counted = await asyncio.to_thread(self._store.finish, job_id, int(body["index"]), int(body["attempt"]),
-                                          error=body.get("error"), seconds=float(body.get("seconds") or 0.0))
-        if counted:
-            await self._finish_if_done(job_id)
-        return web.json_response({"counted": counted})
-
+        await asyncio.to_thread(self._store.finish, job_id, int(body["index"]), int(body["attempt"]),
+                                error=body.get("error"), seconds=float(body.get("seconds") or 0.0))
+        return await self._next(job_id, str(body.get("worker")))
 
 def _signal(process: asyncio.subprocess.Process, sig: int) -> None:
     if process.returncode is None:
