@@ -316,6 +316,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
         query += "&follow=1"
     if args.previous:
         query += "&previous=1"
+    if args.job:
+        query += f"&job={_quoted(args.job)}"
     if args.since:
         query += f"&since={_parse_since(args.since, time.time())}"
     console = None
@@ -503,6 +505,7 @@ def _add_api_commands(add: AddCommand) -> None:
 
     lg = add("logs", cmd_logs, "show an API's replica output")
     lg.add_argument("api")
+    lg.add_argument("job", nargs="?", help="a BatchAPI's job id: its workers' logs (default: its newest job)")
     lg.add_argument("-f", "--follow", action="store_true")
     lg.add_argument("--tail", type=int, default=None, metavar="N", help="last N lines per replica")
     lg.add_argument("--since", metavar="WHEN",

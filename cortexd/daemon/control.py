@@ -6,7 +6,8 @@
                                    one traffic splitter's status (its apis, weights, counters), or
                                    one BatchAPI's jobs
     GET    /apis/{name}/logs       replica output; ?tail=N&follow=1&since=EPOCH streams new lines;
-                                   ?previous=1: the daemon's previous run's
+                                   ?previous=1: the daemon's previous run's; ?job=ID: a BatchAPI
+                                   job's workers' (its newest job's without it)
     POST   /deploy                 {"paths": [...], "cpu_only": false, "nearest_pins": false}: add or
                                    update those projects' APIs (others stay); cpu_only, nearest_pins:
                                    `deploy --cpu-only`, `deploy --nearest-pins` (issue 17)
@@ -141,7 +142,7 @@ class _Routes:
             since_t = float(since) if since else None
         except ValueError:
             return _error(400, f"tail must be an integer and since epoch seconds, got {tail!r}, {since!r}")
-        sources = self.daemon.log_sources(name, previous=previous)
+        sources = self.daemon.log_sources(name, previous=previous, job=query.get("job"))
         resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await resp.prepare(request)
         # since: what was written after it (LogClock), across rotations; then new lines

@@ -170,6 +170,15 @@ class JobRunner:
                                       sum(1 for j in jobs if j.ended is None)))
         return tuple(out)
 
+    def log_sources(self, api: str, job_id: str | None) -> list[tuple[str, str | None]]:
+        """(JOB/worker-N, its log file) of a job's workers (job_id None: the API's newest job)."""
+        jobs = self._store.jobs(api)
+        job = next((j for j in jobs if j.job_id == job_id), None) if job_id else (jobs[0] if jobs else None)
+        if job is None:
+            raise UnknownAPI(f"batch api {api!r} has no job {job_id}" if job_id else f"batch api {api!r} has no "
+                             "jobs yet: its workers' logs come with a job")
+        return [(f"{job.job_id}/{f.stem}", str(f)) for f in sorted((self.dir / job.job_id).glob("*.log"))]
+
     def _serves(self, job_id: str) -> bool:
         job = self._store.job(job_id)
         return job is not None and job.api in self.apis

@@ -471,10 +471,13 @@ class Daemon:
         paths = (self.backend.log_path(rid) for rid in self.reconciler.observed)
         return {os.path.abspath(p) for p in paths if p}
 
-    def log_sources(self, name: str, previous: bool = False) -> list[tuple[str, str | None]]:
+    def log_sources(self, name: str, previous: bool = False, job: str | None = None) -> list[tuple[str, str | None]]:
         """(replica_id, log file or None) for the API's current replicas and the most recent
         dead ones (their tracebacks are what a user looks for); with `previous`, its replicas'
-        logs of the daemon's previous run (an API no longer served included)."""
+        logs of the daemon's previous run (an API no longer served included); a BatchAPI's: the
+        workers' of `job` (None: its newest)."""
+        if self.jobs is not None and name in self.jobs.apis and not previous:
+            return self.jobs.log_sources(name, job)
         if previous:
             found = previous_logs(self.settings.previous_log_dir, name)
             if not found:

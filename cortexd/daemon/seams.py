@@ -122,9 +122,9 @@ class ControlledDaemon(Protocol):
     async def replica_models(self, name: str) -> dict[str, dict]:
         """{replica id: what it serves} (GET /apis/{name})."""
 
-    def log_sources(self, name: str, previous: bool = False) -> list[tuple[str, str | None]]:
-        """(replica id, log file) of the API's replicas (`previous`: of the daemon's previous run);
-        raises UnknownAPI."""
+    def log_sources(self, name: str, previous: bool = False, job: str | None = None) -> list[tuple[str, str | None]]:
+        """(replica id, log file) of the API's replicas (`previous`: of the daemon's previous run;
+        `job`: a BatchAPI's job, its workers'); raises UnknownAPI."""
 
     def stream_logs(self, name: str, sources: list[tuple[str, str | None]], tail: int | None,
                     follow: bool, since: float | None = None) -> AsyncIterator[str]:

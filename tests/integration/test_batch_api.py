@@ -117,6 +117,9 @@ def test_a_failing_batch_is_recorded_failed_and_a_dead_worker_replaced(cli, tmp_
     assert done["failed_batches"] == [{"batch": 3, "error": "ValueError: item 3 never works"}]
     assert sorted(int(x) for x in out.read_text().split()) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
     assert "worker-" in cli.daemon_log() and "exited with code 9" in cli.daemon_log()
+    logs = cli("logs", "batch", job["job_id"], check=True).out  # the workers' output: the failed batches'
+    assert "ValueError: item 3 never works" in logs and f"{job['job_id']}/worker-" in logs, logs
+    assert cli("logs", "batch", check=True).out == logs  # its newest job's
 
 
 def test_job_machinery_items_per_second_against_a_plain_loop(cli, tmp_path):

@@ -48,7 +48,7 @@ class FakeDaemon:
     async def replica_models(self, name):
         return {}
 
-    def log_sources(self, name, previous=False):
+    def log_sources(self, name, previous=False, job=None):
         if name != "iris":
             raise UnknownAPI(f"no api named {name!r} (apis: iris)")
         return [("iris-r0", None)]
