@@ -184,7 +184,7 @@ def test_model_batch_apis_classify_every_item_once(cli, tmp_path, request, kind,
     cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
     out = tmp_path / "labels.jsonl"
     setosa = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-    code, job = submit(port, {"workers": 2, "item_list": {"items": [{**setosa, "id": i} for i in range(20)],
+    code, job = submit(port, {"workers": 1, "item_list": {"items": [{**setosa, "id": i} for i in range(20)],
                                                           "batch_size": 5}, "config": {"out": str(out)}})
     assert code == 200, job
     assert wait_done(port, job["job_id"])["status"] == "status_succeeded"
