@@ -10,25 +10,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 from cortexd.errors import DaemonUnavailable, error_from_http
 from cortexd.settings import DaemonSettings
 from cortexd.status import Status
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
-        super().__init__("cortexd", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
+from predictor_runtime.unix_http import UnixHTTPConnection
 
 
 class ControlClient:
@@ -38,8 +26,8 @@ class ControlClient:
         self.path = str(settings.socket_path)
         self.timeout = timeout
 
-    def _open(self, method: str, url: str, body: Any = None) -> tuple[_UnixConnection, http.client.HTTPResponse]:
-        conn = _UnixConnection(self.path, self.timeout)
+    def _open(self, method: str, url: str, body: Any = None) -> tuple[UnixHTTPConnection, http.client.HTTPResponse]:
+        conn = UnixHTTPConnection(self.path, self.timeout)
         try:
             payload = json.dumps(body).encode() if body is not None else None
             headers = {"Content-Type": "application/json"} if payload is not None else {}

@@ -2,13 +2,16 @@
 
 It constructs the API's predictor with Cortex 0.23's batch interface (`__init__(self, config,
 job_spec)`, or `(self, tensorflow_client|onnx_client, config, job_spec)`; each parameter but
-the first optional, passed by name), then pulls batches from the daemon over loopback HTTP
-until the job has none left: `POST {url}/claim` answers a batch (200), nothing queued just now
-(204: ask again), or the job's end (410, and once per job `on_job_complete: true`, when the
-predictor's `on_job_complete()` is called). Each batch's outcome goes back as `POST {url}/done`
-(its error when predict raised): the daemon retries or records it, and answers as `claim` does. The daemon tells
-the worker where to ask, its name and the job (CORTEXD_JOB_URL, CORTEXD_WORKER, CORTEXD_JOB_SPEC,
-CORTEXD_JOB_TOKEN in the environment); the spec file is the replica's runtime spec (contract.py).
+the first optional, passed by name), then pulls batches from the daemon over HTTP (loopback, or
+the daemon's unix socket bound into a worker's container: CORTEXD_JOB_SOCKET) until the job has
+none left: `POST {url}/claim` answers a batch (200), nothing queued just now (204: ask again), or
+the job's end (410, and once per job `on_job_complete: true`, when the predictor's
+`on_job_complete()` is called). Each batch's outcome goes back as `POST {url}/done` (its error
+when predict raised): the daemon retries or records it, and answers as `claim` does. The daemon
+tells the worker where to ask, its name and the job (CORTEXD_JOB_URL, CORTEXD_WORKER,
+CORTEXD_JOB_SPEC, CORTEXD_JOB_TOKEN in the environment); the spec file is the replica's runtime
+spec (contract.py). The worker is started as a replica of its API is (backends/base.py
+`start_worker`): same user, limits, environment or image.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from predictor_runtime.predictors import (
     display_path,
     import_predictor_module,
 )
+from predictor_runtime.unix_http import UnixHTTPConnection
 
 INIT_NAMES = ("config", "job_spec")
 PREDICT_NAMES = ("payload", "batch_id")
@@ -42,11 +46,13 @@ WAIT = 0.2  # seconds between two asks while nothing is queued
 
 
 class Daemon:
-    """The daemon's job endpoint, over one kept-alive loopback connection."""
+    """The daemon's job endpoint, over one kept-alive connection: loopback, or the unix socket
+    `socket_path` (a worker in a container)."""
 
-    def __init__(self, url: str, token: str, worker: str):
+    def __init__(self, url: str, token: str, worker: str, socket_path: str | None = None):
         parts = urllib.parse.urlsplit(url)
-        self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=60)
+        self.conn = (UnixHTTPConnection(socket_path, 60) if socket_path else
+                     http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=60))
         self.path, self.token, self.worker = parts.path.rstrip("/"), token, worker
 
     def post(self, what: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if spec.project_dir:
         os.chdir(spec.project_dir)
     daemon = Daemon(os.environ["CORTEXD_JOB_URL"], os.environ.get("CORTEXD_JOB_TOKEN", ""),
-                    os.environ.get("CORTEXD_WORKER", "worker"))
+                    os.environ.get("CORTEXD_WORKER", "worker"), os.environ.get("CORTEXD_JOB_SOCKET"))
     try:
         instance = construct(spec, job_spec)
     except StartupError as e:

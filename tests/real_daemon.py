@@ -7,21 +7,25 @@ its daemon afterwards. Projects to serve are built with tests/builders.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.builders import REPO
 
-__all__ = ["CLI", "REPO", "Result", "free_port", "http", "pid_alive", "post_json", "replica_pids",
-           "server_has_read", "session_members", "wait_until"]
+__all__ = ["CLI", "REPO", "Result", "free_port", "http", "pid_alive", "post_json", "readable_by_all",
+           "replica_pids", "server_has_read", "session_members", "shared_daemon", "wait_until"]
 
 
 def free_port() -> int:
@@ -164,3 +168,26 @@ def session_members(sid: int) -> list[int]:
 
 def replica_pids(snap: dict) -> list[int]:
     return [int(r["backend"]["pid"]) for a in snap["apis"] for r in a["replica_list"]]
+
+
+def readable_by_all(project: Path) -> Path:
+    """`project` and its files readable by every user (a root daemon's replica uids)."""
+    for p in [project, *project.iterdir()]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return project
+
+
+@contextlib.contextmanager
+def shared_daemon(program: Path, prefix: str) -> Iterator[tuple[Path, CLI]]:
+    """(a folder every user can enter, a CLI running `program` on a home in it): what a root
+    daemon needs to run replicas as other uids (tmp_path's parents are 0700; pyenv's Python is
+    under /root). Its daemon is stopped and the folder removed afterwards."""
+    shared = Path(tempfile.mkdtemp(prefix=prefix))
+    cli = CLI(shared / "home", program=[str(program)])
+    try:
+        shared.chmod(0o755)
+        yield shared, cli
+    finally:
+        if (cli.home / "cortexd.sock").exists():
+            cli("down", timeout=90)
+        shutil.rmtree(shared, ignore_errors=True)

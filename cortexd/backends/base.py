@@ -5,15 +5,23 @@ daemon relies on that cannot be re-read (replicas carry their spec hash, observe
 state is always re-read: docs/architecture.md, "Rules the layers keep"). Two implementations:
 backends/process.py (local child processes) and backends/docker.py (containers).
 Tests of the reconciler use a recording fake of this protocol.
+
+A backend also starts one-off workers of an API (a BatchAPI job's, daemon/jobs.py) through the
+same launch as the API's replicas (user, cgroups or container, limits, environment or image,
+GPUs, /mnt/project), with another command and no port: `start_worker`. Workers are not
+replicas: list() never shows them, and `end_workers()` removes what a killed daemon left.
 """
 
 from __future__ import annotations
 
 import builtins
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from cortexd.spec.model import APISpec
+from predictor_runtime.contract import RuntimeSpec
 
 ReplicaState = Literal["starting", "running", "exited"]
 
@@ -33,6 +41,49 @@ class ReplicaInfo:
     oom_killed: bool = False
     gpu_ids: tuple[int, ...] = ()
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class WorkerEndpoint:
+    """Where a worker reaches the daemon's job endpoint: a loopback URL (process workers) or the
+    daemon's unix socket for workers (bound into a worker's container: no port is opened to the
+    bridge network), and the job's path on either."""
+
+    url: str  # http://127.0.0.1:PORT/jobs/JOB
+    socket: str  # the unix socket the same endpoint listens on (0600; a root daemon's: its
+    path: str  # /jobs/JOB                               container user's)
+
+
+@dataclass(frozen=True)
+class WorkerLaunch:
+    """A one-off worker of an API: `python -m MODULE --spec SPEC`, started as the API's replicas are."""
+
+    worker_id: str  # unique per daemon (its container's name, its pid file), e.g. "job1f2e-worker-3"
+    module: str  # e.g. "predictor_runtime.batch_worker"
+    runtime_spec: RuntimeSpec  # the API's, predictor.config merged with the job's
+    env: Mapping[str, str]  # what it is told besides a replica's environment (its job, its name)
+    endpoint: WorkerEndpoint
+    log_path: Path  # where its output goes (the daemon's file, outside any container)
+    gpu_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class WorkerExit:
+    code: int
+    oom_killed: bool = False  # killed for memory (Docker's OOMKilled, a root daemon's cgroup)
+
+
+class Worker(Protocol):
+    """A started worker: wait for its end, or stop it."""
+
+    name: str
+    pid: int | None  # the host pid of a process worker (None in a container)
+
+    async def wait(self) -> WorkerExit:
+        """Its exit, once it ended; what it held (private folder, cgroup, container) is gone then."""
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`; returns once it ended (wait() then answers)."""
 
 
 class ReplicaBackend(Protocol):
@@ -65,6 +116,13 @@ class ReplicaBackend(Protocol):
 
     async def start(self, spec: APISpec, replica_id: str, gpu_ids: tuple[int, ...] = ()) -> ReplicaInfo:
         """Start one replica of `spec`; returns as soon as it is launched (not ready)."""
+
+    async def start_worker(self, spec: APISpec, launch: WorkerLaunch) -> Worker:
+        """Start a worker of `spec` as a replica of it would start (its user, cgroups or container,
+        limits, environment or image, `launch.gpu_ids`); a BackendError when it cannot start."""
+
+    async def end_workers(self) -> None:
+        """Remove the workers a previous daemon on this home left running (its containers)."""
 
     async def stop(self, replica_id: str, timeout: float = 10.0) -> None:
         """Stop a replica gracefully (SIGTERM, then kill after `timeout`) and forget it."""

@@ -27,9 +27,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cortexd.backends.base import WorkerLaunch
 from cortexd.backends.isolation import layered_environment, replica_paths, unreadable_by
 from cortexd.backends.project_mount import MOUNT_POINT, ProjectMount, docker_mount
 from cortexd.spec.model import APISpec
+from predictor_runtime.contract import RuntimeSpec
 
 CONTAINER_PORT = 8888
 IMAGE_USER = "10001:10001"  # the image's `cortexd` user, used when the daemon runs as root
@@ -51,6 +53,10 @@ LABEL_API = "cortexd.api"
 LABEL_REPLICA = "cortexd.replica"
 LABEL_SPEC_HASH = "cortexd.spec-hash"
 LABEL_GPUS = "cortexd.gpus"
+LABEL_WORKER = "cortexd.worker"  # a job's worker (no cortexd.replica label: list() never shows it)
+# where a worker's container finds the daemon's unix socket for workers (bound in: no port is
+# opened to the bridge network for it)
+WORKER_SOCKET = "/run/cortexd/jobs.sock"
 
 
 def instance_for_home(home: Path | str) -> str:
@@ -206,9 +212,10 @@ def pids_limit(spec: APISpec) -> int:
     return max(PIDS_LIMIT, p.processes_per_replica * (p.threads_per_process + 64) + 64)
 
 
-def spec_archive(spec: APISpec) -> bytes:
-    """A tar holding the runtime spec as spec.json, for put_archive(SPEC_DIR) (pure)."""
-    data = spec.runtime_spec().dumps().encode()
+def spec_archive(spec: APISpec | RuntimeSpec) -> bytes:
+    """A tar holding the runtime spec (an API's, or a worker's own) as spec.json, for
+    put_archive(SPEC_DIR) (pure)."""
+    data = (spec.runtime_spec() if isinstance(spec, APISpec) else spec).dumps().encode()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         f = tarfile.TarInfo(posixpath.basename(SPEC_IN_CONTAINER))
@@ -225,5 +232,28 @@ def unreadable_by_others(paths: list[str], predictor_file: str) -> str | None:
 
 
 def managed_filters(instance: str) -> dict[str, list[str]]:
-    """docker-py `containers.list(filters=...)` for the replicas of the daemon labelled `instance`."""
-    return {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={instance}"]}
+    """docker-py `containers.list(filters=...)` for the replicas of the daemon labelled `instance`
+    (its workers, which carry no replica label, are not replicas)."""
+    return {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={instance}", LABEL_REPLICA]}
+
+
+def worker_filters(instance: str) -> dict[str, list[str]]:
+    """docker-py `containers.list(filters=...)` for the job workers of the daemon labelled `instance`."""
+    return {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={instance}", LABEL_WORKER]}
+
+
+def worker_create_args(spec: APISpec, launch: WorkerLaunch, image: str, **kwargs: Any) -> dict[str, Any]:
+    """docker-py create() arguments for a job's worker (pure): a replica's container of the API
+    (container_create_args: its image, user, limits, GPUs, hardening, network, labels but the
+    replica's) that runs `python -m MODULE` on the runtime spec, publishes no port, and reaches
+    the daemon through its unix socket for workers, bound in at WORKER_SOCKET."""
+    from docker.types import Mount
+
+    args = container_create_args(spec, launch.worker_id, launch.gpu_ids, image, **kwargs)
+    labels = {k: v for k, v in args["labels"].items() if k != LABEL_REPLICA}
+    env = {**args["environment"], **launch.env, "CORTEXD_JOB_URL": f"http://cortexd{launch.endpoint.path}",
+           "CORTEXD_JOB_SOCKET": WORKER_SOCKET}
+    args.pop("ports")
+    return {**args, "entrypoint": ["python", "-m", launch.module], "command": ["--spec", SPEC_IN_CONTAINER],
+            "labels": {**labels, LABEL_WORKER: launch.worker_id}, "environment": env,
+            "mounts": [*args["mounts"], Mount(target=WORKER_SOCKET, source=launch.endpoint.socket, type="bind")]}

@@ -83,6 +83,13 @@ class ContainerLogCopier:
         except Exception as e:
             log.debug("log copy of %s ended: %s", container_id[:12], e)
 
+    def follow(self, container_id: str, path: Path) -> threading.Thread:
+        """Copy a worker's container output into `path` until it ends (the thread, to join)."""
+        copy = threading.Thread(target=self._copy, args=(container_id, path), name=f"logs-{path.stem}",
+                                daemon=True)
+        copy.start()
+        return copy
+
     def forget(self, replica_id: str) -> None:
         """Drop what is known of a replica that is gone (its copy ends with its container)."""
         self._replica_api.pop(replica_id, None)

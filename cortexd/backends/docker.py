@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from cortexd.backends.base import ReplicaInfo
+from cortexd.backends.base import ReplicaInfo, Worker, WorkerExit, WorkerLaunch
 from cortexd.backends.container_args import (
     IMAGE_USER,
     LABEL_MANAGED,
@@ -50,6 +50,8 @@ from cortexd.backends.container_args import (
     spec_archive,
     tmpfs_size,
     unreadable_by_others,
+    worker_create_args,
+    worker_filters,
 )
 from cortexd.backends.container_logs import ContainerLogCopier
 from cortexd.backends.container_state import (
@@ -68,6 +70,40 @@ from cortexd.backends.isolation import read_dotenv
 from cortexd.errors import BackendError, CortexdError
 from cortexd.logfiles import DEFAULT_FILES, DEFAULT_MAX_BYTES
 from cortexd.spec.model import APISpec
+
+
+class ContainerWorker:
+    """A worker's container (DockerBackend.start_worker): its end, its output, its removal."""
+
+    pid: int | None = None  # in a pid namespace of its own
+
+    def __init__(self, name: str, backend: DockerBackend, container_id: str, copy: threading.Thread):
+        self.name = name
+        self._backend = backend
+        self._id = container_id
+        self._copy = copy
+        self._exit: asyncio.Future[WorkerExit] | None = None
+
+    async def wait(self) -> WorkerExit:
+        if self._exit is None:
+            self._exit = asyncio.ensure_future(self._ended())
+        return await asyncio.shield(self._exit)
+
+    async def _ended(self) -> WorkerExit:
+        try:
+            code, oom = await self._backend._wait_worker(self._id)
+        except CortexdError:
+            code, oom = -1, False  # the engine went away: the worker is lost
+        await asyncio.to_thread(self._copy.join, 2.0)  # its last words, in its log
+        with contextlib.suppress(CortexdError):
+            await self._backend._call("removing a worker", self._backend._engine.remove_container, self._id, 0)
+        return WorkerExit(code, oom)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        with contextlib.suppress(CortexdError):
+            await self._backend._call(f"stopping worker {self.name}", self._backend._engine.remove_container,
+                                      self._id, timeout)
+        await self.wait()
 
 
 class DockerBackend:
@@ -290,8 +326,9 @@ class DockerBackend:
         await self.image_for(spec)
 
     # -- replicas ---------------------------------------------------------------------------------
-    async def start(self, spec: APISpec, replica_id: str, gpu_ids: tuple[int, ...] = ()) -> ReplicaInfo:
-        known = spec.spec_hash in self._images
+    async def _prepare_start(self, spec: APISpec) -> tuple[str, dict[str, str], str]:
+        """(image, the project's .env, the container user) of a replica or worker of `spec`; a
+        BackendError when the container's user could not read the project."""
         self._started_specs[spec.name] = spec
         image = await self._image_to_start(spec)
         dotenv = read_dotenv(spec.project_dir, spec.name)
@@ -306,6 +343,23 @@ class DockerBackend:
                     f"(`chmod o+rX` on it and o+x on its parent folders), or run cortexd as a "
                     "non-root user in the docker group (replicas then run as that user)."
                 )
+        return image, dotenv, user
+
+    async def _run(self, spec: APISpec, action: str, image: str, create: Callable[[str], Mapping[str, Any]],
+                   known: bool) -> Mapping[str, Any]:
+        """create(image) started; a remembered image that was removed since (docker rmi, prune) is
+        prepared again, once."""
+        try:
+            return await self._start_call(action, create, image)
+        except CortexdError as e:
+            if not (known and image_missing(e.__cause__)):
+                raise
+            self._images.pop(spec.spec_hash, None)
+            return await self._start_call(action, create, await self.image_for(spec))
+
+    async def start(self, spec: APISpec, replica_id: str, gpu_ids: tuple[int, ...] = ()) -> ReplicaInfo:
+        known = spec.spec_hash in self._images
+        image, dotenv, user = await self._prepare_start(spec)
         archive = spec_archive(spec)
 
         def run(image: str) -> Mapping[str, Any]:
@@ -315,18 +369,40 @@ class DockerBackend:
             )
             return self._engine.run_container(kwargs, SPEC_DIR, archive)
 
-        action = f"starting a replica of api {spec.name!r}"
-        try:
-            attrs = await self._start_call(action, run, image)
-        except CortexdError as e:
-            if not (known and image_missing(e.__cause__)):
-                raise
-            # the remembered image was removed since (docker rmi, prune): prepare it again
-            self._images.pop(spec.spec_hash, None)
-            attrs = await self._start_call(action, run, await self.image_for(spec))
+        attrs = await self._run(spec, f"starting a replica of api {spec.name!r}", image, run, known)
         info = replica_from_attrs(attrs, direct=await self._reaches_containers())
         self._logs.ensure(info, attrs.get("Id", ""))
         return info
+
+    async def start_worker(self, spec: APISpec, launch: WorkerLaunch) -> Worker:
+        """A worker of `spec` in a container of the API's image, as its replicas are (user, limits,
+        GPUs, hardening, the cortexd network), with the daemon's unix socket for workers bound in
+        (container_args.worker_create_args); its output copied into launch.log_path."""
+        known = spec.spec_hash in self._images
+        image, dotenv, user = await self._prepare_start(spec)
+        if user == IMAGE_USER:  # the socket is the container user's alone (the daemon's home is 0700)
+            uid, gid = (int(x) for x in IMAGE_USER.split(":"))
+            await asyncio.to_thread(os.chown, launch.endpoint.socket, uid, gid)
+        archive = spec_archive(launch.runtime_spec)
+
+        def run(image: str) -> Mapping[str, Any]:
+            kwargs = worker_create_args(spec, launch, image, instance=self.instance, dotenv=dotenv, user=user,
+                                        limits=self._limits, tmpfs_bytes=self._tmpfs_bytes)
+            return self._engine.run_container(kwargs, SPEC_DIR, archive)
+
+        attrs = await self._run(spec, f"starting a worker of api {spec.name!r}", image, run, known)
+        copy = self._logs.follow(attrs.get("Id", ""), launch.log_path)
+        return ContainerWorker(launch.worker_id, self, attrs.get("Id", ""), copy)
+
+    async def end_workers(self) -> None:
+        """Remove the worker containers of this daemon's instance (a killed daemon's)."""
+        found = await self._call("listing workers", self._engine.list_containers, worker_filters(self.instance))
+        for attrs in found:
+            await self._call("removing a worker", self._engine.remove_container, attrs.get("Name", "").lstrip("/"),
+                             0)
+
+    async def _wait_worker(self, container_id: str) -> tuple[int, bool]:
+        return await self._call_detached("waiting for a worker", lambda: self._engine.wait_container(container_id))
 
     async def stop(self, replica_id: str, timeout: float = 10.0) -> None:
         await self._call(f"stopping replica {replica_id}", self._engine.remove_container,

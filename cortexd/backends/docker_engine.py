@@ -244,6 +244,22 @@ class DockerEngine:
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True, v=True)  # v: its spec volume too
 
+    def wait_container(self, container_id: str) -> tuple[int, bool]:
+        """(exit code, killed for memory) of a container, once it ended (a worker's; on a client of
+        its own: the wait blocks its connection). A container already gone reads as (-1, False)."""
+        import docker.errors
+
+        client = connect(self.base_url)
+        try:
+            container = client.containers.get(container_id)
+            code = int(container.wait().get("StatusCode", -1))
+            container.reload()
+            return code, bool((container.attrs.get("State") or {}).get("OOMKilled"))
+        except docker.errors.NotFound:
+            return -1, False
+        finally:
+            client.close()
+
     def list_containers(self, filters: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         """The inspect data of every container (running or not) that matches `filters`."""
         found = self.client.containers.list(all=True, filters=dict(filters), ignore_removed=True)

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cortexd.backends.base import ReplicaInfo
+from cortexd.backends.base import ReplicaInfo, Worker, WorkerExit, WorkerLaunch
 from cortexd.backends.cgroups import Cgroups, Limits, ReplicaCgroup
 from cortexd.backends.container_args import instance_for_home, pids_limit
 from cortexd.backends.isolation import (
@@ -63,6 +63,7 @@ from cortexd.backends.replica_files import (
 )
 from cortexd.backends.replica_launch import (
     RUNTIME_ROOT,
+    Launched,
     LogPump,
     ReplicaLauncher,
     is_replica_process,
@@ -98,6 +99,42 @@ class _APIIsolation:
     run_as: RunAs
     limits: dict[str, str]
     mount: ProjectMount | None = None
+
+
+class ProcessWorker:
+    """A worker process (start_worker): its end, and what it held removed once it ended."""
+
+    def __init__(self, name: str, launched: Launched, pid_file: Path):
+        self.name = name
+        self.pid: int | None = launched.process.pid
+        self._launched = launched
+        self._pid_file = pid_file
+        self._exit: WorkerExit | None = None
+
+    async def wait(self) -> WorkerExit:
+        launched = self._launched
+        code = await launched.process.wait()
+        if self._exit is None:
+            signal_group(launched.process.pid, signal.SIGKILL)  # what it left in its session
+            oom = launched.cgroup is not None and await asyncio.to_thread(launched.cgroup.oom_kills) > 0
+            self._exit = WorkerExit(code, oom)
+            await asyncio.to_thread(launched.pump.join, 2.0)  # its last words, in its log
+            await asyncio.to_thread(remove_private_dir, launched.private_dir)
+            if launched.cgroup is not None:
+                await asyncio.to_thread(launched.cgroup.remove)
+            self._pid_file.unlink(missing_ok=True)
+        return self._exit
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        process = self._launched.process
+        if process.returncode is None:
+            signal_group(process.pid, signal.SIGTERM)
+            try:
+                async with asyncio.timeout(timeout):
+                    await process.wait()
+            except TimeoutError:
+                signal_group(process.pid, signal.SIGKILL)
+        await self.wait()
 
 
 class ProcessBackend:
@@ -179,7 +216,10 @@ class ProcessBackend:
                 "notice": found.run_as.notice, "limits": dict(found.limits),
                 **(found.mount.describe() if found.mount is not None else {})}
 
-    async def start(self, spec: APISpec, replica_id: str, gpu_ids: tuple[int, ...] = ()) -> ReplicaInfo:
+    async def _prepare(self, spec: APISpec) -> tuple[str, RunAs, Cgroups, Limits, Callable[[], ProjectMount]]:
+        """What a start of `spec`'s replicas (or workers) needs: the interpreter of its environment,
+        who runs it (recorded for isolation(), a notice said once), its cgroups and limits, and the
+        /mnt/project probe."""
         interpreter = (await self._environments.interpreter_for(spec)
                        if self._environments is not None else None) or self._interpreter
         run_as = await asyncio.to_thread(self.run_as, spec, interpreter)
@@ -197,17 +237,34 @@ class ProcessBackend:
             self._api_uids[user.uid] = spec.name
         mount = functools.partial(self._mounts.for_api, spec.project_dir, replica_paths(spec),
                                   user.drops(os.getuid()))
+        return interpreter, run_as, cgroups, limits, mount
+
+    async def start(self, spec: APISpec, replica_id: str, gpu_ids: tuple[int, ...] = ()) -> ReplicaInfo:
+        interpreter, run_as, cgroups, limits, mount = await self._prepare(spec)
         launched = await self._launcher.launch(spec, replica_id, gpu_ids, interpreter, run_as, cgroups, limits,
                                                mount)
         self._said_mount(spec.name, launched.mount)
         info = ReplicaInfo(
             api=spec.name, replica_id=replica_id, spec_hash=spec.spec_hash, state="running",
             host=self._host, port=launched.port, started_at=time.time(), gpu_ids=tuple(gpu_ids),
-            extra={"pid": str(launched.process.pid), "user": user.name},
+            extra={"pid": str(launched.process.pid), "user": run_as.user.name},
         )
         self._children[replica_id] = _Child(info, launched.process, launched.log_path, launched.pump,
                                             private_dir=launched.private_dir, cgroup=launched.cgroup)
         return info
+
+    async def start_worker(self, spec: APISpec, launch: WorkerLaunch) -> Worker:
+        """A worker of `spec` started as its replicas are (_prepare: the same environment, user,
+        cgroups with the API's limits, /mnt/project), reaching the daemon over loopback."""
+        interpreter, run_as, cgroups, limits, mount = await self._prepare(spec)
+        launch = replace(launch, env={**launch.env, "CORTEXD_JOB_URL": launch.endpoint.url})
+        launched = await self._launcher.launch(spec, launch.worker_id, launch.gpu_ids, interpreter, run_as,
+                                               cgroups, limits, mount, worker=launch)
+        self._said_mount(spec.name, launched.mount)
+        return ProcessWorker(launch.worker_id, launched, self._launcher.pid_file(launch.worker_id))
+
+    async def end_workers(self) -> None:
+        """Nothing: workers die with the daemon, and reap_leftovers() ends what is left (pid files)."""
 
     def _said_mount(self, api: str, mount: ProjectMount | None) -> None:
         """Record what `api`'s replicas have at /mnt/project (isolation()), and say once, per

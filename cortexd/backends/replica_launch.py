@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cortexd.backends.base import WorkerLaunch
 from cortexd.backends.cgroups import Cgroups, Limits, ReplicaCgroup
 from cortexd.backends.isolation import (
     ReplicaUser,
@@ -145,7 +146,8 @@ def command_line(interpreter: str, spec_file: Path, host: str, port: int) -> lis
 
 
 def is_replica_process(pid: int, spec_file: str, proc: str = "/proc") -> bool:
-    """Whether `pid` runs predictor_runtime on `spec_file` (a replica's supervisor or worker)."""
+    """Whether `pid` runs predictor_runtime (or one of its modules: a job's worker) on `spec_file`
+    (a replica's supervisor or worker process, or a job's worker)."""
     try:
         with open(f"{proc}/{pid}/cmdline", "rb") as f:
             args = f.read().split(b"\0")
@@ -155,7 +157,8 @@ def is_replica_process(pid: int, spec_file: str, proc: str = "/proc") -> bool:
         i = args.index(b"--spec")
     except ValueError:
         return False
-    return RUNTIME_MODULE.encode() in args and args[i + 1:i + 2] == [os.fsencode(spec_file)]
+    runtime = any(a == RUNTIME_MODULE.encode() or a.startswith(RUNTIME_MODULE.encode() + b".") for a in args)
+    return runtime and args[i + 1:i + 2] == [os.fsencode(spec_file)]
 
 
 def signal_group(pid: int, sig: int) -> None:
@@ -220,14 +223,17 @@ class ReplicaLauncher:
 
     async def launch(self, spec: APISpec, replica_id: str, gpu_ids: tuple[int, ...], interpreter: str,
                      run_as: RunAs, cgroups: Cgroups, limits: Limits,
-                     mount: Callable[[], ProjectMount] | None = None) -> Launched:
+                     mount: Callable[[], ProjectMount] | None = None,
+                     worker: WorkerLaunch | None = None) -> Launched:
         """Spawn a replica of `spec` as `run_as.user` on `interpreter`, in cgroups of its own
         holding `limits`, with /mnt/project as `mount()` (blocking: it may probe the host, once)
         says, once its files are made: its namespace, or the reason it has none, for the runtime's
-        note. A failed start is a BackendError and leaves nothing behind."""
+        note. `worker`: a one-off worker of the API instead (its module, spec, environment and log;
+        no port). A failed start is a BackendError and leaves nothing behind."""
         user = run_as.user
-        log_dir = self.log_dir / spec.name
-        log_path = log_dir / f"{replica_id}.log"
+        log_path = worker.log_path if worker is not None else self.log_dir / spec.name / f"{replica_id}.log"
+        log_dir = log_path.parent
+        runtime = worker.runtime_spec if worker is not None else spec.runtime_spec()
         dotenv = read_dotenv(spec.project_dir, spec.name)
         held = _Held()
         try:
@@ -240,7 +246,7 @@ class ReplicaLauncher:
                                 str(user.uid) if run_as.isolated else spec.name, user)
                 spec_file = private / f"{replica_id}.json"
                 # readable by the replica's user alone (it holds predictor.config's values)
-                write_private(spec_file, spec.runtime_spec().dumps(), user)
+                write_private(spec_file, runtime.dumps(), user)
                 held.writer = writer = RotatingLogWriter(log_path, *self.log_rotation)
                 held.cgroup = cgroup = await asyncio.to_thread(cgroups.create, replica_id, limits)
                 attach = cgroup.open_attach() if cgroup is not None else []
@@ -249,13 +255,17 @@ class ReplicaLauncher:
                     f"could not start a replica of api {spec.name!r}: cannot write its files "
                     f"({e.strerror or e}: {e.filename or self.run_dir})"
                 ) from e
-            port = free_loopback_port(self.host)
+            port = free_loopback_port(self.host) if worker is None else 0
             env = replica_environment(spec, gpu_ids, os.environ, dotenv=dotenv,
                                       home=str(home), user=user.name, limits=self.limits,
                                       tmpdir=str(private / "tmp"))
             project_mount = await asyncio.to_thread(mount) if mount is not None else None
             namespace = self._project_mount(project_mount, env)
-            argv = command_line(interpreter, spec_file, self.host, port)
+            if worker is None:
+                argv = command_line(interpreter, spec_file, self.host, port)
+            else:
+                env.update(worker.env)
+                argv = [interpreter, "-m", worker.module, "--spec", str(spec_file)]
             held.process = process = await self._spawn(spec, argv, env, user, attach, held, namespace)
             pump = LogPump(held.read_fd, writer, name=f"logs-{replica_id}")
             pump.start()

@@ -6,13 +6,18 @@
                                   (/done's answer is the worker's next batch: one round trip a batch)
 
 A job's batches are recorded in SQLite before its workers start (the submission's answer says
-the job exists only once it is durable). Each worker is a process of the API's predictor, on
-the interpreter its replicas use (the process backend's environment for its requirements), with
-the replica's environment (its `env`, the project's `.env`, PYTHONPATH), in a session of its own
-that is SIGKILLed when the daemon dies (PR_SET_PDEATHSIG). A worker pulls batches over a
-loopback endpoint of the daemon with the job's secret token. A worker that exits while its job
-runs has its running batch queued again (or failed after its attempts) and is replaced, at most
-`workers * max_attempts` times, after which the job ends `status_worker_error` (it never hangs).
+the job exists only once it is durable; its workers start after it, in the background). Each
+worker is started by the backend as a replica of the API would be (backends/base.py
+`start_worker`): on the process backend the API's environment, its replicas' user (a root
+daemon's uid of the API's own), cgroups with its limits and /mnt/project; on Docker a container
+of the API's image with its limits and GPUs. A worker pulls batches from an endpoint of the
+daemon with the job's secret token: over loopback (process workers), or through the daemon's
+unix socket for workers (CORTEXD_HOME/jobs.sock, 0600, bound into worker containers, so no port
+is opened to the bridge network). A worker that exits while its job runs has its running batch
+queued again (or failed after its attempts) and is replaced, at most `workers * max_attempts`
+times, after which the job ends `status_worker_error` (it never hangs); its exit is said with
+its Failure kind (`oom` when it was killed for memory, else `crashed`), and a worker that cannot
+be started at all ends its job `status_worker_error` with the reason (`start`).
 After `up`, batches that were running when the daemon died are queued again and the jobs that
 had not ended get their workers back. The job ends when no batch is queued or running:
 `status_succeeded`, or `status_completed_with_failures`; the next worker to ask runs the
@@ -27,9 +32,7 @@ import json
 import logging
 import os
 import secrets
-import signal
 import socket
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -40,8 +43,8 @@ from urllib.parse import parse_qs, urlencode
 
 from aiohttp import web
 
-from cortexd.backends.isolation import child_setup, read_dotenv
-from cortexd.backends.replica_launch import replica_environment
+from cortexd.backends.base import ReplicaBackend, Worker, WorkerEndpoint, WorkerExit, WorkerLaunch
+from cortexd.core.api_status import Failure
 from cortexd.core.batch_jobs import (
     DEFAULT_MAX_ATTEMPTS,
     SUBMISSION_LIMIT,
@@ -54,14 +57,16 @@ from cortexd.core.batch_jobs import (
 from cortexd.daemon.events import EventLog
 from cortexd.daemon.job_sources import submission_batches
 from cortexd.daemon.job_store import JobRow, JobStore
-from cortexd.errors import BackendError, RequestError, UnknownAPI
+from cortexd.daemon.seams import WorkerGPUs
+from cortexd.errors import CortexdError, RequestError, UnknownAPI
 from cortexd.gateway.routes import JobRoute
 from cortexd.spec.model import APISpec
 from cortexd.status import BatchAPIStatus
 
 log = logging.getLogger(__name__)
 
-Interpreter = Callable[[APISpec], Awaitable[str | None]]
+WORKER_MODULE = "predictor_runtime.batch_worker"
+GPU_RETRY = 2.0  # seconds between two placements of a worker that waits for a free GPU
 Answer = tuple[int, dict[str, Any]]
 
 
@@ -72,7 +77,7 @@ def _iso(t: float | None) -> str | None:
 @dataclasses.dataclass
 class _Worker:
     name: str
-    process: asyncio.subprocess.Process
+    handle: Worker
     exit_code: int | None = None
     watch: asyncio.Future[None] | None = None
 
@@ -90,11 +95,14 @@ class _Running:
 
 
 class JobRunner:
-    def __init__(self, home: Path, events: EventLog, interpreter: Interpreter, *,
-                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, max_workers: int | None = None):
+    def __init__(self, home: Path, events: EventLog, backend: ReplicaBackend, *,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, max_workers: int | None = None,
+                 gpus: WorkerGPUs | None = None):
         self.dir = home / "jobs"
+        self.socket_path = home / "jobs.sock"  # no longer than the control socket's path
         self.events = events
-        self.interpreter = interpreter
+        self.backend = backend
+        self.gpus = gpus  # compute.gpu: workers placed as replicas are (None: no GPU placement here)
         self.max_attempts = max_attempts
         self.max_workers = max_workers or os.cpu_count() or 1
         self.apis: dict[str, APISpec] = {}
@@ -104,6 +112,7 @@ class JobRunner:
         self._site: web.SockSite | None = None
         self._runner: web.AppRunner | None = None
         self._url = ""
+        self._tasks: set[asyncio.Future[Any]] = set()  # worker starts and stops in progress
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -123,18 +132,21 @@ class JobRunner:
         self._site = web.SockSite(self._runner, sock)
         await self._site.start()
         self._url = f"http://127.0.0.1:{sock.getsockname()[1]}/jobs"
+        # the same endpoint on a unix socket, for workers in containers (bound in; 0600)
+        self.socket_path.unlink(missing_ok=True)
+        unix = web.UnixSite(self._runner, str(self.socket_path))
+        await unix.start()
+        self.socket_path.chmod(0o600)
+        await self.backend.end_workers()  # a killed daemon's worker containers
 
     async def close(self) -> None:
         self.closing = True
-        for job in list(self.running.values()):
-            for worker in job.workers.values():
-                _signal(worker.process, signal.SIGTERM)
-        for job in list(self.running.values()):
-            for worker in list(job.workers.values()):
-                try:
-                    await asyncio.wait_for(worker.process.wait(), 5)
-                except TimeoutError:
-                    _signal(worker.process, signal.SIGKILL)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(w.handle.stop(5) for job in list(self.running.values())
+                               for w in list(job.workers.values())), return_exceptions=True)
+        self.socket_path.unlink(missing_ok=True)
         if self._runner is not None:
             await self._runner.cleanup()
         if self.store is not None:
@@ -219,7 +231,8 @@ class JobRunner:
                 jobs.append({**self._summary(job), "succeeded": counts.succeeded, "failed": counts.failed,
                              "total": counts.total})
             return {"kind": "BatchAPI", "name": api, "endpoint": spec.networking.endpoint,
-                    "port": spec.networking.local_port, "jobs": jobs}
+                    "port": spec.networking.local_port, "jobs": jobs,
+                    "isolation": self.backend.isolation(api)}  # its workers' (none before the first)
         code, answer = await self.handle(api, "DELETE" if stop else "GET", urlencode({"jobID": job_id}), b"")
         if code == 404:
             raise UnknownAPI(answer["error"])
@@ -267,7 +280,7 @@ class JobRunner:
         self.events.add(f"job {job_id}: stopped", api=job.api)
         running = self.running.get(job_id)
         for worker in (running.workers.values() if running else ()):
-            _signal(worker.process, signal.SIGTERM)
+            self._background(worker.handle.stop())
         return 200, {"message": f"stopped job {job_id}"}
 
     def job_status(self, job_id: str) -> dict[str, Any]:
@@ -301,49 +314,93 @@ class JobRunner:
 
     # -- workers ------------------------------------------------------------------------------
 
-    async def _start_job(self, job: JobRow) -> None:
-        self.running[job.job_id] = _Running(secrets.token_urlsafe(24), job.workers)
-        for _ in range(job.workers):
-            await self._start_worker(job)
+    def _background(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _start_worker(self, job: JobRow) -> None:
-        running = self.running[job.job_id]
-        spec = self.apis[job.api]
+    async def _start_job(self, job: JobRow) -> None:
+        """The job's workers, started in the background (an environment or an image may be made
+        first: minutes, which the submission's answer does not wait for)."""
+        self.running[job.job_id] = _Running(secrets.token_urlsafe(24), job.workers)
+
+        async def start_all() -> None:
+            for _ in range(job.workers):
+                if not await self._start_worker(job):
+                    return
+        self._background(start_all())
+
+    async def _start_worker(self, job: JobRow) -> bool:
+        """One more worker of `job`, started by the backend as a replica of its API would be; False
+        when it could not be (the job then ends status_worker_error, saying why)."""
+        running = self.running.get(job.job_id)
+        spec = self.apis.get(job.api)
+        if running is None or spec is None or self.closing:
+            return False
         running.started += 1
         name = f"worker-{running.started}"
         folder = self.dir / job.job_id
-        folder.mkdir(mode=0o700, exist_ok=True)
         runtime = spec.runtime_spec()
         predictor = dataclasses.replace(runtime.predictor, config=merged_config(spec.predictor.config, job.config))
-        spec_file = folder / "spec.json"
-        spec_file.write_text(dataclasses.replace(runtime, predictor=predictor).dumps())
-        counts = self._store.counts(job.job_id)
+        counts = await asyncio.to_thread(self._store.counts, job.job_id)
         job_spec = {"job_id": job.job_id, "api_name": job.api, "config": job.config, "workers": job.workers,
                     "total_batch_count": counts.total, "start_time": _iso(job.created)}
+        launch = WorkerLaunch(
+            f"{job.job_id}-{name}", WORKER_MODULE, dataclasses.replace(runtime, predictor=predictor),
+            {"CORTEXD_JOB_TOKEN": running.token, "CORTEXD_WORKER": name, "CORTEXD_JOB_SPEC": json.dumps(job_spec)},
+            WorkerEndpoint(f"{self._url}/{job.job_id}", str(self.socket_path), f"/jobs/{job.job_id}"),
+            folder / f"{name}.log")
+        gpus = await self._gpus(spec, job, launch.worker_id)
+        if gpus is None:
+            return False
         try:
-            dotenv = read_dotenv(spec.project_dir, spec.name)
-        except BackendError as e:
-            dotenv = {}
-            self.events.add(f"job {job.job_id}: {e}", api=job.api, level="warning")
-        env = replica_environment(spec, (), os.environ, dotenv=dotenv)
-        env.update(CORTEXD_JOB_URL=f"{self._url}/{job.job_id}", CORTEXD_JOB_TOKEN=running.token,
-                   CORTEXD_WORKER=name, CORTEXD_JOB_SPEC=json.dumps(job_spec))
-        interpreter = await self.interpreter(spec) or sys.executable
-        log_file = await asyncio.to_thread(open, folder / f"{name}.log", "ab")  # the child holds it; closed below
-        try:
-            process = await asyncio.create_subprocess_exec(
-                interpreter, "-m", "predictor_runtime.batch_worker", "--spec", str(spec_file), env=env,
-                cwd=spec.project_dir, stdin=asyncio.subprocess.DEVNULL, stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-                preexec_fn=child_setup(sig=signal.SIGKILL))
-        finally:
-            log_file.close()
-        worker = running.workers[name] = _Worker(name, process)
-        worker.watch = asyncio.ensure_future(self._watch(job, worker))
+            await asyncio.to_thread(folder.mkdir, mode=0o700, exist_ok=True)
+            handle = await self.backend.start_worker(spec, dataclasses.replace(launch, gpu_ids=gpus))
+        except (CortexdError, OSError) as e:
+            self._release(launch.worker_id)
+            await self._cannot_start(job, Failure.START, str(e))
+            return False
+        if self.closing or job.job_id not in self.running:  # stopped meanwhile
+            await handle.stop()
+            self._release(launch.worker_id)
+            return False
+        worker = running.workers[name] = _Worker(name, handle)
+        worker.watch = asyncio.ensure_future(self._watch(job, worker, launch.worker_id))
+        return True
 
-    async def _watch(self, job: JobRow, worker: _Worker) -> None:
-        code = await worker.process.wait()
-        worker.exit_code = code
+    async def _gpus(self, spec: APISpec, job: JobRow, worker_id: str) -> tuple[int, ...] | None:
+        """The GPUs a worker of `spec` gets (placed as a replica's, core/placement.py), waiting for a
+        free one as long as its job runs; None when the job ended meanwhile or the host has none."""
+        if spec.replica_gpus <= 0 or self.gpus is None:
+            return ()
+        said = False
+        while not self.closing and job.job_id in self.running:
+            placement = self.gpus.place(spec, worker_id)
+            if placement.placed:
+                return placement.gpu_ids
+            if placement.none_on_host:
+                await self._cannot_start(job, Failure.NO_GPU_ON_HOST, placement.pending or "")
+                return None
+            if not said:
+                self.events.add(f"job {job.job_id}: a worker waits for a free GPU ({Failure.NO_GPU}): "
+                                f"{placement.pending}", api=job.api)
+                said = True
+            await asyncio.sleep(GPU_RETRY)
+        return None
+
+    def _release(self, worker_id: str) -> None:
+        if self.gpus is not None:
+            self.gpus.release(worker_id)
+
+    async def _cannot_start(self, job: JobRow, kind: Failure, why: str) -> None:
+        if await asyncio.to_thread(self._store.end, job.job_id, JobStatus.WORKER_ERROR, time.time()):
+            self.events.add(f"job {job.job_id}: its workers could not be started ({kind}): {why}; the job ends "
+                            "status_worker_error", api=job.api, level="error")
+
+    async def _watch(self, job: JobRow, worker: _Worker, worker_id: str) -> None:
+        ended = await worker.handle.wait()
+        self._release(worker_id)
+        code = worker.exit_code = ended.code
         running = self.running.get(job.job_id)
         if running is None or self.closing:
             return
@@ -355,8 +412,8 @@ class JobRunner:
                 self.running.pop(job.job_id, None)
             return
         lost = await asyncio.to_thread(self._store.requeue_lost, job.job_id, worker.name,
-                                       f"{worker.name} exited with code {code} while it ran this batch")
-        self.events.add(f"job {job.job_id}: {worker.name} exited with code {code}"
+                                       f"{worker.name} {_exit_words(ended)} while it ran this batch")
+        self.events.add(f"job {job.job_id}: {worker.name} {_exit_words(ended)}"
                         + (f"; its batch is queued again or failed after {self.max_attempts} attempts" if lost
                            else "") + f" (log: {self.dir / job.job_id / (worker.name + '.log')})",
                         api=job.api, level="warning")
@@ -422,9 +479,9 @@ class JobRunner:
                                 error=body.get("error"), seconds=float(body.get("seconds") or 0.0))
         return await self._next(job_id, str(body.get("worker")))
 
-def _signal(process: asyncio.subprocess.Process, sig: int) -> None:
-    if process.returncode is None:
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
+
+def _exit_words(ended: WorkerExit) -> str:
+    """A worker's exit, with its Failure kind: `oom` when it was killed for memory, else `crashed`."""
+    if ended.oom_killed:
+        return f"was killed for memory ({Failure.OOM}: compute.mem is its limit)"
+    return f"exited with code {ended.code}" + (f" ({Failure.CRASHED})" if ended.code != 0 else "")

@@ -24,14 +24,13 @@ from pathlib import Path
 import aiohttp
 
 from cortexd import __version__
-from cortexd.backends.environments import ProjectEnvironments
 from cortexd.core.health import HealthPolicy
 from cortexd.core.placement import gpu_notices
 from cortexd.daemon import control
 from cortexd.daemon.autoscaler import Autoscaler
 from cortexd.daemon.backend_choice import choose_backend, end_leftover_replicas, project_environments
 from cortexd.daemon.events import EventLog
-from cortexd.daemon.gpu_placer import GPUPlacer
+from cortexd.daemon.gpu_placer import GPUPlacer, WorkerPlacement
 from cortexd.daemon.jobs import JobRunner
 from cortexd.daemon.logclock import LogClock
 from cortexd.daemon.process_guard import OrphanReaper, guard_daemon_process, waited_by_others
@@ -167,7 +166,8 @@ class Daemon:
         # replicas the gateway takes out of rotation are reported, and replaced when hung
         self.gateway.on_replica_health = self.reconciler.replica_out_of_rotation
         self._record_config(projects)
-        self.jobs = JobRunner(s.home, self.events, self._interpreter, max_attempts=s.batch_max_attempts)
+        self.jobs = JobRunner(s.home, self.events, self.backend, max_attempts=s.batch_max_attempts,
+                              gpus=WorkerPlacement(self.placer, lambda: self._started_reconciler.observed))
         await self.jobs.start()
         await self._apply_jobs(projects)
         await self.reconciler.apply(self._desired(), splitters=self._splitters())
@@ -200,12 +200,6 @@ class Daemon:
         assert self.jobs is not None and self.gateway is not None
         await self.jobs.set_apis([b for p in projects for b in p.batch_apis if b.name not in self._deleted])
         await self.gateway.set_jobs(self.jobs.routes())
-
-    async def _interpreter(self, spec: APISpec) -> str | None:
-        """The Python a BatchAPI's workers run on: its replicas' (the process backend's environment)."""
-        if isinstance(self.pin_changes, ProjectEnvironments):
-            return await self.pin_changes.interpreter_for(spec)
-        return None
 
     def _record_config(self, projects: Sequence[Project], error: str | None = None) -> None:
         self.projects = list(projects)

@@ -12,6 +12,7 @@ hasattr/getattr:
   (the gateway), instead of the reconciler's records and backend;
 - the control API (daemon/control.py) serves a `ControlledDaemon`, never its
   reconciler, gateway or backend;
+- the job runner (daemon/jobs.py) places its workers' GPUs through `WorkerGPUs`;
 - the status snapshot reads what the process backend's environments installed other than
   requirements.txt says (nearest pins) through `PinChanges`.
 """
@@ -69,6 +70,16 @@ class GPUPlacement(Protocol):
 
     def assign(self, spec: APISpec, replica_id: str, observed: Mapping[str, ReplicaInfo]) -> Placement:
         """The GPU indices for the new replica, or why it must wait (or that the host has none)."""
+
+
+class WorkerGPUs(Protocol):
+    """GPUs for a BatchAPI job's workers, placed as replicas' are (gpu_placer.WorkerPlacement)."""
+
+    def place(self, spec: APISpec, worker_id: str) -> Placement:
+        """The GPUs the worker gets (held until release()), or why it waits (or that there are none)."""
+
+    def release(self, worker_id: str) -> None:
+        """The worker ended: its GPUs are free."""
 
 
 @dataclass(frozen=True)

@@ -242,6 +242,7 @@ def batch_detail(api: dict[str, Any]) -> str:
     """`cortexd get BATCHAPI`: its endpoint and its jobs, newest first (the control API's answer)."""
     out = [f"batch api:  {api['name']}", f"endpoint:   http://127.0.0.1:{api['port']}{api['endpoint']}  "
            "(POST a job; GET ?jobID= its status; DELETE ?jobID= stops it)", ""]
+    out[2:2] = isolation_lines(api.get("isolation"))  # who its job workers run as (after the first)
     jobs = api.get("jobs") or []
     if not jobs:
         return "\n".join([*out, "no jobs submitted"])

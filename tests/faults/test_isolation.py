@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.builders import write_project
-from tests.real_daemon import CLI, REPO, free_port, pid_alive, post_json
+from tests.real_daemon import CLI, REPO, free_port, pid_alive, post_json, readable_by_all, shared_daemon
 
 PROBE = textwrap.dedent('''
     import json, os, socket, subprocess, sys
@@ -374,13 +374,9 @@ def test_a_root_daemon_runs_each_apis_process_replicas_as_a_uid_of_its_own(syste
     # the daemon from a Python every user can run (a venv of the system's): the default then
     # gives the API a uid of its own (pyenv's Python under /root cannot be: the quickstart
     # tests cover that case, where it serves as root and says why)
-    shared = Path(tempfile.mkdtemp(prefix="cxd-iso-"))  # tmp_path's parents are 0700
-    cli = CLI(shared / "home", program=[str(system_venv / "cortexd")])
-    try:
-        shared.chmod(0o755)
+    with shared_daemon(system_venv / "cortexd", "cxd-iso-") as (shared, cli):
         port, project = deploy(cli, shared / "p")
-        for p in [project, *project.iterdir()]:
-            p.chmod(0o755 if p.is_dir() else 0o644)
+        readable_by_all(project)
         result = cli("up", "-d", "--backend", "process", "--wait", "90", str(project))
         assert result.code == 0, result.out + result.err + cli.daemon_log()
         assert "note:" not in result.out, result.out  # isolated: nothing to say
@@ -404,10 +400,6 @@ def test_a_root_daemon_runs_each_apis_process_replicas_as_a_uid_of_its_own(syste
         assert seen["mnt_project"] == [True, "refused: Read-only file system"]
         assert api["isolation"]["project_mount"] == "the project, read-only (a mount namespace of each replica's own)"
         assert home.stat().st_uid == seen["uid"] and home.stat().st_mode & 0o777 == 0o700
-    finally:
-        if (cli.home / "cortexd.sock").exists():
-            cli("down", timeout=90)
-        shutil.rmtree(shared, ignore_errors=True)
 
 
 SYSTEM_PYTHON = "/usr/bin/python3"

@@ -6,6 +6,7 @@ these tests pin the security and resource settings a user relies on.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import tarfile
@@ -312,3 +313,50 @@ def test_missing_nvidia_runtime_is_translated_into_the_fix():
     assert isinstance(out, BackendError)
     assert str(out).startswith("starting a replica of api 'bert': Docker cannot give containers GPUs")
     assert "nvidia-container-toolkit" in str(out) and "restart dockerd" in str(out)
+
+
+def test_a_workers_container_is_a_replicas_with_its_command_its_labels_and_the_socket_bound_in(tmp_path):
+    from pathlib import Path
+
+    from cortexd.backends.base import WorkerEndpoint, WorkerLaunch
+    from cortexd.backends.container_args import (
+        LABEL_REPLICA,
+        LABEL_WORKER,
+        WORKER_SOCKET,
+        managed_filters,
+        worker_create_args,
+        worker_filters,
+    )
+
+    spec = make_spec(mem=2**30, gpu=1, env={"A": "1"})
+    launch = WorkerLaunch("job1-worker-2", "predictor_runtime.batch_worker", spec.runtime_spec(),
+                          {"CORTEXD_WORKER": "worker-2"},
+                          WorkerEndpoint("http://127.0.0.1:9/jobs/job1", "/home/x/jobs.sock", "/jobs/job1"),
+                          Path("/home/x/jobs/job1/worker-2.log"), gpu_ids=(1,))
+    replica = args_for(spec, gpu_ids=(1,))
+    worker = worker_create_args(spec, launch, "cortexd-python-cpu:abc", instance="inst")
+    # what a replica has: user, limits, GPUs, hardening, network
+    for key in ("user", "mem_limit", "nano_cpus", "pids_limit", "read_only", "cap_drop", "security_opt",
+                "network", "tmpfs", "device_requests", "image"):
+        assert worker[key] == replica[key], key
+    assert "ports" not in worker  # nothing published: it calls the daemon, nobody calls it
+    assert worker["entrypoint"] == ["python", "-m", "predictor_runtime.batch_worker"]
+    assert worker["command"] == ["--spec", SPEC_IN_CONTAINER]
+    assert worker["labels"][LABEL_WORKER] == "job1-worker-2" and LABEL_REPLICA not in worker["labels"]
+    assert worker["environment"]["A"] == "1" and worker["environment"]["CORTEXD_WORKER"] == "worker-2"
+    assert worker["environment"]["CORTEXD_JOB_SOCKET"] == WORKER_SOCKET
+    assert worker["environment"]["CORTEXD_JOB_URL"] == "http://cortexd/jobs/job1"
+    (bound,) = [m for m in worker["mounts"] if m["Target"] == WORKER_SOCKET]
+    assert bound["Source"] == "/home/x/jobs.sock"
+    # replicas are listed without workers, and workers found for cleanup
+    assert LABEL_REPLICA in managed_filters("inst")["label"] and LABEL_WORKER in worker_filters("inst")["label"]
+
+
+def test_a_workers_spec_archive_holds_its_own_runtime_spec():
+    spec = make_spec()
+    runtime = spec.runtime_spec()
+    merged = dataclasses.replace(runtime, predictor=dataclasses.replace(runtime.predictor, config={"job": 1}))
+    with tarfile.open(fileobj=io.BytesIO(spec_archive(merged))) as tar:
+        member = tar.extractfile("spec.json")
+        assert member is not None
+        assert RuntimeSpec.loads(member.read().decode()).predictor.config == {"job": 1}

@@ -136,3 +136,21 @@ def test_inventory_without_a_driver_says_why():
     assert inv.devices == () and inv.reason == "no NVIDIA driver found (NVML: Driver Not Loaded)"
     inv = GPUMonitor(fake_nvml([])).read()
     assert inv.devices == () and inv.reason == "the NVIDIA driver reports no GPU"
+
+
+def test_a_jobs_worker_holds_its_gpu_against_replicas_and_other_workers_until_released():
+    from cortexd.backends.base import ReplicaInfo
+    from cortexd.daemon.gpu_placer import GPUPlacer, WorkerPlacement
+    from cortexd.spec.model import ComputeSpec
+    from tests.builders import api_spec
+    from tests.unit.reconciler_fakes import gpu_inventory
+
+    spec = api_spec("gpu", "/proj", compute=ComputeSpec(gpu=1))
+    replica = ReplicaInfo("gpu", "gpu-1", "h", "running", "127.0.0.1", 1, 0.0, gpu_ids=(0,))
+    placer = GPUPlacer(lambda: gpu_inventory(2))
+    workers = WorkerPlacement(placer, lambda: {"gpu-1": replica})
+    assert workers.place(spec, "job-worker-1").gpu_ids == (1,)  # GPU 0 is the replica's
+    assert not workers.place(spec, "job-worker-2").placed  # both held: it waits
+    assert not placer.assign(spec, "gpu-2", {"gpu-1": replica}).placed  # a replica too
+    workers.release("job-worker-1")
+    assert workers.place(spec, "job-worker-2").gpu_ids == (1,)
