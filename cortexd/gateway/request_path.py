@@ -148,11 +148,7 @@ class RequestPath:
             path, query = path[:q], path[q:]
         route = listener.table.get(path)
         if route is None:
-            self.unrouted += 1
-            not_found = self._not_found(listener, path, rid)
-            if self.closing:
-                not_found.force_close()
-            return not_found
+            return self._not_found(listener, path, rid)
         via: SplitTarget | None = None  # the splitter's target, for a request to a splitter
         split: SplitRoute | None = None
         if isinstance(route, SplitRoute):
@@ -191,6 +187,12 @@ class RequestPath:
                     if answer is not None:
                         resp, status = answer, answer.status
                         return resp
+                    if split is not None and via is not None and (via.down is not None or via.route is not route):
+                        via = split.choose()  # its api went (removed, in error) while the body came
+                        if via is None or via.route is None:
+                            resp, status = self._no_target(split, rid), 503
+                            return resp
+                        route = via.route
             route.in_flight += 1
             counted = True
             if split is not None and split.shadow is not None and not streamed:
@@ -495,11 +497,16 @@ class RequestPath:
                             headers={"X-Request-Id": rid})
 
     def _not_found(self, listener: Listener, path: str, rid: str) -> web.Response:
+        """404 for a path no api is served at (counted), naming the endpoints of the port."""
+        self.unrouted += 1
         endpoints = listener.endpoints
         served = ", ".join(endpoints) if endpoints else "none"
-        return error_answer(
+        resp = error_answer(
             404, f"no api is served at {path} on port {listener.port}; endpoints here: {served}",
             rid, extra={"endpoints": endpoints})
+        if self.closing:
+            resp.force_close()
+        return resp
 
     def _body_timed_out(self, request: BaseRequest, rid: str) -> web.Response:
         """408 and close: the client paused its body longer than client_body_timeout."""
