@@ -137,7 +137,10 @@ class JobRunner:
         unix = web.UnixSite(self._runner, str(self.socket_path))
         await unix.start()
         self.socket_path.chmod(0o600)
-        await self.backend.end_workers()  # a killed daemon's worker containers
+        try:
+            await self.backend.end_workers()  # a killed daemon's worker containers
+        except CortexdError as e:  # they end on their own: their socket is gone
+            self.events.add(f"jobs: the workers a previous daemon left could not be removed: {e}", level="warning")
 
     async def close(self) -> None:
         self.closing = True
