@@ -171,8 +171,10 @@ class Daemon:
         await self.jobs.start()
         await self._apply_jobs(projects)
         await self.reconciler.apply(self._desired(), splitters=self._splitters())
-        # what was prepared for replicas no deployed API uses goes (the process backend's environments)
-        self._tasks.append(asyncio.ensure_future(self.backend.collect_garbage(self._desired())))
+        # what was prepared for replicas no deployed API uses goes (the process backend's environments;
+        # a BatchAPI's workers use its API's)
+        batch = [b for p in projects for b in p.batch_apis if b.name not in self._deleted]
+        self._tasks.append(asyncio.ensure_future(self.backend.collect_garbage(self._desired() + batch)))
         self._control = await control.serve(self, str(s.socket_path))
         self._metrics = await control.serve_metrics(self, s.metrics_port)
         self._start_watcher()
