@@ -2,7 +2,7 @@
 
     client --(API's endpoint: POST submit, GET ?jobID= status, DELETE ?jobID= stop)--> gateway
        JobRoute --> JobRunner.handle --> core.batch_jobs (rules) + job_sources (data) + JobStore
-    worker process (predictor_runtime.batch_worker) --(POST /jobs/ID/claim, /done, loopback)--> here
+    worker (predictor_runtime.batch_worker) --(POST /jobs/ID/claim, /done: loopback or jobs.sock)--> here
                                   (/done's answer is the worker's next batch: one round trip a batch)
 
 A job's batches are recorded in SQLite before its workers start (the submission's answer says
@@ -17,7 +17,8 @@ is opened to the bridge network). A worker that exits while its job runs has its
 queued again (or failed after its attempts) and is replaced, at most `workers * max_attempts`
 times, after which the job ends `status_worker_error` (it never hangs); its exit is said with
 its Failure kind (`oom` when it was killed for memory, else `crashed`), and a worker that cannot
-be started at all ends its job `status_worker_error` with the reason (`start`).
+be started at all ends its job `status_worker_error` with the reason (`start`; `no_gpu_on_host`
+for compute.gpu on a host without one; a worker waiting for a free GPU says `no_gpu`).
 After `up`, batches that were running when the daemon died are queued again and the jobs that
 had not ended get their workers back. The job ends when no batch is queued or running:
 `status_succeeded`, or `status_completed_with_failures`; the next worker to ask runs the
