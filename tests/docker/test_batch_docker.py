@@ -1,16 +1,18 @@
 """A BatchAPI job on the Docker backend (issue 18): its workers are containers of the API's image,
 as its replicas are (user, hardening, the cortexd network, labels), that reach the daemon through
-its unix socket bound in (no port published), and are removed when the job ends."""
+its unix socket bound in (no port published), and are removed when the job ends; a daemon killed
+mid-job leaves its worker containers, which the next one removes before it resumes the job."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 
 from cortexd.backends.container_args import LABEL_INSTANCE, LABEL_WORKER, WORKER_SOCKET, instance_for_home
 from tests.batch_jobs import batch_api, items, submit, wait_done
 from tests.builders import write_project
-from tests.real_daemon import free_port, wait_until
+from tests.real_daemon import free_port, pid_alive, wait_until
 
 SEEN = """
 import json, os, time
@@ -63,6 +65,19 @@ def test_a_jobs_workers_are_containers_of_the_apis_image_and_the_job_succeeds(cl
         seen = [json.loads(line.split("seen ", 1)[1]) for line in logs.splitlines() if "seen {" in line]
         assert len(seen) == 8 and all(s["container"] and s["mnt_project"] for s in seen), logs
         wait_until(lambda: not workers(docker_client, cli.home), 60, "the worker containers to be removed")
+
+        # the daemon SIGKILLed mid-job: the next one removes the workers it left and resumes the job
+        code, job = submit(port, {"workers": 1, "item_list": {"items": items(6), "batch_size": 1},
+                                  "config": {"sleep": 1}})
+        (left,) = wait_until(lambda: workers(docker_client, cli.home), 300, "the second job's worker")
+        pid = cli.status()["daemon"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not pid_alive(pid), 10, "the daemon to die")
+        cli("up", "-d", "--backend", "docker", "--base-image", base_image, "--wait", "120", str(project),
+            timeout=180, check=True)
+        done = wait_done(port, job["job_id"], 300)
+        assert done["status"] == "status_succeeded" and done["batch_metrics"]["succeeded"] == 6, done
+        assert left.id not in [c.id for c in workers(docker_client, cli.home)]
     finally:
         cli("down", timeout=120)
     assert not workers(docker_client, cli.home)
