@@ -102,8 +102,9 @@ def ensure_venv(folder: Path, requirements: list[str], reinstall: list[str], tim
     if stamp.exists() and stamp.read_text() == wanted and not reinstall:
         return folder
     if uv:
-        cmd = [uv, "pip", "install", "-q", "--compile-bytecode",  # as pip does: no compiling at each start
-               *(f"--reinstall-package={p}" for p in reinstall), *requirements]
+        cmd = [uv, "pip", "install", "-q", *(f"--reinstall-package={p}" for p in reinstall), *requirements]
+        if not stamp.exists():  # as pip does, so that no server compiles its imports at its first start
+            cmd.append("--compile-bytecode")
         env = {**os.environ, "VIRTUAL_ENV": str(folder)}
     else:
         cmd = [str(folder / "bin" / "python"), "-m", "pip", "install", "-q", *requirements]
@@ -181,7 +182,8 @@ def stop(proc: subprocess.Popen, grace: float) -> None:
     say(f"  processes of pid {proc.pid}'s tree still alive: {left}")
 
 
-def wait_ready(url: str, body: bytes, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+def wait_ready(url: str, body: bytes, proc: subprocess.Popen, log: Path, timeout: float) -> bytes:
+    """The first 200 answer to body (what the server says, for a look); RuntimeError if none in time."""
     deadline = time.monotonic() + timeout
     headers = {"Content-Type": "application/json"}
     while time.monotonic() < deadline:
@@ -191,7 +193,7 @@ def wait_ready(url: str, body: bytes, proc: subprocess.Popen, log: Path, timeout
         try:
             with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=10) as r:
                 if r.status == 200:
-                    return
+                    return r.read()
         except OSError:
             pass
         time.sleep(0.5)
@@ -232,6 +234,45 @@ class Run:
     warmup: float
     concurrency: int
     start_timeout: float
+    start_attempts: int
+
+
+def write_load(folder: Path, body: bytes) -> Path:
+    """wrk's script: a static POST of body (wrk builds the request once, no Lua per request)."""
+    (folder / "body.json").write_bytes(body)
+    script = folder / "post.lua"
+    script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                      f'local f = assert(io.open("{folder / "body.json"}", "rb"))\n'
+                      'wrk.body = f:read("*a")\nf:close()\n')
+    return script
+
+
+def start(run: Run, peer: Peer, app: Path, body: bytes, home: Path) -> tuple[subprocess.Popen, str]:
+    """peer serving app on a free loopback port, answering body with 200: its process and URL.
+
+    A server that exits before serving is started again, up to run.start_attempts times in all
+    (Ray's raylet gives its agents a fixed 15 s to start, which a busy machine can exceed).
+    """
+    env = {**os.environ, **peer.env, "CORTEXD_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env.pop("PYTHONPATH", None)
+    for attempt in range(1, run.start_attempts + 1):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}{peer.path}"
+        log = app.parent / f"server-{attempt}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(peer.command(run.venvs[peer.name], port, app), cwd=app, env=env,
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        try:
+            answer = wait_ready(url, body, proc, log, run.start_timeout)
+            say(f"  {peer.name} answers {answer[:100]!r}")
+            return proc, url
+        except RuntimeError as e:
+            stop(proc, grace=30)
+            if attempt == run.start_attempts or "exited with" not in str(e):
+                raise
+            say(f"  {peer.name}: {str(e).splitlines()[0]}; starting it again")
+    raise AssertionError("unreachable")
 
 
 def measure(run: Run, peer: Peer, workload: peer_apps.Workload) -> Result:
@@ -240,23 +281,12 @@ def measure(run: Run, peer: Peer, workload: peer_apps.Workload) -> Result:
     app = folder / "app"  # cortexd watches a project's files and rolls its API when one changes
     peer.write_app(app, workload, run.models, run.batching)
     body = peer_apps.request_body(workload.name, peer.name)
-    (folder / "body.json").write_bytes(body)
-    script = folder / "post.lua"  # a static request: wrk builds it once, no Lua per request
-    script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                      f'local f = assert(io.open("{folder / "body.json"}", "rb"))\n'
-                      'wrk.body = f:read("*a")\nf:close()\n')
-    port = free_port()
-    url = f"http://127.0.0.1:{port}{peer.path}"
-    log = folder / "server.log"
+    script = write_load(folder, body)
     home = Path(tempfile.mkdtemp(prefix="cxp-"))  # cortexd's CORTEXD_HOME: short, a unix socket lives there
-    env = {**os.environ, **peer.env, "CORTEXD_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    env.pop("PYTHONPATH", None)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(peer.command(run.venvs[peer.name], port, app), cwd=app, env=env,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = None
     try:
         started = time.monotonic()
-        wait_ready(url, body, proc, log, run.start_timeout)
+        proc, url = start(run, peer, app, body, home)
         say(f"  {peer.name} {workload.name}: ready in {time.monotonic() - started:.1f} s")
         run_wrk(url, run.concurrency, run.warmup, script)
         cpu0, _ = tree_cpu(proc.pid)
@@ -268,7 +298,8 @@ def measure(run: Run, peer: Peer, workload: peer_apps.Workload) -> Result:
         say(f"  {peer.name} {workload.name} failed: {e}")
         return Result(peer.name, workload.name, failed=str(e).splitlines()[0][:240])
     finally:
-        stop(proc, grace=30)
+        if proc is not None:
+            stop(proc, grace=30)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -295,6 +326,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-batch-size", type=int, default=8, help="batching's largest batch (default 8)")
     p.add_argument("--batch-wait-ms", type=float, default=5.0, help="batching's longest wait (default 5)")
     p.add_argument("--start-timeout", type=float, default=240.0, help="seconds a server may take to serve")
+    p.add_argument("--start-attempts", type=int, default=3, help="starts of a server that exits before serving")
     p.add_argument("--cache", type=Path, default=CACHE, help=f"the virtualenvs' folder (default {CACHE})")
     p.add_argument("--out", type=Path, help="also write the markdown report to this file")
     args = p.parse_args()
@@ -317,7 +349,7 @@ def main() -> None:
     try:
         peer_apps.make_models(tmp / "models")
         run = Run(tmp, tmp / "models", venvs, peer_apps.Batching(args.max_batch_size, args.batch_wait_ms / 1e3),
-                  args.duration, args.warmup, args.concurrency, args.start_timeout)
+                  args.duration, args.warmup, args.concurrency, args.start_timeout, args.start_attempts)
         before = describe_machine()
         results = [measure(run, PEERS[n], peer_apps.WORKLOADS[w])
                    for w in args.workloads.split(",") for n in names]
