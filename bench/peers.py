@@ -188,8 +188,8 @@ def wait_ready(url: str, body: bytes, proc: subprocess.Popen, log: Path, timeout
     headers = {"Content-Type": "application/json"}
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"exited with {proc.returncode} before serving: {last_line(log)}; its log ends:\n"
-                               f"{tail(log)}")
+            raise RuntimeError(f"exited with {proc.returncode} before serving: {last_line(log)}\n"
+                               f"its log ends:\n{tail(log)}")
         try:
             with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=10) as r:
                 if r.status == 200:
@@ -197,8 +197,8 @@ def wait_ready(url: str, body: bytes, proc: subprocess.Popen, log: Path, timeout
         except OSError:
             pass
         time.sleep(0.5)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout:g} s: {last_line(log)}; its log ends:\n"
-                       f"{tail(log)}")
+    raise RuntimeError(f"{url} did not answer 200 within {timeout:g} s: {last_line(log)}\n"
+                       f"its log ends:\n{tail(log)}")
 
 
 def last_line(log: Path) -> str:
@@ -270,7 +270,9 @@ def start(run: Run, peer: Peer, app: Path, body: bytes, home: Path) -> tuple[sub
         except RuntimeError as e:
             stop(proc, grace=30)
             if attempt == run.start_attempts or "exited with" not in str(e):
-                raise
+                say(f"  {peer.name}: {e}")
+                reason = last_line(log).split(". ")[0]  # the table's cell: the first sentence
+                raise RuntimeError(f"did not serve ({attempt} start{'s' if attempt > 1 else ''}): {reason}") from e
             say(f"  {peer.name}: {str(e).splitlines()[0]}; starting it again")
     raise AssertionError("unreachable")
 
@@ -295,7 +297,7 @@ def measure(run: Run, peer: Peer, workload: peer_apps.Workload) -> Result:
         return Result(peer.name, workload.name, figures["rps"], figures["p50"], figures["p99"],
                       (cpu1 - cpu0) / max(1, figures["count"]) * 1e6, int(figures["errors"]))
     except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
-        say(f"  {peer.name} {workload.name} failed: {e}")
+        say(f"  {peer.name} {workload.name} failed: {str(e).splitlines()[0]}")
         return Result(peer.name, workload.name, failed=str(e).splitlines()[0][:240])
     finally:
         if proc is not None:
