@@ -52,7 +52,7 @@ COMMON_REQUIREMENTS = ["onnxruntime", "numpy"]
 @dataclass(frozen=True)
 class Peer:
     name: str
-    requirements: list[str]  # what goes into its virtualenv (pip requirement specifiers)
+    requirements: list[str]  # what goes into its virtualenv (pip requirement specifiers; cortexd: this checkout)
     package: str  # whose version the table shows
     write_app: Callable[[Path, peer_apps.Workload, Path, peer_apps.Batching], None]
     command: Callable[[Path, int, Path], list[str]]  # (virtualenv, port, app folder) -> argv
@@ -66,7 +66,7 @@ def _cortexd_command(venv: Path, port: int, app: Path) -> list[str]:
 
 
 PEERS = {
-    "cortexd": Peer("cortexd", [str(REPO)], "cortexd", peer_apps.cortexd_app, _cortexd_command, "/bench",
+    "cortexd": Peer("cortexd", [], "cortexd", peer_apps.cortexd_app, _cortexd_command, "/bench",
                     {"CORTEXD_REPLICA_USER": "root"}),
     "bentoml": Peer("bentoml", ["bentoml"], "bentoml", peer_apps.bentoml_app,
                     lambda venv, port, app: [str(venv / "bin" / "bentoml"), "serve", "service:Bench",
@@ -90,8 +90,9 @@ def say(line: str) -> None:
 # -- virtualenvs ---------------------------------------------------------------------------------
 
 
-def ensure_venv(folder: Path, requirements: list[str], reinstall: list[str], timeout: float) -> Path:
-    """folder as a virtualenv holding requirements (installed once; `reinstall` packages every time)."""
+def ensure_venv(folder: Path, requirements: list[str], timeout: float, local: tuple[str, Path] | None = None) -> Path:
+    """folder as a virtualenv holding requirements (installed once) and local, (name, source
+    folder), installed again every time (this checkout: the bench measures the code as it is)."""
     stamp = folder / "cortexd-bench-requirements.txt"
     wanted = "\n".join(requirements)
     uv = shutil.which("uv")
@@ -99,18 +100,18 @@ def ensure_venv(folder: Path, requirements: list[str], reinstall: list[str], tim
         create = [uv, "venv", "-q", "-p", sys.executable] if uv else [sys.executable, "-m", "venv"]
         create.append(str(folder))
         subprocess.run(create, check=True, timeout=timeout)
-    if stamp.exists() and stamp.read_text() == wanted and not reinstall:
+    if stamp.exists() and stamp.read_text() == wanted and local is None:
         return folder
-    if uv:
-        cmd = [uv, "pip", "install", "-q", *(f"--reinstall-package={p}" for p in reinstall), *requirements]
-        if not stamp.exists():  # as pip does, so that no server compiles its imports at its first start
-            cmd.append("--compile-bytecode")
+    first = not stamp.exists()  # compile at the first install, as pip does: no server compiles at its start
+    wanted_now = requirements + ([str(local[1])] if local else [])
+    if uv:  # uv keeps a local folder's build unless told to reinstall it
         env = {**os.environ, "VIRTUAL_ENV": str(folder)}
-    else:
-        cmd = [str(folder / "bin" / "python"), "-m", "pip", "install", "-q", *requirements]
-        cmd += ["--force-reinstall", "--no-deps", *reinstall] if reinstall else []
+        cmd = [uv, "pip", "install", "-q", *wanted_now, *(["--compile-bytecode"] if first else []),
+               *([f"--reinstall-package={local[0]}"] if local else [])]
+    else:  # pip installs a local folder again each time
         env = dict(os.environ)
-    say(f"installing into {folder}: {' '.join(requirements)}")
+        cmd = [str(folder / "bin" / "python"), "-m", "pip", "install", "-q", *wanted_now]
+    say(f"installing into {folder}: {' '.join(wanted_now)}")
     subprocess.run(cmd, check=True, timeout=timeout, env=env)
     stamp.write_text(wanted)
     return folder
@@ -345,7 +346,7 @@ def main() -> None:
     args = parse_args()
     names = [n for n in PEERS if n in args.servers.split(",")]  # cortexd first: the baseline
     venvs = {n: ensure_venv(args.cache / n, PEERS[n].requirements + COMMON_REQUIREMENTS,
-                            ["cortexd"] if n == "cortexd" else [], timeout=1800) for n in names}
+                            timeout=1800, local=("cortexd", REPO) if n == "cortexd" else None) for n in names}
     versions = {n: installed_version(venvs[n], PEERS[n].package) for n in names}
     tmp = Path(tempfile.mkdtemp(prefix="cortexd-peers-"))
     try:
