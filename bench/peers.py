@@ -124,7 +124,9 @@ def installed_version(venv: Path, package: str) -> str:
     if package == "cortexd":
         rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, timeout=10).stdout.strip()
-        version += f" ({rev})" if rev else ""
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        version += f" ({rev}{'+changes' if dirty else ''})" if rev else ""
     return version
 
 
