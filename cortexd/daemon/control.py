@@ -32,6 +32,8 @@ import struct
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from cortexd.console.guard import guard_middleware, machine_names
+from cortexd.console.server import Console
 from cortexd.daemon.process_guard import descends_from
 from cortexd.daemon.prometheus import MetricsCollector, build_registry, exposition
 from cortexd.daemon.seams import ControlledDaemon
@@ -232,25 +234,32 @@ def metrics_handler(daemon: ControlledDaemon):
     return metrics
 
 
-async def serve_metrics(daemon: ControlledDaemon, port: int) -> web.AppRunner | None:
-    """The admin HTTP port: GET /metrics on 127.0.0.1 only. None when disabled or taken.
+async def serve_metrics(daemon: ControlledDaemon, port: int, host: str = "127.0.0.1",
+                        console: Console | None = None) -> web.AppRunner | None:
+    """The admin HTTP port: GET /metrics, and the web console (cortexd/console/) when given one,
+    on `host` (the gateway's: 127.0.0.1 unless --host). None when disabled or taken.
 
     A taken port is not fatal (another daemon, a Prometheus exporter): the metrics
     stay available on the control socket, and an event says so.
     """
     if not port:
         return None
-    app = web.Application()
+    # a try-it body may be as large as an API takes (the gateway's limit is checked there)
+    app = web.Application(middlewares=[guard_middleware(machine_names())], client_max_size=64 * 2**20)
     app.router.add_get("/metrics", metrics_handler(daemon))
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    if console is not None:
+        console.add_routes(app)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
+    bind = "127.0.0.1" if host in ("", "127.0.0.1") else host
     try:
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await web.TCPSite(runner, bind, port).start()
     except OSError as e:
         await runner.cleanup()
         why = "is in use" if e.errno == errno.EADDRINUSE else f"cannot be bound ({e.strerror})"
         daemon.events.add(
-            f"metrics port 127.0.0.1:{port} {why}; Prometheus metrics stay available at /metrics "
-            "on the control socket (choose another port with --metrics-port)", level="warning")
+            f"metrics port {bind}:{port} {why}; Prometheus metrics stay available at /metrics "
+            "on the control socket, and the web console is off (choose another port with --metrics-port)",
+            level="warning")
         return None
     return runner

@@ -24,6 +24,8 @@ from pathlib import Path
 import aiohttp
 
 from cortexd import __version__
+from cortexd.console.guard import new_token
+from cortexd.console.server import Console
 from cortexd.core.health import HealthPolicy
 from cortexd.core.placement import gpu_notices
 from cortexd.daemon import control
@@ -46,6 +48,7 @@ from cortexd.daemon.projects import (
     settled_splitters,
 )
 from cortexd.daemon.reconciler import Reconciler
+from cortexd.daemon.sampler import Sampler
 from cortexd.daemon.seams import PinChanges
 from cortexd.daemon.watcher import ProjectWatcher, is_source
 from cortexd.errors import (
@@ -103,7 +106,8 @@ class Daemon:
         self.config_error: str | None = None
         self.notices: list[str] = []
         self._control: aiohttp.web.AppRunner | None = None
-        self._metrics: aiohttp.web.AppRunner | None = None  # the admin port (Prometheus)
+        self._metrics: aiohttp.web.AppRunner | None = None  # the admin port (Prometheus, the console)
+        self.sampler: Sampler | None = None  # the console's history, once a second
         self.watcher: ProjectWatcher | None = None
         self.autoscaler: Autoscaler | None = None
         # for `logs --since`; it also removes the logs of replicas long gone
@@ -176,7 +180,11 @@ class Daemon:
         batch = [b for p in projects for b in p.batch_apis if b.name not in self._deleted]
         self._tasks.append(asyncio.ensure_future(self.backend.collect_garbage(self._desired() + batch)))
         self._control = await control.serve(self, str(s.socket_path))
-        self._metrics = await control.serve_metrics(self, s.metrics_port)
+        # the web console beside /metrics: its history is sampled once a second from the start
+        self.sampler = Sampler(self.status, self.route_metrics)
+        self._metrics = await control.serve_metrics(self, s.metrics_port, s.host,
+                                                    Console(self, self.sampler, new_token()))
+        self._tasks.append(asyncio.ensure_future(self.sampler.run()))
         self._start_watcher()
         write_text_nofollow(s.pid_path, str(os.getpid()))
         self.autoscaler = Autoscaler(self.reconciler, self.gateway, sample_interval=s.sample_interval,
@@ -418,7 +426,7 @@ class Daemon:
             __version__, os.getpid(), self.backend.name if self.backend else None, self.backend_reason,
             self.settings.host, round(wall - self.started_at, 1), tuple(self.config_files),
             self.config_error, tuple(self.notices),
-            f"http://127.0.0.1:{self.settings.metrics_port}/metrics" if self._metrics is not None else None)
+            f"http://{self._admin_host()}:{self.settings.metrics_port}/metrics" if self._metrics is not None else None)
         status = build_status(
             daemon, rec.api_facts(), rec.replica_facts(), {n: rec.traffic(n) for n in rec.apis},
             self.events.recent(50), GPUStatus.of(self.placer.inventory()) if self.placer else None,
@@ -429,6 +437,11 @@ class Daemon:
             pins={n: self.pin_changes.changes(n) for n in rec.apis} if self.pin_changes is not None else None,
             splitters=self._splitter_facts(mono))
         return replace(status, batch_apis=self.jobs.statuses(self._url)) if self.jobs is not None else status
+
+    def spec_of(self, name: str) -> APISpec | None:
+        """The API's spec as loaded (the console's configuration and OpenAPI document)."""
+        state = self.reconciler.apis.get(name) if self.reconciler is not None else None
+        return state.spec if state is not None else None
 
     def _splitter_facts(self, now: float) -> list[SplitterFacts]:
         splits = {s.name: s for s in self.gateway.splits()} if self.gateway is not None else {}
@@ -452,10 +465,14 @@ class Daemon:
         return await self._started_reconciler.replica_models(name)
 
     def _url(self, port: int, endpoint: str) -> str:
+        return f"http://{self._admin_host()}:{port}{endpoint}"
+
+    def _admin_host(self) -> str:
+        """Where this machine reaches what the daemon serves on --host (a wildcard: loopback)."""
         host = self.settings.host
         if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        return f"http://{host}:{port}{endpoint}"
+            return "127.0.0.1"
+        return f"[{host}]" if ":" in host else host
 
     # -- logs -------------------------------------------------------------------------------
 

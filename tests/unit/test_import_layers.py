@@ -12,7 +12,7 @@ and the two halves of a layer never import each other:
     cli / ui                           cortexd.cli, cortexd.__main__, cortexd.ui, cortexd.launch,
                                        cortexd.control_client, cortexd.predict_request
     daemon | kube                      cortexd.daemon | cortexd.kube
-    backends | gateway                 cortexd.backends | cortexd.gateway
+    backends | gateway | console       cortexd.backends | cortexd.gateway | cortexd.console
     core, spec and shared values       cortexd.core, cortexd.spec, cortexd.status, cortexd.settings, ...
 
 predictor_runtime never imports cortexd (cortexd may import predictor_runtime).
@@ -42,8 +42,10 @@ LAYERS: dict[str, tuple[int, str]] = {
     "cortexd.dataclass_json": (0, ""),
     "cortexd.settings": (0, ""),
     "cortexd.status": (0, ""),
+    "cortexd.history": (0, ""),
     "cortexd.backends": (1, "backends"),
     "cortexd.gateway": (1, "gateway"),
+    "cortexd.console": (1, "console"),
     "cortexd.daemon": (2, "daemon"),
     "cortexd.kube": (2, "kube"),
     "cortexd.cli": (3, ""),

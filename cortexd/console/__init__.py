@@ -1,0 +1,1 @@
+"""The web console: pages, live updates, try-it and OpenAPI documents on the admin port (server.py)."""
