@@ -3,8 +3,8 @@
 # Idempotent: does nothing that is already done. Called by .ci/run, which requires the docker tier
 # (CORTEXD_REQUIRE_DOCKER=1: its tests fail, not skip, without an engine; docs/architecture.md, Tests).
 #
-#   1. `docker info` fails -> install docker.io (and debootstrap) from Debian if missing,
-#      start dockerd in the background (log: $CORTEXD_DOCKERD_LOG), wait for it (<= 60 s);
+#   1. install what is missing from Debian in one apt-get call: docker.io, debootstrap, and
+#      chromium (the browser tier, tests/browser); `docker info` fails -> start dockerd in the background (log: $CORTEXD_DOCKERD_LOG), wait for it (<= 60 s);
 #   2. build the offline base image (docker/make-offline-base.sh) if it is absent;
 #   3. print the CORTEXD_BASE_IMAGE hint (tests/docker/conftest.py also finds it by name).
 set -euo pipefail
@@ -23,8 +23,17 @@ apt_install() {
         --no-install-recommends "$@"
 }
 
+# what Debian must bring, in one apt-get call (apt may be busy at boot: one wait for its lock):
+# the engine, debootstrap for the offline base image, Chromium for the browser tier (tests/browser)
+missing=()
+command -v dockerd >/dev/null 2>&1 || docker info >/dev/null 2>&1 || missing+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt_install "${missing[@]}"
+fi
+
 if ! docker info >/dev/null 2>&1; then
-    command -v dockerd >/dev/null 2>&1 || apt_install docker.io
     echo "provision-docker: starting dockerd (log: $LOG) ..."
     as_root sh -c "nohup dockerd >>'$LOG' 2>&1 &"
     for _ in $(seq 60); do
@@ -42,7 +51,6 @@ echo "provision-docker: engine up ($(docker version --format '{{.Server.Version}
 if docker image inspect "$BASE" >/dev/null 2>&1; then
     echo "provision-docker: offline base image $BASE present"
 else
-    command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
     echo "provision-docker: building offline base image $BASE ..."
     as_root bash docker/make-offline-base.sh "$BASE"
 fi

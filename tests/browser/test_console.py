@@ -1,0 +1,94 @@
+"""The web console in a real browser: a daemon serving two APIs, its overview and an API's page.
+
+One daemon (the process backend: the console does not depend on the backend, and process
+replicas start in seconds) serves `echo` (autoscaled from 1 replica on in-flight requests) and
+`quiet`. The page must show both live, send a prediction with try-it and show the answer,
+show `echo`'s requests/s rise under load with the scale-up marked, show a predictor's print in
+the logs panel, and put what a predictor prints or answers into the page as text: a payload of
+HTML and script must not become an element nor run. Each page's screenshot is kept.
+"""
+
+from __future__ import annotations
+
+import re
+
+from tests.builders import write_project
+from tests.load import KeepAliveClients
+from tests.real_daemon import free_port
+
+PREDICTOR = """\
+class PythonPredictor:
+    def __init__(self, config):
+        print("<script>window.pwned = 'log'</script> loaded", flush=True)
+
+    def predict(self, payload: dict, query_params) -> dict:
+        import time
+        time.sleep(0.02)
+        return {"echo": payload, "html": "<img src=x onerror=\\"window.pwned = 'answer'\\">"}
+"""
+
+
+def project_yaml(port: int) -> str:
+    # echo scales on in-flight requests at once (no upscale stabilization, a short window), so
+    # the load below marks a scale-up within seconds
+    return f"""\
+- name: echo
+  kind: RealtimeAPI
+  predictor: {{type: python, path: predictor.py}}
+  networking: {{local_port: {port}}}
+  autoscaling: {{min_replicas: 1, max_replicas: 3, target_replica_concurrency: 1, window: 10s,
+                upscale_stabilization_period: 0s}}
+- name: quiet
+  kind: RealtimeAPI
+  predictor: {{type: python, path: predictor.py}}
+  networking: {{local_port: {port}}}
+"""
+
+
+def test_console_shows_apis_live_tries_one_and_escapes_what_predictors_say(cli, tmp_path, browser, artifacts):
+    port, admin = free_port(), free_port()
+    project = write_project(tmp_path / "proj", project_yaml(port), {"predictor.py": PREDICTOR})
+    up = cli("up", "-d", "--backend", "process", "--metrics-port", str(admin), "--wait", "90", str(project))
+    assert up.code == 0, (up, cli.daemon_log())
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+
+    page.goto(f"http://127.0.0.1:{admin}/")
+    for name in ("echo", "quiet"):
+        row = page.locator(f"tr[data-api={name}]")
+        row.wait_for()
+        assert "live" in row.inner_text()
+    page.screenshot(path=str(artifacts / "console-overview.png"), full_page=True)
+
+    page.click("tr[data-api=echo] a")
+    page.wait_for_selector("#chart-rps")
+    assert page.inner_text("h1") == "echo"
+
+    # try-it: a JSON body through the gateway; the answer's HTML stays text
+    page.fill("#try-input", '{"text": "<script>window.pwned = \\"body\\"</script>"}')
+    page.click("#try-send")
+    page.wait_for_selector("#try-status")
+    assert page.inner_text("#try-status") == "200"
+    shown = page.inner_text("#try-body")
+    assert "<img src=x" in shown and '"text": "<script>' in shown, shown
+    assert page.locator("#try-answer img, #try-answer script").count() == 0
+
+    # the predictor's print in the logs panel, as text
+    page.wait_for_function("() => document.getElementById('log-lines').textContent.includes('loaded')")
+    assert "<script>window.pwned = 'log'</script> loaded" in page.inner_text("#log-lines")
+    assert page.locator("#log-lines script, #log-lines *").count() == 0
+
+    # load on echo: its requests/s rises on the chart, and the scale-up is marked
+    with KeepAliveClients(port, "/echo", n=4, payload={"x": 1}, limit=90):
+        page.wait_for_function(
+            "() => parseFloat(document.getElementById('now-rps').textContent) > 5", timeout=30_000)
+        page.wait_for_selector("#marks li[data-kind=scale]", timeout=60_000)
+    rps = float(re.match(r"[\d.]+", page.inner_text("#now-rps")).group())
+    assert rps > 0, rps
+    assert "scaling from 1 to" in page.inner_text("#marks li[data-kind=scale]")
+    page.screenshot(path=str(artifacts / "console-api.png"), full_page=True)
+
+    assert page.evaluate("() => window.pwned") is None, "a predictor's output ran as script"
+    assert errors == [], errors
