@@ -86,7 +86,7 @@ class APIHistory:
         values.update(p50_ms=_nan(sample.p50_ms), p99_ms=_nan(sample.p99_ms), in_flight=sample.in_flight,
                       requested=sample.requested, ready=sample.ready, starting=sample.starting)
         slot = self.count % self.size
-        self.times[slot] = at
+        self.times[slot] = round(at, 3)  # as since() gives it: a reader's `after` matches it
         for name in SERIES:
             self.columns[name][slot] = values[name]
         self.count += 1

@@ -51,7 +51,9 @@ class ConsoleSamples(Protocol):
 
     def status_json(self) -> dict[str, Any] | None: ...
 
-    async def next_sample(self) -> None: ...
+    taken: int
+
+    async def sample_after(self, taken: int) -> None: ...
 
 
 class ConsoleDaemon(Protocol):
@@ -179,12 +181,13 @@ class Console:
         after = float(request.query.get("after", "0") or 0)
         try:
             while not self.closing.is_set():
+                taken = self.samples.taken
                 payload = self._live_payload(name, after)
                 if payload is not None:
                     times = payload.get("history", {}).get("t")
                     after = times[-1] if times else after
                     await resp.write(b"data: " + _dumps(payload).encode() + b"\n\n")
-                if not await self._wait_sample():
+                if not await self._wait_sample(taken):
                     break
         except (ConnectionResetError, asyncio.CancelledError):
             pass
@@ -200,9 +203,9 @@ class Console:
                 "events": [e.to_json() for e in status.events if e.api == name][-20:],
                 "history": ring.since(after) if ring is not None else {"t": []}}
 
-    async def _wait_sample(self) -> bool:
-        """Waits for the next sample; False when the console closes first."""
-        sample = asyncio.ensure_future(self.samples.next_sample())
+    async def _wait_sample(self, taken: int) -> bool:
+        """Waits for a sample after the `taken`th; False when the console closes first."""
+        sample = asyncio.ensure_future(self.samples.sample_after(taken))
         closing = asyncio.ensure_future(self.closing.wait())
         done, pending = await asyncio.wait({sample, closing}, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:

@@ -38,6 +38,7 @@ class Sampler:
         self.status: Status | None = None
         self._status_json: dict[str, Any] | None = None
         self._buckets: dict[str, list[int]] = {}
+        self.taken = 0  # samples taken so far
         self._tick = asyncio.Event()
 
     def sample(self) -> None:
@@ -63,6 +64,7 @@ class Sampler:
         self.history.add(at, samples)
         self.history.add_events(status.events)
         self.status, self._status_json = status, None
+        self.taken += 1
         tick, self._tick = self._tick, asyncio.Event()
         tick.set()
 
@@ -72,9 +74,10 @@ class Sampler:
             self._status_json = self.status.to_json()
         return self._status_json
 
-    async def next_sample(self) -> None:
-        """Returns at the next sample."""
-        await self._tick.wait()
+    async def sample_after(self, taken: int) -> None:
+        """Returns once more than `taken` samples were taken (at once if they were)."""
+        while self.taken <= taken:
+            await self._tick.wait()
 
     async def run(self) -> None:
         while True:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from tests.builders import write_project
+from tests.console_fakes import FakeConsole
 from tests.load import KeepAliveClients
 from tests.real_daemon import free_port
 
@@ -92,3 +93,21 @@ def test_console_shows_apis_live_tries_one_and_escapes_what_predictors_say(cli, 
 
     assert page.evaluate("() => window.pwned") is None, "a predictor's output ran as script"
     assert errors == [], errors
+
+
+def test_the_overview_of_50_apis_loads_within_a_second(browser, artifacts):
+    """The real console handlers in front of a fake daemon's snapshot of 50 APIs (50 real APIs
+    would be 50 replicas on this machine): from the start of navigation to the overview drawn, as
+    the page's own clock says (Playwright's waits poll, at up to 0.5 s steps)."""
+    console = FakeConsole(50)
+    console.sample()
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(console.url + "/")
+        page.locator("tr[data-api]").nth(49).wait_for()
+        elapsed = page.evaluate("() => performance.getEntriesByName('cortexd:overview')[0].startTime") / 1000
+        page.screenshot(path=str(artifacts / "console-overview-50.png"))
+        assert page.locator("tr[data-api]").count() == 50
+        assert elapsed < 1.0, f"the overview of 50 APIs took {elapsed:.2f}s"
+    finally:
+        console.close()
