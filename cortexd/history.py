@@ -20,6 +20,7 @@ from typing import Any
 
 SECONDS = 900  # 15 minutes at 1 s
 MARKS = 200
+TREND_POINTS, TREND_STEP = 24, 5  # the live view's trend: 2 minutes, a point per 5 s
 # one value per second each: request rates by status class, latency of that second, in-flight
 # requests and replicas; None (no request that second) is stored as NaN and read back as None
 SERIES = ("rps_2xx", "rps_4xx", "rps_5xx", "p50_ms", "p99_ms", "in_flight", "requested", "ready", "starting")
@@ -103,11 +104,13 @@ class APIHistory:
         out["marks"] = [{"at": m.at, "kind": m.kind, "message": m.message} for m in self.marks if m.at > after]
         return out
 
-    def latest(self, name: str) -> list[float | None]:
-        """One series, oldest first (the live view's trend)."""
-        n = min(self.count, self.size)
-        column = self.columns[name]
-        return [_value(column[i % self.size]) for i in range(self.count - n, self.count)]
+    def trend(self, points: int = TREND_POINTS, step: int = TREND_STEP) -> tuple[float, ...]:
+        """Requests/s (every class) over the last points x step samples, each point the mean of
+        `step` samples, oldest first; fewer points while the ring is younger (the live view's)."""
+        n = min(self.count, self.size, points * step)
+        total = [sum(self.columns[s][i % self.size] for s in ("rps_2xx", "rps_4xx", "rps_5xx"))
+                 for i in range(self.count - n, self.count)]
+        return tuple(round(sum(total[i:i + step]) / len(total[i:i + step]), 2) for i in range(0, n, step))
 
 
 class History:
@@ -139,6 +142,9 @@ class History:
             self.apis[e.api].marks.append(Mark(e.at, mark_kind(e.message, e.level), e.message))
             newest = max(newest, e.at)
         self._marked_until = newest
+
+    def trends(self) -> dict[str, tuple[float, ...]]:
+        return {name: ring.trend() for name, ring in self.apis.items()}
 
     def of(self, api: str) -> APIHistory | None:
         return self.apis.get(api)

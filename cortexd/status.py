@@ -100,6 +100,9 @@ class APIStatus(JSONRecord):
     # each nearest pin its environment installed instead of requirements.txt's, in words
     # ("scikit-learn==0.21.3 -> 1.1.3: 0.21.3 has no build for Python 3.11"; issue 17)
     pins: tuple[str, ...] = ()
+    # requests/s over the last 2 minutes, a point per 5 s, oldest first (cortexd/history.py
+    # APIHistory.trend; empty until the daemon's sampler has taken some): the live view's sparkline
+    trend: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -243,7 +246,8 @@ def replica_health(replica: ReplicaFacts, mono_now: float) -> str | None:
 def build_api_status(api: APIFacts, replicas: Iterable[ReplicaFacts], traffic: APITraffic, *, url: str,
                      preparing: tuple[str, str | None] | None, wall_now: float,
                      mono_now: float, isolation: Mapping[str, Any] | None = None,
-                     host_has_gpu: bool | None = None, pins: Sequence[str] = ()) -> APIStatus:
+                     host_has_gpu: bool | None = None, pins: Sequence[str] = (),
+                     trend: Sequence[float] = ()) -> APIStatus:
     """One API's status from its facts and its replicas' (other APIs' replicas are skipped).
     preparing: what the backend prepares for it (the process backend's environments:
     ("installing requirements", "torch")), shown while it is updating; host_has_gpu: whether
@@ -274,7 +278,7 @@ def build_api_status(api: APIFacts, replicas: Iterable[ReplicaFacts], traffic: A
         counts, tuple(shown), traffic.in_flight, dict(traffic.requests), api.last_decision, url,
         isolation, shown_failure(api.status, api.failure, waits),
         on_cpu_note(spec.compute.gpu, OPTIONS["cpu_only"].flag or "", host_has_gpu) if spec.cpu_only else None,
-        tuple(pins))
+        tuple(pins), tuple(trend))
 
 
 @dataclass(frozen=True)
@@ -315,7 +319,8 @@ def build_status(daemon: DaemonStatus, apis: Iterable[APIFacts], replicas: Itera
                  wall_now: float, mono_now: float,
                  isolation: Mapping[str, Mapping[str, Any] | None] | None = None,
                  pins: Mapping[str, Sequence[str]] | None = None,
-                 splitters: Iterable[SplitterFacts] = ()) -> Status:
+                 splitters: Iterable[SplitterFacts] = (),
+                 trends: Mapping[str, Sequence[float]] | None = None) -> Status:
     """The whole snapshot, APIs and splitters sorted by name; `events` are cortexd.daemon.events.Event values."""
     by_api: dict[str, list[ReplicaFacts]] = {}
     for replica in replicas:
@@ -326,7 +331,8 @@ def build_status(daemon: DaemonStatus, apis: Iterable[APIFacts], replicas: Itera
                          wall_now=wall_now, mono_now=mono_now,
                          isolation=(isolation or {}).get(api.spec.name),
                          host_has_gpu=None if gpus is None else bool(gpus.devices),
-                         pins=(pins or {}).get(api.spec.name, ()))
+                         pins=(pins or {}).get(api.spec.name, ()),
+                         trend=(trends or {}).get(api.spec.name, ()))
         for api in sorted(apis, key=lambda a: a.spec.name))
     by_name = {a.name: a for a in built}
     split = tuple(build_splitter_status(f, by_name) for f in sorted(splitters, key=lambda f: f.spec.name))

@@ -435,7 +435,8 @@ class Daemon:
             preparing={n: rec.preparing(n) for n in rec.apis}, wall_now=wall, mono_now=mono,
             isolation={n: rec.isolation(n) for n in rec.apis},
             pins={n: self.pin_changes.changes(n) for n in rec.apis} if self.pin_changes is not None else None,
-            splitters=self._splitter_facts(mono))
+            splitters=self._splitter_facts(mono),
+            trends=self.sampler.history.trends() if self.sampler is not None else None)
         return replace(status, batch_apis=self.jobs.statuses(self._url)) if self.jobs is not None else status
 
     def spec_of(self, name: str) -> APISpec | None:

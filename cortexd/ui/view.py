@@ -13,6 +13,7 @@ Layout (fits 80 columns; wider terminals give the API column more room):
     iris · http://127.0.0.1:8888/iris
       autoscaler  keeping 1 replica(s): ...
       monitoring  classification: setosa 50 · versicolor 30
+      trend       ▁▂▃▅▇█ req/s, last 2 min (max 14.0)   (the daemon's history: cortexd/history.py)
     GPUs  no GPU: ...
     events (newest first)
       3s  iris  replica r-1 ready
@@ -109,6 +110,17 @@ def monitoring_line(mon: dict | None, classes: int = CLASSES_INLINE) -> str | No
     return (f"regression{key}: min {fmt_number(mon['min'])} · max {fmt_number(mon['max'])} · "
             f"avg {fmt_number(mon['avg'])} · p50 {fmt_number(mon['p50'])} · "
             f"p99 {fmt_number(mon['p99'])}{unreadable}")
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float]) -> str:
+    """One character a value, its height relative to the largest (all zero: the lowest)."""
+    top = max(values, default=0.0)
+    if top <= 0:
+        return SPARKS[0] * len(values)
+    return "".join(SPARKS[min(len(SPARKS) - 1, int(v / top * (len(SPARKS) - 1) + 0.5))] for v in values)
 
 
 def split_weights(splitter: SplitterStatus) -> str:
@@ -216,6 +228,9 @@ def api_notes(api: APIStatus) -> RenderableType:
     mon = monitoring_line(api.requests.get("monitoring"))
     if mon:
         grid.add_row("  monitoring", Text(mon))
+    if any(api.trend):  # an API with traffic in the last 2 minutes
+        grid.add_row("  trend", Text.assemble((sparkline(api.trend), "cyan"),
+                                              f" req/s, last 2 min (max {max(api.trend):.1f})"))
     title = Text.assemble((api.name, "bold"), " · ", (api.url, "cyan"))
     return Group(title, grid)
 

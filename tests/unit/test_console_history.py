@@ -43,7 +43,7 @@ def test_the_ring_keeps_the_last_size_samples_in_order_and_its_size_is_fixed():
     got = ring.since()
     assert got["t"] == [7.0, 8.0, 9.0, 10.0, 11.0]
     assert got["rps_2xx"] == [2.0] * 5
-    assert ring.latest("rps_2xx") == [2.0] * 5
+    assert ring.trend(points=2, step=2) == (2.0, 2.0)
     assert sum(c.buffer_info()[1] for c in ring.columns.values()) == before == 5 * len(SERIES)
 
 
@@ -69,3 +69,11 @@ def test_what_each_event_marks():
     assert mark_kind("configuration reloaded", "info") == "reload"
     assert mark_kind("replica r stopped; replacing it", "info") == "crash"
     assert mark_kind("replica r ready in 2.0s", "info") == "other"
+
+
+def test_the_trend_averages_requests_of_every_class_over_steps():
+    ring = APIHistory(size=100)
+    for t in range(7):
+        ring.add(float(t), sample(ok=t * 4, server=t))
+    assert ring.trend(points=3, step=2) == (5.0, 5.0, 5.0)  # the last 6 samples, 4 + 1 a second
+    assert APIHistory().trend() == ()

@@ -82,7 +82,8 @@ def test_status_json_is_the_json_status_served_before_the_model():
                 "last_decision": decision, "url": f"http://127.0.0.1:8888/{name}",
                 "isolation": None, "failure": None,  # (issue 15: who replicas run as; issue 16: the failure's kind)
                 "gpu_note": None,  # (issue 17: compute.gpu served on the CPU)
-                "pins": []}  # (issue 17: the nearest pins its environment installed)
+                "pins": [],  # (issue 17: the nearest pins its environment installed)
+                "trend": []}  # (issue 19: requests/s over the last 2 minutes, from the console's history)
 
     expected = {
         "daemon": {"version": "0.4.0", "pid": 41, "backend": "process", "backend_reason": None,

@@ -200,3 +200,12 @@ def test_an_api_whose_replicas_lack_mnt_project_says_so_in_the_live_view(width):
     f = flat(render(snapshot([dict(api("iris"), isolation=missing), dict(api("other"), isolation=there)]), width))
     assert f.count("/mnt/project not available: this host has no /mnt folder") == 1
     assert "the project, read-only" not in f  # only what is missing is worth a line there
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_an_api_with_recent_traffic_shows_its_trend(width):
+    busy = {**api("iris"), "trend": [0.0, 2.0, 4.0, 8.0]}
+    quiet = {**api("idle"), "trend": [0.0, 0.0]}
+    text = render(snapshot([busy, quiet]), width)
+    assert "▁▃▅█ req/s, last 2 min (max 8.0)" in text
+    assert text.count("trend") == 1  # an API without traffic has no trend line

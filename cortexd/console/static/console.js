@@ -120,17 +120,19 @@
       c.width = c.clientWidth * ratio; c.height = c.clientHeight * ratio;
       const g = c.getContext("2d"), W = c.width, H = c.height, pad = 16 * ratio;
       g.clearRect(0, 0, W, H);
-      const end = n ? h.t[n - 1] : Date.now() / 1000, start = end - WINDOW_S;
+      // the last 15 minutes, or all there is when the daemon is younger (a minute at least)
+      const end = n ? h.t[n - 1] : Date.now() / 1000;
+      const span = Math.min(WINDOW_S, Math.max(60, n ? end - h.t[0] : 0)), start = end - span;
       let max = 1;
       for (const s of this.series) for (const v of h[s.key]) if (v !== null && v > max) max = v;
-      const x = (t) => pad + ((t - start) / WINDOW_S) * (W - 2 * pad);
+      const x = (t) => pad + ((t - start) / span) * (W - 2 * pad);
       const y = (v) => H - pad - (v / max) * (H - 2 * pad);
       g.font = `${10 * ratio}px sans-serif`; g.fillStyle = "#656d76";
       g.fillText(`${fmt(max, max < 10 ? 1 : 0)} ${this.unit}`, pad, pad - 4 * ratio);
-      g.fillText("-15 min", pad, H - 3 * ratio); g.fillText("now", W - pad - 18 * ratio, H - 3 * ratio);
+      g.fillText(span >= 120 ? `-${Math.round(span / 60)} min` : `-${Math.round(span)} s`, pad, H - 3 * ratio); g.fillText("now", W - pad - 18 * ratio, H - 3 * ratio);
       g.strokeStyle = "#d0d7de"; g.beginPath(); g.moveTo(pad, H - pad); g.lineTo(W - pad, H - pad); g.stroke();
       for (const m of h.marks || []) {
-        if (m.at < start) continue;
+        if (m.at < start || m.kind === "other") continue;  // the list below has every event
         g.strokeStyle = MARK_COLORS[m.kind] || MARK_COLORS.other; g.setLineDash([4 * ratio, 3 * ratio]);
         g.beginPath(); g.moveTo(x(m.at), pad); g.lineTo(x(m.at), H - pad); g.stroke();
       }
