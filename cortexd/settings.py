@@ -178,11 +178,13 @@ class DaemonSettings:
     host: str = setting("127.0.0.1", flag="--host",
                         help="gateway bind address (default 127.0.0.1)")
     base_image: str | None = setting(flag="--base-image", help="base image for Docker replica images")
-    # Prometheus metrics: GET /metrics on 127.0.0.1:metrics_port (0 = only on the control socket)
+    # the admin port, on --host: Prometheus metrics (GET /metrics) and the web console (GET /);
+    # 0 = off (the metrics stay on the control socket)
     metrics_port: int = setting(
         8889, flag="--metrics-port", type=int, metavar="PORT",
-        help="Prometheus metrics at http://127.0.0.1:PORT/metrics (default 8889; 0: off, "
-             "they stay at /metrics on the control socket)")
+        help="Prometheus metrics at http://127.0.0.1:PORT/metrics and the web console at "
+             "http://127.0.0.1:PORT/ (on --host's address; default 8889; 0: off, the metrics "
+             "stay at /metrics on the control socket)")
     # logs: daemon.log and each replica's log rotate at log_max_bytes, keeping log_files files
     # (so at most log_max_bytes x log_files each)
     log_max_bytes: int = setting(
