@@ -32,6 +32,7 @@ class FakeDaemon:
         self.names = [f"api-{i:02d}" for i in range(n)]
         self.snap = Status.from_json(snapshot([api(name) for name in self.names]))
         self.log_lines = log_lines
+        self.streams_ended = 0  # log streams closed (by the console: a tab went away)
 
     def status(self) -> Status:
         return self.snap
@@ -48,8 +49,13 @@ class FakeDaemon:
         return [(f"{name}-r0", None)]
 
     async def stream_logs(self, name: str, sources, tail, follow, since=None) -> AsyncIterator[str]:
-        for line in self.log_lines:
-            yield line
+        try:
+            for line in self.log_lines:
+                yield line
+            while follow:  # nothing new, for as long as it is followed
+                await asyncio.sleep(3600)
+        finally:
+            self.streams_ended += 1
 
     def spec_of(self, name: str):
         return None

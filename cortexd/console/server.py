@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 STATIC = {"console.js": "text/javascript", "console.css": "text/css", "favicon.svg": "image/svg+xml"}
 TRY_TIMEOUT_S = 120
+HEARTBEAT_S = 15.0  # a quiet log stream writes a comment this often, to find a closed tab
 SHOWN_BODY = 8 * 2**20  # a try-it answer past this is cut (the page says so)
 # answer headers a try-it shows (the gateway's and the replica's), not hop-by-hop ones
 _HIDDEN = {"connection", "keep-alive", "transfer-encoding"}
@@ -189,8 +190,8 @@ class Console:
                     await resp.write(b"data: " + _dumps(payload).encode() + b"\n\n")
                 if not await self._wait_sample(taken):
                     break
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the tab went away
         return resp
 
     def _live_payload(self, name: str | None, after: float) -> dict[str, Any] | None:
@@ -229,33 +230,25 @@ class Console:
             if not sources:
                 return _error(404, f"api {name!r} has no replica {replica!r}")
         resp = await self._event_stream(request)
-        lines = self.daemon.stream_logs(name, sources, tail, follow)
+        lines = _Lines(self.daemon.stream_logs(name, sources, tail, follow), self.closing)
         prefix = f"{replica} | " if replica is not None else None
         try:
-            while True:
-                line = await self._next_line(lines)
-                if line is None:
-                    break
+            while (line := await lines.next()) is not None:
+                if line is _QUIET:  # nothing new a while: a comment, so a closed tab is found out
+                    await resp.write(b": still following\n\n")
+                    continue
                 if prefix is not None and line.startswith(prefix):
                     line = line[len(prefix):]
                 elif prefix is not None and " | " in line and follow:
                     continue  # a replica started since, not the one asked for
                 await resp.write(b"data: " + json.dumps(line).encode() + b"\n\n")
             await resp.write(b"event: end\ndata: {}\n\n")
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the tab went away
         finally:
-            await lines.aclose()  # type: ignore[attr-defined]
+            await lines.close()
         return resp
 
-    async def _next_line(self, lines: AsyncIterator[str]) -> str | None:
-        """The next line, or None at the end of the log or when the console closes."""
-        line = asyncio.ensure_future(anext(lines, None))
-        closing = asyncio.ensure_future(self.closing.wait())
-        done, pending = await asyncio.wait({line, closing}, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        return line.result() if line in done else None
 
     # -- try it ----------------------------------------------------------------------------
 
@@ -280,6 +273,37 @@ class Console:
                 return web.json_response(_answer_json(answer.status, answer.headers, data, latency_ms))
         except (aiohttp.ClientError, TimeoutError) as e:
             return _error(502, f"the gateway did not answer at {api.url}: {type(e).__name__}: {e}")
+
+
+_QUIET = "\x00quiet"  # _Lines.next(): no line for HEARTBEAT_S
+
+
+class _Lines:
+    """A log stream read line by line that also says when it was quiet for HEARTBEAT_S (a stream's
+    handler writes then, so it ends soon after its tab closes, not at the next log line) and ends
+    when the console closes."""
+
+    def __init__(self, lines: AsyncIterator[str], closing: asyncio.Event):
+        self._lines, self._closing = lines, closing
+        self._next: asyncio.Future | None = None
+
+    async def next(self) -> str | None:
+        if self._next is None:
+            self._next = asyncio.ensure_future(anext(self._lines, None))
+        closing = asyncio.ensure_future(self._closing.wait())
+        done, _ = await asyncio.wait({self._next, closing}, timeout=HEARTBEAT_S,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        closing.cancel()
+        if self._next in done:
+            line, self._next = self._next.result(), None
+            return line
+        return None if self._closing.is_set() else _QUIET
+
+    async def close(self) -> None:
+        if self._next is not None:
+            self._next.cancel()
+            await asyncio.gather(self._next, return_exceptions=True)
+        await self._lines.aclose()  # type: ignore[attr-defined]
 
 
 def _answer_json(status: int, headers: Any, data: bytes, latency_ms: float) -> dict[str, Any]:

@@ -9,8 +9,9 @@ import urllib.request
 
 import pytest
 
+from cortexd.console import server
 from tests.console_fakes import TOKEN, FakeConsole
-from tests.real_daemon import http
+from tests.real_daemon import http, wait_until
 
 
 @pytest.fixture
@@ -68,3 +69,12 @@ def test_the_live_stream_sends_a_sample_each_tick(console):
         console.sample()
         second = json.loads(r.readline().decode()[len("data: "):])
         assert second["history"]["t"] and second["history"]["t"][0] > first["history"]["t"][-1]
+
+
+def test_a_followed_log_stream_ends_soon_after_its_tab_goes_away(console, monkeypatch):
+    # a quiet log: the stream finds its closed tab at its next keep-alive comment (15 s; 0.2 s here)
+    monkeypatch.setattr(server, "HEARTBEAT_S", 0.2)
+    r = urllib.request.urlopen(console.url + "/console/apis/api-01/logs?tail=10&follow=1", timeout=10)
+    assert r.readline().startswith(b"data: ")
+    r.close()
+    wait_until(lambda: console.daemon.streams_ended == 1, timeout=5, what="the log stream to end")
