@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from openapi_spec_validator import validate
+
 from cortexd.console.openapi import annotation_schema, document, find_predict
 
 TYPED = """\
@@ -43,6 +45,7 @@ def test_a_typed_predictor_gives_its_payload_answer_and_query_parameters():
         "anyOf": [{"type": "array", "items": {"type": "integer"}}, {"type": "null"}]}
     assert op["parameters"][0]["in"] == "query"
     assert {"400", "413", "500", "503"} <= op["responses"].keys()
+    validate(doc)  # a valid OpenAPI 3.1 document, as client generators read it
 
 
 def test_untyped_legacy_and_unreadable_predictors_get_an_open_document():
@@ -52,6 +55,8 @@ def test_untyped_legacy_and_unreadable_predictors_get_an_open_document():
     assert "parameters" not in op and op["requestBody"]["content"]["application/json"]["schema"] == {}
     legacy = document("b", "/b", "http://h:1", "def predict(sample: list, metadata):\n    return 1\n", kind="api")
     assert legacy["paths"]["/b"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {"type": "array"}
+    validate(plain)
+    validate(legacy)
     assert find_predict("class PythonPredictor(:") is None
     broken = document("c", "/c", "http://h:1", "def (")
     assert broken["paths"]["/c"]["post"]["operationId"] == "predict_c"
