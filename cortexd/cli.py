@@ -147,6 +147,8 @@ def _up_detached(args: argparse.Namespace, settings: DaemonSettings, paths: list
     client = ControlClient(settings, timeout=5)
     print(f"cortexd is running (pid {snap.daemon.pid}, backend {snap.daemon.backend}); "
           f"logs: {settings.daemon_log}")
+    if snap.daemon.metrics_url:  # the admin port serves the web console beside /metrics
+        print(f"web console: {snap.daemon.metrics_url.removesuffix('metrics')}")
     why = snap.daemon.backend_reason
     if why:
         print(f"backend {snap.daemon.backend}: {why}")

@@ -51,6 +51,7 @@ def test_console_shows_apis_live_tries_one_and_escapes_what_predictors_say(cli, 
     project = write_project(tmp_path / "proj", project_yaml(port), {"predictor.py": PREDICTOR})
     up = cli("up", "-d", "--backend", "process", "--metrics-port", str(admin), "--wait", "90", str(project))
     assert up.code == 0, (up, cli.daemon_log())
+    assert f"web console: http://127.0.0.1:{admin}/" in up.out, up.out
     page = browser.new_page(viewport={"width": 1400, "height": 1200})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
