@@ -178,30 +178,30 @@ class Console:
     async def live(self, request: web.Request) -> web.StreamResponse:
         """Each second's sample: the overview's status, or one API's status and its new samples."""
         name = request.query.get("api")
+        try:
+            after = float(request.query.get("after") or 0)  # the samples the page has
+        except ValueError:
+            return _error(400, "after must be epoch seconds")
         resp = await self._event_stream(request)
-        after = float(request.query.get("after", "0") or 0)
         try:
             while not self.closing.is_set():
                 taken = self.samples.taken
                 payload = self._live_payload(name, after)
-                if payload is not None:
-                    times = payload.get("history", {}).get("t")
-                    after = times[-1] if times else after
-                    await resp.write(b"data: " + _dumps(payload).encode() + b"\n\n")
+                times = payload.get("history", {}).get("t")
+                after = times[-1] if times else after
+                await resp.write(b"data: " + _dumps(payload).encode() + b"\n\n")
                 if not await self._wait_sample(taken):
                     break
         except ConnectionResetError:
             pass  # the tab went away
         return resp
 
-    def _live_payload(self, name: str | None, after: float) -> dict[str, Any] | None:
+    def _live_payload(self, name: str | None, after: float) -> dict[str, Any]:
         if name is None:
             return {"status": self._status_json()}
-        status = self._status()
-        api = status.api(name)
+        api = self._status().api(name)
         ring = self.samples.history.of(name)
         return {"api": api.to_json() if api is not None else None,
-                "events": [e.to_json() for e in status.events if e.api == name][-20:],
                 "history": ring.since(after) if ring is not None else {"t": []}}
 
     async def _wait_sample(self, taken: int) -> bool:

@@ -46,6 +46,8 @@ def test_try_it_needs_the_token_and_an_unknown_api_is_a_404(console):
     assert http("GET", console.url + "/apis/nosuch/openapi.json")[0] == 404
     code, _, body = http("GET", console.url + "/console/apis/nosuch/logs")
     assert code == 404 and b"no api named" in body
+    assert http("GET", console.url + "/console/live?after=yesterday")[0] == 400
+    assert http("GET", console.url + "/console/apis/api-01/logs?tail=many")[0] == 400
 
 
 def test_the_overview_of_50_apis_answers_fast_and_logs_stream_as_json_text(console):
