@@ -367,3 +367,15 @@ def read_new(path: Path | str, at: Position, chunk: int = FOLLOW_CHUNK) -> tuple
         i, offset = i + 1, 0
         if budget <= 0:
             return lines, files[i].position(0)
+
+
+def read_lines(path: str, tail: int | None, since: Position | None) -> tuple[list[str], Position]:
+    """A log's history: every line written after `since`, or else its last `tail` lines."""
+    if since is not None:
+        return read_since(path, since)
+    return read_history(path, tail)
+
+
+def read_new_all(followed: list[tuple[str, str, Position]]) -> list[tuple[str, list[str], Position]]:
+    """(name, the lines written since, the position after them) for each followed (name, path, position)."""
+    return [(name, *read_new(path, at)) for name, path, at in followed]

@@ -65,9 +65,8 @@ from cortexd.logfiles import (
     Position,
     keep_previous_logs,
     previous_logs,
-    read_history,
-    read_new,
-    read_since,
+    read_lines,
+    read_new_all,
 )
 from cortexd.settings import OPTIONS, DaemonSettings
 from cortexd.spec import APISpec
@@ -527,7 +526,7 @@ class Daemon:
             if path is not None:
                 start = self.log_clock.position_since(path, since) if since is not None else None
                 # off the loop: a long log must not stall the gateway
-                lines, positions[rid] = await asyncio.to_thread(_history, path, tail, start)
+                lines, positions[rid] = await asyncio.to_thread(read_lines, path, tail, start)
             elif since is None:
                 lines = await self.backend.logs(rid, tail=tail)
             else:
@@ -554,20 +553,10 @@ class Daemon:
                     sources.append((rid, path))
             followed = [(rid, path, positions[rid]) for rid, path in sources if path is not None]
             busy = False
-            for rid, lines, positions[rid] in await asyncio.to_thread(_read_new_all, followed):
+            for rid, lines, positions[rid] in await asyncio.to_thread(read_new_all, followed):
                 busy = busy or bool(lines)
                 for line in lines:
                     yield f"{rid} | {line}"
-
-
-def _history(path: str, tail: int | None, since: Position | None) -> tuple[list[str], Position]:
-    if since is not None:
-        return read_since(path, since)
-    return read_history(path, tail)
-
-
-def _read_new_all(followed: list[tuple[str, str, Position]]) -> list[tuple[str, list[str], Position]]:
-    return [(rid, *read_new(path, at)) for rid, path, at in followed]
 
 
 async def run_daemon(settings: DaemonSettings, paths: Sequence[str], *, on_started=None) -> None:
