@@ -168,13 +168,51 @@ class SplitterStatus(JSONRecord):
 
 
 @dataclass(frozen=True)
+class JobProgress(JSONRecord):
+    """One job of a BatchAPI as the live view draws it and /metrics exports it: its batches by
+    state, the items of those that succeeded, its workers and its times."""
+
+    job_id: str
+    status: str  # Cortex 0.23's value (core.batch_jobs.JobStatus): status_running, status_succeeded, ...
+    created: float  # wall-clock seconds
+    ended: float | None
+    workers: int  # asked for (after the host's bound)
+    workers_running: int
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    items_succeeded: int  # items in the batches that succeeded
+    avg_batch_s: float | None  # average time of a succeeded batch (None before one)
+
+    @property
+    def total(self) -> int:
+        return self.queued + self.running + self.succeeded + self.failed
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed
+
+    def elapsed(self, now: float) -> float:
+        return max(0.0, (self.ended if self.ended is not None else now) - self.created)
+
+
+@dataclass(frozen=True)
 class BatchAPIStatus(JSONRecord):
-    """A BatchAPI: its endpoint and its jobs, counted (`cortexd get API` lists them)."""
+    """A BatchAPI: its endpoint and its jobs, counted (`cortexd get API` lists them), the jobs
+    shown one by one (core.batch_jobs.shown_jobs: those not ended, then the last few ended) and
+    totals over every job it ran."""
 
     name: str
     url: str
     jobs: int  # submitted, all time
     running: int  # not ended
+    job_list: tuple[JobProgress, ...] = ()  # newest first
+    jobs_by_status: Mapping[str, int] = field(default_factory=dict)  # Cortex's status value: jobs
+    batches_succeeded: int = 0  # every job's, all time
+    batches_failed: int = 0
+    items_succeeded: int = 0
+    workers_running: int = 0
 
 
 @dataclass(frozen=True)

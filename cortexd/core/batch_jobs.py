@@ -262,3 +262,27 @@ def merged_config(api_config: dict[str, Any], job_config: dict[str, Any]) -> dic
     """The predictor's config for a job: the api's, with the job's fields taking precedence."""
     return {**api_config, **job_config}
 
+
+
+# -- which jobs are shown one by one (the live view, /metrics' per-job series) -------------------
+
+RECENT_ENDED_S = 600.0  # an ended job keeps its row (and its series) this long after its end ...
+RECENT_ENDED_N = 5  # ... for at most this many ended jobs per BatchAPI
+RUNNING_SHOWN_N = 20  # jobs not ended shown one by one per BatchAPI; the rest are counted
+
+
+def shown_jobs(jobs: Sequence[tuple[str, float | None]], now: float, *, ended_for: float = RECENT_ENDED_S,
+               ended_n: int = RECENT_ENDED_N, running_n: int = RUNNING_SHOWN_N) -> list[str]:
+    """The ids of a BatchAPI's jobs shown one by one, newest first: the newest `running_n` jobs
+    not ended, then the newest `ended_n` that ended at most `ended_for` seconds ago (so a finished
+    job shows its end status for a while). `jobs`: (job id, end time or None), newest first. The
+    bound keeps a BatchAPI's per-job Prometheus series few whatever its history."""
+    running = [job_id for job_id, ended in jobs if ended is None][:running_n]
+    ended = [job_id for job_id, end in jobs if end is not None and now - end <= ended_for][:ended_n]
+    return running + ended
+
+
+def settled(ended: float | None, now: float, *, after: float = RECENT_ENDED_S) -> bool:
+    """Whether an ended job's batch counts are final (a worker stopped at the job's end may still
+    report its batch for a moment): its counts can be kept instead of read again."""
+    return ended is not None and now - ended > after

@@ -56,6 +56,7 @@ from cortexd.core.batch_jobs import (
     parse_submission,
 )
 from cortexd.daemon.events import EventLog
+from cortexd.daemon.job_progress import ProgressBook
 from cortexd.daemon.job_sources import submission_batches
 from cortexd.daemon.job_store import JobRow, JobStore
 from cortexd.daemon.seams import WorkerGPUs
@@ -109,6 +110,7 @@ class JobRunner:
         self.apis: dict[str, APISpec] = {}
         self.running: dict[str, _Running] = {}
         self.store: JobStore | None = None
+        self._progress: ProgressBook | None = None  # the snapshot's jobs (made with the store)
         self.closing = False
         self._site: web.SockSite | None = None
         self._runner: web.AppRunner | None = None
@@ -177,14 +179,16 @@ class JobRunner:
                 self.events.add(f"job {job.job_id}: resumed with {job.workers} worker(s)", api=job.api)
                 await self._start_job(job)
 
-    def statuses(self, url: Callable[[int, str], str]) -> tuple[BatchAPIStatus, ...]:
-        """The BatchAPIs served, for the status snapshot (one small query each)."""
-        out = []
-        for name, spec in sorted(self.apis.items()):
-            jobs = self._store.jobs(name)
-            out.append(BatchAPIStatus(name, url(spec.networking.local_port, spec.networking.endpoint), len(jobs),
-                                      sum(1 for j in jobs if j.ended is None)))
-        return tuple(out)
+    def statuses(self, url: Callable[[int, str], str], now: float) -> tuple[BatchAPIStatus, ...]:
+        """The BatchAPIs served, for the status snapshot: their jobs counted, those shown one by one
+        with their progress and workers (job_progress.py: two small queries each)."""
+        if self._progress is None:
+            self._progress = ProgressBook(self._store)
+        workers = {job_id: sum(1 for w in job.workers.values() if w.exit_code is None)
+                   for job_id, job in self.running.items()}
+        return tuple(self._progress.status(name, url(spec.networking.local_port, spec.networking.endpoint),
+                                           workers, now)
+                     for name, spec in sorted(self.apis.items()))
 
     def log_sources(self, api: str, job_id: str | None) -> list[tuple[str, str | None]]:
         """(JOB/worker-N, its log file) of a job's workers (job_id None: the API's newest job)."""

@@ -436,7 +436,7 @@ class Daemon:
             pins={n: self.pin_changes.changes(n) for n in rec.apis} if self.pin_changes is not None else None,
             splitters=self._splitter_facts(mono),
             trends=self.sampler.history.trends() if self.sampler is not None else None)
-        return replace(status, batch_apis=self.jobs.statuses(self._url)) if self.jobs is not None else status
+        return replace(status, batch_apis=self.jobs.statuses(self._url, wall)) if self.jobs is not None else status
 
     def spec_of(self, name: str) -> APISpec | None:
         """The API's spec as loaded (the console's configuration and OpenAPI document)."""
