@@ -5,8 +5,14 @@ the admin port. MetricsCollector turns the status snapshot (cortexd/status.py: r
 by state, in-flight counts, the autoscaler's count and bounds, GPUs) plus each API's
 cumulative counters from the gateway (cortexd/gateway/metrics.py APIMetrics and
 Monitor: codes, latency histograms, monitoring), and each traffic splitter's (its
-weights, the share each api takes now, the codes and latency per api), into prometheus-client metric
-families, in a private CollectorRegistry (never the process-global one).
+weights, the share each api takes now, the codes and latency per api), and each BatchAPI's jobs, into
+prometheus-client metric families, in a private CollectorRegistry (never the process-global one).
+
+BatchAPI series stay few whatever a BatchAPI's history: per job (label job_id) only for the jobs the
+snapshot shows one by one (core.batch_jobs.shown_jobs: at most 20 not ended, and the last 5 that
+ended in the last 10 minutes, so a scrape sees a job's final counts before its series go); per
+BatchAPI, jobs by status (Cortex's ten values) and totals over every job it ran (batches succeeded
+and failed, items succeeded), counters that never lose a job.
 prometheus-client is imported when a scrape first needs it.
 """
 
@@ -49,6 +55,7 @@ class MetricsCollector:
         yield from _replica_families(snap)
         yield from _gpu_families(snap)
         yield from self._splitter_families(snap)
+        yield from _batch_families(snap)
         yield CounterMetricFamily("cortexd_unrouted_requests",
                                   "Requests for a path no API serves (404)", value=self._unrouted())
 
@@ -169,6 +176,42 @@ def _replica_families(snap: Status) -> Iterator[Metric]:
         bounds.add_metric([name, "min"], r.min)
         bounds.add_metric([name, "max"], r.max)
     yield from (in_flight, replica_in_flight, replicas, recommended, bounds)
+
+
+def _batch_families(snap: Status) -> Iterator[Metric]:
+    """Per BatchAPI: jobs by status, workers, totals over all its jobs; per job shown: batches by
+    state, workers, items and status."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    jobs = GaugeMetricFamily("cortexd_batch_jobs", "A BatchAPI's jobs by status (Cortex's values), all time",
+                             labels=["api", "status"])
+    workers = GaugeMetricFamily("cortexd_batch_workers", "A BatchAPI's job workers running", labels=["api"])
+    batches = CounterMetricFamily("cortexd_batch_batches", "Batches of a BatchAPI's jobs that succeeded or "
+                                  "failed (after their attempts), all jobs", labels=["api", "outcome"])
+    items = CounterMetricFamily("cortexd_batch_items_succeeded", "Items in the batches that succeeded, all jobs",
+                                labels=["api"])
+    job_batches = GaugeMetricFamily("cortexd_batch_job_batches", "A job's batches by state (jobs not ended and "
+                                    "the last few ended)", labels=["api", "job_id", "state"])
+    job_workers = GaugeMetricFamily("cortexd_batch_job_workers", "A job's workers running",
+                                    labels=["api", "job_id"])
+    job_items = CounterMetricFamily("cortexd_batch_job_items_succeeded", "Items in a job's batches that "
+                                    "succeeded", labels=["api", "job_id"])
+    job_status = GaugeMetricFamily("cortexd_batch_job_status", "1 for a job's status (Cortex's value)",
+                                   labels=["api", "job_id", "status"])
+    for b in snap.batch_apis:
+        for status, n in b.jobs_by_status.items():
+            jobs.add_metric([b.name, status], n)
+        workers.add_metric([b.name], b.workers_running)
+        batches.add_metric([b.name, "succeeded"], b.batches_succeeded)
+        batches.add_metric([b.name, "failed"], b.batches_failed)
+        items.add_metric([b.name], b.items_succeeded)
+        for job in b.job_list:
+            for state in ("queued", "running", "succeeded", "failed"):
+                job_batches.add_metric([b.name, job.job_id, state], getattr(job, state))
+            job_workers.add_metric([b.name, job.job_id], job.workers_running)
+            job_items.add_metric([b.name, job.job_id], job.items_succeeded)
+            job_status.add_metric([b.name, job.job_id, job.status], 1)
+    yield from (jobs, workers, batches, items, job_batches, job_workers, job_items, job_status)
 
 
 def _gpu_families(snap: Status) -> Iterator[Metric]:

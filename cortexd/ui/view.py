@@ -17,6 +17,16 @@ Layout (fits 80 columns; wider terminals give the API column more room):
     GPUs  no GPU: ...
     events (newest first)
       3s  iris  replica r-1 ready
+
+BatchAPIs come after the traffic splitters: a row each, then per BatchAPI its jobs shown (those
+not ended with a bar; an ended one, for a while, with its end status where its bar was):
+
+     BATCH API  JOBS RUNNING/SUBMITTED  URL
+     sum                           1/3  http://127.0.0.1:8888/sum
+    sum jobs
+      JOB               PROGRESS             DONE  FAILED  WORKERS  ELAPSED  BATCH/S
+      3f2a9c0d1e2f3a4b  ━━━━━━╸       45%  45/100       0        2      12s      3.7
+      9d01b7c2e4f6a8b0  succeeded         100/100       0        0    1m05s      1.5
 """
 
 from __future__ import annotations
@@ -26,12 +36,15 @@ from typing import Any
 
 from rich import box
 from rich.console import Group, RenderableType
+from rich.padding import Padding
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from cortexd.core.batch_jobs import JobStatus
 from cortexd.core.splitting import percent
 from cortexd.spec.units import format_bytes
-from cortexd.status import APIStatus, EventStatus, GPUStatus, SplitterStatus, Status
+from cortexd.status import APIStatus, BatchAPIStatus, EventStatus, GPUStatus, JobProgress, SplitterStatus, Status
 
 STATUS_STYLE = {"live": "green", "updating": "yellow", "error": "bold red", "degraded": "yellow", "down": "bold red"}
 LEVEL_STYLE = {"info": "", "warning": "yellow", "error": "red"}
@@ -149,7 +162,7 @@ def header(snap: Status, now: float) -> Text:
 def apis_table(snap: Status) -> RenderableType:
     apis = snap.apis
     if not apis:
-        return Text("no apis deployed" if not snap.splitters else "no apis", style="dim")
+        return Text("no apis deployed" if not snap.splitters and not snap.batch_apis else "no apis", style="dim")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), show_edge=False,
                   header_style="bold", expand=False)
     table.add_column("API", no_wrap=True, overflow="ellipsis", min_width=8, max_width=32)
@@ -198,6 +211,83 @@ def splitters_view(splitters: Sequence[SplitterStatus]) -> RenderableType:
                           "-" if rate is None else f"{rate:.1f}", fmt_codes(t.requests))
     notes = [Text(f"  {s.name}: {note}", style="yellow") for s in splitters for note in s.notes]
     return Group(table, *notes)
+
+
+# -- BatchAPIs: a row each and, under it, a row per job shown (core.batch_jobs.shown_jobs) ------
+
+# an ended job's status, where its bar was (Cortex's value, without its `status_` prefix)
+END_STYLE = {JobStatus.SUCCEEDED.value: "green", JobStatus.COMPLETED_WITH_FAILURES.value: "yellow",
+             JobStatus.STOPPED.value: "dim"}
+
+
+def end_words(status: str) -> str:
+    """'status_completed_with_failures' -> 'completed with failures'."""
+    return status.removeprefix("status_").replace("_", " ")
+
+
+def batch_rate(job: JobProgress, now: float) -> str:
+    """Batches done (succeeded or failed) per second since the job was created."""
+    elapsed = job.elapsed(now)
+    if not job.done or elapsed <= 0:
+        return "-"
+    rate = job.done / elapsed
+    return f"{rate:.1f}" if rate < 100 else f"{rate:.0f}"
+
+
+def progress_cell(job: JobProgress) -> RenderableType:
+    """A running job's bar (yellow once a batch failed) and its percent of batches done."""
+    grid = Table.grid(expand=True, padding=(0, 1, 0, 0))
+    grid.add_column(ratio=1)
+    grid.add_column(justify="right", no_wrap=True, width=4)
+    bar = ProgressBar(total=max(job.total, 1), completed=job.done, complete_style="yellow" if job.failed else "green",
+                      finished_style="green")
+    grid.add_row(bar, f"{100 * job.done // max(job.total, 1)}%")
+    return grid
+
+
+def _simple_table() -> Table:
+    return Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), show_edge=False,
+                 header_style="bold", expand=False)
+
+
+def batch_apis_table(batch_apis: Sequence[BatchAPIStatus]) -> Table:
+    table = _simple_table()
+    table.add_column("BATCH API", no_wrap=True, overflow="ellipsis", min_width=8, max_width=32)
+    table.add_column("JOBS RUNNING/SUBMITTED", justify="right", no_wrap=True)
+    table.add_column("URL", overflow="fold")
+    for b in batch_apis:
+        table.add_row(Text(b.name), f"{b.running}/{b.jobs}", Text(b.url, style="cyan"))
+    return table
+
+
+def jobs_table(jobs: Sequence[JobProgress], now: float) -> Table:
+    """A row per job: its bar (or its end status), batches done of total, failed, workers, elapsed, rate."""
+    table = _simple_table()
+    table.add_column("JOB", no_wrap=True)
+    table.add_column("PROGRESS", min_width=10, ratio=1)
+    for name in ("DONE", "FAILED", "WORKERS", "ELAPSED", "BATCH/S"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for job in jobs:
+        bar = progress_cell(job) if job.ended is None else Text(end_words(job.status),
+                                                                 style=END_STYLE.get(job.status, "red"))
+        table.add_row(job.job_id, bar, f"{job.done}/{job.total}",
+                      Text(str(job.failed), style="red" if job.failed else ""),
+                      str(job.workers_running), fmt_age(job.elapsed(now)), batch_rate(job, now))
+    return table
+
+
+def batch_view(batch_apis: Sequence[BatchAPIStatus], now: float) -> RenderableType:
+    """The BatchAPIs' table, then each one's jobs shown, with a line for running jobs not shown."""
+    parts: list[RenderableType] = [batch_apis_table(batch_apis)]
+    for b in batch_apis:
+        if not b.job_list:
+            continue
+        parts.append(Text.assemble((b.name, "bold"), " jobs"))
+        parts.append(Padding(jobs_table(b.job_list, now), (0, 0, 0, 2)))
+        hidden = b.running - sum(1 for j in b.job_list if j.ended is None)
+        if hidden > 0:
+            parts.append(Text(f"  and {hidden} more job(s) running (cortexd get {b.name})", style="dim"))
+    return Group(*parts)
 
 
 def api_notes(api: APIStatus) -> RenderableType:
@@ -275,6 +365,8 @@ def status_view(snap: Status, now: float) -> RenderableType:
     parts.extend(api_notes(api) for api in snap.apis)
     if snap.splitters:
         parts.append(splitters_view(snap.splitters))
+    if snap.batch_apis:
+        parts.append(batch_view(snap.batch_apis, now))
     error = snap.daemon.config_error
     if error:
         parts.append(Text("configuration rejected (the previous one keeps serving): "
