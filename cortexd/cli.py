@@ -301,7 +301,7 @@ def _print_api(api: dict[str, Any]) -> None:
     from cortexd.ui.text import api_detail, batch_detail, job_detail, splitter_detail
 
     if "job_status" in api or api.get("kind") == "BatchAPI":
-        print(job_detail(api) if "job_status" in api else batch_detail(api))
+        print(job_detail(api, time.time()) if "job_status" in api else batch_detail(api))
     elif api.get("kind") == "TrafficSplitter":
         print(splitter_detail(SplitterStatus.from_json(api)))
     else:

@@ -7,6 +7,7 @@ logs); the live rich view renders the same snapshot.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from cortexd.core.splitting import percent
@@ -246,17 +247,36 @@ def batch_detail(api: dict[str, Any]) -> str:
     jobs = api.get("jobs") or []
     if not jobs:
         return "\n".join([*out, "no jobs submitted"])
-    rows = [[j["job_id"], j["status"], f"{j['succeeded'] + j['failed']}/{j['total']}", str(j["failed"]),
+    rows = [[j["job_id"], j["status"], _progress(j["succeeded"] + j["failed"], j["total"]), str(j["failed"]),
              str(j["workers"]), (j.get("created_time") or "")[:19]] for j in jobs]
     return "\n".join([*out, _table(["JOB ID", "STATUS", "PROGRESS", "FAILED", "WORKERS", "CREATED"], rows)])
 
 
-def job_detail(answer: dict[str, Any]) -> str:
-    """`cortexd get BATCHAPI JOB_ID`: a job's status, batches and workers."""
+def _progress(done: int, total: int) -> str:
+    """'45/100 (45%)': batches done (succeeded or failed) of the job's."""
+    return f"{done}/{total} ({100 * done // max(total, 1)}%)"
+
+
+def _elapsed(status: dict[str, Any], now: float) -> float | None:
+    """Seconds from a job's creation to its end (or `now`), from the ISO times of its status."""
+    try:
+        start = datetime.fromisoformat(status["created_time"]).timestamp()
+        end = datetime.fromisoformat(status["end_time"]).timestamp() if status.get("end_time") else now
+    except (KeyError, TypeError, ValueError):
+        return None
+    return max(0.0, end - start)
+
+
+def job_detail(answer: dict[str, Any], now: float) -> str:
+    """`cortexd get BATCHAPI JOB_ID`: a job's status, progress, batches and workers."""
     s = answer["job_status"]
     m, w = s["batch_metrics"], s["worker_counts"]
     avg = m.get("avg_time_per_batch")
+    done, elapsed = m["succeeded"] + m["failed"], _elapsed(s, now)
+    pace = "" if elapsed is None else f", {fmt_age(elapsed)} elapsed" + (
+        f", {done / elapsed:.1f} batches/s" if done and elapsed > 0 else "")
     lines = [f"job:        {s['job_id']} (batch api {s['api_name']})", f"status:     {s['status']}",
+             f"progress:   {_progress(done, m['total'])} batches done{pace}",
              f"batches:    {m['succeeded']} succeeded, {m['failed']} failed, {m['running']} running, "
              f"{s['batches_in_queue']} queued, of {m['total']}",
              f"avg time:   {'-' if avg is None else f'{avg:.3f} s'} per batch",
