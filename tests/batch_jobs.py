@@ -34,11 +34,12 @@ def batch_api(port: int, predictor_extra: str = "") -> str:
             f"{predictor_extra}  networking:\n    local_port: {port}\n")
 
 
-def serve(cli, tmp_path: Path, predictor: str = PREDICTOR) -> tuple[int, Path, Path]:
-    """A BatchAPI project served by a fresh daemon: (its port, its folder, the output file path)."""
+def serve(cli, tmp_path: Path, predictor: str = PREDICTOR, up_args: tuple[str, ...] = ()) -> tuple[int, Path, Path]:
+    """A BatchAPI project served by a fresh daemon (`up_args`: more of `up`'s options): (its port,
+    its folder, the output file path)."""
     port = free_port()
     project = write_project(tmp_path / "batch", batch_api(port), {"predictor.py": predictor})
-    cli("up", "-d", "--backend", "process", "--wait", "60", str(project), check=True)
+    cli("up", "-d", "--backend", "process", "--wait", "60", *up_args, str(project), check=True)
     return port, project, tmp_path / "out.txt"
 
 

@@ -7,12 +7,14 @@ items/s against a plain loop. (A daemon SIGKILLed mid-job: tests/faults/test_bat
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.batch_jobs import batch_api, items, serve, status, submit, wait_done
 from tests.builders import write_project
@@ -51,8 +53,16 @@ def test_a_job_of_1000_items_processes_each_once_and_bad_submissions_get_400(cli
     assert http("GET", f"http://127.0.0.1:{port}/batch?jobID=nope")[0] == 404
 
 
+def metrics(port: int) -> dict:
+    code, _, body = http("GET", f"http://127.0.0.1:{port}/metrics")
+    assert code == 200, body
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+
+
 def test_listers_dry_run_and_stop(cli, tmp_path):
-    port, project, out = serve(cli, tmp_path)
+    metrics_port = free_port()  # scraped below: a port of its own, not the default another daemon may hold
+    port, project, out = serve(cli, tmp_path, up_args=("--metrics-port", str(metrics_port)))
     data = project / "data"  # read when a job is submitted
     data.mkdir()
     for name, ids in (("a.json", range(0, 5)), ("b.json", range(5, 8)), ("skip.txt", range(100, 101))):
@@ -75,9 +85,25 @@ def test_listers_dry_run_and_stop(cli, tmp_path):
     assert "batches:    4 succeeded, 0 failed, 0 running, 0 queued, of 4" in shown, shown
     missing = cli("get", "batch", "nope")
     assert missing.code != 0 and "unable to find batch job nope" in missing.err, missing
+    frame = cli("status", check=True).out  # the live view, one plain frame: the ended job's row
+    row = next(line for line in frame.splitlines() if job["job_id"] in line).split()
+    assert row[:3] == [job["job_id"], "succeeded", "4/4"], frame
+    samples = metrics(metrics_port)
+    assert samples[("cortexd_batch_job_batches", (("api", "batch"), ("job_id", job["job_id"]),
+                                                  ("state", "succeeded")))] == 4
+    assert samples[("cortexd_batch_items_succeeded_total", (("api", "batch"),))] == 8
+    assert samples[("cortexd_batch_jobs", (("api", "batch"), ("status", "status_succeeded")))] == 1
 
     code, slow = submit(port, {"workers": 1, "item_list": {"items": items(50), "batch_size": 1},
                                "config": {"out": str(out), "sleep": 0.5}})
+    wait_until(lambda: status(port, slow["job_id"])["batch_metrics"]["succeeded"] >= 1, 30, "a batch done")
+    frame = cli("status", check=True).out  # a running job: its bar, its batches done of 50, its worker
+    row = next(line for line in frame.splitlines() if slow["job_id"] in line)
+    assert re.search(r"[━╸] *\d+% +\d+/50 +0 +1 ", row), frame
+    running = (("api", "batch"), ("job_id", slow["job_id"]))
+    assert metrics(metrics_port)[("cortexd_batch_job_workers", running)] == 1
+    shown = cli("get", "batch", slow["job_id"], check=True).out
+    assert re.search(r"progress: +\d+/50 \(\d+%\) batches done, \d+s elapsed", shown), shown
     assert cli("delete", "batch", slow["job_id"], check=True).out.strip() == f"stopped job {slow['job_id']}"
     assert status(port, slow["job_id"])["status"] == "status_stopped"
     code, slow = submit(port, {"workers": 1, "item_list": {"items": items(50), "batch_size": 1},

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from io import StringIO
+
+from rich.console import Console
+
+from cortexd.status import Status
+from cortexd.ui.view import status_view
+
 NOW = 1_800_000_000.0
 
 
@@ -58,3 +65,12 @@ GPUS = {"devices": [
     {"index": 1, "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-2", "utilization": None,
      "memory_used": 512 * 2**20, "memory_total": 80 * 2**30},
 ], "reason": None, "driver_version": "550.54"}
+
+
+def render(snap: dict, width: int) -> str:
+    """The live view of `snap` at `now` NOW, as plain text `width` columns wide (checked)."""
+    console = Console(file=StringIO(), width=width, color_system=None, legacy_windows=False)
+    console.print(status_view(Status.from_json(snap), NOW))
+    text = console.file.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= width
+    return text

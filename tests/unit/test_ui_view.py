@@ -6,26 +6,14 @@ and the text a user would read is asserted.
 
 from __future__ import annotations
 
-from io import StringIO
-
 import pytest
-from rich.console import Console
 
 from cortexd.status import APIStatus, Status
 from cortexd.ui.logs import log_line, replica_colour
 from cortexd.ui.text import api_detail, api_table
-from cortexd.ui.view import status_view
-from tests.unit.snapshots import CLASSES, GPUS, NOW, REGRESSION, api, snapshot
+from tests.unit.snapshots import CLASSES, GPUS, NOW, REGRESSION, api, render, snapshot
 
 WIDTHS = [80, 120]
-
-
-def render(snap: dict, width: int) -> str:
-    console = Console(file=StringIO(), width=width, color_system=None, legacy_windows=False)
-    console.print(status_view(Status.from_json(snap), NOW))
-    text = console.file.getvalue()
-    assert max(len(line) for line in text.splitlines()) <= width
-    return text
 
 
 def flat(text: str) -> str:
