@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,8 +105,11 @@ def serve_gateway(port: int, upstream_ports: list[int], reuse_port: bool = False
     uvloop.run(main())
 
 
-def start_runtime(port: int, workdir: Path) -> subprocess.Popen:
-    (workdir / "predictor.py").write_text(NOOP_PREDICTOR)
+def start_runtime(port: int, workdir: Path, tree: Path = REPO, source: str = NOOP_PREDICTOR,
+                  quiet: bool = False) -> subprocess.Popen:
+    """`python -m predictor_runtime` from `tree` (the runtime's bench compares two) serving `source`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "predictor.py").write_text(source)
     spec = {
         "name": "bench", "endpoint": "/bench", "project_dir": str(workdir),
         "predictor": {"type": "python", "path": str(workdir / "predictor.py"),
@@ -115,10 +119,12 @@ def start_runtime(port: int, workdir: Path) -> subprocess.Popen:
         "monitoring": None,
     }
     (workdir / "spec.json").write_text(json.dumps(spec))
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{workdir}"}
+    env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{workdir}"}
+    output = subprocess.DEVNULL if quiet else None
     return subprocess.Popen(
         [sys.executable, "-m", "predictor_runtime", "--spec", str(workdir / "spec.json"),
-         "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=str(workdir))
+         "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=str(workdir),
+        stdout=output, stderr=output)
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -134,6 +140,18 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
             pass
         time.sleep(0.1)
     raise SystemExit(f"{url} did not answer 200 within {timeout:g} s")
+
+
+def stop_all(procs: Iterable[subprocess.Popen]) -> None:
+    """SIGTERM each process (by its own PID), then wait for it; SIGKILL after 5 s."""
+    procs = list(procs)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 # -- load generation -------------------------------------------------------------------
@@ -346,13 +364,7 @@ def main() -> None:
         replicas = with_children([proc.pid for proc in procs[:args.replicas]])
         compare(levels, direct, gateways, replicas, args.rounds, args.duration, script)
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in reversed(procs):
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(reversed(procs))
         shutil.rmtree(tmp, ignore_errors=True)
 
 

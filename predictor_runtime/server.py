@@ -56,7 +56,6 @@ import socket
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
@@ -75,6 +74,7 @@ from predictor_runtime.payload import (
     read_payload,
     request_headers,
 )
+from predictor_runtime.predict_threads import PredictThreads
 from predictor_runtime.predictors import (
     LoadedPredictor,
     StartupError,
@@ -128,7 +128,7 @@ def stuck_reason(busy_since: list[float], threads: int, timeout: float, now: flo
 class PredictionHandler:
     """The request handler of one worker: predict, usage message, health."""
 
-    def __init__(self, spec: RuntimeSpec, predictor: LoadedPredictor, pool: ThreadPoolExecutor,
+    def __init__(self, spec: RuntimeSpec, predictor: LoadedPredictor, pool: PredictThreads,
                  limits: ReplicaLimits):
         self.predictor = predictor
         self._predict = predictor.predict
@@ -252,8 +252,7 @@ class PredictionHandler:
             else:
                 self.in_pool += 1
                 try:
-                    prediction = await asyncio.get_running_loop().run_in_executor(
-                        self.pool, self._in_thread, self._predict, payload, query, headers)
+                    prediction = await self.pool.run(self._in_thread, self._predict, payload, query, headers)
                 finally:
                     self.in_pool -= 1
         except web.HTTPException as e:  # a predictor may answer 4xx itself, aiohttp style
@@ -298,8 +297,7 @@ class PredictionHandler:
             if self.predictor.post_predict_is_async:
                 await post(prediction, payload, query, headers)
             else:
-                await asyncio.get_running_loop().run_in_executor(
-                    self.pool, self._in_thread, post, prediction, payload, query, headers)
+                await self.pool.run(self._in_thread, post, prediction, payload, query, headers)
         except Exception:
             log.error("error: post_predict raised an exception (the response was already sent):\n%s",
                       failure_text())
@@ -412,7 +410,7 @@ async def serve(sock: socket.socket, handler: PredictionHandler,
     deadline = loop.time() + drain
     await runner.cleanup()
     await handler.drain_post_predict(max(0.0, deadline - loop.time()))
-    handler.pool.shutdown(wait=False, cancel_futures=True)
+    handler.pool.shutdown()
 
 
 # ---- start-up -------------------------------------------------------------------
@@ -452,11 +450,11 @@ def run_worker(spec: RuntimeSpec, host: str, port: int, index: int,
     except OSError as e:
         log.error("error: cannot bind %s:%s: %s", host, port, e)
         return 1
-    pool = ThreadPoolExecutor(max_workers=spec.predictor.threads_per_process, thread_name_prefix="predict")
+    pool = PredictThreads(spec.predictor.threads_per_process)
     # __init__ on the request pool, as Cortex did: with one thread it shares predict's thread
-    predictor = pool.submit(load_or_report, spec).result()
+    predictor = pool.call(load_or_report, spec)
     if predictor is None:
-        pool.shutdown(wait=False)
+        pool.shutdown()
         return 1
     handler_class = LegacyHandler if predictor.type == "legacy" else PredictionHandler
     handler = handler_class(spec, predictor, pool, limits)
