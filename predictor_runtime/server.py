@@ -235,7 +235,8 @@ class PredictionHandler:
         headers = request_headers(request) if self._wants_headers else None
         if debug:
             log.info("debug: payload: %s", truncate(safe_repr(payload), DEBUG_TRUNCATE))
-        uploads = payload if isinstance(payload, CortexFormData) and payload.has_files() else None
+        # `type() is`: FormData is a typing.Mapping, whose isinstance check is an ABC walk per request
+        uploads = payload if type(payload) is CortexFormData and payload.has_files() else None
         try:
             return await self._predict_and_answer(request, payload, query, headers, debug, uploads)
         finally:
