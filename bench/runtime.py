@@ -19,7 +19,7 @@ Servers (`--servers`, comma-separated):
   async     the same with `async def predict`
   base-sync, base-async   the same from the tree given by --base (before/after in one run)
   aiohttp-thread  the bare server plus what any runtime must do for a sync predictor: parse the
-            JSON body, run predict in a one-thread pool, encode the answer
+            JSON body, run predict on a thread (the runtime's PredictThreads), encode the answer
   granian   the same work on granian's RSGI interface (needs `pip install granian`)
   uvicorn   the same work as a raw ASGI app on uvicorn with httptools and uvloop (needs uvicorn)
 """
@@ -36,6 +36,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -61,18 +62,25 @@ def _predict(payload: object) -> dict:
     return {"ok": True}
 
 
+def predict_threads() -> Any:
+    """The runtime's own thread hand-off (one thread), so each candidate does the runtime's work."""
+    sys.path.insert(0, str(REPO))
+    from predictor_runtime.predict_threads import PredictThreads
+
+    return PredictThreads(1)
+
+
 def serve_aiohttp_thread(port: int) -> None:
     import asyncio
-    from concurrent.futures import ThreadPoolExecutor
 
     import uvloop
     from aiohttp import web
 
-    pool = ThreadPoolExecutor(1)
+    pool = predict_threads()
 
     async def handler(request: web.BaseRequest) -> web.Response:
         payload = json.loads(await request.read())
-        result = await asyncio.get_running_loop().run_in_executor(pool, _predict, payload)
+        result = await pool.run(_predict, payload)
         return web.Response(body=json.dumps(result).encode(), content_type="application/json")
 
     async def main() -> None:
@@ -83,19 +91,16 @@ def serve_aiohttp_thread(port: int) -> None:
     uvloop.run(main())
 
 
-_pool = None
+_pool: Any = None
 
 
 async def granian_app(scope, proto) -> None:  # type: ignore[no-untyped-def]
     """The RSGI app granian serves (granian imports it by name: `runtime:granian_app`)."""
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
     global _pool
     if _pool is None:
-        _pool = ThreadPoolExecutor(1)
+        _pool = predict_threads()
     payload = json.loads(await proto())
-    result = await asyncio.get_running_loop().run_in_executor(_pool, _predict, payload)
+    result = await _pool.run(_predict, payload)
     proto.response_bytes(200, [("content-type", "application/json")], json.dumps(result).encode())
 
 
@@ -109,12 +114,9 @@ def serve_granian(port: int) -> None:
 
 
 def serve_uvicorn(port: int) -> None:
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
     import uvicorn
 
-    pool = ThreadPoolExecutor(1)
+    pool = predict_threads()
     start = {"type": "http.response.start", "status": 200,
              "headers": [(b"content-type", b"application/json")]}
 
@@ -125,7 +127,7 @@ def serve_uvicorn(port: int) -> None:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        result = await asyncio.get_running_loop().run_in_executor(pool, _predict, json.loads(body))
+        result = await pool.run(_predict, json.loads(body))
         await send(start)
         await send({"type": "http.response.body", "body": json.dumps(result).encode()})
 

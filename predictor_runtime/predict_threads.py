@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -57,22 +58,29 @@ class PredictThreads:
                                              Callable[..., Any], Callable[..., None]] | None] = (
             queue.SimpleQueue())
         self._closed = False
-        self._threads = [threading.Thread(target=self._work, name=f"{name}_{i}") for i in range(size)]
+        # thread index -> monotonic start of the call it runs (the health rule's input)
+        self.busy: dict[int, float] = {}
+        self._threads = [threading.Thread(target=self._work, args=(i,), name=f"{name}_{i}")
+                         for i in range(size)]
         for thread in self._threads:
             thread.start()
 
-    def _work(self) -> None:
+    def _work(self, index: int) -> None:
         get = self._queue.get
+        busy = self.busy
+        monotonic = time.monotonic
         while True:
             item = get()
             if item is _STOP:
                 return
             fn, args, future, how, resolve = item
             del item
+            busy[index] = monotonic()
             try:
                 outcome = (True, fn(*args))
             except BaseException as e:  # handed to the awaiting side, as executors do
                 outcome = (False, e)
+            del busy[index]
             try:
                 how(resolve, future, *outcome)
             except RuntimeError:  # the loop closed (a call that outlived the drain deadline)

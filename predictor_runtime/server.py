@@ -17,7 +17,7 @@ port accepts connections" means "ready", and GET /healthz answers 200.
 Request path (kept lean, it is benchmarked): aiohttp's low-level `web.Server`
 with one handler, no router and no access log. POST to any path predicts;
 GET /healthz is the health check; any other GET returns a usage message. A
-sync `predict` runs in a pool of `threads_per_process` threads; an
+sync `predict` runs on `threads_per_process` threads (predict_threads.py); an
 `async def predict` is awaited on the loop. `post_predict` runs after the
 response was written, in the same pool, and cannot affect the response.
 
@@ -54,7 +54,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 from typing import Any
 
@@ -96,8 +95,6 @@ LEGACY_ALLOW = "GET, HEAD, OPTIONS, POST"
 log = logging.getLogger("predictor_runtime")
 
 _JSON = "application/json"
-_get_ident = threading.get_ident
-_monotonic = time.monotonic
 
 
 def truncate(text: str, limit: int) -> str:
@@ -143,7 +140,6 @@ class PredictionHandler:
         self.ready = False
         self.in_flight = InFlight()  # exported at GET /metrics (the pods' autoscaling signal)
         self.in_pool = 0  # sync predictions running in threads (exit cannot wait for them forever)
-        self._busy: dict[int, float] = {}  # pool thread -> monotonic start of the call it runs
         self._post_tasks: set[asyncio.Future[Any]] = set()
         endpoint = spec.endpoint
         self._usage = {
@@ -181,8 +177,9 @@ class PredictionHandler:
     def health(self) -> web.Response:
         if not self.ready:
             return json_response(503, {"ok": False, "reason": "shutting down"})
-        if self._busy:
-            reason = stuck_reason(list(self._busy.values()), self.threads, self.request_timeout,
+        busy = self.pool.busy
+        if busy:
+            reason = stuck_reason(list(busy.values()), self.threads, self.request_timeout,
                                   time.monotonic())
             if reason is not None:
                 return json_response(503, {"ok": False, "reason": reason})
@@ -198,16 +195,6 @@ class PredictionHandler:
             log.exception("error: describing the models failed")
             return self._usage_body
         return json.dumps({**self._usage, **live}, default=str).encode()
-
-    def _in_thread(self, fn: Any, *args: Any) -> Any:
-        """Run fn in a pool thread, recording since when that thread is busy (the health rule)."""
-        ident = _get_ident()
-        busy = self._busy
-        busy[ident] = _monotonic()
-        try:
-            return fn(*args)
-        finally:
-            busy.pop(ident, None)
 
     # hooks the legacy handler replaces
     encode = staticmethod(encode_response)
@@ -253,7 +240,7 @@ class PredictionHandler:
             else:
                 self.in_pool += 1
                 try:
-                    prediction = await self.pool.run(self._in_thread, self._predict, payload, query, headers)
+                    prediction = await self.pool.run(self._predict, payload, query, headers)
                 finally:
                     self.in_pool -= 1
         except web.HTTPException as e:  # a predictor may answer 4xx itself, aiohttp style
@@ -298,7 +285,7 @@ class PredictionHandler:
             if self.predictor.post_predict_is_async:
                 await post(prediction, payload, query, headers)
             else:
-                await self.pool.run(self._in_thread, post, prediction, payload, query, headers)
+                await self.pool.run(post, prediction, payload, query, headers)
         except Exception:
             log.error("error: post_predict raised an exception (the response was already sent):\n%s",
                       failure_text())

@@ -93,3 +93,23 @@ def test_shutdown_cancels_waiting_calls_and_the_threads_exit():
 
 async def _call_after_shutdown(threads: PredictThreads) -> None:
     await threads.run(str, "too late")
+
+
+def test_busy_says_since_when_each_thread_runs_its_call(one_thread):
+    # the health rule (server.py's stuck_reason) reads it: a thread past the request timeout
+    started, release = threading.Event(), threading.Event()
+
+    def busy() -> None:
+        started.set()
+        release.wait(10)
+
+    async def run() -> list[float]:
+        call = one_thread.run(busy)
+        assert started.wait(10)
+        seen = list(one_thread.busy.values())
+        release.set()
+        await call
+        return seen
+
+    assert len(asyncio.run(run())) == 1
+    assert one_thread.busy == {}
