@@ -75,6 +75,8 @@ class PredictThreads:
                 return
             fn, args, future, how, resolve = item
             del item
+            if future.cancelled():  # its request was cancelled while the call waited: skip it, as
+                continue  # an executor does (reading the flag from this thread is a plain read)
             busy[index] = monotonic()
             try:
                 outcome = (True, fn(*args))

@@ -113,3 +113,24 @@ def test_busy_says_since_when_each_thread_runs_its_call(one_thread):
 
     assert len(asyncio.run(run())) == 1
     assert one_thread.busy == {}
+
+
+def test_a_call_cancelled_before_it_started_never_runs(one_thread):
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def busy() -> None:
+        started.set()
+        release.wait(10)
+
+    async def run() -> None:
+        first = one_thread.run(busy)
+        assert started.wait(10)
+        queued = one_thread.run(ran.append, "cancelled call")
+        queued.cancel()
+        release.set()
+        await first
+        await one_thread.run(ran.append, "next call")
+
+    asyncio.run(run())
+    assert ran == ["next call"]
