@@ -174,10 +174,21 @@ def accepted_names(params: list[inspect.Parameter], allowed: tuple[str, ...],
     return tuple(n for n in allowed if n in names)
 
 
+# the common shapes of predict, called with literal keywords: about 2 us a request less than
+# building a dict of the picked values (timeit), on the path bench/runtime.py measures
+_PREDICT_CALLS: dict[tuple[str, ...], Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+    ("payload",): lambda fn: lambda payload, query_params, headers: fn(payload=payload),
+    ("payload", "query_params"): lambda fn: lambda payload, query_params, headers: fn(
+        payload=payload, query_params=query_params),
+}
+
+
 def bind(fn: Callable[..., Any], names: tuple[str, ...], order: tuple[str, ...]) -> Callable[..., Any]:
     """A function of all `order` values that calls `fn` with only `names`, by name."""
     if not names:
         return lambda *values: fn()
+    if order == PREDICT_PARAMS and names in _PREDICT_CALLS:
+        return _PREDICT_CALLS[names](fn)
     if names == order:
         return lambda *values: fn(**dict(zip(order, values)))
     picks = tuple((n, order.index(n)) for n in names)

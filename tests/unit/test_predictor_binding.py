@@ -11,10 +11,12 @@ import pytest
 
 from predictor_runtime.contract import RuntimeSpec
 from predictor_runtime.predictors import (
+    PREDICT_PARAMS,
     RUNTIME_PACKAGES,
     PredictorSignatureError,
     StartupError,
     UnsupportedPredictor,
+    bind,
     load_predictor,
 )
 
@@ -368,3 +370,22 @@ def test_legacy_missing_predict(tmp_path):
     assert msg == ("predictor.py: predict is missing; a legacy predictor module defines "
                    "def predict(sample, metadata) and optionally def init(metadata) or "
                    "def init(model_path, metadata)")
+
+
+@pytest.mark.parametrize("names", [("payload",), ("payload", "query_params"), ("query_params",),
+                                   ("headers", ), ("payload", "headers"), PREDICT_PARAMS])
+def test_predict_gets_exactly_the_parameters_it_declares_by_name(names):
+    # the common shapes take a fast path (literal keywords); every shape passes the same values
+    def predict(**kw):
+        return kw
+
+    values = {"payload": "P", "query_params": "Q", "headers": "H"}
+    called = bind(predict, names, PREDICT_PARAMS)(*values.values())
+    assert called == {n: values[n] for n in names}
+
+
+def test_keyword_only_parameters_in_another_order_are_filled_by_name():
+    def predict(*, query_params, payload):
+        return payload, query_params
+
+    assert bind(predict, ("payload", "query_params"), PREDICT_PARAMS)("P", "Q", "H") == ("P", "Q")
