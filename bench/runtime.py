@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -241,7 +242,16 @@ def main() -> None:
                                              args.duration, script))
         report(names, results)
     finally:
+        # granian serves from a child process that outlives its parent and ignores SIGTERM:
+        # end it by its PID, collected while the parent still ran
+        children = [child for proc in procs.values() if proc.poll() is None
+                    for child in process_tree(proc.pid)[1:]]
         stop_all(procs.values())
+        for child in children:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         shutil.rmtree(tmp, ignore_errors=True)
 
 
