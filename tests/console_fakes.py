@@ -27,10 +27,10 @@ TOKEN = "test-token"
 class FakeDaemon:
     guarded_pid = None
 
-    def __init__(self, n: int, log_lines: tuple[str, ...] = ()):
+    def __init__(self, n: int, log_lines: tuple[str, ...] = (), batch_apis: tuple[dict, ...] = ()):
         self.events = EventLog(lambda: NOW)
         self.names = [f"api-{i:02d}" for i in range(n)]
-        self.snap = Status.from_json(snapshot([api(name) for name in self.names]))
+        self.snap = Status.from_json({**snapshot([api(name) for name in self.names]), "batch_apis": list(batch_apis)})
         self.log_lines = log_lines
         self.streams_ended = 0  # log streams closed (by the console: a tab went away)
 
@@ -73,8 +73,8 @@ class FakeDaemon:
 class FakeConsole:
     """The console of a FakeDaemon at http://127.0.0.1:{port}/, until close()."""
 
-    def __init__(self, n: int, log_lines: tuple[str, ...] = ()):
-        self.daemon = FakeDaemon(n, log_lines)
+    def __init__(self, n: int, log_lines: tuple[str, ...] = (), batch_apis: tuple[dict, ...] = ()):
+        self.daemon = FakeDaemon(n, log_lines, batch_apis)
         self.port = free_port()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)

@@ -16,6 +16,7 @@ from tests.builders import write_project
 from tests.console_fakes import FakeConsole
 from tests.load import KeepAliveClients
 from tests.real_daemon import free_port
+from tests.unit.snapshots import BATCH
 
 PREDICTOR = """\
 class PythonPredictor:
@@ -110,5 +111,26 @@ def test_the_overview_of_50_apis_loads_within_a_second(browser, artifacts):
         page.screenshot(path=str(artifacts / "console-overview-50.png"))
         assert page.locator("tr[data-api]").count() == 50
         assert elapsed < 1.0, f"the overview of 50 APIs took {elapsed:.2f}s"
+    finally:
+        console.close()
+
+
+def test_the_overview_shows_batch_apis_and_each_shown_jobs_progress(browser, artifacts):
+    """A BatchAPI's row, then a row per job the snapshot shows: its status and a progress bar
+    of the batches done (succeeded or failed) of all its batches."""
+    console = FakeConsole(1, batch_apis=(BATCH,))
+    console.sample()
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 800})
+        page.goto(console.url + "/")
+        running = page.locator("tr.job", has_text="3f2a9c0d1e2f3a4b")
+        running.wait_for()
+        page.screenshot(path=str(artifacts / "console-batch.png"))
+        bar = running.locator("progress")
+        assert (bar.get_attribute("value"), bar.get_attribute("max")) == ("48", "100")
+        assert "running" in running.inner_text() and "45 / 3" in running.inner_text()
+        ended = page.locator("tr.job", has_text="9d01b7c2e4f6a8b0")
+        assert "succeeded" in ended.inner_text() and "100/100" in ended.inner_text()
+        assert "2 running of 4 submitted" in page.locator("main").inner_text()
     finally:
         console.close()

@@ -74,3 +74,18 @@ def render(snap: dict, width: int) -> str:
     text = console.file.getvalue()
     assert max(len(line) for line in text.splitlines()) <= width
     return text
+
+
+# a BatchAPI with one running job and one that ended (the live view, the console, get)
+def job(job_id: str, status: str = "status_running", ended: float | None = None, **counts) -> dict:
+    return {"job_id": job_id, "status": status, "created": NOW - 65, "ended": ended, "workers": 2,
+            "workers_running": 0 if ended else 2, "queued": 50, "running": 2, "succeeded": 45, "failed": 3,
+            "items_succeeded": 450, "avg_batch_s": 0.5, **counts}
+
+
+BATCH = {"name": "sum", "url": "http://127.0.0.1:8888/sum", "jobs": 4, "running": 2,
+         "job_list": [job("3f2a9c0d1e2f3a4b"),
+                      job("9d01b7c2e4f6a8b0", "status_succeeded", NOW - 5, queued=0, running=0, failed=0,
+                          succeeded=100)],
+         "jobs_by_status": {"status_running": 2, "status_succeeded": 1, "status_stopped": 1},
+         "batches_succeeded": 345, "batches_failed": 3, "items_succeeded": 3450, "workers_running": 4}

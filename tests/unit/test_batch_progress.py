@@ -16,7 +16,7 @@ from cortexd.daemon.job_store import JobRow, JobStore
 from cortexd.daemon.prometheus import MetricsCollector, build_registry, exposition
 from cortexd.status import Status
 from cortexd.ui.text import batch_detail, job_detail
-from tests.unit.snapshots import NOW, api, render, snapshot
+from tests.unit.snapshots import BATCH, NOW, api, render, snapshot
 
 
 def test_shown_jobs_are_those_running_then_a_few_recently_ended():
@@ -84,20 +84,6 @@ def test_the_progress_book_shows_running_and_recent_jobs_and_totals_all(tmp_path
     with sqlite3.connect(str(tmp_path / "jobs.sqlite")) as db:
         db.execute("DELETE FROM batches WHERE job_id = 'old'")
     assert book.status("sum", "u", {}, NOW).batches_failed == 1
-
-
-def job(job_id: str, status: str = "status_running", ended: float | None = None, **counts) -> dict:
-    return {"job_id": job_id, "status": status, "created": NOW - 65, "ended": ended, "workers": 2,
-            "workers_running": 0 if ended else 2, "queued": 50, "running": 2, "succeeded": 45, "failed": 3,
-            "items_succeeded": 450, "avg_batch_s": 0.5, **counts}
-
-
-BATCH = {"name": "sum", "url": "http://127.0.0.1:8888/sum", "jobs": 4, "running": 2,
-         "job_list": [job("3f2a9c0d1e2f3a4b"),
-                      job("9d01b7c2e4f6a8b0", "status_succeeded", NOW - 5, queued=0, running=0, failed=0,
-                          succeeded=100)],
-         "jobs_by_status": {"status_running": 2, "status_succeeded": 1, "status_stopped": 1},
-         "batches_succeeded": 345, "batches_failed": 3, "items_succeeded": 3450, "workers_running": 4}
 
 
 @pytest.mark.parametrize("width", [80, 120])

@@ -83,10 +83,21 @@
           el("td", { text: sp.targets.map((t) => `${t.name} (${t.weight}, ${fmt(t.share)}%${t.shadow ? ", shadow" : ""})`).join(", ") }),
           el("td", {}, el("code", { text: sp.url }))))));
     }
-    // BatchAPI jobs: shown here once the daemon's status carries them
-    parts.push(el("h2", { text: "Jobs" }), s.jobs && s.jobs.length
-      ? table(["job", "api", "status"], s.jobs.map((j) => el("tr", {}, el("td", { text: j.id }), el("td", { text: j.api }), el("td", { text: j.status }))))
-      : el("p", { class: "muted", id: "jobs", text: "no BatchAPI jobs" }));
+    // BatchAPIs and their jobs (the status snapshot's job_list: those running, then the last few ended)
+    const batch = s.batch_apis || [];
+    parts.push(el("h2", { text: "Batch APIs and jobs" }), batch.length
+      ? table(["batch api / job", "status", "progress", "batches ok / failed", "workers", "url"], batch.flatMap((b) => [
+        el("tr", {}, el("td", {}, el("b", { text: b.name })), el("td", { text: `${b.running} running of ${b.jobs} submitted` }),
+          el("td"), el("td", { text: `${b.batches_succeeded} / ${b.batches_failed}` }), el("td", { text: b.workers_running }),
+          el("td", {}, el("code", { text: b.url }))),
+        ...b.job_list.map((j) => {
+          const total = j.queued + j.running + j.succeeded + j.failed, done = j.succeeded + j.failed;
+          return el("tr", { class: "job" }, el("td", { text: `  ${j.job_id}` }),
+            el("td", { class: `status-${j.ended === null ? "live" : "ended"}`, text: j.status.replace(/^status_/, "").replaceAll("_", " ") }),
+            el("td", {}, el("progress", { max: total || 1, value: done }), ` ${done}/${total}`),
+            el("td", { text: `${j.succeeded} / ${j.failed}` }), el("td", { text: `${j.workers_running}/${j.workers}` }), el("td"));
+        })]))
+      : el("p", { class: "muted", id: "jobs", text: "no BatchAPIs deployed" }));
     const g = s.gpus;
     parts.push(el("h2", { text: "GPUs" }), g && g.devices.length
       ? table(["gpu", "name", "utilization", "memory"], g.devices.map((d) => el("tr", {}, el("td", { text: d.index }), el("td", { text: d.name }),
