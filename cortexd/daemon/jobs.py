@@ -57,11 +57,11 @@ from cortexd.core.batch_jobs import (
 )
 from cortexd.daemon.events import EventLog
 from cortexd.daemon.job_progress import ProgressBook
-from cortexd.daemon.job_sources import submission_batches
 from cortexd.daemon.job_store import JobRow, JobStore
 from cortexd.daemon.seams import WorkerGPUs
 from cortexd.errors import CortexdError, RequestError, UnknownAPI
 from cortexd.gateway.routes import JobRoute
+from cortexd.job_sources import submission_batches
 from cortexd.spec.model import APISpec
 from cortexd.status import BatchAPIStatus
 

@@ -38,6 +38,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "cortexd.home": (0, ""),
     "cortexd.logfiles": (0, ""),
     "cortexd.project_files": (0, ""),
+    "cortexd.job_sources": (0, ""),
     "cortexd.nvml": (0, ""),
     "cortexd.dataclass_json": (0, ""),
     "cortexd.settings": (0, ""),

@@ -1,4 +1,4 @@
-"""A job's data read from this host's files (daemon/job_sources.py): paths, folders, prefixes and
+"""A job's data read from this host's files (cortexd/job_sources.py): paths, folders, prefixes and
 file:// URLs as Cortex read S3 prefixes, its globs, and the files it cannot read said as 400s."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import pytest
 
 from cortexd.core.batch_jobs import SubmissionError, parse_submission
-from cortexd.daemon.job_sources import submission_batches
+from cortexd.job_sources import submission_batches
 
 
 @pytest.fixture

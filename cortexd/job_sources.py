@@ -1,5 +1,7 @@
 """A job submission's data, read: the items of item_list, file_path_lister's file paths, and
-delimited_files' JSON lines, cut into batches (core.batch_jobs). I/O: run off the event loop.
+delimited_files' JSON lines, cut into batches (core.batch_jobs). I/O: the daemon runs it off the
+event loop (daemon/jobs.py); `cortexd export kubernetes --job` cuts a cluster's job with it
+(kube/batch_job.py).
 
 `s3_paths` are read as Cortex read S3 prefixes, for the files of this host: a local path (relative
 to the API's project folder) or a `file://` URL names a file, a folder (every file under it), or a
