@@ -413,8 +413,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from cortexd.spec import load_config
 
     loaded = load_config(_paths(args))
-    loaded.refuse_batch_apis("built")
-    built = build_images(list(loaded.apis), args.registry, args.push, print, base_image=args.base_image)
+    built = build_images([*loaded.apis, *loaded.batch_apis], args.registry, args.push, print,
+                         base_image=args.base_image)
     for b in built:
         print(f"api {b.api!r}: {b.image}{' (pushed)' if b.pushed else ''}")
     if not args.push:
@@ -428,13 +428,31 @@ def cmd_export_kubernetes(args: argparse.Namespace) -> int:
     from cortexd.spec import load_config
 
     loaded = load_config(_paths(args))
-    loaded.refuse_batch_apis("exported")
     options = ExportOptions(flavor=args.flavor, namespace=args.namespace, ingress_class=args.ingress_class,
                             gateway=args.gateway)
-    for line in export_kubernetes(list(loaded.apis), args.registry, options, Path(args.output),
-                                  splitters=list(loaded.splitters)):
+    jobs = job_files(args.job or [], [a.name for a in loaded.batch_apis])
+    for line in export_kubernetes([*loaded.apis, *loaded.batch_apis], args.registry, options, Path(args.output),
+                                  splitters=list(loaded.splitters), jobs=jobs):
         print(line)
     return EXIT_OK
+
+
+def job_files(given: list[str], batch_apis: list[str]) -> dict[str, Path]:
+    """`--job API=FILE` values (a bare FILE when the configuration has one BatchAPI) -> {api: file}."""
+    from cortexd.errors import ExportError
+
+    out: dict[str, Path] = {}
+    for value in given:
+        api, sep, file = value.partition("=")
+        if not sep:
+            if len(batch_apis) != 1:
+                raise ExportError(f"--job {value}: say which BatchAPI runs it, as --job API={value} "
+                                  f"(BatchAPIs here: {', '.join(batch_apis) or 'none'})")
+            api, file = batch_apis[0], value
+        if api in out:
+            raise ExportError(f"--job {api}=...: given twice (one job per BatchAPI and export)")
+        out[api] = Path(file)
+    return out
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -558,6 +576,9 @@ def _add_image_commands(add: AddCommand, sub: argparse._SubParsersAction[argpars
                      help="ingressClassName of the Ingress (default: the cluster's default class)")
     k8s.add_argument("--gateway", metavar="NAME",
                      help="the Gateway (Gateway API) traffic splitters' HTTPRoutes attach to (default: cortexd)")
+    k8s.add_argument("--job", action="append", metavar="API=FILE",
+                     help="a BatchAPI's job to run in the cluster: FILE holds Cortex's job request body "
+                          "(workers, item_list / file_path_lister / delimited_files); written as an Indexed Job")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,11 +12,20 @@ tells the worker where to ask, its name and the job (CORTEXD_JOB_URL, CORTEXD_WO
 CORTEXD_JOB_SPEC, CORTEXD_JOB_TOKEN in the environment); the spec file is the replica's runtime
 spec (contract.py). The worker is started as a replica of its API is (backends/base.py
 `start_worker`): same user, limits, environment or image.
+
+In a cluster (`cortexd export kubernetes --job`, cortexd/kube/batch_job.py) no daemon runs: the
+batches are files (`--batches DIR`: DIR/job_spec.json and DIR/batch-NNNNNN.json, a mounted
+ConfigMap) and pod JOB_COMPLETION_INDEX of an Indexed Job takes its share of them (`--shares N`:
+batches i, i+N, ...), each tried up to `--attempts` times (LocalBatches answers as the daemon
+does). It exits BATCHES_FAILED when any of its batches failed, STARTUP_FAILED when the predictor
+cannot start. `--on-job-complete` only calls the predictor's on_job_complete() (a Job of its own,
+run after the batches' Job completed).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import inspect
 import json
@@ -43,6 +52,14 @@ INIT_NAMES = ("config", "job_spec")
 PREDICT_NAMES = ("payload", "batch_id")
 CLIENT_NAMES = {"tensorflow": "tensorflow_client", "onnx": "onnx_client"}
 WAIT = 0.2  # seconds between two asks while nothing is queued
+STARTUP_FAILED = 2  # exit status: the predictor could not be constructed
+BATCHES_FAILED = 3  # exit status (--batches): a batch of this share failed every attempt
+JOB_SPEC_FILE = "job_spec.json"
+INDEX_ENV = "JOB_COMPLETION_INDEX"  # Kubernetes sets it in an Indexed Job's pods
+
+
+def batch_file(index: int) -> str:
+    return f"batch-{index:06d}.json"
 
 
 class Daemon:
@@ -62,6 +79,38 @@ class Daemon:
         resp = self.conn.getresponse()
         raw = resp.read()
         return resp.status, (json.loads(raw) if raw else {})
+
+
+class LocalBatches:
+    """The batches of one share of a job, read from files: answers `claim` and `done` as the
+    daemon's job endpoint does (200 with a batch, 410 at the end), retrying a failed batch."""
+
+    def __init__(self, folder: str, index: int, shares: int, attempts: int):
+        self.folder, self.attempts = folder, attempts
+        total = json.loads(_read(os.path.join(folder, JOB_SPEC_FILE)))["total_batch_count"]
+        self.queue = list(range(index, total, shares))
+        self.tries: dict[int, int] = {}
+        self.failed: list[int] = []
+
+    def post(self, what: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if what == "done" and body["error"] is not None:
+            index = body["index"]
+            if self.tries[index] < self.attempts:
+                self.queue.insert(0, index)
+            else:
+                self.failed.append(index)
+                print(f"batch {index} failed {self.attempts} time(s); last error: {body['error']}", file=sys.stderr)
+        if not self.queue:
+            return 410, {"on_job_complete": False}
+        index = self.queue.pop(0)
+        self.tries[index] = self.tries.get(index, 0) + 1
+        return 200, {"index": index, "attempt": self.tries[index],
+                     "payload": _read(os.path.join(self.folder, batch_file(index)))}
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
 
 
 def _kwargs(fn: Any, values: dict[str, Any], allowed: tuple[str, ...], where: str) -> dict[str, Any]:
@@ -107,7 +156,7 @@ def _model_client(predictor: Any) -> Any:
     return client
 
 
-def run(instance: Any, daemon: Daemon, job_id: str) -> None:
+def run(instance: Any, daemon: Daemon | LocalBatches, job_id: str) -> None:
     predict = instance.predict
     names = [n for n in inspect.signature(predict).parameters if n in PREDICT_NAMES]
     status, answer = daemon.post("claim", {})
@@ -134,22 +183,45 @@ def run(instance: Any, daemon: Daemon, job_id: str) -> None:
                                               "seconds": time.monotonic() - started})  # and the next batch
 
 
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m predictor_runtime.batch_worker")
     parser.add_argument("--spec", required=True, help="runtime spec JSON")
-    args = parser.parse_args(argv)
+    parser.add_argument("--batches", metavar="DIR", help="read the job from DIR (a cluster's pod), not the daemon")
+    parser.add_argument("--shares", type=int, default=1, help="with --batches: the pods sharing the batches")
+    parser.add_argument("--attempts", type=int, default=3, help="with --batches: tries of a failed batch")
+    parser.add_argument("--on-job-complete", action="store_true",
+                        help="with --batches: only call the predictor's on_job_complete()")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
     with open(args.spec, encoding="utf-8") as f:
         spec = RuntimeSpec.from_json(json.load(f))
-    job_spec = json.loads(os.environ["CORTEXD_JOB_SPEC"])
+    if args.batches:
+        job_spec = json.loads(_read(os.path.join(args.batches, JOB_SPEC_FILE)))
+        # the job's config over the api's, as the daemon gives its workers (core.batch_jobs.merged_config)
+        config = {**spec.predictor.config, **job_spec.get("config", {})}
+        spec = dataclasses.replace(spec, predictor=dataclasses.replace(spec.predictor, config=config))
+    else:
+        job_spec = json.loads(os.environ["CORTEXD_JOB_SPEC"])
     if spec.project_dir:
         os.chdir(spec.project_dir)
-    daemon = Daemon(os.environ["CORTEXD_JOB_URL"], os.environ.get("CORTEXD_JOB_TOKEN", ""),
-                    os.environ.get("CORTEXD_WORKER", "worker"), os.environ.get("CORTEXD_JOB_SOCKET"))
     try:
         instance = construct(spec, job_spec)
     except StartupError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return STARTUP_FAILED
+    if args.on_job_complete:
+        if callable(getattr(instance, "on_job_complete", None)):
+            instance.on_job_complete()
+        return 0
+    if args.batches:
+        local = LocalBatches(args.batches, int(os.environ.get(INDEX_ENV, "0")), args.shares, args.attempts)
+        run(instance, local, job_spec["job_id"])
+        return BATCHES_FAILED if local.failed else 0
+    daemon = Daemon(os.environ["CORTEXD_JOB_URL"], os.environ.get("CORTEXD_JOB_TOKEN", ""),
+                    os.environ.get("CORTEXD_WORKER", "worker"), os.environ.get("CORTEXD_JOB_SOCKET"))
     run(instance, daemon, job_spec["job_id"])
     return 0
 

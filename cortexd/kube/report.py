@@ -20,7 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from cortexd.core.batch_jobs import Submission
 from cortexd.kube import layout
+from cortexd.kube.batch_job import MAX_ATTEMPTS, ClusterJob
 from cortexd.kube.manifests import (
     KNATIVE_MAX_CONTAINER_CONCURRENCY,
     TARGET_KNATIVE,
@@ -233,18 +235,24 @@ SPLITTER_FIELDS: tuple[Field, ...] = (
 )
 FIELDS += SPLITTER_FIELDS
 
-# a BatchAPI is served on one host but not exported (`export kubernetes` refuses it)
-_BATCH = "not exported: a BatchAPI's jobs run on this host only, and `export kubernetes` refuses it"
-BATCH_FIELDS: tuple[Field, ...] = tuple(Field(f"batch_api.{name}", *both(R, _BATCH))
-                                        for name in ("name", "kind", "predictor", "networking", "compute"))
+# a BatchAPI's job (`--job API=SUBMISSION.json`) is an Indexed Job (kube/batch_job.py), whatever the flavor
+_BATCH = {
+    "name": "the Job and its ConfigMap are <name>-<job id>; the image REG/<name>",
+    "kind": "an Indexed Job (batch/v1) of the job given with --job, its batches in a ConfigMap",
+    "predictor": "the same image as a RealtimeAPI's (`cortexd build`), run by predictor_runtime.batch_worker",
+    "networking": "no submission endpoint in the cluster: the job is given at export (--job), and "
+                  "`kubectl get job` shows its progress",
+    "compute": "containers[0].resources of the Job's pods, as a Deployment's",
+}
+BATCH_FIELDS: tuple[Field, ...] = tuple(Field(f"batch_api.{name}", *both(R, text)) for name, text in _BATCH.items())
 FIELDS += BATCH_FIELDS
 
 FIELDS_BY_KEY = {f.key: f for f in FIELDS}
 
 def _concerns(field: Field, spec: APISpec) -> bool:
     legacy = spec.kind == "api"
-    if field.key.startswith("batch_api."):
-        return spec.kind == "BatchAPI"
+    if spec.kind == "BatchAPI" or field.key.startswith("batch_api."):
+        return spec.kind == "BatchAPI" and field.key.startswith("batch_api.")
     if field.key.startswith(("legacy_", "entry.")):
         return legacy and field.applies_to != "realtime"
     if field.applies_to == "realtime" and spec.autoscaling.target_cpu_utilization is not None:
@@ -260,7 +268,8 @@ def _concerns(field: Field, spec: APISpec) -> bool:
 def report_lines(spec: APISpec, flavor: Flavor, written: str, objects: list[str],
                  notes: list[str]) -> list[str]:
     """What was written for one API, then each field with no equivalent in this flavor."""
-    lines = [f"api {spec.name!r}: wrote {written} ({', '.join(objects)})"]
+    what = "batch api" if spec.kind == "BatchAPI" else "api"
+    lines = [f"{what} {spec.name!r}: wrote {written} ({', '.join(objects)})"]
     for note in notes:
         lines.append(f"  note: {note}")
     for field in FIELDS:
@@ -277,7 +286,9 @@ def notes_for(spec: APISpec, flavor: Flavor, dotenv_keys: list[str], image: str,
     notes = [f"image {image} (make it with `cortexd build --registry ... --push`)"]
     notes += model_sizes
     a = spec.autoscaling
-    if flavor == "deployment":
+    if spec.kind == "BatchAPI":
+        pass  # a Job: no autoscaling, no rollout (batch_notes says what it does)
+    elif flavor == "deployment":
         if a.target_cpu_utilization is None:
             notes.append(f"the HPA scales on the pods' {layout.INFLIGHT_METRIC} gauge: the cluster needs a "
                          "Prometheus scraping the pods (annotations prometheus.io/*) and a Prometheus "
@@ -313,6 +324,25 @@ def notes_for(spec: APISpec, flavor: Flavor, dotenv_keys: list[str], image: str,
         notes.append("s3:// models are read from the pod, unsigned when it has no AWS credentials (public "
                      "buckets); for a private bucket give it credentials (IRSA / workload identity, or AWS_* "
                      "env from a Secret)")
+    return notes
+
+
+def batch_notes(spec: APISpec, job: ClusterJob, submission: Submission, files: list[str],
+                complete_file: str) -> list[str]:
+    """What a BatchAPI's exported job does, and what to run after it."""
+    notes = [f"job {job.job_id}: {len(job.batches)} batch(es) of {submission.batch_size} item(s) in "
+             f"{job.shares} share(s): completions {job.shares}, parallelism {job.workers}; pod i runs batches "
+             f"i, i+{job.shares}, ..., each tried {MAX_ATTEMPTS} times; `kubectl get job {job.name}` shows "
+             "its progress (Complete, or Failed with the failed indexes)",
+             f"on_job_complete: once Job {job.name} is complete, apply {complete_file} (`kubectl wait "
+             f"--for=condition=complete job/{job.name} --timeout=-1s && kubectl apply -f {complete_file}`); "
+             "`kubectl apply -f DIR` leaves that folder out"]
+    if files and submission.source == "file_path_lister":
+        notes.append(f"the batches name {len(files)} file(s) as the submission wrote them: relative paths are "
+                     f"the project's files, in the image at {layout.PROJECT_IN_IMAGE} (the worker's folder); "
+                     "absolute paths and file:// URLs of this host do not exist in the pods")
+    if submission.source == "delimited_files":
+        notes.append(f"delimited_files: the items of {len(files)} file(s) were read here, into the ConfigMap")
     return notes
 
 

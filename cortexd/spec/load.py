@@ -52,16 +52,7 @@ class LoadedConfig:
     notices: tuple[str, ...]  # e.g. "cortex.yaml:4: api 'x': networking.api_gateway is ignored on one host"
     files: tuple[str, ...]  # absolute paths of the yaml files read (the watcher watches these)
     splitters: tuple[SplitterSpec, ...] = ()
-    batch_apis: tuple[APISpec, ...] = ()  # kind: BatchAPI (validated; see batch_refusal)
-
-    def refuse_batch_apis(self, doing: str) -> None:
-        """Raise ConfigError for each BatchAPI: `up` and `deploy` serve them, but their jobs do not
-        go to a cluster yet (`doing`: what was asked, "built" or "exported")."""
-        if self.batch_apis:
-            raise ConfigError([ConfigProblem(s.source_file, s.source_line, None, s.name, "kind",
-                                             f"a BatchAPI cannot be {doing} yet (its jobs run on this host: "
-                                             "`cortexd up` / `deploy`); leave it out of this command's paths",
-                                             "batch api") for s in self.batch_apis])
+    batch_apis: tuple[APISpec, ...] = ()  # kind: BatchAPI (validated; served apart: daemon/jobs.py)
 
     def outside_targets(self) -> list[tuple[SplitterSpec, str]]:
         """(splitter, api) for each splitter target this configuration does not define."""

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from cortexd.daemon.projects import load_project
-from cortexd.errors import ConfigError
 from cortexd.spec.load import load_documents
 from tests.builders import config_problems
 
@@ -92,13 +91,7 @@ def test_a_splitter_cannot_target_a_batch_api(folder):
         "APIs only"]
 
 
-def test_a_project_carries_its_batch_apis_and_export_refuses_them(folder):
+def test_a_project_carries_its_batch_apis(folder):
     (folder / "cortex.yaml").write_text(batch())
     project = load_project(str(folder / "cortex.yaml"))
     assert ([b.name for b in project.batch_apis], project.specs, project.names) == (["b"], (), ["b"])
-    loaded = load_documents(batch(), "cortex.yaml", str(folder))
-    with pytest.raises(ConfigError) as raised:
-        loaded.refuse_batch_apis("exported")
-    assert str(raised.value.problems[0]) == (
-        "cortex.yaml:1: batch api 'b': kind: a BatchAPI cannot be exported yet (its jobs run on this host: "
-        "`cortexd up` / `deploy`); leave it out of this command's paths")

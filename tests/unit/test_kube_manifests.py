@@ -357,8 +357,11 @@ ROWS: list[tuple[str, str, tuple, tuple]] = [
                                                {"backendRef": {"kind": "Service", "name": "tf", "port": 80},
                                                 "percent": 25}))),
     ("legacy_deployment.kind", "lg", *same(("report", "--namespace"))),
-    *[(f"batch_api.{name}", "rt", *same(("fields", "refuses it")))
-      for name in ("name", "kind", "predictor", "networking", "compute")],
+    ("batch_api.name", "rt", *same(("fields", "<name>-<job id>"))),
+    ("batch_api.kind", "rt", *same(("fields", "Indexed Job"))),
+    ("batch_api.predictor", "rt", *same(("fields", "predictor_runtime.batch_worker"))),
+    ("batch_api.networking", "rt", *same(("fields", "--job"))),
+    ("batch_api.compute", "rt", *same(("fields", "resources"))),
     ("legacy_deployment.name", "lg", *same(("report", "--namespace"))),
 ]
 
