@@ -3,8 +3,10 @@
 # Idempotent: does nothing that is already done. Called by .ci/run, which requires the docker tier
 # (CORTEXD_REQUIRE_DOCKER=1: its tests fail, not skip, without an engine; docs/architecture.md, Tests).
 #
-#   1. install what is missing from Debian in one apt-get call: docker.io, debootstrap, and
-#      chromium (the browser tier, tests/browser); `docker info` fails -> start dockerd in the background (log: $CORTEXD_DOCKERD_LOG), wait for it (<= 60 s);
+#   1. install what is missing from Debian in one apt-get call: docker.io, debootstrap, chromium
+#      (the browser tier, tests/browser), podman and catatonit (tests/docker/test_podman_play.py),
+#      docker-registry (.ci/provision-registry.sh);
+#      `docker info` fails -> start dockerd in the background (log: $CORTEXD_DOCKERD_LOG), wait for it (<= 60 s);
 #   2. build the offline base image (docker/make-offline-base.sh) if it is absent;
 #   3. print the CORTEXD_BASE_IMAGE hint (tests/docker/conftest.py also finds it by name).
 set -euo pipefail
@@ -24,11 +26,17 @@ apt_install() {
 }
 
 # what Debian must bring, in one apt-get call (apt may be busy at boot: one wait for its lock):
-# the engine, debootstrap for the offline base image, Chromium for the browser tier (tests/browser)
+# the engine, debootstrap for the offline base image, Chromium for the browser tier (tests/browser),
+# podman to run the exported manifests as an independent reader (tests/docker/test_podman_play.py)
+# and catatonit, its pods' pause process (a Recommends, left out by --no-install-recommends)
 missing=()
 command -v dockerd >/dev/null 2>&1 || docker info >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v catatonit >/dev/null 2>&1 || missing+=(catatonit)
+# and the local registry provision-registry.sh starts next (it installs it itself when run alone)
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
