@@ -19,7 +19,7 @@ from cortexd.errors import ExportError
 from cortexd.job_sources import submission_batches
 from cortexd.kube import batch_job
 from cortexd.kube.export import export_kubernetes
-from cortexd.kube.manifests import TARGET_KUBERNETES, ExportOptions
+from cortexd.kube.manifests import TARGET_KUBERNETES, ExportOptions, Flavor
 from cortexd.spec import load_config
 from predictor_runtime.batch_worker import BATCHES_FAILED, STARTUP_FAILED, LocalBatches
 from tests.builders import write_project
@@ -43,13 +43,14 @@ def project(tmp_path) -> Path:
     return root
 
 
-def export(project: Path, submission: dict, tmp_path: Path, name: str = "scorer") -> tuple[dict, list[str]]:
+def export(project: Path, submission: dict, tmp_path: Path, name: str = "scorer",
+           flavor: Flavor = "deployment") -> tuple[dict, list[str]]:
     job = tmp_path / "job.json"
     job.write_text(json.dumps(submission))
     out = tmp_path / "k8s"
     loaded = load_config([str(project)])
-    report = export_kubernetes([*loaded.apis, *loaded.batch_apis], REGISTRY, ExportOptions(namespace="ml"), out,
-                               jobs={name: job}, now=NOW)
+    options = ExportOptions(flavor=flavor, namespace="ml")
+    report = export_kubernetes([*loaded.apis, *loaded.batch_apis], REGISTRY, options, out, jobs={name: job}, now=NOW)
     docs: dict = {}
     for f in sorted(out.rglob("*.yaml")):
         for d in yaml.safe_load_all(f.read_text()):
@@ -63,8 +64,9 @@ def items(n: int, batch_size: int = 2, workers: int = 2) -> dict:
             "config": {"threshold": 5}}
 
 
-def test_every_object_validates_strictly(project, tmp_path):
-    docs, _ = export(project, items(5), tmp_path)
+@pytest.mark.parametrize("flavor", ["deployment", "knative"])  # a Job either way
+def test_every_object_validates_strictly(project, tmp_path, flavor):
+    docs, _ = export(project, items(5), tmp_path, flavor=flavor)
     assert sorted(k[0] for k in docs) == ["ConfigMap", "Job", "Job", "Secret"]
     for doc in docs.values():
         kubernetes_validate.validate(doc, f"{TARGET_KUBERNETES}.0", strict=True)
