@@ -423,6 +423,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_export_kubernetes(args: argparse.Namespace) -> int:
+    from cortexd.kube.batch_job import job_files
     from cortexd.kube.export import export_kubernetes
     from cortexd.kube.manifests import ExportOptions
     from cortexd.spec import load_config
@@ -435,24 +436,6 @@ def cmd_export_kubernetes(args: argparse.Namespace) -> int:
                                   splitters=list(loaded.splitters), jobs=jobs):
         print(line)
     return EXIT_OK
-
-
-def job_files(given: list[str], batch_apis: list[str]) -> dict[str, Path]:
-    """`--job API=FILE` values (a bare FILE when the configuration has one BatchAPI) -> {api: file}."""
-    from cortexd.errors import ExportError
-
-    out: dict[str, Path] = {}
-    for value in given:
-        api, sep, file = value.partition("=")
-        if not sep:
-            if len(batch_apis) != 1:
-                raise ExportError(f"--job {value}: say which BatchAPI runs it, as --job API={value} "
-                                  f"(BatchAPIs here: {', '.join(batch_apis) or 'none'})")
-            api, file = batch_apis[0], value
-        if api in out:
-            raise ExportError(f"--job {api}=...: given twice (one job per BatchAPI and export)")
-        out[api] = Path(file)
-    return out
 
 
 def cmd_version(args: argparse.Namespace) -> int:

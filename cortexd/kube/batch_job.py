@@ -28,6 +28,7 @@ import hashlib
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cortexd.core.batch_jobs import DEFAULT_MAX_ATTEMPTS, Submission
@@ -173,6 +174,22 @@ def completion_job(spec: APISpec, image: str, env: dict[str, str], job: ClusterJ
         "metadata": _meta(spec, job, options, f"{job.name}-complete"),
         "spec": {"completions": 1, "backoffLimit": POD_RETRIES, "template": _pod(spec, job, c)},
     }
+
+
+def job_files(given: list[str], batch_apis: list[str]) -> dict[str, Path]:
+    """`--job API=FILE` values (a bare FILE when the configuration has one BatchAPI) -> {api: file}."""
+    out: dict[str, Path] = {}
+    for value in given:
+        api, sep, file = value.partition("=")
+        if not sep:
+            if len(batch_apis) != 1:
+                raise ExportError(f"--job {value}: say which BatchAPI runs it, as --job API={value} "
+                                  f"(BatchAPIs here: {', '.join(batch_apis) or 'none'})")
+            api, file = batch_apis[0], value
+        if api in out:
+            raise ExportError(f"--job {api}=...: given twice (one job per BatchAPI and export)")
+        out[api] = Path(file)
+    return out
 
 
 def batch_apis_with_jobs(apis: Sequence[APISpec], jobs: Mapping[str, object]) -> list[APISpec]:

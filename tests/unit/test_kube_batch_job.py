@@ -13,11 +13,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from cortexd.cli import job_files
 from cortexd.core.batch_jobs import parse_submission
 from cortexd.errors import ExportError
 from cortexd.job_sources import submission_batches
 from cortexd.kube import batch_job
+from cortexd.kube.batch_job import job_files
 from cortexd.kube.export import export_kubernetes
 from cortexd.kube.manifests import TARGET_KUBERNETES, ExportOptions, Flavor
 from cortexd.spec import load_config
