@@ -546,8 +546,9 @@ def _add_image_commands(add: AddCommand, sub: argparse._SubParsersAction[argpars
                         description="write what runs the project elsewhere")
     ex_sub = ex.add_subparsers(dest="target", metavar="TARGET", required=True)
     k8s = ex_sub.add_parser("kubernetes", help="one manifest file per API, for `kubectl apply -f DIR`",
-                            description="one manifest file per API (and a Gateway API HTTPRoute per traffic "
-                                        "splitter), for `kubectl apply -f DIR`, and a report")
+                            description="one manifest file per API (a Gateway API HTTPRoute per traffic "
+                                        "splitter, an Indexed Job per --job), for `kubectl apply -f DIR`, "
+                                        "and a report")
     k8s.set_defaults(func=cmd_export_kubernetes)
     k8s.add_argument("paths", nargs="*", metavar="PATH")
     k8s.add_argument("--registry", metavar="REG", help="where `cortexd build --push` put the images")
