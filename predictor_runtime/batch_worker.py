@@ -124,17 +124,24 @@ def _kwargs(fn: Any, values: dict[str, Any], allowed: tuple[str, ...], where: st
     return {p.name: values[p.name] for p in params if p.name in allowed and p.name in values}
 
 
-def construct(spec: RuntimeSpec, job_spec: dict[str, Any]) -> Any:
-    """The user's predictor, constructed with the batch interface."""
+def predictor_class(spec: RuntimeSpec) -> Any:
+    """The user's predictor class (its module imported)."""
     predictor = spec.predictor
     check_supported(predictor.type)
     where = display_path(predictor.path, spec.project_dir)
     module = import_predictor_module(predictor.path, predictor.python_path, spec.project_dir)
-    class_name = CLASS_NAMES[predictor.type]
-    found = getattr(module, class_name, None)
+    found = getattr(module, CLASS_NAMES[predictor.type], None)
     if not inspect.isclass(found):
-        raise PredictorSignatureError(f"{where}: no class {class_name} found")
-    cls: Any = found
+        raise PredictorSignatureError(f"{where}: no class {CLASS_NAMES[predictor.type]} found")
+    return found
+
+
+def construct(spec: RuntimeSpec, job_spec: dict[str, Any], cls: Any = None) -> Any:
+    """The user's predictor (`cls`, else predictor_class's), constructed with the batch interface."""
+    predictor = spec.predictor
+    where = display_path(predictor.path, spec.project_dir)
+    class_name = CLASS_NAMES[predictor.type]
+    cls = cls or predictor_class(spec)
     if not callable(getattr(cls, "predict", None)):
         raise PredictorSignatureError(f"{where}: {class_name} has no predict(self, payload, batch_id) method")
     values: dict[str, Any] = {"config": dict(predictor.config), "job_spec": job_spec}
@@ -208,13 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     if spec.project_dir:
         os.chdir(spec.project_dir)
     try:
-        instance = construct(spec, job_spec)
+        cls = predictor_class(spec)
+        if args.on_job_complete and not callable(getattr(cls, "on_job_complete", None)):
+            print("the predictor has no on_job_complete(): nothing to do", file=sys.stderr)
+            return 0  # Cortex calls it only where it is defined; no model is loaded for nothing
+        instance = construct(spec, job_spec, cls)
     except StartupError as e:
         print(f"error: {e}", file=sys.stderr)
         return STARTUP_FAILED
     if args.on_job_complete:
-        if callable(getattr(instance, "on_job_complete", None)):
-            instance.on_job_complete()
+        instance.on_job_complete()
         return 0
     if args.batches:
         local = LocalBatches(args.batches, int(os.environ.get(INDEX_ENV, "0")), args.shares, args.attempts)

@@ -11,8 +11,8 @@ core/batch_jobs.py), and travel in a ConfigMap mounted at JOB_DIR:
                             on batches i, i + shares, i + 2*shares, ... with the API's image from
                             `cortexd build` (its baked runtime spec; the job's config over
                             predictor.config), each batch tried up to MAX_ATTEMPTS times in the pod
-    Job <name>-complete     one pod that calls the predictor's on_job_complete() (when it has
-                            one): written apart (COMPLETE_FOLDER), to apply once the first Job
+    Job <name>-complete     one pod that calls the predictor's on_job_complete() (one without it
+                            is not even constructed): written apart (COMPLETE_FOLDER), to apply once the first Job
                             completed, as Cortex called it once after the last batch
 
 A pod whose batches failed (after their attempts) exits BATCHES_FAILED, one whose predictor

@@ -42,9 +42,10 @@ class PythonPredictor:
 YAML = "- name: scorer\n  kind: BatchAPI\n  predictor:\n    type: python\n    path: predictor.py\n"
 
 
-def exported_pods(tmp_path: Path, submission: dict) -> tuple[Path, list[str], list[str], Path]:
+def exported_pods(tmp_path: Path, submission: dict,
+                  predictor: str = PREDICTOR) -> tuple[Path, list[str], list[str], Path]:
     """(the ConfigMap as a folder, the Job's worker args, the completion Job's, the runtime spec)."""
-    project = write_project(tmp_path / "p", YAML, {"predictor.py": PREDICTOR})
+    project = write_project(tmp_path / "p", YAML, {"predictor.py": predictor})
     (tmp_path / "job.json").write_text(json.dumps(submission))
     (spec,) = load_config([str(project)]).batch_apis
     export_kubernetes([spec], "127.0.0.1:5000/t", ExportOptions(), tmp_path / "k8s",
@@ -104,3 +105,15 @@ def test_a_batch_that_keeps_failing_fails_its_pods_index_after_its_attempts(tmp_
     assert done.returncode == BATCHES_FAILED
     assert "batch 1 failed 3 time(s); last error: ValueError: this item never works" in done.stderr
     assert [b["items"] for b in lines(out)] == [[1], [2], [2], [2], [3]]
+
+
+def test_the_completion_job_of_a_predictor_without_on_job_complete_loads_nothing(tmp_path):
+    marker = tmp_path / "constructed"
+    predictor = ("class PythonPredictor:\n    def __init__(self, config):\n"
+                 f"        open({str(marker)!r}, 'w').close()\n"
+                 "    def predict(self, payload):\n        pass\n")
+    mounted, _, complete, runtime = exported_pods(
+        tmp_path, {"workers": 1, "item_list": {"items": [1], "batch_size": 1}}, predictor)
+    done = run_pod(complete, mounted, runtime, 0)
+    assert (done.returncode, marker.exists()) == (0, False), done.stderr
+    assert "has no on_job_complete(): nothing to do" in done.stderr
