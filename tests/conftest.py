@@ -1,7 +1,15 @@
-"""Fixtures shared by the tiers that drive a real daemon or runtime (integration, faults, docker)."""
+"""Fixtures shared by the tiers that drive a real daemon or runtime (integration, faults, docker).
+
+The suite runs on 4 xdist workers (setup.cfg's addopts). Tests that share something host-wide
+(a fixed port or Docker name, the registry, a session fixture too costly to make on each worker)
+carry `pytest.mark.xdist_group("that thing")`: one group, one worker, one test at a time.
+A test whose assertions are timings (a bound in seconds) carries `pytest.mark.exclusive`:
+it runs while no other test runs (the `exclusive_when_marked` fixture below).
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -11,6 +19,31 @@ import pytest
 
 from tests.real_daemon import CLI
 from tests.real_runtime import Runtime
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "exclusive: runs while no other test of the run does "
+                                       "(its assertions are timings that other tests' load would move)")
+
+
+@pytest.fixture(autouse=True)
+def exclusive_when_marked(request, tmp_path_factory):
+    """Under xdist, a readers-writer lock over the run's workers (flock on files in the run's
+    shared temp folder): each test holds `running` shared, an `exclusive` test holds it alone.
+    `gate` is what keeps a waiting exclusive test from being starved: it is held across the wait
+    for `running`, and each test passes through it to take its shared hold."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    shared = tmp_path_factory.getbasetemp().parent  # basetemp is <run's folder>/popen-gwN
+    exclusive = request.node.get_closest_marker("exclusive") is not None
+    with open(shared / "tests-gate.lock", "a") as gate, open(shared / "tests-running.lock", "a") as running:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(running, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        yield  # the `running` hold goes when the file closes
 
 
 @pytest.fixture

@@ -27,6 +27,15 @@ from tests.builders import echo_project, make_spec
 from tests.docker_engine import engine_or_skip
 
 
+def pytest_collection_modifyitems(items):
+    """The Docker tier is one xdist group: its tests share the engine's image tags, the `built`
+    session image and the `cortexd` network (a test with a group of its own keeps that one)."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here) and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group("docker"))
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     engine_or_skip()

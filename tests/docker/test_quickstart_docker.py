@@ -8,9 +8,12 @@ is built on whatever base the daemon finds (the offline base on CI: no registry 
 
 from __future__ import annotations
 
+import pytest
+
 from tests.integration.test_quickstart import quickstart_as_root
 
 
+@pytest.mark.xdist_group("port-8888")  # the README's curl: localhost:8888
 def test_the_quickstart_serves_on_docker(docker_client):
     up, api, _ = quickstart_as_root("cxd-qs-docker-")
     assert "backend docker" in up, up

@@ -12,6 +12,8 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tests.builders import write_project
 from tests.load import KeepAliveClients
 from tests.real_daemon import free_port, post_json, wait_until
@@ -161,6 +163,7 @@ class PythonPredictor:
 """
 
 
+@pytest.mark.exclusive  # the answer's time is bounded (the primary's 1.5 s, not the shadow's 3 s)
 def test_a_slow_failing_shadow_never_slows_or_fails_the_answer_and_limits_hold(cli, tmp_path):
     port = free_port()
     limit = "  autoscaling:\n    max_replicas: 1\n    max_replica_concurrency: 1\n"

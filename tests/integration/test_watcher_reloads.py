@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from cortexd.daemon.watcher import ProjectWatcher
 
 
@@ -57,6 +59,7 @@ async def test_paths_that_do_not_count_never_reload(tmp_path):
     assert calls and all(p.endswith("predictor.py") for p in calls[0])
 
 
+@pytest.mark.exclusive  # the first reload's time is bounded (max_wait)
 async def test_saves_that_never_pause_are_served_every_max_wait(tmp_path):
     calls = []
 
