@@ -1,10 +1,12 @@
 """Fixtures shared by the tiers that drive a real daemon or runtime (integration, faults, docker).
 
-The suite runs on 4 xdist workers (setup.cfg's addopts). Tests that share something host-wide
-(a fixed port or Docker name, the registry, a session fixture too costly to make on each worker)
-carry `pytest.mark.xdist_group("that thing")`: one group, one worker, one test at a time.
-A test whose assertions are timings (a bound in seconds) carries `pytest.mark.exclusive`:
-it runs while no other test runs (the `exclusive_when_marked` fixture below).
+The suite runs on xdist workers (setup.cfg's addopts). Tests that share something host-wide
+(port 8888, Docker names and images, a `pip install .`, a costly session fixture) carry
+`pytest.mark.xdist_group("name")`: one group, one worker, one test at a time ("newcomer": the
+README's quickstart, port 8888, system_venv; every test under tests/docker: "docker").
+A test whose assertions are a rate or a bound in seconds carries `pytest.mark.exclusive`: it
+runs while no other test runs (the `exclusive_when_marked` fixture below). Use it sparingly:
+the other workers wait meanwhile.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import pytest
 from tests.integration.test_quickstart import quickstart_as_root
 
 
-@pytest.mark.xdist_group("port-8888")  # the README's curl: localhost:8888
+@pytest.mark.xdist_group("newcomer")  # the README's curl (localhost:8888) and its `pip install .`
 def test_the_quickstart_serves_on_docker(docker_client):
     up, api, _ = quickstart_as_root("cxd-qs-docker-")
     assert "backend docker" in up, up

@@ -182,6 +182,7 @@ def test_http10_request_without_host_is_served(served):
 # -- 9.5: a flood of malformed requests costs daemon.log a few lines ------------------------------
 
 
+@pytest.mark.exclusive  # 2000 requests in 30 s: a rate
 def test_malformed_request_flood_barely_grows_the_daemon_log(served):
     cli, port, _, _ = served
     log = cli.home / "daemon.log"

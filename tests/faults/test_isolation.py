@@ -369,7 +369,7 @@ def test_a_predictor_cannot_read_another_apis_environment_under_the_same_uid(cli
     assert post_json(f"http://127.0.0.1:{port}/holder", {})[0] == 200  # and the holder still serves
 
 
-@pytest.mark.xdist_group("system-venv")  # one worker makes the session's system_venv (a `pip install .`)
+@pytest.mark.xdist_group("newcomer")  # system_venv's `pip install .`: once, never beside another
 @pytest.mark.skipif(os.geteuid() != 0, reason="only a root daemon runs replicas as another user")
 def test_a_root_daemon_runs_each_apis_process_replicas_as_a_uid_of_its_own(system_venv):
     # the daemon from a Python every user can run (a venv of the system's): the default then

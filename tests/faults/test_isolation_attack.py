@@ -205,7 +205,7 @@ def readable(root: Path) -> None:
         p.chmod(0o755 if p.is_dir() else 0o644)
 
 
-@pytest.mark.xdist_group("system-venv")  # one worker makes the session's system_venv (a `pip install .`)
+@pytest.mark.xdist_group("newcomer")  # system_venv's `pip install .`: once, never beside another
 def test_an_attacker_predictor_cannot_touch_another_projects_api(system_venv):
     root = fresh_root("cxd-attack-")
     home = Path(root / "home")

@@ -79,6 +79,7 @@ def _wait_for_api(cli, name: str, statuses: tuple[str, ...], timeout: float = 24
     return snap, seen
 
 
+@pytest.mark.exclusive  # `get` polled by a CLI must catch the install while it runs: a starved CPU misses it
 def test_requirements_pin_wins_and_the_environment_is_reused(env_cli, tmp_path, env_cache):
     for module in ("tomli_w", "dill"):
         if importlib.util.find_spec(module) is not None:

@@ -63,7 +63,6 @@ def replica_ids(snap: dict, api: str) -> set[str]:
     return {r["id"] for r in a["replica_list"]}
 
 
-@pytest.mark.exclusive  # autoscaling on in-flight requests over a 10 s window
 def test_load_step_scales_up_then_back_down(cli, tmp_path):
     port = free_port()
     extra = """  autoscaling:
@@ -217,8 +216,7 @@ def predict(sample, metadata):
 """
 
 
-@pytest.mark.exclusive  # CPU utilization: other tests' load would move it
-@pytest.mark.xdist_group("port-8888")  # the legacy format's default port; the README's quickstart's
+@pytest.mark.xdist_group("newcomer")  # port 8888, the legacy format's default, is the README quickstart's too
 def test_legacy_api_scales_up_on_cpu_utilization(cli, tmp_path):
     project = write_project(tmp_path / "legacy-cpu", """
 - kind: api

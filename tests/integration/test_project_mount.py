@@ -89,7 +89,7 @@ def _user_namespace_blocker(run, python: Path) -> str | None:
     return done.stdout.strip() or None
 
 
-@pytest.mark.xdist_group("system-venv")  # one worker makes the session's system_venv (a `pip install .`)
+@pytest.mark.xdist_group("newcomer")  # system_venv's `pip install .`: once, never beside another
 def test_a_non_root_daemons_replica_reads_mnt_project_through_a_user_namespace(new_user, system_venv):
     # a real non-root daemon: a fresh user running cortexd installed in a Python every user can run
     before = host_mnt()

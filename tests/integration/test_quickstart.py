@@ -87,7 +87,7 @@ def quickstart_as_root(prefix: str, **env_extra: str) -> tuple[str, dict, bool]:
         subprocess.run(["rm", "-rf", str(root)], check=False)
 
 
-@pytest.mark.xdist_group("port-8888")  # the README's curl: localhost:8888
+@pytest.mark.xdist_group("newcomer")  # the README's curl (localhost:8888) and its `pip install .`
 def test_the_quickstart_serves_as_root_on_the_process_backend():
     up, api, shared_python = quickstart_as_root("cxd-qs-root-", DOCKER_HOST="unix:///nonexistent/docker.sock")
     assert "backend process" in up, up
@@ -103,7 +103,7 @@ def test_the_quickstart_serves_as_root_on_the_process_backend():
         assert isolation["isolated"] and "this API's own" in isolation["runs_as"], isolation
 
 
-@pytest.mark.xdist_group("port-8888")  # the README's curl: localhost:8888
+@pytest.mark.xdist_group("newcomer")  # the README's curl (localhost:8888) and its `pip install .`
 def test_the_quickstart_serves_as_a_new_unprivileged_user(new_user):
     checkout = copy_checkout(new_user.home / "quickstart")
     subprocess.run(["chown", "-R", f"{new_user.uid}:{new_user.gid}", str(checkout)], check=True)

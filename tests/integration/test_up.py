@@ -63,7 +63,7 @@ def test_quickstart_iris_example(cli, tmp_path):
     assert gone.code == 3 and "no cortexd daemon is running" in gone.err
 
 
-@pytest.mark.xdist_group("port-8888")  # the legacy format's default port; the README's quickstart's
+@pytest.mark.xdist_group("newcomer")  # port 8888, the legacy format's default, is the README quickstart's too
 def test_legacy_example_served_at_deployment_endpoint(cli, tmp_path):
     project = tmp_path / "legacy"
     shutil.copytree(REPO / "examples" / "legacy-iris", project)
