@@ -24,7 +24,9 @@ import pytest
 from tests.real_daemon import REPO
 from tests.real_runtime import ModelReplica
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90),
+              # onnx_files and tf_model are session fixtures: on one worker they are made once
+              pytest.mark.xdist_group("example-models")]
 
 EXAMPLES = REPO / "examples"
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]

@@ -330,6 +330,7 @@ def test_a_realtime_api_is_not_given_legacy_answers(runtime):
     assert "Access-Control-Allow-Origin" not in headers
 
 
+@pytest.mark.xdist_group("example-models")  # onnx_files: made once, with test_onnx_tf.py's
 def test_onnx_get_model_has_cortex_shape_and_a_single_model_ignores_the_name(replica, onnx_files):
     r = replica("onnx", """
         class ONNXPredictor:
