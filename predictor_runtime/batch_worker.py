@@ -46,6 +46,7 @@ from predictor_runtime.predictors import (
     display_path,
     import_predictor_module,
 )
+from predictor_runtime.process_setup import guard_process
 from predictor_runtime.unix_http import UnixHTTPConnection
 
 INIT_NAMES = ("config", "job_spec")
@@ -202,6 +203,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # not dumpable before anything else: its env holds the API's secrets and the job's token, which
+    # another API's predictor of the same uid could otherwise read in /proc (a replica's rule too)
+    guard_process()
     args = _arguments(argv)
     with open(args.spec, encoding="utf-8") as f:
         spec = RuntimeSpec.from_json(json.load(f))

@@ -14,7 +14,7 @@ from tests.builders import write_project
 from tests.real_daemon import free_port, readable_by_all, shared_daemon
 
 SEEN = """
-import json, os
+import ctypes, json, os
 
 class PythonPredictor:
     def __init__(self, config, job_spec):
@@ -24,7 +24,8 @@ class PythonPredictor:
         with open("/proc/self/cgroup") as f:
             cgroups = f.read().split()
         seen = {"uid": os.getuid(), "cgroups": cgroups, "mnt_project": os.path.exists("/mnt/project/predictor.py"),
-                "worker": os.environ.get("CORTEXD_WORKER"), "home": os.environ.get("HOME")}
+                "worker": os.environ.get("CORTEXD_WORKER"), "home": os.environ.get("HOME"),
+                "dumpable": ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)}  # PR_GET_DUMPABLE
         with open(self.out, "a") as f:
             f.write(json.dumps(seen) + "\\n")
 """
@@ -53,6 +54,8 @@ def test_a_root_daemons_job_workers_run_as_the_apis_uid_in_cgroups_of_their_own(
         assert f"runs as:    {isolation['runs_as']}" in cli("get", "batch", check=True).out
         assert all(s["mnt_project"] for s in seen), seen
         assert all(s["home"] and s["home"].endswith(f"/{s['uid']}") for s in seen), seen
+        # not dumpable, as replicas are: no process of its uid reads its env (secrets, the job's token)
+        assert all(s["dumpable"] == 0 for s in seen), seen
         if "cgroup" not in isolation["limits"]["pids"]:
             pytest.skip(f"workers ran as the API's uid; this host gives them no cgroups: {isolation['limits']}")
         for s in seen:  # each in its own cgroup, named by its job and worker
