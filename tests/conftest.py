@@ -22,7 +22,6 @@ import pytest
 from tests.real_daemon import CLI
 from tests.real_runtime import Runtime
 
-
 # xdist's workers inherit LINES=24 and COLUMNS=80 from execnet: a CLI a test starts in a pty of
 # its own size (the live view) must read the pty's size, as on a user's terminal, not these
 for _name in ("LINES", "COLUMNS"):
