@@ -38,6 +38,7 @@ import uuid
 from typing import Any
 
 from predictor_runtime.contract import RuntimeSpec
+from predictor_runtime.mnt_namespace import enter_from_environ
 from predictor_runtime.predictors import (
     CLASS_NAMES,
     PredictorSignatureError,
@@ -203,7 +204,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # not dumpable before anything else: its env holds the API's secrets and the job's token, which
+    # /mnt/project for a non-root daemon's worker, as for its replicas (__main__.py): a user and
+    # mount namespace of its own, first, while the process has one thread and is still dumpable
+    # (a non-dumpable process cannot write its own /proc/self/uid_map)
+    enter_from_environ(os.environ)
+    # not dumpable before anything else after that: its env holds the API's secrets and the job's token, which
     # another API's predictor of the same uid could otherwise read in /proc (a replica's rule too)
     guard_process()
     args = _arguments(argv)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.batch_jobs import items, submit, wait_done
 from tests.builders import MNT_PROJECT_PREDICTOR, REPO, write_project
 from tests.real_daemon import free_port, post_json
 
@@ -36,9 +37,36 @@ YAML = """
 """
 
 
-def detector_project(root: Path, port: int) -> Path:
-    project = write_project(root, YAML.format(port=port),
-                            {"predictor.py": MNT_PROJECT_PREDICTOR, "labels.txt": "cat dog\n"})
+# a BatchAPI's job worker beside it: started as a replica is, so it gets /mnt/project the same way
+BATCH_YAML = """
+- name: batch
+  kind: BatchAPI
+  predictor:
+    type: python
+    path: seen.py
+  networking:
+    local_port: {port}
+"""
+
+SEEN = """
+import json, os
+
+class PythonPredictor:
+    def __init__(self, config, job_spec):
+        with open("/mnt/project/labels.txt") as f:
+            self.labels = f.read().split()
+        self.out = config["out"]
+
+    def predict(self, payload, batch_id):
+        with open(self.out, "a") as f:
+            f.write(json.dumps({"labels": self.labels, "uid": os.getuid()}) + "\\n")
+"""
+
+
+def detector_project(root: Path, port: int, batch_port: int | None = None) -> Path:
+    yaml = YAML.format(port=port) + (BATCH_YAML.format(port=batch_port) if batch_port else "")
+    files = {"predictor.py": MNT_PROJECT_PREDICTOR, "labels.txt": "cat dog\n", "seen.py": SEEN}
+    project = write_project(root, yaml, files)
     for p in [root, *root.iterdir()]:
         p.chmod(0o755 if p.is_dir() else 0o644)
     return project
@@ -94,8 +122,8 @@ def test_a_non_root_daemons_replica_reads_mnt_project_through_a_user_namespace(n
     # a real non-root daemon: a fresh user running cortexd installed in a Python every user can run
     before = host_mnt()
     home = new_user.home / "mnt-test"
-    port = free_port()
-    project = detector_project(home / "project", port)
+    port, batch_port = free_port(), free_port()
+    project = detector_project(home / "project", port, batch_port)
     subprocess.run(["chown", "-R", f"{new_user.uid}:{new_user.gid}", str(home)], check=True)
     env = new_user.env(CORTEXD_HOME=str(home / "cxd"), DOCKER_HOST="unix:///nonexistent/docker.sock")
 
@@ -114,6 +142,13 @@ def test_a_non_root_daemons_replica_reads_mnt_project_through_a_user_namespace(n
         assert not (project / "planted.txt").exists()
         api = json.loads(run(f"{system_venv / 'cortexd'} get detector -o json").stdout)
         assert "a user and mount namespace of each replica's own" in api["isolation"]["project_mount"]
+        # a job's workers too: each enters a namespace of its own before it constructs the predictor
+        code, job = submit(batch_port, {"workers": 1, "item_list": {"items": items(2), "batch_size": 1},
+                                        "config": {"out": str(home / "seen.jsonl")}})
+        assert code == 200, job
+        assert wait_done(batch_port, job["job_id"], 120)["status"] == "status_succeeded", job
+        seen = [json.loads(line) for line in (home / "seen.jsonl").read_text().splitlines()]
+        assert seen == [{"labels": ["cat", "dog"], "uid": new_user.uid}] * 2, seen
     finally:
         run(f"{system_venv / 'cortexd'} down")
     assert host_mnt() == before
