@@ -246,13 +246,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     result = client.call("POST", "/deploy", {"paths": _paths(args), **given})
     for notice in result.get("notices", []):
         print(f"notice: {notice}")
-    for key, what in (("created", "created"), ("updated", "updated (rolling update)"),
-                      ("removed", "removed (no longer in its cortex.yaml)"),
-                      ("unchanged", "unchanged"), ("left_alone", "left alone (other projects)")):
-        for name in result.get(key, []):
-            print(f"{what}: api {name!r}")
-    if not any(result.get(k) for k in ("created", "updated", "removed", "unchanged", "left_alone")):
-        print("deployed: no apis")
+    from cortexd.ui.text import deploy_lines
+
+    print("\n".join(deploy_lines(result)))
     return EXIT_OK
 
 

@@ -174,10 +174,11 @@ class DeploySummary:
     removed: list[str]
     unchanged: list[str]  # deployed again, the same version
     left_alone: list[str]  # other projects' APIs, still serving
+    kinds: dict[str, str] = field(default_factory=dict)  # what each name is, when not a RealtimeAPI
 
     def to_json(self) -> dict:
         return {"created": self.created, "updated": self.updated, "removed": self.removed,
-                "unchanged": self.unchanged, "left_alone": self.left_alone}
+                "unchanged": self.unchanged, "left_alone": self.left_alone, "kinds": self.kinds}
 
 
 def deploy_summary(before: Sequence[Project], after: Sequence[Project], incoming: Sequence[Project],
@@ -194,6 +195,8 @@ def deploy_summary(before: Sequence[Project], after: Sequence[Project], incoming
         unchanged=[n for n in new_names if n in old and old[n] == new_hash[n]],
         left_alone=sorted(n for p in after if all(p is not q for q in incoming)
                           for n in p.names if n not in deleted),
+        kinds={**{s.name: "batch api" for p in (*before, *after) for s in p.batch_apis},
+               **{s.name: "traffic splitter" for p in (*before, *after) for s in p.splitters}},
     )
 
 

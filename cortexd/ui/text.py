@@ -86,6 +86,20 @@ def isolation_lines(isolation: Mapping | None) -> list[str]:
     return lines
 
 
+def deploy_lines(result: dict) -> list[str]:
+    """What `deploy` says of the daemon's answer: each API, traffic splitter and BatchAPI by what
+    became of it."""
+    kinds = result.get("kinds", {})  # the names that are no RealtimeAPI
+    lines = []
+    for key, what in (("created", "created"), ("updated", "updated (rolling update)"),
+                      ("removed", "removed (no longer in its cortex.yaml)"),
+                      ("unchanged", "unchanged"), ("left_alone", "left alone (other projects)")):
+        for name in result.get(key, []):
+            kind = kinds.get(name, "api")  # only an API's replicas roll
+            lines.append(f"{what if kind == 'api' else what.replace(' (rolling update)', '')}: {kind} {name!r}")
+    return lines or ["deployed: no apis"]
+
+
 def api_table(snap: Status) -> str:
     apis = snap.apis
     if not apis and not snap.splitters and not snap.batch_apis:
@@ -95,13 +109,12 @@ def api_table(snap: Status) -> str:
         for a in apis
     ]
     out = [_table(["API", "STATUS", "READY/REQUESTED", "IN-FLIGHT", "REQ/S", "P50/P99",
-                   "2XX/4XX/5XX", "URL"], rows)] if apis else ["no apis deployed"]
+                   "2XX/4XX/5XX", "URL"], rows)] if apis else []  # only splitters or BatchAPIs: their tables
     if snap.splitters:
-        out.append("")
-        out.append(splitter_table(snap.splitters))
+        out += [""] * bool(out) + [splitter_table(snap.splitters)]
     if snap.batch_apis:
-        out += ["", _table(["BATCH API", "JOBS", "RUNNING", "URL"],
-                           [[b.name, str(b.jobs), str(b.running), b.url] for b in snap.batch_apis])]
+        batch_rows = [[b.name, str(b.jobs), str(b.running), b.url] for b in snap.batch_apis]
+        out += [""] * bool(out) + [_table(["BATCH API", "JOBS", "RUNNING", "URL"], batch_rows)]
     for a in apis:
         if a.reason:
             first, *rest = a.reason.splitlines()

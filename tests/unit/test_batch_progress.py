@@ -15,7 +15,7 @@ from cortexd.daemon.job_progress import ProgressBook
 from cortexd.daemon.job_store import JobRow, JobStore
 from cortexd.daemon.prometheus import MetricsCollector, build_registry, exposition
 from cortexd.status import Status
-from cortexd.ui.text import batch_detail, job_detail
+from cortexd.ui.text import api_table, batch_detail, job_detail
 from tests.unit.snapshots import BATCH, NOW, api, render, snapshot
 
 
@@ -143,3 +143,10 @@ def test_get_batch_api_lists_jobs_with_progress_and_get_job_says_progress_and_pa
     assert "progress:   48/100 (48%) batches done, 1m05s elapsed, 0.7 batches/s" in shown
     assert "batches:    45 succeeded, 3 failed, 2 running, 50 queued, of 100" in shown
     assert "avg time:   0.500 s per batch" in shown and "workers:    2 (2 running, 0 succeeded, 0 failed)" in shown
+
+
+def test_get_with_only_batch_apis_shows_their_table_first_not_no_apis_deployed():
+    table = api_table(Status.from_json({**snapshot([]), "batch_apis": [{"name": "sum", "url": "u", "jobs": 2,
+                                                                         "running": 1}]}))
+    assert table.splitlines()[0].split() == ["BATCH", "API", "JOBS", "RUNNING", "URL"]
+    assert "no apis deployed" not in table

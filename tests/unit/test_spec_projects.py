@@ -11,6 +11,7 @@ from cortexd.daemon.projects import (
     merged,
     roll_reasons,
 )
+from cortexd.ui.text import deploy_lines
 
 PREDICTOR = "class PythonPredictor:\n    def __init__(self, config): pass\n    def predict(self, payload): return 1\n"
 
@@ -92,3 +93,19 @@ def test_deploying_with_nearest_pins_updates_the_api_and_a_reload_keeps_the_mode
     assert roll_reasons([relaxed], [exact]) == {"alpha": "nearest pins turned off"}
     reloaded, problems = reload_projects([relaxed])
     assert not problems and reloaded[0].specs[0].spec_hash == relaxed.specs[0].spec_hash
+
+
+def test_deploy_says_a_traffic_splitter_and_a_batch_api_as_what_they_are(tmp_path):
+    splitter = ("- name: split\n  kind: TrafficSplitter\n  apis:\n    - name: alpha\n      weight: {}\n"
+                "    - name: beta\n      weight: {}\n")
+    batch = "- name: jobs\n  kind: BatchAPI\n  predictor:\n    type: python\n    path: predictor.py\n"
+    apis = api("alpha") + api("beta")
+    first = load_project(project(tmp_path / "a", apis + splitter.format(60, 40) + batch))
+    assert deploy_lines(deploy_summary([], [first], [first]).to_json()) == [
+        "created: api 'alpha'", "created: api 'beta'", "created: batch api 'jobs'",
+        "created: traffic splitter 'split'"]
+    changed = load_project(project(tmp_path / "a", apis + splitter.format(50, 50) + batch))
+    assert deploy_lines(deploy_summary([first], [changed], [changed]).to_json()) == [
+        "updated: traffic splitter 'split'",  # no rolling update: a splitter has no replicas
+        "unchanged: api 'alpha'", "unchanged: api 'beta'", "unchanged: batch api 'jobs'"]
+    assert deploy_lines({"created": []}) == ["deployed: no apis"]
