@@ -27,10 +27,12 @@ TOKEN = "test-token"
 class FakeDaemon:
     guarded_pid = None
 
-    def __init__(self, n: int, log_lines: tuple[str, ...] = (), batch_apis: tuple[dict, ...] = ()):
+    def __init__(self, n: int, log_lines: tuple[str, ...] = (), batch_apis: tuple[dict, ...] = (),
+                 splitters: tuple[dict, ...] = ()):
         self.events = EventLog(lambda: NOW)
         self.names = [f"api-{i:02d}" for i in range(n)]
-        self.snap = Status.from_json({**snapshot([api(name) for name in self.names]), "batch_apis": list(batch_apis)})
+        self.snap = Status.from_json({**snapshot([api(name) for name in self.names]), "batch_apis": list(batch_apis),
+                                      "splitters": list(splitters)})
         self.log_lines = log_lines
         self.streams_ended = 0  # log streams closed (by the console: a tab went away)
 
@@ -73,8 +75,9 @@ class FakeDaemon:
 class FakeConsole:
     """The console of a FakeDaemon at http://127.0.0.1:{port}/, until close()."""
 
-    def __init__(self, n: int, log_lines: tuple[str, ...] = (), batch_apis: tuple[dict, ...] = ()):
-        self.daemon = FakeDaemon(n, log_lines, batch_apis)
+    def __init__(self, n: int, log_lines: tuple[str, ...] = (), batch_apis: tuple[dict, ...] = (),
+                 splitters: tuple[dict, ...] = ()):
+        self.daemon = FakeDaemon(n, log_lines, batch_apis, splitters)
         self.port = free_port()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)

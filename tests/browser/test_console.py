@@ -134,3 +134,42 @@ def test_the_overview_shows_batch_apis_and_each_shown_jobs_progress(browser, art
         assert "2 running of 4 submitted" in page.locator("main").inner_text()
     finally:
         console.close()
+
+
+SPLIT = {"name": "split", "kind": "TrafficSplitter", "status": "degraded", "endpoint": "/split", "local_port": 8888,
+         "url": "http://127.0.0.1:8888/split", "source": "cortex.yaml:7", "spec_hash": "0f0f",
+         "targets": [
+             {"name": "api-00", "weight": 80, "shadow": False, "share": 100.0, "status": "live", "down": None,
+              "requests": {"total": 12, "p50_ms": 3.5, "2xx": 11, "4xx": 0, "5xx": 1}, "dropped": 0},
+             {"name": "api-01", "weight": 20, "shadow": False, "share": 0.0, "status": "error", "down": "is in error",
+              "requests": {"total": 3, "p50_ms": None, "2xx": 0, "4xx": 0, "5xx": 3}, "dropped": 0},
+             {"name": "<b>shadow</b>", "weight": 100, "shadow": True, "share": 0.0, "status": "not deployed",
+              "down": "is not deployed", "requests": {}, "dropped": 4}],
+         "notes": ["api-01's 20% goes to the other apis while it is in error"], "refused": 2}
+
+
+def test_a_traffic_splitters_page_shows_where_its_traffic_goes(browser, artifacts):
+    """The overview links a splitter to a page of its own: per api its weight, share now, status
+    (and why it takes no traffic), what the splitter sent it; shadow copies dropped, requests
+    refused and the notes; names as text."""
+    console = FakeConsole(2, splitters=(SPLIT,))
+    console.sample()
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 800})
+        page.goto(console.url + "/")
+        page.click("tr[data-splitter=split] a")
+        page.wait_for_selector("#splitter tr[data-target=api-00]")
+        page.screenshot(path=str(artifacts / "console-splitter.png"))
+        assert page.inner_text("h1") == "split" and page.inner_text("#splitter-status") == "degraded"
+        cells = page.locator("#splitter tr[data-target=api-00] td").all_inner_texts()
+        assert cells == ["api-00", "80", "100.0%", "live", "12", "3.5", "11 / 0 / 1"], cells
+        assert "is in error" in page.inner_text("#splitter tr[data-target=api-01]")
+        shadow = page.locator("#splitter tr").filter(has_text="<b>shadow</b>")
+        assert shadow.locator("td").nth(2).inner_text() == "copies" and page.locator("#splitter b").count() == 0
+        text = page.inner_text("#splitter")
+        assert "4 copies dropped" in text and "refused: 2 request(s)" in text and "goes to the other apis" in text
+        page.click("#splitter tr[data-target=api-00] a")
+        page.wait_for_selector("#chart-rps")
+        assert page.inner_text("h1") == "api-00"
+    finally:
+        console.close()

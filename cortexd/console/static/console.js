@@ -79,7 +79,7 @@
       "2xx / 4xx / 5xx", "url", "autoscaler"], s.apis.map(apiRow)) : el("p", { class: "muted", text: "no APIs deployed" }));
     if (s.splitters && s.splitters.length) {
       parts.push(el("h2", { text: "Traffic splitters" }), table(["splitter", "status", "apis (weight, share now)", "url"],
-        s.splitters.map((sp) => el("tr", {}, el("td", { text: sp.name }), el("td", { class: `status-${sp.status}`, text: sp.status }),
+        s.splitters.map((sp) => el("tr", { "data-splitter": sp.name }, el("td", {}, el("a", { href: apiHref(sp.name), text: sp.name })), el("td", { class: `status-${sp.status}`, text: sp.status }),
           el("td", { text: sp.targets.map((t) => `${t.name} (${t.weight}, ${fmt(t.share)}%${t.shadow ? ", shadow" : ""})`).join(", ") }),
           el("td", {}, el("code", { text: sp.url }))))));
     }
@@ -282,11 +282,39 @@
       text, file, out);
   }
 
+  // -- a traffic splitter's page: where its traffic goes now, and what it sent each api -------
+  function splitterView(sp) {
+    const codes = (r) => `${r["2xx"] || 0} / ${r["4xx"] || 0} / ${r["5xx"] || 0}`;
+    return el("div", {},
+      el("div", { class: "row" }, el("span", { class: `badge status-${sp.status}`, id: "splitter-status", text: sp.status }),
+        el("code", { text: sp.url }), el("span", { class: "muted", text: `defined at ${sp.source}` })),
+      table(["api", "weight", "share now", "status", "requested", "p50 ms", "2xx / 4xx / 5xx"], sp.targets.map((t) =>
+        el("tr", { "data-target": t.name }, el("td", {}, el("a", { href: apiHref(t.name), text: t.name })),
+          el("td", { text: t.shadow ? `${t.weight} (shadow)` : t.weight }),
+          el("td", { text: t.shadow ? "copies" : `${fmt(t.share)}%` }),
+          el("td", { class: `status-${t.status.split(" ")[0]}` }, t.status, t.down ? el("div", { class: "muted", text: t.down }) : null),
+          el("td", { text: t.requests.total || 0 }), el("td", { text: fmt(t.requests.p50_ms) }),
+          el("td", { text: codes(t.requests) })))),
+      sp.targets.filter((t) => t.shadow && t.dropped).map((t) =>
+        el("p", { class: "muted", text: `shadow ${t.name}: ${t.dropped} copies dropped (down or at its concurrency limit)` })),
+      sp.refused ? el("p", { class: "status-error", text: `refused: ${sp.refused} request(s) answered 503 (no api could take them)` }) : null,
+      sp.notes.map((n) => el("p", { class: "muted", text: n })));
+  }
+  function renderSplitter(name, sp) {
+    const body = el("div", { id: "splitter" }, splitterView(sp));
+    main.replaceChildren(el("h1", { text: name }), el("p", { class: "muted" }, "traffic splitter · ", el("a", { href: "/", text: "all APIs" })),
+      body);
+    live("/console/live", (msg) => {  // the overview's stream: this splitter's row of each snapshot
+      const now = (msg.status.splitters || []).find((x) => x.name === name);
+      if (now) body.replaceChildren(splitterView(now));
+    });
+  }
+
   async function renderAPI(name) {
     const r = await fetch(`/console/apis/${encodeURIComponent(name)}`);
     const data = await r.json();
     if (!r.ok) { main.replaceChildren(el("h1", { text: name }), el("p", { class: "status-error", text: data.error })); return; }
-    if (data.splitter) { main.replaceChildren(el("h1", { text: name }), el("pre", { text: JSON.stringify(data.splitter, null, 2) })); return; }
+    if (data.splitter) { renderSplitter(name, data.splitter); return; }
     let a = data.api;
     const h = EMPTY(); appendHistory(h, data.history || EMPTY());
     const charts = [
