@@ -6,8 +6,9 @@ the status model already holds (replica counts, in-flight, the gateway's cumulat
 classes) and the latency quantiles of that second; this module only keeps values: no clock,
 no I/O. Each API's ring is a fixed set of `array` columns (4 bytes a value), so its size is
 set when the API is first seen: SECONDS samples of len(SERIES) values, about 40 KB an API,
-whatever the traffic. Events that concern an API (a scale decision, a rollout, a reload, a
-crash) become marks on the same time axis (`mark_kind`), the last MARKS of them per API.
+whatever the traffic. Events that concern an API (a deploy, a rollout, a scale decision, a
+crash: the kind the daemon gives the event) become marks on the same time axis (`mark_kind`), the
+last MARKS of them per API.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 SECONDS = 900  # 15 minutes at 1 s
 MARKS = 200
+MARK_KINDS = ("scale", "rollout", "deploy", "crash", "other")  # the console draws each in a colour
 TREND_POINTS, TREND_STEP = 24, 5  # the live view's trend: 2 minutes, a point per 5 s
 # one value per second each: request rates by status class, latency of that second, in-flight
 # requests and replicas; None (no request that second) is stored as NaN and read back as None
@@ -44,22 +46,16 @@ class Sample:
 @dataclass(frozen=True)
 class Mark:
     at: float  # wall-clock seconds
-    kind: str  # scale | rollout | reload | crash | deploy | other
+    kind: str  # one of MARK_KINDS
     message: str
 
 
-def mark_kind(message: str, level: str) -> str:
-    """What a daemon event about an API means on its chart, read from the event's words
-    (cortexd/daemon/reconciler.py writes them)."""
-    if message.startswith("scaling from"):
-        return "scale"
-    if message.startswith("rolling api") or message.startswith("deploying"):
-        return "rollout" if message.startswith("rolling") else "deploy"
-    if "reload" in message:
-        return "reload"
-    if level == "error" or "replacing it" in message or "out of rotation" in message:
-        return "crash"
-    return "other"
+def mark_kind(kind: str | None, level: str) -> str:
+    """What a daemon event about an API marks on its charts: the kind the daemon gave it (the
+    reconciler's deploys, rollouts, scale decisions and crashes), else an error as a crash."""
+    if kind in MARK_KINDS:
+        return kind
+    return "crash" if level == "error" else "other"
 
 
 class APIHistory:
@@ -133,13 +129,13 @@ class History:
             del self.apis[gone]
 
     def add_events(self, events: Iterable[Any]) -> None:
-        """Events (cortexd.status.EventStatus or daemon events: at, level, message, api) not yet
+        """Events (cortexd.status.EventStatus or daemon events: at, level, message, api, kind) not yet
         marked become marks of their API."""
         newest = self._marked_until
         for e in events:
             if e.api is None or e.at <= self._marked_until or e.api not in self.apis:
                 continue
-            self.apis[e.api].marks.append(Mark(e.at, mark_kind(e.message, e.level), e.message))
+            self.apis[e.api].marks.append(Mark(e.at, mark_kind(e.kind, e.level), e.message))
             newest = max(newest, e.at)
         self._marked_until = newest
 

@@ -134,6 +134,7 @@ class EventStatus(JSONRecord):
     level: str = field(metadata={"absent": "info"})  # info | warning | error
     message: str
     api: str | None
+    kind: str | None  # a mark on its API's charts (cortexd/history.py), or None
 
 
 @dataclass(frozen=True)
@@ -374,5 +375,5 @@ def build_status(daemon: DaemonStatus, apis: Iterable[APIFacts], replicas: Itera
         for api in sorted(apis, key=lambda a: a.spec.name))
     by_name = {a.name: a for a in built}
     split = tuple(build_splitter_status(f, by_name) for f in sorted(splitters, key=lambda f: f.spec.name))
-    return Status(daemon, built, tuple(EventStatus(e.at, e.level, e.message, e.api) for e in events), gpus,
+    return Status(daemon, built, tuple(EventStatus(e.at, e.level, e.message, e.api, e.kind) for e in events), gpus,
                   split)

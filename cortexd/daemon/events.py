@@ -24,6 +24,7 @@ class Event:
     level: Level
     message: str
     api: str | None = None
+    kind: str | None = None  # what it marks on its API's charts (cortexd/history.py MARK_KINDS)
 
 
 class EventLog:
@@ -33,8 +34,9 @@ class EventLog:
         self._clock = clock
         self._events: deque[Event] = deque(maxlen=maxlen)
 
-    def add(self, message: str, *, api: str | None = None, level: Level = "info") -> Event:
-        event = Event(self._clock(), level, message, api)
+    def add(self, message: str, *, api: str | None = None, level: Level = "info",
+            kind: str | None = None) -> Event:
+        event = Event(self._clock(), level, message, api, kind)
         self._events.append(event)
         prefix = f"[{api}] " if api else ""
         log.log(_LEVELS[level], "%s%s", prefix, message)

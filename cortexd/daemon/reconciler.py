@@ -127,11 +127,11 @@ class Reconciler:
                 self._removed.pop(name, None)
                 self.events.add(
                     f"deploying {spec.autoscaling.init_replicas} replica(s) at {spec.networking.endpoint}",
-                    api=name,
-                )
+                    api=name, kind="deploy")
             elif state.spec.spec_hash != spec.spec_hash:
                 state.roll_to(spec, now)
-                self.events.add(f"rolling api {name}: {reasons.get(name, 'configuration changed')}", api=name)
+                self.events.add(f"rolling api {name}: {reasons.get(name, 'configuration changed')}", api=name,
+                                kind="rollout")
             else:
                 state.spec = spec  # same hash; keeps source lines current
         self.wake()
@@ -144,7 +144,7 @@ class Reconciler:
             state.last_decision = decision
         if count != state.desired:
             self.events.add(f"scaling from {state.desired} to {count} replica(s)"
-                            + (f": {decision}" if decision else ""), api=api)
+                            + (f": {decision}" if decision else ""), api=api, kind="scale")
             state.desired = count
             self.wake()
 
@@ -482,7 +482,7 @@ class Reconciler:
         state.restarts += 1
         if was_ready and not timed_out and info.exit_code in (0, None) and not info.oom_killed:
             # a replica that served and then stopped cleanly is replaced without counting a crash
-            self.events.add(f"replica {info.replica_id} stopped; replacing it", api=state.spec.name)
+            self.events.add(f"replica {info.replica_id} stopped; replacing it", api=state.spec.name, kind="crash")
             return
         self._fail(state, kind, f"replica {info.replica_id} {what}", now, logs=lines)
 
@@ -493,7 +493,7 @@ class Reconciler:
         settings = self.settings
         delay = state.record_failure(kind, message, now, logs, backoff=(settings.backoff_initial, settings.backoff_max),
                                      error_after=settings.crash_error_after, at_once=at_once)
-        self.events.add(f"{message}; restarting in {delay:.0f}s", api=state.spec.name, level="error")
+        self.events.add(f"{message}; restarting in {delay:.0f}s", api=state.spec.name, level="error", kind="crash")
         if logs:
             log.error("[%s] last log lines of the failed replica:\n%s", state.spec.name, "\n".join(logs))
 

@@ -94,7 +94,7 @@ class ReplicaChecks:
             self.wake()
             return
         rec.out_of_rotation, rec.ejected_until = reason, until
-        self.events.add(f"replica {replica_id} out of rotation: {reason}", api=api, level="warning")
+        self.events.add(f"replica {replica_id} out of rotation: {reason}", api=api, level="warning", kind="crash")
 
     async def models(self, ready: list[ReplicaInfo], timeout: float) -> dict[str, dict[str, Any]]:
         """{replica id: the models it serves} from each of `ready`'s GET / ({"error": ...} when busy)."""

@@ -50,9 +50,10 @@ def test_the_ring_keeps_the_last_size_samples_in_order_and_its_size_is_fixed():
 def test_apis_no_longer_sampled_are_dropped_and_events_mark_their_api_once():
     history = History(size=8)
     history.add(10.0, [sample("a"), sample("b")])
-    events = [SimpleNamespace(at=9.0, level="info", message="scaling from 1 to 2 replica(s): load", api="a"),
-              SimpleNamespace(at=9.5, level="info", message="cortexd started", api=None),
-              SimpleNamespace(at=9.6, level="error", message="replica x exited with code 1", api="b")]
+    events = [SimpleNamespace(at=9.0, level="info", message="scaling from 1 to 2 replica(s): load", api="a",
+                              kind="scale"),
+              SimpleNamespace(at=9.5, level="info", message="cortexd started", api=None, kind=None),
+              SimpleNamespace(at=9.6, level="error", message="replica x exited with code 1", api="b", kind=None)]
     history.add_events(events)
     history.add_events(events)  # seen before: not marked twice
     assert [(m.kind, m.at) for m in history.apis["a"].marks] == [("scale", 9.0)]
@@ -63,12 +64,10 @@ def test_apis_no_longer_sampled_are_dropped_and_events_mark_their_api_once():
 
 
 def test_what_each_event_marks():
-    assert mark_kind("scaling from 2 to 1 replica(s)", "info") == "scale"
-    assert mark_kind("rolling api a: predictor.py changed", "info") == "rollout"
-    assert mark_kind("deploying 1 replica(s) at /a", "info") == "deploy"
-    assert mark_kind("configuration reloaded", "info") == "reload"
-    assert mark_kind("replica r stopped; replacing it", "info") == "crash"
-    assert mark_kind("replica r ready in 2.0s", "info") == "other"
+    assert mark_kind("scale", "info") == "scale" and mark_kind("rollout", "info") == "rollout"
+    assert mark_kind("deploy", "info") == "deploy" and mark_kind("crash", "warning") == "crash"
+    assert mark_kind(None, "info") == "other" and mark_kind(None, "error") == "crash"  # a failure unnamed
+    assert mark_kind("something new", "info") == "other"
 
 
 def test_the_trend_averages_requests_of_every_class_over_steps():

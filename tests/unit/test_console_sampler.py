@@ -11,7 +11,8 @@ from tests.unit.snapshots import NOW, api, snapshot
 
 def test_each_sample_takes_the_seconds_rates_and_latency_and_marks_events():
     snap = snapshot([api("iris")], events=[
-        {"at": NOW - 1, "level": "info", "message": "scaling from 1 to 2 replica(s): load", "api": "iris"}])
+        {"at": NOW - 1, "level": "info", "message": "scaling from 1 to 2 replica(s): load", "api": "iris",
+         "kind": "scale"}])
     status = Status.from_json(snap)
     metrics = APIMetrics()
     clock = iter([NOW, NOW + 1.0])

@@ -111,7 +111,7 @@
   }
 
   // -- charts: the project's own, on a canvas --------------------------------------------
-  const MARK_COLORS = { scale: "#0969da", rollout: "#8250df", deploy: "#8250df", reload: "#9a6700", crash: "#cf222e", other: "#8c959f" };
+  const MARK_COLORS = { scale: "#0969da", rollout: "#8250df", deploy: "#8250df", crash: "#cf222e", other: "#8c959f" };
   class Chart {
     constructor(id, title, series, unit, total) {
       this.series = series; this.unit = unit; this.total = total;
