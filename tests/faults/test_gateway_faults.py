@@ -321,3 +321,34 @@ def test_rolling_update_under_keep_alive_load_fails_no_request(tmp_path):
         assert load.latest() == {"version": "v2"}
     finally:
         stop_daemon(cli)
+
+
+# -- request smuggling: a request whose framing is ambiguous never reaches a replica --------------
+
+# After each head, a second request hides in what one reading calls the body: a gateway and a
+# replica that frame the bytes differently would disagree on where the next request starts.
+_HIDDEN = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+AMBIGUOUS = {
+    "Content-Length and Transfer-Encoding": b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                                            % (5 + len(_HIDDEN)) + _HIDDEN,
+    "two different Content-Lengths": b"Content-Length: 2\r\nContent-Length: %d\r\n\r\n{}" % (2 + len(_HIDDEN))
+                                     + _HIDDEN,
+    "a space before the colon": b"Content-Length : %d\r\n\r\n" % len(_HIDDEN) + _HIDDEN,
+    "a Transfer-Encoding that is not chunked last": b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"
+                                                    + _HIDDEN,
+    "an obsolete folded header line": b"Transfer-Encoding:\r\n chunked\r\nContent-Length: %d\r\n\r\n0\r\n\r\n"
+                                      % (5 + len(_HIDDEN)) + _HIDDEN,
+    "a bare LF in a header value": b"X-A: 1\nContent-Length: %d\r\n\r\n" % len(_HIDDEN) + _HIDDEN,
+    "a negative Content-Length": b"Content-Length: -%d\r\n\r\n" % len(_HIDDEN) + _HIDDEN,
+}
+
+
+@pytest.mark.parametrize("case", sorted(AMBIGUOUS))
+def test_a_request_with_ambiguous_framing_gets_400_and_reaches_no_replica(served, case):
+    _, port, _, calls = served
+    before = calls.read_text()
+    answer = raw(port, b"POST /echo HTTP/1.1\r\nHost: x\r\n" + AMBIGUOUS[case])
+    assert status_of(answer) == 400, answer[:300]
+    assert answer.count(b"HTTP/1.") == 1, answer  # one answer, and the connection closed (raw read to the end)
+    assert calls.read_text() == before  # neither the request nor the hidden one ran predict()
+    assert post_json(f"http://127.0.0.1:{port}/echo", {"still": "serving"})[0] == 200
