@@ -9,8 +9,7 @@ for the second; this module holds the limits and the bookkeeping, the gateway's
 connection protocol (client_connection.py) and what its connections share (connections.py) act on them:
 
 - a request head is at most HEAD_LIMIT bytes (nginx's large_client_header_buffers 4 8k),
-  a header line at most HEADER_LINE_LIMIT (aiohttp's parser enforces that one, and the
-  number of header lines); larger -> 431;
+  a header line at most HEADER_LINE_LIMIT, MAX_HEADERS header lines; larger -> 431;
 - the bytes of unfinished heads, across connections, are at most HELD_HEADS_BUDGET
   (HeldHeads); past it the connection that has held its bytes longest is shed (503);
 - the daemon raises its soft open-file limit to the hard one at start
@@ -21,8 +20,8 @@ connection protocol (client_connection.py) and what its connections share (conne
   connection is refused (503) only when neither is left.
 
 No socket is touched here (the rlimit calls aside): counts, a cap, an order of holders.
-The hot path pays an integer compare per read; the rest runs only for heads that arrive
-in pieces, reads larger than COUNTED_READ, and new connections at the cap.
+The hot path pays an integer compare per header line; the rest runs only for heads that
+arrive in pieces and new connections at the cap.
 """
 
 from __future__ import annotations
@@ -32,20 +31,14 @@ import resource
 from collections.abc import Callable, Iterable
 from typing import Any
 
-# aiohttp's parser limits (RequestHandler's max_line_size, max_field_size, max_headers). The
-# two line limits differ so that a LineTooLong, which carries only the limit it passed, says
-# which line it was: the request line keeps aiohttp's 8190 (answered 400, as before), a
-# header line gets nginx's 8 KiB (answered 431)
+# the request line's limit (answered 400, as aiohttp's 8190 was), a header line's (nginx's
+# 8 KiB, answered 431) and the number of header lines (431)
 REQUEST_LINE_LIMIT = 8190
 HEADER_LINE_LIMIT = 8192
 MAX_HEADERS = 128
 HEAD_LIMIT = 4 * 8192  # bytes of one request head, request line included (nginx: 4 x 8k)
 # bytes of unfinished request heads held across all client connections
 HELD_HEADS_BUDGET = 16 * 2**20
-# A read that completes a request head may also bring the start of the next (pipelining),
-# which the parser keeps without saying how much: reads up to this size are not counted
-# (at most this many bytes per connection, and connections are capped), larger ones count whole
-COUNTED_READ = 1024
 
 # descriptors kept for everything but the gateway's sockets: the control socket and its
 # clients, the log files, replica pipes and processes, the watcher, the metrics port
@@ -84,15 +77,6 @@ def socket_reserve(limit: int) -> int:
 def socket_cap(limit: int) -> int:
     """How many sockets (client and upstream connections) the gateway may hold under `limit`."""
     return max(limit - socket_reserve(limit), limit // 2, 1)
-
-
-def head_size(message: Any) -> int:
-    """The bytes of a parsed request head as sent (give or take whitespace around values)."""
-    headers = getattr(message, "raw_headers", None)
-    if headers is None:  # aiohttp's error info for an unparsable request: no head to measure
-        return 0
-    # "METHOD path HTTP/1.1\r\n", "name: value\r\n" each, the blank line
-    return (len(message.method) + len(message.path) + 12 + sum(len(n) + len(v) + 4 for n, v in headers) + 2)
 
 
 def oldest_idle(connections: Iterable[tuple[float, Any]], count: int) -> list[Any]:

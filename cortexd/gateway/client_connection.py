@@ -1,15 +1,25 @@
-"""One client connection of the gateway: a request-head timeout and size cap, quiet answers to malformed requests.
+"""One client connection of the gateway: requests framed with httptools, served in order, within limits.
 
-aiohttp's low-level server (GatewayServer, one per listening port of the gateway,
-cortexd/gateway/proxy.py) makes one ClientConnection protocol per accepted connection.
-aiohttp times out idle keep-alive connections but not a request head that trickles in
-(slowloris), limits each header line but not a whole head, and it answers a request it
-cannot parse with a traceback in an ERROR line that carries the client's bytes; this
-protocol adds the head timeout (408), the head cap (431) and the share of the budgets
-all connections share (connections.py ClientConnections, admission.py: bytes of
-unfinished heads, sockets), and answers malformed requests as JSON without echoing
-them, logged quietly (client_errors.py). What it reads of aiohttp's private state it
-reads through aiohttp_internals.py, the one place that does.
+The gateway (proxy.py) listens on each port with `loop.create_server(factory)`, and the
+factory makes one ClientConnection, an asyncio.Protocol, per accepted connection. It
+frames requests with httptools' HttpRequestParser (llhttp, as upstream.py frames the
+replicas' answers), makes one ClientRequest per head (client_request.py) and serves the
+requests in order, one at a time, with one coroutine per connection (`_serve_requests`,
+a task started at its first request) that awaits the request path (request_path.py) and
+writes what it answers (answer_writer.py, which this class extends). The usual request
+(a small body in the read that brought its head, a small answer) costs a ClientRequest,
+the request path's coroutine and one future to wait for the next request: no task, no
+stream objects.
+
+Clients are not trusted (nginx is the model): one request-head timer, armed when the
+connection opens and again only when a later head arrives in pieces (408); a head is at
+most HEAD_LIMIT bytes, a header line HEADER_LINE_LIMIT, MAX_HEADERS lines (431), a
+request line REQUEST_LINE_LIMIT (400); the bytes of unfinished heads count in the
+budget every connection shares, and the connection counts in the gateway's sockets
+(connections.py, admission.py); HTTP versions other than 1.1 and 1.0 get 505, never an
+echo; malformed requests get a JSON 400 that does not echo the client's bytes, logged
+quietly through ClientConnections. Idle keep-alive connections close after the
+keep-alive timeout, silently.
 """
 
 from __future__ import annotations
@@ -17,66 +27,77 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from time import monotonic
-from typing import Any, cast
+from typing import NoReturn
 
-from aiohttp import web
-from aiohttp.http import HttpVersion10, HttpVersion11, RawRequestMessage
-from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
-from aiohttp.web_request import BaseRequest
+import httptools
 
-from cortexd.gateway.admission import (
-    COUNTED_READ,
-    HEAD_LIMIT,
-    HEADER_LINE_LIMIT,
-    MAX_HEADERS,
-    head_size,
-)
-from cortexd.gateway.aiohttp_internals import HandlerInternals, ServerInternals
-from cortexd.gateway.answers import error_answer, raw_answer
+from cortexd.gateway.admission import HEAD_LIMIT, HEADER_LINE_LIMIT, MAX_HEADERS, REQUEST_LINE_LIMIT
+from cortexd.gateway.answer_writer import AnswerWriter
+from cortexd.gateway.answers import Answer, error_answer, raw_answer
 from cortexd.gateway.client_errors import shown
+from cortexd.gateway.client_request import BodyBroken, ClientRequest, wake
 from cortexd.gateway.connections import ClientConnections
 from cortexd.gateway.relay import encode
 from cortexd.spec.units import format_bytes
 
 log = logging.getLogger(__name__)
 
-_SPOKEN = (HttpVersion11, HttpVersion10)  # request versions the gateway answers in kind
-LINGER = 2.0  # seconds a refused connection is read (and dropped) before it closes: see refuse()
+Serve = Callable[[ClientRequest], Awaitable["Answer | None"]]
+_VERSIONS = {"1.1": (1, 1), "1.0": (1, 0)}  # request versions the gateway answers in kind
 HEAD_TOO_LARGE = (f"the request head is larger than the gateway allows ({HEAD_LIMIT // 1024} KiB in all, "
                   f"{HEADER_LINE_LIMIT // 1024} KiB per header line, {MAX_HEADERS} header lines); "
                   "send fewer or smaller headers")
 
 
-class ClientConnection(HandlerInternals):
-    """One client connection: aiohttp's handler plus a request-head timeout and cap, and quiet client errors.
+class _Refused(Exception):
+    """Raised from a parser callback: the head is refused with `status` (httptools wraps it)."""
 
-    aiohttp's low-level server times out idle keep-alive connections but not a request
-    head that trickles in (slowloris): this class arms one timer per connection when it
-    opens, and again only when a later head does not arrive in one piece, so the usual
-    keep-alive request costs no timer. The bytes of a head that arrives in pieces are
-    counted: past HEAD_LIMIT the client gets 431, and they count toward the shared
-    HeldHeads budget until the head is whole. Malformed requests are answered here as
-    JSON without echoing the client's bytes, and logged through ClientConnections
-    instead of aiohttp's ERROR line with a traceback and the raw bytes.
-    """
+    def __init__(self, status: int, kind: str, message: str):
+        super().__init__(message)
+        self.status, self.kind, self.message = status, kind, message
 
-    __slots__ = ("_clients", "_counted", "_head_bytes", "_head_timer", "forwarded_for", "held", "peer",
-                 "peer_headers")
 
-    def __init__(self, manager: web.Server, clients: ClientConnections, **kwargs: Any):
-        super().__init__(manager, **kwargs)
+class ClientConnection(AnswerWriter):
+    """One client connection: parses requests, serves them in order, keeps the limits."""
+
+    def __init__(self, connections: set[ClientConnection], clients: ClientConnections, serve: Serve,
+                 keepalive: float):
+        super().__init__(asyncio.get_running_loop())
+        self._connections = connections  # the listener's
         self._clients = clients
+        self._serve = serve
+        self._keepalive = keepalive
+        self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
+        self._queue: deque[ClientRequest] = deque()  # parsed, not answered yet; the first is being answered
+        self._task: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None  # the serving coroutine waits for a request
         self._head_timer: asyncio.TimerHandle | None = None
-        self._head_bytes = 0  # bytes of the unfinished request head, from the reads that did not complete it
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_since = self.loop.time()  # when the last answer went out (or it opened)
+        self._problem: _Refused | None = None  # what a parser callback refused
+        self._reading_paused = False
+        # the head being parsed
+        self._in_head = False
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0
+        self._length: int | None = None
+        self._chunked = False
+        self._current: ClientRequest | None = None  # the request whose body is being parsed
+        self._head_bytes = 0  # bytes of an unfinished head, from the reads that did not complete it
         self.held = 0  # what this connection counts in the shared HeldHeads (admission.py)
         self._counted = False  # whether it counts in the shared SocketCount
         self.peer = b"unknown"  # the client's address, as X-Forwarded-For and X-Real-IP say it
         self.forwarded_for = b"for=unknown"  # and as RFC 7239's Forwarded says it
         self.peer_headers = b"X-Forwarded-For: unknown\r\nX-Real-IP: unknown\r\nForwarded: for=unknown"
 
+    # -- asyncio's callbacks ------------------------------------------------------------------
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
+        self.transport = transport  # type: ignore[assignment]  # a TCP transport
+        self._connections.add(self)
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = address = encode(str(peer[0]))
@@ -85,7 +106,7 @@ class ClientConnection(HandlerInternals):
             self.peer_headers = (b"X-Forwarded-For: " + address + b"\r\nX-Real-IP: " + address
                                  + b"\r\nForwarded: " + self.forwarded_for)
         clients = self._clients
-        self._head_timer = self.call_later(clients.header_timeout, self._head_timed_out)
+        self._head_timer = self.loop.call_later(clients.header_timeout, self._head_timed_out)
         sockets = clients.sockets
         sockets.open += 1
         self._counted = True
@@ -93,82 +114,267 @@ class ClientConnection(HandlerInternals):
             clients.at_socket_cap(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-        self._uncount()
         super().connection_lost(exc)
+        self._connections.discard(self)
+        for timer in (self._head_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._idle_timer = None
+        self._uncount()
+        self._parser = None
+        self._close = True
+        if self._current is not None:
+            self._current.fail(BodyBroken("the client closed the connection"))
+            self._current = None
+        self._wake()
 
-    def heads_arrived(self, data: bytes, new: int, started_clean: bool, queued: deque[Any]) -> None:
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None or self.lingering or (self._close and self._current is None and not self._in_head):
+            return  # refused, or no request is read any more: dropped unread
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._close = True  # the request is served without its upgrade; nothing after it is read
+            self._parser = None
+            return
+        except httptools.HttpParserError as e:
+            self._parse_failed(e)
+            return
+        if self._in_head and self.transport is not None and not self.lingering:
+            self._head_piece(len(data))
+
+    # -- httptools' callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._url = b""
+        self._headers = []
+        self._head_size = 14  # the request line's spaces, version and end, the blank line (then method, url)
+        self._length = None
+        self._chunked = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > REQUEST_LINE_LIMIT:
+            self._refused(400, "request line too long", f"the request is not valid HTTP: the request line is "
+                                                         f"longer than {REQUEST_LINE_LIMIT} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self._headers
+        headers.append((name, value))
+        n = len(name) + len(value)
+        self._head_size += n + 4
+        if n + 2 > HEADER_LINE_LIMIT or len(headers) > MAX_HEADERS:
+            self._refused(431, "request head too large", HEAD_TOO_LARGE)
+        if len(name) == 14 and name.lower() == b"content-length":
+            self._length = int(value)  # llhttp checked its digits
+        elif len(name) == 17 and name.lower() == b"transfer-encoding":
+            self._chunked = b"chunked" in value.lower()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-        if queued and _unspoken(queued, new):
-            self._unsupported_version()
-        elif self.held or len(data) > COUNTED_READ:  # the usual request: neither
-            self._heads_done(data, new, started_clean)
+        if self.held:
+            self._clients.held_heads.release(self)
+        self._head_bytes = 0
+        parser = self._parser
+        assert parser is not None
+        method = parser.get_method()
+        if self._head_size + len(method) + len(self._url) > HEAD_LIMIT:
+            self._refused(431, "request head too large", HEAD_TOO_LARGE)
+        version = parser.get_http_version()
+        spoken = _VERSIONS.get(version)
+        if spoken is None:
+            self._refused(505, "unsupported HTTP version", f"HTTP/{version} is not spoken here: send HTTP/1.1 "
+                                                           "(or HTTP/1.0)")
+        path = self._url.decode("utf-8", "surrogateescape")
+        request = ClientRequest(self, method.decode("ascii"), path, spoken, self._headers, self._length,
+                                self._chunked, parser.should_keep_alive())
+        self._current = request
+        self._queue.append(request)
+        if self._task is None:
+            self._task = self.loop.create_task(self._serve_requests())
+        else:
+            self._wake()
 
-    def head_piece(self, n: int) -> None:
-        if self._head_timer is None:
-            self._head_timer = self.call_later(self._clients.header_timeout, self._head_timed_out)
-        self._head_part(n)
+    def _refused(self, status: int, kind: str, message: str) -> NoReturn:
+        """Stop the parser (it raises HttpParserCallbackError); _parse_failed answers `status`."""
+        self._problem = problem = _Refused(status, kind, message)
+        raise problem
 
-    # -- what a connection holds (admission.py) --------------------------------------------
+    def on_body(self, body: bytes) -> None:
+        if self._current is not None:
+            self._current.feed(body)
 
-    def _head_part(self, n: int) -> None:
+    def on_message_complete(self) -> None:
+        request = self._current
+        if request is not None:
+            self._current = None
+            request.finish()
+            if not request.keep_alive:
+                self._close = True  # nothing after it is read (llhttp would refuse it anyway)
+
+    # -- serving, in order ----------------------------------------------------------------------
+
+    async def _serve_requests(self) -> None:
+        """Answer the parsed requests one at a time, in order, then wait for the next one."""
+        queue = self._queue
+        try:
+            while True:
+                while not queue:
+                    if self._close or self.transport is None:
+                        return
+                    self._waiter = self.loop.create_future()
+                    await self._waiter
+                request = queue[0]
+                self.started = False
+                try:
+                    answer = await self._serve(request)
+                except Exception as e:  # a bug in the gateway: said, never a traceback to the client
+                    answer = self._internal_error(request, e)
+                queue.popleft()
+                if not self._answered(request, answer):
+                    return
+        finally:
+            self._task = None
+            self._waiter = None
+
+    def _answered(self, request: ClientRequest, answer: Answer | None) -> bool:
+        """Write `answer` (None: it was streamed); whether the connection goes on to the next request."""
+        if self.transport is None:
+            return False
+        # the rest of an unread body is not read into nothing: the connection closes after the answer
+        keep_alive = request.keep_alive and request.complete and not self._close
+        if answer is not None:
+            keep_alive = keep_alive and not answer.close
+            self.write_answer(request, answer, keep_alive)
+        elif not self.stream_keep_alive:
+            keep_alive = False
+        if keep_alive:
+            if not self._queue:
+                self._idle_since = self.loop.time()
+                if self._idle_timer is None:
+                    self._idle_timer = self.loop.call_at(self._idle_since + self._keepalive, self._idle_due)
+            return True
+        self._close = True
+        if request.complete and not self._in_head:
+            self.force_close()
+        else:  # the client may still be sending: it gets the answer before the close
+            self._stop_parsing()
+            self.linger()
+        return False
+
+    def _internal_error(self, request: ClientRequest, e: Exception) -> Answer | None:
+        clients = self._clients
+        suppressed = clients.errors.admit(f"internal error ({type(e).__name__})", monotonic())
+        if suppressed is not None:
+            log.error("error handling a request from %s%s", request.remote,
+                      f" ({suppressed} more since the last such line)" if suppressed else "", exc_info=e)
+        if self.started:  # the answer is under way: only a cut connection says it failed
+            self.abort()
+            return None
+        answer = error_answer(500, "internal error in the gateway; the daemon log has the details",
+                              clients.new_request_id())
+        answer.force_close()
+        return answer
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        wake(waiter)
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def stop(self) -> None:
+        """Close now, and stop serving (the listener stops; what runs is cancelled)."""
+        self._close = True
+        self.abort()
+        if self._task is not None:
+            self._task.cancel()
+
+    # -- what a connection holds (admission.py) --------------------------------------------------
+
+    def _head_piece(self, n: int) -> None:
         """`n` more bytes of an unfinished head: within HEAD_LIMIT, and within the gateway's budget."""
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self._clients.header_timeout, self._head_timed_out)
         self._head_bytes += n
         clients = self._clients
         if self._head_bytes > HEAD_LIMIT:
-            clients.client_error("request head too large", f"from {self.peer.decode(errors='replace')}: "
-                                 f"more than {HEAD_LIMIT} bytes and not finished")
-            if self.answering():
-                self.close()  # pipelined behind a request being answered: no more after that one
-            else:
-                self.refuse(431, HEAD_TOO_LARGE)
+            clients.client_error("request head too large", f"from {self._peer()}: more than {HEAD_LIMIT} bytes "
+                                                           "and not finished")
+            self._refuse_or_close(431, HEAD_TOO_LARGE)
             return
         if clients.held_heads.add(self, n):
             clients.shed_held_heads()
 
-    def _heads_done(self, data: bytes, new: int, started_clean: bool) -> None:
-        """`new` heads completed in `data`, a read that was large or ended a head held in pieces:
-        each is within HEAD_LIMIT, and what the parser may keep of a next head is counted."""
-        clients = self._clients
-        pending = len(data)
-        if self.held:
-            pending += self.held
-            started_clean = False
-            clients.held_heads.release(self)
-        self._head_bytes = 0
-        messages = self.queued
-        if pending > HEAD_LIMIT:  # only then can one of them be too large
-            queued = len(messages)
-            for i in range(max(0, queued - new), queued):
-                if head_size(messages[i][0]) > HEAD_LIMIT:
-                    clients.client_error("request head too large", f"from {self.peer.decode(errors='replace')}: "
-                                         f"{head_size(messages[i][0])} bytes")
-                    self._refuse_from(i, 431, HEAD_TOO_LARGE)
-                    return
-        if len(data) <= COUNTED_READ or self.closing() or not messages:
+    def _parse_failed(self, e: Exception) -> None:
+        """The parser refused what the client sent: a body's reader is told, a head is answered."""
+        problem, self._problem = self._problem, None
+        current = self._current
+        in_head = self._in_head
+        self._stop_parsing()
+        if problem is None and current is not None and not in_head:  # a malformed body
+            self._current = None
+            self._close = True
+            current.fail(BodyBroken(f"the request body is not valid HTTP: {e}"))
             return
-        message, body = messages[-1]
-        if not body.is_eof() or not hasattr(message, "raw_headers"):
-            return  # the rest of the read is body, or the connection ends with an error answer
-        rest = _next_head_bytes(data, cast(RawRequestMessage, message), new == 1 and started_clean)
-        if rest and clients.held_heads.add(self, rest):
-            clients.shed_held_heads()
+        if problem is None:
+            detail = shown(str(e), 100)
+            problem = _Refused(400, type(e).__name__, f"the request is not valid HTTP: {detail}")
+        else:
+            detail = problem.message
+        self._clients.client_error(problem.kind, f"from {self._peer()}: {shown(detail)}")
+        self._refuse_or_close(problem.status, problem.message)
+
+    def _stop_parsing(self) -> None:
+        """Nothing more is parsed: the parser and what it holds of a head go now."""
+        self._parser = None
+        self._in_head = False
+        self._url = b""
+        self._headers = []
+        if self.held:
+            self._clients.held_heads.release(self)
+        self._head_bytes = 0
+
+    def _refuse_or_close(self, status: int, message: str) -> None:
+        """Refuse with `status`, or, behind a request being answered, close after the answers before."""
+        if self._queue:
+            self._close = True
+            self._stop_parsing()
+        else:
+            self.refuse(status, message)
+
+    def _peer(self) -> str:
+        return self.peer.decode(errors="replace")
 
     def idle(self) -> bool:
         """Whether the connection waits for a request and has none of one (keep-alive, or new)."""
-        return not self._head_bytes and self.waiting()
+        return not self._queue and not self._in_head and not self._head_bytes and not self.lingering \
+            and not self._close and self.transport is not None
+
+    def answering(self) -> bool:
+        """Whether a request of this connection is being answered, or parsed and waiting to be."""
+        return bool(self._queue)
 
     def idle_since(self) -> float:
-        """When the connection's last answer went out (or it opened): aiohttp's keep-alive clock."""
-        return self.keepalive_since()
+        """When the connection's last answer went out (or it opened)."""
+        return self._idle_since
 
     def shed(self) -> None:
         """Close an idle connection to make room, as its keep-alive timeout would."""
         self._uncount()
+        self._close = True
         self.force_close()
 
     def evict(self) -> None:
@@ -177,49 +383,31 @@ class ClientConnection(HandlerInternals):
         clients.held_heads.release(self)
         unfinished = self._head_bytes
         self._head_bytes = 0
-        if self.answering():
-            self.close()  # a request is being answered: the connection ends after it
-        elif self.closing():
+        if self._queue:
+            self._close = True  # a request is being answered: the connection ends after it
+            self._stop_parsing()
+        elif self.lingering:
             self.force_close()  # refused and lingering: at once now
         elif unfinished:
-            clients.client_error("unfinished request heads over budget", f"from {self.peer.decode(errors='replace')}: "
+            clients.client_error("unfinished request heads over budget", f"from {self._peer()}: "
                                  f"{unfinished} bytes of a head held longest")
             budget = format_bytes(clients.held_heads.budget)
             self.refuse(503, f"the gateway holds too many unfinished request heads ({budget} across connections); "
                              "send the request again, its head in one piece", retry_after=True)
-        else:  # what it held was counted from a large read and may be no head at all: as idle
+        else:
             self.force_close()
 
     def refuse(self, status: int, message: str, *, retry_after: bool = False) -> None:
-        """Answer `status` with `message` and close: nothing of this connection is being answered.
-
-        The close lingers (nginx's lingering_close): a socket closed with unread bytes sends a
-        reset, and a client still sending its head would lose the answer. Its end is told
-        (half-close), what it still sends is dropped unread, and the connection goes when the
-        client closes or after LINGER seconds.
-        """
-        transport = self.transport
-        if transport is None:
+        """Answer `status` with `message` and close, lingering: nothing of this connection is being answered."""
+        if self.transport is None or self.lingering:
             return
-        clients = self._clients
-        transport.write(raw_answer(status, message, clients.new_request_id(), retry_after))
-        self.close()  # aiohttp parses nothing more from here on
-        if not self.in_progress():
-            # what the parser holds of the refused head (up to a read past the cap) goes now, not
-            # when the lingering connection ends; nothing uses the parser once it is closing
-            self.drop_parser()
-            if self.held:
-                clients.held_heads.release(self)
-            self._head_bytes = 0
-            # a head queued by this read woke aiohttp's loop, which would find no message
-            # (IndexError, logged with a traceback): it ends here instead
-            self.cancel_handler_task()
-        try:
-            transport.write_eof()
-        except (OSError, RuntimeError):  # the client is gone already
-            self.force_close()
-            return
-        self.call_later(LINGER, self.force_close)
+        self._close = True
+        self._stop_parsing()
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        self.write(raw_answer(status, message, self._clients.new_request_id(), retry_after))
+        self.linger()
 
     def _uncount(self) -> None:
         clients = self._clients
@@ -229,112 +417,43 @@ class ClientConnection(HandlerInternals):
             self._counted = False
             clients.sockets.open -= 1
 
-    # -- answers without a request object ------------------------------------------------------
+    # -- timers -------------------------------------------------------------------------------
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self.closing_now() or self.transport is None:
+        if self.transport is None or self.lingering:
             return
-        if self.answering():
-            # a pipelined head trickles in behind a request being answered: no more after that one
-            self.close()
+        if self._queue:  # a pipelined head trickles in behind a request being answered: no more after that one
+            self._close = True
+            self._stop_parsing()
             return
-        clients = self._clients
-        timeout = clients.header_timeout
-        clients.client_error("request head timeout", f"from {self.peer.decode(errors='replace')}: "
-                             f"the request head did not arrive within {timeout:g} s")
+        timeout = self._clients.header_timeout
+        self._clients.client_error("request head timeout", f"from {self._peer()}: the request head did not "
+                                                           f"arrive within {timeout:g} s")
         self.refuse(408, f"the request head did not arrive within {timeout:g} s (the gateway's client "
                          "header timeout)")
 
-    def _unsupported_version(self) -> None:
-        """A request line of a version the gateway does not speak (llhttp parses HTTP/2.0 and 0.9):
-        505 on HTTP/1.1 when it is the next to answer, else the answers before it, then close
-        (it and what follows are dropped); never an answer that echoes the bogus version."""
-        messages = self.queued
-        first = next(i for i, (m, _) in enumerate(messages) if getattr(m, "version", HttpVersion11) not in _SPOKEN)
-        bad = messages[first][0]
-        version = f"HTTP/{bad.version.major}.{bad.version.minor}"
-        self._clients.client_error("unsupported HTTP version", f"from {self.peer.decode(errors='replace')}: {version}")
-        self._refuse_from(first, 505, f"{version} is not spoken here: send HTTP/1.1 (or HTTP/1.0)")
-
-    def _refuse_from(self, first: int, status: int, message: str) -> None:
-        """Drop the queued request heads from index `first` on; answer the first of them with
-        `status` when it is the next to answer, else close after the answers before it."""
-        messages = self.queued
-        while len(messages) > first:
-            messages.pop()
-        if self.answering():
-            self.close()  # the earlier requests are answered first
-            return
-        self.refuse(status, message)
-
-    def close_after_answer(self) -> None:
-        """Close once the current answer is out, without first reading the rest of the body."""
-        self.skip_lingering()
-
-    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
-        """A request aiohttp could not parse (400), or a gateway bug (500): a JSON answer, one quiet log line."""
-        clients = self._clients
-        if status < 500:
-            detail = exc.message if isinstance(exc, HttpProcessingError) else (message or str(exc or ""))
-            kind = type(exc).__name__ if exc is not None else "bad request"
-            clients.client_error(kind, f"from {request.remote}: {shown(detail)}")
-            if _header_fields_too_large(exc):
-                status, text = 431, HEAD_TOO_LARGE
-            else:
-                text = f"the request is not valid HTTP: {shown(detail, 100)}"
+    def _idle_due(self) -> None:
+        """The keep-alive timeout: an idle connection closes silently (it is checked, not re-armed per request)."""
+        self._idle_timer = None
+        if not self.idle():
+            return  # a request is on its way or answered: the timer is armed again after its answer
+        due = self._idle_since + self._keepalive
+        if self.loop.time() >= due - 0.001:
+            self.shed()
         else:
-            kind = f"internal error ({type(exc).__name__})"
-            suppressed = clients.errors.admit(kind, monotonic())
-            if suppressed is not None:
-                log.error("error handling a request from %s%s", request.remote,
-                          f" ({suppressed} more since the last such line)" if suppressed else "",
-                          exc_info=exc)
-            text = "internal error in the gateway; the daemon log has the details"
-        if request.writer.output_size > 0:
-            raise ConnectionError("the response is already started: no error answer can be sent")
-        resp = error_answer(status, text, clients.new_request_id())
-        resp.force_close()
-        return resp
+            self._idle_timer = self.loop.call_at(due, self._idle_due)
 
 
-def _header_fields_too_large(exc: BaseException | None) -> bool:
-    """Whether aiohttp's parser refused a header line or the number of them (431), not the request line."""
-    if isinstance(exc, LineTooLong):
-        return exc.args[1] == HEADER_LINE_LIMIT  # the limit it passed names the line (admission.py)
-    return isinstance(exc, BadHttpMessage) and exc.message == "Too many headers received"
-
-
-def _next_head_bytes(data: bytes, message: RawRequestMessage, alone: bool) -> int:
-    """What the parser may keep of a next request head after the read `data` completed `message`.
-
-    Exact for the usual large read, one request head and its Content-Length body from a
-    clean start (`alone`); otherwise the whole read is counted, an upper bound.
-    """
-    if not alone or message.chunked:
-        return len(data)
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return len(data)
-    length = message.headers.get("Content-Length")
-    return max(0, len(data) - end - 4 - (int(length) if length else 0))
-
-
-def _unspoken(messages: deque[Any], new: int) -> bool:
-    """Whether one of the `new` newest request heads is of a version the gateway does not speak
-    (an unparsable one is aiohttp's error info, without a version: handle_error answers it)."""
-    if getattr(messages[-1][0], "version", HttpVersion11) not in _SPOKEN:
-        return True
-    return new > 1 and any(getattr(m, "version", HttpVersion11) not in _SPOKEN for m, _ in list(messages)[-new:])
-
-
-class GatewayServer(ServerInternals):
-    """aiohttp's low-level server of one listening port, making ClientConnection protocols."""
-
-    def __init__(self, handler: Any, clients: ClientConnections, **kwargs: Any):
-        super().__init__(handler, **kwargs)
-        self._clients = clients
-
-    def make_handler(self, **kwargs: Any) -> ClientConnection:
-        return ClientConnection(self, self._clients, **kwargs)
+async def stop_connections(connections: set[ClientConnection], timeout: float) -> None:
+    """Close the idle connections now, let those answering finish (up to `timeout`), then close the rest."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    for conn in list(connections):
+        if not conn.answering():
+            conn.shed()
+    # polled: a listener that stops is rare, and no event says "the last answer went out"
+    while any(conn.answering() for conn in connections) and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    for conn in list(connections):
+        conn.stop()

@@ -2,8 +2,10 @@
 
 Its rules: docs/architecture.md, "A request, end to end" and "The gateway's hot path".
 
-    client --HTTP--> aiohttp web.Server (one per local_port, GatewayServer)
-                       | one ClientConnection per client   (client_connection.py, connections.py)
+    client --HTTP--> asyncio server (one per local_port)
+                       | one ClientConnection per client   (client_connection.py: httptools framing,
+                       |                                    client_request.py, answer_writer.py,
+                       |                                    connections.py)
                        | path -> APIRoute                   (routes.Listener's port table)
                        | body, replica, exchange, answer    (request_path.py, relay.py)
                        v
@@ -20,9 +22,10 @@ parts live beside it: the book of routes and replicas (route_book.py), the reque
 path (request_path.py), passive health (passive_health.py), the connections'
 shared budgets (connections.py) and the answers it makes itself (answers.py).
 
-Why aiohttp's low-level `web.Server` and not `web.Application`: no router, no
-middleware chain, no match-info objects per request; the route table is a dict
-built on configure. Why not aiohttp.ClientSession upstream: measured at 0.34x of
+Why a protocol of its own on httptools and not aiohttp's server: aiohttp made a
+request object, a stream reader, a stream writer and a task per request, and its
+server side was most of the gateway's CPU per request (issue 20); the route table is a
+dict built on configure. Why not aiohttp.ClientSession upstream: measured at 0.34x of
 direct throughput (see upstream.py).
 
 Clients are not trusted to be quick, well-formed or few (nginx is the model): request
@@ -40,20 +43,13 @@ import errno
 import functools
 import logging
 from collections.abc import Coroutine, Iterator, Sequence
-from typing import Any, cast
+from typing import Any
 
 from cortexd.core.api_status import Failure
 from cortexd.core.health import HealthPolicy
 from cortexd.errors import CortexdError
-from cortexd.gateway.admission import (
-    HEADER_LINE_LIMIT,
-    HELD_HEADS_BUDGET,
-    MAX_HEADERS,
-    REQUEST_LINE_LIMIT,
-    HeldHeads,
-    SocketCount,
-)
-from cortexd.gateway.client_connection import ClientConnection, GatewayServer
+from cortexd.gateway.admission import HELD_HEADS_BUDGET, HeldHeads, SocketCount
+from cortexd.gateway.client_connection import ClientConnection
 from cortexd.gateway.connections import ClientConnections
 from cortexd.gateway.passive_health import HealthListener, PassiveHealth
 from cortexd.gateway.request_path import CLIENT_BODY_TIMEOUT, REQUEST_BUFFER_LIMIT, RequestPath
@@ -256,14 +252,12 @@ class Gateway:
         # a kept-alive client may have a request on the wire right now: closing its connection
         # would cut it, so connections get a moment to bring it and be answered (503, close)
         grace_end = min(deadline, loop.time() + CLOSE_GRACE)
-        # polled: aiohttp has no event for "no connection left"
+        # polled: nothing says "no connection left"
         while not self._forced and loop.time() < grace_end and any(  # noqa: ASYNC110
-                listener.web_server is not None and listener.web_server.connections
-                for listener in self._listeners.values()):
+                listener.connections for listener in self._listeners.values()):
             await asyncio.sleep(0.02)
         listeners, self._listeners = list(self._listeners.values()), {}
-        # a tiny positive timeout: aiohttp reads 0 as "no timeout" and would wait for every
-        # request still running; past the drain deadline they are cancelled instead
+        # past the drain deadline, requests still running are cancelled
         await asyncio.gather(*(listener.stop(0.01) for listener in listeners))
         for target in self._book.targets():
             target.pool.close()
@@ -281,19 +275,14 @@ class Gateway:
 
     async def _listen(self, port: int) -> Listener:
         listener = Listener(port)
-        listener.web_server = GatewayServer(
-            functools.partial(self._path.serve, listener), self.clients,
-            access_log=None,  # the gateway keeps counters; a log line per request is too slow
-            auto_decompress=False,  # forward bodies exactly as sent (Content-Encoding included)
-            keepalive_timeout=CLIENT_KEEPALIVE,
-            # the parser's limits: the request line, each header line and their number (the
-            # whole head is capped by the connection, client_connection.py)
-            max_line_size=REQUEST_LINE_LIMIT, max_field_size=HEADER_LINE_LIMIT, max_headers=MAX_HEADERS,
-        )
+        # no access log (the gateway keeps counters; a line per request is too slow); bodies are
+        # forwarded exactly as sent, Content-Encoding included
+        factory = functools.partial(ClientConnection, listener.connections, self.clients,
+                                    functools.partial(self._path.serve, listener), CLIENT_KEEPALIVE)
         loop = asyncio.get_running_loop()
         try:
             listener.server = await loop.create_server(
-                listener.web_server, self.host, port, reuse_address=True, backlog=1024,
+                factory, self.host, port, reuse_address=True, backlog=1024,
                 reuse_port=self.reuse_port or None)
         except OSError as e:
             raise CortexdError(self._bind_problem(port, e)) from e
@@ -313,8 +302,7 @@ class Gateway:
     def _connections(self) -> Iterator[ClientConnection]:
         """Every client connection of every listener, now (ClientConnections sheds idle ones)."""
         for listener in self._listeners.values():
-            if listener.web_server is not None:
-                yield from cast("list[ClientConnection]", listener.web_server.connections)
+            yield from listener.connections
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -11,7 +11,9 @@ routing, retries or passive health (the request path does):
                           streamed from the client as the replica takes it   (coroutine)
     response_headers()    the replica's end-to-end header bytes, kept as sent (plain function)
     read_rest()           the rest of a small response the replica sent in pieces (coroutine)
-    BufferedResponse      a whole response written in one piece from those header bytes
+
+A whole answer goes back as an answers.Answer with those header bytes, written by the
+client connection in one piece (answer_writer.py).
 
 The common request (a small body that came with its head, a small answer on a
 kept-alive connection) goes through plain functions only: the request path gains no
@@ -23,12 +25,12 @@ from __future__ import annotations
 
 import asyncio
 from http import HTTPStatus
-from typing import Protocol, cast
-
-from aiohttp import web
-from aiohttp.web_request import BaseRequest
+from typing import TYPE_CHECKING
 
 from cortexd.gateway.upstream import UpstreamConnection
+
+if TYPE_CHECKING:  # client_request.py's; no import at run time (this module is imported first)
+    from cortexd.gateway.client_request import ClientRequest
 
 # The runtime serves predictions at "/" (and at its endpoint); "/" is the one that
 # does not depend on the endpoint, so a rename never needs the replica to know.
@@ -39,6 +41,7 @@ UPSTREAM_PATH = "/"
 BUFFER_LIMIT = 1024 * 1024
 # Bodies at least this large go out in a write of their own instead of being joined to their head
 _SEPARATE_WRITE = 65536
+_HTTP10 = (1, 0)
 
 # hop-by-hop headers (RFC 9110 7.6.1) plus those the gateway sets itself
 _REQUEST_DROP = frozenset({
@@ -55,23 +58,13 @@ STATUS_LINES = {s.value: b"%d %s" % (s.value, s.phrase.encode()) for s in HTTPSt
 
 
 def encode(text: str) -> bytes:
-    """Header text as bytes again (aiohttp decodes request lines and headers as UTF-8 with surrogateescape)."""
+    """Text as bytes again (the request path is decoded as UTF-8 with surrogateescape)."""
     return text.encode("utf-8", "surrogateescape")
 
 
 # Connection tokens that never make a header hop-by-hop here: the framing words, and Host,
 # which the replica needs (a client's `Connection: Host` must not strip it)
 _NEVER_HOP = frozenset({b"close", b"keep-alive", b"host"})
-
-
-class PeerAddress(Protocol):
-    """The client's address as the forwarding headers say it: what the gateway server's
-    protocol (client_connection.ClientConnection, which imports this module) makes once per
-    connection."""
-
-    peer: bytes  # X-Forwarded-For and X-Real-IP
-    forwarded_for: bytes  # RFC 7239's Forwarded
-    peer_headers: bytes  # all three header lines, for a request that claims none
 
 
 class BodyTooLarge(Exception):
@@ -81,43 +74,44 @@ class BodyTooLarge(Exception):
 # -- the request ---------------------------------------------------------------------
 
 
-def request_head(request: BaseRequest, host: str, port: int, query: str, rid: str,
+def request_head(request: ClientRequest, host: str, port: int, query: str, rid: str,
                  body: bytes | None, streamed: bool) -> bytes:
     """The request head sent to the replica at host:port, ending in the blank line.
 
     `body` is the whole body (None: the request has none) or, when `streamed`, what was
     read of it so far; a streamed body keeps the client's Content-Length or goes chunked.
     """
-    headers = request.headers
     drop = _REQUEST_DROP
-    connection = headers.get("Connection")
-    if connection:  # headers the client named as hop-by-hop (never Host: the replica needs it)
-        named = {encode(t.strip().lower()) for t in connection.split(",")} - _NEVER_HOP
-        if named:
-            drop = drop | named
+    forwarded_for: list[bytes] = []
+    forwarded: list[bytes] = []
+    has_host = False
     lines = [encode(f"{request.method} {UPSTREAM_PATH}{query} HTTP/1.1")]
     for name, value in request.raw_headers:
-        if name.lower() not in drop:
+        lname = name.lower()
+        if lname not in drop:
             lines.append(name + b": " + value)
+            has_host = has_host or lname == b"host"
+        elif lname == b"connection":  # headers the client named as hop-by-hop (never Host: the replica needs it)
+            named = {t.strip().lower() for t in value.split(b",")} - _NEVER_HOP
+            if named:
+                return _without(request, named, host, port, query, rid, body, streamed)
+        elif lname == b"x-forwarded-for":
+            forwarded_for.append(value)
+        elif lname == b"forwarded":
+            forwarded.append(value)
     lines.append(b"X-Request-Id: " + encode(rid))
     # the client's address: appended to X-Forwarded-For (nginx's $proxy_add_x_forwarded_for) and
     # to Forwarded (RFC 7239 `for=`), and as X-Real-IP, replacing what the client claimed
-    forwarded_for = headers.getall("X-Forwarded-For", None)
-    forwarded = headers.getall("Forwarded", None)
-    protocol = cast(PeerAddress, request.protocol)
+    conn = request.conn
     if forwarded_for or forwarded:
-        peer = protocol.peer
-        if forwarded_for:
-            peer_for = encode(", ".join(forwarded_for)) + b", " + peer
-        else:
-            peer_for = peer
+        peer = conn.peer
+        peer_for = b", ".join(forwarded_for) + b", " + peer if forwarded_for else peer
         lines.append(b"X-Forwarded-For: " + peer_for)
         lines.append(b"X-Real-IP: " + peer)
-        lines.append(b"Forwarded: " + (encode(", ".join(forwarded)) + b", " if forwarded else b"")
-                     + protocol.forwarded_for)
+        lines.append(b"Forwarded: " + (b", ".join(forwarded) + b", " if forwarded else b"") + conn.forwarded_for)
     else:
-        lines.append(protocol.peer_headers)  # all three, made once per connection
-    if request.version < (1, 1) and "Host" not in headers:
+        lines.append(conn.peer_headers)  # all three, made once per connection
+    if request.version == _HTTP10 and not has_host:
         # HTTP/1.0 needs no Host; the HTTP/1.1 the replica is spoken to does
         lines.append(b"Host: %b:%d" % (encode(host), port))
     if streamed:
@@ -132,6 +126,18 @@ def request_head(request: BaseRequest, host: str, port: int, query: str, rid: st
     return b"\r\n".join(lines)
 
 
+def _without(request: ClientRequest, named: set[bytes], host: str, port: int, query: str, rid: str,
+             body: bytes | None, streamed: bool) -> bytes:
+    """request_head() for a request whose Connection header names more hop-by-hop headers."""
+    kept = [(n, v) for n, v in request.raw_headers if n.lower() not in named and n.lower() != b"connection"]
+    saved = request.raw_headers
+    request.raw_headers = kept
+    try:
+        return request_head(request, host, port, query, rid, body, streamed)
+    finally:
+        request.raw_headers = saved
+
+
 def send_whole_body(conn: UpstreamConnection, head: bytes, body: bytes | None) -> None:
     """Write the head and a buffered body: one write, one segment, unless the body is large."""
     if body and len(body) >= _SEPARATE_WRITE:
@@ -141,7 +147,7 @@ def send_whole_body(conn: UpstreamConnection, head: bytes, body: bytes | None) -
         conn.write(head + body if body else head)
 
 
-async def send_streamed_body(conn: UpstreamConnection, request: BaseRequest, head: bytes, buffered: bytes,
+async def send_streamed_body(conn: UpstreamConnection, request: ClientRequest, head: bytes, buffered: bytes,
                              *, upstream_timeout: float, body_timeout: float, max_body_size: int) -> None:
     """Write the head, then the body as the client sends it, as fast as the replica takes it.
 
@@ -150,7 +156,6 @@ async def send_streamed_body(conn: UpstreamConnection, request: BaseRequest, hea
     from the client waits at most `body_timeout` (TimeoutError). Stops early once the
     replica answered.
     """
-    content = request.content
     length = request.content_length
     if length is not None:
         conn.write(head)
@@ -158,7 +163,7 @@ async def send_streamed_body(conn: UpstreamConnection, request: BaseRequest, hea
         while sent < length and not conn.head_done:  # stop early if the replica answered
             await conn.drain(upstream_timeout)
             async with asyncio.timeout(body_timeout):
-                data = await content.readany()
+                data = await request.readany()
             if not data:
                 raise ConnectionError("the request body ended early")
             sent += len(data)
@@ -170,7 +175,7 @@ async def send_streamed_body(conn: UpstreamConnection, request: BaseRequest, hea
     while not conn.head_done:
         await conn.drain(upstream_timeout)
         async with asyncio.timeout(body_timeout):
-            data = await content.readany()
+            data = await request.readany()
         if not data:
             conn.write(b"0\r\n\r\n")
             return
@@ -203,58 +208,3 @@ async def read_rest(conn: UpstreamConnection, timeout: float) -> bytes:
     while data := await conn.read_body(timeout):
         chunks.append(data)
     return b"".join(chunks)
-
-
-class BufferedResponse(web.StreamResponse):
-    """A complete proxied response, written in one piece from the replica's raw header bytes.
-
-    web.Response would decode every header into a CIMultiDict, add Date and Server
-    and encode them all again; the replica already sent Date and Server, so its
-    end-to-end header bytes pass through untouched and only the framing
-    (Content-Length, Connection) and X-Request-Id are the gateway's.
-    """
-
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], rid: str, body: bytes,
-                 head_only: bool = False, head_length: bytes | None = None):
-        super().__init__(status=status)
-        self._raw_headers = headers
-        self._rid = rid
-        self.raw_body = body  # read by the gateway's monitoring (metrics.Monitor)
-        self.head_only = head_only  # answering HEAD: no body, the replica's Content-Length
-        self._head_length = head_length
-        self._written = False
-
-    async def prepare(self, request: BaseRequest):
-        writer = request.writer
-        if self._written:
-            return writer
-        self._written = True
-        status = self.status
-        # force_close() (the gateway is shutting down, a timeout) wins over the client's wish
-        keep_alive = request.keep_alive and self._keep_alive is not False
-        self._keep_alive = keep_alive
-        version = request.version
-        lines = [STATUS_LINES.get(status) or b"%d Unknown" % status]
-        lines[0] = b"HTTP/%d.%d " % (version.major, version.minor) + lines[0]
-        for name, value in self._raw_headers:
-            lines.append(name + b": " + value)
-        lines.append(b"X-Request-Id: " + encode(self._rid))
-        body = self.raw_body
-        if self.head_only:
-            if self._head_length is not None:
-                lines.append(b"Content-Length: " + self._head_length)
-            body = b""
-        elif status >= 200 and status != 204 and status != 304:
-            lines.append(b"Content-Length: %d" % len(body))
-        if not keep_alive:
-            lines.append(b"Connection: close")
-        elif version < (1, 1):
-            lines.append(b"Connection: keep-alive")
-        lines.append(b"\r\n")
-        await writer.write(b"\r\n".join(lines) + body if len(body) < _SEPARATE_WRITE else b"\r\n".join(lines))
-        if len(body) >= _SEPARATE_WRITE:
-            await writer.write(body)
-        return writer
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        pass  # everything went out in prepare()

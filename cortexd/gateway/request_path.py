@@ -30,28 +30,20 @@ decoded size). The gateway (proxy.py) makes one RequestPath and closes it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from time import monotonic
-from typing import cast
-
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
-from aiohttp.web_request import BaseRequest
 
 from cortexd.core.health import after_answer
 from cortexd.core.routing import pick_replica
-from cortexd.gateway.answers import error_answer
-from cortexd.gateway.client_connection import ClientConnection
+from cortexd.gateway.answers import Answer, error_answer, json_answer
 from cortexd.gateway.client_errors import shown
+from cortexd.gateway.client_request import ClientRequest
 from cortexd.gateway.connections import ClientConnections
 from cortexd.gateway.passive_health import PassiveHealth
 from cortexd.gateway.relay import (
     BUFFER_LIMIT,
     BodyTooLarge,
-    BufferedResponse,
     read_rest,
     request_head,
     response_headers,
@@ -89,7 +81,7 @@ REQUEST_BUFFER_LIMIT = 1024 * 1024
 CLIENT_BODY_TIMEOUT = 60.0
 # a client's X-Request-Id is kept when it is this short and made of these characters;
 # anything else (log-line forging, megabyte ids) is replaced by one the gateway makes
-_WELL_FORMED_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}").fullmatch
+_WELL_FORMED_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}").fullmatch
 
 
 class _RetryElsewhere(Exception):
@@ -137,9 +129,12 @@ class RequestPath:
             self._idle = asyncio.Event()
         self._idle.set()
 
-    async def serve(self, listener: Listener, request: BaseRequest) -> web.StreamResponse:
-        rid = request.headers.get("X-Request-Id")
-        if rid is None or not _WELL_FORMED_ID(rid):
+    async def serve(self, listener: Listener, request: ClientRequest) -> Answer | None:
+        """The answer to `request` (None: it was streamed to the client already)."""
+        given = request.header(b"x-request-id")
+        if given is not None and _WELL_FORMED_ID(given):
+            rid = given.decode("ascii")
+        else:
             rid = f"{self._id_prefix}{next(self._ids):x}"
         path = request.raw_path
         query = ""
@@ -160,7 +155,7 @@ class RequestPath:
             return await self._job_request(route, request, query, rid)
         self.in_flight += 1
         status = 500
-        resp: web.StreamResponse | None = None
+        resp: Answer | None = None
         counted = False
         started = monotonic()
         try:
@@ -176,9 +171,8 @@ class RequestPath:
             body = None if length is None else b""
             streamed = False
             if request.body_exists:
-                content = request.content
-                if content.is_eof():  # the usual small request: its body came with its head
-                    body = content.read_nowait(-1)
+                if request.complete:  # the usual small request: its body came with its head
+                    body = request.read_nowait()
                     if length is None and len(body) > self.max_body_size:
                         resp, status = self._too_large(rid), 413
                         return resp
@@ -209,42 +203,42 @@ class RequestPath:
             if via is not None:
                 via.metrics.record(status, now - started, now)
             monitor = route.monitor
-            if monitor is not None and 200 <= status < 300 and type(resp) is BufferedResponse \
+            if monitor is not None and 200 <= status < 300 and resp is not None and resp.relayed \
                     and not resp.head_only:
-                monitor.offer(resp.raw_body)  # parsed when read, not now
+                monitor.offer(resp.body)  # parsed when read, not now
             self.in_flight -= 1
             if self.in_flight == 0 and self._idle is not None:
                 self._idle.set()
 
-    async def _late_body(self, request: BaseRequest, length: int | None,
-                         rid: str) -> tuple[web.Response | None, bytes | None, bool]:
+    async def _late_body(self, request: ClientRequest, length: int | None,
+                         rid: str) -> tuple[Answer | None, bytes | None, bool]:
         """A body that did not come with its head: (answer, what is buffered, whether the rest streams).
 
         Says `100 Continue` to a client that waits for it. A body larger than the request
         buffer streams from the start; `answer` is set (408, 413, 400) when the body cannot be had.
         """
-        if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        expect = request.header(b"expect")
+        if expect is not None and request.version >= (1, 1) and expect.lower() == b"100-continue":
+            request.conn.write_continue()
         if length is not None and length > self.request_buffer_size:
             return None, b"", True
         answer, body, complete = await self._buffer_body(request, length, rid)
         return answer, body, not complete
 
-    async def _buffer_body(self, request: BaseRequest, length: int | None,
-                           rid: str) -> tuple[web.Response | None, bytes, bool]:
+    async def _buffer_body(self, request: ClientRequest, length: int | None,
+                           rid: str) -> tuple[Answer | None, bytes, bool]:
         """Read a body that did not come with its head: (answer, body, complete).
 
         At most request_buffer_size bytes (a chunked body can be longer: the rest streams),
         each read waiting at most client_body_timeout; `answer` is set (408, 413, 400) when
         the body cannot be had.
         """
-        content = request.content
         chunks: list[bytes] = []
         size = 0
         try:
             while size < self.request_buffer_size:
                 async with asyncio.timeout(self.client_body_timeout):
-                    data = await content.readany()
+                    data = await request.readany()
                 if not data:
                     return None, b"".join(chunks), True
                 chunks.append(data)
@@ -253,12 +247,12 @@ class RequestPath:
                     return self._too_large(rid), b"", False
         except TimeoutError:
             return self._body_timed_out(request, rid), b"", False
-        except (OSError, RequestPayloadError, HttpProcessingError) as e:  # the client's body broke off
+        except OSError as e:  # the client's body broke off (client_request.BodyBroken)
             return error_answer(400, f"the request body could not be read: {shown(str(e), 100)}", rid), b"", False
-        return None, b"".join(chunks), content.at_eof()
+        return None, b"".join(chunks), request.is_eof()
 
-    async def _forward(self, request: BaseRequest, route: APIRoute, query: str, rid: str,
-                       body: bytes | None, streamed: bool) -> tuple[web.StreamResponse, int]:
+    async def _forward(self, request: ClientRequest, route: APIRoute, query: str, rid: str,
+                       body: bytes | None, streamed: bool) -> tuple[Answer | None, int]:
         replicas = route.replicas
         if replicas:
             i = pick_replica([t.in_flight for t in replicas], route.max_replica_concurrency, route.rr)
@@ -268,7 +262,7 @@ class RequestPath:
             target = replicas[i]
         else:
             picked = await self._wait_for_replica(route, rid)
-            if isinstance(picked, web.StreamResponse):
+            if isinstance(picked, Answer):
                 return picked, picked.status
             target = picked
 
@@ -317,7 +311,7 @@ class RequestPath:
             release_target(route, target)
 
     def _unreachable(self, route: APIRoute, target: ReplicaTarget, e: UpstreamConnectError,
-                     rid: str) -> tuple[web.Response, int]:
+                     rid: str) -> tuple[Answer, int]:
         # the replica's address goes to the log only: a client is never told where replicas listen
         log.warning("api %r: replica %s is unreachable: %s", route.name, target.replica_id, e)
         return error_answer(
@@ -330,7 +324,7 @@ class RequestPath:
         target.in_flight += 1
         return target
 
-    async def _wait_for_replica(self, route: APIRoute, rid: str) -> ReplicaTarget | web.Response:
+    async def _wait_for_replica(self, route: APIRoute, rid: str) -> ReplicaTarget | Answer:
         """Wait (bounded by no_replica_wait) until the API has a ready replica with room."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.no_replica_wait
@@ -365,9 +359,9 @@ class RequestPath:
         i = pick_replica([t.in_flight for t in others], route.max_replica_concurrency, route.rr)
         return others[i] if i is not None else failed
 
-    async def _exchange(self, request: BaseRequest, route: APIRoute, target: ReplicaTarget,
+    async def _exchange(self, request: ClientRequest, route: APIRoute, target: ReplicaTarget,
                         conn: UpstreamConnection, query: str, rid: str, request_body: bytes | None,
-                        streamed: bool) -> tuple[web.StreamResponse, int]:
+                        streamed: bool) -> tuple[Answer | None, int]:
         """Send the request on `conn` and relay the response; never retried from here on.
 
         `request_body` is the whole body (None: the request has none) or, when `streamed`,
@@ -392,7 +386,7 @@ class RequestPath:
         except TimeoutError:  # before OSError: TimeoutError is one
             conn.close()
             return self._body_timed_out(request, rid), 408
-        except (OSError, RequestPayloadError, HttpProcessingError) as e:  # the client's body broke off
+        except OSError as e:  # the client's body broke off (client_request.BodyBroken)
             conn.close()
             return error_answer(400, f"the request body could not be read: {shown(str(e), 100)}", rid), 400
 
@@ -407,12 +401,13 @@ class RequestPath:
         if conn.complete:  # the usual answer: all of it came with its head
             body = conn.take_body()
             pool.release(conn)
-            return BufferedResponse(status, headers, rid, body, conn.head_only, length), status
+            return Answer(status, headers, rid, body, relayed=True, head_only=conn.head_only,
+                          head_length=length), status
         return await self._relay_rest(request, route, target, pool, conn, status, headers, length, rid)
 
-    async def _relay_rest(self, request: BaseRequest, route: APIRoute, target: ReplicaTarget,
+    async def _relay_rest(self, request: ClientRequest, route: APIRoute, target: ReplicaTarget,
                           pool: UpstreamPool, conn: UpstreamConnection, status: int, headers: list[tuple[bytes, bytes]],
-                          length: bytes | None, rid: str) -> tuple[web.StreamResponse, int]:
+                          length: bytes | None, rid: str) -> tuple[Answer | None, int]:
         """Relay a response whose body is still coming: whole when small, else streamed."""
         if length is not None and int(length) <= BUFFER_LIMIT:
             try:
@@ -420,38 +415,34 @@ class RequestPath:
             except UpstreamError as e:
                 return self._upstream_failed(route, target, conn, e, rid)
             pool.release(conn)
-            return BufferedResponse(status, headers, rid, body), status
-        out = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
-        out.append(("X-Request-Id", rid))
-        return await self._stream(request, route, target, conn, status, out, length)
+            return Answer(status, headers, rid, body, relayed=True), status
+        return await self._stream(request, route, target, conn, status, headers, length, rid)
 
-    async def _stream(self, request: BaseRequest, route: APIRoute, target: ReplicaTarget,
-                      conn: UpstreamConnection, status: int, headers: list[tuple[str, str]],
-                      length: bytes | None) -> tuple[web.StreamResponse, int]:
-        """Relay a chunked or large response piece by piece, as the replica sends it."""
-        resp = web.StreamResponse(status=status, headers=headers)
-        if length is not None:
-            resp.content_length = int(length)
+    async def _stream(self, request: ClientRequest, route: APIRoute, target: ReplicaTarget,
+                      conn: UpstreamConnection, status: int, headers: list[tuple[bytes, bytes]],
+                      length: bytes | None, rid: str) -> tuple[None, int]:
+        """Relay a chunked or large response piece by piece, as the replica sends it, as fast
+        as the client takes it (each piece waits for room in the client's transport)."""
+        client = request.conn
+        client.start_stream(request, status, headers, rid, length, self.closing)
         try:
-            await resp.prepare(request)
             while data := await conn.read_body(self.upstream_timeout):
-                await resp.write(data)
+                await client.send(data)
         except UpstreamError as e:
             # the status line is out: the only honest signal left is an incomplete response
             log.warning("api %r: replica %s failed mid-response: %s", route.name, target.replica_id, e)
             conn.close()
-            transport = request.transport
-            if transport is not None:
-                transport.abort()
-            return resp, 502
+            client.abort()
+            return None, 502
         except ConnectionError:  # the client went away; the rest of the response has no reader
             conn.close()
-            return resp, status
+            return None, status
+        client.end_stream()
         target.pool.release(conn)
-        return resp, status
+        return None, status
 
     def _upstream_failed(self, route: APIRoute, target: ReplicaTarget, conn: UpstreamConnection,
-                         e: UpstreamError, rid: str) -> tuple[web.Response, int]:
+                         e: UpstreamError, rid: str) -> tuple[Answer, int]:
         """502 (or 504 for a timeout) for an exchange that failed before anything was relayed.
 
         Raises _RetryElsewhere instead when the replica provably never read the request
@@ -465,14 +456,14 @@ class RequestPath:
         return self._failure_answer(route, target, e, rid)
 
     def _failure_answer(self, route: APIRoute, target: ReplicaTarget, e: UpstreamError,
-                        rid: str) -> tuple[web.Response, int]:
+                        rid: str) -> tuple[Answer, int]:
         if isinstance(e, UpstreamTimeout):
             status, hint = 504, " (the gateway's upstream timeout)"
         else:
             status, hint = 502, ""
         return error_answer(status, f"api {route.name!r}: replica {target.replica_id}: {e}{hint}", rid), status
 
-    async def _job_request(self, route: JobRoute, request: BaseRequest, query: str, rid: str) -> web.Response:
+    async def _job_request(self, route: JobRoute, request: ClientRequest, query: str, rid: str) -> Answer:
         """A BatchAPI's job request (submit, status, stop), answered by the daemon's job runner."""
         length = request.content_length
         if length is not None and length > self.max_body_size:
@@ -480,7 +471,7 @@ class RequestPath:
         chunks: list[bytes] = []
         size = 0
         try:
-            while chunk := await asyncio.wait_for(request.content.readany(), self.client_body_timeout):
+            while chunk := await asyncio.wait_for(request.readany(), self.client_body_timeout):
                 size += len(chunk)
                 if size > self.max_body_size:
                     return self._too_large(rid)
@@ -488,15 +479,14 @@ class RequestPath:
             status, answer = await route.handler(request.method, query.lstrip("?"), b"".join(chunks))
         except TimeoutError:
             return self._body_timed_out(request, rid)
-        except (HttpProcessingError, RequestPayloadError, ConnectionError):
+        except ConnectionError:  # client_request.BodyBroken
             return error_answer(400, "the request body could not be read", rid)
         except Exception:  # the job runner's own failure: said, never a traceback to the client
             log.exception("job request to %s failed", route.name)
             return error_answer(500, f"the job request to {route.name!r} failed; see the daemon log", rid)
-        return web.Response(status=status, text=json.dumps(answer), content_type="application/json",
-                            headers={"X-Request-Id": rid})
+        return json_answer(status, answer, rid)
 
-    def _not_found(self, listener: Listener, path: str, rid: str) -> web.Response:
+    def _not_found(self, listener: Listener, path: str, rid: str) -> Answer:
         """404 for a path no api is served at (counted), naming the endpoints of the port."""
         self.unrouted += 1
         endpoints = listener.endpoints
@@ -508,24 +498,23 @@ class RequestPath:
             resp.force_close()
         return resp
 
-    def _body_timed_out(self, request: BaseRequest, rid: str) -> web.Response:
+    def _body_timed_out(self, request: ClientRequest, rid: str) -> Answer:
         """408 and close: the client paused its body longer than client_body_timeout."""
         timeout = self.client_body_timeout
         self.clients.client_error("request body timeout", f"from {request.remote}: no body bytes for {timeout:g} s")
         resp = error_answer(408, f"the request body paused for more than {timeout:g} s (the gateway's "
                                 "client body timeout)", rid)
-        resp.force_close()
-        cast(ClientConnection, request.protocol).close_after_answer()  # the gateway server's protocol
+        resp.force_close()  # the rest of the body is not waited for: the connection closes after it
         return resp
 
-    def _too_large(self, rid: str) -> web.Response:
+    def _too_large(self, rid: str) -> Answer:
         resp = error_answer(
             413, f"the request body is larger than the gateway's limit of {format_bytes(self.max_body_size)}; "
                  "send a smaller payload", rid)
         resp.force_close()  # the unread rest of the body: closing beats reading it to keep the connection
         return resp
 
-    def _no_target(self, split: SplitRoute, rid: str) -> web.Response:
+    def _no_target(self, split: SplitRoute, rid: str) -> Answer:
         """503: none of the splitter's apis can take requests now (each not deployed or in error)."""
         split.refused += 1
         why = "; ".join(f"api {t.name!r} {t.down}" for t in split.targets if not t.shadow and t.down)
@@ -535,7 +524,7 @@ class RequestPath:
             resp.force_close()
         return resp
 
-    def _at_limit(self, route: APIRoute, rid: str) -> web.Response:
+    def _at_limit(self, route: APIRoute, rid: str) -> Answer:
         n = len(route.replicas)
         return error_answer(
             503, f"api {route.name!r} is at its concurrency limit (max_replica_concurrency="

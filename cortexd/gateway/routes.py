@@ -33,15 +33,13 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cortexd.core.health import HEALTHY, ReplicaHealth
 from cortexd.core.splitting import pick_target, split_table
+from cortexd.gateway.client_connection import ClientConnection, stop_connections
 from cortexd.gateway.metrics import APIMetrics, Monitor
 from cortexd.spec.model import APISpec, MonitoringSpec, SplitterSpec
-
-if TYPE_CHECKING:
-    from aiohttp import web
 
 
 @dataclass(frozen=True)
@@ -293,13 +291,13 @@ def release_target(route: APIRoute, target: ReplicaTarget) -> None:
 
 
 class Listener:
-    """One listening port: its aiohttp server and the route table it serves."""
+    """One listening port: its server, its client connections and the route table it serves."""
 
     def __init__(self, port: int):
         self.port = port
         self.table: dict[str, Route] = {}
         self.endpoints: list[str] = []  # "/<endpoint>" of each API served here, for 404 answers
-        self.web_server: web.Server | None = None
+        self.connections: set[ClientConnection] = set()  # open now (client_connection.py)
         self.server: asyncio.AbstractServer | None = None
 
     def serve(self, routes: Sequence[Route]) -> None:
@@ -311,9 +309,7 @@ class Listener:
         """Stop accepting, let running requests finish (up to `timeout`), close connections."""
         if self.server is not None:
             self.server.close()
-        if self.web_server is not None:
-            self.web_server.pre_shutdown()
-            await self.web_server.shutdown(timeout)
+        await stop_connections(self.connections, timeout)
 
 
 def port_table(routes: Sequence[Route]) -> dict[str, Route]:

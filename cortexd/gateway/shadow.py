@@ -21,9 +21,8 @@ from __future__ import annotations
 import asyncio
 from time import monotonic
 
-from aiohttp.web_request import BaseRequest
-
 from cortexd.core.routing import pick_replica
+from cortexd.gateway.client_request import ClientRequest
 from cortexd.gateway.relay import request_head, send_whole_body
 from cortexd.gateway.routes import APIRoute, ReplicaTarget, SplitRoute, SplitTarget, release_target
 from cortexd.gateway.upstream import UpstreamConnection, UpstreamError, UpstreamTimeout
@@ -36,7 +35,7 @@ class ShadowCopies:
         self.upstream_timeout = upstream_timeout
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def copy(self, split: SplitRoute, shadow: SplitTarget, request: BaseRequest, query: str, rid: str,
+    def copy(self, split: SplitRoute, shadow: SplitTarget, request: ClientRequest, query: str, rid: str,
              body: bytes | None) -> None:
         """Send a copy of `request` to `shadow` if it takes one now (its weight: the percent copied)."""
         if shadow.weight < 100 and split.rng() * 100 >= shadow.weight:

@@ -1,12 +1,7 @@
 """What the gateway lets clients hold (cortexd/gateway/admission.py): the socket cap below the
-open-file limit, the size of a head, the order connections are shed in, the held-heads budget."""
+open-file limit, the head limits, the order connections are shed in, the held-heads budget."""
 
 from __future__ import annotations
-
-import asyncio
-
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
-from aiohttp.http_parser import HttpRequestParserPy
 
 from cortexd.gateway.admission import (
     HEAD_LIMIT,
@@ -14,35 +9,11 @@ from cortexd.gateway.admission import (
     REQUEST_LINE_LIMIT,
     HeldHeads,
     SocketCount,
-    head_size,
     oldest_idle,
     shed_batch,
     socket_cap,
     socket_reserve,
 )
-from cortexd.gateway.client_connection import _header_fields_too_large, _next_head_bytes
-
-
-def parsed(data: bytes):
-    """The request messages aiohttp's parser makes of `data` (the pure-Python one: the same fields)."""
-
-    class Protocol:
-        transport = None
-
-        def pause_reading(self):
-            pass
-
-        def resume_reading(self):
-            pass
-
-    loop = asyncio.new_event_loop()  # a body's StreamReader wants one; nothing runs on it
-    try:
-        parser = HttpRequestParserPy(Protocol(), loop, 2**16, max_line_size=REQUEST_LINE_LIMIT,
-                                     max_field_size=HEADER_LINE_LIMIT)
-        messages, _, _ = parser.feed_data(data)
-    finally:
-        loop.close()
-    return [m for m, _ in messages]
 
 
 class Conn:
@@ -57,36 +28,9 @@ def test_the_gateway_keeps_descriptors_for_the_rest_of_the_daemon():
     assert socket_cap(1) == 1
 
 
-def test_head_size_is_the_head_as_sent():
-    head = b"GET /api?x=1 HTTP/1.1\r\nHost: example\r\nX-Long: " + b"v" * 500 + b"\r\n\r\n"
-    (message,) = parsed(head)
-    assert head_size(message) == len(head)
-    assert head_size(object()) == 0  # aiohttp's error info: no head
-
-
 def test_head_limits_are_nginx_large_client_header_buffers():
     assert HEAD_LIMIT == 4 * 8192
     assert HEADER_LINE_LIMIT == 8192 and REQUEST_LINE_LIMIT != HEADER_LINE_LIMIT
-
-
-def test_a_header_line_or_too_many_of_them_is_431_the_request_line_is_not():
-    assert _header_fields_too_large(LineTooLong(b"X-Big...", HEADER_LINE_LIMIT))
-    assert not _header_fields_too_large(LineTooLong(b"/aaaa...", REQUEST_LINE_LIMIT))
-    assert _header_fields_too_large(BadHttpMessage("Too many headers received"))
-    assert not _header_fields_too_large(BadHttpMessage("Missing 'Host' header in request."))
-    assert not _header_fields_too_large(None)
-
-
-def test_what_a_large_read_may_leave_of_a_next_head():
-    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n"
-    (message,) = parsed(head + b"a" * 2000)
-    assert _next_head_bytes(head + b"a" * 2000, message, alone=True) == 0
-    assert _next_head_bytes(head + b"a" * 2000 + b"GET / HT", message, alone=True) == 8
-    # not from a clean start, or a chunked body: the whole read, an upper bound
-    assert _next_head_bytes(head + b"a" * 2000, message, alone=False) == len(head) + 2000
-    chunked = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
-    (message,) = parsed(chunked)
-    assert _next_head_bytes(chunked, message, alone=True) == len(chunked)
 
 
 def test_idle_connections_are_shed_oldest_idle_first_in_batches():
