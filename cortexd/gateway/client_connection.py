@@ -128,6 +128,16 @@ class ClientConnection(AnswerWriter):
             self._current = None
         self._wake()
 
+    def eof_received(self) -> bool:
+        """The client closed its sending side: requests parsed are still answered, then it closes."""
+        if self.lingering or not self._queue:
+            return False  # the transport closes
+        self._close = True
+        if self._current is not None:
+            self._current.fail(BodyBroken("the client closed the connection"))
+            self._current = None
+        return True  # the answers still go out
+
     def data_received(self, data: bytes) -> None:
         parser = self._parser
         if parser is None or self.lingering or (self._close and self._current is None and not self._in_head):
@@ -264,6 +274,7 @@ class ClientConnection(AnswerWriter):
             self.force_close()
         else:  # the client may still be sending: it gets the answer before the close
             self._stop_parsing()
+            self.resume_reading()  # what it sends is read and dropped
             self.linger()
         return False
 
@@ -407,6 +418,7 @@ class ClientConnection(AnswerWriter):
             self._head_timer.cancel()
             self._head_timer = None
         self.write(raw_answer(status, message, self._clients.new_request_id(), retry_after))
+        self.resume_reading()
         self.linger()
 
     def _uncount(self) -> None:
