@@ -1,4 +1,4 @@
-"""What a gateway on a server protocol of its own would cost: the Gateway against a bare httptools proxy.
+"""The Gateway against a bare httptools proxy: what its rules cost over the floor of its design.
 
 Run by hand (never a test):
 
@@ -6,14 +6,15 @@ Run by hand (never a test):
     python bench/proxy_floor.py --rounds 6 --duration 8
 
 One no-op replica (`bench/gateway.py`'s raw upstream: aiohttp's low-level server) behind two
-proxies, in processes of their own on uvloop: the Gateway as the daemon runs it (aiohttp's
-`web.Server` on the client side), and a bare proxy made here, an `asyncio.Protocol` framing
-requests with httptools and forwarding them through the Gateway's own `UpstreamPool`
-(cortexd/gateway/upstream.py) and `relay.response_headers`, with one coroutine per connection and
-no task per request. The bare proxy has none of the gateway's rules (routes, limits, timeouts,
-budgets, errors, streaming): it measures the floor a server protocol of the gateway's own could
-reach (issue 20.1), not a candidate. Prints each proxy's CPU time per request and that CPU over
-the replica's in the same run (the figure that moves least on a shared machine). Needs wrk.
+proxies, in processes of their own on uvloop: the Gateway as the daemon runs it (its own
+httptools protocol on the client side since issue 20.1; aiohttp's `web.Server` before), and a
+bare proxy made here, an `asyncio.Protocol` framing requests with httptools and forwarding them
+through the Gateway's own `UpstreamPool` (cortexd/gateway/upstream.py) and
+`relay.response_headers`, with one coroutine per connection and no task per request. The bare
+proxy has none of the gateway's rules (routes, limits, timeouts, budgets, errors, streaming): it
+measures the floor of the gateway's design, not a candidate. Prints each proxy's CPU time per
+request and that CPU over the replica's in the same run (the figure that moves least on a shared
+machine). Needs wrk.
 """
 
 from __future__ import annotations
