@@ -832,3 +832,30 @@ async def test_a_request_line_of_another_http_version_gets_505_on_http11(upstrea
                                      b"POST /api " + version + b"\r\nHost: x\r\nContent-Length: 2\r\n\r\nno")
     assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\nok"), answer[-200:]
     assert answer.count(b"HTTP/1.") == 1
+
+
+async def test_a_client_that_reads_slowly_makes_the_gateway_buffer_no_large_answer(upstreams, gateways):
+    up = await upstreams("r1")
+    gw, _ = await one_api(gateways, [up.replica])
+    size = 16 * 2**20  # echoed back: an answer past the relay's buffer limit streams
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", gw.ports[0]))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
+    try:
+        writer.write(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
+        await writer.drain()
+        deadline = time.monotonic() + 10
+        while up.bodies < 1:  # the replica has the whole body and is answering; the client reads nothing
+            assert time.monotonic() < deadline, "the replica never got the body"
+            await asyncio.sleep(0.01)
+        (conn,) = gw.clients.connections()
+        for _ in range(20):  # while the answer waits for the client, the gateway holds little of it
+            await asyncio.sleep(0.02)
+            assert conn.transport.get_write_buffer_size() <= 2**20
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200 ") and b"Content-Length: %d" % size in head, head
+        assert await asyncio.wait_for(reader.readexactly(size), 20) == b"x" * size
+    finally:
+        writer.close()
