@@ -306,6 +306,12 @@ class ClientConnection(AnswerWriter):
             self._reading_paused = False
             self.transport.resume_reading()
 
+    def close_after_answers(self) -> None:
+        """Read no more requests: the connection closes once those parsed are answered."""
+        self._close = True
+        if not self._queue:
+            self.force_close()
+
     def stop(self) -> None:
         """Close now, and stop serving (the listener stops; what runs is cancelled)."""
         self._close = True
@@ -462,7 +468,9 @@ async def stop_connections(connections: set[ClientConnection], timeout: float) -
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     for conn in list(connections):
-        if not conn.answering():
+        if conn.answering():
+            conn.close_after_answers()
+        else:
             conn.shed()
     # polled: a listener that stops is rare, and no event says "the last answer went out"
     while any(conn.answering() for conn in connections) and loop.time() < deadline:  # noqa: ASYNC110
