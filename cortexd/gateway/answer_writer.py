@@ -93,7 +93,8 @@ class AnswerWriter(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         transport = self.transport
-        if transport is not None and not transport.is_closing():
+        # nothing goes out after the lingering close's half-close (uvloop raises on it)
+        if transport is not None and not self.lingering and not transport.is_closing():
             transport.write(data)
 
     def write_continue(self) -> None:

@@ -249,3 +249,16 @@ def test_answer_heads_frame_the_answer_for_the_client():
     assert not chunked and not keep and b"Connection: close" in head
     head, chunked, keep = stream_head(200, [], "r", (1, 1), None, True)
     assert chunked and keep and b"Transfer-Encoding: chunked" in head
+
+
+async def test_a_client_that_half_closes_after_its_request_still_gets_the_answer():
+    conn, transport, served = connect()
+    served.gate = asyncio.Event()
+    conn.data_received(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi")
+    assert conn.eof_received() is True  # the transport stays open for the answer
+    served.gate.set()
+    await turns()
+    head, body = answers(transport.out)[0]
+    assert body == b"hi" and b"Connection: close" in head and transport.closed
+    conn, transport, _ = connect()
+    assert conn.eof_received() is False  # nothing asked: the transport closes
