@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 
 Serve = Callable[[ClientRequest], Awaitable["Answer | None"]]
 _VERSIONS = {"1.1": (1, 1), "1.0": (1, 0)}  # request versions the gateway answers in kind
+# requests parsed and not answered yet, past which the connection stops reading the client until
+# they are answered: a client pipelining without reading its answers holds a bounded queue (and what
+# one read held, which the parser finishes)
+PIPELINE_LIMIT = 32
 HEAD_TOO_LARGE = (f"the request head is larger than the gateway allows ({HEAD_LIMIT // 1024} KiB in all, "
                   f"{HEADER_LINE_LIMIT // 1024} KiB per header line, {MAX_HEADERS} header lines); "
                   "send fewer or smaller headers")
@@ -205,6 +209,8 @@ class ClientConnection(AnswerWriter):
                                 self._chunked, parser.should_keep_alive())
         self._current = request
         self._queue.append(request)
+        if len(self._queue) > PIPELINE_LIMIT:
+            self.pause_reading()
         if self._task is None:
             self._task = self.loop.create_task(self._serve_requests())
         else:
@@ -246,6 +252,8 @@ class ClientConnection(AnswerWriter):
                 except Exception as e:  # a bug in the gateway: said, never a traceback to the client
                     answer = self._internal_error(request, e)
                 queue.popleft()
+                if len(queue) == PIPELINE_LIMIT:
+                    self.resume_reading()  # it stopped for the queue: room again
                 if not self._answered(request, answer):
                     return
         finally:
@@ -302,6 +310,8 @@ class ClientConnection(AnswerWriter):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
+        if len(self._queue) > PIPELINE_LIMIT and not self._close:
+            return  # stopped for the queue of pipelined requests, not only for a body
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()

@@ -10,7 +10,7 @@ import json
 from cortexd.gateway.admission import HEAD_LIMIT, MAX_HEADERS, REQUEST_LINE_LIMIT
 from cortexd.gateway.answer_writer import stream_head
 from cortexd.gateway.answers import Answer, answer_head, error_answer
-from cortexd.gateway.client_connection import ClientConnection
+from cortexd.gateway.client_connection import PIPELINE_LIMIT, ClientConnection
 from cortexd.gateway.client_request import BODY_HIGH_WATER, ClientRequest
 from cortexd.gateway.connections import ClientConnections
 
@@ -113,6 +113,23 @@ async def test_pipelined_requests_are_answered_in_order_on_a_kept_alive_connecti
     assert served.requests[1].chunked and served.requests[0].content_length == 3
     assert all(b"Connection" not in head and b"X-Request-Id: rid-1" in head for head, _ in got)
     assert not transport.closed and conn.idle()
+
+
+async def test_a_client_pipelining_without_reading_answers_holds_a_bounded_queue():
+    conn, transport, served = connect()
+    served.gate = asyncio.Event()  # the first answer waits: the requests behind it queue
+    one = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx"
+    for _ in range(PIPELINE_LIMIT):
+        conn.data_received(one)
+        await turns(1)
+    assert not transport.paused
+    conn.data_received(one * 10)  # one read: parsed whole, then no more is read
+    await turns()
+    assert transport.paused and len(served.requests) == 1
+    served.gate.set()
+    await turns(50)
+    assert not transport.paused and len(answers(transport.out)) == PIPELINE_LIMIT + 10
+    assert not transport.closed
 
 
 async def test_http10_closes_unless_it_asks_for_keep_alive():
