@@ -4,7 +4,7 @@ Run by hand (never a test):
 
     python bench/runtime.py                              # this tree, 5 s runs, concurrency 32, 3 rounds
     python bench/runtime.py --base /tmp/main-checkout    # also the runtime of another tree, same run
-    python bench/runtime.py --servers bare,sync,async,granian,uvicorn --rounds 5
+    python bench/runtime.py --servers bare,sync,async,granian,uvicorn,httptools --rounds 5
 
 Each server is its own process on a loopback port; wrk (one thread, a static POST of a small
 JSON body) loads one at a time, the servers interleaved round by round so a busy machine
@@ -22,6 +22,8 @@ Servers (`--servers`, comma-separated):
             JSON body, run predict on a thread (the runtime's PredictThreads), encode the answer
   granian   the same work on granian's RSGI interface (needs `pip install granian`)
   uvicorn   the same work as a raw ASGI app on uvicorn with httptools and uvloop (needs uvicorn)
+  httptools the same work on a minimal asyncio.Protocol of its own framing requests with httptools
+            (keep-alive, Content-Length answers, a task per request; none of the runtime's rules)
 """
 
 from __future__ import annotations
@@ -136,7 +138,83 @@ def serve_uvicorn(port: int) -> None:
                 access_log=False, log_level="warning", backlog=1024)
 
 
-SERVE = {"aiohttp-thread": serve_aiohttp_thread, "granian": serve_granian, "uvicorn": serve_uvicorn}
+class _HttptoolsProtocol:
+    """One connection: httptools frames requests (URL, raw headers and body kept, as a runtime must:
+    query parameters, Content-Type, headers for predictors that ask); each complete one becomes a
+    task that parses the JSON, runs predict on PredictThreads and writes the answer."""
+
+    def __init__(self, pool: Any) -> None:
+        import httptools
+
+        self.pool = pool
+        self.parser = httptools.HttpRequestParser(self)
+        self.body: list[bytes] = []
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.transport: Any = None
+        self.task: Any = None  # the answer being made (the loop keeps only a weak reference)
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def connection_lost(self, exc: object) -> None:
+        self.transport = None
+
+    def eof_received(self) -> None:
+        pass
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        import asyncio
+
+        import httptools
+
+        url = httptools.parse_url(self.url)
+        body, self.body, headers, self.headers, self.url = b"".join(self.body), [], self.headers, [], b""
+        self.task = asyncio.ensure_future(self.answer(self.parser.get_method(), url.query, headers, body,
+                                                      self.parser.should_keep_alive()))
+
+    async def answer(self, method: bytes, query: bytes | None, headers: list[tuple[bytes, bytes]],
+                     body: bytes, keep_alive: bool) -> None:
+        content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+        payload = json.loads(body) if content_type.startswith(b"application/json") else body
+        result = await self.pool.run(_predict, payload) if method == b"POST" else {"usage": "POST"}
+        answer = json.dumps(result).encode()
+        if self.transport is not None:
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\n\r\n%b" % (len(answer), answer))
+            if not keep_alive:
+                self.transport.close()
+
+
+def serve_httptools(port: int) -> None:
+    import asyncio
+
+    import uvloop
+
+    pool = predict_threads()
+
+    async def main() -> None:
+        await asyncio.get_running_loop().create_server(lambda: _HttptoolsProtocol(pool), "127.0.0.1",
+                                                       port, backlog=1024)
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+SERVE = {"aiohttp-thread": serve_aiohttp_thread, "granian": serve_granian, "uvicorn": serve_uvicorn,
+         "httptools": serve_httptools}
 
 
 # -- the run ---------------------------------------------------------------------------------
