@@ -1,14 +1,15 @@
-"""aiohttp's server log inside a replica, bounded: one line per kind of error per interval.
+"""The replica's HTTP server log, bounded: one line per kind of error per interval.
 
-aiohttp reports every malformed request (bad request line, bad header, a
-broken chunked body) through the `aiohttp.server` logger at ERROR, with a
-traceback and the offending bytes; a client sending garbage in a loop would
-fill the replica's log (and the disk) as fast as it sends. `ServerLogLimiter`
-replaces that logger's output:
+The runtime's HTTP server (http_server.py) reports every malformed request (bad
+request line, bad header, a line past its limit) through the
+`predictor_runtime.http` logger with the exception, whose text may quote the
+offending bytes; a client sending garbage in a loop would fill the replica's log
+(and the disk) as fast as it sends. `ServerLogLimiter` replaces that logger's output:
 
-- client errors (aiohttp's HttpProcessingError family, a connection the
-  client dropped) become ONE warning line without a traceback, their text (which quotes the raw bytes) collapsed
-  to one line and cut to MESSAGE_LIMIT characters;
+- client errors (httptools' parser errors, a request line or header past its
+  limit, aiohttp's HttpProcessingError family, a connection the client dropped)
+  become ONE warning line without a traceback, their text (which quotes the raw
+  bytes) collapsed to one line and cut to MESSAGE_LIMIT characters;
 - anything else the logger reports (a bug, not the client's doing) keeps its
   traceback;
 - of each kind (the exception's class, or the message) at most one line is
@@ -79,17 +80,22 @@ def interval_from_env() -> float:
 
 def client_error_summary(exc: BaseException | None) -> str | None:
     """What a client-caused error was (None: not the client's doing)."""
+    import httptools
     from aiohttp.http_exceptions import HttpProcessingError
+
+    from predictor_runtime.http_server import LimitExceeded
 
     if isinstance(exc, HttpProcessingError):
         return f"client error (answered {exc.code})"
+    if isinstance(exc, (httptools.HttpParserError, LimitExceeded)):
+        return "client error (answered 400)"
     if isinstance(exc, ConnectionError):
         return "client connection lost"
     return None
 
 
 class ServerLogLimiter(logging.Handler):
-    """A handler for `aiohttp.server` that writes bounded lines to `target` (see the module docstring)."""
+    """A handler for the server's logger that writes bounded lines to `target` (see the module docstring)."""
 
     def __init__(self, target: logging.Logger, interval: float,
                  clock: Callable[[], float] = time.monotonic):
@@ -115,9 +121,9 @@ class ServerLogLimiter(logging.Handler):
 
 
 def install(target: logging.Logger) -> ServerLogLimiter:
-    """Route aiohttp's server logger through a ServerLogLimiter writing to `target`."""
+    """Route the HTTP server's logger through a ServerLogLimiter writing to `target`."""
     handler = ServerLogLimiter(target, interval_from_env())
-    server_log = logging.getLogger("aiohttp.server")
+    server_log = logging.getLogger("predictor_runtime.http")
     server_log.handlers[:] = [handler]
     server_log.setLevel(logging.INFO)  # aiohttp's debug chatter stays out
     server_log.propagate = False

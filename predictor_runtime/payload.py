@@ -35,7 +35,9 @@ Prediction to response:
   starlette.responses.Response (any subclass) -> sent as it is: status, headers, media type,
                                                  body (a StreamingResponse streams; background
                                                  tasks run after the body), via its ASGI call
-  aiohttp.web.StreamResponse (e.g. Response)  -> passed through untouched
+  aiohttp.web.Response (or HTTPException)     -> its status, headers and body (bytes or text); an
+                                                 aiohttp StreamResponse that is not a Response
+                                                 -> NotSerializable (return a StreamingResponse)
   numpy scalars and arrays                    -> JSON (via tolist())
   anything else                               -> NotSerializable (server: 500 + hint in the log)
 Legacy `kind: api` predictions are always JSON (`encode_legacy_response`), as
@@ -53,9 +55,9 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from starlette.datastructures import FormData, Headers, QueryParams
 
+from predictor_runtime.http_server import Answer, BodyError, BodyTooLarge, Reply, Request
 from predictor_runtime.log_limits import one_line
 
 if TYPE_CHECKING:  # imported where used: python-multipart, and a predictor's own starlette Response
@@ -203,9 +205,9 @@ class Inflater:
         return bytes(self.out)
 
 
-def coding_of(request: web.BaseRequest) -> str | None:
+def coding_of(request: Request) -> str | None:
     """The body's content coding to decode (None: identity); UnsupportedEncoding for others."""
-    raw = request.headers.get("Content-Encoding")
+    raw = request.header("Content-Encoding")
     if raw is None:
         return None
     value = raw.strip().lower()
@@ -223,43 +225,46 @@ def gone() -> PayloadError:
     return PayloadError("the connection closed before the request body arrived")
 
 
-def broken_framing(e: HttpProcessingError) -> PayloadError:
+def broken_framing(e: BodyError) -> PayloadError:
     """The body's framing broke while it was read (e.g. a bad chunk): the client's fault, 400."""
-    return PayloadError(f"invalid request body: {one_line(e.message or type(e).__name__)}")
+    return PayloadError(one_line(str(e)))
 
 
-async def read_body(request: web.BaseRequest, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, decoded, at most `limit` bytes (PayloadTooLarge, PayloadError otherwise)."""
+    coding = coding_of(request)
     try:
-        coding = coding_of(request)
         if coding is None:
-            length = request.content_length
+            length = request.body.length
             if length is not None and length > limit:
                 raise too_large(limit)
             try:
-                return await request.read()  # the request was made with client_max_size=limit
-            except web.HTTPRequestEntityTooLarge:
+                return await request.body.read(limit)
+            except BodyTooLarge:
                 raise too_large(limit) from None
         inflater = Inflater(coding, limit)
-        async for chunk in request.content.iter_any():
+        async for chunk in request.body.chunks():
             inflater.feed(chunk)
-        return inflater.finish()
-    except HttpProcessingError as e:
+    except BodyError as e:
         raise broken_framing(e) from None
     except ConnectionResetError:
         raise gone() from None
+    return inflater.finish()
 
 
-async def _body_stream(request: web.BaseRequest, limit: int) -> AsyncGenerator[bytes, None]:
+async def _body_stream(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
     """The raw body in chunks, PayloadTooLarge once past `limit` (identity coding only)."""
+    length = request.body.length
+    if length is not None and length > limit:
+        raise too_large(limit)
     seen = 0
     try:
-        async for chunk in request.content.iter_any():
+        async for chunk in request.body.chunks():
             seen += len(chunk)
             if seen > limit:
                 raise too_large(limit)
             yield chunk
-    except HttpProcessingError as e:
+    except BodyError as e:
         raise broken_framing(e) from None
     except ConnectionResetError:
         raise gone() from None
@@ -288,9 +293,10 @@ class CortexHeaders(Headers):
         return default
 
 
-def request_headers(request: web.BaseRequest) -> CortexHeaders:
+def request_headers(request: Request) -> CortexHeaders:
     """The request's headers as Cortex's predictors got them (starlette Headers), in the order sent."""
-    return CortexHeaders(raw=[(name.lower(), value) for name, value in request.raw_headers])
+    return CortexHeaders(raw=[(name.lower().encode("latin-1"), value.encode("latin-1"))
+                              for name, value in request.raw_headers])
 
 
 async def _one_chunk(body: bytes) -> AsyncGenerator[bytes, None]:
@@ -309,17 +315,16 @@ class CortexFormData(FormData):
         return any(not isinstance(v, str) for _, v in self.multi_items())
 
 
-async def parse_form(request: web.BaseRequest, limit: int, multipart: bool) -> CortexFormData:
+async def parse_form(request: Request, limit: int, multipart: bool) -> CortexFormData:
     """A request's form body (at most `limit` bytes after decoding), parsed by starlette."""
-    coding = coding_of(request)
-    if coding is None:
-        length = request.content_length
+    if coding_of(request) is None:
+        length = request.body.length
         if length is not None and length > limit:
             raise too_large(limit)
         stream = _body_stream(request, limit)
     else:
         stream = _one_chunk(await read_body(request, limit))
-    return await form_from_stream(request.headers.get("Content-Type", ""), stream, multipart)
+    return await form_from_stream(request.header("Content-Type") or "", stream, multipart)
 
 
 TRUNCATED_MULTIPART = "the body ends before its closing boundary (truncated)"
@@ -370,9 +375,9 @@ async def form_from_stream(content_type: str, stream: AsyncGenerator[bytes, None
     return CortexFormData(form.multi_items())
 
 
-async def read_payload(request: web.BaseRequest, limit: int) -> Any:
+async def read_payload(request: Request, limit: int) -> Any:
     """Read and parse a request's body by its Content-Type (PayloadError -> its status)."""
-    content_type = request.headers.get("Content-Type")
+    content_type = request.header("Content-Type")
     kind = body_kind(content_type)
     if kind is FORM or kind is MULTIPART:
         return await parse_form(request, limit, kind is MULTIPART)
@@ -409,53 +414,75 @@ def starlette_response_class() -> type[StarletteResponse] | None:
     return getattr(module, "Response", None) if module is not None else None
 
 
-def encode_response(value: Any) -> web.StreamResponse:
-    """The HTTP response for a prediction (see the module docstring for the rules)."""
+_JSON_HEADERS = [("Content-Type", "application/json")]
+_TEXT_HEADERS = [("Content-Type", "text/plain; charset=utf-8")]
+_BYTES_HEADERS = [("Content-Type", "application/octet-stream")]
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})  # the server's own
+
+
+def json_answer(status: int, value: Any) -> Answer:
+    return Answer(status, _JSON_HEADERS, json.dumps(value).encode())
+
+
+def aiohttp_answer(response: web.StreamResponse) -> Answer:
+    """An aiohttp `web.Response` a predictor returned (or an HTTPException it raised), as an Answer."""
+    body = response.body if isinstance(response, web.Response) else None
+    if not isinstance(body, (bytes, bytearray)) and body is not None:
+        raise NotSerializable(f"the aiohttp {type(response).__name__} returned by predict has a body of type "
+                              f"{type(body).__name__}; give it bytes or text, or return a starlette Response")
+    if not isinstance(response, web.Response):
+        raise NotSerializable(f"an aiohttp {type(response).__name__} (not a web.Response) cannot be sent; "
+                              "return a starlette StreamingResponse to stream")
+    headers = [(name, value) for name, value in response.headers.items() if name.lower() not in _FRAMING]
+    return Answer(response.status, headers, bytes(body or b""))
+
+
+def encode_response(value: Any) -> Any:
+    """The answer for a prediction (an Answer, or an ASGIAnswer; see the module docstring)."""
     cls = type(value)
     if cls is dict or cls is list:
-        return web.Response(body=encode_json(value), content_type="application/json")
+        return Answer(200, _JSON_HEADERS, encode_json(value))
     if cls is str or isinstance(value, str):
-        return web.Response(text=value, content_type="text/plain")
+        return Answer(200, _TEXT_HEADERS, value.encode())
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return web.Response(body=bytes(value), content_type="application/octet-stream")
+        return Answer(200, _BYTES_HEADERS, bytes(value))
     if isinstance(value, web.StreamResponse):
-        return value
+        return aiohttp_answer(value)
     starlette_response = starlette_response_class()
     if starlette_response is not None and isinstance(value, starlette_response):
-        return ASGIResponse(value)
-    return web.Response(body=encode_json(value), content_type="application/json")
+        return ASGIAnswer(value)
+    return Answer(200, _JSON_HEADERS, encode_json(value))
 
 
-def encode_legacy_response(value: Any) -> web.StreamResponse:
+def encode_legacy_response(value: Any) -> Answer:
     """Legacy `kind: api`: every prediction is JSON (Flask's jsonify), a str as a JSON string."""
-    return web.Response(body=encode_json(value), content_type="application/json")
+    return Answer(200, _JSON_HEADERS, encode_json(value))
 
 
 # ---- starlette responses ------------------------------------------------------
 
-def asgi_scope(request: web.BaseRequest) -> dict[str, Any]:
+def asgi_scope(request: Request) -> dict[str, Any]:
     """The ASGI HTTP scope a starlette Response sees (spec 2.4: no disconnect listener task)."""
-    version = request.version
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": f"{version.major}.{version.minor}",
+        "http_version": request.version,
         "method": request.method,
         "scheme": "http",
         "path": request.path,
-        "raw_path": request.raw_path.split("?", 1)[0].encode("latin-1", "replace"),
-        "query_string": request.rel_url.raw_query_string.encode("latin-1", "replace"),
+        "raw_path": request.raw_path.encode("latin-1", "replace"),
+        "query_string": request.raw_query.encode("latin-1", "replace"),
         "root_path": "",
         "headers": [(k.lower().encode("latin-1", "replace"), v.encode("latin-1", "replace"))
-                    for k, v in request.headers.items()],
+                    for k, v in request.raw_headers],
         "client": None,
         "server": None,
         "extensions": {},
     }
 
 
-class ASGIResponse(web.StreamResponse):
-    """A starlette Response sent through aiohttp by calling it as the ASGI app it is.
+class ASGIAnswer:
+    """A starlette Response sent by calling it as the ASGI app it is.
 
     Its `http.response.start` sets the status and headers (repeated ones kept),
     each `http.response.body` is written as it comes (a StreamingResponse
@@ -467,58 +494,48 @@ class ASGIResponse(web.StreamResponse):
     """
 
     def __init__(self, app: Callable[..., Awaitable[None]]):
-        super().__init__()
         self._app = app
+        self.request: Request | None = None  # set by the server before `send`
 
-    async def prepare(self, request: web.BaseRequest) -> Any:
-        if self.prepared:
-            return await super().prepare(request)
-        started = finished = False
+    async def send(self, reply: Reply, extra: list[tuple[str, str]] | None = None) -> None:
+        assert self.request is not None
 
         async def receive() -> dict[str, Any]:
             return {"type": "http.request", "body": b"", "more_body": False}
 
         async def send(message: dict[str, Any]) -> None:
-            nonlocal started, finished
             kind = message["type"]
             if kind == "http.response.start":
-                self.set_status(message["status"])
-                for name, value in message.get("headers", ()):
-                    self.headers.add(name.decode("latin-1"), value.decode("latin-1"))
-                started = True
-                await web.StreamResponse.prepare(self, request)
+                headers = [(name.decode("latin-1"), value.decode("latin-1"))
+                           for name, value in message.get("headers", ())]
+                reply.start(message["status"], headers + extra if extra else headers)
             elif kind == "http.response.body":
-                body = message.get("body", b"")
-                if body:
-                    await self.write(body)
+                await reply.write(message.get("body", b""))
                 if not message.get("more_body", False):
-                    await self.write_eof()
-                    finished = True
+                    reply.end()
 
         # already loaded: the predictor returned a starlette Response
         from starlette.requests import ClientDisconnect
 
         try:
-            await self._app(asgi_scope(request), receive, send)
+            await self._app(asgi_scope(self.request), receive, send)
         except (ClientDisconnect, ConnectionError):
-            raise ConnectionResetError("the client went away during a streamed response") from None
+            reply.close_after = True  # the client went away during a streamed response
+            return
         except Exception:  # user code: a body iterator, a background task
-            if finished:
+            if reply.finished:
                 log.exception("error: a background task of the starlette response returned by predict "
                               "failed (the response was already sent)")
-                return None
-            if not started:
+                return
+            if not reply.started:
                 log.exception("error: the starlette response returned by predict failed before its "
                               "headers were sent (the client got 500)")
-                self.set_status(500)
-                self.headers.clear()
-                self.content_type = "application/json"
-                await web.StreamResponse.prepare(self, request)
-                await self.write_eof(b'{"error":"the prediction\'s response failed; see the API\'s logs"}')
-                return None
+                reply.send(500, _JSON_HEADERS,
+                           b'{"error":"the prediction\'s response failed; see the API\'s logs"}')
+                return
             log.exception("error: the starlette response returned by predict failed while sending its body "
                           "(the connection was closed)")
-            raise ConnectionResetError("the streamed response failed") from None
-        if not started:
-            raise ConnectionResetError("the starlette response sent nothing")
-        return None
+            reply.close_after = True
+            return
+        if not reply.started:
+            reply.close_after = True  # it sent nothing: the server answers 500 and closes

@@ -14,8 +14,10 @@ Readiness rule (the daemon relies on it): a worker binds its socket early but
 only LISTENS after the predictor's __init__ finished in every worker, so "the
 port accepts connections" means "ready", and GET /healthz answers 200.
 
-Request path (kept lean, it is benchmarked): aiohttp's low-level `web.Server`
-with one handler, no router and no access log. POST to any path predicts;
+Request path (kept lean, it is benchmarked): the runtime's own HTTP/1.1 protocol
+on httptools (http_server.py; aiohttp's server measured 1.27-1.30x bare aiohttp's CPU
+per request, a protocol of this shape 0.50x: bench/README.md), one handler, no router
+and no access log. POST to any path predicts;
 GET /healthz is the health check; any other GET returns a usage message. A
 sync `predict` runs on `threads_per_process` threads (predict_threads.py); an
 `async def predict` is awaited on the loop. `post_predict` runs after the
@@ -33,7 +35,7 @@ replaces the replica.
 
 Limits: request bodies are bounded after decoding (env CORTEXD_MAX_BODY_SIZE,
 bytes, default 32 MiB; see payload.py). Bad client input answers 4xx with a
-one-line reason; aiohttp's own reports of malformed requests go through
+one-line reason; http_server.py's reports of malformed requests go through
 log_limits.py (one line per kind per interval).
 
 Legacy `kind: api` (predictor type "legacy") answers as Cortex's Flask server
@@ -61,14 +63,18 @@ from aiohttp import web
 
 from predictor_runtime import log_limits
 from predictor_runtime.contract import ContractError, ReplicaLimits, RuntimeSpec, read_spec
+from predictor_runtime.http_server import Answer, HTTPServer, Reply, Request
 from predictor_runtime.inflight import PROMETHEUS_CONTENT_TYPE, InFlight, gauge_for
 from predictor_runtime.mnt_project import PROJECT_DIR_ENV, failure_text
 from predictor_runtime.payload import (
+    ASGIAnswer,
     CortexFormData,
     NotSerializable,
     PayloadError,
+    aiohttp_answer,
     encode_legacy_response,
     encode_response,
+    json_answer,
     query_params,
     read_payload,
     request_headers,
@@ -94,15 +100,11 @@ LEGACY_ALLOW = "GET, HEAD, OPTIONS, POST"
 
 log = logging.getLogger("predictor_runtime")
 
-_JSON = "application/json"
+_JSON = [("Content-Type", "application/json")]
 
 
 def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
-def json_response(status: int, value: Any) -> web.Response:
-    return web.Response(status=status, body=json.dumps(value).encode(), content_type=_JSON)
 
 
 def safe_repr(value: Any) -> str:
@@ -120,6 +122,14 @@ def stuck_reason(busy_since: list[float], threads: int, timeout: float, now: flo
     which = "the predictor thread has" if threads == 1 else f"all {threads} predictor threads have"
     return (f"{which} been running one request for more than {timeout:g}s (the request timeout); "
             "the predictor looks hung")
+
+
+_FAILED = object()  # no prediction to hand to post_predict
+
+
+def not_encoded(e: NotSerializable) -> Answer:
+    log.error("error: %s", e)
+    return json_answer(500, {"error": "the prediction could not be encoded as a response; see the API's logs"})
 
 
 class PredictionHandler:
@@ -154,36 +164,38 @@ class PredictionHandler:
         self._describe = predictor.describe
         self._healthy = b'{"ok":true}'
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
-        method = request.method
-        if method == "POST":
+    async def __call__(self, request: Request, reply: Reply) -> None:
+        if request.method == "POST":
             self.in_flight.enter()
             try:
-                return await self.predict(request)
+                await self.predict(request, reply)
             finally:
                 self.in_flight.leave()
+            return
+        await self.answer_other(request).send(reply, self.extra_headers(request))
+
+    def answer_other(self, request: Request) -> Answer:
+        method = request.method
         if method == "GET" or method == "HEAD":
             if request.path == "/metrics":
-                return web.Response(body=self.in_flight.exposition(),
-                                    headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+                return Answer(200, [("Content-Type", PROMETHEUS_CONTENT_TYPE)], self.in_flight.exposition())
             if request.path == "/healthz":
                 return self.health()
-            return web.Response(body=self.usage_body(), content_type=_JSON)
-        return web.Response(status=405, headers={"Allow": "GET, POST"},
-                            body=json.dumps({"error": f"method {method} not allowed; "
-                                                      "POST a request body to get a prediction"}).encode(),
-                            content_type=_JSON)
+            return Answer(200, _JSON, self.usage_body())
+        return Answer(405, [("Allow", "GET, POST"), *_JSON],
+                      json.dumps({"error": f"method {method} not allowed; "
+                                           "POST a request body to get a prediction"}).encode())
 
-    def health(self) -> web.Response:
+    def health(self) -> Answer:
         if not self.ready:
-            return json_response(503, {"ok": False, "reason": "shutting down"})
+            return json_answer(503, {"ok": False, "reason": "shutting down"})
         busy = self.pool.busy
         if busy:
             reason = stuck_reason(list(busy.values()), self.threads, self.request_timeout,
                                   time.monotonic())
             if reason is not None:
-                return json_response(503, {"ok": False, "reason": reason})
-        return web.Response(body=self._healthy, content_type=_JSON)
+                return json_answer(503, {"ok": False, "reason": reason})
+        return Answer(200, _JSON, self._healthy)
 
     def usage_body(self) -> bytes:
         """The GET answer: usage, plus live model metadata (versions, signatures, caches) when there is any."""
@@ -199,41 +211,51 @@ class PredictionHandler:
     # hooks the legacy handler replaces
     encode = staticmethod(encode_response)
 
-    def before_prepare(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
-        """Headers every answer gets; called on each response right before its headers are sent."""
+    def extra_headers(self, request: Request) -> list[tuple[str, str]] | None:
+        """Headers every answer gets besides its own (None: none)."""
+        return None
 
-    def prediction_failed(self, e: Exception) -> web.StreamResponse:
+    def prediction_failed(self, e: Exception) -> Answer:
         log.error("error: predict raised an exception (the client got 500):\n%s",
                   failure_text())
-        return json_response(500, {"error": truncate(f"predict raised {type(e).__name__}: {e}",
-                                                     ERROR_TRUNCATE)})
+        return json_answer(500, {"error": truncate(f"predict raised {type(e).__name__}: {e}",
+                                                   ERROR_TRUNCATE)})
 
-    async def predict(self, request: web.BaseRequest) -> web.StreamResponse:
-        raw_query = request.rel_url.raw_query_string
+    async def predict(self, request: Request, reply: Reply) -> None:
+        raw_query = request.raw_query
         query = query_params(raw_query)
         debug = bool(raw_query) and query.get("debug", "").lower() == "true"
         try:
             payload = await read_payload(request, self.max_body_size)
         except PayloadError as e:
-            response = json_response(e.status, {"error": str(e)})
-            if e.status == 413:
-                response.force_close()  # do not read (or inflate) the rest of the body
-            return response
+            # a 413 closes the connection: the rest of the body is not read (or inflated)
+            answer = Answer(e.status, _JSON, json.dumps({"error": str(e)}).encode(), close=e.status == 413)
+            await answer.send(reply, self.extra_headers(request))
+            return
         headers = request_headers(request) if self._wants_headers else None
         if debug:
             log.info("debug: payload: %s", truncate(safe_repr(payload), DEBUG_TRUNCATE))
         # `type() is`: FormData is a typing.Mapping, whose isinstance check is an ABC walk per request
         uploads = payload if type(payload) is CortexFormData and payload.has_files() else None
         try:
-            return await self._predict_and_answer(request, payload, query, headers, debug, uploads)
+            answer, prediction = await self._predict_answer(payload, query, headers, debug)
+            if type(answer) is ASGIAnswer:
+                answer.request = request
+            # post_predict must not delay or alter the answer; uploaded files stay open until the
+            # answer (which may stream them) was sent
+            try:
+                await answer.send(reply, self.extra_headers(request))
+            finally:
+                if self._post_predict is not None and prediction is not _FAILED:
+                    self._start_post_predict(prediction, payload, query, headers, uploads)
         finally:
             # uploaded files are closed once the answer is sent, whatever it was; post_predict
             # closes them itself when it is done with them
             if uploads is not None and not uploads.handed_to_post_predict:
                 await uploads.close()
 
-    async def _predict_and_answer(self, request: web.BaseRequest, payload: Any, query: Any, headers: Any,
-                                  debug: bool, uploads: CortexFormData | None) -> web.StreamResponse:
+    async def _predict_answer(self, payload: Any, query: Any, headers: Any, debug: bool) -> tuple[Any, Any]:
+        """(the answer, the prediction), or (an error answer, _FAILED)."""
         try:
             if self._is_async:
                 prediction = await self._predict(payload, query, headers)
@@ -244,29 +266,18 @@ class PredictionHandler:
                 finally:
                     self.in_pool -= 1
         except web.HTTPException as e:  # a predictor may answer 4xx itself, aiohttp style
-            return e
+            try:
+                return aiohttp_answer(e), _FAILED
+            except NotSerializable as error:
+                return not_encoded(error), _FAILED
         except Exception as e:
-            return self.prediction_failed(e)
+            return self.prediction_failed(e), _FAILED
         if debug:
             log.info("debug: prediction: %s", truncate(safe_repr(prediction), DEBUG_TRUNCATE))
-
         try:
-            response = self.encode(prediction)
+            return self.encode(prediction), prediction
         except NotSerializable as e:
-            log.error("error: %s", e)
-            return json_response(500, {"error": "the prediction could not be encoded as a response; "
-                                                "see the API's logs"})
-        if self._post_predict is not None or uploads is not None:
-            # send the response first: post_predict must not delay or alter it, and uploaded
-            # files stay open until the response (which may stream them) is sent
-            self.before_prepare(request, response)
-            try:
-                await response.prepare(request)
-                await response.write_eof()
-            finally:
-                if self._post_predict is not None:
-                    self._start_post_predict(prediction, payload, query, headers, uploads)
-        return response
+            return not_encoded(e), _FAILED
 
     def _start_post_predict(self, prediction: Any, payload: Any, query: Any, headers: Any,
                             uploads: CortexFormData | None) -> None:
@@ -314,24 +325,19 @@ class LegacyHandler(PredictionHandler):
         super().__init__(spec, *args, **kw)
         self._where = display_path(spec.predictor.path, spec.project_dir)
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+    def answer_other(self, request: Request) -> Answer:
         if request.method == "OPTIONS":
-            response: web.StreamResponse = web.Response(status=200, headers={"Allow": LEGACY_ALLOW})
-        else:
-            response = await super().__call__(request)
-        if not response.prepared:  # the predict path prepares some answers itself, calling the hook
-            self.before_prepare(request, response)
-        return response
+            return Answer(200, [("Allow", LEGACY_ALLOW)])
+        return super().answer_other(request)
 
-    def before_prepare(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
-        response.headers["Access-Control-Allow-Origin"] = "*"
-        response.headers["Access-Control-Allow-Headers"] = request.headers.get(
-            "Access-Control-Request-Headers", "*")
+    def extra_headers(self, request: Request) -> list[tuple[str, str]] | None:
+        return [("Access-Control-Allow-Origin", "*"),
+                ("Access-Control-Allow-Headers", request.header("Access-Control-Request-Headers") or "*")]
 
-    def prediction_failed(self, e: Exception) -> web.StreamResponse:
+    def prediction_failed(self, e: Exception) -> Answer:
         message = f"prediction failed: error: {self._where}: predict: {e}: runtime exception"
         log.error("error: %s (the client got 406):\n%s", message, failure_text())
-        return web.Response(status=406, text=message, content_type="text/html")
+        return Answer(406, [("Content-Type", "text/html; charset=utf-8")], message.encode())
 
 
 # ---- sockets and serving ---------------------------------------------------------
@@ -374,19 +380,8 @@ async def serve(sock: socket.socket, handler: PredictionHandler,
                 stop.set()
         loop.add_reader(control.fileno(), on_control)
 
-    client_max_size = handler.max_body_size
-
-    def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
-        return web.BaseRequest(message, payload, protocol, writer, task, loop,
-                               client_max_size=client_max_size)
-
-    # bodies are decoded by payload.py (bounded, streamed), not by aiohttp's parser
-    server = web.Server(handler, request_factory=make_request, access_log=None, auto_decompress=False)
-    drain = handler.drain_seconds
-    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=drain)
-    await runner.setup()
-    site = web.SockSite(runner, sock, backlog=1024)
-    await site.start()  # listen() happens here
+    http = HTTPServer(handler)
+    server = await loop.create_server(http.protocol, sock=sock, backlog=1024)  # listen() happens here
     handler.ready = True
     host, port = sock.getsockname()[:2]
     log.info("serving on http://%s:%s", host, port)
@@ -394,9 +389,11 @@ async def serve(sock: socket.socket, handler: PredictionHandler,
     await stop.wait()
     ignore_stop_signals(loop)
     handler.ready = False
+    drain = handler.drain_seconds
     log.info("stopping: no new connections; finishing in-flight requests (up to %gs)", drain)
     deadline = loop.time() + drain
-    await runner.cleanup()
+    server.close()  # no new connections
+    await http.shutdown(deadline)
     await handler.drain_post_predict(max(0.0, deadline - loop.time()))
     handler.pool.shutdown()
 

@@ -17,8 +17,9 @@ from starlette.responses import (
     StreamingResponse,
 )
 
+from predictor_runtime.http_server import Answer
 from predictor_runtime.payload import (
-    ASGIResponse,
+    ASGIAnswer,
     Inflater,
     NotSerializable,
     PayloadError,
@@ -233,15 +234,19 @@ def test_no_body_without_a_type_is_empty_bytes():
 # ---- responses --------------------------------------------------------------------
 
 
-def body_of(response: web.Response) -> bytes:
-    assert isinstance(response, web.Response)
-    return response.body  # type: ignore[return-value]
+def body_of(answer: Answer) -> bytes:
+    assert isinstance(answer, Answer)
+    return answer.body
+
+
+def content_type(answer: Answer) -> str:
+    return dict(answer.headers)["Content-Type"]
 
 
 @pytest.mark.parametrize("value", [{"a": 1}, [1, "b"], 3, 2.5, True, None, {"nested": {"x": [None]}}])
 def test_json_values(value):
     response = encode_response(value)
-    assert response.content_type == "application/json"
+    assert content_type(response) == "application/json"
     assert json.loads(body_of(response)) == value
 
 
@@ -251,35 +256,41 @@ def test_tuple_becomes_a_json_list():
 
 def test_str_is_text_plain():
     response = encode_response("héllo")
-    assert response.content_type == "text/plain"
-    assert response.charset == "utf-8"
+    assert content_type(response) == "text/plain; charset=utf-8"
     assert body_of(response) == "héllo".encode()
 
 
 @pytest.mark.parametrize("value", [b"\x00bin", bytearray(b"\x00bin"), memoryview(b"\x00bin")])
 def test_bytes_are_octet_stream(value):
     response = encode_response(value)
-    assert response.content_type == "application/octet-stream"
+    assert content_type(response) == "application/octet-stream"
     assert body_of(response) == b"\x00bin"
 
 
 def test_starlette_responses_are_sent_through_their_asgi_call():
     for value in (Response(b"x", status_code=201), JSONResponse({"a": 1}), PlainTextResponse("t"),
                   StreamingResponse(iter([b"a"]))):
-        assert isinstance(encode_response(value), ASGIResponse)
+        assert isinstance(encode_response(value), ASGIAnswer)
 
 
 def test_legacy_predictions_are_always_json():
     for value, body in (("text", b'"text"'), ({"a": 1}, b'{"a":1}'), (3, b"3"), (None, b"null")):
         response = encode_legacy_response(value)
-        assert (response.content_type, body_of(response)) == ("application/json", body)
+        assert (content_type(response), body_of(response)) == ("application/json", body)
     with pytest.raises(NotSerializable):
         encode_legacy_response(b"raw bytes")
 
 
-def test_aiohttp_response_passes_through():
-    original = web.Response(status=201, text="made", headers={"X-Custom": "1"})
-    assert encode_response(original) is original
+def test_an_aiohttp_response_is_sent_with_its_status_headers_and_body():
+    answer = encode_response(web.Response(status=201, text="made", headers={"X-Custom": "1"}))
+    assert (answer.status, body_of(answer)) == (201, b"made")
+    assert dict(answer.headers) == {"X-Custom": "1", "Content-Type": "text/plain; charset=utf-8"}
+
+
+def test_an_aiohttp_stream_response_is_refused_with_the_alternative():
+    with pytest.raises(NotSerializable) as info:
+        encode_response(web.StreamResponse())
+    assert "return a starlette StreamingResponse" in str(info.value)
 
 
 def test_numpy_values_become_json():

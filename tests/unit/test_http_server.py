@@ -1,0 +1,214 @@
+"""The runtime's own HTTP/1.1 protocol (predictor_runtime/http_server.py), fed bytes through a recording transport."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from predictor_runtime import http_server
+from predictor_runtime.http_server import BodyError, Connection, Reply, Request
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+        self.paused = False
+
+    def write(self, data: Any) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+
+async def echo(request: Request, reply: Reply) -> None:
+    body = await request.body.read()
+    reply.send(200, [("Content-Type", "text/plain")],
+               f"{request.method} {request.path} ?{request.raw_query} {request.header('x-a')} ".encode() + body)
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def exchange(*pieces: bytes, handler: Any = echo) -> tuple[bytes, bool, list[str]]:
+    """Feed `pieces` to one connection; return what it wrote, whether it closed, the errors it logged."""
+    records = Records()
+    http_server.log.addHandler(records)
+
+    async def run() -> tuple[bytes, bool]:
+        connection = Connection(handler, set())
+        transport = RecordingTransport()
+        connection.connection_made(transport)
+        for piece in pieces:
+            connection.data_received(piece)
+            for _ in range(20):
+                await asyncio.sleep(0)
+        connection.connection_lost(None)
+        return bytes(transport.written), transport.closed
+
+    try:
+        written, closed = asyncio.run(run())
+    finally:
+        http_server.log.removeHandler(records)
+    errors = [str(r.exc_info[1]) if r.exc_info else r.getMessage() for r in records.records]
+    return written, closed, errors
+
+
+def test_a_post_is_answered_with_its_length_and_the_connection_kept():
+    written, closed, errors = exchange(b"POST /p/q?a=1&b=2 HTTP/1.1\r\nHost: x\r\nX-A: hi\r\n"
+                                       b"Content-Length: 4\r\n\r\nbody")
+    head, _, body = written.partition(b"\r\n\r\n")
+    assert body == b"POST /p/q ?a=1&b=2 hi body"
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nContent-Length: %d\r\n" % len(body) in head + b"\r\n" and b"\r\nDate: " in head
+    assert (closed, errors) == (False, [])
+
+
+def test_pipelined_requests_are_answered_in_order():
+    written, _, _ = exchange(b"POST /one HTTP/1.1\r\nContent-Length: 1\r\n\r\nA"
+                             b"POST /two HTTP/1.1\r\nContent-Length: 1\r\n\r\nB")
+    assert written.index(b"POST /one") < written.index(b"POST /two")
+    assert written.count(b"HTTP/1.1 200 OK") == 2
+
+
+def test_a_chunked_body_arrives_whole_across_reads():
+    written, _, _ = exchange(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+                             b"2\r\nde\r\n0\r\n\r\n")
+    assert written.endswith(b"abcde")
+
+
+def test_a_malformed_request_is_400_closed_and_reported_once():
+    written, closed, errors = exchange(b"\x16\x03\x01 not http at all\r\n\r\n")
+    assert written.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"Connection: close" in written
+    assert closed and len(errors) == 1
+
+
+def test_a_header_past_the_line_limit_is_400():
+    written, closed, errors = exchange(b"GET / HTTP/1.1\r\nX: " + b"A" * (http_server.LINE_LIMIT + 1) + b"\r\n\r\n")
+    assert written.startswith(b"HTTP/1.1 400 ") and closed and "longer than" in errors[0]
+
+
+def test_a_broken_chunk_fails_the_body_read_and_the_connection_closes_after_the_answer():
+    seen: list[str] = []
+
+    async def reads(request: Request, reply: Reply) -> None:
+        try:
+            await request.body.read()
+        except BodyError as e:
+            seen.append(str(e))
+            reply.send(400, [], b"bad body")
+
+    written, closed, _ = exchange(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n[1, \r\n",
+                                  b"ZZ\r\nnot a chunk\r\n", handler=reads)
+    assert seen and seen[0].startswith("invalid request body")
+    assert written.startswith(b"HTTP/1.1 400 ") and closed
+
+
+def test_a_client_gone_mid_body_fails_the_read_with_connection_reset():
+    seen: list[type] = []
+
+    async def reads(request: Request, reply: Reply) -> None:
+        try:
+            await request.body.read()
+        except ConnectionResetError as e:
+            seen.append(type(e))
+
+    exchange(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\nonly part", handler=reads)
+    assert seen == [ConnectionResetError]
+
+
+def test_connection_close_and_http_1_0_close_after_the_answer():
+    for head in (b"POST / HTTP/1.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                 b"POST / HTTP/1.0\r\nContent-Length: 0\r\n\r\n"):
+        written, closed, _ = exchange(head)
+        assert b"\r\nConnection: close\r\n" in written and closed
+
+
+def test_head_gets_the_headers_without_the_body():
+    written, _, _ = exchange(b"HEAD / HTTP/1.1\r\n\r\n")
+    assert written.endswith(b"\r\n\r\n") and b"Content-Length: " in written
+
+
+def test_a_streamed_answer_is_chunked_unless_it_set_a_length():
+    async def streams(request: Request, reply: Reply) -> None:
+        reply.start(200, [("Content-Type", "text/plain")])
+        await reply.write(b"one")
+        await reply.write(b"two")
+        reply.end()
+
+    written, closed, _ = exchange(b"GET / HTTP/1.1\r\n\r\n", handler=streams)
+    assert b"Transfer-Encoding: chunked" in written and written.endswith(b"3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n")
+    assert not closed
+
+
+@pytest.mark.parametrize("fails", [True, False], ids=["raises", "returns-without-answer"])
+def test_a_handler_that_fails_or_does_not_answer_gives_500_and_closes(fails):
+    async def broken(request: Request, reply: Reply) -> None:
+        if fails:
+            raise RuntimeError("bug")
+
+    written, closed, _ = exchange(b"GET / HTTP/1.1\r\n\r\n", handler=broken)
+    assert written.startswith(b"HTTP/1.1 500 ") and closed
+
+
+def test_a_large_unread_body_pauses_reading_until_the_handler_reads():
+    states: list[bool] = []
+
+    async def slow(request: Request, reply: Reply) -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+        states.append(transport_paused())
+        await request.body.read()
+        states.append(transport_paused())
+        reply.send(200, [])
+
+    transports: list[RecordingTransport] = []
+
+    def transport_paused() -> bool:
+        return transports[0].paused
+
+    async def run() -> None:
+        connection = Connection(slow, set())
+        transports.append(RecordingTransport())
+        connection.connection_made(transports[0])
+        size = http_server.HIGH_WATER + 10
+        connection.data_received(b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        connection.connection_lost(None)
+
+    asyncio.run(run())
+    assert states == [True, False]
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent():
+    written, _, _ = exchange(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n", b"ok")
+    assert written.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n") and written.endswith(b" ok")
+
+
+def test_an_answer_header_with_a_line_break_is_refused_not_sent():
+    async def injects(request: Request, reply: Reply) -> None:
+        reply.send(200, [("X-A", "ok\r\nSet-Cookie: evil=1")], b"")
+
+    written, closed, _ = exchange(b"GET / HTTP/1.1\r\n\r\n", handler=injects)
+    assert written.startswith(b"HTTP/1.1 500 ") and b"evil" not in written and closed
