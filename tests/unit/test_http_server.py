@@ -212,3 +212,48 @@ def test_an_answer_header_with_a_line_break_is_refused_not_sent():
 
     written, closed, _ = exchange(b"GET / HTTP/1.1\r\n\r\n", handler=injects)
     assert written.startswith(b"HTTP/1.1 500 ") and b"evil" not in written and closed
+
+
+def test_an_idle_keep_alive_connection_closes_after_the_timeout_and_a_busy_one_does_not():
+    async def run() -> tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        connection = Connection(echo, set())
+        transport = RecordingTransport()
+        connection.connection_made(transport)
+        connection.data_received(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\npar")  # a body on its way
+        connection._check_idle()  # the timer fires mid-request: the connection stays
+        still_open = not transport.closed
+        connection.data_received(b"ts")
+        for _ in range(20):
+            await asyncio.sleep(0)
+        connection._idle_since = loop.time() - http_server.KEEPALIVE_TIMEOUT  # idle that long since
+        connection._check_idle()
+        return still_open, transport.closed
+
+    assert asyncio.run(run()) == (True, True)
+
+
+def test_shutdown_closes_idle_connections_and_lets_a_busy_one_answer_first():
+    release = asyncio.Event()
+
+    async def waits(request: Request, reply: Reply) -> None:
+        await release.wait()
+        reply.send(200, [], b"done")
+
+    async def run() -> tuple[bool, bytes, bool]:
+        server = http_server.HTTPServer(waits)
+        idle, busy = server.protocol(), server.protocol()
+        idle_transport, busy_transport = RecordingTransport(), RecordingTransport()
+        idle.connection_made(idle_transport)
+        busy.connection_made(busy_transport)
+        busy.data_received(b"GET / HTTP/1.1\r\n\r\n")
+        await asyncio.sleep(0)
+        shutdown = asyncio.ensure_future(server.shutdown(asyncio.get_running_loop().time() + 30))
+        await asyncio.sleep(0)
+        idle_closed_at_once = idle_transport.closed and not busy_transport.closed
+        release.set()
+        await shutdown
+        return idle_closed_at_once, bytes(busy_transport.written), busy_transport.closed
+
+    idle_closed_at_once, answer, busy_closed = asyncio.run(run())
+    assert idle_closed_at_once and answer.endswith(b"done") and busy_closed
