@@ -50,9 +50,10 @@ failing __init__ exits non-zero with the traceback on stderr.
 
 Modules: contract.py (the runtime spec and the replica's limits, typed),
 server.py (entry point, one worker's request path, shutdown),
+http_server.py (its HTTP/1.1 protocol on httptools: framing, bodies, answers, drain),
 supervisor.py (processes_per_replica > 1: workers, readiness barrier),
 process_setup.py (what both set up: log lines, the bound socket, stop signals),
-log_limits.py (aiohttp's server log, one line per kind of client error per interval),
+log_limits.py (the HTTP server's log, one line per kind of client error per interval),
 predictors.py (loading user code, binding by parameter name), payload.py
 (request parsing, response encoding), clients/ (python_client, onnx_client,
 tensorflow_client), models.py (the model store: versions, memory LRU, live

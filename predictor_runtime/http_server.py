@@ -286,11 +286,12 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
         self.transport = None
+        self.closing = True  # pipelined requests still waiting are not run for nobody
         self._cancel_idle()
         if self._reading is not None:
             self._reading.body.fail(ConnectionResetError("the client went away"))
         if self._drain is not None and not self._drain.done():
-            self._drain.set_exception(ConnectionResetError("the client went away"))
+            self._drain.set_result(None)  # the writer wakes up and finds the connection gone
 
     def pause_writing(self) -> None:
         if self._drain is None or self._drain.done():
@@ -375,8 +376,11 @@ class Connection(asyncio.Protocol):
             self.transport.write(data)
 
     async def drain(self) -> None:
+        """Wait while the transport's write buffer is full; ConnectionResetError once the client is gone."""
         if self._drain is not None:
             await self._drain
+        if self.transport is None:
+            raise ConnectionResetError("the client went away")
 
     def close(self) -> None:
         self.closing = True

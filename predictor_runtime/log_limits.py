@@ -125,7 +125,7 @@ def install(target: logging.Logger) -> ServerLogLimiter:
     handler = ServerLogLimiter(target, interval_from_env())
     server_log = logging.getLogger("predictor_runtime.http")
     server_log.handlers[:] = [handler]
-    server_log.setLevel(logging.INFO)  # aiohttp's debug chatter stays out
+    server_log.setLevel(logging.INFO)  # debug chatter stays out
     server_log.propagate = False
     # python-multipart warns about every malformed body it sees; the client got 400 already
     for name in ("python_multipart", "multipart"):

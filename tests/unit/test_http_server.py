@@ -257,3 +257,26 @@ def test_shutdown_closes_idle_connections_and_lets_a_busy_one_answer_first():
 
     idle_closed_at_once, answer, busy_closed = asyncio.run(run())
     assert idle_closed_at_once and answer.endswith(b"done") and busy_closed
+
+
+def test_requests_still_waiting_when_the_client_goes_are_not_run():
+    seen: list[str] = []
+    release = asyncio.Event()
+
+    async def slow(request: Request, reply: Reply) -> None:
+        seen.append(request.path)
+        await release.wait()
+        reply.send(200, [], b"")
+
+    async def run() -> None:
+        connection = Connection(slow, set())
+        connection.connection_made(RecordingTransport())
+        connection.data_received(b"GET /one HTTP/1.1\r\n\r\nGET /two HTTP/1.1\r\n\r\n")
+        await asyncio.sleep(0)
+        connection.connection_lost(None)
+        release.set()
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    asyncio.run(run())
+    assert seen == ["/one"]
