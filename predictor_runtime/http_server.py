@@ -37,6 +37,12 @@ import httptools
 HIGH_WATER = 256 * 1024  # unread body bytes at which reading pauses
 LINE_LIMIT = 8190  # bytes in the request target, a header name or a header value (aiohttp's limits)
 KEEPALIVE_TIMEOUT = 75.0  # seconds an idle keep-alive connection stays open (aiohttp's default)
+# header lines in one request: the gateway forwards at most its own cap (128) and adds a few;
+# without a cap a head of endless short lines would grow without bound
+MAX_HEADERS = 256
+# requests parsed and not answered yet, past which reading stops until they are answered: a
+# client pipelining without reading its answers (the gateway never does) holds a bounded queue
+PIPELINE_LIMIT = 32
 
 log = logging.getLogger("predictor_runtime.http")  # log_limits.install bounds what it writes
 
@@ -311,6 +317,8 @@ class Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) > LINE_LIMIT or len(value) > LINE_LIMIT:
             raise LimitExceeded(f"a header is longer than {LINE_LIMIT} bytes")
+        if len(self._headers) >= MAX_HEADERS:
+            raise LimitExceeded(f"the request has more than {MAX_HEADERS} header lines")
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
@@ -327,6 +335,8 @@ class Connection(asyncio.Protocol):
                           Body(self._pause_reading, length))
         self._reading = request
         self._waiting.append(request)
+        if len(self._waiting) > PIPELINE_LIMIT:
+            self._pause_reading(True)
         if self._task is None:
             self._next()
 
@@ -344,6 +354,8 @@ class Connection(asyncio.Protocol):
     def _next(self) -> None:
         if self._waiting and not self.closing:
             self._task = asyncio.ensure_future(self._serve(self._waiting.popleft()))
+            if len(self._waiting) == PIPELINE_LIMIT:
+                self._pause_reading(False)  # it stopped for the queue: room again
         else:
             self._task = None
             self._arm_idle()
@@ -414,6 +426,8 @@ class Connection(asyncio.Protocol):
     def _pause_reading(self, pause: bool) -> None:
         if self.transport is None or pause == self._paused_reading:
             return
+        if not pause and len(self._waiting) > PIPELINE_LIMIT:
+            return  # stopped for the queue of pipelined requests, not only for a body
         self._paused_reading = pause
         if pause:
             self.transport.pause_reading()

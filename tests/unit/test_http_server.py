@@ -108,6 +108,44 @@ def test_a_header_past_the_line_limit_is_400():
     assert written.startswith(b"HTTP/1.1 400 ") and closed and "longer than" in errors[0]
 
 
+def test_a_head_of_too_many_header_lines_is_400():
+    lines = b"".join(b"X-%d: 1\r\n" % i for i in range(http_server.MAX_HEADERS + 1))
+    written, closed, errors = exchange(b"GET / HTTP/1.1\r\n" + lines + b"\r\n")
+    assert written.startswith(b"HTTP/1.1 400 ") and closed and "header lines" in errors[0]
+    written, closed, _ = exchange(b"GET / HTTP/1.1\r\n" + lines[:-len(b"X-256: 1\r\n")] + b"\r\n")
+    assert written.startswith(b"HTTP/1.1 200 ") and not closed
+
+
+def test_a_client_pipelining_without_reading_answers_holds_a_bounded_queue():
+    gate: list[asyncio.Event] = []
+    paused: list[bool] = []
+
+    async def held(request: Request, reply: Reply) -> None:
+        await gate[0].wait()
+        reply.send(200, [], await request.body.read())
+
+    async def run() -> bytes:
+        gate.append(asyncio.Event())
+        connection = Connection(held, set())
+        transport = RecordingTransport()
+        connection.connection_made(transport)
+        one = b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx"
+        connection.data_received(one * (http_server.PIPELINE_LIMIT + 1))  # one served, 32 waiting
+        await asyncio.sleep(0)
+        paused.append(transport.paused)
+        connection.data_received(one * 5)  # what one read held is parsed, then no more is read
+        paused.append(transport.paused)
+        gate[0].set()
+        for _ in range(200):
+            await asyncio.sleep(0)
+        paused.append(transport.paused)
+        return bytes(transport.written)
+
+    written = asyncio.run(run())
+    assert paused == [False, True, False]
+    assert written.count(b"HTTP/1.1 200 OK") == http_server.PIPELINE_LIMIT + 6
+
+
 def test_a_broken_chunk_fails_the_body_read_and_the_connection_closes_after_the_answer():
     seen: list[str] = []
 
