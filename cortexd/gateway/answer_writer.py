@@ -89,6 +89,10 @@ class AnswerWriter(asyncio.Protocol):
         self.transport = None
         self._wake_drain()
 
+    def last_answer(self) -> bool:
+        """Whether the answer being written is the connection's last (client_connection.py knows better)."""
+        return self._close
+
     # -- writing ---------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
@@ -118,7 +122,7 @@ class AnswerWriter(asyncio.Protocol):
                      length: bytes | None, closing: bool) -> None:
         """Write the head of a streamed answer (`closing`: the connection closes after it)."""
         self.started = True
-        keep_alive = request.keep_alive and request.complete and not self._close and not closing
+        keep_alive = request.keep_alive and request.complete and not self.last_answer() and not closing
         head, self._chunked, self.stream_keep_alive = stream_head(status, headers, rid, request.version, length,
                                                                   keep_alive)
         self.write(head)

@@ -251,28 +251,30 @@ class ClientConnection(AnswerWriter):
                     answer = await self._serve(request)
                 except Exception as e:  # a bug in the gateway: said, never a traceback to the client
                     answer = self._internal_error(request, e)
+                going_on = self._answered(request, answer)
                 queue.popleft()
                 if len(queue) == PIPELINE_LIMIT:
                     self.resume_reading()  # it stopped for the queue: room again
-                if not self._answered(request, answer):
+                if not going_on:
                     return
         finally:
             self._task = None
             self._waiter = None
 
     def _answered(self, request: ClientRequest, answer: Answer | None) -> bool:
-        """Write `answer` (None: it was streamed); whether the connection goes on to the next request."""
+        """Write `answer` (None: it was streamed) to `request`, still first in the queue; whether the
+        connection goes on to the next request."""
         if self.transport is None:
             return False
         # the rest of an unread body is not read into nothing: the connection closes after the answer
-        keep_alive = request.keep_alive and request.complete and not self._close
+        keep_alive = request.keep_alive and request.complete and not self.last_answer()
         if answer is not None:
             keep_alive = keep_alive and not answer.close
             self.write_answer(request, answer, keep_alive)
         elif not self.stream_keep_alive:
             keep_alive = False
         if keep_alive:
-            if not self._queue:
+            if len(self._queue) == 1:
                 self._idle_since = self.loop.time()
                 if self._idle_timer is None:
                     self._idle_timer = self.loop.call_at(self._idle_since + self._keepalive, self._idle_due)
@@ -285,6 +287,11 @@ class ClientConnection(AnswerWriter):
             self.resume_reading()  # what it sends is read and dropped
             self.linger()
         return False
+
+    def last_answer(self) -> bool:
+        """Whether the answer being written is the connection's last: no more requests are read, and
+        none parsed waits behind it (the one being answered is still queued while it streams)."""
+        return self._close and len(self._queue) <= 1
 
     def _internal_error(self, request: ClientRequest, e: Exception) -> Answer | None:
         clients = self._clients

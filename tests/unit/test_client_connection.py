@@ -279,3 +279,30 @@ async def test_a_client_that_half_closes_after_its_request_still_gets_the_answer
     assert body == b"hi" and b"Connection: close" in head and transport.closed
     conn, transport, _ = connect()
     assert conn.eof_received() is False  # nothing asked: the transport closes
+
+
+async def test_a_pipeline_ending_in_connection_close_answers_every_request_then_closes():
+    # the last request's `Connection: close` ends the connection after its own answer, not
+    # after the answer being written when it was parsed (issue 20's attack review)
+    conn, transport, served = connect()
+    conn.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.1\r\nHost: x\r\n\r\n"
+                       b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    await turns(20)
+    heads = [head for head, _ in answers(transport.out)]
+    assert [r.raw_path for r in served.requests] == ["/a", "/b", "/c"] and len(heads) == 3
+    assert [b"Connection: close" in head for head in heads] == [False, False, True]
+    assert transport.closed
+
+
+async def test_a_client_half_closing_after_a_pipeline_gets_every_answer():
+    conn, transport, served = connect()
+    served.gate = asyncio.Event()
+    conn.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    await turns()
+    assert conn.eof_received() is True  # answers still go out
+    served.gate.set()
+    await turns(20)
+    heads = [head for head, _ in answers(transport.out)]
+    assert len(heads) == 2 and [b"Connection: close" in head for head in heads] == [False, True]
+    assert transport.closed
+
