@@ -89,6 +89,7 @@ class ClientConnection(AnswerWriter):
         self._head_size = 0
         self._length: int | None = None
         self._chunked = False
+        self._te = False  # the head has a Transfer-Encoding
         self._current: ClientRequest | None = None  # the request whose body is being parsed
         self._head_bytes = 0  # bytes of an unfinished head, from the reads that did not complete it
         self.held = 0  # what this connection counts in the shared HeldHeads (admission.py)
@@ -166,7 +167,7 @@ class ClientConnection(AnswerWriter):
         self._headers = []
         self._head_size = 14  # the request line's spaces, version and end, the blank line (then method, url)
         self._length = None
-        self._chunked = False
+        self._chunked = self._te = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -184,7 +185,9 @@ class ClientConnection(AnswerWriter):
         if len(name) == 14 and name.lower() == b"content-length":
             self._length = int(value)  # llhttp checked its digits
         elif len(name) == 17 and name.lower() == b"transfer-encoding":
-            self._chunked = b"chunked" in value.lower()
+            # framed chunked only when chunked is the last coding (of the last header line, as llhttp reads it)
+            self._chunked = value.rpartition(b",")[2].strip().lower() == b"chunked"
+            self._te = True
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -204,9 +207,12 @@ class ClientConnection(AnswerWriter):
         if spoken is None:
             self._refused(505, "unsupported HTTP version", f"HTTP/{version} is not spoken here: send HTTP/1.1 "
                                                            "(or HTTP/1.0)")
+        self._check_framing(parser)
         path = self._url.decode("utf-8", "surrogateescape")
+        # RFC 9112 6.1: an HTTP/1.0 message with a Transfer-Encoding closes the connection after it
+        keep_alive = parser.should_keep_alive() and not (self._te and spoken < (1, 1))
         request = ClientRequest(self, method.decode("ascii"), path, spoken, self._headers, self._length,
-                                self._chunked, parser.should_keep_alive())
+                                self._chunked, keep_alive)
         self._current = request
         self._queue.append(request)
         if len(self._queue) > PIPELINE_LIMIT:
@@ -215,6 +221,18 @@ class ClientConnection(AnswerWriter):
             self._task = self.loop.create_task(self._serve_requests())
         else:
             self._wake()
+
+    def _check_framing(self, parser: httptools.HttpRequestParser) -> None:
+        """Refuse, before it is served, a request whose body llhttp would not frame (it says so only after
+        on_headers_complete, once the request is queued): a Transfer-Encoding without chunked last
+        (RFC 9112 6.3: 400), and an upgrade with a body (llhttp skips the body of an upgrade; the
+        gateway upgrades nothing, and would pass the request on with its body lost)."""
+        if self._te and not self._chunked:
+            self._refused(400, "Transfer-Encoding not chunked", "the request is not valid HTTP: a request's "
+                          "Transfer-Encoding must end in chunked; send the body chunked or with a Content-Length")
+        if (self._chunked or self._length) and parser.should_upgrade():
+            self._refused(400, "Upgrade with a body", "the gateway does not upgrade connections: send the request "
+                          "without an Upgrade header")
 
     def _refused(self, status: int, kind: str, message: str) -> NoReturn:
         """Stop the parser (it raises HttpParserCallbackError); _parse_failed answers `status`."""

@@ -340,6 +340,9 @@ AMBIGUOUS = {
                                       % (5 + len(_HIDDEN)) + _HIDDEN,
     "a bare LF in a header value": b"X-A: 1\nContent-Length: %d\r\n\r\n" % len(_HIDDEN) + _HIDDEN,
     "a negative Content-Length": b"Content-Length: -%d\r\n\r\n" % len(_HIDDEN) + _HIDDEN,
+    "a Transfer-Encoding without chunked": b"Transfer-Encoding: gzip\r\n\r\n" + _HIDDEN,
+    "an Upgrade with a body": b"Connection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: %d\r\n\r\n"
+                              % len(_HIDDEN) + _HIDDEN,
 }
 
 

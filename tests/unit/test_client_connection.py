@@ -306,3 +306,37 @@ async def test_a_client_half_closing_after_a_pipeline_gets_every_answer():
     assert len(heads) == 2 and [b"Connection: close" in head for head in heads] == [False, True]
     assert transport.closed
 
+
+async def test_a_transfer_encoding_other_than_chunked_last_is_refused_before_it_is_served():
+    # RFC 9112 6.3: the request's length cannot be determined; aiohttp answered 400 too
+    for te in (b"gzip", b"chunkedx", b"identity"):
+        conn, transport, served = connect()
+        conn.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + te + b"\r\n\r\nhi")
+        await turns()
+        status, body = refusal(transport)
+        assert status == 400 and "Transfer-Encoding" in body["error"] and not served.requests, te
+    conn, transport, served = connect()  # gzip, then chunked last: framed as chunked
+    conn.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: Chunked\r\n"
+                       b"\r\n2\r\nhi\r\n0\r\n\r\n")
+    await turns()
+    assert served.requests[0].chunked and answers(transport.out)[0][1] == b"hi"
+    conn, transport, served = connect()  # RFC 9112 6.1: in HTTP/1.0 it is served, then the connection closes
+    conn.data_received(b"POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n"
+                       b"\r\n2\r\nhi\r\n0\r\n\r\n")
+    await turns()
+    assert answers(transport.out)[0][1] == b"hi" and b"Connection: close" in transport.out and transport.closed
+
+
+async def test_an_upgrade_request_with_a_body_is_refused_not_served_without_its_body():
+    # llhttp skips the body of an upgrade request; the gateway upgrades nothing, so it would
+    # pass the request on with its body lost
+    conn, transport, served = connect()
+    conn.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+                       b"Content-Length: 2\r\n\r\nhi")
+    await turns()
+    status, body = refusal(transport)
+    assert status == 400 and "Upgrade" in body["error"] and not served.requests
+    conn, transport, served = connect()  # without a body it is served, and the connection closes
+    conn.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    await turns()
+    assert len(served.requests) == 1 and b"Connection: close" in transport.out and transport.closed
