@@ -87,6 +87,7 @@ class ClientConnection(AnswerWriter):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
+        self._trailer_lines = 0
         self._length: int | None = None
         self._chunked = False
         self._te = False  # the head has a Transfer-Encoding
@@ -176,6 +177,9 @@ class ClientConnection(AnswerWriter):
                                                          f"longer than {REQUEST_LINE_LIMIT} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:  # a trailer of a chunked body: dropped, as aiohttp did, within the head's limits
+            self._trailers(len(name) + len(value) + 4)
+            return
         headers = self._headers
         headers.append((name, value))
         n = len(name) + len(value)
@@ -188,6 +192,13 @@ class ClientConnection(AnswerWriter):
             # framed chunked only when chunked is the last coding (of the last header line, as llhttp reads it)
             self._chunked = value.rpartition(b",")[2].strip().lower() == b"chunked"
             self._te = True
+
+    def _trailers(self, n: int) -> None:
+        self._head_size += n  # counted from the end of the head
+        self._trailer_lines += 1
+        if self._head_size > HEAD_LIMIT or self._trailer_lines > MAX_HEADERS:
+            self._refused(431, "request trailers too large", "the request body's trailers are larger than the "
+                          f"gateway allows ({HEAD_LIMIT // 1024} KiB, {MAX_HEADERS} lines)")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -208,6 +219,7 @@ class ClientConnection(AnswerWriter):
             self._refused(505, "unsupported HTTP version", f"HTTP/{version} is not spoken here: send HTTP/1.1 "
                                                            "(or HTTP/1.0)")
         self._check_framing(parser)
+        self._head_size = self._trailer_lines = 0  # what the parser finds next are the body's trailers
         path = self._url.decode("utf-8", "surrogateescape")
         # RFC 9112 6.1: an HTTP/1.0 message with a Transfer-Encoding closes the connection after it
         keep_alive = parser.should_keep_alive() and not (self._te and spoken < (1, 1))
@@ -376,10 +388,10 @@ class ClientConnection(AnswerWriter):
         current = self._current
         in_head = self._in_head
         self._stop_parsing()
-        if problem is None and current is not None and not in_head:  # a malformed body
+        if current is not None and not in_head:  # a malformed body, or trailers past the limits
             self._current = None
             self._close = True
-            current.fail(BodyBroken(f"the request body is not valid HTTP: {e}"))
+            current.fail(BodyBroken(problem.message if problem else f"the request body is not valid HTTP: {e}"))
             return
         if problem is None:
             detail = shown(str(e), 100)

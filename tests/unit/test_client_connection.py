@@ -340,3 +340,24 @@ async def test_an_upgrade_request_with_a_body_is_refused_not_served_without_its_
     conn.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
     await turns()
     assert len(served.requests) == 1 and b"Connection: close" in transport.out and transport.closed
+
+
+async def test_trailers_are_dropped_not_added_to_the_request_head():
+    # llhttp reports a chunked body's trailers through on_header, after the head was made
+    conn, transport, served = connect()
+    conn.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n"
+                       b"X-Request-Id: from-a-trailer\r\nHost: evil\r\n\r\n")
+    await turns()
+    request = served.requests[0]
+    assert request.header(b"x-request-id") is None and request.header_all(b"host") == [b"x"]
+    assert answers(transport.out)[0][1] == b"hi" and not transport.closed
+
+
+async def test_trailers_past_the_head_limits_fail_the_body_at_once():
+    conn, transport, served = connect()
+    trailers = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(MAX_HEADERS + 1))
+    conn.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n" + trailers)
+    await turns()
+    assert served.requests[0].complete is False
+    # at once, not after the body timeout: Served's readany raised (the real request path answers 400)
+    assert transport.out.startswith(b"HTTP/1.1 500")
