@@ -88,6 +88,10 @@ class ClientConnection(AnswerWriter):
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
         self._trailer_lines = 0
+        # bytes of the read being parsed that went to messages before the head now parsed, and where
+        # that head began in it (-1: in an earlier read), so a head in pieces counts only its own bytes
+        self._read_used = 0
+        self._head_from = -1
         self._length: int | None = None
         self._chunked = False
         self._te = False  # the head has a Transfer-Encoding
@@ -148,6 +152,8 @@ class ClientConnection(AnswerWriter):
         parser = self._parser
         if parser is None or self.lingering or (self._close and self._current is None and not self._in_head):
             return  # refused, or no request is read any more: dropped unread
+        self._read_used = 0
+        self._head_from = -1
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -158,12 +164,14 @@ class ClientConnection(AnswerWriter):
             self._parse_failed(e)
             return
         if self._in_head and self.transport is not None and not self.lingering:
-            self._head_piece(len(data))
+            # a head begun in this read holds only what follows the messages before it (their bodies)
+            self._head_piece(len(data) - self._head_from if self._head_from >= 0 else len(data))
 
     # -- httptools' callbacks -------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         self._in_head = True
+        self._head_from = self._read_used
         self._url = b""
         self._headers = []
         self._head_size = 14  # the request line's spaces, version and end, the blank line (then method, url)
@@ -211,7 +219,9 @@ class ClientConnection(AnswerWriter):
         parser = self._parser
         assert parser is not None
         method = parser.get_method()
-        if self._head_size + len(method) + len(self._url) > HEAD_LIMIT:
+        head_size = self._head_size + len(method) + len(self._url)
+        self._read_used += head_size
+        if head_size > HEAD_LIMIT:
             self._refused(431, "request head too large", HEAD_TOO_LARGE)
         version = parser.get_http_version()
         spoken = _VERSIONS.get(version)
@@ -252,6 +262,7 @@ class ClientConnection(AnswerWriter):
         raise problem
 
     def on_body(self, body: bytes) -> None:
+        self._read_used += len(body)
         if self._current is not None:
             self._current.feed(body)
 

@@ -361,3 +361,18 @@ async def test_trailers_past_the_head_limits_fail_the_body_at_once():
     assert served.requests[0].complete is False
     # at once, not after the body timeout: Served's readany raised (the real request path answers 400)
     assert transport.out.startswith(b"HTTP/1.1 500")
+
+
+async def test_a_pipelined_head_in_pieces_counts_only_its_own_bytes_not_the_body_before_it():
+    # one read holds a large body and the start of the next head: only that start is held
+    clients = ClientConnections(60.0, 1 << 20, open_files=1024)
+    conn, transport, served = connect(clients=clients)
+    body = b"x" * (HEAD_LIMIT + 1000)
+    conn.data_received(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+                       + b"POST /b HTTP/1.1\r\nHo")
+    held = clients.held_heads.total
+    conn.data_received(b"st: x\r\nContent-Length: 2\r\n\r\nok")
+    await turns(20)
+    assert [r.raw_path for r in served.requests] == ["/a", "/b"]
+    assert [b for _, b in answers(transport.out)] == [body, b"ok"] and not transport.closed
+    assert clients.held_heads.total == 0 and 0 < held < 100
