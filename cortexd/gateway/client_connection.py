@@ -11,7 +11,8 @@ writes what it answers (answer_writer.py, which this class extends). The usual r
 the request path's coroutine and one future to wait for the next request: no task, no
 stream objects.
 
-Clients are not trusted (nginx is the model): one request-head timer, armed when the
+Clients are not trusted (nginx is the model): a pipelined request is served only once the
+client has room for the answers before it (the transport's high-water mark); one request-head timer, armed when the
 connection opens and again only when a later head arrives in pieces (408); a head is at
 most HEAD_LIMIT bytes, a header line HEADER_LINE_LIMIT, MAX_HEADERS lines (431), a
 request line REQUEST_LINE_LIMIT (400); the bytes of unfinished heads count in the
@@ -298,6 +299,10 @@ class ClientConnection(AnswerWriter):
                     self.resume_reading()  # it stopped for the queue: room again
                 if not going_on:
                     return
+                if self._write_paused:  # answers the client has not read: the next waits until it has room
+                    await self.drain()
+        except ConnectionError:  # the client went while its answers waited; connection_lost cleaned up
+            pass
         finally:
             self._task = None
             self._waiter = None

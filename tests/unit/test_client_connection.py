@@ -376,3 +376,24 @@ async def test_a_pipelined_head_in_pieces_counts_only_its_own_bytes_not_the_body
     assert [r.raw_path for r in served.requests] == ["/a", "/b"]
     assert [b for _, b in answers(transport.out)] == [body, b"ok"] and not transport.closed
     assert clients.held_heads.total == 0 and 0 < held < 100
+
+
+async def test_a_client_that_reads_no_answers_stops_the_pipeline_at_the_transports_high_water():
+    # whole answers are written without waiting: without this the next request would be served and
+    # its answer buffered too, without bound, for a client that pipelines and never reads
+    conn, transport, served = connect()
+    write = transport.write
+
+    def write_and_fill(data) -> None:
+        write(data)
+        conn.pause_writing()  # the transport's buffer is over its high-water mark
+
+    transport.write = write_and_fill  # type: ignore[method-assign]
+    one = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx"
+    conn.data_received(one * 3)
+    await turns(20)
+    assert len(served.requests) == 1 and len(answers(transport.out)) == 1
+    transport.write = write  # type: ignore[method-assign]
+    conn.resume_writing()  # the client read
+    await turns(20)
+    assert len(served.requests) == 3 and len(answers(transport.out)) == 3 and not transport.closed
