@@ -51,6 +51,13 @@ _VERSIONS = {"1.1": (1, 1), "1.0": (1, 0)}  # request versions the gateway answe
 # they are answered: a client pipelining without reading its answers holds a bounded queue (and what
 # one read held, which the parser finishes)
 PIPELINE_LIMIT = 32
+# headers a request may carry once (Content-Length: llhttp refuses two), as aiohttp, which the replicas
+# run, and the old gateway refused: a bit each, for a mask per head
+_SINGLE = {name: 1 << i for i, name in enumerate((b"host", b"content-type", b"transfer-encoding", b"user-agent",
+                                                   b"content-location", b"content-range", b"etag", b"max-forwards",
+                                                   b"server"))}
+_SINGLE_LENGTHS = frozenset(len(name) for name in _SINGLE)
+_TRANSFER_ENCODING = _SINGLE[b"transfer-encoding"]
 HEAD_TOO_LARGE = (f"the request head is larger than the gateway allows ({HEAD_LIMIT // 1024} KiB in all, "
                   f"{HEADER_LINE_LIMIT // 1024} KiB per header line, {MAX_HEADERS} header lines); "
                   "send fewer or smaller headers")
@@ -96,6 +103,7 @@ class ClientConnection(AnswerWriter):
         self._length: int | None = None
         self._chunked = False
         self._te = False  # the head has a Transfer-Encoding
+        self._singles = 0  # the _SINGLE headers the head has
         self._current: ClientRequest | None = None  # the request whose body is being parsed
         self._head_bytes = 0  # bytes of an unfinished head, from the reads that did not complete it
         self.held = 0  # what this connection counts in the shared HeldHeads (admission.py)
@@ -178,6 +186,7 @@ class ClientConnection(AnswerWriter):
         self._head_size = 14  # the request line's spaces, version and end, the blank line (then method, url)
         self._length = None
         self._chunked = self._te = False
+        self._singles = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -195,12 +204,19 @@ class ClientConnection(AnswerWriter):
         self._head_size += n + 4
         if n + 2 > HEADER_LINE_LIMIT or len(headers) > MAX_HEADERS:
             self._refused(431, "request head too large", HEAD_TOO_LARGE)
-        if len(name) == 14 and name.lower() == b"content-length":
+        size = len(name)
+        if size == 14 and name.lower() == b"content-length":
             self._length = int(value)  # llhttp checked its digits
-        elif len(name) == 17 and name.lower() == b"transfer-encoding":
-            # framed chunked only when chunked is the last coding (of the last header line, as llhttp reads it)
-            self._chunked = value.rpartition(b",")[2].strip().lower() == b"chunked"
-            self._te = True
+        elif size in _SINGLE_LENGTHS:
+            lname = name.lower()
+            bit = _SINGLE.get(lname, 0)
+            if self._singles & bit:
+                self._refused(400, "repeated header", f"the request is not valid HTTP: it has more than one "
+                                                      f"{lname.decode()} header; send one")
+            self._singles |= bit
+            if bit == _TRANSFER_ENCODING:  # chunked only when it is the last coding (RFC 9112 6.3)
+                self._chunked = value.rpartition(b",")[2].strip().lower() == b"chunked"
+                self._te = True
 
     def _trailers(self, n: int) -> None:
         self._head_size += n  # counted from the end of the head

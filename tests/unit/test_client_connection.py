@@ -316,7 +316,7 @@ async def test_a_transfer_encoding_other_than_chunked_last_is_refused_before_it_
         status, body = refusal(transport)
         assert status == 400 and "Transfer-Encoding" in body["error"] and not served.requests, te
     conn, transport, served = connect()  # gzip, then chunked last: framed as chunked
-    conn.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: Chunked\r\n"
+    conn.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, Chunked\r\n"
                        b"\r\n2\r\nhi\r\n0\r\n\r\n")
     await turns()
     assert served.requests[0].chunked and answers(transport.out)[0][1] == b"hi"
@@ -397,3 +397,19 @@ async def test_a_client_that_reads_no_answers_stops_the_pipeline_at_the_transpor
     conn.resume_writing()  # the client read
     await turns(20)
     assert len(served.requests) == 3 and len(answers(transport.out)) == 3 and not transport.closed
+
+
+async def test_a_header_that_must_be_single_is_refused_when_repeated():
+    # RFC 9112 3.2 (Host) and aiohttp's singleton headers, which the old gateway refused and a
+    # replica (aiohttp) refuses: the request never reaches one
+    for name in (b"Host", b"content-type", b"Transfer-Encoding", b"User-Agent"):
+        conn, transport, served = connect()
+        conn.data_received(b"POST / HTTP/1.1\r\n" + name + b": a\r\nX-Other: 1\r\n" + name.upper() + b": b\r\n"
+                           b"Content-Length: 2\r\n\r\nhi")
+        await turns()
+        status, body = refusal(transport)
+        assert status == 400 and name.decode().lower() in body["error"].lower() and not served.requests, name
+    conn, transport, served = connect()  # headers that may repeat still do
+    conn.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: a\r\nAccept: b\r\nCookie: 1\r\nCookie: 2\r\n\r\n")
+    await turns()
+    assert served.requests[0].header_all(b"accept") == [b"a", b"b"] and transport.out.startswith(b"HTTP/1.1 200")
