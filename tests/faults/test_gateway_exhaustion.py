@@ -157,6 +157,36 @@ async def test_unfinished_heads_past_the_budget_shed_the_one_held_longest(replic
         await gw.close(drain_timeout=1)
 
 
+async def test_a_client_pipelining_without_reading_is_served_only_as_fast_as_it_reads(replicas):
+    # whole answers go out without waiting for the client: without a stop between pipelined
+    # requests the gateway would serve all of them and buffer every answer (aiohttp stopped too)
+    ups = await replicas(1)
+    gw = Gateway("127.0.0.1")
+    one = b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (256 * 1024) + b"x" * (256 * 1024)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that reads nothing, buffers little
+    try:
+        port = await serving(gw, ups)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+        writer.write(one * 100)  # 25 MiB of requests, never drained: the client process holds them
+        await until(lambda: ups[0].requests >= 5, "the first requests served")
+        await asyncio.sleep(1.0)
+        served = ups[0].requests
+        await asyncio.sleep(1.0)
+        # what the kernel's buffers and the transport's high-water mark hold, and no more
+        assert ups[0].requests == served < 40, served
+        writer.transport.abort()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # the gateway serves on
+        writer.write(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        assert status_of(await asyncio.wait_for(reader.read(), 5)) == 200
+        writer.close()
+    finally:
+        sock.close()
+        await gw.close(drain_timeout=1)
+
+
 async def slow_requests(port: int, n: int, ups: list[Upstream], seconds: float = 2.0) -> list:
     """`n` requests the replicas answer after `seconds`: a client and an upstream socket each, busy."""
     before = sum(up.requests for up in ups)
