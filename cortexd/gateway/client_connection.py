@@ -100,6 +100,7 @@ class ClientConnection(AnswerWriter):
         # that head began in it (-1: in an earlier read), so a head in pieces counts only its own bytes
         self._read_used = 0
         self._head_from = -1
+        self._framing = 0  # bytes of the reads in a row that continued a body and brought none of it
         self._length: int | None = None
         self._chunked = False
         self._te = False  # the head has a Transfer-Encoding
@@ -163,6 +164,7 @@ class ClientConnection(AnswerWriter):
             return  # refused, or no request is read any more: dropped unread
         self._read_used = 0
         self._head_from = -1
+        body = self._current  # a request whose body this read continues
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -175,12 +177,15 @@ class ClientConnection(AnswerWriter):
         if self._in_head and self.transport is not None and not self.lingering:
             # a head begun in this read holds only what follows the messages before it (their bodies)
             self._head_piece(len(data) - self._head_from if self._head_from >= 0 else len(data))
+        elif body is not None and body is self._current:
+            self._body_piece(len(data))
 
     # -- httptools' callbacks -------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         self._in_head = True
         self._head_from = self._read_used
+        self._framing = 0
         self._url = b""
         self._headers = []
         self._head_size = 14  # the request line's spaces, version and end, the blank line (then method, url)
@@ -413,6 +418,19 @@ class ClientConnection(AnswerWriter):
             return
         if clients.held_heads.add(self, n):
             clients.shed_held_heads()
+
+    def _body_piece(self, n: int) -> None:
+        """A read that continued a body: one that brought none of it (chunk framing, trailers, which
+        httptools joins in memory until their line ends) counts, past HEAD_LIMIT in a row the body fails."""
+        if self._read_used:
+            self._framing = 0
+            return
+        self._framing += n
+        if self._framing > HEAD_LIMIT:
+            self._problem = problem = _Refused(431, "request trailers too large", "the request body's chunk "
+                                               f"framing or trailers are larger than the gateway allows "
+                                               f"({HEAD_LIMIT // 1024} KiB)")
+            self._parse_failed(problem)
 
     def _parse_failed(self, e: Exception) -> None:
         """The parser refused what the client sent: a body's reader is told, a head is answered."""

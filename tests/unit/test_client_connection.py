@@ -413,3 +413,16 @@ async def test_a_header_that_must_be_single_is_refused_when_repeated():
     conn.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nAccept: a\r\nAccept: b\r\nCookie: 1\r\nCookie: 2\r\n\r\n")
     await turns()
     assert served.requests[0].header_all(b"accept") == [b"a", b"b"] and transport.out.startswith(b"HTTP/1.1 200")
+
+
+async def test_a_trailer_line_that_never_ends_fails_the_body_past_the_head_limit():
+    # httptools joins the pieces of a header value until its line ends (a copy per read): a
+    # trailer that never ends would grow the gateway's memory and CPU until the body timeout
+    conn, transport, served = connect()
+    conn.data_received(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX-T: ")
+    await turns()
+    for _ in range(HEAD_LIMIT // 1000 + 2):
+        conn.data_received(b"a" * 1000)
+    await turns()
+    # at once, not after the body timeout: Served's readany raised (the real request path answers 400)
+    assert transport.out.startswith(b"HTTP/1.1 500")
