@@ -7,6 +7,9 @@ two when its body is large. A streamed answer (a replica's chunked or large one,
 as it comes; request_path.py) goes out piece by piece, each write followed by `drain()`,
 which waits while the transport's buffer is over its high-water mark: a slow client
 slows the replica's answer through TCP, and the gateway never buffers a large answer.
+A client that takes nothing for `send_timeout` seconds (nginx's send_timeout), while an
+answer waits for room or a closed connection's last answer is still buffered, is cut off,
+so it holds no replica slot, upstream connection or socket for ever.
 A refused connection closes lingering (nginx's lingering_close): it says its answer,
 half-closes, drops what the client still sends, and goes when the client closes or
 after LINGER seconds, so a client still sending never loses the answer to a reset.
@@ -50,8 +53,9 @@ def stream_head(status: int, headers: list[tuple[bytes, bytes]], rid: str, versi
 class AnswerWriter(asyncio.Protocol):
     """The output side of a client connection: answers, backpressure, the lingering close."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, send_timeout: float) -> None:
         self.loop = loop
+        self.send_timeout = send_timeout
         self.transport: asyncio.Transport | None = None
         self.lingering = False  # refused: what the client still sends is dropped, then it closes
         self._write_paused = False
@@ -81,13 +85,21 @@ class AnswerWriter(asyncio.Protocol):
             raise ConnectionResetError("the client closed the connection")
         if self._write_paused:
             self._drain = waiter = self.loop.create_future()
-            await waiter
+            cut = self.loop.call_later(self.send_timeout, self.send_timed_out)
+            try:
+                await waiter
+            finally:
+                cut.cancel()
             if self.transport is None:
                 raise ConnectionResetError("the client closed the connection")
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.transport = None
         self._wake_drain()
+
+    def send_timed_out(self) -> None:
+        """The client took nothing of its answer for send_timeout seconds: it is cut off."""
+        self.abort()
 
     def last_answer(self) -> bool:
         """Whether the answer being written is the connection's last (client_connection.py knows better)."""
@@ -145,10 +157,12 @@ class AnswerWriter(asyncio.Protocol):
             transport.abort()
 
     def force_close(self) -> None:
-        """Close at once (what is written still goes out first)."""
+        """Close at once (what is written still goes out first, within the send timeout)."""
         transport = self.transport
         if transport is not None:
             transport.close()
+            if transport.get_write_buffer_size():  # a client that reads nothing would keep it open
+                self.loop.call_later(self.send_timeout, self.send_timed_out)
 
     def linger(self) -> None:
         """Half-close after what was written, drop what the client still sends, close after LINGER."""

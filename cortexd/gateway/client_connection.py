@@ -76,7 +76,7 @@ class ClientConnection(AnswerWriter):
 
     def __init__(self, connections: set[ClientConnection], clients: ClientConnections, serve: Serve,
                  keepalive: float):
-        super().__init__(asyncio.get_running_loop())
+        super().__init__(asyncio.get_running_loop(), clients.send_timeout)
         self._connections = connections  # the listener's
         self._clients = clients
         self._serve = serve
@@ -547,6 +547,12 @@ class ClientConnection(AnswerWriter):
                                                            f"arrive within {timeout:g} s")
         self.refuse(408, f"the request head did not arrive within {timeout:g} s (the gateway's client "
                          "header timeout)")
+
+    def send_timed_out(self) -> None:
+        if self.transport is not None:
+            self._clients.client_error("send timeout", f"from {self._peer()}: took nothing of its answer for "
+                                                       f"{self.send_timeout:g} s")
+        super().send_timed_out()
 
     def _idle_due(self) -> None:
         """The keep-alive timeout: an idle connection closes silently (it is checked, not re-armed per request)."""

@@ -44,10 +44,11 @@ class ClientConnections:
     """Budgets the gateway's client connections share, and the shedding when they are spent."""
 
     def __init__(self, header_timeout: float, held_heads_budget: int, open_files: int | None = None,
-                 connections: Callable[[], Iterable[Connection]] = tuple):
+                 connections: Callable[[], Iterable[Connection]] = tuple, send_timeout: float = 60.0):
         """`open_files`: the limit the sockets stay below (default: this process's soft
         RLIMIT_NOFILE, read now); `connections`: every open client connection, now."""
         self.header_timeout = header_timeout  # the whole request head must arrive within it (408)
+        self.send_timeout = send_timeout  # a client may take nothing of its answer no longer than this
         self.held_heads = HeldHeads(held_heads_budget)
         self.sockets = SocketCount(open_file_limit() if open_files is None else open_files, shed=self.shed_idle)
         self.connections = connections

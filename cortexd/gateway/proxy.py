@@ -71,6 +71,8 @@ CLIENT_KEEPALIVE = 75.0  # seconds an idle client connection stays open (nginx's
 CLOSE_GRACE = 0.5  # seconds kept-alive connections get, at close(), to be told to close
 # nginx's client_header_timeout: the whole request head must arrive within it
 CLIENT_HEADER_TIMEOUT = 60.0
+# nginx's send_timeout: a client that takes nothing of its answer for this long is cut off
+CLIENT_SEND_TIMEOUT = 60.0
 
 
 class Gateway:
@@ -82,7 +84,8 @@ class Gateway:
                  client_body_timeout: float = CLIENT_BODY_TIMEOUT,
                  request_buffer_size: int = REQUEST_BUFFER_LIMIT,
                  health: HealthPolicy | None = None, held_heads_budget: int = HELD_HEADS_BUDGET,
-                 open_files: int | None = None, reuse_port: bool = False):
+                 open_files: int | None = None, reuse_port: bool = False,
+                 client_send_timeout: float = CLIENT_SEND_TIMEOUT):
         """`open_files`: the open-file limit the gateway's sockets stay below (default: this
         process's soft RLIMIT_NOFILE, read now; the daemon raised it at start). `reuse_port`:
         listen with SO_REUSEPORT, so gateways in several processes share each port and the
@@ -93,7 +96,7 @@ class Gateway:
         self._listeners: dict[int, Listener] = {}
         # what client connections share: unfinished heads and sockets against their limits
         self.clients = ClientConnections(client_header_timeout, held_heads_budget, open_files,
-                                         connections=self._connections)
+                                         connections=self._connections, send_timeout=client_send_timeout)
         new_pool = functools.partial(UpstreamPool, sockets=self.clients.sockets)
         self._health = PassiveHealth(health or HealthPolicy(), new_pool)  # cortexd.core.health
         self._book = RouteBook(new_pool)

@@ -157,19 +157,32 @@ async def test_unfinished_heads_past_the_budget_shed_the_one_held_longest(replic
         await gw.close(drain_timeout=1)
 
 
+async def non_reading(port: int) -> asyncio.StreamWriter:
+    """A client connection that reads nothing and buffers little (a 4 KiB receive buffer)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    _, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    return writer
+
+
+async def closed(gw: Gateway, writer: asyncio.StreamWriter | None) -> None:
+    if writer is not None:
+        writer.transport.abort()
+    await gw.close(drain_timeout=1)
+
+
 async def test_a_client_pipelining_without_reading_is_served_only_as_fast_as_it_reads(replicas):
     # whole answers go out without waiting for the client: without a stop between pipelined
     # requests the gateway would serve all of them and buffer every answer (aiohttp stopped too)
     ups = await replicas(1)
     gw = Gateway("127.0.0.1")
     one = b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (256 * 1024) + b"x" * (256 * 1024)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a client that reads nothing, buffers little
+    writer = None
     try:
         port = await serving(gw, ups)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-        reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+        writer = await non_reading(port)
         writer.write(one * 100)  # 25 MiB of requests, never drained: the client process holds them
         await until(lambda: ups[0].requests >= 5, "the first requests served")
         await asyncio.sleep(1.0)
@@ -178,13 +191,63 @@ async def test_a_client_pipelining_without_reading_is_served_only_as_fast_as_it_
         # what the kernel's buffers and the transport's high-water mark hold, and no more
         assert ups[0].requests == served < 40, served
         writer.transport.abort()
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # the gateway serves on
-        writer.write(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+        reader, other = await asyncio.open_connection("127.0.0.1", port)  # the gateway serves on
+        other.write(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
         assert status_of(await asyncio.wait_for(reader.read(), 5)) == 200
-        writer.close()
+        other.close()
     finally:
-        sock.close()
-        await gw.close(drain_timeout=1)
+        await closed(gw, writer)
+
+
+async def test_a_client_that_stops_reading_a_streamed_answer_is_cut_off_after_the_send_timeout(replicas):
+    # the answer streams from the replica as the client takes it: a client that takes nothing
+    # would hold the replica's slot (max_replica_concurrency 1 here) and connection for ever
+    ups = await replicas(1)
+    gw = Gateway("127.0.0.1", client_send_timeout=1.0)  # nginx's 60 s, shortened for the test
+    big = 8 * 2**20  # past the 1 MiB the gateway buffers: streamed
+    writer = None
+    try:
+        port = free_port()
+        await gw.configure([RouteConfig("api", "/api", port, 1)])
+        gw.set_replicas("api", [up.replica for up in ups])
+        gw.set_state("api", starting=False)
+        writer = await non_reading(port)
+        writer.write(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % big + b"x" * big)
+        await until(lambda: ups[0].bodies == 1, "the replica answering")
+        started = time.monotonic()
+        other = b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+        while True:  # 503 while the slot is held, then served
+            r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+            w2.write(other)
+            status = status_of(await asyncio.wait_for(r2.read(), 10))
+            w2.close()
+            if status == 200:
+                break
+            assert status == 503 and time.monotonic() - started < 8, status
+            await asyncio.sleep(0.2)
+        assert 0.5 < time.monotonic() - started < 8
+    finally:
+        await closed(gw, writer)
+
+
+async def test_a_pipelining_client_that_reads_nothing_holds_its_socket_no_longer_than_the_send_timeout(replicas):
+    # answers past the kernel's buffers wait in the gateway, the last one after the connection
+    # closed: without a limit the socket would stay open for ever
+    ups = await replicas(1)
+    gw = Gateway("127.0.0.1", client_send_timeout=1.0)  # nginx's 60 s, shortened for the test
+    body = b"x" * (900 * 1024)  # answered whole (under 1 MiB)
+    one = b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+    writer = None
+    try:
+        port = await serving(gw, ups)
+        writer = await non_reading(port)
+        # 7 MiB of answers, more than the kernel's socket buffers take (4 MiB at most here)
+        writer.write(one * 7 + one.replace(b"Host: x", b"Host: x\r\nConnection: close"))
+        await until(lambda: ups[0].bodies >= 4, "the replica answering")
+        sockets = gw.clients.sockets
+        await until(lambda: sockets.open == 1, "only the pooled replica connection left open", timeout=8)
+    finally:
+        await closed(gw, writer)
 
 
 async def slow_requests(port: int, n: int, ups: list[Upstream], seconds: float = 2.0) -> list:

@@ -46,6 +46,9 @@ class FakeTransport(asyncio.Transport):
         self.aborted = True
         self.close()
 
+    def get_write_buffer_size(self) -> int:
+        return 0  # what is written goes out at once
+
     def pause_reading(self) -> None:
         self.paused = True
 
