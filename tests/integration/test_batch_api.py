@@ -96,7 +96,8 @@ def test_listers_dry_run_and_stop(cli, tmp_path):
 
     code, slow = submit(port, {"workers": 1, "item_list": {"items": items(50), "batch_size": 1},
                                "config": {"out": str(out), "sleep": 0.5}})
-    wait_until(lambda: status(port, slow["job_id"])["batch_metrics"]["succeeded"] >= 1, 30, "a batch done")
+    # 5 of 50 done: a bar long enough to draw (1 of 50 may round to no glyph at all)
+    wait_until(lambda: status(port, slow["job_id"])["batch_metrics"]["succeeded"] >= 5, 30, "5 batches done")
     frame = cli("status", check=True).out  # a running job: its bar, its batches done of 50, its worker
     row = next(line for line in frame.splitlines() if slow["job_id"] in line)
     assert re.search(r"[━╸] *\d+% +\d+/50 +0 +1 ", row), frame

@@ -103,7 +103,7 @@ def test_weights_hold_over_10000_requests_and_change_by_hot_reload_with_no_failu
 
     # a splitter of another project, deployed to the running daemon over its apis, then deleted
     other = write_project(tmp_path / "other", splitter("other", port, target("b", 100)), {})
-    assert "created: api 'other'" in cli("deploy", str(other), check=True).out
+    assert "created: traffic splitter 'other'" in cli("deploy", str(other), check=True).out
     code, _, body = post_json(f"http://127.0.0.1:{port}/other", {})
     assert code == 200 and json.loads(body) == {"api": "b"}
     cli("delete", "other", check=True)
