@@ -114,6 +114,13 @@ def _attempts(value: Any, source: str) -> int:
     return _count(value, source, "attempts")
 
 
+def _gateway_workers(value: Any, source: str) -> int:
+    count = _count(value, source, "workers")
+    if count > 64:
+        raise UsageError(f"{source} {value!r}: at most 64 gateway workers")
+    return count
+
+
 def _log_files(value: Any, source: str) -> int:
     return _count(value, "log files", "files")
 
@@ -185,6 +192,14 @@ class DaemonSettings:
         help="Prometheus metrics at http://127.0.0.1:PORT/metrics and the web console at "
              "http://127.0.0.1:PORT/ (on --host's address; default 8889; 0: off, the metrics "
              "stay at /metrics on the control socket)")
+    # the gateway's processes: the daemon's own and gateway_workers - 1 more on the same ports
+    # (SO_REUSEPORT), sharing in-flight counts (gateway/workers.py); 1: the daemon's alone
+    gateway_workers: int = setting(
+        1, flag="--gateway-workers", env="CORTEXD_GATEWAY_WORKERS", parse=_gateway_workers, type=int,
+        metavar="N",
+        help="gateway processes serving the APIs' ports (default 1: the daemon's own; more for a "
+             "host with many cores and replicas: each takes a share of the connections; env "
+             "CORTEXD_GATEWAY_WORKERS)")
     # logs: daemon.log and each replica's log rotate at log_max_bytes, keeping log_files files
     # (so at most log_max_bytes x log_files each)
     log_max_bytes: int = setting(

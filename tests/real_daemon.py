@@ -24,8 +24,22 @@ from pathlib import Path
 
 from tests.builders import REPO
 
-__all__ = ["CLI", "REPO", "Result", "free_port", "http", "pid_alive", "post_json", "readable_by_all",
-           "replica_pids", "server_has_read", "session_members", "shared_daemon", "wait_until"]
+__all__ = [
+    "CLI",
+    "REPO",
+    "Result",
+    "children_running",
+    "free_port",
+    "http",
+    "pid_alive",
+    "post_json",
+    "readable_by_all",
+    "replica_pids",
+    "server_has_read",
+    "session_members",
+    "shared_daemon",
+    "wait_until",
+]
 
 
 def free_port() -> int:
@@ -150,9 +164,8 @@ def server_has_read(pid: int, port: int, client_ports: set[int]) -> bool:
     return read == client_ports
 
 
-def session_members(sid: int) -> list[int]:
-    """Pids whose session id is `sid` (a replica and the workers it spawned)."""
-    out = []
+def _process_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/PID/stat after the command: state, ppid, pgrp, session, ...)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -161,9 +174,23 @@ def session_members(sid: int) -> list[int]:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if fields[0] != "Z" and int(fields[3]) == sid:
-            out.append(int(entry))
-    return out
+        yield int(entry), fields
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids whose session id is `sid` (a replica and the workers it spawned)."""
+    return [pid for pid, fields in _process_stats() if fields[0] != "Z" and int(fields[3]) == sid]
+
+
+def children_running(parent: int, word: bytes) -> list[int]:
+    """The live children of `parent` whose command line holds `word` (a module's name)."""
+    found = []
+    for pid, fields in _process_stats():
+        if fields[0] != "Z" and int(fields[1]) == parent:
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
+                if word in f.read():
+                    found.append(pid)
+    return found
 
 
 def replica_pids(snap: dict) -> list[int]:

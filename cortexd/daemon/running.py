@@ -26,7 +26,6 @@ import aiohttp
 from cortexd import __version__
 from cortexd.console.guard import new_token
 from cortexd.console.server import Console
-from cortexd.core.health import HealthPolicy
 from cortexd.core.placement import gpu_notices
 from cortexd.daemon import control
 from cortexd.daemon.autoscaler import Autoscaler
@@ -59,6 +58,7 @@ from cortexd.errors import (
 )
 from cortexd.gateway.admission import raise_open_file_limit
 from cortexd.gateway.proxy import Gateway
+from cortexd.gateway.workers import open_gateway
 from cortexd.home import prepare_home, write_text_nofollow
 from cortexd.logfiles import (
     START,
@@ -156,14 +156,8 @@ class Daemon:
         # the previous run's replica logs (a crashed replica's traceback) stay, one run back, for
         # `cortexd logs API --previous`; this run's replicas write a fresh logs folder
         await asyncio.to_thread(keep_previous_logs, s.log_dir, s.previous_log_dir)
-        self.gateway = Gateway(
-            s.host, max_body_size=s.max_body_size, no_replica_wait=s.no_replica_wait,
-            upstream_timeout=s.upstream_timeout,
-            client_header_timeout=s.client_header_timeout, client_body_timeout=s.client_body_timeout,
-            health=HealthPolicy(eject_after_failures=s.eject_after_failures,
-                                ejection_time=s.ejection_time,
-                                unhealthy_after_timeouts=s.unhealthy_after_timeouts),
-        )
+        # the daemon's gateway, and gateway_workers - 1 processes beside it (gateway/workers.py)
+        self.gateway = await open_gateway(s, lambda message, level: self.events.add(message, level=level))
         self.placer = GPUPlacer()
         self.reconciler = Reconciler(self.backend, self.gateway, s, self.events, placer=self.placer)
         # replicas the gateway takes out of rotation are reported, and replaced when hung

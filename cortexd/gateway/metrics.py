@@ -97,6 +97,26 @@ class APIMetrics:
         self._slot_hist[slot][i] += 1
         self._slot_count[slot] += 1
 
+    def add(self, other: APIMetrics) -> None:
+        """Count `other`'s requests too (gateway workers: the daemon adds up each worker's)."""
+        for code, n in other.codes.items():
+            self.codes[code] = self.codes.get(code, 0) + n
+        for i, n in enumerate(other.buckets):
+            self.buckets[i] += n
+        self.sum_s += other.sum_s
+        for slot, sec in enumerate(other._slot_sec):
+            if sec < 0 or sec < self._slot_sec[slot]:
+                continue  # an empty or older second than the one this slot holds
+            if sec > self._slot_sec[slot]:
+                self._slot_sec[slot] = sec
+                self._slot_count[slot] = 0
+                self._slot_hist[slot][:] = _ZEROS
+            self._slot_count[slot] += other._slot_count[slot]
+            hist = self._slot_hist[slot]
+            for i, n in enumerate(other._slot_hist[slot]):
+                hist[i] += n
+        self._sec = max(self._sec, other._sec)
+
     # -- reading (status snapshot, once a second at most) ---------------------------
 
     def classes(self) -> dict[str, int]:
@@ -167,6 +187,30 @@ class Monitor:
         pending.append(body)
         if len(pending) >= 256:
             self.drain()
+
+    def add(self, other: Monitor) -> None:
+        """Count `other`'s predictions too (gateway workers: the daemon adds up each worker's)."""
+        other.drain()
+        self.drain()
+        self.predictions += other.predictions
+        self.unreadable += other.unreadable
+        self.other_classes += other.other_classes
+        counts = self.class_counts
+        for label, n in other.class_counts.items():
+            if label in counts:
+                counts[label] += n
+            elif len(counts) < MAX_CLASSES:
+                counts[label] = n
+            else:
+                self.other_classes += n
+        self.sum += other.sum
+        if other.min is not None:
+            self.min = other.min if self.min is None else min(self.min, other.min)
+        if other.max is not None:
+            self.max = other.max if self.max is None else max(self.max, other.max)
+        recent = self._recent
+        self._recent = deque(recent, maxlen=(recent.maxlen or 0) + (other._recent.maxlen or 0))
+        self._recent.extend(other._recent)
 
     def drain(self) -> None:
         pending, self._pending = self._pending, []

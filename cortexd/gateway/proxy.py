@@ -43,7 +43,7 @@ import errno
 import functools
 import logging
 from collections.abc import Coroutine, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cortexd.core.api_status import Failure
 from cortexd.core.health import HealthPolicy
@@ -65,6 +65,9 @@ from cortexd.gateway.routes import (
 )
 from cortexd.gateway.upstream import UpstreamPool
 
+if TYPE_CHECKING:
+    from cortexd.gateway.shared_counts import WorkerCounts
+
 log = logging.getLogger(__name__)
 
 CLIENT_KEEPALIVE = 75.0  # seconds an idle client connection stays open (nginx's default)
@@ -85,11 +88,12 @@ class Gateway:
                  request_buffer_size: int = REQUEST_BUFFER_LIMIT,
                  health: HealthPolicy | None = None, held_heads_budget: int = HELD_HEADS_BUDGET,
                  open_files: int | None = None, reuse_port: bool = False,
-                 client_send_timeout: float = CLIENT_SEND_TIMEOUT):
+                 client_send_timeout: float = CLIENT_SEND_TIMEOUT, counts: WorkerCounts | None = None):
         """`open_files`: the open-file limit the gateway's sockets stay below (default: this
         process's soft RLIMIT_NOFILE, read now; the daemon raised it at start). `reuse_port`:
         listen with SO_REUSEPORT, so gateways in several processes share each port and the
-        kernel spreads new connections over them (bench/gateway.py --workers)."""
+        kernel spreads new connections over them (bench/gateway.py --workers). `counts`: one of
+        several gateway workers, its in-flight counts in the table they share (shared_counts.py)."""
         self.host = host
         self.reuse_port = reuse_port
         self.upstream_timeout = upstream_timeout
@@ -99,7 +103,7 @@ class Gateway:
                                          connections=self._connections, send_timeout=client_send_timeout)
         new_pool = functools.partial(UpstreamPool, sockets=self.clients.sockets)
         self._health = PassiveHealth(health or HealthPolicy(), new_pool)  # cortexd.core.health
-        self._book = RouteBook(new_pool)
+        self._book = RouteBook(new_pool, counts)
         self._configured: tuple[list[RouteConfig], list[SplitConfig]] = ([], [])
         self._path = RequestPath(self.clients, self._health, max_body_size=max_body_size,
                                  no_replica_wait=no_replica_wait, upstream_timeout=upstream_timeout,

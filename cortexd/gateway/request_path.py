@@ -255,7 +255,7 @@ class RequestPath:
                        body: bytes | None, streamed: bool) -> tuple[Answer | None, int]:
         replicas = route.replicas
         if replicas:
-            i = pick_replica([t.in_flight for t in replicas], route.max_replica_concurrency, route.rr)
+            i = pick_replica([t.load for t in replicas], route.max_replica_concurrency, route.rr)
             if i is None:
                 return self._at_limit(route, rid), 503
             route.rr += 1
@@ -331,7 +331,7 @@ class RequestPath:
         while True:
             replicas = route.replicas
             if replicas:
-                i = pick_replica([t.in_flight for t in replicas], route.max_replica_concurrency, route.rr)
+                i = pick_replica([t.load for t in replicas], route.max_replica_concurrency, route.rr)
                 if i is None:
                     return self._at_limit(route, rid)
                 route.rr += 1
@@ -356,7 +356,7 @@ class RequestPath:
 
     def _pick_other(self, route: APIRoute, failed: ReplicaTarget) -> ReplicaTarget:
         others = [t for t in route.replicas if t is not failed]
-        i = pick_replica([t.in_flight for t in others], route.max_replica_concurrency, route.rr)
+        i = pick_replica([t.load for t in others], route.max_replica_concurrency, route.rr)
         return others[i] if i is not None else failed
 
     async def _exchange(self, request: ClientRequest, route: APIRoute, target: ReplicaTarget,

@@ -15,6 +15,7 @@ apis are live). Requests never look here: they find their route in a listener's 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from cortexd.core.api_status import Failure
 from cortexd.errors import UnknownAPI
@@ -31,12 +32,17 @@ from cortexd.gateway.routes import (
 )
 from cortexd.gateway.upstream import UpstreamPool
 
+if TYPE_CHECKING:
+    from cortexd.gateway.shared_counts import WorkerCounts
+
 
 class RouteBook:
     """The configured APIs' routes by name, and those of deleted APIs whose requests still run."""
 
-    def __init__(self, new_pool: Callable[[str, int], UpstreamPool]):
+    def __init__(self, new_pool: Callable[[str, int], UpstreamPool], counts: WorkerCounts | None = None):
         self.new_pool = new_pool  # a connection pool to a replica at (host, port)
+        # gateway workers: routes and targets publish their in-flight counts (shared_counts.py)
+        self.counts = counts
         self.routes: dict[str, APIRoute] = {}
         self.retired: dict[str, APIRoute] = {}  # deleted APIs whose requests still run
         self.splits: dict[str, SplitRoute] = {}  # the traffic splitters, by name
@@ -48,7 +54,8 @@ class RouteBook:
         for name, api in desired.items():
             route = self.routes.get(name)
             if route is None:
-                route = self.routes[name] = APIRoute(name, api.endpoint, api.port, api.max_replica_concurrency)
+                new_route = APIRoute if self.counts is None else self.counts.new_route
+                route = self.routes[name] = new_route(name, api.endpoint, api.port, api.max_replica_concurrency)
             else:
                 route.endpoint, route.port = api.endpoint, api.port
                 route.max_replica_concurrency = api.max_replica_concurrency
@@ -96,8 +103,10 @@ class RouteBook:
                     del route.draining[replica_id]  # routable again before it drained
                     back.removed = False
                     target = back
-                else:
+                elif self.counts is None:
                     target = ReplicaTarget(replica_id, host, port, pool=self.new_pool(host, port))
+                else:
+                    target = self.counts.new_target(api, replica_id, host, port, self.new_pool(host, port))
             targets.append(target)
         for target in current.values():
             self._retire_replica(route, target)

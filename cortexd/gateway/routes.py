@@ -75,6 +75,12 @@ class ReplicaTarget:
     # while ejected: the timer that puts it back into rotation (asyncio.TimerHandle)
     readmit: Any = field(default=None, repr=False)
 
+    @property
+    def load(self) -> int:
+        """The requests on the replica that routing and admission compare: `in_flight` here, every
+        gateway worker's with gateway workers (shared_counts.SharedTarget)."""
+        return self.in_flight
+
 
 class APIRoute:
     """One API as the gateway sees it: where it is served, where it goes, what happened."""

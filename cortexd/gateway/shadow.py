@@ -45,7 +45,7 @@ class ShadowCopies:
             shadow.dropped += 1
             return
         replicas = route.replicas
-        i = pick_replica([t.in_flight for t in replicas], route.max_replica_concurrency, route.rr)
+        i = pick_replica([t.load for t in replicas], route.max_replica_concurrency, route.rr)
         if i is None:  # at its limit: the copy is dropped, never queued
             shadow.dropped += 1
             return

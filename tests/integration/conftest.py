@@ -2,7 +2,7 @@
 
 The tier's helpers are tests/real_daemon.py (the CLI, HTTP, ports), tests/real_runtime.py
 (runtime processes) and tests/builders.py (projects, models); the `cli` and `runtime`
-fixtures are in tests/conftest.py.
+fixtures are in tests/conftest.py; `upstreams` starts stand-in replicas (tests/upstreams.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 
 from tests.builders import EXAMPLES, run_example_script
 from tests.real_runtime import ModelReplica
+from tests.upstreams import Upstream
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +44,18 @@ def replica(tmp_path):
     yield start
     for r in started:
         r.close()
+
+
+@pytest.fixture
+async def upstreams():
+    """Start stand-in replicas (tests/upstreams.py Upstream) by name; stopped after the test."""
+    started: list[Upstream] = []
+
+    async def start(name: str) -> Upstream:
+        up = await Upstream(name).start()
+        started.append(up)
+        return up
+
+    yield start
+    for up in started:
+        await up.stop()

@@ -30,18 +30,7 @@ pytestmark = pytest.mark.timeout(30)
 # -- upstreams ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def upstreams():
-    started: list = []
-
-    async def start(name: str) -> Upstream:
-        up = await Upstream(name).start()
-        started.append(up)
-        return up
-
-    yield start
-    for up in started:
-        await up.stop()
+# the `upstreams` fixture (tests/integration/conftest.py) starts them
 
 
 @pytest.fixture

@@ -107,3 +107,16 @@ def test_nearest_pins_is_one_option_for_up_deploy_and_the_environment(tmp_path):
     assert configured(vars(build_parser().parse_args(["deploy", "p"])), opted_in).nearest_pins
     with pytest.raises(SystemExit):  # deploy takes no daemon setting but those two
         build_parser().parse_args(["deploy", "--port", "9000", "p"])
+
+
+def test_gateway_workers_default_to_the_daemons_gateway_alone_and_are_bounded(tmp_path):
+    from cortexd.cli import build_parser
+    from cortexd.settings import configured
+
+    env = {"CORTEXD_HOME": str(tmp_path)}
+    assert configured(vars(build_parser().parse_args(["up"])), env).gateway_workers == 1
+    assert configured(vars(build_parser().parse_args(["up", "--gateway-workers", "8"])), env).gateway_workers == 8
+    assert configured({}, {**env, "CORTEXD_GATEWAY_WORKERS": "4"}).gateway_workers == 4
+    for wrong, message in [("0", "expected a whole number of workers, at least 1"), ("65", "at most 64")]:
+        with pytest.raises(UsageError, match=message):
+            configured(vars(build_parser().parse_args(["up", "--gateway-workers", wrong])), env)

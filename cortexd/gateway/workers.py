@@ -1,0 +1,394 @@
+"""The gateway on N processes (issue 20.4): the daemon's own gateway and N - 1 worker processes.
+
+    daemon process                                  worker process (worker.py), N - 1 of them
+      GatewayWorkers (a Gateway: serves too)  ==pipe==>  Gateway(reuse_port, its slots)
+        | configure / set_replicas / set_state    <==     ack, health, job, report
+        | the shared count table (memfd)  <-- every process writes its own column -->
+
+One event loop is a ceiling on a large host (many replicas, many cores). With `gateway_workers`
+N > 1 the daemon builds a GatewayWorkers instead of a Gateway: it serves like one, listening with
+SO_REUSEPORT, and starts N - 1 worker processes that listen on the same ports; the kernel spreads
+new client connections over the N. The daemon drives it exactly as it drives a Gateway: each call
+is applied here and sent to every worker, in order. What must stay exact across processes:
+
+- in-flight counts: the shared table (shared_counts.py); least-in-flight routing, admission past
+  `max_replica_concurrency` (up to N - 1 over for an instant), autoscaling and draining read its
+  row sums. A replica the daemon removed counts as busy until every worker has acknowledged the
+  removal, so it is never stopped while a worker could still send it a request;
+- request metrics, prediction monitoring, splitter counters and 404s: every worker reports its
+  own every REPORT_S (worker.py); `route()`, `routes()`, `splits()` and `unrouted` add them up
+  (a worker that ended keeps its last counts in the sums);
+- passive health: each process judges the replicas by its own requests; a replica one of them takes
+  out of rotation is reported to the daemon's listener as its own gateway's are;
+- a BatchAPI's job requests that reach a worker are answered by the daemon's job runner, over the pipe.
+
+A worker that ends on its own is said in the daemon's events and started again (its column of the
+table cleared: its requests ended with it) with the current configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import sys
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, Literal
+
+from cortexd.core.api_status import Failure
+from cortexd.core.health import HealthPolicy
+from cortexd.gateway.metrics import APIMetrics, Monitor
+from cortexd.gateway.proxy import Gateway
+from cortexd.gateway.routes import APIRoute, JobRoute, RouteConfig, SplitConfig, SplitRoute
+from cortexd.gateway.shared_counts import CountTable, Slots, WorkerCounts
+from cortexd.gateway.worker_wire import frame, read_message
+from cortexd.settings import DaemonSettings
+
+log = logging.getLogger(__name__)
+
+TABLE_SLOTS = 4096  # APIs and replicas the count table holds at once
+RESTART_DELAY = 1.0  # seconds before a worker that ended is started again
+
+# (message, level) for the daemon's events
+EventSink = Callable[[str, Literal["info", "warning", "error"]], object]
+
+# a worker's last report: {api: (metrics, monitor)}, {splitter: (refused, {api: (dropped, metrics)})}, 404s
+Report = tuple[dict[str, tuple[APIMetrics, Monitor | None]],
+               dict[str, tuple[int, dict[str, tuple[int, APIMetrics]]]], int]
+_EMPTY: Report = ({}, {}, 0)
+
+
+async def open_gateway(s: DaemonSettings, on_event: EventSink) -> Gateway:
+    """The daemon's gateway as `s` says: a Gateway, or with gateway_workers > 1 a GatewayWorkers
+    whose worker processes have started."""
+    health = HealthPolicy(eject_after_failures=s.eject_after_failures, ejection_time=s.ejection_time,
+                          unhealthy_after_timeouts=s.unhealthy_after_timeouts)
+    if s.gateway_workers == 1:
+        return Gateway(s.host, max_body_size=s.max_body_size, no_replica_wait=s.no_replica_wait,
+                       upstream_timeout=s.upstream_timeout, client_header_timeout=s.client_header_timeout,
+                       client_body_timeout=s.client_body_timeout, health=health)
+    workers = GatewayWorkers(s.host, workers=s.gateway_workers, on_event=on_event,
+                             max_body_size=s.max_body_size, no_replica_wait=s.no_replica_wait,
+                             upstream_timeout=s.upstream_timeout, client_header_timeout=s.client_header_timeout,
+                             client_body_timeout=s.client_body_timeout, health=health)
+    await workers.start()
+    return workers
+
+
+class _Process:
+    """One worker process as the daemon sees it: its pipe, what it acknowledged, what it reported."""
+
+    def __init__(self, index: int):
+        self.index = index
+        self.proc: asyncio.subprocess.Process | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.acked = 0  # the last change it applied (a sequence number)
+        self.report: Report = _EMPTY
+        self.task: asyncio.Task[None] | None = None
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(frame(message))
+
+
+class GatewayWorkers(Gateway):
+    """A Gateway in the daemon that also runs `workers - 1` gateway worker processes on its ports."""
+
+    def __init__(self, host: str = "127.0.0.1", *, workers: int, on_event: EventSink | None = None,
+                 **options: Any):
+        self.table = CountTable(TABLE_SLOTS, workers)
+        self.slots = Slots(TABLE_SLOTS)
+        super().__init__(host, reuse_port=True, counts=WorkerCounts(self.table, 0, self.slots.of), **options)
+        self._options = {"host": host, **options}
+        self.on_event = on_event or (lambda message, level: None)
+        self._workers = [_Process(i) for i in range(1, workers)]
+        self._seq = 0
+        self._jobs: dict[str, JobRoute] = {}
+        self._replicas: dict[str, tuple[Any, ...]] = {}  # the last replicas message of each API
+        self._states: dict[str, tuple[Any, ...]] = {}  # the last state message of each API
+        self._removed: dict[Hashable, int] = {}  # (replica key) -> the change that removed it
+        self._gone: Report = ({}, {}, 0)  # what ended workers counted, kept in the sums
+        self._closing = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the worker processes (they serve once the first configure reaches them)."""
+        for worker in self._workers:
+            await self._start(worker)
+
+    async def _start(self, worker: _Process) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            worker.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "cortexd.gateway.worker", str(theirs.fileno()), str(self.table.fd),
+                str(worker.index), str(self.table.workers), str(self.table.slots),
+                pass_fds=(theirs.fileno(), self.table.fd), stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True)  # a terminal's Ctrl-C is the daemon's to act on: it drains them
+        finally:
+            theirs.close()
+        reader, worker.writer = await asyncio.open_unix_connection(sock=ours)
+        worker.acked = self._seq  # it starts from the configuration as it is now
+        worker.send(("init", {k: v for k, v in self._options.items()}))
+        worker.send(self._configure_message())
+        for message in [*self._replicas.values(), *self._states.values()]:
+            worker.send(message)
+        worker.task = asyncio.ensure_future(self._follow(worker, reader))
+
+    async def _follow(self, worker: _Process, reader: asyncio.StreamReader) -> None:
+        try:
+            while (message := await read_message(reader)) is not None:
+                self._received(worker, message)
+        except Exception:  # a message it should not have sent: it is ended and started again
+            log.exception("gateway worker %d", worker.index)
+        proc = worker.proc
+        if proc is not None and proc.returncode is None and not self._closing:
+            proc.kill()
+        code = await proc.wait() if proc is not None else None
+        self._worker_ended(worker)
+        if not self._closing:
+            self.on_event(f"gateway worker {worker.index} ended (exit code {code}); starting it again",
+                          "warning")
+            await asyncio.sleep(RESTART_DELAY)
+            if not self._closing:
+                await self._start(worker)
+
+    def _worker_ended(self, worker: _Process) -> None:
+        self.table.clear_column(worker.index)
+        self._gone = _fold(self._gone, worker.report)
+        worker.report = _EMPTY
+        if worker.writer is not None:
+            worker.writer.close()
+        worker.writer = None
+
+    def _received(self, worker: _Process, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "ack":
+            worker.acked = max(worker.acked, message[1])
+            self._release_drained()
+        elif kind == "report":
+            worker.report = (message[1], message[2], message[3])
+        elif kind == "health":
+            _, api, replica_id, reason, replace, until = message
+            listener = self.on_replica_health
+            if listener is not None:
+                listener(api, replica_id, reason, replace=replace, until=until)
+        elif kind == "job":
+            self._spawn(self._answer_job(worker, *message[1:]))
+        elif kind == "error":
+            self.on_event(f"gateway worker {worker.index}: {message[1]}", "error")
+        else:
+            raise ValueError(f"unknown message {kind!r} from gateway worker {worker.index}")
+
+    async def _answer_job(self, worker: _Process, call: int, name: str, method: str, query: str,
+                          body: bytes) -> None:
+        route = self._jobs.get(name)
+        if route is None:
+            status, answer = 404, {"error": f"batch api {name!r} is not deployed"}
+        else:
+            try:
+                status, answer = await route.handler(method, query, body)
+            except Exception:  # the job runner's own failure: said, never a traceback to the client
+                log.exception("job request to %s failed", name)
+                status, answer = 500, {"error": f"the job request to {name!r} failed; see the daemon log"}
+        worker.send(("job_reply", call, status, answer))
+
+    async def close(self, drain_timeout: float = 10.0) -> None:
+        self._closing = True
+        for worker in self._workers:
+            worker.send(("close", drain_timeout))
+        await super().close(drain_timeout)
+        for worker in self._workers:
+            if worker.proc is not None:
+                try:
+                    await asyncio.wait_for(worker.proc.wait(), drain_timeout + 5.0)
+                except TimeoutError:
+                    worker.proc.kill()
+            if worker.task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(worker.task, 5.0)
+        # the table stays mapped: the daemon reads in-flight counts (all 0 now) until it ends
+
+    def force_close(self) -> None:
+        self._closing = True
+        for worker in self._workers:
+            if worker.proc is not None and worker.proc.returncode is None:
+                worker.proc.kill()
+        super().force_close()
+
+    # -- the daemon's interface: applied here, then sent to every worker ---------------------
+
+    def _broadcast(self, message: tuple[Any, ...]) -> None:
+        for worker in self._workers:
+            worker.send(message)
+
+    def _next(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _configure_message(self) -> tuple[Any, ...]:
+        apis, splitters = self._configured
+        jobs = [(j.name, j.endpoint, j.port) for j in self._jobs.values()]
+        return ("configure", self._next(), apis, splitters, jobs, dict(self.slots.of))
+
+    async def configure(self, apis: Sequence[RouteConfig], splitters: Sequence[SplitConfig] = (),
+                        jobs: Sequence[JobRoute] | None = None) -> None:
+        for api in apis:
+            self.slots.slot(("api", api.name))
+        await super().configure(apis, splitters, jobs)  # a port or clash problem raises here first
+        if jobs is not None:
+            self._jobs = {j.name: j for j in jobs}
+        names = {api.name for api in apis}
+        self._replicas = {n: m for n, m in self._replicas.items() if n in names}
+        self._states = {n: m for n, m in self._states.items() if n in names}
+        self._broadcast(self._configure_message())
+
+    def set_replicas(self, api: str, replicas: Sequence[tuple[str, str, int]]) -> None:
+        known = {name for name, _, _ in replicas}
+        seq = self._next()
+        before = self._replicas.get(api)
+        for replica_id, _, _ in (before[3] if before is not None else ()):
+            if replica_id not in known:
+                self._removed[("replica", api, replica_id)] = seq
+        slots = {}
+        for replica_id in known:
+            key = ("replica", api, replica_id)
+            self._removed.pop(key, None)
+            slots[key] = self.slots.slot(key)
+        super().set_replicas(api, replicas)
+        message = ("replicas", seq, api, list(replicas), slots)
+        self._replicas[api] = message
+        self._broadcast(message)
+
+    def set_state(self, api: str, *, starting: bool, failure: Failure | None = None,
+                  waiting_for: str | None = None) -> None:
+        super().set_state(api, starting=starting, failure=failure, waiting_for=waiting_for)
+        message = ("state", self._next(), api, starting, failure, waiting_for)
+        self._states[api] = message
+        self._broadcast(message)
+
+    def _unacknowledged(self, seq: int) -> bool:
+        return any(w.writer is not None and w.acked < seq for w in self._workers)
+
+    def _release_drained(self) -> None:
+        """Free the slots of removed replicas no worker routes to or holds requests on any more."""
+        for key, seq in list(self._removed.items()):
+            slot = self.slots.of.get(key)
+            if slot is None or (not self._unacknowledged(seq) and self.table.row_sum(slot) == 0
+                                and not self._held_here(key)):
+                del self._removed[key]
+                self.slots.release(key)
+
+    def _held_here(self, key: Hashable) -> bool:
+        assert isinstance(key, tuple)
+        return super().replica_in_flight(key[1], key[2]) > 0
+
+    # -- reading: every worker's counts -----------------------------------------------------
+
+    def applied(self) -> bool:
+        """Whether every worker runs and has applied every change sent so far."""
+        return all(w.writer is not None and w.acked >= self._seq for w in self._workers)
+
+    def worker_pids(self) -> list[int | None]:
+        """The worker processes' pids (None: not running now), by worker 1..N-1."""
+        return [w.proc.pid if w.proc is not None and w.proc.returncode is None else None
+                for w in self._workers]
+
+    def requests_per_worker(self) -> list[int]:
+        """Requests each process answered (APIs and 404s; as last reported), the daemon's first."""
+        def total(apis: Mapping[str, tuple[APIMetrics, Monitor | None]], unrouted: int) -> int:
+            return unrouted + sum(n for metrics, _ in apis.values() for n in metrics.codes.values())
+        own = {r.name: (r.metrics, None) for r in super().routes()}
+        return [total(own, super().unrouted)] + [total(w.report[0], w.report[2]) for w in self._workers]
+
+    def replica_in_flight(self, api: str, replica_id: str) -> int:
+        key = ("replica", api, replica_id)
+        slot = self.slots.of.get(key)
+        if slot is None:
+            return 0
+        busy = self.table.row_sum(slot)
+        removed = self._removed.get(key)
+        if removed is not None and self._unacknowledged(removed):
+            return max(busy, 1)  # a worker may still send it a request
+        return busy
+
+    def api_in_flight(self, api: str) -> int:
+        slot = self.slots.of.get(("api", api))
+        return self.table.row_sum(slot) if slot is not None else 0
+
+    def _reports(self) -> list[Report]:
+        return [w.report for w in self._workers] + [self._gone]
+
+    def _merged(self, route: APIRoute) -> APIRoute:
+        view = APIRoute(route.name, route.endpoint, route.port, route.max_replica_concurrency)
+        view.metrics.add(route.metrics)
+        if route.monitor is not None:
+            view.monitor = Monitor(route.monitor.model_type, route.monitor.key)
+            view.monitor.add(route.monitor)
+        for apis, _, _ in self._reports():
+            metrics, monitor = apis.get(route.name, (None, None))
+            if metrics is not None:
+                view.metrics.add(metrics)
+            if monitor is not None and view.monitor is not None and \
+                    (monitor.model_type, monitor.key) == (view.monitor.model_type, view.monitor.key):
+                view.monitor.add(monitor)
+        view.in_flight = self.api_in_flight(route.name)
+        view.replicas, view.starting, view.error = route.replicas, route.starting, route.error
+        return view
+
+    def route(self, api: str) -> APIRoute:
+        return self._merged(super().route(api))
+
+    def routes(self) -> list[APIRoute]:
+        return [self._merged(r) for r in super().routes()]
+
+    def splits(self) -> list[SplitRoute]:
+        configs = {c.name: c for c in self._configured[1]}
+        out = []
+        for split in super().splits():
+            view = SplitRoute(configs[split.name]) if split.name in configs else split
+            if view is split:
+                out.append(split)
+                continue
+            view.shares, view.refused = split.shares, split.refused
+            for target, mine in zip(view.targets, split.targets, strict=True):
+                target.down, target.dropped = mine.down, mine.dropped
+                target.metrics.add(mine.metrics)
+            for _, splits, _ in self._reports():
+                refused, targets = splits.get(split.name, (0, {}))
+                view.refused += refused
+                for target in view.targets:
+                    dropped, metrics = targets.get(target.name, (0, None))
+                    target.dropped += dropped
+                    if metrics is not None:
+                        target.metrics.add(metrics)
+            out.append(view)
+        return out
+
+    @property
+    def unrouted(self) -> int:
+        return super().unrouted + sum(unrouted for _, _, unrouted in self._reports())
+
+
+def _fold(into: Report, report: Report) -> Report:
+    """`into` with `report`'s counts added (an ended worker's, kept in the sums)."""
+    apis, splits, unrouted = into
+    for name, (metrics, monitor) in report[0].items():
+        kept, kept_monitor = apis.get(name, (None, None))
+        if kept is None:
+            kept = APIMetrics()
+        kept.add(metrics)
+        if monitor is not None:
+            if kept_monitor is None or (kept_monitor.model_type, kept_monitor.key) != (monitor.model_type, monitor.key):
+                kept_monitor = Monitor(monitor.model_type, monitor.key)
+            kept_monitor.add(monitor)
+        apis[name] = (kept, kept_monitor)
+    for name, (refused, targets) in report[1].items():
+        kept_refused, kept_targets = splits.get(name, (0, {}))
+        for api, (dropped, metrics) in targets.items():
+            kept_dropped, kept_metrics = kept_targets.get(api, (0, APIMetrics()))
+            kept_metrics.add(metrics)
+            kept_targets[api] = (kept_dropped + dropped, kept_metrics)
+        splits[name] = (kept_refused + refused, kept_targets)
+    return apis, splits, unrouted + report[2]

@@ -1,0 +1,213 @@
+"""The gateway on two processes (issue 20.4): GatewayWorkers, the daemon's gateway with one worker
+process beside it on the same port, against real upstreams on loopback.
+
+Every request here comes on a connection of its own, so the kernel (SO_REUSEPORT) spreads them over
+both processes; each test checks that both answered some. The tests set `workers=2` themselves: the
+default is one gateway, the daemon's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import aiohttp
+import pytest
+
+from cortexd.gateway.routes import JobRoute, RouteConfig
+from cortexd.gateway.workers import GatewayWorkers
+from tests.real_daemon import children_running, free_port, pid_alive
+from tests.upstreams import Upstream  # the `upstreams` fixture: tests/integration/conftest.py
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def two_workers():
+    made: list[GatewayWorkers] = []
+
+    async def make(**kwargs) -> GatewayWorkers:
+        gw = GatewayWorkers("127.0.0.1", workers=2, **kwargs)
+        made.append(gw)
+        await gw.start()
+        return gw
+
+    yield make
+    for gw in made:
+        await gw.close(drain_timeout=1)
+
+
+async def until(predicate, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def serve_one(gw: GatewayWorkers, port: int, up: Upstream, max_concurrency: int = 100) -> None:
+    await gw.configure([RouteConfig("a", "/a", port, max_concurrency)])
+    gw.set_replicas("a", [up.replica])
+    gw.set_state("a", starting=False)
+    await until(gw.applied, what="the worker to apply the routes")
+
+
+async def post(port: int, path: str, body: bytes = b"{}") -> tuple[int, bytes]:
+    # a connection of its own per request: the kernel picks the process for each
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session, \
+            session.post(f"http://127.0.0.1:{port}{path}", data=body) as resp:
+        return resp.status, await resp.read()
+
+
+async def test_both_processes_serve_one_port_and_their_counts_add_up(upstreams, two_workers):
+    up = await upstreams("r1")
+    port = free_port()
+    gw = await two_workers()
+    await serve_one(gw, port, up)
+
+    answers = [await post(port, "/a", b'{"n": %d}' % i) for i in range(40)]
+    assert answers == [(200, b'{"n": %d}' % i) for i in range(40)]
+    assert up.requests == 40
+
+    await until(lambda: gw.route("a").counters_snapshot()["total"] == 40, what="the worker's report")
+    per_worker = gw.requests_per_worker()
+    assert sum(per_worker) == 40 and all(per_worker), per_worker  # both processes answered some
+    assert gw.route("a").counters_snapshot()["2xx"] == 40
+    assert [r.name for r in gw.routes()] == ["a"] and gw.routes()[0].metrics.codes == {200: 40}
+
+    assert (await post(port, "/nowhere"))[0] == 404
+    await until(lambda: gw.unrouted == 1, what="the 404 counted")
+
+
+async def test_max_replica_concurrency_and_in_flight_counts_hold_across_processes(upstreams, two_workers):
+    up = await upstreams("r1")
+    port = free_port()
+    gw = await two_workers()
+    await serve_one(gw, port, up, max_concurrency=2)
+
+    async def staggered(i: int) -> int:
+        await asyncio.sleep(0.03 * i)  # one at a time: each process reads what the other wrote
+        status, _ = await post(port, "/a?sleep=2")
+        return status
+
+    requests = asyncio.gather(*(staggered(i) for i in range(20)))
+    await until(lambda: gw.api_in_flight("a") == 2, what="two requests in flight")
+    await asyncio.sleep(0.7)  # every request has arrived by now (20 x 0.03 s)
+    assert gw.api_in_flight("a") == 2 and gw.replica_in_flight("a", "r1") == 2
+    statuses = await requests
+    assert sorted(statuses) == [200] * 2 + [503] * 18, statuses
+    await until(lambda: gw.route("a").counters_snapshot()["total"] == 20, what="the worker's report")
+    assert all(gw.requests_per_worker()), gw.requests_per_worker()
+    assert gw.api_in_flight("a") == 0 and gw.replica_in_flight("a", "r1") == 0
+
+
+async def test_a_removed_replica_stays_busy_until_every_worker_stopped_routing_to_it(upstreams, two_workers):
+    up = await upstreams("r1")
+    port = free_port()
+    gw = await two_workers()
+    await serve_one(gw, port, up)
+    assert gw.replica_in_flight("a", "r1") == 0
+
+    gw.set_replicas("a", [])
+    # no request is in flight, but the worker has not applied the removal yet: the daemon must not
+    # stop the replica now (its drain waits for 0)
+    assert gw.replica_in_flight("a", "r1") == 1
+    await until(gw.applied, what="the worker to apply the removal")
+    assert gw.replica_in_flight("a", "r1") == 0
+
+
+async def test_a_batch_apis_job_requests_reaching_the_worker_are_answered_by_the_daemons_side(two_workers):
+    port = free_port()
+    answered_for_worker = []
+    gw = await two_workers()
+    own_answer = gw._answer_job
+
+    async def counted(worker, *args):
+        answered_for_worker.append(worker.index)
+        await own_answer(worker, *args)
+
+    gw._answer_job = counted
+
+    async def handler(method: str, query: str, body: bytes) -> tuple[int, dict]:
+        return 202, {"method": method, "query": query, "body": body.decode()}
+
+    await gw.set_jobs([JobRoute("jobs", "/jobs", port, handler)])
+    await until(gw.applied, what="the worker to apply the job route")
+    for i in range(20):
+        status, body = await post(port, f"/jobs?n={i}", b"payload")
+        assert status == 202 and body == b'{"method": "POST", "query": "n=%d", "body": "payload"}' % i, body
+    assert answered_for_worker and set(answered_for_worker) == {1}  # some came through the worker
+
+
+async def test_a_worker_that_dies_is_started_again_and_its_counts_stay(upstreams, two_workers):
+    up = await upstreams("r1")
+    port = free_port()
+    events = []
+    gw = await two_workers(on_event=lambda message, level: events.append((level, message)))
+    await serve_one(gw, port, up)
+    for _ in range(20):
+        assert (await post(port, "/a"))[0] == 200
+    await until(lambda: gw.route("a").counters_snapshot()["total"] == 20, what="the worker's report")
+    before = gw.requests_per_worker()
+    assert before[1] > 0, before
+
+    [pid] = gw.worker_pids()
+    os.kill(pid, signal.SIGKILL)
+    await until(lambda: gw.worker_pids()[0] not in (None, pid) and gw.applied(), timeout=15,
+                what="the worker started again")
+    assert any("gateway worker 1 ended" in message for level, message in events if level == "warning"), events
+    assert gw.route("a").counters_snapshot()["total"] == 20  # what the dead worker answered still counts
+    for _ in range(20):
+        assert (await post(port, "/a"))[0] == 200
+    await until(lambda: gw.route("a").counters_snapshot()["total"] == 40, what="the new worker's report")
+    assert gw.requests_per_worker()[1] > 0
+
+
+SLOW = """
+import time
+
+
+class PythonPredictor:
+    def __init__(self, config):
+        pass
+
+    def predict(self, payload):
+        time.sleep(float(payload.get("sleep", 0)))
+        return {"ok": True}
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_daemon_with_two_gateway_workers_serves_counts_and_stops_them(cli, tmp_path):
+    from tests.builders import write_project
+    from tests.real_daemon import post_json, wait_until
+
+    port, metrics_port = free_port(), free_port()
+    yaml = (f"- name: slow\n  kind: RealtimeAPI\n  predictor:\n    type: python\n    path: slow.py\n"
+            f"  autoscaling:\n    max_replica_concurrency: 1\n  networking:\n    local_port: {port}\n")
+    project = write_project(tmp_path / "p", yaml, {"slow.py": SLOW})
+    # --gateway-workers 2: what this test is about (the default is the daemon's gateway alone);
+    # --metrics-port: the default one may be another daemon's on this machine
+    cli("up", "-d", "--backend", "process", "--gateway-workers", "2", "--metrics-port", str(metrics_port),
+        "--wait", "90", str(project), check=True)
+    daemon_pid = int((cli.home / "cortexd.pid").read_text())
+    [worker] = children_running(daemon_pid, b"cortexd.gateway.worker")
+
+    url = f"http://127.0.0.1:{port}/slow"
+    for _ in range(30):  # urllib: a connection per request, spread by the kernel over both processes
+        assert post_json(url, {})[0] == 200
+    wait_until(lambda: cli.api("slow")["requests"]["total"] == 30, 10, "the worker's counts in `get`")
+
+    # one request in flight, wherever it landed: the next ones get 503 in whichever process they land
+    import threading
+    slow = threading.Thread(target=post_json, args=(url, {"sleep": 3}))
+    slow.start()
+    wait_until(lambda: cli.api("slow")["in_flight"] == 1, 10, "the slow request in flight")
+    statuses = [post_json(url, {})[0] for _ in range(10)]
+    slow.join()
+    assert statuses == [503] * 10, statuses
+
+    cli("down", check=True, timeout=90)
+    assert not pid_alive(worker)
