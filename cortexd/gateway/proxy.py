@@ -42,7 +42,8 @@ import asyncio
 import errno
 import functools
 import logging
-from collections.abc import Coroutine, Iterator, Sequence
+import socket
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from cortexd.core.api_status import Failure
@@ -96,6 +97,8 @@ class Gateway:
         several gateway workers, its in-flight counts in the table they share (shared_counts.py)."""
         self.host = host
         self.reuse_port = reuse_port
+        # a gateway worker: it listens on nothing; the daemon hands its connections over (adopt)
+        self.adopting = False
         self.upstream_timeout = upstream_timeout
         self._listeners: dict[int, Listener] = {}
         # what client connections share: unfinished heads and sockets against their limits
@@ -176,8 +179,7 @@ class Gateway:
             listener.serve(self._book.on_port(port))
         for port in [p for p in self._listeners if p not in ports]:
             listener = self._listeners.pop(port)
-            if listener.server is not None:
-                listener.server.close()  # no new connections from now on
+            listener.close()  # no new connections from now on
             self._spawn(listener.stop(self.upstream_timeout))  # running requests finish
 
     async def set_jobs(self, jobs: Sequence[JobRoute]) -> None:
@@ -250,8 +252,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + drain_timeout
         for listener in self._listeners.values():
-            if listener.server is not None:
-                listener.server.close()
+            listener.close()
         self._book.refuse_all("the gateway is shutting down")  # waiting requests get no replica now
         if not await path.drained(drain_timeout):
             log.warning("%d request(s) still in flight after %g s; closing anyway", path.in_flight, drain_timeout)
@@ -282,18 +283,37 @@ class Gateway:
 
     async def _listen(self, port: int) -> Listener:
         listener = Listener(port)
-        # no access log (the gateway keeps counters; a line per request is too slow); bodies are
-        # forwarded exactly as sent, Content-Encoding included
-        factory = functools.partial(ClientConnection, listener.connections, self.clients,
-                                    functools.partial(self._path.serve, listener), CLIENT_KEEPALIVE)
+        if self.adopting:  # a gateway worker: its connections come from the daemon (adopt)
+            return listener
         loop = asyncio.get_running_loop()
         try:
-            listener.server = await loop.create_server(
-                factory, self.host, port, reuse_address=True, backlog=1024,
-                reuse_port=self.reuse_port or None)
+            server = await loop.create_server(self._factory(listener), self.host, port, reuse_address=True,
+                                              backlog=1024, reuse_port=self.reuse_port or None)
         except OSError as e:
             raise CortexdError(self._bind_problem(port, e)) from e
+        listener.servers = [server]
         return listener
+
+    def _factory(self, listener: Listener) -> Callable[[], ClientConnection]:
+        # no access log (the gateway keeps counters; a line per request is too slow); bodies are
+        # forwarded exactly as sent, Content-Encoding included
+        return functools.partial(ClientConnection, listener.connections, self.clients,
+                                 functools.partial(self._path.serve, listener), CLIENT_KEEPALIVE)
+
+    def adopt(self, port: int, conn: socket.socket) -> None:
+        """Serve a client connection accepted elsewhere on `port` (gateway workers: handoff.py)."""
+        listener = self._listeners.get(port)
+        if listener is None or self._path.closing:
+            conn.close()  # the port closed meanwhile: as if it had been refused
+            return
+        loop = asyncio.get_running_loop()
+        self._spawn(self._adopted(loop.connect_accepted_socket(self._factory(listener), conn), conn))
+
+    async def _adopted(self, connecting: Awaitable[Any], conn: socket.socket) -> None:
+        try:
+            await connecting
+        except OSError:  # the client went before it could be served
+            conn.close()
 
     def _bind_problem(self, port: int, e: OSError) -> str:
         if e.errno == errno.EADDRINUSE:

@@ -33,7 +33,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cortexd.core.health import HEALTHY, ReplicaHealth
 from cortexd.core.splitting import pick_target, split_table
@@ -296,6 +296,10 @@ def release_target(route: APIRoute, target: ReplicaTarget) -> None:
         target.pool.close()
 
 
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
 class Listener:
     """One listening port: its server, its client connections and the route table it serves."""
 
@@ -304,7 +308,9 @@ class Listener:
         self.table: dict[str, Route] = {}
         self.endpoints: list[str] = []  # "/<endpoint>" of each API served here, for 404 answers
         self.connections: set[ClientConnection] = set()  # open now (client_connection.py)
-        self.server: asyncio.AbstractServer | None = None
+        # what accepts its connections: an asyncio server, or one Acceptor per address of the host
+        # (handoff.py; none in a gateway worker, whose connections are handed over)
+        self.servers: list[Closable] = []
 
     def serve(self, routes: Sequence[Route]) -> None:
         """Serve `routes` from now on (the APIs and splitters configured on this port)."""
@@ -313,9 +319,13 @@ class Listener:
 
     async def stop(self, timeout: float) -> None:
         """Stop accepting, let running requests finish (up to `timeout`), close connections."""
-        if self.server is not None:
-            self.server.close()
+        self.close()
         await stop_connections(self.connections, timeout)
+
+    def close(self) -> None:
+        """No new connections from now on."""
+        for server in self.servers:
+            server.close()
 
 
 def port_table(routes: Sequence[Route]) -> dict[str, Route]:

@@ -1,10 +1,10 @@
 """A gateway worker process: one more gateway on the same ports, fed by the daemon over a pipe.
 
-    python -m cortexd.gateway.worker PIPE_FD TABLE_FD WORKER WORKERS SLOTS
+    python -m cortexd.gateway.worker PIPE_FD CHANNEL_FD TABLE_FD WORKER WORKERS SLOTS
 
 Started by the daemon's GatewayWorkers (workers.py) when `gateway_workers` > 1. It runs a Gateway
-(proxy.py) with SO_REUSEPORT on every port the daemon's own gateway serves, so the kernel spreads
-new client connections over the processes, and applies what the daemon sends on the pipe
+(proxy.py) that listens on nothing: the daemon accepts every client connection and hands this
+worker its share on CHANNEL_FD (handoff.py). It applies what the daemon sends on the pipe
 (worker_wire.py): the routes (`configure`), each API's replicas and state, with the slot of each
 in the shared count table (shared_counts.py, TABLE_FD). It sends back, on the pipe:
 
@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cortexd.errors import CortexdError
+from cortexd.gateway.handoff import receive_connections
 from cortexd.gateway.proxy import Gateway
 from cortexd.gateway.routes import JobRoute
 from cortexd.gateway.shared_counts import CountTable, WorkerCounts
@@ -61,7 +62,8 @@ class Worker:
     async def handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "init":
-            self.gateway = Gateway(counts=self.counts, reuse_port=True, **message[1])
+            self.gateway = Gateway(counts=self.counts, **message[1])
+            self.gateway.adopting = True  # it listens on nothing: the daemon hands connections over
             self.gateway.on_replica_health = self._health
             return
         gateway = self.gateway
@@ -93,6 +95,15 @@ class Worker:
             self.closing = message[1]
         else:
             raise ValueError(f"unknown gateway worker message {kind!r}")
+
+    def adopt_connections(self, channel: socket.socket) -> None:
+        """Serve the client connections the daemon handed over (handoff.py)."""
+        gateway = self.gateway
+        for port, conn in receive_connections(channel):
+            if gateway is None:
+                conn.close()
+            else:
+                gateway.adopt(port, conn)
 
     def _health(self, api: str, replica_id: str, reason: str | None, *, replace: bool,
                 until: float | None = None) -> None:
@@ -127,10 +138,13 @@ class Worker:
             self.report()
 
 
-async def serve(pipe_fd: int, table_fd: int, worker: int, workers: int, slots: int) -> None:
+async def serve(pipe_fd: int, channel_fd: int, table_fd: int, worker: int, workers: int, slots: int) -> None:
     loop = asyncio.get_running_loop()
     reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=pipe_fd))
     me = Worker(writer, WorkerCounts(CountTable(slots, workers, fd=table_fd), worker))
+    channel = socket.socket(fileno=channel_fd)
+    channel.setblocking(False)
+    loop.add_reader(channel.fileno(), me.adopt_connections, channel)
     closing = asyncio.Event()
 
     async def read_pipe() -> None:  # on while the gateway drains: job requests still get answers
@@ -151,6 +165,8 @@ async def serve(pipe_fd: int, table_fd: int, worker: int, workers: int, slots: i
     tasks = [loop.create_task(read_pipe()), loop.create_task(me.reports())]
     try:
         await closing.wait()
+        loop.remove_reader(channel.fileno())  # no new connections (the daemon stopped dealing them)
+        channel.close()
         if me.gateway is not None:
             await me.gateway.close(drain_timeout=me.closing or 0.0)
         me.report()  # the last counts, while the daemon still reads
@@ -163,14 +179,14 @@ async def serve(pipe_fd: int, table_fd: int, worker: int, workers: int, slots: i
 
 
 def main(argv: list[str]) -> None:
-    pipe_fd, table_fd, worker, workers, slots = (int(a) for a in argv)
+    pipe_fd, channel_fd, table_fd, worker, workers, slots = (int(a) for a in argv)
     logging.basicConfig(level=logging.WARNING, format=f"gateway worker {worker}: %(message)s")
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(pipe_fd, table_fd, worker, workers, slots))
+        asyncio.run(serve(pipe_fd, channel_fd, table_fd, worker, workers, slots))
     else:
-        uvloop.run(serve(pipe_fd, table_fd, worker, workers, slots))
+        uvloop.run(serve(pipe_fd, channel_fd, table_fd, worker, workers, slots))
 
 
 if __name__ == "__main__":

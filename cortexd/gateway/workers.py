@@ -1,15 +1,18 @@
 """The gateway on N processes (issue 20.4): the daemon's own gateway and N - 1 worker processes.
 
     daemon process                                  worker process (worker.py), N - 1 of them
-      GatewayWorkers (a Gateway: serves too)  ==pipe==>  Gateway(reuse_port, its slots)
+      GatewayWorkers (a Gateway: serves too)  ==pipe==>  Gateway(its slots; listens on nothing)
         | configure / set_replicas / set_state    <==     ack, health, job, report
+        | accepted client connections (SCM_RIGHTS, handoff.py) ==>
         | the shared count table (memfd)  <-- every process writes its own column -->
 
 One event loop is a ceiling on a large host (many replicas, many cores). With `gateway_workers`
-N > 1 the daemon builds a GatewayWorkers instead of a Gateway: it serves like one, listening with
-SO_REUSEPORT, and starts N - 1 worker processes that listen on the same ports; the kernel spreads
-new client connections over the N. The daemon drives it exactly as it drives a Gateway: each call
-is applied here and sent to every worker, in order. What must stay exact across processes:
+N > 1 the daemon builds a GatewayWorkers instead of a Gateway: it listens and serves like one,
+and starts N - 1 worker processes. It accepts every client connection itself and deals them in
+turn, to itself and to each worker (handoff.py says why not SO_REUSEPORT or a shared listening
+socket); a connection and all its requests stay with the process it was dealt to. The daemon
+drives it exactly as it drives a Gateway: each call is applied here and sent to every worker, in
+order. What must stay exact across processes:
 
 - in-flight counts: the shared table (shared_counts.py); least-in-flight routing, admission past
   `max_replica_concurrency` (up to N - 1 over for an instant), autoscaling and draining read its
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import sys
@@ -38,9 +42,11 @@ from typing import Any, Literal
 
 from cortexd.core.api_status import Failure
 from cortexd.core.health import HealthPolicy
+from cortexd.errors import CortexdError
+from cortexd.gateway.handoff import Acceptor, channel_pair, listening_sockets, send_connection
 from cortexd.gateway.metrics import APIMetrics, Monitor
 from cortexd.gateway.proxy import Gateway
-from cortexd.gateway.routes import APIRoute, JobRoute, RouteConfig, SplitConfig, SplitRoute
+from cortexd.gateway.routes import APIRoute, JobRoute, Listener, RouteConfig, SplitConfig, SplitRoute
 from cortexd.gateway.shared_counts import CountTable, Slots, WorkerCounts
 from cortexd.gateway.worker_wire import frame, read_message
 from cortexd.settings import DaemonSettings
@@ -83,6 +89,7 @@ class _Process:
         self.index = index
         self.proc: asyncio.subprocess.Process | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.channel: socket.socket | None = None  # where its client connections go (handoff.py)
         self.acked = 0  # the last change it applied (a sequence number)
         self.report: Report = _EMPTY
         self.task: asyncio.Task[None] | None = None
@@ -99,12 +106,14 @@ class GatewayWorkers(Gateway):
                  **options: Any):
         self.table = CountTable(TABLE_SLOTS, workers)
         self.slots = Slots(TABLE_SLOTS)
-        super().__init__(host, reuse_port=True, counts=WorkerCounts(self.table, 0, self.slots.of), **options)
+        super().__init__(host, counts=WorkerCounts(self.table, 0, self.slots.of), **options)
         self._options = {"host": host, **options}
         self.on_event = on_event or (lambda message, level: None)
         self._workers = [_Process(i) for i in range(1, workers)]
         self._seq = 0
         self._jobs: dict[str, JobRoute] = {}
+        self._turn = 0  # connections dealt so far (handoff.py)
+        self._opened_at: dict[int, int] = {}  # port -> the change that opened it (workers serve it after)
         self._replicas: dict[str, tuple[Any, ...]] = {}  # the last replicas message of each API
         self._states: dict[str, tuple[Any, ...]] = {}  # the last state message of each API
         self._removed: dict[Hashable, int] = {}  # (replica key) -> the change that removed it
@@ -120,18 +129,25 @@ class GatewayWorkers(Gateway):
 
     async def _start(self, worker: _Process) -> None:
         ours, theirs = socket.socketpair()
+        channel, its_channel = channel_pair()
         try:
             worker.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "cortexd.gateway.worker", str(theirs.fileno()), str(self.table.fd),
-                str(worker.index), str(self.table.workers), str(self.table.slots),
-                pass_fds=(theirs.fileno(), self.table.fd), stdin=asyncio.subprocess.DEVNULL,
+                sys.executable, "-m", "cortexd.gateway.worker", str(theirs.fileno()), str(its_channel.fileno()),
+                str(self.table.fd), str(worker.index), str(self.table.workers), str(self.table.slots),
+                pass_fds=(theirs.fileno(), its_channel.fileno(), self.table.fd), stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True)  # a terminal's Ctrl-C is the daemon's to act on: it drains them
+        except BaseException:
+            ours.close()
+            channel.close()
+            raise
         finally:
             theirs.close()
+            its_channel.close()
         reader, worker.writer = await asyncio.open_unix_connection(sock=ours)
+        worker.channel = channel
         worker.acked = self._seq  # it starts from the configuration as it is now
         worker.send(("init", {k: v for k, v in self._options.items()}))
-        worker.send(self._configure_message())
+        self._send_configure(worker, self._next())
         for message in [*self._replicas.values(), *self._states.values()]:
             worker.send(message)
         worker.task = asyncio.ensure_future(self._follow(worker, reader))
@@ -160,7 +176,9 @@ class GatewayWorkers(Gateway):
         worker.report = _EMPTY
         if worker.writer is not None:
             worker.writer.close()
-        worker.writer = None
+        if worker.channel is not None:
+            worker.channel.close()
+        worker.writer, worker.channel = None, None
 
     def _received(self, worker: _Process, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -227,10 +245,35 @@ class GatewayWorkers(Gateway):
         self._seq += 1
         return self._seq
 
-    def _configure_message(self) -> tuple[Any, ...]:
+    def _send_configure(self, worker: _Process, seq: int) -> None:
         apis, splitters = self._configured
         jobs = [(j.name, j.endpoint, j.port) for j in self._jobs.values()]
-        return ("configure", self._next(), apis, splitters, jobs, dict(self.slots.of))
+        worker.send(("configure", seq, apis, splitters, jobs, dict(self.slots.of)))
+
+    # -- accepting: every connection here, dealt in turn (handoff.py) -----------------------
+
+    async def _listen(self, port: int) -> Listener:
+        listener = Listener(port)
+        try:
+            sockets = listening_sockets(self.host, port)
+        except OSError as e:
+            raise CortexdError(self._bind_problem(port, e)) from e
+        deal = functools.partial(self._deal, port)
+        listener.servers = [Acceptor(sock, deal) for sock in sockets]
+        self._opened_at[port] = self._seq + 1  # the configure that opens it is the next change
+        return listener
+
+    def _deal(self, port: int, conn: socket.socket) -> None:
+        """The next process in turn serves `conn`: this one, or a worker that serves `port` by now."""
+        self._turn += 1
+        turn = self._turn % (len(self._workers) + 1)
+        if turn:
+            worker = self._workers[turn - 1]
+            opened = self._opened_at.get(port, 0)
+            if worker.channel is not None and worker.acked >= opened and not self._closing \
+                    and send_connection(worker.channel, port, conn):
+                return
+        self.adopt(port, conn)  # its turn, or a worker that cannot take it now
 
     async def configure(self, apis: Sequence[RouteConfig], splitters: Sequence[SplitConfig] = (),
                         jobs: Sequence[JobRoute] | None = None) -> None:
@@ -242,7 +285,9 @@ class GatewayWorkers(Gateway):
         names = {api.name for api in apis}
         self._replicas = {n: m for n, m in self._replicas.items() if n in names}
         self._states = {n: m for n, m in self._states.items() if n in names}
-        self._broadcast(self._configure_message())
+        seq = self._next()
+        for worker in self._workers:
+            self._send_configure(worker, seq)
 
     def set_replicas(self, api: str, replicas: Sequence[tuple[str, str, int]]) -> None:
         known = {name for name, _, _ in replicas}
