@@ -5,7 +5,7 @@ Run by hand (never a test):
     python bench/gateway.py                      # 5 s per run, concurrency 1 and 32
     python bench/gateway.py --duration 10 --concurrency 1,8,32 --upstream raw
     python bench/gateway.py --route splitter     # through a traffic splitter (50/50 over two APIs)
-    python bench/gateway.py --replicas 2 --workers 1,2   # 1 gateway process against 2 (SO_REUSEPORT)
+    python bench/gateway.py --replicas 2 --workers 1,2   # 1 gateway process against 2 (GatewayWorkers)
     python bench/gateway.py --base ../main --rounds 4    # this tree's gateway beside another checkout's
 
 Three processes: the replica (`--upstream runtime`: the real predictor_runtime with
@@ -77,11 +77,11 @@ def serve_raw_upstream(port: int) -> None:
     uvloop.run(main())
 
 
-def serve_gateway(port: int, upstream_ports: list[int], reuse_port: bool = False) -> None:
+def serve_gateway(port: int, upstream_ports: list[int], workers: int = 1) -> None:
     """The Gateway as the daemon runs it (uvloop), routing /bench to the replicas.
 
-    `reuse_port`: one of several gateway processes sharing the port (SO_REUSEPORT), each
-    with the same routes and replicas and its own counts (--workers)."""
+    `workers` > 1: the daemon's GatewayWorkers (cortexd/gateway/workers.py), which starts
+    `workers` - 1 gateway worker processes and deals them connections in turn (--workers)."""
     sys.path.insert(0, str(REPO))
     import uvloop
 
@@ -89,7 +89,13 @@ def serve_gateway(port: int, upstream_ports: list[int], reuse_port: bool = False
     from cortexd.gateway.routes import RouteConfig, SplitConfig
 
     async def main():
-        gw = Gateway("127.0.0.1", reuse_port=True) if reuse_port else Gateway("127.0.0.1")
+        if workers > 1:
+            from cortexd.gateway.workers import GatewayWorkers
+
+            gw = GatewayWorkers("127.0.0.1", workers=workers)
+            await gw.start()
+        else:
+            gw = Gateway("127.0.0.1")
         # /bench: an API; /split: a traffic splitter sending half of its requests to each of two
         # APIs (bench and bench2), whose replicas are the same upstreams
         await gw.configure([RouteConfig("bench", "/bench", port, 30000), RouteConfig("bench2", "/bench2", port, 30000)],
@@ -97,6 +103,9 @@ def serve_gateway(port: int, upstream_ports: list[int], reuse_port: bool = False
         for api in ("bench", "bench2"):
             gw.set_replicas(api, [(f"r{i + 1}", "127.0.0.1", up) for i, up in enumerate(upstream_ports)])
             gw.set_state(api, starting=False)
+        if workers > 1:
+            while not gw.applied():  # every worker serves the routes before the first request
+                await asyncio.sleep(0.05)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await stop.wait()
@@ -266,18 +275,17 @@ def start_upstreams(kind: str, count: int, tmp: Path, procs: list[subprocess.Pop
 
 def start_gateways(workers: int, upstreams: list[int], route: str, procs: list[subprocess.Popen],
                    bench: Path = Path(__file__)) -> tuple[str, list[int]]:
-    """`workers` gateway processes on one port (SO_REUSEPORT when more than one): (URL, PIDs).
+    """A gateway of `workers` processes (the daemon's GatewayWorkers when more than one): (URL, PIDs).
 
     `bench`: the bench/gateway.py whose gateway runs (another checkout's, for --base)."""
     port = free_port()
-    pids = []
-    for _ in range(workers):
-        argv = [sys.executable, str(bench), "--serve-gateway", str(port), *map(str, upstreams)]
-        procs.append(subprocess.Popen(argv + (["--reuse-port"] if workers > 1 else [])))
-        pids.append(procs[-1].pid)
+    argv = [sys.executable, str(bench), "--serve-gateway", str(port), *map(str, upstreams)]
+    procs.append(subprocess.Popen(argv + ([f"--gateway-workers={workers}"] if workers > 1 else [])))
     url = f"http://127.0.0.1:{port}/{'split' if route == 'splitter' else 'bench'}"
-    for proc in procs[-workers:]:
-        wait_http(url, proc)
+    wait_http(url, procs[-1])
+    pids = with_children([procs[-1].pid])
+    if len(pids) != workers:
+        raise SystemExit(f"the gateway runs {len(pids)} processes, not {workers}")
     return url, pids
 
 
@@ -318,7 +326,7 @@ def main() -> None:
     p.add_argument("--route", choices=["api", "splitter"], default="api",
                    help="through the gateway to an API (default) or through a traffic splitter")
     p.add_argument("--workers", default="1",
-                   help="gateway processes sharing the port, comma-separated to compare (default 1)")
+                   help="gateway processes (the daemon's GatewayWorkers), comma-separated to compare (default 1)")
     p.add_argument("--replicas", type=int, default=1, help="no-op replicas behind the gateway (default 1)")
     p.add_argument("--wrk-threads", type=int, default=1,
                    help="wrk threads (default 1; a many-core host comparing --workers 1,8 needs more)")
@@ -326,14 +334,14 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1, help="runs per level, the gateways' order alternated")
     p.add_argument("--serve-raw-upstream", type=int, help=argparse.SUPPRESS)
     p.add_argument("--serve-gateway", nargs="+", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--gateway-workers", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--load", help=argparse.SUPPRESS)
     args = p.parse_args()
 
     if args.serve_raw_upstream:
         return serve_raw_upstream(args.serve_raw_upstream)
     if args.serve_gateway:
-        return serve_gateway(args.serve_gateway[0], args.serve_gateway[1:], args.reuse_port)
+        return serve_gateway(args.serve_gateway[0], args.serve_gateway[1:], args.gateway_workers)
     if args.load:
         return asyncio_load(args.load, int(args.concurrency), args.duration)
 
