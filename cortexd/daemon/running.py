@@ -186,7 +186,8 @@ class Daemon:
         self._tasks.append(asyncio.ensure_future(self.autoscaler.run()))
         self._tasks.append(asyncio.ensure_future(self.log_clock.run()))
         self.events.add(
-            f"cortexd {__version__} started (backend: {self.backend.name}, pid {os.getpid()})"
+            f"cortexd {__version__} started (backend: {self.backend.name}, pid {os.getpid()}"
+            + (f", {s.gateway_workers} gateway processes" if s.gateway_workers > 1 else "") + ")"
         )
 
     def _desired(self, projects: Sequence[Project] | None = None) -> list[APISpec]:

@@ -192,6 +192,7 @@ def test_a_daemon_with_two_gateway_workers_serves_counts_and_stops_them(cli, tmp
     cli("up", "-d", "--backend", "process", "--gateway-workers", "2", "--metrics-port", str(metrics_port),
         "--wait", "90", str(project), check=True)
     daemon_pid = int((cli.home / "cortexd.pid").read_text())
+    assert "2 gateway processes" in cli.daemon_log()
     [worker] = children_running(daemon_pid, b"cortexd.gateway.worker")
 
     url = f"http://127.0.0.1:{port}/slow"
@@ -229,3 +230,39 @@ async def test_no_other_socket_can_bind_the_port_beside_the_gateways(upstreams, 
     intruder.close()
     assert refused.value.errno == errno.EADDRINUSE
     assert (await post(port, "/a"))[0] == 200
+
+
+async def test_a_splitters_counts_and_passive_health_come_back_from_the_worker(upstreams, two_workers):
+    from cortexd.gateway.routes import SplitConfig
+
+    up, up2 = await upstreams("r1"), await upstreams("r2")
+    port = free_port()
+    gw = await two_workers()
+    ejected = []
+    gw.on_replica_health = lambda api, replica_id, reason, *, replace, until=None: ejected.append((api, replica_id))
+    await gw.configure([RouteConfig("a", "/a", port, 100), RouteConfig("b", "/b", port, 100)],
+                       [SplitConfig("s", "/s", port, (("a", 50, False), ("b", 50, False)))])
+    gone = free_port()  # nothing listens there: every connection to it is refused
+    gw.set_replicas("a", [up.replica])
+    gw.set_replicas("b", [("dead", "127.0.0.1", gone), up2.replica])
+    for api in ("a", "b"):
+        gw.set_state(api, starting=False)
+    await until(gw.applied, what="the worker to apply the routes")
+
+    # a failed connection is retried on the other replica: every request is answered
+    assert [(await post(port, "/s"))[0] for _ in range(40)] == [200] * 40
+
+    def split_total() -> int:
+        [split] = gw.splits()
+        return sum(sum(t.metrics.codes.values()) for t in split.targets)
+
+    await until(lambda: split_total() == 40, what="the worker's splitter counts")
+    [split] = gw.splits()
+    snapshot = split.snapshot()
+    assert set(snapshot["targets"]) == {"a", "b"}
+    assert sum(sum(t["requests"]["codes"].values()) for t in snapshot["targets"].values()) == 40
+    # each process takes the dead replica out of rotation on its own failures, and both say so
+    for _ in range(20):
+        assert (await post(port, "/b"))[0] == 200
+    await until(lambda: ejected.count(("b", "dead")) >= 2, what="both processes' ejections")
+    assert ejected == [("b", "dead")] * 2, ejected
