@@ -13,8 +13,9 @@ in the shared count table (shared_counts.py, TABLE_FD). It sends back, on the pi
 - `health`: a replica this worker took out of rotation (passive health), which the daemon reports
   and replaces as it does its own gateway's;
 - `job`: a BatchAPI's job request, which the daemon's job runner answers (`job_reply`);
-- `report`, every REPORT_S: its request metrics, prediction monitoring and splitter counters,
-  which the daemon adds to its own for status, the console and /metrics.
+- `report`, every REPORT_S: the request metrics, prediction monitoring and splitter counters of
+  the routes that served requests since the last one, which the daemon keeps and adds to its own
+  for status, the console and /metrics.
 
 The end of the pipe (the daemon is gone), `close` or SIGTERM drains the worker's requests and ends
 it. It runs in a session of its own (a terminal's Ctrl-C reaches the daemon, which closes it), and
@@ -54,6 +55,7 @@ class Worker:
         self._calls = itertools.count()
         self._waiting: dict[int, asyncio.Future[tuple[int, dict[str, Any]]]] = {}
         self.closing: float | None = None  # the drain timeout close() was asked with
+        self._sent: dict[tuple[str, str], Any] = {}  # what the last reports said of each route
 
     def send(self, *message: Any) -> None:
         if not self.writer.is_closing():
@@ -121,15 +123,27 @@ class Worker:
         return handler
 
     def report(self) -> None:
+        """Send the counters of the APIs and splitters that served requests since the last report
+        (the daemon keeps the last of each: an idle API costs no pickling)."""
         gateway = self.gateway
         if gateway is None:
             return
+        apis = {}
         for route in gateway.routes():
-            if route.monitor is not None:
-                route.monitor.drain()
-        apis = {r.name: (r.metrics, r.monitor) for r in gateway.routes()}
-        splits = {s.name: (s.refused, {t.name: (t.dropped, t.metrics) for t in s.targets})
-                  for s in gateway.splits()}
+            monitor = route.monitor
+            if monitor is not None:
+                monitor.drain()
+            seen = (sum(route.metrics.codes.values()),
+                    None if monitor is None else (monitor.predictions, monitor.unreadable))
+            if self._sent.get(("api", route.name)) != seen:
+                self._sent[("api", route.name)] = seen
+                apis[route.name] = (route.metrics, monitor)
+        splits = {}
+        for split in gateway.splits():
+            seen_split = (split.refused, tuple((t.dropped, sum(t.metrics.codes.values())) for t in split.targets))
+            if self._sent.get(("split", split.name)) != seen_split:
+                self._sent[("split", split.name)] = seen_split
+                splits[split.name] = (split.refused, {t.name: (t.dropped, t.metrics) for t in split.targets})
         self.send("report", apis, splits, gateway.unrouted)
 
     async def reports(self) -> None:

@@ -185,8 +185,9 @@ class GatewayWorkers(Gateway):
         if kind == "ack":
             worker.acked = max(worker.acked, message[1])
             self._release_drained()
-        elif kind == "report":
-            worker.report = (message[1], message[2], message[3])
+        elif kind == "report":  # the routes that changed since its last report
+            apis, splits, _ = worker.report
+            worker.report = ({**apis, **message[1]}, {**splits, **message[2]}, message[3])
         elif kind == "health":
             _, api, replica_id, reason, replace, until = message
             listener = self.on_replica_health
