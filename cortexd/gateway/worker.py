@@ -39,6 +39,7 @@ from cortexd.gateway.proxy import Gateway
 from cortexd.gateway.routes import JobRoute
 from cortexd.gateway.shared_counts import CountTable, WorkerCounts
 from cortexd.gateway.worker_wire import frame, read_message
+from predictor_runtime.process_setup import libc_prctl
 
 log = logging.getLogger("cortexd.gateway.worker")
 
@@ -192,8 +193,16 @@ async def serve(pipe_fd: int, channel_fd: int, table_fd: int, worker: int, worke
         writer.close()
 
 
+PR_SET_DUMPABLE = 4
+
+
 def main(argv: list[str]) -> None:
     pipe_fd, channel_fd, table_fd, worker, workers, slots = (int(a) for a in argv)
+    # as the daemon (daemon/process_guard.py): its clients' requests pass here, so a process of the
+    # same uid (a non-root daemon's replica) may not read this one's memory or descriptors in /proc
+    prctl = libc_prctl()
+    if prctl is not None:
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     logging.basicConfig(level=logging.WARNING, format=f"gateway worker {worker}: %(message)s")
     try:
         import uvloop
