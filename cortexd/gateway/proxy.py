@@ -88,15 +88,13 @@ class Gateway:
                  client_body_timeout: float = CLIENT_BODY_TIMEOUT,
                  request_buffer_size: int = REQUEST_BUFFER_LIMIT,
                  health: HealthPolicy | None = None, held_heads_budget: int = HELD_HEADS_BUDGET,
-                 open_files: int | None = None, reuse_port: bool = False,
+                 open_files: int | None = None,
                  client_send_timeout: float = CLIENT_SEND_TIMEOUT, counts: WorkerCounts | None = None):
         """`open_files`: the open-file limit the gateway's sockets stay below (default: this
-        process's soft RLIMIT_NOFILE, read now; the daemon raised it at start). `reuse_port`:
-        listen with SO_REUSEPORT, so gateways in several processes share each port and the
-        kernel spreads new connections over them (bench/gateway.py --workers). `counts`: one of
-        several gateway workers, its in-flight counts in the table they share (shared_counts.py)."""
+        process's soft RLIMIT_NOFILE, read now; the daemon raised it at start). `counts`: one of
+        several gateway processes (workers.py), its in-flight counts in the table they share
+        (shared_counts.py)."""
         self.host = host
-        self.reuse_port = reuse_port
         # a gateway worker: it listens on nothing; the daemon hands its connections over (adopt)
         self.adopting = False
         self.upstream_timeout = upstream_timeout
@@ -288,7 +286,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         try:
             server = await loop.create_server(self._factory(listener), self.host, port, reuse_address=True,
-                                              backlog=1024, reuse_port=self.reuse_port or None)
+                                              backlog=1024)
         except OSError as e:
             raise CortexdError(self._bind_problem(port, e)) from e
         listener.servers = [server]

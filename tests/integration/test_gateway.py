@@ -524,26 +524,6 @@ async def test_port_in_use_is_a_clear_error(gateways):
         assert gw.ports == []
 
 
-async def test_gateways_with_reuse_port_share_a_port(upstreams, gateways):
-    """Gateway workers (bench/gateway.py --workers): two gateways with reuse_port listen on one
-    port, each with its own counts; a gateway without it still finds the port taken."""
-    up = await upstreams("r1")
-    port = free_port()
-    workers = [gateways(reuse_port=True), gateways(reuse_port=True)]
-    for gw in workers:
-        await gw.configure([RouteConfig("api", "/api", port, 10)])
-        gw.set_replicas("api", [up.replica])
-        gw.set_state("api", starting=False)
-    for _ in range(20):  # new connections each: the kernel spreads them over the two
-        async with aiohttp.ClientSession() as fresh, fresh.post(f"http://127.0.0.1:{port}/api", data=b"x") as r:
-            assert r.status == 200
-    assert all(gw.ports == [port] for gw in workers)
-    served = [gw.route("api").metrics.classes()["2xx"] for gw in workers]
-    assert sum(served) == 20 and all(served), served  # both served (all 20 on one: p = 2 ** -19)
-    with pytest.raises(CortexdError, match="already in use"):
-        await gateways().configure([RouteConfig("api", "/api", port, 10)])
-
-
 async def test_close_drains_in_flight_requests(upstreams, gateways, client):
     up = await upstreams("r1")
     gw, base = await one_api(gateways, [up.replica])
