@@ -39,6 +39,9 @@ class FakeDaemon:
     def status(self) -> Status:
         return self.snap
 
+    async def counted(self) -> None:
+        pass
+
     def replica_of_peer(self, pid: int, uid: int) -> str | None:
         return None
 

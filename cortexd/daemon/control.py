@@ -114,10 +114,12 @@ class _Routes:
         self.daemon = daemon
 
     async def status(self, request: web.Request) -> web.Response:
+        await self.daemon.counted()
         return web.json_response(self.daemon.status().to_json())
 
     async def api_detail(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
+        await self.daemon.counted()
         status = self.daemon.status()
         api = status.api(name)
         if api is None:
@@ -228,6 +230,7 @@ def metrics_handler(daemon: ControlledDaemon):
         if registry is None:
             registry = build_registry(MetricsCollector(daemon.status, daemon.route_metrics,
                                                        daemon.unrouted_requests, daemon.split_metrics))
+        await daemon.counted()
         body, content_type = exposition(registry)
         return web.Response(body=body, headers={"Content-Type": content_type})
 

@@ -444,6 +444,10 @@ class Daemon:
                               splits[name].snapshot(now) if name in splits else {})
                 for name, spec in self._started_reconciler.splitters.items()]
 
+    async def counted(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.counted()
+
     def route_metrics(self) -> list:
         """(api, APIMetrics, Monitor | None) per API, for the Prometheus collector."""
         return [(r.name, r.metrics, r.monitor) for r in self.gateway.routes()] if self.gateway else []

@@ -130,6 +130,10 @@ class ControlledDaemon(Protocol):
     def status(self) -> Status:
         """The status snapshot (GET /status, /metrics)."""
 
+    async def counted(self) -> None:
+        """Wait, briefly, until every gateway process's request counts are in (gateway workers
+        report on their own every 0.5 s): what GET /status and /metrics read next is current."""
+
     async def replica_models(self, name: str) -> dict[str, dict]:
         """{replica id: what it serves} (GET /apis/{name})."""
 

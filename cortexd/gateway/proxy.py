@@ -233,6 +233,10 @@ class Gateway:
         splits = self._book.splits
         return [splits[name] for name in sorted(splits)]
 
+    async def counted(self) -> None:
+        """Every request this gateway answered is in its counters (GatewayWorkers waits for its
+        workers' reports)."""
+
     @property
     def ports(self) -> list[int]:
         """The ports listened on."""

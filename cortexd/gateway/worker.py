@@ -13,9 +13,10 @@ in the shared count table (shared_counts.py, TABLE_FD). It sends back, on the pi
 - `health`: a replica this worker took out of rotation (passive health), which the daemon reports
   and replaces as it does its own gateway's;
 - `job`: a BatchAPI's job request, which the daemon's job runner answers (`job_reply`);
-- `report`, every REPORT_S: the request metrics, prediction monitoring and splitter counters of
-  the routes that served requests since the last one, which the daemon keeps and adds to its own
-  for status, the console and /metrics.
+- `report`, every REPORT_S and when the daemon asks (`report_now`: it is about to read them): the
+  request metrics, prediction monitoring and splitter counters of the routes that served requests
+  since the last one, which the daemon keeps and adds to its own for status, the console and
+  /metrics.
 
 The end of the pipe (the daemon is gone), `close` or SIGTERM drains the worker's requests and ends
 it. It runs in a session of its own (a terminal's Ctrl-C reaches the daemon, which closes it), and
@@ -94,6 +95,8 @@ class Worker:
             waiter = self._waiting.pop(call, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result((status, answer))
+        elif kind == "report_now":  # the daemon is about to read the counts
+            self.report(message[1])
         elif kind == "close":
             self.closing = message[1]
         else:
@@ -123,7 +126,7 @@ class Worker:
                 self._waiting.pop(call, None)
         return handler
 
-    def report(self) -> None:
+    def report(self, asked: int = 0) -> None:
         """Send the counters of the APIs and splitters that served requests since the last report
         (the daemon keeps the last of each: an idle API costs no pickling)."""
         gateway = self.gateway
@@ -145,7 +148,7 @@ class Worker:
             if self._sent.get(("split", split.name)) != seen_split:
                 self._sent[("split", split.name)] = seen_split
                 splits[split.name] = (split.refused, {t.name: (t.dropped, t.metrics) for t in split.targets})
-        self.send("report", apis, splits, gateway.unrouted)
+        self.send("report", apis, splits, gateway.unrouted, asked)
 
     async def reports(self) -> None:
         while True:

@@ -4,7 +4,7 @@ One Unix socketpair per worker; a message is a 4-byte big-endian length and a pi
 first item names it. Both ends are cortexd's own processes, of the same uid, started by the
 daemon: no client's bytes are ever unpickled (they travel inside the tuples as bytes and str).
 
-    daemon -> worker:  init, configure, replicas, state, job_reply, close
+    daemon -> worker:  init, configure, replicas, state, job_reply, report_now, close
     worker -> daemon:  ack, error, health, job, report
 """
 

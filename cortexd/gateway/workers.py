@@ -19,8 +19,9 @@ order. What must stay exact across processes:
   row sums. A replica the daemon removed counts as busy until every worker has acknowledged the
   removal, so it is never stopped while a worker could still send it a request;
 - request metrics, prediction monitoring, splitter counters and 404s: every worker reports its
-  own every REPORT_S (worker.py); `route()`, `routes()`, `splits()` and `unrouted` add them up
-  (a worker that ended keeps its last counts in the sums);
+  own every REPORT_S (worker.py), and at once when the daemon is about to read them (`counted()`:
+  GET /status, an API's detail, /metrics); `route()`, `routes()`, `splits()` and `unrouted` add
+  them up (a worker that ended keeps its last counts in the sums);
 - passive health: each process judges the replicas by its own requests; a replica one of them takes
   out of rotation is reported to the daemon's listener as its own gateway's are;
 - a BatchAPI's job requests that reach a worker are answered by the daemon's job runner, over the pipe.
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 TABLE_SLOTS = 4096  # APIs and replicas the count table holds at once
 RESTART_DELAY = 1.0  # seconds before a worker that ended is started again
+COUNTED_WAIT = 0.25  # seconds a status read waits for the workers' counts, at most
 
 # (message, level) for the daemon's events
 EventSink = Callable[[str, Literal["info", "warning", "error"]], object]
@@ -91,6 +93,7 @@ class _Process:
         self.writer: asyncio.StreamWriter | None = None
         self.channel: socket.socket | None = None  # where its client connections go (handoff.py)
         self.acked = 0  # the last change it applied (a sequence number)
+        self.answered = 0  # the last report_now it answered
         self.report: Report = _EMPTY
         self.task: asyncio.Task[None] | None = None
 
@@ -119,6 +122,8 @@ class GatewayWorkers(Gateway):
         self._removed: dict[Hashable, int] = {}  # (replica key) -> the change that removed it
         self._gone: Report = ({}, {}, 0)  # what ended workers counted, kept in the sums
         self._closing = False
+        self._asked = 0  # report_now requests sent (counted())
+        self._reported = asyncio.Event()  # a report came
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -188,6 +193,8 @@ class GatewayWorkers(Gateway):
         elif kind == "report":  # the routes that changed since its last report
             apis, splits, _ = worker.report
             worker.report = ({**apis, **message[1]}, {**splits, **message[2]}, message[3])
+            worker.answered = max(worker.answered, message[4])
+            self._reported.set()
         elif kind == "health":
             _, api, replica_id, reason, replace, until = message
             listener = self.on_replica_health
@@ -331,6 +338,23 @@ class GatewayWorkers(Gateway):
         return super().replica_in_flight(key[1], key[2]) > 0
 
     # -- reading: every worker's counts -----------------------------------------------------
+
+    async def counted(self, timeout: float = COUNTED_WAIT) -> None:
+        """Ask every running worker for its counts now and wait for them (at most `timeout`: a busy
+        or stuck worker's last report stands)."""
+        self._asked += 1
+        asked = self._asked
+        for worker in self._workers:
+            worker.send(("report_now", asked))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(w.writer is not None and w.answered < asked for w in self._workers):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._reported.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reported.wait(), remaining)
 
     def applied(self) -> bool:
         """Whether every worker runs and has applied every change sent so far."""

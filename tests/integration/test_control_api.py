@@ -45,6 +45,9 @@ class FakeDaemon:
     def status(self):
         return SNAPSHOT
 
+    async def counted(self):
+        pass
+
     async def replica_models(self, name):
         return {}
 
