@@ -29,7 +29,7 @@ class PythonPredictor:
 
 
 def workers(docker_client, home) -> list:
-    return docker_client.containers.list(all=True, filters={"label": [
+    return docker_client.containers.list(all=True, ignore_removed=True, filters={"label": [
         f"{LABEL_INSTANCE}={instance_for_home(home)}", LABEL_WORKER]})
 
 

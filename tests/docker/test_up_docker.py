@@ -21,7 +21,7 @@ SAMPLE = {"sepal_length": 5.2, "sepal_width": 3.6, "petal_length": 1.4, "petal_w
 
 def ours(docker_client, home) -> list:
     return docker_client.containers.list(
-        all=True, filters={"label": f"{LABEL_INSTANCE}={instance_for_home(home)}"})
+        all=True, ignore_removed=True, filters={"label": f"{LABEL_INSTANCE}={instance_for_home(home)}"})
 
 
 def test_up_serves_replaces_adopts_and_down_removes(cli, docker_client, base_image, shared_dir):
