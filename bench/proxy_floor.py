@@ -1,4 +1,4 @@
-"""The Gateway against a bare httptools proxy: what its rules cost over the floor of its design.
+"""The Gateway against bare httptools proxies: what its rules and its design cost over the floor.
 
 Run by hand (never a test):
 
@@ -12,7 +12,10 @@ bare proxy made here, an `asyncio.Protocol` framing requests with httptools and 
 through the Gateway's own `UpstreamPool` (cortexd/gateway/upstream.py) and
 `relay.response_headers`, with one coroutine per connection and no task per request. The bare
 proxy has none of the gateway's rules (routes, limits, timeouts, budgets, errors, streaming): it
-measures the floor of the gateway's design, not a candidate. Prints each proxy's CPU time per
+measures the floor of the gateway's design, not a candidate. A third, `callbacks`, has no coroutine,
+future or task at all (each client connection with a replica connection of its own, a request
+written from one protocol's `data_received` and its answer from the other's): the floor of a
+Python proxy on uvloop and httptools, whatever its design. Prints each proxy's CPU time per
 request and that CPU over the replica's in the same run (the figure that moves least on a shared
 machine). Needs wrk.
 """
@@ -103,22 +106,127 @@ def serve_bare_proxy(port: int, upstream: int) -> None:
     uvloop.run(main())
 
 
+def serve_callback_proxy(port: int, upstream: int) -> None:
+    """The floor of a proxy with no coroutine at all: each client connection has one replica
+    connection of its own, a request is written to it from the client's `data_received` and the
+    answer to the client from the replica's; no future, no task, no timer. One request at a time
+    per connection (wrk does not pipeline); none of the gateway's rules."""
+    import httptools
+    import uvloop
+
+    from cortexd.gateway.relay import STATUS_LINES, response_headers
+
+    class ReplicaSide(asyncio.Protocol):
+        def __init__(self, client: ClientSide):
+            self.client = client
+            self.parser = httptools.HttpResponseParser(self)
+            self.transport: asyncio.Transport | None = None
+            self.pending: list[bytes] = []
+            self.headers: list = []
+            self.body: list = []
+
+        def connection_made(self, transport):
+            self.transport = transport
+            for data in self.pending:
+                transport.write(data)
+            self.pending.clear()
+
+        def connection_lost(self, exc):
+            self.transport = None
+            self.client.replica_lost()
+
+        def send(self, data: bytes) -> None:
+            if self.transport is None:
+                self.pending.append(data)
+            else:
+                self.transport.write(data)
+
+        def data_received(self, data):
+            self.parser.feed_data(data)
+
+        def on_header(self, name, value):
+            self.headers.append((name, value))
+
+        def on_body(self, body):
+            self.body.append(body)
+
+        def on_message_complete(self):
+            kept, _ = response_headers(self.headers)
+            self.client.answer(self.parser.get_status_code(), kept, b"".join(self.body))
+            self.headers, self.body = [], []
+
+    class ClientSide(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport: asyncio.Transport | None = transport
+            self.parser = httptools.HttpRequestParser(self)
+            self.headers: list = []
+            self.body: list = []
+            self.replica = ReplicaSide(self)
+            self.opening = asyncio.get_running_loop().create_task(asyncio.get_running_loop().create_connection(
+                lambda: self.replica, "127.0.0.1", upstream))
+
+        def connection_lost(self, exc):
+            self.transport = None
+            self.opening.cancel()
+            if self.replica.transport is not None:
+                self.replica.transport.close()
+
+        def replica_lost(self) -> None:
+            if self.transport is not None:
+                self.transport.close()
+
+        def data_received(self, data):
+            self.parser.feed_data(data)
+
+        def on_header(self, name, value):
+            self.headers.append((name, value))
+
+        def on_body(self, body):
+            self.body.append(body)
+
+        def on_message_complete(self):
+            body = b"".join(self.body)
+            lines = [self.parser.get_method() + b" / HTTP/1.1"]
+            lines += [n + b": " + v for n, v in self.headers if n.lower() not in (b"content-length", b"connection")]
+            lines += [b"X-Request-Id: bench", b"Content-Length: %d" % len(body), b"\r\n"]
+            self.headers, self.body = [], []
+            self.replica.send(b"\r\n".join(lines) + body)
+
+        def answer(self, status: int, headers: list, body: bytes) -> None:
+            if self.transport is None or self.transport.is_closing():
+                return
+            out = [b"HTTP/1.1 " + STATUS_LINES[status]] + [n + b": " + v for n, v in headers]
+            out += [b"X-Request-Id: bench", b"Content-Length: %d" % len(body), b"\r\n"]
+            self.transport.write(b"\r\n".join(out) + body)
+
+    async def main():
+        await asyncio.get_running_loop().create_server(ClientSide, "127.0.0.1", port, backlog=1024)
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--duration", type=float, default=4.0, help="seconds per run (default 4)")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--serve", nargs=2, type=int, help=argparse.SUPPRESS)
+    p.add_argument("--serve-callbacks", nargs=2, type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
         return serve_bare_proxy(*args.serve)
+    if args.serve_callbacks:
+        return serve_callback_proxy(*args.serve_callbacks)
     gateway_py = str(HERE / "gateway.py")
-    up, gw, bare = free_port(), free_port(), free_port()
+    up, gw, bare, cb = free_port(), free_port(), free_port(), free_port()
     replica = subprocess.Popen([sys.executable, gateway_py, "--serve-raw-upstream", str(up)])
     proxies = {"gateway": (f"http://127.0.0.1:{gw}/bench",
                            subprocess.Popen([sys.executable, gateway_py, "--serve-gateway", str(gw), str(up)])),
                "bare": (f"http://127.0.0.1:{bare}/", subprocess.Popen([sys.executable, __file__, "--serve", str(bare),
-                                                                       str(up)]))}
+                                                                       str(up)])),
+               "callbacks": (f"http://127.0.0.1:{cb}/", subprocess.Popen(
+                   [sys.executable, __file__, "--serve-callbacks", str(cb), str(up)]))}
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(f'wrk.method = "POST"\nwrk.body = \'{PAYLOAD.decode()}\'\n'
@@ -137,7 +245,7 @@ def main() -> None:
                     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
                     used = (cpu_seconds(proc.pid) - cpu0) / count * 1e6
                     rep = (cpu_seconds(replica.pid) - rep0) / count * 1e6
-                    print(f"{name:>8}: {rps:8.0f} req/s, {used:6.1f} us CPU per request, "
+                    print(f"{name:>9}: {rps:8.0f} req/s, {used:6.1f} us CPU per request, "
                           f"{used / max(rep, 1e-9):.2f}x the replica's", flush=True)
         finally:
             for proc in [p for _, p in proxies.values()] + [replica]:
