@@ -38,7 +38,7 @@ from cortexd.gateway.admission import HEAD_LIMIT, HEADER_LINE_LIMIT, MAX_HEADERS
 from cortexd.gateway.answer_writer import AnswerWriter
 from cortexd.gateway.answers import Answer, error_answer, raw_answer
 from cortexd.gateway.client_errors import shown
-from cortexd.gateway.client_request import BodyBroken, ClientRequest, wake
+from cortexd.gateway.client_request import BodyBroken, ClientRequest, origin_form, wake
 from cortexd.gateway.connections import ClientConnections
 from cortexd.gateway.relay import encode
 from cortexd.spec.units import format_bytes
@@ -253,6 +253,8 @@ class ClientConnection(AnswerWriter):
         self._check_framing(parser)
         self._head_size = self._trailer_lines = 0  # what the parser finds next are the body's trailers
         path = self._url.decode("utf-8", "surrogateescape")
+        if path[:1] != "/":
+            path = self._origin_form(path)
         # RFC 9112 6.1: an HTTP/1.0 message with a Transfer-Encoding closes the connection after it
         keep_alive = parser.should_keep_alive() and not (self._te and spoken < (1, 1))
         request = ClientRequest(self, method.decode("ascii"), path, spoken, self._headers, self._length,
@@ -265,6 +267,17 @@ class ClientConnection(AnswerWriter):
             self._task = self.loop.create_task(self._serve_requests())
         else:
             self._wake()
+
+    def _origin_form(self, target: str) -> str:
+        """The path of an absolute-form target; its authority replaces the Host header (RFC 9112 3.2.2)."""
+        try:
+            path, authority = origin_form(target)
+        except ValueError as e:
+            self._refused(400, "bad request target", f"the request is not valid HTTP: {e}")
+        if authority is not None:
+            self._headers = [(n, v) for n, v in self._headers if n.lower() != b"host"]
+            self._headers.append((b"Host", authority.encode("utf-8", "surrogateescape")))
+        return path
 
     def _check_framing(self, parser: httptools.HttpRequestParser) -> None:
         """Refuse, before it is served, a request whose body llhttp would not frame (it says so only after

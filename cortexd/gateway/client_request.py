@@ -20,6 +20,30 @@ from typing import Protocol
 BODY_HIGH_WATER = 256 * 1024
 
 
+_SCHEMES = ("http://", "https://")
+
+
+def origin_form(target: str) -> tuple[str, str | None]:
+    """A request target as the routes know it (path and query) and, for an absolute-form target
+    (`http://host/api?q`, RFC 9112 3.2.2, which a server must accept), its authority, which then
+    stands for the Host header; (target, None) for any other form. ValueError: an absolute-form
+    target without a host, or of a scheme other than http and https."""
+    if target[:1] == "/" or "://" not in target:
+        return target, None
+    lowered = target[:8].lower()
+    scheme = next((s for s in _SCHEMES if lowered.startswith(s)), None)
+    if scheme is None:
+        raise ValueError(f"the request target {target.partition('://')[0]!r}:// is not http or https")
+    rest = target[len(scheme):]
+    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    authority, path = rest[:end], rest[end:]
+    if not authority or "@" in authority:  # RFC 9110 4.2.4: no userinfo in an http(s) URI
+        raise ValueError("the request target's authority is empty or carries a user name")
+    if path[:1] != "/":
+        path = "/" + path
+    return path, authority
+
+
 def wake(waiter: asyncio.Future[None] | None) -> None:
     """Let the coroutine waiting on `waiter`, if any, go on."""
     if waiter is not None and not waiter.done():

@@ -619,6 +619,18 @@ async def test_http10_without_host_is_served(upstreams, gateways):
     assert up.seen_headers[-1]["Host"] == f"127.0.0.1:{up.port}"  # the replica needs one on 1.1
 
 
+async def test_an_absolute_form_target_reaches_its_api_with_its_authority_as_host(upstreams, gateways):
+    # RFC 9112 3.2.2: a server must accept `POST http://host/api`, and the target's authority
+    # stands for the Host header
+    up = await upstreams("r1")
+    gw, _ = await one_api(gateways, [up.replica])
+    port = gw.ports[0]
+    answer = await raw_request(port, f"POST http://models.example:{port}/api HTTP/1.1\r\nHost: elsewhere\r\n"
+                                     "Content-Length: 5\r\nConnection: close\r\n\r\nhello".encode())
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\nhello"), answer[:200]
+    assert up.seen_headers[-1]["Host"] == f"models.example:{port}"
+
+
 async def test_malformed_requests_get_json_400_and_few_log_lines(upstreams, gateways, caplog):
     up = await upstreams("r1")
     gw, _ = await one_api(gateways, [up.replica])

@@ -429,3 +429,25 @@ async def test_a_trailer_line_that_never_ends_fails_the_body_past_the_head_limit
     await turns()
     # at once, not after the body timeout: Served's readany raised (the real request path answers 400)
     assert transport.out.startswith(b"HTTP/1.1 500")
+
+
+async def test_an_absolute_form_target_is_served_by_its_path_and_its_authority_is_the_host():
+    # RFC 9112 3.2.2: a server must accept the absolute-form, and use its authority, not Host
+    conn, transport, served = connect()
+    conn.data_received(b"POST http://models.example:8888/iris?v=2 HTTP/1.1\r\nHost: other\r\n"
+                       b"Content-Length: 2\r\n\r\nhi"
+                       b"GET HTTPS://h?q=1 HTTP/1.1\r\nHost: h\r\n\r\n")
+    await turns()
+    first, second = served.requests
+    assert first.raw_path == "/iris?v=2" and first.header_all(b"host") == [b"models.example:8888"]
+    assert second.raw_path == "/?q=1" and second.header_all(b"host") == [b"h"]
+    assert [h.split(b"\r\n")[0] for h, _ in answers(transport.out)] == [b"HTTP/1.1 200 OK"] * 2
+
+
+async def test_an_absolute_form_target_of_another_scheme_or_without_a_host_is_refused():
+    for target in (b"ftp://h/iris", b"http:///iris", b"http://user@h/iris"):
+        conn, transport, served = connect()
+        conn.data_received(b"GET " + target + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+        await turns()
+        status, body = refusal(transport)
+        assert status == 400 and "request target" in body["error"] and not served.requests, target
