@@ -162,7 +162,7 @@ def header(snap: Status, now: float) -> Text:
 def apis_table(snap: Status) -> RenderableType:
     apis = snap.apis
     if not apis:
-        return Text("no apis deployed" if not snap.splitters and not snap.batch_apis else "no apis", style="dim")
+        return Text("no apis deployed", style="dim")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), show_edge=False,
                   header_style="bold", expand=False)
     table.add_column("API", no_wrap=True, overflow="ellipsis", min_width=8, max_width=32)
@@ -361,7 +361,9 @@ def events_view(events: Sequence[EventStatus], now: float, n: int = EVENTS_SHOWN
 
 def status_view(snap: Status, now: float) -> RenderableType:
     """The whole live view of one snapshot."""
-    parts: list[Any] = [header(snap, now), apis_table(snap)]
+    parts: list[Any] = [header(snap, now)]
+    if snap.apis or not (snap.splitters or snap.batch_apis):  # as `get`: no line for no RealtimeAPI beside others
+        parts.append(apis_table(snap))
     parts.extend(api_notes(api) for api in snap.apis)
     if snap.splitters:
         parts.append(splitters_view(snap.splitters))
