@@ -27,7 +27,9 @@ order. What must stay exact across processes:
 - a BatchAPI's job requests that reach a worker are answered by the daemon's job runner, over the pipe.
 
 A worker that ends on its own is said in the daemon's events and started again (its column of the
-table cleared: its requests ended with it) with the current configuration.
+table cleared: its requests ended with it) with the current configuration. So is one that is stuck:
+a worker reports every REPORT_S, and one not heard from for STUCK_AFTER seconds (its event loop
+blocked, or the process stopped) is killed, its clients' connections with it, and started again.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 TABLE_SLOTS = 4096  # APIs and replicas the count table holds at once
 RESTART_DELAY = 1.0  # seconds before a worker that ended is started again
 COUNTED_WAIT = 0.25  # seconds a status read waits for the workers' counts, at most
+STUCK_AFTER = 15.0  # seconds without a message (it reports every 0.5 s) before a worker is killed
 
 # (message, level) for the daemon's events
 EventSink = Callable[[str, Literal["info", "warning", "error"]], object]
@@ -96,6 +99,8 @@ class _Process:
         self.answered = 0  # the last report_now it answered
         self.report: Report = _EMPTY
         self.task: asyncio.Task[None] | None = None
+        self.heard = 0.0  # loop time of its last message (or of its start)
+        self.stuck = False  # killed for saying nothing for stuck_after seconds
 
     def send(self, message: tuple[Any, ...]) -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -106,7 +111,7 @@ class GatewayWorkers(Gateway):
     """A Gateway in the daemon that also runs `workers - 1` gateway worker processes on its ports."""
 
     def __init__(self, host: str = "127.0.0.1", *, workers: int, on_event: EventSink | None = None,
-                 **options: Any):
+                 stuck_after: float = STUCK_AFTER, **options: Any):
         self.table = CountTable(TABLE_SLOTS, workers)
         self.slots = Slots(TABLE_SLOTS)
         super().__init__(host, counts=WorkerCounts(self.table, 0, self.slots.of), **options)
@@ -124,6 +129,8 @@ class GatewayWorkers(Gateway):
         self._closing = False
         self._asked = 0  # report_now requests sent (counted())
         self._reported = asyncio.Event()  # a report came
+        self.stuck_after = stuck_after
+        self._watchdog: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -131,6 +138,7 @@ class GatewayWorkers(Gateway):
         """Start the worker processes (they serve once the first configure reaches them)."""
         for worker in self._workers:
             await self._start(worker)
+        self._watchdog = asyncio.ensure_future(self._watch())
 
     async def _start(self, worker: _Process) -> None:
         ours, theirs = socket.socketpair()
@@ -150,6 +158,7 @@ class GatewayWorkers(Gateway):
             its_channel.close()
         reader, worker.writer = await asyncio.open_unix_connection(sock=ours)
         worker.channel = channel
+        worker.heard, worker.stuck = asyncio.get_running_loop().time(), False
         worker.acked = self._seq  # it starts from the configuration as it is now
         worker.send(("init", {k: v for k, v in self._options.items()}))
         self._send_configure(worker, self._next())
@@ -169,8 +178,9 @@ class GatewayWorkers(Gateway):
         code = await proc.wait() if proc is not None else None
         self._worker_ended(worker)
         if not self._closing:
-            self.on_event(f"gateway worker {worker.index} ended (exit code {code}); starting it again",
-                          "warning")
+            why = (f"said nothing for {self.stuck_after:g} s and was killed" if worker.stuck
+                   else f"ended (exit code {code})")
+            self.on_event(f"gateway worker {worker.index} {why}; starting it again", "warning")
             await asyncio.sleep(RESTART_DELAY)
             if not self._closing:
                 await self._start(worker)
@@ -185,7 +195,29 @@ class GatewayWorkers(Gateway):
             worker.channel.close()
         worker.writer, worker.channel = None, None
 
+    async def _watch(self) -> None:
+        """Kill a worker not heard from for stuck_after seconds (_follow starts it again)."""
+        loop = asyncio.get_running_loop()
+        tick = min(1.0, self.stuck_after / 4)
+        last = loop.time()
+        while not self._closing:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            if now - last > 2 * tick + 1.0:  # the daemon itself was held up: its pipes were not read either
+                for worker in self._workers:
+                    worker.heard = max(worker.heard, now)
+            last = now
+            for worker in self._workers:
+                proc = worker.proc
+                if proc is not None and proc.returncode is None and not worker.stuck \
+                        and now - worker.heard > self.stuck_after:
+                    worker.stuck = True
+                    log.warning("gateway worker %d said nothing for %.0f s: killed", worker.index,
+                                now - worker.heard)
+                    proc.kill()
+
     def _received(self, worker: _Process, message: tuple[Any, ...]) -> None:
+        worker.heard = asyncio.get_running_loop().time()
         kind = message[0]
         if kind == "ack":
             worker.acked = max(worker.acked, message[1])
@@ -222,6 +254,8 @@ class GatewayWorkers(Gateway):
 
     async def close(self, drain_timeout: float = 10.0) -> None:
         self._closing = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for worker in self._workers:
             worker.send(("close", drain_timeout))
         await super().close(drain_timeout)
@@ -238,6 +272,8 @@ class GatewayWorkers(Gateway):
 
     def force_close(self) -> None:
         self._closing = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for worker in self._workers:
             if worker.proc is not None and worker.proc.returncode is None:
                 worker.proc.kill()

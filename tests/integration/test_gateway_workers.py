@@ -166,6 +166,29 @@ async def test_a_worker_that_dies_is_started_again_and_its_counts_stay(upstreams
     assert gw.requests_per_worker()[1] == 10
 
 
+async def test_a_worker_that_says_nothing_is_killed_and_started_again(upstreams, two_workers):
+    # a worker stopped (SIGSTOP) stands for one whose event loop is stuck: alive, but it reports
+    # nothing and serves nothing; stuck_after=1.5 (not the default 15 s) keeps the test short
+    up = await upstreams("r1")
+    port = free_port()
+    events = []
+    gw = await two_workers(on_event=lambda message, level: events.append((level, message)), stuck_after=1.5)
+    await serve_one(gw, port, up)
+    [pid] = gw.worker_pids()
+    await asyncio.sleep(2.5)  # reports keep a live worker well past stuck_after
+    assert gw.worker_pids() == [pid] and not events, events
+    os.kill(pid, signal.SIGSTOP)
+    await until(lambda: gw.worker_pids()[0] not in (None, pid) and gw.applied(), timeout=15,
+                what="the stuck worker killed and started again")
+    assert not pid_alive(pid)
+    assert any("gateway worker 1 said nothing for 1.5 s and was killed" in message
+               for level, message in events if level == "warning"), events
+    for _ in range(10):  # both processes serve again
+        assert (await post(port, "/a"))[0] == 200
+    await until(lambda: gw.route("a").counters_snapshot()["total"] == 10, what="the new worker's report")
+    assert gw.requests_per_worker()[1] == 5
+
+
 SLOW = """
 import time
 
