@@ -18,9 +18,12 @@ in the shared count table (shared_counts.py, TABLE_FD). It sends back, on the pi
   since the last one, which the daemon keeps and adds to its own for status, the console and
   /metrics.
 
+- `log`: what the worker logs (warnings and errors), which the daemon writes to its own log, so
+  that it follows daemon.log's rotation (the stderr the worker was started with points into the
+  daemon.log of that moment, and is used only once the pipe is gone).
+
 The end of the pipe (the daemon is gone), `close` or SIGTERM drains the worker's requests and ends
-it. It runs in a session of its own (a terminal's Ctrl-C reaches the daemon, which closes it), and
-logs to the stderr it was started with: the daemon's log.
+it. It runs in a session of its own (a terminal's Ctrl-C reaches the daemon, which closes it).
 """
 
 from __future__ import annotations
@@ -45,6 +48,28 @@ from predictor_runtime.process_setup import libc_prctl
 log = logging.getLogger("cortexd.gateway.worker")
 
 REPORT_S = 0.5  # seconds between two reports of the worker's counters
+
+
+class PipeLog(logging.Handler):
+    """The worker's log records, sent to the daemon's log over the pipe (stderr once it is closed)."""
+
+    def __init__(self, worker: Worker, fallback: logging.Handler):
+        super().__init__()
+        self.worker = worker
+        self.fallback = fallback
+        self._sending = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._sending or self.worker.writer.is_closing():  # a record logged while one is sent: stderr
+            self.fallback.handle(record)
+            return
+        self._sending = True
+        try:
+            self.worker.send("log", record.levelno, self.format(record))
+        except Exception:
+            self.handleError(record)
+        finally:
+            self._sending = False
 
 
 class Worker:
@@ -160,6 +185,8 @@ async def serve(pipe_fd: int, channel_fd: int, table_fd: int, worker: int, worke
     loop = asyncio.get_running_loop()
     reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=pipe_fd))
     me = Worker(writer, WorkerCounts(CountTable(slots, workers, fd=table_fd), worker))
+    root = logging.getLogger()
+    root.handlers = [PipeLog(me, root.handlers[0]) if root.handlers else PipeLog(me, logging.lastResort)]
     channel = socket.socket(fileno=channel_fd)
     channel.setblocking(False)
     loop.add_reader(channel.fileno(), me.adopt_connections, channel)

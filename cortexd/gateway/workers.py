@@ -236,6 +236,8 @@ class GatewayWorkers(Gateway):
             self._spawn(self._answer_job(worker, *message[1:]))
         elif kind == "error":
             self.on_event(f"gateway worker {worker.index}: {message[1]}", "error")
+        elif kind == "log":  # its log records, in the daemon's log (which rotates; the worker's stderr does not)
+            log.log(message[1], "gateway worker %d: %s", worker.index, message[2])
         else:
             raise ValueError(f"unknown message {kind!r} from gateway worker {worker.index}")
 

@@ -9,6 +9,7 @@ default is one gateway, the daemon's own.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
@@ -187,6 +188,23 @@ async def test_a_worker_that_says_nothing_is_killed_and_started_again(upstreams,
         assert (await post(port, "/a"))[0] == 200
     await until(lambda: gw.route("a").counters_snapshot()["total"] == 10, what="the new worker's report")
     assert gw.requests_per_worker()[1] == 5
+
+
+async def test_a_workers_log_lines_reach_the_daemons_log(two_workers, caplog):
+    # through the pipe, into the daemon's own logging (which rotates daemon.log), not the stderr the
+    # worker was started with; a replica that refuses connections makes each process log a warning
+    caplog.set_level(logging.WARNING)
+    port = free_port()
+    gw = await two_workers()
+    await gw.configure([RouteConfig("a", "/a", port, 100)])
+    gw.set_replicas("a", [("r1", "127.0.0.1", free_port())])  # nothing listens there
+    gw.set_state("a", starting=False)
+    await until(gw.applied, what="the worker to apply the routes")
+    for _ in range(2):  # one connection to each process
+        assert (await post(port, "/a"))[0] == 502
+    await until(lambda: any(r.name == "cortexd.gateway.workers" and r.getMessage().startswith("gateway worker 1: ")
+                            and "unreachable" in r.getMessage() for r in caplog.records),
+                what="the worker's warning in the daemon's log")
 
 
 SLOW = """
