@@ -186,7 +186,7 @@ async def serve(pipe_fd: int, channel_fd: int, table_fd: int, worker: int, worke
     reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=pipe_fd))
     me = Worker(writer, WorkerCounts(CountTable(slots, workers, fd=table_fd), worker))
     root = logging.getLogger()
-    root.handlers = [PipeLog(me, root.handlers[0]) if root.handlers else PipeLog(me, logging.lastResort)]
+    root.handlers = [PipeLog(me, root.handlers[0] if root.handlers else logging.StreamHandler(sys.stderr))]
     channel = socket.socket(fileno=channel_fd)
     channel.setblocking(False)
     loop.add_reader(channel.fileno(), me.adopt_connections, channel)
