@@ -29,7 +29,8 @@ order. What must stay exact across processes:
 A worker that ends on its own is said in the daemon's events and started again (its column of the
 table cleared: its requests ended with it) with the current configuration. So is one that is stuck:
 a worker reports every REPORT_S, and one not heard from for STUCK_AFTER seconds (its event loop
-blocked, or the process stopped) is killed, its clients' connections with it, and started again.
+blocked, or the process stopped) is killed, its clients' connections with it, and started again;
+from QUIET_AFTER seconds of silence on, it is dealt no new connection.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ TABLE_SLOTS = 4096  # APIs and replicas the count table holds at once
 RESTART_DELAY = 1.0  # seconds before a worker that ended is started again
 COUNTED_WAIT = 0.25  # seconds a status read waits for the workers' counts, at most
 STUCK_AFTER = 15.0  # seconds without a message (it reports every 0.5 s) before a worker is killed
+QUIET_AFTER = 2.0  # seconds without a message after which a worker is dealt no new connection
 
 # (message, level) for the daemon's events
 EventSink = Callable[[str, Literal["info", "warning", "error"]], object]
@@ -316,7 +318,9 @@ class GatewayWorkers(Gateway):
         if turn:
             worker = self._workers[turn - 1]
             opened = self._opened_at.get(port, 0)
+            # a worker silent for QUIET_AFTER (stuck, or too busy to report) gets none until it speaks
             if worker.channel is not None and worker.acked >= opened and not self._closing \
+                    and asyncio.get_running_loop().time() - worker.heard <= QUIET_AFTER \
                     and send_connection(worker.channel, port, conn):
                 return
         self.adopt(port, conn)  # its turn, or a worker that cannot take it now

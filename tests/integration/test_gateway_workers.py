@@ -190,6 +190,30 @@ async def test_a_worker_that_says_nothing_is_killed_and_started_again(upstreams,
     assert gw.requests_per_worker()[1] == 5
 
 
+async def test_a_silent_worker_is_dealt_no_connection_until_it_speaks_again(upstreams, two_workers):
+    # a worker stopped (SIGSTOP) for less than stuck_after (the default 15 s): after QUIET_AFTER
+    # (2 s) of silence every new connection goes to the daemon's own process, none is lost on it
+    up = await upstreams("r1")
+    port = free_port()
+    gw = await two_workers()
+    await serve_one(gw, port, up)
+    [pid] = gw.worker_pids()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(2.5)
+        for _ in range(10):
+            assert (await asyncio.wait_for(post(port, "/a"), 5))[0] == 200
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await until(lambda: gw.route("a").counters_snapshot()["total"] == 10, what="the daemon's counts")
+    assert gw.requests_per_worker() == [10, 0]
+    await asyncio.sleep(1.0)  # it reports again
+    for _ in range(10):
+        assert (await post(port, "/a"))[0] == 200
+    await until(lambda: gw.route("a").counters_snapshot()["total"] == 20, what="both processes' counts")
+    assert gw.requests_per_worker() == [15, 5] and gw.worker_pids() == [pid]
+
+
 async def test_a_workers_log_lines_reach_the_daemons_log(two_workers, caplog):
     # through the pipe, into the daemon's own logging (which rotates daemon.log), not the stderr the
     # worker was started with; a replica that refuses connections makes each process log a warning
