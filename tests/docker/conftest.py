@@ -104,5 +104,6 @@ async def backend(docker_client, base_image):
     b = DockerBackend(instance=instance, base_image=base_image)
     yield b
     await b.close()
-    for c in docker_client.containers.list(all=True, ignore_removed=True, filters={"label": f"{LABEL_INSTANCE}={instance}"}):
+    for c in docker_client.containers.list(all=True, ignore_removed=True,
+                                           filters={"label": f"{LABEL_INSTANCE}={instance}"}):
         c.remove(force=True, v=True)  # v: the replica's spec volume too

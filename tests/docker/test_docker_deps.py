@@ -113,7 +113,8 @@ async def test_a_project_importing_a_pre_installed_package_gets_it_added_and_ser
         assert body["dependencies_sh"] == "uid 0"  # ran in the build, as root, as in Cortex
     finally:
         await backend.close()
-        for c in docker_client.containers.list(all=True, ignore_removed=True, filters={"label": f"{LABEL_INSTANCE}={instance}"}):
+        for c in docker_client.containers.list(all=True, ignore_removed=True,
+                                               filters={"label": f"{LABEL_INSTANCE}={instance}"}):
             c.remove(force=True, v=True)
 
     # the unchanged project, deployed again by a fresh daemon: the same layer, nothing built
