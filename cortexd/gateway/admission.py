@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import heapq
 import resource
+import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 # the request line's limit (answered 400, as aiohttp's 8190 was), a header line's (nginx's
 # 8 KiB, answered 431) and the number of header lines (431)
@@ -90,23 +91,38 @@ def shed_batch(cap: int) -> int:
     return max(1, cap // 64)
 
 
+class IdlePool(Protocol):
+    """A pool of idle connections to a replica (upstream.UpstreamPool)."""
+
+    def shed_idle(self, count: int) -> int: ...
+
+
 class SocketCount:
     """The gateway's open sockets against its cap. `shed` closes idle client connections (the
-    gateway's) and returns how many it closed; has_room() asks it when the cap is reached."""
+    gateway's) and returns how many it closed; has_room() asks it when the cap is reached, and
+    then the replicas' pools (`pools`, which add themselves) for their idle connections."""
 
-    __slots__ = ("cap", "limit", "open", "shed")
+    __slots__ = ("cap", "limit", "open", "pools", "shed")
 
     def __init__(self, limit: int, shed: Callable[[], int] | None = None):
         self.limit = limit  # the open-file limit the cap was set under
         self.cap = socket_cap(limit)
         self.open = 0
         self.shed = shed
+        self.pools: weakref.WeakSet[IdlePool] = weakref.WeakSet()
 
     def has_room(self) -> bool:
         """Whether one more socket fits, after closing idle connections if it did not."""
         if self.open < self.cap:
             return True
-        if self.shed is not None:
+        # idle connections to replicas first: a new one is opened again at the cost of a connect,
+        # where a kept-alive client that is shed must come back
+        want = self.open - self.cap + shed_batch(self.cap)
+        for pool in list(self.pools):
+            want -= pool.shed_idle(want)
+            if want <= 0:
+                break
+        if self.open >= self.cap and self.shed is not None:
             self.shed()
         return self.open < self.cap
 

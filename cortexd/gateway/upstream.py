@@ -39,7 +39,12 @@ if TYPE_CHECKING:
 
 HIGH_WATER = 512 * 1024  # buffered response bytes at which reading pauses
 IDLE_TIMEOUT = 30.0  # pooled connections idle longer than this are not reused
-MAX_IDLE = 64  # idle connections kept per replica
+# idle connections kept per replica: as many as requests Cortex lets a replica have at once by
+# default (max_replica_concurrency 1024), so that a steady load above 64 concurrent requests, the
+# earlier bound, no longer closes and reopens connections (at 256 clients on one replica that
+# doubled the gateway's CPU per request); those idle past IDLE_TIMEOUT are closed as the pool is
+# used, and all idle ones go first when the gateway's sockets reach their cap (admission.SocketCount)
+MAX_IDLE = 1024
 
 
 class UpstreamError(Exception):
@@ -91,6 +96,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.loop = pool.loop
         self.transport: asyncio.Transport | None = None
         self.open = False
+        self.counted = False  # in the gateway's socket count (pool.sockets)
         self.peer_closed = False  # the replica's end of the connection closed (EOF seen)
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
@@ -128,6 +134,7 @@ class UpstreamConnection(asyncio.Protocol):
         sockets = self.pool.sockets
         if sockets is not None:
             sockets.open += 1
+            self.counted = True
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None  # set by connection_made(), before any of the callbacks
@@ -172,8 +179,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep_alive = False
         pool = self.pool
         pool.forget(self)
-        if pool.sockets is not None:
-            pool.sockets.open -= 1
+        self.uncount()
         if self.active and not self.complete:
             if not self.answered:
                 self.pool.drop_idle()  # as in eof_received: the others may be dead too
@@ -333,6 +339,14 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def uncount(self) -> None:
+        """Leave the gateway's socket count (at once when shed for room, not when the close completes)."""
+        if self.counted:
+            self.counted = False
+            sockets = self.pool.sockets
+            if sockets is not None:
+                sockets.open -= 1
+
     # -- internals ----------------------------------------------------------------
 
     async def _wait(self, timeout: float) -> None:
@@ -418,8 +432,10 @@ class UpstreamPool:
         self.connect_timeout = connect_timeout
         self.sockets = sockets  # the gateway's count of its sockets, with their cap
         self.loop = loop or asyncio.get_running_loop()
-        self._idle: list[UpstreamConnection] = []
+        self._idle: list[UpstreamConnection] = []  # oldest first: taken and returned at the end
         self.closed = False
+        if sockets is not None:
+            sockets.pools.add(self)
 
     def take_idle(self) -> UpstreamConnection | None:
         """A pooled live connection, if one is idle (no coroutine: this is the hot path)."""
@@ -454,13 +470,26 @@ class UpstreamPool:
         return conn
 
     def release(self, conn: UpstreamConnection) -> None:
-        """Return a connection after its exchange; only a cleanly finished one is kept."""
-        if conn.reusable() and not self.closed and len(self._idle) < MAX_IDLE:
+        """Return a connection after its exchange; only a cleanly finished one is kept (and the
+        oldest idle one is closed once it has idled IDLE_TIMEOUT: it would not be reused)."""
+        idle = self._idle
+        if conn.reusable() and not self.closed and len(idle) < MAX_IDLE:
             conn.active = False
-            conn.idle_since = self.loop.time()
-            self._idle.append(conn)
+            conn.idle_since = now = self.loop.time()
+            idle.append(conn)
+            if now - idle[0].idle_since >= IDLE_TIMEOUT:
+                idle.pop(0).close()
         else:
             conn.close()
+
+    def shed_idle(self, count: int) -> int:
+        """Close up to `count` idle connections, the oldest first (the gateway is short of sockets)."""
+        idle = self._idle
+        shed, self._idle = idle[:count], idle[count:]
+        for conn in shed:
+            conn.uncount()
+            conn.close()
+        return len(shed)
 
     def forget(self, conn: UpstreamConnection) -> None:
         """A connection closed: drop it if it sat idle."""

@@ -70,3 +70,30 @@ def test_held_heads_budget_names_the_connection_that_held_longest():
     assert (heads.total, a.held, heads.over(), heads.longest_held()) == (60, 0, False, b)
     heads.release(a)  # twice: nothing more
     assert heads.total == 60
+
+
+class Pool:
+    """An upstream pool's side of shedding (upstream.UpstreamPool.shed_idle)."""
+
+    def __init__(self, sockets: SocketCount, idle: int):
+        self.sockets, self.idle, self.asked = sockets, idle, []
+        sockets.pools.add(self)
+
+    def shed_idle(self, count: int) -> int:
+        self.asked.append(count)
+        n = min(count, self.idle)
+        self.idle -= n
+        self.sockets.open -= n
+        return n
+
+
+def test_at_the_cap_idle_replica_connections_go_before_idle_clients():
+    sockets = SocketCount(400)
+    clients_shed = []
+    sockets.shed = lambda: clients_shed.append(sockets.open) or 0
+    pool = Pool(sockets, idle=2)
+    sockets.open = sockets.cap
+    assert sockets.has_room() and pool.idle == 0 and pool.asked == [shed_batch(sockets.cap)]
+    assert not clients_shed  # room was made without a client's connection
+    sockets.open = sockets.cap  # the pool has nothing idle left: the clients' turn
+    assert not sockets.has_room() and clients_shed == [sockets.cap]
