@@ -6,6 +6,8 @@ Run by hand (never a test):
     python bench/gateway.py --duration 10 --concurrency 1,8,32 --upstream raw
     python bench/gateway.py --route splitter     # through a traffic splitter (50/50 over two APIs)
     python bench/gateway.py --replicas 2 --workers 1,2   # 1 gateway process against 2 (GatewayWorkers)
+    python bench/gateway.py --upstream raw --replicas 8 --workers 1,8 --concurrency 256 --wrk-threads 4
+                                                          # a many-core host (bench/gpu_check.py runs it)
     python bench/gateway.py --base ../main --rounds 4    # this tree's gateway beside another checkout's
 
 Three processes: the replica (`--upstream runtime`: the real predictor_runtime with
@@ -40,6 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PAYLOAD = b'{"x": 1}'
 WRK_THREADS = 1  # --wrk-threads: more than one where a single wrk thread would cap the gateways
+LOAD_PROCS = 1  # --load-procs: asyncio generator processes, where there is no wrk and one would cap them
 
 NOOP_PREDICTOR = '''
 class PythonPredictor:
@@ -247,11 +250,24 @@ def asyncio_load(url: str, concurrency: int, duration: float) -> None:
 
 
 def run_load(url: str, concurrency: int, duration: float, script: Path | None) -> dict:
+    """One load run: wrk, or LOAD_PROCS asyncio generator processes sharing `concurrency` (their
+    figures added; p50 the requests-weighted mean of theirs, p99 the highest)."""
     if script is not None:
         return run_wrk(url, concurrency, duration, script)
-    out = subprocess.run([sys.executable, __file__, "--load", url, "--concurrency", str(concurrency),
-                          "--duration", str(duration)], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+    procs = max(1, min(LOAD_PROCS, concurrency))
+    shares = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
+    running = [subprocess.Popen([sys.executable, __file__, "--load", url, "--concurrency", str(share),
+                                 "--duration", str(duration)], stdout=subprocess.PIPE, text=True) for share in shares]
+    results = []
+    for proc in running:
+        out, _ = proc.communicate(timeout=duration + 60)
+        if proc.returncode != 0:
+            raise SystemExit(f"the load generator exited with {proc.returncode}")
+        results.append(json.loads(out))
+    count = sum(r["count"] for r in results)
+    return {"rps": sum(r["rps"] for r in results), "count": count,
+            "p50": sum(r["p50"] * r["count"] for r in results) / max(1, count),
+            "p99": max(r["p99"] for r in results), "errors": sum(r["errors"] for r in results)}
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -330,6 +346,8 @@ def main() -> None:
     p.add_argument("--replicas", type=int, default=1, help="no-op replicas behind the gateway (default 1)")
     p.add_argument("--wrk-threads", type=int, default=1,
                    help="wrk threads (default 1; a many-core host comparing --workers 1,8 needs more)")
+    p.add_argument("--load-procs", type=int, default=1,
+                   help="asyncio load generator processes when wrk is not used (default 1)")
     p.add_argument("--base", help="another checkout, whose gateway (one worker) runs beside this one's")
     p.add_argument("--rounds", type=int, default=1, help="runs per level, the gateways' order alternated")
     p.add_argument("--serve-raw-upstream", type=int, help=argparse.SUPPRESS)
@@ -345,8 +363,8 @@ def main() -> None:
     if args.load:
         return asyncio_load(args.load, int(args.concurrency), args.duration)
 
-    global WRK_THREADS
-    WRK_THREADS = args.wrk_threads
+    global WRK_THREADS, LOAD_PROCS
+    WRK_THREADS, LOAD_PROCS = args.wrk_threads, args.load_procs
     upstream = args.upstream
     if upstream == "auto":
         upstream = "runtime" if (REPO / "predictor_runtime" / "server.py").exists() else "raw"

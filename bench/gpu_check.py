@@ -22,7 +22,9 @@ after the other (a one-GPU host has room for one `gpu: 1` replica at a time):
    `mlp-large`: three 1024-unit layers) with server_side_batching, `gpu: 1` then
    `gpu: 0`, under the same load (wrk when installed, else an asyncio generator;
    loopback, concurrency 32), GPU utilization sampled from `get -o json` meanwhile;
-   the runtime's log line on the provider it chose is read from `cortexd logs`.
+   the runtime's log line on the provider it chose is read from `cortexd logs`;
+4. issue 20.4 on a host of 8 CPUs or more: the gateway on 1 process against 8 (the daemon's
+   gateway workers) in front of 8 no-op replicas, `bench/gateway.py --workers 1,8` (about 80 s).
 
 Every phase runs under an alarm (and every subprocess under a timeout); the
 daemon is stopped and the temp dirs removed whatever happens. Exit status: 0
@@ -517,6 +519,39 @@ def check_throughput(report: Report) -> None:
                  f"{cpu['p50']:.2f} ms; errors {gpu['errors']}/{cpu['errors']}{note}", ratio=round(ratio, 2))
 
 
+_ROW = re.compile(r"^\s*(\d+)\s+(\S+)\s+(\d+)\s+(\d+)\s+([\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)\s+(\d+)\s+([\d.]+)\s+"
+                  r"(\d+)/(\d+)", re.MULTILINE)
+
+
+def check_gateway_workers(report: Report, use_wrk: bool, seconds: int, workers: int = 8) -> None:
+    """Issue 20.4 on a many-core host: the gateway on 1 process against `workers` (the daemon's
+    GatewayWorkers) in front of as many no-op replicas, by bench/gateway.py, in one run."""
+    cpus = os.cpu_count() or 1
+    if cpus < workers:
+        report.check(f"gateway workers 1 vs {workers}", "skipped", f"{cpus} CPUs: the run needs {workers} or more")
+        return
+    load = ["--wrk-threads", "4"] if use_wrk else ["--loadgen", "asyncio", "--load-procs", "4"]
+    argv = [sys.executable, str(REPO / "bench" / "gateway.py"), "--upstream", "raw", "--replicas", str(workers),
+            "--workers", f"1,{workers}", "--concurrency", "256", "--duration", "5", "--rounds", "2", *load]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds, check=False)
+    rows: dict[str, list[dict[str, float]]] = {}
+    for m in _ROW.finditer(out.stdout):
+        rows.setdefault(m.group(2), []).append({"rps": float(m.group(4)), "cpu_us": float(m.group(8)),
+                                                "p99_added_ms": float(m.group(7)), "errors": int(m.group(11))})
+    one, many = rows.get("1"), rows.get(str(workers))
+    if out.returncode != 0 or not one or not many:
+        report.check(f"gateway workers 1 vs {workers}", "fail",
+                     f"bench/gateway.py exited {out.returncode}: {(out.stderr or out.stdout).strip()[-300:]}")
+        return
+    best = {label: max(r["rps"] for r in runs) for label, runs in (("1", one), ("n", many))}
+    ratio = best["n"] / best["1"] if best["1"] else float("inf")
+    errors = sum(r["errors"] for r in one + many)
+    report.check(f"gateway workers 1 vs {workers}", "fail" if errors else "ok",
+                 f"{best['1']:.0f} vs {best['n']:.0f} req/s through the gateway ({ratio:.2f}x), CPU per request "
+                 f"{[r['cpu_us'] for r in one]} vs {[r['cpu_us'] for r in many]} us, errors {errors}",
+                 ratio=round(ratio, 2), runs={"1": one, str(workers): many})
+
+
 # -- main -----------------------------------------------------------------------------------------
 
 
@@ -620,6 +655,10 @@ def main() -> int:
             check_provider_log(report)
             check_utilization(report)
             check_throughput(report)
+        for old in [a["name"] for a in daemon.status()["apis"]]:
+            daemon.delete(old)  # the CPUs for the gateway run
+        with report.phase("gateway workers: 1 process against 8", 150):
+            check_gateway_workers(report, use_wrk, 140)
     except KeyboardInterrupt:
         report.phases.append({"phase": "interrupted", "seconds": 0, "outcome": "KeyboardInterrupt"})
     finally:
