@@ -14,8 +14,13 @@ headers set a Content-Length). A handler that returns without answering gets a 5
 
 Malformed requests (a bad request line or header, a line or field past LINE_LIMIT bytes, a
 broken chunk) answer `400 Bad Request` and close the connection; each is reported to the
-`predictor_runtime.http` logger with its exception, which log_limits.py bounds. An idle keep-alive connection
-closes after KEEPALIVE_TIMEOUT seconds, as aiohttp's did. `Expect: 100-continue` is answered
+`predictor_runtime.http` logger with its exception, which log_limits.py bounds. The gateway's
+rules for slow clients hold here too (client_connection.py): a request head must arrive whole
+within the header timeout (HEADER_TIMEOUT, 60 s, unless the server is given another), counted
+from the connection's opening or from the head's first byte, else `408 Request Timeout` and
+close (a head trickling in behind a request being answered: close after that answer); an idle
+keep-alive connection closes silently after KEEPALIVE_TIMEOUT seconds. One timer per connection
+keeps both, re-armed from deadline fields when it fires, never per request. `Expect: 100-continue` is answered
 when the request's turn comes. `HTTPServer.shutdown` is the drain: idle connections close at
 once, busy ones after their current answer or at the deadline.
 """
@@ -36,7 +41,8 @@ import httptools
 
 HIGH_WATER = 256 * 1024  # unread body bytes at which reading pauses
 LINE_LIMIT = 8190  # bytes in the request target, a header name or a header value (aiohttp's limits)
-KEEPALIVE_TIMEOUT = 75.0  # seconds an idle keep-alive connection stays open (aiohttp's default)
+KEEPALIVE_TIMEOUT = 75.0  # seconds an idle keep-alive connection stays open (aiohttp's and the gateway's)
+HEADER_TIMEOUT = 60.0  # seconds a request head may take to arrive (the gateway's client header timeout)
 # header lines in one request: the gateway forwards at most its own cap (128) and adds a few;
 # without a cap a head of endless short lines would grow without bound
 MAX_HEADERS = 256
@@ -49,6 +55,10 @@ log = logging.getLogger("predictor_runtime.http")  # log_limits.install bounds w
 
 class LimitExceeded(Exception):
     """A request line or header past LINE_LIMIT bytes (raised inside the parser's callbacks)."""
+
+
+class HeadTimeout(Exception):
+    """A request head that did not arrive whole within the header timeout (answered 408)."""
 
 
 class BodyError(Exception):
@@ -249,9 +259,10 @@ Handler = Callable[[Request, Reply], Awaitable[None]]
 class Connection(asyncio.Protocol):
     """One client connection (see the module docstring)."""
 
-    def __init__(self, handler: Handler, connections: set[Connection]):
+    def __init__(self, handler: Handler, connections: set[Connection], header_timeout: float = HEADER_TIMEOUT):
         self._handler = handler
         self._connections = connections
+        self._header_timeout = header_timeout
         self._parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self._target = b""
@@ -262,10 +273,16 @@ class Connection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._paused_reading = False
         self._drain: asyncio.Future[None] | None = None
-        # one idle timer per connection, re-armed lazily (a timer per request costs CPU): it
-        # closes the connection once it has been idle, between requests, for KEEPALIVE_TIMEOUT
-        self._idle: asyncio.TimerHandle | None = None
-        self._idle_since: float | None = None  # loop time the last answer ended; None: not idle
+        # one timer per connection (a timer per request costs CPU), armed at the opening and
+        # re-armed only when it fires, from these deadline fields (_check_timer)
+        self._loop = asyncio.get_running_loop()  # made in the loop's protocol factory
+        self._timer: asyncio.TimerHandle | None = None
+        self._in_head = False  # the parser is in a request head (from its first byte to its end)
+        self._head_since: float | None = None  # loop time the unfinished head began; None: no such head
+        # loop time the last answer ended (None: none yet); the connection is idle since then
+        # while no request is being answered and no head is on its way (bytes between requests,
+        # such as empty lines, do not count)
+        self._idle_since: float | None = None
         self.closing = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------
@@ -273,10 +290,12 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport is no asyncio.Transport
         self._connections.add(self)
-        self._arm_idle()
+        loop = self._loop
+        # as the gateway's: the first head's time counts from the opening, not from its first byte
+        self._head_since = now = loop.time()
+        self._timer = loop.call_at(now + min(self._header_timeout, KEEPALIVE_TIMEOUT), self._check_timer)
 
     def data_received(self, data: bytes) -> None:
-        self._idle_since = None
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -285,6 +304,8 @@ class Connection(asyncio.Protocol):
             # an exception raised in a callback (a limit: LimitExceeded) arrives wrapped
             cause = e.__context__ if isinstance(e, httptools.HttpParserCallbackError) else None
             self._refuse(cause if isinstance(cause, LimitExceeded) else e)
+        if self._in_head and self._head_since is None:  # a head began in this read and did not end
+            self._head_since = self._loop.time()
 
     def eof_received(self) -> bool | None:
         return None  # close once answered: the transport closes itself
@@ -293,7 +314,9 @@ class Connection(asyncio.Protocol):
         self._connections.discard(self)
         self.transport = None
         self.closing = True  # pipelined requests still waiting are not run for nobody
-        self._cancel_idle()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._reading is not None:
             self._reading.body.fail(ConnectionResetError("the client went away"))
         if self._drain is not None and not self._drain.done():
@@ -309,6 +332,9 @@ class Connection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        self._in_head = True
+
     def on_url(self, url: bytes) -> None:
         self._target += url
         if len(self._target) > LINE_LIMIT:
@@ -322,6 +348,8 @@ class Connection(asyncio.Protocol):
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_since = None
         parser = self._parser
         headers, self._headers = self._headers, []
         target, self._target = self._target, b""
@@ -358,7 +386,8 @@ class Connection(asyncio.Protocol):
                 self._pause_reading(False)  # it stopped for the queue: room again
         else:
             self._task = None
-            self._arm_idle()
+            if self.transport is not None:
+                self._idle_since = self._loop.time()
 
     async def _serve(self, request: Request) -> None:
         if request.body.waiting and request.version == "1.1" and \
@@ -434,41 +463,52 @@ class Connection(asyncio.Protocol):
         else:
             self.transport.resume_reading()
 
-    def _arm_idle(self) -> None:
+    def _check_timer(self) -> None:
+        """The connection's timer: a head past the header timeout is refused (408), an idle
+        keep-alive connection past KEEPALIVE_TIMEOUT closes; else it is armed again for the next
+        deadline, and never later than the shorter timeout from now, so that a head or an idle
+        spell that begins before it fires is never due before it (nothing re-arms it per request)."""
+        self._timer = None
+        loop = self._loop
         if self.transport is None or self.closing:
             return
-        loop = asyncio.get_running_loop()
-        self._idle_since = loop.time()
-        if self._idle is None:
-            self._idle = loop.call_later(KEEPALIVE_TIMEOUT, self._check_idle)
+        now = loop.time()
+        shortest = min(self._header_timeout, KEEPALIVE_TIMEOUT)
+        due = now + shortest
+        if self._head_since is not None:
+            due = self._head_since + self._header_timeout
+            if now >= due:
+                self._head_timed_out()
+                return
+        elif self._idle_since is not None and self._task is None:
+            due = self._idle_since + KEEPALIVE_TIMEOUT
+            if now >= due:
+                self.close()  # silently, as the gateway closes an idle client connection
+                return
+        self._timer = loop.call_at(min(due, now + shortest), self._check_timer)
 
-    def _check_idle(self) -> None:
-        self._idle = None
-        if self.transport is None or self.closing:
-            return
-        loop = asyncio.get_running_loop()
-        since = self._idle_since
-        if since is not None and self._task is None and loop.time() - since >= KEEPALIVE_TIMEOUT:
-            self.close()
-            return
-        wait = KEEPALIVE_TIMEOUT if since is None else KEEPALIVE_TIMEOUT - (loop.time() - since)
-        self._idle = loop.call_later(max(wait, 0.0), self._check_idle)
-
-    def _cancel_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+    def _head_timed_out(self) -> None:
+        self.closing = True
+        if self._task is not None:
+            return  # a pipelined head trickles in behind a request being answered: that answer is the last
+        message = f"the request head did not arrive within {self._header_timeout:g} s"
+        log.warning("Error handling request", exc_info=HeadTimeout(message))
+        body = b'{"error":"%b"}' % message.encode()
+        self.write(head_bytes(408, [("Content-Type", "application/json")],
+                              b"Content-Length: %d\r\nConnection: close\r\n" % len(body)) + body)
+        self.close()
 
 
 class HTTPServer:
     """The connections of one listening socket, and their shutdown."""
 
-    def __init__(self, handler: Handler):
+    def __init__(self, handler: Handler, header_timeout: float = HEADER_TIMEOUT):
         self.handler = handler
+        self.header_timeout = header_timeout
         self.connections: set[Connection] = set()
 
     def protocol(self) -> Connection:
-        return Connection(self.handler, self.connections)
+        return Connection(self.handler, self.connections, self.header_timeout)
 
     async def shutdown(self, deadline: float) -> None:
         """Close idle connections now; wait for busy ones until `deadline` (loop time), then close them."""

@@ -7,7 +7,8 @@ offending bytes; a client sending garbage in a loop would fill the replica's log
 (and the disk) as fast as it sends. `ServerLogLimiter` replaces that logger's output:
 
 - client errors (httptools' parser errors, a request line or header past its
-  limit, aiohttp's HttpProcessingError family, a connection the client dropped)
+  limit, a head past the header timeout, aiohttp's HttpProcessingError family, a
+  connection the client dropped)
   become ONE warning line without a traceback, their text (which quotes the raw
   bytes) collapsed to one line and cut to MESSAGE_LIMIT characters;
 - anything else the logger reports (a bug, not the client's doing) keeps its
@@ -83,10 +84,12 @@ def client_error_summary(exc: BaseException | None) -> str | None:
     import httptools
     from aiohttp.http_exceptions import HttpProcessingError
 
-    from predictor_runtime.http_server import LimitExceeded
+    from predictor_runtime.http_server import HeadTimeout, LimitExceeded
 
     if isinstance(exc, HttpProcessingError):
         return f"client error (answered {exc.code})"
+    if isinstance(exc, HeadTimeout):
+        return "client error (answered 408)"
     if isinstance(exc, (httptools.HttpParserError, LimitExceeded)):
         return "client error (answered 400)"
     if isinstance(exc, ConnectionError):

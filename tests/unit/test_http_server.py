@@ -252,23 +252,149 @@ def test_an_answer_header_with_a_line_break_is_refused_not_sent():
     assert written.startswith(b"HTTP/1.1 500 ") and b"evil" not in written and closed
 
 
-def test_an_idle_keep_alive_connection_closes_after_the_timeout_and_a_busy_one_does_not():
-    async def run() -> tuple[bool, bool]:
+class Clock:
+    """The running loop's clock, moved by the test (timers fire once it passes their time), and
+    a count of the timers armed through the loop."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.timers = 0
         loop = asyncio.get_running_loop()
+        call_at = loop.call_at
+
+        def counted_call_at(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+            self.timers += 1
+            return call_at(when, callback, *args, **kwargs)
+
+        loop.time = lambda: self.now  # type: ignore[method-assign]
+        loop.call_at = counted_call_at  # type: ignore[method-assign]  # call_later goes through it
+
+    async def advance(self, seconds: float) -> None:
+        self.now += seconds
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+HALF_HEAD = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Le"
+
+
+def test_the_timeouts_are_the_gateways():
+    from cortexd.gateway.proxy import CLIENT_HEADER_TIMEOUT, CLIENT_KEEPALIVE
+    from predictor_runtime.contract import ReplicaLimits
+
+    assert http_server.HEADER_TIMEOUT == ReplicaLimits().header_timeout == CLIENT_HEADER_TIMEOUT
+    assert http_server.KEEPALIVE_TIMEOUT == CLIENT_KEEPALIVE
+
+
+@pytest.mark.parametrize("sent", [b"", HALF_HEAD], ids=["nothing", "half a head"])
+def test_a_head_not_arrived_whole_in_time_is_408_and_closed_counted_from_the_opening(sent):
+    records = Records()
+    http_server.log.addHandler(records)
+
+    async def run() -> list[tuple[bytes, bool]]:
+        clock = Clock()
         connection = Connection(echo, set())
         transport = RecordingTransport()
         connection.connection_made(transport)
-        connection.data_received(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\npar")  # a body on its way
-        connection._check_idle()  # the timer fires mid-request: the connection stays
-        still_open = not transport.closed
-        connection.data_received(b"ts")
-        for _ in range(20):
-            await asyncio.sleep(0)
-        connection._idle_since = loop.time() - http_server.KEEPALIVE_TIMEOUT  # idle that long since
-        connection._check_idle()
-        return still_open, transport.closed
+        seen = []
+        await clock.advance(30)
+        connection.data_received(sent)  # its first byte does not restart the head's time
+        await clock.advance(29.9)
+        seen.append((bytes(transport.written), transport.closed))
+        await clock.advance(0.1)
+        seen.append((bytes(transport.written), transport.closed))
+        return seen
 
-    assert asyncio.run(run()) == (True, True)
+    try:
+        (before, closed_before), (after, closed_after) = asyncio.run(run())
+    finally:
+        http_server.log.removeHandler(records)
+    assert (before, closed_before) == (b"", False)
+    head, _, body = after.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and b"\r\nConnection: close" in head
+    assert body == b'{"error":"the request head did not arrive within 60 s"}' and closed_after
+    assert [type(r.exc_info[1]) for r in records.records if r.exc_info] == [http_server.HeadTimeout]
+
+
+def test_a_later_heads_time_counts_from_its_first_byte_and_no_timer_is_armed_per_request():
+    async def run() -> tuple[int, bool, bytes, bool]:
+        clock = Clock()
+        server = http_server.HTTPServer(echo, header_timeout=5.0)  # the server's setting reaches its connections
+        connection = server.protocol()
+        transport = RecordingTransport()
+        connection.connection_made(transport)
+        for _ in range(10):
+            connection.data_received(GET)
+            await clock.advance(1)
+        timers = clock.timers  # the one armed at the opening, and those it armed firing every 5 s
+        await clock.advance(60)  # idle (not past the keep-alive timeout): a head may begin any time
+        connection.data_received(HALF_HEAD)
+        await clock.advance(4.9)
+        open_at_4_9 = not transport.closed
+        await clock.advance(0.1)
+        return timers, open_at_4_9, bytes(transport.written), transport.closed
+
+    timers, open_at_4_9, written, closed = asyncio.run(run())
+    assert timers <= 3 and open_at_4_9
+    assert written.count(b"HTTP/1.1 200 OK") == 10 and written.count(b"HTTP/1.1 408 ") == 1 and closed
+
+
+def test_an_idle_keep_alive_connection_closes_silently_and_a_busy_one_does_not():
+    release: list[asyncio.Event] = []
+
+    async def held(request: Request, reply: Reply) -> None:
+        if request.path == "/held":
+            await release[0].wait()
+        reply.send(200, [], b"")
+
+    async def run() -> list[tuple[int, bool]]:
+        clock = Clock()
+        release.append(asyncio.Event())
+        connection = Connection(held, set())
+        transport = RecordingTransport()
+        connection.connection_made(transport)
+        seen = []
+        connection.data_received(b"GET /held HTTP/1.1\r\n\r\n")
+        await clock.advance(200)  # a request answered slowly: the connection stays
+        seen.append((bytes(transport.written).count(b"HTTP/1.1 "), transport.closed))
+        release[0].set()
+        await clock.advance(0)  # answered: idle from now
+        await clock.advance(50)
+        connection.data_received(b"\r\n")  # an empty line between requests: no request, still idle
+        await clock.advance(24.9)
+        seen.append((bytes(transport.written).count(b"HTTP/1.1 "), transport.closed))
+        await clock.advance(0.1)
+        seen.append((bytes(transport.written).count(b"HTTP/1.1 "), transport.closed))
+        return seen
+
+    assert asyncio.run(run()) == [(0, False), (1, False), (1, True)]  # closed without a word
+
+
+def test_a_head_trickling_in_behind_an_answer_closes_the_connection_after_that_answer():
+    release: list[asyncio.Event] = []
+
+    async def held(request: Request, reply: Reply) -> None:
+        await release[0].wait()
+        reply.send(200, [], b"done")
+
+    async def run() -> tuple[bool, bytes, bool]:
+        clock = Clock()
+        release.append(asyncio.Event())
+        connection = Connection(held, set())
+        transport = RecordingTransport()
+        connection.connection_made(transport)
+        connection.data_received(GET + HALF_HEAD)
+        await clock.advance(61)
+        closed_while_answering = transport.closed
+        release[0].set()
+        await clock.advance(0)
+        return closed_while_answering, bytes(transport.written), transport.closed
+
+    closed_while_answering, written, closed = asyncio.run(run())
+    assert not closed_while_answering
+    assert written.startswith(b"HTTP/1.1 200 OK\r\n") and written.endswith(b"done") and closed
+    assert b" 408 " not in written
 
 
 def test_shutdown_closes_idle_connections_and_lets_a_busy_one_answer_first():

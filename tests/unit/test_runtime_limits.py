@@ -126,3 +126,11 @@ def test_the_gateway_limits_client_errors_with_the_runtime_rate_limit():
 
     assert issubclass(ClientErrorLog, RateLimit)
     assert ClientErrorLog.admit is RateLimit.admit
+
+
+def test_a_head_timeout_is_a_client_error_answered_408():
+    from predictor_runtime.http_server import HeadTimeout
+    from predictor_runtime.log_limits import client_error_summary
+
+    assert client_error_summary(HeadTimeout("the request head did not arrive within 60 s")) == \
+        "client error (answered 408)"
