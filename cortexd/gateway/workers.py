@@ -161,11 +161,14 @@ class GatewayWorkers(Gateway):
         reader, worker.writer = await asyncio.open_unix_connection(sock=ours)
         worker.channel = channel
         worker.heard, worker.stuck = asyncio.get_running_loop().time(), False
-        worker.acked = self._seq  # it starts from the configuration as it is now
+        # it starts from the configuration as it is now, and is dealt connections only once it
+        # applied all of it: the last of these messages carries the sequence number of now
+        worker.acked = 0
         worker.send(("init", {k: v for k, v in self._options.items()}))
-        self._send_configure(worker, self._next())
-        for message in [*self._replicas.values(), *self._states.values()]:
-            worker.send(message)
+        start = [self._configure_message(0), *self._replicas.values(), *self._states.values()]
+        for message in start[:-1]:
+            worker.send((message[0], 0, *message[2:]))
+        worker.send((start[-1][0], self._seq, *start[-1][2:]))
         worker.task = asyncio.ensure_future(self._follow(worker, reader))
 
     async def _follow(self, worker: _Process, reader: asyncio.StreamReader) -> None:
@@ -293,10 +296,10 @@ class GatewayWorkers(Gateway):
         self._seq += 1
         return self._seq
 
-    def _send_configure(self, worker: _Process, seq: int) -> None:
+    def _configure_message(self, seq: int) -> tuple[Any, ...]:
         apis, splitters = self._configured
         jobs = [(j.name, j.endpoint, j.port) for j in self._jobs.values()]
-        worker.send(("configure", seq, apis, splitters, jobs, dict(self.slots.of)))
+        return ("configure", seq, apis, splitters, jobs, dict(self.slots.of))
 
     # -- accepting: every connection here, dealt in turn (handoff.py) -----------------------
 
@@ -335,9 +338,7 @@ class GatewayWorkers(Gateway):
         names = {api.name for api in apis}
         self._replicas = {n: m for n, m in self._replicas.items() if n in names}
         self._states = {n: m for n, m in self._states.items() if n in names}
-        seq = self._next()
-        for worker in self._workers:
-            self._send_configure(worker, seq)
+        self._broadcast(self._configure_message(self._next()))
 
     def set_replicas(self, api: str, replicas: Sequence[tuple[str, str, int]]) -> None:
         known = {name for name, _, _ in replicas}

@@ -334,3 +334,17 @@ async def test_a_splitters_counts_and_passive_health_come_back_from_the_worker(u
         assert (await post(port, "/b"))[0] == 200
     await until(lambda: ejected.count(("b", "dead")) >= 2, what="both processes' ejections")
     assert ejected == [("b", "dead")] * 2, ejected
+
+
+async def test_connections_right_after_a_worker_restarts_are_served(upstreams, two_workers):
+    # a worker started again serves only once it applied the configuration: connections dealt to
+    # it before that (its gateway not made yet, or its port not configured) were closed unanswered
+    up = await upstreams("r1")
+    port = free_port()
+    gw = await two_workers()
+    await serve_one(gw, port, up)
+    [pid] = gw.worker_pids()
+    os.kill(pid, signal.SIGKILL)
+    await until(lambda: gw.worker_pids()[0] not in (None, pid), timeout=15, what="the worker started again")
+    answers = await asyncio.gather(*(post(port, "/a") for _ in range(20)), return_exceptions=True)
+    assert answers == [(200, b"{}")] * 20, answers
