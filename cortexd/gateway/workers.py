@@ -336,9 +336,13 @@ class GatewayWorkers(Gateway):
         if jobs is not None:
             self._jobs = {j.name: j for j in jobs}
         names = {api.name for api in apis}
+        seq = self._next()
+        for name in self._replicas.keys() - names:  # a removed API's replicas drain as removed replicas do
+            for replica_id, _, _ in self._replicas[name][3]:
+                self._removed[("replica", name, replica_id)] = seq
         self._replicas = {n: m for n, m in self._replicas.items() if n in names}
         self._states = {n: m for n, m in self._states.items() if n in names}
-        self._broadcast(self._configure_message(self._next()))
+        self._broadcast(self._configure_message(seq))
 
     def set_replicas(self, api: str, replicas: Sequence[tuple[str, str, int]]) -> None:
         known = {name for name, _, _ in replicas}

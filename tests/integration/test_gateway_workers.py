@@ -348,3 +348,21 @@ async def test_connections_right_after_a_worker_restarts_are_served(upstreams, t
     await until(lambda: gw.worker_pids()[0] not in (None, pid), timeout=15, what="the worker started again")
     answers = await asyncio.gather(*(post(port, "/a") for _ in range(20)), return_exceptions=True)
     assert answers == [(200, b"{}")] * 20, answers
+
+
+async def test_a_removed_apis_replicas_stay_busy_until_every_worker_applied_it_and_free_their_slots(
+        upstreams, two_workers):
+    # the reconciler drains a removed API's replicas by replica_in_flight, as it drains a replica
+    # set_replicas left out; and each removal left its replicas' slots taken for good, until the
+    # count table was full and configure and set_replicas raised
+    up = await upstreams("r1")
+    port = free_port()
+    gw = await two_workers()
+    await serve_one(gw, port, up)
+    taken = len(gw.slots.of)
+
+    await gw.configure([])
+    assert gw.replica_in_flight("a", "r1") == 1  # the worker may still send it a request
+    await until(gw.applied, what="the worker to apply the removal")
+    assert gw.replica_in_flight("a", "r1") == 0
+    assert len(gw.slots.of) == taken - 1  # the replica's slot is free again (the API's stays its own)
