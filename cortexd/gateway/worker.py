@@ -100,6 +100,7 @@ class Worker:
         if kind == "configure":
             _, seq, apis, splitters, jobs, slots = message
             self.counts.slots.update(slots)
+            self._sent.clear()  # the daemon forgot removed routes' counts: the next report says all
             try:
                 await gateway.configure(apis, splitters, [JobRoute(name, endpoint, port, self._job_handler(name))
                                                           for name, endpoint, port in jobs])

@@ -342,6 +342,12 @@ class GatewayWorkers(Gateway):
                 self._removed[("replica", name, replica_id)] = seq
         self._replicas = {n: m for n, m in self._replicas.items() if n in names}
         self._states = {n: m for n, m in self._states.items() if n in names}
+        # a removed API's or splitter's counts go with it (deployed again, it starts from none, as
+        # its route here does); the workers send their every route's counts after this configure
+        split_names = {s.name for s in splitters}
+        for worker in self._workers:
+            worker.report = _kept(worker.report, names, split_names)
+        self._gone = _kept(self._gone, names, split_names)
         self._broadcast(self._configure_message(seq))
 
     def set_replicas(self, api: str, replicas: Sequence[tuple[str, str, int]]) -> None:
@@ -486,6 +492,12 @@ class GatewayWorkers(Gateway):
     @property
     def unrouted(self) -> int:
         return super().unrouted + sum(unrouted for _, _, unrouted in self._reports())
+
+
+def _kept(report: Report, apis: set[str], splitters: set[str]) -> Report:
+    """`report`'s counts of the APIs and splitters named (those configured now)."""
+    return ({n: c for n, c in report[0].items() if n in apis}, {n: c for n, c in report[1].items() if n in splitters},
+            report[2])
 
 
 def _fold(into: Report, report: Report) -> Report:

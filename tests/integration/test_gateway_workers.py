@@ -366,3 +366,29 @@ async def test_a_removed_apis_replicas_stay_busy_until_every_worker_applied_it_a
     await until(gw.applied, what="the worker to apply the removal")
     assert gw.replica_in_flight("a", "r1") == 0
     assert len(gw.slots.of) == taken - 1  # the replica's slot is free again (the API's stays its own)
+
+
+async def test_an_api_removed_and_deployed_again_starts_from_no_requests_after_a_worker_ended(
+        upstreams, two_workers):
+    # as on one gateway, where a deployed-again API is a new route; what a worker that ended had
+    # counted for the API it served before stayed in its sums for ever
+    up = await upstreams("r1")
+    port = free_port()
+    gw = await two_workers()
+    await serve_one(gw, port, up)
+    for _ in range(10):
+        assert (await post(port, "/a"))[0] == 200
+    await until(lambda: gw.route("a").counters_snapshot()["total"] == 10, what="the worker's report")
+    [pid] = gw.worker_pids()
+    os.kill(pid, signal.SIGKILL)
+    await until(lambda: gw.worker_pids()[0] not in (None, pid) and gw.applied(), timeout=15,
+                what="the worker started again")
+    assert gw.route("a").counters_snapshot()["total"] == 10  # the ended worker's 5 still count
+
+    await gw.configure([])
+    await serve_one(gw, port, up)
+    await gw.counted()
+    assert gw.route("a").counters_snapshot()["total"] == 0
+    for _ in range(4):
+        assert (await post(port, "/a"))[0] == 200
+    await until(lambda: gw.route("a").counters_snapshot()["total"] == 4, what="the worker's report")
