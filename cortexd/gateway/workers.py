@@ -144,7 +144,12 @@ class GatewayWorkers(Gateway):
 
     async def _start(self, worker: _Process) -> None:
         ours, theirs = socket.socketpair()
-        channel, its_channel = channel_pair()
+        try:
+            channel, its_channel = channel_pair()
+        except OSError:
+            ours.close()
+            theirs.close()
+            raise
         try:
             worker.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "cortexd.gateway.worker", str(theirs.fileno()), str(its_channel.fileno()),
@@ -186,9 +191,23 @@ class GatewayWorkers(Gateway):
             why = (f"said nothing for {self.stuck_after:g} s and was killed" if worker.stuck
                    else f"ended (exit code {code})")
             self.on_event(f"gateway worker {worker.index} {why}; starting it again", "warning")
-            await asyncio.sleep(RESTART_DELAY)
-            if not self._closing:
+            await self._start_again(worker)
+
+    async def _start_again(self, worker: _Process) -> None:
+        """Start `worker` again after RESTART_DELAY, and again later while that fails (no file
+        descriptor or process left, the interpreter gone)."""
+        delay = RESTART_DELAY
+        while True:
+            await asyncio.sleep(delay)
+            if self._closing:
+                return
+            try:
                 await self._start(worker)
+                return
+            except OSError as e:
+                delay = min(2 * delay, 30.0)
+                self.on_event(f"gateway worker {worker.index} could not be started ({e}); "
+                              f"trying again in {delay:g} s", "error")
 
     def _worker_ended(self, worker: _Process) -> None:
         self.table.clear_column(worker.index)

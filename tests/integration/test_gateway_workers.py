@@ -392,3 +392,25 @@ async def test_an_api_removed_and_deployed_again_starts_from_no_requests_after_a
     for _ in range(4):
         assert (await post(port, "/a"))[0] == 200
     await until(lambda: gw.route("a").counters_snapshot()["total"] == 4, what="the worker's report")
+
+
+async def test_a_worker_that_cannot_be_started_again_is_tried_again(upstreams, two_workers, monkeypatch):
+    # starting a process can fail for a while (no file descriptor or process left, or as here the
+    # interpreter gone in an upgrade); the restart raised in the worker's task, which ended: the
+    # worker was never started again, and nothing said so
+    up = await upstreams("r1")
+    port = free_port()
+    events = []
+    gw = await two_workers(on_event=lambda message, level: events.append((level, message)))
+    await serve_one(gw, port, up)
+    [pid] = gw.worker_pids()
+    monkeypatch.setattr("sys.executable", "/nonexistent/python3")
+    os.kill(pid, signal.SIGKILL)
+    await until(lambda: any("could not be started" in message for level, message in events if level == "error"),
+                timeout=15, what="the failed start said")
+    monkeypatch.undo()
+    await until(lambda: gw.worker_pids()[0] not in (None, pid) and gw.applied(), timeout=15,
+                what="the worker started again")
+    for _ in range(4):
+        assert (await post(port, "/a"))[0] == 200
+    await until(lambda: gw.requests_per_worker()[1] == 2, what="the new worker's report")
