@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 TABLE_SLOTS = 4096  # APIs and replicas the count table holds at once
 RESTART_DELAY = 1.0  # seconds before a worker that ended is started again
+MAX_RESTART_DELAY = 30.0  # the wait doubles up to this while it ends before it applied its start
 COUNTED_WAIT = 0.25  # seconds a status read waits for the workers' counts, at most
 STUCK_AFTER = 15.0  # seconds without a message (it reports every 0.5 s) before a worker is killed
 QUIET_AFTER = 2.0  # seconds without a message after which a worker is dealt no new connection
@@ -103,6 +104,8 @@ class _Process:
         self.task: asyncio.Task[None] | None = None
         self.heard = 0.0  # loop time of its last message (or of its start)
         self.stuck = False  # killed for saying nothing for stuck_after seconds
+        self.applied_start = False  # it acknowledged the configuration it was started with
+        self.restart_delay = RESTART_DELAY
 
     def send(self, message: tuple[Any, ...]) -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -129,6 +132,7 @@ class GatewayWorkers(Gateway):
         self._removed: dict[Hashable, int] = {}  # (replica key) -> the change that removed it
         self._gone: Report = ({}, {}, 0)  # what ended workers counted, kept in the sums
         self._closing = False
+        self._closed = asyncio.Event()  # set with _closing: a worker waiting to start again stops waiting
         self._asked = 0  # report_now requests sent (counted())
         self._reported = asyncio.Event()  # a report came
         self.stuck_after = stuck_after
@@ -168,7 +172,7 @@ class GatewayWorkers(Gateway):
         worker.heard, worker.stuck = asyncio.get_running_loop().time(), False
         # it starts from the configuration as it is now, and is dealt connections only once it
         # applied all of it: the last of these messages carries the sequence number of now
-        worker.acked = 0
+        worker.acked, worker.applied_start = 0, False
         worker.send(("init", {k: v for k, v in self._options.items()}))
         start = [self._configure_message(0), *self._replicas.values(), *self._states.values()]
         for message in start[:-1]:
@@ -190,22 +194,25 @@ class GatewayWorkers(Gateway):
         if not self._closing:
             why = (f"said nothing for {self.stuck_after:g} s and was killed" if worker.stuck
                    else f"ended (exit code {code})")
-            self.on_event(f"gateway worker {worker.index} {why}; starting it again", "warning")
-            await self._start_again(worker)
+            # one that ends before it applied its start would otherwise be a process a second
+            delay = RESTART_DELAY if worker.applied_start else min(2 * worker.restart_delay, MAX_RESTART_DELAY)
+            worker.restart_delay = delay
+            self.on_event(f"gateway worker {worker.index} {why}; starting it again in {delay:g} s", "warning")
+            await self._start_again(worker, delay)
 
-    async def _start_again(self, worker: _Process) -> None:
-        """Start `worker` again after RESTART_DELAY, and again later while that fails (no file
+    async def _start_again(self, worker: _Process, delay: float) -> None:
+        """Start `worker` again after `delay`, and again later while that fails (no file
         descriptor or process left, the interpreter gone)."""
-        delay = RESTART_DELAY
         while True:
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), delay)
             if self._closing:
                 return
             try:
                 await self._start(worker)
                 return
             except OSError as e:
-                delay = min(2 * delay, 30.0)
+                delay = min(2 * delay, MAX_RESTART_DELAY)
                 self.on_event(f"gateway worker {worker.index} could not be started ({e}); "
                               f"trying again in {delay:g} s", "error")
 
@@ -245,6 +252,7 @@ class GatewayWorkers(Gateway):
         kind = message[0]
         if kind == "ack":
             worker.acked = max(worker.acked, message[1])
+            worker.applied_start = True
             self._release_drained()
         elif kind == "report":  # the routes that changed since its last report
             apis, splits, _ = worker.report
@@ -280,6 +288,7 @@ class GatewayWorkers(Gateway):
 
     async def close(self, drain_timeout: float = 10.0) -> None:
         self._closing = True
+        self._closed.set()
         if self._watchdog is not None:
             self._watchdog.cancel()
         for worker in self._workers:
@@ -298,6 +307,7 @@ class GatewayWorkers(Gateway):
 
     def force_close(self) -> None:
         self._closing = True
+        self._closed.set()
         if self._watchdog is not None:
             self._watchdog.cancel()
         for worker in self._workers:

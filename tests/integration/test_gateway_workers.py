@@ -414,3 +414,29 @@ async def test_a_worker_that_cannot_be_started_again_is_tried_again(upstreams, t
     for _ in range(4):
         assert (await post(port, "/a"))[0] == 200
     await until(lambda: gw.requests_per_worker()[1] == 2, what="the new worker's report")
+
+
+async def test_a_worker_that_ends_before_it_applied_its_start_is_started_again_less_and_less_often(
+        upstreams, two_workers, monkeypatch):
+    # one that cannot start (here /bin/false for the interpreter: an upgrade broke it, say) was
+    # started again every second for ever: a process and an event a second; the wait doubles
+    # while it ends without having applied the configuration it was started with
+    import re
+
+    up = await upstreams("r1")
+    port = free_port()
+    events = []
+    gw = await two_workers(on_event=lambda message, level: events.append((level, message)))
+    await serve_one(gw, port, up)
+    [pid] = gw.worker_pids()
+    monkeypatch.setattr("sys.executable", "/bin/false")
+
+    def ended() -> list[str]:
+        return [m for level, m in events if level == "warning" and m.startswith("gateway worker 1 ended")]
+
+    os.kill(pid, signal.SIGKILL)
+    await until(lambda: len(ended()) >= 3, timeout=20, what="three ends")
+    waits = [re.search(r"starting it again in (\S+) s", m) for m in ended()[:3]]
+    assert [w.group(1) if w else None for w in waits] == ["1", "2", "4"], ended()
+    monkeypatch.undo()
+    await until(lambda: gw.worker_pids()[0] is not None and gw.applied(), timeout=20, what="the worker back")
