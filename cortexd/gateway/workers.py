@@ -61,6 +61,7 @@ TABLE_SLOTS = 4096  # APIs and replicas the count table holds at once
 RESTART_DELAY = 1.0  # seconds before a worker that ended is started again
 MAX_RESTART_DELAY = 30.0  # the wait doubles up to this while it ends before it applied its start
 COUNTED_WAIT = 0.25  # seconds a status read waits for the workers' counts, at most
+ENDING_WAIT = 1.0  # seconds a worker whose pipe ended has to end before it is killed
 STUCK_AFTER = 15.0  # seconds without a message (it reports every 0.5 s) before a worker is killed
 QUIET_AFTER = 2.0  # seconds without a message after which a worker is dealt no new connection
 
@@ -181,14 +182,21 @@ class GatewayWorkers(Gateway):
         worker.task = asyncio.ensure_future(self._follow(worker, reader))
 
     async def _follow(self, worker: _Process, reader: asyncio.StreamReader) -> None:
+        ending = ENDING_WAIT
         try:
             while (message := await read_message(reader)) is not None:
                 self._received(worker, message)
         except Exception:  # a message it should not have sent: it is ended and started again
             log.exception("gateway worker %d", worker.index)
+            ending = 0.0
         proc = worker.proc
         if proc is not None and proc.returncode is None and not self._closing:
-            proc.kill()
+            # the pipe's end comes as the process ends: kill() at once would poll (waitpid) the
+            # ended process and take its exit status from asyncio's waiter (then 255, not the signal)
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.wait()), ending)
+            except TimeoutError:  # alive: it sent what it should not have, or closed the pipe
+                proc.kill()
         code = await proc.wait() if proc is not None else None
         self._worker_ended(worker)
         if not self._closing:

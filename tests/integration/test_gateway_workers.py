@@ -440,3 +440,20 @@ async def test_a_worker_that_ends_before_it_applied_its_start_is_started_again_l
     assert [w.group(1) if w else None for w in waits] == ["1", "2", "4"], ended()
     monkeypatch.undo()
     await until(lambda: gw.worker_pids()[0] is not None and gw.applied(), timeout=20, what="the worker back")
+
+
+async def test_a_killed_workers_end_says_the_signal(upstreams, two_workers):
+    # the pipe's end came first, and the daemon's kill() of the ended process polled it, taking
+    # its exit status from asyncio's waiter: the event said "exit code 255" (the OOM killer's
+    # SIGKILL looked like a crash of its own); a race, so three times
+    up = await upstreams("r1")
+    events = []
+    gw = await two_workers(on_event=lambda message, level: events.append((level, message)))
+    await serve_one(gw, free_port(), up)  # applied() waits for the worker's acknowledgement from now
+    for n in range(1, 4):
+        await until(lambda: gw.worker_pids()[0] is not None and gw.applied(), timeout=15, what="the worker")
+        [pid] = gw.worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        await until(lambda n=n: len(events) == n, timeout=15, what="its end said")
+    assert [message for _, message in events] == \
+        ["gateway worker 1 ended (exit code -9); starting it again in 1 s"] * 3, events
