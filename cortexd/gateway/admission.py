@@ -115,16 +115,22 @@ class SocketCount:
         """Whether one more socket fits, after closing idle connections if it did not."""
         if self.open < self.cap:
             return True
-        # idle connections to replicas first: a new one is opened again at the cost of a connect,
-        # where a kept-alive client that is shed must come back
-        want = self.open - self.cap + shed_batch(self.cap)
-        for pool in list(self.pools):
-            want -= pool.shed_idle(want)
-            if want <= 0:
-                break
+        self.shed_upstream(self.open - self.cap + 1)
         if self.open >= self.cap and self.shed is not None:
             self.shed()
         return self.open < self.cap
+
+    def shed_upstream(self, needed: int) -> int:
+        """Close idle connections to replicas to free `needed` sockets (and a batch more: a scan
+        costs O(n)); how many were closed. They go before idle clients: one is opened again at the
+        cost of a connect, where a kept-alive client that is shed must come back."""
+        want = needed - 1 + shed_batch(self.cap)
+        closed = 0
+        for pool in list(self.pools):
+            closed += pool.shed_idle(want - closed)
+            if closed >= want:
+                break
+        return closed
 
 
 class HeldHeads:

@@ -69,9 +69,12 @@ class ClientConnections:
 
     def at_socket_cap(self, newcomer: Connection) -> None:
         """A new connection took the gateway past its socket cap: idle ones go first, then those
-        trickling a head in longest (a slow head must not lock new clients out), else it does."""
-        self.shed_idle(exclude=newcomer)
+        trickling a head in longest (a slow head must not lock new clients out), else it does.
+        Idle connections to replicas go before idle clients' (SocketCount.shed_upstream)."""
         sockets = self.sockets
+        sockets.shed_upstream(sockets.open - sockets.cap)
+        if sockets.open > sockets.cap:
+            self.shed_idle(exclude=newcomer)
         if sockets.open > sockets.cap and self.held_heads.holders:
             closed = 0
             for conn in list(self.held_heads.holders):

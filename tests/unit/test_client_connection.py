@@ -451,3 +451,30 @@ async def test_an_absolute_form_target_of_another_scheme_or_without_a_host_is_re
         await turns()
         status, body = refusal(transport)
         assert status == 400 and "request target" in body["error"] and not served.requests, target
+
+
+class IdleReplicaConnections:
+    """A replica's pool of idle connections, as the gateway's socket count sees it (UpstreamPool)."""
+
+    def __init__(self, clients: ClientConnections, idle: int):
+        self.sockets, self.idle = clients.sockets, idle
+        self.sockets.pools.add(self)
+
+    def shed_idle(self, count: int) -> int:
+        n = min(count, self.idle)
+        self.idle -= n
+        self.sockets.open -= n
+        return n
+
+
+async def test_at_the_socket_cap_idle_replica_connections_go_before_an_idle_client():
+    clients = ClientConnections(60.0, 1 << 20, open_files=100)
+    kept, kept_transport, _ = connect(clients=clients)
+    kept.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await turns()
+    assert kept.idle() and answers(kept_transport.out)
+    pool = IdleReplicaConnections(clients, idle=5)
+    clients.sockets.open = clients.sockets.cap  # the rest of the cap taken
+    _, newcomer, _ = connect(clients=clients)
+    assert pool.idle < 5 and not kept_transport.closed and not newcomer.closed
+    assert clients.sockets.open <= clients.sockets.cap
