@@ -31,21 +31,56 @@ import tempfile
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from gateway import PAYLOAD, cpu_seconds, free_port, wait_http  # bench/gateway.py
 
+from cortexd.gateway.relay import STATUS_LINES
+
+
+def request_bytes(method: bytes, headers: list, body: bytes) -> bytes:
+    """The request to the replica, framed by Content-Length (both bare proxies)."""
+    lines = [method + b" / HTTP/1.1"]
+    lines += [n + b": " + v for n, v in headers if n.lower() not in (b"content-length", b"connection")]
+    lines += [b"X-Request-Id: bench", b"Content-Length: %d" % len(body), b"\r\n"]
+    return b"\r\n".join(lines) + body
+
+
+def answer_bytes(status: int, headers: list, body: bytes) -> bytes:
+    """The answer to the client, framed by Content-Length (both bare proxies)."""
+    out = [b"HTTP/1.1 " + STATUS_LINES[status]] + [n + b": " + v for n, v in headers]
+    out += [b"X-Request-Id: bench", b"Content-Length: %d" % len(body), b"\r\n"]
+    return b"\r\n".join(out) + body
+
+
+class RequestFraming(asyncio.Protocol):
+    """A client connection's httptools callbacks that gather a request's headers and body."""
+
+    parser: Any
+    headers: list
+    body: list
+
+    def data_received(self, data):
+        self.parser.feed_data(data)
+
+    def on_header(self, name, value):
+        self.headers.append((name, value))
+
+    def on_body(self, body):
+        self.body.append(body)
+
 
 def serve_bare_proxy(port: int, upstream: int) -> None:
     import httptools
     import uvloop
 
-    from cortexd.gateway.relay import STATUS_LINES, response_headers
+    from cortexd.gateway.relay import response_headers
     from cortexd.gateway.upstream import UpstreamPool
 
-    class BareProxy(asyncio.Protocol):
+    class BareProxy(RequestFraming):
         def __init__(self, pool: UpstreamPool):
             self.pool = pool
             self.requests: deque = deque()
@@ -61,15 +96,6 @@ def serve_bare_proxy(port: int, upstream: int) -> None:
         def connection_lost(self, exc):
             self.task.cancel()
 
-        def data_received(self, data):
-            self.parser.feed_data(data)
-
-        def on_header(self, name, value):
-            self.headers.append((name, value))
-
-        def on_body(self, body):
-            self.body.append(body)
-
         def on_message_complete(self):
             self.requests.append((self.parser.get_method(), self.headers, b"".join(self.body)))
             self.headers, self.body = [], []
@@ -83,20 +109,15 @@ def serve_bare_proxy(port: int, upstream: int) -> None:
                     self.waiter = loop.create_future()
                     await self.waiter
                 method, headers, body = self.requests.popleft()
-                lines = [method + b" / HTTP/1.1"]
-                lines += [n + b": " + v for n, v in headers if n.lower() not in (b"content-length", b"connection")]
-                lines += [b"X-Request-Id: bench", b"Content-Length: %d" % len(body), b"\r\n"]
                 conn = self.pool.take_idle() or await self.pool.connect()
                 conn.begin()
-                conn.write(b"\r\n".join(lines) + body)
+                conn.write(request_bytes(method, headers, body))
                 await conn.wait_head(60)
                 kept, _ = response_headers(conn.headers)
                 answer = conn.take_body()
                 status = conn.status
                 self.pool.release(conn)
-                out = [b"HTTP/1.1 " + STATUS_LINES[status]] + [n + b": " + v for n, v in kept]
-                out += [b"X-Request-Id: bench", b"Content-Length: %d" % len(answer), b"\r\n"]
-                self.transport.write(b"\r\n".join(out) + answer)
+                self.transport.write(answer_bytes(status, kept, answer))
 
     async def main():
         pool = UpstreamPool("127.0.0.1", upstream)
@@ -114,7 +135,7 @@ def serve_callback_proxy(port: int, upstream: int) -> None:
     import httptools
     import uvloop
 
-    from cortexd.gateway.relay import STATUS_LINES, response_headers
+    from cortexd.gateway.relay import response_headers
 
     class ReplicaSide(asyncio.Protocol):
         def __init__(self, client: ClientSide):
@@ -155,7 +176,7 @@ def serve_callback_proxy(port: int, upstream: int) -> None:
             self.client.answer(self.parser.get_status_code(), kept, b"".join(self.body))
             self.headers, self.body = [], []
 
-    class ClientSide(asyncio.Protocol):
+    class ClientSide(RequestFraming):
         def connection_made(self, transport):
             self.transport: asyncio.Transport | None = transport
             self.parser = httptools.HttpRequestParser(self)
@@ -175,29 +196,15 @@ def serve_callback_proxy(port: int, upstream: int) -> None:
             if self.transport is not None:
                 self.transport.close()
 
-        def data_received(self, data):
-            self.parser.feed_data(data)
-
-        def on_header(self, name, value):
-            self.headers.append((name, value))
-
-        def on_body(self, body):
-            self.body.append(body)
-
         def on_message_complete(self):
-            body = b"".join(self.body)
-            lines = [self.parser.get_method() + b" / HTTP/1.1"]
-            lines += [n + b": " + v for n, v in self.headers if n.lower() not in (b"content-length", b"connection")]
-            lines += [b"X-Request-Id: bench", b"Content-Length: %d" % len(body), b"\r\n"]
+            request = request_bytes(self.parser.get_method(), self.headers, b"".join(self.body))
             self.headers, self.body = [], []
-            self.replica.send(b"\r\n".join(lines) + body)
+            self.replica.send(request)
 
         def answer(self, status: int, headers: list, body: bytes) -> None:
             if self.transport is None or self.transport.is_closing():
                 return
-            out = [b"HTTP/1.1 " + STATUS_LINES[status]] + [n + b": " + v for n, v in headers]
-            out += [b"X-Request-Id: bench", b"Content-Length: %d" % len(body), b"\r\n"]
-            self.transport.write(b"\r\n".join(out) + body)
+            self.transport.write(answer_bytes(status, headers, body))
 
     async def main():
         await asyncio.get_running_loop().create_server(ClientSide, "127.0.0.1", port, backlog=1024)
