@@ -48,6 +48,11 @@ async def until(predicate, timeout: float = 10.0, what: str = "condition") -> No
         await asyncio.sleep(0.05)
 
 
+async def started_again(gw: GatewayWorkers, pid: int, what: str = "the worker started again") -> None:
+    """Until the worker that was `pid` runs again under another pid, with the configuration applied."""
+    await until(lambda: gw.worker_pids()[0] not in (None, pid) and gw.applied(), timeout=15, what=what)
+
+
 async def serve_one(gw: GatewayWorkers, port: int, up: Upstream, max_concurrency: int = 100) -> None:
     await gw.configure([RouteConfig("a", "/a", port, max_concurrency)])
     gw.set_replicas("a", [up.replica])
@@ -157,8 +162,7 @@ async def test_a_worker_that_dies_is_started_again_and_its_counts_stay(upstreams
 
     [pid] = gw.worker_pids()
     os.kill(pid, signal.SIGKILL)
-    await until(lambda: gw.worker_pids()[0] not in (None, pid) and gw.applied(), timeout=15,
-                what="the worker started again")
+    await started_again(gw, pid, "the worker started again")
     assert any("gateway worker 1 ended" in message for level, message in events if level == "warning"), events
     assert gw.route("a").counters_snapshot()["total"] == 20  # what the dead worker answered still counts
     for _ in range(20):
@@ -179,8 +183,7 @@ async def test_a_worker_that_says_nothing_is_killed_and_started_again(upstreams,
     await asyncio.sleep(2.5)  # reports keep a live worker well past stuck_after
     assert gw.worker_pids() == [pid] and not events, events
     os.kill(pid, signal.SIGSTOP)
-    await until(lambda: gw.worker_pids()[0] not in (None, pid) and gw.applied(), timeout=15,
-                what="the stuck worker killed and started again")
+    await started_again(gw, pid, "the stuck worker killed and started again")
     assert not pid_alive(pid)
     assert any("gateway worker 1 said nothing for 1.5 s and was killed" in message
                for level, message in events if level == "warning"), events
@@ -381,8 +384,7 @@ async def test_an_api_removed_and_deployed_again_starts_from_no_requests_after_a
     await until(lambda: gw.route("a").counters_snapshot()["total"] == 10, what="the worker's report")
     [pid] = gw.worker_pids()
     os.kill(pid, signal.SIGKILL)
-    await until(lambda: gw.worker_pids()[0] not in (None, pid) and gw.applied(), timeout=15,
-                what="the worker started again")
+    await started_again(gw, pid, "the worker started again")
     assert gw.route("a").counters_snapshot()["total"] == 10  # the ended worker's 5 still count
 
     await gw.configure([])
@@ -409,8 +411,7 @@ async def test_a_worker_that_cannot_be_started_again_is_tried_again(upstreams, t
     await until(lambda: any("could not be started" in message for level, message in events if level == "error"),
                 timeout=15, what="the failed start said")
     monkeypatch.undo()
-    await until(lambda: gw.worker_pids()[0] not in (None, pid) and gw.applied(), timeout=15,
-                what="the worker started again")
+    await started_again(gw, pid, "the worker started again")
     for _ in range(4):
         assert (await post(port, "/a"))[0] == 200
     await until(lambda: gw.requests_per_worker()[1] == 2, what="the new worker's report")
