@@ -385,6 +385,10 @@ class GatewayWorkers(Gateway):
         for worker in self._workers:
             worker.report = _kept(worker.report, names, split_names)
         self._gone = _kept(self._gone, names, split_names)
+        # until a worker applied this configure it would answer a route added on a port it already
+        # serves with 404: the daemon serves those ports' new connections meanwhile (milliseconds)
+        for port in {a.port for a in apis} | {s.port for s in splitters} | {j.port for j in self._jobs.values()}:
+            self._opened_at[port] = seq
         self._broadcast(self._configure_message(seq))
 
     def set_replicas(self, api: str, replicas: Sequence[tuple[str, str, int]]) -> None:

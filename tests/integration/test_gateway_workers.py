@@ -217,6 +217,32 @@ async def test_a_silent_worker_is_dealt_no_connection_until_it_speaks_again(upst
     assert gw.requests_per_worker() == [15, 5] and gw.worker_pids() == [pid]
 
 
+async def test_an_api_added_on_a_served_port_is_never_404_at_a_worker_that_has_not_applied_it(
+        upstreams, two_workers):
+    # the worker is stopped (SIGSTOP) just before the configure that adds /b on its port, so it
+    # cannot apply it; every new connection to /b must be served by the daemon until it has (it
+    # was dealt its turn, and answered 404 or, stopped, nothing)
+    up = await upstreams("r1")
+    port = free_port()
+    gw = await two_workers()
+    await serve_one(gw, port, up)
+    [pid] = gw.worker_pids()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await gw.configure([RouteConfig("a", "/a", port, 100), RouteConfig("b", "/b", port, 100)])
+        gw.set_replicas("b", [up.replica])
+        gw.set_state("b", starting=False)
+        for _ in range(6):  # within QUIET_AFTER of its last report: it is not passed over for silence
+            assert (await asyncio.wait_for(post(port, "/b"), 1.0))[0] == 200
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await until(gw.applied, what="the worker to apply the configure")
+    for _ in range(4):
+        assert (await post(port, "/b"))[0] == 200
+    await until(lambda: gw.route("b").counters_snapshot()["total"] == 10, what="both processes' counts")
+    assert gw.requests_per_worker()[1] == 2
+
+
 async def test_a_workers_log_lines_reach_the_daemons_log(two_workers, caplog):
     # through the pipe, into the daemon's own logging (which rotates daemon.log), not the stderr the
     # worker was started with; a replica that refuses connections makes each process log a warning
