@@ -27,7 +27,7 @@ A missing key takes its default; an unknown key or a wrong type stops the
 replica at start-up with a message naming the key.
 
 The replica's environment (the API's `env`, PYTHONPATH with python_path) is set
-by the backend. The runtime's own settings, all optional (the first four are
+by the backend. The runtime's own settings, all optional (the first five are
 contract.ReplicaLimits):
   CORTEXD_MAX_BODY_SIZE              bytes, default 32 MiB: the limit on DECODED request bodies (413)
   CORTEXD_REQUEST_TIMEOUT            seconds, default 60 (the gateway's upstream timeout): /healthz
@@ -39,6 +39,9 @@ contract.ReplicaLimits):
                                      request head must arrive whole within this, from the
                                      connection's opening or the head's first byte, else 408 and
                                      close (http_server.py)
+  CORTEXD_RUNTIME_BODY_TIMEOUT       seconds, default 60 (the gateway's client body timeout): a
+                                     request body being read may go this long without a byte,
+                                     else 408 and close (http_server.py)
   CORTEXD_CLIENT_ERROR_LOG_INTERVAL  seconds, default 10: malformed requests logged once per kind
   CORTEXD_MODEL_POLL_INTERVAL, CORTEXD_MODEL_SETTLE: see models.py; CORTEXD_MODEL_DISK_CACHE:
                                      model_disk_cache.py

@@ -179,6 +179,7 @@ MAX_BODY_SIZE_ENV = "CORTEXD_MAX_BODY_SIZE"
 REQUEST_TIMEOUT_ENV = "CORTEXD_REQUEST_TIMEOUT"
 DRAIN_SECONDS_ENV = "CORTEXD_DRAIN_SECONDS"
 HEADER_TIMEOUT_ENV = "CORTEXD_RUNTIME_HEADER_TIMEOUT"
+BODY_TIMEOUT_ENV = "CORTEXD_RUNTIME_BODY_TIMEOUT"
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,9 @@ class ReplicaLimits:
     # seconds: a request head must arrive whole within this, counted from its first byte (or from
     # the connection's opening), else 408 and close (the gateway's client header timeout)
     header_timeout: float = 60.0
+    # seconds: a request body being read may go this long without a byte, else 408 and close (the
+    # gateway's client body timeout)
+    body_timeout: float = 60.0
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], report: Callable[[str], None]) -> ReplicaLimits:
@@ -206,7 +210,8 @@ class ReplicaLimits:
             max_body_size=_env_number(environ, MAX_BODY_SIZE_ENV, defaults.max_body_size, int, report),
             request_timeout=_env_number(environ, REQUEST_TIMEOUT_ENV, defaults.request_timeout, float, report),
             drain_seconds=_env_number(environ, DRAIN_SECONDS_ENV, defaults.drain_seconds, float, report),
-            header_timeout=_env_number(environ, HEADER_TIMEOUT_ENV, defaults.header_timeout, float, report))
+            header_timeout=_env_number(environ, HEADER_TIMEOUT_ENV, defaults.header_timeout, float, report),
+            body_timeout=_env_number(environ, BODY_TIMEOUT_ENV, defaults.body_timeout, float, report))
 
 
 def _env_number(environ: Mapping[str, str], name: str, default: T, cast: Callable[[float], T],

@@ -18,7 +18,9 @@ broken chunk) answer `400 Bad Request` and close the connection; each is reporte
 rules for slow clients hold here too (client_connection.py): a request head must arrive whole
 within the header timeout (HEADER_TIMEOUT, 60 s, unless the server is given another), counted
 from the connection's opening or from the head's first byte, else `408 Request Timeout` and
-close (a head trickling in behind a request being answered: close after that answer); an idle
+close (a head trickling in behind a request being answered: close after that answer); a body
+being read that goes the body timeout (BODY_TIMEOUT, 60 s) without a byte fails its read (the
+handler answers 408, then close), never while reading is paused for the handler; an idle
 keep-alive connection closes silently after KEEPALIVE_TIMEOUT seconds. One timer per connection
 keeps both, re-armed from deadline fields when it fires, never per request. `Expect: 100-continue` is answered
 when the request's turn comes. `HTTPServer.shutdown` is the drain: idle connections close at
@@ -43,6 +45,7 @@ HIGH_WATER = 256 * 1024  # unread body bytes at which reading pauses
 LINE_LIMIT = 8190  # bytes in the request target, a header name or a header value (aiohttp's limits)
 KEEPALIVE_TIMEOUT = 75.0  # seconds an idle keep-alive connection stays open (aiohttp's and the gateway's)
 HEADER_TIMEOUT = 60.0  # seconds a request head may take to arrive (the gateway's client header timeout)
+BODY_TIMEOUT = 60.0  # seconds a request body may go without a byte while it is read (the gateway's)
 # header lines in one request: the gateway forwards at most its own cap (128) and adds a few;
 # without a cap a head of endless short lines would grow without bound
 MAX_HEADERS = 256
@@ -63,6 +66,10 @@ class HeadTimeout(Exception):
 
 class BodyError(Exception):
     """The body could not be read: its framing broke, or the client went away (ConnectionResetError)."""
+
+
+class BodyTimeout(BodyError):
+    """Nothing more of a body the server was reading arrived for the body timeout (answered 408)."""
 
 
 class BodyTooLarge(Exception):
@@ -221,7 +228,7 @@ class Reply:
         if self.started:
             raise RuntimeError("the request was already answered")
         extra = b"Content-Length: %d\r\n" % len(body)
-        if self.close_after:
+        if self.close_after or self._connection.closing:  # closing: said so (a refused body, a timeout)
             extra += b"Connection: close\r\n"
         head = head_bytes(status, headers, extra)  # before `started`: a bad header can still get a 500
         self.started = self.finished = True
@@ -233,7 +240,7 @@ class Reply:
         has_length = any(name.lower() == "content-length" for name, _ in headers)
         chunked = not has_length and not self._head_only
         extra = b"Transfer-Encoding: chunked\r\n" if chunked else b""
-        if self.close_after:
+        if self.close_after or self._connection.closing:
             extra += b"Connection: close\r\n"
         head = head_bytes(status, headers, extra)
         self.started, self._chunked = True, chunked
@@ -259,10 +266,13 @@ Handler = Callable[[Request, Reply], Awaitable[None]]
 class Connection(asyncio.Protocol):
     """One client connection (see the module docstring)."""
 
-    def __init__(self, handler: Handler, connections: set[Connection], header_timeout: float = HEADER_TIMEOUT):
+    def __init__(self, handler: Handler, connections: set[Connection], header_timeout: float = HEADER_TIMEOUT,
+                 body_timeout: float = BODY_TIMEOUT):
         self._handler = handler
         self._connections = connections
         self._header_timeout = header_timeout
+        self._body_timeout = body_timeout
+        self._shortest = min(header_timeout, body_timeout, KEEPALIVE_TIMEOUT)  # the timer's longest sleep
         self._parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self._target = b""
@@ -283,6 +293,7 @@ class Connection(asyncio.Protocol):
         # while no request is being answered and no head is on its way (bytes between requests,
         # such as empty lines, do not count)
         self._idle_since: float | None = None
+        self._body_since = 0.0  # loop time a body being read last progressed (or reading resumed)
         self.closing = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------
@@ -293,7 +304,7 @@ class Connection(asyncio.Protocol):
         loop = self._loop
         # as the gateway's: the first head's time counts from the opening, not from its first byte
         self._head_since = now = loop.time()
-        self._timer = loop.call_at(now + min(self._header_timeout, KEEPALIVE_TIMEOUT), self._check_timer)
+        self._timer = loop.call_at(now + self._shortest, self._check_timer)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -306,6 +317,8 @@ class Connection(asyncio.Protocol):
             self._refuse(cause if isinstance(cause, LimitExceeded) else e)
         if self._in_head and self._head_since is None:  # a head began in this read and did not end
             self._head_since = self._loop.time()
+        elif self._reading is not None:  # a body began or went on in this read and did not end
+            self._body_since = self._loop.time()
 
     def eof_received(self) -> bool | None:
         return None  # close once answered: the transport closes itself
@@ -461,24 +474,35 @@ class Connection(asyncio.Protocol):
         if pause:
             self.transport.pause_reading()
         else:
+            self._body_since = self._loop.time()  # the wait for the client counts from now
             self.transport.resume_reading()
 
     def _check_timer(self) -> None:
-        """The connection's timer: a head past the header timeout is refused (408), an idle
-        keep-alive connection past KEEPALIVE_TIMEOUT closes; else it is armed again for the next
-        deadline, and never later than the shorter timeout from now, so that a head or an idle
-        spell that begins before it fires is never due before it (nothing re-arms it per request)."""
+        """The connection's timer: a head past the header timeout is refused (408), a body that
+        has not progressed for the body timeout while it was read (not while reading was paused
+        for the handler) fails its read (408 from the handler), an idle keep-alive connection
+        past KEEPALIVE_TIMEOUT closes; else it is armed again for the next deadline, and never
+        later than the shortest timeout from now, so that a head, a body or an idle spell that
+        begins before it fires is never due before it (nothing re-arms it per request)."""
         self._timer = None
         loop = self._loop
         if self.transport is None or self.closing:
             return
         now = loop.time()
-        shortest = min(self._header_timeout, KEEPALIVE_TIMEOUT)
+        shortest = self._shortest
         due = now + shortest
+        reading = self._reading
         if self._head_since is not None:
             due = self._head_since + self._header_timeout
             if now >= due:
                 self._head_timed_out()
+                return
+        elif reading is not None and not self._paused_reading:
+            due = self._body_since + self._body_timeout
+            if now >= due:  # the handler reading it answers 408, then the connection closes
+                self.closing = True
+                self._reading = None
+                reading.body.fail(BodyTimeout(f"the request body did not arrive within {self._body_timeout:g} s"))
                 return
         elif self._idle_since is not None and self._task is None:
             due = self._idle_since + KEEPALIVE_TIMEOUT
@@ -502,13 +526,14 @@ class Connection(asyncio.Protocol):
 class HTTPServer:
     """The connections of one listening socket, and their shutdown."""
 
-    def __init__(self, handler: Handler, header_timeout: float = HEADER_TIMEOUT):
+    def __init__(self, handler: Handler, header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT):
         self.handler = handler
         self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
         self.connections: set[Connection] = set()
 
     def protocol(self) -> Connection:
-        return Connection(self.handler, self.connections, self.header_timeout)
+        return Connection(self.handler, self.connections, self.header_timeout, self.body_timeout)
 
     async def shutdown(self, deadline: float) -> None:
         """Close idle connections now; wait for busy ones until `deadline` (loop time), then close them."""

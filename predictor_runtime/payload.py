@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from starlette.datastructures import FormData, Headers, QueryParams
 
-from predictor_runtime.http_server import Answer, BodyError, BodyTooLarge, Reply, Request
+from predictor_runtime.http_server import Answer, BodyError, BodyTimeout, BodyTooLarge, Reply, Request
 from predictor_runtime.log_limits import one_line
 
 if TYPE_CHECKING:  # imported where used: python-multipart, and a predictor's own starlette Response
@@ -80,6 +80,12 @@ class PayloadTooLarge(PayloadError):
     """The (decoded) body is larger than the replica's body limit."""
 
     status = 413
+
+
+class PayloadTimeout(PayloadError):
+    """The body stopped arriving for the server's body timeout (http_server.BodyTimeout)."""
+
+    status = 408
 
 
 class UnsupportedEncoding(PayloadError):
@@ -226,8 +232,9 @@ def gone() -> PayloadError:
 
 
 def broken_framing(e: BodyError) -> PayloadError:
-    """The body's framing broke while it was read (e.g. a bad chunk): the client's fault, 400."""
-    return PayloadError(one_line(str(e)))
+    """The body's framing broke while it was read (e.g. a bad chunk): the client's fault, 400;
+    or it stopped arriving (BodyTimeout): 408."""
+    return PayloadTimeout(str(e)) if isinstance(e, BodyTimeout) else PayloadError(one_line(str(e)))
 
 
 async def read_body(request: Request, limit: int) -> bytes:

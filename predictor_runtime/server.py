@@ -148,6 +148,7 @@ class PredictionHandler:
         self.request_timeout = limits.request_timeout
         self.drain_seconds = limits.drain_seconds
         self.header_timeout = limits.header_timeout
+        self.body_timeout = limits.body_timeout
         self.ready = False
         self.in_flight = InFlight()  # exported at GET /metrics (the pods' autoscaling signal)
         self.in_pool = 0  # sync predictions running in threads (exit cannot wait for them forever)
@@ -381,7 +382,7 @@ async def serve(sock: socket.socket, handler: PredictionHandler,
                 stop.set()
         loop.add_reader(control.fileno(), on_control)
 
-    http = HTTPServer(handler, handler.header_timeout)
+    http = HTTPServer(handler, handler.header_timeout, handler.body_timeout)
     server = await loop.create_server(http.protocol, sock=sock, backlog=1024)  # listen() happens here
     handler.ready = True
     host, port = sock.getsockname()[:2]

@@ -364,3 +364,20 @@ def test_a_head_that_does_not_arrive_in_time_is_answered_408_and_closed(runtime)
     rt.wait_logged("client error (answered 408): HeadTimeout: the request head did not arrive within 1 s")
     status, _, _ = http("GET", rt.url + "/healthz")  # the replica serves on
     assert status == 200
+
+
+def test_a_body_that_stops_arriving_is_answered_408_and_closed(runtime):
+    # a 1 s body timeout set here (the default is the gateway's 60 s) so the test waits 1 s, not 60
+    rt = runtime(SERVING, env={"CORTEXD_RUNTIME_BODY_TIMEOUT": "1"})
+    rt.wait_ready()
+    with socket.create_connection(("127.0.0.1", rt.port), timeout=10) as sock:
+        sock.sendall(b"POST /test-api HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 20\r\n\r\n{\"x\":")  # part of the body, then nothing
+        answer = b""
+        while chunk := sock.recv(65536):  # until the runtime closes; past 10 s recv raises
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and b"\r\nConnection: close" in head
+    assert json.loads(body) == {"error": "the request body did not arrive within 1 s"}
+    status, _, _ = http("GET", rt.url + "/healthz")  # the replica serves on
+    assert status == 200

@@ -281,9 +281,11 @@ HALF_HEAD = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Le"
 
 def test_the_timeouts_are_the_gateways():
     from cortexd.gateway.proxy import CLIENT_HEADER_TIMEOUT, CLIENT_KEEPALIVE
+    from cortexd.gateway.request_path import CLIENT_BODY_TIMEOUT
     from predictor_runtime.contract import ReplicaLimits
 
     assert http_server.HEADER_TIMEOUT == ReplicaLimits().header_timeout == CLIENT_HEADER_TIMEOUT
+    assert http_server.BODY_TIMEOUT == ReplicaLimits().body_timeout == CLIENT_BODY_TIMEOUT
     assert http_server.KEEPALIVE_TIMEOUT == CLIENT_KEEPALIVE
 
 
@@ -444,3 +446,69 @@ def test_requests_still_waiting_when_the_client_goes_are_not_run():
 
     asyncio.run(run())
     assert seen == ["/one"]
+
+
+async def read_or_refuse(request: Request, reply: Reply) -> None:
+    """The server's handling of a body (server.py: payload.read_body; a PayloadError is its status)."""
+    from predictor_runtime.payload import PayloadError, read_body
+
+    try:
+        body = await read_body(request, 1 << 20)
+    except PayloadError as e:
+        reply.send(e.status, [], str(e).encode())
+        return
+    reply.send(200, [], b"%d" % len(body))
+
+
+def test_a_body_that_stops_arriving_is_408_and_closed_counted_from_its_last_byte():
+    async def run() -> list[tuple[bytes, bool]]:
+        clock = Clock()
+        connection = Connection(read_or_refuse, set())
+        transport = RecordingTransport()
+        connection.connection_made(transport)
+        seen = []
+        connection.data_received(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        for _ in range(3):  # a byte every 50 s: slow, but arriving
+            await clock.advance(50)
+            connection.data_received(b"c")
+        seen.append((bytes(transport.written), transport.closed))
+        await clock.advance(59.9)  # 60 s after the last byte
+        seen.append((bytes(transport.written), transport.closed))
+        await clock.advance(0.1)
+        seen.append((bytes(transport.written), transport.closed))
+        return seen
+
+    (early, closed_early), (before, closed_before), (after, closed_after) = asyncio.run(run())
+    assert (early, closed_early, before, closed_before) == (b"", False, b"", False)
+    head, _, body = after.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in head and closed_after
+    assert body == b"the request body did not arrive within 60 s"
+
+
+def test_a_body_paused_for_its_handler_is_not_timed_out_and_its_time_restarts_on_resuming():
+    release: list[asyncio.Event] = []
+
+    async def slow(request: Request, reply: Reply) -> None:
+        await release[0].wait()  # the handler reads nothing yet: the server stops reading the client
+        await read_or_refuse(request, reply)
+
+    async def run() -> tuple[bool, bytes, bool]:
+        clock = Clock()
+        release.append(asyncio.Event())
+        connection = Connection(slow, set(), body_timeout=5.0)  # the server's setting, short here
+        transport = RecordingTransport()
+        connection.connection_made(transport)
+        size = http_server.HIGH_WATER + 10
+        connection.data_received(b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (size + 5) + b"x" * size)
+        await clock.advance(0)
+        paused = transport.paused
+        await clock.advance(300)  # paused for the handler: no timeout
+        release[0].set()
+        await clock.advance(4.9)  # reading resumed: 5 s from now
+        connection.data_received(b"yyyyy")
+        await clock.advance(0)
+        return paused, bytes(transport.written), transport.closed
+
+    paused, written, closed = asyncio.run(run())
+    assert paused and written.startswith(b"HTTP/1.1 200 ") and written.endswith(b"%d" % (http_server.HIGH_WATER + 15))
+    assert not closed

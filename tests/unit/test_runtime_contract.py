@@ -160,8 +160,8 @@ def test_replica_limits_from_the_environment():
     reported: list[str] = []
     assert ReplicaLimits.from_environ({}, reported.append) == ReplicaLimits(32 * 2**20, 60.0, 10.0, 60.0)
     env = {"CORTEXD_MAX_BODY_SIZE": "4096", "CORTEXD_REQUEST_TIMEOUT": "7.5", "CORTEXD_DRAIN_SECONDS": "3",
-           "CORTEXD_RUNTIME_HEADER_TIMEOUT": "0.5"}
-    assert ReplicaLimits.from_environ(env, reported.append) == ReplicaLimits(4096, 7.5, 3.0, 0.5)
+           "CORTEXD_RUNTIME_HEADER_TIMEOUT": "0.5", "CORTEXD_RUNTIME_BODY_TIMEOUT": "2"}
+    assert ReplicaLimits.from_environ(env, reported.append) == ReplicaLimits(4096, 7.5, 3.0, 0.5, 2.0)
     assert reported == []
     env = {"CORTEXD_MAX_BODY_SIZE": "0.5", "CORTEXD_REQUEST_TIMEOUT": "nan", "CORTEXD_DRAIN_SECONDS": "2"}
     assert ReplicaLimits.from_environ(env, reported.append) == ReplicaLimits(drain_seconds=2.0)
