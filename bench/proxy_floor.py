@@ -56,8 +56,8 @@ def answer_bytes(status: int, headers: list, body: bytes) -> bytes:
     return b"\r\n".join(out) + body
 
 
-class RequestFraming(asyncio.Protocol):
-    """A client connection's httptools callbacks that gather a request's headers and body."""
+class Gathering(asyncio.Protocol):
+    """httptools callbacks that gather a message's headers and body (a request's or a response's)."""
 
     parser: Any
     headers: list
@@ -80,7 +80,7 @@ def serve_bare_proxy(port: int, upstream: int) -> None:
     from cortexd.gateway.relay import response_headers
     from cortexd.gateway.upstream import UpstreamPool
 
-    class BareProxy(RequestFraming):
+    class BareProxy(Gathering):
         def __init__(self, pool: UpstreamPool):
             self.pool = pool
             self.requests: deque = deque()
@@ -137,7 +137,7 @@ def serve_callback_proxy(port: int, upstream: int) -> None:
 
     from cortexd.gateway.relay import response_headers
 
-    class ReplicaSide(asyncio.Protocol):
+    class ReplicaSide(Gathering):
         def __init__(self, client: ClientSide):
             self.client = client
             self.parser = httptools.HttpResponseParser(self)
@@ -162,21 +162,12 @@ def serve_callback_proxy(port: int, upstream: int) -> None:
             else:
                 self.transport.write(data)
 
-        def data_received(self, data):
-            self.parser.feed_data(data)
-
-        def on_header(self, name, value):
-            self.headers.append((name, value))
-
-        def on_body(self, body):
-            self.body.append(body)
-
         def on_message_complete(self):
             kept, _ = response_headers(self.headers)
             self.client.answer(self.parser.get_status_code(), kept, b"".join(self.body))
             self.headers, self.body = [], []
 
-    class ClientSide(RequestFraming):
+    class ClientSide(Gathering):
         def connection_made(self, transport):
             self.transport: asyncio.Transport | None = transport
             self.parser = httptools.HttpRequestParser(self)
