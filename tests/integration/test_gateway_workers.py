@@ -48,6 +48,14 @@ async def until(predicate, timeout: float = 10.0, what: str = "condition") -> No
         await asyncio.sleep(0.05)
 
 
+async def served(gw: GatewayWorkers, port: int, api: str, n: int, total: int, what: str) -> None:
+    """`n` requests to /`api`, each on a connection of its own and answered 200; then until the
+    processes' counts of `api` add up to `total`."""
+    for _ in range(n):
+        assert (await post(port, f"/{api}"))[0] == 200
+    await until(lambda: gw.route(api).counters_snapshot()["total"] == total, what=what)
+
+
 async def started_again(gw: GatewayWorkers, pid: int, what: str = "the worker started again") -> None:
     """Until the worker that was `pid` runs again under another pid, with the configuration applied."""
     await until(lambda: gw.worker_pids()[0] not in (None, pid) and gw.applied(), timeout=15, what=what)
@@ -154,9 +162,7 @@ async def test_a_worker_that_dies_is_started_again_and_its_counts_stay(upstreams
     events = []
     gw = await two_workers(on_event=lambda message, level: events.append((level, message)))
     await serve_one(gw, port, up)
-    for _ in range(20):
-        assert (await post(port, "/a"))[0] == 200
-    await until(lambda: gw.route("a").counters_snapshot()["total"] == 20, what="the worker's report")
+    await served(gw, port, "a", 20, 20, "the worker's report")
     before = gw.requests_per_worker()
     assert before[1] > 0, before
 
@@ -165,9 +171,7 @@ async def test_a_worker_that_dies_is_started_again_and_its_counts_stay(upstreams
     await started_again(gw, pid, "the worker started again")
     assert any("gateway worker 1 ended" in message for level, message in events if level == "warning"), events
     assert gw.route("a").counters_snapshot()["total"] == 20  # what the dead worker answered still counts
-    for _ in range(20):
-        assert (await post(port, "/a"))[0] == 200
-    await until(lambda: gw.route("a").counters_snapshot()["total"] == 40, what="the new worker's report")
+    await served(gw, port, "a", 20, 40, "the new worker's report")
     assert gw.requests_per_worker()[1] == 10
 
 
@@ -187,9 +191,7 @@ async def test_a_worker_that_says_nothing_is_killed_and_started_again(upstreams,
     assert not pid_alive(pid)
     assert any("gateway worker 1 said nothing for 3 s and was killed" in message
                for level, message in events if level == "warning"), events
-    for _ in range(10):  # both processes serve again
-        assert (await post(port, "/a"))[0] == 200
-    await until(lambda: gw.route("a").counters_snapshot()["total"] == 10, what="the new worker's report")
+    await served(gw, port, "a", 10, 10, "the new worker's report")  # both processes serve again
     assert gw.requests_per_worker()[1] == 5
 
 
@@ -211,9 +213,7 @@ async def test_a_silent_worker_is_dealt_no_connection_until_it_speaks_again(upst
     await until(lambda: gw.route("a").counters_snapshot()["total"] == 10, what="the daemon's counts")
     assert gw.requests_per_worker() == [10, 0]
     await asyncio.sleep(1.0)  # it reports again
-    for _ in range(10):
-        assert (await post(port, "/a"))[0] == 200
-    await until(lambda: gw.route("a").counters_snapshot()["total"] == 20, what="both processes' counts")
+    await served(gw, port, "a", 10, 20, "both processes' counts")
     # dealt connections again (5 of the 10 when its first report after SIGCONT came before them;
     # a loaded machine may delay it past the first few)
     assert gw.requests_per_worker()[1] >= 1 and gw.worker_pids() == [pid]
@@ -239,9 +239,7 @@ async def test_an_api_added_on_a_served_port_is_never_404_at_a_worker_that_has_n
     finally:
         os.kill(pid, signal.SIGCONT)
     await until(gw.applied, what="the worker to apply the configure")
-    for _ in range(4):
-        assert (await post(port, "/b"))[0] == 200
-    await until(lambda: gw.route("b").counters_snapshot()["total"] == 10, what="both processes' counts")
+    await served(gw, port, "b", 4, 10, "both processes' counts")
     assert gw.requests_per_worker()[1] == 2
 
 
@@ -407,9 +405,7 @@ async def test_an_api_removed_and_deployed_again_starts_from_no_requests_after_a
     port = free_port()
     gw = await two_workers()
     await serve_one(gw, port, up)
-    for _ in range(10):
-        assert (await post(port, "/a"))[0] == 200
-    await until(lambda: gw.route("a").counters_snapshot()["total"] == 10, what="the worker's report")
+    await served(gw, port, "a", 10, 10, "the worker's report")
     [pid] = gw.worker_pids()
     os.kill(pid, signal.SIGKILL)
     await started_again(gw, pid, "the worker started again")
@@ -419,9 +415,7 @@ async def test_an_api_removed_and_deployed_again_starts_from_no_requests_after_a
     await serve_one(gw, port, up)
     await gw.counted()
     assert gw.route("a").counters_snapshot()["total"] == 0
-    for _ in range(4):
-        assert (await post(port, "/a"))[0] == 200
-    await until(lambda: gw.route("a").counters_snapshot()["total"] == 4, what="the worker's report")
+    await served(gw, port, "a", 4, 4, "the worker's report")
 
 
 async def test_a_worker_that_cannot_be_started_again_is_tried_again(upstreams, two_workers, monkeypatch):
