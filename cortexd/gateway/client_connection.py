@@ -30,7 +30,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from time import monotonic
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import httptools
 
@@ -45,7 +45,17 @@ from cortexd.spec.units import format_bytes
 
 log = logging.getLogger(__name__)
 
+
+class FastExchange(Protocol):
+    """A request begun from callbacks (fast_lane.FastExchange), as its connection sees it."""
+
+    def rest(self) -> Awaitable[Answer | None]: ...
+    def cancel(self) -> None: ...
+
+
 Serve = Callable[[ClientRequest], Awaitable["Answer | None"]]
+# the request path's fast lane (fast_lane.py): begins a whole request from callbacks, or says None
+Start = Callable[[ClientRequest, "ClientConnection"], "FastExchange | None"]
 _VERSIONS = {"1.1": (1, 1), "1.0": (1, 0)}  # request versions the gateway answers in kind
 # requests parsed and not answered yet, past which the connection stops reading the client until
 # they are answered: a client pipelining without reading its answers holds a bounded queue (and what
@@ -75,15 +85,18 @@ class ClientConnection(AnswerWriter):
     """One client connection: parses requests, serves them in order, keeps the limits."""
 
     def __init__(self, connections: set[ClientConnection], clients: ClientConnections, serve: Serve,
-                 keepalive: float):
+                 keepalive: float, start: Start | None = None):
         super().__init__(asyncio.get_running_loop(), clients.send_timeout)
         self._connections = connections  # the listener's
         self._clients = clients
         self._serve = serve
+        self._start = start
         self._keepalive = keepalive
         self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self._queue: deque[ClientRequest] = deque()  # parsed, not answered yet; the first is being answered
         self._task: asyncio.Task[None] | None = None
+        self._fast: FastExchange | None = None  # the first request, being answered from callbacks
+        self._undispatched = False  # a request was queued with nothing serving: _dispatch() once parsed
         self._waiter: asyncio.Future[None] | None = None  # the serving coroutine waits for a request
         self._head_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -170,15 +183,16 @@ class ClientConnection(AnswerWriter):
         except httptools.HttpParserUpgrade:
             self._close = True  # the request is served without its upgrade; nothing after it is read
             self._parser = None
-            return
         except httptools.HttpParserError as e:
             self._parse_failed(e)
-            return
-        if self._in_head and self.transport is not None and not self.lingering:
-            # a head begun in this read holds only what follows the messages before it (their bodies)
-            self._head_piece(len(data) - self._head_from if self._head_from >= 0 else len(data))
-        elif body is not None and body is self._current:
-            self._body_piece(len(data))
+        else:
+            if self._in_head and self.transport is not None and not self.lingering:
+                # a head begun in this read holds only what follows the messages before it (their bodies)
+                self._head_piece(len(data) - self._head_from if self._head_from >= 0 else len(data))
+            elif body is not None and body is self._current:
+                self._body_piece(len(data))
+        if self._undispatched:  # once the read is parsed: the request's body may have come with it
+            self._dispatch()
 
     # -- httptools' callbacks -------------------------------------------------------------------
 
@@ -263,10 +277,12 @@ class ClientConnection(AnswerWriter):
         self._queue.append(request)
         if len(self._queue) > PIPELINE_LIMIT:
             self.pause_reading()
-        if self._task is None:
-            self._task = self.loop.create_task(self._serve_requests())
-        else:
+        if self._task is not None:
             self._wake()
+        elif self._start is None:
+            self._task = self.loop.create_task(self._serve_requests())
+        elif self._fast is None:
+            self._undispatched = True
 
     def _origin_form(self, target: str) -> str:
         """The path of an absolute-form target; its authority replaces the Host header (RFC 9112 3.2.2)."""
@@ -311,27 +327,76 @@ class ClientConnection(AnswerWriter):
 
     # -- serving, in order ----------------------------------------------------------------------
 
-    async def _serve_requests(self) -> None:
-        """Answer the parsed requests one at a time, in order, then wait for the next one."""
+    def _dispatch(self) -> None:
+        """Serve the request first in the queue, nothing serving: from callbacks when the request path
+        can (the usual request, whole: fast_lane.py), else on a coroutine."""
+        self._undispatched = False
+        request = self._queue[0]
+        if request.complete and self.transport is not None and self._start is not None:
+            self.started = False
+            try:
+                self._fast = self._start(request, self)
+            except Exception as e:  # a bug in the gateway: said, never a traceback to the client
+                self._finished(request, self._internal_error(request, e))
+                return
+            if self._fast is not None:
+                return
+        self._task = self.loop.create_task(self._serve_requests())
+
+    def fast_done(self, request: ClientRequest, answer: Answer) -> None:
+        """The request being answered from callbacks has its answer (fast_lane.FastExchange)."""
+        self._fast = None
+        self._finished(request, answer)
+
+    def fast_handover(self, exchange: FastExchange) -> None:
+        """The request being answered from callbacks goes on on a coroutine (which takes it over
+        when it starts: until then stop() cancels it here)."""
+        self._task = self.loop.create_task(self._serve_requests(exchange))
+
+    def _finished(self, request: ClientRequest, answer: Answer | None) -> None:
+        """Write the answer of the first request (served from callbacks), and serve the next."""
+        if self._popped(request, answer) and self._queue:
+            if self._write_paused:  # the next waits until the client has room (the coroutine drains first)
+                self._task = self.loop.create_task(self._serve_requests())
+            else:
+                self._dispatch()
+
+    def _popped(self, request: ClientRequest, answer: Answer | None) -> bool:
+        """Write `answer` to the first request and take it off the queue; whether the connection goes on."""
+        going_on = self._answered(request, answer)
+        queue = self._queue
+        queue.popleft()
+        if len(queue) == PIPELINE_LIMIT:
+            self.resume_reading()  # it stopped for the queue: room again
+        return going_on
+
+    async def _serve_requests(self, first: FastExchange | None = None) -> None:
+        """Answer the parsed requests one at a time, in order (`first`: the first was begun from
+        callbacks), then wait for the next one (with the fast lane: end; the next is dispatched)."""
         queue = self._queue
         try:
+            if first is None and self._write_paused:
+                await self.drain()
             while True:
-                while not queue:
-                    if self._close or self.transport is None:
-                        return
-                    self._waiter = self.loop.create_future()
-                    await self._waiter
-                request = queue[0]
-                self.started = False
+                if first is not None:  # taken over from the fast lane
+                    self._fast = None
+                    request = queue[0]
+                    rest: Awaitable[Answer | None] = first.rest()
+                    first = None
+                else:
+                    while not queue:
+                        if self._close or self.transport is None or self._start is not None:
+                            return
+                        self._waiter = self.loop.create_future()
+                        await self._waiter
+                    request = queue[0]
+                    self.started = False
+                    rest = self._serve(request)
                 try:
-                    answer = await self._serve(request)
+                    answer = await rest
                 except Exception as e:  # a bug in the gateway: said, never a traceback to the client
                     answer = self._internal_error(request, e)
-                going_on = self._answered(request, answer)
-                queue.popleft()
-                if len(queue) == PIPELINE_LIMIT:
-                    self.resume_reading()  # it stopped for the queue: room again
-                if not going_on:
+                if not self._popped(request, answer):
                     return
                 if self._write_paused:  # answers the client has not read: the next waits until it has room
                     await self.drain()
@@ -415,6 +480,9 @@ class ClientConnection(AnswerWriter):
         self.abort()
         if self._task is not None:
             self._task.cancel()
+        fast, self._fast = self._fast, None
+        if fast is not None:
+            fast.cancel()
 
     # -- what a connection holds (admission.py) --------------------------------------------------
 

@@ -300,7 +300,8 @@ class Gateway:
         # no access log (the gateway keeps counters; a line per request is too slow); bodies are
         # forwarded exactly as sent, Content-Encoding included
         return functools.partial(ClientConnection, listener.connections, self.clients,
-                                 functools.partial(self._path.serve, listener), CLIENT_KEEPALIVE)
+                                 functools.partial(self._path.serve, listener), CLIENT_KEEPALIVE,
+                                 functools.partial(self._path.start, listener))
 
     def adopt(self, port: int, conn: socket.socket) -> None:
         """Serve a client connection accepted elsewhere on `port` (gateway workers: handoff.py)."""

@@ -40,6 +40,7 @@ from cortexd.gateway.answers import Answer, error_answer, json_answer
 from cortexd.gateway.client_errors import shown
 from cortexd.gateway.client_request import ClientRequest
 from cortexd.gateway.connections import ClientConnections
+from cortexd.gateway.fast_lane import Answering, FastExchange, relayed
 from cortexd.gateway.passive_health import PassiveHealth
 from cortexd.gateway.relay import (
     BUFFER_LIMIT,
@@ -82,6 +83,12 @@ CLIENT_BODY_TIMEOUT = 60.0
 # a client's X-Request-Id is kept when it is this short and made of these characters;
 # anything else (log-line forging, megabyte ids) is replaced by one the gateway makes
 _WELL_FORMED_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}").fullmatch
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """(path, query) of a request target: the route's key, and what goes on to the replica ("?..." or "")."""
+    q = target.find("?")
+    return (target, "") if q < 0 else (target[:q], target[q:])
 
 
 class _RetryElsewhere(Exception):
@@ -129,18 +136,17 @@ class RequestPath:
             self._idle = asyncio.Event()
         self._idle.set()
 
-    async def serve(self, listener: Listener, request: ClientRequest) -> Answer | None:
-        """The answer to `request` (None: it was streamed to the client already)."""
+    def _request_id(self, request: ClientRequest) -> str:
+        """The client's X-Request-Id when it is well formed, else one the gateway makes."""
         given = request.header(b"x-request-id")
         if given is not None and _WELL_FORMED_ID(given):
-            rid = given.decode("ascii")
-        else:
-            rid = f"{self._id_prefix}{next(self._ids):x}"
-        path = request.raw_path
-        query = ""
-        q = path.find("?")
-        if q >= 0:
-            path, query = path[:q], path[q:]
+            return given.decode("ascii")
+        return f"{self._id_prefix}{next(self._ids):x}"
+
+    async def serve(self, listener: Listener, request: ClientRequest) -> Answer | None:
+        """The answer to `request` (None: it was streamed to the client already)."""
+        rid = self._request_id(request)
+        path, query = split_target(request.raw_path)
         route = listener.table.get(path)
         if route is None:
             return self._not_found(listener, path, rid)
@@ -196,19 +202,84 @@ class RequestPath:
         finally:
             if counted:
                 route.in_flight -= 1
-            if self.closing and resp is not None:
-                resp.force_close()
-            now = monotonic()
-            route.metrics.record(status, now - started, now)
-            if via is not None:
-                via.metrics.record(status, now - started, now)
-            monitor = route.monitor
-            if monitor is not None and 200 <= status < 300 and resp is not None and resp.relayed \
-                    and not resp.head_only:
-                monitor.offer(resp.body)  # parsed when read, not now
-            self.in_flight -= 1
-            if self.in_flight == 0 and self._idle is not None:
-                self._idle.set()
+            self.done(route, via, status, resp, started)
+
+    def done(self, route: APIRoute, via: SplitTarget | None, status: int, resp: Answer | None,
+             started: float) -> None:
+        """A request ended with `status` (`resp` None: streamed, or cancelled): counted, monitored."""
+        if self.closing and resp is not None:
+            resp.force_close()
+        now = monotonic()
+        route.metrics.record(status, now - started, now)
+        if via is not None:
+            via.metrics.record(status, now - started, now)
+        monitor = route.monitor
+        if monitor is not None and 200 <= status < 300 and resp is not None and resp.relayed \
+                and not resp.head_only:
+            monitor.offer(resp.body)  # parsed when read, not now
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._idle is not None:
+            self._idle.set()
+
+    def start(self, listener: Listener, request: ClientRequest, client: Answering) -> FastExchange | None:
+        """Begin the usual request from callbacks (fast_lane.py), or None: serve() serves it.
+
+        The usual request: to an API (not a splitter or a BatchAPI), whole (its body, within
+        the limit and not chunked, came with its head), a replica with room and an idle
+        pooled connection to it, the gateway not closing. Everything else, and every answer
+        the gateway makes itself, goes through serve(); nothing is done before the request
+        is taken, so serve() starts afresh on one that is not.
+        """
+        if self.closing or request.chunked:
+            return None
+        path, query = split_target(request.raw_path)
+        route = listener.table.get(path)
+        if not isinstance(route, APIRoute):
+            return None
+        length = request.content_length
+        if length is not None and length > self.max_body_size:
+            return None
+        replicas = route.replicas
+        if not replicas:
+            return None
+        i = pick_replica([t.load for t in replicas], route.max_replica_concurrency, route.rr)
+        if i is None:
+            return None
+        target = replicas[i]
+        conn = target.pool.take_idle()
+        if conn is None:
+            return None
+        # taken: from here on it is this request's
+        route.rr += 1
+        self.in_flight += 1
+        route.in_flight += 1
+        target.in_flight += 1
+        exchange = FastExchange(self, client, request, route, target, conn, query, monotonic())
+        try:
+            body = request.read_nowait() if length else None if length is None else b""
+            exchange.body = body
+            rid = exchange.rid = self._request_id(request)
+            conn.begin(head_only=request.method == "HEAD")
+            send_whole_body(conn, request_head(request, target.host, target.port, query, rid, body, False), body)
+            conn.listen(exchange.answered, self.upstream_timeout)
+        except BaseException:
+            exchange.cancel()
+            raise
+        return exchange
+
+    async def handed_over(self, exchange: FastExchange) -> Answer | None:
+        """The rest of a request begun from callbacks, on a coroutine: its answer's head came with
+        only part of its body, or the exchange failed (serve()'s steps from there, retries included)."""
+        route = exchange.route
+        status = 500
+        resp: Answer | None = None
+        try:
+            resp, status = await self._forward(exchange.request, route, exchange.query, exchange.rid, exchange.body,
+                                               False, (exchange.target, exchange.conn))
+            return resp
+        finally:
+            route.in_flight -= 1
+            self.done(route, None, status, resp, exchange.started)
 
     async def _late_body(self, request: ClientRequest, length: int | None,
                          rid: str) -> tuple[Answer | None, bytes | None, bool]:
@@ -252,9 +323,13 @@ class RequestPath:
         return None, b"".join(chunks), request.is_eof()
 
     async def _forward(self, request: ClientRequest, route: APIRoute, query: str, rid: str,
-                       body: bytes | None, streamed: bool) -> tuple[Answer | None, int]:
-        replicas = route.replicas
-        if replicas:
+                       body: bytes | None, streamed: bool,
+                       sent: tuple[ReplicaTarget, UpstreamConnection] | None = None) -> tuple[Answer | None, int]:
+        """Pick a replica, send the request, relay its answer (`sent`: it went on that replica's
+        connection already, from callbacks; its in-flight count is taken)."""
+        if sent is not None:
+            target, conn = sent
+        elif replicas := route.replicas:
             i = pick_replica([t.load for t in replicas], route.max_replica_concurrency, route.rr)
             if i is None:
                 return self._at_limit(route, rid), 503
@@ -265,34 +340,38 @@ class RequestPath:
             if isinstance(picked, Answer):
                 return picked, picked.status
             target = picked
+        if sent is None:
+            target.in_flight += 1
 
         # A request that provably never reached a predictor is retried once, elsewhere if
         # possible, on a fresh connection: one whose connection could not be opened, and one
         # whose connection closed or reset before the replica read it (UpstreamNotDelivered;
         # only with its body buffered, so it can be sent again). Never one that reached it.
         # (no coroutine besides _exchange's on the way: the loop turns again only to retry)
-        target.in_flight += 1
         retry = not streamed
         try:
-            try:
-                conn = target.pool.take_idle() or await target.pool.connect()
-            except UpstreamConnectError as first:
-                self.health.note_failure(route, target, first)
-                target = self._switch_target(route, target)
-                retry = False
+            if sent is None:
                 try:
-                    conn = await target.pool.connect()
-                except UpstreamConnectError as second:
-                    self.health.note_failure(route, target, second)
-                    log.warning("api %r: %s; retried elsewhere", route.name, first)
-                    return self._unreachable(route, target, second, rid)
+                    conn = target.pool.take_idle() or await target.pool.connect()
+                except UpstreamConnectError as first:
+                    self.health.note_failure(route, target, first)
+                    target = self._switch_target(route, target)
+                    retry = False
+                    try:
+                        conn = await target.pool.connect()
+                    except UpstreamConnectError as second:
+                        self.health.note_failure(route, target, second)
+                        log.warning("api %r: %s; retried elsewhere", route.name, first)
+                        return self._unreachable(route, target, second, rid)
             while True:
                 try:
-                    return await self._exchange(request, route, target, conn, query, rid, body, streamed)
+                    return await self._exchange(request, route, target, conn, query, rid, body, streamed,
+                                                sent is not None)
                 except _RetryElsewhere as undelivered:
                     if not retry:
                         return self._failure_answer(route, target, undelivered.error, rid)
                     retry = False
+                    sent = None
                     target = self._switch_target(route, target)
                     try:
                         conn = await target.pool.connect()
@@ -361,48 +440,49 @@ class RequestPath:
 
     async def _exchange(self, request: ClientRequest, route: APIRoute, target: ReplicaTarget,
                         conn: UpstreamConnection, query: str, rid: str, request_body: bytes | None,
-                        streamed: bool) -> tuple[Answer | None, int]:
-        """Send the request on `conn` and relay the response; never retried from here on.
+                        streamed: bool, sent: bool = False) -> tuple[Answer | None, int]:
+        """Send the request on `conn` (unless `sent` already) and relay the response; never retried
+        from here on.
 
         `request_body` is the whole body (None: the request has none) or, when `streamed`,
         what was read of it so far; the rest then streams from the client. The steps are
         relay.py's; the usual request awaits only the response head.
         """
-        conn.begin(head_only=request.method == "HEAD")
-        pool = target.pool  # the one `conn` came from (an ejected replica gets a new one)
-        head = request_head(request, target.host, target.port, query, rid, request_body, streamed)
-        try:
-            if not streamed:
-                send_whole_body(conn, head, request_body)
-            else:
-                assert request_body is not None  # a streamed body: what was read of it (_late_body)
-                await send_streamed_body(conn, request, head, request_body, upstream_timeout=self.upstream_timeout,
-                                         body_timeout=self.client_body_timeout, max_body_size=self.max_body_size)
-        except UpstreamError as e:
-            return self._upstream_failed(route, target, conn, e, rid)
-        except BodyTooLarge:
-            conn.close()  # the replica sees an unfinished request and drops it
-            return self._too_large(rid), 413
-        except TimeoutError:  # before OSError: TimeoutError is one
-            conn.close()
-            return self._body_timed_out(request, rid), 408
-        except OSError as e:  # the client's body broke off (client_request.BodyBroken)
-            conn.close()
-            return error_answer(400, f"the request body could not be read: {shown(str(e), 100)}", rid), 400
+        pool = conn.pool  # the one `conn` came from (an ejected replica gets a new one)
+        if not sent:
+            conn.begin(head_only=request.method == "HEAD")
+            head = request_head(request, target.host, target.port, query, rid, request_body, streamed)
+            try:
+                if not streamed:
+                    send_whole_body(conn, head, request_body)
+                else:
+                    assert request_body is not None  # a streamed body: what was read of it (_late_body)
+                    await send_streamed_body(conn, request, head, request_body,
+                                             upstream_timeout=self.upstream_timeout,
+                                             body_timeout=self.client_body_timeout, max_body_size=self.max_body_size)
+            except UpstreamError as e:
+                return self._upstream_failed(route, target, conn, e, rid)
+            except BodyTooLarge:
+                conn.close()  # the replica sees an unfinished request and drops it
+                return self._too_large(rid), 413
+            except TimeoutError:  # before OSError: TimeoutError is one
+                conn.close()
+                return self._body_timed_out(request, rid), 408
+            except OSError as e:  # the client's body broke off (client_request.BodyBroken)
+                conn.close()
+                return error_answer(400, f"the request body could not be read: {shown(str(e), 100)}", rid), 400
 
         try:
             await conn.wait_head(self.upstream_timeout)
         except UpstreamError as e:
             return self._upstream_failed(route, target, conn, e, rid)
+        if conn.complete:  # the usual answer: all of it came with its head
+            answer = relayed(target, conn, rid)
+            return answer, answer.status
         if target.health.streak:  # it answered: its failure streak ends
             target.health = after_answer(target.health)
         status = conn.status
         headers, length = response_headers(conn.headers)
-        if conn.complete:  # the usual answer: all of it came with its head
-            body = conn.take_body()
-            pool.release(conn)
-            return Answer(status, headers, rid, body, relayed=True, head_only=conn.head_only,
-                          head_length=length), status
         return await self._relay_rest(request, route, target, pool, conn, status, headers, length, rid)
 
     async def _relay_rest(self, request: ClientRequest, route: APIRoute, target: ReplicaTarget,

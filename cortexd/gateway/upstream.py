@@ -30,6 +30,7 @@ import asyncio
 import errno
 import os
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httptools
@@ -125,6 +126,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._buffered = 0
         self._read_paused = False
         self._waiter: asyncio.Future | None = None
+        # what is told instead, when no coroutine waits (`listen`: the request path's fast lane)
+        self._listener: Callable[[UpstreamConnection], None] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
@@ -151,6 +154,8 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as e:
             self._fail(UpstreamDisconnected(f"the replica sent a malformed HTTP response ({e})"))
             self.transport.close()
+        if self._listener is not None:  # last: the listener may begin the next exchange on this connection
+            self._notify()
 
     def eof_received(self) -> bool:
         self.peer_closed = True
@@ -168,6 +173,8 @@ class UpstreamConnection(asyncio.Protocol):
         elif self.head_done and not self.complete and not self._framed():
             self.on_message_complete()  # a body delimited by the end of the connection
         self.keep_alive = False
+        if self._listener is not None:
+            self._notify()
         return False  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -299,6 +306,18 @@ class UpstreamConnection(asyncio.Protocol):
             raise self.error or UpstreamDisconnected(
                 "the connection to the replica closed while the request was sent")
 
+    def listen(self, listener: Callable[[UpstreamConnection], None], timeout: float) -> None:
+        """Call `listener(self)` once, when the response's head has come (perhaps all of the
+        response: `complete`) or the exchange failed (`error`), instead of a coroutine's waiting:
+        the request path's fast lane (request_path.RequestPath.start). Bounded by `timeout`
+        as wait_head() is; the listener is called from the protocol's callbacks."""
+        self._listener = listener
+        self._arm(timeout)
+
+    def unlisten(self) -> None:
+        """The listener is no longer called (its request was cancelled)."""
+        self._listener = None
+
     async def wait_head(self, timeout: float) -> None:
         """Wait for the response's status line and headers."""
         while not self.head_done:
@@ -357,8 +376,16 @@ class UpstreamConnection(asyncio.Protocol):
         neither makes nor cancels a timer: a timer armed per wait measured ~1.5 us, a
         noticeable part of the gateway's Python work per request.
         """
+        fut = self._waiter = self.loop.create_future()
+        self._arm(timeout)
+        try:
+            await fut
+        finally:
+            self._waiter = None
+
+    def _arm(self, timeout: float) -> None:
+        """The deadline of the wait that begins now (a coroutine's, or a listener's)."""
         loop = self.loop
-        fut = self._waiter = loop.create_future()
         self._deadline = deadline = loop.time() + timeout
         self._timeout = timeout
         timer = self._timer
@@ -367,21 +394,23 @@ class UpstreamConnection(asyncio.Protocol):
         elif deadline < timer.when():  # a shorter timeout than the armed one's
             timer.cancel()
             self._timer = loop.call_at(deadline, self._check_deadline)
-        try:
-            await fut
-        finally:
-            self._waiter = None
 
     def _check_deadline(self) -> None:
         """The connection's timer: time out the wait in progress once its deadline passed."""
         self._timer = None
         fut = self._waiter
-        if fut is None or fut.done() or not self.open:
+        listening = self._listener is not None
+        if not self.open or (not listening and (fut is None or fut.done())):
             return  # no wait in progress: the timer lapses until the next wait arms it
         loop = self.loop
         if loop.time() < self._deadline:
             self._timer = loop.call_at(self._deadline, self._check_deadline)
+        elif listening:
+            self.error = UpstreamTimeout(f"the replica did not answer within {self._timeout:g} s")
+            self.close()  # a late response would arrive on a connection nobody reads
+            self._notify()
         else:
+            assert fut is not None
             self._on_timeout(fut, self._timeout)
 
     def _on_timeout(self, fut: asyncio.Future, timeout: float) -> None:
@@ -389,6 +418,13 @@ class UpstreamConnection(asyncio.Protocol):
             self.error = UpstreamTimeout(f"the replica did not answer within {timeout:g} s")
             fut.set_exception(self.error)
             self.close()  # a late response would arrive on a connection nobody reads
+
+    def _notify(self) -> None:
+        """Tell the listener, once, that the response's head came or the exchange failed."""
+        listener = self._listener
+        if listener is not None and (self.head_done or self.error is not None):
+            self._listener = None
+            listener(self)
 
     def _wake(self) -> None:
         fut = self._waiter
@@ -401,6 +437,8 @@ class UpstreamConnection(asyncio.Protocol):
         fut = self._waiter
         if fut is not None and not fut.done():
             fut.set_exception(error)
+        if self._listener is not None:
+            self._notify()
 
     def _reset_by_peer(self) -> bool:
         """Whether the replica's end answered our bytes with a reset (SO_ERROR set): they

@@ -1,0 +1,201 @@
+"""The gateway's fast lane (fast_lane.py) against real upstreams on loopback: the usual request on
+a pooled connection is served from callbacks, and what turns unusual on the way is handed over to
+the request path's coroutine at that point, with serve()'s own outcome: a streamed answer, a retry
+of a request the replica never read, a 502 for one it read, counts that end at zero."""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import socket
+import threading
+
+import aiohttp
+import pytest
+
+from cortexd.gateway.request_path import RequestPath
+from cortexd.gateway.routes import RouteConfig, SplitConfig
+from tests.integration.test_gateway import client, gateways, one_api  # noqa: F401  (fixtures)
+from tests.real_daemon import free_port
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def lane(monkeypatch):
+    """Each RequestPath.start's outcome, in order: True when it took the request onto the lane."""
+    taken: list[bool] = []
+    start = RequestPath.start
+
+    def spied(self, listener, request, client):
+        exchange = start(self, listener, request, client)
+        taken.append(exchange is not None)
+        return exchange
+
+    monkeypatch.setattr(RequestPath, "start", spied)
+    return taken
+
+
+class KeepsThenBreaks:
+    """A replica that answers its connection's first request and keeps the connection; on the
+    next it either closes with that request unread (`unread`: the kernel resets the connection,
+    as a replica that exits does) or reads it and closes (a predictor that died running it)."""
+
+    def __init__(self, *, unread: bool):
+        self.unread = unread
+        self.requests = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.sock.settimeout(0.1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def replica(self) -> tuple[str, str, int]:
+        return ("breaks", "127.0.0.1", self.port)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data or not data.endswith(b"x"):  # the head and its 1-byte body
+                    data += conn.recv(65536)
+                self.requests += 1
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Replica: breaks\r\n\r\nbreaks")
+                select.select([conn], [], [], 5)  # the next request arrives
+                if not self.unread:
+                    conn.recv(65536)
+                    self.requests += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+async def test_the_usual_request_on_a_pooled_connection_takes_the_lane_and_counts_as_before(
+        upstreams, gateways, client, lane):
+    up = await upstreams("r1")
+    gw, base = await one_api(gateways, [up.replica])
+    for i in range(6):
+        async with client.post(f"{base}/api?n={i}", data=f"body-{i}".encode(),
+                               headers={"X-Request-Id": f"mine-{i}"}) as r:
+            assert (r.status, await r.read()) == (200, f"body-{i}".encode())
+            assert r.headers["X-Request-Id"] == f"mine-{i}"
+    assert lane == [False] + [True] * 5  # the first opened the connection the others reuse
+    assert [h["X-Request-ID"] for h in up.seen_headers] == [f"mine-{i}" for i in range(6)]
+    assert all(h["X-Forwarded-For"] == "127.0.0.1" for h in up.seen_headers)
+    assert len(up.peers) == 1
+    async with client.head(base + "/api") as r:  # HEAD: no body, and the connection is not reused
+        assert r.status == 200 and await r.read() == b""
+    assert lane[-1] is True
+    assert gw.route("api").counters_snapshot()["2xx"] == 7
+    assert gw.api_in_flight("api") == gw.replica_in_flight("api", "r1") == gw._path.in_flight == 0
+    async with client.post(base + "/nowhere", data=b"x") as r:  # what the gateway answers itself: serve()
+        assert r.status == 404
+    assert lane[-1] is False
+
+
+async def test_a_splitter_and_a_chunked_body_are_left_to_the_coroutine(upstreams, gateways, client, lane):
+    up = await upstreams("r1")
+    gw = gateways()
+    port = free_port()
+    await gw.configure([RouteConfig("api", "/api", port, 100)], [SplitConfig("split", "/split", port,
+                                                                             (("api", 100, False),))])
+    gw.set_replicas("api", [up.replica])
+    gw.set_state("api", starting=False)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(2):
+        async with client.post(base + "/split", data=b"x") as r:
+            assert r.status == 200
+    async def chunked():
+        yield b"chunked"
+
+    async with client.post(base + "/api", data=chunked()) as r:
+        assert (r.status, await r.read()) == (200, b"chunked")
+    assert lane == [False, False, False]
+    assert gw.api_in_flight("api") == 0
+
+
+async def test_an_answer_whose_body_comes_after_its_head_is_handed_over_and_streams(
+        upstreams, gateways, client, lane):
+    up = await upstreams("r1")
+    gw, base = await one_api(gateways, [up.replica])
+    async with client.post(base + "/api", data=b"warm") as r:
+        assert r.status == 200
+    async with client.get(base + "/api?chunks=3") as r:
+        assert r.status == 200 and r.headers.get("Transfer-Encoding") == "chunked"
+        # streamed as it comes: the replica waits for us before its last chunk
+        assert await r.content.readexactly(len(b"chunk0;chunk1;")) == b"chunk0;chunk1;"
+        up.release.set()
+        assert await r.read() == b"chunk2;"
+    assert lane == [False, True]
+    async with client.post(base + "/api", data=b"after") as r:  # the connection went back to the pool
+        assert (r.status, await r.read()) == (200, b"after")
+    assert lane[-1] is True and len(up.peers) == 1
+    assert gw.api_in_flight("api") == gw._path.in_flight == 0
+
+
+async def test_a_request_the_replica_never_read_is_retried_on_another(upstreams, gateways, client, lane):
+    breaks, good = KeepsThenBreaks(unread=True), await upstreams("good")
+    try:
+        gw, base = await one_api(gateways, [breaks.replica, good.replica])
+        replicas = []
+        for _ in range(3):  # breaks, good, then breaks again on its pooled connection: reset unread
+            async with client.post(base + "/api", data=b"x") as r:
+                assert r.status == 200
+                replicas.append(r.headers["X-Replica"])
+        assert replicas == ["breaks", "good", "good"]
+        assert lane == [False, False, True]
+        assert breaks.requests == 1 and good.requests == 2
+        assert gw.replica_in_flight("api", "breaks") == gw.replica_in_flight("api", "good") == 0
+        assert gw._path.in_flight == 0
+    finally:
+        breaks.stop()
+
+
+async def test_a_request_the_replica_read_and_died_on_is_502_and_never_retried(upstreams, gateways, client,
+                                                                                lane):
+    breaks, good = KeepsThenBreaks(unread=False), await upstreams("good")
+    try:
+        gw, base = await one_api(gateways, [breaks.replica, good.replica])
+        statuses = []
+        for _ in range(3):
+            async with client.post(base + "/api", data=b"x") as r:
+                statuses.append((r.status, r.headers.get("X-Replica")))
+        assert statuses[:2] == [(200, "breaks"), (200, "good")]
+        assert statuses[2][0] == 502
+        assert lane == [False, False, True]
+        assert breaks.requests == 2 and good.requests == 1  # read by the replica that died: not sent again
+        assert gw.route("api").counters_snapshot()["5xx"] == 1
+        assert gw.replica_in_flight("api", "breaks") == gw._path.in_flight == 0
+    finally:
+        breaks.stop()
+
+
+async def test_a_fast_request_still_running_when_the_gateway_closes_is_cancelled_and_uncounted(
+        upstreams, gateways, client, lane):
+    up = await upstreams("r1")
+    gw, base = await one_api(gateways, [up.replica])
+    async with client.post(base + "/api", data=b"warm") as r:
+        assert r.status == 200
+
+    async def slow() -> None:
+        async with client.post(base + "/api?sleep=5", data=b"x") as r:
+            await r.read()
+
+    pending = asyncio.ensure_future(slow())
+    while gw.api_in_flight("api") < 1:
+        await asyncio.sleep(0.01)
+    assert lane == [False, True]
+    await gw.close(drain_timeout=0.2)  # past the drain: cancelled, as serve()'s coroutine would be
+    with pytest.raises(aiohttp.ClientError):  # the connection is cut
+        await asyncio.wait_for(pending, 5)
+    assert gw.api_in_flight("api") == gw.replica_in_flight("api", "r1") == gw._path.in_flight == 0
+    assert gw.route("api").counters_snapshot()["5xx"] == 1
