@@ -118,6 +118,7 @@ class ClientConnection(AnswerWriter):
         self._chunked = False
         self._te = False  # the head has a Transfer-Encoding
         self._singles = 0  # the _SINGLE headers the head has
+        self._rid: bytes | None = None  # its first X-Request-Id
         self._current: ClientRequest | None = None  # the request whose body is being parsed
         self._head_bytes = 0  # bytes of an unfinished head, from the reads that did not complete it
         self.held = 0  # what this connection counts in the shared HeldHeads (admission.py)
@@ -206,6 +207,7 @@ class ClientConnection(AnswerWriter):
         self._length = None
         self._chunked = self._te = False
         self._singles = 0
+        self._rid = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -229,6 +231,10 @@ class ClientConnection(AnswerWriter):
         elif size in _SINGLE_LENGTHS:
             lname = name.lower()
             bit = _SINGLE.get(lname, 0)
+            if not bit:
+                if lname == b"x-request-id" and self._rid is None:  # noted here: no scan for it later
+                    self._rid = value
+                return
             if self._singles & bit:
                 self._refused(400, "repeated header", f"the request is not valid HTTP: it has more than one "
                                                       f"{lname.decode()} header; send one")
@@ -264,7 +270,8 @@ class ClientConnection(AnswerWriter):
         if spoken is None:
             self._refused(505, "unsupported HTTP version", f"HTTP/{version} is not spoken here: send HTTP/1.1 "
                                                            "(or HTTP/1.0)")
-        self._check_framing(parser)
+        if self._te or self._length:  # what _check_framing looks at: a body
+            self._check_framing(parser)
         self._head_size = self._trailer_lines = 0  # what the parser finds next are the body's trailers
         path = self._url.decode("utf-8", "surrogateescape")
         if path[:1] != "/":
@@ -272,7 +279,7 @@ class ClientConnection(AnswerWriter):
         # RFC 9112 6.1: an HTTP/1.0 message with a Transfer-Encoding closes the connection after it
         keep_alive = parser.should_keep_alive() and not (self._te and spoken < (1, 1))
         request = ClientRequest(self, method.decode("ascii"), path, spoken, self._headers, self._length,
-                                self._chunked, keep_alive)
+                                self._chunked, keep_alive, self._rid)
         self._current = request
         self._queue.append(request)
         if len(self._queue) > PIPELINE_LIMIT:

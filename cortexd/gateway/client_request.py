@@ -75,11 +75,11 @@ class ClientRequest:
     """A request head (method, path, version, header bytes) and its body, fed by the connection."""
 
     __slots__ = ("_chunks", "_error", "_size", "_waiter", "chunked", "complete", "conn", "content_length",
-                 "keep_alive", "method", "raw_headers", "raw_path", "version")
+                 "keep_alive", "method", "raw_headers", "raw_path", "request_id", "version")
 
     def __init__(self, conn: Reading, method: str, raw_path: str, version: tuple[int, int],
                  raw_headers: list[tuple[bytes, bytes]], content_length: int | None, chunked: bool,
-                 keep_alive: bool):
+                 keep_alive: bool, request_id: bytes | None = None):
         self.conn = conn
         self.method = method
         self.raw_path = raw_path  # path and query as sent (UTF-8, surrogate-escaped)
@@ -88,6 +88,7 @@ class ClientRequest:
         self.content_length = content_length
         self.chunked = chunked
         self.keep_alive = keep_alive  # what the client asked for (HTTP/1.0: `Connection: keep-alive`)
+        self.request_id = request_id  # the first X-Request-Id header's value, as sent (None: none)
         self.complete = False  # the whole body has arrived (or there is none)
         self._chunks: list[bytes] = []
         self._size = 0  # bytes in _chunks

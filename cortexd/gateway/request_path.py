@@ -138,7 +138,7 @@ class RequestPath:
 
     def _request_id(self, request: ClientRequest) -> str:
         """The client's X-Request-Id when it is well formed, else one the gateway makes."""
-        given = request.header(b"x-request-id")
+        given = request.request_id
         if given is not None and _WELL_FORMED_ID(given):
             return given.decode("ascii")
         return f"{self._id_prefix}{next(self._ids):x}"
@@ -240,12 +240,17 @@ class RequestPath:
         if length is not None and length > self.max_body_size:
             return None
         replicas = route.replicas
-        if not replicas:
+        if len(replicas) == 1:  # the usual single replica: no list of loads to compare
+            target = replicas[0]
+            if target.load >= route.max_replica_concurrency:
+                return None
+        elif replicas:
+            i = pick_replica([t.load for t in replicas], route.max_replica_concurrency, route.rr)
+            if i is None:
+                return None
+            target = replicas[i]
+        else:
             return None
-        i = pick_replica([t.load for t in replicas], route.max_replica_concurrency, route.rr)
-        if i is None:
-            return None
-        target = replicas[i]
         conn = target.pool.take_idle()
         if conn is None:
             return None
