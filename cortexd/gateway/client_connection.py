@@ -4,12 +4,12 @@ The gateway (proxy.py) listens on each port with `loop.create_server(factory)`, 
 factory makes one ClientConnection, an asyncio.Protocol, per accepted connection. It
 frames requests with httptools' HttpRequestParser (llhttp, as upstream.py frames the
 replicas' answers), makes one ClientRequest per head (client_request.py) and serves the
-requests in order, one at a time, with one coroutine per connection (`_serve_requests`,
-a task started at its first request) that awaits the request path (request_path.py) and
-writes what it answers (answer_writer.py, which this class extends). The usual request
-(a small body in the read that brought its head, a small answer) costs a ClientRequest,
-the request path's coroutine and one future to wait for the next request: no task, no
-stream objects.
+requests in order, one at a time, and writes what they are answered (answer_writer.py,
+which this class extends). A whole request with nothing serving before it is offered to the
+request path's fast lane first (`_dispatch`; fast_lane.py): the usual one is answered from
+callbacks (`fast_done`), with no coroutine. Any other is served by a coroutine (`_serve_requests`,
+a task while there are requests) that awaits the request path (request_path.py), as is a fast
+one the lane hands over (`fast_handover`) and the requests queued behind it.
 
 Clients are not trusted (nginx is the model): a pipelined request is served only once the
 client has room for the answers before it (the transport's high-water mark); one request-head timer, armed when the

@@ -8,6 +8,10 @@
                          v
                        UpstreamPool of the replica (upstream.py: raw bytes out, httptools in)
 
+The usual request (to an API, whole, a replica with room and an idle pooled connection)
+takes the fast lane instead (start(); fast_lane.py): the same steps from callbacks, handed
+over to this coroutine's (handed_over()) the moment one turns unusual.
+
 Rules kept here: a request that reached a predictor is never retried (only one that
 provably never reached it is, once, elsewhere); bodies are never parsed; every answer,
 relayed or not, carries X-Request-Id; the gateway's own answers are JSON
