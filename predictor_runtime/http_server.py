@@ -394,7 +394,7 @@ class Connection(asyncio.Protocol):
 
     def _next(self) -> None:
         if self._waiting and not self.closing:
-            self._task = asyncio.ensure_future(self._serve(self._waiting.popleft()))
+            self._task = self._loop.create_task(self._serve(self._waiting.popleft()))
             if len(self._waiting) == PIPELINE_LIMIT:
                 self._pause_reading(False)  # it stopped for the queue: room again
         else:
