@@ -339,7 +339,8 @@ class ClientConnection(AnswerWriter):
         can (the usual request, whole: fast_lane.py), else on a coroutine."""
         self._undispatched = False
         request = self._queue[0]
-        if request.complete and self.transport is not None and self._start is not None:
+        # a client with no room for the answers before it (pause_writing) waits: the coroutine drains first
+        if request.complete and self.transport is not None and self._start is not None and not self._write_paused:
             self.started = False
             try:
                 self._fast = self._start(request, self)
@@ -362,11 +363,12 @@ class ClientConnection(AnswerWriter):
 
     def _finished(self, request: ClientRequest, answer: Answer | None) -> None:
         """Write the answer of the first request (served from callbacks), and serve the next."""
-        if self._popped(request, answer) and self._queue:
-            if self._write_paused:  # the next waits until the client has room (the coroutine drains first)
-                self._task = self.loop.create_task(self._serve_requests())
-            else:
-                self._dispatch()
+        if not self._popped(request, answer):
+            return
+        if self._write_paused:  # no room for it: the coroutine waits for room (within the send timeout),
+            self._task = self.loop.create_task(self._serve_requests())  # then serves what came meanwhile
+        elif self._queue:
+            self._dispatch()
 
     def _popped(self, request: ClientRequest, answer: Answer | None) -> bool:
         """Write `answer` to the first request and take it off the queue; whether the connection goes on."""

@@ -12,6 +12,7 @@ from cortexd.gateway.client_connection import ClientConnection
 from cortexd.gateway.client_request import ClientRequest
 from cortexd.gateway.connections import ClientConnections
 from tests.unit.test_client_connection import FakeTransport, Served, answers, turns
+from tests.unit.test_client_connection import connect as connect_coroutine
 
 
 class Exchange:
@@ -152,3 +153,43 @@ async def test_the_client_closing_while_its_fast_request_runs_loses_only_its_ans
     transport.close()  # the client went
     lane.exchanges[0].answer(b"late")  # the exchange still ends (and counts) as usual
     assert not transport.out and not conn.answering()
+
+
+def fill_on_write(conn: ClientConnection, transport: FakeTransport) -> None:
+    """Every write fills the transport's buffer past its high-water mark (a client that reads nothing)."""
+    write = transport.write
+
+    def write_and_fill(data) -> None:
+        write(data)
+        conn.pause_writing()
+
+    transport.write = write_and_fill  # type: ignore[method-assign]
+
+
+async def test_a_client_that_reads_no_answers_gets_no_more_served_until_it_has_room():
+    # as on the coroutine path: a request that comes while the client's buffer is full waits for room
+    # (else a client sending its next request after each answer, and reading none, has every answer
+    # buffered, without bound); found by a review
+    conn, transport, served, lane = connect()
+    fill_on_write(conn, transport)
+    conn.data_received(post("/fast", b"1"))
+    lane.exchanges[0].answer(b"a1")
+    for i in range(2, 6):  # one read each, nothing read back
+        conn.data_received(post("/fast", b"%d" % i))
+        await turns()
+    assert len(lane.exchanges) == 1 and not served.requests
+    transport.write = FakeTransport.write.__get__(transport)  # type: ignore[method-assign]
+    conn.resume_writing()  # the client read
+    await turns(30)
+    assert [body for _, body in answers(transport.out)] == [b"a1", b"2", b"3", b"4", b"5"]
+
+
+async def test_an_answer_the_client_has_no_room_for_is_bounded_by_the_send_timeout_as_on_the_coroutine():
+    for name, (conn, transport) in {"coroutine": connect_coroutine()[:2], "fast lane": connect()[:2]}.items():
+        fill_on_write(conn, transport)
+        conn.data_received(post("/fast", b"1"))
+        if name == "fast lane":
+            conn._fast.answer(b"a1")
+        await turns()
+        assert len(answers(transport.out)) == 1, name
+        assert conn._drain is not None, f"{name}: nothing waits for room (no send timeout armed)"
