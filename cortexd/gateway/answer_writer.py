@@ -21,7 +21,7 @@ import asyncio
 
 from cortexd.gateway.answers import Answer, answer_head
 from cortexd.gateway.client_request import ClientRequest, wake
-from cortexd.gateway.relay import STATUS_LINES, encode
+from cortexd.gateway.relay import STATUS_LINES
 
 LINGER = 2.0  # seconds a refused connection is read (and dropped) before it closes
 _SEPARATE_WRITE = 65536  # bodies at least this large go out in a write of their own
@@ -37,7 +37,7 @@ def stream_head(status: int, headers: list[tuple[bytes, bytes]], rid: str, versi
     lines = [b"HTTP/%d.%d " % version + (STATUS_LINES.get(status) or b"%d Unknown" % status)]
     for name, value in headers:
         lines.append(name + b": " + value)
-    lines.append(b"X-Request-Id: " + encode(rid))
+    lines.append(b"X-Request-Id: " + rid.encode())  # ASCII: checked, or made by the gateway
     if length is not None:
         lines.append(b"Content-Length: " + length)
     elif chunked:

@@ -79,7 +79,7 @@ def answer_head(answer: Answer, version: tuple[int, int], keep_alive: bool, head
     lines = [b"HTTP/%d.%d " % version + (STATUS_LINES.get(status) or b"%d Unknown" % status)]
     for name, value in answer.headers:
         lines.append(name + b": " + value)
-    lines.append(b"X-Request-Id: " + encode(answer.rid))
+    lines.append(b"X-Request-Id: " + answer.rid.encode())  # ASCII: checked, or made by the gateway
     if answer.head_only:
         if answer.head_length is not None:
             lines.append(b"Content-Length: " + answer.head_length)

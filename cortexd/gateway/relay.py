@@ -54,6 +54,9 @@ _RESPONSE_DROP = frozenset({
     b"trailer", b"upgrade", b"proxy-authenticate", b"content-length", b"x-request-id",
 })
 
+# the request lines of the usual methods, to the replica's UPSTREAM_PATH with no query
+_REQUEST_LINES = {m: f"{m} {UPSTREAM_PATH} HTTP/1.1".encode() for m in ("POST", "GET", "PUT", "HEAD", "DELETE",
+                                                                        "PATCH", "OPTIONS")}
 STATUS_LINES = {s.value: b"%d %s" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 
 
@@ -85,7 +88,8 @@ def request_head(request: ClientRequest, host: str, port: int, query: str, rid: 
     forwarded_for: list[bytes] = []
     forwarded: list[bytes] = []
     has_host = False
-    lines = [encode(f"{request.method} {UPSTREAM_PATH}{query} HTTP/1.1")]
+    line = None if query else _REQUEST_LINES.get(request.method)
+    lines = [line or encode(f"{request.method} {UPSTREAM_PATH}{query} HTTP/1.1")]
     for name, value in request.raw_headers:
         lname = name.lower()
         if lname not in drop:
@@ -99,7 +103,7 @@ def request_head(request: ClientRequest, host: str, port: int, query: str, rid: 
             forwarded_for.append(value)
         elif lname == b"forwarded":
             forwarded.append(value)
-    lines.append(b"X-Request-Id: " + encode(rid))
+    lines.append(b"X-Request-Id: " + rid.encode())  # ASCII: checked, or made by the gateway
     # the client's address: appended to X-Forwarded-For (nginx's $proxy_add_x_forwarded_for) and
     # to Forwarded (RFC 7239 `for=`), and as X-Real-IP, replacing what the client claimed
     conn = request.conn
