@@ -101,6 +101,8 @@ class FastExchange:
         conn.unlisten()
         if conn.active:  # not handed back to the pool: its state is unknown
             conn.close()
+        else:  # nothing was sent on it (starting failed first): back to its pool
+            conn.pool.release(conn)
         self._ended(500, None)
 
     def _ended(self, status: int, answer: Answer | None) -> None:

@@ -62,7 +62,7 @@ def test_console_shows_apis_live_tries_one_and_escapes_what_predictors_say(cli, 
     for name in ("echo", "quiet"):
         row = page.locator(f"tr[data-api={name}]")
         row.wait_for()
-        assert "live" in row.inner_text()
+        assert "live" in row.inner_text(), (row.inner_text(), cli("get").out, cli.daemon_log())
     page.screenshot(path=str(artifacts / "console-overview.png"), full_page=True)
 
     page.click("tr[data-api=echo] a")

@@ -268,3 +268,29 @@ async def test_a_client_that_never_reads_its_answers_stops_being_served(gateways
             sock.close()
     finally:
         replica.stop()
+
+
+async def test_a_bug_while_starting_answers_500_and_loses_nothing(upstreams, gateways, client, lane, monkeypatch):
+    """A failure inside RequestPath.start before anything was sent: 500 (as serve() answers a bug),
+    the counts come back, and the pooled connection it took goes back to the pool, unused."""
+    up = await upstreams("r1")
+    gw, base = await one_api(gateways, [up.replica])
+    async with client.post(base + "/api", data=b"warm") as r:
+        assert r.status == 200
+    made = RequestPath._request_id
+    calls = []
+
+    def failing(self, request):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return made(self, request)
+
+    monkeypatch.setattr(RequestPath, "_request_id", failing)
+    async with client.post(base + "/api", data=b"x") as r:
+        assert r.status == 500
+    async with client.post(base + "/api", data=b"again") as r:
+        assert (r.status, await r.read()) == (200, b"again")
+    assert lane == [False, True]  # the start that raised is not recorded
+    assert len(up.peers) == 1 and up.requests == 2  # one connection, reused; the failed one never sent
+    assert gw.api_in_flight("api") == gw.replica_in_flight("api", "r1") == gw._path.in_flight == 0
