@@ -68,6 +68,15 @@ async def serve_one(gw: GatewayWorkers, port: int, up: Upstream, max_concurrency
     await until(gw.applied, what="the worker to apply the routes")
 
 
+async def serving(upstreams, two_workers) -> tuple[Upstream, int, GatewayWorkers]:
+    """A stand-in replica, served as api "a" on a free port by the daemon's process and one worker."""
+    up = await upstreams("r1")
+    port = free_port()
+    gw = await two_workers()
+    await serve_one(gw, port, up)
+    return up, port, gw
+
+
 async def post(port: int, path: str, body: bytes = b"{}") -> tuple[int, bytes]:
     # a connection of its own per request: the daemon deals each to a process
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session, \
@@ -76,10 +85,7 @@ async def post(port: int, path: str, body: bytes = b"{}") -> tuple[int, bytes]:
 
 
 async def test_both_processes_serve_one_port_and_their_counts_add_up(upstreams, two_workers):
-    up = await upstreams("r1")
-    port = free_port()
-    gw = await two_workers()
-    await serve_one(gw, port, up)
+    up, port, gw = await serving(upstreams, two_workers)
 
     answers = [await post(port, "/a", b'{"n": %d}' % i) for i in range(40)]
     assert answers == [(200, b'{"n": %d}' % i) for i in range(40)]
@@ -119,10 +125,7 @@ async def test_max_replica_concurrency_and_in_flight_counts_hold_across_processe
 
 
 async def test_a_removed_replica_stays_busy_until_every_worker_stopped_routing_to_it(upstreams, two_workers):
-    up = await upstreams("r1")
-    port = free_port()
-    gw = await two_workers()
-    await serve_one(gw, port, up)
+    up, port, gw = await serving(upstreams, two_workers)
     assert gw.replica_in_flight("a", "r1") == 0
 
     gw.set_replicas("a", [])
@@ -198,10 +201,7 @@ async def test_a_worker_that_says_nothing_is_killed_and_started_again(upstreams,
 async def test_a_silent_worker_is_dealt_no_connection_until_it_speaks_again(upstreams, two_workers):
     # a worker stopped (SIGSTOP) for less than stuck_after (the default 15 s): after QUIET_AFTER
     # (2 s) of silence every new connection goes to the daemon's own process, none is lost on it
-    up = await upstreams("r1")
-    port = free_port()
-    gw = await two_workers()
-    await serve_one(gw, port, up)
+    up, port, gw = await serving(upstreams, two_workers)
     [pid] = gw.worker_pids()
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -224,10 +224,7 @@ async def test_an_api_added_on_a_served_port_is_never_404_at_a_worker_that_has_n
     # the worker is stopped (SIGSTOP) just before the configure that adds /b on its port, so it
     # cannot apply it; every new connection to /b must be served by the daemon until it has (it
     # was dealt its turn, and answered 404 or, stopped, nothing)
-    up = await upstreams("r1")
-    port = free_port()
-    gw = await two_workers()
-    await serve_one(gw, port, up)
+    up, port, gw = await serving(upstreams, two_workers)
     [pid] = gw.worker_pids()
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -316,10 +313,7 @@ async def test_no_other_socket_can_bind_the_port_beside_the_gateways(upstreams, 
     import errno
     import socket
 
-    up = await upstreams("r1")
-    port = free_port()
-    gw = await two_workers()
-    await serve_one(gw, port, up)
+    up, port, gw = await serving(upstreams, two_workers)
     intruder = socket.socket()
     intruder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     with pytest.raises(OSError) as refused:
@@ -368,10 +362,7 @@ async def test_a_splitters_counts_and_passive_health_come_back_from_the_worker(u
 async def test_connections_right_after_a_worker_restarts_are_served(upstreams, two_workers):
     # a worker started again serves only once it applied the configuration: connections dealt to
     # it before that (its gateway not made yet, or its port not configured) were closed unanswered
-    up = await upstreams("r1")
-    port = free_port()
-    gw = await two_workers()
-    await serve_one(gw, port, up)
+    up, port, gw = await serving(upstreams, two_workers)
     [pid] = gw.worker_pids()
     os.kill(pid, signal.SIGKILL)
     await until(lambda: gw.worker_pids()[0] not in (None, pid), timeout=15, what="the worker started again")
@@ -384,10 +375,7 @@ async def test_a_removed_apis_replicas_stay_busy_until_every_worker_applied_it_a
     # the reconciler drains a removed API's replicas by replica_in_flight, as it drains a replica
     # set_replicas left out; and each removal left its replicas' slots taken for good, until the
     # count table was full and configure and set_replicas raised
-    up = await upstreams("r1")
-    port = free_port()
-    gw = await two_workers()
-    await serve_one(gw, port, up)
+    up, port, gw = await serving(upstreams, two_workers)
     taken = len(gw.slots.of)
 
     await gw.configure([])
@@ -401,10 +389,7 @@ async def test_an_api_removed_and_deployed_again_starts_from_no_requests_after_a
         upstreams, two_workers):
     # as on one gateway, where a deployed-again API is a new route; what a worker that ended had
     # counted for the API it served before stayed in its sums for ever
-    up = await upstreams("r1")
-    port = free_port()
-    gw = await two_workers()
-    await serve_one(gw, port, up)
+    up, port, gw = await serving(upstreams, two_workers)
     await served(gw, port, "a", 10, 10, "the worker's report")
     [pid] = gw.worker_pids()
     os.kill(pid, signal.SIGKILL)
