@@ -36,6 +36,16 @@ def lane(monkeypatch):
     return taken
 
 
+async def pooled(upstreams, gateways, client):
+    """A gateway serving api 'api' with one replica, and an idle connection to it in the pool
+    (one request answered): the next request can take the fast lane."""
+    up = await upstreams("r1")
+    gw, base = await one_api(gateways, [up.replica])
+    async with client.post(base + "/api", data=b"warm") as r:
+        assert r.status == 200
+    return up, gw, base
+
+
 class KeepsThenBreaks:
     """A replica that answers its connection's first request and keeps the connection; on the
     next it either closes with that request unread (`unread`: the kernel resets the connection,
@@ -125,10 +135,7 @@ async def test_a_splitter_and_a_chunked_body_are_left_to_the_coroutine(upstreams
 
 async def test_an_answer_whose_body_comes_after_its_head_is_handed_over_and_streams(
         upstreams, gateways, client, lane):
-    up = await upstreams("r1")
-    gw, base = await one_api(gateways, [up.replica])
-    async with client.post(base + "/api", data=b"warm") as r:
-        assert r.status == 200
+    up, gw, base = await pooled(upstreams, gateways, client)
     async with client.get(base + "/api?chunks=3") as r:
         assert r.status == 200 and r.headers.get("Transfer-Encoding") == "chunked"
         # streamed as it comes: the replica waits for us before its last chunk
@@ -181,10 +188,7 @@ async def test_a_request_the_replica_read_and_died_on_is_502_and_never_retried(u
 
 async def test_a_fast_request_still_running_when_the_gateway_closes_is_cancelled_and_uncounted(
         upstreams, gateways, client, lane):
-    up = await upstreams("r1")
-    gw, base = await one_api(gateways, [up.replica])
-    async with client.post(base + "/api", data=b"warm") as r:
-        assert r.status == 200
+    up, gw, base = await pooled(upstreams, gateways, client)
 
     async def slow() -> None:
         async with client.post(base + "/api?sleep=5", data=b"x") as r:
@@ -273,10 +277,7 @@ async def test_a_client_that_never_reads_its_answers_stops_being_served(gateways
 async def test_a_bug_while_starting_answers_500_and_loses_nothing(upstreams, gateways, client, lane, monkeypatch):
     """A failure inside RequestPath.start before anything was sent: 500 (as serve() answers a bug),
     the counts come back, and the pooled connection it took goes back to the pool, unused."""
-    up = await upstreams("r1")
-    gw, base = await one_api(gateways, [up.replica])
-    async with client.post(base + "/api", data=b"warm") as r:
-        assert r.status == 200
+    up, gw, base = await pooled(upstreams, gateways, client)
     made = RequestPath._request_id
     calls = []
 

@@ -68,11 +68,15 @@ async def serve_one(gw: GatewayWorkers, port: int, up: Upstream, max_concurrency
     await until(gw.applied, what="the worker to apply the routes")
 
 
-async def serving(upstreams, two_workers) -> tuple[Upstream, int, GatewayWorkers]:
-    """A stand-in replica, served as api "a" on a free port by the daemon's process and one worker."""
+async def serving(upstreams, two_workers, events: list[tuple[str, str]] | None = None,
+                  **kwargs) -> tuple[Upstream, int, GatewayWorkers]:
+    """A stand-in replica, served as api "a" on a free port by the daemon's process and one worker
+    (`events`: what the workers' events say, (level, message) each, appended as they come)."""
+    if events is not None:
+        kwargs["on_event"] = lambda message, level: events.append((level, message))
     up = await upstreams("r1")
     port = free_port()
-    gw = await two_workers()
+    gw = await two_workers(**kwargs)
     await serve_one(gw, port, up)
     return up, port, gw
 
@@ -160,11 +164,8 @@ async def test_a_batch_apis_job_requests_reaching_the_worker_are_answered_by_the
 
 
 async def test_a_worker_that_dies_is_started_again_and_its_counts_stay(upstreams, two_workers):
-    up = await upstreams("r1")
-    port = free_port()
-    events = []
-    gw = await two_workers(on_event=lambda message, level: events.append((level, message)))
-    await serve_one(gw, port, up)
+    events: list[tuple[str, str]] = []
+    up, port, gw = await serving(upstreams, two_workers, events)
     await served(gw, port, "a", 20, 20, "the worker's report")
     before = gw.requests_per_worker()
     assert before[1] > 0, before
@@ -181,11 +182,8 @@ async def test_a_worker_that_dies_is_started_again_and_its_counts_stay(upstreams
 async def test_a_worker_that_says_nothing_is_killed_and_started_again(upstreams, two_workers):
     # a worker stopped (SIGSTOP) stands for one whose event loop is stuck: alive, but it reports
     # nothing and serves nothing; stuck_after=3 (not the default 15 s) keeps the test short
-    up = await upstreams("r1")
-    port = free_port()
-    events = []
-    gw = await two_workers(on_event=lambda message, level: events.append((level, message)), stuck_after=3)
-    await serve_one(gw, port, up)
+    events: list[tuple[str, str]] = []
+    up, port, gw = await serving(upstreams, two_workers, events, stuck_after=3)
     [pid] = gw.worker_pids()
     await asyncio.sleep(4)  # reports (every 0.5 s) keep a live worker past stuck_after
     assert gw.worker_pids() == [pid] and not events, events
@@ -407,11 +405,8 @@ async def test_a_worker_that_cannot_be_started_again_is_tried_again(upstreams, t
     # starting a process can fail for a while (no file descriptor or process left, or as here the
     # interpreter gone in an upgrade); the restart raised in the worker's task, which ended: the
     # worker was never started again, and nothing said so
-    up = await upstreams("r1")
-    port = free_port()
-    events = []
-    gw = await two_workers(on_event=lambda message, level: events.append((level, message)))
-    await serve_one(gw, port, up)
+    events: list[tuple[str, str]] = []
+    up, port, gw = await serving(upstreams, two_workers, events)
     [pid] = gw.worker_pids()
     monkeypatch.setattr("sys.executable", "/nonexistent/python3")
     os.kill(pid, signal.SIGKILL)
@@ -431,11 +426,8 @@ async def test_a_worker_that_ends_before_it_applied_its_start_is_started_again_l
     # while it ends without having applied the configuration it was started with
     import re
 
-    up = await upstreams("r1")
-    port = free_port()
-    events = []
-    gw = await two_workers(on_event=lambda message, level: events.append((level, message)))
-    await serve_one(gw, port, up)
+    events: list[tuple[str, str]] = []
+    up, port, gw = await serving(upstreams, two_workers, events)
     [pid] = gw.worker_pids()
     monkeypatch.setattr("sys.executable", "/bin/false")
 
