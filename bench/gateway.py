@@ -80,7 +80,7 @@ def serve_raw_upstream(port: int) -> None:
     uvloop.run(main())
 
 
-def serve_gateway(port: int, upstream_ports: list[int], workers: int = 1) -> None:
+def serve_gateway(port: int, upstream_ports: list[int], workers: int = 1, sockets: list[str] | None = None) -> None:
     """The Gateway as the daemon runs it (uvloop), routing /bench to the replicas.
 
     `workers` > 1: the daemon's GatewayWorkers (cortexd/gateway/workers.py), which starts
@@ -104,7 +104,8 @@ def serve_gateway(port: int, upstream_ports: list[int], workers: int = 1) -> Non
         await gw.configure([RouteConfig("bench", "/bench", port, 30000), RouteConfig("bench2", "/bench2", port, 30000)],
                            [SplitConfig("split", "/split", port, (("bench", 50, False), ("bench2", 50, False)))])
         for api in ("bench", "bench2"):
-            gw.set_replicas(api, [(f"r{i + 1}", "127.0.0.1", up) for i, up in enumerate(upstream_ports)])
+            gw.set_replicas(api, [(f"r{i + 1}", "127.0.0.1", up, *(sockets[i:i + 1] if sockets else ()))
+                                  for i, up in enumerate(upstream_ports)])
             gw.set_state(api, starting=False)
         if workers > 1:
             while not gw.applied():  # every worker serves the routes before the first request
@@ -118,8 +119,9 @@ def serve_gateway(port: int, upstream_ports: list[int], workers: int = 1) -> Non
 
 
 def start_runtime(port: int, workdir: Path, tree: Path = REPO, source: str = NOOP_PREDICTOR,
-                  quiet: bool = False) -> subprocess.Popen:
-    """`python -m predictor_runtime` from `tree` (the runtime's bench compares two) serving `source`."""
+                  quiet: bool = False, unix: Path | None = None) -> subprocess.Popen:
+    """`python -m predictor_runtime` from `tree` (the runtime's bench compares two) serving `source`;
+    on the unix socket `unix` too, bound here and passed down as the process backend does."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "predictor.py").write_text(source)
     spec = {
@@ -133,10 +135,14 @@ def start_runtime(port: int, workdir: Path, tree: Path = REPO, source: str = NOO
     (workdir / "spec.json").write_text(json.dumps(spec))
     env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{workdir}"}
     output = subprocess.DEVNULL if quiet else None
-    return subprocess.Popen(
-        [sys.executable, "-m", "predictor_runtime", "--spec", str(workdir / "spec.json"),
-         "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=str(workdir),
-        stdout=output, stderr=output)
+    argv = [sys.executable, "-m", "predictor_runtime", "--spec", str(workdir / "spec.json"),
+            "--host", "127.0.0.1", "--port", str(port)]
+    if unix is None:
+        return subprocess.Popen(argv, env=env, cwd=str(workdir), stdout=output, stderr=output)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(unix))
+        return subprocess.Popen(argv + ["--unix-fd", str(sock.fileno())], env=env, cwd=str(workdir),
+                                stdout=output, stderr=output, pass_fds=(sock.fileno(),))
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -273,15 +279,20 @@ def run_load(url: str, concurrency: int, duration: float, script: Path | None) -
 # -- main ----------------------------------------------------------------------------------
 
 
-def start_upstreams(kind: str, count: int, tmp: Path, procs: list[subprocess.Popen]) -> list[int]:
-    """`count` no-op replicas (`kind`: runtime or raw), each serving before this returns: their ports."""
+def start_upstreams(kind: str, count: int, tmp: Path, procs: list[subprocess.Popen],
+                    sockets: list[str] | None = None) -> list[int]:
+    """`count` no-op replicas (`kind`: runtime or raw), each serving before this returns: their ports.
+    `sockets` (runtime only): filled with the unix socket each serves on too."""
     ports = []
     for i in range(count):
         port = free_port()
         if kind == "runtime":
             workdir = tmp / f"replica{i}"
             workdir.mkdir()
-            procs.append(start_runtime(port, workdir))
+            unix = workdir / "sock" if sockets is not None else None
+            procs.append(start_runtime(port, workdir, unix=unix))
+            if unix is not None and sockets is not None:
+                sockets.append(str(unix))
         else:
             procs.append(subprocess.Popen([sys.executable, __file__, "--serve-raw-upstream", str(port)]))
         wait_http(f"http://127.0.0.1:{port}/", procs[-1])
@@ -290,12 +301,15 @@ def start_upstreams(kind: str, count: int, tmp: Path, procs: list[subprocess.Pop
 
 
 def start_gateways(workers: int, upstreams: list[int], route: str, procs: list[subprocess.Popen],
-                   bench: Path = Path(__file__)) -> tuple[str, list[int]]:
+                   bench: Path = Path(__file__), sockets: list[str] | None = None) -> tuple[str, list[int]]:
     """A gateway of `workers` processes (the daemon's GatewayWorkers when more than one): (URL, PIDs).
 
-    `bench`: the bench/gateway.py whose gateway runs (another checkout's, for --base)."""
+    `bench`: the bench/gateway.py whose gateway runs (another checkout's, for --base). `sockets`:
+    the replicas' unix sockets, which it then uses (the process backend's hop)."""
     port = free_port()
     argv = [sys.executable, str(bench), "--serve-gateway", str(port), *map(str, upstreams)]
+    if sockets:
+        argv += ["--upstream-sockets", *sockets]
     procs.append(subprocess.Popen(argv + ([f"--gateway-workers={workers}"] if workers > 1 else [])))
     url = f"http://127.0.0.1:{port}/{'split' if route == 'splitter' else 'bench'}"
     wait_http(url, procs[-1])
@@ -344,6 +358,9 @@ def main() -> None:
     p.add_argument("--workers", default="1",
                    help="gateway processes (the daemon's GatewayWorkers), comma-separated to compare (default 1)")
     p.add_argument("--replicas", type=int, default=1, help="no-op replicas behind the gateway (default 1)")
+    p.add_argument("--hop", choices=["unix", "tcp", "both"], default="unix",
+                   help="the runtime upstream: the gateway reaches it on a unix socket as the daemon reaches "
+                        "a process replica (default), on its port, or both side by side (labels N and N-tcp)")
     p.add_argument("--wrk-threads", type=int, default=1,
                    help="wrk threads (default 1; a many-core host comparing --workers 1,8 needs more)")
     p.add_argument("--load-procs", type=int, default=1,
@@ -353,13 +370,15 @@ def main() -> None:
     p.add_argument("--serve-raw-upstream", type=int, help=argparse.SUPPRESS)
     p.add_argument("--serve-gateway", nargs="+", type=int, help=argparse.SUPPRESS)
     p.add_argument("--gateway-workers", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--upstream-sockets", nargs="*", help=argparse.SUPPRESS)
     p.add_argument("--load", help=argparse.SUPPRESS)
     args = p.parse_args()
 
     if args.serve_raw_upstream:
         return serve_raw_upstream(args.serve_raw_upstream)
     if args.serve_gateway:
-        return serve_gateway(args.serve_gateway[0], args.serve_gateway[1:], args.gateway_workers)
+        return serve_gateway(args.serve_gateway[0], args.serve_gateway[1:], args.gateway_workers,
+                             args.upstream_sockets)
     if args.load:
         return asyncio_load(args.load, int(args.concurrency), args.duration)
 
@@ -375,9 +394,13 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="cortexd-bench-"))
     procs: list[subprocess.Popen] = []
     try:
-        ups = start_upstreams(upstream, args.replicas, tmp, procs)
+        hop = args.hop if upstream == "runtime" else "tcp"  # the raw upstream listens on TCP only
+        sockets: list[str] | None = [] if hop != "tcp" else None
+        ups = start_upstreams(upstream, args.replicas, tmp, procs, sockets)
         direct = f"http://127.0.0.1:{ups[0]}/"
-        gateways = {str(w): start_gateways(w, ups, args.route, procs) for w in worker_counts}
+        gateways = {str(w): start_gateways(w, ups, args.route, procs, sockets=sockets) for w in worker_counts}
+        if hop == "both":
+            gateways.update({f"{w}-tcp": start_gateways(w, ups, args.route, procs) for w in worker_counts})
         if args.base:
             gateways["base"] = start_gateways(1, ups, args.route, procs, Path(args.base) / "bench" / "gateway.py")
         script = None
@@ -385,7 +408,8 @@ def main() -> None:
             script = tmp / "post.lua"  # static request: wrk builds it once, no per-request Lua
             script.write_text(f'wrk.method = "POST"\nwrk.body = \'{PAYLOAD.decode()}\'\n'
                               'wrk.headers["Content-Type"] = "application/json"\n')
-        print(f"route: {args.route}; upstream: {upstream} x{args.replicas}; load: {'wrk' if use_wrk else 'asyncio'}; "
+        print(f"route: {args.route}; upstream: {upstream} x{args.replicas} ({hop}); "
+              f"load: {'wrk' if use_wrk else 'asyncio'}; "
               f"{args.duration:g} s per run; {os.cpu_count()} CPUs; direct = replica 1 alone")
         replicas = with_children([proc.pid for proc in procs[:args.replicas]])
         compare(levels, direct, gateways, replicas, args.rounds, args.duration, script)

@@ -34,7 +34,9 @@ class Runtime:
 
     def __init__(self, tmp_path: Path, code: str, kind: str = "python", processes: int = 1,
                  threads: int = 1, config: dict | None = None, env: dict | None = None,
-                 model_path: str | None = None):
+                 model_path: str | None = None, unix: str = ""):
+        """`unix`: a unix socket path bound here and passed down with --unix-fd, as the process
+        backend does (replica_files.gateway_socket)."""
         self.tmp = tmp_path
         self.closing: list = []  # client connections a test opened, closed with the runtime
         (tmp_path / "predictor.py").write_text(textwrap.dedent(code))
@@ -54,10 +56,14 @@ class Runtime:
         self.out = open(tmp_path / "stdout.log", "wb")  # noqa: SIM115
         self.err = open(tmp_path / "stderr.log", "wb")  # noqa: SIM115
         env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "predictor_runtime", "--spec", str(tmp_path / "spec.json"),
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=str(tmp_path), env=env, stdout=self.out, stderr=self.err, start_new_session=True)
+        argv = [sys.executable, "-m", "predictor_runtime", "--spec", str(tmp_path / "spec.json"),
+                "--host", "127.0.0.1", "--port", str(self.port)]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            if unix:
+                sock.bind(unix)
+                argv += ["--unix-fd", str(sock.fileno())]
+            self.proc = subprocess.Popen(argv, cwd=str(tmp_path), env=env, stdout=self.out, stderr=self.err,
+                                         start_new_session=True, pass_fds=(sock.fileno(),) if unix else ())
 
     def stderr(self) -> str:
         self.err.flush()

@@ -41,6 +41,9 @@ class ReplicaInfo:
     oom_killed: bool = False
     gpu_ids: tuple[int, ...] = ()
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    # a unix socket the replica also serves on, for the gateway (the process backend's: see
+    # replica_files.gateway_socket); "" where the gateway uses host:port
+    socket: str = ""
 
 
 @dataclass(frozen=True)

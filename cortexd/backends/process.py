@@ -247,7 +247,7 @@ class ProcessBackend:
         info = ReplicaInfo(
             api=spec.name, replica_id=replica_id, spec_hash=spec.spec_hash, state="running",
             host=self._host, port=launched.port, started_at=time.time(), gpu_ids=tuple(gpu_ids),
-            extra={"pid": str(launched.process.pid), "user": run_as.user.name},
+            extra={"pid": str(launched.process.pid), "user": run_as.user.name}, socket=launched.socket,
         )
         self._children[replica_id] = _Child(info, launched.process, launched.log_path, launched.pump,
                                             private_dir=launched.private_dir, cgroup=launched.cgroup)

@@ -1,7 +1,9 @@
 """Launching one process replica: its command line, its environment, its spawn under isolation.
 
 A replica is `python -m predictor_runtime --spec F --port P` on an ephemeral loopback port,
-in its own process group (so its worker processes stop with it). Its stdout and stderr are
+in its own process group (so its worker processes stop with it); a one-process replica also
+serves the gateway on a unix socket the daemon binds and passes down (`--unix-fd`,
+replica_files.gateway_socket). Its stdout and stderr are
 one pipe that a thread of the daemon (LogPump) copies into the replica's log, rotated by size
 (cortexd/logfiles.py): a child writing straight into the file could not be rotated, and would
 fill the disk. The pump reads a bounded chunk at a time and never touches the event loop; a
@@ -45,6 +47,7 @@ from cortexd.backends.project_mount import ProjectMount
 from cortexd.backends.replica_files import (
     api_home,
     default_homes_dir,
+    gateway_socket,
     private_dir,
     remove_private_dir,
     write_private,
@@ -140,9 +143,11 @@ class LogPump:
 
 
 
-def command_line(interpreter: str, spec_file: Path, host: str, port: int) -> list[str]:
-    """A replica's argv; is_replica_process() recognises it by its module and --spec."""
-    return [interpreter, "-m", RUNTIME_MODULE, "--spec", str(spec_file), "--host", host, "--port", str(port)]
+def command_line(interpreter: str, spec_file: Path, host: str, port: int, unix_fd: int = -1) -> list[str]:
+    """A replica's argv; is_replica_process() recognises it by its module and --spec. `unix_fd`:
+    the gateway's unix socket (replica_files.gateway_socket), passed down to serve on too."""
+    argv = [interpreter, "-m", RUNTIME_MODULE, "--spec", str(spec_file), "--host", host, "--port", str(port)]
+    return argv + ["--unix-fd", str(unix_fd)] if unix_fd >= 0 else argv
 
 
 def is_replica_process(pid: int, spec_file: str, proc: str = "/proc") -> bool:
@@ -179,6 +184,7 @@ class Launched:
     private_dir: Path  # the replica's spec and TMPDIR (replica_files.private_dir())
     cgroup: ReplicaCgroup | None  # its limits (cgroups.py), a root daemon's
     mount: ProjectMount | None = None  # what it has at /mnt/project (project_mount.py)
+    socket: str = ""  # the unix socket it serves the gateway on, "" for none (replica_files.gateway_socket)
 
 
 @dataclass
@@ -186,6 +192,7 @@ class _Held:
     """What a start holds so far; release() lets go of all of it when the start fails."""
 
     private: Path | None = None
+    gateway_socket: socket.socket | None = None  # the daemon's copy, closed once the child has it
     writer: RotatingLogWriter | None = None
     cgroup: ReplicaCgroup | None = None
     read_fd: int = -1
@@ -200,6 +207,8 @@ class _Held:
         for fd in (self.read_fd, self.write_fd):
             if fd >= 0:
                 os.close(fd)
+        if self.gateway_socket is not None:
+            self.gateway_socket.close()
         if self.writer is not None:
             self.writer.close()
         remove_private_dir(self.private)
@@ -262,7 +271,9 @@ class ReplicaLauncher:
             project_mount = await asyncio.to_thread(mount) if mount is not None else None
             namespace = self._project_mount(project_mount, env)
             if worker is None:
-                argv = command_line(interpreter, spec_file, self.host, port)
+                held.gateway_socket = self._gateway_socket(spec, runtime.predictor.processes_per_replica, private)
+                unix_fd = held.gateway_socket.fileno() if held.gateway_socket is not None else -1
+                argv = command_line(interpreter, spec_file, self.host, port, unix_fd)
             else:
                 env.update(worker.env)
                 argv = [interpreter, "-m", worker.module, "--spec", str(spec_file)]
@@ -282,7 +293,24 @@ class ReplicaLauncher:
         except BaseException:
             await held.release()
             raise
-        return Launched(process, port, log_path, pump, private, cgroup, project_mount)
+        unix = held.gateway_socket.getsockname() if held.gateway_socket is not None else ""
+        if held.gateway_socket is not None:
+            held.gateway_socket.close()  # the replica has it
+        return Launched(process, port, log_path, pump, private, cgroup, project_mount, socket=unix)
+
+    @staticmethod
+    def _gateway_socket(spec: APISpec, processes: int, private: Path) -> socket.socket | None:
+        """The unix socket the gateway reaches a one-process replica on (several processes share
+        the port with SO_REUSEPORT, which spreads connections over them; a unix socket has no
+        such thing), or None: the port then, which always works."""
+        if processes != 1:
+            return None
+        try:
+            return gateway_socket(private)
+        except OSError as e:
+            log.warning("api %s: no unix socket for the gateway (%s); it uses the replica's port",
+                        spec.name, e.strerror or e)
+            return None
 
     @staticmethod
     def _project_mount(mount: ProjectMount | None, env: dict[str, str]) -> Callable[[], None] | None:
@@ -311,11 +339,13 @@ class ReplicaLauncher:
         """The replica's process, its output into a pipe (held.read_fd) that LogPump reads."""
         held.read_fd, held.write_fd = os.pipe()  # the child's stdout and stderr
         drop = user if user.drops(os.getuid()) else None
+        unix = held.gateway_socket
         try:
             return await asyncio.create_subprocess_exec(
                 *argv, cwd=spec.project_dir, env=env,
                 stdin=asyncio.subprocess.DEVNULL, stdout=held.write_fd, stderr=held.write_fd,
                 start_new_session=True,  # own session and process group: workers stop with it
+                pass_fds=(unix.fileno(),) if unix is not None else (),
                 # into its cgroups, as its user, and it stops with the daemon (isolation.py)
                 preexec_fn=child_setup(drop, attach, sig=signal.SIGTERM, namespace=namespace),
             )

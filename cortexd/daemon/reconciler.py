@@ -50,7 +50,7 @@ from cortexd.daemon.events import EventLog
 from cortexd.daemon.replica_checks import ReplicaChecks
 from cortexd.daemon.seams import GPUPlacement, ReplicaRouter, ScaledAPI
 from cortexd.errors import CortexdError, DependencyError
-from cortexd.gateway.routes import RouteConfig, SplitConfig
+from cortexd.gateway.routes import ReplicaAddress, RouteConfig, SplitConfig
 from cortexd.settings import OPTIONS, DaemonSettings
 from cortexd.spec.model import APISpec, SplitterSpec
 from cortexd.status import APIFacts, APITraffic, ReplicaFacts
@@ -263,7 +263,8 @@ class Reconciler:
             if gpu_blocked:
                 self._make_room_for_update(state, live, now)
 
-        routable = [(i.replica_id, i.host, i.port) for i in live if self.records[i.replica_id].routable()]
+        routable = [ReplicaAddress(i.replica_id, i.host, i.port, i.socket)
+                    for i in live if self.records[i.replica_id].routable()]
         self.gateway.set_replicas(spec.name, routable)
         self._update_status(state, live, routable)
         # no replica on its way and none can start until a GPU is free: requests are told so at
@@ -310,7 +311,7 @@ class Reconciler:
                 await self._on_unhealthy(state, info, now)
         return [i for i in live if not self.records[i.replica_id].stopping]
 
-    def _update_status(self, state: APIState, live: list[ReplicaInfo], routable: list[tuple[str, str, int]]) -> None:
+    def _update_status(self, state: APIState, live: list[ReplicaInfo], routable: list[ReplicaAddress]) -> None:
         current = state.spec.spec_hash
         current_ready = sum(1 for i in live if i.spec_hash == current and self.records[i.replica_id].routable())
         stale = any(i.spec_hash != state.spec.spec_hash for i in live)

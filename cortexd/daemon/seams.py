@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from cortexd.core.placement import Placement
     from cortexd.daemon.events import EventLog
     from cortexd.gateway.metrics import APIMetrics, Monitor
-    from cortexd.gateway.routes import RouteConfig, SplitConfig
+    from cortexd.gateway.routes import ReplicaAddress, RouteConfig, SplitConfig
     from cortexd.spec.model import APISpec
     from cortexd.status import Status
 
@@ -50,8 +50,8 @@ class ReplicaRouter(InFlight, Protocol):
     async def configure(self, routes: Sequence[RouteConfig], splitters: Sequence[SplitConfig] = ()) -> None:
         """Serve exactly these APIs and traffic splitters (listeners per local_port, routes per endpoint)."""
 
-    def set_replicas(self, api: str, replicas: Sequence[tuple[str, str, int]]) -> None:
-        """The (replica id, host, port) that take `api`'s requests now."""
+    def set_replicas(self, api: str, replicas: Sequence[ReplicaAddress]) -> None:
+        """The replicas that take `api`'s requests now, and where the gateway reaches them."""
 
     def set_state(self, api: str, *, starting: bool, failure: Failure | None = None,
                   waiting_for: str | None = None) -> None:

@@ -18,7 +18,7 @@ from time import monotonic
 from typing import Protocol
 
 from cortexd.core.health import DROPPED, FAILURE, TIMEOUT, HealthPolicy, after_failure, readmitted
-from cortexd.gateway.routes import APIRoute, ReplicaTarget
+from cortexd.gateway.routes import APIRoute, ReplicaAddress, ReplicaTarget
 from cortexd.gateway.upstream import UpstreamDisconnected, UpstreamError, UpstreamPool, UpstreamTimeout
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class HealthListener(Protocol):
 class PassiveHealth:
     """Ejects replicas whose exchanges keep failing, and readmits them when their time is up."""
 
-    def __init__(self, policy: HealthPolicy, new_pool: Callable[[str, int], UpstreamPool]):
+    def __init__(self, policy: HealthPolicy, new_pool: Callable[[ReplicaAddress], UpstreamPool]):
         self.policy = policy
         self.new_pool = new_pool  # a fresh connection pool for a readmitted replica
         self.listener: HealthListener | None = None
@@ -81,7 +81,7 @@ class PassiveHealth:
             return
         del route.ejected[target.replica_id]
         target.health = readmitted(target.health)
-        target.pool = self.new_pool(target.host, target.port)
+        target.pool = self.new_pool(target.address)
         route.replicas = [*route.replicas, target]
         log.info("api %r: replica %s back in rotation", route.name, target.replica_id)
         route.notify_changed()

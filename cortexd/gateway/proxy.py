@@ -59,6 +59,8 @@ from cortexd.gateway.routes import (
     APIRoute,
     JobRoute,
     Listener,
+    ReplicaAddress,
+    Replicas,
     RouteConfig,
     SplitConfig,
     SplitRoute,
@@ -102,7 +104,8 @@ class Gateway:
         # what client connections share: unfinished heads and sockets against their limits
         self.clients = ClientConnections(client_header_timeout, held_heads_budget, open_files,
                                          connections=self._connections, send_timeout=client_send_timeout)
-        new_pool = functools.partial(UpstreamPool, sockets=self.clients.sockets)
+        def new_pool(address: ReplicaAddress) -> UpstreamPool:
+            return UpstreamPool(address.host, address.port, socket=address.socket, sockets=self.clients.sockets)
         self._health = PassiveHealth(health or HealthPolicy(), new_pool)  # cortexd.core.health
         self._book = RouteBook(new_pool, counts)
         self._configured: tuple[list[RouteConfig], list[SplitConfig]] = ([], [])
@@ -184,8 +187,9 @@ class Gateway:
         """Serve `jobs` (the BatchAPIs' endpoints) beside the APIs and splitters configured now."""
         await self.configure(*self._configured, jobs=jobs)
 
-    def set_replicas(self, api: str, replicas: Sequence[tuple[str, str, int]]) -> None:
-        """The ready, routable replicas of `api`: (replica_id, host, port) each.
+    def set_replicas(self, api: str, replicas: Replicas) -> None:
+        """The ready, routable replicas of `api`: a ReplicaAddress (replica_id, host, port, and the
+        unix socket it serves the gateway on, if any) or (replica_id, host, port) each.
 
         Replicas left out get no new requests; their in-flight requests finish
         (draining). Replicas that stay keep their in-flight counts and connections.

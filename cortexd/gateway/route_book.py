@@ -14,7 +14,7 @@ apis are live). Requests never look here: they find their route in a listener's 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from cortexd.core.api_status import Failure
@@ -23,6 +23,8 @@ from cortexd.gateway.answers import client_reason
 from cortexd.gateway.routes import (
     APIRoute,
     JobRoute,
+    ReplicaAddress,
+    Replicas,
     ReplicaTarget,
     Route,
     RouteConfig,
@@ -39,8 +41,8 @@ if TYPE_CHECKING:
 class RouteBook:
     """The configured APIs' routes by name, and those of deleted APIs whose requests still run."""
 
-    def __init__(self, new_pool: Callable[[str, int], UpstreamPool], counts: WorkerCounts | None = None):
-        self.new_pool = new_pool  # a connection pool to a replica at (host, port)
+    def __init__(self, new_pool: Callable[[ReplicaAddress], UpstreamPool], counts: WorkerCounts | None = None):
+        self.new_pool = new_pool  # a connection pool to a replica
         # gateway workers: routes and targets publish their in-flight counts (shared_counts.py)
         self.counts = counts
         self.routes: dict[str, APIRoute] = {}
@@ -83,8 +85,8 @@ class RouteBook:
         return routes + [s for s in self.splits.values() if s.port == port] + [
             j for j in self.jobs.values() if j.port == port]
 
-    def set_replicas(self, api: str, replicas: Sequence[tuple[str, str, int]]) -> None:
-        """The ready, routable replicas of `api`: (replica_id, host, port) each (see Gateway.set_replicas)."""
+    def set_replicas(self, api: str, replicas: Replicas) -> None:
+        """The ready, routable replicas of `api`: a ReplicaAddress each (see Gateway.set_replicas)."""
         route = self.routes.get(api)
         if route is None:
             return  # not configured (or deleted): nothing routes to it
@@ -92,21 +94,23 @@ class RouteBook:
         current = {t.replica_id: t for t in route.replicas}
         current.update(ejected)
         targets = []
-        for replica_id, host, port in replicas:
+        for address in (ReplicaAddress(*r) for r in replicas):
+            replica_id = address.replica_id
             target = current.pop(replica_id, None)
-            if target is not None and (target.host, target.port) != (host, port):
+            if target is not None and target.address != address:
                 self._retire_replica(route, target)
                 target = None
             if target is None:
                 back = route.draining.get(replica_id)
-                if back is not None and (back.host, back.port) == (host, port):
+                if back is not None and back.address == address:
                     del route.draining[replica_id]  # routable again before it drained
                     back.removed = False
                     target = back
                 elif self.counts is None:
-                    target = ReplicaTarget(replica_id, host, port, pool=self.new_pool(host, port))
+                    target = ReplicaTarget(replica_id, address.host, address.port, socket=address.socket,
+                                           pool=self.new_pool(address))
                 else:
-                    target = self.counts.new_target(api, replica_id, host, port, self.new_pool(host, port))
+                    target = self.counts.new_target(api, address, self.new_pool(address))
             targets.append(target)
         for target in current.values():
             self._retire_replica(route, target)

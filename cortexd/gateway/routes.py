@@ -33,7 +33,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from cortexd.core.health import HEALTHY, ReplicaHealth
 from cortexd.core.splitting import pick_target, split_table
@@ -58,6 +58,22 @@ class RouteConfig:
                    spec.autoscaling.max_replica_concurrency, spec.monitoring)
 
 
+class ReplicaAddress(NamedTuple):
+    """Where the gateway reaches a replica (Gateway.set_replicas takes these, or the first three
+    as a plain tuple)."""
+
+    replica_id: str
+    host: str
+    port: int
+    # a unix socket the replica serves on beside host:port, which the gateway then uses (a process
+    # replica's: cortexd/backends/replica_files.gateway_socket); "" for none
+    socket: str = ""
+
+
+# what Gateway.set_replicas takes
+Replicas = Sequence[ReplicaAddress | tuple[str, str, int]]
+
+
 @dataclass(eq=False)
 class ReplicaTarget:
     """One routable replica of an API. Mutable: the gateway updates `in_flight`."""
@@ -74,6 +90,11 @@ class ReplicaTarget:
     health: ReplicaHealth = HEALTHY
     # while ejected: the timer that puts it back into rotation (asyncio.TimerHandle)
     readmit: Any = field(default=None, repr=False)
+    socket: str = field(default="", kw_only=True)  # ReplicaAddress.socket
+
+    @property
+    def address(self) -> ReplicaAddress:
+        return ReplicaAddress(self.replica_id, self.host, self.port, self.socket)
 
     @property
     def load(self) -> int:

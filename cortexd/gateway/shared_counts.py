@@ -26,7 +26,7 @@ import os
 from collections.abc import Hashable
 from typing import Any
 
-from cortexd.gateway.routes import APIRoute, ReplicaTarget
+from cortexd.gateway.routes import APIRoute, ReplicaAddress, ReplicaTarget
 
 CELL = 8  # bytes: an int64
 
@@ -97,8 +97,8 @@ class WorkerCounts:
     def new_route(self, name: str, endpoint: str, port: int, max_replica_concurrency: int) -> APIRoute:
         return SharedRoute(self, name, endpoint, port, max_replica_concurrency)
 
-    def new_target(self, api: str, replica_id: str, host: str, port: int, pool: object) -> ReplicaTarget:
-        return SharedTarget(self, api, replica_id, host, port, pool)
+    def new_target(self, api: str, address: ReplicaAddress, pool: object) -> ReplicaTarget:
+        return SharedTarget(self, api, address, pool)
 
 
 class PublishedCount:
@@ -130,14 +130,14 @@ class SharedRoute(APIRoute):
 class SharedTarget(ReplicaTarget):
     """A ReplicaTarget whose in-flight count is published to its cell; `load` sums every worker's."""
 
-    def __init__(self, counts: WorkerCounts, api: str, replica_id: str, host: str, port: int, pool: object):
+    def __init__(self, counts: WorkerCounts, api: str, address: ReplicaAddress, pool: object):
         table = counts.table
         self._cells = table.cells
-        self._cell = cell = counts.cell(("replica", api, replica_id))
+        self._cell = cell = counts.cell(("replica", api, address.replica_id))
         start = cell - cell % table.workers
         self._row = slice(start, start + table.workers)
         self._local = 0
-        super().__init__(replica_id, host, port, pool=pool)
+        super().__init__(address.replica_id, address.host, address.port, pool=pool, socket=address.socket)
 
     # this worker's requests on the replica (its pool closes, once removed, at 0)
     in_flight = PublishedCount()

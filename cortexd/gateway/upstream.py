@@ -463,10 +463,15 @@ class UpstreamConnection(asyncio.Protocol):
 class UpstreamPool:
     """Idle keep-alive connections to one replica (most recently used first)."""
 
-    def __init__(self, host: str, port: int, *, connect_timeout: float = 10.0,
+    def __init__(self, host: str, port: int, *, socket: str = "", connect_timeout: float = 10.0,
                  loop: asyncio.AbstractEventLoop | None = None, sockets: SocketCount | None = None):
+        """`socket`: a unix socket the replica serves on too, used instead of host:port. A request
+        it never read is proven as on TCP: Linux resets the peer of a unix socket closed with
+        bytes unread (replica_files.gateway_socket)."""
         self.host = host
         self.port = port
+        self.socket = socket
+        self.where = socket or f"{host}:{port}"  # for messages
         self.connect_timeout = connect_timeout
         self.sockets = sockets  # the gateway's count of its sockets, with their cap
         self.loop = loop or asyncio.get_running_loop()
@@ -494,17 +499,20 @@ class UpstreamPool:
             raise UpstreamNoSocket(f"{sockets.open} of {sockets.cap} sockets open, none of the clients' idle")
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await self.loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port)
+                if self.socket:
+                    _, conn = await self.loop.create_unix_connection(lambda: UpstreamConnection(self), self.socket)
+                else:
+                    _, conn = await self.loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port)
         except TimeoutError as e:  # before OSError: TimeoutError is one
             reason = f"no answer within {self.connect_timeout:g} s"
-            raise UpstreamConnectError(f"could not connect to {self.host}:{self.port} ({reason})", reason) from e
+            raise UpstreamConnectError(f"could not connect to {self.where} ({reason})", reason) from e
         except OSError as e:
             if e.errno in (errno.EMFILE, errno.ENFILE):  # the process's or the system's open-file limit
                 raise UpstreamNoSocket(f"{os.strerror(e.errno)} ({errno.errorcode[e.errno]}) on a new "
                                        "connection to a replica") from e
             # from errno, not the message: asyncio's names the address ("Connect call failed (...)")
             reason = os.strerror(e.errno) if e.errno else type(e).__name__
-            raise UpstreamConnectError(f"could not connect to {self.host}:{self.port} ({reason})", reason) from e
+            raise UpstreamConnectError(f"could not connect to {self.where} ({reason})", reason) from e
         return conn
 
     def release(self, conn: UpstreamConnection) -> None:

@@ -50,7 +50,7 @@ from cortexd.errors import CortexdError
 from cortexd.gateway.handoff import Acceptor, channel_pair, listening_sockets, send_connection
 from cortexd.gateway.metrics import APIMetrics, Monitor
 from cortexd.gateway.proxy import Gateway
-from cortexd.gateway.routes import APIRoute, JobRoute, Listener, RouteConfig, SplitConfig, SplitRoute
+from cortexd.gateway.routes import APIRoute, JobRoute, Listener, Replicas, RouteConfig, SplitConfig, SplitRoute
 from cortexd.gateway.shared_counts import CountTable, Slots, WorkerCounts
 from cortexd.gateway.worker_wire import frame, read_message
 from cortexd.settings import DaemonSettings
@@ -391,11 +391,11 @@ class GatewayWorkers(Gateway):
             self._opened_at[port] = seq
         self._broadcast(self._configure_message(seq))
 
-    def set_replicas(self, api: str, replicas: Sequence[tuple[str, str, int]]) -> None:
-        known = {name for name, _, _ in replicas}
+    def set_replicas(self, api: str, replicas: Replicas) -> None:
+        known = {address[0] for address in replicas}
         seq = self._next()
         before = self._replicas.get(api)
-        for replica_id, _, _ in (before[3] if before is not None else ()):
+        for replica_id, *_ in (before[3] if before is not None else ()):
             if replica_id not in known:
                 self._removed[("replica", api, replica_id)] = seq
         slots = {}

@@ -1,13 +1,16 @@
 """The gateway's fast lane (fast_lane.py) against real upstreams on loopback: the usual request on
 a pooled connection is served from callbacks, and what turns unusual on the way is handed over to
 the request path's coroutine at that point, with serve()'s own outcome: a streamed answer, a retry
-of a request the replica never read, a 502 for one it read, counts that end at zero."""
+of a request the replica never read, a 502 for one it read, counts that end at zero. The proof of a
+request never read holds on the unix socket of a process replica as on TCP (its hop: replica_files.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import select
+import shutil
 import socket
+import tempfile
 import threading
 
 import aiohttp
@@ -49,21 +52,30 @@ async def pooled(upstreams, gateways, client):
 class KeepsThenBreaks:
     """A replica that answers its connection's first request and keeps the connection; on the
     next it either closes with that request unread (`unread`: the kernel resets the connection,
-    as a replica that exits does) or reads it and closes (a predictor that died running it)."""
+    as a replica that exits does) or reads it and closes (a predictor that died running it).
+    `unix`: it listens on a unix socket at that path (a process replica's hop), and nothing on its
+    port: a gateway that tried the port would be refused."""
 
-    def __init__(self, *, unread: bool):
+    def __init__(self, *, unread: bool, unix: str = ""):
         self.unread = unread
         self.requests = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
+        self.unix = unix
+        if unix:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.bind(unix)
+            self.sock.listen()
+            self.port = free_port()
+        else:
+            self.sock = socket.create_server(("127.0.0.1", 0))
+            self.port = self.sock.getsockname()[1]
         self.sock.settimeout(0.1)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
     @property
-    def replica(self) -> tuple[str, str, int]:
-        return ("breaks", "127.0.0.1", self.port)
+    def replica(self) -> tuple[str, str, int, str]:
+        return ("breaks", "127.0.0.1", self.port, self.unix)
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -149,8 +161,20 @@ async def test_an_answer_whose_body_comes_after_its_head_is_handed_over_and_stre
     assert gw.api_in_flight("api") == gw._path.in_flight == 0
 
 
-async def test_a_request_the_replica_never_read_is_retried_on_another(upstreams, gateways, client, lane):
-    breaks, good = KeepsThenBreaks(unread=True), await upstreams("good")
+@pytest.fixture(params=["tcp", "unix"])
+def hop(request):
+    """How the gateway reaches the replica that breaks: its port, or a unix socket at this path
+    (short: a socket address holds 107 bytes, more than pytest's tmp_path may leave)."""
+    if request.param == "tcp":
+        yield ""
+        return
+    folder = tempfile.mkdtemp(prefix="cx-")
+    yield f"{folder}/sock"
+    shutil.rmtree(folder)
+
+
+async def test_a_request_the_replica_never_read_is_retried_on_another(upstreams, gateways, client, lane, hop):
+    breaks, good = KeepsThenBreaks(unread=True, unix=hop), await upstreams("good")
     try:
         gw, base = await one_api(gateways, [breaks.replica, good.replica])
         replicas = []
@@ -168,8 +192,8 @@ async def test_a_request_the_replica_never_read_is_retried_on_another(upstreams,
 
 
 async def test_a_request_the_replica_read_and_died_on_is_502_and_never_retried(upstreams, gateways, client,
-                                                                                lane):
-    breaks, good = KeepsThenBreaks(unread=False), await upstreams("good")
+                                                                                lane, hop):
+    breaks, good = KeepsThenBreaks(unread=False, unix=hop), await upstreams("good")
     try:
         gw, base = await one_api(gateways, [breaks.replica, good.replica])
         statuses = []

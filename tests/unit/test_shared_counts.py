@@ -7,7 +7,7 @@ import pytest
 
 from cortexd.core.routing import pick_replica
 from cortexd.gateway.metrics import APIMetrics, Monitor
-from cortexd.gateway.routes import APIRoute, ReplicaTarget
+from cortexd.gateway.routes import APIRoute, ReplicaAddress, ReplicaTarget
 from cortexd.gateway.shared_counts import CountTable, Slots, WorkerCounts
 from cortexd.gateway.workers import _fold
 
@@ -24,7 +24,7 @@ def test_each_worker_writes_its_own_cell_and_load_is_the_rows_sum(table):
     key = ("replica", "a", "r1")
     slots.slot(key)
     workers = [WorkerCounts(table, i, slots.of) for i in range(3)]
-    targets = [w.new_target("a", "r1", "127.0.0.1", 9000, pool=None) for w in workers]
+    targets = [w.new_target("a", ReplicaAddress("r1", "127.0.0.1", 9000), pool=None) for w in workers]
     targets[0].in_flight += 1
     targets[1].in_flight += 2
     targets[2].in_flight += 1

@@ -61,7 +61,7 @@ class _Pool:
 
 
 def book_with(*apis: str) -> RouteBook:
-    book = RouteBook(lambda host, port: _Pool())  # type: ignore[arg-type, return-value]
+    book = RouteBook(lambda address: _Pool())  # type: ignore[arg-type, return-value]
     book.update({a: RouteConfig(a, f"/{a}", 8888, 10) for a in apis},
                 {"ab": SplitConfig("ab", "/ab", 8888, (("a", 70, False), ("b", 30, False), ("s", 100, True)))})
     return book
@@ -103,7 +103,7 @@ def test_a_splitter_sits_in_its_port_table_and_alone_also_at_root():
 def test_choose_uses_the_splitters_rng():
     split = SplitRoute(SplitConfig("ab", "/ab", 9000, (("a", 70, False), ("b", 30, False))),
                        rng=random.Random(7).random)
-    book = RouteBook(lambda host, port: _Pool())  # type: ignore[arg-type, return-value]
+    book = RouteBook(lambda address: _Pool())  # type: ignore[arg-type, return-value]
     book.update({n: RouteConfig(n, f"/{n}", 9000, 10) for n in "ab"})
     split.refresh(book.routes)
     counts = Counter(split.choose().name for _ in range(20_000))  # type: ignore[union-attr]
