@@ -9,8 +9,9 @@ A server on uvloop that answers each read with a small HTTP answer and no other 
 no Python beyond the callback), and a client process keeping 32 connections busy, each sending the
 next request when its answer comes. Prints the exchanges per second and the server process's CPU
 time per exchange (from /proc), for a TCP connection on 127.0.0.1 and for a unix socket, in turn:
-what the gateway's hop to a replica on the same host would save if it went over a unix socket
-(issue 20: the two `send`s are about half of the gateway's samples in py-spy).
+what the gateway's hop to a replica on the same host saves over a unix socket (the process backend's
+one-process replicas since 2026-12-04; issue 20: the two `send`s were about half of the gateway's
+samples in py-spy).
 """
 
 from __future__ import annotations
