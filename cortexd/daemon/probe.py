@@ -26,9 +26,20 @@ class ReplicaProbe:
         return self._session
 
     async def healthy(self, info: ReplicaInfo) -> bool:
-        """GET /healthz answers 200."""
+        """GET /healthz answers 200 on the port and, where the gateway reaches the replica on a
+        unix socket (info.socket: a process replica's), on that socket too: the probe asks on
+        the hop the requests take, so a replica whose socket stopped taking connections (its
+        predictor closed the descriptor, say) is not ready, and is replaced once live."""
         try:
             async with self._client().get(f"http://{info.host}:{info.port}/healthz") as resp:
+                if resp.status != 200:
+                    return False
+            if not info.socket:
+                return True
+            # a session of its own: a connector serves one socket path
+            async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=info.socket),
+                                             timeout=aiohttp.ClientTimeout(total=self._timeout)) as unix, \
+                    unix.get("http://replica/healthz") as resp:
                 return resp.status == 200
         except (aiohttp.ClientError, TimeoutError, OSError):
             return False
