@@ -499,9 +499,16 @@ class UpstreamPool:
             raise UpstreamNoSocket(f"{sockets.open} of {sockets.cap} sockets open, none of the clients' idle")
         try:
             async with asyncio.timeout(self.connect_timeout):
+                conn = None
                 if self.socket:
-                    _, conn = await self.loop.create_unix_connection(lambda: UpstreamConnection(self), self.socket)
-                else:
+                    try:
+                        _, conn = await self.loop.create_unix_connection(lambda: UpstreamConnection(self), self.socket)
+                    except BlockingIOError:
+                        # the socket's backlog is full (the replica is slow to accept): a unix
+                        # connect fails at once (EAGAIN) where TCP's waits in the SYN queue, so
+                        # this one goes to the replica's port, which serves the same
+                        conn = None
+                if conn is None:
                     _, conn = await self.loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port)
         except TimeoutError as e:  # before OSError: TimeoutError is one
             reason = f"no answer within {self.connect_timeout:g} s"
