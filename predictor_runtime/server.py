@@ -391,11 +391,12 @@ async def serve(sock: socket.socket, handler: PredictionHandler,
 
     http = HTTPServer(handler, handler.header_timeout, handler.body_timeout)
     servers = [await loop.create_server(http.protocol, sock=sock, backlog=1024)]  # listen() happens here
+    where = f" and on {unix.getsockname()}" if unix is not None else ""  # (the server owns the socket after)
     if unix is not None:
         servers.append(await loop.create_unix_server(http.protocol, sock=unix, backlog=1024))
     handler.ready = True
     host, port = sock.getsockname()[:2]
-    log.info("serving on http://%s:%s%s", host, port, f" and on {unix.getsockname()}" if unix is not None else "")
+    log.info("serving on http://%s:%s%s", host, port, where)
 
     await stop.wait()
     ignore_stop_signals(loop)
@@ -490,11 +491,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def unix_socket(fd: int) -> socket.socket:
-    """The unix stream socket the daemon passed as `fd` (bound, not listening)."""
+    """The unix stream socket the daemon passed as `fd` (bound, not listening).
+
+    Not inherited by what the predictor execs (os.system, subprocess with close_fds=False):
+    a child holding the gateway's listener after the replica died would take the gateway's
+    connections and leave them unanswered (not refused, so not retried elsewhere at once)."""
     sock = socket.socket(fileno=fd)
     if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
         sock.detach()
         raise OSError(f"descriptor {fd} is not a unix stream socket")
+    try:
+        sock.getpeername()
+    except OSError:
+        pass  # not connected: as it should be
+    else:
+        sock.detach()
+        raise OSError(f"descriptor {fd} is a connected socket, not one to listen on")
+    if not sock.getsockname():
+        sock.detach()
+        raise OSError(f"descriptor {fd} is not bound to a path")
+    sock.set_inheritable(False)
     sock.setblocking(False)
     return sock
 
