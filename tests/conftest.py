@@ -65,6 +65,15 @@ def cli():
 
 
 @pytest.fixture
+def short_dir():
+    """A new folder whose paths fit a unix socket's address (107 bytes, which pytest's tmp_path
+    may not leave): the unix hop's tests bind sockets in it."""
+    folder = tempfile.mkdtemp(prefix="cx-")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
 def runtime(tmp_path):
     started: list[Runtime] = []
 

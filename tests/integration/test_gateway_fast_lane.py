@@ -8,20 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import select
-import shutil
 import socket
-import tempfile
 import threading
 
 import aiohttp
 import pytest
+import uvloop
 
 from cortexd.gateway.request_path import RequestPath
 from cortexd.gateway.routes import RouteConfig, SplitConfig
 from tests.integration.test_gateway import client, gateways, one_api  # noqa: F401  (fixtures)
 from tests.real_daemon import free_port
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [
+    pytest.mark.timeout(30),
+    # the fixture below: pytest-asyncio's replacement (the pytest_asyncio_loop_factories hook)
+    # parametrizes every async test of the suite, where only these need both loops
+    pytest.mark.filterwarnings('ignore:Overriding the "event_loop_policy" fixture is deprecated'),
+]
+
+
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def event_loop_policy(request):
+    """Each test on asyncio's loop and on uvloop's, which the daemon runs the gateway on: the
+    callbacks' order, and what a reset looks like, are each loop's own."""
+    return uvloop.EventLoopPolicy() if request.param == "uvloop" else asyncio.DefaultEventLoopPolicy()
 
 
 @pytest.fixture
@@ -162,15 +173,9 @@ async def test_an_answer_whose_body_comes_after_its_head_is_handed_over_and_stre
 
 
 @pytest.fixture(params=["tcp", "unix"])
-def hop(request):
-    """How the gateway reaches the replica that breaks: its port, or a unix socket at this path
-    (short: a socket address holds 107 bytes, more than pytest's tmp_path may leave)."""
-    if request.param == "tcp":
-        yield ""
-        return
-    folder = tempfile.mkdtemp(prefix="cx-")
-    yield f"{folder}/sock"
-    shutil.rmtree(folder)
+def hop(request, short_dir):
+    """How the gateway reaches the replica that breaks: its port, or a unix socket at this path."""
+    return "" if request.param == "tcp" else f"{short_dir}/sock"
 
 
 async def test_a_request_the_replica_never_read_is_retried_on_another(upstreams, gateways, client, lane, hop):

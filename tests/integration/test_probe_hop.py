@@ -3,12 +3,8 @@ gateway's requests take: a process replica's unix socket (--unix-fd) as well as 
 
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
 import time
-
-import pytest
 
 from cortexd.backends.base import ReplicaInfo
 from cortexd.daemon.probe import ReplicaProbe
@@ -22,12 +18,6 @@ class PythonPredictor:
         return "ok"
 """
 
-
-@pytest.fixture
-def short_dir():
-    folder = tempfile.mkdtemp(prefix="cx-")
-    yield folder
-    shutil.rmtree(folder)
 
 
 def info(port: int, sock: str) -> ReplicaInfo:

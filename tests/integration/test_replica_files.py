@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import stat
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -126,16 +124,11 @@ def test_the_gateway_reaches_a_one_process_replica_on_a_unix_socket_only_the_dae
     assert not private.exists()
 
 
-def test_the_gateway_socket_is_bound_not_listening_and_left_out_where_its_path_is_too_long(tmp_path):
-    short = Path(tempfile.mkdtemp(prefix="cx-"))
-    try:
-        sock = gateway_socket(short)
-        assert sock is not None
-        with sock, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe, \
-                pytest.raises(ConnectionRefusedError):
-            probe.connect(str(short / "gw" / "sock"))  # bound, not listening: the replica listens when ready
-    finally:
-        shutil.rmtree(short)
+def test_the_gateway_socket_is_bound_not_listening_and_left_out_where_its_path_is_too_long(tmp_path, short_dir):
+    sock = gateway_socket(Path(short_dir))
+    assert sock is not None
+    with sock, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe, pytest.raises(ConnectionRefusedError):
+        probe.connect(f"{short_dir}/gw/sock")  # bound, not listening: the replica listens when ready
     deep = tmp_path / ("d" * (MAX_SOCKET_PATH - len(str(tmp_path)) - len("/gw/sock")))
     deep.mkdir()
     assert len(str(deep / "gw" / "sock")) == MAX_SOCKET_PATH + 1

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
-import tempfile
 import threading
 import time
 
 import pytest
 
-from predictor_runtime.unix_http import UnixHTTPConnection
 from tests.real_daemon import http, pid_alive, post_json
 from tests.real_runtime import accepts
 
@@ -385,44 +382,3 @@ def test_a_body_that_stops_arriving_is_answered_408_and_closed(runtime):
     status, _, _ = http("GET", rt.url + "/healthz")  # the replica serves on
     assert status == 200
 
-
-# -- the unix socket the daemon passes down (--unix-fd: the gateway's hop to a process replica) --
-
-@pytest.fixture
-def short_dir():
-    """A folder whose paths fit a unix socket address (107 bytes; pytest's tmp_path may not)."""
-    folder = tempfile.mkdtemp(prefix="cx-")
-    yield folder
-    shutil.rmtree(folder)
-
-
-def unix_request(path: str, method: str, target: str, body: bytes | None = None) -> tuple[int, bytes]:
-    conn = UnixHTTPConnection(path, timeout=10)
-    try:
-        conn.request(method, target, body=body, headers={"Content-Type": "application/json"} if body else {})
-        answer = conn.getresponse()
-        return answer.status, answer.read()
-    finally:
-        conn.close()
-
-
-def test_the_unix_socket_it_was_given_serves_as_the_port_does_and_closes_with_it(runtime, short_dir):
-    path = f"{short_dir}/sock"
-    rt = runtime(SERVING, unix=path)
-    rt.wait_ready()
-    status, body = unix_request(path, "POST", "/?kind=echo", b'{"a": 1}')
-    assert status == 200 and json.loads(body)["payload"] == {"a": 1}
-    assert unix_request(path, "POST", "/?kind=raise", b"{}")[0] == 500  # the same handler, the same answers
-    assert unix_request(path, "GET", "/healthz") == (200, b'{"ok":true}')
-    assert post_json(rt.url, {"b": 2})[0] == 200  # the port still serves
-    os.killpg(rt.proc.pid, signal.SIGTERM)
-    assert rt.wait_exit() == 0, rt.stderr()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe, pytest.raises(ConnectionRefusedError):
-        probe.connect(path)  # nobody listens there once the replica is gone
-
-
-def test_a_unix_socket_is_refused_for_several_processes_with_the_reason(runtime, short_dir):
-    rt = runtime(SERVING, processes=2, unix=f"{short_dir}/sock")
-    assert rt.wait_exit() == 1
-    assert "--unix-fd serves one process per replica only (predictor.processes_per_replica is 2)" in rt.stderr()
-    assert not accepts(rt.port)

@@ -1,22 +1,24 @@
-"""The runtime's --unix-fd (the gateway's hop to a process replica): what it accepts, and that
-the predictor's exec'd children do not inherit the gateway's listener."""
+"""The runtime's --unix-fd (the gateway's hop to a process replica): it serves as the port does and
+stops with it, what it accepts, and that the predictor's exec'd children do not inherit the
+gateway's listener."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_runtime import unix_request
-from tests.real_daemon import REPO
+from predictor_runtime.unix_http import UnixHTTPConnection
+from tests.integration.test_runtime import SERVING
+from tests.real_daemon import REPO, post_json
+from tests.real_runtime import accepts
 
 SPAWNS = """
 import os
@@ -41,13 +43,6 @@ class PythonPredictor:
         os.waitpid(pid, 0)
         return {"fds": out.decode()}
 """
-
-
-@pytest.fixture
-def short_dir():
-    folder = tempfile.mkdtemp(prefix="cx-")
-    yield folder
-    shutil.rmtree(folder)
 
 
 def write_spec(folder: Path, code: str) -> Path:
@@ -98,3 +93,37 @@ def test_the_predictors_exec_d_children_do_not_hold_the_gateways_socket(runtime,
     fds = json.loads(body)["fds"]
     held = [line for line in fds.splitlines() if "socket:" in line]
     assert held == [], fds  # the child holds no socket of the replica's, the gateway's listener least
+
+
+
+
+def unix_request(path: str, method: str, target: str, body: bytes | None = None) -> tuple[int, bytes]:
+    conn = UnixHTTPConnection(path, timeout=10)
+    try:
+        conn.request(method, target, body=body, headers={"Content-Type": "application/json"} if body else {})
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+    finally:
+        conn.close()
+
+
+def test_the_unix_socket_it_was_given_serves_as_the_port_does_and_closes_with_it(runtime, short_dir):
+    path = f"{short_dir}/sock"
+    rt = runtime(SERVING, unix=path)
+    rt.wait_ready()
+    status, body = unix_request(path, "POST", "/?kind=echo", b'{"a": 1}')
+    assert status == 200 and json.loads(body)["payload"] == {"a": 1}
+    assert unix_request(path, "POST", "/?kind=raise", b"{}")[0] == 500  # the same handler, the same answers
+    assert unix_request(path, "GET", "/healthz") == (200, b'{"ok":true}')
+    assert post_json(rt.url, {"b": 2})[0] == 200  # the port still serves
+    os.killpg(rt.proc.pid, signal.SIGTERM)
+    assert rt.wait_exit() == 0, rt.stderr()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe, pytest.raises(ConnectionRefusedError):
+        probe.connect(path)  # nobody listens there once the replica is gone
+
+
+def test_a_unix_socket_is_refused_for_several_processes_with_the_reason(runtime, short_dir):
+    rt = runtime(SERVING, processes=2, unix=f"{short_dir}/sock")
+    assert rt.wait_exit() == 1
+    assert "--unix-fd serves one process per replica only (predictor.processes_per_replica is 2)" in rt.stderr()
+    assert not accepts(rt.port)

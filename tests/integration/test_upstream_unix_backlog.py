@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import shutil
 import socket
-import tempfile
 
 import pytest
 import uvloop
@@ -19,10 +17,9 @@ from cortexd.gateway.upstream import UpstreamPool
 
 
 @pytest.fixture
-def full_unix_socket():
+def full_unix_socket(short_dir):
     """A listening unix socket that never accepts, its backlog filled; yields its path."""
-    folder = tempfile.mkdtemp(prefix="cx-")
-    path = f"{folder}/sock"
+    path = f"{short_dir}/sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(0)
@@ -44,7 +41,6 @@ def full_unix_socket():
         for c in waiting:
             c.close()
         server.close()
-        shutil.rmtree(folder)
 
 
 def test_a_unix_socket_with_a_full_backlog_is_reached_on_the_port_instead(full_unix_socket):
